@@ -1,0 +1,169 @@
+/*
+ * vit.h - Vision Transformer model: config, weights, loading, forward pass.
+ *
+ * Legend for shape comments: B batch, N tokens (= G*G + 1 with the class
+ * token), G grid side (image / patch), P patch side, C width, NH heads,
+ * hs = C / NH, M mlp width, D projection width (CLIP), K classes.
+ *
+ * Canonical tensor names (timm-style; every checkpoint layout is mapped onto
+ * these by the tables in vit_names.c):
+ *   cls_token                 (1, 1, C)
+ *   pos_embed                 (1, N, C)
+ *   patch_embed.proj.weight   (C, 3, P, P)     patch_embed.proj.bias (C)  [optional]
+ *   norm_pre.weight / .bias   (C)              [CLIP ln_pre]
+ *   blocks.{i}.norm1.weight / .bias            (C)
+ *   blocks.{i}.attn.qkv.weight (3C, C)  .bias (3C)   rows: q, k, v
+ *   blocks.{i}.attn.proj.weight (C, C)  .bias (C)
+ *   blocks.{i}.norm2.weight / .bias            (C)
+ *   blocks.{i}.mlp.fc1.weight (M, C)    .bias (M)
+ *   blocks.{i}.mlp.fc2.weight (C, M)    .bias (C)
+ *   norm.weight / .bias       (C)              final LN (CLIP ln_post; after pooling when pool=mean)
+ *   proj.weight               (D, C)           [CLIP projection, no bias]
+ *   head.weight (K, F)  head.bias (K)          [absent: feature extractor]
+ * Linear weights keep PyTorch's (out, in) layout.
+ *
+ * Parameters live in two arenas (STYLE.md 3): `frozen` holds weights, LN gains
+ * and embeddings; `trainable` holds every bias and the head, so BitFit's
+ * gradients and optimizer state are exactly the size of that arena.
+ *
+ * A vit_model is immutable after loading and may be shared by threads; each
+ * thread runs the forward pass with its own vit_state.
+ */
+#ifndef VIT_VIT_H
+#define VIT_VIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image.h"
+#include "status.h"
+
+typedef enum vit_act { VIT_ACT_GELU, VIT_ACT_QUICK_GELU } vit_act;
+typedef enum vit_pool { VIT_POOL_CLS, VIT_POOL_MEAN } vit_pool;
+
+/* Checkpoint naming conventions we read. */
+typedef enum vit_layout {
+    VIT_LAYOUT_TIMM,
+    VIT_LAYOUT_HF,          /* HF transformers ViTModel / ViTForImageClassification */
+    VIT_LAYOUT_TORCHVISION, /* torchvision.models.vit_b_16 and friends */
+    VIT_LAYOUT_CLIP,        /* OpenAI CLIP visual tower */
+    VIT_LAYOUT_COUNT,
+} vit_layout;
+
+typedef struct vit_config {
+    int image_size;      /* input side, pixels */
+    int patch_size;      /* P */
+    int width;           /* C */
+    int depth;           /* number of blocks */
+    int heads;           /* NH */
+    int mlp_dim;         /* M */
+    int num_classes;     /* K; 0 = no head (feature extractor) */
+    int proj_dim;        /* D; 0 = no projection */
+    float ln_eps;
+    vit_act act;
+    vit_pool pool;
+    bool ln_pre;         /* LayerNorm before the blocks (CLIP) */
+    bool patch_bias;     /* patch embedding has a bias (not in CLIP) */
+    img_preprocess preprocess;
+} vit_config;
+
+/* One canonical parameter tensor. */
+typedef struct vit_param {
+    char name[64];
+    int ndim;
+    int64_t shape[4];
+    size_t numel;
+    bool trainable;      /* lives in the trainable arena (biases, head) */
+    float *data;         /* points into one of the two arenas */
+} vit_param;
+
+/* Pointers into the arenas, by role; set up by vit_model_create. */
+typedef struct vit_block_weights {
+    const float *norm1_w, *norm1_b;  /* (C) */
+    const float *qkv_w, *qkv_b;      /* (3C, C), (3C) */
+    const float *proj_w, *proj_b;    /* (C, C), (C) */
+    const float *norm2_w, *norm2_b;  /* (C) */
+    const float *fc1_w, *fc1_b;      /* (M, C), (M) */
+    const float *fc2_w, *fc2_b;      /* (C, M), (C) */
+} vit_block_weights;
+
+typedef struct vit_weights {
+    const float *patch_w, *patch_b;       /* (C, 3*P*P), (C) or NULL */
+    const float *cls_token;               /* (C) */
+    const float *pos_embed;               /* (N, C) */
+    const float *norm_pre_w, *norm_pre_b; /* (C) or NULL */
+    vit_block_weights *blocks;            /* depth entries */
+    const float *norm_w, *norm_b;         /* (C) */
+    const float *proj_w;                  /* (D, C) or NULL */
+    const float *head_w, *head_b;         /* (K, F) and (K), or NULL */
+} vit_weights;
+
+typedef struct vit_model {
+    vit_config cfg;
+    vit_layout layout;       /* layout the checkpoint was read from */
+    vit_param *params;       /* canonical tensors, in forward order */
+    size_t num_params;
+    float *frozen;           /* arena: weights, gains, embeddings */
+    size_t frozen_len;       /* floats */
+    float *trainable;        /* arena: biases + head */
+    size_t trainable_len;    /* floats */
+    vit_weights w;
+    char **labels;           /* num_classes names, or NULL */
+} vit_model;
+
+/* ---- config ---- */
+
+/* Presets: "vit-b16", "vit-l14-clip", "vit-tiny".  Returns VIT_ERR_NOT_FOUND
+ * for other names. */
+vit_status vit_config_preset(const char *name, vit_config *out, vit_error *err);
+int vit_config_tokens(const vit_config *cfg);       /* N */
+int vit_config_feature_dim(const vit_config *cfg);  /* F: D if projected, else C */
+int vit_config_output_dim(const vit_config *cfg);   /* K, or F without a head */
+/* Checks that the config is internally consistent and within sane bounds. */
+vit_status vit_config_validate(const vit_config *cfg, vit_error *err);
+const char *vit_layout_name(vit_layout layout);
+/* Multiply-accumulates of one forward pass for one image (all GEMMs,
+ * attention included): 17.56e9 for ViT-B/16 at 224. */
+double vit_config_macs(const vit_config *cfg);
+
+/* ---- model ---- */
+
+/* Allocates a model with zeroed parameters for cfg (arenas + param table). */
+vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *err);
+void vit_model_free(vit_model *m);
+
+vit_param *vit_model_find(vit_model *m, const char *canonical_name);
+
+/* Fills every parameter with randinit_tensor(seed); used by bench and tests. */
+void vit_model_randomize(vit_model *m, uint64_t seed);
+
+/* Loads a checkpoint: a directory (model.safetensors + optional config.json
+ * and labels) or a single .safetensors file.  Layout and config are detected;
+ * labels come from config.json (id2label / label_names) when present. */
+vit_status vit_model_load(const char *path, vit_model **out, vit_error *err);
+
+size_t vit_model_param_count(const vit_model *m);
+/* Bias parameters of the backbone (every *.bias except the head's). */
+size_t vit_model_bias_count(const vit_model *m);
+
+/* ---- forward ---- */
+
+typedef struct vit_state vit_state;
+
+/* Scratch memory for batches up to max_batch; one per thread. */
+vit_status vit_state_create(const vit_model *m, int max_batch, vit_state **out, vit_error *err);
+void vit_state_free(vit_state *s);
+
+/* images: (B, 3, H, W) normalized; out: (B, vit_config_output_dim).
+ * Logits with a head, pooled (projected) features without one. */
+vit_status vit_forward(const vit_model *m, vit_state *s, const float *images, int batch,
+                       float *out, vit_error *err);
+
+/* Numerically stable softmax of n values (max subtracted, sum in double). */
+void vit_softmax(const float *logits, int n, float *probs);
+
+/* Threads used by GEMMs (OpenBLAS) for this process. */
+void vit_set_threads(int threads);
+
+#endif

@@ -1,0 +1,493 @@
+/*
+ * vit_config.c - ViT architecture: presets, validation, inference from tensor
+ * shapes, and config.json in the HF transformers and timm forms.
+ *
+ * The order of authority when loading is: layout defaults < shapes of the
+ * tensors < config.json.  Whatever the config says is checked against the
+ * tensors later, when each one is copied (vit_load.c), so a config that
+ * disagrees with its weights is an error rather than a silent misread.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vit_impl.h"
+
+/* ---- presets ---- */
+
+typedef struct vit_preset {
+    const char *name;
+    vit_config cfg;
+} vit_preset;
+
+static vit_config preset_config(int image, int patch, int width, int depth, int heads, int mlp,
+                                int classes, int proj, float eps, vit_act act, bool ln_pre,
+                                bool patch_bias, img_preprocess pre)
+{
+    vit_config c = {
+        .image_size = image, .patch_size = patch, .width = width, .depth = depth,
+        .heads = heads, .mlp_dim = mlp, .num_classes = classes, .proj_dim = proj,
+        .ln_eps = eps, .act = act, .pool = VIT_POOL_CLS, .ln_pre = ln_pre,
+        .patch_bias = patch_bias, .preprocess = pre,
+    };
+    return c;
+}
+
+vit_status vit_config_preset(const char *name, vit_config *out, vit_error *err)
+{
+    if (strcmp(name, "vit-b16") == 0) {
+        /* timm vit_base_patch16_224.augreg_in21k */
+        *out = preset_config(224, 16, 768, 12, 12, 3072, 21843, 0, 1e-6f, VIT_ACT_GELU, false,
+                             true, img_preprocess_timm_in21k(224));
+    } else if (strcmp(name, "vit-l14-clip") == 0) {
+        /* OpenAI CLIP ViT-L/14 visual tower */
+        *out = preset_config(224, 14, 1024, 24, 16, 4096, 0, 768, 1e-5f, VIT_ACT_QUICK_GELU,
+                             true, false, img_preprocess_clip(224));
+    } else if (strcmp(name, "vit-tiny") == 0) {
+        *out = preset_config(32, 8, 64, 2, 4, 256, 10, 0, 1e-6f, VIT_ACT_GELU, false, true,
+                             img_preprocess_timm_in21k(32));
+    } else {
+        return vit_error_set(err, VIT_ERR_NOT_FOUND,
+                             "unknown preset '%s' (known: vit-b16, vit-l14-clip, vit-tiny)", name);
+    }
+    return VIT_OK;
+}
+
+/* ---- derived sizes and validation ---- */
+
+int vit_config_tokens(const vit_config *cfg)
+{
+    int g = cfg->image_size / cfg->patch_size;
+    return g * g + 1;
+}
+
+int vit_config_feature_dim(const vit_config *cfg)
+{
+    return cfg->proj_dim > 0 ? cfg->proj_dim : cfg->width;
+}
+
+int vit_config_output_dim(const vit_config *cfg)
+{
+    return cfg->num_classes > 0 ? cfg->num_classes : vit_config_feature_dim(cfg);
+}
+
+#define CHECK_RANGE(field, lo, hi)                                                        \
+    do {                                                                                  \
+        if (cfg->field < (lo) || cfg->field > (hi))                                       \
+            return vit_error_set(err, VIT_ERR_INVALID, #field " = %d is outside [%d, %d]", \
+                                 (int)cfg->field, (int)(lo), (int)(hi));                  \
+    } while (0)
+
+/* Bounds keep every size product of the model far from overflow and the
+ * attention scores (N x N) within reason. */
+vit_status vit_config_validate(const vit_config *cfg, vit_error *err)
+{
+    CHECK_RANGE(image_size, 1, 4096);
+    CHECK_RANGE(patch_size, 1, 1024);
+    CHECK_RANGE(width, 1, 8192);
+    CHECK_RANGE(depth, 1, 256);
+    CHECK_RANGE(heads, 1, 256);
+    CHECK_RANGE(mlp_dim, 1, 65536);
+    CHECK_RANGE(num_classes, 0, 1000000);
+    CHECK_RANGE(proj_dim, 0, 8192);
+    if (cfg->image_size % cfg->patch_size)
+        return vit_error_set(err, VIT_ERR_INVALID, "image_size %d is not a multiple of patch_size %d",
+                             cfg->image_size, cfg->patch_size);
+    if (cfg->image_size / cfg->patch_size > 64)
+        return vit_error_set(err, VIT_ERR_INVALID, "more than 64x64 patches (%d/%d)",
+                             cfg->image_size, cfg->patch_size);
+    if (cfg->width % cfg->heads)
+        return vit_error_set(err, VIT_ERR_INVALID, "width %d is not divisible by %d heads",
+                             cfg->width, cfg->heads);
+    if (!(cfg->ln_eps > 0.0f && cfg->ln_eps < 1.0f))
+        return vit_error_set(err, VIT_ERR_INVALID, "layer_norm_eps %g is not in (0, 1)",
+                             (double)cfg->ln_eps);
+    const img_preprocess *p = &cfg->preprocess;
+    if (p->crop_h != cfg->image_size || p->crop_w != cfg->image_size)
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "preprocessing crop %dx%d does not match image_size %d", p->crop_w,
+                             p->crop_h, cfg->image_size);
+    if (p->resize_shorter < 0 || p->resize_shorter > 8192)
+        return vit_error_set(err, VIT_ERR_INVALID, "resize size %d is outside [0, 8192]",
+                             p->resize_shorter);
+    for (int c = 0; c < 3; c++)
+        if (!(p->std[c] > 0.0f) || !isfinite(p->mean[c]))
+            return vit_error_set(err, VIT_ERR_INVALID, "normalization std must be > 0");
+    return VIT_OK;
+}
+
+/* ---- inference from shapes ---- */
+
+/* Preprocessing a layout's checkpoints are usually trained with. */
+static img_preprocess default_preprocess(vit_layout layout, int size)
+{
+    switch (layout) {
+    case VIT_LAYOUT_HF:
+        return img_preprocess_hf(size);
+    case VIT_LAYOUT_CLIP:
+        return img_preprocess_clip(size);
+    case VIT_LAYOUT_TORCHVISION: {
+        /* torchvision's ViT weights: resize 256 bilinear, crop 224, ImageNet stats */
+        img_preprocess p = img_preprocess_modelscope();
+        p.resize_shorter = size * 256 / 224;
+        p.crop_h = p.crop_w = size;
+        return p;
+    }
+    case VIT_LAYOUT_TIMM:
+    default:
+        return img_preprocess_timm_in21k(size);
+    }
+}
+
+static int64_t numel_of(const st_tensor *t)
+{
+    return (int64_t)t->numel;
+}
+
+vit_status vit_config_infer(const vit_layout_desc *d, const st_file *f, vit_config *cfg,
+                            vit_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    const st_tensor *patch_w = vit_layout_find(d, f, "patch_embed.proj.weight", 0);
+    const st_tensor *pos = vit_layout_find(d, f, "pos_embed", 0);
+    const st_tensor *fc1 = vit_layout_find(d, f, "blocks.{i}.mlp.fc1.weight", 0);
+    if (!patch_w || patch_w->ndim != 4 || patch_w->shape[1] != 3 ||
+        patch_w->shape[2] != patch_w->shape[3])
+        return vit_error_set(err, VIT_ERR_FORMAT,
+                             "%s checkpoint: patch embedding weight missing or not (C, 3, P, P)",
+                             d->name);
+    if (patch_w->shape[0] < 1 || patch_w->shape[0] > 8192 || patch_w->shape[2] < 1 ||
+        patch_w->shape[2] > 1024)
+        return vit_error_set(err, VIT_ERR_FORMAT, "patch embedding weight has an implausible shape");
+    cfg->width = (int)patch_w->shape[0];
+    cfg->patch_size = (int)patch_w->shape[2];
+    if (!pos || numel_of(pos) % cfg->width)
+        return vit_error_set(err, VIT_ERR_FORMAT,
+                             "%s checkpoint: position embedding missing or not a multiple of width %d",
+                             d->name, cfg->width);
+    int64_t tokens = numel_of(pos) / cfg->width;
+    int64_t grid = (int64_t)llround(sqrt((double)(tokens - 1)));
+    if (tokens < 2 || grid * grid != tokens - 1 || grid > 64)
+        return vit_error_set(err, VIT_ERR_FORMAT,
+                             "position embedding has %lld tokens, not 1 + a square grid",
+                             (long long)tokens);
+    cfg->image_size = (int)grid * cfg->patch_size;
+    if (!fc1 || numel_of(fc1) % cfg->width || numel_of(fc1) / cfg->width > 65536)
+        return vit_error_set(err, VIT_ERR_FORMAT, "%s checkpoint: block 0 MLP weight missing",
+                             d->name);
+    cfg->mlp_dim = (int)(numel_of(fc1) / cfg->width);
+    int depth = 0;
+    while (depth < 256 && vit_layout_find(d, f, "blocks.{i}.mlp.fc1.weight", depth))
+        depth++;
+    cfg->depth = depth;
+    /* Heads are not visible in any shape; 64-wide heads is the rule of ViT-B/L/H and of
+     * OpenAI CLIP (heads = width // 64).  config.json overrides it. */
+    cfg->heads = cfg->width % 64 == 0 ? cfg->width / 64 : 1;
+    cfg->patch_bias = vit_layout_find(d, f, "patch_embed.proj.bias", 0) != NULL;
+    cfg->ln_pre = vit_layout_find(d, f, "norm_pre.weight", 0) != NULL;
+    const st_tensor *proj = vit_layout_find(d, f, "proj.weight", 0);
+    if (proj) {
+        if (numel_of(proj) % cfg->width || numel_of(proj) / cfg->width > 8192)
+            return vit_error_set(err, VIT_ERR_FORMAT, "projection has an implausible shape");
+        cfg->proj_dim = (int)(numel_of(proj) / cfg->width);
+    }
+    const st_tensor *head_b = vit_layout_find(d, f, "head.bias", 0);
+    if (head_b) {
+        if (head_b->numel > 1000000)
+            return vit_error_set(err, VIT_ERR_FORMAT, "head has more than 1000000 classes");
+        cfg->num_classes = (int)head_b->numel;
+    }
+    /* timm names the final norm fc_norm when it follows average pooling */
+    cfg->pool = d->layout == VIT_LAYOUT_TIMM && st_find(f, "fc_norm.weight") ? VIT_POOL_MEAN
+                                                                             : VIT_POOL_CLS;
+    cfg->ln_eps = d->default_eps;
+    cfg->act = d->default_act;
+    cfg->preprocess = default_preprocess(d->layout, cfg->image_size);
+    return VIT_OK;
+}
+
+/* ---- config.json ---- */
+
+/* Reads an optional integer key; absent keeps *out.  Returns 0 on a type error. */
+static int json_int(json_t *obj, const char *key, int *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 1;
+    if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= 1 << 30) {
+        *out = (int)json_integer_value(v);
+        return 1;
+    }
+    if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) <= 1 << 30 &&
+        json_real_value(v) == floor(json_real_value(v))) {
+        *out = (int)json_real_value(v);
+        return 1;
+    }
+    return 0;
+}
+
+static int json_float(json_t *obj, const char *key, float *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 1;
+    if (!json_is_number(v))
+        return 0;
+    *out = (float)json_number_value(v);
+    return 1;
+}
+
+/* Reads a 3-float array (mean/std). */
+static int json_float3(json_t *obj, const char *key, float out[3])
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 1;
+    if (!json_is_array(v) || json_array_size(v) != 3)
+        return 0;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *x = json_array_get(v, i);
+        if (!json_is_number(x))
+            return 0;
+        out[i] = (float)json_number_value(x);
+    }
+    return 1;
+}
+
+static vit_status parse_act(const char *s, vit_act *act, vit_error *err)
+{
+    if (strcmp(s, "gelu") == 0 || strcmp(s, "gelu_python") == 0)
+        *act = VIT_ACT_GELU;
+    else if (strcmp(s, "quick_gelu") == 0)
+        *act = VIT_ACT_QUICK_GELU;
+    else
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "config.json: hidden_act '%s' is not supported (gelu, quick_gelu)", s);
+    return VIT_OK;
+}
+
+void vit_labels_free(char **labels, int n)
+{
+    if (!labels)
+        return;
+    for (int i = 0; i < n; i++)
+        free(labels[i]);
+    free(labels);
+}
+
+/* Copies a JSON array of strings (timm label_names). */
+static vit_status labels_from_array(json_t *arr, char ***labels, int *n, vit_error *err)
+{
+    size_t count = json_array_size(arr);
+    if (count == 0 || count > 1000000)
+        return vit_error_set(err, VIT_ERR_FORMAT, "config.json: label list has %zu entries", count);
+    char **out = calloc(count, sizeof *out);
+    if (!out)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading labels");
+    for (size_t i = 0; i < count; i++) {
+        json_t *s = json_array_get(arr, i);
+        if (!json_is_string(s) || !(out[i] = strdup(json_string_value(s)))) {
+            vit_labels_free(out, (int)count);
+            return vit_error_set(err, VIT_ERR_FORMAT, "config.json: label %zu is not a string", i);
+        }
+    }
+    *labels = out;
+    *n = (int)count;
+    return VIT_OK;
+}
+
+/* Copies HF id2label {"0": "name", ...}; ids must be exactly 0..n-1. */
+static vit_status labels_from_id2label(json_t *obj, char ***labels, int *n, vit_error *err)
+{
+    size_t count = json_object_size(obj);
+    if (count == 0 || count > 1000000)
+        return vit_error_set(err, VIT_ERR_FORMAT, "config.json: id2label has %zu entries", count);
+    char **out = calloc(count, sizeof *out);
+    if (!out)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading labels");
+    const char *key;
+    json_t *value;
+    json_object_foreach(obj, key, value) {
+        char *end;
+        long id = strtol(key, &end, 10);
+        if (*key == '\0' || *end != '\0' || id < 0 || (size_t)id >= count || out[id] ||
+            !json_is_string(value)) {
+            vit_labels_free(out, (int)count);
+            return vit_error_set(err, VIT_ERR_FORMAT,
+                                 "config.json: id2label must map ids 0..%zu to strings (bad entry '%s')",
+                                 count - 1, key);
+        }
+        if (!(out[id] = strdup(json_string_value(value)))) {
+            vit_labels_free(out, (int)count);
+            return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading labels");
+        }
+    }
+    *labels = out;
+    *n = (int)count;
+    return VIT_OK;
+}
+
+/* Heads of timm's named ViT sizes, for configs without model_args. */
+static int timm_heads_for(const char *architecture)
+{
+    static const struct { const char *tag; int heads; } sizes[] = {
+        {"_tiny_", 3}, {"_small_", 6}, {"_base_", 12}, {"_large_", 16}, {"_huge_", 16},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (strstr(architecture, sizes[i].tag))
+            return sizes[i].heads;
+    return 0;
+}
+
+#define BAD_KEY(key) \
+    vit_error_set(err, VIT_ERR_FORMAT, "config.json: '%s' has the wrong type", key)
+
+static vit_status apply_hf(json_t *root, vit_config *cfg, vit_error *err)
+{
+    static const struct { const char *key; size_t offset; } ints[] = {
+        {"hidden_size", offsetof(vit_config, width)},
+        {"num_hidden_layers", offsetof(vit_config, depth)},
+        {"num_attention_heads", offsetof(vit_config, heads)},
+        {"intermediate_size", offsetof(vit_config, mlp_dim)},
+        {"image_size", offsetof(vit_config, image_size)},
+        {"patch_size", offsetof(vit_config, patch_size)},
+    };
+    int old_image = cfg->image_size;
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (!json_int(root, ints[i].key, (int *)((char *)cfg + ints[i].offset)))
+            return BAD_KEY(ints[i].key);
+    if (!json_float(root, "layer_norm_eps", &cfg->ln_eps))
+        return BAD_KEY("layer_norm_eps");
+    json_t *act = json_object_get(root, "hidden_act");
+    if (act) {
+        if (!json_is_string(act))
+            return BAD_KEY("hidden_act");
+        vit_status st = parse_act(json_string_value(act), &cfg->act, err);
+        if (st != VIT_OK)
+            return st;
+    }
+    if (cfg->image_size != old_image)
+        cfg->preprocess = img_preprocess_hf(cfg->image_size);
+    return VIT_OK;
+}
+
+static vit_status apply_timm(json_t *root, vit_config *cfg, vit_error *err)
+{
+    json_t *args = json_object_get(root, "model_args");
+    json_t *arch = json_object_get(root, "architecture");
+    if (json_is_string(arch)) {
+        int heads = timm_heads_for(json_string_value(arch));
+        if (heads)
+            cfg->heads = heads;
+    }
+    const char *pool = NULL;
+    json_t *gp = json_object_get(root, "global_pool");
+    if (json_is_object(args)) {
+        if (!json_int(args, "img_size", &cfg->image_size))
+            return BAD_KEY("model_args.img_size");
+        if (!json_int(args, "patch_size", &cfg->patch_size))
+            return BAD_KEY("model_args.patch_size");
+        if (!json_int(args, "embed_dim", &cfg->width))
+            return BAD_KEY("model_args.embed_dim");
+        if (!json_int(args, "depth", &cfg->depth))
+            return BAD_KEY("model_args.depth");
+        if (!json_int(args, "num_heads", &cfg->heads))
+            return BAD_KEY("model_args.num_heads");
+        float ratio = 0;
+        if (!json_float(args, "mlp_ratio", &ratio))
+            return BAD_KEY("model_args.mlp_ratio");
+        if (ratio > 0)
+            cfg->mlp_dim = (int)lroundf(ratio * (float)cfg->width);
+        if (json_object_get(args, "global_pool"))
+            gp = json_object_get(args, "global_pool");
+    }
+    if (gp) {
+        if (!json_is_string(gp))
+            return BAD_KEY("global_pool");
+        pool = json_string_value(gp);
+        if (strcmp(pool, "token") == 0)
+            cfg->pool = VIT_POOL_CLS;
+        else if (strcmp(pool, "avg") == 0)
+            cfg->pool = VIT_POOL_MEAN;
+        else
+            return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                                 "config.json: global_pool '%s' is not supported (token, avg)", pool);
+    }
+    json_t *pc = json_object_get(root, "pretrained_cfg");
+    if (json_is_object(pc)) {
+        img_preprocess *p = &cfg->preprocess;
+        json_t *size = json_object_get(pc, "input_size");
+        if (size) {
+            if (!json_is_array(size) || json_array_size(size) != 3 ||
+                !json_is_integer(json_array_get(size, 1)))
+                return BAD_KEY("pretrained_cfg.input_size");
+            json_int_t side = json_integer_value(json_array_get(size, 1));
+            if (side != cfg->image_size)
+                return vit_error_set(err, VIT_ERR_MISMATCH,
+                                     "config.json: input_size %lld disagrees with image size %d",
+                                     (long long)side, cfg->image_size);
+        }
+        float crop_pct = 0.875f;
+        if (!json_float(pc, "crop_pct", &crop_pct) || !(crop_pct > 0.0f && crop_pct <= 4.0f))
+            return BAD_KEY("pretrained_cfg.crop_pct");
+        json_t *interp = json_object_get(pc, "interpolation");
+        if (interp) {
+            const char *s = json_string_value(interp);
+            if (!s)
+                return BAD_KEY("pretrained_cfg.interpolation");
+            if (strcmp(s, "bicubic") == 0)
+                p->interp = IMG_BICUBIC;
+            else if (strcmp(s, "bilinear") == 0)
+                p->interp = IMG_BILINEAR;
+            else
+                return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                                     "config.json: interpolation '%s' is not supported", s);
+        }
+        if (!json_float3(pc, "mean", p->mean))
+            return BAD_KEY("pretrained_cfg.mean");
+        if (!json_float3(pc, "std", p->std))
+            return BAD_KEY("pretrained_cfg.std");
+        /* timm transforms_factory: scale_size = floor(img_size / crop_pct) */
+        p->resize_shorter = (int)floor((double)cfg->image_size / crop_pct);
+        p->crop_h = p->crop_w = cfg->image_size;
+    } else {
+        cfg->preprocess = img_preprocess_timm_in21k(cfg->image_size);
+    }
+    return VIT_OK;
+}
+
+vit_status vit_config_apply_json(json_t *root, vit_config *cfg, char ***labels, int *num_labels,
+                                 vit_error *err)
+{
+    *labels = NULL;
+    *num_labels = 0;
+    if (!json_is_object(root))
+        return vit_error_set(err, VIT_ERR_FORMAT, "config.json is not a JSON object");
+    vit_status st;
+    if (json_object_get(root, "hidden_size"))
+        st = apply_hf(root, cfg, err);
+    else
+        st = apply_timm(root, cfg, err);
+    if (st != VIT_OK)
+        return st;
+    json_t *names = json_object_get(root, "label_names");
+    json_t *id2label = json_object_get(root, "id2label");
+    if (json_is_array(names))
+        return labels_from_array(names, labels, num_labels, err);
+    if (json_is_object(id2label))
+        return labels_from_id2label(id2label, labels, num_labels, err);
+    return VIT_OK;
+}
+
+double vit_config_macs(const vit_config *cfg)
+{
+    double N = vit_config_tokens(cfg), C = cfg->width, M = cfg->mlp_dim;
+    double P = cfg->patch_size, F = vit_config_feature_dim(cfg);
+    double patch = (N - 1) * C * 3 * P * P;
+    double block = N * C * 3 * C   /* qkv */
+                   + 2 * N * N * C /* q k^T and att v over all heads */
+                   + N * C * C     /* attention projection */
+                   + 2 * N * C * M /* fc1 + fc2 */;
+    double tail = (cfg->proj_dim > 0 ? C * F : 0) + (double)cfg->num_classes * F;
+    return patch + cfg->depth * block + tail;
+}

@@ -1,0 +1,73 @@
+/*
+ * vit_impl.h - internals shared by the vit_*.c files; never included outside engine/.
+ */
+#ifndef VIT_VIT_IMPL_H
+#define VIT_VIT_IMPL_H
+
+#include <jansson.h>
+
+#include "safetensors.h"
+#include "vit.h"
+
+/* How one canonical tensor (or a slice of it) is found in a checkpoint. */
+typedef enum vit_name_op {
+    VIT_NAME_COPY,      /* same data, shapes equal up to leading 1s */
+    VIT_NAME_TRANSPOSE, /* 2-D source stored (in, out) */
+    VIT_NAME_PART,      /* rows part/parts of the canonical tensor (HF q, k, v) */
+} vit_name_op;
+
+typedef struct vit_name_row {
+    const char *canonical; /* may contain "{i}" for the block index */
+    const char *source;    /* same; written with the layout's full prefix */
+    vit_name_op op;
+    int part, parts;       /* for VIT_NAME_PART */
+} vit_name_row;
+
+/* Everything that differs between checkpoint layouts, as data. */
+typedef struct vit_layout_desc {
+    vit_layout layout;
+    const char *name;           /* "timm", "hf", "torchvision", "clip" */
+    const char *probe;          /* a tensor only this layout has (full prefix) */
+    const char *optional_prefix;/* a prefix that bare saves drop ("vit.", "visual.") */
+    const vit_name_row *rows;
+    size_t num_rows;
+    float default_eps;
+    vit_act default_act;
+} vit_layout_desc;
+
+const vit_layout_desc *vit_layout_get(vit_layout layout);
+
+/* Finds a source tensor by its full name, or without the layout's optional
+ * prefix ("vit.", "visual.") as bare saves store it.  NULL if absent. */
+const st_tensor *vit_layout_source(const vit_layout_desc *d, const st_file *f, const char *name);
+
+/* Finds the source of canonical `pattern` (e.g. "blocks.{i}.mlp.fc1.weight",
+ * block = i): the first alternative present, or part 0 of a split tensor. */
+const st_tensor *vit_layout_find(const vit_layout_desc *d, const st_file *f,
+                                 const char *pattern, int block);
+
+/* Expands "{i}" in pattern to block into buf. */
+void vit_name_expand(char *buf, size_t len, const char *pattern, int block);
+
+/* Detects the layout by its probe tensor. */
+vit_status vit_layout_detect(const st_file *f, const vit_layout_desc **out, vit_error *err);
+
+/* Fills cfg from tensor shapes plus layout defaults. */
+vit_status vit_config_infer(const vit_layout_desc *d, const st_file *f, vit_config *cfg,
+                            vit_error *err);
+
+/* Overrides cfg from a parsed config.json (HF or timm form) and returns
+ * labels (caller frees with vit_labels_free) when the file names them. */
+vit_status vit_config_apply_json(json_t *root, vit_config *cfg, char ***labels, int *num_labels,
+                                 vit_error *err);
+
+void vit_labels_free(char **labels, int n);
+
+/* Copies every canonical parameter of m from f through layout d. */
+vit_status vit_load_tensors(vit_model *m, const vit_layout_desc *d, const st_file *f,
+                            vit_error *err);
+
+/* Size helpers that refuse overflow: return 0 on overflow. */
+int vit_mul_size(size_t a, size_t b, size_t *out);
+
+#endif

@@ -1,0 +1,241 @@
+/*
+ * vit_model.c - the parameter table and its two arenas.
+ *
+ * vit_model_create lays out every canonical tensor of a config in forward
+ * order: weights, LayerNorm gains and embeddings in the `frozen` arena, biases
+ * and the head in the `trainable` arena (STYLE.md 3).  Each arena is a single
+ * allocation; params[] and the role pointers in `w` point into them.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "randinit.h"
+#include "vit_impl.h"
+
+int vit_mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a)
+        return 0;
+    *out = a * b;
+    return 1;
+}
+
+/* Growable param table under construction. */
+typedef struct param_list {
+    vit_param *items;
+    size_t count, cap;
+} param_list;
+
+static int param_add(param_list *l, bool trainable, const char *name, int ndim, int64_t d0,
+                     int64_t d1, int64_t d2, int64_t d3)
+{
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        vit_param *items = realloc(l->items, cap * sizeof *items);
+        if (!items)
+            return 0;
+        l->items = items;
+        l->cap = cap;
+    }
+    vit_param *p = &l->items[l->count++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = ndim;
+    int64_t dims[4] = {d0, d1, d2, d3};
+    p->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->shape[i] = dims[i];
+        p->numel *= (size_t)dims[i]; /* bounded by vit_config_validate */
+    }
+    p->trainable = trainable;
+    return 1;
+}
+
+/* The canonical tensor list of a config, in forward order (see vit.h). */
+static int build_params(const vit_config *c, param_list *l)
+{
+    char n[64];
+    int C = c->width, P = c->patch_size, N = vit_config_tokens(c), M = c->mlp_dim;
+    int ok = param_add(l, false, "patch_embed.proj.weight", 4, C, 3, P, P);
+    if (c->patch_bias)
+        ok &= param_add(l, true, "patch_embed.proj.bias", 1, C, 0, 0, 0);
+    ok &= param_add(l, false, "cls_token", 3, 1, 1, C, 0);
+    ok &= param_add(l, false, "pos_embed", 3, 1, N, C, 0);
+    if (c->ln_pre) {
+        ok &= param_add(l, false, "norm_pre.weight", 1, C, 0, 0, 0);
+        ok &= param_add(l, true, "norm_pre.bias", 1, C, 0, 0, 0);
+    }
+    for (int i = 0; i < c->depth && ok; i++) {
+#define ADD(tr, suffix, nd, a, b)                                   \
+    (snprintf(n, sizeof n, "blocks.%d.%s", i, suffix),              \
+     param_add(l, tr, n, nd, a, b, 0, 0))
+        ok &= ADD(false, "norm1.weight", 1, C, 0);
+        ok &= ADD(true, "norm1.bias", 1, C, 0);
+        ok &= ADD(false, "attn.qkv.weight", 2, 3 * C, C);
+        ok &= ADD(true, "attn.qkv.bias", 1, 3 * C, 0);
+        ok &= ADD(false, "attn.proj.weight", 2, C, C);
+        ok &= ADD(true, "attn.proj.bias", 1, C, 0);
+        ok &= ADD(false, "norm2.weight", 1, C, 0);
+        ok &= ADD(true, "norm2.bias", 1, C, 0);
+        ok &= ADD(false, "mlp.fc1.weight", 2, M, C);
+        ok &= ADD(true, "mlp.fc1.bias", 1, M, 0);
+        ok &= ADD(false, "mlp.fc2.weight", 2, C, M);
+        ok &= ADD(true, "mlp.fc2.bias", 1, C, 0);
+#undef ADD
+    }
+    ok &= param_add(l, false, "norm.weight", 1, C, 0, 0, 0);
+    ok &= param_add(l, true, "norm.bias", 1, C, 0, 0, 0);
+    if (c->proj_dim > 0)
+        ok &= param_add(l, false, "proj.weight", 2, c->proj_dim, C, 0, 0);
+    if (c->num_classes > 0) {
+        ok &= param_add(l, true, "head.weight", 2, c->num_classes, vit_config_feature_dim(c), 0,
+                        0);
+        ok &= param_add(l, true, "head.bias", 1, c->num_classes, 0, 0, 0);
+    }
+    return ok;
+}
+
+static const float *param_data(vit_model *m, const char *name)
+{
+    vit_param *p = vit_model_find(m, name);
+    return p ? p->data : NULL;
+}
+
+/* Points the role pointers of m->w at the arenas. */
+static void bind_weights(vit_model *m)
+{
+    vit_weights *w = &m->w;
+    char n[64];
+    w->patch_w = param_data(m, "patch_embed.proj.weight");
+    w->patch_b = param_data(m, "patch_embed.proj.bias");
+    w->cls_token = param_data(m, "cls_token");
+    w->pos_embed = param_data(m, "pos_embed");
+    w->norm_pre_w = param_data(m, "norm_pre.weight");
+    w->norm_pre_b = param_data(m, "norm_pre.bias");
+    for (int i = 0; i < m->cfg.depth; i++) {
+        vit_block_weights *b = &w->blocks[i];
+#define GET(field, suffix) \
+    (snprintf(n, sizeof n, "blocks.%d.%s", i, suffix), b->field = param_data(m, n))
+        GET(norm1_w, "norm1.weight");
+        GET(norm1_b, "norm1.bias");
+        GET(qkv_w, "attn.qkv.weight");
+        GET(qkv_b, "attn.qkv.bias");
+        GET(proj_w, "attn.proj.weight");
+        GET(proj_b, "attn.proj.bias");
+        GET(norm2_w, "norm2.weight");
+        GET(norm2_b, "norm2.bias");
+        GET(fc1_w, "mlp.fc1.weight");
+        GET(fc1_b, "mlp.fc1.bias");
+        GET(fc2_w, "mlp.fc2.weight");
+        GET(fc2_b, "mlp.fc2.bias");
+#undef GET
+    }
+    w->norm_w = param_data(m, "norm.weight");
+    w->norm_b = param_data(m, "norm.bias");
+    w->proj_w = param_data(m, "proj.weight");
+    w->head_w = param_data(m, "head.weight");
+    w->head_b = param_data(m, "head.bias");
+}
+
+/* 64-byte aligned, zeroed arena of n floats (at least one). */
+static float *arena_alloc(size_t n)
+{
+    size_t bytes;
+    if (!vit_mul_size(n ? n : 1, sizeof(float), &bytes))
+        return NULL;
+    bytes = (bytes + 63) & ~(size_t)63;
+    float *a = aligned_alloc(64, bytes);
+    if (a)
+        memset(a, 0, bytes);
+    return a;
+}
+
+vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *err)
+{
+    *out = NULL;
+    vit_status st = vit_config_validate(cfg, err);
+    if (st != VIT_OK)
+        return st;
+    vit_model *m = calloc(1, sizeof *m);
+    param_list l = {0};
+    if (!m || !build_params(cfg, &l)) {
+        free(l.items);
+        free(m);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory building the parameter table");
+    }
+    m->cfg = *cfg;
+    m->params = l.items;
+    m->num_params = l.count;
+    for (size_t i = 0; i < l.count; i++) {
+        if (l.items[i].trainable)
+            m->trainable_len += l.items[i].numel;
+        else
+            m->frozen_len += l.items[i].numel;
+    }
+    m->frozen = arena_alloc(m->frozen_len);
+    m->trainable = arena_alloc(m->trainable_len);
+    m->w.blocks = calloc((size_t)cfg->depth, sizeof *m->w.blocks);
+    if (!m->frozen || !m->trainable || !m->w.blocks) {
+        vit_model_free(m);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory allocating %zu parameters",
+                             m->frozen_len + m->trainable_len);
+    }
+    size_t fo = 0, to = 0;
+    for (size_t i = 0; i < l.count; i++) {
+        vit_param *p = &l.items[i];
+        if (p->trainable) {
+            p->data = m->trainable + to;
+            to += p->numel;
+        } else {
+            p->data = m->frozen + fo;
+            fo += p->numel;
+        }
+    }
+    bind_weights(m);
+    *out = m;
+    return VIT_OK;
+}
+
+void vit_model_free(vit_model *m)
+{
+    if (!m)
+        return;
+    free(m->frozen);
+    free(m->trainable);
+    free(m->w.blocks);
+    free(m->params);
+    if (m->labels)
+        vit_labels_free(m->labels, m->cfg.num_classes);
+    free(m);
+}
+
+vit_param *vit_model_find(vit_model *m, const char *canonical_name)
+{
+    for (size_t i = 0; i < m->num_params; i++)
+        if (strcmp(m->params[i].name, canonical_name) == 0)
+            return &m->params[i];
+    return NULL;
+}
+
+void vit_model_randomize(vit_model *m, uint64_t seed)
+{
+    for (size_t i = 0; i < m->num_params; i++)
+        randinit_tensor(m->params[i].data, m->params[i].numel, m->params[i].name, seed);
+}
+
+size_t vit_model_param_count(const vit_model *m)
+{
+    return m->frozen_len + m->trainable_len;
+}
+
+size_t vit_model_bias_count(const vit_model *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->num_params; i++) {
+        const vit_param *p = &m->params[i];
+        size_t len = strlen(p->name);
+        if (len >= 5 && strcmp(p->name + len - 5, ".bias") == 0 && strcmp(p->name, "head.bias"))
+            n += p->numel;
+    }
+    return n;
+}

@@ -1,0 +1,137 @@
+/*
+ * cli_bench.c - `vitfit bench`: forward-pass throughput on this machine.
+ *
+ * Uses a checkpoint or a preset with deterministic random weights (randinit),
+ * runs warm-up iterations, then times `iters` batches and reports the median
+ * batch time as images/s and achieved GFLOP/s (2 x MACs).
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "randinit.h"
+#include "vit.h"
+
+static void bench_usage(FILE *out)
+{
+    fprintf(out, "usage: vitfit bench --model DIR|FILE | --preset vit-b16|vit-l14-clip|vit-tiny\n"
+                 "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--json]\n");
+}
+
+typedef struct bench_opts {
+    const char *model, *preset;
+    long batch, threads, iters, warmup;
+    int json;
+} bench_opts;
+
+static int parse_bench(int argc, char **argv, bench_opts *o)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},  {"preset", required_argument, NULL, 'p'},
+        {"batch", required_argument, NULL, 'b'},  {"threads", required_argument, NULL, 't'},
+        {"iters", required_argument, NULL, 'i'},  {"warmup", required_argument, NULL, 'w'},
+        {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *o = (bench_opts){.batch = 1, .threads = 2, .iters = 5, .warmup = 1};
+    opterr = 0;
+    int c;
+    long *target;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        long hi = 4096;
+        switch (c) {
+        case 'm': o->model = optarg; continue;
+        case 'p': o->preset = optarg; continue;
+        case 'j': o->json = 1; continue;
+        case 'h': bench_usage(stdout); return -1;
+        case 'b': target = &o->batch; break;
+        case 't': target = &o->threads; hi = 256; break;
+        case 'i': target = &o->iters; hi = 100000; break;
+        case 'w': target = &o->warmup; hi = 1000; break;
+        default:
+            return cli_usage_error("bench", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+        if (!cli_parse_int(optarg, c == 'w' ? 0 : 1, hi, target))
+            return cli_usage_error("bench", "%s needs an integer in [%d, %ld], got '%s'",
+                                   argv[optind - 1], c == 'w' ? 0 : 1, hi, optarg);
+    }
+    if (!o->model == !o->preset)
+        return cli_usage_error("bench", "give exactly one of --model or --preset");
+    if (optind != argc)
+        return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+int cli_bench(int argc, char **argv)
+{
+    bench_opts o;
+    int rc = parse_bench(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? CLI_OK : rc;
+    vit_set_threads((int)o.threads);
+
+    vit_error err = {0};
+    vit_model *m = NULL;
+    vit_config cfg;
+    if (o.preset) {
+        if (vit_config_preset(o.preset, &cfg, &err) != VIT_OK ||
+            vit_model_create(&cfg, &m, &err) != VIT_OK)
+            return cli_fail(&err);
+        vit_model_randomize(m, 0);
+    } else if (vit_model_load(o.model, &m, &err) != VIT_OK) {
+        return cli_fail(&err);
+    }
+    int B = (int)o.batch;
+    size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
+    float *images = malloc(per_image * (size_t)B * sizeof *images);
+    float *out = malloc((size_t)vit_config_output_dim(&m->cfg) * (size_t)B * sizeof *out);
+    double *times = malloc((size_t)o.iters * sizeof *times);
+    vit_state *s = NULL;
+    rc = CLI_OK;
+    if (!images || !out || !times) {
+        vit_error_set(&err, VIT_ERR_NOMEM, "out of memory for batch %d", B);
+        rc = cli_fail(&err);
+    } else if (vit_state_create(m, B, &s, &err) != VIT_OK) {
+        rc = cli_fail(&err);
+    } else {
+        randinit_fill(images, per_image * (size_t)B, "input", 0, 1.0, 0.0);
+        for (long i = 0; i < o.warmup + o.iters && rc == CLI_OK; i++) {
+            double t0 = cli_now();
+            if (vit_forward(m, s, images, B, out, &err) != VIT_OK)
+                rc = cli_fail(&err);
+            if (i >= o.warmup)
+                times[i - o.warmup] = cli_now() - t0;
+        }
+    }
+    if (rc == CLI_OK) {
+        double median = cli_median(times, (size_t)o.iters);
+        double ips = B / median;
+        double gflops = 2.0 * vit_config_macs(&m->cfg) * B / median / 1e9;
+        size_t rss = cli_peak_rss();
+        if (o.json) {
+            json_t *j = json_pack("{ss si si si sf sf sf sf sI}", "model",
+                                  o.preset ? o.preset : o.model, "batch", B, "threads",
+                                  (int)o.threads, "iters", (int)o.iters, "median_batch_seconds",
+                                  median, "images_per_second", ips, "gflop_per_second", gflops,
+                                  "ms_per_image", 1000.0 * median / B, "peak_rss_bytes",
+                                  (json_int_t)rss);
+            char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+            printf("%s\n", text ? text : "{}");
+            free(text);
+            json_decref(j);
+        } else {
+            printf("model %s, batch %d, threads %ld: median %.1f ms/batch over %ld iters\n",
+                   o.preset ? o.preset : o.model, B, o.threads, 1000 * median, o.iters);
+            printf("%.2f images/s, %.1f GFLOP/s, peak RSS %.0f MiB\n", ips, gflops,
+                   (double)rss / (1 << 20));
+        }
+    }
+    vit_state_free(s);
+    free(images);
+    free(out);
+    free(times);
+    vit_model_free(m);
+    return rc;
+}

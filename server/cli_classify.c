@@ -1,0 +1,217 @@
+/*
+ * cli_classify.c - `vitfit classify`: images in, labels with softmax scores out.
+ *
+ * The output has the shape of the original pipeline: {"labels": [...],
+ * "scores": [...]} best first (top 5 by default); several images give
+ * {"results": [...]}.  Images are decoded and preprocessed with the model's
+ * own settings and run through the model in batches.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "vit.h"
+
+#define CLASSIFY_BATCH 8
+#define MAX_IMAGE_BYTES (64u << 20)
+#define DEFAULT_MAX_PIXELS 50000000L
+
+static void classify_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: vitfit classify --model DIR|FILE [--top-k K] [--json] [--logits]\n"
+            "                       [--threads N] [--max-pixels N] IMAGE...\n"
+            "  --model       checkpoint directory (model.safetensors + config.json) or file\n"
+            "  --top-k       how many labels to print, best first (default 5)\n"
+            "  --json        print one JSON object on stdout\n"
+            "  --logits      add the raw logits (all classes) to the JSON output\n"
+            "  --threads     GEMM threads (default 2)\n"
+            "  --max-pixels  refuse larger images (default %ld)\n",
+            DEFAULT_MAX_PIXELS);
+}
+
+typedef struct classify_opts {
+    const char *model;
+    long top_k;
+    long threads;
+    long max_pixels;
+    int json;
+    int logits;
+} classify_opts;
+
+/* Indices of the k largest probabilities, best first (ties: lower index). */
+static void top_k_indices(const float *probs, int n, int k, int *idx)
+{
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int i = 0; i < n; i++) {
+            int taken = 0;
+            for (int t = 0; t < j && !taken; t++)
+                taken = idx[t] == i;
+            if (!taken && (best < 0 || probs[i] > probs[best]))
+                best = i;
+        }
+        idx[j] = best;
+    }
+}
+
+/* One image's result as JSON: {"labels", "scores"[, "logits"]}. */
+static json_t *result_json(const vit_model *m, const float *logits, const float *probs,
+                           const int *idx, int k, int with_logits)
+{
+    json_t *obj = json_object(), *labels = json_array(), *scores = json_array();
+    for (int j = 0; j < k; j++) {
+        json_array_append_new(labels, json_string(m->labels[idx[j]]));
+        json_array_append_new(scores, json_real(probs[idx[j]]));
+    }
+    json_object_set_new(obj, "labels", labels);
+    json_object_set_new(obj, "scores", scores);
+    if (with_logits) {
+        json_t *raw = json_array();
+        for (int i = 0; i < m->cfg.num_classes; i++)
+            json_array_append_new(raw, json_real(logits[i]));
+        json_object_set_new(obj, "logits", raw);
+    }
+    return obj;
+}
+
+static int parse_classify(int argc, char **argv, classify_opts *o)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},   {"top-k", required_argument, NULL, 'k'},
+        {"threads", required_argument, NULL, 't'}, {"max-pixels", required_argument, NULL, 'p'},
+        {"json", no_argument, NULL, 'j'},          {"logits", no_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    *o = (classify_opts){.top_k = 5, .threads = 2, .max_pixels = DEFAULT_MAX_PIXELS};
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'j': o->json = 1; break;
+        case 'l': o->logits = 1; break;
+        case 'h': classify_usage(stdout); return -1;
+        case 'k':
+            if (!cli_parse_int(optarg, 1, 1000000, &o->top_k))
+                return cli_usage_error("classify", "--top-k needs a positive integer, got '%s'", optarg);
+            break;
+        case 't':
+            if (!cli_parse_int(optarg, 1, 256, &o->threads))
+                return cli_usage_error("classify", "--threads needs an integer in [1, 256], got '%s'", optarg);
+            break;
+        case 'p':
+            if (!cli_parse_int(optarg, 1, 1L << 40, &o->max_pixels))
+                return cli_usage_error("classify", "--max-pixels needs a positive integer, got '%s'", optarg);
+            break;
+        default:
+            return cli_usage_error("classify", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (!o->model)
+        return cli_usage_error("classify", "--model is required");
+    if (optind >= argc)
+        return cli_usage_error("classify", "no IMAGE given");
+    return 0;
+}
+
+/* Loads and preprocesses images [first, first+n) of paths into batch. */
+static vit_status prepare_batch(const vit_model *m, char **paths, int n, long max_pixels,
+                                float *batch, vit_error *err)
+{
+    size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
+    for (int i = 0; i < n; i++) {
+        img_image img;
+        vit_status st = img_load_file(paths[i], MAX_IMAGE_BYTES, (size_t)max_pixels, &img, err);
+        if (st == VIT_OK) {
+            st = img_to_tensor(&img, &m->cfg.preprocess, batch + (size_t)i * per_image, err);
+            img_free(&img);
+        }
+        if (st != VIT_OK)
+            return st;
+    }
+    return VIT_OK;
+}
+
+int cli_classify(int argc, char **argv)
+{
+    classify_opts o;
+    int rc = parse_classify(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? CLI_OK : rc;
+    vit_set_threads((int)o.threads);
+
+    vit_error err = {0};
+    vit_model *m = NULL;
+    if (vit_model_load(o.model, &m, &err) != VIT_OK)
+        return cli_fail(&err);
+    if (m->cfg.num_classes == 0) {
+        fprintf(stderr, "vitfit: %s has no classification head (it is a feature extractor); "
+                        "classifying needs a task with a head\n", o.model);
+        vit_model_free(m);
+        return CLI_FAIL;
+    }
+    int K = m->cfg.num_classes;
+    int k = o.top_k < K ? (int)o.top_k : K;
+    size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
+    float *batch = malloc(per_image * CLASSIFY_BATCH * sizeof *batch);
+    float *logits = malloc((size_t)K * CLASSIFY_BATCH * sizeof *logits);
+    float *probs = malloc((size_t)K * sizeof *probs);
+    int *idx = malloc((size_t)k * sizeof *idx);
+    vit_state *s = NULL;
+    json_t *results = json_array();
+    rc = CLI_OK;
+    if (!batch || !logits || !probs || !idx || !results) {
+        vit_error_set(&err, VIT_ERR_NOMEM, "out of memory");
+        rc = cli_fail(&err);
+    } else if (vit_state_create(m, CLASSIFY_BATCH, &s, &err) != VIT_OK) {
+        rc = cli_fail(&err);
+    }
+    char **paths = argv + optind;
+    int count = argc - optind;
+    for (int first = 0; rc == CLI_OK && first < count; first += CLASSIFY_BATCH) {
+        int n = count - first < CLASSIFY_BATCH ? count - first : CLASSIFY_BATCH;
+        if (prepare_batch(m, paths + first, n, o.max_pixels, batch, &err) != VIT_OK ||
+            vit_forward(m, s, batch, n, logits, &err) != VIT_OK) {
+            rc = cli_fail(&err);
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            const float *row = logits + (size_t)i * K;
+            vit_softmax(row, K, probs);
+            top_k_indices(probs, K, k, idx);
+            if (o.json) {
+                json_t *r = result_json(m, row, probs, idx, k, o.logits);
+                if (count > 1)
+                    json_object_set_new(r, "image", json_string(paths[first + i]));
+                json_array_append_new(results, r);
+            } else {
+                printf("%s\n", paths[first + i]);
+                for (int j = 0; j < k; j++)
+                    printf("  %.4f  %s\n", probs[idx[j]], m->labels[idx[j]]);
+            }
+        }
+    }
+    if (rc == CLI_OK && o.json) {
+        json_t *out = count == 1 ? json_incref(json_array_get(results, 0))
+                                 : json_pack("{sO}", "results", results);
+        char *text = out ? json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+        if (text)
+            printf("%s\n", text);
+        else
+            rc = CLI_FAIL;
+        free(text);
+        json_decref(out);
+    }
+    json_decref(results);
+    vit_state_free(s);
+    free(batch);
+    free(logits);
+    free(probs);
+    free(idx);
+    vit_model_free(m);
+    return rc;
+}

@@ -1,0 +1,41 @@
+/*
+ * test_util.h - helpers shared by the tests: fixture paths and tensor reads.
+ */
+#ifndef VIT_TESTS_UTIL_H
+#define VIT_TESTS_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "safetensors.h"
+
+/* Absolute path of a file under the source tree (VITFIT_SOURCE_ROOT). */
+static inline const char *test_path(char *buf, size_t len, const char *rel)
+{
+    const char *root = getenv("VITFIT_SOURCE_ROOT");
+    snprintf(buf, len, "%s/%s", root ? root : ".", rel);
+    return buf;
+}
+
+/* Reads tensor `name` of an open file as floats (caller frees); NULL and a
+ * message on failure.  *numel receives the element count. */
+static inline float *test_read_tensor(const st_file *f, const char *name, size_t *numel)
+{
+    const st_tensor *t = st_find(f, name);
+    if (!t) {
+        fprintf(stderr, "fixture has no tensor '%s'\n", name);
+        return NULL;
+    }
+    float *data = malloc((t->numel ? t->numel : 1) * sizeof *data);
+    vit_error err;
+    if (!data || st_read_f32(f, t, data, &err) != VIT_OK) {
+        fprintf(stderr, "reading '%s' failed\n", name);
+        free(data);
+        return NULL;
+    }
+    if (numel)
+        *numel = t->numel;
+    return data;
+}
+
+#endif
