@@ -267,9 +267,10 @@ vit_status vit_model_load(const char *path, vit_model **out, vit_error *err)
     int num_labels = 0;
     const vit_layout_desc *d = NULL;
     vit_config cfg;
-    vit_status st = st_open(weights, &f, err);
-    if (st == VIT_OK)
-        st = vit_layout_detect(f, &d, err);
+    vit_status st = st_open(weights, &f, err); /* its messages name the file already */
+    if (st != VIT_OK)
+        return st;
+    st = vit_layout_detect(f, &d, err);
     if (st == VIT_OK)
         st = vit_config_infer(d, f, &cfg, err);
     if (st == VIT_OK && is_dir)

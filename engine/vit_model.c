@@ -137,17 +137,12 @@ static void bind_weights(vit_model *m)
     w->head_b = param_data(m, "head.bias");
 }
 
-/* 64-byte aligned, zeroed arena of n floats (at least one). */
+/* Zeroed arena of n floats (at least one).  calloc, not memset: a large
+ * arena comes straight from mmap as zero pages, which loading overwrites
+ * once instead of twice. */
 static float *arena_alloc(size_t n)
 {
-    size_t bytes;
-    if (!vit_mul_size(n ? n : 1, sizeof(float), &bytes))
-        return NULL;
-    bytes = (bytes + 63) & ~(size_t)63;
-    float *a = aligned_alloc(64, bytes);
-    if (a)
-        memset(a, 0, bytes);
-    return a;
+    return calloc(n ? n : 1, sizeof(float));
 }
 
 vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *err)
