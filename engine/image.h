@@ -30,11 +30,19 @@ typedef struct img_image {
 /* Decodes JPEG, PNG or BMP bytes.  Refuses more than max_pixels pixels
  * (width * height) with VIT_ERR_TOO_LARGE, other formats with
  * VIT_ERR_UNSUPPORTED, corrupt data with VIT_ERR_FORMAT.  On success *out
- * owns its pixels. */
+ * owns its pixels.
+ * Details: the format is sniffed from magic bytes (unknown bytes are
+ * VIT_ERR_UNSUPPORTED "not a JPEG, PNG or BMP image"; 0 bytes are
+ * VIT_ERR_FORMAT); the size limit is checked from the header before any
+ * pixel memory is allocated; truncated JPEG/BMP data is VIT_ERR_FORMAT (PIL
+ * refuses it too); JPEG EXIF orientations 2..8 are applied like PIL's
+ * ImageOps.exif_transpose.  On failure *out is zeroed.  Thread-safe. */
 vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_image *out,
                       vit_error *err);
 
-/* Reads a file (refusing more than max_bytes) and decodes it. */
+/* Reads a file (refusing more than max_bytes) and decodes it.  Missing file:
+ * VIT_ERR_NOT_FOUND; unreadable or a directory: VIT_ERR_IO; over max_bytes:
+ * VIT_ERR_TOO_LARGE; then as img_decode.  Messages name the path. */
 vit_status img_load_file(const char *path, size_t max_bytes, size_t max_pixels, img_image *out,
                          vit_error *err);
 

@@ -1,0 +1,42 @@
+/*
+ * image_impl.h - internal seam between image.c and image_stb.c.
+ *
+ * image_stb.c is the only translation unit that includes stb_image.h; these
+ * few functions are all the rest of the image module sees of it.  Not part of
+ * the engine's public API: nothing outside engine/image*.c includes this.
+ */
+#ifndef VIT_IMAGE_IMPL_H
+#define VIT_IMAGE_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* stb_image is compiled to refuse any side longer than this (corrupt or
+ * hostile headers); image.c reports it as VIT_ERR_TOO_LARGE. */
+#define IMG_STB_MAX_SIDE 16384
+
+/* Result of an stb call: ok == 1 on success; otherwise reason is stb's
+ * static failure string (e.g. "bad huffman code", never NULL) and too_large
+ * is 1 when stb refused the dimensions. */
+typedef struct img_stb_result {
+    int ok;
+    int too_large;
+    const char *reason;
+} img_stb_result;
+
+/* The formats stb is built for; image.c has already sniffed which one. */
+typedef enum img_stb_format { IMG_STB_JPEG, IMG_STB_PNG, IMG_STB_BMP } img_stb_format;
+
+/* Reads width, height and channel count from the header of a `format` file
+ * without decoding.  Asking the one format's reader (rather than stb's
+ * try-every-format stbi_info) keeps its specific failure reason. */
+img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t len, int *w,
+                            int *h, int *channels);
+
+/* Decodes to 8-bit RGB (grey replicated, alpha dropped).  On success
+ * *pixels is a malloc'd buffer of (*w) * (*h) * 3 bytes that the caller
+ * releases with free(); on failure *pixels is NULL. */
+img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint8_t **pixels, int *w,
+                                  int *h);
+
+#endif
