@@ -160,6 +160,33 @@ void vit_state_free(vit_state *s);
 vit_status vit_forward(const vit_model *m, vit_state *s, const float *images, int batch,
                        float *out, vit_error *err);
 
+/* Where forward time goes, by op kind (vitfit bench --profile). */
+typedef enum vit_op {
+    VIT_OP_PATCH_UNFOLD,
+    VIT_OP_PATCH_GEMM,
+    VIT_OP_EMBED_ADD,
+    VIT_OP_LAYERNORM,
+    VIT_OP_QKV_GEMM,
+    VIT_OP_ATTENTION,
+    VIT_OP_PROJ_GEMM,
+    VIT_OP_FC1_GEMM,
+    VIT_OP_ACTIVATION,
+    VIT_OP_FC2_GEMM,
+    VIT_OP_BIAS_ADD,
+    VIT_OP_POOL_HEAD,
+    VIT_OP_COUNT,
+} vit_op;
+
+typedef struct vit_profile {
+    double seconds[VIT_OP_COUNT]; /* accumulated over forward calls */
+    double macs[VIT_OP_COUNT];    /* multiply-accumulates, for GFLOP/s per kind */
+} vit_profile;
+
+const char *vit_op_name(vit_op op);
+
+/* Starts accumulating per-op times of forward calls on s into p (NULL stops). */
+void vit_state_set_profile(vit_state *s, vit_profile *p);
+
 /* Numerically stable softmax of n values (max subtracted, sum in double). */
 void vit_softmax(const float *logits, int n, float *probs);
 

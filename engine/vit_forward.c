@@ -11,6 +11,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gemm.h"
 #include "ops.h"
@@ -30,7 +31,41 @@ struct vit_state {
     float *pooled;  /* (B, C) */
     float *feat;    /* (B, F) */
     void *block;    /* the single allocation all of the above point into */
+    vit_profile *profile; /* NULL unless profiling */
+    double mark;          /* time of the last profile_mark */
 };
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Charges the time since the previous mark to op (no-op unless profiling). */
+static void profile_mark(vit_state *s, vit_op op, double macs)
+{
+    if (!s->profile)
+        return;
+    double t = now_seconds();
+    s->profile->seconds[op] += t - s->mark;
+    s->profile->macs[op] += macs;
+    s->mark = t;
+}
+
+void vit_state_set_profile(vit_state *s, vit_profile *p)
+{
+    s->profile = p;
+}
+
+const char *vit_op_name(vit_op op)
+{
+    static const char *names[VIT_OP_COUNT] = {
+        "patch_unfold", "patch_gemm", "embed_add", "layernorm", "qkv_gemm", "attention",
+        "proj_gemm", "fc1_gemm", "activation", "fc2_gemm", "bias_add", "pool_head",
+    };
+    return op >= 0 && op < VIT_OP_COUNT ? names[op] : "?";
+}
 
 vit_status vit_state_create(const vit_model *m, int max_batch, vit_state **out, vit_error *err)
 {
@@ -81,20 +116,31 @@ static void block_forward(const vit_config *c, const vit_block_weights *w, vit_s
 {
     int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim;
     size_t rows = (size_t)B * N;
+    double r = (double)rows;
     layernorm_forward(s->ln, s->x, w->norm1_w, w->norm1_b, rows, C, c->ln_eps);
+    profile_mark(s, VIT_OP_LAYERNORM, 0);
     linear_forward(s->qkv, s->ln, w->qkv_w, w->qkv_b, (int)rows, 3 * C, C);   /* (B,N,3C) */
+    profile_mark(s, VIT_OP_QKV_GEMM, r * 3 * C * C);
     attention_forward(s->attn, s->scores, s->qkv, B, N, C, c->heads);         /* (B,N,C) */
+    profile_mark(s, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
     bias_add_forward(s->x, w->proj_b, rows, C);                               /* x += proj */
+    profile_mark(s, VIT_OP_BIAS_ADD, 0);
     gemm((int)rows, C, C, 1.0f, s->attn, C, w->proj_w, C, true, 1.0f, s->x, C);
+    profile_mark(s, VIT_OP_PROJ_GEMM, r * C * C);
 
     layernorm_forward(s->ln, s->x, w->norm2_w, w->norm2_b, rows, C, c->ln_eps);
+    profile_mark(s, VIT_OP_LAYERNORM, 0);
     linear_forward(s->hidden, s->ln, w->fc1_w, w->fc1_b, (int)rows, M, C);    /* (B,N,M) */
+    profile_mark(s, VIT_OP_FC1_GEMM, r * C * M);
     if (c->act == VIT_ACT_GELU)
         gelu_forward(s->hidden, rows * (size_t)M);
     else
         quick_gelu_forward(s->hidden, rows * (size_t)M);
+    profile_mark(s, VIT_OP_ACTIVATION, 0);
     bias_add_forward(s->x, w->fc2_b, rows, C);                                /* x += mlp */
+    profile_mark(s, VIT_OP_BIAS_ADD, 0);
     gemm((int)rows, C, M, 1.0f, s->hidden, M, w->fc2_w, M, true, 1.0f, s->x, C);
+    profile_mark(s, VIT_OP_FC2_GEMM, r * C * M);
 }
 
 /* ref: timm vision_transformer.py VisionTransformer._pos_embed / forward_features */
@@ -104,8 +150,10 @@ static void embed_forward(const vit_config *c, const vit_weights *w, vit_state *
     int N = vit_config_tokens(c), C = c->width, P = c->patch_size;
     int GG = N - 1;
     patch_unfold_forward(s->patches, images, B, c->image_size, P);
+    profile_mark(s, VIT_OP_PATCH_UNFOLD, 0);
     /* patch embedding as one GEMM: (B*G*G, 3PP) x (C, 3PP)^T; rows land in ln as scratch */
     linear_forward(s->ln, s->patches, w->patch_w, w->patch_b, B * GG, C, 3 * P * P);
+    profile_mark(s, VIT_OP_PATCH_GEMM, (double)B * GG * C * 3 * P * P);
     for (int b = 0; b < B; b++) {
         float *xb = s->x + (size_t)b * N * C;
         for (int i = 0; i < C; i++)
@@ -118,8 +166,11 @@ static void embed_forward(const vit_config *c, const vit_weights *w, vit_state *
                 dst[i] = pe[i] + pos[i];
         }
     }
-    if (c->ln_pre)
+    profile_mark(s, VIT_OP_EMBED_ADD, 0);
+    if (c->ln_pre) {
         layernorm_forward(s->x, s->x, w->norm_pre_w, w->norm_pre_b, (size_t)B * N, C, c->ln_eps);
+        profile_mark(s, VIT_OP_LAYERNORM, 0);
+    }
 }
 
 /* Final norm + pooling into s->pooled (B, C). */
@@ -154,6 +205,8 @@ vit_status vit_forward(const vit_model *m, vit_state *s, const float *images, in
         return vit_error_set(err, VIT_ERR_INVALID, "batch %d is outside [1, %d]", batch,
                              s->max_batch);
     VIT_ASSERT(s->num_blocks_cfg == c->depth);
+    if (s->profile)
+        s->mark = now_seconds();
     embed_forward(c, &m->w, s, images, batch);
     for (int i = 0; i < c->depth; i++)
         block_forward(c, &m->w.blocks[i], s, batch);
@@ -169,6 +222,8 @@ vit_status vit_forward(const vit_model *m, vit_state *s, const float *images, in
         linear_forward(out, feat, m->w.head_w, m->w.head_b, batch, c->num_classes, F);
     else
         memcpy(out, feat, sizeof(float) * (size_t)batch * F);
+    profile_mark(s, VIT_OP_POOL_HEAD,
+                 (double)batch * ((c->proj_dim > 0 ? (double)C * F : 0) + (double)c->num_classes * F));
     return VIT_OK;
 }
 

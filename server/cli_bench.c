@@ -17,13 +17,15 @@
 static void bench_usage(FILE *out)
 {
     fprintf(out, "usage: vitfit bench --model DIR|FILE | --preset vit-b16|vit-l14-clip|vit-tiny\n"
-                 "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--json]\n");
+                 "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--profile] [--json]\n"
+                 "  --profile  also report time per op kind (GEMMs by layer, attention, LayerNorm...)\n");
 }
 
 typedef struct bench_opts {
     const char *model, *preset;
     long batch, threads, iters, warmup;
     int json;
+    int profile;
 } bench_opts;
 
 static int parse_bench(int argc, char **argv, bench_opts *o)
@@ -33,6 +35,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         {"batch", required_argument, NULL, 'b'},  {"threads", required_argument, NULL, 't'},
         {"iters", required_argument, NULL, 'i'},  {"warmup", required_argument, NULL, 'w'},
         {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
+        {"profile", no_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     *o = (bench_opts){.batch = 1, .threads = 2, .iters = 5, .warmup = 1};
@@ -45,6 +48,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         case 'm': o->model = optarg; continue;
         case 'p': o->preset = optarg; continue;
         case 'j': o->json = 1; continue;
+        case 'P': o->profile = 1; continue;
         case 'h': bench_usage(stdout); return -1;
         case 'b': target = &o->batch; break;
         case 't': target = &o->threads; hi = 256; break;
@@ -62,6 +66,42 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
     if (optind != argc)
         return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
     return 0;
+}
+
+static double profile_total(const vit_profile *p)
+{
+    double total = 0;
+    for (int op = 0; op < VIT_OP_COUNT; op++)
+        total += p->seconds[op];
+    return total;
+}
+
+static json_t *profile_json(const vit_profile *p, long iters)
+{
+    json_t *o = json_object();
+    for (int op = 0; op < VIT_OP_COUNT; op++) {
+        double sec = p->seconds[op];
+        json_object_set_new(o, vit_op_name((vit_op)op),
+                            json_pack("{sf sf}", "ms_per_batch", 1000.0 * sec / (double)iters,
+                                      "gflop_per_second", sec > 0 ? 2.0 * p->macs[op] / sec / 1e9 : 0.0));
+    }
+    return o;
+}
+
+/* Time per op kind, per batch, with its share and achieved GFLOP/s. */
+static void print_profile(const vit_profile *p, long iters)
+{
+    double total = profile_total(p);
+    printf("%-14s %12s %7s %10s\n", "op", "ms/batch", "share", "GFLOP/s");
+    for (int op = 0; op < VIT_OP_COUNT; op++) {
+        double sec = p->seconds[op];
+        printf("%-14s %12.2f %6.1f%% ", vit_op_name((vit_op)op), 1000.0 * sec / (double)iters,
+               total > 0 ? 100.0 * sec / total : 0.0);
+        if (p->macs[op] > 0 && sec > 0)
+            printf("%10.1f\n", 2.0 * p->macs[op] / sec / 1e9);
+        else
+            printf("%10s\n", "-");
+    }
 }
 
 int cli_bench(int argc, char **argv)
@@ -89,6 +129,7 @@ int cli_bench(int argc, char **argv)
     float *out = malloc((size_t)vit_config_output_dim(&m->cfg) * (size_t)B * sizeof *out);
     double *times = malloc((size_t)o.iters * sizeof *times);
     vit_state *s = NULL;
+    vit_profile profile = {0};
     rc = CLI_OK;
     if (!images || !out || !times) {
         vit_error_set(&err, VIT_ERR_NOMEM, "out of memory for batch %d", B);
@@ -98,6 +139,8 @@ int cli_bench(int argc, char **argv)
     } else {
         randinit_fill(images, per_image * (size_t)B, "input", 0, 1.0, 0.0);
         for (long i = 0; i < o.warmup + o.iters && rc == CLI_OK; i++) {
+            if (i == o.warmup && o.profile)
+                vit_state_set_profile(s, &profile);
             double t0 = cli_now();
             if (vit_forward(m, s, images, B, out, &err) != VIT_OK)
                 rc = cli_fail(&err);
@@ -117,6 +160,8 @@ int cli_bench(int argc, char **argv)
                                   median, "images_per_second", ips, "gflop_per_second", gflops,
                                   "ms_per_image", 1000.0 * median / B, "peak_rss_bytes",
                                   (json_int_t)rss);
+            if (j && o.profile)
+                json_object_set_new(j, "profile", profile_json(&profile, o.iters));
             char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
             printf("%s\n", text ? text : "{}");
             free(text);
@@ -126,6 +171,8 @@ int cli_bench(int argc, char **argv)
                    o.preset ? o.preset : o.model, B, o.threads, 1000 * median, o.iters);
             printf("%.2f images/s, %.1f GFLOP/s, peak RSS %.0f MiB\n", ips, gflops,
                    (double)rss / (1 << 20));
+            if (o.profile)
+                print_profile(&profile, o.iters);
         }
     }
     vit_state_free(s);
