@@ -138,8 +138,7 @@ static const char *printable_ascii(char *buf, size_t n, const char *s)
     return buf;
 }
 
-/* Formats a shape as "[2304,768]" ("[]" for a scalar) into buf. */
-static const char *format_shape(char *buf, size_t n, int ndim, const int64_t *shape)
+const char *st_format_shape(char *buf, size_t n, int ndim, const int64_t *shape)
 {
     size_t used = 0;
     used += (size_t)snprintf(buf, n, "[");
@@ -280,7 +279,7 @@ static vit_status parse_tensor(const char *name, const json_t *entry, size_t dat
 
     /* shape x dtype size must cover the range exactly */
     char qs[ST_MAX_DIMS * 22 + 4];
-    format_shape(qs, sizeof qs, t->ndim, t->shape);
+    st_format_shape(qs, sizeof qs, t->ndim, t->shape);
     size_t esize = dtype_info[t->dtype].size;
     if (overflow || numel > SIZE_MAX / esize)
         return vit_error_set(err, VIT_ERR_FORMAT,

@@ -71,6 +71,9 @@ const void *st_data(const st_file *f, const st_tensor *t);
 /* Converts t to float32 into dst (t->numel floats). */
 vit_status st_read_f32(const st_file *f, const st_tensor *t, float *dst, vit_error *err);
 
+/* Formats a shape as "[2304,768]" ("[]" for a scalar) into buf; returns buf. */
+const char *st_format_shape(char *buf, size_t n, int ndim, const int64_t *shape);
+
 size_t st_dtype_size(st_dtype dtype);
 const char *st_dtype_name(st_dtype dtype);
 

@@ -28,17 +28,6 @@ static int squeeze(const int64_t *shape, int ndim, int64_t *out)
     return ndim - first;
 }
 
-static void shape_str(char *buf, size_t len, const int64_t *shape, int ndim)
-{
-    size_t used = 0;
-    used += (size_t)snprintf(buf, len, "[");
-    for (int i = 0; i < ndim && used < len; i++)
-        used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "",
-                                 (long long)shape[i]);
-    if (used < len)
-        snprintf(buf + used, len - used, "]");
-}
-
 /* Checks that source tensor t can fill (a slice of) p under row's op. */
 static vit_status check_shape(const vit_param *p, const vit_name_row *row, const st_tensor *t,
                               vit_error *err)
@@ -61,8 +50,8 @@ static vit_status check_shape(const vit_param *p, const vit_name_row *row, const
         same = sw[i] == got[i];
     if (!same) {
         char a[96], b[96];
-        shape_str(a, sizeof a, t->shape, t->ndim);
-        shape_str(b, sizeof b, want, want_nd);
+        st_format_shape(a, sizeof a, t->ndim, t->shape);
+        st_format_shape(b, sizeof b, want_nd, want);
         return vit_error_set(err, VIT_ERR_MISMATCH,
                              "tensor '%s' has shape %s but the model config needs %s for %s",
                              t->name, a, b, p->name);

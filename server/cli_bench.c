@@ -40,9 +40,9 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
     };
     *o = (bench_opts){.batch = 1, .threads = 2, .iters = 5, .warmup = 1};
     opterr = 0;
-    int c;
+    int c, which = 0;
     long *target;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", longopts, &which)) != -1) {
         long hi = 4096;
         switch (c) {
         case 'm': o->model = optarg; continue;
@@ -58,8 +58,8 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
             return cli_usage_error("bench", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
         if (!cli_parse_int(optarg, c == 'w' ? 0 : 1, hi, target))
-            return cli_usage_error("bench", "%s needs an integer in [%d, %ld], got '%s'",
-                                   argv[optind - 1], c == 'w' ? 0 : 1, hi, optarg);
+            return cli_usage_error("bench", "--%s needs an integer in [%d, %ld], got '%s'",
+                                   longopts[which].name, c == 'w' ? 0 : 1, hi, optarg);
     }
     if (!o->model == !o->preset)
         return cli_usage_error("bench", "give exactly one of --model or --preset");
