@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One command that runs every test: the suite in a release build, again under
-# ASan+UBSan, and the libFuzzer targets for a fixed number of runs.  Ends with
+# One command that runs every test: the suite in a gcc release build, a clang
+# build, again under ASan+UBSan, and the libFuzzer targets for a fixed number
+# of runs.  Ends with
 # the line "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -30,7 +31,7 @@ PY
 run_suite() { # dir, setup args...
   local dir=$1; shift
   if [ ! -f "$dir/build.ninja" ]; then
-    meson setup "$dir" "$@" >/dev/null || { failed=$((failed + 1)); return; }
+    meson setup "$dir" "$@" >/dev/null 2>&1 || { failed=$((failed + 1)); return; }
   fi
   if ! ninja -C "$dir" >/dev/null; then
     echo "build failed in $dir" >&2
@@ -46,6 +47,10 @@ run_suite() { # dir, setup args...
 
 echo "== release build =="
 run_suite build --buildtype=release
+if command -v clang >/dev/null; then
+  echo "== clang build =="
+  CC=clang run_suite build-clang --buildtype=release
+fi
 echo "== ASan + UBSan build =="
 run_suite build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
 
