@@ -58,7 +58,7 @@ if command -v clang >/dev/null && [ "${VITFIT_WITH_FUZZ:-1}" = 1 ]; then
   echo "== libFuzzer targets (fixed seed, bounded runs) =="
   if [ ! -f build-fuzz/build.ninja ]; then
     CC=clang meson setup build-fuzz -Dfuzz=true --buildtype=debugoptimized \
-      -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+      -Db_sanitize=address,undefined -Db_lundef=false >/dev/null 2>&1
   fi
   if ninja -C build-fuzz tests/fuzz/fuzz_safetensors tests/fuzz/fuzz_image >/dev/null; then
     for t in safetensors image; do
