@@ -11,6 +11,13 @@ void gemm(int m, int n, int k, float alpha, const float *a, int lda, const float
                 a, lda, b, ldb, beta, c, ldc);
 }
 
+void gemm_tt(int m, int n, int k, float alpha, const float *a, int lda, bool a_trans,
+             const float *b, int ldb, bool b_trans, float beta, float *c, int ldc)
+{
+    cblas_sgemm(CblasRowMajor, a_trans ? CblasTrans : CblasNoTrans,
+                b_trans ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 void gemm_ref(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
               bool b_trans, float beta, float *c, int ldc)
 {
@@ -39,6 +46,35 @@ void linear_forward(float *y, const float *x, const float *w, const float *bias,
     } else {
         gemm(m, n, k, 1.0f, x, k, w, k, true, 0.0f, y, n);
     }
+}
+
+void bias_grad_accumulate(float *db, const float *y, int m, int n)
+{
+    /* column blocks so the double accumulators live on the stack */
+    enum { BLOCK = 512 };
+    double acc[BLOCK];
+    for (int j0 = 0; j0 < n; j0 += BLOCK) {
+        int width = n - j0 < BLOCK ? n - j0 : BLOCK;
+        memset(acc, 0, sizeof acc);
+        for (int i = 0; i < m; i++) {
+            const float *row = y + (size_t)i * n + j0;
+            for (int j = 0; j < width; j++)
+                acc[j] += row[j];
+        }
+        for (int j = 0; j < width; j++)
+            db[j0 + j] += (float)acc[j];
+    }
+}
+
+void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                     const float *w, int m, int n, int k)
+{
+    if (dx) /* (m, n) . (n, k) */
+        gemm(m, k, n, 1.0f, dy, n, w, k, false, 0.0f, dx, k);
+    if (dw) /* (n, m) . (m, k), accumulated */
+        gemm_tt(n, k, m, 1.0f, dy, n, true, x, k, false, 1.0f, dw, k);
+    if (db)
+        bias_grad_accumulate(db, dy, m, n);
 }
 
 void gemm_set_threads(int threads)

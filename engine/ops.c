@@ -7,8 +7,8 @@
 #include "gemm.h"
 
 /* ref: torch.nn.functional.layer_norm (biased variance, eps inside the sqrt) */
-void layernorm_forward(float *out, const float *x, const float *w, const float *b, size_t rows,
-                       int C, float eps)
+void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, size_t rows, int C, float eps)
 {
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * (size_t)C;
@@ -16,30 +16,86 @@ void layernorm_forward(float *out, const float *x, const float *w, const float *
         double sum = 0;
         for (int i = 0; i < C; i++)
             sum += xr[i];
-        double mean = sum / C;
+        double mu = sum / C;
         double var = 0;
         for (int i = 0; i < C; i++) {
-            double d = xr[i] - mean;
+            double d = xr[i] - mu;
             var += d * d;
         }
         var /= C;
-        float rstd = (float)(1.0 / sqrt(var + eps));
-        float fmean = (float)mean;
+        float rs = (float)(1.0 / sqrt(var + eps));
+        float fmean = (float)mu;
         for (int i = 0; i < C; i++)
-            orow[i] = (xr[i] - fmean) * rstd * w[i] + b[i];
+            orow[i] = (xr[i] - fmean) * rs * w[i] + b[i];
+        if (mean)
+            mean[r] = fmean;
+        if (rstd)
+            rstd[r] = rs;
     }
 }
 
-void gelu_forward(float *x, size_t n)
+/* With xhat = (x - mean) * rstd and g = dout * w:
+ *   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) */
+void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                        const float *mean, const float *rstd, const float *w, size_t rows, int C)
 {
-    for (size_t i = 0; i < n; i++)
-        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * (size_t)C, *dy = dout + r * (size_t)C;
+        float *dxr = dx + r * (size_t)C;
+        float mu = mean[r], rs = rstd[r];
+        double sum_g = 0, sum_gx = 0;
+        for (int i = 0; i < C; i++) {
+            double xhat = (double)(xr[i] - mu) * rs;
+            double g = (double)dy[i] * w[i];
+            sum_g += g;
+            sum_gx += g * xhat;
+        }
+        double mean_g = sum_g / C, mean_gx = sum_gx / C;
+        for (int i = 0; i < C; i++) {
+            double xhat = (double)(xr[i] - mu) * rs;
+            double g = (double)dy[i] * w[i];
+            dxr[i] += (float)(rs * (g - mean_g - xhat * mean_gx));
+        }
+    }
+    if (db)
+        for (size_t r = 0; r < rows; r++)
+            for (int i = 0; i < C; i++)
+                db[i] += dout[r * (size_t)C + i];
+    if (dw)
+        for (size_t r = 0; r < rows; r++)
+            for (int i = 0; i < C; i++)
+                dw[i] += dout[r * (size_t)C + i] * (x[r * (size_t)C + i] - mean[r]) * rstd[r];
 }
 
-void quick_gelu_forward(float *x, size_t n)
+void gelu_forward(float *out, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+        out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+}
+
+void gelu_backward(float *dx, const float *dout, const float *x, size_t n)
+{
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float cdf = 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
+        float pdf = inv_sqrt_2pi * expf(-0.5f * v * v);
+        dx[i] = dout[i] * (cdf + v * pdf);
+    }
+}
+
+void quick_gelu_forward(float *out, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+void quick_gelu_backward(float *dx, const float *dout, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float s = 1.0f / (1.0f + expf(-1.702f * x[i]));
+        dx[i] = dout[i] * (s + 1.702f * x[i] * s * (1.0f - s));
+    }
 }
 
 void softmax_rows_forward(float *x, size_t rows, int n)
@@ -87,7 +143,8 @@ void patch_unfold_forward(float *patches, const float *images, int B, int image_
 /* ref: timm vision_transformer.py Attention.forward (non-fused path).
  * q, k and v of one head are read in place from the fused qkv rows through the
  * leading dimension 3C, so no head is ever copied out. */
-void attention_forward(float *out, float *scores, const float *qkv, int B, int N, int C, int NH)
+void attention_forward(float *out, float *probs, size_t probs_stride, const float *qkv, int B,
+                       int N, int C, int NH)
 {
     int hs = C / NH;
     int ld = 3 * C;
@@ -98,10 +155,50 @@ void attention_forward(float *out, float *scores, const float *qkv, int B, int N
             const float *q = base + (size_t)h * hs;
             const float *k = base + C + (size_t)h * hs;
             const float *v = base + 2 * (size_t)C + (size_t)h * hs;
-            gemm(N, N, hs, scale, q, ld, k, ld, true, 0.0f, scores, N);    /* (N, N) */
-            softmax_rows_forward(scores, (size_t)N, N);
+            float *p = probs + ((size_t)b * NH + h) * probs_stride;
+            gemm(N, N, hs, scale, q, ld, k, ld, true, 0.0f, p, N);          /* (N, N) */
+            softmax_rows_forward(p, (size_t)N, N);
             float *o = out + (size_t)b * N * C + (size_t)h * hs;
-            gemm(N, hs, N, 1.0f, scores, N, v, ld, false, 0.0f, o, C);     /* (N, hs) */
+            gemm(N, hs, N, 1.0f, p, N, v, ld, false, 0.0f, o, C);           /* (N, hs) */
+        }
+    }
+}
+
+/* Per head, with S = q k^T * scale, P = softmax(S), O = P v:
+ *   dP = dO v^T,  dv = P^T dO,  dS = P * (dP - rowsum(dP * P)),
+ *   dq = dS k * scale,  dk = dS^T q * scale. */
+void attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv,
+                        const float *probs, int B, int N, int C, int NH)
+{
+    int hs = C / NH;
+    int ld = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int b = 0; b < B; b++) {
+        const float *base = qkv + (size_t)b * N * ld;
+        float *dbase = dqkv + (size_t)b * N * ld;
+        for (int h = 0; h < NH; h++) {
+            const float *q = base + (size_t)h * hs;
+            const float *k = base + C + (size_t)h * hs;
+            const float *v = base + 2 * (size_t)C + (size_t)h * hs;
+            float *dq = dbase + (size_t)h * hs;
+            float *dk = dbase + C + (size_t)h * hs;
+            float *dv = dbase + 2 * (size_t)C + (size_t)h * hs;
+            const float *p = probs + ((size_t)b * NH + h) * (size_t)N * N;
+            const float *dO = dout + (size_t)b * N * C + (size_t)h * hs;
+            gemm(N, N, hs, 1.0f, dO, C, v, ld, true, 0.0f, dprobs, N);             /* dP */
+            gemm_tt(N, hs, N, 1.0f, p, N, true, dO, C, false, 0.0f, dv, ld);       /* dv */
+            for (int i = 0; i < N; i++) {                                          /* dS */
+                float *dpr = dprobs + (size_t)i * N;
+                const float *pr = p + (size_t)i * N;
+                double dot = 0;
+                for (int j = 0; j < N; j++)
+                    dot += (double)dpr[j] * pr[j];
+                float fdot = (float)dot;
+                for (int j = 0; j < N; j++)
+                    dpr[j] = pr[j] * (dpr[j] - fdot);
+            }
+            gemm(N, hs, N, scale, dprobs, N, k, ld, false, 0.0f, dq, ld);          /* dq */
+            gemm_tt(N, hs, N, scale, dprobs, N, true, q, ld, false, 0.0f, dk, ld); /* dk */
         }
     }
 }

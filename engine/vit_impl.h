@@ -67,6 +67,42 @@ void vit_labels_free(char **labels, int n);
 vit_status vit_load_tensors(vit_model *m, const vit_layout_desc *d, const st_file *f,
                             vit_error *err);
 
+/* ---- activations of one forward pass (vit_forward.c) ---- */
+
+/* Where a block writes its activations.  Inference points every block at the
+ * same scratch and keeps nothing; training (vit_train.c) gives each block its
+ * own slots for what its backward pass reads.  NULL slots are not kept. */
+typedef struct vit_block_acts {
+    float *x_in;          /* (B,N,C) residual entering the block, or NULL */
+    float *x_mid;         /* (B,N,C) residual after attention, or NULL */
+    float *ln1, *ln2;     /* (B,N,C) LayerNorm outputs */
+    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd; /* (B*N) each, or NULL */
+    float *qkv;           /* (B,N,3C) */
+    float *probs;         /* attention matrices, (N,N) per (b,h) */
+    size_t probs_stride;  /* N*N to keep every (b,h), 0 to reuse one matrix */
+    float *attn;          /* (B,N,C) attention output before its projection */
+    float *h_pre;         /* (B,N,M) fc1 output */
+    float *h_act;         /* (B,N,M) activation output; == h_pre computes in place */
+} vit_block_acts;
+
+typedef struct vit_acts {
+    float *x;             /* (B,N,C) residual stream, updated in place */
+    float *patches;       /* (B*G*G, 3*P*P) unfolded input */
+    float *patch_out;     /* (B*G*G, C) patch embeddings */
+    float *x_embed;       /* (B,N,C) tokens before ln_pre, or NULL */
+    float *pre_mean, *pre_rstd; /* (B*N) ln_pre statistics, or NULL */
+    vit_block_acts *blocks;     /* depth entries */
+    float *pooled;        /* (B,C) pooled tokens before the final LN */
+    float *pooled_ln;     /* (B,C) after the final LN */
+    float *norm_mean, *norm_rstd; /* (B) final LN statistics, or NULL */
+    float *feat;          /* (B,F) projected features (== pooled_ln without projection) */
+    vit_profile *profile; /* NULL unless profiling */
+    double mark;          /* time of the last profile mark */
+} vit_acts;
+
+/* The forward pass over a, writing out (B, K or F). */
+void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B, float *out);
+
 /* Size helpers that refuse overflow: return 0 on overflow. */
 int vit_mul_size(size_t a, size_t b, size_t *out);
 

@@ -81,7 +81,7 @@ static void test_attention(void)
     float *out = malloc(sizeof(float) * B * N * C), *want = malloc(sizeof(float) * B * N * C);
     float *scores = malloc(sizeof(float) * N * N);
     randinit_fill(qkv, (size_t)B * N * 3 * C, "qkv", 7, 2.0, 0.0);
-    attention_forward(out, scores, qkv, B, N, C, NH);
+    attention_forward(out, scores, 0, qkv, B, N, C, NH);
     attention_naive(want, qkv, B, N, C, NH);
     check_close("attention", out, want, (size_t)B * N * C, 1e-5, 1e-4);
     free(qkv);
@@ -109,7 +109,7 @@ static void test_layernorm_and_softmax(void)
         for (int i = 0; i < C; i++)
             want[r * C + i] = (float)((x[r * C + i] - mean) / sqrt(var + 1e-6) * w[i] + b[i]);
     }
-    layernorm_forward(out, x, w, b, (size_t)rows, C, 1e-6f);
+    layernorm_forward(out, NULL, NULL, x, w, b, (size_t)rows, C, 1e-6f);
     check_close("layernorm", out, want, (size_t)rows * C, 1e-5, 1e-4);
 
     float logits[4] = {1000.0f, 1001.0f, -5.0f, 1000.5f}, probs[4];
