@@ -108,6 +108,8 @@ typedef struct vit_model {
     size_t frozen_len;       /* floats */
     float *trainable;        /* arena: biases + head */
     size_t trainable_len;    /* floats */
+    bool owns_frozen;        /* false for views sharing another model's backbone */
+    bool owns_trainable;     /* false for views over a task's arena */
     vit_weights w;
     char **labels;           /* num_classes names, or NULL */
 } vit_model;
@@ -132,6 +134,19 @@ double vit_config_macs(const vit_config *cfg);
 /* Allocates a model with zeroed parameters for cfg (arenas + param table). */
 vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *err);
 void vit_model_free(vit_model *m);
+
+/* A model for num_classes classes that shares base's frozen arena (read-only;
+ * base must outlive it) and owns a new trainable arena: the bias section is
+ * copied from base, the head starts at zero.  copy_frozen gives it a private
+ * copy of the frozen arena instead (full fine-tuning). */
+vit_status vit_model_derive(const vit_model *base, int num_classes, bool copy_frozen,
+                            vit_model **out, vit_error *err);
+
+/* A view of base with a borrowed trainable arena laid out for num_classes (a
+ * task's biases and head); nothing is copied.  Both base and the arena must
+ * outlive the view. */
+vit_status vit_model_view(const vit_model *base, int num_classes, const float *trainable,
+                          vit_model **out, vit_error *err);
 
 vit_param *vit_model_find(vit_model *m, const char *canonical_name);
 

@@ -145,7 +145,10 @@ static float *arena_alloc(size_t n)
     return calloc(n ? n : 1, sizeof(float));
 }
 
-vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *err)
+/* Builds the param table for cfg and binds it to the given arenas, allocating
+ * (zeroed) the ones passed as NULL; *_owned tells vit_model_free what to free. */
+static vit_status model_assemble(const vit_config *cfg, float *frozen, float *trainable,
+                                 vit_model **out, vit_error *err)
 {
     *out = NULL;
     vit_status st = vit_config_validate(cfg, err);
@@ -167,8 +170,10 @@ vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *e
         else
             m->frozen_len += l.items[i].numel;
     }
-    m->frozen = arena_alloc(m->frozen_len);
-    m->trainable = arena_alloc(m->trainable_len);
+    m->owns_frozen = frozen == NULL;
+    m->owns_trainable = trainable == NULL;
+    m->frozen = frozen ? frozen : arena_alloc(m->frozen_len);
+    m->trainable = trainable ? trainable : arena_alloc(m->trainable_len);
     m->w.blocks = calloc((size_t)cfg->depth, sizeof *m->w.blocks);
     if (!m->frozen || !m->trainable || !m->w.blocks) {
         vit_model_free(m);
@@ -191,12 +196,53 @@ vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *e
     return VIT_OK;
 }
 
+vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *err)
+{
+    return model_assemble(cfg, NULL, NULL, out, err);
+}
+
+/* The frozen arena does not depend on the head (the head is trainable), so a
+ * model with another class count can share it as is. */
+static vit_status derive(const vit_model *base, int num_classes, bool copy_frozen,
+                         const float *trainable, vit_model **out, vit_error *err)
+{
+    vit_config cfg = base->cfg;
+    cfg.num_classes = num_classes;
+    vit_model *m = NULL;
+    vit_status st = model_assemble(&cfg, copy_frozen ? NULL : base->frozen,
+                                   (float *)trainable, &m, err);
+    if (st != VIT_OK)
+        return st;
+    VIT_ASSERT(m->frozen_len == base->frozen_len);
+    if (copy_frozen)
+        memcpy(m->frozen, base->frozen, sizeof(float) * base->frozen_len);
+    if (!trainable) /* bias section first in both arenas; the new head stays zero */
+        memcpy(m->trainable, base->trainable, sizeof(float) * vit_model_bias_count(base));
+    m->layout = base->layout;
+    *out = m;
+    return VIT_OK;
+}
+
+vit_status vit_model_derive(const vit_model *base, int num_classes, bool copy_frozen,
+                            vit_model **out, vit_error *err)
+{
+    return derive(base, num_classes, copy_frozen, NULL, out, err);
+}
+
+vit_status vit_model_view(const vit_model *base, int num_classes, const float *trainable,
+                          vit_model **out, vit_error *err)
+{
+    return derive(base, num_classes, false, trainable, out, err);
+}
+
 void vit_model_free(vit_model *m)
 {
     if (!m)
         return;
-    free(m->frozen);
-    free(m->trainable);
+    if (m->owns_frozen)
+        free(m->frozen);
+    if (m->owns_trainable)
+        free(m->trainable);
     free(m->w.blocks);
     free(m->params);
     if (m->labels)

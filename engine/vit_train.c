@@ -1,0 +1,377 @@
+/*
+ * vit_train.c - training forward (keeping activations), cross-entropy and the
+ * backward pass for bitfit, linear and full fine-tuning (see vit_train.h).
+ *
+ * Legend: B batch, N tokens, GG patches, P patch, C width, NH heads, M mlp
+ * width, F feature width, K classes.
+ *
+ * The forward pass is vit_forward_acts with per-block slots; this file only
+ * decides which slots exist.  Backward walks the same graph in reverse; each
+ * parameter's gradient is found by the parameter's offset in its arena, so a
+ * frozen parameter has no gradient unless the caller passed gfrozen.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "ops.h"
+#include "vit_impl.h"
+#include "vit_train.h"
+
+struct vit_train_state {
+    vit_method method;
+    int max_batch;
+    int batch;            /* rows of the last forward */
+    vit_acts acts;
+    /* backward scratch */
+    float *dx;            /* (B,N,C) gradient of the residual stream */
+    float *dln;           /* (B,N,C) gradient of a LayerNorm output */
+    float *dattn;         /* (B,N,C) */
+    float *dqkv;          /* (B,N,3C) */
+    float *dh;            /* (B,N,M) */
+    float *dprobs;        /* (N,N) */
+    float *dfeat;         /* (B,F) */
+    float *dpooled_ln;    /* (B,C) */
+    float *dpooled;       /* (B,C) */
+    float *block;         /* one allocation for everything above */
+    size_t floats;        /* its size */
+};
+
+const char *vit_method_name(vit_method method)
+{
+    switch (method) {
+    case VIT_METHOD_BITFIT: return "bitfit";
+    case VIT_METHOD_LINEAR: return "linear";
+    case VIT_METHOD_FULL: return "full";
+    }
+    return "?";
+}
+
+int vit_method_parse(const char *name, vit_method *out)
+{
+    static const vit_method all[] = {VIT_METHOD_BITFIT, VIT_METHOD_LINEAR, VIT_METHOD_FULL};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(name, vit_method_name(all[i])) == 0) {
+            *out = all[i];
+            return 1;
+        }
+    return 0;
+}
+
+/* A planned buffer: where its pointer goes and how many floats it needs. */
+typedef struct plan_entry {
+    float **slot;
+    size_t n;
+} plan_entry;
+
+typedef struct plan {
+    plan_entry *items;
+    size_t count, cap;
+    int failed;
+} plan;
+
+static void plan_add(plan *p, float **slot, size_t n)
+{
+    if (p->failed)
+        return;
+    if (p->count == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        plan_entry *items = realloc(p->items, cap * sizeof *items);
+        if (!items) {
+            p->failed = 1;
+            return;
+        }
+        p->items = items;
+        p->cap = cap;
+    }
+    p->items[p->count++] = (plan_entry){slot, n};
+}
+
+vit_status vit_train_state_create(const vit_model *m, vit_method method, int max_batch,
+                                  vit_train_state **out, vit_error *err)
+{
+    *out = NULL;
+    if (max_batch < 1 || max_batch > 4096)
+        return vit_error_set(err, VIT_ERR_INVALID, "batch size %d is outside [1, 4096]", max_batch);
+    const vit_config *c = &m->cfg;
+    size_t B = (size_t)max_batch, N = (size_t)vit_config_tokens(c), C = (size_t)c->width;
+    size_t GG = N - 1, P = (size_t)c->patch_size, M = (size_t)c->mlp_dim;
+    size_t F = (size_t)vit_config_feature_dim(c), NH = (size_t)c->heads;
+    size_t rows = B * N;
+    vit_train_state *s = calloc(1, sizeof *s);
+    vit_block_acts *blocks = calloc((size_t)c->depth, sizeof *blocks);
+    plan p = {0};
+    if (!s || !blocks) {
+        free(s);
+        free(blocks);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a training state");
+    }
+    s->method = method;
+    s->max_batch = max_batch;
+    vit_acts *a = &s->acts;
+    a->blocks = blocks;
+    bool keep = method != VIT_METHOD_LINEAR; /* backward goes into the blocks */
+    bool full = method == VIT_METHOD_FULL;
+
+    /* buffers every method needs */
+    vit_block_acts shared = {0};
+    plan_add(&p, &a->x, rows * C);
+    plan_add(&p, &a->patches, B * GG * 3 * P * P);
+    plan_add(&p, &a->patch_out, B * GG * C);
+    plan_add(&p, &shared.ln1, rows * C);
+    plan_add(&p, &shared.qkv, rows * 3 * C);
+    plan_add(&p, &shared.probs, N * N);
+    plan_add(&p, &shared.attn, rows * C);
+    plan_add(&p, &shared.h_pre, rows * M);
+    plan_add(&p, &a->pooled, B * C);
+    plan_add(&p, &a->pooled_ln, B * C);
+    plan_add(&p, &a->feat, B * F);
+    plan_add(&p, &s->dfeat, B * F);
+    if (keep) {
+        plan_add(&p, &a->norm_mean, B);
+        plan_add(&p, &a->norm_rstd, B);
+        plan_add(&p, &s->dx, rows * C);
+        plan_add(&p, &s->dln, rows * C);
+        plan_add(&p, &s->dattn, rows * C);
+        plan_add(&p, &s->dqkv, rows * 3 * C);
+        plan_add(&p, &s->dh, rows * M);
+        plan_add(&p, &s->dprobs, N * N);
+        plan_add(&p, &s->dpooled_ln, B * C);
+        plan_add(&p, &s->dpooled, B * C);
+        if (c->ln_pre) {
+            plan_add(&p, &a->x_embed, rows * C);
+            plan_add(&p, &a->pre_mean, rows);
+            plan_add(&p, &a->pre_rstd, rows);
+        }
+        for (int l = 0; l < c->depth; l++) {
+            vit_block_acts *k = &blocks[l];
+            plan_add(&p, &k->x_in, rows * C);
+            plan_add(&p, &k->x_mid, rows * C);
+            plan_add(&p, &k->ln1_mean, rows);
+            plan_add(&p, &k->ln1_rstd, rows);
+            plan_add(&p, &k->ln2_mean, rows);
+            plan_add(&p, &k->ln2_rstd, rows);
+            plan_add(&p, &k->qkv, rows * 3 * C);
+            plan_add(&p, &k->probs, B * NH * N * N);
+            plan_add(&p, &k->h_pre, rows * M);
+            if (full) { /* inputs of the linear layers, for weight gradients */
+                plan_add(&p, &k->ln1, rows * C);
+                plan_add(&p, &k->attn, rows * C);
+                plan_add(&p, &k->ln2, rows * C);
+                plan_add(&p, &k->h_act, rows * M);
+            }
+        }
+    }
+    size_t total = 0, bytes;
+    for (size_t i = 0; i < p.count; i++)
+        total += (p.items[i].n + 15) & ~(size_t)15;
+    if (p.failed || !vit_mul_size(total, sizeof(float), &bytes) ||
+        !(s->block = aligned_alloc(64, bytes))) {
+        free(p.items);
+        free(blocks);
+        free(s);
+        return vit_error_set(err, VIT_ERR_NOMEM,
+                             "out of memory for %s training activations at batch %d (%zu floats)",
+                             vit_method_name(method), max_batch, total);
+    }
+    float *cursor = s->block;
+    for (size_t i = 0; i < p.count; i++) {
+        *p.items[i].slot = cursor;
+        cursor += (p.items[i].n + 15) & ~(size_t)15;
+    }
+    free(p.items);
+    s->floats = total;
+    /* what a block does not keep comes from the shared scratch */
+    for (int l = 0; l < c->depth; l++) {
+        vit_block_acts *k = &blocks[l];
+        k->ln1 = k->ln1 ? k->ln1 : shared.ln1;
+        k->ln2 = k->ln2 ? k->ln2 : shared.ln1;
+        k->qkv = k->qkv ? k->qkv : shared.qkv;
+        k->attn = k->attn ? k->attn : shared.attn;
+        if (!keep) {            /* linear: nothing kept, activation in place */
+            k->h_pre = shared.h_pre;
+            k->h_act = k->h_pre;
+        } else if (!full) {     /* bitfit: keep the pre-activation, act into scratch */
+            k->h_act = shared.h_pre;
+        }
+        if (keep) {
+            k->probs_stride = N * N;
+        } else {
+            k->probs = shared.probs;
+            k->probs_stride = 0;
+        }
+    }
+    *out = s;
+    return VIT_OK;
+}
+
+void vit_train_state_free(vit_train_state *s)
+{
+    if (!s)
+        return;
+    free(s->block);
+    free(s->acts.blocks);
+    free(s);
+}
+
+size_t vit_train_state_bytes(const vit_train_state *s)
+{
+    return s->floats * sizeof(float);
+}
+
+vit_status vit_train_forward(const vit_model *m, vit_train_state *s, const float *images,
+                             int batch, float *logits, vit_error *err)
+{
+    if (batch < 1 || batch > s->max_batch)
+        return vit_error_set(err, VIT_ERR_INVALID, "batch %d is outside [1, %d]", batch,
+                             s->max_batch);
+    if (m->cfg.num_classes < 1)
+        return vit_error_set(err, VIT_ERR_INVALID, "training needs a classification head");
+    vit_forward_acts(m, &s->acts, images, batch, logits);
+    s->batch = batch;
+    return VIT_OK;
+}
+
+/* ref: torch.nn.functional.cross_entropy(reduction="mean", label_smoothing=ls):
+ * per row, loss = (1 - ls) * -log p[y] + ls * mean_k(-log p[k]);
+ * dlogits = (softmax - ((1 - ls) onehot(y) + ls / K)) / B. */
+double vit_cross_entropy(const float *logits, const int *labels, int batch, int K,
+                         float label_smoothing, float *dlogits)
+{
+    double total = 0, ls = label_smoothing;
+    for (int b = 0; b < batch; b++) {
+        const float *z = logits + (size_t)b * K;
+        float *dz = dlogits + (size_t)b * K;
+        double max = z[0];
+        for (int k = 1; k < K; k++)
+            if (z[k] > max)
+                max = z[k];
+        double sum = 0, sum_z = 0;
+        for (int k = 0; k < K; k++) {
+            sum += exp((double)z[k] - max);
+            sum_z += z[k];
+        }
+        double log_sum = max + log(sum); /* log-sum-exp */
+        double nll = log_sum - z[labels[b]];
+        double smooth = log_sum - sum_z / K; /* mean_k -log p[k] */
+        total += (1.0 - ls) * nll + ls * smooth;
+        for (int k = 0; k < K; k++) {
+            double p = exp((double)z[k] - log_sum);
+            double target = ls / K + (k == labels[b] ? 1.0 - ls : 0.0);
+            dz[k] = (float)((p - target) / batch);
+        }
+    }
+    return total / batch;
+}
+
+/* Gradient slot of a parameter: the same offset in gtrain or gfrozen, or
+ * NULL when that arena is not being trained. */
+static float *grad_of(const vit_model *m, const float *param, float *gtrain, float *gfrozen)
+{
+    if (!param)
+        return NULL;
+    if (param >= m->trainable && param < m->trainable + m->trainable_len)
+        return gtrain + (param - m->trainable);
+    if (gfrozen && param >= m->frozen && param < m->frozen + m->frozen_len)
+        return gfrozen + (param - m->frozen);
+    return NULL;
+}
+
+/* ref: the inverse of block_forward in vit_forward.c.  s->dx holds dLoss/dx_out
+ * on entry and dLoss/dx_in on return. */
+static void block_backward(const vit_model *m, const vit_block_weights *w,
+                           const vit_block_acts *k, vit_train_state *s, int B, float *gtrain,
+                           float *gfrozen)
+{
+    const vit_config *c = &m->cfg;
+    int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim, R = B * N;
+    size_t rows = (size_t)R;
+#define G(p) grad_of(m, (p), gtrain, gfrozen)
+    /* x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) */
+    linear_backward(s->dh, G(w->fc2_w), G(w->fc2_b), s->dx, k->h_act, w->fc2_w, R, C, M);
+    if (c->act == VIT_ACT_GELU)
+        gelu_backward(s->dh, s->dh, k->h_pre, rows * (size_t)M);
+    else
+        quick_gelu_backward(s->dh, s->dh, k->h_pre, rows * (size_t)M);
+    linear_backward(s->dln, G(w->fc1_w), G(w->fc1_b), s->dh, k->ln2, w->fc1_w, R, M, C);
+    layernorm_backward(s->dx, G(w->norm2_w), G(w->norm2_b), s->dln, k->x_mid, k->ln2_mean,
+                       k->ln2_rstd, w->norm2_w, rows, C);                      /* dx = dx_mid */
+    /* x_mid = x_in + proj(attn(ln1(x_in))) */
+    linear_backward(s->dattn, G(w->proj_w), G(w->proj_b), s->dx, k->attn, w->proj_w, R, C, C);
+    attention_backward(s->dqkv, s->dprobs, s->dattn, k->qkv, k->probs, B, N, C, c->heads);
+    linear_backward(s->dln, G(w->qkv_w), G(w->qkv_b), s->dqkv, k->ln1, w->qkv_w, R, 3 * C, C);
+    layernorm_backward(s->dx, G(w->norm1_w), G(w->norm1_b), s->dln, k->x_in, k->ln1_mean,
+                       k->ln1_rstd, w->norm1_w, rows, C);                      /* dx = dx_in */
+#undef G
+}
+
+vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlogits, int batch,
+                        float *gtrain, float *gfrozen, vit_error *err)
+{
+    const vit_config *c = &m->cfg;
+    const vit_weights *w = &m->w;
+    vit_acts *a = &s->acts;
+    if (batch != s->batch)
+        return vit_error_set(err, VIT_ERR_INVALID, "backward of batch %d after a forward of %d",
+                             batch, s->batch);
+    if (s->method == VIT_METHOD_FULL && !gfrozen)
+        return vit_error_set(err, VIT_ERR_INVALID, "full fine-tuning needs frozen gradients");
+    if (s->method != VIT_METHOD_FULL)
+        gfrozen = NULL;
+    int B = batch, N = vit_config_tokens(c), C = c->width, F = vit_config_feature_dim(c);
+    int K = c->num_classes, GG = N - 1, P = c->patch_size;
+#define G(p) grad_of(m, (p), gtrain, gfrozen)
+    /* head: logits = feat W^T + b */
+    linear_backward(s->dfeat, G(w->head_w), G(w->head_b), dlogits, a->feat, w->head_w, B, K, F);
+    if (s->method == VIT_METHOD_LINEAR)
+        return VIT_OK;
+    /* projection (CLIP): feat = pooled_ln P^T */
+    if (c->proj_dim > 0)
+        linear_backward(s->dpooled_ln, G(w->proj_w), NULL, s->dfeat, a->pooled_ln, w->proj_w, B,
+                        F, C);
+    else
+        memcpy(s->dpooled_ln, s->dfeat, sizeof(float) * (size_t)B * C);
+    memset(s->dpooled, 0, sizeof(float) * (size_t)B * C);
+    layernorm_backward(s->dpooled, G(w->norm_w), G(w->norm_b), s->dpooled_ln, a->pooled,
+                       a->norm_mean, a->norm_rstd, w->norm_w, (size_t)B, C);
+    /* pooling: the class token, or the mean of the patch tokens */
+    memset(s->dx, 0, sizeof(float) * (size_t)B * N * C);
+    for (int b = 0; b < B; b++) {
+        const float *dp = s->dpooled + (size_t)b * C;
+        float *dxb = s->dx + (size_t)b * N * C;
+        if (c->pool == VIT_POOL_CLS) {
+            memcpy(dxb, dp, sizeof(float) * (size_t)C);
+        } else {
+            for (int t = 1; t < N; t++)
+                for (int i = 0; i < C; i++)
+                    dxb[(size_t)t * C + i] = dp[i] / (float)(N - 1);
+        }
+    }
+    for (int l = c->depth - 1; l >= 0; l--)
+        block_backward(m, &w->blocks[l], &a->blocks[l], s, B, gtrain, gfrozen);
+    /* ln_pre (CLIP): x = LN(x_embed) */
+    if (c->ln_pre) {
+        memset(s->dln, 0, sizeof(float) * (size_t)B * N * C);
+        layernorm_backward(s->dln, G(w->norm_pre_w), G(w->norm_pre_b), s->dx, a->x_embed,
+                           a->pre_mean, a->pre_rstd, w->norm_pre_w, (size_t)B * N, C);
+        memcpy(s->dx, s->dln, sizeof(float) * (size_t)B * N * C);
+    }
+    /* embeddings: x[b,0] = cls + pos[0]; x[b,t] = patch_out[b,t-1] + pos[t] */
+    float *dcls = G(w->cls_token), *dpos = G(w->pos_embed);
+    for (int b = 0; b < B; b++) {
+        const float *dxb = s->dx + (size_t)b * N * C;
+        if (dcls)
+            for (int i = 0; i < C; i++)
+                dcls[i] += dxb[i];
+        if (dpos)
+            for (size_t i = 0; i < (size_t)N * C; i++)
+                dpos[i] += dxb[i];
+        /* patch tokens become the patch embedding's output gradient, in place */
+        memmove(s->dln + (size_t)b * GG * C, dxb + C, sizeof(float) * (size_t)GG * C);
+    }
+    linear_backward(NULL, G(w->patch_w), G(w->patch_b), s->dln, a->patches, w->patch_w, B * GG, C,
+                    3 * P * P);
+#undef G
+    return VIT_OK;
+}

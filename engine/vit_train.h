@@ -1,0 +1,53 @@
+/*
+ * vit_train.h - the training half of the model: a forward pass that keeps its
+ * activations, cross-entropy, and the backward pass.
+ *
+ * Three methods share one code path and differ in what they train and so in
+ * what the forward pass must keep (STYLE.md 5):
+ *   bitfit  every bias of the backbone + the head.  No weight gradient is
+ *           computed, so the inputs of linear layers are not kept; per block
+ *           only the residual inputs of the two LayerNorms (and their
+ *           statistics), qkv, the attention matrices and the fc1 output stay.
+ *   linear  the head only (a linear probe): nothing before the features is kept.
+ *   full    every parameter; also keeps the inputs of every linear layer.
+ * Gradients live in arrays laid out exactly like the model's two arenas:
+ * `gtrain` mirrors the trainable arena (biases + head) and `gfrozen` the
+ * frozen one (only `full` passes it).  Backward adds into them; the caller
+ * zeroes them once per step.
+ */
+#ifndef VIT_VIT_TRAIN_H
+#define VIT_VIT_TRAIN_H
+
+#include "status.h"
+#include "vit.h"
+
+typedef enum vit_method { VIT_METHOD_BITFIT, VIT_METHOD_LINEAR, VIT_METHOD_FULL } vit_method;
+
+const char *vit_method_name(vit_method method);
+/* Parses "bitfit" | "linear" | "full"; returns 0 if unknown. */
+int vit_method_parse(const char *name, vit_method *out);
+
+typedef struct vit_train_state vit_train_state;
+
+/* Activation memory for batches up to max_batch under a method. */
+vit_status vit_train_state_create(const vit_model *m, vit_method method, int max_batch,
+                                  vit_train_state **out, vit_error *err);
+void vit_train_state_free(vit_train_state *s);
+/* Bytes of activations and scratch the state holds (for bench and reports). */
+size_t vit_train_state_bytes(const vit_train_state *s);
+
+/* Forward pass that keeps what backward needs; logits (B, K). */
+vit_status vit_train_forward(const vit_model *m, vit_train_state *s, const float *images,
+                             int batch, float *logits, vit_error *err);
+
+/* Mean cross-entropy over the batch with label smoothing (torch semantics);
+ * writes dlogits (B, K) = dLoss/dlogits and returns the loss (double sums). */
+double vit_cross_entropy(const float *logits, const int *labels, int batch, int K,
+                         float label_smoothing, float *dlogits);
+
+/* Backward from dlogits through the last vit_train_forward on s; adds into
+ * gtrain (trainable_len floats) and, for full, gfrozen (frozen_len floats). */
+vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlogits, int batch,
+                        float *gtrain, float *gfrozen, vit_error *err);
+
+#endif
