@@ -1,0 +1,66 @@
+/*
+ * optim.h - optimizers and the learning-rate schedule for fine-tuning.
+ *
+ * Optimizers update one flat parameter array (STYLE.md 3: the trainable arena)
+ * from a gradient array of the same size; their state is the same size again.
+ * Semantics follow torch.optim exactly so that one step can be compared with
+ * PyTorch:
+ *   AdamW (torch.optim.AdamW): p *= 1 - lr*wd; m = b1 m + (1-b1) g;
+ *     v = b2 v + (1-b2) g^2; p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+ *   SGD (torch.optim.SGD, dampening 0, no nesterov): g += wd p;
+ *     buf = g at t=1 else momentum buf + g; p -= lr buf
+ * Weight decay applies only where decay_mask[i] is non-zero (by default the
+ * head weight, never biases).  Sums are accumulated in double.
+ */
+#ifndef VIT_OPTIM_H
+#define VIT_OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef enum optim_kind { OPTIM_ADAMW, OPTIM_SGD } optim_kind;
+
+typedef struct optim_config {
+    optim_kind kind;
+    float weight_decay;
+    float beta1, beta2, eps; /* AdamW; defaults 0.9, 0.999, 1e-8 */
+    float momentum;          /* SGD; 0 = plain SGD */
+} optim_config;
+
+typedef struct optim optim;
+
+/* Optimizer for n parameters; state zeroed (step 0). */
+vit_status optim_create(const optim_config *cfg, size_t n, optim **out, vit_error *err);
+void optim_free(optim *o);
+
+/* One update of params (n) from grads (n) at learning rate lr.  decay_mask
+ * (n) selects the parameters weight decay applies to; NULL = all of them. */
+void optim_step(optim *o, float *params, const float *grads, const uint8_t *decay_mask, float lr);
+
+/* Steps taken so far. */
+long optim_steps(const optim *o);
+
+/* torch.nn.utils.clip_grad_norm_: scales grads so their L2 norm is at most
+ * max_norm (coefficient max_norm / (norm + 1e-6), applied only if < 1).
+ * Returns the norm before clipping. */
+double optim_clip_grad_norm(float *grads, size_t n, double max_norm);
+
+/* Cosine schedule with linear warm-up, stepped per iteration, over the whole
+ * run (the original's T_max = max_epochs):
+ *   step < warmup:  lr * (step + 1) / warmup
+ *   after:          min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi * (step - warmup) / (total - warmup)))
+ */
+typedef struct sched_config {
+    double lr;
+    double min_lr;
+    long warmup_steps;
+    long total_steps;
+} sched_config;
+
+/* Steps < 0 count as 0; steps >= total_steps give min_lr (so does every step
+ * after warm-up when total_steps <= warmup_steps). */
+double sched_lr(const sched_config *s, long step);
+
+#endif

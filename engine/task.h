@@ -1,0 +1,75 @@
+/*
+ * task.h - task bias sets: what fine-tuning produces and serving swaps.
+ *
+ * A task differs from the backbone only in its biases and its head (DESIGN.md
+ * 3).  In memory a task is a trainable arena laid out like the backbone's:
+ * first the bias section (every backbone bias, in vit_model param order, as
+ * absolute values), then head.weight (K, F) and head.bias (K).  Applying a
+ * task to the forward pass swaps pointers into this arena; the backbone is
+ * never copied or modified.
+ *
+ * On disk (<data_dir>/tasks/<name>.safetensors) the biases are stored as
+ * *deltas* vs the backbone under canonical names (blocks.3.mlp.fc1.bias, ...),
+ * plus head.weight and head.bias; __metadata__ holds "labels" (JSON array),
+ * "base_model" (vit_model_fingerprint of the backbone), "method", "created"
+ * (RFC 3339 UTC) and whatever else the caller adds (hyper-parameters, metrics).
+ * Loading checks the fingerprint, every name and shape, and the label count.
+ */
+#ifndef VIT_TASK_H
+#define VIT_TASK_H
+
+#include <stddef.h>
+
+#include "status.h"
+#include "vit.h"
+
+#define TASK_NAME_MAX 64
+#define TASK_MAX_CLASSES 1000000 /* bound on K when reading a file */
+#define TASK_MAX_LABEL 1024      /* bytes in one label */
+
+typedef struct vit_task {
+    char name[TASK_NAME_MAX + 1]; /* from the file name, or set by the caller */
+    int num_classes;              /* K */
+    char **labels;                /* K names, owned */
+    float *trainable;             /* bias section + head, owned */
+    size_t trainable_len;         /* floats */
+    char method[16];              /* "bitfit", "linear", ... (metadata) */
+    char base_model[65];          /* fingerprint it was made for */
+} vit_task;
+
+/* sha256 (hex) over the backbone: every frozen tensor and every bias, in
+ * canonical order, as little-endian f32, each preceded by its name; the head
+ * is excluded so that a model and its feature extractor agree. */
+vit_status vit_model_fingerprint(const vit_model *m, char hex[65], vit_error *err);
+
+/* Floats in the bias section of m's trainable arena (== vit_model_bias_count). */
+size_t task_bias_len(const vit_model *m);
+
+/* Makes a task from the backbone's own biases and a new head of K classes
+ * (weights zero; caller initialises).  labels are copied. */
+vit_status task_create(const vit_model *m, int num_classes, const char *const *labels,
+                       vit_task **out, vit_error *err);
+void task_free(vit_task *t);
+
+/* Name check: ^[a-z0-9][a-z0-9._-]{0,63}$ */
+int task_name_valid(const char *name);
+
+/* Extra metadata for task_save (NULL-terminated key/value arrays). */
+typedef struct task_meta {
+    const char *const *keys;
+    const char *const *values;
+} task_meta;
+
+/* Writes t as deltas vs m, atomically (tmp + fsync + rename). */
+vit_status task_save(const vit_model *m, const vit_task *t, const task_meta *extra,
+                     const char *path, vit_error *err);
+
+/* Reads a task file made for m (fingerprint must match). */
+vit_status task_load(const vit_model *m, const char *path, vit_task **out, vit_error *err);
+
+/* task_load with m's fingerprint already computed (hashing ViT-B takes about a
+ * second; a server loading many tasks for one backbone computes it once). */
+vit_status task_load_fingerprint(const vit_model *m, const char *fingerprint, const char *path,
+                                 vit_task **out, vit_error *err);
+
+#endif
