@@ -150,6 +150,15 @@ vit_status vit_model_view(const vit_model *base, int num_classes, const float *t
 
 vit_param *vit_model_find(vit_model *m, const char *canonical_name);
 
+/* Replaces m's class names with copies of names[0..num_classes). */
+vit_status vit_model_set_labels(vit_model *m, const char *const *names, vit_error *err);
+
+/* Writes m as a checkpoint directory in the timm layout (model.safetensors +
+ * config.json with label_names) that vit_model_load reads back.  dir must not
+ * exist; everything is written into a temporary directory first and renamed
+ * into place, so a failed save leaves nothing behind. */
+vit_status vit_model_save(const vit_model *m, const char *dir, vit_error *err);
+
 /* Fills every parameter with randinit_tensor(seed); used by bench and tests. */
 void vit_model_randomize(vit_model *m, uint64_t seed);
 

@@ -398,6 +398,19 @@ static vit_status apply_timm(json_t *root, vit_config *cfg, vit_error *err)
             return BAD_KEY("model_args.mlp_ratio");
         if (ratio > 0)
             cfg->mlp_dim = (int)lroundf(ratio * (float)cfg->width);
+        /* vitfit's own saves spell out what timm implies by architecture name */
+        if (!json_int(args, "mlp_dim", &cfg->mlp_dim))
+            return BAD_KEY("model_args.mlp_dim");
+        if (!json_float(args, "norm_eps", &cfg->ln_eps))
+            return BAD_KEY("model_args.norm_eps");
+        json_t *act = json_object_get(args, "act_layer");
+        if (act) {
+            if (!json_is_string(act))
+                return BAD_KEY("model_args.act_layer");
+            vit_status st = parse_act(json_string_value(act), &cfg->act, err);
+            if (st != VIT_OK)
+                return st;
+        }
         if (json_object_get(args, "global_pool"))
             gp = json_object_get(args, "global_pool");
     }
@@ -450,6 +463,21 @@ static vit_status apply_timm(json_t *root, vit_config *cfg, vit_error *err)
         /* timm transforms_factory: scale_size = floor(img_size / crop_pct) */
         p->resize_shorter = (int)floor((double)cfg->image_size / crop_pct);
         p->crop_h = p->crop_w = cfg->image_size;
+        json_t *mode = json_object_get(pc, "crop_mode");
+        if (mode) {
+            const char *s = json_string_value(mode);
+            if (!s)
+                return BAD_KEY("pretrained_cfg.crop_mode");
+            if (strcmp(s, "squash") == 0 && crop_pct == 1.0f)
+                p->resize_shorter = 0; /* both sides straight to the input size */
+            else if (strcmp(s, "center") != 0)
+                return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                                     "config.json: crop_mode '%s' (crop_pct %g) is not supported",
+                                     s, (double)crop_pct);
+        }
+        /* the exact resize, where floor(size / crop_pct) could round the wrong way */
+        if (!json_int(pc, "vitfit_resize", &p->resize_shorter))
+            return BAD_KEY("pretrained_cfg.vitfit_resize");
     } else {
         cfg->preprocess = img_preprocess_timm_in21k(cfg->image_size);
     }

@@ -280,3 +280,20 @@ size_t vit_model_bias_count(const vit_model *m)
     }
     return n;
 }
+
+vit_status vit_model_set_labels(vit_model *m, const char *const *names, vit_error *err)
+{
+    int K = m->cfg.num_classes;
+    char **labels = calloc((size_t)(K > 0 ? K : 1), sizeof *labels);
+    if (!labels)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory copying labels");
+    for (int k = 0; k < K; k++) {
+        if (!(labels[k] = strdup(names[k]))) {
+            vit_labels_free(labels, K);
+            return vit_error_set(err, VIT_ERR_NOMEM, "out of memory copying labels");
+        }
+    }
+    vit_labels_free(m->labels, K);
+    m->labels = labels;
+    return VIT_OK;
+}

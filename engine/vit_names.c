@@ -38,6 +38,7 @@ static const vit_name_row timm_rows[] = {
     COPY("norm.weight", "fc_norm.weight"), /* global_pool='avg' */
     COPY("norm.bias", "norm.bias"),
     COPY("norm.bias", "fc_norm.bias"),
+    COPY("proj.weight", "proj.weight"), /* vitfit's own CLIP-style saves */
     COPY("head.weight", "head.weight"),
     COPY("head.bias", "head.bias"),
 };

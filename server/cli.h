@@ -17,6 +17,8 @@ enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 int cli_classify(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_train(int argc, char **argv);
+int cli_eval(int argc, char **argv);
 
 /* Prints "vitfit: <message>" and returns CLI_FAIL. */
 int cli_fail(const vit_error *err);

@@ -9,16 +9,21 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
+#include "optim.h"
 #include "randinit.h"
 #include "vit.h"
+#include "vit_train.h"
 
 static void bench_usage(FILE *out)
 {
     fprintf(out, "usage: vitfit bench --model DIR|FILE | --preset vit-b16|vit-l14-clip|vit-tiny\n"
                  "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--profile] [--json]\n"
-                 "  --profile  also report time per op kind (GEMMs by layer, attention, LayerNorm...)\n");
+                 "                    [--train [--method bitfit|linear|full] [--classes K]]\n"
+                 "  --profile  also report time per op kind (GEMMs by layer, attention, LayerNorm...)\n"
+                 "  --train    time training steps (forward, loss, backward, AdamW) instead\n");
 }
 
 typedef struct bench_opts {
@@ -26,6 +31,9 @@ typedef struct bench_opts {
     long batch, threads, iters, warmup;
     int json;
     int profile;
+    int train;
+    vit_method method;
+    long classes;
 } bench_opts;
 
 static int parse_bench(int argc, char **argv, bench_opts *o)
@@ -35,10 +43,11 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         {"batch", required_argument, NULL, 'b'},  {"threads", required_argument, NULL, 't'},
         {"iters", required_argument, NULL, 'i'},  {"warmup", required_argument, NULL, 'w'},
         {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
-        {"profile", no_argument, NULL, 'P'},
+        {"profile", no_argument, NULL, 'P'},     {"train", no_argument, NULL, 'T'},
+        {"method", required_argument, NULL, 'M'}, {"classes", required_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
-    *o = (bench_opts){.batch = 1, .threads = 2, .iters = 5, .warmup = 1};
+    *o = (bench_opts){.batch = 1, .threads = 2, .iters = 5, .warmup = 1, .classes = 10};
     opterr = 0;
     int c, which = 0;
     long *target;
@@ -49,6 +58,12 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         case 'p': o->preset = optarg; continue;
         case 'j': o->json = 1; continue;
         case 'P': o->profile = 1; continue;
+        case 'T': o->train = 1; continue;
+        case 'M':
+            if (!vit_method_parse(optarg, &o->method))
+                return cli_usage_error("bench", "--method must be bitfit, linear or full");
+            continue;
+        case 'K': target = &o->classes; hi = 100000; break;
         case 'h': bench_usage(stdout); return -1;
         case 'b': target = &o->batch; break;
         case 't': target = &o->threads; hi = 256; break;
@@ -104,6 +119,102 @@ static void print_profile(const vit_profile *p, long iters)
     }
 }
 
+/* Times training steps: forward, cross-entropy, backward and AdamW over what
+ * the method trains, on a K-class head over m's backbone. */
+static int bench_train(const bench_opts *o, const vit_model *base)
+{
+    vit_error err = {0};
+    vit_model *m = NULL;
+    bool full = o->method == VIT_METHOD_FULL;
+    if (vit_model_derive(base, (int)o->classes, full, &m, &err) != VIT_OK)
+        return cli_fail(&err);
+    int B = (int)o->batch, K = (int)o->classes;
+    size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
+    float *images = malloc(per_image * (size_t)B * sizeof *images);
+    float *logits = malloc((size_t)K * B * sizeof *logits);
+    float *dlogits = malloc((size_t)K * B * sizeof *dlogits);
+    int *labels = malloc((size_t)B * sizeof *labels);
+    float *gtrain = calloc(m->trainable_len, sizeof *gtrain);
+    float *gfrozen = full ? calloc(m->frozen_len, sizeof *gfrozen) : NULL;
+    uint8_t *mask_train = calloc(m->trainable_len, 1), *mask_frozen = full ? calloc(m->frozen_len, 1) : NULL;
+    double *times = malloc((size_t)o->iters * sizeof *times);
+    vit_train_state *s = NULL;
+    optim *opt_t = NULL, *opt_f = NULL;
+    optim_config oc = {.kind = OPTIM_ADAMW, .weight_decay = 0.05f, .beta1 = 0.9f, .beta2 = 0.999f,
+                       .eps = 1e-8f};
+    int rc = CLI_OK;
+    if (!images || !logits || !dlogits || !labels || !gtrain || !mask_train || !times ||
+        (full && (!gfrozen || !mask_frozen))) {
+        vit_error_set(&err, VIT_ERR_NOMEM, "out of memory for batch %d", B);
+        rc = cli_fail(&err);
+    } else if (vit_train_state_create(m, o->method, B, &s, &err) != VIT_OK ||
+               optim_create(&oc, m->trainable_len, &opt_t, &err) != VIT_OK ||
+               (full && optim_create(&oc, m->frozen_len, &opt_f, &err) != VIT_OK)) {
+        rc = cli_fail(&err);
+    }
+    if (rc == CLI_OK) {
+        randinit_fill(images, per_image * (size_t)B, "input", 0, 1.0, 0.0);
+        for (int b = 0; b < B; b++)
+            labels[b] = b % K;
+        for (long i = 0; i < o->warmup + o->iters && rc == CLI_OK; i++) {
+            double t0 = cli_now();
+            memset(gtrain, 0, sizeof(float) * m->trainable_len);
+            if (gfrozen)
+                memset(gfrozen, 0, sizeof(float) * m->frozen_len);
+            if (vit_train_forward(m, s, images, B, logits, &err) != VIT_OK) {
+                rc = cli_fail(&err);
+                break;
+            }
+            vit_cross_entropy(logits, labels, B, K, 0.0f, dlogits);
+            if (vit_backward(m, s, dlogits, B, gtrain, gfrozen, &err) != VIT_OK) {
+                rc = cli_fail(&err);
+                break;
+            }
+            optim_step(opt_t, m->trainable, gtrain, mask_train, 1e-4f);
+            if (opt_f)
+                optim_step(opt_f, m->frozen, gfrozen, mask_frozen, 1e-4f);
+            if (i >= o->warmup)
+                times[i - o->warmup] = cli_now() - t0;
+        }
+    }
+    if (rc == CLI_OK) {
+        double median = cli_median(times, (size_t)o->iters);
+        size_t rss = cli_peak_rss(), acts = vit_train_state_bytes(s);
+        if (o->json) {
+            json_t *j = json_pack("{ss ss si si si sf sf sI sI}", "model",
+                                  o->preset ? o->preset : o->model, "method",
+                                  vit_method_name(o->method), "batch", B, "threads",
+                                  (int)o->threads, "iters", (int)o->iters, "median_step_seconds",
+                                  median, "images_per_second", B / median, "peak_rss_bytes",
+                                  (json_int_t)rss, "activation_bytes", (json_int_t)acts);
+            char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+            printf("%s\n", text ? text : "{}");
+            free(text);
+            json_decref(j);
+        } else {
+            printf("train %s, model %s, batch %d, threads %ld: median %.1f ms/step over %ld iters\n",
+                   vit_method_name(o->method), o->preset ? o->preset : o->model, B, o->threads,
+                   1000 * median, o->iters);
+            printf("%.2f images/s, activations %.0f MiB, peak RSS %.0f MiB\n", B / median,
+                   (double)acts / (1 << 20), (double)rss / (1 << 20));
+        }
+    }
+    vit_train_state_free(s);
+    optim_free(opt_t);
+    optim_free(opt_f);
+    free(images);
+    free(logits);
+    free(dlogits);
+    free(labels);
+    free(gtrain);
+    free(gfrozen);
+    free(mask_train);
+    free(mask_frozen);
+    free(times);
+    vit_model_free(m);
+    return rc;
+}
+
 int cli_bench(int argc, char **argv)
 {
     bench_opts o;
@@ -122,6 +233,11 @@ int cli_bench(int argc, char **argv)
         vit_model_randomize(m, 0);
     } else if (vit_model_load(o.model, &m, &err) != VIT_OK) {
         return cli_fail(&err);
+    }
+    if (o.train) {
+        rc = bench_train(&o, m);
+        vit_model_free(m);
+        return rc;
     }
     int B = (int)o.batch;
     size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;

@@ -8,11 +8,13 @@
  */
 #include <getopt.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "task.h"
 #include "vit.h"
 
 #define CLASSIFY_BATCH 8
@@ -22,9 +24,10 @@
 static void classify_usage(FILE *out)
 {
     fprintf(out,
-            "usage: vitfit classify --model DIR|FILE [--top-k K] [--json] [--logits]\n"
+            "usage: vitfit classify --model DIR|FILE [--task FILE] [--top-k K] [--json] [--logits]\n"
             "                       [--threads N] [--max-pixels N] IMAGE...\n"
             "  --model       checkpoint directory (model.safetensors + config.json) or file\n"
+            "  --task        a task bias-set file made for this model (vitfit train)\n"
             "  --top-k       how many labels to print, best first (default 5)\n"
             "  --json        print one JSON object on stdout\n"
             "  --logits      add the raw logits (all classes) to the JSON output\n"
@@ -35,6 +38,7 @@ static void classify_usage(FILE *out)
 
 typedef struct classify_opts {
     const char *model;
+    const char *task;
     long top_k;
     long threads;
     long max_pixels;
@@ -82,6 +86,7 @@ static int parse_classify(int argc, char **argv, classify_opts *o)
 {
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},   {"top-k", required_argument, NULL, 'k'},
+        {"task", required_argument, NULL, 'T'},
         {"threads", required_argument, NULL, 't'}, {"max-pixels", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},          {"logits", no_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
@@ -92,6 +97,7 @@ static int parse_classify(int argc, char **argv, classify_opts *o)
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': o->model = optarg; break;
+        case 'T': o->task = optarg; break;
         case 'j': o->json = 1; break;
         case 'l': o->logits = 1; break;
         case 'h': classify_usage(stdout); return -1;
@@ -145,15 +151,28 @@ int cli_classify(int argc, char **argv)
     vit_set_threads((int)o.threads);
 
     vit_error err = {0};
-    vit_model *m = NULL;
-    if (vit_model_load(o.model, &m, &err) != VIT_OK)
+    vit_model *backbone = NULL, *m = NULL;
+    vit_task *task = NULL;
+    if (vit_model_load(o.model, &backbone, &err) != VIT_OK)
         return cli_fail(&err);
-    if (m->cfg.num_classes == 0) {
+    if (o.task) { /* the task's biases and head over the shared backbone */
+        if (task_load(backbone, o.task, &task, &err) != VIT_OK ||
+            vit_model_view(backbone, task->num_classes, task->trainable, &m, &err) != VIT_OK ||
+            vit_model_set_labels(m, (const char *const *)task->labels, &err) != VIT_OK) {
+            vit_model_free(m);
+            task_free(task);
+            vit_model_free(backbone);
+            return cli_fail(&err);
+        }
+    } else if (backbone->cfg.num_classes == 0) {
         fprintf(stderr, "vitfit: %s has no classification head (it is a feature extractor); "
-                        "classifying needs a task with a head\n", o.model);
-        vit_model_free(m);
+                        "classifying needs a task with a head (--task)\n", o.model);
+        vit_model_free(backbone);
         return CLI_FAIL;
     }
+    bool is_view = m != NULL;
+    if (!is_view)
+        m = backbone;
     int K = m->cfg.num_classes;
     int k = o.top_k < K ? (int)o.top_k : K;
     size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
@@ -212,6 +231,9 @@ int cli_classify(int argc, char **argv)
     free(logits);
     free(probs);
     free(idx);
-    vit_model_free(m);
+    if (is_view)
+        vit_model_free(m);
+    task_free(task);
+    vit_model_free(backbone);
     return rc;
 }

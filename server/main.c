@@ -13,6 +13,8 @@ static const struct {
 } commands[] = {
     {"classify", cli_classify, "classify images with a model"},
     {"inspect", cli_inspect, "describe a checkpoint or safetensors file"},
+    {"train", cli_train, "fine-tune a task (BitFit by default) on a data set"},
+    {"eval", cli_eval, "measure a model or task on a data set"},
     {"bench", cli_bench, "time the forward pass"},
 };
 

@@ -1,0 +1,115 @@
+/*
+ * dataset.h - labelled image sets for fine-tuning and evaluation.
+ *
+ * Three sources, one interface:
+ *   - ImageFolder: a directory of class directories, <root>/<class>/<image>,
+ *     classes sorted by name (bytewise), images sorted by name within a class;
+ *   - manifests: JSONL lines {"image": path, "label": name} or CSV "image,label"
+ *     (a header line "image,label" is skipped), paths relative to the manifest's
+ *     directory; classes are the sorted set of labels;
+ *   - IDX pairs as Debian's dataset-fashion-mnist ships them: the path of the
+ *     images file (*-images-idx3-ubyte or .gz); the labels file is found by
+ *     replacing "images-idx3" with "labels-idx1".  Class names default to
+ *     "0".."K-1" (K = max label + 1) unless ds_options.class_names is set.
+ * Everything read is untrusted: sizes, counts, magic numbers, label ranges and
+ * paths are checked; a manifest's paths may not escape ds_options.root (when
+ * set).  Errors name the file (and line) at fault.
+ *
+ * The loader turns a dataset into batches of preprocessed float tensors on
+ * prefetch threads, so decoding overlaps compute.  The order of epoch e is a
+ * permutation fixed by (seed, e); augmentation randomness is fixed by (seed,
+ * e, item), so results do not depend on thread timing.
+ */
+#ifndef VIT_DATASET_H
+#define VIT_DATASET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image.h"
+#include "status.h"
+
+typedef struct ds_dataset ds_dataset;
+
+/* What to do with an item that cannot be read or decoded. */
+typedef enum ds_bad_policy { DS_BAD_FAIL, DS_BAD_SKIP } ds_bad_policy;
+
+/* Called for every skipped item (DS_BAD_SKIP) with its name and the reason;
+ * may be called from loader threads. */
+typedef void (*ds_bad_fn)(void *ctx, const char *item, const char *message);
+
+typedef struct ds_options {
+    const char *root;          /* manifest paths must resolve under this; NULL: no limit */
+    size_t max_image_bytes;    /* per image file; 0: 64 MiB */
+    size_t max_pixels;         /* per image; 0: 50M */
+    size_t max_items;          /* refuse larger sets; 0: 10M */
+    const char *const *class_names; /* NULL-terminated names for IDX labels, or NULL */
+    const char *const *classes; /* NULL-terminated fixed class list, or NULL (see below) */
+} ds_options;
+
+/* ds_options.classes: when set, the classes are exactly these names in this
+ * order (an eval set must use the training set's classes); a folder or
+ * manifest label that is not among them is an error ("unknown label 'x' at
+ * line N"), a listed class may have no items.  For IDX sets it names the
+ * labels like class_names (class_names wins when both are set).  Names must
+ * be non-empty and distinct. */
+
+/* Opens a dataset (see above for what path may be).  Item lists are read now;
+ * images are decoded later, on demand.  An empty class directory, a manifest
+ * line without image or label, a missing image file (manifests and folders
+ * are checked with stat at open), an IDX file with a wrong magic or a count
+ * mismatch are errors. */
+vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vit_error *err);
+void ds_close(ds_dataset *d);
+
+size_t ds_size(const ds_dataset *d);
+int ds_num_classes(const ds_dataset *d);
+const char *ds_class_name(const ds_dataset *d, int cls);
+int ds_label(const ds_dataset *d, size_t i);
+/* A name for messages: the image path, or "<idx file>#<index>". */
+const char *ds_item_name(const ds_dataset *d, size_t i);
+
+/* Decodes item i into an RGB image (IDX grey is replicated to RGB). */
+vit_status ds_load_image(const ds_dataset *d, size_t i, img_image *out, vit_error *err);
+
+/* ---- batches ---- */
+
+typedef struct ds_loader_options {
+    int batch_size;           /* rows per batch */
+    bool shuffle;             /* permute per epoch; false: dataset order */
+    bool augment;             /* RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3) + flip */
+    bool drop_last;           /* drop a final short batch */
+    uint64_t seed;
+    int threads;              /* prefetch threads (>= 1) */
+    int prefetch;             /* batches decoded ahead (>= 1) */
+    img_preprocess preprocess;/* eval transform; augment reuses its size, interp, mean/std */
+    ds_bad_policy on_bad;
+    ds_bad_fn on_bad_fn;      /* report for skipped items, may be NULL */
+    void *on_bad_ctx;
+    size_t limit;             /* use only items 0..limit-1 of the data set (0: all);
+                                 shuffling permutes within them */
+} ds_loader_options;
+
+typedef struct ds_loader ds_loader;
+
+vit_status ds_loader_create(const ds_dataset *d, const ds_loader_options *o, ds_loader **out,
+                            vit_error *err);
+void ds_loader_free(ds_loader *l);
+
+/* Starts epoch `epoch` (0-based): fixes its order and starts prefetching. */
+vit_status ds_loader_start_epoch(ds_loader *l, int epoch, vit_error *err);
+
+/* Fills the next batch of the epoch: images (count, 3, H, W), labels (count),
+ * and the dataset indices of the rows (may be NULL).  *count is 0 when the
+ * epoch is over.  A bad item fails here (DS_BAD_FAIL) or is skipped and
+ * reported (DS_BAD_SKIP; the batch is filled from the following items).
+ * A failed item is consumed: the next call goes on after it.  One consumer
+ * thread drives a loader (next / start_epoch / free are not concurrent). */
+vit_status ds_loader_next(ds_loader *l, float *images, int *labels, size_t *indices, int *count,
+                          vit_error *err);
+
+/* Batches in one epoch (after drop_last). */
+size_t ds_loader_batches(const ds_loader *l);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * trainer.h - fine-tuning runs and evaluation.
+ *
+ * trainer_run trains a task on a dataset: BitFit (every bias + a head),
+ * linear (head only) or full (everything).  The backbone is never modified:
+ * bitfit and linear train a view that shares its frozen arena; full trains a
+ * private copy.  Steps are deterministic for a given seed, data and thread
+ * count.  A cancel callback is checked between steps; progress is reported
+ * through a callback (the CLI prints it, the job runner will record it).
+ */
+#ifndef VIT_TRAINER_H
+#define VIT_TRAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dataset.h"
+#include "optim.h"
+#include "status.h"
+#include "task.h"
+#include "vit.h"
+#include "vit_train.h"
+
+/* Where the head comes from. */
+typedef enum trainer_head {
+    TRAINER_HEAD_AUTO, /* keep the checkpoint's head if the classes match exactly, else new */
+    TRAINER_HEAD_KEEP, /* keep it (the classes must match in number) */
+    TRAINER_HEAD_NEW,  /* a fresh seeded head for the data set's classes */
+} trainer_head;
+
+typedef struct trainer_progress {
+    long step, total_steps;
+    int epoch, epochs;
+    double loss;              /* mean over the steps since the last report */
+    double lr;
+    double images_per_second; /* over the steps since the last report */
+    double eta_seconds;
+} trainer_progress;
+
+typedef struct trainer_config {
+    vit_method method;
+    int epochs;
+    long max_steps;           /* > 0: stop after this many steps (and size the schedule to it) */
+    int batch_size;
+    double lr, min_lr;
+    double weight_decay;      /* on the head weight (and, for full, on every matrix) */
+    double warmup_epochs;
+    optim_kind optimizer;
+    double momentum;          /* SGD */
+    double label_smoothing;
+    double clip_grad_norm;    /* 0: off */
+    uint64_t seed;
+    bool augment, shuffle;
+    int loader_threads;
+    size_t train_limit, eval_limit; /* use only the first N items (0: all) */
+    trainer_head head;
+    ds_bad_policy on_bad;
+    ds_bad_fn on_bad_fn;
+    void *on_bad_ctx;
+    long log_every;           /* steps between progress reports (0: none) */
+    void (*progress)(void *ctx, const trainer_progress *p);
+    int (*should_stop)(void *ctx); /* non-zero: cancel between steps */
+    void *ctx;
+} trainer_config;
+
+/* Defaults that work without tuning for BitFit (the public recipe for
+ * ViT-B/16: AdamW, lr 5e-3, weight decay 5e-5 on the head, batch 32, cosine
+ * with warm-up). */
+trainer_config trainer_defaults(void);
+
+typedef struct eval_result {
+    long count;
+    double top1, top5, loss;
+    int num_classes;
+    long *confusion;          /* (K, K): row = true class, column = predicted; owned */
+} eval_result;
+
+void eval_result_free(eval_result *r);
+
+/* Evaluates model (with its head) on the first `limit` items of d (0: all)
+ * with the model's own preprocessing. */
+vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limit, int batch_size,
+                            int loader_threads, eval_result *out, vit_error *err);
+
+typedef struct trainer_result {
+    vit_task *task;           /* bitfit / linear: the trained task (caller frees) */
+    vit_model *model;         /* full: the trained model (caller frees; shares nothing) */
+    long steps;
+    double final_loss;        /* mean loss of the last epoch's steps */
+    double seconds;
+    bool cancelled;
+    bool has_eval;
+    eval_result eval;         /* on the eval set, when one was given */
+} trainer_result;
+
+void trainer_result_free(trainer_result *r);
+
+/* Trains on `train`, evaluates on `eval` (may be NULL) at the end. */
+vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const ds_dataset *eval,
+                       const trainer_config *cfg, trainer_result *out, vit_error *err);
+
+#endif

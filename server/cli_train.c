@@ -1,0 +1,416 @@
+/*
+ * cli_train.c - `vitfit train` and `vitfit eval`.
+ *
+ * train fine-tunes a task on a data set (BitFit by default) and writes it
+ * atomically to --out only when the run succeeds: a task bias-set file for
+ * bitfit/linear, a checkpoint directory for full.  Progress lines go to
+ * stderr every --log-every steps; the summary (a JSON object) to stdout.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "dataset.h"
+#include "task.h"
+#include "trainer.h"
+#include "vit.h"
+
+static void train_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: vitfit train --model DIR --train DATASET --out FILE [--eval DATASET]\n"
+            "         [--method bitfit|linear|full] [--epochs N] [--max-steps N] [--batch-size N]\n"
+            "         [--lr X] [--min-lr X] [--weight-decay X] [--warmup-epochs X]\n"
+            "         [--optimizer adamw|sgd] [--momentum X] [--label-smoothing X] [--clip-grad X]\n"
+            "         [--seed N] [--no-augment] [--no-shuffle] [--head auto|keep|new]\n"
+            "         [--threads N] [--loader-threads N] [--limit-train N] [--limit-eval N]\n"
+            "         [--class-names A,B,...] [--skip-bad] [--log-every N] [--json]\n"
+            "DATASET: an ImageFolder directory, a .jsonl or .csv manifest, or an IDX images file\n"
+            "(*-images-idx3-ubyte[.gz]).  --out is a task file (.safetensors) for bitfit and\n"
+            "linear, a new checkpoint directory for full.\n");
+}
+
+static void eval_usage(FILE *out)
+{
+    fprintf(out, "usage: vitfit eval --model DIR [--task FILE] --data DATASET [--batch-size N]\n"
+                 "         [--threads N] [--loader-threads N] [--limit N] [--class-names A,B,...]\n"
+                 "         [--json]\n");
+}
+
+/* Splits "a,b,c" into a NULL-terminated array (caller frees with free_names). */
+static char **split_names(const char *list)
+{
+    size_t n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    char **names = calloc(n + 1, sizeof *names);
+    if (!names)
+        return NULL;
+    const char *start = list;
+    for (size_t i = 0; i < n; i++) {
+        const char *end = strchr(start, ',');
+        size_t len = end ? (size_t)(end - start) : strlen(start);
+        if (!(names[i] = strndup(start, len)))
+            break;
+        start = end ? end + 1 : start + len;
+    }
+    return names;
+}
+
+static void free_names(char **names)
+{
+    for (size_t i = 0; names && names[i]; i++)
+        free(names[i]);
+    free(names);
+}
+
+static void report_bad(void *ctx, const char *item, const char *message)
+{
+    (void)ctx;
+    fprintf(stderr, "vitfit: skipping %s: %s\n", item, message);
+}
+
+/* Opens a data set the way both commands do. */
+static vit_status open_dataset(const char *path, char **class_names, ds_dataset **out,
+                               vit_error *err)
+{
+    ds_options o = {.class_names = (const char *const *)class_names};
+    vit_status st = ds_open(path, &o, out, err);
+    return st;
+}
+
+/* JSON for an evaluation: accuracies, loss, per-class accuracy, confusion. */
+static json_t *eval_json(const eval_result *r, const ds_dataset *d)
+{
+    int K = r->num_classes;
+    json_t *per_class = json_object(), *confusion = json_array();
+    for (int k = 0; k < K; k++) {
+        long row_total = 0;
+        json_t *row = json_array();
+        for (int j = 0; j < K; j++) {
+            row_total += r->confusion[(size_t)k * K + j];
+            json_array_append_new(row, json_integer(r->confusion[(size_t)k * K + j]));
+        }
+        json_array_append_new(confusion, row);
+        json_object_set_new(per_class, ds_class_name(d, k),
+                            row_total ? json_real((double)r->confusion[(size_t)k * K + k] / row_total)
+                                      : json_null());
+    }
+    return json_pack("{sI sf sf sf so so}", "count", (json_int_t)r->count, "top1", r->top1,
+                     "top5", r->top5, "loss", r->loss, "per_class_accuracy", per_class,
+                     "confusion", confusion);
+}
+
+static void print_json(json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+    printf("%s\n", text ? text : "{}");
+    free(text);
+}
+
+typedef struct train_opts {
+    const char *model, *train, *eval, *out, *class_names;
+    long threads;
+    int json;
+    trainer_config cfg;
+} train_opts;
+
+static void print_progress(void *ctx, const trainer_progress *p)
+{
+    const train_opts *o = ctx;
+    if (o->json) {
+        fprintf(stderr,
+                "{\"step\":%ld,\"total_steps\":%ld,\"epoch\":%d,\"loss\":%.6f,\"lr\":%.6g,"
+                "\"images_per_second\":%.2f,\"eta_seconds\":%.0f}\n",
+                p->step, p->total_steps, p->epoch, p->loss, p->lr, p->images_per_second,
+                p->eta_seconds);
+    } else {
+        fprintf(stderr, "step %ld/%ld  epoch %d/%d  loss %.4f  lr %.3g  %.1f img/s  eta %.0fs\n",
+                p->step, p->total_steps, p->epoch, p->epochs, p->loss, p->lr,
+                p->images_per_second, p->eta_seconds);
+    }
+}
+
+/* Parses a double option in [lo, hi]. */
+static int parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_train(int argc, char **argv, train_opts *o)
+{
+    enum {
+        O_MODEL = 256, O_TRAIN, O_EVAL, O_OUT, O_METHOD, O_EPOCHS, O_MAX_STEPS, O_BATCH, O_LR,
+        O_MIN_LR, O_WD, O_WARMUP, O_OPT, O_MOMENTUM, O_LS, O_CLIP, O_SEED, O_NO_AUG,
+        O_NO_SHUFFLE, O_HEAD, O_THREADS, O_LOADER, O_LIMIT_TRAIN, O_LIMIT_EVAL, O_CLASSES,
+        O_SKIP_BAD, O_LOG, O_JSON, O_HELP,
+    };
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, O_MODEL}, {"train", required_argument, NULL, O_TRAIN},
+        {"eval", required_argument, NULL, O_EVAL}, {"out", required_argument, NULL, O_OUT},
+        {"method", required_argument, NULL, O_METHOD}, {"epochs", required_argument, NULL, O_EPOCHS},
+        {"max-steps", required_argument, NULL, O_MAX_STEPS},
+        {"batch-size", required_argument, NULL, O_BATCH}, {"lr", required_argument, NULL, O_LR},
+        {"min-lr", required_argument, NULL, O_MIN_LR},
+        {"weight-decay", required_argument, NULL, O_WD},
+        {"warmup-epochs", required_argument, NULL, O_WARMUP},
+        {"optimizer", required_argument, NULL, O_OPT},
+        {"momentum", required_argument, NULL, O_MOMENTUM},
+        {"label-smoothing", required_argument, NULL, O_LS},
+        {"clip-grad", required_argument, NULL, O_CLIP}, {"seed", required_argument, NULL, O_SEED},
+        {"no-augment", no_argument, NULL, O_NO_AUG}, {"no-shuffle", no_argument, NULL, O_NO_SHUFFLE},
+        {"head", required_argument, NULL, O_HEAD}, {"threads", required_argument, NULL, O_THREADS},
+        {"loader-threads", required_argument, NULL, O_LOADER},
+        {"limit-train", required_argument, NULL, O_LIMIT_TRAIN},
+        {"limit-eval", required_argument, NULL, O_LIMIT_EVAL},
+        {"class-names", required_argument, NULL, O_CLASSES},
+        {"skip-bad", no_argument, NULL, O_SKIP_BAD}, {"log-every", required_argument, NULL, O_LOG},
+        {"json", no_argument, NULL, O_JSON}, {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    memset(o, 0, sizeof *o);
+    o->cfg = trainer_defaults();
+    o->threads = 2;
+    trainer_config *c = &o->cfg;
+    opterr = 0;
+    int ch, which = 0;
+    while ((ch = getopt_long(argc, argv, "", longopts, &which)) != -1) {
+        long v = 0;
+        int ok = 1;
+        switch (ch) {
+        case O_MODEL: o->model = optarg; break;
+        case O_TRAIN: o->train = optarg; break;
+        case O_EVAL: o->eval = optarg; break;
+        case O_OUT: o->out = optarg; break;
+        case O_CLASSES: o->class_names = optarg; break;
+        case O_NO_AUG: c->augment = false; break;
+        case O_NO_SHUFFLE: c->shuffle = false; break;
+        case O_SKIP_BAD: c->on_bad = DS_BAD_SKIP; break;
+        case O_JSON: o->json = 1; break;
+        case O_HELP: train_usage(stdout); return -1;
+        case O_METHOD: ok = vit_method_parse(optarg, &c->method); break;
+        case O_OPT:
+            ok = strcmp(optarg, "adamw") == 0 || strcmp(optarg, "sgd") == 0;
+            c->optimizer = strcmp(optarg, "sgd") == 0 ? OPTIM_SGD : OPTIM_ADAMW;
+            break;
+        case O_HEAD:
+            ok = !strcmp(optarg, "auto") || !strcmp(optarg, "keep") || !strcmp(optarg, "new");
+            c->head = !strcmp(optarg, "keep") ? TRAINER_HEAD_KEEP
+                      : !strcmp(optarg, "new") ? TRAINER_HEAD_NEW : TRAINER_HEAD_AUTO;
+            break;
+        case O_EPOCHS: ok = cli_parse_int(optarg, 1, 100000, &v); c->epochs = (int)v; break;
+        case O_MAX_STEPS: ok = cli_parse_int(optarg, 1, 1L << 40, &c->max_steps); break;
+        case O_BATCH: ok = cli_parse_int(optarg, 1, 4096, &v); c->batch_size = (int)v; break;
+        case O_SEED: ok = cli_parse_int(optarg, 0, 1L << 62, &v); c->seed = (uint64_t)v; break;
+        case O_THREADS: ok = cli_parse_int(optarg, 1, 256, &o->threads); break;
+        case O_LOADER: ok = cli_parse_int(optarg, 1, 64, &v); c->loader_threads = (int)v; break;
+        case O_LIMIT_TRAIN: ok = cli_parse_int(optarg, 1, 1L << 40, &v); c->train_limit = (size_t)v; break;
+        case O_LIMIT_EVAL: ok = cli_parse_int(optarg, 1, 1L << 40, &v); c->eval_limit = (size_t)v; break;
+        case O_LOG: ok = cli_parse_int(optarg, 0, 1L << 40, &c->log_every); break;
+        case O_LR: ok = parse_double(optarg, 1e-12, 100, &c->lr); break;
+        case O_MIN_LR: ok = parse_double(optarg, 0, 100, &c->min_lr); break;
+        case O_WD: ok = parse_double(optarg, 0, 10, &c->weight_decay); break;
+        case O_WARMUP: ok = parse_double(optarg, 0, 1e6, &c->warmup_epochs); break;
+        case O_MOMENTUM: ok = parse_double(optarg, 0, 1, &c->momentum); break;
+        case O_LS: ok = parse_double(optarg, 0, 1, &c->label_smoothing); break;
+        case O_CLIP: ok = parse_double(optarg, 0, 1e9, &c->clip_grad_norm); break;
+        default:
+            return cli_usage_error("train", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+        if (!ok)
+            return cli_usage_error("train", "bad value '%s' for --%s", optarg, longopts[which].name);
+    }
+    if (optind != argc)
+        return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    if (!o->model || !o->train || !o->out)
+        return cli_usage_error("train", "--model, --train and --out are required");
+    return 0;
+}
+
+/* Fails early (before any training) when --out cannot be written. */
+static int check_out(const train_opts *o, char *task_name, size_t len)
+{
+    struct stat sb;
+    if (stat(o->out, &sb) == 0 && (o->cfg.method == VIT_METHOD_FULL || S_ISDIR(sb.st_mode))) {
+        fprintf(stderr, "vitfit: %s already exists\n", o->out);
+        return 0;
+    }
+    char *copy = strdup(o->out);
+    if (!copy)
+        return 0;
+    char *dir = dirname(copy);
+    int writable = access(dir, W_OK) == 0;
+    if (!writable)
+        fprintf(stderr, "vitfit: cannot write into %s: %s\n", dir, strerror(errno));
+    free(copy);
+    if (!writable)
+        return 0;
+    if (o->cfg.method != VIT_METHOD_FULL) {
+        char *copy2 = strdup(o->out);
+        const char *base = copy2 ? basename(copy2) : "";
+        size_t n = strlen(base);
+        if (n > 12 && strcmp(base + n - 12, ".safetensors") == 0)
+            n -= 12;
+        snprintf(task_name, len, "%.*s", (int)n, base);
+        free(copy2);
+        if (!task_name_valid(task_name)) {
+            fprintf(stderr,
+                    "vitfit: task name '%s' (from --out) must match ^[a-z0-9][a-z0-9._-]{0,63}$\n",
+                    task_name);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int cli_train(int argc, char **argv)
+{
+    train_opts o;
+    int rc = parse_train(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? CLI_OK : rc;
+    char task_name[TASK_NAME_MAX + 16] = "";
+    if (!check_out(&o, task_name, sizeof task_name))
+        return CLI_FAIL;
+    vit_set_threads((int)o.threads);
+    o.cfg.progress = print_progress;
+    o.cfg.ctx = &o;
+    o.cfg.on_bad_fn = report_bad;
+
+    vit_error err = {0};
+    vit_model *m = NULL;
+    ds_dataset *train = NULL, *eval = NULL;
+    char **names = o.class_names ? split_names(o.class_names) : NULL;
+    trainer_result res = {0};
+    vit_status st = vit_model_load(o.model, &m, &err);
+    if (st == VIT_OK)
+        st = open_dataset(o.train, names, &train, &err);
+    if (st == VIT_OK && o.eval)
+        st = open_dataset(o.eval, names, &eval, &err);
+    if (st == VIT_OK && eval && ds_num_classes(eval) != ds_num_classes(train))
+        st = vit_error_set(&err, VIT_ERR_MISMATCH, "--eval has %d classes but --train has %d",
+                           ds_num_classes(eval), ds_num_classes(train));
+    if (st == VIT_OK)
+        st = trainer_run(m, train, eval, &o.cfg, &res, &err);
+    if (st == VIT_OK && res.task) {
+        snprintf(res.task->name, sizeof res.task->name, "%s", task_name);
+        char steps[32], loss[32], seed[32], lr[32];
+        snprintf(steps, sizeof steps, "%ld", res.steps);
+        snprintf(loss, sizeof loss, "%.6f", res.final_loss);
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)o.cfg.seed);
+        snprintf(lr, sizeof lr, "%g", o.cfg.lr);
+        char top1[32] = "";
+        if (res.has_eval)
+            snprintf(top1, sizeof top1, "%.6f", res.eval.top1);
+        const char *keys[] = {"steps", "train_loss", "seed", "lr", "train_data",
+                              res.has_eval ? "eval_top1" : NULL, NULL};
+        const char *values[] = {steps, loss, seed, lr, o.train, top1, NULL};
+        task_meta meta = {keys, values};
+        st = task_save(m, res.task, &meta, o.out, &err);
+    } else if (st == VIT_OK && res.model) {
+        st = vit_model_save(res.model, o.out, &err);
+    }
+    if (st == VIT_OK) {
+        json_t *j = json_pack("{ss ss sI sf sf}", "out", o.out, "method",
+                              vit_method_name(o.cfg.method), "steps", (json_int_t)res.steps,
+                              "seconds", res.seconds, "final_train_loss", res.final_loss);
+        if (res.has_eval)
+            json_object_set_new(j, "eval", eval_json(&res.eval, eval));
+        print_json(j);
+        json_decref(j);
+    }
+    trainer_result_free(&res);
+    ds_close(train);
+    ds_close(eval);
+    free_names(names);
+    vit_model_free(m);
+    return st == VIT_OK ? CLI_OK : cli_fail(&err);
+}
+
+int cli_eval(int argc, char **argv)
+{
+    enum { O_MODEL = 256, O_TASK, O_DATA, O_BATCH, O_THREADS, O_LOADER, O_LIMIT, O_CLASSES, O_JSON, O_HELP };
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, O_MODEL}, {"task", required_argument, NULL, O_TASK},
+        {"data", required_argument, NULL, O_DATA}, {"batch-size", required_argument, NULL, O_BATCH},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"loader-threads", required_argument, NULL, O_LOADER},
+        {"limit", required_argument, NULL, O_LIMIT},
+        {"class-names", required_argument, NULL, O_CLASSES}, {"json", no_argument, NULL, O_JSON},
+        {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0},
+    };
+    const char *model = NULL, *task_path = NULL, *data = NULL, *class_list = NULL;
+    long batch = 32, threads = 2, loader_threads = 2, limit = 0;
+    int as_json = 0, ch, which = 0, ok;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "", longopts, &which)) != -1) {
+        ok = 1;
+        switch (ch) {
+        case O_MODEL: model = optarg; break;
+        case O_TASK: task_path = optarg; break;
+        case O_DATA: data = optarg; break;
+        case O_CLASSES: class_list = optarg; break;
+        case O_JSON: as_json = 1; break;
+        case O_HELP: eval_usage(stdout); return CLI_OK;
+        case O_BATCH: ok = cli_parse_int(optarg, 1, 4096, &batch); break;
+        case O_THREADS: ok = cli_parse_int(optarg, 1, 256, &threads); break;
+        case O_LOADER: ok = cli_parse_int(optarg, 1, 64, &loader_threads); break;
+        case O_LIMIT: ok = cli_parse_int(optarg, 1, 1L << 40, &limit); break;
+        default:
+            return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+        if (!ok)
+            return cli_usage_error("eval", "bad value '%s' for --%s", optarg, longopts[which].name);
+    }
+    if (!model || !data || optind != argc)
+        return cli_usage_error("eval", "--model and --data are required (and nothing else)");
+    vit_set_threads((int)threads);
+    vit_error err = {0};
+    vit_model *m = NULL, *view = NULL;
+    vit_task *task = NULL;
+    ds_dataset *d = NULL;
+    eval_result r = {0};
+    char **names = class_list ? split_names(class_list) : NULL;
+    vit_status st = vit_model_load(model, &m, &err);
+    if (st == VIT_OK && task_path) {
+        st = task_load(m, task_path, &task, &err);
+        if (st == VIT_OK)
+            st = vit_model_view(m, task->num_classes, task->trainable, &view, &err);
+    }
+    if (st == VIT_OK)
+        st = open_dataset(data, names, &d, &err);
+    if (st == VIT_OK)
+        st = trainer_evaluate(view ? view : m, d, (size_t)limit, (int)batch, (int)loader_threads,
+                              &r, &err);
+    if (st == VIT_OK) {
+        json_t *j = eval_json(&r, d);
+        if (as_json) {
+            print_json(j);
+        } else {
+            printf("%ld images: top-1 %.2f%%, top-5 %.2f%%, loss %.4f\n", r.count, 100 * r.top1,
+                   100 * r.top5, r.loss);
+        }
+        json_decref(j);
+    }
+    eval_result_free(&r);
+    ds_close(d);
+    free_names(names);
+    vit_model_free(view);
+    task_free(task);
+    vit_model_free(m);
+    return st == VIT_OK ? CLI_OK : cli_fail(&err);
+}

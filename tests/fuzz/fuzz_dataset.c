@@ -1,0 +1,161 @@
+/*
+ * fuzz_dataset.c - libFuzzer target for data set parsing (manifests, IDX).
+ *
+ * The first input byte picks what the rest becomes, in a fresh temp
+ * directory that is also the data set root (which holds one valid 2x2 BMP,
+ * "a.bmp", so manifests can name a real image):
+ *   0: a JSONL manifest m.jsonl;
+ *   1: a CSV manifest m.csv;
+ *   2: an IDX pair: bytes 1-2 (little endian) split the rest into
+ *      f-images-idx3-ubyte and f-labels-idx1-ubyte (raw or gzip: the data
+ *      decides).
+ * ds_open must either fail with a message or give a consistent data set; on
+ * success the first and last images are loaded and one augmented batch is
+ * run through a one-thread loader.  Crashes, sanitizer reports and leaks are
+ * bugs.
+ *
+ *   CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined
+ *   ./build-fuzz/tests/fuzz/fuzz_dataset -max_total_time=120 tests/fuzz/corpus/dataset
+ */
+#define _XOPEN_SOURCE 700 /* nftw, mkdtemp */
+#include <ftw.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dataset.h"
+
+#define FUZZ_MAX_BYTES ((size_t)1 << 20)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A 2x2 24-bit BMP. */
+static const uint8_t tiny_bmp[70] = {
+    'B', 'M', 70, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0,             /* file header */
+    40, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 1, 0, 24, 0, 0, 0, 0, 0, /* info header */
+    16, 0, 0, 0, 0x13, 0x0B, 0, 0, 0x13, 0x0B, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    255, 0, 0, 0, 255, 0, 0, 0, /* row 0: blue, green, pad */
+    0, 0, 255, 255, 255, 255, 0, 0, /* row 1: red, white, pad */
+};
+
+static int write_file(const char *dir, const char *name, const uint8_t *d, size_t n)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    if (!f)
+        return 0;
+    int ok = fwrite(d, 1, n, f) == n;
+    return fclose(f) == 0 && ok;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Checks an opened data set and pushes a little of it through a loader. */
+static void exercise(ds_dataset *d)
+{
+    size_t n = ds_size(d);
+    int k = ds_num_classes(d);
+    VIT_ASSERT(n > 0 && k > 0);
+    for (size_t i = 0; i < n; i++) {
+        VIT_ASSERT(ds_label(d, i) >= 0 && ds_label(d, i) < k);
+        VIT_ASSERT(ds_item_name(d, i) != NULL);
+    }
+    for (int c = 0; c < k; c++)
+        VIT_ASSERT(ds_class_name(d, c) != NULL);
+    vit_error err;
+    size_t probe[2] = {0, n - 1};
+    for (int j = 0; j < 2; j++) {
+        img_image img;
+        if (ds_load_image(d, probe[j], &img, &err) == VIT_OK) {
+            VIT_ASSERT(img.width > 0 && img.height > 0 && img.pixels);
+            img_free(&img);
+        }
+    }
+    ds_loader_options o = {
+        .batch_size = 2,
+        .shuffle = true,
+        .augment = true,
+        .seed = 1,
+        .threads = 1,
+        .prefetch = 1,
+        .preprocess = img_preprocess_hf(8),
+        .on_bad = DS_BAD_SKIP,
+    };
+    ds_loader *l = NULL;
+    if (ds_loader_create(d, &o, &l, &err) != VIT_OK)
+        return;
+    float images[2 * 3 * 8 * 8];
+    int labels[2], count = 0;
+    if (ds_loader_start_epoch(l, 0, &err) == VIT_OK &&
+        ds_loader_next(l, images, labels, NULL, &count, &err) == VIT_OK) {
+        VIT_ASSERT(count >= 0 && count <= 2);
+        for (int r = 0; r < count; r++)
+            VIT_ASSERT(labels[r] >= 0 && labels[r] < k);
+    }
+    ds_loader_free(l);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1 || size > FUZZ_MAX_BYTES)
+        return 0;
+    char dir[] = "/tmp/vitfit_fuzz_ds_XXXXXX";
+    if (!mkdtemp(dir))
+        return 0;
+    const char *target = NULL;
+    int ok = write_file(dir, "a.bmp", tiny_bmp, sizeof tiny_bmp);
+    switch (data[0] % 3) {
+    case 0:
+        ok = ok && write_file(dir, "m.jsonl", data + 1, size - 1);
+        target = "m.jsonl";
+        break;
+    case 1:
+        ok = ok && write_file(dir, "m.csv", data + 1, size - 1);
+        target = "m.csv";
+        break;
+    default: {
+        size_t split = size >= 3 ? (size_t)data[1] | (size_t)data[2] << 8 : 0;
+        const uint8_t *rest = data + (size >= 3 ? 3 : size);
+        size_t rlen = size >= 3 ? size - 3 : 0;
+        if (split > rlen)
+            split = rlen;
+        ok = ok && write_file(dir, "f-images-idx3-ubyte", rest, split) &&
+             write_file(dir, "f-labels-idx1-ubyte", rest + split, rlen - split);
+        target = "f-images-idx3-ubyte";
+        break;
+    }
+    }
+    if (ok) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, target);
+        ds_options opt = {
+            .root = dir,
+            .max_image_bytes = (size_t)1 << 20,
+            .max_pixels = (size_t)4096 * 4096,
+            .max_items = 100000,
+        };
+        ds_dataset *d = NULL;
+        vit_error err;
+        memset(&err, 0, sizeof err);
+        vit_status s = ds_open(path, &opt, &d, &err);
+        if (s != VIT_OK) {
+            VIT_ASSERT(d == NULL && err.code == s && err.message[0] != '\0');
+        } else {
+            VIT_ASSERT(d != NULL);
+            exercise(d);
+            ds_close(d);
+        }
+    }
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}

@@ -1,0 +1,939 @@
+/*
+ * test_dataset.c - data sets (ImageFolder, JSONL/CSV manifests, IDX) and the
+ * prefetching batch loader.
+ *
+ * Small data sets are built in a temp directory at test time from the
+ * committed images under tests/data/images and from synthetic IDX files
+ * (raw and gzipped).  The real Fashion-MNIST test split installed by Debian's
+ * dataset-fashion-mnist is checked against numbers computed independently
+ * with Python (gzip + struct):
+ *   10000 items, 1000 per class, first label 9 (ankle boot),
+ *   sum of all pixels 573469082, h = (h * 31 + px) mod 2^32 over all pixels
+ *   in file order = 2842849988.
+ * The loader is checked for coverage, determinism across seeds, epochs and
+ * thread counts, augmentation, drop_last and the bad-item policies.
+ */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <errno.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "check.h"
+#include "dataset.h"
+#include "test_util.h"
+
+#define FMNIST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+
+static char tmp_root[256];
+
+/* ------------------------------------------------------------ file helpers */
+
+static void tpath(char *buf, size_t n, const char *rel)
+{
+    snprintf(buf, n, "%s/%s", tmp_root, rel);
+}
+
+static void mkdir_rel(const char *rel)
+{
+    char p[1024];
+    tpath(p, sizeof p, rel);
+    CHECKF(mkdir(p, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", p, strerror(errno));
+}
+
+static void write_rel(const char *rel, const void *data, size_t len)
+{
+    char p[1024];
+    tpath(p, sizeof p, rel);
+    FILE *f = fopen(p, "wb");
+    CHECKF(f != NULL, "cannot write %s", p);
+    if (!f)
+        return;
+    CHECK(fwrite(data, 1, len, f) == len);
+    fclose(f);
+}
+
+static void write_text(const char *rel, const char *text) { write_rel(rel, text, strlen(text)); }
+
+/* Copies tests/data/images/<name> to <tmp>/<rel>. */
+static void copy_image(const char *name, const char *rel)
+{
+    char src[1024], srel[256];
+    snprintf(srel, sizeof srel, "tests/data/images/%s", name);
+    test_path(src, sizeof src, srel);
+    FILE *f = fopen(src, "rb");
+    CHECKF(f != NULL, "cannot open fixture %s", src);
+    if (!f)
+        return;
+    static uint8_t buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    write_rel(rel, buf, n);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* Opens <tmp>/<rel> and expects failure with `code` and a message containing
+ * every non-NULL needle. */
+static void expect_open_fail(const char *rel, const ds_options *opt, vit_status code,
+                             const char *needle1, const char *needle2)
+{
+    char p[1024];
+    if (rel[0] == '/')
+        snprintf(p, sizeof p, "%s", rel);
+    else
+        tpath(p, sizeof p, rel);
+    ds_dataset *d = NULL;
+    vit_error err = {0};
+    vit_status s = ds_open(p, opt, &d, &err);
+    CHECKF(s == code, "%s: got %s (%s), want %s", rel, vit_status_name(s), err.message,
+           vit_status_name(code));
+    CHECK(d == NULL);
+    CHECKF(!needle1 || strstr(err.message, needle1), "%s: message '%s' lacks '%s'", rel,
+           err.message, needle1);
+    CHECKF(!needle2 || strstr(err.message, needle2), "%s: message '%s' lacks '%s'", rel,
+           err.message, needle2);
+    ds_close(d);
+}
+
+static ds_dataset *open_ok(const char *rel, const ds_options *opt)
+{
+    char p[1024];
+    if (rel[0] == '/')
+        snprintf(p, sizeof p, "%s", rel);
+    else
+        tpath(p, sizeof p, rel);
+    ds_dataset *d = NULL;
+    vit_error err = {0};
+    vit_status s = ds_open(p, opt, &d, &err);
+    CHECKF(s == VIT_OK, "ds_open %s: %s", rel, err.message);
+    return s == VIT_OK ? d : NULL;
+}
+
+/* Does item i's name end with suffix? */
+static int name_ends(const ds_dataset *d, size_t i, const char *suffix)
+{
+    const char *n = ds_item_name(d, i);
+    size_t ln = n ? strlen(n) : 0, ls = strlen(suffix);
+    return n && ln >= ls && strcmp(n + ln - ls, suffix) == 0;
+}
+
+/* ------------------------------------------------------------ ImageFolder */
+
+static void test_folder(void)
+{
+    mkdir_rel("folder");
+    mkdir_rel("folder/cats");
+    mkdir_rel("folder/dogs");
+    mkdir_rel("folder/Zebra");
+    mkdir_rel("folder/.git");
+    copy_image("chelsea.png", "folder/cats/b.png");
+    copy_image("chelsea.png", "folder/cats/B.PNG"); /* bytewise: "B" < "b" */
+    copy_image("chelsea.png", "folder/cats/.hidden.png");
+    write_text("folder/cats/notes.txt", "not an image");
+    copy_image("rocket.bmp", "folder/dogs/x.bmp");
+    copy_image("coffee.jpg", "folder/dogs/y.jpeg");
+    copy_image("camera_grey.png", "folder/Zebra/z.png");
+    copy_image("coffee.jpg", "folder/.git/h.jpg");
+    write_text("folder/README", "top-level files are ignored next to class dirs");
+
+    ds_dataset *d = open_ok("folder", NULL);
+    if (!d)
+        return;
+    CHECK(ds_num_classes(d) == 3);
+    CHECK(strcmp(ds_class_name(d, 0), "Zebra") == 0);
+    CHECK(strcmp(ds_class_name(d, 1), "cats") == 0);
+    CHECK(strcmp(ds_class_name(d, 2), "dogs") == 0);
+    CHECK(ds_class_name(d, 3) == NULL && ds_class_name(d, -1) == NULL);
+    CHECKF(ds_size(d) == 5, "%zu items", ds_size(d));
+    const char *want[] = {"/Zebra/z.png", "/cats/B.PNG", "/cats/b.png", "/dogs/x.bmp",
+                          "/dogs/y.jpeg"};
+    const int want_label[] = {0, 1, 1, 2, 2};
+    for (size_t i = 0; i < 5 && i < ds_size(d); i++) {
+        CHECKF(name_ends(d, i, want[i]), "item %zu is %s, want *%s", i, ds_item_name(d, i),
+               want[i]);
+        CHECK(ds_label(d, i) == want_label[i]);
+    }
+    CHECK(ds_label(d, 5) == -1 && ds_item_name(d, 5) == NULL);
+    img_image img;
+    vit_error err;
+    CHECK(ds_load_image(d, 0, &img, &err) == VIT_OK);
+    CHECK(img.width > 0 && img.height > 0 && img.pixels);
+    img_free(&img);
+    CHECK(ds_load_image(d, 99, &img, &err) == VIT_ERR_INVALID);
+    ds_close(d);
+
+    /* A fixed class list: its order, extra classes allowed. */
+    const char *fixed[] = {"dogs", "extra", "cats", "Zebra", NULL};
+    ds_options opt = {.classes = fixed};
+    d = open_ok("folder", &opt);
+    if (d) {
+        CHECK(ds_num_classes(d) == 4);
+        CHECK(strcmp(ds_class_name(d, 1), "extra") == 0);
+        CHECK(ds_label(d, 0) == 3 && ds_label(d, 1) == 2 && ds_label(d, 3) == 0);
+        ds_close(d);
+    }
+    const char *missing[] = {"dogs", "cats", NULL};
+    opt.classes = missing;
+    expect_open_fail("folder", &opt, VIT_ERR_INVALID, "unknown label 'Zebra'", NULL);
+    const char *dup[] = {"dogs", "cats", "Zebra", "cats", NULL};
+    opt.classes = dup;
+    expect_open_fail("folder", &opt, VIT_ERR_INVALID, "twice", NULL);
+
+    /* Errors: an empty class, files without classes, nothing at all. */
+    mkdir_rel("folder_empty_class");
+    mkdir_rel("folder_empty_class/a");
+    mkdir_rel("folder_empty_class/b");
+    copy_image("rocket.bmp", "folder_empty_class/a/r.bmp");
+    write_text("folder_empty_class/b/readme.txt", "no images here");
+    expect_open_fail("folder_empty_class", NULL, VIT_ERR_FORMAT, "folder_empty_class/b",
+                     "no images");
+    mkdir_rel("folder_flat");
+    copy_image("rocket.bmp", "folder_flat/r.bmp");
+    expect_open_fail("folder_flat", NULL, VIT_ERR_FORMAT, "no class subdirectories", NULL);
+    mkdir_rel("folder_none");
+    expect_open_fail("folder_none", NULL, VIT_ERR_FORMAT, "no class directories", NULL);
+    expect_open_fail("does_not_exist", NULL, VIT_ERR_NOT_FOUND, "does_not_exist", NULL);
+    write_text("plain.txt", "hello");
+    expect_open_fail("plain.txt", NULL, VIT_ERR_UNSUPPORTED, "not a data set", NULL);
+}
+
+/* ------------------------------------------------------------ manifests */
+
+static void test_jsonl(void)
+{
+    mkdir_rel("man");
+    mkdir_rel("man/img");
+    mkdir_rel("man/other");
+    copy_image("chelsea.png", "man/img/cat.png");
+    copy_image("rocket.bmp", "man/img/rocket.bmp");
+    copy_image("camera_grey.png", "man/other/cam.png");
+    copy_image("coffee.jpg", "outside.jpg"); /* next to, not inside, the root */
+
+    write_text("man/good.jsonl",
+               "{\"image\": \"img/cat.png\", \"label\": \"cat\"}\n"
+               "\n"
+               "   \n"
+               "{\"label\": \"rocket\", \"image\": \"img/../img/rocket.bmp\"}\r\n"
+               "{\"image\": \"other/cam.png\", \"label\": \"camera\", \"extra\": 1}\n"
+               "{\"image\": \"img/cat.png\", \"label\": \"cat\"}");
+    char root[1024];
+    tpath(root, sizeof root, "man");
+    ds_options opt = {.root = root};
+    ds_dataset *d = open_ok("man/good.jsonl", &opt);
+    if (d) {
+        CHECK(ds_size(d) == 4);
+        CHECK(ds_num_classes(d) == 3); /* sorted unique: camera, cat, rocket */
+        CHECK(strcmp(ds_class_name(d, 0), "camera") == 0);
+        CHECK(strcmp(ds_class_name(d, 2), "rocket") == 0);
+        CHECK(ds_label(d, 0) == 1 && ds_label(d, 1) == 2 && ds_label(d, 2) == 0 &&
+              ds_label(d, 3) == 1);
+        CHECKF(name_ends(d, 1, "/man/img/rocket.bmp"), "%s", ds_item_name(d, 1));
+        img_image img;
+        vit_error err;
+        CHECK(ds_load_image(d, 2, &img, &err) == VIT_OK);
+        img_free(&img);
+        ds_close(d);
+    }
+
+    /* An absolute path inside the root is fine. */
+    char line[4096];
+    snprintf(line, sizeof line, "{\"image\": \"%s/man/img/cat.png\", \"label\": \"a\"}\n",
+             tmp_root);
+    write_text("man/abs_in.jsonl", line);
+    d = open_ok("man/abs_in.jsonl", &opt);
+    ds_close(d);
+
+    write_text("man/bad_json.jsonl",
+               "{\"image\": \"img/cat.png\", \"label\": \"cat\"}\n"
+               "\n"
+               "{\"image\": \"img/cat.png\", \"label\": }\n");
+    expect_open_fail("man/bad_json.jsonl", &opt, VIT_ERR_FORMAT, "bad_json.jsonl:3:", "bad JSON");
+    write_text("man/no_label.jsonl", "{\"image\": \"img/cat.png\"}\n");
+    expect_open_fail("man/no_label.jsonl", &opt, VIT_ERR_FORMAT, ":1:", "\"label\"");
+    write_text("man/num_label.jsonl", "{\"image\": \"img/cat.png\", \"label\": 3}\n");
+    expect_open_fail("man/num_label.jsonl", &opt, VIT_ERR_FORMAT, ":1:", "\"label\"");
+    write_text("man/array.jsonl", "[\"img/cat.png\", \"cat\"]\n");
+    expect_open_fail("man/array.jsonl", &opt, VIT_ERR_FORMAT, ":1:", NULL);
+    write_text("man/missing.jsonl",
+               "{\"image\": \"img/cat.png\", \"label\": \"cat\"}\n"
+               "{\"image\": \"img/nope.png\", \"label\": \"cat\"}\n");
+    expect_open_fail("man/missing.jsonl", &opt, VIT_ERR_NOT_FOUND, "missing.jsonl:2",
+                     "img/nope.png");
+    write_text("man/url.jsonl", "{\"image\": \"https://example.com/a.jpg\", \"label\": \"x\"}\n");
+    expect_open_fail("man/url.jsonl", &opt, VIT_ERR_UNSUPPORTED, "URLs in manifests", ":1");
+    write_text("man/empty.jsonl", "\n\n");
+    expect_open_fail("man/empty.jsonl", &opt, VIT_ERR_FORMAT, "no images", NULL);
+    write_text("man/dir.jsonl", "{\"image\": \"img\", \"label\": \"x\"}\n");
+    expect_open_fail("man/dir.jsonl", &opt, VIT_ERR_INVALID, "not a regular file", NULL);
+
+    /* Escaping the root: "..", absolute paths, symlinks; a path outside the
+     * root is refused as such even when it does not exist (no probing). */
+    write_text("man/escape.jsonl",
+               "{\"image\": \"img/cat.png\", \"label\": \"cat\"}\n"
+               "{\"image\": \"../outside.jpg\", \"label\": \"cat\"}\n");
+    expect_open_fail("man/escape.jsonl", &opt, VIT_ERR_INVALID, "escape.jsonl:2",
+                     "outside the data set root");
+    write_text("man/escape2.jsonl", "{\"image\": \"img/../../nothing.png\", \"label\": \"c\"}\n");
+    expect_open_fail("man/escape2.jsonl", &opt, VIT_ERR_INVALID, "outside the data set root",
+                     NULL);
+    snprintf(line, sizeof line, "{\"image\": \"%s/outside.jpg\", \"label\": \"a\"}\n", tmp_root);
+    write_text("man/abs_out.jsonl", line);
+    expect_open_fail("man/abs_out.jsonl", &opt, VIT_ERR_INVALID, "outside the data set root",
+                     NULL);
+    char target[1024], link[1024];
+    tpath(target, sizeof target, "outside.jpg");
+    tpath(link, sizeof link, "man/img/link.jpg");
+    CHECK(symlink(target, link) == 0);
+    write_text("man/symlink.jsonl", "{\"image\": \"img/link.jpg\", \"label\": \"a\"}\n");
+    expect_open_fail("man/symlink.jsonl", &opt, VIT_ERR_INVALID, "outside the data set root",
+                     NULL);
+    /* Without a root the same manifests open. */
+    d = open_ok("man/escape.jsonl", NULL);
+    ds_close(d);
+    /* The manifest itself must be under the root. */
+    write_text("top.jsonl", "{\"image\": \"outside.jpg\", \"label\": \"a\"}\n");
+    expect_open_fail("top.jsonl", &opt, VIT_ERR_INVALID, "outside the data set root", NULL);
+
+    /* Fixed classes: exact order; an unknown label names itself and its line. */
+    const char *fixed[] = {"rocket", "cat", "camera", "dog", NULL};
+    ds_options fopt = {.root = root, .classes = fixed};
+    d = open_ok("man/good.jsonl", &fopt);
+    if (d) {
+        CHECK(ds_num_classes(d) == 4);
+        CHECK(ds_label(d, 0) == 1 && ds_label(d, 1) == 0 && ds_label(d, 2) == 2);
+        ds_close(d);
+    }
+    const char *few[] = {"cat", "camera", NULL};
+    fopt.classes = few;
+    expect_open_fail("man/good.jsonl", &fopt, VIT_ERR_INVALID, "unknown label 'rocket' at line 4",
+                     NULL);
+}
+
+static void test_csv(void)
+{
+    copy_image("rocket.bmp", "man/img/we,ird \"q\".bmp");
+    write_text("man/good.csv",
+               "image,label\r\n"
+               "img/cat.png,cat\r\n"
+               "\r\n"
+               "\"img/we,ird \"\"q\"\".bmp\",\"space ship\"\r\n"
+               "other/cam.png,\"a,b\"\r\n");
+    char root[1024];
+    tpath(root, sizeof root, "man");
+    ds_options opt = {.root = root};
+    ds_dataset *d = open_ok("man/good.csv", &opt);
+    if (d) {
+        CHECK(ds_size(d) == 3);
+        CHECK(ds_num_classes(d) == 3);
+        CHECK(strcmp(ds_class_name(d, 0), "a,b") == 0);
+        CHECK(strcmp(ds_class_name(d, 1), "cat") == 0);
+        CHECK(strcmp(ds_class_name(d, 2), "space ship") == 0);
+        CHECKF(name_ends(d, 1, "/img/we,ird \"q\".bmp"), "%s", ds_item_name(d, 1));
+        CHECK(ds_label(d, 0) == 1 && ds_label(d, 1) == 2 && ds_label(d, 2) == 0);
+        ds_close(d);
+    }
+    /* No header; a UTF-8 BOM. */
+    write_text("man/nohdr.csv", "\xEF\xBB\xBFimg/cat.png,cat\nimg/rocket.bmp,rocket\n");
+    d = open_ok("man/nohdr.csv", &opt);
+    if (d) {
+        CHECK(ds_size(d) == 2 && ds_num_classes(d) == 2);
+        ds_close(d);
+    }
+    write_text("man/cols.csv", "image,label\nimg/cat.png,cat\nimg/cat.png,cat,extra\n");
+    expect_open_fail("man/cols.csv", &opt, VIT_ERR_FORMAT, "cols.csv:3:", "2 columns");
+    write_text("man/one.csv", "img/cat.png\n");
+    expect_open_fail("man/one.csv", &opt, VIT_ERR_FORMAT, "one.csv:1:", "got 1");
+    write_text("man/quote.csv", "img/cat.png,cat\n\"img/cat.png,cat\n");
+    expect_open_fail("man/quote.csv", &opt, VIT_ERR_FORMAT, "quote.csv:2:", "unterminated");
+    write_text("man/after.csv", "\"img/cat.png\"x,cat\n");
+    expect_open_fail("man/after.csv", &opt, VIT_ERR_FORMAT, "after.csv:1:", "closing quote");
+    write_text("man/missing.csv", "image,label\nimg/cat.png,cat\nimg/gone.png,cat\n");
+    expect_open_fail("man/missing.csv", &opt, VIT_ERR_NOT_FOUND, "missing.csv:3", "img/gone.png");
+    write_text("man/empty_label.csv", "img/cat.png,\n");
+    expect_open_fail("man/empty_label.csv", &opt, VIT_ERR_FORMAT, "empty label", NULL);
+    write_text("man/url.csv", "http://example.com/x.png,cat\n");
+    expect_open_fail("man/url.csv", &opt, VIT_ERR_UNSUPPORTED, "not supported yet", NULL);
+    write_text("man/escape.csv", "img/cat.png,cat\n../outside.jpg,cat\n");
+    expect_open_fail("man/escape.csv", &opt, VIT_ERR_INVALID, "escape.csv:2", "outside");
+    const char *fixed[] = {"cat", NULL};
+    ds_options fopt = {.root = root, .classes = fixed};
+    write_text("man/unknown.csv", "image,label\nimg/cat.png,cat\nimg/cat.png,dog\n");
+    expect_open_fail("man/unknown.csv", &fopt, VIT_ERR_INVALID, "unknown label 'dog' at line 3",
+                     NULL);
+}
+
+/* ------------------------------------------------------------ IDX */
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* Writes an IDX pair <stem>-images-idx3-ubyte[.gz] / <stem>-labels-idx1-ubyte[.gz]
+ * with n images of rows x cols (pixel k of image i = (i * 7 + k * 3) & 255),
+ * labels[i].  `drop` bytes are cut from the end of the images file; magic and
+ * label count can be falsified. */
+static void write_idx(const char *stem, int gz, uint32_t n, uint32_t rows, uint32_t cols,
+                      const uint8_t *labels, uint32_t nlabels, uint32_t img_magic,
+                      size_t drop)
+{
+    size_t plane = (size_t)rows * cols, ilen = 16 + n * plane;
+    uint8_t *im = malloc(ilen), *lb = malloc(8 + nlabels);
+    if (!im || !lb) {
+        CHECK(!"out of memory");
+        free(im);
+        free(lb);
+        return;
+    }
+    put_be32(im, img_magic);
+    put_be32(im + 4, n);
+    put_be32(im + 8, rows);
+    put_be32(im + 12, cols);
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < plane; k++)
+            im[16 + i * plane + k] = (uint8_t)((i * 7 + k * 3) & 255);
+    put_be32(lb, 0x801);
+    put_be32(lb + 4, nlabels);
+    memcpy(lb + 8, labels, nlabels);
+    ilen -= drop < ilen ? drop : ilen;
+    char rel[256], p[1024];
+    const char *ext = gz ? ".gz" : "";
+    for (int f = 0; f < 2; f++) {
+        snprintf(rel, sizeof rel, "%s-%s%s", stem, f ? "labels-idx1-ubyte" : "images-idx3-ubyte",
+                 ext);
+        const uint8_t *data = f ? lb : im;
+        size_t len = f ? 8 + nlabels : ilen;
+        if (!gz) {
+            write_rel(rel, data, len);
+            continue;
+        }
+        tpath(p, sizeof p, rel);
+        gzFile g = gzopen(p, "wb");
+        CHECK(g != NULL);
+        if (g) {
+            CHECK(len == 0 || gzwrite(g, data, (unsigned)len) == (int)len);
+            gzclose(g);
+        }
+    }
+    free(im);
+    free(lb);
+}
+
+static void test_idx_synthetic(void)
+{
+    const uint8_t labels[5] = {0, 2, 1, 2, 0};
+    for (int gz = 0; gz < 2; gz++) {
+        write_idx("syn", gz, 5, 3, 2, labels, 5, 0x803, 0);
+        ds_dataset *d = open_ok(gz ? "syn-images-idx3-ubyte.gz" : "syn-images-idx3-ubyte", NULL);
+        if (!d)
+            continue;
+        CHECK(ds_size(d) == 5 && ds_num_classes(d) == 3);
+        CHECK(strcmp(ds_class_name(d, 2), "2") == 0);
+        CHECK(ds_label(d, 1) == 2 && ds_label(d, 4) == 0);
+        CHECKF(name_ends(d, 3, gz ? "syn-images-idx3-ubyte.gz#3" : "syn-images-idx3-ubyte#3"),
+               "%s", ds_item_name(d, 3));
+        img_image img;
+        vit_error err;
+        CHECK(ds_load_image(d, 3, &img, &err) == VIT_OK);
+        CHECK(img.width == 2 && img.height == 3);
+        int ok = 1;
+        for (size_t k = 0; img.pixels && k < 6; k++)
+            for (int c = 0; c < 3; c++)
+                ok &= img.pixels[3 * k + (size_t)c] == (uint8_t)((3 * 7 + k * 3) & 255);
+        CHECK(ok);
+        img_free(&img);
+        ds_close(d);
+    }
+    /* class_names name the labels; a label beyond them is an error. */
+    const char *names[] = {"zero", "one", "two", NULL};
+    ds_options opt = {.class_names = names};
+    ds_dataset *d = open_ok("syn-images-idx3-ubyte.gz", &opt);
+    if (d) {
+        CHECK(ds_num_classes(d) == 3 && strcmp(ds_class_name(d, 1), "one") == 0);
+        ds_close(d);
+    }
+    const char *two[] = {"zero", "one", NULL};
+    opt.class_names = two;
+    expect_open_fail("syn-images-idx3-ubyte", &opt, VIT_ERR_INVALID, "out of range",
+                     "syn-labels-idx1-ubyte");
+
+    write_idx("magic", 0, 5, 3, 2, labels, 5, 0x804, 0);
+    expect_open_fail("magic-images-idx3-ubyte", NULL, VIT_ERR_FORMAT, "magic", "0x00000804");
+    write_idx("gzmagic", 1, 5, 3, 2, labels, 5, 0x0802, 0);
+    expect_open_fail("gzmagic-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "magic", NULL);
+    write_idx("count", 0, 5, 3, 2, labels, 4, 0x803, 0);
+    expect_open_fail("count-images-idx3-ubyte", NULL, VIT_ERR_MISMATCH, "5 images", "4");
+    write_idx("trunc", 0, 5, 3, 2, labels, 5, 0x803, 1);
+    expect_open_fail("trunc-images-idx3-ubyte", NULL, VIT_ERR_FORMAT, "truncated", NULL);
+    write_idx("gztrunc", 1, 5, 3, 2, labels, 5, 0x803, 7);
+    expect_open_fail("gztrunc-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "truncated", NULL);
+    write_idx("hdr", 0, 5, 3, 2, labels, 5, 0x803, 30 + 4);
+    expect_open_fail("hdr-images-idx3-ubyte", NULL, VIT_ERR_FORMAT, "truncated", "header");
+    uint8_t big[16]; /* 5000 x 5000 images: over the 4096^2 bound, no data needed */
+    put_be32(big, 0x803);
+    put_be32(big + 4, 1);
+    put_be32(big + 8, 5000);
+    put_be32(big + 12, 5000);
+    write_rel("big-images-idx3-ubyte", big, sizeof big);
+    write_rel("big-labels-idx1-ubyte", "\0\0\x08\x01\0\0\0\x01\0", 9);
+    expect_open_fail("big-images-idx3-ubyte", NULL, VIT_ERR_TOO_LARGE, "5000x5000", NULL);
+    ds_options small = {.max_items = 4};
+    expect_open_fail("syn-images-idx3-ubyte", &small, VIT_ERR_TOO_LARGE, "items", NULL);
+    write_idx("nolabels", 0, 5, 3, 2, labels, 5, 0x803, 0);
+    char p[1024];
+    tpath(p, sizeof p, "nolabels-labels-idx1-ubyte");
+    CHECK(remove(p) == 0);
+    expect_open_fail("nolabels-images-idx3-ubyte", NULL, VIT_ERR_NOT_FOUND, "labels-idx1", NULL);
+    /* A file that is gzip but not IDX inside. */
+    tpath(p, sizeof p, "junk-images-idx3-ubyte.gz");
+    gzFile g = gzopen(p, "wb");
+    if (g) {
+        gzputs(g, "hello, this is not an IDX file at all");
+        gzclose(g);
+    }
+    write_rel("junk-labels-idx1-ubyte.gz", "\x1f\x8b", 2); /* broken gzip */
+    expect_open_fail("junk-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "junk-labels", NULL);
+}
+
+static void test_idx_fashion_mnist(void)
+{
+    const char *names[] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                           "Shirt", "Sneaker", "Bag", "Ankle boot", NULL};
+    ds_options opt = {.class_names = names};
+    ds_dataset *d = open_ok(FMNIST, &opt);
+    CHECKF(d != NULL, "install dataset-fashion-mnist for %s", FMNIST);
+    if (!d)
+        return;
+    CHECK(ds_size(d) == 10000);
+    CHECK(ds_num_classes(d) == 10);
+    CHECK(ds_label(d, 0) == 9 && strcmp(ds_class_name(d, 9), "Ankle boot") == 0);
+    int hist[10] = {0};
+    for (size_t i = 0; i < ds_size(d); i++)
+        if (ds_label(d, i) >= 0 && ds_label(d, i) < 10)
+            hist[ds_label(d, i)]++;
+    for (int c = 0; c < 10; c++)
+        CHECKF(hist[c] == 1000, "class %d has %d items", c, hist[c]);
+    uint64_t sum = 0;
+    uint32_t h = 0;
+    int grey = 1, sized = 1;
+    for (size_t i = 0; i < ds_size(d); i++) {
+        img_image img;
+        vit_error err;
+        if (ds_load_image(d, i, &img, &err) != VIT_OK) {
+            CHECKF(0, "item %zu: %s", i, err.message);
+            break;
+        }
+        sized &= img.width == 28 && img.height == 28;
+        for (size_t k = 0; k < 28 * 28; k++) {
+            const uint8_t *px = img.pixels + 3 * k;
+            grey &= px[0] == px[1] && px[1] == px[2];
+            sum += px[0];
+            h = h * 31u + px[0];
+        }
+        img_free(&img);
+    }
+    CHECK(sized && grey);
+    CHECKF(sum == 573469082u, "pixel sum %llu", (unsigned long long)sum);
+    CHECKF(h == 2842849988u, "pixel hash %u", h);
+    ds_close(d);
+    /* Without names the classes are "0".."9". */
+    d = open_ok(FMNIST, NULL);
+    if (d) {
+        CHECK(ds_num_classes(d) == 10 && strcmp(ds_class_name(d, 9), "9") == 0);
+        ds_close(d);
+    }
+}
+
+/* ------------------------------------------------------------ loader */
+
+/* Reads a whole epoch: images (cap rows), labels, indices; returns rows. */
+typedef struct epoch_out {
+    float *images;
+    int *labels;
+    size_t *indices;
+    size_t rows;
+    size_t batches;
+    int last_count;
+    vit_status status;
+    char message[512];
+} epoch_out;
+
+static void epoch_free(epoch_out *e)
+{
+    free(e->images);
+    free(e->labels);
+    free(e->indices);
+    memset(e, 0, sizeof *e);
+}
+
+static epoch_out run_epoch(ds_loader *l, size_t n, size_t floats, int batch, int epoch)
+{
+    epoch_out e = {0};
+    e.images = calloc((n + (size_t)batch) * floats, sizeof(float));
+    e.labels = calloc(n + (size_t)batch, sizeof(int));
+    e.indices = calloc(n + (size_t)batch, sizeof(size_t));
+    vit_error err = {0};
+    e.status = ds_loader_start_epoch(l, epoch, &err);
+    while (e.status == VIT_OK && e.images && e.labels && e.indices) {
+        int count = -1;
+        e.status = ds_loader_next(l, e.images + e.rows * floats, e.labels + e.rows,
+                                  e.indices + e.rows, &count, &err);
+        if (e.status != VIT_OK || count == 0)
+            break;
+        CHECK(count > 0 && count <= batch);
+        e.rows += (size_t)count;
+        e.batches++;
+        e.last_count = count;
+        if (e.rows > n)
+            break;
+    }
+    if (e.status != VIT_OK)
+        snprintf(e.message, sizeof e.message, "%s", err.message);
+    return e;
+}
+
+static int same_epoch(const epoch_out *a, const epoch_out *b, size_t floats)
+{
+    return a->rows == b->rows && a->batches == b->batches &&
+           memcmp(a->images, b->images, a->rows * floats * sizeof(float)) == 0 &&
+           memcmp(a->labels, b->labels, a->rows * sizeof(int)) == 0 &&
+           memcmp(a->indices, b->indices, a->rows * sizeof(size_t)) == 0;
+}
+
+static ds_loader *make_loader(const ds_dataset *d, ds_loader_options o)
+{
+    ds_loader *l = NULL;
+    vit_error err = {0};
+    vit_status s = ds_loader_create(d, &o, &l, &err);
+    CHECKF(s == VIT_OK, "ds_loader_create: %s", err.message);
+    return l;
+}
+
+static void test_loader(void)
+{
+    /* 23 synthetic 12x9 items, labels i % 4. */
+    uint8_t labels[23];
+    for (int i = 0; i < 23; i++)
+        labels[i] = (uint8_t)(i % 4);
+    write_idx("load", 1, 23, 12, 9, labels, 23, 0x803, 0);
+    ds_dataset *d = open_ok("load-images-idx3-ubyte.gz", NULL);
+    if (!d)
+        return;
+    const size_t n = 23;
+    const int batch = 5;
+    ds_loader_options o = {
+        .batch_size = batch,
+        .shuffle = true,
+        .seed = 42,
+        .threads = 1,
+        .prefetch = 2,
+        .preprocess = img_preprocess_hf(8),
+    };
+    const size_t floats = 3 * 8 * 8;
+
+    /* Argument checks. */
+    ds_loader *bad = NULL;
+    vit_error err;
+    ds_loader_options ob = o;
+    ob.batch_size = 0;
+    CHECK(ds_loader_create(d, &ob, &bad, &err) == VIT_ERR_INVALID && !bad);
+    ob = o;
+    ob.threads = 0;
+    CHECK(ds_loader_create(d, &ob, &bad, &err) == VIT_ERR_INVALID && !bad);
+    ob = o;
+    ob.preprocess.std[1] = 0;
+    CHECK(ds_loader_create(d, &ob, &bad, &err) == VIT_ERR_INVALID && !bad);
+
+    ds_loader *l = make_loader(d, o);
+    if (!l) {
+        ds_close(d);
+        return;
+    }
+    CHECK(ds_loader_batches(l) == 5);
+    {
+        float img[3 * 8 * 8];
+        int lab, count = 7;
+        CHECK(ds_loader_next(l, img, &lab, NULL, &count, &err) == VIT_ERR_INVALID);
+        CHECK(count == 0);
+    }
+    epoch_out e0 = run_epoch(l, n, floats, batch, 0);
+    CHECKF(e0.status == VIT_OK, "%s", e0.message);
+    CHECK(e0.rows == n && e0.batches == 5 && e0.last_count == 3);
+    /* Every item exactly once, labels right, rows as classify makes them. */
+    int seen[23] = {0}, identity = 1, tensor_ok = 1;
+    for (size_t r = 0; r < e0.rows; r++) {
+        size_t idx = e0.indices[r];
+        if (idx >= n) {
+            CHECK(idx < n);
+            continue;
+        }
+        seen[idx]++;
+        identity &= idx == r;
+        CHECK(e0.labels[r] == ds_label(d, idx));
+        img_image img;
+        float want[3 * 8 * 8];
+        if (ds_load_image(d, idx, &img, &err) == VIT_OK &&
+            img_to_tensor(&img, &o.preprocess, want, &err) == VIT_OK)
+            tensor_ok &= memcmp(want, e0.images + r * floats, sizeof want) == 0;
+        else
+            tensor_ok = 0;
+        img_free(&img);
+    }
+    for (size_t i = 0; i < n; i++)
+        CHECKF(seen[i] == 1, "item %zu seen %d times", i, seen[i]);
+    CHECK(!identity);
+    CHECK(tensor_ok);
+
+    /* Another epoch, another order; the same epoch again, the same batches. */
+    epoch_out e1 = run_epoch(l, n, floats, batch, 1);
+    CHECK(e1.rows == n && memcmp(e0.indices, e1.indices, n * sizeof(size_t)) != 0);
+    epoch_out e0b = run_epoch(l, n, floats, batch, 0);
+    CHECK(same_epoch(&e0, &e0b, floats));
+    epoch_free(&e0b);
+
+    /* A second loader with the same seed and 3 threads, prefetch 3. */
+    ds_loader_options o3 = o;
+    o3.threads = 3;
+    o3.prefetch = 3;
+    ds_loader *l3 = make_loader(d, o3);
+    if (l3) {
+        epoch_out a = run_epoch(l3, n, floats, batch, 1);
+        CHECK(same_epoch(&a, &e1, floats));
+        epoch_free(&a);
+        ds_loader_free(l3);
+    }
+    /* Another seed, another order. */
+    ds_loader_options os = o;
+    os.seed = 43;
+    ds_loader *ls = make_loader(d, os);
+    if (ls) {
+        epoch_out a = run_epoch(ls, n, floats, batch, 0);
+        CHECK(a.rows == n && memcmp(a.indices, e0.indices, n * sizeof(size_t)) != 0);
+        epoch_free(&a);
+        ds_loader_free(ls);
+    }
+    /* No shuffle: dataset order. */
+    ds_loader_options on = o;
+    on.shuffle = false;
+    ds_loader *ln = make_loader(d, on);
+    if (ln) {
+        epoch_out a = run_epoch(ln, n, floats, batch, 3);
+        int in_order = a.rows == n;
+        for (size_t r = 0; r < a.rows; r++)
+            in_order &= a.indices[r] == r;
+        CHECK(in_order);
+        epoch_free(&a);
+        ds_loader_free(ln);
+    }
+    /* drop_last: 4 full batches, then 0. */
+    ds_loader_options od = o;
+    od.drop_last = true;
+    ds_loader *ld = make_loader(d, od);
+    if (ld) {
+        CHECK(ds_loader_batches(ld) == 4);
+        epoch_out a = run_epoch(ld, n, floats, batch, 0);
+        CHECK(a.rows == 20 && a.batches == 4 && a.last_count == batch);
+        CHECK(memcmp(a.indices, e0.indices, 20 * sizeof(size_t)) == 0);
+        epoch_free(&a);
+        ds_loader_free(ld);
+    }
+
+    /* limit: only items 0..6, each once, shuffled among themselves. */
+    ds_loader_options olim = o;
+    olim.limit = 7;
+    ds_loader *llim = make_loader(d, olim);
+    if (llim) {
+        CHECK(ds_loader_batches(llim) == 2);
+        epoch_out a = run_epoch(llim, n, floats, batch, 0);
+        int once[7] = {0}, in_range = a.rows == 7, sorted = 1;
+        for (size_t r = 0; r < a.rows; r++) {
+            in_range &= a.indices[r] < 7;
+            if (a.indices[r] < 7)
+                once[a.indices[r]]++;
+            sorted &= a.indices[r] == r;
+        }
+        for (int i = 0; i < 7; i++)
+            in_range &= once[i] == 1;
+        CHECK(in_range && !sorted && a.batches == 2 && a.last_count == 2);
+        epoch_free(&a);
+        ds_loader_free(llim);
+    }
+
+    /* Augmentation: pixels change, stay deterministic (1 vs 3 threads),
+     * differ between epochs; labels and order are those of the plain run. */
+    ds_loader_options oa = o;
+    oa.augment = true;
+    ds_loader_options oa3 = oa;
+    oa3.threads = 3;
+    oa3.prefetch = 1;
+    ds_loader *la = make_loader(d, oa), *la3 = make_loader(d, oa3);
+    if (la && la3) {
+        epoch_out a = run_epoch(la, n, floats, batch, 0);
+        epoch_out b = run_epoch(la3, n, floats, batch, 0);
+        epoch_out c = run_epoch(la, n, floats, batch, 1);
+        CHECK(a.rows == n && same_epoch(&a, &b, floats));
+        CHECK(memcmp(a.indices, e0.indices, n * sizeof(size_t)) == 0);
+        CHECK(memcmp(a.images, e0.images, n * floats * sizeof(float)) != 0);
+        size_t differ = 0;
+        for (size_t r = 0; r < n; r++) {
+            /* the same item in epoch 1 */
+            for (size_t q = 0; q < n; q++)
+                if (c.indices[q] == a.indices[r])
+                    differ += memcmp(a.images + r * floats, c.images + q * floats,
+                                     floats * sizeof(float)) != 0;
+        }
+        CHECKF(differ >= n / 2, "only %zu of %zu items differ between epochs", differ, n);
+        int finite = 1;
+        for (size_t k = 0; k < n * floats; k++)
+            finite &= a.images[k] >= -1.0f && a.images[k] <= 1.0f; /* mean = std = 0.5 */
+        CHECK(finite);
+        epoch_free(&a);
+        epoch_free(&b);
+        epoch_free(&c);
+    }
+    ds_loader_free(la);
+    ds_loader_free(la3);
+
+    /* A new epoch mid-epoch, and freeing mid-epoch, are clean. */
+    ds_loader_options om = o;
+    om.threads = 3;
+    ds_loader *lm = make_loader(d, om);
+    if (lm) {
+        float buf[5 * 3 * 8 * 8];
+        int labs[5], count = 0;
+        CHECK(ds_loader_start_epoch(lm, 0, &err) == VIT_OK);
+        CHECK(ds_loader_next(lm, buf, labs, NULL, &count, &err) == VIT_OK && count == batch);
+        epoch_out a = run_epoch(lm, n, floats, batch, 1);
+        CHECK(same_epoch(&a, &e1, floats));
+        epoch_free(&a);
+        CHECK(ds_loader_start_epoch(lm, 2, &err) == VIT_OK);
+        CHECK(ds_loader_next(lm, buf, labs, NULL, &count, &err) == VIT_OK && count == batch);
+        ds_loader_free(lm);
+    }
+    ds_loader *lf = make_loader(d, om);
+    if (lf) {
+        CHECK(ds_loader_start_epoch(lf, 0, &err) == VIT_OK);
+        ds_loader_free(lf); /* workers busy */
+    }
+    epoch_free(&e0);
+    epoch_free(&e1);
+    ds_loader_free(l);
+    ds_close(d);
+}
+
+/* Collected reports of skipped items. */
+typedef struct bad_log {
+    int calls;
+    char items[4][1024];
+    char messages[4][512];
+} bad_log;
+
+static void on_bad(void *ctx, const char *item, const char *message)
+{
+    bad_log *b = ctx;
+    if (b->calls < 4) {
+        snprintf(b->items[b->calls], sizeof b->items[0], "%s", item);
+        snprintf(b->messages[b->calls], sizeof b->messages[0], "%s", message);
+    }
+    b->calls++;
+}
+
+static void test_loader_bad_items(void)
+{
+    /* Order: a/chelsea, a/corrupt (bad), b/camera_grey, b/rocket, b/truncated (bad). */
+    mkdir_rel("badset");
+    mkdir_rel("badset/a");
+    mkdir_rel("badset/b");
+    copy_image("chelsea.png", "badset/a/chelsea.png");
+    copy_image("corrupt.jpg", "badset/a/corrupt.jpg");
+    copy_image("camera_grey.png", "badset/b/camera_grey.png");
+    copy_image("rocket.bmp", "badset/b/rocket.bmp");
+    copy_image("truncated.png", "badset/b/truncated.png");
+    ds_dataset *d = open_ok("badset", NULL);
+    if (!d)
+        return;
+    CHECK(ds_size(d) == 5);
+    const size_t floats = 3 * 16 * 16;
+    bad_log log1 = {0}, log3 = {0};
+    ds_loader_options o = {
+        .batch_size = 2,
+        .threads = 1,
+        .prefetch = 1,
+        .preprocess = img_preprocess_timm_in21k(16),
+        .on_bad = DS_BAD_SKIP,
+        .on_bad_fn = on_bad,
+        .on_bad_ctx = &log1,
+    };
+    ds_loader *l1 = make_loader(d, o);
+    o.threads = 3;
+    o.prefetch = 2;
+    o.on_bad_ctx = &log3;
+    ds_loader *l3 = make_loader(d, o);
+    if (l1 && l3) {
+        epoch_out a = run_epoch(l1, 5, floats, 2, 0);
+        epoch_out b = run_epoch(l3, 5, floats, 2, 0);
+        CHECKF(a.status == VIT_OK, "%s", a.message);
+        CHECK(a.rows == 3 && a.batches == 2 && a.last_count == 1);
+        CHECK(a.indices[0] == 0 && a.indices[1] == 2 && a.indices[2] == 3);
+        CHECK(a.labels[0] == 0 && a.labels[1] == 1 && a.labels[2] == 1);
+        CHECK(same_epoch(&a, &b, floats));
+        CHECK(log1.calls == 2 && log3.calls == 2);
+        CHECKF(strstr(log1.items[0], "/badset/a/corrupt.jpg") != NULL, "%s", log1.items[0]);
+        CHECKF(strstr(log1.messages[0], "corrupt.jpg") != NULL, "%s", log1.messages[0]);
+        CHECKF(strstr(log1.items[1], "/badset/b/truncated.png") != NULL, "%s", log1.items[1]);
+        CHECK(strcmp(log1.items[1], log3.items[1]) == 0);
+        epoch_free(&a);
+        epoch_free(&b);
+    }
+    ds_loader_free(l1);
+    ds_loader_free(l3);
+
+    /* DS_BAD_FAIL: the epoch stops at the bad item, naming it. */
+    o.on_bad = DS_BAD_FAIL;
+    o.on_bad_fn = NULL;
+    ds_loader *lf = make_loader(d, o);
+    if (lf) {
+        epoch_out a = run_epoch(lf, 5, floats, 2, 0);
+        CHECK(a.status == VIT_ERR_FORMAT);
+        CHECKF(strstr(a.message, "badset/a/corrupt.jpg") != NULL, "%s", a.message);
+        CHECK(a.rows == 0);
+        epoch_free(&a);
+        ds_loader_free(lf);
+    }
+    ds_close(d);
+}
+
+int main(void)
+{
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/vitfit_test_dataset_XXXXXX");
+    if (!mkdtemp(tmp_root)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_folder();
+    test_jsonl();
+    test_csv();
+    test_idx_synthetic();
+    test_idx_fashion_mnist();
+    test_loader();
+    test_loader_bad_items();
+    rm_tree(tmp_root);
+    return check_result();
+}
