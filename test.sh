@@ -60,8 +60,8 @@ if command -v clang >/dev/null && [ "${VITFIT_WITH_FUZZ:-1}" = 1 ]; then
     CC=clang meson setup build-fuzz -Dfuzz=true --buildtype=debugoptimized \
       -Db_sanitize=address,undefined -Db_lundef=false >/dev/null 2>&1
   fi
-  if ninja -C build-fuzz tests/fuzz/fuzz_safetensors tests/fuzz/fuzz_image >/dev/null; then
-    for t in safetensors image; do
+  if ninja -C build-fuzz tests/fuzz/fuzz_safetensors tests/fuzz/fuzz_image tests/fuzz/fuzz_dataset >/dev/null; then
+    for t in safetensors image dataset; do
       corpus=$(mktemp -d)
       cp tests/fuzz/corpus/$t/* "$corpus"/
       if build-fuzz/tests/fuzz/fuzz_$t -seed=1 -runs=20000 -max_total_time=60 -max_len=65536 "$corpus" \
