@@ -171,6 +171,8 @@ static vit_status make_train_model(const vit_model *backbone, const ds_dataset *
     if (st != VIT_OK)
         return st;
     vit_model *m = *out;
+    if (cfg->from_scratch) /* randinit's rule: weights ~ std 0.02, LN gains near 1 */
+        vit_model_randomize(m, cfg->seed);
     vit_param *hw = vit_model_find(m, "head.weight"), *hb = vit_model_find(m, "head.bias");
     if (keep) {
         memcpy(hw->data, backbone->w.head_w, sizeof(float) * hw->numel);
@@ -315,6 +317,8 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     memset(out, 0, sizeof *out);
     if (cfg->batch_size < 1 || cfg->epochs < 1 || !(cfg->lr > 0))
         return vit_error_set(err, VIT_ERR_INVALID, "batch size, epochs and lr must be positive");
+    if (cfg->from_scratch && cfg->method != VIT_METHOD_FULL)
+        return vit_error_set(err, VIT_ERR_INVALID, "training from scratch needs the full method");
     run_state r = {0};
     vit_status st = run_setup(backbone, train, cfg, &r, err);
     vit_model *m = r.m;

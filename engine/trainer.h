@@ -54,6 +54,7 @@ typedef struct trainer_config {
     int loader_threads;
     size_t train_limit, eval_limit; /* use only the first N items (0: all) */
     trainer_head head;
+    bool from_scratch;        /* full only: re-initialise every weight (seeded) first */
     ds_bad_policy on_bad;
     ds_bad_fn on_bad_fn;
     void *on_bad_ctx;

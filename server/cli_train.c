@@ -32,10 +32,11 @@ static void train_usage(FILE *out)
             "         [--optimizer adamw|sgd] [--momentum X] [--label-smoothing X] [--clip-grad X]\n"
             "         [--seed N] [--no-augment] [--no-shuffle] [--head auto|keep|new]\n"
             "         [--threads N] [--loader-threads N] [--limit-train N] [--limit-eval N]\n"
-            "         [--class-names A,B,...] [--skip-bad] [--log-every N] [--json]\n"
+            "         [--class-names A,B,...] [--skip-bad] [--from-scratch] [--log-every N] [--json]\n"
             "DATASET: an ImageFolder directory, a .jsonl or .csv manifest, or an IDX images file\n"
             "(*-images-idx3-ubyte[.gz]).  --out is a task file (.safetensors) for bitfit and\n"
-            "linear, a new checkpoint directory for full.\n");
+            "linear, a new checkpoint directory for full.  --from-scratch (full only) re-initialises\n"
+            "every weight first, keeping only the architecture of --model.\n");
 }
 
 static void eval_usage(FILE *out)
@@ -157,7 +158,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
         O_MODEL = 256, O_TRAIN, O_EVAL, O_OUT, O_METHOD, O_EPOCHS, O_MAX_STEPS, O_BATCH, O_LR,
         O_MIN_LR, O_WD, O_WARMUP, O_OPT, O_MOMENTUM, O_LS, O_CLIP, O_SEED, O_NO_AUG,
         O_NO_SHUFFLE, O_HEAD, O_THREADS, O_LOADER, O_LIMIT_TRAIN, O_LIMIT_EVAL, O_CLASSES,
-        O_SKIP_BAD, O_LOG, O_JSON, O_HELP,
+        O_SKIP_BAD, O_LOG, O_JSON, O_HELP, O_SCRATCH,
     };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"train", required_argument, NULL, O_TRAIN},
@@ -180,6 +181,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
         {"class-names", required_argument, NULL, O_CLASSES},
         {"skip-bad", no_argument, NULL, O_SKIP_BAD}, {"log-every", required_argument, NULL, O_LOG},
         {"json", no_argument, NULL, O_JSON}, {"help", no_argument, NULL, O_HELP},
+        {"from-scratch", no_argument, NULL, O_SCRATCH},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -200,6 +202,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
         case O_NO_AUG: c->augment = false; break;
         case O_NO_SHUFFLE: c->shuffle = false; break;
         case O_SKIP_BAD: c->on_bad = DS_BAD_SKIP; break;
+        case O_SCRATCH: c->from_scratch = true; break;
         case O_JSON: o->json = 1; break;
         case O_HELP: train_usage(stdout); return -1;
         case O_METHOD: ok = vit_method_parse(optarg, &c->method); break;
@@ -238,6 +241,8 @@ static int parse_train(int argc, char **argv, train_opts *o)
         return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
     if (!o->model || !o->train || !o->out)
         return cli_usage_error("train", "--model, --train and --out are required");
+    if (c->from_scratch && c->method != VIT_METHOD_FULL)
+        return cli_usage_error("train", "--from-scratch needs --method full");
     return 0;
 }
 

@@ -121,6 +121,36 @@ static void test_one_sgd_step(void)
     vit_model_free(base);
 }
 
+/* Same seed, data and threads: the same task, bit for bit (augmentation and
+ * shuffling on, loader threads racing). */
+static void test_deterministic(void)
+{
+    char model_dir[4096], out[2][256];
+    test_path(model_dir, sizeof model_dir, "tests/data/golden/tiny_timm");
+    vit_task *t[2] = {NULL, NULL};
+    vit_error err = {0};
+    vit_model *base = NULL;
+    CHECK(vit_model_load(model_dir, &base, &err) == VIT_OK);
+    for (int i = 0; i < 2 && base; i++) {
+        tmp_path(out[i], sizeof out[i], i ? "det1.safetensors" : "det0.safetensors");
+        run_result *r = run_vitfit("train", "--model", model_dir, "--train", FASHION_TEST,
+                                   "--limit-train", "256", "--epochs", "2", "--batch-size", "32",
+                                   "--loader-threads", i ? "3" : "2", "--seed", "5",
+                                   "--log-every", "0", "--out", out[i], NULL);
+        CHECKF(r->status == 0, "deterministic run %d: %s", i, r->err);
+        CHECKF(task_load(base, out[i], &t[i], &err) == VIT_OK, "%s", err.message);
+    }
+    if (t[0] && t[1]) {
+        CHECK(t[0]->trainable_len == t[1]->trainable_len);
+        CHECKF(memcmp(t[0]->trainable, t[1]->trainable,
+                      sizeof(float) * t[0]->trainable_len) == 0,
+               "two runs with seed 5 differ");
+    }
+    task_free(t[0]);
+    task_free(t[1]);
+    vit_model_free(base);
+}
+
 /* Runs `vitfit train ... --json` on part of Fashion-MNIST and returns the
  * held-out eval.top1 (or -1). */
 static double train_top1(const char *what, const char *model, const char *method,
@@ -257,6 +287,10 @@ static void test_bad_datasets(void)
     r = run_vitfit("train", "--model", model_dir, "--train", FASHION_TEST, "--out", out,
                    "--method", "lora", NULL);
     CHECK(r->status == 2);
+    r = run_vitfit("train", "--model", model_dir, "--train", FASHION_TEST, "--out", out,
+                   "--from-scratch", NULL);
+    CHECKF(r->status == 2 && strstr(r->err, "--method full"), "--from-scratch with bitfit: %s",
+           r->err);
     r = run_vitfit("train", "--model", model_dir, "--train", FASHION_TEST, "--out",
                    "/tmp/Bad Name.safetensors", NULL);
     CHECKF(r->status == 1 && strstr(r->err, "task name"), "bad task name: %s", r->err);
@@ -268,6 +302,7 @@ int main(void)
     if (!mkdtemp(tmpdir))
         return 1;
     test_one_sgd_step();
+    test_deterministic();
     test_bad_datasets();
     test_learning();
     char cmd[128];
