@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "status.h"
 
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
@@ -25,6 +27,10 @@ int cli_fail(const vit_error *err);
 /* Prints "vitfit <command>: <message>" plus a usage hint; returns CLI_USAGE. */
 int cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Prints j as one compact JSON line on stdout (reals to 6 significant digits,
+ * or 9 with precise) and drops the reference. */
+void cli_print_json(json_t *j, int precise);
 
 /* Parses a decimal integer in [lo, hi]; returns 0 if s is not one. */
 int cli_parse_int(const char *s, long lo, long hi, long *out);

@@ -187,10 +187,7 @@ static int bench_train(const bench_opts *o, const vit_model *base)
                                   (int)o->threads, "iters", (int)o->iters, "median_step_seconds",
                                   median, "images_per_second", B / median, "peak_rss_bytes",
                                   (json_int_t)rss, "activation_bytes", (json_int_t)acts);
-            char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
-            printf("%s\n", text ? text : "{}");
-            free(text);
-            json_decref(j);
+            cli_print_json(j, 0);
         } else {
             printf("train %s, model %s, batch %d, threads %ld: median %.1f ms/step over %ld iters\n",
                    vit_method_name(o->method), o->preset ? o->preset : o->model, B, o->threads,
@@ -278,10 +275,7 @@ int cli_bench(int argc, char **argv)
                                   (json_int_t)rss);
             if (j && o.profile)
                 json_object_set_new(j, "profile", profile_json(&profile, o.iters));
-            char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
-            printf("%s\n", text ? text : "{}");
-            free(text);
-            json_decref(j);
+            cli_print_json(j, 0);
         } else {
             printf("model %s, batch %d, threads %ld: median %.1f ms/batch over %ld iters\n",
                    o.preset ? o.preset : o.model, B, o.threads, 1000 * median, o.iters);

@@ -217,13 +217,7 @@ int cli_classify(int argc, char **argv)
     if (rc == CLI_OK && o.json) {
         json_t *out = count == 1 ? json_incref(json_array_get(results, 0))
                                  : json_pack("{sO}", "results", results);
-        char *text = out ? json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
-        if (text)
-            printf("%s\n", text);
-        else
-            rc = CLI_FAIL;
-        free(text);
-        json_decref(out);
+        cli_print_json(out, 1);
     }
     json_decref(results);
     vit_state_free(s);

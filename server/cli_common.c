@@ -64,3 +64,11 @@ size_t cli_peak_rss(void)
         return 0;
     return (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
 }
+
+void cli_print_json(json_t *j, int precise)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(precise ? 9 : 6)) : NULL;
+    printf("%s\n", text ? text : "{}");
+    free(text);
+    json_decref(j);
+}

@@ -174,9 +174,7 @@ int cli_inspect(int argc, char **argv)
         json_decref(listing);
     }
     if (as_json) {
-        char *text = json_dumps(out, JSON_COMPACT);
-        printf("%s\n", text ? text : "{}");
-        free(text);
+        cli_print_json(json_incref(out), 1);
     } else {
         if (json_object_get(out, "file"))
             printf("file:             %s\n", json_string_value(json_object_get(out, "file")));

@@ -110,13 +110,6 @@ static json_t *eval_json(const eval_result *r, const ds_dataset *d)
                      "confusion", confusion);
 }
 
-static void print_json(json_t *j)
-{
-    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
-    printf("%s\n", text ? text : "{}");
-    free(text);
-}
-
 typedef struct train_opts {
     const char *model, *train, *eval, *out, *class_names;
     long threads;
@@ -335,8 +328,7 @@ int cli_train(int argc, char **argv)
                               "seconds", res.seconds, "final_train_loss", res.final_loss);
         if (res.has_eval)
             json_object_set_new(j, "eval", eval_json(&res.eval, eval));
-        print_json(j);
-        json_decref(j);
+        cli_print_json(j, 0);
     }
     trainer_result_free(&res);
     ds_close(train);
@@ -402,14 +394,11 @@ int cli_eval(int argc, char **argv)
         st = trainer_evaluate(view ? view : m, d, (size_t)limit, (int)batch, (int)loader_threads,
                               &r, &err);
     if (st == VIT_OK) {
-        json_t *j = eval_json(&r, d);
-        if (as_json) {
-            print_json(j);
-        } else {
+        if (as_json)
+            cli_print_json(eval_json(&r, d), 0);
+        else
             printf("%ld images: top-1 %.2f%%, top-5 %.2f%%, loss %.4f\n", r.count, 100 * r.top1,
                    100 * r.top5, r.loss);
-        }
-        json_decref(j);
     }
     eval_result_free(&r);
     ds_close(d);
