@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command that runs every test: the suite in a gcc release build, a clang
-# build, again under ASan+UBSan, and the libFuzzer targets for a fixed number
-# of runs.  Ends with
+# build, again under ASan+UBSan, the threaded tests under TSan, and the
+# libFuzzer targets for a fixed number of runs.  Ends with
 # the line "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -53,6 +53,24 @@ if command -v clang >/dev/null; then
 fi
 echo "== ASan + UBSan build =="
 run_suite build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
+
+echo "== ThreadSanitizer: the threaded tests =="
+if [ ! -f build-tsan/build.ninja ]; then
+  meson setup build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false \
+    >/dev/null 2>&1
+fi
+if ninja -C build-tsan tests/unit/test_serving tests/unit/test_dataset >/dev/null; then
+  for t in serving dataset; do
+    if VITFIT_SOURCE_ROOT="$PWD" TSAN_OPTIONS=halt_on_error=1 \
+        build-tsan/tests/unit/test_$t >"build-tsan/test_$t.log" 2>&1; then
+      echo "tsan test_$t: ok"; passed=$((passed + 1))
+    else
+      echo "tsan test_$t: FAILED"; tail -40 "build-tsan/test_$t.log"; failed=$((failed + 1))
+    fi
+  done
+else
+  echo "TSan build failed" >&2; failed=$((failed + 1))
+fi
 
 if command -v clang >/dev/null && [ "${VITFIT_WITH_FUZZ:-1}" = 1 ]; then
   echo "== libFuzzer targets (fixed seed, bounded runs) =="

@@ -212,6 +212,7 @@ vit_status task_create(const vit_model *m, int num_classes, const char *const *l
     vit_task *t = calloc(1, sizeof *t);
     if (!t)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    atomic_init(&t->refs, 1);
     t->num_classes = num_classes;
     t->trainable_len = len;
     t->labels = calloc((size_t)num_classes, sizeof *t->labels);
@@ -229,9 +230,19 @@ vit_status task_create(const vit_model *m, int num_classes, const char *const *l
     return VIT_OK;
 }
 
+vit_task *task_retain(vit_task *t)
+{
+    if (t)
+        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    return t;
+}
+
 void task_free(vit_task *t)
 {
     if (!t)
+        return;
+    /* acq_rel: the freeing thread sees every other holder's last use */
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
     free_labels(t->labels, t->num_classes);
     free(t->trainable);
@@ -552,6 +563,7 @@ static vit_status load_from(const vit_model *m, const char *fingerprint, const s
         free_labels(labels, k);
         return task_fail(err, path, VIT_ERR_NOMEM, "out of memory");
     }
+    atomic_init(&task->refs, 1);
     size_t bias_len = task_bias_len(m);
     task->num_classes = k;
     task->labels = labels;
@@ -618,4 +630,25 @@ vit_status task_load(const vit_model *m, const char *path, vit_task **out, vit_e
     if (s != VIT_OK)
         return s;
     return task_load_fingerprint(m, fp, path, out, err);
+}
+
+vit_status task_forward(const vit_model *m, vit_state *s, const float *images, int batch,
+                        const vit_task *const *tasks, float *const *out, vit_error *err)
+{
+    if (batch < 1 || batch > VIT_MAX_MIXED_BATCH)
+        return vit_error_set(err, VIT_ERR_INVALID, "batch %d is outside [1, %d]", batch,
+                             VIT_MAX_MIXED_BATCH);
+    const float *arenas[VIT_MAX_MIXED_BATCH];
+    int classes[VIT_MAX_MIXED_BATCH];
+    size_t want = task_bias_len(m);
+    for (int b = 0; b < batch; b++) {
+        const vit_task *t = tasks[b];
+        if (t && t->trainable_len != want + (size_t)t->num_classes *
+                                               ((size_t)vit_config_feature_dim(&m->cfg) + 1))
+            return vit_error_set(err, VIT_ERR_MISMATCH, "task '%s' was not made for this model",
+                                 t->name);
+        arenas[b] = t ? t->trainable : NULL;
+        classes[b] = t ? t->num_classes : 0;
+    }
+    return vit_forward_rows(m, s, images, batch, arenas, classes, out, err);
 }

@@ -18,6 +18,7 @@
 #ifndef VIT_TASK_H
 #define VIT_TASK_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "status.h"
@@ -27,7 +28,10 @@
 #define TASK_MAX_CLASSES 1000000 /* bound on K when reading a file */
 #define TASK_MAX_LABEL 1024      /* bytes in one label */
 
+/* Tasks are reference-counted and immutable once loaded, so a worker can keep
+ * one alive for a batch while another thread replaces or removes it. */
 typedef struct vit_task {
+    atomic_int refs;              /* task_retain / task_free */
     char name[TASK_NAME_MAX + 1]; /* from the file name, or set by the caller */
     int num_classes;              /* K */
     char **labels;                /* K names, owned */
@@ -49,7 +53,17 @@ size_t task_bias_len(const vit_model *m);
  * (weights zero; caller initialises).  labels are copied. */
 vit_status task_create(const vit_model *m, int num_classes, const char *const *labels,
                        vit_task **out, vit_error *err);
+/* Adds a reference; returns t. */
+vit_task *task_retain(vit_task *t);
+/* Drops a reference; the last one frees the task. */
 void task_free(vit_task *t);
+
+/* Mixed-task forward (vit_forward_rows): image b uses tasks[b]'s biases and
+ * head, or the backbone's own when tasks[b] is NULL; out[b] receives its
+ * logits.  Tasks must be made for m.  At most VIT_MAX_MIXED_BATCH images. */
+#define VIT_MAX_MIXED_BATCH 256
+vit_status task_forward(const vit_model *m, vit_state *s, const float *images, int batch,
+                        const vit_task *const *tasks, float *const *out, vit_error *err);
 
 /* Name check: ^[a-z0-9][a-z0-9._-]{0,63}$ */
 int task_name_valid(const char *name);

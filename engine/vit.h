@@ -108,6 +108,7 @@ typedef struct vit_model {
     size_t frozen_len;       /* floats */
     float *trainable;        /* arena: biases + head */
     size_t trainable_len;    /* floats */
+    size_t bias_len;         /* floats of the bias section at the start of `trainable` */
     bool owns_frozen;        /* false for views sharing another model's backbone */
     bool owns_trainable;     /* false for views over a task's arena */
     vit_weights w;
@@ -210,6 +211,16 @@ const char *vit_op_name(vit_op op);
 
 /* Starts accumulating per-op times of forward calls on s into p (NULL stops). */
 void vit_state_set_profile(vit_state *s, vit_profile *p);
+
+/* Mixed-task forward: the GEMMs are shared by the whole batch, while image b
+ * takes every bias (LayerNorm biases included) and its head from arenas[b]:
+ * a trainable arena laid out like m's, i.e. a task's (task.h), whose head
+ * has classes[b] rows; arenas[b] == NULL uses m's own.  out[b] receives
+ * classes[b] logits (or m's output dim for NULL).  Equals running each image
+ * alone with its task.  The arenas must stay alive for the call. */
+vit_status vit_forward_rows(const vit_model *m, vit_state *s, const float *images, int batch,
+                            const float *const *arenas, const int *classes, float *const *out,
+                            vit_error *err);
 
 /* Numerically stable softmax of n values (max subtracted, sum in double). */
 void vit_softmax(const float *logits, int n, float *probs);

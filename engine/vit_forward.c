@@ -26,6 +26,7 @@ struct vit_state {
     int depth;           /* blocks the state was sized for */
     vit_acts acts;       /* every block points at the same scratch */
     vit_block_acts shared;
+    float **out_rows;    /* (max_batch) row pointers into a caller's contiguous output */
     float *block;        /* the single allocation all buffers point into */
 };
 
@@ -45,6 +46,62 @@ static void profile_mark(vit_acts *a, vit_op op, double macs)
     a->profile->seconds[op] += t - a->mark;
     a->profile->macs[op] += macs;
     a->mark = t;
+}
+
+/* ---- per-image biases ----
+ * Every bias lives in a trainable arena, and a task's arena has the model's
+ * layout, so image b's copy of bias p is the same offset into its own arena.
+ * With a->arenas == NULL every image reads m's own. */
+
+static const float *image_bias(const vit_model *m, const vit_acts *a, const float *p, int b)
+{
+    if (!p || !a->arenas || !a->arenas[b])
+        return p;
+    return a->arenas[b] + (p - m->trainable);
+}
+
+/* y (B*R, n) = each image's bias (or 0), so a GEMM can accumulate onto it. */
+static void seed_bias_rows(const vit_model *m, const vit_acts *a, float *y, const float *bias,
+                           int B, int R, int n)
+{
+    for (int b = 0; b < B; b++) {
+        const float *ib = image_bias(m, a, bias, b);
+        for (int r = 0; r < R; r++) {
+            float *row = y + ((size_t)b * R + r) * n;
+            if (ib)
+                memcpy(row, ib, sizeof(float) * (size_t)n);
+            else
+                memset(row, 0, sizeof(float) * (size_t)n);
+        }
+    }
+}
+
+/* y (B*R, n) = x (B*R, k) W^T + each image's bias; W (n, k) shared. */
+static void linear_rows(const vit_model *m, const vit_acts *a, float *y, const float *x,
+                        const float *w, const float *bias, int B, int R, int n, int k)
+{
+    seed_bias_rows(m, a, y, bias, B, R, n);
+    gemm(B * R, n, k, 1.0f, x, k, w, k, true, 1.0f, y, n);
+}
+
+/* y (B*R, n) += each image's bias. */
+static void add_bias_rows(const vit_model *m, const vit_acts *a, float *y, const float *bias,
+                          int B, int R, int n)
+{
+    for (int b = 0; b < B; b++)
+        bias_add_forward(y + (size_t)b * R * n, image_bias(m, a, bias, b), (size_t)R, n);
+}
+
+/* LayerNorm of B*R rows with each image's bias (gains are frozen, shared). */
+static void layernorm_rows(const vit_model *m, const vit_acts *a, float *out, float *mean,
+                           float *rstd, const float *x, const float *w, const float *bias, int B,
+                           int R, int C, float eps)
+{
+    for (int b = 0; b < B; b++) {
+        size_t first = (size_t)b * R;
+        layernorm_forward(out + first * C, mean ? mean + first : NULL, rstd ? rstd + first : NULL,
+                          x + first * C, w, image_bias(m, a, bias, b), (size_t)R, C, eps);
+    }
 }
 
 const char *vit_op_name(vit_op op)
@@ -82,9 +139,11 @@ vit_status vit_state_create(const vit_model *m, int max_batch, vit_state **out, 
         total += (bufs[i].n + 15) & ~(size_t)15; /* keep every buffer 64-byte aligned */
     size_t bytes;
     a->blocks = calloc((size_t)c->depth, sizeof *a->blocks);
-    if (!a->blocks || !vit_mul_size(total, sizeof(float), &bytes) ||
+    s->out_rows = calloc(B, sizeof *s->out_rows);
+    if (!a->blocks || !s->out_rows || !vit_mul_size(total, sizeof(float), &bytes) ||
         !(s->block = aligned_alloc(64, bytes))) {
         free(a->blocks);
+        free(s->out_rows);
         free(s);
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a batch-%d state (%zu floats)",
                              max_batch, total);
@@ -110,6 +169,7 @@ void vit_state_free(vit_state *s)
         return;
     free(s->block);
     free(s->acts.blocks);
+    free(s->out_rows);
     free(s);
 }
 
@@ -119,54 +179,56 @@ void vit_state_set_profile(vit_state *s, vit_profile *p)
 }
 
 /* ref: timm vision_transformer.py Block.forward (pre-LN) */
-static void block_forward(const vit_config *c, const vit_block_weights *w, vit_acts *a,
+static void block_forward(const vit_model *m, const vit_block_weights *w, vit_acts *a,
                           vit_block_acts *k, int B)
 {
+    const vit_config *c = &m->cfg;
     int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim;
     size_t rows = (size_t)B * N;
     double r = (double)rows;
     if (k->x_in)
         memcpy(k->x_in, a->x, sizeof(float) * rows * C);
-    layernorm_forward(k->ln1, k->ln1_mean, k->ln1_rstd, a->x, w->norm1_w, w->norm1_b, rows, C,
-                      c->ln_eps);
+    layernorm_rows(m, a, k->ln1, k->ln1_mean, k->ln1_rstd, a->x, w->norm1_w, w->norm1_b, B, N, C,
+                   c->ln_eps);
     profile_mark(a, VIT_OP_LAYERNORM, 0);
-    linear_forward(k->qkv, k->ln1, w->qkv_w, w->qkv_b, (int)rows, 3 * C, C);   /* (B,N,3C) */
+    linear_rows(m, a, k->qkv, k->ln1, w->qkv_w, w->qkv_b, B, N, 3 * C, C);    /* (B,N,3C) */
     profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
     attention_forward(k->attn, k->probs, k->probs_stride, k->qkv, B, N, C, c->heads);
     profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
-    bias_add_forward(a->x, w->proj_b, rows, C);                                /* x += proj */
+    add_bias_rows(m, a, a->x, w->proj_b, B, N, C);                            /* x += proj */
     profile_mark(a, VIT_OP_BIAS_ADD, 0);
     gemm((int)rows, C, C, 1.0f, k->attn, C, w->proj_w, C, true, 1.0f, a->x, C);
     profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
 
     if (k->x_mid)
         memcpy(k->x_mid, a->x, sizeof(float) * rows * C);
-    layernorm_forward(k->ln2, k->ln2_mean, k->ln2_rstd, a->x, w->norm2_w, w->norm2_b, rows, C,
-                      c->ln_eps);
+    layernorm_rows(m, a, k->ln2, k->ln2_mean, k->ln2_rstd, a->x, w->norm2_w, w->norm2_b, B, N, C,
+                   c->ln_eps);
     profile_mark(a, VIT_OP_LAYERNORM, 0);
-    linear_forward(k->h_pre, k->ln2, w->fc1_w, w->fc1_b, (int)rows, M, C);     /* (B,N,M) */
+    linear_rows(m, a, k->h_pre, k->ln2, w->fc1_w, w->fc1_b, B, N, M, C);      /* (B,N,M) */
     profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
     if (c->act == VIT_ACT_GELU)
         gelu_forward(k->h_act, k->h_pre, rows * (size_t)M);
     else
         quick_gelu_forward(k->h_act, k->h_pre, rows * (size_t)M);
     profile_mark(a, VIT_OP_ACTIVATION, 0);
-    bias_add_forward(a->x, w->fc2_b, rows, C);                                 /* x += mlp */
+    add_bias_rows(m, a, a->x, w->fc2_b, B, N, C);                             /* x += mlp */
     profile_mark(a, VIT_OP_BIAS_ADD, 0);
     gemm((int)rows, C, M, 1.0f, k->h_act, M, w->fc2_w, M, true, 1.0f, a->x, C);
     profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
 }
 
 /* ref: timm vision_transformer.py VisionTransformer._pos_embed / forward_features */
-static void embed_forward(const vit_config *c, const vit_weights *w, vit_acts *a,
-                          const float *images, int B)
+static void embed_forward(const vit_model *m, vit_acts *a, const float *images, int B)
 {
+    const vit_config *c = &m->cfg;
+    const vit_weights *w = &m->w;
     int N = vit_config_tokens(c), C = c->width, P = c->patch_size;
     int GG = N - 1;
     patch_unfold_forward(a->patches, images, B, c->image_size, P);
     profile_mark(a, VIT_OP_PATCH_UNFOLD, 0);
     /* patch embedding as one GEMM: (B*G*G, 3PP) x (C, 3PP)^T */
-    linear_forward(a->patch_out, a->patches, w->patch_w, w->patch_b, B * GG, C, 3 * P * P);
+    linear_rows(m, a, a->patch_out, a->patches, w->patch_w, w->patch_b, B, GG, C, 3 * P * P);
     profile_mark(a, VIT_OP_PATCH_GEMM, (double)B * GG * C * 3 * P * P);
     for (int b = 0; b < B; b++) {
         float *xb = a->x + (size_t)b * N * C;
@@ -184,16 +246,24 @@ static void embed_forward(const vit_config *c, const vit_weights *w, vit_acts *a
     if (c->ln_pre) {
         if (a->x_embed)
             memcpy(a->x_embed, a->x, sizeof(float) * (size_t)B * N * C);
-        layernorm_forward(a->x, a->pre_mean, a->pre_rstd, a->x, w->norm_pre_w, w->norm_pre_b,
-                          (size_t)B * N, C, c->ln_eps);
+        layernorm_rows(m, a, a->x, a->pre_mean, a->pre_rstd, a->x, w->norm_pre_w, w->norm_pre_b,
+                       B, N, C, c->ln_eps);
         profile_mark(a, VIT_OP_LAYERNORM, 0);
     }
 }
 
-/* Pooling, final norm, projection and head. */
-static void head_forward(const vit_config *c, const vit_weights *w, vit_acts *a, int B,
-                         float *out)
+/* Classes of image b's head (0: none, output the features). */
+static int image_classes(const vit_model *m, const vit_acts *a, int b)
 {
+    return a->arenas && a->arenas[b] ? a->classes[b] : m->cfg.num_classes;
+}
+
+/* Pooling, final norm, projection and each image's head.  Consecutive images
+ * with the same head and adjacent outputs share one GEMM. */
+static void head_forward(const vit_model *m, vit_acts *a, int B, float *const *out)
+{
+    const vit_config *c = &m->cfg;
+    const vit_weights *w = &m->w;
     int N = vit_config_tokens(c), C = c->width, F = vit_config_feature_dim(c);
     for (int b = 0; b < B; b++) {
         const float *xb = a->x + (size_t)b * N * C;
@@ -212,8 +282,8 @@ static void head_forward(const vit_config *c, const vit_weights *w, vit_acts *a,
     }
     /* LayerNorm is per token, so normalising only the pooled row equals
      * normalising all tokens and then taking the class token. */
-    layernorm_forward(a->pooled_ln, a->norm_mean, a->norm_rstd, a->pooled, w->norm_w, w->norm_b,
-                      (size_t)B, C, c->ln_eps);
+    layernorm_rows(m, a, a->pooled_ln, a->norm_mean, a->norm_rstd, a->pooled, w->norm_w, w->norm_b,
+                   B, 1, C, c->ln_eps);
     const float *feat = a->pooled_ln;
     if (c->proj_dim > 0) {
         linear_forward(a->feat, a->pooled_ln, w->proj_w, NULL, B, F, C);     /* (B, D) */
@@ -221,23 +291,35 @@ static void head_forward(const vit_config *c, const vit_weights *w, vit_acts *a,
     } else if (a->feat != a->pooled_ln) {
         memcpy(a->feat, a->pooled_ln, sizeof(float) * (size_t)B * C);
     }
-    if (c->num_classes > 0)
-        linear_forward(out, feat, w->head_w, w->head_b, B, c->num_classes, F);
-    else
-        memcpy(out, feat, sizeof(float) * (size_t)B * F);
+    for (int b = 0; b < B;) {
+        int K = image_classes(m, a, b), e = b + 1;
+        const float *arena = a->arenas && a->arenas[b] ? a->arenas[b] : m->trainable;
+        while (e < B && image_classes(m, a, e) == K &&
+               (a->arenas && a->arenas[e] ? a->arenas[e] : m->trainable) == arena &&
+               out[e] == out[e - 1] + K)
+            e++;
+        const float *fb = feat + (size_t)b * F;
+        if (K > 0) { /* the head follows the bias section: weight (K, F), then bias (K) */
+            const float *hw = arena + m->bias_len;
+            linear_forward(out[b], fb, hw, hw + (size_t)K * F, e - b, K, F);
+        } else {
+            memcpy(out[b], fb, sizeof(float) * (size_t)(e - b) * F);
+        }
+        b = e;
+    }
     profile_mark(a, VIT_OP_POOL_HEAD,
                  (double)B * ((c->proj_dim > 0 ? (double)C * F : 0) + (double)c->num_classes * F));
 }
 
-void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B, float *out)
+void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B,
+                      float *const *out)
 {
-    const vit_config *c = &m->cfg;
     if (a->profile)
         a->mark = now_seconds();
-    embed_forward(c, &m->w, a, images, B);
-    for (int l = 0; l < c->depth; l++)
-        block_forward(c, &m->w.blocks[l], a, &a->blocks[l], B);
-    head_forward(c, &m->w, a, B, out);
+    embed_forward(m, a, images, B);
+    for (int l = 0; l < m->cfg.depth; l++)
+        block_forward(m, &m->w.blocks[l], a, &a->blocks[l], B);
+    head_forward(m, a, B, out);
 }
 
 vit_status vit_forward(const vit_model *m, vit_state *s, const float *images, int batch,
@@ -247,7 +329,31 @@ vit_status vit_forward(const vit_model *m, vit_state *s, const float *images, in
         return vit_error_set(err, VIT_ERR_INVALID, "batch %d is outside [1, %d]", batch,
                              s->max_batch);
     VIT_ASSERT(s->depth == m->cfg.depth);
+    size_t dim = (size_t)vit_config_output_dim(&m->cfg);
+    for (int b = 0; b < batch; b++)
+        s->out_rows[b] = out + (size_t)b * dim;
+    s->acts.arenas = NULL;
+    s->acts.classes = NULL;
+    vit_forward_acts(m, &s->acts, images, batch, s->out_rows);
+    return VIT_OK;
+}
+
+vit_status vit_forward_rows(const vit_model *m, vit_state *s, const float *images, int batch,
+                            const float *const *arenas, const int *classes, float *const *out,
+                            vit_error *err)
+{
+    if (batch < 1 || batch > s->max_batch)
+        return vit_error_set(err, VIT_ERR_INVALID, "batch %d is outside [1, %d]", batch,
+                             s->max_batch);
+    VIT_ASSERT(s->depth == m->cfg.depth);
+    for (int b = 0; b < batch; b++)
+        if (arenas[b] && (classes[b] < 1 || classes[b] > 1000000))
+            return vit_error_set(err, VIT_ERR_INVALID, "image %d: a task head needs 1..1000000 classes", b);
+    s->acts.arenas = arenas;
+    s->acts.classes = classes;
     vit_forward_acts(m, &s->acts, images, batch, out);
+    s->acts.arenas = NULL;
+    s->acts.classes = NULL;
     return VIT_OK;
 }
 

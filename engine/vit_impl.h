@@ -98,10 +98,17 @@ typedef struct vit_acts {
     float *feat;          /* (B,F) projected features (== pooled_ln without projection) */
     vit_profile *profile; /* NULL unless profiling */
     double mark;          /* time of the last profile mark */
+    /* Mixed-task batches: image b takes its biases and head from arenas[b]
+     * (a trainable arena laid out like m's, with a head of classes[b] rows;
+     * NULL: m's own).  arenas == NULL: every image uses m's own. */
+    const float *const *arenas;
+    const int *classes;
 } vit_acts;
 
-/* The forward pass over a, writing out (B, K or F). */
-void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B, float *out);
+/* The forward pass over a; image b's logits (or features without a head) go
+ * to out[b]. */
+void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B,
+                      float *const *out);
 
 /* Size helpers that refuse overflow: return 0 on overflow. */
 int vit_mul_size(size_t a, size_t b, size_t *out);

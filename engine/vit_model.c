@@ -192,6 +192,7 @@ static vit_status model_assemble(const vit_config *cfg, float *frozen, float *tr
         }
     }
     bind_weights(m);
+    m->bias_len = vit_model_bias_count(m);
     *out = m;
     return VIT_OK;
 }

@@ -34,6 +34,7 @@ struct vit_train_state {
     float *dfeat;         /* (B,F) */
     float *dpooled_ln;    /* (B,C) */
     float *dpooled;       /* (B,C) */
+    float **out_rows;     /* (max_batch) row pointers into the caller's logits */
     float *block;         /* one allocation for everything above */
     size_t floats;        /* its size */
 };
@@ -166,8 +167,10 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
     size_t total = 0, bytes;
     for (size_t i = 0; i < p.count; i++)
         total += (p.items[i].n + 15) & ~(size_t)15;
-    if (p.failed || !vit_mul_size(total, sizeof(float), &bytes) ||
+    s->out_rows = calloc(B, sizeof *s->out_rows);
+    if (p.failed || !s->out_rows || !vit_mul_size(total, sizeof(float), &bytes) ||
         !(s->block = aligned_alloc(64, bytes))) {
+        free(s->out_rows);
         free(p.items);
         free(blocks);
         free(s);
@@ -212,6 +215,7 @@ void vit_train_state_free(vit_train_state *s)
         return;
     free(s->block);
     free(s->acts.blocks);
+    free(s->out_rows);
     free(s);
 }
 
@@ -228,7 +232,9 @@ vit_status vit_train_forward(const vit_model *m, vit_train_state *s, const float
                              s->max_batch);
     if (m->cfg.num_classes < 1)
         return vit_error_set(err, VIT_ERR_INVALID, "training needs a classification head");
-    vit_forward_acts(m, &s->acts, images, batch, logits);
+    for (int b = 0; b < batch; b++)
+        s->out_rows[b] = logits + (size_t)b * m->cfg.num_classes;
+    vit_forward_acts(m, &s->acts, images, batch, s->out_rows);
     s->batch = batch;
     return VIT_OK;
 }

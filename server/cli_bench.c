@@ -9,11 +9,13 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "cli.h"
 #include "optim.h"
 #include "randinit.h"
+#include "task.h"
 #include "vit.h"
 #include "vit_train.h"
 
@@ -22,8 +24,10 @@ static void bench_usage(FILE *out)
     fprintf(out, "usage: vitfit bench --model DIR|FILE | --preset vit-b16|vit-l14-clip|vit-tiny\n"
                  "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--profile] [--json]\n"
                  "                    [--train [--method bitfit|linear|full] [--classes K]]\n"
+                 "                    [--tasks N [--classes K]]\n"
                  "  --profile  also report time per op kind (GEMMs by layer, attention, LayerNorm...)\n"
-                 "  --train    time training steps (forward, loss, backward, AdamW) instead\n");
+                 "  --train    time training steps (forward, loss, backward, AdamW) instead\n"
+                 "  --tasks    load N task bias sets (K-class heads) and report bytes per task\n");
 }
 
 typedef struct bench_opts {
@@ -32,6 +36,7 @@ typedef struct bench_opts {
     int json;
     int profile;
     int train;
+    long tasks;
     vit_method method;
     long classes;
 } bench_opts;
@@ -45,6 +50,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
         {"profile", no_argument, NULL, 'P'},     {"train", no_argument, NULL, 'T'},
         {"method", required_argument, NULL, 'M'}, {"classes", required_argument, NULL, 'K'},
+        {"tasks", required_argument, NULL, 'N'},
         {NULL, 0, NULL, 0},
     };
     *o = (bench_opts){.batch = 1, .threads = 2, .iters = 5, .warmup = 1, .classes = 10};
@@ -64,6 +70,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
                 return cli_usage_error("bench", "--method must be bitfit, linear or full");
             continue;
         case 'K': target = &o->classes; hi = 100000; break;
+        case 'N': target = &o->tasks; hi = 100000; break;
         case 'h': bench_usage(stdout); return -1;
         case 'b': target = &o->batch; break;
         case 't': target = &o->threads; hi = 256; break;
@@ -212,6 +219,73 @@ static int bench_train(const bench_opts *o, const vit_model *base)
     return rc;
 }
 
+/* Current resident set size in bytes (VmRSS), or 0. */
+static size_t current_rss(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%lu %lu", &pages, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Creates N tasks with K-class heads over m's backbone and reports how much
+ * resident memory each costs: its parameters plus a small fixed overhead,
+ * never a copy of the backbone. */
+static int bench_tasks(const bench_opts *o, const vit_model *m)
+{
+    vit_error err = {0};
+    int K = (int)o->classes;
+    const char **names = calloc((size_t)K + 1, sizeof *names);
+    char (*buf)[16] = calloc((size_t)K, sizeof *buf);
+    vit_task **tasks = calloc((size_t)o->tasks, sizeof *tasks);
+    int rc = CLI_OK;
+    if (!names || !buf || !tasks) {
+        vit_error_set(&err, VIT_ERR_NOMEM, "out of memory");
+        rc = cli_fail(&err);
+    }
+    for (int k = 0; rc == CLI_OK && k < K; k++) {
+        snprintf(buf[k], sizeof buf[k], "c%d", k);
+        names[k] = buf[k];
+    }
+    size_t before = current_rss();
+    for (long i = 0; rc == CLI_OK && i < o->tasks; i++) {
+        if (task_create(m, K, names, &tasks[i], &err) != VIT_OK) {
+            rc = cli_fail(&err);
+            break;
+        }
+        /* touch every value, as loading a file would */
+        randinit_fill(tasks[i]->trainable, tasks[i]->trainable_len, "task", (uint64_t)i, 0.02, 0);
+    }
+    size_t after = current_rss();
+    if (rc == CLI_OK) {
+        size_t param_bytes = tasks[0]->trainable_len * sizeof(float);
+        double per_task = (double)(after - before) / (double)o->tasks;
+        if (o->json) {
+            cli_print_json(json_pack("{ss si si sI sf sI}", "model", o->preset ? o->preset : o->model,
+                                     "tasks", (int)o->tasks, "classes", K, "param_bytes_per_task",
+                                     (json_int_t)param_bytes, "rss_bytes_per_task", per_task,
+                                     "backbone_bytes",
+                                     (json_int_t)((m->frozen_len + m->trainable_len) * sizeof(float))),
+                           0);
+        } else {
+            printf("%ld tasks with %d-class heads: %.0f bytes resident per task, %zu of them "
+                   "parameters (backbone: %zu bytes)\n",
+                   o->tasks, K, per_task, param_bytes,
+                   (m->frozen_len + m->trainable_len) * sizeof(float));
+        }
+    }
+    for (long i = 0; tasks && i < o->tasks; i++)
+        task_free(tasks[i]);
+    free(tasks);
+    free(names);
+    free(buf);
+    return rc;
+}
+
 int cli_bench(int argc, char **argv)
 {
     bench_opts o;
@@ -231,8 +305,8 @@ int cli_bench(int argc, char **argv)
     } else if (vit_model_load(o.model, &m, &err) != VIT_OK) {
         return cli_fail(&err);
     }
-    if (o.train) {
-        rc = bench_train(&o, m);
+    if (o.train || o.tasks) {
+        rc = o.train ? bench_train(&o, m) : bench_tasks(&o, m);
         vit_model_free(m);
         return rc;
     }
