@@ -140,15 +140,21 @@ void patch_unfold_forward(float *patches, const float *images, int B, int image_
     }
 }
 
-/* ref: timm vision_transformer.py Attention.forward (non-fused path).
- * q, k and v of one head are read in place from the fused qkv rows through the
- * leading dimension 3C, so no head is ever copied out. */
+/* softmax(q k^T * scale) of one head into p (N, N); q and k are read in place
+ * from the fused qkv rows through the leading dimension 3C. */
+static void attention_probs(float *p, const float *q, const float *k, int N, int hs, int ld)
+{
+    gemm(N, N, hs, 1.0f / sqrtf((float)hs), q, ld, k, ld, true, 0.0f, p, N);
+    softmax_rows_forward(p, (size_t)N, N);
+}
+
+/* ref: timm vision_transformer.py Attention.forward (non-fused path); no head
+ * is ever copied out of the fused qkv rows. */
 void attention_forward(float *out, float *probs, size_t probs_stride, const float *qkv, int B,
                        int N, int C, int NH)
 {
     int hs = C / NH;
     int ld = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
     for (int b = 0; b < B; b++) {
         const float *base = qkv + (size_t)b * N * ld;
         for (int h = 0; h < NH; h++) {
@@ -156,23 +162,25 @@ void attention_forward(float *out, float *probs, size_t probs_stride, const floa
             const float *k = base + C + (size_t)h * hs;
             const float *v = base + 2 * (size_t)C + (size_t)h * hs;
             float *p = probs + ((size_t)b * NH + h) * probs_stride;
-            gemm(N, N, hs, scale, q, ld, k, ld, true, 0.0f, p, N);          /* (N, N) */
-            softmax_rows_forward(p, (size_t)N, N);
+            attention_probs(p, q, k, N, hs, ld);                               /* (N, N) */
             float *o = out + (size_t)b * N * C + (size_t)h * hs;
-            gemm(N, hs, N, 1.0f, p, N, v, ld, false, 0.0f, o, C);           /* (N, hs) */
+            gemm(N, hs, N, 1.0f, p, N, v, ld, false, 0.0f, o, C);               /* (N, hs) */
         }
     }
 }
 
 /* Per head, with S = q k^T * scale, P = softmax(S), O = P v:
  *   dP = dO v^T,  dv = P^T dO,  dS = P * (dP - rowsum(dP * P)),
- *   dq = dS k * scale,  dk = dS^T q * scale. */
-void attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv,
-                        const float *probs, int B, int N, int C, int NH)
+ *   dq = dS k * scale,  dk = dS^T q * scale.
+ * P is recomputed exactly as the forward pass computed it (the same calls on
+ * the same qkv), so training keeps qkv but never B*NH*N*N probabilities. */
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, int B,
+                        int N, int C, int NH)
 {
     int hs = C / NH;
     int ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
+    float *p = scratch, *dprobs = scratch + (size_t)N * N;
     for (int b = 0; b < B; b++) {
         const float *base = qkv + (size_t)b * N * ld;
         float *dbase = dqkv + (size_t)b * N * ld;
@@ -183,8 +191,8 @@ void attention_backward(float *dqkv, float *dprobs, const float *dout, const flo
             float *dq = dbase + (size_t)h * hs;
             float *dk = dbase + C + (size_t)h * hs;
             float *dv = dbase + 2 * (size_t)C + (size_t)h * hs;
-            const float *p = probs + ((size_t)b * NH + h) * (size_t)N * N;
             const float *dO = dout + (size_t)b * N * C + (size_t)h * hs;
+            attention_probs(p, q, k, N, hs, ld);                                   /* P */
             gemm(N, N, hs, 1.0f, dO, C, v, ld, true, 0.0f, dprobs, N);             /* dP */
             gemm_tt(N, hs, N, 1.0f, p, N, true, dO, C, false, 0.0f, dv, ld);       /* dv */
             for (int i = 0; i < N; i++) {                                          /* dS */

@@ -49,9 +49,10 @@ void attention_forward(float *out, float *probs, size_t probs_stride, const floa
                        int N, int C, int NH);
 
 /* Backward of attention_forward: dqkv (B, N, 3C) overwritten from dout (B, N,
- * C), the saved qkv and probs (stride N*N); dprobs is (N, N) scratch. */
-void attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv,
-                        const float *probs, int B, int N, int C, int NH);
+ * C) and the saved qkv.  The attention matrices are recomputed per head, so
+ * nothing but qkv has to be kept; scratch holds 2 * N * N floats. */
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, int B,
+                        int N, int C, int NH);
 
 /* y (rows, n) += bias (n) broadcast. */
 void bias_add_forward(float *y, const float *bias, size_t rows, int n);

@@ -30,7 +30,7 @@ struct vit_train_state {
     float *dattn;         /* (B,N,C) */
     float *dqkv;          /* (B,N,3C) */
     float *dh;            /* (B,N,M) */
-    float *dprobs;        /* (N,N) */
+    float *dprobs;        /* (2,N,N) attention recompute + its gradient */
     float *dfeat;         /* (B,F) */
     float *dpooled_ln;    /* (B,C) */
     float *dpooled;       /* (B,C) */
@@ -98,7 +98,7 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
     const vit_config *c = &m->cfg;
     size_t B = (size_t)max_batch, N = (size_t)vit_config_tokens(c), C = (size_t)c->width;
     size_t GG = N - 1, P = (size_t)c->patch_size, M = (size_t)c->mlp_dim;
-    size_t F = (size_t)vit_config_feature_dim(c), NH = (size_t)c->heads;
+    size_t F = (size_t)vit_config_feature_dim(c);
     size_t rows = B * N;
     vit_train_state *s = calloc(1, sizeof *s);
     vit_block_acts *blocks = calloc((size_t)c->depth, sizeof *blocks);
@@ -137,7 +137,7 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
         plan_add(&p, &s->dattn, rows * C);
         plan_add(&p, &s->dqkv, rows * 3 * C);
         plan_add(&p, &s->dh, rows * M);
-        plan_add(&p, &s->dprobs, N * N);
+        plan_add(&p, &s->dprobs, 2 * N * N);
         plan_add(&p, &s->dpooled_ln, B * C);
         plan_add(&p, &s->dpooled, B * C);
         if (c->ln_pre) {
@@ -154,7 +154,6 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
             plan_add(&p, &k->ln2_mean, rows);
             plan_add(&p, &k->ln2_rstd, rows);
             plan_add(&p, &k->qkv, rows * 3 * C);
-            plan_add(&p, &k->probs, B * NH * N * N);
             plan_add(&p, &k->h_pre, rows * M);
             if (full) { /* inputs of the linear layers, for weight gradients */
                 plan_add(&p, &k->ln1, rows * C);
@@ -198,12 +197,8 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
         } else if (!full) {     /* bitfit: keep the pre-activation, act into scratch */
             k->h_act = shared.h_pre;
         }
-        if (keep) {
-            k->probs_stride = N * N;
-        } else {
-            k->probs = shared.probs;
-            k->probs_stride = 0;
-        }
+        k->probs = shared.probs; /* backward recomputes them from qkv */
+        k->probs_stride = 0;
     }
     *out = s;
     return VIT_OK;
@@ -305,7 +300,7 @@ static void block_backward(const vit_model *m, const vit_block_weights *w,
                        k->ln2_rstd, w->norm2_w, rows, C);                      /* dx = dx_mid */
     /* x_mid = x_in + proj(attn(ln1(x_in))) */
     linear_backward(s->dattn, G(w->proj_w), G(w->proj_b), s->dx, k->attn, w->proj_w, R, C, C);
-    attention_backward(s->dqkv, s->dprobs, s->dattn, k->qkv, k->probs, B, N, C, c->heads);
+    attention_backward(s->dqkv, s->dprobs, s->dattn, k->qkv, B, N, C, c->heads);
     linear_backward(s->dln, G(w->qkv_w), G(w->qkv_b), s->dqkv, k->ln1, w->qkv_w, R, 3 * C, C);
     layernorm_backward(s->dx, G(w->norm1_w), G(w->norm1_b), s->dln, k->x_in, k->ln1_mean,
                        k->ln1_rstd, w->norm1_w, rows, C);                      /* dx = dx_in */

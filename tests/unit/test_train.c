@@ -143,8 +143,8 @@ static void test_attention_fd(void)
     randinit_fill(c.qkv, sizeof c.qkv / sizeof(float), "qkv", 3, 2.0, 0.0);
     randinit_fill(c.r, sizeof c.r / sizeof(float), "r", 3, 1.0, 0.0);
     attn_loss(&c);
-    float dqkv[AT_B * AT_N * 3 * AT_C], dprobs[AT_N * AT_N];
-    attention_backward(dqkv, dprobs, c.r, c.qkv, c.probs, AT_B, AT_N, AT_C, AT_NH);
+    float dqkv[AT_B * AT_N * 3 * AT_C], scratch[2 * AT_N * AT_N];
+    attention_backward(dqkv, scratch, c.r, c.qkv, AT_B, AT_N, AT_C, AT_NH);
     fd_check(&(fd_case){"attention dqkv", c.qkv, sizeof c.qkv / sizeof(float), dqkv, attn_loss, &c},
              1e-2, 3e-3);
 }
