@@ -25,7 +25,7 @@ static vit_task *make_task(const vit_model *m, int t)
 {
     vit_error err = {0};
     const char *names[MAX_K + 1] = {0};
-    char buf[MAX_K][16];
+    char buf[MAX_K][32];
     for (int k = 0; k < task_classes[t]; k++) {
         snprintf(buf[k], sizeof buf[k], "t%d_c%d", t, k);
         names[k] = buf[k];
