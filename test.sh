@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command that runs every test: the suite in a gcc release build, a clang
-# build, again under ASan+UBSan, the threaded tests under TSan, and the
+# build, a build on the oneDNN GEMM backend, again under ASan+UBSan, the threaded tests under TSan, and the
 # libFuzzer targets for a fixed number of runs.  Ends with
 # the line "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
@@ -51,6 +51,8 @@ if command -v clang >/dev/null; then
   echo "== clang build =="
   CC=clang run_suite build-clang --buildtype=release
 fi
+echo "== oneDNN GEMM backend build =="
+run_suite build-onednn --buildtype=release -Dgemm_backend=onednn
 echo "== ASan + UBSan build =="
 run_suite build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
 
