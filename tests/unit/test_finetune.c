@@ -193,6 +193,8 @@ static void test_learning(void)
         return;
     vit_model_randomize(m, 7);
     CHECKF(vit_model_save(m, scratch, &err) == VIT_OK, "%s", err.message);
+    CHECKF(vit_model_save(m, scratch, &err) == VIT_ERR_INVALID, "saving over %s must fail",
+           scratch);
     vit_model_free(m);
 
     double linear = train_top1("linear probe, fixed backbone, new head", backbone, "linear",
@@ -290,6 +292,10 @@ static void test_bad_datasets(void)
     r = run_vitfit("train", "--model", model_dir, "--train", FASHION_TEST, "--out", out,
                    "--from-scratch", NULL);
     CHECKF(r->status == 2 && strstr(r->err, "--method full"), "--from-scratch with bitfit: %s",
+           r->err);
+    r = run_vitfit("train", "--model", model_dir, "--train", FASHION_TEST, "--method", "full",
+                   "--out", tmpdir, NULL);
+    CHECKF(r->status == 1 && strstr(r->err, "already exists"), "full into an existing dir: %s",
            r->err);
     r = run_vitfit("train", "--model", model_dir, "--train", FASHION_TEST, "--out",
                    "/tmp/Bad Name.safetensors", NULL);
