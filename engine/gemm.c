@@ -119,3 +119,202 @@ int gemm_get_threads(void)
     return openblas_get_num_threads();
 #endif
 }
+
+/* ---- packed weights ---- */
+
+#ifdef VIT_HAVE_AVX512_KERNELS
+#include "gemm_avx512.h"
+#endif
+#include "cpu.h"
+#include "pool.h"
+
+bool gemm_packed_available(void)
+{
+    return cpu_has_avx512();
+}
+
+#ifdef VIT_HAVE_AVX512_KERNELS
+
+size_t gemm_packed_weight_floats(int n, int k)
+{
+    return gemm_packed_b_floats(n, k);
+}
+
+void gemm_pack_weight(float *dst, const float *w, int n, int k)
+{
+    gemm_pack_b_nt(dst, w, (size_t)k, n, k);
+}
+
+size_t gemm_packed_b_size(int n, int k)
+{
+    return gemm_packed_b_floats(n, k);
+}
+
+void gemm_pack_b(float *dst, const float *b, size_t ldb, bool b_trans, int n, int k)
+{
+    if (b_trans)
+        gemm_pack_b_nt(dst, b, ldb, n, k);
+    else
+        gemm_pack_b_nn(dst, b, ldb, k, n);
+}
+
+size_t gemm_packed_scratch_floats(int m)
+{
+    /* double-buffered blocks of up to GEMM_MC rows */
+    return 2 * gemm_packed_a_floats(m < GEMM_MC ? m : GEMM_MC);
+}
+
+typedef struct packed_job {
+    vit_team *team;
+    int m, n, k;
+    const float *a;
+    size_t lda;
+    const float *bp;
+    float *c;
+    size_t ldc;
+    const gemm_bias *init;
+    gemm_post post;
+    float *scratch;
+} packed_job;
+
+/* Starts rows [r0, r1) x columns [c0, c1) of C as init says. */
+static void init_block(const packed_job *j, int r0, int r1, int c0, int c1)
+{
+    const gemm_bias *in = j->init;
+    for (int r = r0; r < r1; r++) {
+        const float *bias = in->bias[r / in->rows_per_bias];
+        float *row = j->c + (size_t)r * j->ldc;
+        if (in->add) {
+            if (bias)
+                for (int i = c0; i < c1; i++)
+                    row[i] += bias[i];
+        } else if (bias) {
+            memcpy(row + c0, bias + c0, sizeof(float) * (size_t)(c1 - c0));
+        } else {
+            memset(row + c0, 0, sizeof(float) * (size_t)(c1 - c0));
+        }
+    }
+}
+
+/* One member's share.  Rows go in passes of GEMM_MC so the C rows a pass
+ * updates stay in cache across all KC blocks (at batch 8 C is ~20 MB, and
+ * sweeping it once per block went to DRAM).  Per (pass, block) the members
+ * pack their slivers of A, meet at the barrier (the packed block is then
+ * complete), and multiply it into their own column panels.  Two A buffers
+ * alternate, so one barrier per block suffices: a member packing step s+2
+ * has passed barrier s+1, which every member reaches only after finishing
+ * step s. */
+static void packed_region(void *p, int member, int threads)
+{
+    const packed_job *j = p;
+    int panels = (j->n + GEMM_NR - 1) / GEMM_NR;
+    int q0, q1;
+    vit_team_split(panels, member, threads, &q0, &q1);
+    int c0 = q0 * GEMM_NR, c1 = q1 * GEMM_NR < j->n ? q1 * GEMM_NR : j->n;
+    size_t half = gemm_packed_a_floats(j->m < GEMM_MC ? j->m : GEMM_MC);
+    int step = 0;
+    for (int i0 = 0; i0 < j->m; i0 += GEMM_MC) {
+        int rows = j->m - i0 < GEMM_MC ? j->m - i0 : GEMM_MC;
+        int s0, s1;
+        vit_team_split((rows + GEMM_MR - 1) / GEMM_MR, member, threads, &s0, &s1);
+        const float *a = j->a + (size_t)i0 * j->lda;
+        float *c = j->c + (size_t)i0 * j->ldc;
+        if (j->init && c0 < c1)
+            init_block(j, i0, i0 + rows, c0, c1);
+        for (int p0 = 0; p0 < j->k; p0 += GEMM_KC, step++) {
+            int kc = j->k - p0 < GEMM_KC ? j->k - p0 : GEMM_KC;
+            float *ap = j->scratch + (size_t)(step & 1) * half;
+            gemm_pack_a_block(ap, a, j->lda, rows, s0, s1, p0, kc);
+            if (threads > 1)
+                vit_team_barrier(j->team);
+            bool last = p0 + kc >= j->k;
+            gemm_block_panels(ap, j->bp + gemm_packed_b_block(j->n, p0), rows, j->n, kc, q0, q1,
+                              c, j->ldc, j->init || p0 > 0, last ? j->post : GEMM_POST_NONE);
+        }
+    }
+}
+
+void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                 const float *w_packed, float *c, size_t ldc, const gemm_bias *init,
+                 gemm_post post, float *scratch)
+{
+    packed_job j = {team, m, n, k, a, lda, w_packed, c, ldc, init, post, scratch};
+    if (team)
+        vit_team_run(team, packed_region, &j);
+    else
+        packed_region(&j, 0, 1);
+}
+
+typedef struct rows_job {
+    float *y;
+    const float *x, *w, *bias;
+    int m, n, k;
+} rows_job;
+
+static void rows_region(void *p, int member, int threads)
+{
+    const rows_job *j = p;
+    int j0, j1;
+    vit_team_split(j->n, member, threads, &j0, &j1);
+    gemm_rows_dot(j->y, (size_t)j->n, j->x, (size_t)j->k, j->w, j->bias, j->m, j->k, j0, j1);
+}
+
+void gemm_rows_team(vit_team *team, float *y, const float *x, const float *w, const float *bias,
+                    int m, int n, int k)
+{
+    rows_job j = {y, x, w, bias, m, n, k};
+    vit_team_run(team, rows_region, &j);
+}
+
+#else /* no AVX-512 kernels in this build: gemm_packed_available() is false */
+
+size_t gemm_packed_weight_floats(int n, int k)
+{
+    (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+    return 0;
+}
+
+void gemm_pack_weight(float *dst, const float *w, int n, int k)
+{
+    (void)dst, (void)w, (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+size_t gemm_packed_b_size(int n, int k)
+{
+    (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+    return 0;
+}
+
+void gemm_pack_b(float *dst, const float *b, size_t ldb, bool b_trans, int n, int k)
+{
+    (void)dst, (void)b, (void)ldb, (void)b_trans, (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+size_t gemm_packed_scratch_floats(int m)
+{
+    (void)m;
+    VIT_ASSERT(!"packed GEMM not built");
+    return 0;
+}
+
+void gemm_rows_team(vit_team *team, float *y, const float *x, const float *w, const float *bias,
+                    int m, int n, int k)
+{
+    (void)team, (void)y, (void)x, (void)w, (void)bias, (void)m, (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                 const float *w_packed, float *c, size_t ldc, const gemm_bias *init,
+                 gemm_post post, float *scratch)
+{
+    (void)team, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)w_packed, (void)c;
+    (void)ldc, (void)init, (void)post, (void)scratch;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+#endif

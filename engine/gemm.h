@@ -10,6 +10,7 @@
 #define VIT_GEMM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* C (m, n) = alpha * A (m, k) . op(B) + beta * C, with leading dimensions. */
 void gemm(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
@@ -36,6 +37,60 @@ void linear_backward(float *dx, float *dw, float *db, const float *dy, const flo
 
 /* db (n) += column sums of y (m, n), accumulated in double. */
 void bias_grad_accumulate(float *db, const float *y, int m, int n);
+
+/* ---- packed weights on AVX-512 CPUs (gemm_avx512.c) ----
+ * Frozen weights are packed once into the kernel's panel layout; a product
+ * then only packs its activations.  A team's members split the output's
+ * column panels, so each reads only its share of the weights. */
+
+typedef struct vit_team vit_team;
+
+/* What the packed GEMM applies to each output value after the last product. */
+typedef enum gemm_post {
+    GEMM_POST_NONE,
+    GEMM_POST_GELU,       /* exact-erf GELU */
+    GEMM_POST_QUICK_GELU, /* x * sigmoid(1.702 x) */
+} gemm_post;
+
+/* How the packed GEMM starts each output row before accumulating: row r
+ * takes bias[r / rows_per_bias] (NULL entries: zero), copied (add false) or
+ * added to what C holds (add true).  A NULL gemm_bias means C = A.B. */
+typedef struct gemm_bias {
+    const float *const *bias;
+    int rows_per_bias;
+    bool add;
+} gemm_bias;
+
+/* True when this CPU runs the packed kernels (see cpu_has_avx512). */
+bool gemm_packed_available(void);
+
+/* Floats of W (n, k) packed by gemm_pack_weight. */
+size_t gemm_packed_weight_floats(int n, int k);
+
+/* Packs W (n, k), PyTorch's (out, in) layout, for y = x W^T. */
+void gemm_pack_weight(float *dst, const float *w, int n, int k);
+
+/* Floats of a packed operand B of an (m, n) = (m, k) . (k, n) product. */
+size_t gemm_packed_b_size(int n, int k);
+
+/* Packs B for gemm_packed: B is stored (n, k) when b_trans (a weight, or the
+ * keys of attention), else (k, n); ldb is its row stride. */
+void gemm_pack_b(float *dst, const float *b, size_t ldb, bool b_trans, int n, int k);
+
+/* Scratch floats gemm_packed needs for products of up to m rows. */
+size_t gemm_packed_scratch_floats(int m);
+
+/* C (m, n) = init + A (m, k) . B with B packed (W^T for a weight); post
+ * applied last.  Runs on every member of team (NULL: the calling thread
+ * alone). */
+void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                 const float *w_packed, float *c, size_t ldc, const gemm_bias *init,
+                 gemm_post post, float *scratch);
+
+/* y (m, n) = x (m, k) . W^T + bias (or NULL) with W (n, k) unpacked, the
+ * members of team splitting the n outputs: for a head's few rows. */
+void gemm_rows_team(vit_team *team, float *y, const float *x, const float *w, const float *bias,
+                    int m, int n, int k);
 
 /* Threads OpenBLAS may use (process-wide setting of the library). */
 void gemm_set_threads(int threads);

@@ -14,6 +14,8 @@
 #include "randinit.h"
 #include "trainer.h"
 
+#include "gemm.h"
+
 trainer_config trainer_defaults(void)
 {
     trainer_config c = {
@@ -96,7 +98,7 @@ vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limi
     if (!images || !logits || !scratch || !labels || !out->confusion)
         st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
     if (st == VIT_OK)
-        st = vit_state_create(m, batch_size, &s, err);
+        st = vit_state_create(m, batch_size, gemm_get_threads(), &s, err);
     if (st == VIT_OK)
         st = ds_loader_create(d, &lo, &loader, err);
     if (st == VIT_OK)

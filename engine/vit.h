@@ -86,10 +86,13 @@ typedef struct vit_block_weights {
     const float *norm2_w, *norm2_b;  /* (C) */
     const float *fc1_w, *fc1_b;      /* (M, C), (M) */
     const float *fc2_w, *fc2_b;      /* (C, M), (C) */
+    /* the four matrices packed for the AVX-512 GEMM (gemm.h), or all NULL */
+    const float *qkv_wp, *proj_wp, *fc1_wp, *fc2_wp;
 } vit_block_weights;
 
 typedef struct vit_weights {
     const float *patch_w, *patch_b;       /* (C, 3*P*P), (C) or NULL */
+    const float *patch_wp;                /* patch_w packed, or NULL */
     const float *cls_token;               /* (C) */
     const float *pos_embed;               /* (N, C) */
     const float *norm_pre_w, *norm_pre_b; /* (C) or NULL */
@@ -111,6 +114,9 @@ typedef struct vit_model {
     size_t bias_len;         /* floats of the bias section at the start of `trainable` */
     bool owns_frozen;        /* false for views sharing another model's backbone */
     bool owns_trainable;     /* false for views over a task's arena */
+    float *packed;           /* the frozen matrices in GEMM panel layout, or NULL */
+    size_t packed_len;       /* floats */
+    bool owns_packed;        /* false when shared with the model it derives from */
     vit_weights w;
     char **labels;           /* num_classes names, or NULL */
 } vit_model;
@@ -163,6 +169,13 @@ vit_status vit_model_save(const vit_model *m, const char *dir, vit_error *err);
 /* Fills every parameter with randinit_tensor(seed); used by bench and tests. */
 void vit_model_randomize(vit_model *m, uint64_t seed);
 
+/* Packs the frozen matrices for the fast GEMM when the CPU has it (a no-op
+ * otherwise, or when already packed).  Call once the weights are final:
+ * vit_model_load does; after it the frozen arena must not change.  Models
+ * derived with a shared backbone share the packing; full fine-tuning copies
+ * the backbone and leaves it unpacked.  Costs one more copy of the matrices. */
+vit_status vit_model_pack(vit_model *m, vit_error *err);
+
 /* Loads a checkpoint: a directory (model.safetensors + optional config.json
  * and labels) or a single .safetensors file.  Layout and config are detected;
  * labels come from config.json (id2label / label_names) when present. */
@@ -176,8 +189,11 @@ size_t vit_model_bias_count(const vit_model *m);
 
 typedef struct vit_state vit_state;
 
-/* Scratch memory for batches up to max_batch; one per thread. */
-vit_status vit_state_create(const vit_model *m, int max_batch, vit_state **out, vit_error *err);
+/* Scratch memory for batches up to max_batch, and a team of `threads`
+ * threads (the caller included) that runs this state's forward passes; one
+ * state per worker.  W workers with T threads each keep W*T threads busy. */
+vit_status vit_state_create(const vit_model *m, int max_batch, int threads, vit_state **out,
+                            vit_error *err);
 void vit_state_free(vit_state *s);
 
 /* images: (B, 3, H, W) normalized; out: (B, vit_config_output_dim).

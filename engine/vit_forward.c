@@ -16,17 +16,21 @@
 #include <string.h>
 #include <time.h>
 
+#include "attention.h"
 #include "gemm.h"
 #include "ops.h"
+#include "ops_avx512.h"
 #include "vit_impl.h"
 
-/* Per-thread scratch for one model and up to max_batch images. */
+/* One worker's scratch for one model and up to max_batch images. */
 struct vit_state {
     int max_batch;
     int depth;           /* blocks the state was sized for */
     vit_acts acts;       /* every block points at the same scratch */
     vit_block_acts shared;
     float **out_rows;    /* (max_batch) row pointers into a caller's contiguous output */
+    const float **row_bias; /* (max_batch) */
+    vit_team *team;
     float *block;        /* the single allocation all buffers point into */
 };
 
@@ -84,6 +88,21 @@ static void linear_rows(const vit_model *m, const vit_acts *a, float *y, const f
     gemm(B * R, n, k, 1.0f, x, k, w, k, true, 1.0f, y, n);
 }
 
+/* The packed path's linear layer: y (B*R, n) = x W^T + each image's bias,
+ * or y += that when `add` (a residual branch), with W packed; post applied
+ * to the result.  The bias is laid down by the GEMM's own threads on the
+ * columns each of them computes. */
+static void packed_rows(const vit_model *m, const vit_acts *a, float *y, const float *x,
+                        const float *w_packed, const float *bias, bool add, gemm_post post,
+                        int B, int R, int n, int k)
+{
+    for (int b = 0; b < B; b++)
+        a->row_bias[b] = image_bias(m, a, bias, b);
+    gemm_bias init = {a->row_bias, R, add};
+    gemm_packed(a->team, B * R, n, k, x, (size_t)k, w_packed, y, (size_t)n, &init, post,
+                a->gemm_scratch);
+}
+
 /* y (B*R, n) += each image's bias. */
 static void add_bias_rows(const vit_model *m, const vit_acts *a, float *y, const float *bias,
                           int B, int R, int n)
@@ -104,6 +123,41 @@ static void layernorm_rows(const vit_model *m, const vit_acts *a, float *out, fl
     }
 }
 
+typedef struct layernorm_job {
+    float *out, *mean, *rstd;
+    const float *x, *w;
+    const float *const *bias; /* per image */
+    int B, R, C;
+    float eps;
+} layernorm_job;
+
+/* A member's share of the rows, cut at image boundaries for the biases. */
+static void layernorm_region(void *p, int member, int threads)
+{
+    const layernorm_job *j = p;
+    int r0, r1;
+    vit_team_split(j->B * j->R, member, threads, &r0, &r1);
+    while (r0 < r1) {
+        int b = r0 / j->R, end = (b + 1) * j->R < r1 ? (b + 1) * j->R : r1;
+        size_t off = (size_t)r0 * j->C;
+        layernorm_forward_avx512(j->out + off, j->mean ? j->mean + r0 : NULL,
+                                 j->rstd ? j->rstd + r0 : NULL, j->x + off, j->w, j->bias[b],
+                                 (size_t)(end - r0), j->C, j->eps);
+        r0 = end;
+    }
+}
+
+/* layernorm_rows on the team with the AVX-512 kernel. */
+static void layernorm_rows_team(const vit_model *m, const vit_acts *a, float *out, float *mean,
+                                float *rstd, const float *x, const float *w, const float *bias,
+                                int B, int R, int C, float eps)
+{
+    for (int b = 0; b < B; b++)
+        a->row_bias[b] = image_bias(m, a, bias, b);
+    layernorm_job j = {out, mean, rstd, x, w, a->row_bias, B, R, C, eps};
+    vit_team_run(a->team, layernorm_region, &j);
+}
+
 const char *vit_op_name(vit_op op)
 {
     static const char *names[VIT_OP_COUNT] = {
@@ -113,11 +167,15 @@ const char *vit_op_name(vit_op op)
     return op >= 0 && op < VIT_OP_COUNT ? names[op] : "?";
 }
 
-vit_status vit_state_create(const vit_model *m, int max_batch, vit_state **out, vit_error *err)
+vit_status vit_state_create(const vit_model *m, int max_batch, int threads, vit_state **out,
+                            vit_error *err)
 {
     *out = NULL;
     if (max_batch < 1 || max_batch > 4096)
         return vit_error_set(err, VIT_ERR_INVALID, "max_batch %d is outside [1, 4096]", max_batch);
+    if (threads < 1 || threads > 64)
+        return vit_error_set(err, VIT_ERR_INVALID, "threads %d is outside [1, 64]", threads);
+    bool packed = m->w.blocks && m->w.blocks[0].qkv_wp;
     const vit_config *c = &m->cfg;
     size_t B = (size_t)max_batch, N = (size_t)vit_config_tokens(c), C = (size_t)c->width;
     size_t GG = N - 1, P = (size_t)c->patch_size;
@@ -133,6 +191,9 @@ vit_status vit_state_create(const vit_model *m, int max_batch, vit_state **out, 
         {&sh->attn, B * N * C},      {&sh->probs, N * N},         {&sh->h_pre, B * N * M},
         {&a->patches, B * GG * 3 * P * P}, {&a->patch_out, B * GG * C},
         {&a->pooled, B * C},         {&a->pooled_ln, B * C},      {&a->feat, B * F},
+        {&a->gemm_scratch, packed ? gemm_packed_scratch_floats((int)(B * N)) : 0},
+        {&a->attn_scratch, packed ? (size_t)threads * attention_scratch_floats((int)N, (int)C,
+                                                                               c->heads) : 0},
     };
     size_t count = sizeof bufs / sizeof bufs[0], total = 0;
     for (size_t i = 0; i < count; i++)
@@ -140,13 +201,17 @@ vit_status vit_state_create(const vit_model *m, int max_batch, vit_state **out, 
     size_t bytes;
     a->blocks = calloc((size_t)c->depth, sizeof *a->blocks);
     s->out_rows = calloc(B, sizeof *s->out_rows);
-    if (!a->blocks || !s->out_rows || !vit_mul_size(total, sizeof(float), &bytes) ||
-        !(s->block = aligned_alloc(64, bytes))) {
-        free(a->blocks);
-        free(s->out_rows);
-        free(s);
+    s->row_bias = calloc(B, sizeof *s->row_bias);
+    if (!a->blocks || !s->out_rows || !s->row_bias || !vit_mul_size(total, sizeof(float), &bytes) ||
+        !(s->block = vit_alloc_large(bytes))) {
+        vit_state_free(s);
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a batch-%d state (%zu floats)",
                              max_batch, total);
+    }
+    vit_status st = packed ? vit_team_create(threads, &s->team, err) : VIT_OK;
+    if (st != VIT_OK) {
+        vit_state_free(s);
+        return st;
     }
     float *p = s->block;
     for (size_t i = 0; i < count; i++) {
@@ -159,6 +224,12 @@ vit_status vit_state_create(const vit_model *m, int max_batch, vit_state **out, 
         a->blocks[l] = *sh;
     s->max_batch = max_batch;
     s->depth = c->depth;
+    a->row_bias = s->row_bias;
+    a->team = packed ? s->team : NULL;
+    if (!packed) {
+        a->gemm_scratch = NULL;
+        a->attn_scratch = NULL;
+    }
     *out = s;
     return VIT_OK;
 }
@@ -167,15 +238,50 @@ void vit_state_free(vit_state *s)
 {
     if (!s)
         return;
+    vit_team_free(s->team);
     free(s->block);
     free(s->acts.blocks);
     free(s->out_rows);
+    free(s->row_bias);
     free(s);
 }
 
 void vit_state_set_profile(vit_state *s, vit_profile *p)
 {
     s->acts.profile = p;
+}
+
+/* block_forward on packed weights and the state's team: the bias adds ride
+ * on the GEMMs, the activation is fused into fc1's tile stores, and the
+ * element-wise work is split across the team.  Inference only (nothing kept
+ * for a backward pass). */
+static void block_forward_packed(const vit_model *m, const vit_block_weights *w, vit_acts *a,
+                                 vit_block_acts *k, int B)
+{
+    const vit_config *c = &m->cfg;
+    int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim;
+    double r = (double)B * N;
+    layernorm_rows_team(m, a, k->ln1, NULL, NULL, a->x, w->norm1_w, w->norm1_b, B, N, C,
+                        c->ln_eps);
+    profile_mark(a, VIT_OP_LAYERNORM, 0);
+    packed_rows(m, a, k->qkv, k->ln1, w->qkv_wp, w->qkv_b, false, GEMM_POST_NONE, B, N, 3 * C,
+                C);                                                           /* (B,N,3C) */
+    profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
+    attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads, a->attn_scratch);
+    profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
+    packed_rows(m, a, a->x, k->attn, w->proj_wp, w->proj_b, true, GEMM_POST_NONE, B, N, C,
+                C);                                                           /* x += proj */
+    profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
+    layernorm_rows_team(m, a, k->ln2, NULL, NULL, a->x, w->norm2_w, w->norm2_b, B, N, C,
+                        c->ln_eps);
+    profile_mark(a, VIT_OP_LAYERNORM, 0);
+    gemm_post act = c->act == VIT_ACT_GELU ? GEMM_POST_GELU : GEMM_POST_QUICK_GELU;
+    packed_rows(m, a, k->h_act, k->ln2, w->fc1_wp, w->fc1_b, false, act, B, N, M,
+                C);                                                           /* (B,N,M) */
+    profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
+    packed_rows(m, a, a->x, k->h_act, w->fc2_wp, w->fc2_b, true, GEMM_POST_NONE, B, N, C,
+                M);                                                           /* x += mlp */
+    profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
 }
 
 /* ref: timm vision_transformer.py Block.forward (pre-LN) */
@@ -228,7 +334,11 @@ static void embed_forward(const vit_model *m, vit_acts *a, const float *images, 
     patch_unfold_forward(a->patches, images, B, c->image_size, P);
     profile_mark(a, VIT_OP_PATCH_UNFOLD, 0);
     /* patch embedding as one GEMM: (B*G*G, 3PP) x (C, 3PP)^T */
-    linear_rows(m, a, a->patch_out, a->patches, w->patch_w, w->patch_b, B, GG, C, 3 * P * P);
+    if (a->team)
+        packed_rows(m, a, a->patch_out, a->patches, w->patch_wp, w->patch_b, false,
+                    GEMM_POST_NONE, B, GG, C, 3 * P * P);
+    else
+        linear_rows(m, a, a->patch_out, a->patches, w->patch_w, w->patch_b, B, GG, C, 3 * P * P);
     profile_mark(a, VIT_OP_PATCH_GEMM, (double)B * GG * C * 3 * P * P);
     for (int b = 0; b < B; b++) {
         float *xb = a->x + (size_t)b * N * C;
@@ -243,7 +353,11 @@ static void embed_forward(const vit_model *m, vit_acts *a, const float *images, 
         }
     }
     profile_mark(a, VIT_OP_EMBED_ADD, 0);
-    if (c->ln_pre) {
+    if (c->ln_pre && a->team) {
+        layernorm_rows_team(m, a, a->x, NULL, NULL, a->x, w->norm_pre_w, w->norm_pre_b, B, N, C,
+                            c->ln_eps);
+        profile_mark(a, VIT_OP_LAYERNORM, 0);
+    } else if (c->ln_pre) {
         if (a->x_embed)
             memcpy(a->x_embed, a->x, sizeof(float) * (size_t)B * N * C);
         layernorm_rows(m, a, a->x, a->pre_mean, a->pre_rstd, a->x, w->norm_pre_w, w->norm_pre_b,
@@ -286,7 +400,10 @@ static void head_forward(const vit_model *m, vit_acts *a, int B, float *const *o
                    B, 1, C, c->ln_eps);
     const float *feat = a->pooled_ln;
     if (c->proj_dim > 0) {
-        linear_forward(a->feat, a->pooled_ln, w->proj_w, NULL, B, F, C);     /* (B, D) */
+        if (a->team)
+            gemm_rows_team(a->team, a->feat, a->pooled_ln, w->proj_w, NULL, B, F, C);
+        else
+            linear_forward(a->feat, a->pooled_ln, w->proj_w, NULL, B, F, C);  /* (B, D) */
         feat = a->feat;
     } else if (a->feat != a->pooled_ln) {
         memcpy(a->feat, a->pooled_ln, sizeof(float) * (size_t)B * C);
@@ -301,7 +418,10 @@ static void head_forward(const vit_model *m, vit_acts *a, int B, float *const *o
         const float *fb = feat + (size_t)b * F;
         if (K > 0) { /* the head follows the bias section: weight (K, F), then bias (K) */
             const float *hw = arena + m->bias_len;
-            linear_forward(out[b], fb, hw, hw + (size_t)K * F, e - b, K, F);
+            if (a->team)
+                gemm_rows_team(a->team, out[b], fb, hw, hw + (size_t)K * F, e - b, K, F);
+            else
+                linear_forward(out[b], fb, hw, hw + (size_t)K * F, e - b, K, F);
         } else {
             memcpy(out[b], fb, sizeof(float) * (size_t)(e - b) * F);
         }
@@ -317,8 +437,12 @@ void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int 
     if (a->profile)
         a->mark = now_seconds();
     embed_forward(m, a, images, B);
-    for (int l = 0; l < m->cfg.depth; l++)
-        block_forward(m, &m->w.blocks[l], a, &a->blocks[l], B);
+    for (int l = 0; l < m->cfg.depth; l++) {
+        if (a->team)
+            block_forward_packed(m, &m->w.blocks[l], a, &a->blocks[l], B);
+        else
+            block_forward(m, &m->w.blocks[l], a, &a->blocks[l], B);
+    }
     head_forward(m, a, B, out);
 }
 

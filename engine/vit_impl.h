@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "pool.h"
 #include "safetensors.h"
 #include "vit.h"
 
@@ -103,12 +104,24 @@ typedef struct vit_acts {
      * NULL: m's own).  arenas == NULL: every image uses m's own. */
     const float *const *arenas;
     const int *classes;
+    /* Inference on packed weights (vit_state only; training leaves team NULL
+     * and takes the OpenBLAS path, whose backward it mirrors). */
+    vit_team *team;           /* the state's threads */
+    float *gemm_scratch;      /* gemm_packed_scratch_floats(B*N) */
+    float *attn_scratch;      /* attention_scratch_floats() per team member */
+    const float **row_bias;   /* (B) per-image bias pointers of the current op */
 } vit_acts;
 
 /* The forward pass over a; image b's logits (or features without a head) go
  * to out[b]. */
 void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B,
                       float *const *out);
+
+/* A 64-byte aligned buffer of `bytes` (free with free()), backed by 2 MiB
+ * pages where the kernel allows: the forward pass sweeps tens of MB of
+ * activations and weights per layer, and 4 KiB pages would miss the TLB on
+ * nearly every row.  NULL when out of memory. */
+void *vit_alloc_large(size_t bytes);
 
 /* Size helpers that refuse overflow: return 0 on overflow. */
 int vit_mul_size(size_t a, size_t b, size_t *out);

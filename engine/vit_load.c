@@ -283,6 +283,8 @@ vit_status vit_model_load(const char *path, vit_model **out, vit_error *err)
     if (st == VIT_OK)
         st = vit_load_tensors(m, d, f, err);
     st_close(f);
+    if (st == VIT_OK)
+        st = vit_model_pack(m, err);
     if (st != VIT_OK) {
         vit_labels_free(labels, num_labels);
         vit_model_free(m);

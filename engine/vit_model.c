@@ -8,9 +8,27 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
+#include "gemm.h"
 #include "randinit.h"
 #include "vit_impl.h"
+
+void *vit_alloc_large(size_t bytes)
+{
+    enum { HUGE_PAGE = 2 << 20 };
+    if (bytes < HUGE_PAGE)
+        return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    size_t rounded = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
+    if (rounded < bytes)
+        return NULL;
+    void *p = aligned_alloc(HUGE_PAGE, rounded);
+#ifdef MADV_HUGEPAGE
+    if (p)
+        madvise(p, rounded, MADV_HUGEPAGE); /* advice only: 4 KiB pages still work */
+#endif
+    return p;
+}
 
 int vit_mul_size(size_t a, size_t b, size_t *out)
 {
@@ -220,6 +238,19 @@ static vit_status derive(const vit_model *base, int num_classes, bool copy_froze
     if (!trainable) /* bias section first in both arenas; the new head stays zero */
         memcpy(m->trainable, base->trainable, sizeof(float) * vit_model_bias_count(base));
     m->layout = base->layout;
+    if (!copy_frozen && base->packed) { /* same frozen arena, same packing */
+        m->packed = base->packed;
+        m->packed_len = base->packed_len;
+        for (int l = 0; l < cfg.depth; l++) {
+            vit_block_weights *b = &m->w.blocks[l];
+            const vit_block_weights *src = &base->w.blocks[l];
+            b->qkv_wp = src->qkv_wp;
+            b->proj_wp = src->proj_wp;
+            b->fc1_wp = src->fc1_wp;
+            b->fc2_wp = src->fc2_wp;
+        }
+        m->w.patch_wp = base->w.patch_wp;
+    }
     *out = m;
     return VIT_OK;
 }
@@ -244,6 +275,8 @@ void vit_model_free(vit_model *m)
         free(m->frozen);
     if (m->owns_trainable)
         free(m->trainable);
+    if (m->owns_packed)
+        free(m->packed);
     free(m->w.blocks);
     free(m->params);
     if (m->labels)
@@ -263,6 +296,43 @@ void vit_model_randomize(vit_model *m, uint64_t seed)
 {
     for (size_t i = 0; i < m->num_params; i++)
         randinit_tensor(m->params[i].data, m->params[i].numel, m->params[i].name, seed);
+}
+
+vit_status vit_model_pack(vit_model *m, vit_error *err)
+{
+    if (m->packed || !gemm_packed_available())
+        return VIT_OK;
+    const vit_config *c = &m->cfg;
+    int C = c->width, M = c->mlp_dim, K = 3 * c->patch_size * c->patch_size;
+    size_t per_block = gemm_packed_weight_floats(3 * C, C) + gemm_packed_weight_floats(C, C) +
+                       gemm_packed_weight_floats(M, C) + gemm_packed_weight_floats(C, M);
+    size_t total, bytes;
+    if (!vit_mul_size(per_block, (size_t)c->depth, &total) ||
+        (total += gemm_packed_weight_floats(C, K)) < per_block ||
+        !vit_mul_size(total, sizeof(float), &bytes))
+        return vit_error_set(err, VIT_ERR_NOMEM, "packed weights overflow size_t");
+    float *p = vit_alloc_large(bytes);
+    if (!p)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing %zu weight floats", total);
+    m->packed = p;
+    m->packed_len = total;
+    m->owns_packed = true;
+    gemm_pack_weight(p, m->w.patch_w, C, K);
+    m->w.patch_wp = p;
+    p += gemm_packed_weight_floats(C, K);
+    for (int l = 0; l < c->depth; l++) {
+        vit_block_weights *b = &m->w.blocks[l];
+        struct { const float *w; const float **slot; int n, k; } mats[] = {
+            {b->qkv_w, &b->qkv_wp, 3 * C, C}, {b->proj_w, &b->proj_wp, C, C},
+            {b->fc1_w, &b->fc1_wp, M, C},     {b->fc2_w, &b->fc2_wp, C, M},
+        };
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+            gemm_pack_weight(p, mats[i].w, mats[i].n, mats[i].k);
+            *mats[i].slot = p;
+            p += gemm_packed_weight_floats(mats[i].n, mats[i].k);
+        }
+    }
+    return VIT_OK;
 }
 
 size_t vit_model_param_count(const vit_model *m)

@@ -7,6 +7,7 @@
  */
 #include <getopt.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -24,8 +25,10 @@ static void bench_usage(FILE *out)
     fprintf(out, "usage: vitfit bench --model DIR|FILE | --preset vit-b16|vit-l14-clip|vit-tiny\n"
                  "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--profile] [--json]\n"
                  "                    [--train [--method bitfit|linear|full] [--classes K]]\n"
-                 "                    [--tasks N [--classes K]]\n"
+                 "                    [--tasks N [--classes K]] [--workers W] [--mixed N]\n"
                  "  --profile  also report time per op kind (GEMMs by layer, attention, LayerNorm...)\n"
+                 "  --workers  run W workers at once, each with its own state and --threads threads\n"
+                 "  --mixed    also time batches whose images spread over N tasks, against one task\n"
                  "  --train    time training steps (forward, loss, backward, AdamW) instead\n"
                  "  --tasks    load N task bias sets (K-class heads) and report bytes per task\n");
 }
@@ -37,6 +40,8 @@ typedef struct bench_opts {
     int profile;
     int train;
     long tasks;
+    long workers;
+    long mixed;
     vit_method method;
     long classes;
 } bench_opts;
@@ -50,10 +55,12 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
         {"profile", no_argument, NULL, 'P'},     {"train", no_argument, NULL, 'T'},
         {"method", required_argument, NULL, 'M'}, {"classes", required_argument, NULL, 'K'},
-        {"tasks", required_argument, NULL, 'N'},
+        {"tasks", required_argument, NULL, 'N'},  {"workers", required_argument, NULL, 'W'},
+        {"mixed", required_argument, NULL, 'X'},
         {NULL, 0, NULL, 0},
     };
-    *o = (bench_opts){.batch = 1, .threads = 2, .iters = 5, .warmup = 1, .classes = 10};
+    *o = (bench_opts){.batch = 1, .threads = 2, .iters = 5, .warmup = 1, .classes = 10,
+                      .workers = 1};
     opterr = 0;
     int c, which = 0;
     long *target;
@@ -71,9 +78,11 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
             continue;
         case 'K': target = &o->classes; hi = 100000; break;
         case 'N': target = &o->tasks; hi = 100000; break;
+        case 'W': target = &o->workers; hi = 64; break;
+        case 'X': target = &o->mixed; hi = 4096; break;
         case 'h': bench_usage(stdout); return -1;
         case 'b': target = &o->batch; break;
-        case 't': target = &o->threads; hi = 256; break;
+        case 't': target = &o->threads; hi = 64; break;
         case 'i': target = &o->iters; hi = 100000; break;
         case 'w': target = &o->warmup; hi = 1000; break;
         default:
@@ -87,6 +96,8 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         return cli_usage_error("bench", "give exactly one of --model or --preset");
     if (optind != argc)
         return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
+    if (o->profile && (o->workers > 1 || o->mixed))
+        return cli_usage_error("bench", "--profile times one worker on one task");
     return 0;
 }
 
@@ -286,6 +297,192 @@ static int bench_tasks(const bench_opts *o, const vit_model *m)
     return rc;
 }
 
+/* ---- forward-pass timing: W workers, one or many tasks per batch ---- */
+
+/* One worker: its own state and buffers, timing iters batches after warmup.
+ * With tasks, iterations alternate a single-task batch (every image on
+ * tasks[0]) and a mixed one (image b on tasks[b % ntasks]), so the two are
+ * measured under the same machine conditions. */
+typedef struct bench_worker {
+    const bench_opts *o;
+    const vit_model *m;
+    vit_task **tasks;            /* o->mixed of them, or NULL */
+    pthread_barrier_t *start;    /* all workers begin timing together */
+    vit_profile *profile;        /* worker 0 only, or NULL */
+    double *times, *mixed_times; /* (iters) batch seconds */
+    double done;                 /* cli_now() after its last batch */
+    vit_error err;
+    int failed;
+} bench_worker;
+
+static void *bench_worker_main(void *arg)
+{
+    bench_worker *w = arg;
+    const bench_opts *o = w->o;
+    const vit_model *m = w->m;
+    int B = (int)o->batch;
+    size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
+    size_t dim = (size_t)(w->tasks ? (int)o->classes : vit_config_output_dim(&m->cfg));
+    float *images = malloc(per_image * (size_t)B * sizeof *images);
+    float *out = malloc(dim * (size_t)B * sizeof *out);
+    float **rows = calloc((size_t)B, sizeof *rows);
+    const vit_task **single = calloc((size_t)B, sizeof *single);
+    const vit_task **mixed = calloc((size_t)B, sizeof *mixed);
+    vit_state *s = NULL;
+    if (!images || !out || !rows || !single || !mixed) {
+        vit_error_set(&w->err, VIT_ERR_NOMEM, "out of memory for batch %d", B);
+        w->failed = 1;
+    } else if (vit_state_create(m, B, (int)o->threads, &s, &w->err) != VIT_OK) {
+        w->failed = 1;
+    }
+    if (!w->failed) {
+        randinit_fill(images, per_image * (size_t)B, "input", 0, 1.0, 0.0);
+        for (int b = 0; b < B; b++) {
+            rows[b] = out + (size_t)b * dim;
+            if (w->tasks) {
+                single[b] = w->tasks[0];
+                mixed[b] = w->tasks[b % o->mixed];
+            }
+        }
+    }
+    for (long i = 0; i < o->warmup + o->iters; i++) {
+        if (i == o->warmup) {
+            pthread_barrier_wait(w->start); /* even a failed worker must arrive */
+            if (w->profile && s)
+                vit_state_set_profile(s, w->profile);
+        }
+        if (w->failed)
+            continue;
+        for (int pass = 0; pass < (w->tasks ? 2 : 1); pass++) {
+            double t0 = cli_now();
+            vit_status st = w->tasks ? task_forward(m, s, images, B, pass ? mixed : single,
+                                                    rows, &w->err)
+                                     : vit_forward(m, s, images, B, out, &w->err);
+            if (st != VIT_OK)
+                w->failed = 1;
+            if (i >= o->warmup)
+                (pass ? w->mixed_times : w->times)[i - o->warmup] = cli_now() - t0;
+        }
+    }
+    w->done = cli_now();
+    vit_state_free(s);
+    free(images);
+    free(out);
+    free(rows);
+    free(single);
+    free(mixed);
+    return NULL;
+}
+
+static int bench_forward(const bench_opts *o, const vit_model *m)
+{
+    vit_error err = {0};
+    int W = (int)o->workers, B = (int)o->batch, K = (int)o->classes;
+    long iters = o->iters;
+    bench_worker *workers = calloc((size_t)W, sizeof *workers);
+    pthread_t *threads = calloc((size_t)W, sizeof *threads);
+    double *times = calloc((size_t)W * iters, sizeof *times);
+    double *mixed_times = calloc((size_t)W * iters, sizeof *mixed_times);
+    vit_task **tasks = o->mixed ? calloc((size_t)o->mixed, sizeof *tasks) : NULL;
+    const char **names = calloc((size_t)K, sizeof *names);
+    vit_profile profile = {0};
+    pthread_barrier_t start;
+    int rc = CLI_OK;
+    if (!workers || !threads || !times || !mixed_times || (o->mixed && !tasks) || !names) {
+        vit_error_set(&err, VIT_ERR_NOMEM, "out of memory");
+        rc = cli_fail(&err);
+    }
+    for (int k = 0; rc == CLI_OK && k < K; k++)
+        names[k] = "c";
+    for (long t = 0; rc == CLI_OK && t < o->mixed; t++) {
+        if (task_create(m, K, names, &tasks[t], &err) != VIT_OK)
+            rc = cli_fail(&err);
+        else /* distinct biases and heads per task, as trained ones would be */
+            randinit_fill(tasks[t]->trainable, tasks[t]->trainable_len, "task", (uint64_t)t,
+                          0.02, 0);
+    }
+    int started = 0;
+    double t_start = 0;
+    if (rc == CLI_OK) {
+        pthread_barrier_init(&start, NULL, (unsigned)W + 1);
+        for (; started < W; started++) {
+            bench_worker *w = &workers[started];
+            *w = (bench_worker){.o = o, .m = m, .tasks = tasks, .start = &start,
+                                .profile = o->profile && started == 0 ? &profile : NULL,
+                                .times = times + (size_t)started * iters,
+                                .mixed_times = mixed_times + (size_t)started * iters};
+            if (pthread_create(&threads[started], NULL, bench_worker_main, w) != 0)
+                break;
+        }
+        if (started < W) { /* release the ones waiting for the missing workers */
+            for (int i = started; i < W; i++)
+                workers[i].failed = 1;
+            vit_error_set(&err, VIT_ERR_NOMEM, "cannot start worker %d", started + 1);
+            rc = cli_fail(&err);
+            for (int i = started; i < W; i++)
+                pthread_barrier_wait(&start);
+        }
+        pthread_barrier_wait(&start);
+        t_start = cli_now();
+        for (int i = 0; i < started; i++)
+            pthread_join(threads[i], NULL);
+        pthread_barrier_destroy(&start);
+    }
+    double t_end = t_start;
+    for (int i = 0; rc == CLI_OK && i < W; i++) {
+        if (workers[i].failed)
+            rc = cli_fail(&workers[i].err);
+        else if (workers[i].done > t_end)
+            t_end = workers[i].done;
+    }
+    if (rc == CLI_OK) {
+        size_t n = (size_t)W * iters;
+        double median = cli_median(times, n);
+        double mixed_median = o->mixed ? cli_median(mixed_times, n) : 0;
+        /* every worker's batches over the wall time they took together */
+        double passes = o->mixed ? 2.0 : 1.0;
+        double ips = W == 1 ? B / median : (double)W * B * iters * passes / (t_end - t_start);
+        double gflops = 2.0 * vit_config_macs(&m->cfg) * ips / 1e9;
+        size_t rss = cli_peak_rss();
+        const char *name = o->preset ? o->preset : o->model;
+        if (o->json) {
+            json_t *j = json_pack("{ss si si si si sf sf sf sf sI}", "model", name, "batch", B,
+                                  "threads", (int)o->threads, "workers", W, "iters", (int)iters,
+                                  "median_batch_seconds", median, "images_per_second", ips,
+                                  "gflop_per_second", gflops, "ms_per_image", 1000.0 * median / B,
+                                  "peak_rss_bytes", (json_int_t)rss);
+            if (j && o->profile)
+                json_object_set_new(j, "profile", profile_json(&profile, iters));
+            if (j && o->mixed)
+                json_object_set_new(j, "mixed", json_pack("{si sf sf sf}", "tasks", (int)o->mixed,
+                                                          "single_task_batch_seconds", median,
+                                                          "mixed_batch_seconds", mixed_median,
+                                                          "mixed_over_single", mixed_median / median));
+            cli_print_json(j, 0);
+        } else {
+            printf("model %s, batch %d, threads %ld x workers %d: median %.1f ms/batch over %ld "
+                   "iters\n", name, B, o->threads, W, 1000 * median, iters);
+            printf("%.2f images/s, %.1f GFLOP/s, peak RSS %.0f MiB\n", ips, gflops,
+                   (double)rss / (1 << 20));
+            if (o->mixed)
+                printf("mixed batches over %ld tasks: median %.1f ms/batch vs %.1f ms on one task "
+                       "(x%.3f)\n", o->mixed, 1000 * mixed_median, 1000 * median,
+                       mixed_median / median);
+            if (o->profile)
+                print_profile(&profile, iters);
+        }
+    }
+    for (long t = 0; tasks && t < o->mixed; t++)
+        task_free(tasks[t]);
+    free(tasks);
+    free(names);
+    free(workers);
+    free(threads);
+    free(times);
+    free(mixed_times);
+    return rc;
+}
+
 int cli_bench(int argc, char **argv)
 {
     bench_opts o;
@@ -302,6 +499,10 @@ int cli_bench(int argc, char **argv)
             vit_model_create(&cfg, &m, &err) != VIT_OK)
             return cli_fail(&err);
         vit_model_randomize(m, 0);
+        if (vit_model_pack(m, &err) != VIT_OK) {
+            vit_model_free(m);
+            return cli_fail(&err);
+        }
     } else if (vit_model_load(o.model, &m, &err) != VIT_OK) {
         return cli_fail(&err);
     }
@@ -310,59 +511,7 @@ int cli_bench(int argc, char **argv)
         vit_model_free(m);
         return rc;
     }
-    int B = (int)o.batch;
-    size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
-    float *images = malloc(per_image * (size_t)B * sizeof *images);
-    float *out = malloc((size_t)vit_config_output_dim(&m->cfg) * (size_t)B * sizeof *out);
-    double *times = malloc((size_t)o.iters * sizeof *times);
-    vit_state *s = NULL;
-    vit_profile profile = {0};
-    rc = CLI_OK;
-    if (!images || !out || !times) {
-        vit_error_set(&err, VIT_ERR_NOMEM, "out of memory for batch %d", B);
-        rc = cli_fail(&err);
-    } else if (vit_state_create(m, B, &s, &err) != VIT_OK) {
-        rc = cli_fail(&err);
-    } else {
-        randinit_fill(images, per_image * (size_t)B, "input", 0, 1.0, 0.0);
-        for (long i = 0; i < o.warmup + o.iters && rc == CLI_OK; i++) {
-            if (i == o.warmup && o.profile)
-                vit_state_set_profile(s, &profile);
-            double t0 = cli_now();
-            if (vit_forward(m, s, images, B, out, &err) != VIT_OK)
-                rc = cli_fail(&err);
-            if (i >= o.warmup)
-                times[i - o.warmup] = cli_now() - t0;
-        }
-    }
-    if (rc == CLI_OK) {
-        double median = cli_median(times, (size_t)o.iters);
-        double ips = B / median;
-        double gflops = 2.0 * vit_config_macs(&m->cfg) * B / median / 1e9;
-        size_t rss = cli_peak_rss();
-        if (o.json) {
-            json_t *j = json_pack("{ss si si si sf sf sf sf sI}", "model",
-                                  o.preset ? o.preset : o.model, "batch", B, "threads",
-                                  (int)o.threads, "iters", (int)o.iters, "median_batch_seconds",
-                                  median, "images_per_second", ips, "gflop_per_second", gflops,
-                                  "ms_per_image", 1000.0 * median / B, "peak_rss_bytes",
-                                  (json_int_t)rss);
-            if (j && o.profile)
-                json_object_set_new(j, "profile", profile_json(&profile, o.iters));
-            cli_print_json(j, 0);
-        } else {
-            printf("model %s, batch %d, threads %ld: median %.1f ms/batch over %ld iters\n",
-                   o.preset ? o.preset : o.model, B, o.threads, 1000 * median, o.iters);
-            printf("%.2f images/s, %.1f GFLOP/s, peak RSS %.0f MiB\n", ips, gflops,
-                   (double)rss / (1 << 20));
-            if (o.profile)
-                print_profile(&profile, o.iters);
-        }
-    }
-    vit_state_free(s);
-    free(images);
-    free(out);
-    free(times);
+    rc = bench_forward(&o, m);
     vit_model_free(m);
     return rc;
 }

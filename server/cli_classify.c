@@ -186,7 +186,7 @@ int cli_classify(int argc, char **argv)
     if (!batch || !logits || !probs || !idx || !results) {
         vit_error_set(&err, VIT_ERR_NOMEM, "out of memory");
         rc = cli_fail(&err);
-    } else if (vit_state_create(m, CLASSIFY_BATCH, &s, &err) != VIT_OK) {
+    } else if (vit_state_create(m, CLASSIFY_BATCH, (int)o.threads, &s, &err) != VIT_OK) {
         rc = cli_fail(&err);
     }
     char **paths = argv + optind;

@@ -56,7 +56,7 @@ static void reference(const vit_model *m, const vit_task *t, const float *image,
         CHECK(vit_model_view(m, t->num_classes, t->trainable, &view, &err) == VIT_OK);
         use = view;
     }
-    CHECK(use && vit_state_create(use, 1, &s, &err) == VIT_OK);
+    CHECK(use && vit_state_create(use, 1, 1, &s, &err) == VIT_OK);
     if (s)
         CHECK(vit_forward(use, s, image, 1, out, &err) == VIT_OK);
     vit_state_free(s);
@@ -107,7 +107,7 @@ static void test_mixed_batch(fixture *f)
 {
     vit_error err = {0};
     vit_state *s = NULL;
-    CHECK(vit_state_create(f->m, BATCH, &s, &err) == VIT_OK);
+    CHECK(vit_state_create(f->m, BATCH, 2, &s, &err) == VIT_OK);
     static const int mixes[][BATCH] = {
         {0, 3, 1, 1, 2, 0, 3, 2}, /* every task and the backbone, interleaved */
         {1, 1, 1, 1, 1, 1, 1, 1}, /* one task */
@@ -153,7 +153,7 @@ static void *worker_main(void *arg)
     worker *w = arg;
     vit_error err = {0};
     vit_state *s = NULL;
-    if (vit_state_create(w->f->m, BATCH, &s, &err) != VIT_OK)
+    if (vit_state_create(w->f->m, BATCH, 1, &s, &err) != VIT_OK)
         return NULL;
     for (int round = 0; round < ROUNDS; round++) {
         int assignment[BATCH];

@@ -154,7 +154,7 @@ static void check_golden_model(const char *what, vit_model *m, const char *expec
         float *got = calloc(out_n, sizeof *got);
         vit_state *s = NULL;
         if (in_n == per_image * (size_t)B && out_n == (size_t)B * vit_config_output_dim(&m->cfg) &&
-            vit_state_create(m, B, &s, &err) == VIT_OK &&
+            vit_state_create(m, B, 2, &s, &err) == VIT_OK &&
             vit_forward(m, s, input, B, got, &err) == VIT_OK)
             check_close(what, got, want, out_n, atol, 0.0);
         else
@@ -227,6 +227,7 @@ static void test_vit_b16_full(void)
     CHECKF(vit_model_bias_count(m) == 102912, "ViT-B/16 has %zu bias parameters",
            vit_model_bias_count(m));
     vit_model_randomize(m, 2026);
+    CHECKF(vit_model_pack(m, &err) == VIT_OK, "%s", err.message);
 
     char path[4096];
     st_file *f = NULL;
@@ -241,7 +242,7 @@ static void test_vit_b16_full(void)
     float *got = malloc((size_t)B * 1000 * sizeof *got);
     randinit_fill(input, per_image * B, "input", 2026, 1.0, 0.0);
     vit_state *s = NULL;
-    if (want && out_n == (size_t)B * 1000 && vit_state_create(m, B, &s, &err) == VIT_OK &&
+    if (want && out_n == (size_t)B * 1000 && vit_state_create(m, B, 2, &s, &err) == VIT_OK &&
         vit_forward(m, s, input, B, got, &err) == VIT_OK) {
         check_close("vit-b16 logits vs torchvision", got, want, out_n, 1e-3, 0.0);
         for (int b = 0; b < B; b++) {

@@ -1,0 +1,25 @@
+/*
+ * attention.h - multi-head self-attention on the packed AVX-512 GEMM, one
+ * (image, head) pair per task across a thread team.
+ *
+ * Same result as ops.h attention_forward (within float rounding), for
+ * inference: no attention matrix is kept.  Call only when
+ * gemm_packed_available().
+ */
+#ifndef VIT_ATTENTION_H
+#define VIT_ATTENTION_H
+
+#include <stddef.h>
+
+#include "pool.h"
+
+/* Scratch floats one team member needs for N tokens, width C, NH heads. */
+size_t attention_scratch_floats(int N, int C, int NH);
+
+/* out (B, N, C) = concat_h softmax(q_h k_h^T / sqrt(hs)) v_h from qkv (B, N,
+ * 3C) as ops.h lays it out; scratch holds attention_scratch_floats() per
+ * member of team. */
+void attention_forward_team(vit_team *team, float *out, const float *qkv, int B, int N, int C,
+                            int NH, float *scratch);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * ops_avx512.c - AVX-512 GELU, QuickGELU, softmax and LayerNorm forward
+ * kernels (see ops_avx512.h; the scalar originals are in ops.c).
+ *
+ * Compiled only into engine_avx512 with -mavx512f/vl/bw/dq -mfma, and called
+ * only after cpu_has_avx512().  Every loop runs 16 floats per vector and ends
+ * in one masked vector, so any length works without a scalar tail and
+ * without touching memory past the end.  The reductions keep the scalar
+ * kernels' numerics: LayerNorm's mean and variance and softmax's sum are
+ * accumulated in double (STYLE rule 8), softmax subtracts the row max, and
+ * LayerNorm's output is the scalar kernel's float expression operation for
+ * operation, so the two paths differ only where a double sum's order does.
+ */
+#include "ops_avx512.h"
+
+#include <math.h>
+
+#include "simd_avx512.h"
+
+/* Lanes 0..k-1 of a vector for the last k (1..16) elements of a row. */
+static inline __mmask16 tail_mask(size_t k)
+{
+    return (__mmask16)(k >= 16 ? 0xFFFFu : (1u << k) - 1u);
+}
+
+/* Adds the 16 floats of v, widened to double, into two accumulators. */
+static inline void acc_pd(__m512d *lo, __m512d *hi, __m512 v)
+{
+    *lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+}
+
+/* out (n) = GELU(x), exact erf (simd_gelu_ps); out may alias x, since each
+ * vector is loaded before the same vector is stored. */
+void gelu_forward_avx512(float *out, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, simd_gelu_ps(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(out + i, m, simd_gelu_ps(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+/* out (n) = x sigmoid(1.702 x) (simd_quick_gelu_ps); out may alias x. */
+void quick_gelu_forward_avx512(float *out, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, simd_quick_gelu_ps(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(out + i, m,
+                              simd_quick_gelu_ps(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+/* Three passes over a row that sits in L1: the max of scale * x; e_i =
+ * exp(scale * x_i - max) stored in place while their double sum accumulates;
+ * e_i times the float reciprocal of the sum, as the scalar kernel does.
+ * scale * x_i - max is one FMA, so it is rounded once and the max element
+ * gets exp(~0) = 1.  Any sign of scale works; scale * x must stay finite. */
+void softmax_rows_forward_avx512(float *x, size_t rows, int n, size_t ld, float scale)
+{
+    if (n <= 0)
+        return;
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * ld;
+
+        __m512 vmax = _mm512_set1_ps(-INFINITY);
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+            vmax = _mm512_max_ps(vmax, _mm512_mul_ps(vscale, _mm512_loadu_ps(row + i)));
+        __mmask16 m = tail_mask((size_t)(n - i));
+        if (i < n)
+            vmax = _mm512_mask_max_ps(vmax, m, vmax,
+                                      _mm512_mul_ps(vscale, _mm512_maskz_loadu_ps(m, row + i)));
+        const __m512 neg_max = _mm512_set1_ps(-_mm512_reduce_max_ps(vmax));
+
+        __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
+        for (i = 0; i + 16 <= n; i += 16) {
+            __m512 e = simd_exp_ps(_mm512_fmadd_ps(vscale, _mm512_loadu_ps(row + i), neg_max));
+            _mm512_storeu_ps(row + i, e);
+            acc_pd(&sum_lo, &sum_hi, e);
+        }
+        if (i < n) {
+            __m512 e = simd_exp_ps(
+                _mm512_fmadd_ps(vscale, _mm512_maskz_loadu_ps(m, row + i), neg_max));
+            e = _mm512_maskz_mov_ps(m, e); /* lanes past n add nothing */
+            _mm512_mask_storeu_ps(row + i, m, e);
+            acc_pd(&sum_lo, &sum_hi, e);
+        }
+        double sum = _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi));
+
+        const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+        for (i = 0; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(row + i, _mm512_mul_ps(_mm512_loadu_ps(row + i), inv));
+        if (i < n)
+            _mm512_mask_storeu_ps(row + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + i), inv));
+    }
+}
+
+/* Sum of a row's C floats in double; four accumulators (32 floats per step)
+ * so the adds do not wait on each other. */
+static double row_sum(const float *x, int C)
+{
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    __m512d s2 = _mm512_setzero_pd(), s3 = _mm512_setzero_pd();
+    int i = 0;
+    for (; i + 32 <= C; i += 32) {
+        acc_pd(&s0, &s1, _mm512_loadu_ps(x + i));
+        acc_pd(&s2, &s3, _mm512_loadu_ps(x + i + 16));
+    }
+    for (; i < C; i += 16) /* at most two vectors, the last one masked */
+        acc_pd(&s0, &s1, _mm512_maskz_loadu_ps(tail_mask((size_t)(C - i)), x + i));
+    return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3)));
+}
+
+/* Adds (v - mu)^2, widened to double, into two accumulators; lanes outside
+ * m add nothing. */
+static inline void acc_sq_dev_pd(__m512d *lo, __m512d *hi, __m512 v, __m512d mu, __mmask16 m)
+{
+    __m512d dlo = _mm512_maskz_sub_pd((__mmask8)m, _mm512_cvtps_pd(_mm512_castps512_ps256(v)), mu);
+    __m512d dhi = _mm512_maskz_sub_pd((__mmask8)(m >> 8),
+                                      _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), mu);
+    *lo = _mm512_fmadd_pd(dlo, dlo, *lo);
+    *hi = _mm512_fmadd_pd(dhi, dhi, *hi);
+}
+
+/* Sum over the row of (x_i - mu)^2 in double (the two-pass variance). */
+static double row_sq_dev(const float *x, int C, double mu)
+{
+    const __m512d vmu = _mm512_set1_pd(mu);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    __m512d s2 = _mm512_setzero_pd(), s3 = _mm512_setzero_pd();
+    int i = 0;
+    for (; i + 32 <= C; i += 32) {
+        acc_sq_dev_pd(&s0, &s1, _mm512_loadu_ps(x + i), vmu, 0xFFFF);
+        acc_sq_dev_pd(&s2, &s3, _mm512_loadu_ps(x + i + 16), vmu, 0xFFFF);
+    }
+    for (; i < C; i += 16) {
+        __mmask16 m = tail_mask((size_t)(C - i));
+        acc_sq_dev_pd(&s0, &s1, _mm512_maskz_loadu_ps(m, x + i), vmu, m);
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3)));
+}
+
+/* ref: torch.nn.functional.layer_norm, as layernorm_forward in ops.c.  The
+ * output is ((x - mean) * rstd) * w + b with a rounding after each operation
+ * and no FMA, exactly the scalar kernel's expression, so with the same float
+ * mean and rstd both paths give the same bits.  out may alias x: each vector
+ * of x is read before the same vector of out is written. */
+void layernorm_forward_avx512(float *out, float *mean, float *rstd, const float *x,
+                              const float *w, const float *b, size_t rows, int C, float eps)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * (size_t)C;
+        float *orow = out + r * (size_t)C;
+        double mu = row_sum(xr, C) / C;
+        double var = row_sq_dev(xr, C, mu) / C;
+        float rs = (float)(1.0 / sqrt(var + eps));
+        float fmean = (float)mu;
+
+        const __m512 vmean = _mm512_set1_ps(fmean), vrs = _mm512_set1_ps(rs);
+        int i = 0;
+        for (; i + 16 <= C; i += 16) {
+            __m512 y = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xr + i), vmean), vrs);
+            y = _mm512_add_ps(_mm512_mul_ps(y, _mm512_loadu_ps(w + i)), _mm512_loadu_ps(b + i));
+            _mm512_storeu_ps(orow + i, y);
+        }
+        if (i < C) {
+            __mmask16 m = tail_mask((size_t)(C - i));
+            __m512 y = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + i), vmean), vrs);
+            y = _mm512_add_ps(_mm512_mul_ps(y, _mm512_maskz_loadu_ps(m, w + i)),
+                              _mm512_maskz_loadu_ps(m, b + i));
+            _mm512_mask_storeu_ps(orow + i, m, y);
+        }
+        if (mean)
+            mean[r] = fmean;
+        if (rstd)
+            rstd[r] = rs;
+    }
+}

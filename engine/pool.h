@@ -1,0 +1,44 @@
+/*
+ * pool.h - a worker's own small thread team for one forward pass.
+ *
+ * The forward pass alternates short parallel regions (a GEMM, the attention
+ * heads, a LayerNorm over rows) with tiny serial steps, hundreds of times per
+ * image, so the team is built for low hand-off latency: the caller runs as
+ * member 0, helpers spin briefly on a generation counter before they sleep on
+ * a condition variable, and members can meet at a barrier inside a region.
+ * A team of 1 has no helper threads and runs every region inline.
+ *
+ * One team per vit_state: a worker's GEMM and element-wise threads are the
+ * same threads, so W workers with T threads each keep W*T threads busy.
+ */
+#ifndef VIT_POOL_H
+#define VIT_POOL_H
+
+#include "status.h"
+
+typedef struct vit_team vit_team;
+
+/* The body of a parallel region: runs once on each of `threads` members. */
+typedef void (*vit_team_fn)(void *ctx, int member, int threads);
+
+/* Starts threads-1 helper threads (threads in [1, 64]).  Caller frees with
+ * vit_team_free. */
+vit_status vit_team_create(int threads, vit_team **out, vit_error *err);
+
+/* Stops and joins the helpers.  NULL is ignored. */
+void vit_team_free(vit_team *t);
+
+int vit_team_threads(const vit_team *t);
+
+/* Runs fn(ctx, member, threads) on every member, the caller as member 0, and
+ * returns when all have finished.  Not reentrant: one region at a time. */
+void vit_team_run(vit_team *t, vit_team_fn fn, void *ctx);
+
+/* Inside a region: returns once every member has called it. */
+void vit_team_barrier(vit_team *t);
+
+/* Splits [0, n) into `threads` contiguous near-equal parts; member's part is
+ * [*begin, *end). */
+void vit_team_split(int n, int member, int threads, int *begin, int *end);
+
+#endif
