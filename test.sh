@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One command that runs every test: the suite in a gcc release build, a clang
-# build, a build on the oneDNN GEMM backend, again under ASan+UBSan, the threaded tests under TSan, and the
-# libFuzzer targets for a fixed number of runs.  Ends with
+# One command that runs every test: the suite in a gcc release build (and its
+# engine tests again on the portable, non-AVX-512 path), a clang build, a build
+# on the oneDNN GEMM backend, again under ASan+UBSan, the threaded tests under
+# TSan, and the libFuzzer targets for a fixed number of runs.  Ends with
 # the line "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -51,6 +52,14 @@ if command -v clang >/dev/null; then
   echo "== clang build =="
   CC=clang run_suite build-clang --buildtype=release
 fi
+echo "== portable path: VITFIT_NO_AVX512=1 (OpenBLAS GEMMs, scalar kernels) =="
+if [ -f build/meson-logs/testlog.json ]; then
+  VITFIT_NO_AVX512=1 meson test -C build --print-errorlogs --num-processes 2 \
+    --logbase testlog-portable vit gemm serving task cli || true
+  read -r ok bad < <(count_log build/meson-logs/testlog-portable.json)
+  passed=$((passed + ok))
+  failed=$((failed + bad))
+fi
 echo "== oneDNN GEMM backend build =="
 run_suite build-onednn --buildtype=release -Dgemm_backend=onednn
 echo "== ASan + UBSan build =="
@@ -61,8 +70,9 @@ if [ ! -f build-tsan/build.ninja ]; then
   meson setup build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false \
     >/dev/null 2>&1
 fi
-if ninja -C build-tsan tests/unit/test_serving tests/unit/test_dataset >/dev/null; then
-  for t in serving dataset; do
+if ninja -C build-tsan tests/unit/test_serving tests/unit/test_dataset tests/unit/test_gemm \
+    >/dev/null; then
+  for t in serving dataset gemm; do
     if VITFIT_SOURCE_ROOT="$PWD" TSAN_OPTIONS=halt_on_error=1 \
         build-tsan/tests/unit/test_$t >"build-tsan/test_$t.log" 2>&1; then
       echo "tsan test_$t: ok"; passed=$((passed + 1))

@@ -12,7 +12,8 @@
 #   BATCHES="1 8 32"
 #
 # Implementations:
-#   vitfit       BUILD_DIR/server/vitfit bench --preset vit-b16 (built here if needed)
+#   vitfit       BUILD_DIR/server/vitfit bench --preset vit-b16 --classes 1000 (torchvision's
+#                head size; built here if needed)
 #   onnxruntime  npm onnxruntime-node (CPU EP, graph optimisations all, intra-op THREADS,
 #                inter-op 1) running torchvision vit_b_16 exported by bench/onnx/export_vit.py
 #   torch+omp    bench/pytorch_vit.py on Debian's OpenMP OpenBLAS (libopenblas0-openmp, picked
@@ -113,7 +114,10 @@ fi
 
 # --- runs ------------------------------------------------------------------------------------
 # Each runner prints one JSON line with images_per_second for batch $1 and $2 timed iterations.
-run_vitfit() { "$vitfit" bench --preset vit-b16 --batch "$1" --threads "$threads" --iters "$2" --warmup 1 --json; }
+run_vitfit() {
+  "$vitfit" bench --preset vit-b16 --classes 1000 --batch "$1" --threads "$threads" --iters "$2" \
+    --warmup 1 --json
+}
 run_ort() { node "$onnx_dir/bench.mjs" "$onnx_model" --threads "$threads" --iters "$2" --warmup 1 "$1"; }
 run_torch_omp() {
   LD_LIBRARY_PATH=$omp_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \

@@ -14,22 +14,25 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* About 100-300 us of spinning on current x86 cores. */
 enum { SPIN_LIMIT = 1 << 13 };
 
+/* The words members spin on sit on cache lines of their own, so a member
+ * arriving at the barrier does not steal the line the others poll. */
 struct vit_team {
     int threads;
     pthread_t *helpers;          /* threads - 1 */
     pthread_mutex_t mu;
     pthread_cond_t wake;
-    atomic_uint generation;      /* bumped once per region */
-    atomic_int running;          /* helpers still inside the current region */
-    atomic_int stop;
     vit_team_fn fn;              /* the current region; published by generation */
     void *ctx;
-    atomic_int barrier_waiting;  /* members at the barrier */
-    atomic_uint barrier_phase;   /* bumped when the last member arrives */
+    atomic_int stop;
+    _Alignas(64) atomic_uint generation; /* bumped once per region */
+    _Alignas(64) atomic_int running;     /* helpers still inside the current region */
+    _Alignas(64) atomic_int barrier_waiting; /* members at the barrier */
+    _Alignas(64) atomic_uint barrier_phase;  /* bumped when the last member arrives */
 };
 
 typedef struct helper_arg {
@@ -96,7 +99,9 @@ vit_status vit_team_create(int threads, vit_team **out, vit_error *err)
     *out = NULL;
     if (threads < 1 || threads > 64)
         return vit_error_set(err, VIT_ERR_INVALID, "threads %d is outside [1, 64]", threads);
-    vit_team *t = calloc(1, sizeof *t);
+    vit_team *t = aligned_alloc(64, (sizeof *t + 63) & ~(size_t)63);
+    if (t)
+        memset(t, 0, sizeof *t);
     if (!t || (threads > 1 && !(t->helpers = calloc((size_t)threads - 1, sizeof *t->helpers)))) {
         free(t);
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a thread team");

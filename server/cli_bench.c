@@ -25,10 +25,12 @@ static void bench_usage(FILE *out)
     fprintf(out, "usage: vitfit bench --model DIR|FILE | --preset vit-b16|vit-l14-clip|vit-tiny\n"
                  "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--profile] [--json]\n"
                  "                    [--train [--method bitfit|linear|full] [--classes K]]\n"
-                 "                    [--tasks N [--classes K]] [--workers W] [--mixed N]\n"
+                 "                    [--tasks N] [--workers W] [--mixed N] [--classes K]\n"
                  "  --profile  also report time per op kind (GEMMs by layer, attention, LayerNorm...)\n"
                  "  --workers  run W workers at once, each with its own state and --threads threads\n"
                  "  --mixed    also time batches whose images spread over N tasks, against one task\n"
+                 "  --classes  head size: of the tasks (--tasks, --mixed), the trained head (--train),\n"
+                 "             or a fresh head replacing the model's (forward timing)\n"
                  "  --train    time training steps (forward, loss, backward, AdamW) instead\n"
                  "  --tasks    load N task bias sets (K-class heads) and report bytes per task\n");
 }
@@ -44,6 +46,7 @@ typedef struct bench_opts {
     long mixed;
     vit_method method;
     long classes;
+    int classes_given;   /* --classes on the command line */
 } bench_opts;
 
 static int parse_bench(int argc, char **argv, bench_opts *o)
@@ -76,7 +79,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
             if (!vit_method_parse(optarg, &o->method))
                 return cli_usage_error("bench", "--method must be bitfit, linear or full");
             continue;
-        case 'K': target = &o->classes; hi = 100000; break;
+        case 'K': target = &o->classes; hi = 100000; o->classes_given = 1; break;
         case 'N': target = &o->tasks; hi = 100000; break;
         case 'W': target = &o->workers; hi = 64; break;
         case 'X': target = &o->mixed; hi = 4096; break;
@@ -511,7 +514,16 @@ int cli_bench(int argc, char **argv)
         vit_model_free(m);
         return rc;
     }
-    rc = bench_forward(&o, m);
+    /* --classes swaps the head (e.g. 1000 classes, as torchvision's, instead
+     * of the preset's 21843) over the same packed backbone */
+    vit_model *headed = NULL;
+    if (o.classes_given && !o.mixed &&
+        vit_model_derive(m, (int)o.classes, false, &headed, &err) != VIT_OK) {
+        vit_model_free(m);
+        return cli_fail(&err);
+    }
+    rc = bench_forward(&o, headed ? headed : m);
+    vit_model_free(headed);
     vit_model_free(m);
     return rc;
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "gemm.h"
 #include "randinit.h"
 #include "task.h"
 #include "test_util.h"
@@ -119,6 +120,10 @@ static void test_mixed_batch(fixture *f)
         assign(f, mixes[i], tasks);
         double worst = run_mixed(f, s, tasks, mixes[i]);
         CHECKF(worst <= 1e-5, "mix %zu: max |diff| %g vs images run alone", i, worst);
+        /* the packed path computes every row in the same order whatever its
+         * neighbours, so there it must not differ by a single bit */
+        CHECKF(!gemm_packed_available() || worst == 0,
+               "mix %zu: packed path differs by %g from images run alone", i, worst);
         fprintf(stderr, "mixed batch %zu: max |diff| %g vs images run alone%s\n", i, worst,
                 worst == 0 ? " (bit-identical)" : "");
     }
@@ -153,7 +158,7 @@ static void *worker_main(void *arg)
     worker *w = arg;
     vit_error err = {0};
     vit_state *s = NULL;
-    if (vit_state_create(w->f->m, BATCH, 1, &s, &err) != VIT_OK)
+    if (vit_state_create(w->f->m, BATCH, 2, &s, &err) != VIT_OK) /* 2 workers x 2 threads */
         return NULL;
     for (int round = 0; round < ROUNDS; round++) {
         int assignment[BATCH];
@@ -209,6 +214,8 @@ static void test_concurrent_workers(fixture *f)
         task_free(reg.slot[t]);
     for (int i = 0; i < 2; i++) {
         CHECKF(w[i].worst <= 1e-5, "worker %d: max |diff| %g", i, w[i].worst);
+        CHECKF(!gemm_packed_available() || w[i].worst == 0, "worker %d: packed path differs by %g",
+               i, w[i].worst);
         fprintf(stderr, "worker %d: %d mixed batches, max |diff| %g vs images run alone\n", i,
                 ROUNDS, w[i].worst);
     }
