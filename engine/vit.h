@@ -221,6 +221,7 @@ typedef enum vit_op {
 typedef struct vit_profile {
     double seconds[VIT_OP_COUNT]; /* accumulated over forward calls */
     double macs[VIT_OP_COUNT];    /* multiply-accumulates, for GFLOP/s per kind */
+    bool fused;                   /* packed path: GELU and bias adds ran inside the GEMMs */
 } vit_profile;
 
 const char *vit_op_name(vit_op op);

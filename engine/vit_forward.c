@@ -434,8 +434,10 @@ static void head_forward(const vit_model *m, vit_acts *a, int B, float *const *o
 void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B,
                       float *const *out)
 {
-    if (a->profile)
+    if (a->profile) {
         a->mark = now_seconds();
+        a->profile->fused = a->team != NULL;
+    }
     embed_forward(m, a, images, B);
     for (int l = 0; l < m->cfg.depth; l++) {
         if (a->team)

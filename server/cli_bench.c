@@ -138,6 +138,9 @@ static void print_profile(const vit_profile *p, long iters)
         else
             printf("%10s\n", "-");
     }
+    if (p->fused)
+        printf("(AVX-512 path: fc1_gemm includes the GELU, the *_gemm rows their bias and residual\n"
+               " adds, attention its softmax)\n");
 }
 
 /* Times training steps: forward, cross-entropy, backward and AdamW over what
@@ -454,8 +457,10 @@ static int bench_forward(const bench_opts *o, const vit_model *m)
                                   "median_batch_seconds", median, "images_per_second", ips,
                                   "gflop_per_second", gflops, "ms_per_image", 1000.0 * median / B,
                                   "peak_rss_bytes", (json_int_t)rss);
-            if (j && o->profile)
+            if (j && o->profile) {
                 json_object_set_new(j, "profile", profile_json(&profile, iters));
+                json_object_set_new(j, "profile_fused", json_boolean(profile.fused));
+            }
             if (j && o->mixed)
                 json_object_set_new(j, "mixed", json_pack("{si sf sf sf}", "tasks", (int)o->mixed,
                                                           "single_task_batch_seconds", median,
