@@ -158,10 +158,20 @@ void gemm_pack_b(float *dst, const float *b, size_t ldb, bool b_trans, int n, in
         gemm_pack_b_nn(dst, b, ldb, k, n);
 }
 
+/* Rows per pass: at most GEMM_MC, whole slivers, and the passes near equal,
+ * since every pass streams all of the member's weight panels once (1576
+ * rows go as 7 x 210 + 106, not 7 x 224 + 8). */
+static int pass_rows(int m)
+{
+    int slivers = (m + GEMM_MR - 1) / GEMM_MR, per_pass = GEMM_MC / GEMM_MR;
+    int passes = (slivers + per_pass - 1) / per_pass;
+    return (slivers + passes - 1) / passes * GEMM_MR;
+}
+
 size_t gemm_packed_scratch_floats(int m)
 {
-    /* double-buffered blocks of up to GEMM_MC rows */
-    return 2 * gemm_packed_a_floats(m < GEMM_MC ? m : GEMM_MC);
+    /* double-buffered blocks of one pass's rows */
+    return 2 * gemm_packed_a_floats(pass_rows(m));
 }
 
 typedef struct packed_job {
@@ -211,10 +221,11 @@ static void packed_region(void *p, int member, int threads)
     int q0, q1;
     vit_team_split(panels, member, threads, &q0, &q1);
     int c0 = q0 * GEMM_NR, c1 = q1 * GEMM_NR < j->n ? q1 * GEMM_NR : j->n;
-    size_t half = gemm_packed_a_floats(j->m < GEMM_MC ? j->m : GEMM_MC);
+    int pass = pass_rows(j->m);
+    size_t half = gemm_packed_a_floats(pass);
     int step = 0;
-    for (int i0 = 0; i0 < j->m; i0 += GEMM_MC) {
-        int rows = j->m - i0 < GEMM_MC ? j->m - i0 : GEMM_MC;
+    for (int i0 = 0; i0 < j->m; i0 += pass) {
+        int rows = j->m - i0 < pass ? j->m - i0 : pass;
         int s0, s1;
         vit_team_split((rows + GEMM_MR - 1) / GEMM_MR, member, threads, &s0, &s1);
         const float *a = j->a + (size_t)i0 * j->lda;
