@@ -98,7 +98,8 @@ vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limi
     if (!images || !logits || !scratch || !labels || !out->confusion)
         st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
     if (st == VIT_OK)
-        st = vit_state_create(m, batch_size, gemm_get_threads(), &s, err);
+        st = vit_state_create(m, batch_size, gemm_get_threads() < 64 ? gemm_get_threads() : 64,
+                              &s, err);
     if (st == VIT_OK)
         st = ds_loader_create(d, &lo, &loader, err);
     if (st == VIT_OK)

@@ -42,4 +42,7 @@ double cli_now(void);
 /* Peak resident set size of this process in bytes. */
 size_t cli_peak_rss(void);
 
+/* Default compute threads: the online cores, within [1, 64]. */
+long cli_default_threads(void);
+
 #endif

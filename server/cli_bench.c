@@ -62,7 +62,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         {"mixed", required_argument, NULL, 'X'},
         {NULL, 0, NULL, 0},
     };
-    *o = (bench_opts){.batch = 1, .threads = 2, .iters = 5, .warmup = 1, .classes = 10,
+    *o = (bench_opts){.batch = 1, .threads = cli_default_threads(), .iters = 5, .warmup = 1, .classes = 10,
                       .workers = 1};
     opterr = 0;
     int c, which = 0;

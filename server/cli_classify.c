@@ -31,7 +31,7 @@ static void classify_usage(FILE *out)
             "  --top-k       how many labels to print, best first (default 5)\n"
             "  --json        print one JSON object on stdout\n"
             "  --logits      add the raw logits (all classes) to the JSON output\n"
-            "  --threads     GEMM threads (default 2)\n"
+            "  --threads     compute threads (default: the online cores)\n"
             "  --max-pixels  refuse larger images (default %ld)\n",
             DEFAULT_MAX_PIXELS);
 }
@@ -91,7 +91,8 @@ static int parse_classify(int argc, char **argv, classify_opts *o)
         {"json", no_argument, NULL, 'j'},          {"logits", no_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
-    *o = (classify_opts){.top_k = 5, .threads = 2, .max_pixels = DEFAULT_MAX_PIXELS};
+    *o = (classify_opts){.top_k = 5, .threads = cli_default_threads(),
+                         .max_pixels = DEFAULT_MAX_PIXELS};
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -106,8 +107,8 @@ static int parse_classify(int argc, char **argv, classify_opts *o)
                 return cli_usage_error("classify", "--top-k needs a positive integer, got '%s'", optarg);
             break;
         case 't':
-            if (!cli_parse_int(optarg, 1, 256, &o->threads))
-                return cli_usage_error("classify", "--threads needs an integer in [1, 256], got '%s'", optarg);
+            if (!cli_parse_int(optarg, 1, 64, &o->threads))
+                return cli_usage_error("classify", "--threads needs an integer in [1, 64], got '%s'", optarg);
             break;
         case 'p':
             if (!cli_parse_int(optarg, 1, 1L << 40, &o->max_pixels))

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -71,4 +72,10 @@ void cli_print_json(json_t *j, int precise)
     printf("%s\n", text ? text : "{}");
     free(text);
     json_decref(j);
+}
+
+long cli_default_threads(void)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores < 1 ? 1 : cores > 64 ? 64 : cores;
 }

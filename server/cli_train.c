@@ -179,7 +179,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
     };
     memset(o, 0, sizeof *o);
     o->cfg = trainer_defaults();
-    o->threads = 2;
+    o->threads = cli_default_threads();
     trainer_config *c = &o->cfg;
     opterr = 0;
     int ch, which = 0;
@@ -212,7 +212,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
         case O_MAX_STEPS: ok = cli_parse_int(optarg, 1, 1L << 40, &c->max_steps); break;
         case O_BATCH: ok = cli_parse_int(optarg, 1, 4096, &v); c->batch_size = (int)v; break;
         case O_SEED: ok = cli_parse_int(optarg, 0, 1L << 62, &v); c->seed = (uint64_t)v; break;
-        case O_THREADS: ok = cli_parse_int(optarg, 1, 256, &o->threads); break;
+        case O_THREADS: ok = cli_parse_int(optarg, 1, 64, &o->threads); break;
         case O_LOADER: ok = cli_parse_int(optarg, 1, 64, &v); c->loader_threads = (int)v; break;
         case O_LIMIT_TRAIN: ok = cli_parse_int(optarg, 1, 1L << 40, &v); c->train_limit = (size_t)v; break;
         case O_LIMIT_EVAL: ok = cli_parse_int(optarg, 1, 1L << 40, &v); c->eval_limit = (size_t)v; break;
@@ -351,7 +351,7 @@ int cli_eval(int argc, char **argv)
         {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0},
     };
     const char *model = NULL, *task_path = NULL, *data = NULL, *class_list = NULL;
-    long batch = 32, threads = 2, loader_threads = 2, limit = 0;
+    long batch = 32, threads = cli_default_threads(), loader_threads = 2, limit = 0;
     int as_json = 0, ch, which = 0, ok;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "", longopts, &which)) != -1) {
@@ -364,7 +364,7 @@ int cli_eval(int argc, char **argv)
         case O_JSON: as_json = 1; break;
         case O_HELP: eval_usage(stdout); return CLI_OK;
         case O_BATCH: ok = cli_parse_int(optarg, 1, 4096, &batch); break;
-        case O_THREADS: ok = cli_parse_int(optarg, 1, 256, &threads); break;
+        case O_THREADS: ok = cli_parse_int(optarg, 1, 64, &threads); break;
         case O_LOADER: ok = cli_parse_int(optarg, 1, 64, &loader_threads); break;
         case O_LIMIT: ok = cli_parse_int(optarg, 1, 1L << 40, &limit); break;
         default:

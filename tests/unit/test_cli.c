@@ -164,7 +164,8 @@ static void test_inspect_and_bench(void)
     CHECKF(r->status == 0 && strstr(r->out, "tensors"), "inspect a non-model file: %s %s", r->out,
            r->err);
 
-    r = run_vitfit("bench", "--preset", "vit-tiny", "--batch", "2", "--iters", "2", "--json", NULL);
+    r = run_vitfit("bench", "--preset", "vit-tiny", "--batch", "2", "--threads", "2", "--iters",
+                   "2", "--json", NULL);
     j = json_loads(r->out, 0, &jerr);
     CHECKF(r->status == 0 && j, "bench: %s", r->err);
     CHECK(json_real_value(json_object_get(j, "images_per_second")) > 0);
@@ -172,6 +173,29 @@ static void test_inspect_and_bench(void)
     CHECK(json_integer_value(json_object_get(j, "batch")) == 2);
     CHECK(json_integer_value(json_object_get(j, "threads")) == 2);
     json_decref(j);
+
+    /* two workers at once, each timing one-task against mixed-task batches */
+    r = run_vitfit("bench", "--preset", "vit-tiny", "--batch", "3", "--threads", "1", "--workers",
+                   "2", "--mixed", "3", "--classes", "4", "--iters", "2", "--json", NULL);
+    j = json_loads(r->out, 0, &jerr);
+    CHECKF(r->status == 0 && j, "bench --workers --mixed: %s", r->err);
+    CHECK(json_integer_value(json_object_get(j, "workers")) == 2);
+    CHECK(json_real_value(json_object_get(j, "images_per_second")) > 0);
+    json_t *mixed = json_object_get(j, "mixed");
+    CHECK(json_integer_value(json_object_get(mixed, "tasks")) == 3);
+    CHECK(json_real_value(json_object_get(mixed, "mixed_over_single")) > 0);
+    json_decref(j);
+
+    /* --classes swaps the head for forward timing; --profile times one worker only */
+    r = run_vitfit("bench", "--preset", "vit-tiny", "--classes", "7", "--iters", "1", "--profile",
+                   "--json", NULL);
+    j = json_loads(r->out, 0, &jerr);
+    CHECKF(r->status == 0 && j && json_object_get(j, "profile"), "bench --classes: %s", r->err);
+    json_decref(j);
+    r = run_vitfit("bench", "--preset", "vit-tiny", "--workers", "2", "--profile", NULL);
+    CHECKF(r->status == 2 && count_lines(r->err) == 1, "--profile with --workers: %s", r->err);
+    r = run_vitfit("bench", "--preset", "vit-tiny", "--threads", "65", NULL);
+    CHECKF(r->status == 2 && count_lines(r->err) == 1, "--threads 65: %s", r->err);
 }
 
 int main(void)
