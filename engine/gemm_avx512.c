@@ -21,6 +21,14 @@ static int panels_of(int n)
     return (n + GEMM_NR - 1) / GEMM_NR;
 }
 
+/* Lanes of panel j's two 16-float halves that hold one of the n columns. */
+static void panel_masks(int n, int j, __mmask16 *m0, __mmask16 *m1)
+{
+    int cols = n - j * GEMM_NR < GEMM_NR ? n - j * GEMM_NR : GEMM_NR;
+    *m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    *m1 = (__mmask16)(cols >= 32 ? 0xffff : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+}
+
 size_t gemm_packed_b_floats(int n, int k)
 {
     return (size_t)panels_of(n) * GEMM_NR * (size_t)k;
@@ -60,9 +68,8 @@ void gemm_pack_b_nn(float *dst, const float *b, size_t ldb, int k, int n)
         float *block = dst + gemm_packed_b_block(n, p0);
         for (int j = 0; j < panels_of(n); j++) {
             float *panel = block + (size_t)j * kc * GEMM_NR;
-            int cols = n - j * GEMM_NR < GEMM_NR ? n - j * GEMM_NR : GEMM_NR;
-            __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
-            __mmask16 m1 = (__mmask16)(cols >= 32 ? 0xffff : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+            __mmask16 m0, m1;
+            panel_masks(n, j, &m0, &m1);
             for (int p = 0; p < kc; p++) {
                 const float *src = b + (size_t)(p0 + p) * ldb + (size_t)j * GEMM_NR;
                 _mm512_storeu_ps(panel + (size_t)p * GEMM_NR, _mm512_maskz_loadu_ps(m0, src));
@@ -178,9 +185,8 @@ void gemm_block_panels(const float *ap, const float *bp_block, int m, int n, int
 {
     /* each 32 KB B micro-panel stays in L1 across the slivers of A */
     for (int j = j0; j < j1; j++) {
-        int cols = n - j * GEMM_NR < GEMM_NR ? n - j * GEMM_NR : GEMM_NR;
-        __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
-        __mmask16 m1 = (__mmask16)(cols >= 32 ? 0xffff : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+        __mmask16 m0, m1;
+        panel_masks(n, j, &m0, &m1);
         const float *bp = bp_block + (size_t)j * kc * GEMM_NR;
         for (int r = 0; r < m; r += GEMM_MR) {
             int rows = m - r < GEMM_MR ? m - r : GEMM_MR;
