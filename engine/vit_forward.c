@@ -11,6 +11,13 @@
  * backward pass needs.  The residual stream x is updated in place: a linear
  * layer that feeds the residual seeds x with its bias and lets the GEMM
  * accumulate onto it (beta = 1).
+ *
+ * Two paths.  On AVX-512 CPUs with a packed model (vit_model_pack) a
+ * vit_state runs inference on its thread team: packed GEMMs with the bias
+ * adds and the GELU inside them, attention heads as packed GEMMs, LayerNorm
+ * split by rows (block_forward_packed).  Everywhere else -- CPUs without
+ * AVX-512, VITFIT_NO_AVX512, and training, whose backward pass mirrors it --
+ * the OpenBLAS path (block_forward) runs.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -119,8 +126,9 @@ static void layernorm_rows(const vit_model *m, const vit_acts *a, float *out, fl
 {
     for (int b = 0; b < B; b++) {
         size_t first = (size_t)b * R;
-        (a->avx512 ? layernorm_forward_avx512 : layernorm_forward)(out + first * C, mean ? mean + first : NULL, rstd ? rstd + first : NULL,
-                          x + first * C, w, image_bias(m, a, bias, b), (size_t)R, C, eps);
+        (a->avx512 ? layernorm_forward_avx512 : layernorm_forward)(
+            out + first * C, mean ? mean + first : NULL, rstd ? rstd + first : NULL,
+            x + first * C, w, image_bias(m, a, bias, b), (size_t)R, C, eps);
     }
 }
 
