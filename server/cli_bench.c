@@ -316,7 +316,7 @@ typedef struct bench_worker {
     pthread_barrier_t *start;    /* all workers begin timing together */
     vit_profile *profile;        /* worker 0 only, or NULL */
     double *times, *mixed_times; /* (iters) batch seconds */
-    double done;                 /* cli_now() after its last batch */
+    double began, done;          /* cli_now() after warm-up and after its last batch */
     vit_error err;
     int failed;
 } bench_worker;
@@ -354,6 +354,7 @@ static void *bench_worker_main(void *arg)
     for (long i = 0; i < o->warmup + o->iters; i++) {
         if (i == o->warmup) {
             pthread_barrier_wait(w->start); /* even a failed worker must arrive */
+            w->began = cli_now();
             if (w->profile && s)
                 vit_state_set_profile(s, w->profile);
         }
@@ -429,16 +430,21 @@ static int bench_forward(const bench_opts *o, const vit_model *m)
                 pthread_barrier_wait(&start);
         }
         pthread_barrier_wait(&start);
-        t_start = cli_now();
         for (int i = 0; i < started; i++)
             pthread_join(threads[i], NULL);
         pthread_barrier_destroy(&start);
     }
-    double t_end = t_start;
+    /* the timed span runs from the first worker's start to the last one's end
+     * (each reads the clock itself: this thread may not run again until then) */
+    double t_end = 0;
     for (int i = 0; rc == CLI_OK && i < W; i++) {
-        if (workers[i].failed)
+        if (workers[i].failed) {
             rc = cli_fail(&workers[i].err);
-        else if (workers[i].done > t_end)
+            break;
+        }
+        if (i == 0 || workers[i].began < t_start)
+            t_start = workers[i].began;
+        if (workers[i].done > t_end)
             t_end = workers[i].done;
     }
     if (rc == CLI_OK) {
@@ -447,7 +453,8 @@ static int bench_forward(const bench_opts *o, const vit_model *m)
         double mixed_median = o->mixed ? cli_median(mixed_times, n) : 0;
         /* every worker's batches over the wall time they took together */
         double passes = o->mixed ? 2.0 : 1.0;
-        double ips = W == 1 ? B / median : (double)W * B * iters * passes / (t_end - t_start);
+        double span = t_end - t_start;
+        double ips = W == 1 || span <= 0 ? B / median : (double)W * B * iters * passes / span;
         double gflops = 2.0 * vit_config_macs(&m->cfg) * ips / 1e9;
         size_t rss = cli_peak_rss();
         const char *name = o->preset ? o->preset : o->model;
@@ -466,7 +473,12 @@ static int bench_forward(const bench_opts *o, const vit_model *m)
                                                           "single_task_batch_seconds", median,
                                                           "mixed_batch_seconds", mixed_median,
                                                           "mixed_over_single", mixed_median / median));
-            cli_print_json(j, 0);
+            if (j) {
+                cli_print_json(j, 0);
+            } else { /* json_pack refuses non-finite reals: never print an empty report */
+                vit_error_set(&err, VIT_ERR_INVALID, "timings out of range (median %g s)", median);
+                rc = cli_fail(&err);
+            }
         } else {
             printf("model %s, batch %d, threads %ld x workers %d: median %.1f ms/batch over %ld "
                    "iters\n", name, B, o->threads, W, 1000 * median, iters);
