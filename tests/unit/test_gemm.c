@@ -50,7 +50,9 @@ static void probe_region(void *p, int member, int threads)
 static void test_team(int threads)
 {
     vit_error err = {0};
-    vit_team *team = NULL;
+    vit_team *team = (vit_team *)&err; /* must be reset to NULL on failure */
+    CHECK(vit_team_create(0, &team, &err) == VIT_ERR_INVALID && team == NULL);
+    CHECK(vit_team_create(65, &team, &err) == VIT_ERR_INVALID && team == NULL);
     CHECKF(vit_team_create(threads, &team, &err) == VIT_OK, "%s", err.message);
     if (!team)
         return;

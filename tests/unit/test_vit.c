@@ -397,6 +397,16 @@ static void test_config(void)
     CHECK(vit_config_validate(&c, &err) == VIT_ERR_INVALID);
     vit_model *m = NULL;
     CHECK(vit_model_create(&c, &m, &err) == VIT_ERR_INVALID && m == NULL);
+
+    /* a state's batch and thread budget are bounded before anything is allocated */
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    CHECK(vit_model_create(&c, &m, &err) == VIT_OK);
+    vit_state *s = (vit_state *)&c; /* must be reset to NULL on failure */
+    CHECK(m && vit_state_create(m, 1, 0, &s, &err) == VIT_ERR_INVALID && s == NULL);
+    CHECK(m && vit_state_create(m, 1, 65, &s, &err) == VIT_ERR_INVALID && s == NULL);
+    CHECK(m && vit_state_create(m, 0, 1, &s, &err) == VIT_ERR_INVALID && s == NULL);
+    CHECK(m && vit_state_create(m, 4097, 1, &s, &err) == VIT_ERR_INVALID && s == NULL);
+    vit_model_free(m);
 }
 
 int main(void)
