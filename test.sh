@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command that runs every test: the suite in a gcc release build (and its
-# engine tests again on the portable, non-AVX-512 path), a clang build, a build
-# on the oneDNN GEMM backend, again under ASan+UBSan, the threaded tests under
+# engine tests again on the portable, non-AVX-512 path), a clang build, again
+# under ASan+UBSan, the threaded tests under
 # TSan, and the libFuzzer targets for a fixed number of runs.  Ends with
 # the line "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
@@ -60,8 +60,6 @@ if [ -f build/meson-logs/testlog.json ]; then
   passed=$((passed + ok))
   failed=$((failed + bad))
 fi
-echo "== oneDNN GEMM backend build =="
-run_suite build-onednn --buildtype=release -Dgemm_backend=onednn
 echo "== ASan + UBSan build =="
 run_suite build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
 

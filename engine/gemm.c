@@ -1,10 +1,10 @@
 /*
  * gemm.c - the engine's matrix products (see gemm.h).
  *
- * Two backends behind one interface, chosen at build time (meson option
- * gemm_backend): OpenBLAS (default) and oneDNN's sgemm, whose AVX-512 kernels
- * run about twice as fast as OpenBLAS's here (the environment pins OpenBLAS
- * to its Haswell/AVX2 kernels).  Row-major throughout.
+ * General products go to OpenBLAS (CPUs without AVX-512, and training); on
+ * AVX-512 CPUs inference runs on the engine's own packed kernel below
+ * (gemm_avx512.c).  A oneDNN backend used to sit here; the packed kernel
+ * overtook its fp32 sgemm, so it was dropped.  Row-major throughout.
  */
 #include "gemm.h"
 
@@ -12,27 +12,13 @@
 
 #include "status.h"
 
-#ifdef VIT_GEMM_ONEDNN
-#include <oneapi/dnnl/dnnl.h>
-/* libgomp's, which oneDNN's OpenMP runtime threads by; declared here so the
- * engine itself needs no -fopenmp. */
-void omp_set_num_threads(int n);
-int omp_get_max_threads(void);
-#else
 #include <cblas.h>
-#endif
 
 void gemm_tt(int m, int n, int k, float alpha, const float *a, int lda, bool a_trans,
              const float *b, int ldb, bool b_trans, float beta, float *c, int ldc)
 {
-#ifdef VIT_GEMM_ONEDNN
-    dnnl_status_t st = dnnl_sgemm(a_trans ? 'T' : 'N', b_trans ? 'T' : 'N', m, n, k, alpha, a, lda,
-                                  b, ldb, beta, c, ldc);
-    VIT_ASSERT(st == dnnl_success); /* only invalid shapes fail: a bug in the caller */
-#else
     cblas_sgemm(CblasRowMajor, a_trans ? CblasTrans : CblasNoTrans,
                 b_trans ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-#endif
 }
 
 void gemm(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
@@ -104,20 +90,12 @@ void gemm_set_threads(int threads)
 {
     if (threads < 1)
         threads = 1;
-#ifdef VIT_GEMM_ONEDNN
-    omp_set_num_threads(threads);
-#else
     openblas_set_num_threads(threads);
-#endif
 }
 
 int gemm_get_threads(void)
 {
-#ifdef VIT_GEMM_ONEDNN
-    return omp_get_max_threads();
-#else
     return openblas_get_num_threads();
-#endif
 }
 
 /* ---- packed weights ---- */

@@ -1,7 +1,7 @@
 /*
  * gemm.h - every matrix product of the engine goes through here.
  *
- * One seam so another backend (bf16 on avx512_bf16, oneDNN) can replace
+ * One seam so another backend (bf16 on avx512_bf16) can replace
  * OpenBLAS without touching the model code.  Matrices are row-major; `b_trans`
  * means B is stored (n, k) -- PyTorch's (out, in) weight layout -- so a linear
  * layer is gemm(x, W^T).

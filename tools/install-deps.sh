@@ -6,7 +6,6 @@ set -euo pipefail
 packages=(
   build-essential meson ninja-build pkg-config
   libmicrohttpd-dev libjansson-dev libopenblas-dev libstb-dev libcurl4-openssl-dev zlib1g-dev
-  libdnnl-dev
   dataset-fashion-mnist
 )
 # clang + its runtime build the libFuzzer targets in the test suite
