@@ -160,17 +160,28 @@ void optim_step(optim *o, float *params, const float *grads, const uint8_t *deca
         sgd_step(o, params, grads, decay_mask, lr);
 }
 
-/* ref: torch/nn/utils/clip_grad.py clip_grad_norm_ (norm_type 2) */
-double optim_clip_grad_norm(float *grads, size_t n, double max_norm)
+double optim_grad_norm(const float *grads, size_t n)
 {
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += (double)grads[i] * (double)grads[i];
-    double norm = sqrt(sum);
+    return sqrt(sum);
+}
+
+/* ref: torch/nn/utils/clip_grad.py clip_grad_norm_ (norm_type 2) */
+double optim_clip_grad_norm(float *grads, size_t n, double max_norm)
+{
+    double norm = optim_grad_norm(grads, n);
+    /* A non-finite norm would make coef NaN (inf / inf with max_norm = inf)
+     * or 0, and scaling would turn every finite gradient into NaN (or 0 *
+     * inf = NaN): no clipping can repair such gradients, so leave them for
+     * the caller to drop the step. */
+    if (!isfinite(norm))
+        return norm;
     double coef = max_norm / (norm + 1e-6);
     /* torch multiplies by min(coef, 1); skipping the no-op keeps the grads
-     * bit-identical.  A NaN/inf norm propagates like torch's (no error). */
-    if (!(coef >= 1.0)) {
+     * bit-identical. */
+    if (coef < 1.0) {
         float c = (float)coef;
         for (size_t i = 0; i < n; i++)
             grads[i] *= c;
@@ -180,7 +191,9 @@ double optim_clip_grad_norm(float *grads, size_t n, double max_norm)
 
 /* See optim.h.  Steps before 0 count as 0; steps at or past total_steps (and
  * every step after warm-up when total_steps <= warmup_steps, where there is
- * no cosine phase) give min_lr. */
+ * no cosine phase) give min_lr.  The cosine runs over the steps W..T-1, its
+ * span T-1-W steps, so that step T-1 -- the last update the run makes --
+ * lands on min_lr (dividing by T-W would leave the last step above it). */
 double sched_lr(const sched_config *s, long step)
 {
     long warmup = s->warmup_steps > 0 ? s->warmup_steps : 0;
@@ -190,6 +203,9 @@ double sched_lr(const sched_config *s, long step)
         return s->lr * (double)(step + 1) / (double)warmup;
     if (step >= s->total_steps || s->total_steps <= warmup)
         return s->min_lr;
-    double progress = (double)(step - warmup) / (double)(s->total_steps - warmup);
+    long span = s->total_steps - 1 - warmup;
+    if (span == 0) /* a single step after warm-up: nothing to anneal */
+        return s->lr;
+    double progress = (double)(step - warmup) / (double)span;
     return s->min_lr + (s->lr - s->min_lr) * 0.5 * (1.0 + cos(M_PI * progress));
 }

@@ -42,15 +42,25 @@ void optim_step(optim *o, float *params, const float *grads, const uint8_t *deca
 /* Steps taken so far. */
 long optim_steps(const optim *o);
 
+/* L2 norm of grads (n), accumulated in double; reads only.  Not finite when
+ * any gradient is inf or NaN (or the sum overflows). */
+double optim_grad_norm(const float *grads, size_t n);
+
 /* torch.nn.utils.clip_grad_norm_: scales grads so their L2 norm is at most
  * max_norm (coefficient max_norm / (norm + 1e-6), applied only if < 1).
- * Returns the norm before clipping. */
+ * Returns the norm before clipping.  Unlike torch (which multiplies every
+ * gradient by the resulting NaN), a non-finite norm leaves grads untouched:
+ * the caller checks the returned norm and skips the step (trainer.c does).
+ * max_norm = INFINITY never scales. */
 double optim_clip_grad_norm(float *grads, size_t n, double max_norm);
 
 /* Cosine schedule with linear warm-up, stepped per iteration, over the whole
- * run (the original's T_max = max_epochs):
- *   step < warmup:  lr * (step + 1) / warmup
- *   after:          min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi * (step - warmup) / (total - warmup)))
+ * run (T = total_steps, W = warmup_steps):
+ *   step < W:            lr * (step + 1) / W
+ *   W <= step <= T - 1:  min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi * (step - W) / (T - 1 - W)))
+ * so the first step after warm-up runs at lr and the last step of the run
+ * (T - 1) at exactly min_lr: the curve finishes inside the run instead of one
+ * step after it.  A cosine phase of one step (T - 1 == W) runs at lr.
  */
 typedef struct sched_config {
     double lr;

@@ -7,9 +7,11 @@
  *    tools/reference/gen_optim_goldens.py; its header lists the settings).
  *    Plain SGD must also equal p - lr*g computed here, step by step.
  * 2. optim_clip_grad_norm vs torch.nn.utils.clip_grad_norm_, and the no-op
- *    case (norm under the limit: grads untouched, bit for bit).
- * 3. sched_lr: warm-up ramp, cosine midpoint, end == min_lr, the edge cases
- *    total == warmup and total == 1.
+ *    case (norm under the limit: grads untouched, bit for bit); a non-finite
+ *    norm (an inf or NaN gradient) leaves every gradient as it was, with
+ *    max_norm = INFINITY (read the norm only) or a finite one.
+ * 3. sched_lr: warm-up ramp, cosine midpoint, the last step (total - 1) ==
+ *    min_lr, the edge cases total == warmup, a one-step cosine and total == 1.
  * 4. optim_create rejects nonsense configs with VIT_ERR_INVALID.
  */
 #include "optim.h"
@@ -209,6 +211,34 @@ static void test_clip(const goldens *g)
     CHECKF(fabs(v[0] - 0.6) < 1e-6 && fabs(v[1] - 0.8) < 1e-6, "got (%g, %g)", (double)v[0],
            (double)v[1]);
     CHECK(optim_clip_grad_norm(v, 0, 1.0) == 0.0);
+
+    /* Reading the norm with max_norm = INFINITY changes nothing. */
+    memcpy(x, g->clip_in, n * sizeof *x);
+    CHECK(fabs(optim_clip_grad_norm(x, n, INFINITY) - norm) < 1e-12);
+    CHECK(memcmp(x, g->clip_in, n * sizeof *x) == 0);
+    CHECK(fabs(optim_grad_norm(g->clip_in, n) - norm) < 1e-12);
+
+    /* One inf (or NaN) gradient: torch's formula gives coef = inf/inf = NaN
+     * (max_norm inf) or 0 (finite max_norm) and scaling would turn every
+     * finite gradient into NaN.  The norm is reported as non-finite and the
+     * gradients stay as they were, for the caller to drop the step. */
+    const float bad[2] = {INFINITY, NAN};
+    const double maxes[2] = {INFINITY, 1.0};
+    for (int b = 0; b < 2; b++) {
+        for (int k = 0; k < 2; k++) {
+            memcpy(x, g->clip_in, n * sizeof *x);
+            x[7] = bad[b];
+            double nb = optim_clip_grad_norm(x, n, maxes[k]);
+            int finite_kept = 1;
+            for (size_t i = 0; i < n; i++)
+                if (i != 7 && memcmp(&x[i], &g->clip_in[i], sizeof *x) != 0)
+                    finite_kept = 0;
+            CHECKF(!isfinite(nb) && finite_kept,
+                   "gradient %g, max_norm %g: norm %g, other gradients %s", (double)bad[b],
+                   maxes[k], nb, finite_kept ? "kept" : "changed (e.g. to NaN)");
+            CHECK(!isfinite(optim_grad_norm(x, n)));
+        }
+    }
     free(x);
 }
 
@@ -224,18 +254,20 @@ static void check_lr(const sched_config *s, long step, double want)
 
 static void test_sched(void)
 {
-    sched_config s = {.lr = 1e-3, .min_lr = 1e-5, .warmup_steps = 10, .total_steps = 110};
+    /* 111 steps: warm-up 0..9, cosine over 10..110 (a span of 100 steps) */
+    sched_config s = {.lr = 1e-3, .min_lr = 1e-5, .warmup_steps = 10, .total_steps = 111};
     check_lr(&s, 0, 1e-4);             /* (0+1)/10 */
     check_lr(&s, 4, 5e-4);
     check_lr(&s, 9, 1e-3);             /* last warm-up step reaches lr */
     check_lr(&s, 10, 1e-3);            /* cosine starts at lr */
     check_lr(&s, 60, 1e-5 + (1e-3 - 1e-5) * 0.5); /* midpoint */
     check_lr(&s, 35, 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + cos(M_PI * 0.25)));
-    check_lr(&s, 110, 1e-5);           /* end of the run */
-    check_lr(&s, 500, 1e-5);           /* past it: stays at min_lr */
+    check_lr(&s, 110, 1e-5);           /* the run's last step: min_lr */
+    check_lr(&s, 111, 1e-5);           /* past it: stays at min_lr */
+    check_lr(&s, 500, 1e-5);
     check_lr(&s, -3, 1e-4);            /* before the start: as step 0 */
     /* monotone: up during warm-up, down after */
-    for (long i = 1; i < 110; i++) {
+    for (long i = 1; i < 111; i++) {
         double a = sched_lr(&s, i - 1), b = sched_lr(&s, i);
         if (i < 10)
             CHECKF(b > a, "warm-up not increasing at %ld", i);
@@ -243,11 +275,18 @@ static void test_sched(void)
             CHECKF(b < a, "cosine not decreasing at %ld", i);
     }
 
-    /* No warm-up: starts at lr. */
-    sched_config nw = {.lr = 0.1, .min_lr = 0, .warmup_steps = 0, .total_steps = 4};
+    /* No warm-up: starts at lr, the last of 5 steps at min_lr. */
+    sched_config nw = {.lr = 0.1, .min_lr = 0, .warmup_steps = 0, .total_steps = 5};
     check_lr(&nw, 0, 0.1);
     check_lr(&nw, 2, 0.05);
     check_lr(&nw, 4, 0.0);
+    check_lr(&nw, 5, 0.0);
+
+    /* A cosine phase of one step (total - 1 == warmup) runs at lr. */
+    sched_config c1 = {.lr = 1.0, .min_lr = 0.1, .warmup_steps = 3, .total_steps = 4};
+    check_lr(&c1, 2, 1.0);
+    check_lr(&c1, 3, 1.0);
+    check_lr(&c1, 4, 0.1);
 
     /* total == warmup: the run is all warm-up; nothing after it but min_lr. */
     sched_config eq = {.lr = 1.0, .min_lr = 0.1, .warmup_steps = 5, .total_steps = 5};
