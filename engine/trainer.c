@@ -2,10 +2,16 @@
  * trainer.c - the fine-tuning loop and evaluation (see trainer.h).
  *
  * One step: zero gradients, training forward, cross-entropy, backward,
- * optional clipping, learning rate from the schedule, optimizer update.  The
- * optimizer sees flat arenas: the trainable one (biases + head) always, the
- * frozen one too for full fine-tuning, each with a weight-decay mask.
+ * gradient norm (a non-finite one drops the update), optional clipping,
+ * learning rate from the schedule, optimizer update.  The optimizer sees flat
+ * arenas: the trainable one (biases + head) always, the frozen one too for
+ * full fine-tuning, each with a weight-decay mask.
+ *
+ * Classes are matched by name wherever two lists meet: an eval set against
+ * the model's (or the training set's) classes, a training set against the
+ * checkpoint's head.  Position is used only where no names exist.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +67,91 @@ void trainer_result_free(trainer_result *r)
     memset(r, 0, sizeof *r);
 }
 
+/* ---- classes by name ---------------------------------------------------- */
+
+/* A model class name with its index, for a sorted lookup. */
+typedef struct name_entry {
+    const char *name;
+    int index;
+} name_entry;
+
+static int cmp_name_entry(const void *a, const void *b)
+{
+    const name_entry *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* Maps every class c of data set d (`what_d` in messages) to the index
+ * map[c] of the class with the same name among names[0..K), the classes of
+ * `what_names`.  A class of d that is not exactly one of them -- or names
+ * two of them (duplicated labels, e.g. ImageNet's two "crane"s) -- is
+ * VIT_ERR_MISMATCH naming it.  Identical lists map to themselves
+ * (duplicates and all).  names == NULL: nothing to match names with, so
+ * classes go by position and the counts must agree.  map holds
+ * ds_num_classes(d) ints. */
+static vit_status class_map(const char *const *names, int K, const ds_dataset *d, int *map,
+                            const char *what_d, const char *what_names, vit_error *err)
+{
+    int Kd = ds_num_classes(d);
+    bool same = Kd == K;
+    for (int c = 0; same && names && c < K; c++)
+        same = strcmp(names[c], ds_class_name(d, c)) == 0;
+    if (same || !names) {
+        if (!same)
+            return vit_error_set(err, VIT_ERR_MISMATCH,
+                                 "%s has %d classes, %s %d (and names none of them)", what_d,
+                                 Kd, what_names, K);
+        for (int c = 0; c < Kd; c++)
+            map[c] = c;
+        return VIT_OK;
+    }
+    name_entry *index = malloc((size_t)(K > 0 ? K : 1) * sizeof *index);
+    if (!index)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory matching classes");
+    for (int k = 0; k < K; k++)
+        index[k] = (name_entry){names[k], k};
+    qsort(index, (size_t)K, sizeof *index, cmp_name_entry);
+    vit_status st = VIT_OK;
+    for (int c = 0; c < Kd && st == VIT_OK; c++) {
+        const char *want = ds_class_name(d, c);
+        int lo = 0, hi = K; /* first entry with name >= want */
+        while (lo < hi) {
+            int mid = lo + (hi - lo) / 2;
+            if (strcmp(index[mid].name, want) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == K || strcmp(index[lo].name, want) != 0)
+            st = vit_error_set(err, VIT_ERR_MISMATCH,
+                               "class '%.200s' of %s is not one of the %d classes of %s", want,
+                               what_d, K, what_names);
+        else if (lo + 1 < K && strcmp(index[lo + 1].name, want) == 0)
+            st = vit_error_set(err, VIT_ERR_MISMATCH,
+                               "class '%.200s' of %s names several classes of %s", want, what_d,
+                               what_names);
+        else
+            map[c] = index[lo].index;
+    }
+    free(index);
+    return st;
+}
+
+/* Copies the data set's class names into a NULL-terminated array of
+ * borrowed pointers (caller frees the array only); NULL when out of memory. */
+static const char **class_names(const ds_dataset *d)
+{
+    int K = ds_num_classes(d);
+    const char **names = calloc((size_t)K + 1, sizeof *names);
+    if (names)
+        for (int k = 0; k < K; k++)
+            names[k] = ds_class_name(d, k);
+    return names;
+}
+
+/* ---- evaluation --------------------------------------------------------- */
+
 /* Rank of the true class among the logits (0 = predicted). */
 static int rank_of(const float *logits, int K, int label)
 {
@@ -71,20 +162,29 @@ static int rank_of(const float *logits, int K, int label)
     return rank;
 }
 
-vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limit, int batch_size,
-                            int loader_threads, eval_result *out, vit_error *err)
+vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_in,
+                            const ds_dataset *d, size_t limit, int batch_size, int loader_threads,
+                            eval_result *out, vit_error *err)
 {
     memset(out, 0, sizeof *out);
-    int K = m->cfg.num_classes;
+    int K = m->cfg.num_classes, Kd = ds_num_classes(d);
     if (K < 1)
         return vit_error_set(err, VIT_ERR_INVALID, "evaluation needs a classification head");
-    if (ds_num_classes(d) != K)
-        return vit_error_set(err, VIT_ERR_MISMATCH, "the data set has %d classes, the model %d",
-                             ds_num_classes(d), K);
+    if (batch_size < 1)
+        return vit_error_set(err, VIT_ERR_INVALID, "batch size must be positive");
+    const char *const *names = class_names_in ? class_names_in : (const char *const *)m->labels;
+    int *map = malloc((size_t)(Kd > 0 ? Kd : 1) * sizeof *map);
+    if (!map)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
+    vit_status st = class_map(names, K, d, map, "the data set", "the model", err);
+    if (st != VIT_OK) {
+        free(map);
+        return st;
+    }
     ds_loader_options lo = {
         .batch_size = batch_size, .shuffle = false, .augment = false, .seed = 0,
-        .threads = loader_threads, .prefetch = 2, .preprocess = m->cfg.preprocess,
-        .on_bad = DS_BAD_FAIL, .limit = limit,
+        .threads = loader_threads > 0 ? loader_threads : 1, .prefetch = 2,
+        .preprocess = m->cfg.preprocess, .on_bad = DS_BAD_FAIL, .limit = limit,
     };
     size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
     float *images = malloc(per_image * (size_t)batch_size * sizeof *images);
@@ -94,7 +194,6 @@ vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limi
     out->confusion = calloc((size_t)K * K, sizeof *out->confusion);
     ds_loader *loader = NULL;
     vit_state *s = NULL;
-    vit_status st = VIT_OK;
     if (!images || !logits || !scratch || !labels || !out->confusion)
         st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
     if (st == VIT_OK)
@@ -111,9 +210,13 @@ vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limi
         st = ds_loader_next(loader, images, labels, NULL, &count, err);
         if (st != VIT_OK || count == 0)
             break;
+        for (int b = 0; b < count; b++) /* data set class -> the model's class of that name */
+            labels[b] = map[labels[b]];
         st = vit_forward(m, s, images, count, logits, err);
         if (st != VIT_OK)
             break;
+        /* the batch's mean loss, weighted by its size: a short last batch
+         * counts for its items, not as much as a full one */
         loss_sum += vit_cross_entropy(logits, labels, count, K, 0.0f, scratch) * count;
         for (int b = 0; b < count; b++) {
             const float *row = logits + (size_t)b * K;
@@ -124,7 +227,7 @@ vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limi
                     pred = k;
             top1 += rank == 0;
             top5 += rank < 5;
-            out->confusion[(size_t)labels[b] * K + pred]++;
+            out->confusion[(size_t)labels[b] * K + pred]++; /* row = true class */
         }
         out->count += count;
     }
@@ -134,11 +237,18 @@ vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limi
     free(logits);
     free(scratch);
     free(labels);
+    free(map);
     if (st != VIT_OK) {
         eval_result_free(out);
         return st;
     }
     out->num_classes = K;
+    for (int k = 0; k < K; k++) {
+        long row = 0;
+        for (int j = 0; j < K; j++)
+            row += out->confusion[(size_t)k * K + j];
+        out->absent += row == 0;
+    }
     if (out->count > 0) {
         out->top1 = (double)top1 / out->count;
         out->top5 = (double)top5 / out->count;
@@ -147,45 +257,59 @@ vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limi
     return VIT_OK;
 }
 
-/* True when the data set's classes are the backbone's labels, same order. */
-static bool classes_match(const vit_model *m, const ds_dataset *d)
-{
-    if (!m->labels || m->cfg.num_classes != ds_num_classes(d))
-        return false;
-    for (int k = 0; k < m->cfg.num_classes; k++)
-        if (strcmp(m->labels[k], ds_class_name(d, k)) != 0)
-            return false;
-    return true;
-}
+/* ---- the model being trained -------------------------------------------- */
 
 /* The model being trained: a view sharing the backbone (bitfit, linear) or a
- * private copy (full), with the head chosen by cfg->head. */
+ * private copy (full), with the head chosen by cfg->head (trainer.h).
+ * *kept tells whether the checkpoint's head was kept. */
 static vit_status make_train_model(const vit_model *backbone, const ds_dataset *train,
-                                   const trainer_config *cfg, vit_model **out, vit_error *err)
+                                   const trainer_config *cfg, vit_model **out, bool *kept,
+                                   vit_error *err)
 {
-    int K = ds_num_classes(train);
-    bool keep = cfg->head == TRAINER_HEAD_KEEP ||
-                (cfg->head == TRAINER_HEAD_AUTO && classes_match(backbone, train));
-    if (keep && backbone->cfg.num_classes != K)
-        return vit_error_set(err, VIT_ERR_MISMATCH,
-                             "--head keep: the checkpoint's head has %d classes, the data set %d",
-                             backbone->cfg.num_classes, K);
+    int K = ds_num_classes(train), Kb = backbone->cfg.num_classes;
+    int *rows = malloc((size_t)(K > 0 ? K : 1) * sizeof *rows);
+    if (!rows)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    /* every training class is one of the checkpoint's labels: rows by name */
+    bool by_name = Kb > 0 && backbone->labels &&
+                   class_map((const char *const *)backbone->labels, Kb, train, rows, "", "", NULL) ==
+                       VIT_OK;
+    bool keep = cfg->head == TRAINER_HEAD_KEEP || (cfg->head == TRAINER_HEAD_AUTO && by_name);
+    if (keep && !by_name) {
+        if (Kb != K) {
+            free(rows);
+            return vit_error_set(err, VIT_ERR_MISMATCH,
+                                 "--head keep: the checkpoint's head has %d classes, the data "
+                                 "set %d",
+                                 Kb, K);
+        }
+        for (int c = 0; c < K; c++)
+            rows[c] = c;
+    }
     vit_status st = vit_model_derive(backbone, K, cfg->method == VIT_METHOD_FULL, out, err);
-    if (st != VIT_OK)
+    if (st != VIT_OK) {
+        free(rows);
         return st;
+    }
     vit_model *m = *out;
     if (cfg->from_scratch) /* randinit's rule: weights ~ std 0.02, LN gains near 1 */
         vit_model_randomize(m, cfg->seed);
     vit_param *hw = vit_model_find(m, "head.weight"), *hb = vit_model_find(m, "head.bias");
+    size_t F = (size_t)vit_config_feature_dim(&m->cfg);
     if (keep) {
-        memcpy(hw->data, backbone->w.head_w, sizeof(float) * hw->numel);
-        memcpy(hb->data, backbone->w.head_b, sizeof(float) * hb->numel);
+        for (int c = 0; c < K; c++) {
+            memcpy(hw->data + (size_t)c * F, backbone->w.head_w + (size_t)rows[c] * F,
+                   sizeof(float) * F);
+            hb->data[c] = backbone->w.head_b[rows[c]];
+        }
     } else {
         /* torch.nn.Linear's default range U(-1/sqrt(F), 1/sqrt(F)), seeded; zero bias */
-        double bound = 1.0 / sqrt((double)vit_config_feature_dim(&m->cfg));
+        double bound = 1.0 / sqrt((double)F);
         randinit_fill(hw->data, hw->numel, "head.weight", cfg->seed, bound, 0.0);
         memset(hb->data, 0, sizeof(float) * hb->numel);
     }
+    *kept = keep;
+    free(rows);
     return VIT_OK;
 }
 
@@ -203,6 +327,8 @@ static void decay_masks(const vit_model *m, uint8_t *mask_train, uint8_t *mask_f
     }
 }
 
+/* ---- one run ------------------------------------------------------------ */
+
 /* Everything one run allocates, freed in one place. */
 typedef struct run_state {
     vit_model *m;
@@ -212,6 +338,7 @@ typedef struct run_state {
     float *gtrain, *gfrozen, *images, *logits, *dlogits;
     uint8_t *mask_train, *mask_frozen;
     int *labels;
+    bool head_kept;
 } run_state;
 
 static void run_free(run_state *r)
@@ -231,10 +358,23 @@ static void run_free(run_state *r)
     vit_model_free(r->m);
 }
 
+/* The loader options of the training epochs. */
+static ds_loader_options train_loader_options(const vit_model *m, const trainer_config *cfg)
+{
+    ds_loader_options lo = {
+        .batch_size = cfg->batch_size, .shuffle = cfg->shuffle, .augment = cfg->augment,
+        .drop_last = false, .seed = cfg->seed,
+        .threads = cfg->loader_threads > 0 ? cfg->loader_threads : 1, .prefetch = 2,
+        .preprocess = m->cfg.preprocess, .on_bad = cfg->on_bad, .on_bad_fn = cfg->on_bad_fn,
+        .on_bad_ctx = cfg->on_bad_ctx, .limit = cfg->train_limit,
+    };
+    return lo;
+}
+
 static vit_status run_setup(const vit_model *backbone, const ds_dataset *train,
                             const trainer_config *cfg, run_state *r, vit_error *err)
 {
-    vit_status st = make_train_model(backbone, train, cfg, &r->m, err);
+    vit_status st = make_train_model(backbone, train, cfg, &r->m, &r->head_kept, err);
     if (st != VIT_OK)
         return st;
     vit_model *m = r->m;
@@ -259,12 +399,7 @@ static vit_status run_setup(const vit_model *backbone, const ds_dataset *train,
         (full && (!r->gfrozen || !r->mask_frozen)))
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for training buffers");
     decay_masks(m, r->mask_train, r->mask_frozen);
-    ds_loader_options lo = {
-        .batch_size = B, .shuffle = cfg->shuffle, .augment = cfg->augment, .drop_last = false,
-        .seed = cfg->seed, .threads = cfg->loader_threads > 0 ? cfg->loader_threads : 1,
-        .prefetch = 2, .preprocess = m->cfg.preprocess, .on_bad = cfg->on_bad,
-        .on_bad_fn = cfg->on_bad_fn, .on_bad_ctx = cfg->on_bad_ctx, .limit = cfg->train_limit,
-    };
+    ds_loader_options lo = train_loader_options(m, cfg);
     st = vit_train_state_create(m, cfg->method, B, &r->ts, err);
     if (st == VIT_OK)
         st = optim_create(&oc, m->trainable_len, &r->opt_train, err);
@@ -275,26 +410,55 @@ static vit_status run_setup(const vit_model *backbone, const ds_dataset *train,
     return st;
 }
 
-/* Copies labels of the data set into a NULL-terminated array of borrowed names. */
-static const char **class_names(const ds_dataset *d)
+/* Batches of one training epoch.  With DS_BAD_FAIL every item loads or the
+ * run fails, so it is the loader's count.  With DS_BAD_SKIP the epochs skip
+ * the items that fail, so counting items would size the schedule for steps
+ * that never come (the cosine would stop half-way down): one pass decodes
+ * every item first -- no shuffle, no augmentation, no forward pass, skipped
+ * items not reported (the first epoch reports them) -- and counts those that
+ * load.  Decoding is a small part of a training epoch's cost, and an exact
+ * count from step 0 keeps warm-up and cosine exact (the alternative,
+ * re-planning when an epoch ends short, bends the curve mid-run and learns
+ * too late in a one-epoch run).  *cancelled: should_stop fired. */
+static vit_status batches_per_epoch(const ds_dataset *train, const trainer_config *cfg,
+                                    run_state *r, size_t *out, bool *cancelled, vit_error *err)
 {
-    int K = ds_num_classes(d);
-    const char **names = calloc((size_t)K + 1, sizeof *names);
-    if (names)
-        for (int k = 0; k < K; k++)
-            names[k] = ds_class_name(d, k);
-    return names;
+    *out = ds_loader_batches(r->loader);
+    if (cfg->on_bad != DS_BAD_SKIP)
+        return VIT_OK;
+    ds_loader_options lo = train_loader_options(r->m, cfg);
+    lo.shuffle = false;
+    lo.augment = false;
+    lo.on_bad_fn = NULL;
+    ds_loader *l = NULL;
+    size_t good = 0;
+    vit_status st = ds_loader_create(train, &lo, &l, err);
+    if (st == VIT_OK)
+        st = ds_loader_start_epoch(l, 0, err);
+    while (st == VIT_OK) {
+        if (cfg->should_stop && cfg->should_stop(cfg->ctx)) {
+            *cancelled = true;
+            break;
+        }
+        int count = 0;
+        st = ds_loader_next(l, r->images, r->labels, NULL, &count, err);
+        if (st != VIT_OK || count == 0)
+            break;
+        good += (size_t)count;
+    }
+    ds_loader_free(l);
+    if (st == VIT_OK && !*cancelled && good == 0)
+        st = vit_error_set(err, VIT_ERR_INVALID, "no item of the training set could be loaded");
+    *out = (good + (size_t)cfg->batch_size - 1) / (size_t)cfg->batch_size;
+    return st;
 }
 
 /* Turns the trained model into the run's product: a task (bitfit, linear)
  * or the model itself (full). */
-static vit_status finish(const vit_model *backbone, const ds_dataset *train,
-                         const trainer_config *cfg, run_state *r, trainer_result *out,
+static vit_status finish(const vit_model *backbone, const trainer_config *cfg,
+                         const char *const *names, run_state *r, trainer_result *out,
                          vit_error *err)
 {
-    const char **names = class_names(train);
-    if (!names)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     vit_status st = VIT_OK;
     if (cfg->method == VIT_METHOD_FULL) {
         st = vit_model_set_labels(r->m, names, err);
@@ -310,8 +474,52 @@ static vit_status finish(const vit_model *backbone, const ds_dataset *train,
                      vit_method_name(cfg->method));
         }
     }
-    free(names);
     return st;
+}
+
+/* Loss and throughput since the last progress report. */
+typedef struct progress_window {
+    long steps, images;
+    double loss, t_start, t_last;
+} progress_window;
+
+static void report_progress(const trainer_config *cfg, progress_window *w, long step,
+                            const sched_config *sched, long skipped, int epoch, float lr)
+{
+    if (!cfg->progress || w->steps == 0)
+        return;
+    double t = now_seconds();
+    trainer_progress p = {
+        .step = step, .total_steps = sched->total_steps, .warmup_steps = sched->warmup_steps,
+        .skipped_steps = skipped, .epoch = epoch + 1, .epochs = cfg->epochs,
+        .loss = w->loss / w->steps, .lr = lr,
+        .images_per_second = w->images / fmax(t - w->t_last, 1e-9),
+        .eta_seconds = (double)(sched->total_steps - step) * (t - w->t_start) / step,
+    };
+    cfg->progress(cfg->ctx, &p);
+    w->loss = 0;
+    w->steps = w->images = 0;
+    w->t_last = t;
+}
+
+/* Sizes the schedule for `per_epoch` batches per epoch (see trainer.h). */
+static vit_status plan_schedule(const trainer_config *cfg, size_t per_epoch, sched_config *s,
+                                vit_error *err)
+{
+    if (per_epoch > (size_t)(LONG_MAX / cfg->epochs))
+        return vit_error_set(err, VIT_ERR_TOO_LARGE, "%zu batches x %d epochs is too many steps",
+                             per_epoch, cfg->epochs);
+    long total = (long)per_epoch * cfg->epochs;
+    if (cfg->max_steps > 0 && cfg->max_steps < total)
+        total = cfg->max_steps;
+    /* The warm-up is what the config asks for, in steps of this run's epochs;
+     * only the run's own length bounds it (a warm-up as long as the run ramps
+     * up to lr at the last step and never decays -- the caller asked for it). */
+    double w = cfg->warmup_epochs * (double)per_epoch;
+    long warmup = w >= (double)total ? total : (long)llround(w);
+    *s = (sched_config){.lr = cfg->lr, .min_lr = cfg->min_lr, .warmup_steps = warmup,
+                        .total_steps = total};
+    return VIT_OK;
 }
 
 vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const ds_dataset *eval,
@@ -320,31 +528,52 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     memset(out, 0, sizeof *out);
     if (cfg->batch_size < 1 || cfg->epochs < 1 || !(cfg->lr > 0))
         return vit_error_set(err, VIT_ERR_INVALID, "batch size, epochs and lr must be positive");
+    if (!(cfg->min_lr >= 0) || !(cfg->warmup_epochs >= 0) || !isfinite(cfg->warmup_epochs) ||
+        !isfinite(cfg->lr))
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "min lr and warm-up epochs must be finite and >= 0");
     if (cfg->from_scratch && cfg->method != VIT_METHOD_FULL)
         return vit_error_set(err, VIT_ERR_INVALID, "training from scratch needs the full method");
+    const char **names = class_names(train);
+    int *eval_map = eval ? malloc((size_t)(ds_num_classes(eval) + 1) * sizeof *eval_map) : NULL;
+    if (!names || (eval && !eval_map)) {
+        free(names);
+        free(eval_map);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    }
+    /* a renamed eval class must fail now, not after the whole run */
+    vit_status st = VIT_OK;
+    if (eval)
+        st = class_map(names, ds_num_classes(train), eval, eval_map, "the eval set",
+                       "the training set", err);
+    free(eval_map);
     run_state r = {0};
-    vit_status st = run_setup(backbone, train, cfg, &r, err);
+    if (st == VIT_OK)
+        st = run_setup(backbone, train, cfg, &r, err);
     vit_model *m = r.m;
-    size_t per_epoch = st == VIT_OK ? ds_loader_batches(r.loader) : 0;
-    if (st == VIT_OK && per_epoch == 0)
+    size_t per_epoch = 0;
+    if (st == VIT_OK)
+        st = batches_per_epoch(train, cfg, &r, &per_epoch, &out->cancelled, err);
+    if (st == VIT_OK && !out->cancelled && per_epoch == 0)
         st = vit_error_set(err, VIT_ERR_INVALID, "the training set is empty");
-    long total = (long)per_epoch * cfg->epochs;
-    if (cfg->max_steps > 0 && cfg->max_steps < total)
-        total = cfg->max_steps;
-    long warmup = (long)llround(cfg->warmup_epochs * (double)per_epoch);
-    if (warmup > total / 2) /* a short run keeps most of its steps at full rate */
-        warmup = total / 2;
-    sched_config sched = {.lr = cfg->lr, .min_lr = cfg->min_lr, .warmup_steps = warmup,
-                          .total_steps = total};
+    sched_config sched = {0};
+    if (st == VIT_OK)
+        st = plan_schedule(cfg, per_epoch, &sched, err);
     int K = st == VIT_OK ? m->cfg.num_classes : 0;
-    long step = 0, window_steps = 0, window_images = 0;
-    double window_loss = 0, epoch_loss = 0, t_start = now_seconds(), t_window = t_start;
-    long epoch_steps = 0;
-    for (int epoch = 0; st == VIT_OK && epoch < cfg->epochs && step < total; epoch++) {
+    long step = 0, epoch_steps = 0;
+    double epoch_loss = 0;
+    float lr = 0;
+    progress_window win = {.t_start = now_seconds()};
+    win.t_last = win.t_start;
+    for (int epoch = 0; st == VIT_OK && !out->cancelled && epoch < cfg->epochs &&
+                        step < sched.total_steps;
+         epoch++) {
+        long planned = sched.total_steps - step < (long)per_epoch ? sched.total_steps - step
+                                                                  : (long)per_epoch;
         st = ds_loader_start_epoch(r.loader, epoch, err);
         epoch_loss = 0;
         epoch_steps = 0;
-        while (st == VIT_OK && step < total) {
+        while (st == VIT_OK && step < sched.total_steps) {
             if (cfg->should_stop && cfg->should_stop(cfg->ctx)) {
                 out->cancelled = true;
                 break;
@@ -370,58 +599,73 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
             st = vit_backward(m, r.ts, r.dlogits, count, r.gtrain, r.gfrozen, err);
             if (st != VIT_OK)
                 break;
-            if (cfg->clip_grad_norm > 0) {
-                /* one norm over everything trained, as torch's clip_grad_norm_ over all params */
-                double nt = optim_clip_grad_norm(r.gtrain, m->trainable_len, INFINITY);
-                double nf = r.gfrozen ? optim_clip_grad_norm(r.gfrozen, m->frozen_len, INFINITY) : 0;
-                double norm = sqrt(nt * nt + nf * nf);
-                double coef = cfg->clip_grad_norm / (norm + 1e-6);
-                if (coef < 1.0) {
-                    for (size_t i = 0; i < m->trainable_len; i++)
-                        r.gtrain[i] *= (float)coef;
-                    for (size_t i = 0; r.gfrozen && i < m->frozen_len; i++)
-                        r.gfrozen[i] *= (float)coef;
+            /* one norm over everything trained, as torch's clip_grad_norm_ over all params */
+            double nt = optim_grad_norm(r.gtrain, m->trainable_len);
+            double nf = r.gfrozen ? optim_grad_norm(r.gfrozen, m->frozen_len) : 0;
+            double norm = sqrt(nt * nt + nf * nf);
+            lr = (float)sched_lr(&sched, step);
+            if (!isfinite(norm)) {
+                /* inf/NaN gradients under a finite loss (an overflow in
+                 * backward): any update -- clipped or not -- would write NaN
+                 * into the parameters and AdamW's moments for good.  Drop
+                 * this update; the schedule moves on; the caller is told. */
+                out->skipped_steps++;
+            } else {
+                if (cfg->clip_grad_norm > 0) {
+                    double coef = cfg->clip_grad_norm / (norm + 1e-6);
+                    if (coef < 1.0) {
+                        for (size_t i = 0; i < m->trainable_len; i++)
+                            r.gtrain[i] *= (float)coef;
+                        for (size_t i = 0; r.gfrozen && i < m->frozen_len; i++)
+                            r.gfrozen[i] *= (float)coef;
+                    }
                 }
+                optim_step(r.opt_train, m->trainable, r.gtrain, r.mask_train, lr);
+                if (r.opt_frozen)
+                    optim_step(r.opt_frozen, m->frozen, r.gfrozen, r.mask_frozen, lr);
             }
-            float lr = (float)sched_lr(&sched, step);
-            optim_step(r.opt_train, m->trainable, r.gtrain, r.mask_train, lr);
-            if (r.opt_frozen)
-                optim_step(r.opt_frozen, m->frozen, r.gfrozen, r.mask_frozen, lr);
             step++;
-            window_loss += loss;
-            window_steps++;
-            window_images += count;
+            win.loss += loss;
+            win.steps++;
+            win.images += count;
             epoch_loss += loss;
             epoch_steps++;
-            bool last = step == total;
-            if (cfg->progress && cfg->log_every > 0 && (step % cfg->log_every == 0 || last)) {
-                double t = now_seconds();
-                double rate = window_images / fmax(t - t_window, 1e-9);
-                trainer_progress p = {
-                    .step = step, .total_steps = total, .epoch = epoch + 1, .epochs = cfg->epochs,
-                    .loss = window_loss / window_steps, .lr = lr, .images_per_second = rate,
-                    .eta_seconds = (double)(total - step) * (t - t_start) / step,
-                };
-                cfg->progress(cfg->ctx, &p);
-                window_loss = 0;
-                window_steps = window_images = 0;
-                t_window = t;
-            }
+            if (cfg->log_every > 0 && (step % cfg->log_every == 0 || step == sched.total_steps))
+                report_progress(cfg, &win, step, &sched, out->skipped_steps, epoch, lr);
         }
-        if (out->cancelled)
-            break;
+        if (st == VIT_OK && !out->cancelled && epoch_steps < planned) {
+            /* The epoch delivered fewer batches than counted: items that
+             * loaded before fail now (files changed during the run).  Re-plan
+             * the remaining epochs on what this one delivered, so the
+             * schedule still ends at the run's last step; if this was the
+             * last epoch, the run ends here and its total is the truth. */
+            per_epoch = (size_t)epoch_steps;
+            long rest = (long)(cfg->epochs - epoch - 1) * epoch_steps;
+            long total = step + rest;
+            if (cfg->max_steps > 0 && cfg->max_steps < total)
+                total = cfg->max_steps;
+            sched.total_steps = total;
+            if (sched.warmup_steps > total)
+                sched.warmup_steps = total;
+            if (cfg->log_every > 0 && step == total)
+                report_progress(cfg, &win, step, &sched, out->skipped_steps, epoch, lr);
+        }
     }
     out->steps = step;
+    out->total_steps = sched.total_steps;
+    out->warmup_steps = sched.warmup_steps;
+    out->head_kept = r.head_kept;
     out->final_loss = epoch_steps ? epoch_loss / epoch_steps : 0;
-    out->seconds = now_seconds() - t_start;
+    out->seconds = now_seconds() - win.t_start;
     if (st == VIT_OK && !out->cancelled && eval) {
-        st = trainer_evaluate(m, eval, cfg->eval_limit, cfg->batch_size, cfg->loader_threads,
-                              &out->eval, err);
+        st = trainer_evaluate(m, names, eval, cfg->eval_limit, cfg->batch_size,
+                              cfg->loader_threads, &out->eval, err);
         out->has_eval = st == VIT_OK;
     }
     if (st == VIT_OK && !out->cancelled)
-        st = finish(backbone, train, cfg, &r, out, err);
+        st = finish(backbone, cfg, names, &r, out, err);
     run_free(&r);
+    free(names);
     if (st != VIT_OK)
         trainer_result_free(out);
     return st;

@@ -21,15 +21,21 @@
 #include "vit.h"
 #include "vit_train.h"
 
-/* Where the head comes from. */
+/* Where the head comes from.  "Match by name": every class of the training
+ * set is one of the checkpoint's labels (in any order; a subset is fine);
+ * the kept head then takes, for each class, the row of the label with its
+ * name. */
 typedef enum trainer_head {
-    TRAINER_HEAD_AUTO, /* keep the checkpoint's head if the classes match exactly, else new */
-    TRAINER_HEAD_KEEP, /* keep it (the classes must match in number) */
+    TRAINER_HEAD_AUTO, /* keep the checkpoint's head if the classes match by name, else new */
+    TRAINER_HEAD_KEEP, /* keep it: rows by name if the classes match by name, else by
+                          position (the classes must then match in number) */
     TRAINER_HEAD_NEW,  /* a fresh seeded head for the data set's classes */
 } trainer_head;
 
 typedef struct trainer_progress {
     long step, total_steps;
+    long warmup_steps;
+    long skipped_steps;       /* updates dropped for non-finite gradients, so far */
     int epoch, epochs;
     double loss;              /* mean over the steps since the last report */
     double lr;
@@ -44,7 +50,8 @@ typedef struct trainer_config {
     int batch_size;
     double lr, min_lr;
     double weight_decay;      /* on the head weight (and, for full, on every matrix) */
-    double warmup_epochs;
+    double warmup_epochs;     /* linear warm-up, in epochs (fractions allowed); capped only
+                                 by the run's length */
     optim_kind optimizer;
     double momentum;          /* SGD */
     double label_smoothing;
@@ -55,7 +62,7 @@ typedef struct trainer_config {
     size_t train_limit, eval_limit; /* use only the first N items (0: all) */
     trainer_head head;
     bool from_scratch;        /* full only: re-initialise every weight (seeded) first */
-    ds_bad_policy on_bad;
+    ds_bad_policy on_bad;     /* DS_BAD_SKIP: a counting pass sizes the schedule first */
     ds_bad_fn on_bad_fn;
     void *on_bad_ctx;
     long log_every;           /* steps between progress reports (0: none) */
@@ -69,24 +76,36 @@ typedef struct trainer_config {
  * with warm-up). */
 trainer_config trainer_defaults(void);
 
+/* An evaluation, in the model's class order (K = the model's classes). */
 typedef struct eval_result {
     long count;
-    double top1, top5, loss;
-    int num_classes;
+    double top1, top5, loss;  /* over all `count` items; loss = mean per item */
+    int num_classes;          /* K */
+    int absent;               /* classes of the model no evaluated item belongs to */
     long *confusion;          /* (K, K): row = true class, column = predicted; owned */
 } eval_result;
 
 void eval_result_free(eval_result *r);
 
-/* Evaluates model (with its head) on the first `limit` items of d (0: all)
- * with the model's own preprocessing. */
-vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limit, int batch_size,
-                            int loader_threads, eval_result *out, vit_error *err);
+/* Evaluates model m (with its head) on the first `limit` items of d (0: all)
+ * with the model's own preprocessing.  The data set's classes are matched to
+ * the model's by name: class_names are the model's K class names (NULL: its
+ * labels, m->labels).  A data set class that is not exactly one of them is
+ * an error (VIT_ERR_MISMATCH naming it); model classes the data set lacks
+ * are allowed and counted in out->absent (their confusion rows are zero).
+ * Only when neither names nor labels exist are classes taken by position
+ * (the counts must then be equal). */
+vit_status trainer_evaluate(const vit_model *m, const char *const *class_names,
+                            const ds_dataset *d, size_t limit, int batch_size, int loader_threads,
+                            eval_result *out, vit_error *err);
 
 typedef struct trainer_result {
     vit_task *task;           /* bitfit / linear: the trained task (caller frees) */
     vit_model *model;         /* full: the trained model (caller frees; shares nothing) */
-    long steps;
+    long steps;               /* steps taken (== total_steps unless cancelled) */
+    long total_steps, warmup_steps; /* the schedule as it ended */
+    long skipped_steps;       /* updates dropped because a gradient was inf/NaN */
+    bool head_kept;           /* the head started from the checkpoint's */
     double final_loss;        /* mean loss of the last epoch's steps */
     double seconds;
     bool cancelled;
@@ -96,7 +115,19 @@ typedef struct trainer_result {
 
 void trainer_result_free(trainer_result *r);
 
-/* Trains on `train`, evaluates on `eval` (may be NULL) at the end. */
+/* Trains on `train`, evaluates on `eval` (may be NULL) at the end.  The eval
+ * set's classes are matched to the training set's by name (as in
+ * trainer_evaluate) before the first step, so a set naming an unknown class
+ * fails at once, not after training.
+ *
+ * Schedule: total steps = batches per epoch * epochs (or max_steps), warm-up
+ * = warmup_epochs * batches per epoch (at most the whole run), cosine to
+ * min_lr at the last step (optim.h).  Batches per epoch count the items that
+ * load: with DS_BAD_SKIP a counting pass decodes every item once before
+ * training; should an epoch still come out shorter (a file changed during
+ * the run), the rest of the schedule is re-planned on what it delivered.
+ * A step whose gradient norm is inf/NaN while the loss is finite changes no
+ * parameter (counted in skipped_steps); a non-finite loss is an error. */
 vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const ds_dataset *eval,
                        const trainer_config *cfg, trainer_result *out, vit_error *err);
 

@@ -5,6 +5,14 @@
  * atomically to --out only when the run succeeds: a task bias-set file for
  * bitfit/linear, a checkpoint directory for full.  Progress lines go to
  * stderr every --log-every steps; the summary (a JSON object) to stdout.
+ *
+ * Classes are matched by name: an eval set is opened with the training set's
+ * (train) or the task's / model's (eval) class list, so its classes index the
+ * head's rows whatever their sorted order; a class the head does not know is
+ * an error naming it, and head classes the eval set lacks are listed
+ * ("absent_classes" in the JSON, a note on stderr).  IDX sets without
+ * --class-names have only label numbers: the list then names them by
+ * position.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -36,14 +44,18 @@ static void train_usage(FILE *out)
             "DATASET: an ImageFolder directory, a .jsonl or .csv manifest, or an IDX images file\n"
             "(*-images-idx3-ubyte[.gz]).  --out is a task file (.safetensors) for bitfit and\n"
             "linear, a new checkpoint directory for full.  --from-scratch (full only) re-initialises\n"
-            "every weight first, keeping only the architecture of --model.\n");
+            "every weight first, keeping only the architecture of --model.  --eval's classes are\n"
+            "matched to --train's by name; --skip-bad first counts the images that decode, so the\n"
+            "schedule ends (at --min-lr) on the last step that runs.\n");
 }
 
 static void eval_usage(FILE *out)
 {
     fprintf(out, "usage: vitfit eval --model DIR [--task FILE] --data DATASET [--batch-size N]\n"
                  "         [--threads N] [--loader-threads N] [--limit N] [--class-names A,B,...]\n"
-                 "         [--json]\n");
+                 "         [--json]\n"
+                 "The data set's classes are matched to the task's (or model's) labels by name;\n"
+                 "an IDX set without --class-names takes them by label number.\n");
 }
 
 /* Splits "a,b,c" into a NULL-terminated array (caller frees with free_names). */
@@ -79,20 +91,23 @@ static void report_bad(void *ctx, const char *item, const char *message)
     fprintf(stderr, "vitfit: skipping %s: %s\n", item, message);
 }
 
-/* Opens a data set the way both commands do. */
-static vit_status open_dataset(const char *path, char **class_names, ds_dataset **out,
-                               vit_error *err)
+/* Opens a data set the way both commands do.  classes (may be NULL): the
+ * fixed class list the set must use (ds_options.classes). */
+static vit_status open_dataset(const char *path, char **class_names, const char *const *classes,
+                               ds_dataset **out, vit_error *err)
 {
-    ds_options o = {.class_names = (const char *const *)class_names};
+    ds_options o = {.class_names = (const char *const *)class_names, .classes = classes};
     vit_status st = ds_open(path, &o, out, err);
     return st;
 }
 
-/* JSON for an evaluation: accuracies, loss, per-class accuracy, confusion. */
-static json_t *eval_json(const eval_result *r, const ds_dataset *d)
+/* JSON for an evaluation: accuracies, loss, per-class accuracy, confusion,
+ * and the classes no item belonged to; names: the K classes of the head, in
+ * its order (the order of r). */
+static json_t *eval_json(const eval_result *r, const char *const *names)
 {
     int K = r->num_classes;
-    json_t *per_class = json_object(), *confusion = json_array();
+    json_t *per_class = json_object(), *confusion = json_array(), *absent = json_array();
     for (int k = 0; k < K; k++) {
         long row_total = 0;
         json_t *row = json_array();
@@ -101,13 +116,33 @@ static json_t *eval_json(const eval_result *r, const ds_dataset *d)
             json_array_append_new(row, json_integer(r->confusion[(size_t)k * K + j]));
         }
         json_array_append_new(confusion, row);
-        json_object_set_new(per_class, ds_class_name(d, k),
+        json_object_set_new(per_class, names[k],
                             row_total ? json_real((double)r->confusion[(size_t)k * K + k] / row_total)
                                       : json_null());
+        if (!row_total)
+            json_array_append_new(absent, json_string(names[k]));
     }
-    return json_pack("{sI sf sf sf so so}", "count", (json_int_t)r->count, "top1", r->top1,
+    return json_pack("{sI sf sf sf so so so}", "count", (json_int_t)r->count, "top1", r->top1,
                      "top5", r->top5, "loss", r->loss, "per_class_accuracy", per_class,
-                     "confusion", confusion);
+                     "confusion", confusion, "absent_classes", absent);
+}
+
+/* One stderr line naming the head's classes the evaluation had no item of
+ * (up to a few), so a partial eval set is never mistaken for a full one. */
+static void note_absent(const eval_result *r, const char *const *names)
+{
+    if (r->absent == 0)
+        return;
+    int K = r->num_classes, shown = 0;
+    fprintf(stderr, "vitfit: note: %d of %d classes have no eval images (", r->absent, K);
+    for (int k = 0; k < K && shown < 5; k++) {
+        long row_total = 0;
+        for (int j = 0; j < K; j++)
+            row_total += r->confusion[(size_t)k * K + j];
+        if (!row_total)
+            fprintf(stderr, "%s'%s'", shown++ ? ", " : "", names[k]);
+    }
+    fprintf(stderr, "%s); accuracies are over the others\n", r->absent > shown ? ", ..." : "");
 }
 
 typedef struct train_opts {
@@ -293,17 +328,33 @@ int cli_train(int argc, char **argv)
     vit_model *m = NULL;
     ds_dataset *train = NULL, *eval = NULL;
     char **names = o.class_names ? split_names(o.class_names) : NULL;
+    const char **train_classes = NULL;
     trainer_result res = {0};
     vit_status st = vit_model_load(o.model, &m, &err);
     if (st == VIT_OK)
-        st = open_dataset(o.train, names, &train, &err);
-    if (st == VIT_OK && o.eval)
-        st = open_dataset(o.eval, names, &eval, &err);
-    if (st == VIT_OK && eval && ds_num_classes(eval) != ds_num_classes(train))
-        st = vit_error_set(&err, VIT_ERR_MISMATCH, "--eval has %d classes but --train has %d",
-                           ds_num_classes(eval), ds_num_classes(train));
+        st = open_dataset(o.train, names, NULL, &train, &err);
+    if (st == VIT_OK) {
+        int K = ds_num_classes(train);
+        if (!(train_classes = calloc((size_t)K + 1, sizeof *train_classes)))
+            st = vit_error_set(&err, VIT_ERR_NOMEM, "out of memory");
+        for (int k = 0; st == VIT_OK && k < K; k++)
+            train_classes[k] = ds_class_name(train, k);
+    }
+    if (st == VIT_OK && o.eval) {
+        st = open_dataset(o.eval, names, train_classes, &eval, &err);
+        if (st != VIT_OK)
+            vit_error_prefix(&err, "--eval");
+    }
+    if (st == VIT_OK && o.cfg.max_steps == 0 && o.cfg.warmup_epochs >= o.cfg.epochs)
+        fprintf(stderr, "vitfit: note: the warm-up (%g epochs) lasts the whole run: the learning "
+                        "rate rises to --lr and never decays\n", o.cfg.warmup_epochs);
     if (st == VIT_OK)
         st = trainer_run(m, train, eval, &o.cfg, &res, &err);
+    if (st == VIT_OK && res.skipped_steps > 0)
+        fprintf(stderr, "vitfit: warning: %ld of %ld steps had inf/NaN gradients and changed "
+                        "nothing\n", res.skipped_steps, res.steps);
+    if (st == VIT_OK && res.has_eval)
+        note_absent(&res.eval, train_classes);
     if (st == VIT_OK && res.task) {
         snprintf(res.task->name, sizeof res.task->name, "%s", task_name);
         char steps[32], loss[32], seed[32], lr[32];
@@ -323,14 +374,18 @@ int cli_train(int argc, char **argv)
         st = vit_model_save(res.model, o.out, &err);
     }
     if (st == VIT_OK) {
-        json_t *j = json_pack("{ss ss sI sf sf}", "out", o.out, "method",
+        json_t *j = json_pack("{ss ss sI sI sI ss sf sf}", "out", o.out, "method",
                               vit_method_name(o.cfg.method), "steps", (json_int_t)res.steps,
-                              "seconds", res.seconds, "final_train_loss", res.final_loss);
+                              "warmup_steps", (json_int_t)res.warmup_steps, "skipped_steps",
+                              (json_int_t)res.skipped_steps, "head",
+                              res.head_kept ? "checkpoint" : "new", "seconds", res.seconds,
+                              "final_train_loss", res.final_loss);
         if (res.has_eval)
-            json_object_set_new(j, "eval", eval_json(&res.eval, eval));
+            json_object_set_new(j, "eval", eval_json(&res.eval, train_classes));
         cli_print_json(j, 0);
     }
     trainer_result_free(&res);
+    free(train_classes);
     ds_close(train);
     ds_close(eval);
     free_names(names);
@@ -388,20 +443,38 @@ int cli_eval(int argc, char **argv)
         if (st == VIT_OK)
             st = vit_model_view(m, task->num_classes, task->trainable, &view, &err);
     }
+    /* the head's class names: the task's, else the checkpoint's labels, as a
+     * NULL-terminated list for ds_options.classes */
+    char **labels = task ? task->labels : m ? m->labels : NULL;
+    int K = task ? task->num_classes : m ? m->cfg.num_classes : 0;
+    const char **classes = NULL;
+    if (st == VIT_OK && (!labels || K < 1))
+        st = vit_error_set(&err, VIT_ERR_INVALID, "%s has no classification head to evaluate",
+                           model);
+    if (st == VIT_OK && !(classes = calloc((size_t)K + 1, sizeof *classes)))
+        st = vit_error_set(&err, VIT_ERR_NOMEM, "out of memory");
+    for (int k = 0; st == VIT_OK && k < K; k++)
+        classes[k] = labels[k];
+    if (st == VIT_OK) {
+        st = open_dataset(data, names, classes, &d, &err);
+        if (st != VIT_OK)
+            vit_error_prefix(&err, "--data");
+    }
     if (st == VIT_OK)
-        st = open_dataset(data, names, &d, &err);
+        st = trainer_evaluate(view ? view : m, classes, d, (size_t)limit, (int)batch,
+                              (int)loader_threads, &r, &err);
     if (st == VIT_OK)
-        st = trainer_evaluate(view ? view : m, d, (size_t)limit, (int)batch, (int)loader_threads,
-                              &r, &err);
+        note_absent(&r, classes);
     if (st == VIT_OK) {
         if (as_json)
-            cli_print_json(eval_json(&r, d), 0);
+            cli_print_json(eval_json(&r, classes), 0);
         else
             printf("%ld images: top-1 %.2f%%, top-5 %.2f%%, loss %.4f\n", r.count, 100 * r.top1,
                    100 * r.top5, r.loss);
     }
     eval_result_free(&r);
     ds_close(d);
+    free(classes);
     free_names(names);
     vit_model_free(view);
     task_free(task);
