@@ -320,11 +320,12 @@ static void test_golden_steps(void)
             float *w = test_read_tensor(g, t->name, NULL);
             if (p && w && p->numel == t->numel) {
                 /* float32 here vs float64 in torch: 6 AdamW steps of lr 1e-2
-                 * leave up to ~6e-6 of rounding (measured; the key biases,
-                 * whose true gradient is 0, are the noisiest, and
-                 * gen_trainer_goldens.py prints torch's own float32 spread);
-                 * a planted wiring bug moves values by 1e-4 or more */
-                check_close(t->name, p->data, w, p->numel, c ? 3e-5 : 1e-5, 1e-4);
+                 * leave up to ~6e-6 of rounding here (measured; the key
+                 * biases, whose true gradient is 0, are the noisiest, and
+                 * gen_trainer_goldens.py prints torch's own float32 spread):
+                 * the tolerance leaves room for other BLAS kernels, while a
+                 * planted wiring bug moves values by 2.5e-4 or more */
+                check_close(t->name, p->data, w, p->numel, c ? 5e-5 : 2e-5, 1e-4);
                 compared++;
                 if (p->trainable)
                     trainable_seen++;
