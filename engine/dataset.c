@@ -698,7 +698,9 @@ static vit_status jsonl_line(manifest_ctx *m, size_t line, const char *text, siz
                              vit_error *err)
 {
     json_error_t jerr;
-    json_t *o = json_loadb(text, len, 0, &jerr);
+    /* Duplicate keys are refused, as the other parsers refuse them: which
+     * "image" would count is not something a manifest should leave open. */
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!o)
         return vit_error_set(err, VIT_ERR_FORMAT, "%s:%zu: bad JSON: %s", m->file, line,
                              jerr.text);
@@ -1032,7 +1034,8 @@ static vit_status open_idx(ds_dataset *d, const char *path, const ds_options *op
         /* Default names "0".."K-1", K = max label + 1 (labels are bytes). */
         char numbers[256][4], *ptrs[256];
         for (int c = 0; c <= max_label; c++) {
-            snprintf(numbers[c], sizeof numbers[c], "%d", c);
+            /* %hhu: at most "255", which gcc can see (with "%d" it warns at -O0) */
+            snprintf(numbers[c], sizeof numbers[c], "%hhu", (unsigned char)c);
             ptrs[c] = numbers[c];
         }
         s = set_classes(d, (const char *const *)ptrs, (size_t)max_label + 1, err);

@@ -268,6 +268,16 @@ static void test_jsonl(void)
     expect_open_fail("man/num_label.jsonl", &opt, VIT_ERR_FORMAT, ":1:", "\"label\"");
     write_text("man/array.jsonl", "[\"img/cat.png\", \"cat\"]\n");
     expect_open_fail("man/array.jsonl", &opt, VIT_ERR_FORMAT, ":1:", NULL);
+    /* A key given twice is refused (which "image" would count?). */
+    write_text("man/dup_image.jsonl",
+               "{\"image\": \"img/cat.png\", \"label\": \"cat\"}\n"
+               "{\"image\": \"img/cat.png\", \"label\": \"cat\", \"image\": \"../outside.jpg\"}\n");
+    expect_open_fail("man/dup_image.jsonl", &opt, VIT_ERR_FORMAT, "dup_image.jsonl:2:",
+                     "duplicate");
+    write_text("man/dup_label.jsonl",
+               "{\"label\": \"a\", \"image\": \"img/cat.png\", \"label\": \"b\"}\n");
+    expect_open_fail("man/dup_label.jsonl", &opt, VIT_ERR_FORMAT, "dup_label.jsonl:1:",
+                     "duplicate");
     write_text("man/missing.jsonl",
                "{\"image\": \"img/cat.png\", \"label\": \"cat\"}\n"
                "{\"image\": \"img/nope.png\", \"label\": \"cat\"}\n");
