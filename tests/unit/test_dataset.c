@@ -848,6 +848,144 @@ static void test_loader(void)
     ds_close(d);
 }
 
+/* Writes a 128x128 24-bit BMP whose red channel is 2x and green 2y, so a
+ * crop of it tells where it came from: the range of red across an output is
+ * the crop's width, of green its height, and red falling left to right
+ * means the output is mirrored. */
+static void write_ramp_bmp(const char *rel)
+{
+    enum { W = 128, H = 128, ROW = W * 3 };
+    static uint8_t bmp[54 + ROW * H];
+    memset(bmp, 0, 54);
+    bmp[0] = 'B';
+    bmp[1] = 'M';
+    uint32_t size = sizeof bmp;
+    memcpy(bmp + 2, &size, 4); /* little-endian host, as the rest of the tests */
+    bmp[10] = 54;
+    bmp[14] = 40;
+    bmp[18] = W;
+    bmp[22] = H;
+    bmp[26] = 1;
+    bmp[28] = 24;
+    for (int y = 0; y < H; y++)       /* stored bottom-up, BGR */
+        for (int x = 0; x < W; x++) {
+            uint8_t *px = bmp + 54 + (size_t)(H - 1 - y) * ROW + (size_t)x * 3;
+            px[0] = 0;
+            px[1] = (uint8_t)(2 * y);
+            px[2] = (uint8_t)(2 * x);
+        }
+    write_rel(rel, bmp, sizeof bmp);
+}
+
+/* What one augmented 16x16 output of the ramp shows. */
+typedef struct crop_seen {
+    double w, h;  /* estimated crop size in source pixels */
+    int mirrored; /* red falls from left to right */
+} crop_seen;
+
+static crop_seen see_crop(const float *out)
+{
+    const int S = 16;
+    const float *red = out, *green = out + S * S;
+    double rmin = 1e9, rmax = -1e9, gmin = 1e9, gmax = -1e9, left = 0, right = 0;
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++) {
+            double r = (red[y * S + x] * 0.5 + 0.5) * 255, g = (green[y * S + x] * 0.5 + 0.5) * 255;
+            rmin = r < rmin ? r : rmin;
+            rmax = r > rmax ? r : rmax;
+            gmin = g < gmin ? g : gmin;
+            gmax = g > gmax ? g : gmax;
+            left += x == 0 ? r : 0;
+            right += x == S - 1 ? r : 0;
+        }
+    /* Output columns 0..15 sample the crop at (j + 0.5) * w / 16: the ramp
+     * (2 per pixel) spans 2 * w * 15/16 between the first and last. */
+    crop_seen c = {(rmax - rmin) / (2.0 * 15 / 16), (gmax - gmin) / (2.0 * 15 / 16), left > right};
+    return c;
+}
+
+/* The surviving mutants of issue 13 ("augmentation without flips", "min
+ * scale 0.9 instead of 0.08") and the contract: RandomResizedCrop(scale
+ * 0.08-1, ratio 3/4-4/3) + flip(0.5), fixed by the seed.  Over 256 outputs
+ * of one 128x128 image: about half are mirrored; crop areas reach well below
+ * 0.9 of the image (down to ~0.08) and up to ~all of it; aspect ratios stay
+ * in 3/4..4/3 (with slack for the estimate); the same seed gives the same
+ * bits, another seed other crops. */
+static void test_augment_distribution(void)
+{
+    mkdir_rel("aug");
+    write_ramp_bmp("aug/ramp.bmp");
+    char text[64 * 16];
+    size_t o = 0;
+    for (int i = 0; i < 64; i++)
+        o += (size_t)snprintf(text + o, sizeof text - o, "ramp.bmp,%c\n", 'a' + i % 2);
+    write_text("aug/m.csv", text);
+    ds_dataset *d = open_ok("aug/m.csv", NULL);
+    if (!d)
+        return;
+    const size_t n = 64, floats = 3 * 16 * 16;
+    const int epochs = 4;
+    ds_loader_options opts = {.batch_size = 16, .shuffle = true, .augment = true, .seed = 7,
+                              .threads = 2, .prefetch = 2, .preprocess = img_preprocess_hf(16)};
+    float *runs[3] = {NULL, NULL, NULL};
+    for (int run = 0; run < 3; run++) {
+        ds_loader_options o2 = opts;
+        o2.seed = run == 2 ? 8 : 7;
+        o2.threads = run == 1 ? 1 : 2;
+        ds_loader *l = make_loader(d, o2);
+        runs[run] = calloc(n * epochs * floats, sizeof(float));
+        for (int e = 0; l && runs[run] && e < epochs; e++) {
+            epoch_out eo = run_epoch(l, n, floats, 16, e);
+            CHECKF(eo.status == VIT_OK && eo.rows == n, "epoch %d: %s", e, eo.message);
+            for (size_t r = 0; r < eo.rows && r < n; r++) /* by item, not position */
+                memcpy(runs[run] + ((size_t)e * n + eo.indices[r]) * floats,
+                       eo.images + r * floats, floats * sizeof(float));
+            epoch_free(&eo);
+        }
+        ds_loader_free(l);
+    }
+    if (!runs[0] || !runs[1] || !runs[2])
+        goto out;
+    CHECKF(memcmp(runs[0], runs[1], n * epochs * floats * sizeof(float)) == 0,
+           "seed 7 with 1 and 2 threads differ");
+    CHECKF(memcmp(runs[0], runs[2], n * epochs * floats * sizeof(float)) != 0,
+           "seeds 7 and 8 give the same crops");
+
+    size_t total = n * epochs, mirrored = 0, small = 0, large = 0, bad_ratio = 0, same_as_8 = 0;
+    double min_area = 1, max_area = 0, sum_area = 0;
+    for (size_t k = 0; k < total; k++) {
+        crop_seen c = see_crop(runs[0] + k * floats);
+        double area = c.w * c.h / (128.0 * 128.0), ratio = c.w / c.h;
+        mirrored += (size_t)c.mirrored;
+        small += area < 0.3;
+        large += area > 0.8;
+        bad_ratio += ratio < 0.7 || ratio > 1.45;
+        min_area = area < min_area ? area : min_area;
+        max_area = area > max_area ? area : max_area;
+        sum_area += area;
+        same_as_8 += memcmp(runs[0] + k * floats, runs[2] + k * floats, floats * sizeof(float)) == 0;
+    }
+    double mean_area = sum_area / (double)total;
+    fprintf(stderr, "augment: %zu/%zu mirrored, area %.3f..%.3f (mean %.3f), %zu below 0.3, "
+                    "%zu above 0.8, %zu off-ratio\n",
+            mirrored, total, min_area, max_area, mean_area, small, large, bad_ratio);
+    /* Binomial(256, 0.5): 128 +- 8; the bounds are > 6 sigma away. */
+    CHECKF(mirrored >= 80 && mirrored <= 176, "%zu of %zu outputs mirrored", mirrored, total);
+    /* Scale uniform in [0.08, 1] (before the fit test): P(area < 0.3) ~ 0.25. */
+    CHECKF(min_area < 0.15 && small >= total / 10, "smallest crop %.3f, %zu below 0.3", min_area,
+           small);
+    CHECKF(max_area > 0.85 && large >= total / 20, "largest crop %.3f, %zu above 0.8", max_area,
+           large);
+    CHECKF(mean_area > 0.3 && mean_area < 0.65, "mean crop area %.3f", mean_area);
+    CHECKF(bad_ratio == 0, "%zu crops outside the 3/4..4/3 aspect ratio", bad_ratio);
+    CHECKF(same_as_8 < total / 20, "%zu of %zu outputs equal under another seed", same_as_8,
+           total);
+out:
+    for (int run = 0; run < 3; run++)
+        free(runs[run]);
+    ds_close(d);
+}
+
 /* Collected reports of skipped items. */
 typedef struct bad_log {
     int calls;
@@ -943,6 +1081,7 @@ int main(void)
     test_idx_synthetic();
     test_idx_fashion_mnist();
     test_loader();
+    test_augment_distribution();
     test_loader_bad_items();
     rm_tree(tmp_root);
     return check_result();
