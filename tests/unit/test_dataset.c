@@ -26,6 +26,7 @@
 
 #include "check.h"
 #include "dataset.h"
+#include "run_cli.h"
 #include "test_util.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
@@ -311,8 +312,12 @@ static void test_jsonl(void)
     write_text("man/symlink.jsonl", "{\"image\": \"img/link.jpg\", \"label\": \"a\"}\n");
     expect_open_fail("man/symlink.jsonl", &opt, VIT_ERR_INVALID, "outside the data set root",
                      NULL);
-    /* Without a root the same manifests open. */
-    d = open_ok("man/escape.jsonl", NULL);
+    /* Without a root the manifest's directory is the root; only the
+     * explicit opt-out lets the same manifest open. */
+    expect_open_fail("man/escape.jsonl", NULL, VIT_ERR_INVALID, "escape.jsonl:2",
+                     "outside the data set root");
+    ds_options out_ok = {.allow_outside_root = true};
+    d = open_ok("man/escape.jsonl", &out_ok);
     ds_close(d);
     /* The manifest itself must be under the root. */
     write_text("top.jsonl", "{\"image\": \"outside.jpg\", \"label\": \"a\"}\n");
@@ -384,6 +389,282 @@ static void test_csv(void)
     write_text("man/unknown.csv", "image,label\nimg/cat.png,cat\nimg/cat.png,dog\n");
     expect_open_fail("man/unknown.csv", &fopt, VIT_ERR_INVALID, "unknown label 'dog' at line 3",
                      NULL);
+}
+
+/* ------------------------------------------------------------ confinement */
+
+/* Makes <tmp>/<rel> a symlink to target (taken as is). */
+static void symlink_rel(const char *target, const char *rel)
+{
+    char p[1024];
+    tpath(p, sizeof p, rel);
+    CHECKF(symlink(target, p) == 0, "symlink %s -> %s: %s", p, target, strerror(errno));
+}
+
+/* Opens <tmp>/<rel> expecting failure; returns the message with every
+ * occurrence of `name` removed, so messages about different names compare. */
+static void open_fail_message(const char *rel, const ds_options *opt, const char *name,
+                              vit_status *code, char *msg, size_t len)
+{
+    char p[1024];
+    tpath(p, sizeof p, rel);
+    ds_dataset *d = NULL;
+    vit_error err = {0};
+    *code = ds_open(p, opt, &d, &err);
+    CHECKF(*code != VIT_OK, "%s opened", rel);
+    ds_close(d);
+    size_t o = 0, n = strlen(name);
+    for (const char *m = err.message; *m && o + 1 < len;) {
+        if (n && strncmp(m, name, n) == 0) {
+            m += n;
+            continue;
+        }
+        msg[o++] = *m++;
+    }
+    msg[o] = '\0';
+}
+
+/* Item 5 of issue 13: confinement is the default, decided without looking
+ * outside the root, so errors never tell whether a file out there exists. */
+static void test_confinement(void)
+{
+    mkdir_rel("conf");
+    mkdir_rel("conf/set");
+    mkdir_rel("conf/set/img");
+    mkdir_rel("conf/secret");
+    copy_image("rocket.bmp", "conf/set/img/r.bmp");
+    copy_image("coffee.jpg", "conf/secret/there.jpg");
+    char abs_there[1024], abs_nowhere[1024], abs_inside[1024], line[4096];
+    tpath(abs_there, sizeof abs_there, "conf/secret/there.jpg");
+    tpath(abs_nowhere, sizeof abs_nowhere, "conf/secret/nowhere.jpg");
+    tpath(abs_inside, sizeof abs_inside, "conf/set/img/r.bmp");
+
+    /* Manifests: "..", absolute paths and symlinks to a file that exists and
+     * to one that does not give the same error. */
+    const char *pairs[][2] = {
+        {"../secret/there.jpg", "../secret/nowhere.jpg"},
+        {abs_there, abs_nowhere},
+        {"img/../../secret/there.jpg", "img/../../secret/nowhere.jpg"},
+        {"l_there.jpg", "l_nowhere.jpg"},          /* absolute symlinks */
+        {"img/rl_there.jpg", "img/rl_nowhere.jpg"}, /* relative symlinks */
+    };
+    symlink_rel(abs_there, "conf/set/l_there.jpg");
+    symlink_rel(abs_nowhere, "conf/set/l_nowhere.jpg");
+    symlink_rel("../../secret/there.jpg", "conf/set/img/rl_there.jpg");
+    symlink_rel("../../secret/nowhere.jpg", "conf/set/img/rl_nowhere.jpg");
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        char msg[2][600];
+        vit_status code[2];
+        for (int k = 0; k < 2; k++) {
+            snprintf(line, sizeof line, "img/r.bmp,a\n%s,b\n", pairs[i][k]);
+            write_text("conf/set/m.csv", line);
+            open_fail_message("conf/set/m.csv", NULL, pairs[i][k], &code[k], msg[k],
+                              sizeof msg[k]);
+        }
+        CHECKF(code[0] == VIT_ERR_INVALID && code[1] == VIT_ERR_INVALID,
+               "%s: %s / %s", pairs[i][0], vit_status_name(code[0]), vit_status_name(code[1]));
+        CHECKF(strcmp(msg[0], msg[1]) == 0, "existence oracle: '%s' vs '%s'", msg[0], msg[1]);
+        CHECKF(strstr(msg[0], "m.csv:2") && strstr(msg[0], "outside the data set root"), "%s",
+               msg[0]);
+        /* the explicit opt-out reads the one that exists */
+        snprintf(line, sizeof line, "img/r.bmp,a\n%s,b\n", pairs[i][0]);
+        write_text("conf/set/m.csv", line);
+        ds_options out_ok = {.allow_outside_root = true};
+        ds_dataset *d = open_ok("conf/set/m.csv", &out_ok);
+        if (d) {
+            CHECK(ds_size(d) == 2);
+            img_image img;
+            vit_error err;
+            CHECK(ds_load_image(d, 1, &img, &err) == VIT_OK);
+            img_free(&img);
+            ds_close(d);
+        }
+    }
+    /* Inside the root, symlinks (relative or absolute) and ".." are fine,
+     * and a missing file is reported as such. */
+    symlink_rel("r.bmp", "conf/set/img/in_rel.bmp");
+    symlink_rel(abs_inside, "conf/set/img/in_abs.bmp");
+    write_text("conf/set/in.csv", "img/in_rel.bmp,a\nimg/in_abs.bmp,b\nimg/../img/r.bmp,c\n");
+    ds_dataset *d = open_ok("conf/set/in.csv", NULL);
+    if (d) {
+        CHECK(ds_size(d) == 3);
+        for (size_t i = 0; i < ds_size(d); i++)
+            CHECKF(name_ends(d, i, "/conf/set/img/r.bmp"), "%s", ds_item_name(d, i));
+        ds_close(d);
+    }
+    write_text("conf/set/gone.csv", "img/gone.bmp,a\n");
+    expect_open_fail("conf/set/gone.csv", NULL, VIT_ERR_NOT_FOUND, "img/gone.bmp", NULL);
+
+    /* An explicit root: the data set itself must be under it, and a path
+     * outside is "outside" whether or not it exists. */
+    char root[1024];
+    tpath(root, sizeof root, "conf/set");
+    ds_options ropt = {.root = root};
+    write_text("conf/secret/m.csv", "there.jpg,a\n");
+    expect_open_fail("conf/secret/m.csv", &ropt, VIT_ERR_INVALID, "outside the data set root",
+                     NULL);
+    expect_open_fail("conf/secret/nothing.csv", &ropt, VIT_ERR_INVALID,
+                     "outside the data set root", NULL);
+    expect_open_fail("conf/set/../secret/m.csv", &ropt, VIT_ERR_INVALID,
+                     "outside the data set root", NULL);
+    expect_open_fail("conf/set/nothing.csv", &ropt, VIT_ERR_NOT_FOUND, "nothing.csv", NULL);
+    d = open_ok("conf/set/in.csv", &ropt);
+    ds_close(d);
+
+    /* ImageFolder: the folder is its own root; links leading out are an
+     * error whether their target exists or not, links inside are followed. */
+    mkdir_rel("conf/folder");
+    mkdir_rel("conf/folder/a");
+    mkdir_rel("conf/folder/b");
+    copy_image("rocket.bmp", "conf/folder/a/r.bmp");
+    symlink_rel("../a/r.bmp", "conf/folder/b/in.bmp");
+    d = open_ok("conf/folder", NULL);
+    if (d) {
+        CHECK(ds_size(d) == 2 && name_ends(d, 1, "/conf/folder/a/r.bmp"));
+        ds_close(d);
+    }
+    const char *targets[2] = {abs_there, abs_nowhere};
+    for (int k = 0; k < 2; k++) {
+        symlink_rel(targets[k], "conf/folder/b/out.jpg");
+        expect_open_fail("conf/folder", NULL, VIT_ERR_INVALID, "b/out.jpg",
+                         "outside the data set root");
+        ds_options out_ok = {.allow_outside_root = true};
+        if (k == 0) {
+            d = open_ok("conf/folder", &out_ok);
+            CHECK(d && ds_size(d) == 3);
+            ds_close(d);
+        }
+        char p[1024];
+        tpath(p, sizeof p, "conf/folder/b/out.jpg");
+        CHECK(unlink(p) == 0);
+    }
+    symlink_rel("../secret", "conf/folder/c"); /* a class directory outside */
+    expect_open_fail("conf/folder", NULL, VIT_ERR_INVALID, "outside the data set root", NULL);
+    char p[1024];
+    tpath(p, sizeof p, "conf/folder/c");
+    CHECK(unlink(p) == 0);
+
+    /* Only regular files: a FIFO in a manifest (it would block a plain
+     * open) and, without confinement, a device. */
+    tpath(p, sizeof p, "conf/set/img/fifo.png");
+    CHECK(mkfifo(p, 0644) == 0);
+    write_text("conf/set/fifo.csv", "img/fifo.png,a\n");
+    expect_open_fail("conf/set/fifo.csv", NULL, VIT_ERR_INVALID, "not a regular file", NULL);
+    write_text("conf/set/dev.csv", "/dev/zero,a\n");
+    ds_options out_ok = {.allow_outside_root = true};
+    expect_open_fail("conf/set/dev.csv", &out_ok, VIT_ERR_INVALID, "not a regular file", NULL);
+    expect_open_fail("conf/set/dev.csv", NULL, VIT_ERR_INVALID, "outside the data set root",
+                     NULL);
+
+    /* IDX: the labels file sits next to the images file, not via a link out. */
+    mkdir_rel("conf/idx");
+    const uint8_t img[16 + 4] = {0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 4};
+    const uint8_t lab[9] = {0, 0, 8, 1, 0, 0, 0, 1, 0};
+    write_rel("conf/idx/x-images-idx3-ubyte", img, sizeof img);
+    write_rel("conf/secret/x-labels-idx1-ubyte", lab, sizeof lab);
+    symlink_rel("../secret/x-labels-idx1-ubyte", "conf/idx/x-labels-idx1-ubyte");
+    expect_open_fail("conf/idx/x-images-idx3-ubyte", NULL, VIT_ERR_INVALID, "labels-idx1",
+                     "outside the data set root");
+    d = open_ok("conf/idx/x-images-idx3-ubyte", &out_ok);
+    ds_close(d);
+}
+
+/* Item 6 of issue 13: files are opened beneath the root again when read, so
+ * swapping one for a symlink (or a FIFO) after ds_open reads nothing outside.
+ * Deterministic: the swap happens between ds_open and ds_load_image. */
+static void test_swap_after_open(void)
+{
+    mkdir_rel("swap");
+    mkdir_rel("swap/set");
+    mkdir_rel("swap/set/sub");
+    mkdir_rel("swap/out");
+    mkdir_rel("swap/out/sub");
+    copy_image("rocket.bmp", "swap/set/a.bmp");
+    copy_image("rocket.bmp", "swap/set/sub/b.bmp");
+    copy_image("chelsea.png", "swap/out/secret.png");
+    copy_image("chelsea.png", "swap/out/sub/b.bmp");
+    write_text("swap/set/m.csv", "a.bmp,a\nsub/b.bmp,b\na.bmp,c\n");
+    ds_dataset *d = open_ok("swap/set/m.csv", NULL);
+    if (!d)
+        return;
+    char a[1024], sub[1024], secret[1024];
+    tpath(a, sizeof a, "swap/set/a.bmp");
+    tpath(sub, sizeof sub, "swap/set/sub");
+    tpath(secret, sizeof secret, "swap/out/secret.png");
+    img_image img;
+    vit_error err;
+    CHECK(ds_load_image(d, 0, &img, &err) == VIT_OK);
+    img_free(&img);
+
+    /* the file becomes a symlink out of the root: absolute, then relative */
+    const char *targets[] = {secret, "../out/secret.png"};
+    for (int k = 0; k < 2; k++) {
+        CHECK(unlink(a) == 0);
+        CHECK(symlink(targets[k], a) == 0);
+        memset(&err, 0, sizeof err);
+        vit_status s = ds_load_image(d, 0, &img, &err);
+        CHECKF(s == VIT_ERR_INVALID && strstr(err.message, "outside the data set root") &&
+                   strstr(err.message, "/swap/set/a.bmp"),
+               "swapped to %s: %s %s (%dx%d)", targets[k], vit_status_name(s), err.message,
+               img.width, img.height);
+        CHECK(img.pixels == NULL);
+        img_free(&img);
+    }
+    /* a directory on the path becomes a symlink out */
+    char subsave[1024];
+    tpath(subsave, sizeof subsave, "swap/set/sub_saved");
+    CHECK(rename(sub, subsave) == 0);
+    CHECK(symlink("../out/sub", sub) == 0);
+    memset(&err, 0, sizeof err);
+    vit_status s = ds_load_image(d, 1, &img, &err);
+    CHECKF(s == VIT_ERR_INVALID && strstr(err.message, "outside the data set root"),
+           "directory swapped: %s %s", vit_status_name(s), err.message);
+    img_free(&img);
+    /* a FIFO: refused at once rather than blocking the loader */
+    CHECK(unlink(a) == 0);
+    CHECK(mkfifo(a, 0644) == 0);
+    s = ds_load_image(d, 0, &img, &err);
+    CHECKF(s == VIT_ERR_INVALID && strstr(err.message, "not a regular file"), "fifo: %s %s",
+           vit_status_name(s), err.message);
+    img_free(&img);
+    /* a symlink that stays inside is fine */
+    CHECK(unlink(a) == 0);
+    CHECK(unlink(sub) == 0);
+    CHECK(rename(subsave, sub) == 0);
+    CHECK(symlink("sub/b.bmp", a) == 0);
+    CHECK(ds_load_image(d, 0, &img, &err) == VIT_OK && img.pixels);
+    img_free(&img);
+
+    /* The loader reports the refusal for the item (DS_BAD_FAIL). */
+    CHECK(unlink(a) == 0);
+    CHECK(symlink(secret, a) == 0);
+    ds_loader_options o = {.batch_size = 3, .threads = 2, .prefetch = 1,
+                           .preprocess = img_preprocess_hf(8), .on_bad = DS_BAD_FAIL};
+    ds_loader *l = NULL;
+    if (ds_loader_create(d, &o, &l, &err) == VIT_OK && ds_loader_start_epoch(l, 0, &err) == VIT_OK) {
+        float buf[3 * 3 * 8 * 8];
+        int labels[3], count = -1;
+        s = ds_loader_next(l, buf, labels, NULL, &count, &err);
+        CHECKF(s == VIT_ERR_INVALID && strstr(err.message, "outside the data set root"),
+               "loader: %s %s", vit_status_name(s), err.message);
+    } else {
+        CHECKF(0, "loader: %s", err.message);
+    }
+    ds_loader_free(l);
+
+    /* Reads stop at max_image_bytes. */
+    CHECK(unlink(a) == 0);
+    copy_image("rocket.bmp", "swap/set/a.bmp");
+    ds_close(d);
+    ds_options small = {.max_image_bytes = 100};
+    d = open_ok("swap/set/m.csv", &small);
+    if (d) {
+        s = ds_load_image(d, 0, &img, &err);
+        CHECKF(s == VIT_ERR_TOO_LARGE && strstr(err.message, "a.bmp"), "%s %s",
+               vit_status_name(s), err.message);
+        img_free(&img);
+    }
+    ds_close(d);
 }
 
 /* ------------------------------------------------------------ IDX */
@@ -520,6 +801,100 @@ static void test_idx_synthetic(void)
     }
     write_rel("junk-labels-idx1-ubyte.gz", "\x1f\x8b", 2); /* broken gzip */
     expect_open_fail("junk-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "junk-labels", NULL);
+}
+
+/* Writes <tmp>/<rel> gzip-compressed: `len` bytes of data, then `zeros` zero
+ * bytes (streamed, so a large bomb needs no large buffer). */
+static void write_gz(const char *rel, const uint8_t *data, size_t len, size_t zeros)
+{
+    char p[1024];
+    tpath(p, sizeof p, rel);
+    gzFile g = gzopen(p, "wb9");
+    CHECK(g != NULL);
+    if (!g)
+        return;
+    CHECK(len == 0 || gzwrite(g, data, (unsigned)len) == (int)len);
+    static const uint8_t zero[1 << 16];
+    while (zeros > 0) {
+        unsigned n = zeros < sizeof zero ? (unsigned)zeros : (unsigned)sizeof zero;
+        CHECK(gzwrite(g, zero, n) == (int)n);
+        zeros -= n;
+    }
+    CHECK(gzclose(g) == Z_OK);
+}
+
+/* An IDX images header. */
+static void idx_header(uint8_t h[16], uint32_t n, uint32_t rows, uint32_t cols)
+{
+    put_be32(h, 0x803);
+    put_be32(h + 4, n);
+    put_be32(h + 8, rows);
+    put_be32(h + 12, cols);
+}
+
+/* Item 7 of issue 13: the decompressed size of a gzip IDX file is bounded
+ * by its header and by max_idx_bytes before any buffer grows, and data
+ * beyond what the header promises is refused. */
+static void test_idx_bounds(void)
+{
+    uint8_t lab[8 + 128] = {0, 0, 8, 1, 0, 0, 0, 128};
+    write_gz("bomb-labels-idx1-ubyte.gz", lab, sizeof lab, 0);
+    /* The reviewer's bomb, shrunk: 128 images of 4096x4096 (2 GiB) promised,
+     * 1 MiB of zeros given.  Refused from the header, not read (the old code
+     * read on, growing its buffer, and failed "truncated" at the end). */
+    uint8_t h[16];
+    idx_header(h, 128, 4096, 4096);
+    write_gz("bomb-images-idx3-ubyte.gz", h, sizeof h, (size_t)1 << 20);
+    expect_open_fail("bomb-images-idx3-ubyte.gz", NULL, VIT_ERR_TOO_LARGE, "2147483648",
+                     "over the limit");
+
+    /* A configured limit: 8 images of 256x256 (512 KiB) inflate from ~1 KiB;
+     * all there, but over max_idx_bytes = 256 KiB. */
+    lab[7] = 8;
+    write_gz("lim-labels-idx1-ubyte.gz", lab, 8 + 8, 0);
+    idx_header(h, 8, 256, 256);
+    write_gz("lim-images-idx3-ubyte.gz", h, sizeof h, (size_t)8 * 256 * 256);
+    ds_options lim = {.max_idx_bytes = (size_t)256 << 10};
+    expect_open_fail("lim-images-idx3-ubyte.gz", &lim, VIT_ERR_TOO_LARGE, "524288",
+                     "over the limit of 262144");
+    lim.max_idx_bytes = (size_t)512 << 10; /* exactly enough */
+    ds_dataset *d = open_ok("lim-images-idx3-ubyte.gz", &lim);
+    CHECK(d && ds_size(d) == 8);
+    ds_close(d);
+    lim.max_idx_bytes = 7; /* the labels file counts too */
+    expect_open_fail("lim-images-idx3-ubyte.gz", &lim, VIT_ERR_TOO_LARGE, "lim-labels-idx1",
+                     NULL);
+
+    /* More data than the header promises: gzip and raw, images and labels. */
+    write_gz("more-labels-idx1-ubyte.gz", lab, 8 + 8, 0);
+    write_gz("more-images-idx3-ubyte.gz", h, sizeof h, (size_t)8 * 256 * 256 + 1);
+    expect_open_fail("more-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "more-images-idx3",
+                     "more than the 524288 data bytes");
+    uint8_t raw[16 + 4 + 1];
+    idx_header(raw, 1, 2, 2);
+    memset(raw + 16, 7, 5);
+    write_rel("rawmore-images-idx3-ubyte", raw, sizeof raw);
+    write_rel("rawmore-labels-idx1-ubyte", "\0\0\x08\x01\0\0\0\x01\0", 9);
+    expect_open_fail("rawmore-images-idx3-ubyte", NULL, VIT_ERR_FORMAT, "promises 4 data bytes",
+                     "has 5");
+    write_rel("rawmore-images-idx3-ubyte", raw, sizeof raw - 1); /* exact: fine */
+    d = open_ok("rawmore-images-idx3-ubyte", NULL);
+    ds_close(d);
+    write_rel("rawmore-labels-idx1-ubyte", "\0\0\x08\x01\0\0\0\x01\0\0", 10);
+    expect_open_fail("rawmore-images-idx3-ubyte", NULL, VIT_ERR_FORMAT, "rawmore-labels-idx1",
+                     "has 2");
+
+    /* A gzip stream whose CRC does not match is corrupt. */
+    write_gz("crc-labels-idx1-ubyte.gz", lab, 8 + 8, 0);
+    write_gz("crc-images-idx3-ubyte.gz", h, sizeof h, (size_t)8 * 256 * 256);
+    char p[1024];
+    tpath(p, sizeof p, "crc-images-idx3-ubyte.gz");
+    FILE *f = fopen(p, "r+b");
+    CHECK(f && fseek(f, -8, SEEK_END) == 0 && fputc(0x5a, f) != EOF);
+    if (f)
+        fclose(f);
+    expect_open_fail("crc-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "crc-images-idx3",
+                     "corrupt");
 }
 
 static void test_idx_fashion_mnist(void)
@@ -1068,6 +1443,39 @@ static void test_loader_bad_items(void)
     ds_close(d);
 }
 
+/* ------------------------------------------------------------ CLI */
+
+/* `vitfit eval` (and train, which opens data sets the same way) keeps a
+ * manifest's images under its directory unless --allow-outside-root. */
+static void test_cli_outside_root(void)
+{
+    mkdir_rel("cli");
+    mkdir_rel("cli/set");
+    mkdir_rel("cli/images");
+    char line[256], text[2048] = "", src[32], man[1024];
+    for (int c = 0; c < 10; c++) {
+        snprintf(src, sizeof src, "c%d.png", c);
+        snprintf(line, sizeof line, "cli/images/%s", src);
+        copy_image("camera_grey.png", line);
+        snprintf(line, sizeof line, "../images/%s,%d\n", src, c);
+        strcat(text, line);
+    }
+    write_text("cli/set/m.csv", text);
+    tpath(man, sizeof man, "cli/set/m.csv");
+    run_result *r = run_vitfit("eval", "--model", "@models/fashion-vit-tiny", "--data", man,
+                               "--threads", "1", NULL);
+    CHECKF(r->status == 1 && count_lines(r->err) == 1 &&
+               strstr(r->err, "outside the data set root") && strstr(r->err, "m.csv:1"),
+           "eval outside the root: exit %d: %s", r->status, r->err);
+    r = run_vitfit("eval", "--model", "@models/fashion-vit-tiny", "--data", man, "--threads", "1",
+                   "--allow-outside-root", NULL);
+    CHECKF(r->status == 0 && strstr(r->out, "10 images"), "eval --allow-outside-root: exit %d: %s%s",
+           r->status, r->out, r->err);
+    r = run_vitfit("train", "--model", "@models/fashion-vit-tiny", "--train", man, "--out",
+                   "/nonexistent-dir/x.safetensors", "--allow-outside-root", "--help", NULL);
+    CHECKF(r->status == 0 && strstr(r->out, "--allow-outside-root"), "train --help: %s", r->out);
+}
+
 int main(void)
 {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/vitfit_test_dataset_XXXXXX");
@@ -1078,11 +1486,15 @@ int main(void)
     test_folder();
     test_jsonl();
     test_csv();
+    test_confinement();
+    test_swap_after_open();
     test_idx_synthetic();
+    test_idx_bounds();
     test_idx_fashion_mnist();
     test_loader();
     test_augment_distribution();
     test_loader_bad_items();
+    test_cli_outside_root();
     rm_tree(tmp_root);
     return check_result();
 }
