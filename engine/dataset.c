@@ -472,9 +472,9 @@ static bn_result bn_open(const ds_root *r, const char *path, bn_want want, int *
             }
             char target[PATH_MAX];
             ssize_t n = readlinkat(top, p, target, sizeof target);
-            if (n <= 0 || (size_t)n >= sizeof target) {
-                *eno = n < 0 ? errno : ENAMETOOLONG;
-                res = BN_ERRNO;
+            if (n <= 0 || (size_t)n >= sizeof target) { /* n == 0: an empty link */
+                *eno = n < 0 ? errno : n == 0 ? ENOENT : ENAMETOOLONG;
+                res = n == 0 ? BN_MISSING : BN_ERRNO;
                 break;
             }
             target[n] = '\0';
