@@ -56,7 +56,9 @@ typedef struct ds_options {
 } ds_options;
 
 /* ds_options.root: the directory every file of the data set must resolve
- * under, symlinks included; the data set path itself must lie under it too.
+ * under, symlinks included; the data set path itself must lie under it too
+ * (a relative path is taken from the current directory, as always; a path
+ * outside is refused as such, never "not found").
  * When NULL the data set is its own root: an ImageFolder directory itself, or
  * the directory a manifest or IDX file sits in (its own path is then taken as
  * given).  Files are opened beneath the root by a walk that never looks
