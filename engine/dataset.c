@@ -9,11 +9,12 @@
  *     names are separate strings.  IDX pixels are decoded into memory once;
  *     image files are decoded on demand by ds_load_image.  A dataset is
  *     immutable after ds_open, so loader threads read it without locks.
- *   - Paths from manifests are untrusted: URLs are refused (for now), every
- *     path is resolved with realpath and must name a regular file under
- *     realpath(opt->root) when a root is set.  A path that does not resolve is
- *     first checked lexically against the root, so "not found" is never
- *     reported for a path outside the root (no existence oracle).
+ *   - Paths from manifests and folders are untrusted: URLs are refused (for
+ *     now), and every file is opened beneath the data set root by a walk
+ *     from a descriptor of the root that never looks outside it (see "the
+ *     root" below), at ds_open and again when an image is read.  Items keep
+ *     their symlink-free path under the root.  IDX sizes are bounded from
+ *     the header, before any buffer exists.
  *   - The loader decodes *items*, not batches: a ring of prefetch * batch_size
  *     item slots; slot p % R holds epoch position p.  Worker threads claim the
  *     next position under the mutex, decode + preprocess it into its slot
@@ -31,6 +32,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -46,6 +48,7 @@
 #define DS_DEFAULT_MAX_IMAGE_BYTES ((size_t)64 << 20)
 #define DS_DEFAULT_MAX_PIXELS ((size_t)50000000)
 #define DS_DEFAULT_MAX_ITEMS ((size_t)10000000)
+#define DS_DEFAULT_MAX_IDX_BYTES ((size_t)1 << 30) /* decoded IDX payload */
 #define DS_MAX_CLASSES 1000000        /* bound on fixed class lists */
 #define DS_IDX_MAX_PLANE ((size_t)4096 * 4096) /* rows * cols of one IDX image */
 #define DS_IDX_IMAGES_MAGIC 0x00000803u /* ubyte, 3 dims: n, rows, cols */
@@ -56,6 +59,14 @@
 #define DS_MAX_SIDE 16384             /* crop sizes, as image_resize.c allows */
 
 typedef enum ds_kind { DS_KIND_FILES, DS_KIND_IDX } ds_kind;
+
+/* The directory a data set's files are opened beneath (see "the root"). */
+typedef struct ds_root {
+    int fd;     /* directory everything is opened beneath; -1: none */
+    char *real; /* its canonical path: item names, absolute paths */
+    char *lex;  /* the path as given, absolute and lexically normalized */
+    int clamp;  /* the root is "/": ".." at the top stays there */
+} ds_root;
 
 struct ds_dataset {
     ds_kind kind;
@@ -69,7 +80,9 @@ struct ds_dataset {
     int num_classes;
     uint8_t *grey;         /* IDX: (n, rows, cols) pixels; else NULL */
     int rows, cols;        /* IDX image size */
-    size_t max_image_bytes, max_pixels, max_items;
+    size_t max_image_bytes, max_pixels, max_items, max_idx_bytes;
+    ds_root root;          /* files: item i is opened as name(i) + rel_off beneath it */
+    size_t rel_off;        /* names are root.real + '/' + path relative to the root */
 };
 
 /* ================================================================ helpers */
@@ -144,13 +157,23 @@ static int is_url(const char *s)
     return strncasecmp(s, "http://", 7) == 0 || strncasecmp(s, "https://", 8) == 0;
 }
 
-/* Is path equal to root or inside it?  Both absolute and normalized. */
-static int path_under(const char *path, const char *root)
+/* Returns a malloc'd "a/b", or b alone when a is empty; NULL on OOM. */
+static char *join_rel(const char *a, const char *b)
 {
-    size_t n = strlen(root);
-    if (n == 1 && root[0] == '/')
-        return path[0] == '/';
-    return strncmp(path, root, n) == 0 && (path[n] == '/' || path[n] == '\0');
+    return a[0] ? path_join(a, b) : strdup(b);
+}
+
+/* Returns a malloc'd absolute form of path (cwd prepended when relative, not
+ * normalized: ".." is left for the walk to resolve); NULL on OOM or if getcwd
+ * fails. */
+static char *path_absolute(const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        return NULL;
+    return path_join(cwd, path);
 }
 
 /* Returns a malloc'd absolute, lexically normalized form of path: "." and
@@ -158,15 +181,7 @@ static int path_under(const char *path, const char *root)
  * "/").  Symlinks are not looked at.  NULL on OOM or if getcwd fails. */
 static char *path_lexical(const char *path)
 {
-    char *abs = NULL;
-    if (path[0] == '/') {
-        abs = strdup(path);
-    } else {
-        char cwd[PATH_MAX];
-        if (!getcwd(cwd, sizeof cwd))
-            return NULL;
-        abs = path_join(cwd, path);
-    }
+    char *abs = path_absolute(path);
     if (!abs)
         return NULL;
     size_t len = strlen(abs);
@@ -204,78 +219,429 @@ static char *path_lexical(const char *path)
     return out;
 }
 
-/* The data set root in both forms: resolved (symlinks followed) and lexical. */
-typedef struct ds_root {
-    char *real; /* realpath(opt->root), or NULL when there is no root */
-    char *lex;  /* path_lexical(opt->root) */
-} ds_root;
+/* ================================================================ the root
+ *
+ * Every image, manifest and IDX labels file is opened beneath the data set
+ * root by walking its path one component at a time from a descriptor of the
+ * root (openat with O_NOFOLLOW), never by handing a whole path to the kernel:
+ *   - ".." returns to the directory the walk came from; above the root it is
+ *     an escape;
+ *   - a symlink (which O_NOFOLLOW refuses with ELOOP) is read with readlinkat
+ *     and its target spliced into the rest of the path: a relative target
+ *     goes on from the current directory, an absolute one must name a place
+ *     under the root (by its real or its given path) and goes on from there;
+ *   - only regular files and directories are opened: FIFOs, devices and
+ *     sockets are refused from fstatat before any open, and O_NONBLOCK keeps
+ *     one swapped in after that check from blocking the open (fstat of the
+ *     descriptor then refuses it).
+ * So nothing outside the root is ever looked up: "outside the data set root"
+ * is decided from names inside the root alone and never reveals whether a
+ * file outside exists, and a file swapped for a symlink between ds_open and
+ * ds_load_image is caught when it is read, because the same walk runs then
+ * (no check-then-use gap).  Without confinement (allow_outside_root) the
+ * root is "/", where ".." stays at the top as the kernel does.
+ * Known limit: a directory the walk holds that is renamed out of the root
+ * meanwhile lets the rest of that walk run outside (openat2's RESOLVE_BENEATH
+ * closes this in the kernel); it takes write access inside and outside the
+ * root. */
+
+#define DS_MAX_LINKS 40 /* symlinks followed per walk, as Linux's MAXSYMLINKS */
 
 static void root_free(ds_root *r)
 {
+    if (r->fd >= 0)
+        close(r->fd);
     free(r->real);
     free(r->lex);
+    r->fd = -1;
     r->real = r->lex = NULL;
 }
 
-static vit_status root_init(const char *root, ds_root *r, vit_error *err)
+/* Opens directory `dir` as the root.  Its own path is trusted (it is the
+ * caller's configuration), so symlinks in it are followed. */
+static vit_status root_open(const char *dir, ds_root *r, vit_error *err)
 {
-    r->real = r->lex = NULL;
-    if (!root)
-        return VIT_OK;
-    r->real = realpath(root, NULL);
-    if (!r->real)
+    r->fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r->fd < 0)
         return vit_error_set(err, errno == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
-                             "data set root %s: %s", root, strerror(errno));
-    r->lex = path_lexical(root);
+                             "data set root %s: %s", dir, strerror(errno));
+    r->real = realpath(dir, NULL);
+    if (!r->real) {
+        int e = errno;
+        root_free(r);
+        return vit_error_set(err, e == ENOMEM ? VIT_ERR_NOMEM : VIT_ERR_IO,
+                             "data set root %s: %s", dir, strerror(e));
+    }
+    r->lex = path_lexical(dir);
     if (!r->lex) {
         root_free(r);
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory resolving %s", root);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory resolving %s", dir);
     }
+    r->clamp = strcmp(r->real, "/") == 0;
     return VIT_OK;
 }
 
-/* Resolves an image path (as written at `where`, e.g. "m.csv:3") to a
- * malloc'd canonical path in *real.  It must exist, be a regular file and,
- * with a root, lie under it.  Errors name `shown` (the path as written). */
-static vit_status resolve_file(const char *path, const char *shown, const char *where,
-                               const ds_root *root, char **real, vit_error *err)
+/* The part of absolute path `abs` below the root (leading '/' skipped), or
+ * NULL when abs does not start with the root's real or given path.  Purely
+ * lexical: ".." left in the rest is resolved (and refused above the root) by
+ * the walk. */
+static const char *strip_root(const ds_root *r, const char *abs)
 {
-    *real = NULL;
-    char *rp = realpath(path, NULL);
-    if (!rp) {
-        int e = errno;
-        if (e == ENOMEM)
-            return vit_error_set(err, VIT_ERR_NOMEM, "out of memory resolving %s", shown);
-        if (root->real) {
-            char *lex = path_lexical(path);
-            if (!lex)
-                return vit_error_set(err, VIT_ERR_NOMEM, "out of memory resolving %s", shown);
-            int inside = path_under(lex, root->real) || path_under(lex, root->lex);
-            free(lex);
-            if (!inside)
-                return vit_error_set(err, VIT_ERR_INVALID,
-                                     "%s: image path '%s' is outside the data set root", where,
-                                     shown);
+    const char *rest = NULL;
+    if (r->clamp) {
+        rest = abs;
+    } else {
+        const char *forms[2] = {r->real, r->lex};
+        for (int i = 0; i < 2 && !rest; i++) {
+            size_t n = strlen(forms[i]);
+            if (strncmp(abs, forms[i], n) == 0 && (abs[n] == '/' || abs[n] == '\0'))
+                rest = abs + n;
         }
-        return vit_error_set(err, e == ENOENT || e == ENOTDIR ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
-                             "%s: image '%s' not found (%s)", where, shown, strerror(e));
     }
-    if (root->real && !path_under(rp, root->real)) {
-        free(rp);
-        return vit_error_set(err, VIT_ERR_INVALID,
-                             "%s: image path '%s' is outside the data set root", where, shown);
+    while (rest && *rest == '/')
+        rest++;
+    return rest;
+}
+
+typedef enum bn_result {
+    BN_OK,
+    BN_OUTSIDE,  /* the path leads out of the root */
+    BN_MISSING,  /* a component does not exist (or is not a directory) */
+    BN_NOT_FILE, /* the end is not a regular file (or not a directory when one is wanted) */
+    BN_LOOP,     /* more than DS_MAX_LINKS symlinks */
+    BN_ERRNO,    /* another failure, errno in *eno */
+    BN_NOMEM,
+} bn_result;
+
+typedef enum bn_want { BN_WANT_ANY, BN_WANT_FILE, BN_WANT_DIR } bn_want;
+
+/* The directories a walk holds: fds[0] is the root's (borrowed), fds[1..depth]
+ * are owned; canon is their names joined by '/', ends[i] its length at depth i. */
+typedef struct bn_walk {
+    int *fds;
+    size_t *ends;
+    size_t depth, cap;
+    char *canon;
+    size_t canon_len, canon_cap;
+} bn_walk;
+
+/* Appends "/name" (or "name" at the start) to w->canon; 0 on OOM. */
+static int bn_append(bn_walk *w, const char *name)
+{
+    size_t n = strlen(name), need = w->canon_len + n + 2;
+    if (need > w->canon_cap) {
+        size_t ncap = w->canon_cap ? w->canon_cap : 256;
+        while (ncap < need)
+            ncap *= 2;
+        char *nc = realloc(w->canon, ncap);
+        if (!nc)
+            return 0;
+        w->canon = nc;
+        w->canon_cap = ncap;
     }
-    struct stat st;
-    if (stat(rp, &st) != 0 || !S_ISREG(st.st_mode)) {
-        free(rp);
-        return vit_error_set(err, VIT_ERR_INVALID, "%s: image '%s' is not a regular file",
-                             where, shown);
+    if (w->canon_len > 0)
+        w->canon[w->canon_len++] = '/';
+    memcpy(w->canon + w->canon_len, name, n + 1);
+    w->canon_len += n;
+    return 1;
+}
+
+/* Enters directory fd (takes ownership) named `name` (NULL: the root). */
+static int bn_push(bn_walk *w, int fd, const char *name)
+{
+    if (w->cap == 0 || w->depth + 1 >= w->cap) {
+        size_t ncap = w->cap ? w->cap * 2 : 16;
+        int *nf = realloc(w->fds, ncap * sizeof *nf);
+        if (nf)
+            w->fds = nf;
+        size_t *ne = nf ? realloc(w->ends, ncap * sizeof *ne) : NULL;
+        if (!ne)
+            return 0;
+        w->ends = ne;
+        w->cap = ncap;
     }
-    *real = rp;
+    if (!name) {
+        w->depth = 0;
+        w->fds[0] = fd;
+        w->ends[0] = 0;
+        return 1;
+    }
+    if (!bn_append(w, name))
+        return 0;
+    w->depth++;
+    w->fds[w->depth] = fd;
+    w->ends[w->depth] = w->canon_len;
+    return 1;
+}
+
+/* Leaves the current directory for its parent on the walk. */
+static void bn_pop(bn_walk *w)
+{
+    close(w->fds[w->depth]);
+    w->depth--;
+    w->canon_len = w->ends[w->depth];
+    if (w->canon)
+        w->canon[w->canon_len] = '\0';
+}
+
+static void bn_free(bn_walk *w)
+{
+    while (w->depth > 0)
+        bn_pop(w);
+    free(w->fds);
+    free(w->ends);
+    free(w->canon);
+}
+
+/* Walks `path` beneath root r (see the block comment above): relative paths
+ * start at the root, absolute ones must lie under it.  On BN_OK *fd is an
+ * open descriptor of the end (caller closes), *st its fstat, and *canon (if
+ * not NULL) a malloc'd symlink-free path relative to the root ("" for the
+ * root itself).  On failure *eno holds the errno that explains it (or 0). */
+static bn_result bn_open(const ds_root *r, const char *path, bn_want want, int *fd,
+                         struct stat *st, char **canon, int *eno)
+{
+    *fd = -1;
+    *eno = 0;
+    if (canon)
+        *canon = NULL;
+    const char *start = path;
+    if (path[0] == '/' && !(start = strip_root(r, path)))
+        return BN_OUTSIDE;
+    bn_walk w = {0};
+    char *rest = strdup(start);
+    if (!rest || !bn_push(&w, r->fd, NULL)) {
+        free(rest);
+        bn_free(&w);
+        return BN_NOMEM;
+    }
+    bn_result res = BN_OK;
+    int links = 0;
+    char *p = rest;
+    for (;;) {
+        while (*p == '/')
+            p++;
+        int top = w.fds[w.depth];
+        if (*p == '\0') { /* the path ends at a directory the walk holds */
+            *fd = openat(top, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (*fd < 0) {
+                *eno = errno;
+                res = BN_ERRNO;
+            }
+            break;
+        }
+        char *next = p;
+        while (*next && *next != '/')
+            next++;
+        if (*next)
+            *next++ = '\0'; /* p is the component, next the rest */
+        int final = 1;
+        for (const char *t = next; *t && final; t++)
+            final = *t == '/';
+        if (strcmp(p, ".") == 0) {
+            p = next;
+            continue;
+        }
+        if (strcmp(p, "..") == 0) {
+            if (w.depth > 0) {
+                bn_pop(&w);
+            } else if (!r->clamp) {
+                res = BN_OUTSIDE;
+                break;
+            }
+            p = next;
+            continue;
+        }
+        /* Refuse FIFOs, devices and sockets before opening them. */
+        struct stat pre;
+        if (fstatat(top, p, &pre, AT_SYMLINK_NOFOLLOW) != 0) {
+            *eno = errno;
+            res = errno == ENOENT || errno == ENOTDIR ? BN_MISSING : BN_ERRNO;
+            break;
+        }
+        if (!S_ISREG(pre.st_mode) && !S_ISDIR(pre.st_mode) && !S_ISLNK(pre.st_mode)) {
+            *eno = ENOTDIR;
+            res = final ? BN_NOT_FILE : BN_MISSING;
+            break;
+        }
+        int f = openat(top, p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (f < 0 && errno == ELOOP) { /* a symlink: go on from its target */
+            if (++links > DS_MAX_LINKS) {
+                res = BN_LOOP;
+                break;
+            }
+            char target[PATH_MAX];
+            ssize_t n = readlinkat(top, p, target, sizeof target);
+            if (n <= 0 || (size_t)n >= sizeof target) { /* n == 0: an empty link */
+                *eno = n < 0 ? errno : n == 0 ? ENOENT : ENAMETOOLONG;
+                res = n == 0 ? BN_MISSING : BN_ERRNO;
+                break;
+            }
+            target[n] = '\0';
+            const char *t = target;
+            if (t[0] == '/') {
+                if (!(t = strip_root(r, target))) {
+                    res = BN_OUTSIDE;
+                    break;
+                }
+                while (w.depth > 0)
+                    bn_pop(&w);
+            }
+            size_t lt = strlen(t), ln = strlen(next);
+            char *nr = malloc(lt + ln + 2);
+            if (!nr) {
+                res = BN_NOMEM;
+                break;
+            }
+            memcpy(nr, t, lt);
+            nr[lt] = '/';
+            memcpy(nr + lt + 1, next, ln + 1);
+            free(rest);
+            rest = p = nr;
+            continue;
+        }
+        if (f < 0) {
+            *eno = errno;
+            res = errno == ENOENT || errno == ENOTDIR ? BN_MISSING : BN_ERRNO;
+            break;
+        }
+        struct stat fs;
+        if (fstat(f, &fs) != 0) {
+            *eno = errno;
+            close(f);
+            res = BN_ERRNO;
+            break;
+        }
+        if (!final) {
+            if (!S_ISDIR(fs.st_mode)) {
+                close(f);
+                *eno = ENOTDIR;
+                res = BN_MISSING;
+                break;
+            }
+            if (!bn_push(&w, f, p)) {
+                close(f);
+                res = BN_NOMEM;
+                break;
+            }
+            p = next;
+            continue;
+        }
+        if (!bn_append(&w, p)) {
+            close(f);
+            res = BN_NOMEM;
+            break;
+        }
+        *fd = f;
+        break;
+    }
+    if (res == BN_OK && fstat(*fd, st) != 0) {
+        *eno = errno;
+        res = BN_ERRNO;
+    }
+    if (res == BN_OK) {
+        int type_ok = want == BN_WANT_FILE  ? S_ISREG(st->st_mode)
+                      : want == BN_WANT_DIR ? S_ISDIR(st->st_mode)
+                                            : S_ISREG(st->st_mode) || S_ISDIR(st->st_mode);
+        if (!type_ok)
+            res = BN_NOT_FILE;
+    }
+    if (res == BN_OK && canon && !(*canon = strdup(w.canon ? w.canon : "")))
+        res = BN_NOMEM;
+    if (res != BN_OK && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    bn_free(&w);
+    free(rest);
+    return res;
+}
+
+/* The vit_error for a failed walk; `subject` says what was opened, e.g.
+ * "m.csv:3: image 'a.png'".  An escape is reported the same way whatever
+ * lies outside (the walk never looked). */
+static vit_status bn_error(bn_result b, int eno, bn_want want, const char *subject,
+                           vit_error *err)
+{
+    switch (b) {
+    case BN_OUTSIDE:
+        return vit_error_set(err, VIT_ERR_INVALID, "%s is outside the data set root", subject);
+    case BN_MISSING:
+        return vit_error_set(err, VIT_ERR_NOT_FOUND, "%s not found (%s)", subject,
+                             strerror(eno ? eno : ENOENT));
+    case BN_NOT_FILE:
+        return vit_error_set(err, VIT_ERR_INVALID, "%s is not a %s", subject,
+                             want == BN_WANT_DIR ? "directory" : "regular file");
+    case BN_LOOP:
+        return vit_error_set(err, VIT_ERR_INVALID, "%s: too many levels of symbolic links",
+                             subject);
+    case BN_NOMEM:
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory opening %s", subject);
+    default:
+        return vit_error_set(err, VIT_ERR_IO, "cannot open %s: %s", subject, strerror(eno));
+    }
+}
+
+/* Reads all of regular file fd (size_hint bytes by fstat) into a malloc'd
+ * *out, refusing more than cap bytes even when the file grows meanwhile. */
+static vit_status read_capped(int fd, size_t size_hint, size_t cap, const char *name,
+                              uint8_t **out, size_t *len, vit_error *err)
+{
+    *out = NULL;
+    *len = 0;
+    size_t bufcap = (size_hint < cap ? size_hint : cap) + 1, n = 0; /* +1: sees growth */
+    uint8_t *buf = malloc(bufcap);
+    if (!buf)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading %s", name);
+    for (;;) {
+        if (n == bufcap) {
+            if (n > cap) {
+                free(buf);
+                return vit_error_set(err, VIT_ERR_TOO_LARGE, "%s is over the limit of %zu bytes",
+                                     name, cap);
+            }
+            size_t ncap = bufcap > (cap + 1) / 2 ? cap + 1 : bufcap * 2;
+            uint8_t *nb = realloc(buf, ncap);
+            if (!nb) {
+                free(buf);
+                return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading %s", name);
+            }
+            buf = nb;
+            bufcap = ncap;
+        }
+        ssize_t got = read(fd, buf + n, bufcap - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            int e = errno;
+            free(buf);
+            return vit_error_set(err, VIT_ERR_IO, "reading %s failed: %s", name, strerror(e));
+        }
+        if (got == 0)
+            break;
+        n += (size_t)got;
+    }
+    *out = buf;
+    *len = n;
     return VIT_OK;
 }
 
 /* ================================================================ builder */
+
+/* Returns the malloc'd name of the file at canon (relative to d's root):
+ * the root's real path joined with it.  NULL on OOM. */
+static char *item_path(const ds_dataset *d, const char *canon)
+{
+    if (!d->root.clamp)
+        return path_join(d->root.real, canon);
+    size_t n = strlen(canon);
+    char *p = malloc(n + 2);
+    if (p) {
+        p[0] = '/';
+        memcpy(p + 1, canon, n + 1);
+    }
+    return p;
+}
 
 /* Adds an item (name, label) to d, enforcing max_items. */
 static vit_status add_item(ds_dataset *d, const char *name, int label, vit_error *err)
@@ -460,61 +826,136 @@ static int name_list_add(name_list *l, const char *s)
     return 1;
 }
 
-/* Lists the non-hidden entries of dir that are directories (want_dirs) or
- * regular files with an image extension (!want_dirs), following symlinks,
- * sorted bytewise.  *other counts the remaining non-hidden entries.  `cap`
- * bounds the entries kept. */
-static vit_status list_dir(const char *dir, int want_dirs, size_t cap, name_list *out,
-                           size_t *other, vit_error *err)
+/* Directory entries: the name as listed and the symlink-free path relative
+ * to the root that it leads to. */
+typedef struct dir_entry {
+    char *name;
+    char *canon;
+} dir_entry;
+
+typedef struct entry_list {
+    dir_entry *v;
+    size_t n, cap;
+} entry_list;
+
+static void entry_list_free(entry_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].name);
+        free(l->v[i].canon);
+    }
+    free(l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+/* Adds (a copy of name, canon: taken over); 0 on OOM (canon is freed). */
+static int entry_list_add(entry_list *l, const char *name, char *canon)
+{
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 64, bytes;
+        dir_entry *nv = mul_ok(ncap, sizeof *l->v, &bytes) ? realloc(l->v, bytes) : NULL;
+        if (!nv) {
+            free(canon);
+            return 0;
+        }
+        l->v = nv;
+        l->cap = ncap;
+    }
+    if (!(l->v[l->n].name = strdup(name))) {
+        free(canon);
+        return 0;
+    }
+    l->v[l->n].canon = canon;
+    l->n++;
+    return 1;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    return strcmp(((const dir_entry *)a)->name, ((const dir_entry *)b)->name);
+}
+
+/* Lists the non-hidden entries of directory dir_rel (relative to the root;
+ * `shown` names it in messages) that lead to directories (want_dirs) or to
+ * regular files with an image extension (!want_dirs), sorted bytewise by
+ * name.  Symlinks are followed beneath the root; one leading out of it is an
+ * error (never looked at, so the same error whatever it points to).  *other
+ * counts the remaining non-hidden entries.  `cap` bounds the entries kept. */
+static vit_status list_dir(const ds_root *root, const char *dir_rel, const char *shown,
+                           int want_dirs, size_t cap, entry_list *out, size_t *other,
+                           vit_error *err)
 {
     *other = 0;
-    DIR *dh = opendir(dir);
-    if (!dh)
-        return vit_error_set(err, errno == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
-                             "cannot open directory %s: %s", dir, strerror(errno));
+    int fd, eno;
+    struct stat st;
+    char subject[PATH_MAX + 64];
+    snprintf(subject, sizeof subject, "directory %s", shown);
+    bn_result b = bn_open(root, dir_rel, BN_WANT_DIR, &fd, &st, NULL, &eno);
+    if (b != BN_OK)
+        return bn_error(b, eno, BN_WANT_DIR, subject, err);
+    DIR *dh = fdopendir(fd);
+    if (!dh) {
+        int e = errno;
+        close(fd);
+        return vit_error_set(err, VIT_ERR_IO, "cannot list %s: %s", shown, strerror(e));
+    }
     vit_status s = VIT_OK;
     struct dirent *e;
     while ((e = readdir(dh))) {
         if (e->d_name[0] == '.')
             continue;
-        char *full = path_join(dir, e->d_name);
-        if (!full) {
-            s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory listing %s", dir);
+        if (!want_dirs && !has_image_ext(e->d_name)) {
+            (*other)++;
+            continue;
+        }
+        char *rel = join_rel(dir_rel, e->d_name), *canon = NULL;
+        if (!rel) {
+            s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory listing %s", shown);
             break;
         }
-        struct stat st;
-        int ok = stat(full, &st) == 0;
-        free(full);
-        int match = ok && (want_dirs ? S_ISDIR(st.st_mode)
-                                     : S_ISREG(st.st_mode) && has_image_ext(e->d_name));
-        if (!match) {
+        int efd;
+        b = bn_open(root, rel, BN_WANT_ANY, &efd, &st, &canon, &eno);
+        free(rel);
+        if (efd >= 0)
+            close(efd);
+        if (b == BN_OUTSIDE || b == BN_NOMEM) {
+            snprintf(subject, sizeof subject, "%s/%s", shown, e->d_name);
+            s = bn_error(b, eno, BN_WANT_ANY, subject, err);
+            break;
+        }
+        int match = b == BN_OK && (want_dirs ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
+        if (!match) { /* a dangling link, a FIFO, unreadable, ... */
+            free(canon);
             (*other)++;
             continue;
         }
         if (out->n >= cap) {
-            s = vit_error_set(err, VIT_ERR_TOO_LARGE, "%s has more than %zu entries", dir, cap);
+            free(canon);
+            s = vit_error_set(err, VIT_ERR_TOO_LARGE, "%s has more than %zu entries", shown, cap);
             break;
         }
-        if (!name_list_add(out, e->d_name)) {
-            s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory listing %s", dir);
+        if (!entry_list_add(out, e->d_name, canon)) {
+            s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory listing %s", shown);
             break;
         }
     }
     closedir(dh);
     if (s == VIT_OK && out->n > 1)
-        qsort(out->v, out->n, sizeof *out->v, cmp_str);
+        qsort(out->v, out->n, sizeof *out->v, cmp_entry);
     return s;
 }
 
-/* Reads <root>/<class>/<image>. */
-static vit_status open_folder(ds_dataset *d, const char *path, const ds_options *opt,
-                              const ds_root *root, vit_error *err)
+/* Reads <folder>/<class>/<image>; folder_rel is the folder relative to the
+ * root, `path` as the caller named it. */
+static vit_status open_folder(ds_dataset *d, const char *path, const char *folder_rel,
+                              const ds_options *opt, vit_error *err)
 {
-    name_list cls = {0}, files = {0};
+    entry_list cls = {0}, files = {0};
     class_entry *index = NULL;
-    char *cdir = NULL, *fpath = NULL, *real = NULL;
+    char *cdir = NULL, *name = NULL;
     size_t other = 0;
-    vit_status s = list_dir(path, 1, DS_MAX_CLASSES, &cls, &other, err);
+    vit_status s = list_dir(&d->root, folder_rel, path, 1, DS_MAX_CLASSES, &cls, &other, err);
     if (s != VIT_OK)
         goto done;
     if (cls.n == 0) {
@@ -530,7 +971,15 @@ static vit_status open_folder(ds_dataset *d, const char *path, const ds_options 
     if (opt->classes) {
         s = use_fixed_classes(d, opt->classes, &index, err);
     } else {
-        s = set_classes(d, (const char *const *)cls.v, cls.n, err);
+        char **names = malloc(cls.n * sizeof *names);
+        if (!names) {
+            s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for class names");
+            goto done;
+        }
+        for (size_t c = 0; c < cls.n; c++)
+            names[c] = cls.v[c].name;
+        s = set_classes(d, (const char *const *)names, cls.n, err);
+        free(names);
     }
     if (s != VIT_OK)
         goto done;
@@ -538,22 +987,22 @@ static vit_status open_folder(ds_dataset *d, const char *path, const ds_options 
     for (size_t c = 0; c < cls.n; c++) {
         int label = (int)c;
         if (index) {
-            label = class_lookup(index, d->num_classes, cls.v[c]);
+            label = class_lookup(index, d->num_classes, cls.v[c].name);
             if (label < 0) {
                 s = vit_error_set(err, VIT_ERR_INVALID,
                                   "%s: unknown label '%.200s' (class directory not in the "
                                   "class list)",
-                                  path, cls.v[c]);
+                                  path, cls.v[c].name);
                 goto done;
             }
         }
         free(cdir);
-        if (!(cdir = path_join(path, cls.v[c]))) {
+        if (!(cdir = path_join(path, cls.v[c].name))) {
             s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
             goto done;
         }
-        name_list_free(&files);
-        s = list_dir(cdir, 0, d->max_items, &files, &other, err);
+        entry_list_free(&files);
+        s = list_dir(&d->root, cls.v[c].canon, cdir, 0, d->max_items, &files, &other, err);
         if (s != VIT_OK)
             goto done;
         if (files.n == 0) {
@@ -563,29 +1012,22 @@ static vit_status open_folder(ds_dataset *d, const char *path, const ds_options 
             goto done;
         }
         for (size_t i = 0; i < files.n; i++) {
-            free(fpath);
-            if (!(fpath = path_join(cdir, files.v[i]))) {
+            free(name);
+            if (!(name = item_path(d, files.v[i].canon))) {
                 s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
                 goto done;
             }
-            if (root->real) { /* symlinks may not lead out of the root */
-                free(real);
-                s = resolve_file(fpath, fpath, path, root, &real, err);
-                if (s != VIT_OK)
-                    goto done;
-            }
-            s = add_item(d, fpath, label, err);
+            s = add_item(d, name, label, err);
             if (s != VIT_OK)
                 goto done;
         }
     }
 done:
-    free(real);
-    free(fpath);
+    free(name);
     free(cdir);
     free(index);
-    name_list_free(&cls);
-    name_list_free(&files);
+    entry_list_free(&cls);
+    entry_list_free(&files);
     return s;
 }
 
@@ -652,8 +1094,7 @@ static int is_blank(const char *s, size_t n)
 typedef struct manifest_ctx {
     ds_dataset *d;
     const char *file;     /* manifest path, for messages */
-    const char *dir;      /* manifest directory */
-    const ds_root *root;
+    const char *dir_rel;  /* manifest directory, relative to the root */
     const class_entry *index;
     name_list labels;     /* per-item label strings (no fixed list) */
 } manifest_ctx;
@@ -678,16 +1119,28 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
             return vit_error_set(err, VIT_ERR_INVALID, "%s: unknown label '%.200s' at line %zu",
                                  m->file, label, line);
     }
-    char *joined = path_join(m->dir, image);
-    if (!joined)
+    /* Relative paths start at the manifest's directory; absolute ones must
+     * name a place under the root (the walk checks both). */
+    char *rel = image[0] == '/' ? strdup(image) : join_rel(m->dir_rel, image);
+    if (!rel)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
-    char *real = NULL;
-    vit_status s = resolve_file(joined, image, where, m->root, &real, err);
-    free(joined);
-    if (s != VIT_OK)
-        return s;
-    s = add_item(m->d, real, cls, err);
-    free(real);
+    char *canon = NULL;
+    int fd, eno;
+    struct stat st;
+    bn_result b = bn_open(&m->d->root, rel, BN_WANT_FILE, &fd, &st, &canon, &eno);
+    free(rel);
+    if (b != BN_OK) {
+        char subject[PATH_MAX + 64];
+        snprintf(subject, sizeof subject, "%s:%zu: image '%s'", m->file, line, image);
+        return bn_error(b, eno, BN_WANT_FILE, subject, err);
+    }
+    close(fd);
+    char *name = item_path(m->d, canon);
+    free(canon);
+    if (!name)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    vit_status s = add_item(m->d, name, cls, err);
+    free(name);
     if (s == VIT_OK && !m->index && !name_list_add(&m->labels, label))
         s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for labels");
     return s;
@@ -698,7 +1151,9 @@ static vit_status jsonl_line(manifest_ctx *m, size_t line, const char *text, siz
                              vit_error *err)
 {
     json_error_t jerr;
-    json_t *o = json_loadb(text, len, 0, &jerr);
+    /* Duplicate keys are refused, as the other parsers refuse them: which
+     * "image" would count is not something a manifest should leave open. */
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!o)
         return vit_error_set(err, VIT_ERR_FORMAT, "%s:%zu: bad JSON: %s", m->file, line,
                              jerr.text);
@@ -767,23 +1222,22 @@ static vit_status manifest_classes(manifest_ctx *m, vit_error *err)
     return s;
 }
 
-/* Reads a JSONL (csv == 0) or CSV manifest. */
-static vit_status open_manifest(ds_dataset *d, const char *path, int csv, const ds_options *opt,
-                                const ds_root *root, vit_error *err)
+/* Reads a JSONL (csv == 0) or CSV manifest from fd (not taken over), named
+ * `path` in messages, whose directory is dir_rel under the root. */
+static vit_status open_manifest(ds_dataset *d, int fd, const char *path, const char *dir_rel,
+                                int csv, const ds_options *opt, vit_error *err)
 {
-    manifest_ctx m = {.d = d, .file = path, .root = root};
+    manifest_ctx m = {.d = d, .file = path, .dir_rel = dir_rel};
     class_entry *index = NULL;
     char *line = NULL;
     size_t line_cap = 0;
     vit_status s = VIT_OK;
-    char *dir = dir_of(path);
-    if (!dir)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
-    m.dir = dir;
-    FILE *f = fopen(path, "rb");
+    int dfd = dup(fd);
+    FILE *f = dfd >= 0 ? fdopen(dfd, "rb") : NULL;
     if (!f) {
-        s = vit_error_set(err, errno == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
-                          "cannot open %s: %s", path, strerror(errno));
+        s = vit_error_set(err, VIT_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
         goto done;
     }
     if (opt->classes) {
@@ -833,7 +1287,6 @@ done:
         fclose(f);
     free(line);
     free(index);
-    free(dir);
     name_list_free(&m.labels);
     return s;
 }
@@ -870,28 +1323,40 @@ static vit_status gz_read_exact(gzFile g, const char *path, const char *what, si
     return VIT_OK;
 }
 
-/* Reads an IDX ubyte file (raw or gzip, told apart by zlib from its magic):
- * the magic must be `magic`, which has `ndims` dimensions (1 or 3) written
- * to dims.  The count dims[0] must be 1..max_items and, when expect_n is not
- * 0, equal it; an image plane (dims[1] * dims[2]) is 1..4096^2 bytes.  The
- * payload (product of dims) is read into a malloc'd *data (caller frees);
- * the buffer grows with the data actually read, so a header that lies about
- * its size cannot make us allocate much more than the file holds. */
-static vit_status idx_read(const char *path, uint32_t magic, int ndims, size_t max_items,
-                           size_t expect_n, uint32_t dims[3], uint8_t **data, size_t *len,
-                           vit_error *err)
+/* Reads an IDX ubyte file from fd (taken over; raw or gzip, told apart by
+ * zlib from its magic), named `path` in messages: the magic must be `magic`,
+ * which has `ndims` dimensions (1 or 3) written to dims.  The count dims[0]
+ * must be 1..max_items and, when expect_n is not 0, equal it; an image plane
+ * (dims[1] * dims[2]) is 1..4096^2 bytes.  The payload (product of dims) is
+ * read into a malloc'd *data (caller frees).
+ * Memory is bounded where the size is first known, at the header: a payload
+ * over max_bytes is refused before any buffer exists, for gzip files too,
+ * whose decompressed size nothing else bounds (a 2 MB .gz can inflate to
+ * GBs).  The buffer then grows with the data actually read, so a header that
+ * lies cannot make us allocate much more than the file holds.  Data beyond
+ * what the header promises (raw or decompressed) is refused, and so a gzip
+ * stream is read to its end, where zlib checks its CRC. */
+static vit_status idx_read(int fd, const char *path, uint32_t magic, int ndims,
+                           size_t max_items, size_t max_bytes, size_t expect_n, uint32_t dims[3],
+                           uint8_t **data, size_t *len, vit_error *err)
 {
     *data = NULL;
     *len = 0;
     struct stat st;
-    if (stat(path, &st) != 0)
-        return vit_error_set(err, errno == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
-                             "cannot open %s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode))
+    if (fstat(fd, &st) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+        int e = errno;
+        close(fd);
+        return vit_error_set(err, VIT_ERR_IO, "cannot read %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
         return vit_error_set(err, VIT_ERR_IO, "%s is not a regular file", path);
-    gzFile g = gzopen(path, "rb");
-    if (!g)
-        return vit_error_set(err, VIT_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    }
+    gzFile g = gzdopen(fd, "rb");
+    if (!g) {
+        close(fd);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory opening %s", path);
+    }
     uint8_t hdr[16], *buf = NULL;
     size_t hlen = 4 + 4 * (size_t)ndims;
     vit_status s = gz_read_exact(g, path, "header", 0, hdr, hlen, err);
@@ -932,10 +1397,21 @@ static vit_status idx_read(const char *path, uint32_t magic, int ndims, size_t m
             goto fail;
         }
     }
-    if (gzdirect(g) && (uint64_t)st.st_size - hlen < (uint64_t)total) {
+    if (total > max_bytes) {
+        s = vit_error_set(err, VIT_ERR_TOO_LARGE,
+                          "%s: the header promises %zu data bytes, over the limit of %zu "
+                          "(max_idx_bytes)",
+                          path, total, max_bytes);
+        goto fail;
+    }
+    if (gzdirect(g) && (uint64_t)st.st_size - hlen != (uint64_t)total) {
+        long long have = (long long)st.st_size - (long long)hlen;
         s = vit_error_set(err, VIT_ERR_FORMAT,
-                          "%s is truncated: the header promises %zu data bytes, the file has %lld",
-                          path, total, (long long)st.st_size - (long long)hlen);
+                          (uint64_t)have < (uint64_t)total
+                              ? "%s is truncated: the header promises %zu data bytes, the file "
+                                "has %lld"
+                              : "%s: the header promises %zu data bytes, the file has %lld",
+                          path, total, have);
         goto fail;
     }
     size_t cap = total < ((size_t)1 << 20) ? total : (size_t)1 << 20, have = 0;
@@ -961,6 +1437,18 @@ static vit_status idx_read(const char *path, uint32_t magic, int ndims, size_t m
             goto fail;
         have = cap;
     }
+    uint8_t extra;
+    int more = gzread(g, &extra, 1);
+    if (more != 0) {
+        int zerr = 0;
+        const char *msg = more < 0 ? gzerror(g, &zerr) : NULL;
+        s = more < 0 ? vit_error_set(err, VIT_ERR_FORMAT, "%s: corrupt data: %s", path,
+                                     msg ? msg : "read error")
+                     : vit_error_set(err, VIT_ERR_FORMAT,
+                                     "%s holds more than the %zu data bytes its header promises",
+                                     path, total);
+        goto fail;
+    }
     gzclose(g);
     *data = buf;
     *len = total;
@@ -971,12 +1459,13 @@ fail:
     return s;
 }
 
-/* Opens an IDX pair; path is the images file. */
-static vit_status open_idx(ds_dataset *d, const char *path, const ds_options *opt,
-                           vit_error *err)
+/* Opens an IDX pair from the images file (fd, not taken over, named `path`
+ * in messages; dir_rel its directory under the root). */
+static vit_status open_idx(ds_dataset *d, int fd, const char *path, const char *dir_rel,
+                           const ds_options *opt, vit_error *err)
 {
     /* The labels file: the last "images-idx3" in the file name becomes
-     * "labels-idx1" (same length). */
+     * "labels-idx1" (same length), in the same directory. */
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     const char *hit = NULL;
@@ -991,6 +1480,7 @@ static vit_status open_idx(ds_dataset *d, const char *path, const ds_options *op
     if (!lpath)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     memcpy(lpath + (hit - path), "labels-idx1", 11);
+    const char *lbase = lpath + (base - path);
 
     uint8_t *lab = NULL;
     size_t nlab = 0;
@@ -1000,11 +1490,28 @@ static vit_status open_idx(ds_dataset *d, const char *path, const ds_options *op
     vit_status s = VIT_OK;
     if (names)
         s = fixed_list_count(names, "class names", &nnames, err);
-    if (s == VIT_OK)
-        s = idx_read(lpath, DS_IDX_LABELS_MAGIC, 1, d->max_items, 0, ldims, &lab, &nlab, err);
-    if (s == VIT_OK)
-        s = idx_read(path, DS_IDX_IMAGES_MAGIC, 3, d->max_items, nlab, idims, &d->grey,
-                     &(size_t){0}, err);
+    if (s == VIT_OK) {
+        char *lrel = join_rel(dir_rel, lbase);
+        int lfd = -1, eno = 0;
+        struct stat st;
+        bn_result b = lrel ? bn_open(&d->root, lrel, BN_WANT_FILE, &lfd, &st, NULL, &eno)
+                           : BN_NOMEM;
+        free(lrel);
+        if (b != BN_OK) {
+            char subject[PATH_MAX + 64];
+            snprintf(subject, sizeof subject, "labels file %s", lpath);
+            s = bn_error(b, eno, BN_WANT_FILE, subject, err);
+        } else {
+            s = idx_read(lfd, lpath, DS_IDX_LABELS_MAGIC, 1, d->max_items, d->max_idx_bytes, 0,
+                         ldims, &lab, &nlab, err);
+        }
+    }
+    if (s == VIT_OK) {
+        int ifd = dup(fd);
+        s = ifd < 0 ? vit_error_set(err, VIT_ERR_IO, "cannot read %s: %s", path, strerror(errno))
+                    : idx_read(ifd, path, DS_IDX_IMAGES_MAGIC, 3, d->max_items,
+                               d->max_idx_bytes, nlab, idims, &d->grey, &(size_t){0}, err);
+    }
     if (s != VIT_OK)
         goto done;
     d->rows = (int)idims[1];
@@ -1032,7 +1539,8 @@ static vit_status open_idx(ds_dataset *d, const char *path, const ds_options *op
         /* Default names "0".."K-1", K = max label + 1 (labels are bytes). */
         char numbers[256][4], *ptrs[256];
         for (int c = 0; c <= max_label; c++) {
-            snprintf(numbers[c], sizeof numbers[c], "%d", c);
+            /* %hhu: at most "255", which gcc can see (with "%d" it warns at -O0) */
+            snprintf(numbers[c], sizeof numbers[c], "%hhu", (unsigned char)c);
             ptrs[c] = numbers[c];
         }
         s = set_classes(d, (const char *const *)ptrs, (size_t)max_label + 1, err);
@@ -1060,16 +1568,83 @@ done:
 
 /* ================================================================ ds_open */
 
-/* Does the file start with the IDX images magic (raw or gzipped)? */
-static int sniff_idx_images(const char *path)
+/* Does the file fd (offset at 0) start with the IDX images magic (raw or
+ * gzipped)?  Leaves the offset at 0. */
+static int sniff_idx_images(int fd)
 {
-    gzFile g = gzopen(path, "rb");
-    if (!g)
+    int dfd = dup(fd);
+    gzFile g = dfd >= 0 ? gzdopen(dfd, "rb") : NULL;
+    if (!g) {
+        if (dfd >= 0)
+            close(dfd);
         return 0;
+    }
     uint8_t m[4];
     int ok = gzread(g, m, 4) == 4 && be32(m) == DS_IDX_IMAGES_MAGIC;
     gzclose(g);
-    return ok;
+    return lseek(fd, 0, SEEK_SET) == 0 && ok;
+}
+
+/* Sets up d's root for the data set at `path` and opens the data set itself
+ * (*fd, *st), with *rel its path relative to the root (malloc'd, "" for the
+ * root itself):
+ *   - allow_outside_root: the root is "/" (no confinement);
+ *   - opt->root: that directory; the data set must be under it, which is
+ *     decided by the walk (never "not found" for a path outside);
+ *   - neither: the data set confines itself: a directory is its own root, a
+ *     manifest or IDX file the directory it sits in.  Its own path is the
+ *     caller's and opened as given. */
+static vit_status open_root(ds_dataset *d, const char *path, const ds_options *opt, int *fd,
+                            struct stat *st, char **rel, vit_error *err)
+{
+    *fd = -1;
+    *rel = NULL;
+    vit_status s;
+    if (opt->allow_outside_root || opt->root) {
+        s = root_open(opt->allow_outside_root ? "/" : opt->root, &d->root, err);
+        if (s != VIT_OK)
+            return s;
+        char *abs = path_absolute(path);
+        if (!abs)
+            return vit_error_set(err, VIT_ERR_NOMEM, "out of memory resolving %s", path);
+        const char *r = strip_root(&d->root, abs);
+        *rel = r ? strdup(r) : NULL;
+        free(abs);
+        if (!r)
+            return vit_error_set(err, VIT_ERR_INVALID, "data set %s is outside the data set root",
+                                 path);
+        if (!*rel)
+            return vit_error_set(err, VIT_ERR_NOMEM, "out of memory resolving %s", path);
+        int eno;
+        bn_result b = bn_open(&d->root, *rel, BN_WANT_ANY, fd, st, NULL, &eno);
+        if (b != BN_OK) {
+            char subject[PATH_MAX + 64];
+            snprintf(subject, sizeof subject, "data set %s", path);
+            return bn_error(b, eno, BN_WANT_ANY, subject, err);
+        }
+        return VIT_OK;
+    }
+    *fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (*fd < 0 || fstat(*fd, st) != 0)
+        return vit_error_set(err, errno == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
+                             "data set %s: %s", path, strerror(errno));
+    if (S_ISDIR(st->st_mode)) {
+        s = root_open(path, &d->root, err);
+        *rel = strdup("");
+    } else if (S_ISREG(st->st_mode)) {
+        char *dir = dir_of(path);
+        s = dir ? root_open(dir, &d->root, err)
+                : vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+        free(dir);
+        const char *slash = strrchr(path, '/');
+        *rel = strdup(slash ? slash + 1 : path);
+    } else {
+        return vit_error_set(err, VIT_ERR_INVALID, "data set %s is not a file or directory",
+                             path);
+    }
+    if (s == VIT_OK && !*rel)
+        s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    return s;
 }
 
 vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vit_error *err)
@@ -1083,46 +1658,37 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
     ds_dataset *d = calloc(1, sizeof *d);
     if (!d)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    d->root.fd = -1;
     d->max_image_bytes = opt->max_image_bytes ? opt->max_image_bytes : DS_DEFAULT_MAX_IMAGE_BYTES;
+    if (d->max_image_bytes > SIZE_MAX / 4)
+        d->max_image_bytes = SIZE_MAX / 4; /* read_capped adds to it */
     d->max_pixels = opt->max_pixels ? opt->max_pixels : DS_DEFAULT_MAX_PIXELS;
     d->max_items = opt->max_items ? opt->max_items : DS_DEFAULT_MAX_ITEMS;
+    d->max_idx_bytes = opt->max_idx_bytes ? opt->max_idx_bytes : DS_DEFAULT_MAX_IDX_BYTES;
 
-    ds_root root;
-    vit_status s = root_init(opt->root, &root, err);
-    if (s != VIT_OK) {
-        ds_close(d);
-        return s;
-    }
+    int fd = -1;
     struct stat st;
-    if (stat(path, &st) != 0) {
-        s = vit_error_set(err, errno == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
-                          "data set %s: %s", path, strerror(errno));
+    char *rel = NULL, *dir_rel = NULL;
+    vit_status s = open_root(d, path, opt, &fd, &st, &rel, err);
+    if (s != VIT_OK)
         goto done;
-    }
-    if (root.real) { /* the data set itself must be under the root too */
-        char *rp = realpath(path, NULL);
-        int inside = rp && path_under(rp, root.real);
-        free(rp);
-        if (!inside) {
-            s = vit_error_set(err, VIT_ERR_INVALID, "data set %s is outside the data set root",
-                              path);
-            goto done;
-        }
+    d->rel_off = d->root.clamp ? 1 : strlen(d->root.real) + 1;
+    if (!S_ISDIR(st.st_mode) && !(dir_rel = dir_of(rel))) {
+        s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+        goto done;
     }
     if (S_ISDIR(st.st_mode)) {
         d->kind = DS_KIND_FILES;
-        s = open_folder(d, path, opt, &root, err);
-    } else if (!S_ISREG(st.st_mode)) {
-        s = vit_error_set(err, VIT_ERR_INVALID, "data set %s is not a file or directory", path);
+        s = open_folder(d, path, rel, opt, err);
     } else if (ends_with_ci(path, ".jsonl")) {
         d->kind = DS_KIND_FILES;
-        s = open_manifest(d, path, 0, opt, &root, err);
+        s = open_manifest(d, fd, path, dir_rel, 0, opt, err);
     } else if (ends_with_ci(path, ".csv")) {
         d->kind = DS_KIND_FILES;
-        s = open_manifest(d, path, 1, opt, &root, err);
-    } else if (strstr(path, "images-idx3") || sniff_idx_images(path)) {
+        s = open_manifest(d, fd, path, dir_rel, 1, opt, err);
+    } else if (strstr(path, "images-idx3") || sniff_idx_images(fd)) {
         d->kind = DS_KIND_IDX;
-        s = open_idx(d, path, opt, err);
+        s = open_idx(d, fd, path, dir_rel, opt, err);
     } else {
         s = vit_error_set(err, VIT_ERR_UNSUPPORTED,
                           "%s is not a data set: expected a directory (<class>/<image>), a "
@@ -1130,11 +1696,16 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
                           path);
     }
 done:
-    root_free(&root);
+    if (fd >= 0)
+        close(fd);
+    free(rel);
+    free(dir_rel);
     if (s != VIT_OK) {
         ds_close(d);
         return s;
     }
+    if (d->kind == DS_KIND_IDX)
+        root_free(&d->root); /* IDX pixels are in memory: nothing is opened later */
     *out = d;
     return VIT_OK;
 }
@@ -1150,6 +1721,7 @@ void ds_close(ds_dataset *d)
     free(d->name_off);
     free(d->labels);
     free(d->grey);
+    root_free(&d->root);
     free(d);
 }
 
@@ -1178,6 +1750,38 @@ const char *ds_item_name(const ds_dataset *d, size_t i)
     return d->pool + d->name_off[i];
 }
 
+/* Opens image file `name` beneath d's root again (the walk of ds_open, so a
+ * file swapped for a symlink or a FIFO since then is refused, not followed),
+ * reads at most max_image_bytes of it and decodes it. */
+static vit_status load_file(const ds_dataset *d, const char *name, img_image *out,
+                            vit_error *err)
+{
+    int fd, eno;
+    struct stat st;
+    bn_result b = bn_open(&d->root, name + d->rel_off, BN_WANT_FILE, &fd, &st, NULL, &eno);
+    if (b != BN_OK) {
+        char subject[PATH_MAX + 64];
+        snprintf(subject, sizeof subject, "image %s", name);
+        return bn_error(b, eno, BN_WANT_FILE, subject, err);
+    }
+    if ((uint64_t)st.st_size > d->max_image_bytes) {
+        close(fd);
+        return vit_error_set(err, VIT_ERR_TOO_LARGE, "%s is %lld bytes, over the limit of %zu",
+                             name, (long long)st.st_size, d->max_image_bytes);
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    vit_status s = read_capped(fd, (size_t)st.st_size, d->max_image_bytes, name, &buf, &len, err);
+    close(fd);
+    if (s != VIT_OK)
+        return s;
+    s = img_decode(buf, len, d->max_pixels, out, err);
+    free(buf);
+    if (s != VIT_OK)
+        return vit_error_prefix(err, "%s", name);
+    return VIT_OK;
+}
+
 vit_status ds_load_image(const ds_dataset *d, size_t i, img_image *out, vit_error *err)
 {
     if (!d || !out)
@@ -1188,8 +1792,7 @@ vit_status ds_load_image(const ds_dataset *d, size_t i, img_image *out, vit_erro
         return vit_error_set(err, VIT_ERR_INVALID, "item %zu is out of range (%zu items)", i,
                              d->n);
     if (d->kind == DS_KIND_FILES)
-        return img_load_file(d->pool + d->name_off[i], d->max_image_bytes, d->max_pixels, out,
-                             err);
+        return load_file(d, d->pool + d->name_off[i], out, err);
     /* IDX: grey plane replicated to RGB (sizes were bounded at open). */
     size_t plane = (size_t)d->rows * (size_t)d->cols;
     uint8_t *px = malloc(plane * 3);

@@ -12,8 +12,12 @@
  *     replacing "images-idx3" with "labels-idx1".  Class names default to
  *     "0".."K-1" (K = max label + 1) unless ds_options.class_names is set.
  * Everything read is untrusted: sizes, counts, magic numbers, label ranges and
- * paths are checked; a manifest's paths may not escape ds_options.root (when
- * set).  Errors name the file (and line) at fault.
+ * paths are checked.  Files are confined to a root directory by default (see
+ * ds_options.root): a manifest line naming "/etc/passwd" or "../x.png", or a
+ * symlink in a folder leading out, is an error that reads nothing outside
+ * the root and says the same whether or not the target exists.  Only regular
+ * files are read (FIFOs and devices are refused).  Errors name the file (and
+ * line) at fault.
  *
  * The loader turns a dataset into batches of preprocessed float tensors on
  * prefetch threads, so decoding overlaps compute.  The order of epoch e is a
@@ -40,15 +44,29 @@ typedef enum ds_bad_policy { DS_BAD_FAIL, DS_BAD_SKIP } ds_bad_policy;
 typedef void (*ds_bad_fn)(void *ctx, const char *item, const char *message);
 
 typedef struct ds_options {
-    const char *root;          /* manifest paths must resolve under this; NULL: no limit */
+    const char *root;          /* every file must lie under this directory; NULL: the
+                                  data set's own (see below) */
+    bool allow_outside_root;   /* true: no confinement at all (root is ignored) */
     size_t max_image_bytes;    /* per image file; 0: 64 MiB */
     size_t max_pixels;         /* per image; 0: 50M */
     size_t max_items;          /* refuse larger sets; 0: 10M */
+    size_t max_idx_bytes;      /* IDX payload (decompressed) per file; 0: 1 GiB */
     const char *const *class_names; /* NULL-terminated names for IDX labels, or NULL */
     const char *const *classes; /* NULL-terminated fixed class list, or NULL (see below) */
 } ds_options;
 
-/* ds_options.classes: when set, the classes are exactly these names in this
+/* ds_options.root: the directory every file of the data set must resolve
+ * under, symlinks included; the data set path itself must lie under it too
+ * (a relative path is taken from the current directory, as always; a path
+ * outside is refused as such, never "not found").
+ * When NULL the data set is its own root: an ImageFolder directory itself, or
+ * the directory a manifest or IDX file sits in (its own path is then taken as
+ * given).  Files are opened beneath the root by a walk that never looks
+ * outside it, at ds_open and again at ds_load_image, so a file swapped for a
+ * symlink in between is refused too.  allow_outside_root lifts all of this
+ * (for a trusted command line; a service must not set it).
+ *
+ * ds_options.classes: when set, the classes are exactly these names in this
  * order (an eval set must use the training set's classes); a folder or
  * manifest label that is not among them is an error ("unknown label 'x' at
  * line N"), a listed class may have no items.  For IDX sets it names the
@@ -57,9 +75,10 @@ typedef struct ds_options {
 
 /* Opens a dataset (see above for what path may be).  Item lists are read now;
  * images are decoded later, on demand.  An empty class directory, a manifest
- * line without image or label, a missing image file (manifests and folders
- * are checked with stat at open), an IDX file with a wrong magic or a count
- * mismatch are errors. */
+ * line without image or label (or with a key twice), a missing image file
+ * (manifests and folders are checked at open), a path outside the root, an
+ * IDX file with a wrong magic, a count mismatch, more or less data than its
+ * header promises, or a payload over max_idx_bytes are errors. */
 vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vit_error *err);
 void ds_close(ds_dataset *d);
 
@@ -70,7 +89,8 @@ int ds_label(const ds_dataset *d, size_t i);
 /* A name for messages: the image path, or "<idx file>#<index>". */
 const char *ds_item_name(const ds_dataset *d, size_t i);
 
-/* Decodes item i into an RGB image (IDX grey is replicated to RGB). */
+/* Decodes item i into an RGB image (IDX grey is replicated to RGB).  Image
+ * files are opened beneath the root again and read up to max_image_bytes. */
 vit_status ds_load_image(const ds_dataset *d, size_t i, img_image *out, vit_error *err);
 
 /* ---- batches ---- */

@@ -41,8 +41,10 @@ static void train_usage(FILE *out)
             "         [--seed N] [--no-augment] [--no-shuffle] [--head auto|keep|new]\n"
             "         [--threads N] [--loader-threads N] [--limit-train N] [--limit-eval N]\n"
             "         [--class-names A,B,...] [--skip-bad] [--from-scratch] [--log-every N] [--json]\n"
+            "         [--allow-outside-root]\n"
             "DATASET: an ImageFolder directory, a .jsonl or .csv manifest, or an IDX images file\n"
-            "(*-images-idx3-ubyte[.gz]).  --out is a task file (.safetensors) for bitfit and\n"
+            "(*-images-idx3-ubyte[.gz]).  Its files must lie under the folder (or the manifest's\n"
+            "directory) unless --allow-outside-root is given.  --out is a task file (.safetensors) for bitfit and\n"
             "linear, a new checkpoint directory for full.  --from-scratch (full only) re-initialises\n"
             "every weight first, keeping only the architecture of --model.  --eval's classes are\n"
             "matched to --train's by name; --skip-bad first counts the images that decode, so the\n"
@@ -53,7 +55,7 @@ static void eval_usage(FILE *out)
 {
     fprintf(out, "usage: vitfit eval --model DIR [--task FILE] --data DATASET [--batch-size N]\n"
                  "         [--threads N] [--loader-threads N] [--limit N] [--class-names A,B,...]\n"
-                 "         [--json]\n"
+                 "         [--json] [--allow-outside-root]\n"
                  "The data set's classes are matched to the task's (or model's) labels by name;\n"
                  "an IDX set without --class-names takes them by label number.\n");
 }
@@ -92,11 +94,14 @@ static void report_bad(void *ctx, const char *item, const char *message)
 }
 
 /* Opens a data set the way both commands do.  classes (may be NULL): the
- * fixed class list the set must use (ds_options.classes). */
+ * fixed class list the set must use (ds_options.classes).  Its files stay
+ * under its own root unless allow_outside (--allow-outside-root). */
 static vit_status open_dataset(const char *path, char **class_names, const char *const *classes,
-                               ds_dataset **out, vit_error *err)
+                               int allow_outside, ds_dataset **out, vit_error *err)
 {
-    ds_options o = {.class_names = (const char *const *)class_names, .classes = classes};
+    ds_options o = {.class_names = (const char *const *)class_names,
+                    .classes = classes,
+                    .allow_outside_root = allow_outside != 0};
     vit_status st = ds_open(path, &o, out, err);
     return st;
 }
@@ -149,6 +154,7 @@ typedef struct train_opts {
     const char *model, *train, *eval, *out, *class_names;
     long threads;
     int json;
+    int allow_outside_root;
     trainer_config cfg;
 } train_opts;
 
@@ -186,7 +192,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
         O_MODEL = 256, O_TRAIN, O_EVAL, O_OUT, O_METHOD, O_EPOCHS, O_MAX_STEPS, O_BATCH, O_LR,
         O_MIN_LR, O_WD, O_WARMUP, O_OPT, O_MOMENTUM, O_LS, O_CLIP, O_SEED, O_NO_AUG,
         O_NO_SHUFFLE, O_HEAD, O_THREADS, O_LOADER, O_LIMIT_TRAIN, O_LIMIT_EVAL, O_CLASSES,
-        O_SKIP_BAD, O_LOG, O_JSON, O_HELP, O_SCRATCH,
+        O_SKIP_BAD, O_LOG, O_JSON, O_HELP, O_SCRATCH, O_OUTSIDE,
     };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"train", required_argument, NULL, O_TRAIN},
@@ -210,6 +216,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
         {"skip-bad", no_argument, NULL, O_SKIP_BAD}, {"log-every", required_argument, NULL, O_LOG},
         {"json", no_argument, NULL, O_JSON}, {"help", no_argument, NULL, O_HELP},
         {"from-scratch", no_argument, NULL, O_SCRATCH},
+        {"allow-outside-root", no_argument, NULL, O_OUTSIDE},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -232,6 +239,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
         case O_SKIP_BAD: c->on_bad = DS_BAD_SKIP; break;
         case O_SCRATCH: c->from_scratch = true; break;
         case O_JSON: o->json = 1; break;
+        case O_OUTSIDE: o->allow_outside_root = 1; break;
         case O_HELP: train_usage(stdout); return -1;
         case O_METHOD: ok = vit_method_parse(optarg, &c->method); break;
         case O_OPT:
@@ -332,7 +340,7 @@ int cli_train(int argc, char **argv)
     trainer_result res = {0};
     vit_status st = vit_model_load(o.model, &m, &err);
     if (st == VIT_OK)
-        st = open_dataset(o.train, names, NULL, &train, &err);
+        st = open_dataset(o.train, names, NULL, o.allow_outside_root, &train, &err);
     if (st == VIT_OK) {
         int K = ds_num_classes(train);
         if (!(train_classes = calloc((size_t)K + 1, sizeof *train_classes)))
@@ -341,7 +349,7 @@ int cli_train(int argc, char **argv)
             train_classes[k] = ds_class_name(train, k);
     }
     if (st == VIT_OK && o.eval) {
-        st = open_dataset(o.eval, names, train_classes, &eval, &err);
+        st = open_dataset(o.eval, names, train_classes, o.allow_outside_root, &eval, &err);
         if (st != VIT_OK)
             vit_error_prefix(&err, "--eval");
     }
@@ -395,7 +403,8 @@ int cli_train(int argc, char **argv)
 
 int cli_eval(int argc, char **argv)
 {
-    enum { O_MODEL = 256, O_TASK, O_DATA, O_BATCH, O_THREADS, O_LOADER, O_LIMIT, O_CLASSES, O_JSON, O_HELP };
+    enum { O_MODEL = 256, O_TASK, O_DATA, O_BATCH, O_THREADS, O_LOADER, O_LIMIT, O_CLASSES, O_JSON, O_HELP,
+           O_OUTSIDE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"task", required_argument, NULL, O_TASK},
         {"data", required_argument, NULL, O_DATA}, {"batch-size", required_argument, NULL, O_BATCH},
@@ -403,11 +412,12 @@ int cli_eval(int argc, char **argv)
         {"loader-threads", required_argument, NULL, O_LOADER},
         {"limit", required_argument, NULL, O_LIMIT},
         {"class-names", required_argument, NULL, O_CLASSES}, {"json", no_argument, NULL, O_JSON},
-        {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, O_HELP},
+        {"allow-outside-root", no_argument, NULL, O_OUTSIDE}, {NULL, 0, NULL, 0},
     };
     const char *model = NULL, *task_path = NULL, *data = NULL, *class_list = NULL;
     long batch = 32, threads = cli_default_threads(), loader_threads = 2, limit = 0;
-    int as_json = 0, ch, which = 0, ok;
+    int as_json = 0, allow_outside = 0, ch, which = 0, ok;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "", longopts, &which)) != -1) {
         ok = 1;
@@ -417,6 +427,7 @@ int cli_eval(int argc, char **argv)
         case O_DATA: data = optarg; break;
         case O_CLASSES: class_list = optarg; break;
         case O_JSON: as_json = 1; break;
+        case O_OUTSIDE: allow_outside = 1; break;
         case O_HELP: eval_usage(stdout); return CLI_OK;
         case O_BATCH: ok = cli_parse_int(optarg, 1, 4096, &batch); break;
         case O_THREADS: ok = cli_parse_int(optarg, 1, 64, &threads); break;
@@ -456,7 +467,7 @@ int cli_eval(int argc, char **argv)
     for (int k = 0; st == VIT_OK && k < K; k++)
         classes[k] = labels[k];
     if (st == VIT_OK) {
-        st = open_dataset(data, names, classes, &d, &err);
+        st = open_dataset(data, names, classes, allow_outside, &d, &err);
         if (st != VIT_OK)
             vit_error_prefix(&err, "--data");
     }

@@ -1,5 +1,6 @@
 /*
- * fuzz_dataset.c - libFuzzer target for data set parsing (manifests, IDX).
+ * fuzz_dataset.c - libFuzzer target for data set parsing (manifests, IDX,
+ * paths beneath the root).
  *
  * The first input byte picks what the rest becomes, in a fresh temp
  * directory that is also the data set root (which holds one valid 2x2 BMP,
@@ -8,14 +9,25 @@
  *   1: a CSV manifest m.csv;
  *   2: an IDX pair: bytes 1-2 (little endian) split the rest into
  *      f-images-idx3-ubyte and f-labels-idx1-ubyte (raw or gzip: the data
- *      decides).
- * ds_open must either fail with a message or give a consistent data set; on
- * success the first and last images are loaded and one augmented batch is
- * run through a one-thread loader.  Crashes, sanitizer reports and leaks are
- * bugs.
+ *      decides);
+ *   3, 4: symlinks, then a JSONL manifest (3) or the root as an ImageFolder
+ *      (4): lines "name<TAB>target" up to an empty line make img/<name> a
+ *      symlink to target (name reduced to [a-z0-9._-], at most 32 bytes;
+ *      a target starting with '@' is the temp directory's path + the rest,
+ *      so links can name the root absolutely), the rest is m.jsonl.
+ * ds_open must either fail with a message or give a consistent data set
+ * whose every file lies under the root; on success the first and last images
+ * are loaded and one augmented batch is run through a one-thread loader.
+ * Crashes, sanitizer reports, leaks, and resource bombs (test.sh runs this
+ * with -rss_limit_mb=512 -malloc_limit_mb=256 -timeout=5) are bugs: the
+ * limits below keep every legitimate input far inside those bounds.
+ * The engine never opens anything outside the temp directory (it is the
+ * root, and targets leading out are refused unread), and the clean-up does
+ * not follow links.
  *
  *   CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined
- *   ./build-fuzz/tests/fuzz/fuzz_dataset -max_total_time=120 tests/fuzz/corpus/dataset
+ *   ./build-fuzz/tests/fuzz/fuzz_dataset -max_total_time=120 -dict=tests/fuzz/dataset.dict \
+ *       tests/fuzz/corpus/dataset
  */
 #define _XOPEN_SOURCE 700 /* nftw, mkdtemp */
 #include <ftw.h>
@@ -25,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dataset.h"
 
@@ -60,15 +73,58 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
-/* Checks an opened data set and pushes a little of it through a loader. */
-static void exercise(ds_dataset *d)
+/* Makes the links of modes 3 and 4 from "name\ttarget" lines in data[0..n);
+ * returns how many bytes they used (through the empty line). */
+static size_t make_links(const char *dir, const uint8_t *data, size_t n)
 {
-    size_t n = ds_size(d);
+    char img[512];
+    snprintf(img, sizeof img, "%s/img", dir);
+    mkdir(img, 0755);
+    size_t i = 0;
+    while (i < n) {
+        const uint8_t *nl = memchr(data + i, '\n', n - i);
+        size_t end = nl ? (size_t)(nl - data) : n;
+        if (end == i)
+            return i + 1; /* the empty line */
+        const uint8_t *tab = memchr(data + i, '\t', end - i);
+        if (tab) {
+            char name[33], target[600], path[600];
+            size_t k = 0;
+            for (const uint8_t *p = data + i; p < tab && k < 32; p++)
+                if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+                    *p == '_' || *p == '-')
+                    name[k++] = (char)*p;
+            name[k] = '\0';
+            size_t tl = (size_t)(data + end - tab - 1);
+            if (k > 0 && strcmp(name, ".") && strcmp(name, "..") && tl < 256 &&
+                !memchr(tab + 1, '\0', tl)) {
+                if (tl > 0 && tab[1] == '@')
+                    snprintf(target, sizeof target, "%s/%.*s", dir, (int)tl - 1,
+                             (const char *)tab + 2);
+                else
+                    snprintf(target, sizeof target, "%.*s", (int)tl, (const char *)tab + 1);
+                snprintf(path, sizeof path, "%s/%s", img, name);
+                if (target[0])
+                    (void)!symlink(target, path);
+            }
+        }
+        i = end + 1;
+    }
+    return n;
+}
+
+/* Checks an opened data set and pushes a little of it through a loader.
+ * Files must lie under `root` (the real temp directory). */
+static void exercise(ds_dataset *d, const char *root)
+{
+    size_t n = ds_size(d), rl = strlen(root);
     int k = ds_num_classes(d);
     VIT_ASSERT(n > 0 && k > 0);
     for (size_t i = 0; i < n; i++) {
         VIT_ASSERT(ds_label(d, i) >= 0 && ds_label(d, i) < k);
-        VIT_ASSERT(ds_item_name(d, i) != NULL);
+        const char *name = ds_item_name(d, i);
+        VIT_ASSERT(name != NULL);
+        VIT_ASSERT(strncmp(name, root, rl) == 0 && name[rl] == '/');
     }
     for (int c = 0; c < k; c++)
         VIT_ASSERT(ds_class_name(d, c) != NULL);
@@ -114,7 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const char *target = NULL;
     int ok = write_file(dir, "a.bmp", tiny_bmp, sizeof tiny_bmp);
-    switch (data[0] % 3) {
+    switch (data[0] % 5) {
     case 0:
         ok = ok && write_file(dir, "m.jsonl", data + 1, size - 1);
         target = "m.jsonl";
@@ -123,7 +179,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ok = ok && write_file(dir, "m.csv", data + 1, size - 1);
         target = "m.csv";
         break;
-    default: {
+    case 2: {
         size_t split = size >= 3 ? (size_t)data[1] | (size_t)data[2] << 8 : 0;
         const uint8_t *rest = data + (size >= 3 ? 3 : size);
         size_t rlen = size >= 3 ? size - 3 : 0;
@@ -134,15 +190,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         target = "f-images-idx3-ubyte";
         break;
     }
+    default: {
+        size_t used = make_links(dir, data + 1, size - 1);
+        ok = ok && write_file(dir, "m.jsonl", data + 1 + used, size - 1 - used);
+        target = data[0] % 5 == 3 ? "m.jsonl" : ".";
+        break;
     }
-    if (ok) {
+    }
+    char *real = realpath(dir, NULL);
+    if (ok && real) {
         char path[512];
         snprintf(path, sizeof path, "%s/%s", dir, target);
         ds_options opt = {
             .root = dir,
             .max_image_bytes = (size_t)1 << 20,
-            .max_pixels = (size_t)4096 * 4096,
+            .max_pixels = (size_t)1 << 20,
             .max_items = 100000,
+            .max_idx_bytes = (size_t)4 << 20,
         };
         ds_dataset *d = NULL;
         vit_error err;
@@ -152,10 +216,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             VIT_ASSERT(d == NULL && err.code == s && err.message[0] != '\0');
         } else {
             VIT_ASSERT(d != NULL);
-            exercise(d);
+            exercise(d, real);
             ds_close(d);
         }
     }
+    free(real);
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
     return 0;
 }

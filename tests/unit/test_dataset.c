@@ -20,12 +20,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "check.h"
 #include "dataset.h"
+#include "run_cli.h"
 #include "test_util.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
@@ -268,6 +270,16 @@ static void test_jsonl(void)
     expect_open_fail("man/num_label.jsonl", &opt, VIT_ERR_FORMAT, ":1:", "\"label\"");
     write_text("man/array.jsonl", "[\"img/cat.png\", \"cat\"]\n");
     expect_open_fail("man/array.jsonl", &opt, VIT_ERR_FORMAT, ":1:", NULL);
+    /* A key given twice is refused (which "image" would count?). */
+    write_text("man/dup_image.jsonl",
+               "{\"image\": \"img/cat.png\", \"label\": \"cat\"}\n"
+               "{\"image\": \"img/cat.png\", \"label\": \"cat\", \"image\": \"../outside.jpg\"}\n");
+    expect_open_fail("man/dup_image.jsonl", &opt, VIT_ERR_FORMAT, "dup_image.jsonl:2:",
+                     "duplicate");
+    write_text("man/dup_label.jsonl",
+               "{\"label\": \"a\", \"image\": \"img/cat.png\", \"label\": \"b\"}\n");
+    expect_open_fail("man/dup_label.jsonl", &opt, VIT_ERR_FORMAT, "dup_label.jsonl:1:",
+                     "duplicate");
     write_text("man/missing.jsonl",
                "{\"image\": \"img/cat.png\", \"label\": \"cat\"}\n"
                "{\"image\": \"img/nope.png\", \"label\": \"cat\"}\n");
@@ -301,8 +313,12 @@ static void test_jsonl(void)
     write_text("man/symlink.jsonl", "{\"image\": \"img/link.jpg\", \"label\": \"a\"}\n");
     expect_open_fail("man/symlink.jsonl", &opt, VIT_ERR_INVALID, "outside the data set root",
                      NULL);
-    /* Without a root the same manifests open. */
-    d = open_ok("man/escape.jsonl", NULL);
+    /* Without a root the manifest's directory is the root; only the
+     * explicit opt-out lets the same manifest open. */
+    expect_open_fail("man/escape.jsonl", NULL, VIT_ERR_INVALID, "escape.jsonl:2",
+                     "outside the data set root");
+    ds_options out_ok = {.allow_outside_root = true};
+    d = open_ok("man/escape.jsonl", &out_ok);
     ds_close(d);
     /* The manifest itself must be under the root. */
     write_text("top.jsonl", "{\"image\": \"outside.jpg\", \"label\": \"a\"}\n");
@@ -374,6 +390,305 @@ static void test_csv(void)
     write_text("man/unknown.csv", "image,label\nimg/cat.png,cat\nimg/cat.png,dog\n");
     expect_open_fail("man/unknown.csv", &fopt, VIT_ERR_INVALID, "unknown label 'dog' at line 3",
                      NULL);
+}
+
+/* ------------------------------------------------------------ confinement */
+
+/* Makes <tmp>/<rel> a symlink to target (taken as is). */
+static void symlink_rel(const char *target, const char *rel)
+{
+    char p[1024];
+    tpath(p, sizeof p, rel);
+    CHECKF(symlink(target, p) == 0, "symlink %s -> %s: %s", p, target, strerror(errno));
+}
+
+/* Opens <tmp>/<rel> expecting failure; returns the message with every
+ * occurrence of `name` removed, so messages about different names compare. */
+static void open_fail_message(const char *rel, const ds_options *opt, const char *name,
+                              vit_status *code, char *msg, size_t len)
+{
+    char p[1024];
+    tpath(p, sizeof p, rel);
+    ds_dataset *d = NULL;
+    vit_error err = {0};
+    *code = ds_open(p, opt, &d, &err);
+    CHECKF(*code != VIT_OK, "%s opened", rel);
+    ds_close(d);
+    size_t o = 0, n = strlen(name);
+    for (const char *m = err.message; *m && o + 1 < len;) {
+        if (n && strncmp(m, name, n) == 0) {
+            m += n;
+            continue;
+        }
+        msg[o++] = *m++;
+    }
+    msg[o] = '\0';
+}
+
+/* Item 5 of issue 13: confinement is the default, decided without looking
+ * outside the root, so errors never tell whether a file out there exists. */
+static void test_confinement(void)
+{
+    mkdir_rel("conf");
+    mkdir_rel("conf/set");
+    mkdir_rel("conf/set/img");
+    mkdir_rel("conf/secret");
+    copy_image("rocket.bmp", "conf/set/img/r.bmp");
+    copy_image("coffee.jpg", "conf/secret/there.jpg");
+    char abs_there[1024], abs_nowhere[1024], abs_inside[1024], line[4096];
+    tpath(abs_there, sizeof abs_there, "conf/secret/there.jpg");
+    tpath(abs_nowhere, sizeof abs_nowhere, "conf/secret/nowhere.jpg");
+    tpath(abs_inside, sizeof abs_inside, "conf/set/img/r.bmp");
+
+    /* Manifests: "..", absolute paths and symlinks to a file that exists and
+     * to one that does not give the same error. */
+    const char *pairs[][2] = {
+        {"../secret/there.jpg", "../secret/nowhere.jpg"},
+        {abs_there, abs_nowhere},
+        {"img/../../secret/there.jpg", "img/../../secret/nowhere.jpg"},
+        {"l_there.jpg", "l_nowhere.jpg"},          /* absolute symlinks */
+        {"img/rl_there.jpg", "img/rl_nowhere.jpg"}, /* relative symlinks */
+    };
+    symlink_rel(abs_there, "conf/set/l_there.jpg");
+    symlink_rel(abs_nowhere, "conf/set/l_nowhere.jpg");
+    symlink_rel("../../secret/there.jpg", "conf/set/img/rl_there.jpg");
+    symlink_rel("../../secret/nowhere.jpg", "conf/set/img/rl_nowhere.jpg");
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        char msg[2][600];
+        vit_status code[2];
+        for (int k = 0; k < 2; k++) {
+            snprintf(line, sizeof line, "img/r.bmp,a\n%s,b\n", pairs[i][k]);
+            write_text("conf/set/m.csv", line);
+            open_fail_message("conf/set/m.csv", NULL, pairs[i][k], &code[k], msg[k],
+                              sizeof msg[k]);
+        }
+        CHECKF(code[0] == VIT_ERR_INVALID && code[1] == VIT_ERR_INVALID,
+               "%s: %s / %s", pairs[i][0], vit_status_name(code[0]), vit_status_name(code[1]));
+        CHECKF(strcmp(msg[0], msg[1]) == 0, "existence oracle: '%s' vs '%s'", msg[0], msg[1]);
+        CHECKF(strstr(msg[0], "m.csv:2") && strstr(msg[0], "outside the data set root"), "%s",
+               msg[0]);
+        /* the explicit opt-out reads the one that exists */
+        snprintf(line, sizeof line, "img/r.bmp,a\n%s,b\n", pairs[i][0]);
+        write_text("conf/set/m.csv", line);
+        ds_options out_ok = {.allow_outside_root = true};
+        ds_dataset *d = open_ok("conf/set/m.csv", &out_ok);
+        if (d) {
+            CHECK(ds_size(d) == 2);
+            img_image img;
+            vit_error err;
+            CHECK(ds_load_image(d, 1, &img, &err) == VIT_OK);
+            img_free(&img);
+            ds_close(d);
+        }
+    }
+    /* Inside the root, symlinks (relative or absolute) and ".." are fine,
+     * and a missing file is reported as such. */
+    symlink_rel("r.bmp", "conf/set/img/in_rel.bmp");
+    symlink_rel(abs_inside, "conf/set/img/in_abs.bmp");
+    write_text("conf/set/in.csv", "img/in_rel.bmp,a\nimg/in_abs.bmp,b\nimg/../img/r.bmp,c\n");
+    ds_dataset *d = open_ok("conf/set/in.csv", NULL);
+    if (d) {
+        CHECK(ds_size(d) == 3);
+        for (size_t i = 0; i < ds_size(d); i++)
+            CHECKF(name_ends(d, i, "/conf/set/img/r.bmp"), "%s", ds_item_name(d, i));
+        ds_close(d);
+    }
+    write_text("conf/set/gone.csv", "img/gone.bmp,a\n");
+    expect_open_fail("conf/set/gone.csv", NULL, VIT_ERR_NOT_FOUND, "img/gone.bmp", NULL);
+
+    /* An explicit root: the data set itself must be under it, and a path
+     * outside is "outside" whether or not it exists. */
+    char root[1024];
+    tpath(root, sizeof root, "conf/set");
+    ds_options ropt = {.root = root};
+    write_text("conf/secret/m.csv", "there.jpg,a\n");
+    expect_open_fail("conf/secret/m.csv", &ropt, VIT_ERR_INVALID, "outside the data set root",
+                     NULL);
+    expect_open_fail("conf/secret/nothing.csv", &ropt, VIT_ERR_INVALID,
+                     "outside the data set root", NULL);
+    expect_open_fail("conf/set/../secret/m.csv", &ropt, VIT_ERR_INVALID,
+                     "outside the data set root", NULL);
+    expect_open_fail("conf/set/nothing.csv", &ropt, VIT_ERR_NOT_FOUND, "nothing.csv", NULL);
+    d = open_ok("conf/set/in.csv", &ropt);
+    ds_close(d);
+
+    /* ImageFolder: the folder is its own root; links leading out are an
+     * error whether their target exists or not, links inside are followed. */
+    mkdir_rel("conf/folder");
+    mkdir_rel("conf/folder/a");
+    mkdir_rel("conf/folder/b");
+    copy_image("rocket.bmp", "conf/folder/a/r.bmp");
+    symlink_rel("../a/r.bmp", "conf/folder/b/in.bmp");
+    d = open_ok("conf/folder", NULL);
+    if (d) {
+        CHECK(ds_size(d) == 2 && name_ends(d, 1, "/conf/folder/a/r.bmp"));
+        ds_close(d);
+    }
+    const char *targets[2] = {abs_there, abs_nowhere};
+    for (int k = 0; k < 2; k++) {
+        symlink_rel(targets[k], "conf/folder/b/out.jpg");
+        expect_open_fail("conf/folder", NULL, VIT_ERR_INVALID, "b/out.jpg",
+                         "outside the data set root");
+        ds_options out_ok = {.allow_outside_root = true};
+        if (k == 0) {
+            d = open_ok("conf/folder", &out_ok);
+            CHECK(d && ds_size(d) == 3);
+            ds_close(d);
+        }
+        char p[1024];
+        tpath(p, sizeof p, "conf/folder/b/out.jpg");
+        CHECK(unlink(p) == 0);
+    }
+    symlink_rel("../secret", "conf/folder/c"); /* a class directory outside */
+    expect_open_fail("conf/folder", NULL, VIT_ERR_INVALID, "outside the data set root", NULL);
+    char p[1024];
+    tpath(p, sizeof p, "conf/folder/c");
+    CHECK(unlink(p) == 0);
+
+    /* Only regular files: a FIFO in a manifest (it would block a plain
+     * open; it is refused from its type, never opened: inotify sees no open)
+     * and, without confinement, a device. */
+    tpath(p, sizeof p, "conf/set/img/fifo.png");
+    CHECK(mkfifo(p, 0644) == 0);
+    int ino = inotify_init1(IN_NONBLOCK);
+    CHECK(ino >= 0 && inotify_add_watch(ino, p, IN_OPEN) >= 0);
+    write_text("conf/set/fifo.csv", "img/fifo.png,a\n");
+    expect_open_fail("conf/set/fifo.csv", NULL, VIT_ERR_INVALID, "not a regular file", NULL);
+    char ev[4096];
+    CHECKF(read(ino, ev, sizeof ev) < 0 && errno == EAGAIN, "the FIFO was opened");
+    close(ino);
+    write_text("conf/set/dev.csv", "/dev/zero,a\n");
+    ds_options out_ok = {.allow_outside_root = true};
+    expect_open_fail("conf/set/dev.csv", &out_ok, VIT_ERR_INVALID, "not a regular file", NULL);
+    expect_open_fail("conf/set/dev.csv", NULL, VIT_ERR_INVALID, "outside the data set root",
+                     NULL);
+
+    /* IDX: the labels file sits next to the images file, not via a link out. */
+    mkdir_rel("conf/idx");
+    const uint8_t img[16 + 4] = {0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 4};
+    const uint8_t lab[9] = {0, 0, 8, 1, 0, 0, 0, 1, 0};
+    write_rel("conf/idx/x-images-idx3-ubyte", img, sizeof img);
+    write_rel("conf/secret/x-labels-idx1-ubyte", lab, sizeof lab);
+    symlink_rel("../secret/x-labels-idx1-ubyte", "conf/idx/x-labels-idx1-ubyte");
+    expect_open_fail("conf/idx/x-images-idx3-ubyte", NULL, VIT_ERR_INVALID, "labels-idx1",
+                     "outside the data set root");
+    d = open_ok("conf/idx/x-images-idx3-ubyte", &out_ok);
+    ds_close(d);
+}
+
+/* Item 6 of issue 13: files are opened beneath the root again when read, so
+ * swapping one for a symlink (or a FIFO) after ds_open reads nothing outside.
+ * Deterministic: the swap happens between ds_open and ds_load_image. */
+static void test_swap_after_open(void)
+{
+    mkdir_rel("swap");
+    mkdir_rel("swap/set");
+    mkdir_rel("swap/set/sub");
+    mkdir_rel("swap/out");
+    mkdir_rel("swap/out/sub");
+    copy_image("rocket.bmp", "swap/set/a.bmp");
+    copy_image("rocket.bmp", "swap/set/sub/b.bmp");
+    copy_image("chelsea.png", "swap/out/secret.png");
+    copy_image("chelsea.png", "swap/out/sub/b.bmp");
+    write_text("swap/set/m.csv", "a.bmp,a\nsub/b.bmp,b\na.bmp,c\n");
+    ds_dataset *d = open_ok("swap/set/m.csv", NULL);
+    if (!d)
+        return;
+    char a[1024], sub[1024], secret[1024];
+    tpath(a, sizeof a, "swap/set/a.bmp");
+    tpath(sub, sizeof sub, "swap/set/sub");
+    tpath(secret, sizeof secret, "swap/out/secret.png");
+    img_image img;
+    vit_error err;
+    CHECK(ds_load_image(d, 0, &img, &err) == VIT_OK);
+    img_free(&img);
+
+    /* the file becomes a symlink out of the root: absolute, then relative */
+    const char *targets[] = {secret, "../out/secret.png"};
+    for (int k = 0; k < 2; k++) {
+        CHECK(unlink(a) == 0);
+        CHECK(symlink(targets[k], a) == 0);
+        memset(&err, 0, sizeof err);
+        vit_status s = ds_load_image(d, 0, &img, &err);
+        CHECKF(s == VIT_ERR_INVALID && strstr(err.message, "outside the data set root") &&
+                   strstr(err.message, "/swap/set/a.bmp"),
+               "swapped to %s: %s %s (%dx%d)", targets[k], vit_status_name(s), err.message,
+               img.width, img.height);
+        CHECK(img.pixels == NULL);
+        img_free(&img);
+    }
+    /* a directory on the path becomes a symlink out */
+    char subsave[1024];
+    tpath(subsave, sizeof subsave, "swap/set/sub_saved");
+    CHECK(rename(sub, subsave) == 0);
+    CHECK(symlink("../out/sub", sub) == 0);
+    memset(&err, 0, sizeof err);
+    vit_status s = ds_load_image(d, 1, &img, &err);
+    CHECKF(s == VIT_ERR_INVALID && strstr(err.message, "outside the data set root"),
+           "directory swapped: %s %s", vit_status_name(s), err.message);
+    img_free(&img);
+    /* a FIFO: refused at once rather than blocking the loader */
+    CHECK(unlink(a) == 0);
+    CHECK(mkfifo(a, 0644) == 0);
+    s = ds_load_image(d, 0, &img, &err);
+    CHECKF(s == VIT_ERR_INVALID && strstr(err.message, "not a regular file"), "fifo: %s %s",
+           vit_status_name(s), err.message);
+    img_free(&img);
+    /* a symlink that stays inside is fine */
+    CHECK(unlink(a) == 0);
+    CHECK(unlink(sub) == 0);
+    CHECK(rename(subsave, sub) == 0);
+    CHECK(symlink("sub/b.bmp", a) == 0);
+    CHECK(ds_load_image(d, 0, &img, &err) == VIT_OK && img.pixels);
+    img_free(&img);
+
+    /* The loader reports the refusal for the item (DS_BAD_FAIL). */
+    CHECK(unlink(a) == 0);
+    CHECK(symlink(secret, a) == 0);
+    ds_loader_options o = {.batch_size = 3, .threads = 2, .prefetch = 1,
+                           .preprocess = img_preprocess_hf(8), .on_bad = DS_BAD_FAIL};
+    ds_loader *l = NULL;
+    if (ds_loader_create(d, &o, &l, &err) == VIT_OK && ds_loader_start_epoch(l, 0, &err) == VIT_OK) {
+        float buf[3 * 3 * 8 * 8];
+        int labels[3], count = -1;
+        s = ds_loader_next(l, buf, labels, NULL, &count, &err);
+        CHECKF(s == VIT_ERR_INVALID && strstr(err.message, "outside the data set root"),
+               "loader: %s %s", vit_status_name(s), err.message);
+    } else {
+        CHECKF(0, "loader: %s", err.message);
+    }
+    ds_loader_free(l);
+
+    /* Reads stop at max_image_bytes: known from fstat, or (a file whose
+     * size says 0 but holds more, as /proc's do) while reading. */
+    CHECK(unlink(a) == 0);
+    copy_image("rocket.bmp", "swap/set/a.bmp");
+    ds_close(d);
+    ds_options small = {.max_image_bytes = 100};
+    d = open_ok("swap/set/m.csv", &small);
+    if (d) {
+        s = ds_load_image(d, 0, &img, &err);
+        CHECKF(s == VIT_ERR_TOO_LARGE && strstr(err.message, "a.bmp") &&
+                   strstr(err.message, "bytes, over the limit of 100"),
+               "%s %s", vit_status_name(s), err.message);
+        img_free(&img);
+    }
+    ds_close(d);
+    struct stat pst;
+    if (stat("/proc/self/status", &pst) == 0 && pst.st_size == 0) {
+        write_text("swap/set/proc.csv", "/proc/self/status,a\n");
+        small.allow_outside_root = true;
+        d = open_ok("swap/set/proc.csv", &small);
+        if (d) {
+            s = ds_load_image(d, 0, &img, &err);
+            CHECKF(s == VIT_ERR_TOO_LARGE && strstr(err.message, "over the limit of 100 bytes"),
+                   "/proc/self/status: %s %s", vit_status_name(s), err.message);
+            img_free(&img);
+        }
+        ds_close(d);
+    } else {
+        fprintf(stderr, "no /proc/self/status of size 0: growing-file cap not checked\n");
+    }
 }
 
 /* ------------------------------------------------------------ IDX */
@@ -510,6 +825,100 @@ static void test_idx_synthetic(void)
     }
     write_rel("junk-labels-idx1-ubyte.gz", "\x1f\x8b", 2); /* broken gzip */
     expect_open_fail("junk-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "junk-labels", NULL);
+}
+
+/* Writes <tmp>/<rel> gzip-compressed: `len` bytes of data, then `zeros` zero
+ * bytes (streamed, so a large bomb needs no large buffer). */
+static void write_gz(const char *rel, const uint8_t *data, size_t len, size_t zeros)
+{
+    char p[1024];
+    tpath(p, sizeof p, rel);
+    gzFile g = gzopen(p, "wb9");
+    CHECK(g != NULL);
+    if (!g)
+        return;
+    CHECK(len == 0 || gzwrite(g, data, (unsigned)len) == (int)len);
+    static const uint8_t zero[1 << 16];
+    while (zeros > 0) {
+        unsigned n = zeros < sizeof zero ? (unsigned)zeros : (unsigned)sizeof zero;
+        CHECK(gzwrite(g, zero, n) == (int)n);
+        zeros -= n;
+    }
+    CHECK(gzclose(g) == Z_OK);
+}
+
+/* An IDX images header. */
+static void idx_header(uint8_t h[16], uint32_t n, uint32_t rows, uint32_t cols)
+{
+    put_be32(h, 0x803);
+    put_be32(h + 4, n);
+    put_be32(h + 8, rows);
+    put_be32(h + 12, cols);
+}
+
+/* Item 7 of issue 13: the decompressed size of a gzip IDX file is bounded
+ * by its header and by max_idx_bytes before any buffer grows, and data
+ * beyond what the header promises is refused. */
+static void test_idx_bounds(void)
+{
+    uint8_t lab[8 + 128] = {0, 0, 8, 1, 0, 0, 0, 128};
+    write_gz("bomb-labels-idx1-ubyte.gz", lab, sizeof lab, 0);
+    /* The reviewer's bomb, shrunk: 128 images of 4096x4096 (2 GiB) promised,
+     * 1 MiB of zeros given.  Refused from the header, not read (the old code
+     * read on, growing its buffer, and failed "truncated" at the end). */
+    uint8_t h[16];
+    idx_header(h, 128, 4096, 4096);
+    write_gz("bomb-images-idx3-ubyte.gz", h, sizeof h, (size_t)1 << 20);
+    expect_open_fail("bomb-images-idx3-ubyte.gz", NULL, VIT_ERR_TOO_LARGE, "2147483648",
+                     "over the limit");
+
+    /* A configured limit: 8 images of 256x256 (512 KiB) inflate from ~1 KiB;
+     * all there, but over max_idx_bytes = 256 KiB. */
+    lab[7] = 8;
+    write_gz("lim-labels-idx1-ubyte.gz", lab, 8 + 8, 0);
+    idx_header(h, 8, 256, 256);
+    write_gz("lim-images-idx3-ubyte.gz", h, sizeof h, (size_t)8 * 256 * 256);
+    ds_options lim = {.max_idx_bytes = (size_t)256 << 10};
+    expect_open_fail("lim-images-idx3-ubyte.gz", &lim, VIT_ERR_TOO_LARGE, "524288",
+                     "over the limit of 262144");
+    lim.max_idx_bytes = (size_t)512 << 10; /* exactly enough */
+    ds_dataset *d = open_ok("lim-images-idx3-ubyte.gz", &lim);
+    CHECK(d && ds_size(d) == 8);
+    ds_close(d);
+    lim.max_idx_bytes = 7; /* the labels file counts too */
+    expect_open_fail("lim-images-idx3-ubyte.gz", &lim, VIT_ERR_TOO_LARGE, "lim-labels-idx1",
+                     NULL);
+
+    /* More data than the header promises: gzip and raw, images and labels. */
+    write_gz("more-labels-idx1-ubyte.gz", lab, 8 + 8, 0);
+    write_gz("more-images-idx3-ubyte.gz", h, sizeof h, (size_t)8 * 256 * 256 + 1);
+    expect_open_fail("more-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "more-images-idx3",
+                     "more than the 524288 data bytes");
+    uint8_t raw[16 + 4 + 1];
+    idx_header(raw, 1, 2, 2);
+    memset(raw + 16, 7, 5);
+    write_rel("rawmore-images-idx3-ubyte", raw, sizeof raw);
+    write_rel("rawmore-labels-idx1-ubyte", "\0\0\x08\x01\0\0\0\x01\0", 9);
+    expect_open_fail("rawmore-images-idx3-ubyte", NULL, VIT_ERR_FORMAT, "promises 4 data bytes",
+                     "has 5");
+    write_rel("rawmore-images-idx3-ubyte", raw, sizeof raw - 1); /* exact: fine */
+    d = open_ok("rawmore-images-idx3-ubyte", NULL);
+    ds_close(d);
+    write_rel("rawmore-labels-idx1-ubyte", "\0\0\x08\x01\0\0\0\x01\0\0", 10);
+    expect_open_fail("rawmore-images-idx3-ubyte", NULL, VIT_ERR_FORMAT, "rawmore-labels-idx1",
+                     "has 2");
+
+    /* A gzip stream whose CRC does not match is corrupt. */
+    write_gz("crc-labels-idx1-ubyte.gz", lab, 8 + 8, 0);
+    write_gz("crc-images-idx3-ubyte.gz", h, sizeof h, (size_t)8 * 256 * 256);
+    char p[1024];
+    tpath(p, sizeof p, "crc-images-idx3-ubyte.gz");
+    FILE *f = fopen(p, "r+b");
+    CHECK(f && fseek(f, -8, SEEK_END) == 0 && fputc(0x5a, f) != EOF);
+    if (f)
+        fclose(f);
+    expect_open_fail("crc-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "crc-images-idx3",
+                     "corrupt");
 }
 
 static void test_idx_fashion_mnist(void)
@@ -838,6 +1247,144 @@ static void test_loader(void)
     ds_close(d);
 }
 
+/* Writes a 128x128 24-bit BMP whose red channel is 2x and green 2y, so a
+ * crop of it tells where it came from: the range of red across an output is
+ * the crop's width, of green its height, and red falling left to right
+ * means the output is mirrored. */
+static void write_ramp_bmp(const char *rel)
+{
+    enum { W = 128, H = 128, ROW = W * 3 };
+    static uint8_t bmp[54 + ROW * H];
+    memset(bmp, 0, 54);
+    bmp[0] = 'B';
+    bmp[1] = 'M';
+    uint32_t size = sizeof bmp;
+    memcpy(bmp + 2, &size, 4); /* little-endian host, as the rest of the tests */
+    bmp[10] = 54;
+    bmp[14] = 40;
+    bmp[18] = W;
+    bmp[22] = H;
+    bmp[26] = 1;
+    bmp[28] = 24;
+    for (int y = 0; y < H; y++)       /* stored bottom-up, BGR */
+        for (int x = 0; x < W; x++) {
+            uint8_t *px = bmp + 54 + (size_t)(H - 1 - y) * ROW + (size_t)x * 3;
+            px[0] = 0;
+            px[1] = (uint8_t)(2 * y);
+            px[2] = (uint8_t)(2 * x);
+        }
+    write_rel(rel, bmp, sizeof bmp);
+}
+
+/* What one augmented 16x16 output of the ramp shows. */
+typedef struct crop_seen {
+    double w, h;  /* estimated crop size in source pixels */
+    int mirrored; /* red falls from left to right */
+} crop_seen;
+
+static crop_seen see_crop(const float *out)
+{
+    const int S = 16;
+    const float *red = out, *green = out + S * S;
+    double rmin = 1e9, rmax = -1e9, gmin = 1e9, gmax = -1e9, left = 0, right = 0;
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++) {
+            double r = (red[y * S + x] * 0.5 + 0.5) * 255, g = (green[y * S + x] * 0.5 + 0.5) * 255;
+            rmin = r < rmin ? r : rmin;
+            rmax = r > rmax ? r : rmax;
+            gmin = g < gmin ? g : gmin;
+            gmax = g > gmax ? g : gmax;
+            left += x == 0 ? r : 0;
+            right += x == S - 1 ? r : 0;
+        }
+    /* Output columns 0..15 sample the crop at (j + 0.5) * w / 16: the ramp
+     * (2 per pixel) spans 2 * w * 15/16 between the first and last. */
+    crop_seen c = {(rmax - rmin) / (2.0 * 15 / 16), (gmax - gmin) / (2.0 * 15 / 16), left > right};
+    return c;
+}
+
+/* The surviving mutants of issue 13 ("augmentation without flips", "min
+ * scale 0.9 instead of 0.08") and the contract: RandomResizedCrop(scale
+ * 0.08-1, ratio 3/4-4/3) + flip(0.5), fixed by the seed.  Over 256 outputs
+ * of one 128x128 image: about half are mirrored; crop areas reach well below
+ * 0.9 of the image (down to ~0.08) and up to ~all of it; aspect ratios stay
+ * in 3/4..4/3 (with slack for the estimate); the same seed gives the same
+ * bits, another seed other crops. */
+static void test_augment_distribution(void)
+{
+    mkdir_rel("aug");
+    write_ramp_bmp("aug/ramp.bmp");
+    char text[64 * 16];
+    size_t o = 0;
+    for (int i = 0; i < 64; i++)
+        o += (size_t)snprintf(text + o, sizeof text - o, "ramp.bmp,%c\n", 'a' + i % 2);
+    write_text("aug/m.csv", text);
+    ds_dataset *d = open_ok("aug/m.csv", NULL);
+    if (!d)
+        return;
+    const size_t n = 64, floats = 3 * 16 * 16;
+    const int epochs = 4;
+    ds_loader_options opts = {.batch_size = 16, .shuffle = true, .augment = true, .seed = 7,
+                              .threads = 2, .prefetch = 2, .preprocess = img_preprocess_hf(16)};
+    float *runs[3] = {NULL, NULL, NULL};
+    for (int run = 0; run < 3; run++) {
+        ds_loader_options o2 = opts;
+        o2.seed = run == 2 ? 8 : 7;
+        o2.threads = run == 1 ? 1 : 2;
+        ds_loader *l = make_loader(d, o2);
+        runs[run] = calloc(n * epochs * floats, sizeof(float));
+        for (int e = 0; l && runs[run] && e < epochs; e++) {
+            epoch_out eo = run_epoch(l, n, floats, 16, e);
+            CHECKF(eo.status == VIT_OK && eo.rows == n, "epoch %d: %s", e, eo.message);
+            for (size_t r = 0; r < eo.rows && r < n; r++) /* by item, not position */
+                memcpy(runs[run] + ((size_t)e * n + eo.indices[r]) * floats,
+                       eo.images + r * floats, floats * sizeof(float));
+            epoch_free(&eo);
+        }
+        ds_loader_free(l);
+    }
+    if (!runs[0] || !runs[1] || !runs[2])
+        goto out;
+    CHECKF(memcmp(runs[0], runs[1], n * epochs * floats * sizeof(float)) == 0,
+           "seed 7 with 1 and 2 threads differ");
+    CHECKF(memcmp(runs[0], runs[2], n * epochs * floats * sizeof(float)) != 0,
+           "seeds 7 and 8 give the same crops");
+
+    size_t total = n * epochs, mirrored = 0, small = 0, large = 0, bad_ratio = 0, same_as_8 = 0;
+    double min_area = 1, max_area = 0, sum_area = 0;
+    for (size_t k = 0; k < total; k++) {
+        crop_seen c = see_crop(runs[0] + k * floats);
+        double area = c.w * c.h / (128.0 * 128.0), ratio = c.w / c.h;
+        mirrored += (size_t)c.mirrored;
+        small += area < 0.3;
+        large += area > 0.8;
+        bad_ratio += ratio < 0.7 || ratio > 1.45;
+        min_area = area < min_area ? area : min_area;
+        max_area = area > max_area ? area : max_area;
+        sum_area += area;
+        same_as_8 += memcmp(runs[0] + k * floats, runs[2] + k * floats, floats * sizeof(float)) == 0;
+    }
+    double mean_area = sum_area / (double)total;
+    fprintf(stderr, "augment: %zu/%zu mirrored, area %.3f..%.3f (mean %.3f), %zu below 0.3, "
+                    "%zu above 0.8, %zu off-ratio\n",
+            mirrored, total, min_area, max_area, mean_area, small, large, bad_ratio);
+    /* Binomial(256, 0.5): 128 +- 8; the bounds are > 6 sigma away. */
+    CHECKF(mirrored >= 80 && mirrored <= 176, "%zu of %zu outputs mirrored", mirrored, total);
+    /* Scale uniform in [0.08, 1] (before the fit test): P(area < 0.3) ~ 0.25. */
+    CHECKF(min_area < 0.15 && small >= total / 10, "smallest crop %.3f, %zu below 0.3", min_area,
+           small);
+    CHECKF(max_area > 0.85 && large >= total / 20, "largest crop %.3f, %zu above 0.8", max_area,
+           large);
+    CHECKF(mean_area > 0.3 && mean_area < 0.65, "mean crop area %.3f", mean_area);
+    CHECKF(bad_ratio == 0, "%zu crops outside the 3/4..4/3 aspect ratio", bad_ratio);
+    CHECKF(same_as_8 < total / 20, "%zu of %zu outputs equal under another seed", same_as_8,
+           total);
+out:
+    for (int run = 0; run < 3; run++)
+        free(runs[run]);
+    ds_close(d);
+}
+
 /* Collected reports of skipped items. */
 typedef struct bad_log {
     int calls;
@@ -920,6 +1467,43 @@ static void test_loader_bad_items(void)
     ds_close(d);
 }
 
+/* ------------------------------------------------------------ CLI */
+
+/* `vitfit eval` (and train, which opens data sets the same way) keeps a
+ * manifest's images under its directory unless --allow-outside-root. */
+static void test_cli_outside_root(void)
+{
+    mkdir_rel("cli");
+    mkdir_rel("cli/set");
+    mkdir_rel("cli/images");
+    /* eval matches classes by name: the labels are the bundled model's */
+    static const char *const labels[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress",
+                                           "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                                           "Ankle boot"};
+    char line[256], text[2048] = "", src[32], man[1024];
+    for (int c = 0; c < 10; c++) {
+        snprintf(src, sizeof src, "c%d.png", c);
+        snprintf(line, sizeof line, "cli/images/%s", src);
+        copy_image("camera_grey.png", line);
+        snprintf(line, sizeof line, "../images/%s,%s\n", src, labels[c]);
+        strcat(text, line);
+    }
+    write_text("cli/set/m.csv", text);
+    tpath(man, sizeof man, "cli/set/m.csv");
+    run_result *r = run_vitfit("eval", "--model", "@models/fashion-vit-tiny", "--data", man,
+                               "--threads", "1", NULL);
+    CHECKF(r->status == 1 && count_lines(r->err) == 1 &&
+               strstr(r->err, "outside the data set root") && strstr(r->err, "m.csv:1"),
+           "eval outside the root: exit %d: %s", r->status, r->err);
+    r = run_vitfit("eval", "--model", "@models/fashion-vit-tiny", "--data", man, "--threads", "1",
+                   "--allow-outside-root", NULL);
+    CHECKF(r->status == 0 && strstr(r->out, "10 images"), "eval --allow-outside-root: exit %d: %s%s",
+           r->status, r->out, r->err);
+    r = run_vitfit("train", "--model", "@models/fashion-vit-tiny", "--train", man, "--out",
+                   "/nonexistent-dir/x.safetensors", "--allow-outside-root", "--help", NULL);
+    CHECKF(r->status == 0 && strstr(r->out, "--allow-outside-root"), "train --help: %s", r->out);
+}
+
 int main(void)
 {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/vitfit_test_dataset_XXXXXX");
@@ -930,10 +1514,15 @@ int main(void)
     test_folder();
     test_jsonl();
     test_csv();
+    test_confinement();
+    test_swap_after_open();
     test_idx_synthetic();
+    test_idx_bounds();
     test_idx_fashion_mnist();
     test_loader();
+    test_augment_distribution();
     test_loader_bad_items();
+    test_cli_outside_root();
     rm_tree(tmp_root);
     return check_result();
 }
