@@ -300,6 +300,61 @@ static void test_preprocess_goldens(void)
     }
 }
 
+/* Reads a whole file into a malloc'd buffer (caller frees); NULL on error. */
+static char *slurp(const char *rel, size_t *len)
+{
+    char path[4096];
+    FILE *fp = fopen(test_path(path, sizeof path, rel), "rb");
+    char *buf = NULL;
+    long n = -1;
+    if (fp && fseek(fp, 0, SEEK_END) == 0 && (n = ftell(fp)) >= 0 && fseek(fp, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (fp)
+        fclose(fp);
+    *len = buf ? (size_t)n : 0;
+    return buf;
+}
+
+/* vit_model_load_memory on a directory's bytes equals vit_model_load on it. */
+static void test_load_memory(void)
+{
+    size_t wlen, clen;
+    char *weights = slurp("tests/data/golden/e2e_hf/model.safetensors", &wlen);
+    char *config = slurp("tests/data/golden/e2e_hf/config.json", &clen);
+    vit_side_files side = {.config = config, .config_len = clen};
+    side.preprocessor = slurp("tests/data/golden/e2e_hf/preprocessor_config.json",
+                              &side.preprocessor_len);
+    vit_model *a = NULL, *b = NULL;
+    vit_error err = {0};
+    char path[4096];
+    CHECK(weights && config && side.preprocessor);
+    CHECKF(vit_model_load_memory(weights, wlen, &side, &a, &err) == VIT_OK, "%s", err.message);
+    CHECKF(vit_model_load(test_path(path, sizeof path, "tests/data/golden/e2e_hf"), &b, &err) ==
+               VIT_OK,
+           "%s", err.message);
+    if (a && b) {
+        CHECK(memcmp(&a->cfg, &b->cfg, sizeof a->cfg) == 0 && a->layout == b->layout);
+        CHECK(a->frozen_len == b->frozen_len && a->trainable_len == b->trainable_len);
+        CHECK(memcmp(a->frozen, b->frozen, a->frozen_len * sizeof(float)) == 0);
+        CHECK(memcmp(a->trainable, b->trainable, a->trainable_len * sizeof(float)) == 0);
+        CHECK(a->labels && strcmp(a->labels[3], "rocket") == 0 && a->cfg.preprocess.std[0] < 0.3f);
+    }
+    vit_model_free(a);
+    vit_model_free(b);
+    a = NULL;
+    CHECK(vit_model_load_memory(weights, wlen, NULL, &a, &err) == VIT_OK && a &&
+          a->cfg.preprocess.std[0] == 0.5f); /* no side files: layout defaults */
+    vit_model_free(a);
+    a = (vit_model *)&side; /* must be reset to NULL on failure */
+    CHECK(vit_model_load_memory(weights, wlen / 2, NULL, &a, &err) == VIT_ERR_FORMAT && !a);
+    free(weights);
+    free(config);
+    free((char *)side.preprocessor);
+}
+
 /* Full-shape ViT-B/16 against torchvision's vit_b_16 with the same weights. */
 static void test_vit_b16_full(void)
 {
@@ -662,6 +717,8 @@ static void test_hostile_files(void)
     expect_child_load(dir, VIT_ERR_FORMAT, "labels.txt line of 5000 bytes", 0);
     write_file(labels, "a\nb\0c\nd\n", 8);
     expect_child_load(dir, VIT_ERR_FORMAT, "labels.txt with a NUL byte", 0);
+    write_file(labels, "0\n1\n2\n3\n4\n5\n6\n7\n8\ncaf\xe9\n", 22);
+    expect_child_load(dir, VIT_ERR_FORMAT, "labels.txt in Latin-1", 0);
     /* 4095 bytes, CRLF ends, blank lines and no final newline are fine */
     n = 0;
     for (int k = 0; k < 9; k++)
@@ -841,6 +898,7 @@ int main(void)
     test_config();
     test_tiny_goldens();
     test_preprocess_goldens();
+    test_load_memory();
     test_load_errors();
     test_hostile_files();
     test_preprocessor_config();
