@@ -176,10 +176,29 @@ void vit_model_randomize(vit_model *m, uint64_t seed);
  * the backbone and leaves it unpacked.  Costs one more copy of the matrices. */
 vit_status vit_model_pack(vit_model *m, vit_error *err);
 
-/* Loads a checkpoint: a directory (model.safetensors + optional config.json
- * and labels) or a single .safetensors file.  Layout and config are detected;
- * labels come from config.json (id2label / label_names) when present. */
+/* Loads a checkpoint: a directory (model.safetensors + optional config.json,
+ * preprocessor_config.json and labels.txt) or a single .safetensors file.
+ * Layout and config are detected; labels come from config.json (id2label /
+ * label_names), else labels.txt.  Every file is untrusted: FIFOs and devices
+ * are refused, side files are capped (16 MiB of JSON, 64 MiB of labels), and
+ * the config is checked against the tensors before the model is allocated. */
 vit_status vit_model_load(const char *path, vit_model **out, vit_error *err);
+
+/* The optional side files of a checkpoint directory, as bytes (NULL: absent). */
+typedef struct vit_side_files {
+    const char *config;       /* config.json */
+    size_t config_len;
+    const char *preprocessor; /* preprocessor_config.json */
+    size_t preprocessor_len;
+    const char *labels;       /* labels.txt */
+    size_t labels_len;
+} vit_side_files;
+
+/* vit_model_load on bytes (an upload, a fuzzer's input): weights[0..len) is
+ * a safetensors image, side may be NULL.  Nothing is read from disk and the
+ * model keeps no pointer into the buffers. */
+vit_status vit_model_load_memory(const void *weights, size_t len, const vit_side_files *side,
+                                 vit_model **out, vit_error *err);
 
 size_t vit_model_param_count(const vit_model *m);
 /* Bias parameters of the backbone (every *.bias except the head's). */

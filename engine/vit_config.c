@@ -1,17 +1,28 @@
 /*
  * vit_config.c - ViT architecture: presets, validation, inference from tensor
- * shapes, and config.json in the HF transformers and timm forms.
+ * shapes, config.json in the HF transformers and timm forms, and HF's
+ * preprocessor_config.json.
  *
  * The order of authority when loading is: layout defaults < shapes of the
- * tensors < config.json.  Whatever the config says is checked against the
- * tensors later, when each one is copied (vit_load.c), so a config that
- * disagrees with its weights is an error rather than a silent misread.
+ * tensors < config.json < preprocessor_config.json (preprocessing only).
+ * Whatever the config says is checked against the tensors before the model
+ * is allocated (vit_load.c), so a config that disagrees with its weights is
+ * an error rather than a silent misread.  Config files are untrusted: every
+ * number is range-checked before it is converted, and the float fields are
+ * validated again as the floats the model will use.
  */
+#include <float.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "vit_impl.h"
+
+#define VIT_MAX_RESIZE 8192 /* longest shorter-side resize a config may ask for */
+#define VIT_MIN_STD 1e-3    /* normalization std bounds (pixels are in [0, 1]) */
+#define VIT_MAX_STD 1e3
+#define VIT_MAX_MEAN 1e3
 
 /* ---- presets ---- */
 
@@ -99,20 +110,33 @@ vit_status vit_config_validate(const vit_config *cfg, vit_error *err)
     if (cfg->width % cfg->heads)
         return vit_error_set(err, VIT_ERR_INVALID, "width %d is not divisible by %d heads",
                              cfg->width, cfg->heads);
-    if (!(cfg->ln_eps > 0.0f && cfg->ln_eps < 1.0f))
-        return vit_error_set(err, VIT_ERR_INVALID, "layer_norm_eps %g is not in (0, 1)",
+    /* Floats are checked as stored (after narrowing from JSON's doubles): a
+     * subnormal eps or std, or one that overflowed to inf, would pass a check
+     * made before the cast and turn every score into NaN. */
+    if (!(isnormal(cfg->ln_eps) && cfg->ln_eps > 0.0f && cfg->ln_eps < 1.0f))
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "layer_norm_eps %g is not a normal float in (0, 1)",
                              (double)cfg->ln_eps);
     const img_preprocess *p = &cfg->preprocess;
     if (p->crop_h != cfg->image_size || p->crop_w != cfg->image_size)
         return vit_error_set(err, VIT_ERR_INVALID,
                              "preprocessing crop %dx%d does not match image_size %d", p->crop_w,
                              p->crop_h, cfg->image_size);
-    if (p->resize_shorter < 0 || p->resize_shorter > 8192)
-        return vit_error_set(err, VIT_ERR_INVALID, "resize size %d is outside [0, 8192]",
-                             p->resize_shorter);
-    for (int c = 0; c < 3; c++)
-        if (!(p->std[c] > 0.0f) || !isfinite(p->mean[c]))
-            return vit_error_set(err, VIT_ERR_INVALID, "normalization std must be > 0");
+    if (p->resize_shorter < 0 || p->resize_shorter > VIT_MAX_RESIZE)
+        return vit_error_set(err, VIT_ERR_INVALID, "resize size %d is outside [0, %d]",
+                             p->resize_shorter, VIT_MAX_RESIZE);
+    /* Inputs are in [0, 1] before normalization, so these bounds keep
+     * (x - mean) / std finite and within a few million for any pixel. */
+    for (int c = 0; c < 3; c++) {
+        if (!(p->std[c] >= VIT_MIN_STD && p->std[c] <= VIT_MAX_STD))
+            return vit_error_set(err, VIT_ERR_INVALID,
+                                 "normalization std[%d] = %g is outside [%g, %g]", c,
+                                 (double)p->std[c], VIT_MIN_STD, VIT_MAX_STD);
+        if (!(fabsf(p->mean[c]) <= VIT_MAX_MEAN))
+            return vit_error_set(err, VIT_ERR_INVALID,
+                                 "normalization mean[%d] = %g is outside [-%g, %g]", c,
+                                 (double)p->mean[c], VIT_MAX_MEAN, VIT_MAX_MEAN);
+    }
     return VIT_OK;
 }
 
@@ -208,50 +232,87 @@ vit_status vit_config_infer(const vit_layout_desc *d, const st_file *f, vit_conf
 
 /* ---- config.json ---- */
 
-/* Reads an optional integer key; absent keeps *out.  Returns 0 on a type error. */
+/* The optional-key readers below return one of these; absent keys keep *out. */
+enum { KEY_OK, KEY_BAD_TYPE, KEY_BAD_RANGE };
+
+/* Reads an optional non-negative integer key (an integral real counts). */
 static int json_int(json_t *obj, const char *key, int *out)
 {
     json_t *v = json_object_get(obj, key);
     if (!v)
-        return 1;
+        return KEY_OK;
     if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= 1 << 30) {
         *out = (int)json_integer_value(v);
-        return 1;
+        return KEY_OK;
     }
     if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) <= 1 << 30 &&
         json_real_value(v) == floor(json_real_value(v))) {
         *out = (int)json_real_value(v);
-        return 1;
+        return KEY_OK;
     }
-    return 0;
+    return json_is_number(v) ? KEY_BAD_RANGE : KEY_BAD_TYPE;
 }
 
-static int json_float(json_t *obj, const char *key, float *out)
+/* Reads number v into *out if it lies in [lo, hi].  Every float a config
+ * stores or divides by is range-checked this way before any conversion: a
+ * double outside float's range makes the narrowing cast undefined. */
+static int number_in(json_t *v, double lo, double hi, double *out)
+{
+    if (!json_is_number(v))
+        return KEY_BAD_TYPE;
+    double d = json_number_value(v);
+    if (!(d >= lo && d <= hi))
+        return KEY_BAD_RANGE;
+    *out = d;
+    return KEY_OK;
+}
+
+/* Reads an optional number key in [lo, hi]. */
+static int json_double(json_t *obj, const char *key, double lo, double hi, double *out)
 {
     json_t *v = json_object_get(obj, key);
-    if (!v)
-        return 1;
-    if (!json_is_number(v))
-        return 0;
-    *out = (float)json_number_value(v);
-    return 1;
+    return v ? number_in(v, lo, hi, out) : KEY_OK;
 }
 
-/* Reads a 3-float array (mean/std). */
+/* Reads an optional float: finite and within float's range.  Tighter bounds
+ * are vit_config_validate's, on the narrowed value the model will use. */
+static int json_float(json_t *obj, const char *key, float *out)
+{
+    double d;
+    json_t *v = json_object_get(obj, key);
+    int r = v ? number_in(v, -FLT_MAX, FLT_MAX, &d) : KEY_OK;
+    if (v && r == KEY_OK)
+        *out = (float)d;
+    return r;
+}
+
+/* Reads an optional 3-float array (mean/std); a single number stands for all
+ * three (HF processors allow that). */
 static int json_float3(json_t *obj, const char *key, float out[3])
 {
     json_t *v = json_object_get(obj, key);
     if (!v)
-        return 1;
-    if (!json_is_array(v) || json_array_size(v) != 3)
-        return 0;
+        return KEY_OK;
+    if (!json_is_number(v) && (!json_is_array(v) || json_array_size(v) != 3))
+        return KEY_BAD_TYPE;
+    float tmp[3];
     for (size_t i = 0; i < 3; i++) {
-        json_t *x = json_array_get(v, i);
-        if (!json_is_number(x))
-            return 0;
-        out[i] = (float)json_number_value(x);
+        double d;
+        int r = number_in(json_is_array(v) ? json_array_get(v, i) : v, -FLT_MAX, FLT_MAX, &d);
+        if (r != KEY_OK)
+            return r;
+        tmp[i] = (float)d;
     }
-    return 1;
+    memcpy(out, tmp, sizeof tmp);
+    return KEY_OK;
+}
+
+/* Error for a reader's result r on key (r != KEY_OK). */
+static vit_status key_error(vit_error *err, const char *file, const char *key, int r)
+{
+    if (r == KEY_BAD_RANGE)
+        return vit_error_set(err, VIT_ERR_INVALID, "%s: '%s' is out of range", file, key);
+    return vit_error_set(err, VIT_ERR_FORMAT, "%s: '%s' has the wrong type", file, key);
 }
 
 static vit_status parse_act(const char *s, vit_act *act, vit_error *err)
@@ -339,8 +400,15 @@ static int timm_heads_for(const char *architecture)
     return 0;
 }
 
-#define BAD_KEY(key) \
-    vit_error_set(err, VIT_ERR_FORMAT, "config.json: '%s' has the wrong type", key)
+#define BAD_KEY(key) key_error(err, "config.json", key, KEY_BAD_TYPE)
+
+/* Runs a reader for key and returns its error from the calling function. */
+#define READ(call, key)                                     \
+    do {                                                    \
+        int r_ = (call);                                    \
+        if (r_ != KEY_OK)                                   \
+            return key_error(err, "config.json", key, r_);  \
+    } while (0)
 
 static vit_status apply_hf(json_t *root, vit_config *cfg, vit_error *err)
 {
@@ -354,10 +422,8 @@ static vit_status apply_hf(json_t *root, vit_config *cfg, vit_error *err)
     };
     int old_image = cfg->image_size;
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
-        if (!json_int(root, ints[i].key, (int *)((char *)cfg + ints[i].offset)))
-            return BAD_KEY(ints[i].key);
-    if (!json_float(root, "layer_norm_eps", &cfg->ln_eps))
-        return BAD_KEY("layer_norm_eps");
+        READ(json_int(root, ints[i].key, (int *)((char *)cfg + ints[i].offset)), ints[i].key);
+    READ(json_float(root, "layer_norm_eps", &cfg->ln_eps), "layer_norm_eps");
     json_t *act = json_object_get(root, "hidden_act");
     if (act) {
         if (!json_is_string(act))
@@ -383,26 +449,24 @@ static vit_status apply_timm(json_t *root, vit_config *cfg, vit_error *err)
     const char *pool = NULL;
     json_t *gp = json_object_get(root, "global_pool");
     if (json_is_object(args)) {
-        if (!json_int(args, "img_size", &cfg->image_size))
-            return BAD_KEY("model_args.img_size");
-        if (!json_int(args, "patch_size", &cfg->patch_size))
-            return BAD_KEY("model_args.patch_size");
-        if (!json_int(args, "embed_dim", &cfg->width))
-            return BAD_KEY("model_args.embed_dim");
-        if (!json_int(args, "depth", &cfg->depth))
-            return BAD_KEY("model_args.depth");
-        if (!json_int(args, "num_heads", &cfg->heads))
-            return BAD_KEY("model_args.num_heads");
-        float ratio = 0;
-        if (!json_float(args, "mlp_ratio", &ratio))
-            return BAD_KEY("model_args.mlp_ratio");
-        if (ratio > 0)
-            cfg->mlp_dim = (int)lroundf(ratio * (float)cfg->width);
+        READ(json_int(args, "img_size", &cfg->image_size), "model_args.img_size");
+        READ(json_int(args, "patch_size", &cfg->patch_size), "model_args.patch_size");
+        READ(json_int(args, "embed_dim", &cfg->width), "model_args.embed_dim");
+        READ(json_int(args, "depth", &cfg->depth), "model_args.depth");
+        READ(json_int(args, "num_heads", &cfg->heads), "model_args.num_heads");
+        /* bounded so that ratio * width converts to int defined (validate has
+         * the real limit on mlp_dim) */
+        double ratio = 0;
+        READ(json_double(args, "mlp_ratio", 0.0, 65536.0, &ratio), "model_args.mlp_ratio");
+        if (ratio > 0) {
+            double mlp = round(ratio * cfg->width);
+            if (!(mlp <= 1 << 30))
+                return key_error(err, "config.json", "model_args.mlp_ratio", KEY_BAD_RANGE);
+            cfg->mlp_dim = (int)mlp;
+        }
         /* vitfit's own saves spell out what timm implies by architecture name */
-        if (!json_int(args, "mlp_dim", &cfg->mlp_dim))
-            return BAD_KEY("model_args.mlp_dim");
-        if (!json_float(args, "norm_eps", &cfg->ln_eps))
-            return BAD_KEY("model_args.norm_eps");
+        READ(json_int(args, "mlp_dim", &cfg->mlp_dim), "model_args.mlp_dim");
+        READ(json_float(args, "norm_eps", &cfg->ln_eps), "model_args.norm_eps");
         json_t *act = json_object_get(args, "act_layer");
         if (act) {
             if (!json_is_string(act))
@@ -440,9 +504,8 @@ static vit_status apply_timm(json_t *root, vit_config *cfg, vit_error *err)
                                      "config.json: input_size %lld disagrees with image size %d",
                                      (long long)side, cfg->image_size);
         }
-        float crop_pct = 0.875f;
-        if (!json_float(pc, "crop_pct", &crop_pct) || !(crop_pct > 0.0f && crop_pct <= 4.0f))
-            return BAD_KEY("pretrained_cfg.crop_pct");
+        double crop_pct = 0.875;
+        READ(json_double(pc, "crop_pct", DBL_TRUE_MIN, 4.0, &crop_pct), "pretrained_cfg.crop_pct");
         json_t *interp = json_object_get(pc, "interpolation");
         if (interp) {
             const char *s = json_string_value(interp);
@@ -456,28 +519,33 @@ static vit_status apply_timm(json_t *root, vit_config *cfg, vit_error *err)
                 return vit_error_set(err, VIT_ERR_UNSUPPORTED,
                                      "config.json: interpolation '%s' is not supported", s);
         }
-        if (!json_float3(pc, "mean", p->mean))
-            return BAD_KEY("pretrained_cfg.mean");
-        if (!json_float3(pc, "std", p->std))
-            return BAD_KEY("pretrained_cfg.std");
-        /* timm transforms_factory: scale_size = floor(img_size / crop_pct) */
-        p->resize_shorter = (int)floor((double)cfg->image_size / crop_pct);
+        READ(json_float3(pc, "mean", p->mean), "pretrained_cfg.mean");
+        READ(json_float3(pc, "std", p->std), "pretrained_cfg.std");
+        /* timm transforms_factory: scale_size = floor(img_size / crop_pct).
+         * The result is bounded before the cast: a tiny crop_pct makes it
+         * larger than any int (undefined behaviour) or than any sane resize;
+         * below 1 it would read as 0, which means "squash" here. */
+        double scale = floor((double)cfg->image_size / crop_pct);
+        if (!(scale >= 1 && scale <= VIT_MAX_RESIZE))
+            return vit_error_set(err, VIT_ERR_INVALID,
+                                 "config.json: crop_pct %g resizes to %g pixels, outside [1, %d]",
+                                 crop_pct, scale, VIT_MAX_RESIZE);
+        p->resize_shorter = (int)scale;
         p->crop_h = p->crop_w = cfg->image_size;
         json_t *mode = json_object_get(pc, "crop_mode");
         if (mode) {
             const char *s = json_string_value(mode);
             if (!s)
                 return BAD_KEY("pretrained_cfg.crop_mode");
-            if (strcmp(s, "squash") == 0 && crop_pct == 1.0f)
+            if (strcmp(s, "squash") == 0 && crop_pct == 1.0)
                 p->resize_shorter = 0; /* both sides straight to the input size */
             else if (strcmp(s, "center") != 0)
                 return vit_error_set(err, VIT_ERR_UNSUPPORTED,
                                      "config.json: crop_mode '%s' (crop_pct %g) is not supported",
-                                     s, (double)crop_pct);
+                                     s, crop_pct);
         }
         /* the exact resize, where floor(size / crop_pct) could round the wrong way */
-        if (!json_int(pc, "vitfit_resize", &p->resize_shorter))
-            return BAD_KEY("pretrained_cfg.vitfit_resize");
+        READ(json_int(pc, "vitfit_resize", &p->resize_shorter), "pretrained_cfg.vitfit_resize");
     } else {
         cfg->preprocess = img_preprocess_timm_in21k(cfg->image_size);
     }
@@ -504,6 +572,138 @@ vit_status vit_config_apply_json(json_t *root, vit_config *cfg, char ***labels, 
         return labels_from_array(names, labels, num_labels, err);
     if (json_is_object(id2label))
         return labels_from_id2label(id2label, labels, num_labels, err);
+    return VIT_OK;
+}
+
+/* ---- preprocessor_config.json (HF image processors) ---- */
+
+#define PP_FILE "preprocessor_config.json"
+#define PP_READ(call, key)                              \
+    do {                                                \
+        int r_ = (call);                                \
+        if (r_ != KEY_OK)                               \
+            return key_error(err, PP_FILE, key, r_);    \
+    } while (0)
+
+/* Reads an optional boolean key; absent keeps *out. */
+static int json_bool(json_t *obj, const char *key, bool *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return KEY_OK;
+    if (!json_is_boolean(v))
+        return KEY_BAD_TYPE;
+    *out = json_is_true(v);
+    return KEY_OK;
+}
+
+/* Reads an HF size: an integer, {"height": h, "width": w} or
+ * {"shortest_edge": s}.  *square is set for the first two forms. */
+static int json_hf_size(json_t *obj, const char *key, int *side, bool *square, bool *present)
+{
+    json_t *v = json_object_get(obj, key);
+    *present = v != NULL;
+    if (!v)
+        return KEY_OK;
+    if (json_is_number(v)) {
+        *square = true;
+        return json_int(obj, key, side);
+    }
+    if (!json_is_object(v))
+        return KEY_BAD_TYPE;
+    if (json_object_get(v, "shortest_edge") && json_object_size(v) == 1) {
+        *square = false;
+        return json_int(v, "shortest_edge", side);
+    }
+    int h = -1, w = -1;
+    int r = json_int(v, "height", &h);
+    if (r == KEY_OK)
+        r = json_int(v, "width", &w);
+    if (r != KEY_OK || json_object_size(v) != 2 || h < 0 || w < 0)
+        return r != KEY_OK ? r : KEY_BAD_TYPE;
+    if (h != w)
+        return KEY_BAD_RANGE; /* a non-square input is not a ViT input */
+    *square = true;
+    *side = h;
+    return KEY_OK;
+}
+
+/* Overrides cfg->preprocess from an HF preprocessor_config.json
+ * (ViTImageProcessor, CLIPImageProcessor and their FeatureExtractor
+ * ancestors).  What torchvision-style preprocessing (image.h) cannot express
+ * is refused, never approximated.  Not reproduced: HF's center crop rounds
+ * an odd margin down where torchvision rounds it to even, a one-pixel shift
+ * that only the shortest_edge + crop form can meet. */
+vit_status vit_config_apply_preprocessor_json(json_t *root, vit_config *cfg, vit_error *err)
+{
+    if (!json_is_object(root))
+        return vit_error_set(err, VIT_ERR_FORMAT, PP_FILE " is not a JSON object");
+    img_preprocess p = cfg->preprocess;
+    bool do_resize = true, do_crop = false, do_rescale = true, do_normalize = true;
+    PP_READ(json_bool(root, "do_resize", &do_resize), "do_resize");
+    PP_READ(json_bool(root, "do_center_crop", &do_crop), "do_center_crop");
+    PP_READ(json_bool(root, "do_rescale", &do_rescale), "do_rescale");
+    PP_READ(json_bool(root, "do_normalize", &do_normalize), "do_normalize");
+    double rescale = 1.0 / 255.0;
+    PP_READ(json_double(root, "rescale_factor", 0.0, 1.0, &rescale), "rescale_factor");
+    if (!do_resize || !do_rescale || fabs(rescale * 255.0 - 1.0) > 1e-6)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             PP_FILE ": only resized input rescaled by 1/255 is supported");
+
+    int size = cfg->image_size, crop = cfg->image_size;
+    bool square = true, crop_square = true, has_size, has_crop_size;
+    PP_READ(json_hf_size(root, "size", &size, &square, &has_size), "size");
+    PP_READ(json_hf_size(root, "crop_size", &crop, &crop_square, &has_crop_size), "crop_size");
+    const char *type = json_string_value(json_object_get(root, "image_processor_type"));
+    if (!type)
+        type = json_string_value(json_object_get(root, "feature_extractor_type"));
+    /* A bare integer size means a square resize to most processors, but the
+     * shortest side to CLIP's when it crops afterwards. */
+    if (has_size && json_is_number(json_object_get(root, "size")) && do_crop && type &&
+        strstr(type, "CLIP"))
+        square = false;
+    if (do_crop && (!crop_square || crop != cfg->image_size))
+        return vit_error_set(err, VIT_ERR_MISMATCH,
+                             PP_FILE ": crop_size disagrees with image size %d", cfg->image_size);
+    if (square && size == cfg->image_size) {
+        p.resize_shorter = 0; /* both sides straight to the input size */
+    } else if (!square && do_crop) {
+        if (size < 1 || size > VIT_MAX_RESIZE)
+            return key_error(err, PP_FILE, "size.shortest_edge", KEY_BAD_RANGE);
+        p.resize_shorter = size;
+    } else {
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             PP_FILE ": resizing to %d (%s) then %s is not supported for "
+                             "image size %d",
+                             size, square ? "both sides" : "shortest side",
+                             do_crop ? "cropping" : "not cropping", cfg->image_size);
+    }
+    p.crop_h = p.crop_w = cfg->image_size;
+
+    json_t *resample = json_object_get(root, "resample");
+    if (resample) {
+        /* PIL's codes: 2 = BILINEAR, 3 = BICUBIC */
+        if (!json_is_integer(resample))
+            return key_error(err, PP_FILE, "resample", KEY_BAD_TYPE);
+        if (json_integer_value(resample) == 2)
+            p.interp = IMG_BILINEAR;
+        else if (json_integer_value(resample) == 3)
+            p.interp = IMG_BICUBIC;
+        else
+            return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                                 PP_FILE ": resample %lld is not supported (2 bilinear, "
+                                 "3 bicubic)",
+                                 (long long)json_integer_value(resample));
+    }
+    PP_READ(json_float3(root, "image_mean", p.mean), "image_mean");
+    PP_READ(json_float3(root, "image_std", p.std), "image_std");
+    if (!do_normalize) {
+        for (int c = 0; c < 3; c++) {
+            p.mean[c] = 0.0f;
+            p.std[c] = 1.0f;
+        }
+    }
+    cfg->preprocess = p;
     return VIT_OK;
 }
 

@@ -53,6 +53,13 @@ void vit_name_expand(char *buf, size_t len, const char *pattern, int block);
 /* Detects the layout by its probe tensor. */
 vit_status vit_layout_detect(const st_file *f, const vit_layout_desc **out, vit_error *err);
 
+/* The canonical parameter table of cfg (names, shapes, arena membership;
+ * data pointers NULL) without the arenas: what the loader compares with a
+ * checkpoint before it commits memory.  Validates cfg first.  On success the
+ * caller frees *params. */
+vit_status vit_params_plan(const vit_config *cfg, vit_param **params, size_t *count,
+                           vit_error *err);
+
 /* Fills cfg from tensor shapes plus layout defaults. */
 vit_status vit_config_infer(const vit_layout_desc *d, const st_file *f, vit_config *cfg,
                             vit_error *err);
@@ -62,7 +69,25 @@ vit_status vit_config_infer(const vit_layout_desc *d, const st_file *f, vit_conf
 vit_status vit_config_apply_json(json_t *root, vit_config *cfg, char ***labels, int *num_labels,
                                  vit_error *err);
 
+/* Overrides cfg->preprocess from a parsed HF preprocessor_config.json. */
+vit_status vit_config_apply_preprocessor_json(json_t *root, vit_config *cfg, vit_error *err);
+
 void vit_labels_free(char **labels, int n);
+
+/* vit_model_load after the reads: builds a model from an open weights file
+ * and the side files' bytes.  Detects the layout; the config comes from the
+ * tensor shapes < config.json < preprocessor_config.json and is checked
+ * against the tensors before the arenas are allocated; labels come from
+ * config.json, else labels.txt, else "class_<k>".  Packs the weights. */
+vit_status vit_model_from_parts(const st_file *f, const vit_side_files *side, vit_model **out,
+                                vit_error *err);
+
+/* Checks that f holds, through layout d, a tensor of the right shape for
+ * every canonical parameter of cfg, allocating nothing for the weights.
+ * VIT_ERR_NOT_FOUND names the first missing tensor, VIT_ERR_MISMATCH the
+ * first with a wrong shape. */
+vit_status vit_check_tensors(const vit_config *cfg, const vit_layout_desc *d, const st_file *f,
+                             vit_error *err);
 
 /* Copies every canonical parameter of m from f through layout d. */
 vit_status vit_load_tensors(vit_model *m, const vit_layout_desc *d, const st_file *f,

@@ -163,20 +163,37 @@ static float *arena_alloc(size_t n)
     return calloc(n ? n : 1, sizeof(float));
 }
 
+vit_status vit_params_plan(const vit_config *cfg, vit_param **params, size_t *count,
+                           vit_error *err)
+{
+    *params = NULL;
+    *count = 0;
+    vit_status st = vit_config_validate(cfg, err);
+    if (st != VIT_OK)
+        return st;
+    param_list l = {0};
+    if (!build_params(cfg, &l)) {
+        free(l.items);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory building the parameter table");
+    }
+    *params = l.items;
+    *count = l.count;
+    return VIT_OK;
+}
+
 /* Builds the param table for cfg and binds it to the given arenas, allocating
  * (zeroed) the ones passed as NULL; *_owned tells vit_model_free what to free. */
 static vit_status model_assemble(const vit_config *cfg, float *frozen, float *trainable,
                                  vit_model **out, vit_error *err)
 {
     *out = NULL;
-    vit_status st = vit_config_validate(cfg, err);
+    param_list l = {0};
+    vit_status st = vit_params_plan(cfg, &l.items, &l.count, err);
     if (st != VIT_OK)
         return st;
     vit_model *m = calloc(1, sizeof *m);
-    param_list l = {0};
-    if (!m || !build_params(cfg, &l)) {
+    if (!m) {
         free(l.items);
-        free(m);
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory building the parameter table");
     }
     m->cfg = *cfg;
@@ -194,9 +211,10 @@ static vit_status model_assemble(const vit_config *cfg, float *frozen, float *tr
     m->trainable = trainable ? trainable : arena_alloc(m->trainable_len);
     m->w.blocks = calloc((size_t)cfg->depth, sizeof *m->w.blocks);
     if (!m->frozen || !m->trainable || !m->w.blocks) {
+        size_t total = m->frozen_len + m->trainable_len; /* read before m is freed */
         vit_model_free(m);
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory allocating %zu parameters",
-                             m->frozen_len + m->trainable_len);
+                             total);
     }
     size_t fo = 0, to = 0;
     for (size_t i = 0; i < l.count; i++) {

@@ -492,6 +492,46 @@ static void test_malformed(void)
                "\"b\":{\"dtype\":\"I32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
                zero, 16, VIT_ERR_FORMAT, "overlapping");
 
+    /* the data bound at its exact edge (make_image allocates to the byte, so
+     * under ASan a read past the end is caught as well as the status) */
+    {
+        uint8_t data[7] = {1, 2, 3, 4, 5, 6, 7};
+        uint8_t *keep;
+        st_file *g = expect_good("U8 range ending on the last byte",
+                                 T1("{\"dtype\":\"U8\",\"shape\":[7],\"data_offsets\":[0,7]}"),
+                                 data, 7, &keep);
+        float v[7] = {0};
+        CHECK(g && st_read_f32(g, st_find(g, "t"), v, &err) == VIT_OK && v[6] == 7.0f);
+        st_close(g);
+        free(keep);
+        for (size_t past = 1; past <= 4; past++) {
+            char hdr[128], what[64];
+            snprintf(hdr, sizeof hdr,
+                     T1("{\"dtype\":\"U8\",\"shape\":[%zu],\"data_offsets\":[0,%zu]}"),
+                     7 + past, 7 + past);
+            snprintf(what, sizeof what, "U8 range ending %zu byte(s) past", past);
+            expect_bad(what, hdr, data, 7, VIT_ERR_FORMAT, "run past the 7-byte data section");
+        }
+        expect_bad("empty range just past the data",
+                   T1("{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,8]}"), data, 7,
+                   VIT_ERR_FORMAT, "run past");
+        g = expect_good("empty range at the very end",
+                        T1("{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[7,7]}"), data,
+                        7, &keep);
+        st_close(g);
+        free(keep);
+    }
+    expect_bad("offsets near 2^63",
+               T1("{\"dtype\":\"U8\",\"shape\":[1],"
+                  "\"data_offsets\":[9223372036854775806,9223372036854775807]}"),
+               zero, 16, VIT_ERR_FORMAT, "run past");
+    expect_bad("numel x size wraps to 0",
+               T1("{\"dtype\":\"F32\",\"shape\":[4611686018427387904],\"data_offsets\":[0,0]}"),
+               zero, 16, VIT_ERR_FORMAT, "too large");
+    expect_bad("numel x size wraps to 16",
+               T1("{\"dtype\":\"F32\",\"shape\":[4611686018427387908],\"data_offsets\":[0,16]}"),
+               zero, 16, VIT_ERR_FORMAT, "too large");
+
     /* names */
     expect_bad("empty tensor name", "{\"\":" F32_4 "}", zero, 16, VIT_ERR_FORMAT, "empty name");
     char hdr[1024];
@@ -607,6 +647,18 @@ static void test_files(const char *tmpdir)
     expect_fixture("bad_json.safetensors", VIT_ERR_FORMAT, "JSON");
     expect_fixture("bad_mismatch.safetensors", VIT_ERR_FORMAT, "needs 24 bytes");
     expect_fixture("bad_metadata.safetensors", VIT_ERR_FORMAT, "__metadata__");
+    /* the data bound at its exact edge, and offsets near the int64 limit */
+    expect_fixture("bad_end_plus1.safetensors", VIT_ERR_FORMAT,
+                   "data_offsets [0,4] run past the 3-byte data section");
+    expect_fixture("bad_end_plus4.safetensors", VIT_ERR_FORMAT,
+                   "data_offsets [0,8] run past the 4-byte data section");
+    expect_fixture("bad_header_plus1.safetensors", VIT_ERR_FORMAT,
+                   "header length 61 is larger than the 60 bytes");
+    expect_fixture("bad_offset_huge.safetensors", VIT_ERR_FORMAT,
+                   "[9223372036854775800,9223372036854775807] run past the 8-byte");
+    expect_fixture("bad_empty_far.safetensors", VIT_ERR_FORMAT, "run past the 8-byte");
+    expect_fixture("bad_numel_wrap.safetensors", VIT_ERR_FORMAT, "too large to address");
+    expect_fixture("edge_end_exact.safetensors", VIT_OK, NULL);
 
     char path[4096];
     {
@@ -616,6 +668,21 @@ static void test_files(const char *tmpdir)
             const char *labels = st_metadata(f, "labels");
             CHECK(labels && strcmp(labels, "[\"cat\",\"dog\"]") == 0);
             CHECK(st_count(f) == 4 && strcmp(st_tensor_at(f, 0)->name, "a") == 0);
+            st_close(f);
+        }
+    }
+
+    {
+        st_file *f = NULL;
+        vit_error err;
+        if (st_open(fixture(path, sizeof path, "edge_end_exact.safetensors"), &f, &err) ==
+            VIT_OK) {
+            const st_tensor *a = st_find(f, "a"), *tail = st_find(f, "tail");
+            float va[2] = {0}, vt[3] = {0};
+            CHECK(a && tail && tail->offset + tail->nbytes == 11);
+            CHECK(a && st_read_f32(f, a, va, &err) == VIT_OK && va[0] == 1.5f && va[1] == -2.0f);
+            CHECK(tail && st_read_f32(f, tail, vt, &err) == VIT_OK && vt[0] == 7.0f &&
+                  vt[1] == 8.0f && vt[2] == 9.0f);
             st_close(f);
         }
     }

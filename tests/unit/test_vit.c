@@ -8,9 +8,15 @@
  * this test regenerates (so no 340 MB file is committed).
  */
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "check.h"
 #include "gemm.h"
@@ -191,6 +197,16 @@ static void test_tiny_goldens(void)
         {"tests/data/golden/tiny_clip.safetensors",
          "tests/data/golden/tiny_clip.expected.safetensors", VIT_LAYOUT_CLIP, 2, 0, 32,
          VIT_ACT_QUICK_GELU, VIT_POOL_CLS},
+        /* other spellings: torchvision < 0.13 MLP names, and HF / CLIP towers
+         * saved without their "vit." / "visual." prefix */
+        {"tests/data/golden/tiny_tv_linear.safetensors",
+         "tests/data/golden/tiny_tv_linear.expected.safetensors", VIT_LAYOUT_TORCHVISION, 1, 5,
+         0, VIT_ACT_GELU, VIT_POOL_CLS},
+        {"tests/data/golden/tiny_hf_bare", "tests/data/golden/tiny_hf_bare/expected.safetensors",
+         VIT_LAYOUT_HF, 4, 0, 0, VIT_ACT_GELU, VIT_POOL_CLS},
+        {"tests/data/golden/tiny_clip_bare.safetensors",
+         "tests/data/golden/tiny_clip_bare.expected.safetensors", VIT_LAYOUT_CLIP, 1, 0, 16,
+         VIT_ACT_QUICK_GELU, VIT_POOL_CLS},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const golden_case *g = &cases[i];
@@ -209,6 +225,134 @@ static void test_tiny_goldens(void)
         check_golden_model(g->model, m, g->expected, 1e-4);
         vit_model_free(m);
     }
+}
+
+/* End to end: image files -> the preprocessing the checkpoint asks for (its
+ * config.json, preprocessor_config.json or layout defaults) -> output, against
+ * PIL + torchvision transforms and the reference model
+ * (tools/reference/gen_preprocess_goldens.py).  The preprocessed batch is
+ * compared first, tightly: a misread crop_pct, interpolation or mean/std moves
+ * it by 0.3 or more. */
+static void test_preprocess_goldens(void)
+{
+    static const char *const cases[] = {
+        "tests/data/golden/e2e_timm/expected.safetensors",
+        "tests/data/golden/e2e_hf/expected.safetensors",
+        "tests/data/golden/e2e_clip.expected.safetensors",
+        "tests/data/golden/e2e_tv.expected.safetensors",
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char path[4096];
+        vit_error err = {0};
+        st_file *f = NULL;
+        CHECKF(st_open(test_path(path, sizeof path, cases[c]), &f, &err) == VIT_OK, "%s",
+               err.message);
+        if (!f)
+            continue;
+        const char *model_rel = st_metadata(f, "model"), *images = st_metadata(f, "images");
+        json_t *list = images ? json_loads(images, 0, NULL) : NULL;
+        size_t in_n = 0, out_n = 0;
+        float *want_in = test_read_tensor(f, "input", &in_n);
+        float *want_out = test_read_tensor(f, "output", &out_n);
+        vit_model *m = NULL;
+        CHECKF(model_rel && json_is_array(list) && want_in && want_out, "%s: bad golden",
+               cases[c]);
+        if (model_rel)
+            CHECKF(vit_model_load(test_path(path, sizeof path, model_rel), &m, &err) == VIT_OK,
+                   "%s: %s", model_rel, err.message);
+        int B = json_is_array(list) ? (int)json_array_size(list) : 0;
+        size_t per = m ? (size_t)3 * m->cfg.image_size * m->cfg.image_size : 0;
+        if (m && want_in && want_out && B > 0 && in_n == per * (size_t)B &&
+            out_n == (size_t)B * vit_config_output_dim(&m->cfg)) {
+            float *x = calloc(in_n, sizeof *x), *y = calloc(out_n, sizeof *y);
+            for (int b = 0; b < B; b++) {
+                const char *image = json_string_value(json_array_get(list, (size_t)b));
+                img_image img = {0};
+                vit_status st = image ? img_load_file(test_path(path, sizeof path, image),
+                                                      1 << 22, 1 << 22, &img, &err)
+                                      : VIT_ERR_FORMAT;
+                if (st == VIT_OK)
+                    st = img_to_tensor(&img, &m->cfg.preprocess, x + (size_t)b * per, &err);
+                CHECKF(st == VIT_OK, "%s: %s", image ? image : "?", err.message);
+                img_free(&img);
+            }
+            char what[160];
+            snprintf(what, sizeof what, "%s: preprocessed input", model_rel);
+            check_close(what, x, want_in, in_n, 1e-5, 0.0);
+            vit_state *s = NULL;
+            snprintf(what, sizeof what, "%s: output from image files", model_rel);
+            if (vit_state_create(m, B, 2, &s, &err) == VIT_OK &&
+                vit_forward(m, s, x, B, y, &err) == VIT_OK)
+                check_close(what, y, want_out, out_n, 1e-4, 0.0);
+            else
+                CHECKF(0, "%s: forward failed: %s", model_rel, err.message);
+            vit_state_free(s);
+            free(x);
+            free(y);
+        } else {
+            CHECKF(0, "%s: golden and model disagree in size", cases[c]);
+        }
+        vit_model_free(m);
+        free(want_in);
+        free(want_out);
+        json_decref(list);
+        st_close(f);
+    }
+}
+
+/* Reads a whole file into a malloc'd buffer (caller frees); NULL on error. */
+static char *slurp(const char *rel, size_t *len)
+{
+    char path[4096];
+    FILE *fp = fopen(test_path(path, sizeof path, rel), "rb");
+    char *buf = NULL;
+    long n = -1;
+    if (fp && fseek(fp, 0, SEEK_END) == 0 && (n = ftell(fp)) >= 0 && fseek(fp, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (fp)
+        fclose(fp);
+    *len = buf ? (size_t)n : 0;
+    return buf;
+}
+
+/* vit_model_load_memory on a directory's bytes equals vit_model_load on it. */
+static void test_load_memory(void)
+{
+    size_t wlen, clen;
+    char *weights = slurp("tests/data/golden/e2e_hf/model.safetensors", &wlen);
+    char *config = slurp("tests/data/golden/e2e_hf/config.json", &clen);
+    vit_side_files side = {.config = config, .config_len = clen};
+    side.preprocessor = slurp("tests/data/golden/e2e_hf/preprocessor_config.json",
+                              &side.preprocessor_len);
+    vit_model *a = NULL, *b = NULL;
+    vit_error err = {0};
+    char path[4096];
+    CHECK(weights && config && side.preprocessor);
+    CHECKF(vit_model_load_memory(weights, wlen, &side, &a, &err) == VIT_OK, "%s", err.message);
+    CHECKF(vit_model_load(test_path(path, sizeof path, "tests/data/golden/e2e_hf"), &b, &err) ==
+               VIT_OK,
+           "%s", err.message);
+    if (a && b) {
+        CHECK(memcmp(&a->cfg, &b->cfg, sizeof a->cfg) == 0 && a->layout == b->layout);
+        CHECK(a->frozen_len == b->frozen_len && a->trainable_len == b->trainable_len);
+        CHECK(memcmp(a->frozen, b->frozen, a->frozen_len * sizeof(float)) == 0);
+        CHECK(memcmp(a->trainable, b->trainable, a->trainable_len * sizeof(float)) == 0);
+        CHECK(a->labels && strcmp(a->labels[3], "rocket") == 0 && a->cfg.preprocess.std[0] < 0.3f);
+    }
+    vit_model_free(a);
+    vit_model_free(b);
+    a = NULL;
+    CHECK(vit_model_load_memory(weights, wlen, NULL, &a, &err) == VIT_OK && a &&
+          a->cfg.preprocess.std[0] == 0.5f); /* no side files: layout defaults */
+    vit_model_free(a);
+    a = (vit_model *)&side; /* must be reset to NULL on failure */
+    CHECK(vit_model_load_memory(weights, wlen / 2, NULL, &a, &err) == VIT_ERR_FORMAT && !a);
+    free(weights);
+    free(config);
+    free((char *)side.preprocessor);
 }
 
 /* Full-shape ViT-B/16 against torchvision's vit_b_16 with the same weights. */
@@ -362,6 +506,34 @@ static void test_load_errors(void)
         {"{\"hidden_size\": 64, \"hidden_act\": \"relu\"}", VIT_ERR_UNSUPPORTED, "unknown activation"},
         {"{\"hidden_size\": 64, \"id2label\": {\"0\": \"a\", \"1\": \"b\"}}", VIT_ERR_MISMATCH, "labels vs head"},
         {"{\"hidden_size\": 64, \"id2label\": {\"0\": \"a\", \"0\": \"b\"}}", VIT_ERR_FORMAT, "duplicate keys"},
+        /* float values: bounded before any float->int cast, and checked as the
+         * floats the model will use (issue 13, items 3 and 4) */
+        {"{\"pretrained_cfg\": {\"crop_pct\": 1e-30, \"vitfit_resize\": 36}}", VIT_ERR_INVALID,
+         "crop_pct 1e-30 (resize overflows int) beside an explicit resize"},
+        {"{\"pretrained_cfg\": {\"crop_pct\": 1e-30}}", VIT_ERR_INVALID, "crop_pct 1e-30"},
+        {"{\"pretrained_cfg\": {\"crop_pct\": 0.003}}", VIT_ERR_INVALID, "crop_pct resizing past 8192"},
+        {"{\"pretrained_cfg\": {\"crop_pct\": 5}}", VIT_ERR_INVALID, "crop_pct above 4"},
+        {"{\"pretrained_cfg\": {\"crop_pct\": 0}}", VIT_ERR_INVALID, "crop_pct 0"},
+        {"{\"model_args\": {\"img_size\": 2}, \"pretrained_cfg\": {\"crop_pct\": 4}}", VIT_ERR_INVALID,
+         "crop_pct resizing to 0 pixels"},
+        {"{\"pretrained_cfg\": {\"std\": [1e-45, 0.5, 0.5]}}", VIT_ERR_INVALID, "std subnormal as a float"},
+        {"{\"pretrained_cfg\": {\"std\": [0.5, 1e-300, 0.5]}}", VIT_ERR_INVALID, "std 0 as a float"},
+        {"{\"pretrained_cfg\": {\"std\": [0.5, 0.5, 1e300]}}", VIT_ERR_INVALID, "std beyond float"},
+        {"{\"pretrained_cfg\": {\"std\": [1e30, 0.5, 0.5]}}", VIT_ERR_INVALID, "std 1e30"},
+        {"{\"pretrained_cfg\": {\"std\": [0.5, -0.5, 0.5]}}", VIT_ERR_INVALID, "negative std"},
+        {"{\"pretrained_cfg\": {\"mean\": [1e30, 0.5, 0.5]}}", VIT_ERR_INVALID, "mean 1e30"},
+        {"{\"pretrained_cfg\": {\"mean\": [0.5, 1e300, 0.5]}}", VIT_ERR_INVALID, "mean beyond float"},
+        {"{\"pretrained_cfg\": {\"mean\": [0.5, 0.5, \"x\"]}}", VIT_ERR_FORMAT, "mean not a number"},
+        {"{\"model_args\": {\"norm_eps\": 1e-45}}", VIT_ERR_INVALID, "eps subnormal as a float"},
+        {"{\"model_args\": {\"norm_eps\": 1e300}}", VIT_ERR_INVALID, "eps beyond float"},
+        {"{\"hidden_size\": 64, \"layer_norm_eps\": 1e-300}", VIT_ERR_INVALID, "eps 0 as a float"},
+        {"{\"hidden_size\": 64, \"layer_norm_eps\": 1}", VIT_ERR_INVALID, "eps 1"},
+        {"{\"model_args\": {\"mlp_ratio\": 1e30}}", VIT_ERR_INVALID, "mlp_ratio 1e30"},
+        {"{\"model_args\": {\"mlp_ratio\": 1e300}}", VIT_ERR_INVALID, "mlp_ratio beyond float"},
+        {"{\"model_args\": {\"mlp_ratio\": -4}}", VIT_ERR_INVALID, "negative mlp_ratio"},
+        /* an architecture far larger than the tensors: refused by comparing
+         * with them, before any allocation (item 1) */
+        {"{\"model_args\": {\"depth\": 256}}", VIT_ERR_NOT_FOUND, "256 blocks claimed, 2 stored"},
     };
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
         FILE *fp = fopen(cfg, "w");
@@ -377,6 +549,314 @@ static void test_load_errors(void)
     expect_load_error(dir, VIT_ERR_NOT_FOUND, "directory without model.safetensors");
     rmdir(dir);
     expect_load_error("/nonexistent/model", VIT_ERR_NOT_FOUND, "no such path");
+}
+
+/* ---- hostile checkpoint directories ---- */
+
+/* Under ASan, an allocation that cannot be satisfied returns NULL as malloc
+ * does (instead of aborting), so the out-of-memory path is what gets tested;
+ * under UBSan, undefined behaviour (a float->int overflow from a config value)
+ * fails the test instead of printing a line. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+const char *__ubsan_default_options(void);
+const char *__ubsan_default_options(void)
+{
+    return "halt_on_error=1:print_stacktrace=1";
+}
+
+/* Caps the address space at its current size plus extra_mb, so that an
+ * allocation too large for the machine fails the same way under every
+ * overcommit setting. */
+static void cap_address_space(long extra_mb)
+{
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    long vm_kb = -1;
+    while (fp && fgets(line, sizeof line, fp))
+        if (sscanf(line, "VmSize: %ld kB", &vm_kb) == 1)
+            break;
+    if (fp)
+        fclose(fp);
+    if (vm_kb > 0) {
+        struct rlimit rl;
+        getrlimit(RLIMIT_AS, &rl);
+        rl.rlim_cur = (rlim_t)(vm_kb + extra_mb * 1024) * 1024;
+        setrlimit(RLIMIT_AS, &rl);
+    }
+}
+
+/* Runs fn(arg) in a child process and returns its exit code, or -1 when the
+ * child did not exit by itself.  The alarm is only a safety net for a call
+ * that would block forever (a FIFO): the test then fails instead of hanging;
+ * what is asserted is the status the child returns.  as_extra_mb > 0 caps
+ * the child's address space (cap_address_space). */
+static int run_in_child(int (*fn)(const void *), const void *arg, long as_extra_mb)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(20);
+        if (as_extra_mb > 0)
+            cap_address_space(as_extra_mb);
+        int code = fn(arg);
+        fflush(stderr);
+        _exit(code);
+    }
+    int wstatus = 0;
+    if (pid < 0 || waitpid(pid, &wstatus, 0) != pid)
+        return -1;
+    if (WIFSIGNALED(wstatus))
+        fprintf(stderr, "  child killed by signal %d%s\n", WTERMSIG(wstatus),
+                WTERMSIG(wstatus) == SIGALRM ? " (it blocked)" : "");
+    return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+}
+
+/* Child: loads the checkpoint at path and returns the status. */
+static int child_load(const void *path)
+{
+    vit_error err = {0};
+    vit_model *m = NULL;
+    vit_status st = vit_model_load(path, &m, &err);
+    fprintf(stderr, "  -> %s: %s\n", vit_status_name(st), st == VIT_OK ? "loaded" : err.message);
+    vit_model_free(m);
+    return (int)st;
+}
+
+/* Loads path in a child and expects status want. */
+static void expect_child_load(const char *path, vit_status want, const char *what,
+                              long as_extra_mb)
+{
+    fprintf(stderr, "  %s\n", what);
+    int got = run_in_child(child_load, path, as_extra_mb);
+    CHECKF(got == (int)want, "%s: got %s, want %s", what,
+           got < 0 ? "no exit (hung or crashed)" : vit_status_name((vit_status)got),
+           vit_status_name(want));
+}
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    CHECK(fp != NULL);
+    if (fp) {
+        CHECK(fwrite(data, 1, len, fp) == len);
+        fclose(fp);
+    }
+}
+
+/* A sparse file of len bytes: cheap to make, large to read. */
+static void write_sparse(const char *path, off_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    CHECK(fp && ftruncate(fileno(fp), len) == 0);
+    if (fp)
+        fclose(fp);
+}
+
+/* Side files that are not regular files, too large, or malformed must give a
+ * prompt error (issue 13, item 2): a FIFO or /dev/zero used to block or loop
+ * forever, NUL bytes and blank lines slipped past the labels cap, and an
+ * over-long label line was split in two. */
+static void test_hostile_files(void)
+{
+    fprintf(stderr, "hostile checkpoint directories\n");
+    char tmpl[] = "/tmp/vitfit_hostile_XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    CHECK(dir != NULL);
+    if (!dir)
+        return;
+    char model[4096], cfg[4096], pre[4096], labels[4096];
+    snprintf(model, sizeof model, "%s/model.safetensors", dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(pre, sizeof pre, "%s/preprocessor_config.json", dir);
+    snprintf(labels, sizeof labels, "%s/labels.txt", dir);
+    write_variant(model, NULL, NULL); /* tiny timm weights, 10 classes, no config */
+
+    static const struct { const char *name; } side[] = {
+        {"config.json"}, {"preprocessor_config.json"}, {"labels.txt"},
+    };
+    for (size_t i = 0; i < sizeof side / sizeof side[0]; i++) {
+        char path[4096], what[128];
+        snprintf(path, sizeof path, "%s/%s", dir, side[i].name);
+        CHECK(mkfifo(path, 0600) == 0);
+        snprintf(what, sizeof what, "%s is a FIFO", side[i].name);
+        expect_child_load(dir, VIT_ERR_IO, what, 0);
+        unlink(path);
+        CHECK(symlink("/dev/zero", path) == 0);
+        snprintf(what, sizeof what, "%s -> /dev/zero", side[i].name);
+        expect_child_load(dir, VIT_ERR_IO, what, 0);
+        unlink(path);
+        CHECK(mkdir(path, 0700) == 0);
+        snprintf(what, sizeof what, "%s is a directory", side[i].name);
+        expect_child_load(dir, VIT_ERR_IO, what, 0);
+        rmdir(path);
+    }
+    write_sparse(cfg, ((off_t)16 << 20) + 1);
+    expect_child_load(dir, VIT_ERR_TOO_LARGE, "config.json of 16 MiB + 1", 0);
+    unlink(cfg);
+    write_sparse(pre, ((off_t)16 << 20) + 1);
+    expect_child_load(dir, VIT_ERR_TOO_LARGE, "preprocessor_config.json of 16 MiB + 1", 0);
+    unlink(pre);
+    write_sparse(labels, ((off_t)64 << 20) + 1);
+    expect_child_load(dir, VIT_ERR_TOO_LARGE, "labels.txt of 64 MiB + 1", 0);
+
+    /* 8 labels and one of 5000 bytes: the old reader split it into two and
+     * loaded 10 labels for the 10 classes without a word */
+    char text[6000];
+    size_t n = 0;
+    for (int k = 0; k < 8; k++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "label %d\n", k);
+    memset(text + n, 'x', 5000);
+    n += 5000;
+    text[n++] = '\n';
+    write_file(labels, text, n);
+    expect_child_load(dir, VIT_ERR_FORMAT, "labels.txt line of 5000 bytes", 0);
+    write_file(labels, "a\nb\0c\nd\n", 8);
+    expect_child_load(dir, VIT_ERR_FORMAT, "labels.txt with a NUL byte", 0);
+    write_file(labels, "0\n1\n2\n3\n4\n5\n6\n7\n8\ncaf\xe9\n", 22);
+    expect_child_load(dir, VIT_ERR_FORMAT, "labels.txt in Latin-1", 0);
+    /* 4095 bytes, CRLF ends, blank lines and no final newline are fine */
+    n = 0;
+    for (int k = 0; k < 9; k++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "label %d\r\n\n", k);
+    memset(text + n, 'y', 4095);
+    n += 4095;
+    write_file(labels, text, n);
+    vit_error err = {0};
+    vit_model *m = NULL;
+    CHECKF(vit_model_load(dir, &m, &err) == VIT_OK, "labels.txt edge cases: %s", err.message);
+    if (m) {
+        CHECK(strcmp(m->labels[0], "label 0") == 0 && strcmp(m->labels[8], "label 8") == 0);
+        CHECK(strlen(m->labels[9]) == 4095 && m->labels[9][0] == 'y');
+    }
+    vit_model_free(m);
+    unlink(labels);
+
+    /* a config.json claiming a huge architecture is compared with the small
+     * tensors before anything is allocated: in a child whose address space
+     * is capped 512 MiB above its size, the claim must be refused as a
+     * mismatch; trying the arenas first fails with out of memory (and the old
+     * code then read the freed model: issue 13, item 1) */
+    static const char huge[] = "{\"hidden_size\": 8192, \"num_hidden_layers\": 256, "
+                               "\"num_attention_heads\": 64, \"intermediate_size\": 65536, "
+                               "\"image_size\": 4096, \"patch_size\": 64}";
+    write_file(cfg, huge, sizeof huge - 1);
+    expect_child_load(dir, VIT_ERR_MISMATCH, "config.json claiming 1.4e12 parameters", 512);
+    unlink(cfg);
+
+    /* the weights file itself */
+    unlink(model);
+    CHECK(mkfifo(model, 0600) == 0);
+    expect_child_load(dir, VIT_ERR_IO, "model.safetensors is a FIFO", 0);
+    expect_child_load(model, VIT_ERR_IO, "a FIFO given as the model file", 0);
+    unlink(model);
+    CHECK(symlink("/dev/zero", model) == 0);
+    expect_child_load(dir, VIT_ERR_IO, "model.safetensors -> /dev/zero", 0);
+    unlink(model);
+    CHECK(rmdir(dir) == 0);
+}
+
+/* HF preprocessor_config.json forms on the 32 px tiny timm weights: what
+ * torchvision-style preprocessing can express is read exactly, the rest is
+ * refused (the end-to-end golden e2e_hf covers the common form). */
+static void test_preprocessor_config(void)
+{
+    fprintf(stderr, "preprocessor_config.json\n");
+    char tmpl[] = "/tmp/vitfit_pre_XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    CHECK(dir != NULL);
+    if (!dir)
+        return;
+    char model[4096], pre[4096];
+    snprintf(model, sizeof model, "%s/model.safetensors", dir);
+    snprintf(pre, sizeof pre, "%s/preprocessor_config.json", dir);
+    write_variant(model, NULL, NULL);
+    static const struct {
+        const char *json;
+        vit_status want;
+        int resize;         /* expected resize_shorter when OK */
+        img_interp interp;
+        float std0;
+    } cases[] = {
+        {"{\"size\": {\"height\": 32, \"width\": 32}, \"resample\": 2, \"image_std\": 0.25}",
+         VIT_OK, 0, IMG_BILINEAR, 0.25f},
+        {"{\"size\": 32, \"resample\": 3, \"image_mean\": [0.1, 0.2, 0.3], "
+         "\"image_std\": [0.2, 0.3, 0.4]}", VIT_OK, 0, IMG_BICUBIC, 0.2f},
+        {"{\"size\": {\"shortest_edge\": 36}, \"do_center_crop\": true, "
+         "\"crop_size\": {\"height\": 32, \"width\": 32}, \"resample\": 3}", VIT_OK, 36,
+         IMG_BICUBIC, 0.5f},
+        {"{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": 40, "
+         "\"do_center_crop\": true, \"crop_size\": 32}", VIT_OK, 40, IMG_BICUBIC, 0.5f},
+        {"{\"size\": 32, \"do_normalize\": false}", VIT_OK, 0, IMG_BICUBIC, 1.0f},
+        {"{\"size\": {\"height\": 40, \"width\": 32}}", VIT_ERR_INVALID, 0, IMG_BILINEAR, 0},
+        {"{\"size\": 40}", VIT_ERR_UNSUPPORTED, 0, IMG_BILINEAR, 0},
+        {"{\"size\": 40, \"do_center_crop\": true, \"crop_size\": 32}", VIT_ERR_UNSUPPORTED, 0,
+         IMG_BILINEAR, 0},
+        {"{\"size\": {\"shortest_edge\": 36}, \"do_center_crop\": true, \"crop_size\": 28}",
+         VIT_ERR_MISMATCH, 0, IMG_BILINEAR, 0},
+        {"{\"size\": {\"shortest_edge\": 9000}, \"do_center_crop\": true}", VIT_ERR_INVALID, 0,
+         IMG_BILINEAR, 0},
+        {"{\"resample\": 1}", VIT_ERR_UNSUPPORTED, 0, IMG_BILINEAR, 0},
+        {"{\"do_rescale\": false}", VIT_ERR_UNSUPPORTED, 0, IMG_BILINEAR, 0},
+        {"{\"rescale_factor\": 0.5}", VIT_ERR_UNSUPPORTED, 0, IMG_BILINEAR, 0},
+        {"{\"image_std\": [0.5, 0, 0.5]}", VIT_ERR_INVALID, 0, IMG_BILINEAR, 0},
+        {"{\"image_std\": [0.5, 1e-45, 0.5]}", VIT_ERR_INVALID, 0, IMG_BILINEAR, 0},
+        {"{\"image_mean\": [0.5, 0.5]}", VIT_ERR_FORMAT, 0, IMG_BILINEAR, 0},
+        {"{\"do_resize\": \"yes\"}", VIT_ERR_FORMAT, 0, IMG_BILINEAR, 0},
+        {"[]", VIT_ERR_FORMAT, 0, IMG_BILINEAR, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_file(pre, cases[i].json, strlen(cases[i].json));
+        vit_error err = {0};
+        vit_model *m = NULL;
+        vit_status st = vit_model_load(dir, &m, &err);
+        fprintf(stderr, "  %s -> %s\n", cases[i].json, st == VIT_OK ? "ok" : err.message);
+        CHECKF(st == cases[i].want, "%s: got %s", cases[i].json, vit_status_name(st));
+        if (m && st == VIT_OK) {
+            const img_preprocess *p = &m->cfg.preprocess;
+            CHECKF(p->resize_shorter == cases[i].resize && p->interp == cases[i].interp &&
+                       p->crop_h == 32 && p->crop_w == 32 && p->std[0] == cases[i].std0 &&
+                       p->std[2] == (i == 1 ? 0.4f : cases[i].std0),
+                   "%s: resize %d interp %d crop %dx%d std %g", cases[i].json,
+                   p->resize_shorter, (int)p->interp, p->crop_w, p->crop_h, (double)p->std[0]);
+        }
+        vit_model_free(m);
+    }
+    unlink(pre);
+    unlink(model);
+    CHECK(rmdir(dir) == 0);
+}
+
+/* The largest config vit_config_validate allows (~1.4e12 parameters) cannot
+ * be allocated: vit_model_create must say so and return nothing. */
+static int child_create_huge(const void *unused)
+{
+    (void)unused;
+    vit_config c;
+    vit_error err = {0};
+    vit_config_preset("vit-tiny", &c, &err);
+    c.width = 8192, c.depth = 256, c.heads = 64, c.mlp_dim = 65536;
+    c.image_size = 4096, c.patch_size = 64, c.num_classes = 1000000;
+    c.preprocess.crop_h = c.preprocess.crop_w = 4096;
+    c.preprocess.resize_shorter = 4096;
+    vit_model *m = NULL;
+    vit_status st = vit_model_create(&c, &m, &err);
+    fprintf(stderr, "  -> %s: %s\n", vit_status_name(st), err.message);
+    if (st == VIT_ERR_NOMEM && (m != NULL || !strstr(err.message, "out of memory allocating")))
+        return 100;
+    vit_model_free(m);
+    return (int)st;
+}
+
+static void test_create_nomem(void)
+{
+    fprintf(stderr, "vit_model_create out of memory\n");
+    int got = run_in_child(child_create_huge, NULL, 512);
+    CHECKF(got == VIT_ERR_NOMEM, "huge vit_model_create: child returned %d", got);
 }
 
 static void test_config(void)
@@ -417,7 +897,12 @@ int main(void)
     test_layernorm_and_softmax();
     test_config();
     test_tiny_goldens();
+    test_preprocess_goldens();
+    test_load_memory();
     test_load_errors();
+    test_hostile_files();
+    test_preprocessor_config();
+    test_create_nomem();
     test_vit_b16_full();
     return check_result();
 }

@@ -38,11 +38,22 @@ TINY_TV = ViTConfig(image_size=32, patch_size=8, width=128, depth=2, heads=2, ml
 TINY_CLIP = ViTConfig(image_size=42, patch_size=14, width=128, depth=2, heads=2, mlp_dim=512,
                       num_classes=0, proj_dim=32, ln_eps=1e-5, act="quick_gelu", pool="cls",
                       ln_pre=True, patch_bias=False)
+# Layout variants: small (8px, patch 4, one block) so that three more models
+# stay ~100 KB each; width 64 makes the heads = width / 64 rule give 1 head
+# for the files without a config.  CLIP's MLP is always 4 x width.
+TINY_TV_LINEAR = ViTConfig(image_size=8, patch_size=4, width=64, depth=1, heads=1, mlp_dim=96,
+                           num_classes=5, ln_eps=1e-6, act="gelu", pool="cls", patch_bias=True)
+TINY_HF_BARE = ViTConfig(image_size=8, patch_size=4, width=64, depth=1, heads=4, mlp_dim=96,
+                         num_classes=0, ln_eps=1e-12, act="gelu", pool="cls", patch_bias=True)
+TINY_CLIP_BARE = ViTConfig(image_size=8, patch_size=4, width=64, depth=1, heads=1, mlp_dim=256,
+                           num_classes=0, proj_dim=16, ln_eps=1e-5, act="quick_gelu",
+                           pool="cls", ln_pre=True, patch_bias=False)
 VIT_B16 = ViTConfig(image_size=224, patch_size=16, width=768, depth=12, heads=12, mlp_dim=3072,
                     num_classes=1000, ln_eps=1e-6, act="gelu", pool="cls", patch_bias=True)
 
 SEEDS = {"tiny_timm": 101, "tiny_timm_meanpool": 102, "tiny_hf": 103, "tiny_tv": 104,
-         "tiny_clip": 105, "vit_b16": 2026}
+         "tiny_clip": 105, "tiny_tv_linear": 106, "tiny_hf_bare": 107, "tiny_clip_bare": 108,
+         "vit_b16": 2026}
 
 MAX_DIFF = {}  # case -> {check: max abs diff}, printed at the end
 
@@ -214,6 +225,102 @@ def case_clip(out, case, cfg):
                                 {"output": "projected pooled feature (B, D), no head"}))
 
 
+# ---------------------------------------------------------------- layout variants
+#
+# Other spellings of the same layouts that a loader must accept.
+
+def case_tv_linear(out, case="tiny_tv_linear", cfg=TINY_TV_LINEAR):
+    """torchvision < 0.13 named its MLP mlp.linear_1 / mlp.linear_2 (single
+    file, no config)."""
+    seed = SEEDS[case]
+    log(f"{case}: seed {seed}")
+    ckpt = vit_ref.export(vit_ref.random_state_dict(cfg, seed), cfg, "torchvision")
+    old = {n.replace(".mlp.0.", ".mlp.linear_1.").replace(".mlp.3.", ".mlp.linear_2."): t
+           for n, t in ckpt.items()}
+    assert sum(".mlp.linear_1." in n for n in old) == 2 * cfg.depth
+    assert sum(".mlp.linear_2." in n for n in old) == 2 * cfg.depth
+    assert not any(".mlp.0." in n or ".mlp.3." in n for n in old)
+    # torchvision's MLPBlock._load_from_state_dict still maps these names
+    # (for state dicts without version metadata): strict loading proves them.
+    tv = torchvision_model(cfg)
+    tv.load_state_dict(dict(old), strict=True)
+    x = vit_ref.random_input(BATCH, cfg, seed)
+    y = f64_output(tv, x)
+    check_close(case, "old-name torchvision vs reference (float64)", y,
+                f64_output(vit_ref.build(cfg, seed), x), 1e-10)
+    st_write.save(os.path.join(out, "tiny_tv_linear.safetensors"), old,
+                  model_meta(case, seed, "torchvision (< 0.13 MLP names)"))
+    save_expected(os.path.join(out, "tiny_tv_linear.expected.safetensors"), x, y,
+                  expected_meta(case, cfg, seed, "torchvision", BATCH,
+                                {"golden_from": "torchvision VisionTransformer loading "
+                                                "mlp.linear_1/linear_2 (float64)"}))
+
+
+def case_hf_bare(out, case="tiny_hf_bare", cfg=TINY_HF_BARE):
+    """HF ViTModel saved on its own: no "vit." prefix, no classifier, and a
+    pooler (dense + tanh on the class token) that vitfit ignores: its output
+    is the final LayerNorm's class token, HF's last_hidden_state[:, 0]."""
+    seed = SEEDS[case]
+    log(f"{case}: seed {seed}")
+    ckpt = vit_ref.export(vit_ref.random_state_dict(cfg, seed), cfg, "hf")
+    assert all(n.startswith("vit.") for n in ckpt)
+    bare = {n[len("vit."):]: t for n, t in ckpt.items()}
+    hf = upstream_like.HFViTForImageClassification(
+        hidden_size=cfg.width, num_hidden_layers=cfg.depth, num_attention_heads=cfg.heads,
+        intermediate_size=cfg.mlp_dim, image_size=cfg.image_size, patch_size=cfg.patch_size,
+        layer_norm_eps=cfg.ln_eps, num_labels=1)
+    hf.vit.load_state_dict(bare, strict=True)
+    x = vit_ref.random_input(BATCH, cfg, seed)
+    y = f64_output(vit_ref.build(cfg, seed), x)
+    with torch.no_grad():
+        hf = hf.double()
+        h = hf.vit.embeddings(x.double())
+        for layer in hf.vit.encoder.layer:
+            h = layer(h)
+        feat = hf.vit.layernorm(h)[:, 0, :]
+    check_close(case, "HF ViTModel last_hidden_state[:, 0] vs reference (float64)", feat, y,
+                1e-10)
+    for name, shape in (("pooler.dense.weight", (cfg.width, cfg.width)),
+                        ("pooler.dense.bias", (cfg.width,))):
+        bare[name] = torch.from_numpy(vit_ref.randinit.tensor(name, shape, seed))
+    d = os.path.join(out, case)
+    os.makedirs(d, exist_ok=True)
+    st_write.save(os.path.join(d, "model.safetensors"), bare,
+                  model_meta(case, seed, "hf (ViTModel, no vit. prefix)"))
+    write_json(os.path.join(d, "config.json"), {  # heads are not visible in any shape
+        "architectures": ["ViTModel"], "model_type": "vit", "hidden_size": cfg.width,
+        "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.heads,
+        "intermediate_size": cfg.mlp_dim, "image_size": cfg.image_size,
+        "patch_size": cfg.patch_size, "layer_norm_eps": cfg.ln_eps, "hidden_act": "gelu",
+    })
+    save_expected(os.path.join(d, "expected.safetensors"), x, y,
+                  expected_meta(case, cfg, seed, "hf", BATCH,
+                                {"output": "final-LN class token (B, C); the pooler is ignored"}))
+
+
+def case_clip_bare(out, case="tiny_clip_bare", cfg=TINY_CLIP_BARE):
+    """The CLIP visual tower saved on its own, without the "visual." prefix
+    (single file, no config)."""
+    seed = SEEDS[case]
+    log(f"{case}: seed {seed}")
+    ckpt = vit_ref.export(vit_ref.random_state_dict(cfg, seed), cfg, "clip")
+    assert all(n.startswith("visual.") for n in ckpt)
+    bare = {n[len("visual."):]: t for n, t in ckpt.items()}
+    clip = upstream_like.ClipVisual(input_resolution=cfg.image_size, patch_size=cfg.patch_size,
+                                    width=cfg.width, layers=cfg.depth, heads=cfg.heads,
+                                    output_dim=cfg.proj_dim, eps=cfg.ln_eps)
+    clip.visual.load_state_dict(bare, strict=True)
+    x = vit_ref.random_input(BATCH, cfg, seed)
+    y = f64_output(clip, x)
+    check_close(case, "bare CLIP visual vs reference (float64)", y,
+                f64_output(vit_ref.build(cfg, seed), x), 1e-10)
+    st_write.save(os.path.join(out, "tiny_clip_bare.safetensors"), bare,
+                  model_meta(case, seed, "clip (no visual. prefix)"))
+    save_expected(os.path.join(out, "tiny_clip_bare.expected.safetensors"), x, y,
+                  expected_meta(case, cfg, seed, "clip", BATCH,
+                                {"output": "projected pooled feature (B, D), no head"}))
+
+
 def case_vit_b16(out, case="vit_b16", cfg=VIT_B16, batch=2):
     import torchvision
     seed = SEEDS[case]
@@ -249,6 +356,9 @@ def main():
     case_hf(args.out, "tiny_hf", TINY_HF)
     case_tv(args.out, "tiny_tv", TINY_TV)
     case_clip(args.out, "tiny_clip", TINY_CLIP)
+    case_tv_linear(args.out)
+    case_hf_bare(args.out)
+    case_clip_bare(args.out)
     if not args.skip_b16:
         case_vit_b16(args.out)
     log("max abs diffs:")

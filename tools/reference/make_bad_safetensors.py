@@ -15,6 +15,13 @@ Plain Python (no safetensors package), so every byte is deliberate:
     bad_json.safetensors        correct length, header bytes are not JSON
     bad_mismatch.safetensors    shape [2,3] x F32 = 24 bytes but offsets span 20
     bad_metadata.safetensors    __metadata__ with a non-string value
+    edge_end_exact.safetensors  last tensor ends exactly at the end of the file (odd length)
+    bad_end_plus1.safetensors   U8 [4] at [0,4] with 3 data bytes: ends 1 byte past the data
+    bad_end_plus4.safetensors   F32 [2] at [0,8] with 4 data bytes: a whole float past
+    bad_header_plus1.safetensors  header length 1 more than the bytes that follow it
+    bad_offset_huge.safetensors U8 [7] at [2^63-8, 2^63-1]: offsets near the int64 limit
+    bad_empty_far.safetensors   empty tensor at offset 2^63-1, far past the data
+    bad_numel_wrap.safetensors  F32 [2^62] at [0,0]: numel x 4 wraps to 0 in 64 bits
 
   tests/fuzz/corpus/safetensors/  the same files plus a few extra seeds.
 
@@ -121,6 +128,21 @@ def fixtures():
         {"blocks.0.attn.qkv.weight": entry("F32", [2, 3], 0, 20)}, bytes(24))
     files["bad_metadata.safetensors"] = pack(
         {"__metadata__": {"epochs": 3}, "x": entry("F32", [1], 0, 4)}, f32([1.0]))
+    # Bounds at the exact edge: the reader must accept a tensor that ends on
+    # the last byte and refuse one that ends a single byte later.
+    files["edge_end_exact.safetensors"] = pack(
+        {"a": entry("F32", [2], 0, 8), "tail": entry("U8", [3], 8, 11)},
+        f32([1.5, -2.0]) + bytes([7, 8, 9]))
+    files["bad_end_plus1.safetensors"] = pack({"t": entry("U8", [4], 0, 4)}, bytes([1, 2, 3]))
+    files["bad_end_plus4.safetensors"] = pack({"t": entry("F32", [2], 0, 8)}, f32([1.0]))
+    one = pack({"x": entry("F32", [1], 0, 4)}, f32([1.0]))
+    files["bad_header_plus1.safetensors"] = pack(
+        {"x": entry("F32", [1], 0, 4)}, f32([1.0]), header_len=len(one) - 8 + 1)
+    top = (1 << 63) - 1
+    files["bad_offset_huge.safetensors"] = pack(
+        {"t": entry("U8", [7], top - 7, top)}, bytes(8))
+    files["bad_empty_far.safetensors"] = pack({"z": entry("F32", [0], top, top)}, bytes(8))
+    files["bad_numel_wrap.safetensors"] = pack({"w": entry("F32", [1 << 62], 0, 0)}, bytes(8))
     return files
 
 
