@@ -108,7 +108,7 @@ static void packed_rows(const vit_model *m, const vit_acts *a, float *y, const f
         a->row_bias[b] = image_bias(m, a, bias, b);
     gemm_bias init = {a->row_bias, R, add};
     gemm_packed(a->team, B * R, n, k, x, (size_t)k, w_packed, y, (size_t)n, &init, post,
-                a->gemm_scratch);
+                a->gemm_scratch, a->gemm_scratch_floats);
 }
 
 /* y (B*R, n) += each image's bias. */
@@ -194,13 +194,16 @@ vit_status vit_state_create(const vit_model *m, int max_batch, int threads, vit_
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a forward state");
     vit_block_acts *sh = &s->shared;
     vit_acts *a = &s->acts;
-    /* sizes in floats; the config bounds keep each product far below SIZE_MAX */
+    /* sizes in floats; the config bounds keep each product far below SIZE_MAX.
+     * The GEMM scratch serves every product of up to B*N rows: the patch
+     * GEMM's B*(N-1) and any batch below max_batch. */
+    size_t gemm_floats = packed ? gemm_packed_scratch_floats((int)(B * N)) : 0;
     struct { float **slot; size_t n; } bufs[] = {
         {&a->x, B * N * C},          {&sh->ln1, B * N * C},       {&sh->qkv, B * N * 3 * C},
         {&sh->attn, B * N * C},      {&sh->probs, N * N},         {&sh->h_pre, B * N * M},
         {&a->patches, B * GG * 3 * P * P}, {&a->patch_out, B * GG * C},
         {&a->pooled, B * C},         {&a->pooled_ln, B * C},      {&a->feat, B * F},
-        {&a->gemm_scratch, packed ? gemm_packed_scratch_floats((int)(B * N)) : 0},
+        {&a->gemm_scratch, gemm_floats},
         {&a->attn_scratch, packed ? (size_t)threads * attention_scratch_floats((int)N, (int)C,
                                                                                c->heads) : 0},
     };
@@ -235,8 +238,10 @@ vit_status vit_state_create(const vit_model *m, int max_batch, int threads, vit_
     s->depth = c->depth;
     a->row_bias = s->row_bias;
     a->team = packed ? s->team : NULL;
+    a->gemm_scratch_floats = gemm_floats;
     if (!packed) {
         a->gemm_scratch = NULL;
+        a->gemm_scratch_floats = 0;
         a->attn_scratch = NULL;
     }
     *out = s;
