@@ -112,6 +112,7 @@ typedef struct vit_acts {
     float *attn_scratch;      /* attention_scratch_floats() per team member */
     const float **row_bias;   /* (B) per-image bias pointers of the current op */
     bool avx512;              /* the element-wise kernels may use AVX-512 */
+    bool portable;            /* forced onto the portable path: scalar element-wise kernels */
 } vit_acts;
 
 /* The forward pass over a; image b's logits (or features without a head) go
