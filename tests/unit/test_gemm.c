@@ -7,7 +7,7 @@
  * beyond one 256-deep block with a remainder, and more rows than one
  * 224-row pass.  A team of 2 must give the bits a single thread gives (each
  * output column is computed by one member in the same order), and a team of
- * 4 on this 2-core machine exercises the sleep/yield paths.
+ * 4 on this 2-core machine exercises the futex sleep paths.
  */
 #include <math.h>
 #include <stdlib.h>
