@@ -199,8 +199,11 @@ static void test_mixed_batch(fixture *f, int p)
 
 /* Which path a state runs follows the CPU, the build and VITFIT_NO_AVX512
  * (read when the state is created), and an explicit choice. */
-static void test_paths(const vit_model *m)
+static void test_paths(const vit_model *m, const float *images)
 {
+    enum { B = 2 };
+    float by_choice[B * MAX_K], by_env[B * MAX_K];
+    int K = m->cfg.num_classes;
     vit_error err = {0};
     vit_state *s = NULL;
     bool want = packed_expected();
@@ -214,6 +217,7 @@ static void test_paths(const vit_model *m)
     s = NULL;
     CHECK(vit_state_create_path(m, 2, 1, VIT_PATH_PORTABLE, &s, &err) == VIT_OK && s &&
           vit_state_path(s) == VIT_PATH_PORTABLE);
+    CHECK(s && vit_forward(m, s, images, B, by_choice, &err) == VIT_OK);
     vit_state_free(s);
     s = NULL;
     vit_status st = vit_state_create_path(m, 2, 1, VIT_PATH_PACKED, &s, &err);
@@ -234,6 +238,11 @@ static void test_paths(const vit_model *m)
     CHECK(!gemm_packed_available());
     CHECK(vit_state_create(m, 2, 1, &s, &err) == VIT_OK && s &&
           vit_state_path(s) == VIT_PATH_PORTABLE);
+    CHECK(s && vit_forward(m, s, images, B, by_env, &err) == VIT_OK);
+    /* chosen or forced by the environment, the portable path is one code
+     * path (OpenBLAS and the scalar kernels): the same bits */
+    CHECKF(memcmp(by_choice, by_env, sizeof(float) * (size_t)(B * K)) == 0,
+           "the portable path chosen explicitly differs from VITFIT_NO_AVX512's");
     vit_state_free(s);
     s = NULL;
     CHECK(vit_state_create_path(m, 2, 1, VIT_PATH_PACKED, &s, &err) == VIT_ERR_UNSUPPORTED);
@@ -407,7 +416,7 @@ int main(void)
     randinit_fill(f.images, f.per_image * BATCH, "input", 3, 1.0, 0.0);
     for (int t = 0; t < NUM_TASKS; t++)
         f.tasks[t] = make_task(f.m, t);
-    test_paths(f.m);
+    test_paths(f.m, f.images);
     f.paths[PACKED] = packed_expected();
     f.paths[PORTABLE] = true;
     for (int p = 0; p < PATHS; p++)
