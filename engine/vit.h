@@ -200,7 +200,8 @@ void vit_state_free(vit_state *s);
 typedef enum vit_path {
     VIT_PATH_AUTO,     /* packed when possible, else portable (vit_state_create) */
     VIT_PATH_PACKED,   /* packed weights, AVX-512 kernels, the state's own team */
-    VIT_PATH_PORTABLE, /* OpenBLAS GEMMs and scalar element-wise kernels */
+    VIT_PATH_PORTABLE, /* OpenBLAS GEMMs (also training's path); chosen explicitly, the
+                        * scalar element-wise kernels too, as without AVX-512 */
 } vit_path;
 
 /* vit_state_create on a chosen path.  AUTO takes the packed path when m is
