@@ -44,6 +44,7 @@ static void attention_region(void *p, int member, int threads)
     float *vp = kp + gemm_packed_b_size(N, hs);
     float *s = vp + gemm_packed_b_size(hs, N);
     float *gemm_scratch = s + (size_t)N * ls;
+    size_t gemm_floats = gemm_packed_scratch_floats(N);
     float scale = 1.0f / sqrtf((float)hs);
     int t0, t1;
     vit_team_split(j->B * j->NH, member, threads, &t0, &t1);
@@ -52,12 +53,13 @@ static void attention_region(void *p, int member, int threads)
         const float *q = j->qkv + (size_t)b * N * ld + (size_t)h * hs;
         const float *k = q + C, *v = q + 2 * (size_t)C;
         gemm_pack_b(kp, k, ld, true, N, hs);                                   /* k^T (hs, N) */
-        gemm_packed(NULL, N, N, hs, q, ld, kp, s, ls, NULL, GEMM_POST_NONE, gemm_scratch);
+        gemm_packed(NULL, N, N, hs, q, ld, kp, s, ls, NULL, GEMM_POST_NONE, gemm_scratch,
+                    gemm_floats);
         softmax_rows_forward_avx512(s, (size_t)N, N, ls, scale);               /* P (N, N) */
         gemm_pack_b(vp, v, ld, false, hs, N);                                  /* v (N, hs) */
         float *o = j->out + (size_t)b * N * C + (size_t)h * hs;
         gemm_packed(NULL, N, hs, N, s, ls, vp, o, (size_t)C, NULL, GEMM_POST_NONE,
-                    gemm_scratch);                                             /* (N, hs) */
+                    gemm_scratch, gemm_floats);                                /* (N, hs) */
     }
 }
 

@@ -1,7 +1,21 @@
-/* cpu.c - instruction-set checks (see cpu.h). */
+/*
+ * cpu.c - instruction-set checks and the usable CPU count (see cpu.h).
+ *
+ * The CPU count is split in two: cpu_max_cpus / cpu_usable_from decide from
+ * parsed inputs and touch nothing, so tests feed them synthetic masks and
+ * cpu.max texts; cpu_usable_count only gathers those inputs from the kernel
+ * (sched_getaffinity, /proc/self/cgroup, the cgroup files).
+ */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_ALLOC */
 #include "cpu.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 bool cpu_has_avx512(void)
 {
@@ -15,4 +29,196 @@ bool cpu_has_avx512(void)
 #else
     return false;
 #endif
+}
+
+/* ---- the decision, on parsed inputs ---- */
+
+/* Reads a decimal number of at most 2^53 at *p and advances past it. */
+static bool parse_count(const char **p, unsigned long long *out)
+{
+    const char *s = *p;
+    unsigned long long v = 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        v = v * 10 + (unsigned)(*s - '0');
+        if (v > (1ull << 53))
+            return false;
+    }
+    if (s == *p)
+        return false;
+    *p = s;
+    *out = v;
+    return true;
+}
+
+int cpu_max_cpus(const char *text)
+{
+    if (!text)
+        return -1;
+    const char *p = text;
+    unsigned long long quota = 0, period = 0;
+    bool unlimited = strncmp(p, "max", 3) == 0;
+    if (unlimited)
+        p += 3;
+    else if (!parse_count(&p, &quota) || quota == 0)
+        return -1;
+    if (*p == ' ') {
+        p++;
+        if (!parse_count(&p, &period) || period == 0)
+            return -1;
+    } else if (!unlimited) {
+        return -1; /* a quota needs its period */
+    }
+    if (*p == '\n')
+        p++;
+    if (*p != '\0')
+        return -1;
+    if (unlimited)
+        return 0;
+    /* rounded up: 1.5 CPUs of quota keep two threads busy part of the time */
+    unsigned long long cpus = quota / period + (quota % period != 0);
+    return cpus > INT_MAX ? INT_MAX : (int)cpus;
+}
+
+int cpu_usable_from(int affinity_cpus, const char *const *cpu_max, int levels)
+{
+    int n = affinity_cpus < 1 ? 1 : affinity_cpus;
+    for (int i = 0; i < levels; i++) {
+        int limit = cpu_max_cpus(cpu_max[i]);
+        if (limit > 0 && limit < n)
+            n = limit;
+    }
+    return n;
+}
+
+/* ---- gathering the inputs ---- */
+
+/* CPUs in this thread's affinity mask (inherited from taskset, cpuset
+ * cgroups, a container runtime), or the online count if that fails. */
+static int affinity_cpus(void)
+{
+    for (int cpus = 1024; cpus <= (1 << 16); cpus *= 2) {
+        cpu_set_t *set = CPU_ALLOC(cpus);
+        if (!set)
+            break;
+        size_t size = CPU_ALLOC_SIZE(cpus);
+        if (sched_getaffinity(0, size, set) == 0) {
+            int n = CPU_COUNT_S(size, set);
+            CPU_FREE(set);
+            return n;
+        }
+        CPU_FREE(set);
+        if (errno != EINVAL) /* EINVAL: the kernel's mask is larger; retry */
+            break;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > INT_MAX ? INT_MAX : (int)n;
+}
+
+/* Reads at most len-1 bytes of a small file into buf (NUL-terminated). */
+static bool read_small(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, len - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return n > 0;
+}
+
+enum { MAX_LEVELS = 32, TEXT = 64, PATH = 4200 };
+
+/* buf = dir + "/" + file; false when it does not fit. */
+static bool join_path(char *buf, const char *dir, const char *file)
+{
+    int n = snprintf(buf, PATH, "%s/%s", dir, file);
+    return n > 0 && n < PATH;
+}
+
+/* Appends the cpu.max text of cgroup directory dir (v2), or the v1 CFS quota
+ * and period written the same way, to texts. */
+static void read_level(const char *dir, bool v2, char (*texts)[TEXT], int *levels)
+{
+    char path[PATH];
+    if (*levels >= MAX_LEVELS)
+        return;
+    char *t = texts[*levels];
+    if (v2) {
+        if (join_path(path, dir, "cpu.max") && read_small(path, t, TEXT))
+            (*levels)++;
+        return;
+    }
+    char quota[TEXT / 2 - 1], period[TEXT / 2 - 1];
+    if (!join_path(path, dir, "cpu.cfs_quota_us") || !read_small(path, quota, sizeof quota) ||
+        !join_path(path, dir, "cpu.cfs_period_us") || !read_small(path, period, sizeof period))
+        return;
+    quota[strcspn(quota, "\n")] = '\0';
+    period[strcspn(period, "\n")] = '\0';
+    /* v1 writes -1 for no limit */
+    int n = snprintf(t, TEXT, "%s %s", strcmp(quota, "-1") == 0 ? "max" : quota, period);
+    if (n > 0 && n < TEXT)
+        (*levels)++;
+}
+
+/* Reads the limit of cgroup `path` (as /proc/self/cgroup names it) and of
+ * each ancestor up to the mount's root; in a container with its own cgroup
+ * namespace the path is "/" and the root is the container's cgroup. */
+static void read_hierarchy(const char *mount, const char *path, bool v2, char (*texts)[TEXT],
+                           int *levels)
+{
+    char cur[PATH], dir[PATH];
+    int n = snprintf(cur, sizeof cur, "%s", strcmp(path, "/") == 0 ? "" : path);
+    if (n < 0 || n >= PATH)
+        return;
+    for (;;) {
+        n = snprintf(dir, sizeof dir, "%s%s", mount, cur);
+        if (n > 0 && n < PATH)
+            read_level(dir, v2, texts, levels);
+        char *slash = strrchr(cur, '/');
+        if (!slash)
+            break;
+        *slash = '\0';
+    }
+}
+
+/* True when the comma-separated list names controller `name`. */
+static bool has_controller(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list;; p++) {
+        if (strncmp(p, name, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+            return true;
+        if (!(p = strchr(p, ',')))
+            return false;
+    }
+}
+
+int cpu_usable_count(void)
+{
+    char texts[MAX_LEVELS][TEXT];
+    const char *ptrs[MAX_LEVELS];
+    int levels = 0;
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    char line[PATH];
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || c2[1] != '/')
+            continue;
+        *c1 = *c2 = '\0';
+        const char *controllers = c1 + 1, *path = c2 + 1;
+        if (strcmp(line, "0") == 0 && *controllers == '\0') {
+            /* unified hierarchy: /sys/fs/cgroup itself, or beside v1 (hybrid) */
+            bool pure = access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0;
+            read_hierarchy(pure ? "/sys/fs/cgroup" : "/sys/fs/cgroup/unified", path, true, texts,
+                           &levels);
+        } else if (has_controller(controllers, "cpu")) {
+            read_hierarchy("/sys/fs/cgroup/cpu", path, false, texts, &levels);
+        }
+    }
+    if (f)
+        fclose(f);
+    for (int i = 0; i < levels; i++)
+        ptrs[i] = texts[i];
+    return cpu_usable_from(affinity_cpus(), ptrs, levels);
 }

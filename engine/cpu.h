@@ -1,5 +1,6 @@
 /*
- * cpu.h - which instruction-set paths this CPU may take.
+ * cpu.h - which instruction-set paths this CPU may take, and how many CPUs
+ * this process may actually use.
  */
 #ifndef VIT_CPU_H
 #define VIT_CPU_H
@@ -10,5 +11,24 @@
  * set VITFIT_NO_AVX512 (which forces the portable OpenBLAS + scalar path, so
  * tests can run both on one machine). */
 bool cpu_has_avx512(void);
+
+/* CPUs one cgroup v2 `cpu.max` text allows: "QUOTA PERIOD" (microseconds)
+ * gives ceil(QUOTA / PERIOD), at least 1; "max" or "max PERIOD" gives 0 (no
+ * limit); anything else -- empty, signs, zero or missing fields, trailing
+ * garbage, numbers past 2^53 -- gives -1.  A trailing newline is allowed. */
+int cpu_max_cpus(const char *cpu_max);
+
+/* The CPUs a process may use, from parsed inputs: affinity_cpus (CPUs in its
+ * affinity mask; < 1 means unknown and counts as 1) lowered to the smallest
+ * limit among cpu_max[0..levels) (the cpu.max texts of its cgroup and every
+ * ancestor; a NULL text, "max" or a malformed one limits nothing).  Pure, so
+ * tests can feed it any mask size and file contents. */
+int cpu_usable_from(int affinity_cpus, const char *const *cpu_max, int levels);
+
+/* cpu_usable_from over this process's sched_getaffinity mask and the cpu.max
+ * files of its cgroup v2 and ancestors (a cgroup v1 CFS quota is read into
+ * the same form).  Unlike _SC_NPROCESSORS_ONLN this honours `taskset` and a
+ * container's CPU quota.  At least 1; reads a few small files per call. */
+int cpu_usable_count(void);
 
 #endif

@@ -136,9 +136,12 @@ void gemm_pack_b(float *dst, const float *b, size_t ldb, bool b_trans, int n, in
         gemm_pack_b_nn(dst, b, ldb, k, n);
 }
 
+_Static_assert(GEMM_MC % GEMM_MR == 0, "a pass is whole slivers");
+
 /* Rows per pass: at most GEMM_MC, whole slivers, and the passes near equal,
  * since every pass streams all of the member's weight panels once (1576
- * rows go as 7 x 210 + 106, not 7 x 224 + 8). */
+ * rows go as 7 x 210 + 106, not 7 x 224 + 8).  Not monotonic in m: 224 rows
+ * make one 224-row pass, 238 rows two of 126. */
 static int pass_rows(int m)
 {
     int slivers = (m + GEMM_MR - 1) / GEMM_MR, per_pass = GEMM_MC / GEMM_MR;
@@ -146,10 +149,21 @@ static int pass_rows(int m)
     return (slivers + passes - 1) / passes * GEMM_MR;
 }
 
+/* Scratch one product of m rows uses: double-buffered packed blocks of one
+ * pass's rows. */
+static size_t scratch_need(int m)
+{
+    return 2 * gemm_packed_a_floats(pass_rows(m));
+}
+
 size_t gemm_packed_scratch_floats(int m)
 {
-    /* double-buffered blocks of one pass's rows */
-    return 2 * gemm_packed_a_floats(pass_rows(m));
+    /* The worst case over every row count up to m, not pass_rows(m): a state
+     * sized for its largest product also runs smaller ones (the patch GEMM,
+     * a partial batch) whose passes can be longer.  A pass never exceeds
+     * min(m, GEMM_MC) rows rounded up to a sliver, and a product of that many
+     * rows takes exactly that, so this is the maximum. */
+    return 2 * gemm_packed_a_floats(m < GEMM_MC ? m : GEMM_MC);
 }
 
 typedef struct packed_job {
@@ -225,8 +239,10 @@ static void packed_region(void *p, int member, int threads)
 
 void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda,
                  const float *w_packed, float *c, size_t ldc, const gemm_bias *init,
-                 gemm_post post, float *scratch)
+                 gemm_post post, float *scratch, size_t scratch_floats)
 {
+    /* the caller's buffer must hold what gemm_packed_scratch_floats promised */
+    VIT_ASSERT(m >= 1 && scratch_need(m) <= scratch_floats);
     packed_job j = {team, m, n, k, a, lda, w_packed, c, ldc, init, post, scratch};
     if (team)
         vit_team_run(team, packed_region, &j);
@@ -299,10 +315,10 @@ void gemm_rows_team(vit_team *team, float *y, const float *x, const float *w, co
 
 void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda,
                  const float *w_packed, float *c, size_t ldc, const gemm_bias *init,
-                 gemm_post post, float *scratch)
+                 gemm_post post, float *scratch, size_t scratch_floats)
 {
     (void)team, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)w_packed, (void)c;
-    (void)ldc, (void)init, (void)post, (void)scratch;
+    (void)ldc, (void)init, (void)post, (void)scratch, (void)scratch_floats;
     VIT_ASSERT(!"packed GEMM not built");
 }
 

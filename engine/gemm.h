@@ -77,15 +77,17 @@ size_t gemm_packed_b_size(int n, int k);
  * keys of attention), else (k, n); ldb is its row stride. */
 void gemm_pack_b(float *dst, const float *b, size_t ldb, bool b_trans, int n, int k);
 
-/* Scratch floats gemm_packed needs for products of up to m rows. */
+/* Scratch floats that suffice for every product of 1..m rows (monotonic in
+ * m), so one buffer sized for the largest product serves all smaller ones. */
 size_t gemm_packed_scratch_floats(int m);
 
 /* C (m, n) = init + A (m, k) . B with B packed (W^T for a weight); post
  * applied last.  Runs on every member of team (NULL: the calling thread
- * alone). */
+ * alone).  scratch holds scratch_floats floats, at least
+ * gemm_packed_scratch_floats(m) (asserted). */
 void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda,
                  const float *w_packed, float *c, size_t ldc, const gemm_bias *init,
-                 gemm_post post, float *scratch);
+                 gemm_post post, float *scratch, size_t scratch_floats);
 
 /* y (m, n) = x (m, k) . W^T + bias (or NULL) with W (n, k) unpacked, the
  * members of team splitting the n outputs: for a head's few rows. */

@@ -1,38 +1,66 @@
 /*
  * pool.c - thread team with spin-then-sleep hand-off (see pool.h).
  *
- * Helpers wait for `generation` to move.  They first spin for a bounded
- * number of pause instructions, since the next region usually starts within
- * microseconds, and then sleep on the condition variable so an idle worker
- * costs nothing.  The lost-wakeup race is closed by re-checking the
- * generation under the mutex before waiting and by the caller taking the
- * mutex to broadcast after it moves the generation.
+ * Every wait in the team -- a helper waiting for the next region, a member
+ * at the barrier, the caller waiting for the helpers to finish a region --
+ * is one pattern: spin for a short bounded time on a word, since the answer
+ * usually comes within microseconds when every member has a CPU, and then
+ * sleep on a futex on that word.  Never spinning unboundedly (nor yielding
+ * in a loop) matters when members outnumber the CPUs (taskset, a container's
+ * CPU quota, several workers): a spinning member then burns the very CPU
+ * the member it waits for needs, which made a 2-thread team pinned to one
+ * CPU up to 100x slower than one thread.
+ *
+ * Lost wake-ups are excluded by the classic store/load pairing, all
+ * sequentially consistent: a sleeper increments the word's `sleepers` and
+ * then re-reads the word; a waker changes the word and then reads
+ * `sleepers`.  One of the two must see the other's write, and FUTEX_WAIT
+ * itself re-checks the word in the kernel.  A waker with no sleepers skips
+ * the system call, so the all-spinning case costs no more than before.
  */
 #include "pool.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* About 100-300 us of spinning on current x86 cores. */
-enum { SPIN_LIMIT = 1 << 13 };
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
-/* The words members spin on sit on cache lines of their own, so a member
- * arriving at the barrier does not steal the line the others poll. */
+/* Spin iterations (one pause each, ~60 ns on current Xeons) before sleeping:
+ * ~15-30 us, longer than a typical gap between regions when every member has
+ * a CPU, short next to a time slice when they share one. */
+#ifndef VIT_TEAM_SPIN
+#define VIT_TEAM_SPIN 256
+#endif
+enum { SPIN_LIMIT = VIT_TEAM_SPIN };
+
+/* A word members wait on, with the count of those asleep on it; on a cache
+ * line of its own, so a member polling one word does not steal the line of
+ * another. */
+typedef struct wait_word {
+    _Alignas(64) atomic_uint value;
+    atomic_uint sleepers;
+} wait_word;
+
 struct vit_team {
     int threads;
     pthread_t *helpers;          /* threads - 1 */
-    pthread_mutex_t mu;
-    pthread_cond_t wake;
     vit_team_fn fn;              /* the current region; published by generation */
     void *ctx;
     atomic_int stop;
-    _Alignas(64) atomic_uint generation; /* bumped once per region */
-    _Alignas(64) atomic_int running;     /* helpers still inside the current region */
+    unsigned long regions;       /* regions run (the caller's count) */
+    atomic_ulong sleeps;         /* futex waits entered, by any member */
+    wait_word generation;        /* bumped once per region */
+    wait_word running;           /* helpers still inside the current region */
+    wait_word barrier_phase;     /* bumped when the last member arrives */
     _Alignas(64) atomic_int barrier_waiting; /* members at the barrier */
-    _Alignas(64) atomic_uint barrier_phase;  /* bumped when the last member arrives */
 };
 
 typedef struct helper_arg {
@@ -47,15 +75,44 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Spins, then yields, until *word != seen. */
-static void wait_change(atomic_uint *word, unsigned seen)
+/* Sleeps while w->value == seen (it may return early: callers re-check). */
+static void futex_wait(wait_word *w, unsigned seen)
 {
-    for (int i = 0; atomic_load_explicit(word, memory_order_acquire) == seen; i++) {
-        if (i < SPIN_LIMIT)
-            cpu_relax();
-        else
-            sched_yield(); /* more busy threads than cores: let the others run */
+#ifdef __linux__
+    syscall(SYS_futex, (unsigned *)&w->value, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+#else
+    (void)w, (void)seen;
+    sched_yield();
+#endif
+}
+
+/* Wakes every sleeper on w; call after changing w->value. */
+static void wake_all(wait_word *w)
+{
+    if (atomic_load(&w->sleepers) == 0) /* seq_cst: pairs with the sleeper's increment */
+        return;
+#ifdef __linux__
+    syscall(SYS_futex, (unsigned *)&w->value, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#endif
+}
+
+/* Returns the first value of w that differs from `seen`, spinning briefly
+ * and then sleeping. */
+static unsigned wait_change(vit_team *t, wait_word *w, unsigned seen)
+{
+    unsigned v;
+    for (int i = 0; i < SPIN_LIMIT; i++) {
+        if ((v = atomic_load_explicit(&w->value, memory_order_acquire)) != seen)
+            return v;
+        cpu_relax();
     }
+    atomic_fetch_add(&w->sleepers, 1);
+    while ((v = atomic_load(&w->value)) == seen) {
+        atomic_fetch_add_explicit(&t->sleeps, 1, memory_order_relaxed);
+        futex_wait(w, seen);
+    }
+    atomic_fetch_sub(&w->sleepers, 1);
+    return v;
 }
 
 static void *helper_main(void *p)
@@ -66,32 +123,20 @@ static void *helper_main(void *p)
     free(arg);
     unsigned seen = 0;
     for (;;) {
-        unsigned gen;
-        int spins = 0;
-        while ((gen = atomic_load_explicit(&t->generation, memory_order_acquire)) == seen &&
-               spins++ < SPIN_LIMIT)
-            cpu_relax();
-        if (gen == seen) {
-            pthread_mutex_lock(&t->mu);
-            while ((gen = atomic_load_explicit(&t->generation, memory_order_acquire)) == seen)
-                pthread_cond_wait(&t->wake, &t->mu);
-            pthread_mutex_unlock(&t->mu);
-        }
-        seen = gen;
+        seen = wait_change(t, &t->generation, seen);
         if (atomic_load_explicit(&t->stop, memory_order_acquire))
             return NULL;
         t->fn(t->ctx, member, t->threads);
-        atomic_fetch_sub_explicit(&t->running, 1, memory_order_release);
+        if (atomic_fetch_sub(&t->running.value, 1) == 1) /* the last one out */
+            wake_all(&t->running);
     }
 }
 
 /* Publishes a region (or the stop request) to the helpers. */
 static void publish(vit_team *t)
 {
-    atomic_fetch_add_explicit(&t->generation, 1, memory_order_release);
-    pthread_mutex_lock(&t->mu);
-    pthread_cond_broadcast(&t->wake);
-    pthread_mutex_unlock(&t->mu);
+    atomic_fetch_add(&t->generation.value, 1);
+    wake_all(&t->generation);
 }
 
 vit_status vit_team_create(int threads, vit_team **out, vit_error *err)
@@ -107,19 +152,18 @@ vit_status vit_team_create(int threads, vit_team **out, vit_error *err)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a thread team");
     }
     t->threads = 1; /* counts started members, so a failed start can unwind */
-    pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->wake, NULL);
     for (int i = 1; i < threads; i++) {
         helper_arg *arg = malloc(sizeof *arg);
         if (arg) {
             arg->team = t;
             arg->member = i;
         }
-        if (!arg || pthread_create(&t->helpers[i - 1], NULL, helper_main, arg) != 0) {
+        int rc = arg ? pthread_create(&t->helpers[i - 1], NULL, helper_main, arg) : ENOMEM;
+        if (rc != 0) {
             free(arg);
-            vit_team_free(t);
-            return vit_error_set(err, VIT_ERR_NOMEM, "cannot start thread %d of %d", i + 1,
-                                 threads);
+            vit_team_free(t); /* stops and joins the i - 1 helpers already running */
+            return vit_error_set(err, VIT_ERR_NOMEM, "cannot start thread %d of %d: %s", i + 1,
+                                 threads, strerror(rc));
         }
         t->threads = i + 1;
     }
@@ -135,8 +179,6 @@ void vit_team_free(vit_team *t)
     publish(t);
     for (int i = 1; i < t->threads; i++)
         pthread_join(t->helpers[i - 1], NULL);
-    pthread_mutex_destroy(&t->mu);
-    pthread_cond_destroy(&t->wake);
     free(t->helpers);
     free(t);
 }
@@ -146,37 +188,41 @@ int vit_team_threads(const vit_team *t)
     return t->threads;
 }
 
+void vit_team_stats_get(const vit_team *t, vit_team_stats *out)
+{
+    out->regions = t->regions;
+    out->sleeps = atomic_load_explicit(&t->sleeps, memory_order_relaxed);
+}
+
 void vit_team_run(vit_team *t, vit_team_fn fn, void *ctx)
 {
+    t->regions++;
     if (t->threads == 1) {
         fn(ctx, 0, 1);
         return;
     }
     t->fn = fn;
     t->ctx = ctx;
-    atomic_store_explicit(&t->running, t->threads - 1, memory_order_relaxed);
+    atomic_store_explicit(&t->running.value, (unsigned)t->threads - 1, memory_order_relaxed);
     publish(t);
     fn(ctx, 0, t->threads);
-    for (int i = 0; atomic_load_explicit(&t->running, memory_order_acquire) > 0; i++) {
-        if (i < SPIN_LIMIT)
-            cpu_relax();
-        else
-            sched_yield();
-    }
+    for (unsigned left; (left = atomic_load_explicit(&t->running.value, memory_order_acquire));)
+        wait_change(t, &t->running, left);
 }
 
 void vit_team_barrier(vit_team *t)
 {
     if (t->threads == 1)
         return;
-    unsigned phase = atomic_load_explicit(&t->barrier_phase, memory_order_acquire);
+    unsigned phase = atomic_load_explicit(&t->barrier_phase.value, memory_order_acquire);
     if (atomic_fetch_add_explicit(&t->barrier_waiting, 1, memory_order_acq_rel) ==
         t->threads - 1) {
         atomic_store_explicit(&t->barrier_waiting, 0, memory_order_relaxed);
-        atomic_fetch_add_explicit(&t->barrier_phase, 1, memory_order_release);
+        atomic_fetch_add(&t->barrier_phase.value, 1);
+        wake_all(&t->barrier_phase);
         return;
     }
-    wait_change(&t->barrier_phase, phase);
+    wait_change(t, &t->barrier_phase, phase);
 }
 
 void vit_team_split(int n, int member, int threads, int *begin, int *end)

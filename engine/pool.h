@@ -4,9 +4,11 @@
  * The forward pass alternates short parallel regions (a GEMM, the attention
  * heads, a LayerNorm over rows) with tiny serial steps, hundreds of times per
  * image, so the team is built for low hand-off latency: the caller runs as
- * member 0, helpers spin briefly on a generation counter before they sleep on
- * a condition variable, and members can meet at a barrier inside a region.
- * A team of 1 has no helper threads and runs every region inline.
+ * member 0, and members can meet at a barrier inside a region.  Every wait
+ * (for a region, at the barrier, for the helpers to finish) spins briefly and
+ * then sleeps on a futex, so a team with more members than free CPUs slows
+ * down gracefully instead of spinning against itself.  A team of 1 has no
+ * helper threads and runs every region inline.
  *
  * One team per vit_state: a worker's GEMM and element-wise threads are the
  * same threads, so W workers with T threads each keep W*T threads busy.
@@ -29,6 +31,15 @@ vit_status vit_team_create(int threads, vit_team **out, vit_error *err);
 void vit_team_free(vit_team *t);
 
 int vit_team_threads(const vit_team *t);
+
+/* What a team has done since it was created, for tests and diagnostics. */
+typedef struct vit_team_stats {
+    unsigned long regions; /* vit_team_run calls */
+    unsigned long sleeps;  /* waits that went to sleep (futex) after spinning */
+} vit_team_stats;
+
+/* Reads t's counters; call between regions, from the thread that runs them. */
+void vit_team_stats_get(const vit_team *t, vit_team_stats *out);
 
 /* Runs fn(ctx, member, threads) on every member, the caller as member 0, and
  * returns when all have finished.  Not reentrant: one region at a time. */

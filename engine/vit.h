@@ -215,6 +215,24 @@ vit_status vit_state_create(const vit_model *m, int max_batch, int threads, vit_
                             vit_error *err);
 void vit_state_free(vit_state *s);
 
+/* The two implementations of the forward pass (vit_forward.c). */
+typedef enum vit_path {
+    VIT_PATH_AUTO,     /* packed when possible, else portable (vit_state_create) */
+    VIT_PATH_PACKED,   /* packed weights, AVX-512 kernels, the state's own team */
+    VIT_PATH_PORTABLE, /* OpenBLAS GEMMs (also training's path); chosen explicitly, the
+                        * scalar element-wise kernels too, as without AVX-512 */
+} vit_path;
+
+/* vit_state_create on a chosen path.  AUTO takes the packed path when m is
+ * packed (vit_model_pack) and gemm_packed_available() holds now (it does not
+ * under VITFIT_NO_AVX512); PACKED fails with VIT_ERR_UNSUPPORTED otherwise;
+ * PORTABLE always works, on any model, so one process can compare both. */
+vit_status vit_state_create_path(const vit_model *m, int max_batch, int threads, vit_path path,
+                                 vit_state **out, vit_error *err);
+
+/* The path s runs: VIT_PATH_PACKED or VIT_PATH_PORTABLE, never AUTO. */
+vit_path vit_state_path(const vit_state *s);
+
 /* images: (B, 3, H, W) normalized; out: (B, vit_config_output_dim).
  * Logits with a head, pooled (projected) features without one. */
 vit_status vit_forward(const vit_model *m, vit_state *s, const float *images, int batch,

@@ -30,9 +30,27 @@
 #include "ops_avx512.h"
 #include "vit_impl.h"
 
+/* The state's buffers share one allocation, so ASan alone would not see one
+ * overflow into the next (the packed GEMM's scratch once ran 28 KB into the
+ * attention's).  Under ASan each buffer is followed by a poisoned gap. */
+#if defined(__SANITIZE_ADDRESS__)
+#define STATE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STATE_ASAN 1
+#endif
+#endif
+#ifdef STATE_ASAN
+#include <sanitizer/asan_interface.h>
+enum { STATE_GAP = 16 }; /* floats */
+#else
+enum { STATE_GAP = 0 };
+#endif
+
 /* One worker's scratch for one model and up to max_batch images. */
 struct vit_state {
     int max_batch;
+    vit_path path;       /* VIT_PATH_PACKED or VIT_PATH_PORTABLE, fixed at creation */
     int depth;           /* blocks the state was sized for */
     vit_acts acts;       /* every block points at the same scratch */
     vit_block_acts shared;
@@ -40,6 +58,7 @@ struct vit_state {
     const float **row_bias; /* (max_batch) */
     vit_team *team;
     float *block;        /* the single allocation all buffers point into */
+    size_t block_floats;
 };
 
 static double now_seconds(void)
@@ -108,7 +127,7 @@ static void packed_rows(const vit_model *m, const vit_acts *a, float *y, const f
         a->row_bias[b] = image_bias(m, a, bias, b);
     gemm_bias init = {a->row_bias, R, add};
     gemm_packed(a->team, B * R, n, k, x, (size_t)k, w_packed, y, (size_t)n, &init, post,
-                a->gemm_scratch);
+                a->gemm_scratch, a->gemm_scratch_floats);
 }
 
 /* y (B*R, n) += each image's bias. */
@@ -179,12 +198,26 @@ const char *vit_op_name(vit_op op)
 vit_status vit_state_create(const vit_model *m, int max_batch, int threads, vit_state **out,
                             vit_error *err)
 {
+    return vit_state_create_path(m, max_batch, threads, VIT_PATH_AUTO, out, err);
+}
+
+vit_status vit_state_create_path(const vit_model *m, int max_batch, int threads, vit_path path,
+                                 vit_state **out, vit_error *err)
+{
     *out = NULL;
     if (max_batch < 1 || max_batch > 4096)
         return vit_error_set(err, VIT_ERR_INVALID, "max_batch %d is outside [1, 4096]", max_batch);
     if (threads < 1 || threads > 64)
         return vit_error_set(err, VIT_ERR_INVALID, "threads %d is outside [1, 64]", threads);
-    bool packed = m->w.blocks && m->w.blocks[0].qkv_wp;
+    if (path != VIT_PATH_AUTO && path != VIT_PATH_PACKED && path != VIT_PATH_PORTABLE)
+        return vit_error_set(err, VIT_ERR_INVALID, "unknown forward path %d", (int)path);
+    /* the packed path needs the packed weights and a CPU (and environment)
+     * that allows the AVX-512 kernels now, not only when the model was packed */
+    bool can_pack = m->w.blocks && m->w.blocks[0].qkv_wp && gemm_packed_available();
+    if (path == VIT_PATH_PACKED && !can_pack)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "the packed path needs a packed model and an AVX-512 CPU");
+    bool packed = path != VIT_PATH_PORTABLE && can_pack;
     const vit_config *c = &m->cfg;
     size_t B = (size_t)max_batch, N = (size_t)vit_config_tokens(c), C = (size_t)c->width;
     size_t GG = N - 1, P = (size_t)c->patch_size;
@@ -194,19 +227,22 @@ vit_status vit_state_create(const vit_model *m, int max_batch, int threads, vit_
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a forward state");
     vit_block_acts *sh = &s->shared;
     vit_acts *a = &s->acts;
-    /* sizes in floats; the config bounds keep each product far below SIZE_MAX */
+    /* sizes in floats; the config bounds keep each product far below SIZE_MAX.
+     * The GEMM scratch serves every product of up to B*N rows: the patch
+     * GEMM's B*(N-1) and any batch below max_batch. */
+    size_t gemm_floats = packed ? gemm_packed_scratch_floats((int)(B * N)) : 0;
     struct { float **slot; size_t n; } bufs[] = {
         {&a->x, B * N * C},          {&sh->ln1, B * N * C},       {&sh->qkv, B * N * 3 * C},
         {&sh->attn, B * N * C},      {&sh->probs, N * N},         {&sh->h_pre, B * N * M},
         {&a->patches, B * GG * 3 * P * P}, {&a->patch_out, B * GG * C},
         {&a->pooled, B * C},         {&a->pooled_ln, B * C},      {&a->feat, B * F},
-        {&a->gemm_scratch, packed ? gemm_packed_scratch_floats((int)(B * N)) : 0},
+        {&a->gemm_scratch, gemm_floats},
         {&a->attn_scratch, packed ? (size_t)threads * attention_scratch_floats((int)N, (int)C,
                                                                                c->heads) : 0},
     };
     size_t count = sizeof bufs / sizeof bufs[0], total = 0;
     for (size_t i = 0; i < count; i++)
-        total += (bufs[i].n + 15) & ~(size_t)15; /* keep every buffer 64-byte aligned */
+        total += ((bufs[i].n + 15) & ~(size_t)15) + STATE_GAP; /* each 64-byte aligned */
     size_t bytes;
     a->blocks = calloc((size_t)c->depth, sizeof *a->blocks);
     s->out_rows = calloc(B, sizeof *s->out_rows);
@@ -225,22 +261,36 @@ vit_status vit_state_create(const vit_model *m, int max_batch, int threads, vit_
     float *p = s->block;
     for (size_t i = 0; i < count; i++) {
         *bufs[i].slot = p;
-        p += (bufs[i].n + 15) & ~(size_t)15;
+        p += ((bufs[i].n + 15) & ~(size_t)15) + STATE_GAP;
+#ifdef STATE_ASAN
+        ASAN_POISON_MEMORY_REGION(*bufs[i].slot + bufs[i].n,
+                                  sizeof(float) * (size_t)(p - (*bufs[i].slot + bufs[i].n)));
+#endif
     }
+    s->block_floats = total;
     sh->ln2 = sh->ln1;
     sh->h_act = sh->h_pre;
     for (int l = 0; l < c->depth; l++)
         a->blocks[l] = *sh;
     s->max_batch = max_batch;
+    s->path = packed ? VIT_PATH_PACKED : VIT_PATH_PORTABLE;
     s->depth = c->depth;
     a->row_bias = s->row_bias;
     a->team = packed ? s->team : NULL;
+    a->gemm_scratch_floats = gemm_floats;
+    a->portable = path == VIT_PATH_PORTABLE;
     if (!packed) {
         a->gemm_scratch = NULL;
+        a->gemm_scratch_floats = 0;
         a->attn_scratch = NULL;
     }
     *out = s;
     return VIT_OK;
+}
+
+vit_path vit_state_path(const vit_state *s)
+{
+    return s->path;
 }
 
 void vit_state_free(vit_state *s)
@@ -248,6 +298,10 @@ void vit_state_free(vit_state *s)
     if (!s)
         return;
     vit_team_free(s->team);
+#ifdef STATE_ASAN
+    if (s->block)
+        ASAN_UNPOISON_MEMORY_REGION(s->block, sizeof(float) * s->block_floats);
+#endif
     free(s->block);
     free(s->acts.blocks);
     free(s->out_rows);
@@ -446,7 +500,7 @@ static void head_forward(const vit_model *m, vit_acts *a, int B, float *const *o
 void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B,
                       float *const *out)
 {
-    a->avx512 = cpu_has_avx512();
+    a->avx512 = !a->portable && cpu_has_avx512();
     if (a->profile) {
         a->mark = now_seconds();
         a->profile->fused = a->team != NULL;

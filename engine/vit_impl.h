@@ -132,10 +132,12 @@ typedef struct vit_acts {
     /* Inference on packed weights (vit_state only; training leaves team NULL
      * and takes the OpenBLAS path, whose backward it mirrors). */
     vit_team *team;           /* the state's threads */
-    float *gemm_scratch;      /* gemm_packed_scratch_floats(B*N) */
+    float *gemm_scratch;      /* gemm_packed_scratch_floats(B*N): any product of <= B*N rows */
+    size_t gemm_scratch_floats;
     float *attn_scratch;      /* attention_scratch_floats() per team member */
     const float **row_bias;   /* (B) per-image bias pointers of the current op */
     bool avx512;              /* the element-wise kernels may use AVX-512 */
+    bool portable;            /* forced onto the portable path: scalar element-wise kernels */
 } vit_acts;
 
 /* The forward pass over a; image b's logits (or features without a head) go

@@ -8,6 +8,8 @@
 #ifndef VIT_SERVER_CLI_H
 #define VIT_SERVER_CLI_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -42,7 +44,33 @@ double cli_now(void);
 /* Peak resident set size of this process in bytes. */
 size_t cli_peak_rss(void);
 
-/* Default compute threads: the online cores, within [1, 64]. */
+/* Default compute threads: the CPUs this process may use (cpu_usable_count:
+ * affinity mask and cgroup quota), within [1, 64]. */
 long cli_default_threads(void);
+
+/* ---- starting a group of worker threads ----
+ * Threads start one at a time, so until the last pthread_create returns
+ * nobody knows how many partners there will be: a barrier sized for all of
+ * them waits forever for one that failed to start.  Instead each started
+ * thread first waits at a gate; the starter opens it once every thread is
+ * running, or cancels it after a failed start and joins the ones it has. */
+typedef struct cli_gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int state; /* 0 closed, 1 open, -1 cancelled */
+} cli_gate;
+
+/* First thing a started thread does: true when all started (go on), false
+ * when the start was cancelled (return at once, touching nothing shared). */
+bool cli_gate_pass(cli_gate *g);
+
+/* Starts n threads running fn(args + i * arg_size) behind gate g (which it
+ * initialises; destroy it with cli_gate_destroy after joining).  All started:
+ * opens the gate and returns VIT_OK; the caller joins threads[0..n).  One
+ * failed: cancels the gate, joins those already started, and returns an
+ * error naming it. */
+vit_status cli_start_threads(pthread_t *threads, int n, void *(*fn)(void *), void *args,
+                             size_t arg_size, cli_gate *g, vit_error *err);
+void cli_gate_destroy(cli_gate *g);
 
 #endif

@@ -28,6 +28,7 @@ static void bench_usage(FILE *out)
                  "                    [--tasks N] [--workers W] [--mixed N] [--classes K]\n"
                  "  --profile  also report time per op kind (GEMMs by layer, attention, LayerNorm...)\n"
                  "  --workers  run W workers at once, each with its own state and --threads threads\n"
+                 "             (default: the usable CPUs divided among the workers)\n"
                  "  --mixed    also time batches whose images spread over N tasks, against one task\n"
                  "  --classes  head size: of the tasks (--tasks, --mixed), the trained head (--train),\n"
                  "             or a fresh head replacing the model's (forward timing)\n"
@@ -47,6 +48,7 @@ typedef struct bench_opts {
     vit_method method;
     long classes;
     int classes_given;   /* --classes on the command line */
+    int threads_given;   /* --threads on the command line */
 } bench_opts;
 
 static int parse_bench(int argc, char **argv, bench_opts *o)
@@ -85,7 +87,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         case 'X': target = &o->mixed; hi = 4096; break;
         case 'h': bench_usage(stdout); return -1;
         case 'b': target = &o->batch; break;
-        case 't': target = &o->threads; hi = 64; break;
+        case 't': target = &o->threads; hi = 64; o->threads_given = 1; break;
         case 'i': target = &o->iters; hi = 100000; break;
         case 'w': target = &o->warmup; hi = 1000; break;
         default:
@@ -101,6 +103,10 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
     if (o->profile && (o->workers > 1 || o->mixed))
         return cli_usage_error("bench", "--profile times one worker on one task");
+    /* W workers x T threads beyond the usable CPUs spin against each other:
+     * unless told, the workers share the CPUs */
+    if (!o->threads_given && o->workers > 1)
+        o->threads = o->threads / o->workers > 1 ? o->threads / o->workers : 1;
     return 0;
 }
 
@@ -313,7 +319,8 @@ typedef struct bench_worker {
     const bench_opts *o;
     const vit_model *m;
     vit_task **tasks;            /* o->mixed of them, or NULL */
-    pthread_barrier_t *start;    /* all workers begin timing together */
+    cli_gate *gate;              /* passed once every worker is running */
+    pthread_barrier_t *start;    /* the W workers begin timing together */
     vit_profile *profile;        /* worker 0 only, or NULL */
     double *times, *mixed_times; /* (iters) batch seconds */
     double began, done;          /* cli_now() after warm-up and after its last batch */
@@ -324,6 +331,8 @@ typedef struct bench_worker {
 static void *bench_worker_main(void *arg)
 {
     bench_worker *w = arg;
+    if (!cli_gate_pass(w->gate))
+        return NULL; /* another worker failed to start: nothing was set up */
     const bench_opts *o = w->o;
     const vit_model *m = w->m;
     int B = (int)o->batch;
@@ -408,30 +417,26 @@ static int bench_forward(const bench_opts *o, const vit_model *m)
             randinit_fill(tasks[t]->trainable, tasks[t]->trainable_len, "task", (uint64_t)t,
                           0.02, 0);
     }
-    int started = 0;
     double t_start = 0;
     if (rc == CLI_OK) {
-        pthread_barrier_init(&start, NULL, (unsigned)W + 1);
-        for (; started < W; started++) {
-            bench_worker *w = &workers[started];
-            *w = (bench_worker){.o = o, .m = m, .tasks = tasks, .start = &start,
-                                .profile = o->profile && started == 0 ? &profile : NULL,
-                                .times = times + (size_t)started * iters,
-                                .mixed_times = mixed_times + (size_t)started * iters};
-            if (pthread_create(&threads[started], NULL, bench_worker_main, w) != 0)
-                break;
-        }
-        if (started < W) { /* release the ones waiting for the missing workers */
-            for (int i = started; i < W; i++)
-                workers[i].failed = 1;
-            vit_error_set(&err, VIT_ERR_NOMEM, "cannot start worker %d", started + 1);
+        /* the barrier counts workers only, and every one of them exists once
+         * the gate opens; a worker whose state fails still arrives */
+        pthread_barrier_init(&start, NULL, (unsigned)W);
+        cli_gate gate;
+        for (int i = 0; i < W; i++)
+            workers[i] = (bench_worker){.o = o, .m = m, .tasks = tasks, .gate = &gate,
+                                        .start = &start,
+                                        .profile = o->profile && i == 0 ? &profile : NULL,
+                                        .times = times + (size_t)i * iters,
+                                        .mixed_times = mixed_times + (size_t)i * iters};
+        if (cli_start_threads(threads, W, bench_worker_main, workers, sizeof *workers, &gate,
+                              &err) != VIT_OK) {
             rc = cli_fail(&err);
-            for (int i = started; i < W; i++)
-                pthread_barrier_wait(&start);
+        } else {
+            for (int i = 0; i < W; i++)
+                pthread_join(threads[i], NULL);
         }
-        pthread_barrier_wait(&start);
-        for (int i = 0; i < started; i++)
-            pthread_join(threads[i], NULL);
+        cli_gate_destroy(&gate);
         pthread_barrier_destroy(&start);
     }
     /* the timed span runs from the first worker's start to the last one's end

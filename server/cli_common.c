@@ -3,11 +3,13 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <sys/resource.h>
 #include <time.h>
 
 #include "cli.h"
+#include "cpu.h"
 
 int cli_fail(const vit_error *err)
 {
@@ -76,6 +78,54 @@ void cli_print_json(json_t *j, int precise)
 
 long cli_default_threads(void)
 {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return cores < 1 ? 1 : cores > 64 ? 64 : cores;
+    /* the CPUs this process may use (affinity mask, cgroup quota), not the
+     * machine's: more busy threads than CPUs collapses throughput */
+    long cpus = cpu_usable_count();
+    return cpus < 1 ? 1 : cpus > 64 ? 64 : cpus;
+}
+
+/* ---- starting a group of worker threads (see cli.h) ---- */
+
+static void gate_set(cli_gate *g, int state)
+{
+    pthread_mutex_lock(&g->mu);
+    g->state = state;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+bool cli_gate_pass(cli_gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (g->state == 0)
+        pthread_cond_wait(&g->cv, &g->mu);
+    bool go = g->state > 0;
+    pthread_mutex_unlock(&g->mu);
+    return go;
+}
+
+vit_status cli_start_threads(pthread_t *threads, int n, void *(*fn)(void *), void *args,
+                             size_t arg_size, cli_gate *g, vit_error *err)
+{
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->state = 0;
+    for (int i = 0; i < n; i++) {
+        int rc = pthread_create(&threads[i], NULL, fn, (char *)args + (size_t)i * arg_size);
+        if (rc != 0) {
+            gate_set(g, -1); /* the started ones return without working */
+            for (int j = 0; j < i; j++)
+                pthread_join(threads[j], NULL);
+            return vit_error_set(err, VIT_ERR_NOMEM, "cannot start worker %d of %d: %s", i + 1,
+                                 n, strerror(rc));
+        }
+    }
+    gate_set(g, 1);
+    return VIT_OK;
+}
+
+void cli_gate_destroy(cli_gate *g)
+{
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
 }
