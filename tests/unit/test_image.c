@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "check.h"
 #include "image.h"
@@ -592,6 +593,282 @@ static void test_threads(void)
     free(tp);
 }
 
+/* ---------------------------------------------------------------- crafted files */
+
+/* A growable byte buffer for building files in memory. */
+typedef struct bytes {
+    uint8_t *p;
+    size_t n, cap;
+} bytes;
+
+static void put(bytes *b, const void *d, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        VIT_ASSERT(b->p);
+    }
+    if (n)
+        memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static void put8(bytes *b, unsigned v)
+{
+    uint8_t c = (uint8_t)v;
+    put(b, &c, 1);
+}
+
+static void put16(bytes *b, unsigned v)
+{
+    put8(b, v >> 8);
+    put8(b, v);
+}
+
+static void put32(bytes *b, uint32_t v)
+{
+    put16(b, v >> 16);
+    put16(b, v & 0xFFFF);
+}
+
+/* Decodes b (budget MAX_PIXELS); returns the status, *img filled on success. */
+static vit_status decode_bytes(const bytes *b, img_image *img, vit_error *err)
+{
+    return img_decode(b->p, b->n, MAX_PIXELS, img, err);
+}
+
+/* Expects decoding b to fail with `want` and `needle` in the message. */
+static void expect_refused(const char *what, const bytes *b, vit_status want, const char *needle)
+{
+    img_image img = {0};
+    vit_error err = {VIT_OK, ""};
+    vit_status s = decode_bytes(b, &img, &err);
+    CHECKF(s == want && strstr(err.message, needle), "%s: got %s (%s), want %s with \"%s\"",
+           what, vit_status_name(s), err.message, vit_status_name(want), needle);
+    if (s == VIT_OK)
+        img_free(&img);
+}
+
+/* Expects b to decode to a w x h image; returns 1 if it did. */
+static int expect_decodes(const char *what, const bytes *b, int w, int h, img_image *out)
+{
+    img_image img = {0};
+    vit_error err = {VIT_OK, ""};
+    vit_status s = decode_bytes(b, &img, &err);
+    CHECKF(s == VIT_OK, "%s: %s", what, err.message);
+    CHECKF(s != VIT_OK || (img.width == w && img.height == h), "%s: %dx%d, want %dx%d", what,
+           img.width, img.height, w, h);
+    if (out)
+        *out = img;
+    else
+        img_free(&img);
+    return s == VIT_OK;
+}
+
+/* ---- PNG */
+
+/* Appends a PNG chunk (length, type, data, CRC). */
+static void png_chunk(bytes *b, const char *type, const void *d, size_t n)
+{
+    put32(b, (uint32_t)n);
+    size_t start = b->n;
+    put(b, type, 4);
+    put(b, d, n);
+    put32(b, (uint32_t)crc32(crc32(0, NULL, 0), b->p + start, (uInt)(n + 4)));
+}
+
+/* zlib-compresses raw[0, raw_len) followed by `zeros` zero bytes. */
+static bytes zlib_stream(const uint8_t *raw, size_t raw_len, size_t zeros)
+{
+    bytes out = {0};
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    VIT_ASSERT(deflateInit(&zs, Z_BEST_COMPRESSION) == Z_OK);
+    static const uint8_t zero[65536];
+    uint8_t buf[65536];
+    const uint8_t *in = raw;
+    size_t left = raw_len;
+    int flush;
+    do {
+        if (left == 0 && zeros > 0) {
+            in = zero;
+            left = zeros < sizeof zero ? zeros : sizeof zero;
+            zeros -= left;
+        }
+        zs.next_in = (Bytef *)(uintptr_t)in;
+        zs.avail_in = (uInt)left;
+        flush = zeros == 0 ? Z_FINISH : Z_NO_FLUSH;
+        do {
+            zs.next_out = buf;
+            zs.avail_out = sizeof buf;
+            VIT_ASSERT(deflate(&zs, flush) != Z_STREAM_ERROR);
+            put(&out, buf, sizeof buf - zs.avail_out);
+        } while (zs.avail_out == 0);
+        in += left;
+        left = 0;
+    } while (flush != Z_FINISH);
+    deflateEnd(&zs);
+    return out;
+}
+
+/* A PNG with this IHDR whose IDAT holds `stream` (split into two IDAT
+ * chunks after `split` bytes when split > 0).  Palette images get a full
+ * 256-entry PLTE. */
+static bytes png_file(uint32_t w, uint32_t h, int depth, int color, int interlace,
+                      const bytes *stream, size_t split)
+{
+    bytes b = {0};
+    put(&b, "\x89PNG\r\n\x1A\n", 8);
+    uint8_t ihdr[13] = {(uint8_t)(w >> 24), (uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w,
+                        (uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h,
+                        (uint8_t)depth, (uint8_t)color, 0, 0, (uint8_t)interlace};
+    png_chunk(&b, "IHDR", ihdr, 13);
+    if (color == 3) {
+        uint8_t pal[768];
+        for (int i = 0; i < 768; i++)
+            pal[i] = (uint8_t)(i * 7);
+        png_chunk(&b, "PLTE", pal, sizeof pal);
+    }
+    if (split > 0 && split < stream->n) {
+        png_chunk(&b, "IDAT", stream->p, split);
+        png_chunk(&b, "IDAT", stream->p + split, stream->n - split);
+    } else {
+        png_chunk(&b, "IDAT", stream->p, stream->n);
+    }
+    png_chunk(&b, "IEND", NULL, 0);
+    return b;
+}
+
+/* Filtered scanlines (filter type 0 on every row) of a w x h image at bpp
+ * bits per pixel, row by row through each of the seven Adam7 passes when
+ * interlaced (one pass of all pixels when not).  Pixel bytes come from
+ * rgb (bpp 24) or are a byte pattern. */
+static bytes png_scanlines(int w, int h, int bpp, int interlace, const img_image *rgb)
+{
+    static const int x0[7] = {0, 4, 0, 2, 0, 1, 0}, y0[7] = {0, 0, 4, 0, 2, 0, 1};
+    static const int dx[7] = {8, 8, 4, 4, 2, 2, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+    bytes raw = {0};
+    for (int p = 0; p < (interlace ? 7 : 1); p++) {
+        int xs = interlace ? x0[p] : 0, ys = interlace ? y0[p] : 0;
+        int sx = interlace ? dx[p] : 1, sy = interlace ? dy[p] : 1;
+        int cols = 0;
+        for (int x = xs; x < w; x += sx)
+            cols++;
+        if (cols == 0)
+            continue; /* an empty pass has no rows at all */
+        for (int y = ys; y < h; y += sy) {
+            put8(&raw, 0);
+            if (rgb) {
+                for (int x = xs; x < w; x += sx)
+                    put(&raw, rgb->pixels + ((size_t)y * (size_t)w + (size_t)x) * 3, 3);
+            } else {
+                for (size_t i = 0; i < ((size_t)cols * (size_t)bpp + 7) / 8; i++)
+                    put8(&raw, (unsigned)(raw.n * 37 % 251));
+            }
+        }
+    }
+    return raw;
+}
+
+/* Issue 13 item 8: the inflated size is capped at what IHDR needs. */
+static void test_png_inflate_bound(void)
+{
+    /* The bomb: a 1x1 RGB PNG (4 bytes of scanline) whose IDAT inflates to
+     * 32 MiB of zeros in 32 KB.  stb 2.27 decoded it, buffering all 32 MiB
+     * (2 GiB from a 2 MB file the same way). */
+    static const uint8_t one_pixel[4] = {0, 10, 20, 30};
+    bytes z = zlib_stream(one_pixel, 4, (size_t)32 << 20);
+    bytes f = png_file(1, 1, 8, 2, 0, &z, 0);
+    fprintf(stderr, "PNG bomb: %zu bytes inflating to 32 MiB\n", f.n);
+    expect_refused("1x1 PNG inflating to 32 MiB", &f, VIT_ERR_FORMAT,
+                   "inflates to more than its header's dimensions need");
+    free(z.p);
+    free(f.p);
+
+    /* Every colour type and bit depth, plain and Adam7, on sizes that leave
+     * partial bytes and empty passes: exactly the scanline bytes decode, one
+     * more byte is refused. */
+    static const int kinds[][2] = {{0, 1}, {0, 2}, {0, 4}, {0, 8}, {0, 16}, {2, 8}, {2, 16},
+                                   {3, 1}, {3, 2}, {3, 4}, {3, 8}, {4, 8}, {4, 16}, {6, 8},
+                                   {6, 16}};
+    static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};
+    static const int sizes[][2] = {{1, 1}, {3, 5}, {9, 9}, {17, 3}, {2, 13}};
+    int shapes = 0;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            for (int il = 0; il < 2; il++) {
+                int color = kinds[k][0], depth = kinds[k][1];
+                int w = sizes[s][0], h = sizes[s][1];
+                bytes raw = png_scanlines(w, h, channels[color] * depth, il, NULL);
+                char what[96];
+                snprintf(what, sizeof what, "PNG colour %d, %d-bit, %dx%d%s", color, depth, w, h,
+                         il ? ", Adam7" : "");
+                bytes exact = zlib_stream(raw.p, raw.n, 0);
+                put8(&raw, 0);
+                bytes over = zlib_stream(raw.p, raw.n, 0);
+                bytes fe = png_file((uint32_t)w, (uint32_t)h, depth, color, il, &exact, 0);
+                bytes fo = png_file((uint32_t)w, (uint32_t)h, depth, color, il, &over, 0);
+                shapes += expect_decodes(what, &fe, w, h, NULL);
+                expect_refused(what, &fo, VIT_ERR_FORMAT, "inflates to more than");
+                free(raw.p);
+                free(exact.p);
+                free(over.p);
+                free(fe.p);
+                free(fo.p);
+            }
+        }
+    }
+    fprintf(stderr, "PNG inflate bound: %d shapes decode at exactly their size, refused at +1\n",
+            shapes);
+
+    /* Pixels of an Adam7 RGB file, its zlib header split across two IDAT
+     * chunks and trailing bytes after the stream: same pixels as the
+     * plain file. */
+    img_image src = pattern(11, 7, 5), plain = {0}, il = {0};
+    bytes r0 = png_scanlines(11, 7, 24, 0, &src), r1 = png_scanlines(11, 7, 24, 1, &src);
+    bytes z0 = zlib_stream(r0.p, r0.n, 0), z1 = zlib_stream(r1.p, r1.n, 0);
+    put(&z1, "junk", 4);
+    bytes f0 = png_file(11, 7, 8, 2, 0, &z0, 0), f1 = png_file(11, 7, 8, 2, 1, &z1, 1);
+    if (expect_decodes("RGB 11x7", &f0, 11, 7, &plain) &&
+        expect_decodes("RGB 11x7 Adam7, split header", &f1, 11, 7, &il)) {
+        CHECK(memcmp(plain.pixels, src.pixels, 11 * 7 * 3) == 0);
+        CHECK(memcmp(il.pixels, src.pixels, 11 * 7 * 3) == 0);
+    }
+    img_free(&plain);
+    img_free(&il);
+    img_free(&src);
+
+    /* Malformed chunk streams the guard refuses itself. */
+    bytes bad = {0};
+    put(&bad, f0.p, 33); /* signature + IHDR */
+    put32(&bad, 0x7FFFFFF0u); /* an IDAT claiming 2 GiB: stb 2.27 grew its buffer to that */
+    put(&bad, "IDAT", 4);
+    put(&bad, z0.p, z0.n);
+    expect_refused("IDAT past the end", &bad, VIT_ERR_FORMAT, "runs past the end");
+    bad.n = 33;
+    png_chunk(&bad, "ZZZZ", "1234", 4);
+    png_chunk(&bad, "IDAT", z0.p, z0.n);
+    png_chunk(&bad, "IEND", NULL, 0);
+    expect_refused("unknown critical chunk", &bad, VIT_ERR_FORMAT, "unknown critical chunk");
+    bad.n = 33;
+    png_chunk(&bad, "zzzz", "1234", 4); /* ancillary: skipped */
+    png_chunk(&bad, "IDAT", z0.p, z0.n - 6);
+    png_chunk(&bad, "IEND", NULL, 0);
+    expect_refused("stream cut short", &bad, VIT_ERR_FORMAT, "truncated");
+    bad.n = 0;
+    put(&bad, f0.p, 8);
+    png_chunk(&bad, "CgBI", "\x50\x00\x20\x02", 4);
+    put(&bad, f0.p + 8, f0.n - 8);
+    expect_refused("CgBI", &bad, VIT_ERR_FORMAT, "CgBI");
+    free(bad.p);
+    free(r0.p);
+    free(r1.p);
+    free(z0.p);
+    free(z1.p);
+    free(f0.p);
+    free(f1.p);
+}
+
 int main(void)
 {
     char p[4096];
@@ -612,5 +889,6 @@ int main(void)
     test_bad_inputs();
     test_limits();
     test_threads();
+    test_png_inflate_bound();
     return check_result();
 }
