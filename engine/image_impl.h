@@ -38,9 +38,10 @@ img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t l
 /* Decodes to 8-bit RGB (grey replicated, alpha dropped).  Before stb runs,
  * the guards of image_stb.c refuse what stb 2.27 would decode unsafely or
  * at a cost out of proportion to the image (PNG data inflating past what
- * the header's dimensions need, bad DHT).  On success *pixels is a
- * malloc'd buffer of (*w) * (*h) * 3 bytes that the caller releases with
- * free(); on failure *pixels is NULL. */
+ * the header's dimensions need; JPEG scan bombs, DC overflow, data ending
+ * inside a block, bad DHT).  On success *pixels is a malloc'd buffer of
+ * (*w) * (*h) * 3 bytes that the caller releases with free(); on failure
+ * *pixels is NULL. */
 img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint8_t **pixels, int *w,
                                   int *h);
 

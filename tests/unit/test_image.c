@@ -869,6 +869,366 @@ static void test_png_inflate_bound(void)
     free(f1.p);
 }
 
+/* ---- JPEG */
+
+/* Bit writer for entropy-coded data: MSB first, 0xFF stuffed with 0x00,
+ * padded with 1 bits. */
+typedef struct bitw {
+    bytes *b;
+    unsigned acc, n;
+} bitw;
+
+static void put_bits(bitw *w, uint32_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        w->acc = (w->acc << 1) | ((v >> i) & 1);
+        if (++w->n == 8) {
+            put8(w->b, w->acc);
+            if (w->acc == 0xFF)
+                put8(w->b, 0);
+            w->acc = w->n = 0;
+        }
+    }
+}
+
+static void flush_bits(bitw *w)
+{
+    while (w->n)
+        put_bits(w, 1, 1);
+}
+
+/* Appends a DHT segment defining table 0 of class tc (0 DC, 1 AC) with
+ * counts[i] codes of length i + 1 for the symbols syms, in order. */
+static void jpeg_dht(bytes *b, int tc, const uint8_t counts[16], const uint8_t *syms)
+{
+    unsigned n = 0;
+    for (int i = 0; i < 16; i++)
+        n += counts[i];
+    put16(b, 0xFFC4);
+    put16(b, 2 + 17 + n);
+    put8(b, (unsigned)(tc << 4));
+    put(b, counts, 16);
+    put(b, syms, n);
+}
+
+/* Starts a JPEG: SOI; DQT table 0 with every entry q (16-bit entries if
+ * q16); SOF0 (SOF2 if progressive) w x h with ncomp components, ids 1..n,
+ * sampling factors hv[i], all on table 0; DHT with DC table 0 and AC table 0
+ * each holding a single 1-bit code ("0") for dc_sym and for EOB. */
+static bytes jpeg_begin(int progressive, int w, int h, int ncomp, const int hv[][2], int q16,
+                        unsigned q, int dc_sym)
+{
+    bytes b = {0};
+    put16(&b, 0xFFD8);
+    put16(&b, 0xFFDB);
+    put16(&b, q16 ? 2 + 129 : 2 + 65);
+    put8(&b, q16 ? 0x10 : 0x00);
+    for (int i = 0; i < 64; i++) {
+        if (q16)
+            put16(&b, q);
+        else
+            put8(&b, q);
+    }
+    put16(&b, progressive ? 0xFFC2 : 0xFFC0);
+    put16(&b, (unsigned)(8 + 3 * ncomp));
+    put8(&b, 8);
+    put16(&b, (unsigned)h);
+    put16(&b, (unsigned)w);
+    put8(&b, (unsigned)ncomp);
+    for (int i = 0; i < ncomp; i++) {
+        put8(&b, (unsigned)(i + 1));
+        put8(&b, (unsigned)(hv[i][0] << 4 | hv[i][1]));
+        put8(&b, 0);
+    }
+    static const uint8_t one_code[16] = {1}; /* one code of length 1: "0" */
+    uint8_t dc = (uint8_t)dc_sym, eob = 0x00;
+    jpeg_dht(&b, 0, one_code, &dc);
+    jpeg_dht(&b, 1, one_code, &eob);
+    return b;
+}
+
+/* Appends an SOS over components ids[0..n) (tables 0/0) and its data. */
+static void jpeg_scan(bytes *b, const int *ids, int n, int ss, int se, int ahal,
+                      const bytes *data)
+{
+    put16(b, 0xFFDA);
+    put16(b, (unsigned)(6 + 2 * n));
+    put8(b, (unsigned)n);
+    for (int i = 0; i < n; i++) {
+        put8(b, (unsigned)ids[i]);
+        put8(b, 0);
+    }
+    put8(b, (unsigned)ss);
+    put8(b, (unsigned)se);
+    put8(b, (unsigned)ahal);
+    if (data)
+        put(b, data->p, data->n);
+}
+
+/* Entropy data of `blocks` blocks each coding DC category 15 with value
+ * +32767 (all ones), then EOB when ac (baseline). */
+static bytes dc_max_blocks(int blocks, int ac)
+{
+    bytes d = {0};
+    bitw w = {&d, 0, 0};
+    for (int i = 0; i < blocks; i++) {
+        put_bits(&w, 0, 1);      /* DC code: category 15 */
+        put_bits(&w, 0x7FFF, 15); /* +32767 */
+        if (ac)
+            put_bits(&w, 0, 1); /* EOB */
+    }
+    flush_bits(&w);
+    return d;
+}
+
+/* Issue 13 item 10: stb 2.27's DC arithmetic overflows int on such files
+ * (UBSan: "signed integer overflow: 65534 * 65535"); they are refused. */
+static void test_jpeg_dc_overflow(void)
+{
+    static const int one[1][2] = {{1, 1}};
+    static const int y[1] = {1};
+    /* Baseline, 16-bit DQT of 0xFFFF, two blocks of +32767: the second
+     * block's DC is 65534 * 65535. */
+    bytes f = jpeg_begin(0, 16, 8, 1, one, 1, 0xFFFF, 15);
+    bytes d = dc_max_blocks(2, 1);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    fprintf(stderr, "JPEG DC overflow: %zu bytes\n", f.n);
+    expect_refused("16-bit DQT, DC 65534 * 65535", &f, VIT_ERR_FORMAT,
+                   "DC coefficient out of range");
+    free(d.p);
+    /* One block fewer stays in range (32767 * 65535 < 2^31) and decodes. */
+    f.n = 0;
+    free(f.p);
+    f = jpeg_begin(0, 8, 8, 1, one, 1, 0xFFFF, 15);
+    d = dc_max_blocks(1, 1);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    expect_decodes("16-bit DQT, DC 32767 * 65535", &f, 8, 8, NULL);
+    free(d.p);
+    free(f.p);
+
+    /* A zero quantiser: the product never overflows, the predictor does,
+     * after 65,538 blocks of +32767 (16384 x 264 pixels). */
+    f = jpeg_begin(0, 16384, 264, 1, one, 0, 0, 15);
+    d = dc_max_blocks(2048 * 33, 1);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    expect_refused("DC predictor past INT_MAX", &f, VIT_ERR_FORMAT, "DC coefficient out of range");
+    free(d.p);
+    free(f.p);
+
+    /* Progressive DC scan with Al = 13: 9 blocks of +32767 make
+     * 294903 << 13, past 2^31. */
+    f = jpeg_begin(1, 72, 8, 1, one, 0, 1, 15);
+    d = dc_max_blocks(9, 0);
+    jpeg_scan(&f, y, 1, 0, 0, 13, &d);
+    put16(&f, 0xFFD9);
+    expect_refused("progressive DC << 13", &f, VIT_ERR_FORMAT, "DC coefficient out of range");
+    free(d.p);
+    free(f.p);
+    f = jpeg_begin(1, 64, 8, 1, one, 0, 1, 15); /* 8 blocks: 262136 << 13 fits */
+    d = dc_max_blocks(8, 0);
+    jpeg_scan(&f, y, 1, 0, 0, 13, &d);
+    put16(&f, 0xFFD9);
+    expect_decodes("progressive DC 262136 << 13", &f, 64, 8, NULL);
+    free(d.p);
+    free(f.p);
+}
+
+/* stb 2.27 keeps consuming bits after a marker has ended the scan data,
+ * driving its bit count negative; its next refill then shifts by 39
+ * (UBSan: "shift exponent 39 is too large").  Here the second block's DC
+ * code is 16 bits long and uses up the data, its 15 value bits are read
+ * past the end.  Found while checking the guard against stb; refused as
+ * data ending inside a block. */
+static void test_jpeg_bit_underflow(void)
+{
+    static const int one[1][2] = {{1, 1}};
+    static const int y[1] = {1};
+    static const uint8_t dc_counts[16] = {[0] = 1, [15] = 1}, dc_syms[2] = {0, 15};
+    static const uint8_t ac_counts[16] = {[14] = 1}, ac_syms[1] = {0x00};
+    bytes f = jpeg_begin(0, 16, 8, 1, one, 0, 1, 0);
+    jpeg_dht(&f, 0, dc_counts, dc_syms); /* DC: "0" = 0, "1000000000000000" = 15 */
+    jpeg_dht(&f, 1, ac_counts, ac_syms); /* AC: fifteen 0 bits = EOB */
+    /* Block 1: DC "0" + EOB (16 bits); block 2: the 16-bit DC code, then
+     * the data ends where its 15 value bits should be. */
+    static const uint8_t data[4] = {0x00, 0x00, 0x80, 0x00};
+    bytes d = {0};
+    put(&d, data, 4);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    expect_refused("data ending inside a block", &f, VIT_ERR_FORMAT,
+                   "scan data ends inside a block");
+    free(d.p);
+    free(f.p);
+}
+
+/* A refinement scan reads one correction bit for each coefficient an
+ * earlier scan made nonzero, so the guard must know them to follow stb's
+ * bits.  Scan 1 (AC, Al = 1) makes 14 coefficients of block 1 nonzero; in
+ * scan 2 (refinement) block 1 is an EOB code and their 14 correction bits,
+ * block 2 a 16-bit EOB-run code whose 14 extra bits are missing: data
+ * ending inside a block, refused.  Skipping the correction bits, the
+ * guard would read them as codes and miss it. */
+static void test_jpeg_refinement_bits(void)
+{
+    static const int two[1][2] = {{1, 1}};
+    static const int y[1] = {1};
+    /* AC table: "0" = run 0 size 1, "10" = EOB, "1100000000000000" = EOB run 2^14. */
+    static const uint8_t ac_counts[16] = {[0] = 1, [1] = 1, [15] = 1};
+    static const uint8_t ac_syms[3] = {0x01, 0x00, 0xE0};
+    bytes f = jpeg_begin(1, 16, 8, 1, two, 0, 1, 0);
+    jpeg_dht(&f, 1, ac_counts, ac_syms);
+    bytes d1 = {0}, d2 = {0};
+    bitw w = {&d1, 0, 0};
+    for (int i = 0; i < 14; i++)
+        put_bits(&w, 0x1, 2); /* "0" + value bit 1: +1 (x2 at Al = 1) */
+    put_bits(&w, 0x2, 2);     /* EOB */
+    put_bits(&w, 0x2, 2);     /* block 2: EOB */
+    flush_bits(&w);
+    w.b = &d2;
+    put_bits(&w, 0x2, 2);     /* block 1: EOB, then its 14 correction bits, */
+    put_bits(&w, 0x2AAA, 14); /* 1010...: read as codes they are EOBs */
+    put_bits(&w, 0xC000, 16); /* block 2: EOB run 2^14 - 1 + 14 bits, which end */
+    flush_bits(&w);
+    VIT_ASSERT(d1.n == 4 && d2.n == 4);
+    jpeg_scan(&f, y, 1, 1, 63, 0x01, &d1);
+    jpeg_scan(&f, y, 1, 1, 63, 0x10, &d2);
+    put16(&f, 0xFFD9);
+    expect_refused("refinement data ending inside a block", &f, VIT_ERR_FORMAT,
+                   "scan data ends inside a block");
+    free(d1.p);
+    free(d2.p);
+    free(f.p);
+}
+
+/* The guard follows stb through restart intervals: predictors reset at
+ * each RSTn (four blocks of +32767 under a 0xFFFF quantiser then never
+ * overflow), and without the markers stb ends the scan after the first
+ * interval, so the second block (which would overflow) is never decoded. */
+static void test_jpeg_restarts(void)
+{
+    static const int one[1][2] = {{1, 1}};
+    static const int y[1] = {1};
+    for (int markers = 1; markers >= 0; markers--) {
+        int blocks = markers ? 4 : 2;
+        bytes f = jpeg_begin(0, 8 * blocks, 8, 1, one, 1, 0xFFFF, 15);
+        put16(&f, 0xFFDD); /* DRI: restart every block */
+        put16(&f, 4);
+        put16(&f, 1);
+        bytes d = {0};
+        bitw w = {&d, 0, 0};
+        for (int i = 0; i < blocks; i++) {
+            put_bits(&w, 0, 1);
+            put_bits(&w, 0x7FFF, 15);
+            put_bits(&w, 0, 1);
+            flush_bits(&w);
+            if (markers && i + 1 < blocks)
+                put16(&d, 0xFFD0 + (unsigned)(i % 8));
+        }
+        jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+        put16(&f, 0xFFD9);
+        expect_decodes(markers ? "DC +32767 x 4 with restarts" : "DRI without RST markers", &f,
+                       8 * blocks, 8, NULL);
+        free(d.p);
+        free(f.p);
+    }
+}
+
+/* Progressive files as encoders write them (libjpeg's default script via
+ * PIL: 10 scans, successive approximation, EOB runs) pass the guard and
+ * decode close to their source. */
+static void test_jpeg_progressive(void)
+{
+    const char *files[] = {"chelsea_prog.jpg", "chelsea_prog444.jpg", "chelsea_prog_grey.jpg"};
+    img_image src = {0};
+    vit_error err;
+    CHECK(load("chelsea.png", &src, &err) == VIT_OK);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        img_image img = {0};
+        vit_status s = load(files[i], &img, &err);
+        CHECKF(s == VIT_OK, "%s: %s", files[i], err.message);
+        if (s != VIT_OK)
+            continue;
+        double mean = 0;
+        int d = 256;
+        if (i < 2) {
+            d = max_diff(&img, &src, &mean);
+        } else { /* against the luma of the source, as PIL's convert("L") */
+            img_image grey = {src.width, src.height, malloc((size_t)src.width * (size_t)src.height * 3)};
+            VIT_ASSERT(grey.pixels);
+            for (size_t k = 0; k < (size_t)src.width * (size_t)src.height; k++) {
+                const uint8_t *p = src.pixels + 3 * k;
+                uint8_t l = (uint8_t)((p[0] * 19595 + p[1] * 38470 + p[2] * 7471 + 0x8000) >> 16);
+                grey.pixels[3 * k] = grey.pixels[3 * k + 1] = grey.pixels[3 * k + 2] = l;
+            }
+            d = max_diff(&img, &grey, &mean);
+            img_free(&grey);
+        }
+        fprintf(stderr, "progressive %-22s max diff vs source %d levels (mean %.2f)\n", files[i], d,
+                mean);
+        CHECKF(mean < 4.0, "%s: mean diff %.2f vs its source", files[i], mean);
+        img_free(&img);
+    }
+    img_free(&src);
+}
+
+/* Issue 13 item 9: scan bombs.  The scans hold no data at all: stb reads
+ * zero bits, which these tables decode as DC 0 + EOB, block after block. */
+static void test_jpeg_scan_limits(void)
+{
+    /* Work: an 8x8 grey image has one block; 16 scans decode it 16 times
+     * (the limit), a 17th is refused.  Without the limit, an 86 KB file with
+     * 2,000 such scans on a large image decoded for a minute. */
+    static const int one[1][2] = {{1, 1}};
+    static const int y[1] = {1};
+    for (int scans = 16; scans <= 17; scans++) {
+        bytes f = jpeg_begin(0, 8, 8, 1, one, 0, 1, 0);
+        for (int i = 0; i < scans; i++)
+            jpeg_scan(&f, y, 1, 0, 63, 0, NULL);
+        put16(&f, 0xFFD9);
+        if (scans == 16)
+            expect_decodes("16 baseline scans of one block", &f, 8, 8, NULL);
+        else
+            expect_refused("17 baseline scans of one block", &f, VIT_ERR_TOO_LARGE,
+                           "more than 16 times over");
+        free(f.p);
+    }
+    /* The same on a progressive file with AC scans (skipped by the guard's
+     * decoder, counted all the same): DC scan + 15 AC scans pass, 16 not. */
+    for (int ac = 15; ac <= 16; ac++) {
+        bytes f = jpeg_begin(1, 8, 8, 1, one, 0, 1, 0);
+        jpeg_scan(&f, y, 1, 0, 0, 0, NULL);
+        for (int i = 0; i < ac; i++)
+            jpeg_scan(&f, y, 1, 1, 63, 0, NULL);
+        put16(&f, 0xFFD9);
+        if (ac == 15)
+            expect_decodes("progressive, 16 scans", &f, 8, 8, NULL);
+        else
+            expect_refused("progressive, 17 scans", &f, VIT_ERR_TOO_LARGE,
+                           "more than 16 times over");
+        free(f.p);
+    }
+
+    /* Count: a 32x32 four-component file whose last component is sampled
+     * 1x1 against 4x4 (49 blocks; scans of it cost one block each, far
+     * inside 16 x 49): 500 scans decode, 501 are refused. */
+    static const int four[4][2] = {{4, 4}, {4, 4}, {4, 4}, {1, 1}};
+    static const int k[1] = {4};
+    for (int scans = 500; scans <= 501; scans++) {
+        bytes f = jpeg_begin(0, 32, 32, 4, four, 0, 1, 0);
+        for (int i = 0; i < scans; i++)
+            jpeg_scan(&f, k, 1, 0, 63, 0, NULL);
+        put16(&f, 0xFFD9);
+        if (scans == 500)
+            expect_decodes("500 scans", &f, 32, 32, NULL);
+        else
+            expect_refused("501 scans", &f, VIT_ERR_TOO_LARGE, "more than 500 scans");
+        free(f.p);
+    }
+}
+
 int main(void)
 {
     char p[4096];
@@ -890,5 +1250,11 @@ int main(void)
     test_limits();
     test_threads();
     test_png_inflate_bound();
+    test_jpeg_dc_overflow();
+    test_jpeg_bit_underflow();
+    test_jpeg_refinement_bits();
+    test_jpeg_restarts();
+    test_jpeg_progressive();
+    test_jpeg_scan_limits();
     return check_result();
 }
