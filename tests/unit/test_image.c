@@ -1229,6 +1229,76 @@ static void test_jpeg_scan_limits(void)
     }
 }
 
+/* ---- EXIF */
+
+/* Writes v at p, 16 or 32 bits, little-endian if le. */
+static void wr16(uint8_t *p, int le, unsigned v)
+{
+    p[le ? 0 : 1] = (uint8_t)v;
+    p[le ? 1 : 0] = (uint8_t)(v >> 8);
+}
+
+static void wr32(uint8_t *p, int le, uint32_t v)
+{
+    wr16(p + (le ? 0 : 2), le, v & 0xFFFF);
+    wr16(p + (le ? 2 : 0), le, v >> 16);
+}
+
+/* A copy of JPEG src whose EXIF block (the fixtures' 34-byte APP1 with one
+ * IFD0 entry) is rewritten: orientation o as a LONG (else a SHORT), in
+ * Intel (le) or Motorola byte order. */
+static bytes exif_rewritten(const uint8_t *src, size_t n, int le, int as_long, unsigned o)
+{
+    bytes b = {0};
+    put(&b, src, n);
+    uint8_t *t = NULL; /* the 26-byte TIFF block after "Exif\0\0" */
+    for (size_t i = 0; i + 10 < n && !t; i++)
+        if (memcmp(b.p + i, "\xFF\xE1\x00\x22" "Exif\0\0", 10) == 0)
+            t = b.p + i + 10;
+    VIT_ASSERT(t);
+    memset(t, 0, 26);
+    t[0] = t[1] = le ? 'I' : 'M';
+    wr16(t + 2, le, 42);
+    wr32(t + 4, le, 8);        /* IFD0 offset */
+    wr16(t + 8, le, 1);        /* one entry: */
+    wr16(t + 10, le, 0x0112);  /*   Orientation */
+    wr16(t + 12, le, as_long ? 4 : 3);
+    wr32(t + 14, le, 1);       /*   count */
+    if (as_long)
+        wr32(t + 18, le, o);
+    else
+        wr16(t + 18, le, o);   /*   a SHORT fills the field's first 2 bytes */
+    return b;                  /* next-IFD offset (22..25) stays 0 */
+}
+
+/* The EXIF orientation stored as a LONG (allowed by TIFF, written by some
+ * cameras) or in Intel byte order must turn the picture as the fixtures'
+ * Motorola SHORT does. */
+static void test_exif_long(void)
+{
+    size_t n;
+    uint8_t *src = slurp("exif_orient_6.jpg", &n);
+    img_image want = {0};
+    vit_error err;
+    CHECK(img_decode(src, n, MAX_PIXELS, &want, &err) == VIT_OK);
+    for (int le = 0; le < 2; le++) {
+        for (int as_long = 0; as_long < 2; as_long++) {
+            bytes b = exif_rewritten(src, n, le, as_long, 6);
+            img_image got = {0};
+            vit_status s = decode_bytes(&b, &got, &err);
+            CHECKF(s == VIT_OK && got.width == want.width && got.height == want.height &&
+                       memcmp(got.pixels, want.pixels,
+                              (size_t)want.width * (size_t)want.height * 3) == 0,
+                   "EXIF orientation 6 as %s in %s byte order: not turned like the SHORT one",
+                   as_long ? "LONG" : "SHORT", le ? "Intel" : "Motorola");
+            img_free(&got);
+            free(b.p);
+        }
+    }
+    img_free(&want);
+    free(src);
+}
+
 int main(void)
 {
     char p[4096];
@@ -1256,5 +1326,6 @@ int main(void)
     test_jpeg_restarts();
     test_jpeg_progressive();
     test_jpeg_scan_limits();
+    test_exif_long();
     return check_result();
 }
