@@ -727,7 +727,10 @@ static guard_verdict jpeg_guard(const uint8_t *data, size_t len, const char **re
  * refuses it too).  Cost: one extra inflate pass, output discarded. */
 
 /* Bytes of filtered scanlines a w x h PNG with this IHDR inflates to, or 0
- * if stb would refuse the header (it reports that itself). */
+ * for a header the PNG format forbids.  stb 2.27 accepts some of those
+ * (any bit depth with colour types 2, 4 and 6, e.g. 1-bit grey+alpha);
+ * PIL and libpng do not, and png_guard refuses them all, so that every
+ * file stb decodes has been sized here. */
 static uint64_t png_raw_size(uint32_t w, uint32_t h, unsigned depth, unsigned color,
                              unsigned interlace)
 {
@@ -855,8 +858,11 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
             uint32_t h = (uint32_t)body[4] << 24 | (uint32_t)body[5] << 16 |
                          (uint32_t)body[6] << 8 | body[7];
             st->limit = png_raw_size(w, h, body[8], body[9], body[12]);
-            if (st->limit == 0)
-                break; /* stb refuses the header */
+            if (st->limit == 0) { /* never let stb decode what was not sized */
+                *reason = "bad IHDR (size, bit depth, colour type or interlace method)";
+                v = GUARD_REFUSE;
+                break;
+            }
         } else if (memcmp(type, "CgBI", 4) == 0) {
             *reason = "Apple CgBI PNGs are not supported";
             v = GUARD_REFUSE;

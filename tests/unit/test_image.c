@@ -855,6 +855,25 @@ static void test_png_inflate_bound(void)
     png_chunk(&bad, "IDAT", z0.p, z0.n - 6);
     png_chunk(&bad, "IEND", NULL, 0);
     expect_refused("stream cut short", &bad, VIT_ERR_FORMAT, "truncated");
+    /* Found by fuzz_image: 1-bit grey+alpha (forbidden, yet accepted by
+     * stb 2.27) and an IDAT claiming 789 MB; stb reallocated that much.
+     * An IHDR the guard cannot size is refused. */
+    static const uint8_t ga1[13] = {0, 0, 0, 17, 0, 0, 0, 3, 1, 4, 0, 0, 0};
+    bad.n = 8;
+    png_chunk(&bad, "IHDR", ga1, 13);
+    put32(&bad, 0x2F080014u);
+    put(&bad, "IDAT", 4);
+    put(&bad, z0.p, z0.n);
+    expect_refused("1-bit grey+alpha, IDAT past the end", &bad, VIT_ERR_FORMAT, "bad IHDR");
+    static const uint8_t odd[][2] = {{4, 1}, {2, 4}, {6, 2}, {3, 16}, {1, 8}, {5, 8}, {0, 3}};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        uint8_t hdr[13] = {0, 0, 0, 4, 0, 0, 0, 4, odd[i][1], odd[i][0], 0, 0, 0};
+        bad.n = 8;
+        png_chunk(&bad, "IHDR", hdr, 13);
+        png_chunk(&bad, "IDAT", z0.p, z0.n);
+        png_chunk(&bad, "IEND", NULL, 0);
+        expect_refused("forbidden colour type / bit depth", &bad, VIT_ERR_FORMAT, "IHDR");
+    }
     bad.n = 0;
     put(&bad, f0.p, 8);
     png_chunk(&bad, "CgBI", "\x50\x00\x20\x02", 4);
