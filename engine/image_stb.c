@@ -21,15 +21,18 @@
  *     tests/fuzz/corpus/image/crash-*): JPEG Huffman tables with more than
  *     256 codes (jpeg_dht_safe; at decode, the JPEG guard) and decoder
  *     state left uninitialised (STBI_MALLOC zeroes);
- *   - signed overflow in JPEG DC decoding (a 16-bit DQT, large DC
- *     differences; undefined behaviour, fixed upstream in 2.28): the JPEG
- *     guard redoes the DC arithmetic in 64 bits;
+ *   - undefined behaviour in JPEG decoding: signed overflow of the DC
+ *     arithmetic (a 16-bit DQT, large DC differences; fixed upstream in
+ *     2.28) and a shift by up to 39 bits in the bit reader when the data
+ *     ends inside a block: the JPEG guard redoes the DC arithmetic in 64
+ *     bits and watches the bit count;
  *   - work and memory out of proportion to the image: a JPEG with
  *     thousands of (empty) scans, each decoded over the whole image (the
  *     JPEG guard caps scans and block decodes), and a PNG whose compressed
  *     data inflates far past what its header's dimensions need, which stb
  *     buffers whole (the PNG guard inflates it once with zlib, counting,
- *     and stops at the need).
+ *     and stops at the need, and refuses headers it cannot size, which
+ *     stb accepts for some bit depths the format forbids).
  *
  * Warnings: stb 2.27 happens to be clean at our -Wall -Wextra with gcc 12
  * and clang 14, but not under stricter sets (-Wconversion, -Wcast-qual,
