@@ -17,7 +17,11 @@
  *      stb's reason.  A JPEG without an end-of-image marker after its scan
  *      data, or a BMP shorter than its rows need, is refused as truncated:
  *      stb would silently fill the missing part with grey or black, PIL
- *      raises "image file is truncated";
+ *      raises "image file is truncated".  Before stb runs, image_stb.c's
+ *      guards bound the work by the header's dimensions: PNG data may not
+ *      inflate past what they need, a JPEG gets at most 500 scans and 16
+ *      block decodes per block (over: VIT_ERR_TOO_LARGE), and files that
+ *      would reach stb 2.27's arithmetic bugs are VIT_ERR_FORMAT;
  *   4. JPEG only: apply the EXIF orientation (IFD0 tag 0x0112) like PIL's
  *      ImageOps.exif_transpose, so the model sees the picture upright.
  *
@@ -392,9 +396,13 @@ vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_im
     uint8_t *pixels = NULL;
     int dw = 0, dh = 0;
     r = img_stb_decode_rgb(data, len, &pixels, &dw, &dh);
+    if (!r.ok && r.nomem)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory decoding a %dx%d %s image", w,
+                             h, fname);
+    if (!r.ok && r.too_large) /* a decoding-work limit, or stb's own size check */
+        return vit_error_set(err, VIT_ERR_TOO_LARGE, "%s image refused: %s", fname, r.reason);
     if (!r.ok)
-        return vit_error_set(err, r.too_large ? VIT_ERR_TOO_LARGE : VIT_ERR_FORMAT,
-                             "corrupt %s image: %s", fname, r.reason);
+        return vit_error_set(err, VIT_ERR_FORMAT, "corrupt %s image: %s", fname, r.reason);
     if (dw != w || dh != h) { /* stb's info and load disagreeing would be a bug there */
         free(pixels);
         return vit_error_set(err, VIT_ERR_FORMAT,

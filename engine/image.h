@@ -34,8 +34,12 @@ typedef struct img_image {
  * Details: the format is sniffed from magic bytes (unknown bytes are
  * VIT_ERR_UNSUPPORTED "not a JPEG, PNG or BMP image"; 0 bytes are
  * VIT_ERR_FORMAT); the size limit is checked from the header before any
- * pixel memory is allocated; truncated JPEG/BMP data is VIT_ERR_FORMAT (PIL
- * refuses it too); JPEG EXIF orientations 2..8 are applied like PIL's
+ * pixel memory is allocated, and the decoding work stays proportional to
+ * it: PNG data inflating past what the header needs is VIT_ERR_FORMAT, a
+ * JPEG with more than 500 scans or scans decoding its blocks more than 16
+ * times over is VIT_ERR_TOO_LARGE; truncated JPEG/BMP/PNG data is
+ * VIT_ERR_FORMAT (PIL refuses it too); JPEG EXIF orientations 2..8 (SHORT
+ * or LONG, either byte order) are applied like PIL's
  * ImageOps.exif_transpose.  On failure *out is zeroed.  Thread-safe. */
 vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_image *out,
                       vit_error *err);

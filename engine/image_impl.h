@@ -15,12 +15,14 @@
  * hostile headers); image.c reports it as VIT_ERR_TOO_LARGE. */
 #define IMG_STB_MAX_SIDE 16384
 
-/* Result of an stb call: ok == 1 on success; otherwise reason is stb's
- * static failure string (e.g. "bad huffman code", never NULL) and too_large
- * is 1 when stb refused the dimensions. */
+/* Result of an stb call: ok == 1 on success; otherwise reason is a static
+ * failure string (stb's, e.g. "bad huffman code", or one of our guards'),
+ * never NULL; too_large is 1 when the dimensions or the decoding work are
+ * over a limit, nomem 1 when memory ran out. */
 typedef struct img_stb_result {
     int ok;
     int too_large;
+    int nomem;
     const char *reason;
 } img_stb_result;
 
@@ -33,9 +35,13 @@ typedef enum img_stb_format { IMG_STB_JPEG, IMG_STB_PNG, IMG_STB_BMP } img_stb_f
 img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t len, int *w,
                             int *h, int *channels);
 
-/* Decodes to 8-bit RGB (grey replicated, alpha dropped).  On success
- * *pixels is a malloc'd buffer of (*w) * (*h) * 3 bytes that the caller
- * releases with free(); on failure *pixels is NULL. */
+/* Decodes to 8-bit RGB (grey replicated, alpha dropped).  Before stb runs,
+ * the guards of image_stb.c refuse what stb 2.27 would decode unsafely or
+ * at a cost out of proportion to the image (PNG data inflating past what
+ * the header's dimensions need; JPEG scan bombs, DC overflow, data ending
+ * inside a block, bad DHT).  On success *pixels is a malloc'd buffer of
+ * (*w) * (*h) * 3 bytes that the caller releases with free(); on failure
+ * *pixels is NULL. */
 img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint8_t **pixels, int *w,
                                   int *h);
 

@@ -1,5 +1,6 @@
 /*
- * image_stb.c - the one translation unit that compiles stb_image.
+ * image_stb.c - the one translation unit that compiles stb_image, and the
+ * guards that keep stb 2.27 safe on hostile input.
  *
  * stb_image is built for JPEG, PNG and BMP only, from memory only (no stdio,
  * no HDR, no float conversion), with the per-side limit lowered to
@@ -11,12 +12,27 @@
  * itself under C11 (_Thread_local) or GNU C (__thread).  The #error below
  * makes sure it did, so concurrent decodes on worker threads never see each
  * other's reason.  We never call stb's global setters (flip, unpremultiply,
- * iPhone de-conversion), so the decoder has no other shared state.
+ * iPhone de-conversion).  Its one other piece of shared state, a static
+ * buffer it formats "unknown critical chunk" PNG errors into, is never
+ * reached: the PNG guard refuses such chunks first, in info and decode.
  *
- * stb 2.27 defects found by tests/fuzz/fuzz_image.c and guarded here (both
- * are memory-safety bugs on hostile JPEGs): Huffman tables with more than 256
- * codes (jpeg_dht_safe refuses them) and decoder state left uninitialised
- * (STBI_MALLOC zeroes).  Regression inputs: tests/fuzz/corpus/image/crash-*.
+ * stb 2.27 defects guarded here, each refused before stb sees the file:
+ *   - memory safety (found by tests/fuzz/fuzz_image.c; regression inputs
+ *     tests/fuzz/corpus/image/crash-*): JPEG Huffman tables with more than
+ *     256 codes (jpeg_dht_safe; at decode, the JPEG guard) and decoder
+ *     state left uninitialised (STBI_MALLOC zeroes);
+ *   - undefined behaviour in JPEG decoding: signed overflow of the DC
+ *     arithmetic (a 16-bit DQT, large DC differences; fixed upstream in
+ *     2.28) and a shift by up to 39 bits in the bit reader when the data
+ *     ends inside a block: the JPEG guard redoes the DC arithmetic in 64
+ *     bits and watches the bit count;
+ *   - work and memory out of proportion to the image: a JPEG with
+ *     thousands of (empty) scans, each decoded over the whole image (the
+ *     JPEG guard caps scans and block decodes), and a PNG whose compressed
+ *     data inflates far past what its header's dimensions need, which stb
+ *     buffers whole (the PNG guard inflates it once with zlib, counting,
+ *     and stops at the need, and refuses headers it cannot size, which
+ *     stb accepts for some bit depths the format forbids).
  *
  * Warnings: stb 2.27 happens to be clean at our -Wall -Wextra with gcc 12
  * and clang 14, but not under stricter sets (-Wconversion, -Wcast-qual,
@@ -26,8 +42,10 @@
 #include "image_impl.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_JPEG
@@ -61,6 +79,10 @@
 #pragma GCC diagnostic ignored "-Wmissing-prototypes"
 #include <stb_image.h>
 #pragma GCC diagnostic pop
+
+/* Spells a numeric macro as a string literal, for messages. */
+#define IMG_STR_(x) #x
+#define IMG_STR(x) IMG_STR_(x)
 
 #ifndef STBI_THREAD_LOCAL
 #error "stb_image's failure reason must be thread-local (STBI_THREAD_LOCAL undefined)"
@@ -175,15 +197,719 @@ static int jpeg_dht_safe(const uint8_t *d, size_t len)
     return 1;
 }
 
+/* What a guard (JPEG or PNG, below) decided about a file. */
+typedef enum guard_verdict {
+    GUARD_PASS,     /* stb may decode (or will fail on its own) */
+    GUARD_REFUSE,   /* format error: the reason says why */
+    GUARD_TOO_MUCH, /* over a work limit: the reason says which */
+    GUARD_NOMEM
+} guard_verdict;
+
+/* ---- JPEG guard: scan limits, stb 2.27's DC overflow and bit underflow ---
+ *
+ * More ways a small hostile JPEG hurts stb 2.27 that only show in its scans:
+ *   - work: stb decodes every scan over all blocks of the scan's
+ *     components, and reads missing entropy-coded data as zero bits, so a
+ *     scan costs a pass over the image even when it holds no data: an 86 KB
+ *     progressive JPEG with 2,000 empty SOS headers decodes for a minute.
+ *   - arithmetic: stbi__jpeg_decode_block adds each DC difference to an int
+ *     predictor and multiplies the sum by the quantiser with no range check
+ *     (stbi__jpeg_decode_block_prog_dc: by 1 << Al), so a 16-bit DQT with
+ *     category-15 differences overflows int (undefined behaviour; 2.28
+ *     added the checks).  The predictor itself overflows after ~65,000
+ *     blocks of large differences, whatever the quantiser.
+ *   - bit underflow: when the data ends inside a block (see bits_ok).
+ *
+ * jpeg_guard runs stb's own marker code (stbi__process_marker & co.) and
+ * stb's own bit reader and Huffman decoder over the file, in stb's order,
+ * so it sees exactly the tables, restart intervals, scans and bits stb
+ * will.  It mirrors every block decode of every scan (no coefficients, no
+ * IDCT, no pixel memory: progressive files keep 8 bytes of nonzero flags
+ * per block, what refinement scans read) and refuses:
+ *   - more than IMG_JPEG_MAX_SCANS scans: libjpeg-turbo's TurboJPEG refuses
+ *     the same number when asked to limit scans (TJFLAG_LIMITSCANS,
+ *     TJPARAM_SCANLIMIT); real encoders write 6-12 (libjpeg's
+ *     jpeg_simple_progression: 10 for colour, 6 for grey);
+ *   - scans that together decode more than IMG_JPEG_MAX_PASSES times as many
+ *     8x8 blocks as the image has.  The scan count alone does not bound the
+ *     work: 500 passes over a large image is the bomb again (measured: 2,000
+ *     empty scans of a 1024x1024 image, 14 s).  A baseline file decodes each
+ *     block once, libjpeg's jpeg_simple_progression 4.7 (4:4:4) to 6 (grey)
+ *     times on average; 16 leaves room for richer scripts.  A block decode
+ *     in any scan costs at most about one baseline block's entropy decoding
+ *     (64 coefficients), so stb's work stays within 16 times the entropy
+ *     decoding of an image of that size, which the caller's pixel budget
+ *     bounds.  Both limits are checked before a scan is decoded;
+ *   - a DC value that would overflow stb's int arithmetic (computed here in
+ *     64 bits), and data ending inside a block;
+ *   - a DHT segment stb 2.27 would overflow on (dht_segment_safe), checked
+ *     just before stb would parse it, as jpeg_dht_safe does for the header.
+ * Where stb would fail, the guard stops and lets stb report it.  Cost:
+ * about one extra Huffman pass over the data. */
+
+#define IMG_JPEG_MAX_SCANS 500 /* SOS segments stb may process per file */
+#define IMG_JPEG_MAX_PASSES 16 /* block decodes of all scans / blocks of the image */
+
+typedef struct jpeg_guard_state {
+    stbi__jpeg *j;          /* stb's decoder state, driven by stb's own code */
+    const uint8_t *data;
+    size_t len;
+    uint64_t blocks;        /* 8x8 blocks of all components, MCU-padded */
+    uint64_t scans;         /* SOS segments stb has accepted */
+    uint64_t block_decodes; /* blocks decoded by those scans */
+    uint64_t *nz[4];        /* progressive: per component, per block of its
+                               coefficient grid, which coefficients are nonzero */
+    int nz_w[4];            /* blocks per row of that grid (stb's coeff_w) */
+    const char *reason;
+} jpeg_guard_state;
+
+/* stbi__process_marker, after checking a DHT segment for the 2.27
+ * overflow.  Returns 1 if stb accepts the marker, 0 if it fails (reason set
+ * when the guard refuses). */
+static int guard_marker(jpeg_guard_state *g, int m)
+{
+    if (m == 0xC4) {
+        size_t pos = (size_t)(g->j->s->img_buffer - g->j->s->img_buffer_original);
+        if (!dht_segment_safe(g->data, g->len, pos)) {
+            g->reason = "bad DHT header";
+            return 0;
+        }
+    }
+    return stbi__process_marker(g->j, m);
+}
+
+/* True if dc (a 64-bit DC predictor) and dc * scale fit stb's int. */
+static int dc_fits(int64_t dc, int64_t scale)
+{
+    /* |dc| < 2^32 here (one difference past int range), scale <= 65535:
+     * the product fits 64 bits. */
+    return dc >= INT_MIN && dc <= INT_MAX && dc * scale >= INT_MIN && dc * scale <= INT_MAX;
+}
+
+/* What a mirrored block decode found. */
+enum {
+    BLOCK_STB_FAILS = 0, /* stb reports an error here and stops */
+    BLOCK_OK = 1,
+    BLOCK_DC_OVERFLOW = -1, /* stb's int DC arithmetic would overflow */
+    BLOCK_BITS_UNDERFLOW = -2 /* stb's bit count would underflow (below) */
+};
+
+/* stb 2.27's bit reader, once a marker has ended the entropy-coded data,
+ * still consumes the n bits an extend/receive asks for (or a fast-path AC
+ * code's length) when fewer are buffered, driving code_bits negative; its
+ * next refill then shifts by 24 - code_bits, past 31 (undefined; seen as
+ * "shift exponent 39" under UBSan) once code_bits <= -8.  Data that ends
+ * inside a block is corrupt anyway: the guard refuses it there, before
+ * its own next call into stb's reader. */
+static int bits_ok(const stbi__jpeg *z)
+{
+    return z->code_bits > -8;
+}
+
+/* stbi__jpeg_decode_block (baseline) or stbi__jpeg_decode_block_prog_dc
+ * (progressive DC), consuming exactly the same bits, with the DC
+ * arithmetic checked.  nz: the block's nonzero-coefficient mask (progressive
+ * only), which a first DC scan clears as stb clears the block. */
+static int guard_block_dc(stbi__jpeg *z, int n, uint64_t *nz)
+{
+    stbi__huffman *hdc = z->huff_dc + z->img_comp[n].hd;
+    int64_t scale;
+    if (z->progressive) {
+        if (z->spec_end != 0)
+            return BLOCK_STB_FAILS; /* "can't merge dc and ac" */
+        if (z->code_bits < 16)
+            stbi__grow_buffer_unsafe(z);
+        if (z->succ_high != 0) { /* DC refinement: one bit, no arithmetic */
+            (void)stbi__jpeg_get_bit(z);
+            return bits_ok(z) ? BLOCK_OK : BLOCK_BITS_UNDERFLOW;
+        }
+        *nz = 0;
+        scale = (int64_t)1 << z->succ_low;
+    } else {
+        if (z->code_bits < 16)
+            stbi__grow_buffer_unsafe(z);
+        scale = z->dequant[z->img_comp[n].tq][0];
+    }
+    int t = stbi__jpeg_huff_decode(z, hdc);
+    if (t < 0 || t > 15)
+        return BLOCK_STB_FAILS;
+    int diff = t ? stbi__extend_receive(z, t) : 0;
+    if (!bits_ok(z))
+        return BLOCK_BITS_UNDERFLOW;
+    int64_t dc = (int64_t)z->img_comp[n].dc_pred + diff;
+    if (!dc_fits(dc, scale))
+        return BLOCK_DC_OVERFLOW;
+    z->img_comp[n].dc_pred = (int)dc;
+    if (z->progressive)
+        return BLOCK_OK;
+
+    /* The AC coefficients, only to consume their bits as stb does. */
+    int ha = z->img_comp[n].ha;
+    stbi__huffman *hac = z->huff_ac + ha;
+    stbi__int16 *fac = z->fast_ac[ha];
+    int k = 1;
+    do {
+        if (z->code_bits < 16)
+            stbi__grow_buffer_unsafe(z);
+        int c = (int)((z->code_buffer >> (32 - FAST_BITS)) & ((1 << FAST_BITS) - 1));
+        int r = fac[c];
+        if (r) { /* stb's fast path: run, length and value in one entry */
+            k += (r >> 4) & 15;
+            int s = r & 15;
+            z->code_buffer <<= s;
+            z->code_bits -= s;
+            k++;
+        } else {
+            int rs = stbi__jpeg_huff_decode(z, hac);
+            if (rs < 0)
+                return BLOCK_STB_FAILS;
+            int s = rs & 15;
+            if (s == 0) {
+                if (rs != 0xf0)
+                    break; /* end of block */
+                k += 16;
+            } else {
+                k += rs >> 4;
+                (void)stbi__extend_receive(z, s);
+                k++;
+            }
+        }
+        if (!bits_ok(z))
+            return BLOCK_BITS_UNDERFLOW;
+    } while (k < 64);
+    return BLOCK_OK;
+}
+
+/* Marks natural-order coefficient `zig` of a block nonzero or zero. */
+static void set_nz(uint64_t *nz, unsigned zig, int nonzero)
+{
+    if (nonzero)
+        *nz |= (uint64_t)1 << zig;
+    else
+        *nz &= ~((uint64_t)1 << zig);
+}
+
+/* stbi__jpeg_decode_block_prog_ac, consuming exactly the same bits.  A
+ * refinement scan reads a correction bit for every coefficient already
+ * nonzero, so the mask nz of nonzero coefficients is all the block state
+ * kept (stb keeps the coefficients: 128 bytes a block against 8). */
+static int guard_block_ac(stbi__jpeg *z, int ha, uint64_t *nz)
+{
+    stbi__huffman *hac = z->huff_ac + ha;
+    stbi__int16 *fac = z->fast_ac[ha];
+    if (z->spec_start == 0)
+        return BLOCK_STB_FAILS; /* "can't merge dc and ac" */
+    if (z->succ_high == 0) { /* first scan of this band */
+        int shift = z->succ_low;
+        if (z->eob_run) {
+            --z->eob_run;
+            return BLOCK_OK;
+        }
+        int k = z->spec_start;
+        do {
+            if (z->code_bits < 16)
+                stbi__grow_buffer_unsafe(z);
+            int c = (int)((z->code_buffer >> (32 - FAST_BITS)) & ((1 << FAST_BITS) - 1));
+            int r = fac[c];
+            if (r) {
+                k += (r >> 4) & 15;
+                int s = r & 15;
+                z->code_buffer <<= s;
+                z->code_bits -= s;
+                set_nz(nz, stbi__jpeg_dezigzag[k++], (short)((r >> 8) * (1 << shift)) != 0);
+            } else {
+                int rs = stbi__jpeg_huff_decode(z, hac);
+                if (rs < 0)
+                    return BLOCK_STB_FAILS;
+                int s = rs & 15;
+                r = rs >> 4;
+                if (s == 0) {
+                    if (r < 15) {
+                        z->eob_run = 1 << r;
+                        if (r)
+                            z->eob_run += stbi__jpeg_get_bits(z, r);
+                        --z->eob_run;
+                        return bits_ok(z) ? BLOCK_OK : BLOCK_BITS_UNDERFLOW;
+                    }
+                    k += 16;
+                } else {
+                    k += r;
+                    unsigned zig = stbi__jpeg_dezigzag[k++];
+                    set_nz(nz, zig, (short)(stbi__extend_receive(z, s) * (1 << shift)) != 0);
+                }
+            }
+            if (!bits_ok(z))
+                return BLOCK_BITS_UNDERFLOW;
+        } while (k <= z->spec_end);
+        return BLOCK_OK;
+    }
+    /* Refinement: one correction bit per nonzero coefficient of the band,
+     * new coefficients (+-1 << Al) placed after runs of zero ones.  Adding
+     * the correction never makes a coefficient zero. */
+    if (z->eob_run) {
+        --z->eob_run;
+        for (int k = z->spec_start; k <= z->spec_end; ++k) {
+            if (*nz >> stbi__jpeg_dezigzag[k] & 1) {
+                (void)stbi__jpeg_get_bit(z);
+                if (!bits_ok(z))
+                    return BLOCK_BITS_UNDERFLOW;
+            }
+        }
+        return BLOCK_OK;
+    }
+    int k = z->spec_start;
+    do {
+        int rs = stbi__jpeg_huff_decode(z, hac);
+        if (rs < 0)
+            return BLOCK_STB_FAILS;
+        int s = rs & 15, r = rs >> 4;
+        if (s == 0) {
+            if (r < 15) {
+                z->eob_run = (1 << r) - 1;
+                if (r)
+                    z->eob_run += stbi__jpeg_get_bits(z, r);
+                r = 64; /* no new coefficient: corrections to the band's end */
+            }           /* r == 15: a run of 16 zeros (s = 0 is written) */
+        } else {
+            if (s != 1)
+                return BLOCK_STB_FAILS;
+            (void)stbi__jpeg_get_bit(z); /* sign: the new value is nonzero */
+        }
+        if (!bits_ok(z))
+            return BLOCK_BITS_UNDERFLOW;
+        while (k <= z->spec_end) {
+            unsigned zig = stbi__jpeg_dezigzag[k++];
+            if (*nz >> zig & 1) {
+                (void)stbi__jpeg_get_bit(z);
+                if (!bits_ok(z))
+                    return BLOCK_BITS_UNDERFLOW;
+            } else {
+                if (r == 0) {
+                    set_nz(nz, zig, s != 0);
+                    break;
+                }
+                --r;
+            }
+        }
+    } while (k <= z->spec_end);
+    return BLOCK_OK;
+}
+
+/* One block of component n at block coordinates (bx, by) of its
+ * coefficient grid, dispatched as stbi__parse_entropy_coded_data does. */
+static int guard_block(jpeg_guard_state *g, int n, int bx, int by, int interleaved)
+{
+    stbi__jpeg *z = g->j;
+    uint64_t none = 0;
+    uint64_t *nz = g->nz[n] ? &g->nz[n][(size_t)by * (size_t)g->nz_w[n] + (size_t)bx] : &none;
+    if (z->progressive && !interleaved && z->spec_start != 0)
+        return guard_block_ac(z, z->img_comp[n].ha, nz);
+    return guard_block_dc(z, n, nz);
+}
+
+/* The current scan's data, walked as stbi__parse_entropy_coded_data does
+ * (same block order, same restart handling).  Returns as the blocks. */
+static int guard_scan(jpeg_guard_state *g)
+{
+    stbi__jpeg *z = g->j;
+    stbi__jpeg_reset(z);
+    if (z->scan_n == 1) {
+        int n = z->order[0];
+        int w = (z->img_comp[n].x + 7) >> 3, h = (z->img_comp[n].y + 7) >> 3;
+        for (int j = 0; j < h; ++j) {
+            for (int i = 0; i < w; ++i) {
+                int r = guard_block(g, n, i, j, 0);
+                if (r != BLOCK_OK)
+                    return r;
+                if (--z->todo <= 0) {
+                    if (z->code_bits < 24)
+                        stbi__grow_buffer_unsafe(z);
+                    if (!STBI__RESTART(z->marker))
+                        return BLOCK_OK;
+                    stbi__jpeg_reset(z);
+                }
+            }
+        }
+        return BLOCK_OK;
+    }
+    for (int j = 0; j < z->img_mcu_y; ++j) {
+        for (int i = 0; i < z->img_mcu_x; ++i) {
+            for (int k = 0; k < z->scan_n; ++k) {
+                int n = z->order[k];
+                for (int y = 0; y < z->img_comp[n].v; ++y) {
+                    for (int x = 0; x < z->img_comp[n].h; ++x) {
+                        int r = guard_block(g, n, i * z->img_comp[n].h + x,
+                                            j * z->img_comp[n].v + y, 1);
+                        if (r != BLOCK_OK)
+                            return r;
+                    }
+                }
+            }
+            if (--z->todo <= 0) {
+                if (z->code_bits < 24)
+                    stbi__grow_buffer_unsafe(z);
+                if (!STBI__RESTART(z->marker))
+                    return BLOCK_OK;
+                stbi__jpeg_reset(z);
+            }
+        }
+    }
+    return BLOCK_OK;
+}
+
+/* Blocks the current scan makes stb decode (its loops in
+ * stbi__parse_entropy_coded_data). */
+static uint64_t scan_blocks(const stbi__jpeg *z)
+{
+    if (z->scan_n == 1) {
+        int n = z->order[0];
+        return (uint64_t)((z->img_comp[n].x + 7) >> 3) * (uint64_t)((z->img_comp[n].y + 7) >> 3);
+    }
+    uint64_t per_mcu = 0;
+    for (int k = 0; k < z->scan_n; ++k)
+        per_mcu += (uint64_t)(z->img_comp[z->order[k]].h * z->img_comp[z->order[k]].v);
+    return (uint64_t)z->img_mcu_x * (uint64_t)z->img_mcu_y * per_mcu;
+}
+
+/* The frame geometry stbi__process_frame_header computes in load mode
+ * (the guard parses the frame in header mode, which allocates nothing),
+ * and for a progressive file the nonzero masks.  Returns 1, 0 where stb
+ * would refuse the sampling factors, -1 when out of memory. */
+static int guard_frame(jpeg_guard_state *g)
+{
+    stbi__jpeg *z = g->j;
+    int n = z->s->img_n, h_max = 1, v_max = 1;
+    for (int i = 0; i < n; ++i) {
+        if (z->img_comp[i].h > h_max)
+            h_max = z->img_comp[i].h;
+        if (z->img_comp[i].v > v_max)
+            v_max = z->img_comp[i].v;
+    }
+    for (int i = 0; i < n; ++i)
+        if (h_max % z->img_comp[i].h != 0 || v_max % z->img_comp[i].v != 0)
+            return 0; /* stb: "bad H" / "bad V" */
+    z->img_h_max = h_max;
+    z->img_v_max = v_max;
+    z->img_mcu_w = h_max * 8;
+    z->img_mcu_h = v_max * 8;
+    z->img_mcu_x = (int)((z->s->img_x + (unsigned)z->img_mcu_w - 1) / (unsigned)z->img_mcu_w);
+    z->img_mcu_y = (int)((z->s->img_y + (unsigned)z->img_mcu_h - 1) / (unsigned)z->img_mcu_h);
+    g->blocks = 0;
+    for (int i = 0; i < n; ++i) {
+        z->img_comp[i].x = (int)((z->s->img_x * (unsigned)z->img_comp[i].h + (unsigned)h_max - 1) /
+                                 (unsigned)h_max);
+        z->img_comp[i].y = (int)((z->s->img_y * (unsigned)z->img_comp[i].v + (unsigned)v_max - 1) /
+                                 (unsigned)v_max);
+        size_t gw = (size_t)z->img_mcu_x * (size_t)z->img_comp[i].h;
+        size_t gh = (size_t)z->img_mcu_y * (size_t)z->img_comp[i].v;
+        g->blocks += gw * gh; /* <= 4 * 2^30 / 64: no overflow */
+        if (z->progressive) {
+            g->nz_w[i] = (int)gw;
+            g->nz[i] = calloc(gw * gh, sizeof *g->nz[i]);
+            if (!g->nz[i])
+                return -1;
+        }
+    }
+    return 1;
+}
+
+/* The walk of stbi__decode_jpeg_header + stbi__decode_jpeg_image. */
+static guard_verdict jpeg_guard_walk(jpeg_guard_state *g)
+{
+    stbi__jpeg *z = g->j;
+    z->marker = STBI__MARKER_none;
+    int m = stbi__get_marker(z);
+    if (!stbi__SOI(m))
+        return GUARD_PASS;
+    m = stbi__get_marker(z);
+    while (!stbi__SOF(m)) {
+        if (!guard_marker(g, m))
+            return g->reason ? GUARD_REFUSE : GUARD_PASS;
+        m = stbi__get_marker(z);
+        while (m == STBI__MARKER_none) {
+            if (stbi__at_eof(z->s))
+                return GUARD_PASS;
+            m = stbi__get_marker(z);
+        }
+    }
+    z->progressive = stbi__SOF_progressive(m);
+    if (!stbi__process_frame_header(z, STBI__SCAN_header))
+        return GUARD_PASS;
+    int f = guard_frame(g);
+    if (f <= 0) {
+        g->reason = f < 0 ? "out of memory" : NULL;
+        return f < 0 ? GUARD_NOMEM : GUARD_PASS;
+    }
+
+    m = stbi__get_marker(z);
+    while (!stbi__EOI(m)) {
+        if (stbi__SOS(m)) {
+            if (!stbi__process_scan_header(z))
+                return GUARD_PASS;
+            /* Both limits before any of the scan is decoded. */
+            g->scans++;
+            g->block_decodes += scan_blocks(z);
+            if (g->scans > IMG_JPEG_MAX_SCANS) {
+                g->reason = "more than " IMG_STR(IMG_JPEG_MAX_SCANS) " scans";
+                return GUARD_TOO_MUCH;
+            }
+            if (g->block_decodes > (uint64_t)IMG_JPEG_MAX_PASSES * g->blocks) {
+                g->reason = "its scans decode the image's 8x8 blocks more than " IMG_STR(
+                    IMG_JPEG_MAX_PASSES) " times over";
+                return GUARD_TOO_MUCH;
+            }
+            int r = guard_scan(g);
+            if (r == BLOCK_DC_OVERFLOW || r == BLOCK_BITS_UNDERFLOW) {
+                g->reason = r == BLOCK_DC_OVERFLOW ? "DC coefficient out of range"
+                                                   : "scan data ends inside a block";
+                return GUARD_REFUSE;
+            }
+            if (r == BLOCK_STB_FAILS)
+                return GUARD_PASS;
+            if (z->marker == STBI__MARKER_none) { /* as stb: skip to the next 0xFF */
+                while (!stbi__at_eof(z->s)) {
+                    if (stbi__get8(z->s) == 255) {
+                        z->marker = stbi__get8(z->s);
+                        break;
+                    }
+                }
+            }
+        } else if (stbi__DNL(m)) {
+            int ld = stbi__get16be(z->s);
+            stbi__uint32 nl = (stbi__uint32)stbi__get16be(z->s);
+            if (ld != 4 || nl != z->s->img_y)
+                return GUARD_PASS;
+        } else if (!guard_marker(g, m)) {
+            return g->reason ? GUARD_REFUSE : GUARD_PASS;
+        }
+        m = stbi__get_marker(z);
+    }
+    return GUARD_PASS;
+}
+
+/* Runs the JPEG guard over data (len <= INT_MAX).  *reason is set unless
+ * the verdict is GUARD_PASS. */
+static guard_verdict jpeg_guard(const uint8_t *data, size_t len, const char **reason)
+{
+    stbi__context ctx;
+    stbi__start_mem(&ctx, data, (int)len);
+    jpeg_guard_state g = {calloc(1, sizeof(stbi__jpeg)), data, len, 0, 0, 0, {NULL}, {0}, NULL};
+    if (!g.j) {
+        *reason = "out of memory";
+        return GUARD_NOMEM;
+    }
+    g.j->s = &ctx; /* zeroed state, as stb's own (STBI_MALLOC zeroes) */
+    guard_verdict v = jpeg_guard_walk(&g);
+    for (int i = 0; i < 4; i++)
+        free(g.nz[i]);
+    free(g.j);
+    *reason = g.reason;
+    return v;
+}
+
+/* ---- PNG guard: inflated size bounded by the header ---------------------
+ *
+ * stb 2.27 inflates a PNG's whole IDAT stream into a buffer it doubles as
+ * needed (stbi_zlib_decode_malloc_guesssize_headerflag), then ignores what
+ * the image does not need: a 1x1 PNG whose IDAT inflates to 2 GiB of zeros
+ * (a 2 MB file) makes it allocate 2.1 GB, and max_pixels never sees it.
+ * png_guard walks the chunks as stbi__parse_png_file does, inflates the
+ * IDAT stream once with zlib into a small scratch buffer, counting, and
+ * refuses the file as soon as the count passes what the IHDR needs: one
+ * filter byte plus ceil(width * bits per pixel / 8) bytes per row, rows of
+ * each of the seven Adam7 passes when interlaced.  A valid PNG inflates to
+ * exactly that (extra data is an encoder bug: libpng warns "Too much image
+ * data", stb and PIL ignore it; here it is refused).  stb never sees a stream
+ * zlib rejects or that ends early either (PIL, which uses zlib, refuses
+ * those too).  Like stb it reads past the 2-byte zlib header as raw deflate
+ * (no window-size or Adler-32 check) and stops at IEND.
+ * Also refused here: chunks running past the end of the data (stb would
+ * first grow its IDAT buffer to the declared length, up to 2^31 bytes),
+ * unknown critical chunks (stb's message for them is a static buffer: a
+ * data race between threads), and Apple's CgBI variant (not a PNG; PIL
+ * refuses it too).  Cost: one extra inflate pass, output discarded. */
+
+/* Bytes of filtered scanlines a w x h PNG with this IHDR inflates to, or 0
+ * for a header the PNG format forbids.  stb 2.27 accepts some of those
+ * (any bit depth with colour types 2, 4 and 6, e.g. 1-bit grey+alpha);
+ * PIL and libpng do not, and png_guard refuses them all, so that every
+ * file stb decodes has been sized here. */
+static uint64_t png_raw_size(uint32_t w, uint32_t h, unsigned depth, unsigned color,
+                             unsigned interlace)
+{
+    static const unsigned channels[7] = {1, 0, 3, 1, 2, 0, 4};
+    if (color > 6 || channels[color] == 0 || interlace > 1 || w == 0 || h == 0 ||
+        w > IMG_STB_MAX_SIDE || h > IMG_STB_MAX_SIDE)
+        return 0;
+    if (depth != 1 && depth != 2 && depth != 4 && depth != 8 && depth != 16)
+        return 0;
+    if ((color == 3 && depth == 16) || ((color == 2 || color == 4 || color == 6) && depth < 8))
+        return 0;
+    uint64_t bpp = (uint64_t)channels[color] * depth; /* bits per pixel */
+    if (!interlace)
+        return (uint64_t)h * (1 + ((uint64_t)w * bpp + 7) / 8);
+    /* Adam7: pass p holds the pixels at (xorig + i * xspc, yorig + j * yspc). */
+    static const uint32_t xorig[7] = {0, 4, 0, 2, 0, 1, 0}, yorig[7] = {0, 0, 4, 0, 2, 0, 1};
+    static const uint32_t xspc[7] = {8, 8, 4, 4, 2, 2, 1}, yspc[7] = {8, 8, 8, 4, 4, 2, 2};
+    uint64_t total = 0;
+    for (int p = 0; p < 7; p++) {
+        uint64_t pw = (w + xspc[p] - 1 - xorig[p]) / xspc[p];
+        uint64_t ph = (h + yspc[p] - 1 - yorig[p]) / yspc[p];
+        if (pw && ph)
+            total += ph * (1 + (pw * bpp + 7) / 8);
+    }
+    return total;
+}
+
+/* Inflation state of png_guard. */
+typedef struct png_inflate {
+    z_stream zs;
+    int started;         /* inflateInit2 done */
+    int ended;           /* Z_STREAM_END seen */
+    unsigned hdr_have;   /* zlib header bytes seen so far (2 needed) */
+    uint8_t hdr[2];
+    uint64_t out, limit; /* bytes inflated; the most the image needs */
+    uint8_t scratch[16384];
+} png_inflate;
+
+/* Feeds one IDAT chunk's bytes.  Returns GUARD_PASS to go on, else the
+ * verdict with *reason set. */
+static guard_verdict png_feed(png_inflate *st, const uint8_t *p, size_t n, const char **reason)
+{
+    while (st->hdr_have < 2 && n > 0) {
+        st->hdr[st->hdr_have++] = *p++;
+        n--;
+        if (st->hdr_have == 2) { /* stbi__parse_zlib_header's checks */
+            unsigned cmf = st->hdr[0], flg = st->hdr[1];
+            if ((cmf * 256 + flg) % 31 != 0 || (flg & 32) || (cmf & 15) != 8) {
+                *reason = "bad zlib header";
+                return GUARD_REFUSE;
+            }
+            if (inflateInit2(&st->zs, -15) != Z_OK) {
+                *reason = "out of memory";
+                return GUARD_NOMEM;
+            }
+            st->started = 1;
+        }
+    }
+    if (!st->started || st->ended || n == 0)
+        return GUARD_PASS; /* bytes after the end of the stream: ignored, as stb does */
+    st->zs.next_in = (Bytef *)(uintptr_t)p;
+    st->zs.avail_in = (uInt)n; /* n <= len <= INT_MAX */
+    for (;;) {
+        st->zs.next_out = st->scratch;
+        st->zs.avail_out = sizeof st->scratch;
+        int ret = inflate(&st->zs, Z_NO_FLUSH);
+        st->out += sizeof st->scratch - st->zs.avail_out;
+        if (st->out > st->limit) {
+            *reason = "image data inflates to more than its header's dimensions need";
+            return GUARD_REFUSE;
+        }
+        if (ret == Z_STREAM_END) {
+            st->ended = 1;
+            return GUARD_PASS;
+        }
+        if (ret == Z_MEM_ERROR) {
+            *reason = "out of memory";
+            return GUARD_NOMEM;
+        }
+        if (ret != Z_OK && ret != Z_BUF_ERROR) {
+            *reason = "bad compressed image data";
+            return GUARD_REFUSE;
+        }
+        if (st->zs.avail_in == 0 && st->zs.avail_out != 0)
+            return GUARD_PASS; /* all input used, all output flushed */
+    }
+}
+
+/* Walks the chunks of a PNG (signature already checked by the caller) up
+ * to IEND, inflating the IDAT data; with headers_only, stops at the first
+ * IDAT (all stbi__png_info reads).  *reason is set unless the verdict is
+ * GUARD_PASS. */
+static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
+                               const char **reason)
+{
+    png_inflate *st = calloc(1, sizeof *st);
+    if (!st) {
+        *reason = "out of memory";
+        return GUARD_NOMEM;
+    }
+    guard_verdict v = GUARD_PASS;
+    int have_ihdr = 0;
+    size_t pos = 8;
+    for (;;) {
+        if (len - pos < 8) {
+            *reason = "truncated (no IEND chunk)";
+            v = GUARD_REFUSE;
+            break;
+        }
+        uint32_t clen = (uint32_t)d[pos] << 24 | (uint32_t)d[pos + 1] << 16 |
+                        (uint32_t)d[pos + 2] << 8 | d[pos + 3];
+        const uint8_t *type = d + pos + 4, *body = d + pos + 8;
+        pos += 8;
+        if (clen > len - pos) {
+            *reason = "truncated (a chunk runs past the end of the data)";
+            v = GUARD_REFUSE;
+            break;
+        }
+        if (memcmp(type, "IHDR", 4) == 0) {
+            if (have_ihdr || clen != 13)
+                break; /* stb refuses it */
+            have_ihdr = 1;
+            uint32_t w = (uint32_t)body[0] << 24 | (uint32_t)body[1] << 16 |
+                         (uint32_t)body[2] << 8 | body[3];
+            uint32_t h = (uint32_t)body[4] << 24 | (uint32_t)body[5] << 16 |
+                         (uint32_t)body[6] << 8 | body[7];
+            st->limit = png_raw_size(w, h, body[8], body[9], body[12]);
+            if (st->limit == 0) { /* never let stb decode what was not sized */
+                *reason = "bad IHDR (size, bit depth, colour type or interlace method)";
+                v = GUARD_REFUSE;
+                break;
+            }
+        } else if (memcmp(type, "CgBI", 4) == 0) {
+            *reason = "Apple CgBI PNGs are not supported";
+            v = GUARD_REFUSE;
+            break;
+        } else if (!have_ihdr) {
+            break; /* stb: "first not IHDR" */
+        } else if (memcmp(type, "IDAT", 4) == 0) {
+            if (headers_only)
+                break;
+            v = png_feed(st, body, clen, reason);
+            if (v != GUARD_PASS)
+                break;
+        } else if (memcmp(type, "IEND", 4) == 0) {
+            if (!st->ended && st->hdr_have > 0) { /* no IDAT at all: stb says so */
+                *reason = "truncated (compressed image data ends early)";
+                v = GUARD_REFUSE;
+            }
+            break;
+        } else if (!(type[0] & 0x20) && memcmp(type, "PLTE", 4) != 0) {
+            *reason = "unknown critical chunk";
+            v = GUARD_REFUSE;
+            break;
+        }
+        pos += clen;
+        pos += len - pos < 4 ? len - pos : 4; /* CRC (not checked, as stb) */
+    }
+    if (st->started)
+        inflateEnd(&st->zs);
+    free(st);
+    return v;
+}
+
 /* Builds a result from stb's current failure reason. */
 static img_stb_result stb_failure(void)
 {
-    img_stb_result r = {0, 0, stbi_failure_reason()};
+    img_stb_result r = {0, 0, 0, stbi_failure_reason()};
     if (!r.reason)
         r.reason = "unknown decoder error";
-    /* stb's short reason for the STBI_MAX_DIMENSIONS (and 2^30-byte) checks. */
+    /* stb's short reasons for the STBI_MAX_DIMENSIONS (and 2^30-byte)
+     * checks and for a failed allocation. */
     if (strcmp(r.reason, "too large") == 0)
         r.too_large = 1;
+    if (strcmp(r.reason, "outofmem") == 0)
+        r.nomem = 1;
     return r;
 }
 
@@ -191,14 +917,20 @@ img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t l
                             int *h, int *channels)
 {
     if (len > INT_MAX) {
-        img_stb_result r = {0, 1, "too large"};
+        img_stb_result r = {0, 1, 0, "too large"};
         return r;
     }
     /* stbi_info_from_memory would try every compiled-in format in turn and
      * end with "unknown image type", losing the reason the right reader gave;
      * its per-format readers are static but visible in this translation unit. */
     if (format == IMG_STB_JPEG && !jpeg_dht_safe(data, len)) {
-        img_stb_result r = {0, 0, "bad DHT header"};
+        img_stb_result r = {0, 0, 0, "bad DHT header"};
+        return r;
+    }
+    const char *reason = NULL;
+    guard_verdict v = format == IMG_STB_PNG ? png_guard(data, len, 1, &reason) : GUARD_PASS;
+    if (v != GUARD_PASS) { /* palette PNGs: stb reads chunks up to the first IDAT */
+        img_stb_result r = {0, 0, v == GUARD_NOMEM, reason};
         return r;
     }
     stbi__context ctx;
@@ -211,7 +943,7 @@ img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t l
     }
     if (!ok)
         return stb_failure();
-    img_stb_result r = {1, 0, NULL};
+    img_stb_result r = {1, 0, 0, NULL};
     return r;
 }
 
@@ -220,12 +952,22 @@ img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint8_t **pix
 {
     *pixels = NULL;
     if (len > INT_MAX) {
-        img_stb_result r = {0, 1, "too large"};
+        img_stb_result r = {0, 1, 0, "too large"};
         return r;
     }
-    /* stb picks its JPEG reader for anything starting with SOI. */
-    if (len >= 2 && data[0] == 0xFF && data[1] == 0xD8 && !jpeg_dht_safe(data, len)) {
-        img_stb_result r = {0, 0, "bad DHT header"};
+    /* stbi_load_from_memory picks its reader by content, not by our
+     * sniffing, so guard by what stb will see: its JPEG reader takes
+     * anything starting with SOI, its PNG reader the 8-byte signature. */
+    const char *reason = NULL;
+    guard_verdict v = GUARD_PASS;
+    if (len >= 2 && data[0] == 0xFF && data[1] == 0xD8)
+        v = jpeg_guard(data, len, &reason);
+    else if (len >= 8 && memcmp(data, "\x89PNG\r\n\x1A\n", 8) == 0)
+        v = png_guard(data, len, 0, &reason);
+    /* BMP needs no guard: stb reads it row by row, bounded by its
+     * dimensions, and image.c refuses files shorter than their rows. */
+    if (v != GUARD_PASS) {
+        img_stb_result r = {0, v == GUARD_TOO_MUCH, v == GUARD_NOMEM, reason};
         return r;
     }
     int channels_in_file = 0;
@@ -235,6 +977,6 @@ img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint8_t **pix
     if (!p)
         return stb_failure();
     *pixels = p;
-    img_stb_result ok = {1, 0, NULL};
+    img_stb_result ok = {1, 0, 0, NULL};
     return ok;
 }

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "check.h"
 #include "image.h"
@@ -592,6 +593,731 @@ static void test_threads(void)
     free(tp);
 }
 
+/* ---------------------------------------------------------------- crafted files */
+
+/* A growable byte buffer for building files in memory. */
+typedef struct bytes {
+    uint8_t *p;
+    size_t n, cap;
+} bytes;
+
+static void put(bytes *b, const void *d, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        VIT_ASSERT(b->p);
+    }
+    if (n)
+        memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static void put8(bytes *b, unsigned v)
+{
+    uint8_t c = (uint8_t)v;
+    put(b, &c, 1);
+}
+
+static void put16(bytes *b, unsigned v)
+{
+    put8(b, v >> 8);
+    put8(b, v);
+}
+
+static void put32(bytes *b, uint32_t v)
+{
+    put16(b, v >> 16);
+    put16(b, v & 0xFFFF);
+}
+
+/* Decodes b (budget MAX_PIXELS); returns the status, *img filled on success. */
+static vit_status decode_bytes(const bytes *b, img_image *img, vit_error *err)
+{
+    return img_decode(b->p, b->n, MAX_PIXELS, img, err);
+}
+
+/* Expects decoding b to fail with `want` and `needle` in the message. */
+static void expect_refused(const char *what, const bytes *b, vit_status want, const char *needle)
+{
+    img_image img = {0};
+    vit_error err = {VIT_OK, ""};
+    vit_status s = decode_bytes(b, &img, &err);
+    CHECKF(s == want && strstr(err.message, needle), "%s: got %s (%s), want %s with \"%s\"",
+           what, vit_status_name(s), err.message, vit_status_name(want), needle);
+    if (s == VIT_OK)
+        img_free(&img);
+}
+
+/* Expects b to decode to a w x h image; returns 1 if it did. */
+static int expect_decodes(const char *what, const bytes *b, int w, int h, img_image *out)
+{
+    img_image img = {0};
+    vit_error err = {VIT_OK, ""};
+    vit_status s = decode_bytes(b, &img, &err);
+    CHECKF(s == VIT_OK, "%s: %s", what, err.message);
+    CHECKF(s != VIT_OK || (img.width == w && img.height == h), "%s: %dx%d, want %dx%d", what,
+           img.width, img.height, w, h);
+    if (out)
+        *out = img;
+    else
+        img_free(&img);
+    return s == VIT_OK;
+}
+
+/* ---- PNG */
+
+/* Appends a PNG chunk (length, type, data, CRC). */
+static void png_chunk(bytes *b, const char *type, const void *d, size_t n)
+{
+    put32(b, (uint32_t)n);
+    size_t start = b->n;
+    put(b, type, 4);
+    put(b, d, n);
+    put32(b, (uint32_t)crc32(crc32(0, NULL, 0), b->p + start, (uInt)(n + 4)));
+}
+
+/* zlib-compresses raw[0, raw_len) followed by `zeros` zero bytes. */
+static bytes zlib_stream(const uint8_t *raw, size_t raw_len, size_t zeros)
+{
+    bytes out = {0};
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    VIT_ASSERT(deflateInit(&zs, Z_BEST_COMPRESSION) == Z_OK);
+    static const uint8_t zero[65536];
+    uint8_t buf[65536];
+    const uint8_t *in = raw;
+    size_t left = raw_len;
+    int flush;
+    do {
+        if (left == 0 && zeros > 0) {
+            in = zero;
+            left = zeros < sizeof zero ? zeros : sizeof zero;
+            zeros -= left;
+        }
+        zs.next_in = (Bytef *)(uintptr_t)in;
+        zs.avail_in = (uInt)left;
+        flush = zeros == 0 ? Z_FINISH : Z_NO_FLUSH;
+        do {
+            zs.next_out = buf;
+            zs.avail_out = sizeof buf;
+            VIT_ASSERT(deflate(&zs, flush) != Z_STREAM_ERROR);
+            put(&out, buf, sizeof buf - zs.avail_out);
+        } while (zs.avail_out == 0);
+        in += left;
+        left = 0;
+    } while (flush != Z_FINISH);
+    deflateEnd(&zs);
+    return out;
+}
+
+/* A PNG with this IHDR whose IDAT holds `stream` (split into two IDAT
+ * chunks after `split` bytes when split > 0).  Palette images get a full
+ * 256-entry PLTE. */
+static bytes png_file(uint32_t w, uint32_t h, int depth, int color, int interlace,
+                      const bytes *stream, size_t split)
+{
+    bytes b = {0};
+    put(&b, "\x89PNG\r\n\x1A\n", 8);
+    uint8_t ihdr[13] = {(uint8_t)(w >> 24), (uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w,
+                        (uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h,
+                        (uint8_t)depth, (uint8_t)color, 0, 0, (uint8_t)interlace};
+    png_chunk(&b, "IHDR", ihdr, 13);
+    if (color == 3) {
+        uint8_t pal[768];
+        for (int i = 0; i < 768; i++)
+            pal[i] = (uint8_t)(i * 7);
+        png_chunk(&b, "PLTE", pal, sizeof pal);
+    }
+    if (split > 0 && split < stream->n) {
+        png_chunk(&b, "IDAT", stream->p, split);
+        png_chunk(&b, "IDAT", stream->p + split, stream->n - split);
+    } else {
+        png_chunk(&b, "IDAT", stream->p, stream->n);
+    }
+    png_chunk(&b, "IEND", NULL, 0);
+    return b;
+}
+
+/* Filtered scanlines (filter type 0 on every row) of a w x h image at bpp
+ * bits per pixel, row by row through each of the seven Adam7 passes when
+ * interlaced (one pass of all pixels when not).  Pixel bytes come from
+ * rgb (bpp 24) or are a byte pattern. */
+static bytes png_scanlines(int w, int h, int bpp, int interlace, const img_image *rgb)
+{
+    static const int x0[7] = {0, 4, 0, 2, 0, 1, 0}, y0[7] = {0, 0, 4, 0, 2, 0, 1};
+    static const int dx[7] = {8, 8, 4, 4, 2, 2, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+    bytes raw = {0};
+    for (int p = 0; p < (interlace ? 7 : 1); p++) {
+        int xs = interlace ? x0[p] : 0, ys = interlace ? y0[p] : 0;
+        int sx = interlace ? dx[p] : 1, sy = interlace ? dy[p] : 1;
+        int cols = 0;
+        for (int x = xs; x < w; x += sx)
+            cols++;
+        if (cols == 0)
+            continue; /* an empty pass has no rows at all */
+        for (int y = ys; y < h; y += sy) {
+            put8(&raw, 0);
+            if (rgb) {
+                for (int x = xs; x < w; x += sx)
+                    put(&raw, rgb->pixels + ((size_t)y * (size_t)w + (size_t)x) * 3, 3);
+            } else {
+                for (size_t i = 0; i < ((size_t)cols * (size_t)bpp + 7) / 8; i++)
+                    put8(&raw, (unsigned)(raw.n * 37 % 251));
+            }
+        }
+    }
+    return raw;
+}
+
+/* Issue 13 item 8: the inflated size is capped at what IHDR needs. */
+static void test_png_inflate_bound(void)
+{
+    /* The bomb: a 1x1 RGB PNG (4 bytes of scanline) whose IDAT inflates to
+     * 32 MiB of zeros in 32 KB.  stb 2.27 decoded it, buffering all 32 MiB
+     * (2 GiB from a 2 MB file the same way). */
+    static const uint8_t one_pixel[4] = {0, 10, 20, 30};
+    bytes z = zlib_stream(one_pixel, 4, (size_t)32 << 20);
+    bytes f = png_file(1, 1, 8, 2, 0, &z, 0);
+    fprintf(stderr, "PNG bomb: %zu bytes inflating to 32 MiB\n", f.n);
+    expect_refused("1x1 PNG inflating to 32 MiB", &f, VIT_ERR_FORMAT,
+                   "inflates to more than its header's dimensions need");
+    free(z.p);
+    free(f.p);
+
+    /* Every colour type and bit depth, plain and Adam7, on sizes that leave
+     * partial bytes and empty passes: exactly the scanline bytes decode, one
+     * more byte is refused. */
+    static const int kinds[][2] = {{0, 1}, {0, 2}, {0, 4}, {0, 8}, {0, 16}, {2, 8}, {2, 16},
+                                   {3, 1}, {3, 2}, {3, 4}, {3, 8}, {4, 8}, {4, 16}, {6, 8},
+                                   {6, 16}};
+    static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};
+    static const int sizes[][2] = {{1, 1}, {3, 5}, {9, 9}, {17, 3}, {2, 13}};
+    int shapes = 0;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            for (int il = 0; il < 2; il++) {
+                int color = kinds[k][0], depth = kinds[k][1];
+                int w = sizes[s][0], h = sizes[s][1];
+                bytes raw = png_scanlines(w, h, channels[color] * depth, il, NULL);
+                char what[96];
+                snprintf(what, sizeof what, "PNG colour %d, %d-bit, %dx%d%s", color, depth, w, h,
+                         il ? ", Adam7" : "");
+                bytes exact = zlib_stream(raw.p, raw.n, 0);
+                put8(&raw, 0);
+                bytes over = zlib_stream(raw.p, raw.n, 0);
+                bytes fe = png_file((uint32_t)w, (uint32_t)h, depth, color, il, &exact, 0);
+                bytes fo = png_file((uint32_t)w, (uint32_t)h, depth, color, il, &over, 0);
+                shapes += expect_decodes(what, &fe, w, h, NULL);
+                expect_refused(what, &fo, VIT_ERR_FORMAT, "inflates to more than");
+                free(raw.p);
+                free(exact.p);
+                free(over.p);
+                free(fe.p);
+                free(fo.p);
+            }
+        }
+    }
+    fprintf(stderr, "PNG inflate bound: %d shapes decode at exactly their size, refused at +1\n",
+            shapes);
+
+    /* Pixels of an Adam7 RGB file, its zlib header split across two IDAT
+     * chunks and trailing bytes after the stream: same pixels as the
+     * plain file. */
+    img_image src = pattern(11, 7, 5), plain = {0}, il = {0};
+    bytes r0 = png_scanlines(11, 7, 24, 0, &src), r1 = png_scanlines(11, 7, 24, 1, &src);
+    bytes z0 = zlib_stream(r0.p, r0.n, 0), z1 = zlib_stream(r1.p, r1.n, 0);
+    put(&z1, "junk", 4);
+    bytes f0 = png_file(11, 7, 8, 2, 0, &z0, 0), f1 = png_file(11, 7, 8, 2, 1, &z1, 1);
+    if (expect_decodes("RGB 11x7", &f0, 11, 7, &plain) &&
+        expect_decodes("RGB 11x7 Adam7, split header", &f1, 11, 7, &il)) {
+        CHECK(memcmp(plain.pixels, src.pixels, 11 * 7 * 3) == 0);
+        CHECK(memcmp(il.pixels, src.pixels, 11 * 7 * 3) == 0);
+    }
+    img_free(&plain);
+    img_free(&il);
+    img_free(&src);
+
+    /* Malformed chunk streams the guard refuses itself. */
+    bytes bad = {0};
+    put(&bad, f0.p, 33); /* signature + IHDR */
+    put32(&bad, 0x7FFFFFF0u); /* an IDAT claiming 2 GiB: stb 2.27 grew its buffer to that */
+    put(&bad, "IDAT", 4);
+    put(&bad, z0.p, z0.n);
+    expect_refused("IDAT past the end", &bad, VIT_ERR_FORMAT, "runs past the end");
+    bad.n = 33;
+    png_chunk(&bad, "ZZZZ", "1234", 4);
+    png_chunk(&bad, "IDAT", z0.p, z0.n);
+    png_chunk(&bad, "IEND", NULL, 0);
+    expect_refused("unknown critical chunk", &bad, VIT_ERR_FORMAT, "unknown critical chunk");
+    bad.n = 33;
+    png_chunk(&bad, "zzzz", "1234", 4); /* ancillary: skipped */
+    png_chunk(&bad, "IDAT", z0.p, z0.n - 6);
+    png_chunk(&bad, "IEND", NULL, 0);
+    expect_refused("stream cut short", &bad, VIT_ERR_FORMAT, "truncated");
+    /* Found by fuzz_image: 1-bit grey+alpha (forbidden, yet accepted by
+     * stb 2.27) and an IDAT claiming 789 MB; stb reallocated that much.
+     * An IHDR the guard cannot size is refused. */
+    static const uint8_t ga1[13] = {0, 0, 0, 17, 0, 0, 0, 3, 1, 4, 0, 0, 0};
+    bad.n = 8;
+    png_chunk(&bad, "IHDR", ga1, 13);
+    put32(&bad, 0x2F080014u);
+    put(&bad, "IDAT", 4);
+    put(&bad, z0.p, z0.n);
+    expect_refused("1-bit grey+alpha, IDAT past the end", &bad, VIT_ERR_FORMAT, "bad IHDR");
+    static const uint8_t odd[][2] = {{4, 1}, {2, 4}, {6, 2}, {3, 16}, {1, 8}, {5, 8}, {0, 3}};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        uint8_t hdr[13] = {0, 0, 0, 4, 0, 0, 0, 4, odd[i][1], odd[i][0], 0, 0, 0};
+        bad.n = 8;
+        png_chunk(&bad, "IHDR", hdr, 13);
+        png_chunk(&bad, "IDAT", z0.p, z0.n);
+        png_chunk(&bad, "IEND", NULL, 0);
+        expect_refused("forbidden colour type / bit depth", &bad, VIT_ERR_FORMAT, "IHDR");
+    }
+    bad.n = 0;
+    put(&bad, f0.p, 8);
+    png_chunk(&bad, "CgBI", "\x50\x00\x20\x02", 4);
+    put(&bad, f0.p + 8, f0.n - 8);
+    expect_refused("CgBI", &bad, VIT_ERR_FORMAT, "CgBI");
+    free(bad.p);
+    free(r0.p);
+    free(r1.p);
+    free(z0.p);
+    free(z1.p);
+    free(f0.p);
+    free(f1.p);
+}
+
+/* ---- JPEG */
+
+/* Bit writer for entropy-coded data: MSB first, 0xFF stuffed with 0x00,
+ * padded with 1 bits. */
+typedef struct bitw {
+    bytes *b;
+    unsigned acc, n;
+} bitw;
+
+static void put_bits(bitw *w, uint32_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        w->acc = (w->acc << 1) | ((v >> i) & 1);
+        if (++w->n == 8) {
+            put8(w->b, w->acc);
+            if (w->acc == 0xFF)
+                put8(w->b, 0);
+            w->acc = w->n = 0;
+        }
+    }
+}
+
+static void flush_bits(bitw *w)
+{
+    while (w->n)
+        put_bits(w, 1, 1);
+}
+
+/* Appends a DHT segment defining table 0 of class tc (0 DC, 1 AC) with
+ * counts[i] codes of length i + 1 for the symbols syms, in order. */
+static void jpeg_dht(bytes *b, int tc, const uint8_t counts[16], const uint8_t *syms)
+{
+    unsigned n = 0;
+    for (int i = 0; i < 16; i++)
+        n += counts[i];
+    put16(b, 0xFFC4);
+    put16(b, 2 + 17 + n);
+    put8(b, (unsigned)(tc << 4));
+    put(b, counts, 16);
+    put(b, syms, n);
+}
+
+/* Starts a JPEG: SOI; DQT table 0 with every entry q (16-bit entries if
+ * q16); SOF0 (SOF2 if progressive) w x h with ncomp components, ids 1..n,
+ * sampling factors hv[i], all on table 0; DHT with DC table 0 and AC table 0
+ * each holding a single 1-bit code ("0") for dc_sym and for EOB. */
+static bytes jpeg_begin(int progressive, int w, int h, int ncomp, const int hv[][2], int q16,
+                        unsigned q, int dc_sym)
+{
+    bytes b = {0};
+    put16(&b, 0xFFD8);
+    put16(&b, 0xFFDB);
+    put16(&b, q16 ? 2 + 129 : 2 + 65);
+    put8(&b, q16 ? 0x10 : 0x00);
+    for (int i = 0; i < 64; i++) {
+        if (q16)
+            put16(&b, q);
+        else
+            put8(&b, q);
+    }
+    put16(&b, progressive ? 0xFFC2 : 0xFFC0);
+    put16(&b, (unsigned)(8 + 3 * ncomp));
+    put8(&b, 8);
+    put16(&b, (unsigned)h);
+    put16(&b, (unsigned)w);
+    put8(&b, (unsigned)ncomp);
+    for (int i = 0; i < ncomp; i++) {
+        put8(&b, (unsigned)(i + 1));
+        put8(&b, (unsigned)(hv[i][0] << 4 | hv[i][1]));
+        put8(&b, 0);
+    }
+    static const uint8_t one_code[16] = {1}; /* one code of length 1: "0" */
+    uint8_t dc = (uint8_t)dc_sym, eob = 0x00;
+    jpeg_dht(&b, 0, one_code, &dc);
+    jpeg_dht(&b, 1, one_code, &eob);
+    return b;
+}
+
+/* Appends an SOS over components ids[0..n) (tables 0/0) and its data. */
+static void jpeg_scan(bytes *b, const int *ids, int n, int ss, int se, int ahal,
+                      const bytes *data)
+{
+    put16(b, 0xFFDA);
+    put16(b, (unsigned)(6 + 2 * n));
+    put8(b, (unsigned)n);
+    for (int i = 0; i < n; i++) {
+        put8(b, (unsigned)ids[i]);
+        put8(b, 0);
+    }
+    put8(b, (unsigned)ss);
+    put8(b, (unsigned)se);
+    put8(b, (unsigned)ahal);
+    if (data)
+        put(b, data->p, data->n);
+}
+
+/* Entropy data of `blocks` blocks each coding DC category 15 with value
+ * +32767 (all ones), then EOB when ac (baseline). */
+static bytes dc_max_blocks(int blocks, int ac)
+{
+    bytes d = {0};
+    bitw w = {&d, 0, 0};
+    for (int i = 0; i < blocks; i++) {
+        put_bits(&w, 0, 1);      /* DC code: category 15 */
+        put_bits(&w, 0x7FFF, 15); /* +32767 */
+        if (ac)
+            put_bits(&w, 0, 1); /* EOB */
+    }
+    flush_bits(&w);
+    return d;
+}
+
+/* Issue 13 item 10: stb 2.27's DC arithmetic overflows int on such files
+ * (UBSan: "signed integer overflow: 65534 * 65535"); they are refused. */
+static void test_jpeg_dc_overflow(void)
+{
+    static const int one[1][2] = {{1, 1}};
+    static const int y[1] = {1};
+    /* Baseline, 16-bit DQT of 0xFFFF, two blocks of +32767: the second
+     * block's DC is 65534 * 65535. */
+    bytes f = jpeg_begin(0, 16, 8, 1, one, 1, 0xFFFF, 15);
+    bytes d = dc_max_blocks(2, 1);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    fprintf(stderr, "JPEG DC overflow: %zu bytes\n", f.n);
+    expect_refused("16-bit DQT, DC 65534 * 65535", &f, VIT_ERR_FORMAT,
+                   "DC coefficient out of range");
+    free(d.p);
+    /* One block fewer stays in range (32767 * 65535 < 2^31) and decodes. */
+    f.n = 0;
+    free(f.p);
+    f = jpeg_begin(0, 8, 8, 1, one, 1, 0xFFFF, 15);
+    d = dc_max_blocks(1, 1);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    expect_decodes("16-bit DQT, DC 32767 * 65535", &f, 8, 8, NULL);
+    free(d.p);
+    free(f.p);
+
+    /* A zero quantiser: the product never overflows, the predictor does,
+     * after 65,538 blocks of +32767 (16384 x 264 pixels). */
+    f = jpeg_begin(0, 16384, 264, 1, one, 0, 0, 15);
+    d = dc_max_blocks(2048 * 33, 1);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    expect_refused("DC predictor past INT_MAX", &f, VIT_ERR_FORMAT, "DC coefficient out of range");
+    free(d.p);
+    free(f.p);
+
+    /* Progressive DC scan with Al = 13: 9 blocks of +32767 make
+     * 294903 << 13, past 2^31. */
+    f = jpeg_begin(1, 72, 8, 1, one, 0, 1, 15);
+    d = dc_max_blocks(9, 0);
+    jpeg_scan(&f, y, 1, 0, 0, 13, &d);
+    put16(&f, 0xFFD9);
+    expect_refused("progressive DC << 13", &f, VIT_ERR_FORMAT, "DC coefficient out of range");
+    free(d.p);
+    free(f.p);
+    f = jpeg_begin(1, 64, 8, 1, one, 0, 1, 15); /* 8 blocks: 262136 << 13 fits */
+    d = dc_max_blocks(8, 0);
+    jpeg_scan(&f, y, 1, 0, 0, 13, &d);
+    put16(&f, 0xFFD9);
+    expect_decodes("progressive DC 262136 << 13", &f, 64, 8, NULL);
+    free(d.p);
+    free(f.p);
+}
+
+/* stb 2.27 keeps consuming bits after a marker has ended the scan data,
+ * driving its bit count negative; its next refill then shifts by 39
+ * (UBSan: "shift exponent 39 is too large").  Here the second block's DC
+ * code is 16 bits long and uses up the data, its 15 value bits are read
+ * past the end.  Found while checking the guard against stb; refused as
+ * data ending inside a block. */
+static void test_jpeg_bit_underflow(void)
+{
+    static const int one[1][2] = {{1, 1}};
+    static const int y[1] = {1};
+    static const uint8_t dc_counts[16] = {[0] = 1, [15] = 1}, dc_syms[2] = {0, 15};
+    static const uint8_t ac_counts[16] = {[14] = 1}, ac_syms[1] = {0x00};
+    bytes f = jpeg_begin(0, 16, 8, 1, one, 0, 1, 0);
+    jpeg_dht(&f, 0, dc_counts, dc_syms); /* DC: "0" = 0, "1000000000000000" = 15 */
+    jpeg_dht(&f, 1, ac_counts, ac_syms); /* AC: fifteen 0 bits = EOB */
+    /* Block 1: DC "0" + EOB (16 bits); block 2: the 16-bit DC code, then
+     * the data ends where its 15 value bits should be. */
+    static const uint8_t data[4] = {0x00, 0x00, 0x80, 0x00};
+    bytes d = {0};
+    put(&d, data, 4);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    expect_refused("data ending inside a block", &f, VIT_ERR_FORMAT,
+                   "scan data ends inside a block");
+    free(d.p);
+    free(f.p);
+}
+
+/* A refinement scan reads one correction bit for each coefficient an
+ * earlier scan made nonzero, so the guard must know them to follow stb's
+ * bits.  Scan 1 (AC, Al = 1) makes 14 coefficients of block 1 nonzero; in
+ * scan 2 (refinement) block 1 is an EOB code and their 14 correction bits,
+ * block 2 a 16-bit EOB-run code whose 14 extra bits are missing: data
+ * ending inside a block, refused.  Skipping the correction bits, the
+ * guard would read them as codes and miss it. */
+static void test_jpeg_refinement_bits(void)
+{
+    static const int two[1][2] = {{1, 1}};
+    static const int y[1] = {1};
+    /* AC table: "0" = run 0 size 1, "10" = EOB, "1100000000000000" = EOB run 2^14. */
+    static const uint8_t ac_counts[16] = {[0] = 1, [1] = 1, [15] = 1};
+    static const uint8_t ac_syms[3] = {0x01, 0x00, 0xE0};
+    bytes f = jpeg_begin(1, 16, 8, 1, two, 0, 1, 0);
+    jpeg_dht(&f, 1, ac_counts, ac_syms);
+    bytes d1 = {0}, d2 = {0};
+    bitw w = {&d1, 0, 0};
+    for (int i = 0; i < 14; i++)
+        put_bits(&w, 0x1, 2); /* "0" + value bit 1: +1 (x2 at Al = 1) */
+    put_bits(&w, 0x2, 2);     /* EOB */
+    put_bits(&w, 0x2, 2);     /* block 2: EOB */
+    flush_bits(&w);
+    w.b = &d2;
+    put_bits(&w, 0x2, 2);     /* block 1: EOB, then its 14 correction bits, */
+    put_bits(&w, 0x2AAA, 14); /* 1010...: read as codes they are EOBs */
+    put_bits(&w, 0xC000, 16); /* block 2: EOB run 2^14 - 1 + 14 bits, which end */
+    flush_bits(&w);
+    VIT_ASSERT(d1.n == 4 && d2.n == 4);
+    jpeg_scan(&f, y, 1, 1, 63, 0x01, &d1);
+    jpeg_scan(&f, y, 1, 1, 63, 0x10, &d2);
+    put16(&f, 0xFFD9);
+    expect_refused("refinement data ending inside a block", &f, VIT_ERR_FORMAT,
+                   "scan data ends inside a block");
+    free(d1.p);
+    free(d2.p);
+    free(f.p);
+}
+
+/* The guard follows stb through restart intervals: predictors reset at
+ * each RSTn (four blocks of +32767 under a 0xFFFF quantiser then never
+ * overflow), and without the markers stb ends the scan after the first
+ * interval, so the second block (which would overflow) is never decoded. */
+static void test_jpeg_restarts(void)
+{
+    static const int one[1][2] = {{1, 1}};
+    static const int y[1] = {1};
+    for (int markers = 1; markers >= 0; markers--) {
+        int blocks = markers ? 4 : 2;
+        bytes f = jpeg_begin(0, 8 * blocks, 8, 1, one, 1, 0xFFFF, 15);
+        put16(&f, 0xFFDD); /* DRI: restart every block */
+        put16(&f, 4);
+        put16(&f, 1);
+        bytes d = {0};
+        bitw w = {&d, 0, 0};
+        for (int i = 0; i < blocks; i++) {
+            put_bits(&w, 0, 1);
+            put_bits(&w, 0x7FFF, 15);
+            put_bits(&w, 0, 1);
+            flush_bits(&w);
+            if (markers && i + 1 < blocks)
+                put16(&d, 0xFFD0 + (unsigned)(i % 8));
+        }
+        jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+        put16(&f, 0xFFD9);
+        expect_decodes(markers ? "DC +32767 x 4 with restarts" : "DRI without RST markers", &f,
+                       8 * blocks, 8, NULL);
+        free(d.p);
+        free(f.p);
+    }
+}
+
+/* Progressive files as encoders write them (libjpeg's default script via
+ * PIL: 10 scans, successive approximation, EOB runs) pass the guard and
+ * decode close to their source. */
+static void test_jpeg_progressive(void)
+{
+    const char *files[] = {"chelsea_prog.jpg", "chelsea_prog444.jpg", "chelsea_prog_grey.jpg"};
+    img_image src = {0};
+    vit_error err;
+    CHECK(load("chelsea.png", &src, &err) == VIT_OK);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        img_image img = {0};
+        vit_status s = load(files[i], &img, &err);
+        CHECKF(s == VIT_OK, "%s: %s", files[i], err.message);
+        if (s != VIT_OK)
+            continue;
+        double mean = 0;
+        int d = 256;
+        if (i < 2) {
+            d = max_diff(&img, &src, &mean);
+        } else { /* against the luma of the source, as PIL's convert("L") */
+            img_image grey = {src.width, src.height, malloc((size_t)src.width * (size_t)src.height * 3)};
+            VIT_ASSERT(grey.pixels);
+            for (size_t k = 0; k < (size_t)src.width * (size_t)src.height; k++) {
+                const uint8_t *p = src.pixels + 3 * k;
+                uint8_t l = (uint8_t)((p[0] * 19595 + p[1] * 38470 + p[2] * 7471 + 0x8000) >> 16);
+                grey.pixels[3 * k] = grey.pixels[3 * k + 1] = grey.pixels[3 * k + 2] = l;
+            }
+            d = max_diff(&img, &grey, &mean);
+            img_free(&grey);
+        }
+        fprintf(stderr, "progressive %-22s max diff vs source %d levels (mean %.2f)\n", files[i], d,
+                mean);
+        CHECKF(mean < 4.0, "%s: mean diff %.2f vs its source", files[i], mean);
+        img_free(&img);
+    }
+    img_free(&src);
+}
+
+/* Issue 13 item 9: scan bombs.  The scans hold no data at all: stb reads
+ * zero bits, which these tables decode as DC 0 + EOB, block after block. */
+static void test_jpeg_scan_limits(void)
+{
+    /* Work: an 8x8 grey image has one block; 16 scans decode it 16 times
+     * (the limit), a 17th is refused.  Without the limit, an 86 KB file with
+     * 2,000 such scans on a large image decoded for a minute. */
+    static const int one[1][2] = {{1, 1}};
+    static const int y[1] = {1};
+    for (int scans = 16; scans <= 17; scans++) {
+        bytes f = jpeg_begin(0, 8, 8, 1, one, 0, 1, 0);
+        for (int i = 0; i < scans; i++)
+            jpeg_scan(&f, y, 1, 0, 63, 0, NULL);
+        put16(&f, 0xFFD9);
+        if (scans == 16)
+            expect_decodes("16 baseline scans of one block", &f, 8, 8, NULL);
+        else
+            expect_refused("17 baseline scans of one block", &f, VIT_ERR_TOO_LARGE,
+                           "more than 16 times over");
+        free(f.p);
+    }
+    /* The same on a progressive file with AC scans (skipped by the guard's
+     * decoder, counted all the same): DC scan + 15 AC scans pass, 16 not. */
+    for (int ac = 15; ac <= 16; ac++) {
+        bytes f = jpeg_begin(1, 8, 8, 1, one, 0, 1, 0);
+        jpeg_scan(&f, y, 1, 0, 0, 0, NULL);
+        for (int i = 0; i < ac; i++)
+            jpeg_scan(&f, y, 1, 1, 63, 0, NULL);
+        put16(&f, 0xFFD9);
+        if (ac == 15)
+            expect_decodes("progressive, 16 scans", &f, 8, 8, NULL);
+        else
+            expect_refused("progressive, 17 scans", &f, VIT_ERR_TOO_LARGE,
+                           "more than 16 times over");
+        free(f.p);
+    }
+
+    /* Count: a 32x32 four-component file whose last component is sampled
+     * 1x1 against 4x4 (49 blocks; scans of it cost one block each, far
+     * inside 16 x 49): 500 scans decode, 501 are refused. */
+    static const int four[4][2] = {{4, 4}, {4, 4}, {4, 4}, {1, 1}};
+    static const int k[1] = {4};
+    for (int scans = 500; scans <= 501; scans++) {
+        bytes f = jpeg_begin(0, 32, 32, 4, four, 0, 1, 0);
+        for (int i = 0; i < scans; i++)
+            jpeg_scan(&f, k, 1, 0, 63, 0, NULL);
+        put16(&f, 0xFFD9);
+        if (scans == 500)
+            expect_decodes("500 scans", &f, 32, 32, NULL);
+        else
+            expect_refused("501 scans", &f, VIT_ERR_TOO_LARGE, "more than 500 scans");
+        free(f.p);
+    }
+}
+
+/* ---- EXIF */
+
+/* Writes v at p, 16 or 32 bits, little-endian if le. */
+static void wr16(uint8_t *p, int le, unsigned v)
+{
+    p[le ? 0 : 1] = (uint8_t)v;
+    p[le ? 1 : 0] = (uint8_t)(v >> 8);
+}
+
+static void wr32(uint8_t *p, int le, uint32_t v)
+{
+    wr16(p + (le ? 0 : 2), le, v & 0xFFFF);
+    wr16(p + (le ? 2 : 0), le, v >> 16);
+}
+
+/* A copy of JPEG src whose EXIF block (the fixtures' 34-byte APP1 with one
+ * IFD0 entry) is rewritten: orientation o as a LONG (else a SHORT), in
+ * Intel (le) or Motorola byte order. */
+static bytes exif_rewritten(const uint8_t *src, size_t n, int le, int as_long, unsigned o)
+{
+    bytes b = {0};
+    put(&b, src, n);
+    uint8_t *t = NULL; /* the 26-byte TIFF block after "Exif\0\0" */
+    for (size_t i = 0; i + 10 < n && !t; i++)
+        if (memcmp(b.p + i, "\xFF\xE1\x00\x22" "Exif\0\0", 10) == 0)
+            t = b.p + i + 10;
+    VIT_ASSERT(t);
+    memset(t, 0, 26);
+    t[0] = t[1] = le ? 'I' : 'M';
+    wr16(t + 2, le, 42);
+    wr32(t + 4, le, 8);        /* IFD0 offset */
+    wr16(t + 8, le, 1);        /* one entry: */
+    wr16(t + 10, le, 0x0112);  /*   Orientation */
+    wr16(t + 12, le, as_long ? 4 : 3);
+    wr32(t + 14, le, 1);       /*   count */
+    if (as_long)
+        wr32(t + 18, le, o);
+    else
+        wr16(t + 18, le, o);   /*   a SHORT fills the field's first 2 bytes */
+    return b;                  /* next-IFD offset (22..25) stays 0 */
+}
+
+/* The EXIF orientation stored as a LONG (allowed by TIFF, written by some
+ * cameras) or in Intel byte order must turn the picture as the fixtures'
+ * Motorola SHORT does. */
+static void test_exif_long(void)
+{
+    size_t n;
+    uint8_t *src = slurp("exif_orient_6.jpg", &n);
+    img_image want = {0};
+    vit_error err;
+    CHECK(img_decode(src, n, MAX_PIXELS, &want, &err) == VIT_OK);
+    for (int le = 0; le < 2; le++) {
+        for (int as_long = 0; as_long < 2; as_long++) {
+            bytes b = exif_rewritten(src, n, le, as_long, 6);
+            img_image got = {0};
+            vit_status s = decode_bytes(&b, &got, &err);
+            CHECKF(s == VIT_OK && got.width == want.width && got.height == want.height &&
+                       memcmp(got.pixels, want.pixels,
+                              (size_t)want.width * (size_t)want.height * 3) == 0,
+                   "EXIF orientation 6 as %s in %s byte order: not turned like the SHORT one",
+                   as_long ? "LONG" : "SHORT", le ? "Intel" : "Motorola");
+            img_free(&got);
+            free(b.p);
+        }
+    }
+    img_free(&want);
+    free(src);
+}
+
 int main(void)
 {
     char p[4096];
@@ -612,5 +1338,13 @@ int main(void)
     test_bad_inputs();
     test_limits();
     test_threads();
+    test_png_inflate_bound();
+    test_jpeg_dc_overflow();
+    test_jpeg_bit_underflow();
+    test_jpeg_refinement_bits();
+    test_jpeg_restarts();
+    test_jpeg_progressive();
+    test_jpeg_scan_limits();
+    test_exif_long();
     return check_result();
 }
