@@ -114,6 +114,16 @@ vit_status trainer_evaluate(const vit_model *m, const ds_dataset *d, size_t limi
         st = vit_forward(m, s, images, count, logits, err);
         if (st != VIT_OK)
             break;
+        /* a NaN logit ranks first (every comparison is false): refuse to
+         * report accuracies or a loss from non-finite scores */
+        for (size_t i = 0; st == VIT_OK && i < (size_t)count * K; i++)
+            if (!isfinite(logits[i]))
+                st = vit_error_set(err, VIT_ERR_FORMAT,
+                                   "the model gave a non-finite score (NaN or inf) for item %ld: "
+                                   "its weights or preprocessing settings are broken",
+                                   out->count + (long)(i / (size_t)K));
+        if (st != VIT_OK)
+            break;
         loss_sum += vit_cross_entropy(logits, labels, count, K, 0.0f, scratch) * count;
         for (int b = 0; b < count; b++) {
             const float *row = logits + (size_t)b * K;
