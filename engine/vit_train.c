@@ -392,7 +392,8 @@ vit_status vit_input_grad(const vit_model *m, const vit_train_state *s, float *d
                              "last forward");
     const vit_config *c = &m->cfg;
     int B = s->batch, P = c->patch_size, G = c->image_size / P, C = c->width;
-    size_t GG = (size_t)G * G, cols = (size_t)3 * P * P, plane = (size_t)c->image_size * c->image_size;
+    size_t GG = (size_t)G * G, cols = (size_t)3 * P * P;
+    size_t plane = (size_t)c->image_size * c->image_size;
     float *dpatches = malloc((size_t)B * GG * cols * sizeof *dpatches); /* (B*GG, 3PP) */
     if (!dpatches)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for the input gradient");
