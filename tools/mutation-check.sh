@@ -156,6 +156,7 @@ cleanup() {
   if [ "$keep" = 1 ]; then echo "scratch copy kept: $scratch"; else rm -rf "$scratch"; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # so that cleanup runs
 snapshot=$(git -C "$repo" stash create 2>/dev/null)
 [ -n "$snapshot" ] || snapshot=HEAD
 if ! git -C "$repo" archive --format=tar "$snapshot" | tar -x -C "$scratch"; then
