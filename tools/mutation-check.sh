@@ -6,8 +6,9 @@
 #
 #   tools/mutation-check.sh [options] [MUTANT_FILE | ID]...
 #
-# With no arguments every tools/mutants/*.txt is read; a file argument takes
-# every mutant in it, any other argument is a mutant id.  Options:
+# Every tools/mutants/*.txt is read; with no arguments every mutant runs, else
+# every mutant of each file named (which may live elsewhere) and each mutant
+# id named.  Options:
 #   --suite NAME   run only this meson test suite (repeatable; default: all)
 #   --test NAME    run only this test (repeatable), e.g. --test cli
 #   --list         print the mutants and exit
@@ -116,28 +117,39 @@ read_mutant_file() { # path
   flush_block
 }
 
+# every tools/mutants/*.txt, plus files named on the command line
 mutant_files=()
+wanted_files=()
 wanted_ids=()
+for f in tools/mutants/*.txt; do [ -e "$f" ] && mutant_files+=("$f"); done
 for s in "${selectors[@]}"; do
-  if [ -f "$s" ]; then mutant_files+=("$s"); else wanted_ids+=("$s"); fi
+  if [ -f "$s" ]; then
+    wanted_files+=("$s")
+    known=0
+    for f in "${mutant_files[@]}"; do [ "$f" -ef "$s" ] && known=1; done
+    [ "$known" = 1 ] || mutant_files+=("$s")
+  else
+    wanted_ids+=("$s")
+  fi
 done
-if [ ${#mutant_files[@]} -eq 0 ]; then
-  for f in tools/mutants/*.txt; do [ -e "$f" ] && mutant_files+=("$f"); done
-fi
 [ ${#mutant_files[@]} -gt 0 ] || { echo "mutation-check: no tools/mutants/*.txt" >&2; exit 2; }
 for f in "${mutant_files[@]}"; do read_mutant_file "$f"; done
 [ "$parse_errors" -eq 0 ] || { echo "mutation-check: fix the mutant files first" >&2; exit 2; }
 
-# the subset asked for by id
+# the subset asked for: every mutant of the files named, and the ids named
 selected=()
-if [ ${#wanted_ids[@]} -eq 0 ]; then
+if [ ${#selectors[@]} -eq 0 ]; then
   for i in "${!ids[@]}"; do selected+=("$i"); done
 else
+  for i in "${!ids[@]}"; do
+    take=0
+    for f in "${wanted_files[@]}"; do [ "${origins[$i]%:*}" -ef "$f" ] && take=1; done
+    for w in "${wanted_ids[@]}"; do [ "${ids[$i]}" = "$w" ] && take=1; done
+    [ "$take" = 1 ] && selected+=("$i")
+  done
   for w in "${wanted_ids[@]}"; do
     found=0
-    for i in "${!ids[@]}"; do
-      if [ "${ids[$i]}" = "$w" ]; then selected+=("$i"); found=1; fi
-    done
+    for i in "${!ids[@]}"; do [ "${ids[$i]}" = "$w" ] && found=1; done
     [ "$found" = 1 ] || { echo "mutation-check: no mutant file or id '$w'" >&2; exit 2; }
   done
 fi
