@@ -60,12 +60,18 @@ stage_not_run() { # stage, reason
 # Is the stage opted out of by the environment?
 opted_out() { [[ "$skip_list" == *" $1 "* ]]; }
 
-# meson setup into dir (fresh unless it is already configured); on failure
+# meson setup into dir, fresh unless test.sh configured it before with the
+# same compiler and options (a dir set up otherwise by hand is set up again,
+# so that a stage never runs with other options than it says); on failure
 # prints why and counts it.  Extra args go to meson setup; CC comes from env.
 setup_dir() { # stage, dir, setup args...
-  local stage=$1 dir=$2 log
+  local stage=$1 dir=$2 log want
   shift 2
-  [ -f "$dir/build.ninja" ] && return 0
+  want="CC=${CC:-cc} $*"
+  if [ -f "$dir/build.ninja" ] && [ "$(cat "$dir/.test-sh-setup" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  [ -e "$dir" ] && echo "$dir: not set up by test.sh as '$want': setting it up again"
   rm -rf "$dir"
   log=$(mktemp)
   if ! meson setup "$dir" "$@" >"$log" 2>&1; then
@@ -77,6 +83,7 @@ setup_dir() { # stage, dir, setup args...
     return 1
   fi
   rm -f "$log"
+  echo "$want" >"$dir/.test-sh-setup"
 }
 
 # ninja in dir for the given targets (all by default); on failure prints the
