@@ -191,14 +191,15 @@ end_stage() {
     "$([ "$failed" -gt "$stage_failed0" ] && echo "  [$((failed - stage_failed0)) failure(s) counted]")")")
 }
 
-# The whole suite in one build directory.
+# The whole suite in one build directory; stage_test_opts go to meson test.
+stage_test_opts=()
 suite_stage() { # stage, dir, what, setup args...
   local stage=$1 dir=$2 what=$3
   shift 3
   start_stage "$stage" "$what"
   suite_ran=0
   if setup_dir "$stage" "$dir" "$@" && build_dir "$stage" "$dir"; then
-    run_meson_tests "$stage" "$dir" testlog
+    run_meson_tests "$stage" "$dir" testlog "${stage_test_opts[@]}"
     suite_ran=1
   fi
   end_stage "$stage"
@@ -247,8 +248,11 @@ fi
 if opted_out asan; then
   stage_not_run asan "VITFIT_SKIP_STAGES"
 else
+  # sanitizers slow the tests down 2-4x: the per-test timeouts scale with them
+  stage_test_opts=(--timeout-multiplier=3)
   suite_stage asan build-asan "ASan + UBSan build (gcc)" --buildtype=debugoptimized \
     -Db_sanitize=address,undefined -Db_lundef=false
+  stage_test_opts=()
 fi
 
 # ---- TSan: the tests that start threads
@@ -262,7 +266,7 @@ else
   if setup_dir tsan build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false &&
       build_dir tsan build-tsan "${targets[@]}"; then
     TSAN_OPTIONS=halt_on_error=1 run_meson_tests tsan build-tsan testlog --no-rebuild \
-      "${tsan_tests[@]}"
+      --timeout-multiplier=3 "${tsan_tests[@]}"
   fi
   end_stage tsan
 fi
