@@ -1,109 +1,344 @@
 #!/usr/bin/env bash
-# One command that runs every test: the suite in a gcc release build (and its
-# engine tests again on the portable, non-AVX-512 path), a clang build, again
-# under ASan+UBSan, the threaded tests under
-# TSan, and the libFuzzer targets for a fixed number of runs.  Ends with
-# the line "N passed, N failed"; exits non-zero if anything failed.
+# One command that runs every test, in stages:
+#   release   the whole suite, gcc release build (build/)
+#   portable  the engine tests again with VITFIT_NO_AVX512=1 (OpenBLAS, scalar kernels)
+#   clang     the whole suite, clang release build (build-clang/)
+#   asan      the whole suite under ASan+UBSan, gcc (build-asan/)
+#   tsan      the threaded tests under ThreadSanitizer (build-tsan/)
+#   fuzz      every libFuzzer target tests/fuzz/fuzz_*.c for a bounded run (build-fuzz/)
+#
+# Counting (no second interpreter): each `meson test` run writes a fresh
+# meson-logs/<logbase>.json, one JSON object per test; awk reads each line's
+# "name" and "result".  OK counts as passed, SKIP (exit 77) as skipped - never
+# as passed - and anything else as failed.  The counts must agree with the
+# summary meson prints and with `meson test --list`; a missing or malformed
+# log, any disagreement, or a non-zero `meson test` exit with no failed test
+# counted is one more failure.  Every fuzz target's run is one test.  A setup
+# or build that fails counts as a failure (with its log's tail printed).
+#
+# Stages not run: a developer may opt out with VITFIT_SKIP_STAGES="clang fuzz"
+# (or VITFIT_WITH_FUZZ=0), or lack clang; that is printed loudly.  In CI
+# (VITFIT_CI=1, set by .ci/run) every stage not run counts as a failure.
+#
+# Ends with the line "N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
-cd "$(dirname "$0")"
-tools/install-deps.sh || exit 1
+cd "$(dirname "$0")" || exit 1
+
+ci=0
+[ "${VITFIT_CI:-0}" = 1 ] && ci=1
+skip_list=" $(echo "${VITFIT_SKIP_STAGES:-}" | tr ',' ' ') "
+[ "${VITFIT_WITH_FUZZ:-1}" = 1 ] || skip_list+="fuzz "
 
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+
 passed=0
 failed=0
+skipped=0
+failures=()     # what failed, one entry per counted failure
+skipped_tests=() # tests that exited 77
+not_run=()      # stages that did not run, and why
+stage_report=() # one line per stage: counts and wall time
 
-# meson's testlog.json has one JSON object per test
-count_log() {
-  python3 - "$1" <<'PY'
-import json, sys
-ok = bad = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["result"] in ("OK", "EXPECTEDFAIL", "SKIP"):
-        ok += 1
-    else:
-        bad += 1
-        print(f"FAILED: {r['name']} ({r['result']})", file=sys.stderr)
-print(ok, bad)
-PY
+# Counts one failure and says what it was.
+fail() {
+  failed=$((failed + 1))
+  failures+=("$1")
+  echo "FAILED: $1" >&2
 }
 
-run_suite() { # dir, setup args...
-  local dir=$1; shift
-  if [ ! -f "$dir/build.ninja" ]; then
-    meson setup "$dir" "$@" >/dev/null 2>&1 || { failed=$((failed + 1)); return; }
+# A stage that cannot or may not run: a failure in CI, a loud notice otherwise.
+stage_not_run() { # stage, reason
+  not_run+=("$1 ($2)")
+  if [ "$ci" = 1 ]; then
+    fail "stage $1 not run in CI: $2"
+  else
+    echo "!!!!!!!!!! stage $1 NOT RUN: $2 -- this run does not test everything !!!!!!!!!!" >&2
   fi
-  if ! ninja -C "$dir" >/dev/null; then
-    echo "build failed in $dir" >&2
-    ninja -C "$dir" 2>&1 | tail -30 >&2
-    failed=$((failed + 1))
+}
+
+# Is the stage opted out of by the environment?
+opted_out() { [[ "$skip_list" == *" $1 "* ]]; }
+
+# meson setup into dir, fresh unless test.sh configured it before with the
+# same compiler and options (a dir set up otherwise by hand is set up again,
+# so that a stage never runs with other options than it says); on failure
+# prints why and counts it.  Extra args go to meson setup; CC comes from env.
+setup_dir() { # stage, dir, setup args...
+  local stage=$1 dir=$2 log want
+  shift 2
+  want="CC=${CC:-cc} $*"
+  if [ -f "$dir/build.ninja" ] && [ "$(cat "$dir/.test-sh-setup" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  [ -e "$dir" ] && echo "$dir: not set up by test.sh as '$want': setting it up again"
+  rm -rf "$dir"
+  log=$(mktemp)
+  if ! meson setup "$dir" "$@" >"$log" 2>&1; then
+    echo "meson setup $dir $* failed; the end of its log:" >&2
+    tail -n 30 "$log" >&2
+    [ -f "$dir/meson-logs/meson-log.txt" ] && tail -n 15 "$dir/meson-logs/meson-log.txt" >&2
+    rm -f "$log"
+    fail "$stage: meson setup $dir"
+    return 1
+  fi
+  rm -f "$log"
+  echo "$want" >"$dir/.test-sh-setup"
+}
+
+# ninja in dir for the given targets (all by default); on failure prints the
+# end of the output and counts it.
+build_dir() { # stage, dir, targets...
+  local stage=$1 dir=$2 log
+  shift 2
+  log=$(mktemp)
+  if ! ninja -C "$dir" "$@" >"$log" 2>&1; then
+    echo "build failed in $dir; the end of its output:" >&2
+    tail -n 40 "$log" >&2
+    rm -f "$log"
+    fail "$stage: build in $dir"
+    return 1
+  fi
+  rm -f "$log"
+}
+
+is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
+
+# Adds the tests of one `meson test` run to the totals.  log: its testlog
+# JSON; out: its stdout (for meson's own summary); rc: its exit code;
+# expected: how many tests it was asked to run.  Any doubt is a failure.
+count_meson_log() { # stage, log, out, rc, expected
+  local stage=$1 log=$2 out=$3 rc=$4 expected=$5 line ok=x bad=x skip=x malformed=x
+  local s_ok s_bad s_skip
+  if [ ! -s "$log" ]; then
+    fail "$stage: counting error: meson wrote no test log $log (meson test exit $rc)"
     return
   fi
-  meson test -C "$dir" --print-errorlogs --num-processes 2 || true
-  read -r ok bad < <(count_log "$dir/meson-logs/testlog.json")
+  # One object per line; the first "name" is the test's (the line starts with
+  # it) and the first "result" is the test's: both come before "env", and a
+  # test's own output inside "stdout" has its quotes escaped, so cannot match.
+  while IFS= read -r line; do
+    case $line in
+      "F "*) fail "$stage: ${line#F }" ;;
+      "S "*) skipped_tests+=("$stage: ${line#S }") ;;
+      "T "*) read -r ok bad skip malformed <<<"${line#T }" ;;
+    esac
+  done < <(awk '
+    {
+      name = ""; result = ""
+      if (match($0, /^\{"name": "[^"]*"/)) name = substr($0, 11, RLENGTH - 11)
+      if (match($0, /"result": "[A-Z]+"/)) result = substr($0, RSTART + 11, RLENGTH - 12)
+      if (name == "" || result == "") { malformed++; next }
+      if (result == "OK" || result == "EXPECTEDFAIL") ok++
+      else if (result == "SKIP") { skip++; print "S " name " (exit 77)" }
+      else { bad++; print "F " name " (" result ")" }
+    }
+    END { print "T", ok + 0, bad + 0, skip + 0, malformed + 0 }' "$log")
+  if ! is_count "$ok" || ! is_count "$bad" || ! is_count "$skip" || ! is_count "$malformed"; then
+    fail "$stage: counting error: could not read $log"
+    return
+  fi
   passed=$((passed + ok))
-  failed=$((failed + bad))
+  skipped=$((skipped + skip))
+  # failed tests were counted one by one above
+  stage_counts="$ok passed, $bad failed, $skip skipped"
+  [ "$malformed" -eq 0 ] || fail "$stage: counting error: $malformed unreadable lines in $log"
+  if [ $((ok + bad + skip)) -ne "$expected" ] || [ "$expected" -eq 0 ]; then
+    fail "$stage: counting error: $((ok + bad + skip)) results in $log, $expected tests asked for"
+  fi
+  # meson's own summary must say the same
+  read -r s_ok s_bad s_skip < <(awk '
+    /^Ok:/ { o = $2; seen = 1 }  /^Expected Fail:/ { ef = $3 }  /^Fail:/ { f = $2 }
+    /^Unexpected Pass:/ { up = $3 }  /^Skipped:/ { s = $2 }  /^Timeout:/ { t = $2 }
+    END { if (seen) print o + ef, f + up + t, s + 0; else print "none" }' "$out")
+  if [ "$s_ok" != "$ok" ] || [ "$s_bad" != "$bad" ] || [ "$s_skip" != "$skip" ]; then
+    fail "$stage: counting error: meson's summary says ${s_ok:-?} ok, ${s_bad:-?} failed, ${s_skip:-?} skipped; $log says $ok, $bad, $skip"
+  fi
+  if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
+    fail "$stage: meson test exited $rc though no test failed"
+  elif [ "$rc" -eq 0 ] && [ "$bad" -ne 0 ]; then
+    fail "$stage: counting error: meson test exited 0 though $bad tests failed"
+  fi
 }
 
-echo "== release build =="
-run_suite build --buildtype=release
-if command -v clang >/dev/null; then
-  echo "== clang build =="
-  CC=clang run_suite build-clang --buildtype=release
-fi
-echo "== portable path: VITFIT_NO_AVX512=1 (OpenBLAS GEMMs, scalar kernels) =="
-if [ -f build/meson-logs/testlog.json ]; then
-  VITFIT_NO_AVX512=1 meson test -C build --print-errorlogs --num-processes 2 \
-    --logbase testlog-portable vit gemm serving task cli || true
-  read -r ok bad < <(count_log build/meson-logs/testlog-portable.json)
-  passed=$((passed + ok))
-  failed=$((failed + bad))
-fi
-echo "== ASan + UBSan build =="
-run_suite build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
+# Runs `meson test` in dir on the named tests (all if none) and counts them.
+run_meson_tests() { # stage, dir, logbase, [meson test options and test names...]
+  local stage=$1 dir=$2 logbase=$3 expected rc out
+  shift 3
+  local log="$dir/meson-logs/$logbase.json"
+  out="$dir/$logbase.stdout"
+  rm -f "$log" "$out" # a stale log must never be counted
+  local names=()
+  for a in "$@"; do [[ "$a" == -* ]] || names+=("$a"); done
+  expected=$(meson test -C "$dir" --list --no-rebuild "${names[@]}" 2>/dev/null | grep -c ' / ')
+  meson test -C "$dir" --print-errorlogs --num-processes 2 --logbase "$logbase" "$@" 2>&1 |
+    tee "$out"
+  rc=${PIPESTATUS[0]}
+  count_meson_log "$stage" "$log" "$out" "$rc" "$expected"
+}
 
-echo "== ThreadSanitizer: the threaded tests =="
-if [ ! -f build-tsan/build.ninja ]; then
-  meson setup build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false \
-    >/dev/null 2>&1
-fi
-if ninja -C build-tsan tests/unit/test_serving tests/unit/test_dataset tests/unit/test_gemm \
-    >/dev/null; then
-  for t in serving dataset gemm; do
-    if VITFIT_SOURCE_ROOT="$PWD" TSAN_OPTIONS=halt_on_error=1 \
-        build-tsan/tests/unit/test_$t >"build-tsan/test_$t.log" 2>&1; then
-      echo "tsan test_$t: ok"; passed=$((passed + 1))
-    else
-      echo "tsan test_$t: FAILED"; tail -40 "build-tsan/test_$t.log"; failed=$((failed + 1))
-    fi
-  done
-else
-  echo "TSan build failed" >&2; failed=$((failed + 1))
-fi
+# Stage bookkeeping: start_stage prints a banner; end_stage records the time.
+start_stage() {
+  stage_t0=$SECONDS
+  stage_failed0=$failed
+  stage_counts=""
+  echo
+  echo "== $1: $2 =="
+}
+end_stage() {
+  local secs=$((SECONDS - stage_t0))
+  stage_report+=("$(printf '%-9s %4ds  %s%s' "$1" "$secs" "${stage_counts:-no tests counted}" \
+    "$([ "$failed" -gt "$stage_failed0" ] && echo "  [$((failed - stage_failed0)) failure(s) counted]")")")
+}
 
-if command -v clang >/dev/null && [ "${VITFIT_WITH_FUZZ:-1}" = 1 ]; then
-  echo "== libFuzzer targets (fixed seed, bounded runs) =="
-  if [ ! -f build-fuzz/build.ninja ]; then
-    CC=clang meson setup build-fuzz -Dfuzz=true --buildtype=debugoptimized \
-      -Db_sanitize=address,undefined -Db_lundef=false >/dev/null 2>&1
+# The whole suite in one build directory; stage_test_opts go to meson test.
+stage_test_opts=()
+suite_stage() { # stage, dir, what, setup args...
+  local stage=$1 dir=$2 what=$3
+  shift 3
+  start_stage "$stage" "$what"
+  suite_ran=0
+  if setup_dir "$stage" "$dir" "$@" && build_dir "$stage" "$dir"; then
+    run_meson_tests "$stage" "$dir" testlog "${stage_test_opts[@]}"
+    suite_ran=1
   fi
-  if ninja -C build-fuzz tests/fuzz/fuzz_safetensors tests/fuzz/fuzz_image tests/fuzz/fuzz_dataset >/dev/null; then
-    for t in safetensors image dataset; do
+  end_stage "$stage"
+}
+
+if ! tools/install-deps.sh; then
+  echo "tools/install-deps.sh failed: cannot build" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+have_clang=0
+command -v clang >/dev/null && have_clang=1
+total_t0=$SECONDS
+
+# ---- release
+release_ok=0
+if opted_out release; then
+  stage_not_run release "VITFIT_SKIP_STAGES"
+else
+  suite_stage release build "gcc release build" --buildtype=release
+  release_ok=$suite_ran # the portable stage reruns these very binaries
+fi
+
+# ---- portable: the engine tests without AVX-512
+if opted_out portable; then
+  stage_not_run portable "VITFIT_SKIP_STAGES"
+elif [ "$release_ok" = 0 ]; then
+  stage_not_run portable "the release stage did not build"
+else
+  start_stage portable "VITFIT_NO_AVX512=1 (OpenBLAS GEMMs, scalar kernels)"
+  VITFIT_NO_AVX512=1 run_meson_tests portable build testlog-portable --no-rebuild \
+    vit gemm serving task cli
+  end_stage portable
+fi
+
+# ---- clang
+if opted_out clang; then
+  stage_not_run clang "VITFIT_SKIP_STAGES"
+elif [ "$have_clang" = 0 ]; then
+  stage_not_run clang "clang is not installed"
+else
+  CC=clang suite_stage clang build-clang "clang release build" --buildtype=release
+fi
+
+# ---- ASan + UBSan
+if opted_out asan; then
+  stage_not_run asan "VITFIT_SKIP_STAGES"
+else
+  # sanitizers slow the tests down 2-4x: the per-test timeouts scale with them
+  stage_test_opts=(--timeout-multiplier=3)
+  suite_stage asan build-asan "ASan + UBSan build (gcc)" --buildtype=debugoptimized \
+    -Db_sanitize=address,undefined -Db_lundef=false
+  stage_test_opts=()
+fi
+
+# ---- TSan: the tests that start threads
+tsan_tests=(serving dataset gemm task)
+if opted_out tsan; then
+  stage_not_run tsan "VITFIT_SKIP_STAGES"
+else
+  start_stage tsan "ThreadSanitizer: ${tsan_tests[*]}"
+  targets=()
+  for t in "${tsan_tests[@]}"; do targets+=("tests/unit/test_$t"); done
+  if setup_dir tsan build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false &&
+      build_dir tsan build-tsan "${targets[@]}"; then
+    TSAN_OPTIONS=halt_on_error=1 run_meson_tests tsan build-tsan testlog --no-rebuild \
+      --timeout-multiplier=3 "${tsan_tests[@]}"
+  fi
+  end_stage tsan
+fi
+
+# ---- libFuzzer: every tests/fuzz/fuzz_*.c, each run is one test
+fuzz_targets=()
+for f in tests/fuzz/fuzz_*.c; do
+  [ -e "$f" ] || continue
+  t=${f#tests/fuzz/fuzz_}
+  fuzz_targets+=("${t%.c}")
+done
+if opted_out fuzz; then
+  stage_not_run fuzz "VITFIT_SKIP_STAGES / VITFIT_WITH_FUZZ=0"
+elif [ "$have_clang" = 0 ]; then
+  stage_not_run fuzz "clang is not installed"
+else
+  start_stage fuzz "libFuzzer targets: ${fuzz_targets[*]:-none} (fixed seed, bounded runs)"
+  [ ${#fuzz_targets[@]} -gt 0 ] || fail "fuzz: no tests/fuzz/fuzz_*.c found"
+  fuzz_ok=0
+  fuzz_bad0=$failed
+  if CC=clang setup_dir fuzz build-fuzz -Dfuzz=true --buildtype=debugoptimized \
+      -Db_sanitize=address,undefined -Db_lundef=false; then
+    mkdir -p build-fuzz/artifacts
+    for t in "${fuzz_targets[@]}"; do
+      if ! ninja -C build-fuzz "tests/fuzz/fuzz_$t" >"build-fuzz/fuzz_$t.build.log" 2>&1; then
+        tail -n 30 "build-fuzz/fuzz_$t.build.log" >&2
+        fail "fuzz: fuzz_$t does not build (is it listed in tests/fuzz/meson.build?)"
+        continue
+      fi
       corpus=$(mktemp -d)
-      cp tests/fuzz/corpus/$t/* "$corpus"/
-      if build-fuzz/tests/fuzz/fuzz_$t -seed=1 -runs=20000 -max_total_time=60 -max_len=65536 "$corpus" \
+      [ -d "tests/fuzz/corpus/$t" ] && cp -r "tests/fuzz/corpus/$t/." "$corpus"/
+      dict=()
+      with=""
+      if [ -f "tests/fuzz/$t.dict" ]; then
+        dict=("-dict=tests/fuzz/$t.dict")
+        with=", dictionary tests/fuzz/$t.dict"
+      fi
+      if "build-fuzz/tests/fuzz/fuzz_$t" -seed=1 -runs=20000 -max_total_time=60 -max_len=65536 \
+          -rss_limit_mb=512 -malloc_limit_mb=256 -timeout=5 "${dict[@]}" \
+          -artifact_prefix="build-fuzz/artifacts/fuzz_$t-" "$corpus" \
           >"build-fuzz/fuzz_$t.log" 2>&1; then
-        echo "fuzz_$t: ok"; passed=$((passed + 1))
+        echo "fuzz_$t: ok ($(grep -o 'Done [0-9]* runs in [0-9]* second' "build-fuzz/fuzz_$t.log" |
+          tail -n 1)s$with)"
+        passed=$((passed + 1))
+        fuzz_ok=$((fuzz_ok + 1))
       else
-        echo "fuzz_$t: FAILED"; tail -40 "build-fuzz/fuzz_$t.log"; failed=$((failed + 1))
+        tail -n 40 "build-fuzz/fuzz_$t.log" >&2
+        fail "fuzz: fuzz_$t (log: build-fuzz/fuzz_$t.log, inputs: build-fuzz/artifacts/)"
       fi
       rm -rf "$corpus"
     done
-  else
-    echo "fuzz build failed" >&2; failed=$((failed + 1))
   fi
+  stage_counts="$fuzz_ok passed, $((failed - fuzz_bad0)) failed"
+  end_stage fuzz
 fi
 
+# ---- summary
+[ "$passed" -gt 0 ] || fail "no test passed: nothing was tested"
+echo
+echo "== summary ($((SECONDS - total_t0)) s) =="
+for line in "${stage_report[@]}"; do echo "  $line"; done
+if [ ${#not_run[@]} -gt 0 ]; then
+  echo "!!!!!!!!!! stages NOT RUN$([ "$ci" = 1 ] && echo ' (each counted as a failure in CI)'):"
+  for s in "${not_run[@]}"; do echo "  $s"; done
+fi
+if [ "$skipped" -gt 0 ]; then
+  echo "skipped tests (exit 77; counted neither as passed nor as failed): $skipped"
+  for s in "${skipped_tests[@]}"; do echo "  $s"; done
+fi
+if [ "$failed" -gt 0 ]; then
+  echo "failed:"
+  for s in "${failures[@]}"; do echo "  $s"; done
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -18,6 +18,10 @@
  * Task files are untrusted input: K and label lengths are bounded, every
  * name, shape and the label count are checked against the model, unknown
  * tensors and non-finite values are refused, and every error names the file.
+ *
+ * A task_slot is a replaceable shared reference: readers take their own
+ * reference under the slot's lock, writers swap the pointer under it and drop
+ * the old reference outside it.
  */
 #include "task.h"
 
@@ -247,6 +251,50 @@ void task_free(vit_task *t)
     free_labels(t->labels, t->num_classes);
     free(t->trainable);
     free(t);
+}
+
+/* ======================================================================== */
+/* shared slots (task.h: why a lock)                                        */
+/* ======================================================================== */
+
+vit_status task_slot_init(task_slot *s, vit_error *err)
+{
+    VIT_ASSERT(s);
+    s->task = NULL;
+    if (pthread_mutex_init(&s->lock, NULL) != 0)
+        return vit_error_set(err, VIT_ERR_NOMEM, "cannot create a task slot's lock");
+    return VIT_OK;
+}
+
+void task_slot_destroy(task_slot *s)
+{
+    if (!s)
+        return;
+    task_free(s->task);
+    s->task = NULL;
+    pthread_mutex_destroy(&s->lock);
+}
+
+vit_task *task_slot_get(task_slot *s)
+{
+    VIT_ASSERT(pthread_mutex_lock(&s->lock) == 0);
+    vit_task *t = task_retain(s->task); /* while the slot's reference pins it */
+    pthread_mutex_unlock(&s->lock);
+    return t;
+}
+
+vit_task *task_slot_exchange(task_slot *s, vit_task *t)
+{
+    VIT_ASSERT(pthread_mutex_lock(&s->lock) == 0);
+    vit_task *old = s->task;
+    s->task = t;
+    pthread_mutex_unlock(&s->lock);
+    return old; /* freed by the caller, outside the lock */
+}
+
+void task_slot_set(task_slot *s, vit_task *t)
+{
+    task_free(task_slot_exchange(s, t));
 }
 
 int task_name_valid(const char *name)

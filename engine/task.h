@@ -18,6 +18,7 @@
 #ifndef VIT_TASK_H
 #define VIT_TASK_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -53,10 +54,39 @@ size_t task_bias_len(const vit_model *m);
  * (weights zero; caller initialises).  labels are copied. */
 vit_status task_create(const vit_model *m, int num_classes, const char *const *labels,
                        vit_task **out, vit_error *err);
-/* Adds a reference; returns t. */
+/* Adds a reference; returns t.  Only for a reference the caller already
+ * holds (or reads under the lock that keeps it alive): to take one from a
+ * pointer other threads may replace, use a task_slot. */
 vit_task *task_retain(vit_task *t);
 /* Drops a reference; the last one frees the task. */
 void task_free(vit_task *t);
+
+/* A shared, replaceable reference to a task: a server registry keeps one per
+ * task name; workers take their own reference for a batch while another
+ * thread replaces or removes the task.  Why a lock and not an atomic pointer:
+ * "load the pointer, then retain" lets a replacer drop the last reference
+ * between the two steps, and the retain then touches freed memory.  Under the
+ * lock a reader's retain always happens while the slot still holds its own
+ * reference.  The lock covers a pointer copy and one atomic increment only:
+ * nothing is allocated or freed while it is held. */
+typedef struct task_slot {
+    pthread_mutex_t lock;
+    vit_task *task; /* the slot's own reference, or NULL */
+} task_slot;
+
+/* An empty slot. */
+vit_status task_slot_init(task_slot *s, vit_error *err);
+/* Drops the slot's reference; no other thread may use s any more. */
+void task_slot_destroy(task_slot *s);
+/* A new reference to the slot's task (caller task_free()s it), or NULL when
+ * the slot is empty.  Safe against any concurrent task_slot_exchange. */
+vit_task *task_slot_get(task_slot *s);
+/* Puts t in the slot, taking over the caller's reference to it (t may be
+ * NULL: empties the slot), and returns the task it held (or NULL), whose
+ * reference now belongs to the caller. */
+vit_task *task_slot_exchange(task_slot *s, vit_task *t);
+/* task_slot_exchange that frees the previous task's reference. */
+void task_slot_set(task_slot *s, vit_task *t);
 
 /* Mixed-task forward (vit_forward_rows): image b uses tasks[b]'s biases and
  * head, or the backbone's own when tasks[b] is NULL; out[b] receives its

@@ -215,6 +215,16 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
         st = vit_forward(m, s, images, count, logits, err);
         if (st != VIT_OK)
             break;
+        /* a NaN logit ranks first (every comparison is false): refuse to
+         * report accuracies or a loss from non-finite scores */
+        for (size_t i = 0; st == VIT_OK && i < (size_t)count * K; i++)
+            if (!isfinite(logits[i]))
+                st = vit_error_set(err, VIT_ERR_FORMAT,
+                                   "the model gave a non-finite score (NaN or inf) for item %ld: "
+                                   "its weights or preprocessing settings are broken",
+                                   out->count + (long)(i / (size_t)K));
+        if (st != VIT_OK)
+            break;
         /* the batch's mean loss, weighted by its size: a short last batch
          * counts for its items, not as much as a full one */
         loss_sum += vit_cross_entropy(logits, labels, count, K, 0.0f, scratch) * count;

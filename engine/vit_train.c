@@ -23,6 +23,7 @@ struct vit_train_state {
     vit_method method;
     int max_batch;
     int batch;            /* rows of the last forward */
+    int dpatch_batch;     /* rows whose patch-embedding output gradient dln holds (0: none) */
     vit_acts acts;
     /* backward scratch */
     float *dx;            /* (B,N,C) gradient of the residual stream */
@@ -231,6 +232,7 @@ vit_status vit_train_forward(const vit_model *m, vit_train_state *s, const float
         s->out_rows[b] = logits + (size_t)b * m->cfg.num_classes;
     vit_forward_acts(m, &s->acts, images, batch, s->out_rows);
     s->batch = batch;
+    s->dpatch_batch = 0;
     return VIT_OK;
 }
 
@@ -373,6 +375,42 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
     }
     linear_backward(NULL, G(w->patch_w), G(w->patch_b), s->dln, a->patches, w->patch_w, B * GG, C,
                     3 * P * P);
+    s->dpatch_batch = B; /* dln keeps dL/dpatch_out for vit_input_grad */
 #undef G
+    return VIT_OK;
+}
+
+/* ref: x.grad after loss.backward() in tools/reference/gen_grad_goldens.py:
+ * dpatches = dpatch_out . W (the patch embedding's dx, which vit_backward
+ * skips), then folded back through patch_unfold_forward's layout. */
+vit_status vit_input_grad(const vit_model *m, const vit_train_state *s, float *dimages,
+                          vit_error *err)
+{
+    if (s->dpatch_batch == 0 || s->dpatch_batch != s->batch)
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "the input gradient needs a bitfit or full vit_backward after the "
+                             "last forward");
+    const vit_config *c = &m->cfg;
+    int B = s->batch, P = c->patch_size, G = c->image_size / P, C = c->width;
+    size_t GG = (size_t)G * G, cols = (size_t)3 * P * P;
+    size_t plane = (size_t)c->image_size * c->image_size;
+    float *dpatches = malloc((size_t)B * GG * cols * sizeof *dpatches); /* (B*GG, 3PP) */
+    if (!dpatches)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for the input gradient");
+    linear_backward(dpatches, NULL, NULL, s->dln, NULL, m->w.patch_w, (int)((size_t)B * GG), C,
+                    (int)cols);
+    for (int b = 0; b < B; b++)
+        for (int gy = 0; gy < G; gy++)
+            for (int gx = 0; gx < G; gx++) {
+                const float *src = dpatches + ((size_t)b * GG + (size_t)gy * G + gx) * cols;
+                for (int ch = 0; ch < 3; ch++)
+                    for (int ky = 0; ky < P; ky++) {
+                        float *dst = dimages + ((size_t)b * 3 + ch) * plane +
+                                     (size_t)(gy * P + ky) * c->image_size + (size_t)gx * P;
+                        memcpy(dst, src, sizeof(float) * (size_t)P);
+                        src += P;
+                    }
+            }
+    free(dpatches);
     return VIT_OK;
 }

@@ -50,4 +50,12 @@ double vit_cross_entropy(const float *logits, const int *labels, int batch, int 
 vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlogits, int batch,
                         float *gtrain, float *gfrozen, vit_error *err);
 
+/* Gradient of the loss with respect to the images of the last
+ * vit_train_forward, dimages (B, 3, H, W), from the last vit_backward on s
+ * (bitfit or full: a linear probe's backward stops at the features, so
+ * VIT_ERR_INVALID).  Overwrites dimages; allocates B*3*H*W floats of scratch
+ * for the call.  For saliency and the gradient goldens' "dinput". */
+vit_status vit_input_grad(const vit_model *m, const vit_train_state *s, float *dimages,
+                          vit_error *err);
+
 #endif

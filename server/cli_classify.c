@@ -4,10 +4,13 @@
  * The output has the shape of the original pipeline: {"labels": [...],
  * "scores": [...]} best first (top 5 by default); several images give
  * {"results": [...]}.  Images are decoded and preprocessed with the model's
- * own settings and run through the model in batches.
+ * own settings and run through the model in batches.  Every image is
+ * classified before anything is printed, and a NaN or infinite score is an
+ * error (exit 1, one line on stderr), never a printed result.
  */
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +48,16 @@ typedef struct classify_opts {
     int json;
     int logits;
 } classify_opts;
+
+/* Are all n values finite?  A NaN or inf score is never printed as a result
+ * (a NaN sorts anywhere and JSON cannot even hold it). */
+static bool all_finite(const float *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return false;
+    return true;
+}
 
 /* Indices of the k largest probabilities, best first (ties: lower index). */
 static void top_k_indices(const float *probs, int n, int k, int *idx)
@@ -176,10 +189,12 @@ int cli_classify(int argc, char **argv)
         m = backbone;
     int K = m->cfg.num_classes;
     int k = o.top_k < K ? (int)o.top_k : K;
+    char **paths = argv + optind;
+    int count = argc - optind;
     size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
     float *batch = malloc(per_image * CLASSIFY_BATCH * sizeof *batch);
-    float *logits = malloc((size_t)K * CLASSIFY_BATCH * sizeof *logits);
-    float *probs = malloc((size_t)K * sizeof *probs);
+    float *logits = malloc((size_t)K * (size_t)count * sizeof *logits); /* every image's row */
+    float *probs = malloc((size_t)K * (size_t)count * sizeof *probs);
     int *idx = malloc((size_t)k * sizeof *idx);
     vit_state *s = NULL;
     json_t *results = json_array();
@@ -190,29 +205,37 @@ int cli_classify(int argc, char **argv)
     } else if (vit_state_create(m, CLASSIFY_BATCH, (int)o.threads, &s, &err) != VIT_OK) {
         rc = cli_fail(&err);
     }
-    char **paths = argv + optind;
-    int count = argc - optind;
+    /* every image first, then the output: a failure on any image prints no
+     * result at all, so nothing on stdout ever passes for a success */
     for (int first = 0; rc == CLI_OK && first < count; first += CLASSIFY_BATCH) {
         int n = count - first < CLASSIFY_BATCH ? count - first : CLASSIFY_BATCH;
         if (prepare_batch(m, paths + first, n, o.max_pixels, batch, &err) != VIT_OK ||
-            vit_forward(m, s, batch, n, logits, &err) != VIT_OK) {
+            vit_forward(m, s, batch, n, logits + (size_t)first * K, &err) != VIT_OK) {
             rc = cli_fail(&err);
             break;
         }
-        for (int i = 0; i < n; i++) {
-            const float *row = logits + (size_t)i * K;
-            vit_softmax(row, K, probs);
-            top_k_indices(probs, K, k, idx);
-            if (o.json) {
-                json_t *r = result_json(m, row, probs, idx, k, o.logits);
-                if (count > 1)
-                    json_object_set_new(r, "image", json_string(paths[first + i]));
-                json_array_append_new(results, r);
-            } else {
-                printf("%s\n", paths[first + i]);
-                for (int j = 0; j < k; j++)
-                    printf("  %.4f  %s\n", probs[idx[j]], m->labels[idx[j]]);
-            }
+    }
+    for (int i = 0; rc == CLI_OK && i < count; i++) {
+        const float *row = logits + (size_t)i * K;
+        vit_softmax(row, K, probs + (size_t)i * K);
+        if (!all_finite(row, K) || !all_finite(probs + (size_t)i * K, K)) {
+            fprintf(stderr, "vitfit: %s: the model gave non-finite scores (NaN or inf): its "
+                            "weights or preprocessing settings are broken\n", paths[i]);
+            rc = CLI_FAIL;
+        }
+    }
+    for (int i = 0; rc == CLI_OK && i < count; i++) {
+        const float *row = logits + (size_t)i * K, *p = probs + (size_t)i * K;
+        top_k_indices(p, K, k, idx);
+        if (o.json) {
+            json_t *r = result_json(m, row, p, idx, k, o.logits);
+            if (count > 1)
+                json_object_set_new(r, "image", json_string(paths[i]));
+            json_array_append_new(results, r);
+        } else {
+            printf("%s\n", paths[i]);
+            for (int j = 0; j < k; j++)
+                printf("  %.4f  %s\n", p[idx[j]], m->labels[idx[j]]);
         }
     }
     if (rc == CLI_OK && o.json) {

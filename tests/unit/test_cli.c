@@ -1,17 +1,24 @@
 /*
  * test_cli.c - the `vitfit` binary end to end: exit codes, one-line errors,
- * JSON output, and the bundled default model against its PyTorch predictions.
+ * JSON output, the bundled default model against its PyTorch predictions,
+ * several images in one call (each result must be that image's own), and
+ * models whose scores are not finite (an error, never a printed result).
  *
  * Runs the real binary (VITFIT_BIN) through run_cli.h.
  */
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "check.h"
 #include "run_cli.h"
 #include "test_util.h"
+#include "vit.h"
+
+static char tmpdir[] = "/tmp/vitfit-test-cli-XXXXXX";
 
 /* Exit code `code` with exactly one line on stderr. */
 static void expect_one_line_error(const run_result *r, int code, const char *what)
@@ -198,11 +205,232 @@ static void test_inspect_and_bench(void)
     CHECKF(r->status == 2 && count_lines(r->err) == 1, "--threads 65: %s", r->err);
 }
 
+/* ---- several images in one call ---------------------------------------- */
+
+/* Images of different content and format: more than one batch of the CLI
+ * (8), so the second batch and the slots past 0 are both exercised. */
+#define MULTI 11
+static const char *const multi_images[MULTI] = {
+    "@models/fashion-vit-tiny/samples/0_ankle_boot.png", "@models/fashion-vit-tiny/samples/13_dress.png",
+    "@models/fashion-vit-tiny/samples/1_pullover.png",   "@models/fashion-vit-tiny/samples/2_trouser.png",
+    "@models/fashion-vit-tiny/samples/4_shirt.png",      "@models/fashion-vit-tiny/samples/6_coat.png",
+    "@models/fashion-vit-tiny/samples/8_sandal.png",     "@models/fashion-vit-tiny/samples/9_sneaker.png",
+    "@tests/data/images/chelsea.png",                    "@tests/data/images/coffee.jpg",
+    "@tests/data/images/rocket.bmp",
+};
+
+/* The "logits" array of a result object as floats; returns how many. */
+static size_t logits_of(const json_t *result, float *out, size_t cap)
+{
+    const json_t *arr = json_object_get(result, "logits");
+    size_t n = json_array_size(arr);
+    for (size_t i = 0; i < n && i < cap; i++)
+        out[i] = (float)json_number_value(json_array_get(arr, i));
+    return n;
+}
+
+static void test_multi_image(void)
+{
+    fprintf(stderr, "several images in one call\n");
+    enum { K = 10 };
+    json_error_t jerr;
+    float alone[MULTI][K];
+    char top1[MULTI][64];
+    for (int i = 0; i < MULTI; i++) {
+        run_result *r = run_vitfit("classify", "--model", "@models/fashion-vit-tiny", "--json",
+                                   "--logits", multi_images[i], NULL);
+        json_t *j = json_loads(r->out, 0, &jerr);
+        CHECKF(r->status == 0 && j, "%s alone: exit %d: %s", multi_images[i], r->status, r->err);
+        CHECKF(logits_of(j, alone[i], K) == K, "%s alone: logits", multi_images[i]);
+        snprintf(top1[i], sizeof top1[i], "%s",
+                 json_string_value(json_array_get(json_object_get(j, "labels"), 0)) ?: "?");
+        json_decref(j);
+    }
+    /* the images really differ, so a result copied from another image shows */
+    for (int i = 0; i < MULTI; i++)
+        for (int j = i + 1; j < MULTI; j++) {
+            double d = 0;
+            for (int k = 0; k < K; k++)
+                d = fmax(d, fabs((double)alone[i][k] - alone[j][k]));
+            CHECKF(d > 1e-2, "%s and %s give the same logits", multi_images[i], multi_images[j]);
+        }
+
+    run_result *r = run_vitfit("classify", "--model", "@models/fashion-vit-tiny", "--json",
+                               "--logits", "--top-k", "3", multi_images[0], multi_images[1],
+                               multi_images[2], multi_images[3], multi_images[4], multi_images[5],
+                               multi_images[6], multi_images[7], multi_images[8], multi_images[9],
+                               multi_images[10], NULL);
+    json_t *got = json_loads(r->out, 0, &jerr);
+    json_t *results = json_object_get(got, "results");
+    CHECKF(r->status == 0 && json_array_size(results) == MULTI, "%d images: exit %d: %s", MULTI,
+           r->status, r->err);
+    for (int i = 0; i < MULTI && (size_t)i < json_array_size(results); i++) {
+        json_t *res = json_array_get(results, (size_t)i);
+        char path[4096], what[4200];
+        test_path(path, sizeof path, multi_images[i] + 1);
+        const char *image = json_string_value(json_object_get(res, "image"));
+        CHECKF(image && strcmp(image, path) == 0, "result %d is for '%s', not '%s'", i,
+               image ? image : "(none)", path);
+        float together[K];
+        CHECKF(logits_of(res, together, K) == K, "result %d: logits", i);
+        snprintf(what, sizeof what, "  result %d of %d (%s) vs alone", i, MULTI, multi_images[i]);
+        check_close(what, together, alone[i], K, 1e-4, 1e-4);
+        const char *label = json_string_value(json_array_get(json_object_get(res, "labels"), 0));
+        CHECKF(label && strcmp(label, top1[i]) == 0, "result %d: top-1 '%s', alone '%s'", i,
+               label ? label : "(none)", top1[i]);
+    }
+    json_decref(got);
+
+    /* text output: one block per image, in order, each with its own top-1 */
+    r = run_vitfit("classify", "--model", "@models/fashion-vit-tiny", "--top-k", "1",
+                   multi_images[0], multi_images[1], multi_images[2], multi_images[3],
+                   multi_images[4], multi_images[5], multi_images[6], multi_images[7],
+                   multi_images[8], multi_images[9], multi_images[10], NULL);
+    CHECKF(r->status == 0 && count_lines(r->out) == 2 * MULTI, "text, %d images: %s %s", MULTI,
+           r->out, r->err);
+    const char *line = r->out;
+    for (int i = 0; i < MULTI && line; i++) {
+        char path[4096], want[4200];
+        test_path(path, sizeof path, multi_images[i] + 1);
+        snprintf(want, sizeof want, "%s\n", path);
+        CHECKF(strncmp(line, want, strlen(want)) == 0, "text block %d does not start with %s", i,
+               path);
+        const char *score_line = strchr(line, '\n');
+        const char *next = score_line ? strchr(score_line + 1, '\n') : NULL;
+        int has_label = 0;
+        if (score_line && next) {
+            size_t len = strlen(top1[i]);
+            has_label = (size_t)(next - score_line) > len &&
+                        strncmp(next - len, top1[i], len) == 0;
+        }
+        CHECKF(has_label, "text block %d (%s): top-1 is not '%s'", i, path, top1[i]);
+        line = next ? next + 1 : NULL;
+    }
+}
+
+/* ---- non-finite scores -------------------------------------------------- */
+
+/* Copies file src (under the source root) to dst. */
+static void copy_file(const char *src_rel, const char *dst)
+{
+    char src[4096], buf[1 << 16];
+    FILE *in = fopen(test_path(src, sizeof src, src_rel), "rb"), *out = fopen(dst, "wb");
+    VIT_ASSERT(in && out);
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        VIT_ASSERT(fwrite(buf, 1, n, out) == n);
+    fclose(in);
+    VIT_ASSERT(fclose(out) == 0);
+}
+
+/* Saves the bundled backbone with a 2-class head "a", "b" into dir: every
+ * head weight is `fill`, and weight [0] is `first` -- a huge finite fill makes
+ * the logits overflow to inf (no file check can see that), a NaN is a NaN. */
+static void save_broken_model(const char *dir, float fill, float first)
+{
+    char path[4096];
+    vit_error err;
+    vit_model *base, *m;
+    VIT_ASSERT(vit_model_load(test_path(path, sizeof path, "models/fashion-vit-tiny"), &base,
+                              &err) == VIT_OK);
+    VIT_ASSERT(vit_model_derive(base, 2, false, &m, &err) == VIT_OK);
+    const char *const labels[] = {"a", "b"};
+    VIT_ASSERT(vit_model_set_labels(m, labels, &err) == VIT_OK);
+    vit_param *hw = vit_model_find(m, "head.weight");
+    VIT_ASSERT(hw);
+    for (size_t i = 0; i < hw->numel; i++)
+        hw->data[i] = fill;
+    hw->data[0] = first;
+    VIT_ASSERT(vit_model_save(m, dir, &err) == VIT_OK);
+    vit_model_free(m);
+    vit_model_free(base);
+}
+
+/* Exit 1, one 'vitfit' line on stderr, nothing on stdout. */
+static void expect_refused(const run_result *r, const char *what)
+{
+    CHECKF(r->status == 1, "%s: exit %d, want 1 (stdout: %.200s)", what, r->status, r->out);
+    CHECKF(count_lines(r->err) == 1 && strncmp(r->err, "vitfit", 6) == 0,
+           "%s: stderr should be one 'vitfit...' line, got: %s", what, r->err);
+    CHECKF(r->out[0] == '\0', "%s: printed a result: %.200s", what, r->out);
+    fprintf(stderr, "  %s -> exit %d: %s", what, r->status, r->err);
+}
+
+static void test_non_finite_scores(void)
+{
+    fprintf(stderr, "models with non-finite scores\n");
+    char model[4096], data[1024], path[4096];
+    snprintf(data, sizeof data, "%s/data", tmpdir);
+    VIT_ASSERT(mkdir(data, 0700) == 0);
+    snprintf(path, sizeof path, "%s/a", data);
+    VIT_ASSERT(mkdir(path, 0700) == 0);
+    snprintf(path, sizeof path, "%s/a/x.png", data);
+    copy_file("models/fashion-vit-tiny/samples/2_trouser.png", path);
+    snprintf(path, sizeof path, "%s/b", data);
+    VIT_ASSERT(mkdir(path, 0700) == 0);
+    snprintf(path, sizeof path, "%s/b/y.png", data);
+    copy_file("models/fashion-vit-tiny/samples/8_sandal.png", path);
+
+    static const struct {
+        const char *name;
+        float fill, first;
+    } broken[] = {
+        {"overflow", 3e38f, 3e38f}, /* finite weights, infinite logits */
+        {"nan", 0.01f, NAN},       /* one NaN weight */
+    };
+    const char *img = "@models/fashion-vit-tiny/samples/4_shirt.png";
+    const char *img2 = "@models/fashion-vit-tiny/samples/1_pullover.png";
+    for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+        char what[128];
+        snprintf(model, sizeof model, "%s/%s", tmpdir, broken[i].name);
+        save_broken_model(model, broken[i].fill, broken[i].first);
+#define REFUSED(label, ...)                                                     \
+        do {                                                                    \
+            snprintf(what, sizeof what, "%s: %s", broken[i].name, label);       \
+            expect_refused(run_vitfit(__VA_ARGS__, NULL), what);                \
+        } while (0)
+        REFUSED("classify", "classify", "--model", model, img);
+        REFUSED("classify --json", "classify", "--model", model, "--json", img);
+        REFUSED("classify --json --logits", "classify", "--model", model, "--json", "--logits",
+                img);
+        REFUSED("classify, 2 images", "classify", "--model", model, img, img2);
+        REFUSED("classify --json, 2 images", "classify", "--model", model, "--json", img, img2);
+        REFUSED("eval", "eval", "--model", model, "--data", data, "--threads", "1");
+        REFUSED("eval --json", "eval", "--model", model, "--data", data, "--json", "--threads",
+                "1");
+#undef REFUSED
+    }
+
+    /* the same data set with a healthy head is scored (so the refusals above
+     * are about the scores, not the set-up) */
+    snprintf(model, sizeof model, "%s/healthy", tmpdir);
+    save_broken_model(model, 0.01f, 0.02f);
+    run_result *r = run_vitfit("eval", "--model", model, "--data", data, "--json", NULL);
+    CHECKF(r->status == 0 && strstr(r->out, "\"count\":2"), "healthy eval: exit %d: %s %s",
+           r->status, r->out, r->err);
+    r = run_vitfit("classify", "--model", model, "--json", "--logits", img, NULL);
+    CHECKF(r->status == 0 && strstr(r->out, "\"logits\""), "healthy classify: exit %d: %s",
+           r->status, r->err);
+}
+
+/* Removes tmpdir and everything in it (test files only). */
+static void remove_tmpdir(void)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
 int main(void)
 {
+    VIT_ASSERT(mkdtemp(tmpdir));
     test_usage_errors();
     test_bad_files();
     test_bundled_model();
     test_inspect_and_bench();
+    test_multi_image();
+    test_non_finite_scores();
+    remove_tmpdir();
     return check_result();
 }

@@ -19,11 +19,18 @@
  * 5. task_name_valid, task_create's argument checks, reserved metadata keys,
  *    saving for the wrong model, and saving into a missing directory (fails,
  *    leaves nothing).
+ * 6. A delta that overflows float when added to the backbone's bias is
+ *    refused; a large one that does not is accepted.
+ * 7. task_slot: reference counts of get / exchange / set, a task kept alive
+ *    by its reader across a clear, and readers against writers replacing and
+ *    clearing the slot concurrently (test.sh runs this test under TSan).
  */
 #include "task.h"
 
 #include <dirent.h>
+#include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -70,6 +77,8 @@ typedef struct edit {
     const char *grow;          /* tensor whose first dimension gets one more */
     const char *add;           /* extra tensor of one float */
     const char *nan_in;        /* tensor whose first value becomes NaN */
+    const char *big_in;        /* tensor whose first value becomes big_value */
+    float big_value;
     const char *meta_key;      /* metadata key replaced (or dropped if value NULL) */
     const char *meta_value;
 } edit;
@@ -97,6 +106,8 @@ static void rewrite(const char *src, const char *dst, const edit *e)
         VIT_ASSERT(data && st_read_f32(f, t, data, &err) == VIT_OK);
         if (e->nan_in && strcmp(t->name, e->nan_in) == 0)
             data[0] = NAN;
+        if (e->big_in && strcmp(t->name, e->big_in) == 0)
+            data[0] = e->big_value;
         VIT_ASSERT(st_writer_add_f32(w, t->name, t->ndim, shape, data, &err) == VIT_OK);
         free(data);
     }
@@ -651,6 +662,200 @@ static void test_arguments(const vit_model *m, const vit_model *other)
     tmp_clear();
 }
 
+/* ---- 6. deltas that overflow -------------------------------------------- */
+
+/* Every stored delta is finite, but backbone + delta need not be: with a
+ * backbone bias of 2e38 a delta of 3e38 sums to inf (FLT_MAX is 3.4e38). */
+static void test_delta_overflow(vit_model *m)
+{
+    fprintf(stderr, "deltas that overflow\n");
+    vit_error err;
+    char good[4096], path[4096];
+    const char *name = "blocks.0.norm1.bias";
+    vit_param *bias = vit_model_find(m, name);
+    VIT_ASSERT(bias);
+    float old = bias->data[0];
+    bias->data[0] = 2e38f; /* the backbone itself may hold large values */
+    vit_task *t;
+    CHECK(task_create(m, 3, labels3, &t, &err) == VIT_OK);
+    tmp_path(good, sizeof good, "big.safetensors");
+    CHECK(task_save(m, t, NULL, good, &err) == VIT_OK);
+    task_free(t);
+
+    rewrite(good, tmp_path(path, sizeof path, "overflow.safetensors"),
+            &(edit){.big_in = name, .big_value = 3e38f});
+    expect_load_error(m, "delta overflows", "overflow.safetensors", VIT_ERR_FORMAT,
+                      "'blocks.0.norm1.bias' overflows when added to the backbone");
+    /* the other sign (a new backbone value: a new fingerprint, so save again) */
+    bias->data[0] = -2e38f;
+    CHECK(task_create(m, 3, labels3, &t, &err) == VIT_OK);
+    CHECK(task_save(m, t, NULL, good, &err) == VIT_OK);
+    task_free(t);
+    rewrite(good, tmp_path(path, sizeof path, "negoverflow.safetensors"),
+            &(edit){.big_in = name, .big_value = -FLT_MAX});
+    expect_load_error(m, "delta overflows (negative)", "negoverflow.safetensors", VIT_ERR_FORMAT,
+                      "overflows when added to the backbone");
+
+    /* large but representable: loads, value exact */
+    bias->data[0] = 2e38f;
+    CHECK(task_create(m, 3, labels3, &t, &err) == VIT_OK);
+    CHECK(task_save(m, t, NULL, good, &err) == VIT_OK);
+    task_free(t);
+    rewrite(good, tmp_path(path, sizeof path, "large.safetensors"),
+            &(edit){.big_in = name, .big_value = 1e38f});
+    vit_status s = task_load(m, path, &t, &err);
+    CHECKF(s == VIT_OK, "large delta: %s", err.message);
+    if (s == VIT_OK) {
+        CHECKF(t->trainable[bias->data - m->trainable] == 2e38f + 1e38f, "large delta: %g",
+               t->trainable[bias->data - m->trainable]);
+        task_free(t);
+    }
+    bias->data[0] = old;
+    tmp_clear();
+}
+
+/* ---- 7. shared slots ---------------------------------------------------- */
+
+static int refs_of(vit_task *t)
+{
+    return atomic_load(&t->refs);
+}
+
+static void test_slot_counts(const vit_model *m)
+{
+    fprintf(stderr, "task_slot: reference counts\n");
+    vit_error err;
+    const char *one[] = {"x"};
+    task_slot slot;
+    CHECK(task_slot_init(&slot, &err) == VIT_OK);
+    CHECK(task_slot_get(&slot) == NULL);
+
+    vit_task *a, *b;
+    CHECK(task_create(m, 1, one, &a, &err) == VIT_OK);
+    CHECK(task_create(m, 1, one, &b, &err) == VIT_OK);
+    task_slot_set(&slot, a); /* the slot now owns a's only reference */
+    CHECK(refs_of(a) == 1);
+    vit_task *got = task_slot_get(&slot);
+    CHECKF(got == a && refs_of(a) == 2, "get: %p (want %p), refs %d (want 2)", (void *)got,
+           (void *)a, refs_of(a));
+    vit_task *old = task_slot_exchange(&slot, b);
+    CHECKF(old == a && refs_of(a) == 2, "exchange returned %p, refs %d", (void *)old, refs_of(a));
+    task_free(old);
+    CHECK(refs_of(a) == 1);
+    /* the reader's reference outlives the slot's: a is still whole */
+    CHECK(strcmp(got->labels[0], "x") == 0 && got->num_classes == 1);
+    task_free(got);
+
+    got = task_slot_get(&slot);
+    CHECK(got == b && refs_of(b) == 2);
+    task_slot_set(&slot, NULL); /* cleared while got is in use */
+    CHECK(refs_of(b) == 1 && task_slot_get(&slot) == NULL);
+    CHECK(strcmp(got->labels[0], "x") == 0);
+    task_free(got);
+    task_slot_destroy(&slot); /* empty: nothing to drop */
+
+    CHECK(task_slot_init(&slot, &err) == VIT_OK);
+    CHECK(task_create(m, 1, one, &a, &err) == VIT_OK);
+    task_slot_set(&slot, a);
+    task_slot_destroy(&slot); /* drops a (ASan's leak check would see it otherwise) */
+}
+
+enum { SLOT_WRITERS = 2, SLOT_READERS = 2, SLOT_SWAPS = 1000, SLOT_READS = 5000 };
+
+typedef struct slot_test {
+    task_slot slot;
+    const vit_model *m;
+    pthread_barrier_t start;  /* every thread begins together */
+    atomic_int readers_left;  /* writers go on until the readers are done */
+    atomic_long reads, empty, swaps, inconsistent, failed_creates;
+} slot_test;
+
+/* Each task a writer publishes has head.weight[0] == head.bias[K-1] == its
+ * stamp, so a reader sees a torn or freed task as a mismatch (and ASan/TSan
+ * see the access itself). */
+static void *slot_writer(void *arg)
+{
+    slot_test *st = arg;
+    const char *one[] = {"x"};
+    size_t bias_len = task_bias_len(st->m);
+    pthread_barrier_wait(&st->start);
+    for (int i = 0; i < SLOT_SWAPS || atomic_load(&st->readers_left) > 0; i++) {
+        vit_task *t;
+        vit_error err;
+        if (task_create(st->m, 1, one, &t, &err) != VIT_OK) {
+            atomic_fetch_add(&st->failed_creates, 1);
+            continue;
+        }
+        float stamp = (float)(i + 1);
+        t->trainable[bias_len] = stamp;
+        t->trainable[t->trainable_len - 1] = stamp;
+        if (i % 8 == 7) {
+            task_slot_set(&st->slot, NULL); /* remove ... */
+            task_free(t);
+        } else if (i % 2) {
+            task_slot_set(&st->slot, t); /* ... replace and free the old one ... */
+        } else {
+            vit_task *old = task_slot_exchange(&st->slot, t); /* ... or keep it a moment */
+            if (old && old->trainable[bias_len] != old->trainable[old->trainable_len - 1])
+                atomic_fetch_add(&st->inconsistent, 1);
+            task_free(old);
+        }
+        atomic_fetch_add(&st->swaps, 1);
+    }
+    return NULL;
+}
+
+static void *slot_reader(void *arg)
+{
+    slot_test *st = arg;
+    size_t bias_len = task_bias_len(st->m);
+    pthread_barrier_wait(&st->start);
+    for (int got = 0; got < SLOT_READS;) { /* reads of a task, empty slots aside */
+        vit_task *t = task_slot_get(&st->slot);
+        if (!t) {
+            atomic_fetch_add(&st->empty, 1);
+            continue;
+        }
+        if (t->trainable[bias_len] != t->trainable[t->trainable_len - 1] ||
+            t->trainable[bias_len] < 1 || strcmp(t->labels[0], "x") != 0 || refs_of(t) < 1)
+            atomic_fetch_add(&st->inconsistent, 1);
+        atomic_fetch_add(&st->reads, 1);
+        got++;
+        task_free(t);
+    }
+    atomic_fetch_sub(&st->readers_left, 1);
+    return NULL;
+}
+
+static void test_slot_threads(const vit_model *m)
+{
+    fprintf(stderr, "task_slot: %d writers replacing, %d readers reading\n", SLOT_WRITERS,
+            SLOT_READERS);
+    vit_error err;
+    slot_test st = {.m = m};
+    CHECK(task_slot_init(&st.slot, &err) == VIT_OK);
+    atomic_init(&st.readers_left, SLOT_READERS);
+    VIT_ASSERT(pthread_barrier_init(&st.start, NULL, SLOT_WRITERS + SLOT_READERS) == 0);
+    pthread_t threads[SLOT_WRITERS + SLOT_READERS];
+    for (int i = 0; i < SLOT_WRITERS + SLOT_READERS; i++)
+        VIT_ASSERT(pthread_create(&threads[i], NULL, i < SLOT_WRITERS ? slot_writer : slot_reader,
+                                  &st) == 0);
+    for (int i = 0; i < SLOT_WRITERS + SLOT_READERS; i++)
+        pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&st.start);
+    long reads = atomic_load(&st.reads), empty = atomic_load(&st.empty);
+    long bad = atomic_load(&st.inconsistent);
+    fprintf(stderr, "  %ld reads of a task, %ld of an empty slot, %ld swaps\n", reads, empty,
+            atomic_load(&st.swaps));
+    CHECKF(bad == 0, "%ld reads saw a torn or freed task", bad);
+    CHECK(reads == SLOT_READERS * SLOT_READS);
+    CHECK(atomic_load(&st.failed_creates) == 0);
+    vit_task *last = task_slot_get(&st.slot);
+    CHECK(!last || refs_of(last) == 2);
+    task_free(last);
+    task_slot_destroy(&st.slot);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 int main(void)
@@ -696,6 +901,10 @@ int main(void)
     test_fingerprint(clip);
     test_bad_files(timm);
     test_arguments(timm, clip);
+    test_delta_overflow(timm);
+    test_delta_overflow(clip);
+    test_slot_counts(timm);
+    test_slot_threads(timm);
 
     vit_model_free(timm);
     vit_model_free(clip);

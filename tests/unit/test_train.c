@@ -1,12 +1,15 @@
 /*
  * test_train.c - the backward pass: every op against finite differences, and
  * whole-model gradients against PyTorch autograd goldens
- * (tools/reference/gen_grad_goldens.py) for bitfit, linear and full.
+ * (tools/reference/gen_grad_goldens.py) for bitfit, linear and full: the
+ * loss, the logits, every gradient the method trains (a golden lacking one
+ * fails) and the gradient with respect to the input images ("dinput").
  */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "gemm.h"
@@ -247,14 +250,53 @@ static long meta_long(const st_file *f, const char *key)
     return v ? strtol(v, NULL, 10) : -1;
 }
 
+/* The input gradient (vit_input_grad) against the golden's "dinput", which
+ * every "grads": "all" golden holds; a linear probe has none and must say so. */
+static void check_input_grad(const char *rel, const st_file *f, const vit_model *m,
+                             const vit_train_state *s, vit_method method, int B, size_t per_image)
+{
+    char what[256];
+    vit_error err = {0};
+    snprintf(what, sizeof what, "%s [%s] dinput", rel, vit_method_name(method));
+    float *got = malloc(per_image * B * sizeof *got);
+    VIT_ASSERT(got);
+    vit_status st = vit_input_grad(m, s, got, &err);
+    if (method == VIT_METHOD_LINEAR) {
+        CHECKF(st == VIT_ERR_INVALID, "%s: a linear probe's backward gives no input gradient", what);
+        free(got);
+        return;
+    }
+    CHECKF(st == VIT_OK, "%s: %s", what, err.message);
+    const char *grads = st_metadata(f, "grads");
+    const st_tensor *t = st_find(f, "dinput");
+    CHECKF(t || !grads || strcmp(grads, "all") != 0, "%s: an \"all\" golden without dinput", what);
+    if (st == VIT_OK && t) {
+        size_t n = 0;
+        float *want = test_read_tensor(f, "dinput", &n);
+        CHECKF(want && n == per_image * B && t->ndim == 4 && t->shape[1] == 3 &&
+                   t->shape[2] == m->cfg.image_size && t->shape[3] == m->cfg.image_size,
+               "%s: shape", what);
+        double max_ref = 0;
+        for (size_t j = 0; want && j < n; j++)
+            max_ref = fmax(max_ref, fabs(want[j]));
+        if (want && n == per_image * B)
+            check_close(what, got, want, n, 1e-4 * max_ref + 1e-9, 1e-3);
+        free(want);
+    }
+    free(got);
+}
+
 /* Runs forward + CE + backward under `method` and compares with the golden's
- * loss, logits and every gradient it holds for the trained parameters. */
+ * loss, logits, every gradient of the parameters the method trains (all of
+ * them must be there) and its dinput.  rel: under the source root, or an
+ * absolute path. */
 static void check_grad_golden(const char *rel, vit_method method, double rtol)
 {
     char path[4096];
     vit_error err = {0};
     st_file *f = NULL;
-    CHECKF(st_open(test_path(path, sizeof path, rel), &f, &err) == VIT_OK, "%s", err.message);
+    const char *full = rel[0] == '/' ? rel : test_path(path, sizeof path, rel);
+    CHECKF(st_open(full, &f, &err) == VIT_OK, "%s", err.message);
     if (!f)
         return;
     vit_config cfg;
@@ -294,15 +336,19 @@ static void check_grad_golden(const char *rel, vit_method method, double rtol)
         size_t n = 0;
         float *want = test_read_tensor(f, "logits", &n);
         snprintf(what, sizeof what, "%s [%s] logits", rel, vit_method_name(method));
+        CHECKF(want && n == (size_t)B * K, "%s: golden has no logits of (%d, %d)", what, B, K);
         if (want && n == (size_t)B * K)
             check_close(what, logits, want, n, 1e-4, 1e-4);
         free(want);
         want = test_read_tensor(f, "loss", &n);
         snprintf(what, sizeof what, "%s [%s] loss", rel, vit_method_name(method));
-        if (want)
+        CHECKF(want && n == 1, "%s: golden has no loss", what);
+        if (want && n == 1)
             check_close(what, &loss, want, 1, 1e-5, 1e-5);
         free(want);
         CHECKF(vit_backward(m, s, dlogits, B, gtrain, gfrozen, &err) == VIT_OK, "%s", err.message);
+        /* every gradient the method trains must be in the golden: a missing
+         * one is a broken golden, never a reason to compare less */
         int compared = 0;
         for (size_t i = 0; i < m->num_params; i++) {
             const vit_param *p = &m->params[i];
@@ -311,15 +357,19 @@ static void check_grad_golden(const char *rel, vit_method method, double rtol)
                            strncmp(p->name, "head.", 5) == 0;
             char name[96];
             snprintf(name, sizeof name, "grad.%s", p->name);
-            if (!trained || !st_find(f, name))
+            snprintf(what, sizeof what, "%s [%s] %s", rel, vit_method_name(method), p->name);
+            if (!trained)
                 continue;
+            if (!st_find(f, name)) {
+                CHECKF(0, "%s: the golden has no '%s'", what, name);
+                continue;
+            }
             float *g = test_read_tensor(f, name, &n);
             float *got = p->trainable ? gtrain + (p->data - m->trainable)
                                       : gfrozen + (p->data - m->frozen);
             double max_ref = 0;
             for (size_t j = 0; g && j < n; j++)
                 max_ref = fmax(max_ref, fabs(g[j]));
-            snprintf(what, sizeof what, "%s [%s] %s", rel, vit_method_name(method), p->name);
             CHECKF(g && n == p->numel, "%s: size", what);
             if (g && n == p->numel)
                 check_close(what, got, g, n, 1e-4 * max_ref + 1e-9, rtol);
@@ -327,6 +377,13 @@ static void check_grad_golden(const char *rel, vit_method method, double rtol)
             compared++;
         }
         CHECKF(compared > 0, "%s: no gradients compared", rel);
+        /* ... and every gradient in the golden must belong to a parameter */
+        for (size_t i = 0; i < st_count(f); i++) {
+            const char *tn = st_tensor_at(f, i)->name;
+            CHECKF(strncmp(tn, "grad.", 5) != 0 || vit_model_find(m, tn + 5),
+                   "%s: golden tensor '%s' names no parameter of the model", rel, tn);
+        }
+        check_input_grad(rel, f, m, s, method, B, per_image);
         /* parameters a method does not train get no gradient at all */
         if (method == VIT_METHOD_LINEAR) {
             size_t head = vit_model_bias_count(m);
@@ -350,6 +407,84 @@ static void check_grad_golden(const char *rel, vit_method method, double rtol)
     st_close(f);
 }
 
+/* ---- the golden comparison itself must fail on a broken golden ---- */
+
+/* How to derive a broken golden from a good one. */
+typedef struct golden_edit {
+    const char *drop;    /* tensor left out */
+    const char *nudge;   /* tensor whose largest value moves by 1% */
+} golden_edit;
+
+/* Copies golden src to dst with one edit. */
+static void write_golden(const char *src, const char *dst, const golden_edit *e)
+{
+    st_file *f;
+    vit_error err;
+    VIT_ASSERT(st_open(src, &f, &err) == VIT_OK);
+    st_writer *w = st_writer_create();
+    VIT_ASSERT(w);
+    for (size_t i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_tensor_at(f, i);
+        if (e->drop && strcmp(t->name, e->drop) == 0)
+            continue;
+        float *data = malloc((t->numel ? t->numel : 1) * sizeof *data);
+        VIT_ASSERT(data && st_read_f32(f, t, data, &err) == VIT_OK);
+        if (e->nudge && strcmp(t->name, e->nudge) == 0) {
+            size_t big = 0;
+            for (size_t j = 1; j < t->numel; j++)
+                if (fabsf(data[j]) > fabsf(data[big]))
+                    big = j;
+            data[big] *= 1.01f;
+        }
+        VIT_ASSERT(st_writer_add_f32(w, t->name, t->ndim, t->shape, data, &err) == VIT_OK);
+        free(data);
+    }
+    for (size_t i = 0; i < st_metadata_count(f); i++) {
+        const char *k, *v;
+        VIT_ASSERT(st_metadata_at(f, i, &k, &v));
+        VIT_ASSERT(st_writer_set_metadata(w, k, v, &err) == VIT_OK);
+    }
+    VIT_ASSERT(st_writer_save(w, dst, &err) == VIT_OK);
+    st_writer_free(w);
+    st_close(f);
+}
+
+/* check_grad_golden on a broken copy of grad_tiny_vitb must count a failure
+ * (which is then taken back, so that only this check decides). */
+static void expect_golden_rejected(const char *why, const golden_edit *e, vit_method method)
+{
+    char src[4096], dst[] = "/tmp/vitfit-test-golden-XXXXXX";
+    int fd = mkstemp(dst);
+    VIT_ASSERT(fd >= 0);
+    close(fd);
+    write_golden(test_path(src, sizeof src, "tests/data/golden/grad_tiny_vitb.safetensors"), dst, e);
+    fprintf(stderr, "broken golden (%s): the failure below is expected\n", why);
+    int failures = check_failures, count = check_count;
+    check_grad_golden(dst, method, 1e-3);
+    int rejected = check_failures > failures;
+    check_failures = failures;
+    check_count = count;
+    CHECKF(rejected, "a golden with %s passed [%s]", why, vit_method_name(method));
+    unlink(dst);
+}
+
+static void test_broken_goldens(void)
+{
+    expect_golden_rejected("a bias gradient missing",
+                           &(golden_edit){.drop = "grad.blocks.1.mlp.fc1.bias"}, VIT_METHOD_BITFIT);
+    expect_golden_rejected("a weight gradient missing",
+                           &(golden_edit){.drop = "grad.blocks.0.attn.proj.weight"}, VIT_METHOD_FULL);
+    expect_golden_rejected("head.weight's gradient missing",
+                           &(golden_edit){.drop = "grad.head.weight"}, VIT_METHOD_LINEAR);
+    expect_golden_rejected("no logits", &(golden_edit){.drop = "logits"}, VIT_METHOD_LINEAR);
+    expect_golden_rejected("no loss", &(golden_edit){.drop = "loss"}, VIT_METHOD_LINEAR);
+    expect_golden_rejected("no dinput", &(golden_edit){.drop = "dinput"}, VIT_METHOD_BITFIT);
+    expect_golden_rejected("dinput off by 1%", &(golden_edit){.nudge = "dinput"},
+                           VIT_METHOD_FULL);
+    expect_golden_rejected("a gradient off by 1%",
+                           &(golden_edit){.nudge = "grad.blocks.0.norm1.bias"}, VIT_METHOD_BITFIT);
+}
+
 int main(void)
 {
     vit_set_threads(2);
@@ -366,5 +501,6 @@ int main(void)
     }
     check_grad_golden("tests/data/golden/grad_tiny_vitb_ls.safetensors", VIT_METHOD_BITFIT, 1e-3);
     check_grad_golden("tests/data/golden/grad_vitb16.safetensors", VIT_METHOD_BITFIT, 1e-3);
+    test_broken_goldens();
     return check_result();
 }
