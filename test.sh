@@ -2,8 +2,9 @@
 # One command that runs every test, in stages:
 #   release   the whole suite, gcc release build (build/)
 #   portable  the engine tests again with VITFIT_NO_AVX512=1 (OpenBLAS, scalar kernels)
-#   clang     the whole suite, clang release build (build-clang/)
 #   asan      the whole suite under ASan+UBSan, gcc (build-asan/)
+#   clang     the whole suite under ASan+UBSan, clang (build-clang/): clang's
+#             UBSan also checks float-to-int conversions, which gcc's does not
 #   tsan      the threaded tests under ThreadSanitizer (build-tsan/)
 #   fuzz      every libFuzzer target tests/fuzz/fuzz_*.c for a bounded run (build-fuzz/)
 #
@@ -231,17 +232,8 @@ elif [ "$release_ok" = 0 ]; then
 else
   start_stage portable "VITFIT_NO_AVX512=1 (OpenBLAS GEMMs, scalar kernels)"
   VITFIT_NO_AVX512=1 run_meson_tests portable build testlog-portable --no-rebuild \
-    vit gemm serving task cli
+    vit serving task cli
   end_stage portable
-fi
-
-# ---- clang
-if opted_out clang; then
-  stage_not_run clang "VITFIT_SKIP_STAGES"
-elif [ "$have_clang" = 0 ]; then
-  stage_not_run clang "clang is not installed"
-else
-  CC=clang suite_stage clang build-clang "clang release build" --buildtype=release
 fi
 
 # ---- ASan + UBSan
@@ -255,6 +247,18 @@ else
   stage_test_opts=()
 fi
 
+# ---- clang, ASan + UBSan
+if opted_out clang; then
+  stage_not_run clang "VITFIT_SKIP_STAGES"
+elif [ "$have_clang" = 0 ]; then
+  stage_not_run clang "clang is not installed"
+else
+  stage_test_opts=(--timeout-multiplier=3)
+  CC=clang suite_stage clang build-clang "ASan + UBSan build (clang)" --buildtype=debugoptimized \
+    -Db_sanitize=address,undefined -Db_lundef=false
+  stage_test_opts=()
+fi
+
 # ---- TSan: the tests that start threads
 tsan_tests=(serving dataset gemm task threads)
 if opted_out tsan; then
@@ -263,6 +267,7 @@ else
   start_stage tsan "ThreadSanitizer: ${tsan_tests[*]}"
   targets=()
   for t in "${tsan_tests[@]}"; do targets+=("tests/unit/test_$t"); done
+  targets+=(server/vitfit tests/unit/vitfit_failstart) # the programs those tests start
   if setup_dir tsan build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false &&
       build_dir tsan build-tsan "${targets[@]}"; then
     TSAN_OPTIONS=halt_on_error=1 run_meson_tests tsan build-tsan testlog --no-rebuild \

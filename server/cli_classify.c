@@ -34,7 +34,7 @@ static void classify_usage(FILE *out)
             "  --top-k       how many labels to print, best first (default 5)\n"
             "  --json        print one JSON object on stdout\n"
             "  --logits      add the raw logits (all classes) to the JSON output\n"
-            "  --threads     compute threads (default: the online cores)\n"
+            "  --threads     compute threads (default: the CPUs this process may use)\n"
             "  --max-pixels  refuse larger images (default %ld)\n",
             DEFAULT_MAX_PIXELS);
 }
