@@ -10,11 +10,11 @@
  *     image files are decoded on demand by ds_load_image.  A dataset is
  *     immutable after ds_open, so loader threads read it without locks.
  *   - Paths from manifests and folders are untrusted: URLs are refused (for
- *     now), and every file is opened beneath the data set root by a walk
- *     from a descriptor of the root that never looks outside it (see "the
- *     root" below), at ds_open and again when an image is read.  Items keep
- *     their symlink-free path under the root.  IDX sizes are bounded from
- *     the header, before any buffer exists.
+ *     now), and every file is opened beneath the data set root with
+ *     beneath_open (beneath.h: a walk from a descriptor of the root that
+ *     never looks outside it), at ds_open and again when an image is read.
+ *     Items keep their symlink-free path under the root.  IDX sizes are
+ *     bounded from the header, before any buffer exists.
  *   - The loader decodes *items*, not batches: a ring of prefetch * batch_size
  *     item slots; slot p % R holds epoch position p.  Worker threads claim the
  *     next position under the mutex, decode + preprocess it into its slot
@@ -45,6 +45,8 @@
 #include <jansson.h>
 #include <zlib.h>
 
+#include "beneath.h"
+
 #define DS_DEFAULT_MAX_IMAGE_BYTES ((size_t)64 << 20)
 #define DS_DEFAULT_MAX_PIXELS ((size_t)50000000)
 #define DS_DEFAULT_MAX_ITEMS ((size_t)10000000)
@@ -60,13 +62,8 @@
 
 typedef enum ds_kind { DS_KIND_FILES, DS_KIND_IDX } ds_kind;
 
-/* The directory a data set's files are opened beneath (see "the root"). */
-typedef struct ds_root {
-    int fd;     /* directory everything is opened beneath; -1: none */
-    char *real; /* its canonical path: item names, absolute paths */
-    char *lex;  /* the path as given, absolute and lexically normalized */
-    int clamp;  /* the root is "/": ".." at the top stays there */
-} ds_root;
+/* Names the data set root in beneath_* messages ("... is outside the data set root"). */
+#define DS_ROOT_LABEL "data set root"
 
 struct ds_dataset {
     ds_kind kind;
@@ -81,8 +78,8 @@ struct ds_dataset {
     uint8_t *grey;         /* IDX: (n, rows, cols) pixels; else NULL */
     int rows, cols;        /* IDX image size */
     size_t max_image_bytes, max_pixels, max_items, max_idx_bytes;
-    ds_root root;          /* files: item i is opened as name(i) + rel_off beneath it */
-    size_t rel_off;        /* names are root.real + '/' + path relative to the root */
+    beneath_root *root;    /* files: item i is opened as name(i) + rel_off beneath it */
+    size_t rel_off;        /* names are beneath_path(root, path relative to the root) */
 };
 
 /* ================================================================ helpers */
@@ -163,485 +160,7 @@ static char *join_rel(const char *a, const char *b)
     return a[0] ? path_join(a, b) : strdup(b);
 }
 
-/* Returns a malloc'd absolute form of path (cwd prepended when relative, not
- * normalized: ".." is left for the walk to resolve); NULL on OOM or if getcwd
- * fails. */
-static char *path_absolute(const char *path)
-{
-    if (path[0] == '/')
-        return strdup(path);
-    char cwd[PATH_MAX];
-    if (!getcwd(cwd, sizeof cwd))
-        return NULL;
-    return path_join(cwd, path);
-}
-
-/* Returns a malloc'd absolute, lexically normalized form of path: "." and
- * empty components dropped, ".." removes the previous component (never above
- * "/").  Symlinks are not looked at.  NULL on OOM or if getcwd fails. */
-static char *path_lexical(const char *path)
-{
-    char *abs = path_absolute(path);
-    if (!abs)
-        return NULL;
-    size_t len = strlen(abs);
-    char *out = malloc(len + 2);
-    if (!out) {
-        free(abs);
-        return NULL;
-    }
-    size_t o = 0;
-    for (char *p = abs; *p;) {
-        while (*p == '/')
-            p++;
-        char *e = p;
-        while (*e && *e != '/')
-            e++;
-        size_t n = (size_t)(e - p);
-        if (n == 0 || (n == 1 && p[0] == '.')) {
-            /* skip */
-        } else if (n == 2 && p[0] == '.' && p[1] == '.') {
-            while (o > 0 && out[o - 1] != '/')
-                o--;
-            if (o > 0)
-                o--; /* drop the separator too */
-        } else {
-            out[o++] = '/';
-            memcpy(out + o, p, n);
-            o += n;
-        }
-        p = e;
-    }
-    if (o == 0)
-        out[o++] = '/';
-    out[o] = '\0';
-    free(abs);
-    return out;
-}
-
-/* ================================================================ the root
- *
- * Every image, manifest and IDX labels file is opened beneath the data set
- * root by walking its path one component at a time from a descriptor of the
- * root (openat with O_NOFOLLOW), never by handing a whole path to the kernel:
- *   - ".." returns to the directory the walk came from; above the root it is
- *     an escape;
- *   - a symlink (which O_NOFOLLOW refuses with ELOOP) is read with readlinkat
- *     and its target spliced into the rest of the path: a relative target
- *     goes on from the current directory, an absolute one must name a place
- *     under the root (by its real or its given path) and goes on from there;
- *   - only regular files and directories are opened: FIFOs, devices and
- *     sockets are refused from fstatat before any open, and O_NONBLOCK keeps
- *     one swapped in after that check from blocking the open (fstat of the
- *     descriptor then refuses it).
- * So nothing outside the root is ever looked up: "outside the data set root"
- * is decided from names inside the root alone and never reveals whether a
- * file outside exists, and a file swapped for a symlink between ds_open and
- * ds_load_image is caught when it is read, because the same walk runs then
- * (no check-then-use gap).  Without confinement (allow_outside_root) the
- * root is "/", where ".." stays at the top as the kernel does.
- * Known limit: a directory the walk holds that is renamed out of the root
- * meanwhile lets the rest of that walk run outside (openat2's RESOLVE_BENEATH
- * closes this in the kernel); it takes write access inside and outside the
- * root. */
-
-#define DS_MAX_LINKS 40 /* symlinks followed per walk, as Linux's MAXSYMLINKS */
-
-static void root_free(ds_root *r)
-{
-    if (r->fd >= 0)
-        close(r->fd);
-    free(r->real);
-    free(r->lex);
-    r->fd = -1;
-    r->real = r->lex = NULL;
-}
-
-/* Opens directory `dir` as the root.  Its own path is trusted (it is the
- * caller's configuration), so symlinks in it are followed. */
-static vit_status root_open(const char *dir, ds_root *r, vit_error *err)
-{
-    r->fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (r->fd < 0)
-        return vit_error_set(err, errno == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
-                             "data set root %s: %s", dir, strerror(errno));
-    r->real = realpath(dir, NULL);
-    if (!r->real) {
-        int e = errno;
-        root_free(r);
-        return vit_error_set(err, e == ENOMEM ? VIT_ERR_NOMEM : VIT_ERR_IO,
-                             "data set root %s: %s", dir, strerror(e));
-    }
-    r->lex = path_lexical(dir);
-    if (!r->lex) {
-        root_free(r);
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory resolving %s", dir);
-    }
-    r->clamp = strcmp(r->real, "/") == 0;
-    return VIT_OK;
-}
-
-/* The part of absolute path `abs` below the root (leading '/' skipped), or
- * NULL when abs does not start with the root's real or given path.  Purely
- * lexical: ".." left in the rest is resolved (and refused above the root) by
- * the walk. */
-static const char *strip_root(const ds_root *r, const char *abs)
-{
-    const char *rest = NULL;
-    if (r->clamp) {
-        rest = abs;
-    } else {
-        const char *forms[2] = {r->real, r->lex};
-        for (int i = 0; i < 2 && !rest; i++) {
-            size_t n = strlen(forms[i]);
-            if (strncmp(abs, forms[i], n) == 0 && (abs[n] == '/' || abs[n] == '\0'))
-                rest = abs + n;
-        }
-    }
-    while (rest && *rest == '/')
-        rest++;
-    return rest;
-}
-
-typedef enum bn_result {
-    BN_OK,
-    BN_OUTSIDE,  /* the path leads out of the root */
-    BN_MISSING,  /* a component does not exist (or is not a directory) */
-    BN_NOT_FILE, /* the end is not a regular file (or not a directory when one is wanted) */
-    BN_LOOP,     /* more than DS_MAX_LINKS symlinks */
-    BN_ERRNO,    /* another failure, errno in *eno */
-    BN_NOMEM,
-} bn_result;
-
-typedef enum bn_want { BN_WANT_ANY, BN_WANT_FILE, BN_WANT_DIR } bn_want;
-
-/* The directories a walk holds: fds[0] is the root's (borrowed), fds[1..depth]
- * are owned; canon is their names joined by '/', ends[i] its length at depth i. */
-typedef struct bn_walk {
-    int *fds;
-    size_t *ends;
-    size_t depth, cap;
-    char *canon;
-    size_t canon_len, canon_cap;
-} bn_walk;
-
-/* Appends "/name" (or "name" at the start) to w->canon; 0 on OOM. */
-static int bn_append(bn_walk *w, const char *name)
-{
-    size_t n = strlen(name), need = w->canon_len + n + 2;
-    if (need > w->canon_cap) {
-        size_t ncap = w->canon_cap ? w->canon_cap : 256;
-        while (ncap < need)
-            ncap *= 2;
-        char *nc = realloc(w->canon, ncap);
-        if (!nc)
-            return 0;
-        w->canon = nc;
-        w->canon_cap = ncap;
-    }
-    if (w->canon_len > 0)
-        w->canon[w->canon_len++] = '/';
-    memcpy(w->canon + w->canon_len, name, n + 1);
-    w->canon_len += n;
-    return 1;
-}
-
-/* Enters directory fd (takes ownership) named `name` (NULL: the root). */
-static int bn_push(bn_walk *w, int fd, const char *name)
-{
-    if (w->cap == 0 || w->depth + 1 >= w->cap) {
-        size_t ncap = w->cap ? w->cap * 2 : 16;
-        int *nf = realloc(w->fds, ncap * sizeof *nf);
-        if (nf)
-            w->fds = nf;
-        size_t *ne = nf ? realloc(w->ends, ncap * sizeof *ne) : NULL;
-        if (!ne)
-            return 0;
-        w->ends = ne;
-        w->cap = ncap;
-    }
-    if (!name) {
-        w->depth = 0;
-        w->fds[0] = fd;
-        w->ends[0] = 0;
-        return 1;
-    }
-    if (!bn_append(w, name))
-        return 0;
-    w->depth++;
-    w->fds[w->depth] = fd;
-    w->ends[w->depth] = w->canon_len;
-    return 1;
-}
-
-/* Leaves the current directory for its parent on the walk. */
-static void bn_pop(bn_walk *w)
-{
-    close(w->fds[w->depth]);
-    w->depth--;
-    w->canon_len = w->ends[w->depth];
-    if (w->canon)
-        w->canon[w->canon_len] = '\0';
-}
-
-static void bn_free(bn_walk *w)
-{
-    while (w->depth > 0)
-        bn_pop(w);
-    free(w->fds);
-    free(w->ends);
-    free(w->canon);
-}
-
-/* Walks `path` beneath root r (see the block comment above): relative paths
- * start at the root, absolute ones must lie under it.  On BN_OK *fd is an
- * open descriptor of the end (caller closes), *st its fstat, and *canon (if
- * not NULL) a malloc'd symlink-free path relative to the root ("" for the
- * root itself).  On failure *eno holds the errno that explains it (or 0). */
-static bn_result bn_open(const ds_root *r, const char *path, bn_want want, int *fd,
-                         struct stat *st, char **canon, int *eno)
-{
-    *fd = -1;
-    *eno = 0;
-    if (canon)
-        *canon = NULL;
-    const char *start = path;
-    if (path[0] == '/' && !(start = strip_root(r, path)))
-        return BN_OUTSIDE;
-    bn_walk w = {0};
-    char *rest = strdup(start);
-    if (!rest || !bn_push(&w, r->fd, NULL)) {
-        free(rest);
-        bn_free(&w);
-        return BN_NOMEM;
-    }
-    bn_result res = BN_OK;
-    int links = 0;
-    char *p = rest;
-    for (;;) {
-        while (*p == '/')
-            p++;
-        int top = w.fds[w.depth];
-        if (*p == '\0') { /* the path ends at a directory the walk holds */
-            *fd = openat(top, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (*fd < 0) {
-                *eno = errno;
-                res = BN_ERRNO;
-            }
-            break;
-        }
-        char *next = p;
-        while (*next && *next != '/')
-            next++;
-        if (*next)
-            *next++ = '\0'; /* p is the component, next the rest */
-        int final = 1;
-        for (const char *t = next; *t && final; t++)
-            final = *t == '/';
-        if (strcmp(p, ".") == 0) {
-            p = next;
-            continue;
-        }
-        if (strcmp(p, "..") == 0) {
-            if (w.depth > 0) {
-                bn_pop(&w);
-            } else if (!r->clamp) {
-                res = BN_OUTSIDE;
-                break;
-            }
-            p = next;
-            continue;
-        }
-        /* Refuse FIFOs, devices and sockets before opening them. */
-        struct stat pre;
-        if (fstatat(top, p, &pre, AT_SYMLINK_NOFOLLOW) != 0) {
-            *eno = errno;
-            res = errno == ENOENT || errno == ENOTDIR ? BN_MISSING : BN_ERRNO;
-            break;
-        }
-        if (!S_ISREG(pre.st_mode) && !S_ISDIR(pre.st_mode) && !S_ISLNK(pre.st_mode)) {
-            *eno = ENOTDIR;
-            res = final ? BN_NOT_FILE : BN_MISSING;
-            break;
-        }
-        int f = openat(top, p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-        if (f < 0 && errno == ELOOP) { /* a symlink: go on from its target */
-            if (++links > DS_MAX_LINKS) {
-                res = BN_LOOP;
-                break;
-            }
-            char target[PATH_MAX];
-            ssize_t n = readlinkat(top, p, target, sizeof target);
-            if (n <= 0 || (size_t)n >= sizeof target) { /* n == 0: an empty link */
-                *eno = n < 0 ? errno : n == 0 ? ENOENT : ENAMETOOLONG;
-                res = n == 0 ? BN_MISSING : BN_ERRNO;
-                break;
-            }
-            target[n] = '\0';
-            const char *t = target;
-            if (t[0] == '/') {
-                if (!(t = strip_root(r, target))) {
-                    res = BN_OUTSIDE;
-                    break;
-                }
-                while (w.depth > 0)
-                    bn_pop(&w);
-            }
-            size_t lt = strlen(t), ln = strlen(next);
-            char *nr = malloc(lt + ln + 2);
-            if (!nr) {
-                res = BN_NOMEM;
-                break;
-            }
-            memcpy(nr, t, lt);
-            nr[lt] = '/';
-            memcpy(nr + lt + 1, next, ln + 1);
-            free(rest);
-            rest = p = nr;
-            continue;
-        }
-        if (f < 0) {
-            *eno = errno;
-            res = errno == ENOENT || errno == ENOTDIR ? BN_MISSING : BN_ERRNO;
-            break;
-        }
-        struct stat fs;
-        if (fstat(f, &fs) != 0) {
-            *eno = errno;
-            close(f);
-            res = BN_ERRNO;
-            break;
-        }
-        if (!final) {
-            if (!S_ISDIR(fs.st_mode)) {
-                close(f);
-                *eno = ENOTDIR;
-                res = BN_MISSING;
-                break;
-            }
-            if (!bn_push(&w, f, p)) {
-                close(f);
-                res = BN_NOMEM;
-                break;
-            }
-            p = next;
-            continue;
-        }
-        if (!bn_append(&w, p)) {
-            close(f);
-            res = BN_NOMEM;
-            break;
-        }
-        *fd = f;
-        break;
-    }
-    if (res == BN_OK && fstat(*fd, st) != 0) {
-        *eno = errno;
-        res = BN_ERRNO;
-    }
-    if (res == BN_OK) {
-        int type_ok = want == BN_WANT_FILE  ? S_ISREG(st->st_mode)
-                      : want == BN_WANT_DIR ? S_ISDIR(st->st_mode)
-                                            : S_ISREG(st->st_mode) || S_ISDIR(st->st_mode);
-        if (!type_ok)
-            res = BN_NOT_FILE;
-    }
-    if (res == BN_OK && canon && !(*canon = strdup(w.canon ? w.canon : "")))
-        res = BN_NOMEM;
-    if (res != BN_OK && *fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-    bn_free(&w);
-    free(rest);
-    return res;
-}
-
-/* The vit_error for a failed walk; `subject` says what was opened, e.g.
- * "m.csv:3: image 'a.png'".  An escape is reported the same way whatever
- * lies outside (the walk never looked). */
-static vit_status bn_error(bn_result b, int eno, bn_want want, const char *subject,
-                           vit_error *err)
-{
-    switch (b) {
-    case BN_OUTSIDE:
-        return vit_error_set(err, VIT_ERR_INVALID, "%s is outside the data set root", subject);
-    case BN_MISSING:
-        return vit_error_set(err, VIT_ERR_NOT_FOUND, "%s not found (%s)", subject,
-                             strerror(eno ? eno : ENOENT));
-    case BN_NOT_FILE:
-        return vit_error_set(err, VIT_ERR_INVALID, "%s is not a %s", subject,
-                             want == BN_WANT_DIR ? "directory" : "regular file");
-    case BN_LOOP:
-        return vit_error_set(err, VIT_ERR_INVALID, "%s: too many levels of symbolic links",
-                             subject);
-    case BN_NOMEM:
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory opening %s", subject);
-    default:
-        return vit_error_set(err, VIT_ERR_IO, "cannot open %s: %s", subject, strerror(eno));
-    }
-}
-
-/* Reads all of regular file fd (size_hint bytes by fstat) into a malloc'd
- * *out, refusing more than cap bytes even when the file grows meanwhile. */
-static vit_status read_capped(int fd, size_t size_hint, size_t cap, const char *name,
-                              uint8_t **out, size_t *len, vit_error *err)
-{
-    *out = NULL;
-    *len = 0;
-    size_t bufcap = (size_hint < cap ? size_hint : cap) + 1, n = 0; /* +1: sees growth */
-    uint8_t *buf = malloc(bufcap);
-    if (!buf)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading %s", name);
-    for (;;) {
-        if (n == bufcap) {
-            if (n > cap) {
-                free(buf);
-                return vit_error_set(err, VIT_ERR_TOO_LARGE, "%s is over the limit of %zu bytes",
-                                     name, cap);
-            }
-            size_t ncap = bufcap > (cap + 1) / 2 ? cap + 1 : bufcap * 2;
-            uint8_t *nb = realloc(buf, ncap);
-            if (!nb) {
-                free(buf);
-                return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading %s", name);
-            }
-            buf = nb;
-            bufcap = ncap;
-        }
-        ssize_t got = read(fd, buf + n, bufcap - n);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            int e = errno;
-            free(buf);
-            return vit_error_set(err, VIT_ERR_IO, "reading %s failed: %s", name, strerror(e));
-        }
-        if (got == 0)
-            break;
-        n += (size_t)got;
-    }
-    *out = buf;
-    *len = n;
-    return VIT_OK;
-}
-
 /* ================================================================ builder */
-
-/* Returns the malloc'd name of the file at canon (relative to d's root):
- * the root's real path joined with it.  NULL on OOM. */
-static char *item_path(const ds_dataset *d, const char *canon)
-{
-    if (!d->root.clamp)
-        return path_join(d->root.real, canon);
-    size_t n = strlen(canon);
-    char *p = malloc(n + 2);
-    if (p) {
-        p[0] = '/';
-        memcpy(p + 1, canon, n + 1);
-    }
-    return p;
-}
 
 /* Adds an item (name, label) to d, enforcing max_items. */
 static vit_status add_item(ds_dataset *d, const char *name, int label, vit_error *err)
@@ -882,7 +401,7 @@ static int cmp_entry(const void *a, const void *b)
  * name.  Symlinks are followed beneath the root; one leading out of it is an
  * error (never looked at, so the same error whatever it points to).  *other
  * counts the remaining non-hidden entries.  `cap` bounds the entries kept. */
-static vit_status list_dir(const ds_root *root, const char *dir_rel, const char *shown,
+static vit_status list_dir(const beneath_root *root, const char *dir_rel, const char *shown,
                            int want_dirs, size_t cap, entry_list *out, size_t *other,
                            vit_error *err)
 {
@@ -891,16 +410,15 @@ static vit_status list_dir(const ds_root *root, const char *dir_rel, const char 
     struct stat st;
     char subject[PATH_MAX + 64];
     snprintf(subject, sizeof subject, "directory %s", shown);
-    bn_result b = bn_open(root, dir_rel, BN_WANT_DIR, &fd, &st, NULL, &eno);
-    if (b != BN_OK)
-        return bn_error(b, eno, BN_WANT_DIR, subject, err);
+    vit_status s = beneath_open(root, dir_rel, BENEATH_WANT_DIR, subject, &fd, &st, NULL, err);
+    if (s != VIT_OK)
+        return s;
     DIR *dh = fdopendir(fd);
     if (!dh) {
         int e = errno;
         close(fd);
         return vit_error_set(err, VIT_ERR_IO, "cannot list %s: %s", shown, strerror(e));
     }
-    vit_status s = VIT_OK;
     struct dirent *e;
     while ((e = readdir(dh))) {
         if (e->d_name[0] == '.')
@@ -915,16 +433,16 @@ static vit_status list_dir(const ds_root *root, const char *dir_rel, const char 
             break;
         }
         int efd;
-        b = bn_open(root, rel, BN_WANT_ANY, &efd, &st, &canon, &eno);
+        beneath_result b = beneath_walk(root, rel, BENEATH_WANT_ANY, &efd, &st, &canon, &eno);
         free(rel);
         if (efd >= 0)
             close(efd);
-        if (b == BN_OUTSIDE || b == BN_NOMEM) {
+        if (b == BENEATH_OUTSIDE || b == BENEATH_NOMEM) {
             snprintf(subject, sizeof subject, "%s/%s", shown, e->d_name);
-            s = bn_error(b, eno, BN_WANT_ANY, subject, err);
+            s = beneath_error(root, b, eno, BENEATH_WANT_ANY, subject, err);
             break;
         }
-        int match = b == BN_OK && (want_dirs ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
+        int match = b == BENEATH_OK && (want_dirs ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
         if (!match) { /* a dangling link, a FIFO, unreadable, ... */
             free(canon);
             (*other)++;
@@ -955,7 +473,7 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
     class_entry *index = NULL;
     char *cdir = NULL, *name = NULL;
     size_t other = 0;
-    vit_status s = list_dir(&d->root, folder_rel, path, 1, DS_MAX_CLASSES, &cls, &other, err);
+    vit_status s = list_dir(d->root, folder_rel, path, 1, DS_MAX_CLASSES, &cls, &other, err);
     if (s != VIT_OK)
         goto done;
     if (cls.n == 0) {
@@ -1002,7 +520,7 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
             goto done;
         }
         entry_list_free(&files);
-        s = list_dir(&d->root, cls.v[c].canon, cdir, 0, d->max_items, &files, &other, err);
+        s = list_dir(d->root, cls.v[c].canon, cdir, 0, d->max_items, &files, &other, err);
         if (s != VIT_OK)
             goto done;
         if (files.n == 0) {
@@ -1013,7 +531,7 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
         }
         for (size_t i = 0; i < files.n; i++) {
             free(name);
-            if (!(name = item_path(d, files.v[i].canon))) {
+            if (!(name = beneath_path(d->root, files.v[i].canon))) {
                 s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
                 goto done;
             }
@@ -1124,22 +642,21 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
     char *rel = image[0] == '/' ? strdup(image) : join_rel(m->dir_rel, image);
     if (!rel)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
-    char *canon = NULL;
-    int fd, eno;
+    char *canon = NULL, subject[PATH_MAX + 64];
+    int fd;
     struct stat st;
-    bn_result b = bn_open(&m->d->root, rel, BN_WANT_FILE, &fd, &st, &canon, &eno);
+    snprintf(subject, sizeof subject, "%s:%zu: image '%s'", m->file, line, image);
+    vit_status s = beneath_open(m->d->root, rel, BENEATH_WANT_FILE, subject, &fd, &st, &canon,
+                                err);
     free(rel);
-    if (b != BN_OK) {
-        char subject[PATH_MAX + 64];
-        snprintf(subject, sizeof subject, "%s:%zu: image '%s'", m->file, line, image);
-        return bn_error(b, eno, BN_WANT_FILE, subject, err);
-    }
+    if (s != VIT_OK)
+        return s;
     close(fd);
-    char *name = item_path(m->d, canon);
+    char *name = beneath_path(m->d->root, canon);
     free(canon);
     if (!name)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
-    vit_status s = add_item(m->d, name, cls, err);
+    s = add_item(m->d, name, cls, err);
     free(name);
     if (s == VIT_OK && !m->index && !name_list_add(&m->labels, label))
         s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for labels");
@@ -1491,17 +1008,14 @@ static vit_status open_idx(ds_dataset *d, int fd, const char *path, const char *
     if (names)
         s = fixed_list_count(names, "class names", &nnames, err);
     if (s == VIT_OK) {
-        char *lrel = join_rel(dir_rel, lbase);
-        int lfd = -1, eno = 0;
+        char *lrel = join_rel(dir_rel, lbase), subject[PATH_MAX + 64];
+        int lfd = -1;
         struct stat st;
-        bn_result b = lrel ? bn_open(&d->root, lrel, BN_WANT_FILE, &lfd, &st, NULL, &eno)
-                           : BN_NOMEM;
+        snprintf(subject, sizeof subject, "labels file %s", lpath);
+        s = lrel ? beneath_open(d->root, lrel, BENEATH_WANT_FILE, subject, &lfd, &st, NULL, err)
+                 : beneath_error(d->root, BENEATH_NOMEM, 0, BENEATH_WANT_FILE, subject, err);
         free(lrel);
-        if (b != BN_OK) {
-            char subject[PATH_MAX + 64];
-            snprintf(subject, sizeof subject, "labels file %s", lpath);
-            s = bn_error(b, eno, BN_WANT_FILE, subject, err);
-        } else {
+        if (s == VIT_OK) {
             s = idx_read(lfd, lpath, DS_IDX_LABELS_MAGIC, 1, d->max_items, d->max_idx_bytes, 0,
                          ldims, &lab, &nlab, err);
         }
@@ -1601,39 +1115,30 @@ static vit_status open_root(ds_dataset *d, const char *path, const ds_options *o
     *rel = NULL;
     vit_status s;
     if (opt->allow_outside_root || opt->root) {
-        s = root_open(opt->allow_outside_root ? "/" : opt->root, &d->root, err);
+        s = beneath_root_open(opt->allow_outside_root ? "/" : opt->root, DS_ROOT_LABEL, &d->root,
+                              err);
         if (s != VIT_OK)
             return s;
-        char *abs = path_absolute(path);
-        if (!abs)
-            return vit_error_set(err, VIT_ERR_NOMEM, "out of memory resolving %s", path);
-        const char *r = strip_root(&d->root, abs);
-        *rel = r ? strdup(r) : NULL;
-        free(abs);
-        if (!r)
+        beneath_result r = beneath_relative(d->root, path, rel);
+        if (r == BENEATH_OUTSIDE)
             return vit_error_set(err, VIT_ERR_INVALID, "data set %s is outside the data set root",
                                  path);
-        if (!*rel)
+        if (r != BENEATH_OK)
             return vit_error_set(err, VIT_ERR_NOMEM, "out of memory resolving %s", path);
-        int eno;
-        bn_result b = bn_open(&d->root, *rel, BN_WANT_ANY, fd, st, NULL, &eno);
-        if (b != BN_OK) {
-            char subject[PATH_MAX + 64];
-            snprintf(subject, sizeof subject, "data set %s", path);
-            return bn_error(b, eno, BN_WANT_ANY, subject, err);
-        }
-        return VIT_OK;
+        char subject[PATH_MAX + 64];
+        snprintf(subject, sizeof subject, "data set %s", path);
+        return beneath_open(d->root, *rel, BENEATH_WANT_ANY, subject, fd, st, NULL, err);
     }
     *fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (*fd < 0 || fstat(*fd, st) != 0)
         return vit_error_set(err, errno == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
                              "data set %s: %s", path, strerror(errno));
     if (S_ISDIR(st->st_mode)) {
-        s = root_open(path, &d->root, err);
+        s = beneath_root_open(path, DS_ROOT_LABEL, &d->root, err);
         *rel = strdup("");
     } else if (S_ISREG(st->st_mode)) {
         char *dir = dir_of(path);
-        s = dir ? root_open(dir, &d->root, err)
+        s = dir ? beneath_root_open(dir, DS_ROOT_LABEL, &d->root, err)
                 : vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
         free(dir);
         const char *slash = strrchr(path, '/');
@@ -1658,10 +1163,9 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
     ds_dataset *d = calloc(1, sizeof *d);
     if (!d)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
-    d->root.fd = -1;
     d->max_image_bytes = opt->max_image_bytes ? opt->max_image_bytes : DS_DEFAULT_MAX_IMAGE_BYTES;
     if (d->max_image_bytes > SIZE_MAX / 4)
-        d->max_image_bytes = SIZE_MAX / 4; /* read_capped adds to it */
+        d->max_image_bytes = SIZE_MAX / 4; /* beneath_read_capped adds to it */
     d->max_pixels = opt->max_pixels ? opt->max_pixels : DS_DEFAULT_MAX_PIXELS;
     d->max_items = opt->max_items ? opt->max_items : DS_DEFAULT_MAX_ITEMS;
     d->max_idx_bytes = opt->max_idx_bytes ? opt->max_idx_bytes : DS_DEFAULT_MAX_IDX_BYTES;
@@ -1672,7 +1176,10 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
     vit_status s = open_root(d, path, opt, &fd, &st, &rel, err);
     if (s != VIT_OK)
         goto done;
-    d->rel_off = d->root.clamp ? 1 : strlen(d->root.real) + 1;
+    /* item names are beneath_path(root, rel): rel starts after the root's
+     * path and one '/' (no '/' is added to the root "/") */
+    const char *top = beneath_root_path(d->root);
+    d->rel_off = strcmp(top, "/") == 0 ? 1 : strlen(top) + 1;
     if (!S_ISDIR(st.st_mode) && !(dir_rel = dir_of(rel))) {
         s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
         goto done;
@@ -1704,8 +1211,10 @@ done:
         ds_close(d);
         return s;
     }
-    if (d->kind == DS_KIND_IDX)
-        root_free(&d->root); /* IDX pixels are in memory: nothing is opened later */
+    if (d->kind == DS_KIND_IDX) {
+        beneath_root_close(d->root); /* IDX pixels are in memory: nothing is opened later */
+        d->root = NULL;
+    }
     *out = d;
     return VIT_OK;
 }
@@ -1721,7 +1230,7 @@ void ds_close(ds_dataset *d)
     free(d->name_off);
     free(d->labels);
     free(d->grey);
-    root_free(&d->root);
+    beneath_root_close(d->root);
     free(d);
 }
 
@@ -1756,14 +1265,14 @@ const char *ds_item_name(const ds_dataset *d, size_t i)
 static vit_status load_file(const ds_dataset *d, const char *name, img_image *out,
                             vit_error *err)
 {
-    int fd, eno;
+    int fd;
     struct stat st;
-    bn_result b = bn_open(&d->root, name + d->rel_off, BN_WANT_FILE, &fd, &st, NULL, &eno);
-    if (b != BN_OK) {
-        char subject[PATH_MAX + 64];
-        snprintf(subject, sizeof subject, "image %s", name);
-        return bn_error(b, eno, BN_WANT_FILE, subject, err);
-    }
+    char subject[PATH_MAX + 64];
+    snprintf(subject, sizeof subject, "image %s", name);
+    vit_status s =
+        beneath_open(d->root, name + d->rel_off, BENEATH_WANT_FILE, subject, &fd, &st, NULL, err);
+    if (s != VIT_OK)
+        return s;
     if ((uint64_t)st.st_size > d->max_image_bytes) {
         close(fd);
         return vit_error_set(err, VIT_ERR_TOO_LARGE, "%s is %lld bytes, over the limit of %zu",
@@ -1771,7 +1280,7 @@ static vit_status load_file(const ds_dataset *d, const char *name, img_image *ou
     }
     uint8_t *buf = NULL;
     size_t len = 0;
-    vit_status s = read_capped(fd, (size_t)st.st_size, d->max_image_bytes, name, &buf, &len, err);
+    s = beneath_read_capped(fd, (size_t)st.st_size, d->max_image_bytes, name, &buf, &len, err);
     close(fd);
     if (s != VIT_OK)
         return s;
