@@ -1,0 +1,98 @@
+/*
+ * dataset_impl.h - internals shared by the dataset*.c files; never included
+ * outside engine/.
+ *
+ * A ds_dataset is built by ds_open (dataset.c) from one source: dataset.c
+ * reads ImageFolder directories itself, dataset_manifest.c JSONL/CSV
+ * manifests, dataset_idx.c IDX pairs; the sources fill it through the
+ * builder functions below.  dataset_loader.c only reads a finished one.
+ */
+#ifndef VIT_DATASET_IMPL_H
+#define VIT_DATASET_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "beneath.h"
+#include "dataset.h"
+
+#define DS_MAX_CLASSES 1000000 /* bound on fixed class lists */
+
+typedef enum ds_kind { DS_KIND_FILES, DS_KIND_IDX } ds_kind;
+
+struct ds_dataset {
+    ds_kind kind;
+    size_t n;              /* items */
+    char *pool;            /* item names, NUL-terminated, back to back */
+    size_t pool_len, pool_cap;
+    size_t *name_off;      /* (n) offset of item i's name in pool */
+    int *labels;           /* (n) class index of item i */
+    size_t cap;            /* allocated length of name_off / labels */
+    char **classes;        /* (num_classes) owned names, in class order */
+    int num_classes;
+    uint8_t *grey;         /* IDX: (n, rows, cols) pixels; else NULL */
+    int rows, cols;        /* IDX image size */
+    size_t max_image_bytes, max_pixels, max_items, max_idx_bytes;
+    beneath_root *root;    /* files: item i is opened as name(i) + rel_off beneath it */
+    size_t rel_off;        /* names are beneath_path(root, path relative to the root) */
+};
+
+/* a * b into *out; 0 on overflow. */
+static inline int ds_mul_ok(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a)
+        return 0;
+    *out = a * b;
+    return 1;
+}
+
+/* Returns a malloc'd "a/b", or b alone when a is empty; NULL on OOM. */
+char *ds_join_rel(const char *a, const char *b);
+
+/* ---- the builder (dataset.c) */
+
+/* Adds an item (name, label) to d, enforcing max_items. */
+vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *err);
+
+/* Sets d's classes to copies of names[0..n). */
+vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, vit_error *err);
+
+/* A name -> class lookup: class names sorted bytewise with their index. */
+typedef struct ds_class_entry {
+    const char *name;
+    int index;
+} ds_class_entry;
+
+/* Builds a sorted lookup over d->classes (caller frees *out).  Duplicate
+ * names are an error (a fixed list must name each class once). */
+vit_status ds_class_index_build(const ds_dataset *d, ds_class_entry **out, vit_error *err);
+
+/* Index of class `name` in a lookup of n entries, or -1. */
+int ds_class_lookup(const ds_class_entry *t, int n, const char *name);
+
+/* Counts a NULL-terminated list and checks its names are non-empty. */
+vit_status ds_fixed_list_count(const char *const *names, const char *what, size_t *n,
+                               vit_error *err);
+
+/* Installs opt->classes as d's classes and builds the lookup in *index. */
+vit_status ds_use_fixed_classes(ds_dataset *d, const char *const *classes,
+                                ds_class_entry **index, vit_error *err);
+
+/* ---- the sources besides ImageFolder */
+
+/* Reads a JSONL (csv == 0) or CSV manifest from fd (not taken over), named
+ * `path` in messages, whose directory is dir_rel under the root
+ * (dataset_manifest.c). */
+vit_status ds_open_manifest(ds_dataset *d, int fd, const char *path, const char *dir_rel, int csv,
+                            const ds_options *opt, vit_error *err);
+
+/* Does the file fd (offset at 0) start with the IDX images magic (raw or
+ * gzipped)?  Leaves the offset at 0 (dataset_idx.c). */
+int ds_sniff_idx_images(int fd);
+
+/* Opens an IDX pair from the images file (fd, not taken over, named `path`
+ * in messages; dir_rel its directory under the root) (dataset_idx.c). */
+vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_rel,
+                       const ds_options *opt, vit_error *err);
+
+#endif
