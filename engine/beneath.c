@@ -219,10 +219,14 @@ typedef struct bn_walk {
     size_t canon_len, canon_cap;
 } bn_walk;
 
-/* Appends "/name" (or "name" at the start) to w->canon; 0 on OOM. */
+/* Appends "/name" (or "name" at the start) to w->canon; 0 on OOM, -1 when
+ * canon would reach PATH_MAX (no path the kernel could open by name is that
+ * long; stored item names stay bounded). */
 static int bn_append(bn_walk *w, const char *name)
 {
     size_t n = strlen(name), need = w->canon_len + n + 2;
+    if (need > PATH_MAX)
+        return -1;
     if (need > w->canon_cap) {
         size_t ncap = w->canon_cap ? w->canon_cap : 256;
         while (ncap < need)
@@ -240,7 +244,8 @@ static int bn_append(bn_walk *w, const char *name)
     return 1;
 }
 
-/* Enters directory fd (takes ownership) named `name` (NULL: the root). */
+/* Enters directory fd (takes ownership) named `name` (NULL: the root).
+ * Returns 1, 0 on OOM, -1 when canon would grow too long (bn_append). */
 static int bn_push(bn_walk *w, int fd, const char *name)
 {
     if (w->cap == 0 || w->depth + 1 >= w->cap) {
@@ -260,8 +265,9 @@ static int bn_push(bn_walk *w, int fd, const char *name)
         w->ends[0] = 0;
         return 1;
     }
-    if (!bn_append(w, name))
-        return 0;
+    int a = bn_append(w, name);
+    if (a <= 0)
+        return a;
     w->depth++;
     w->fds[w->depth] = fd;
     w->ends[w->depth] = w->canon_len;
@@ -287,26 +293,60 @@ static void bn_free(bn_walk *w)
     free(w->canon);
 }
 
-/* The walk itself (see beneath.h and the design notes at the top). */
-beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_want want, int *fd,
-                            struct stat *st, char **canon, int *eno)
+/* Charges one step of a walk: against the walk's own bound and, when the
+ * walk has one, the shared budget.  BENEATH_OK, or why the walk must end (a
+ * step refused is not counted: `steps` is what was done). */
+static beneath_result bn_step(beneath_stats *mine, beneath_budget *b)
+{
+    if (mine->steps >= BENEATH_MAX_STEPS)
+        return BENEATH_TOO_LONG;
+    if (b) {
+        if (b->credit == 0)
+            return BENEATH_BUDGET;
+        b->credit--;
+    }
+    mine->steps++;
+    return BENEATH_OK;
+}
+
+/* The walk itself (see beneath.h and the design notes at the top).
+ * Cost: every component taken (".", "..", a name; those of link targets
+ * too) is a step, and a name costs a few system calls, so a walk is bounded
+ * by BENEATH_MAX_STEPS, its links by BENEATH_MAX_LINKS and the bytes it
+ * parses (path + link targets) by BENEATH_MAX_BYTES; many walks share
+ * `budget` (see beneath_budget).  Why: 40 chained links of 4 KB "d/../"
+ * each made one path 64,000 steps (~80 ms), and a manifest repeats it. */
+beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_want want,
+                            beneath_budget *budget, int *fd, struct stat *st, char **canon,
+                            int *eno)
 {
     *fd = -1;
     *eno = 0;
     if (canon)
         *canon = NULL;
-    const char *start = path;
-    if (path[0] == '/' && !(start = strip_root(r, path)))
-        return BENEATH_OUTSIDE;
-    bn_walk w = {0};
-    char *rest = strdup(start);
-    if (!rest || !bn_push(&w, r->fd, NULL)) {
-        free(rest);
-        bn_free(&w);
-        return BENEATH_NOMEM;
-    }
+    beneath_stats mine = {.walks = 1};
+    if (budget) /* this walk's share, saturating */
+        budget->credit += budget->per_walk <= UINT64_MAX - budget->credit
+                              ? budget->per_walk
+                              : UINT64_MAX - budget->credit;
     beneath_result res = BENEATH_OK;
-    int links = 0;
+    bn_walk w = {0};
+    char *rest = NULL;
+    const char *start = path;
+    if (path[0] == '/' && !(start = strip_root(r, path))) {
+        res = BENEATH_OUTSIDE;
+        goto out;
+    }
+    mine.bytes = strlen(start); /* bytes parsed: the root's own prefix is not */
+    if (mine.bytes > BENEATH_MAX_BYTES) {
+        res = BENEATH_TOO_LONG;
+        goto out;
+    }
+    rest = strdup(start);
+    if (!rest || !bn_push(&w, r->fd, NULL)) {
+        res = BENEATH_NOMEM;
+        goto out;
+    }
     char *p = rest;
     for (;;) {
         while (*p == '/')
@@ -320,6 +360,8 @@ beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_wan
             }
             break;
         }
+        if ((res = bn_step(&mine, budget)) != BENEATH_OK)
+            break;
         char *next = p;
         while (*next && *next != '/')
             next++;
@@ -356,7 +398,7 @@ beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_wan
         }
         int f = openat(top, p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
         if (f < 0 && errno == ELOOP) { /* a symlink: go on from its target */
-            if (++links > BENEATH_MAX_LINKS) {
+            if (++mine.links > BENEATH_MAX_LINKS) {
                 res = BENEATH_LOOP;
                 break;
             }
@@ -378,6 +420,11 @@ beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_wan
                     bn_pop(&w);
             }
             size_t lt = strlen(t), ln = strlen(next);
+            mine.bytes += lt; /* so the rest, and this copy, stay below BENEATH_MAX_BYTES + 41 */
+            if (mine.bytes > BENEATH_MAX_BYTES) {
+                res = BENEATH_TOO_LONG;
+                break;
+            }
             char *nr = malloc(lt + ln + 2);
             if (!nr) {
                 res = BENEATH_NOMEM;
@@ -409,17 +456,19 @@ beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_wan
                 res = BENEATH_MISSING;
                 break;
             }
-            if (!bn_push(&w, f, p)) {
+            int pushed = bn_push(&w, f, p);
+            if (pushed <= 0) {
                 close(f);
-                res = BENEATH_NOMEM;
+                res = pushed < 0 ? BENEATH_TOO_LONG : BENEATH_NOMEM;
                 break;
             }
             p = next;
             continue;
         }
-        if (!bn_append(&w, p)) {
+        int appended = bn_append(&w, p);
+        if (appended <= 0) {
             close(f);
-            res = BENEATH_NOMEM;
+            res = appended < 0 ? BENEATH_TOO_LONG : BENEATH_NOMEM;
             break;
         }
         *fd = f;
@@ -438,9 +487,16 @@ beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_wan
     }
     if (res == BENEATH_OK && canon && !(*canon = strdup(w.canon ? w.canon : "")))
         res = BENEATH_NOMEM;
+out:
     if (res != BENEATH_OK && *fd >= 0) {
         close(*fd);
         *fd = -1;
+    }
+    if (budget) {
+        budget->used.walks += mine.walks;
+        budget->used.steps += mine.steps;
+        budget->used.links += mine.links;
+        budget->used.bytes += mine.bytes;
     }
     bn_free(&w);
     free(rest);
@@ -462,6 +518,16 @@ vit_status beneath_error(const beneath_root *r, beneath_result res, int eno, ben
     case BENEATH_LOOP:
         return vit_error_set(err, VIT_ERR_INVALID, "%s: too many levels of symbolic links",
                              subject);
+    case BENEATH_TOO_LONG:
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "%s: the path takes too many steps to resolve (over %d components "
+                             "or %d bytes, symbolic links included)",
+                             subject, BENEATH_MAX_STEPS, BENEATH_MAX_BYTES);
+    case BENEATH_BUDGET:
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "%s: the paths beneath the %s take too many steps to resolve in "
+                             "all (symbolic link chains?)",
+                             subject, r->label);
     case BENEATH_NOMEM:
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory opening %s", subject);
     default:
@@ -470,11 +536,11 @@ vit_status beneath_error(const beneath_root *r, beneath_result res, int eno, ben
 }
 
 vit_status beneath_open(const beneath_root *r, const char *path, beneath_want want,
-                        const char *subject, int *fd, struct stat *st, char **canon,
-                        vit_error *err)
+                        beneath_budget *budget, const char *subject, int *fd, struct stat *st,
+                        char **canon, vit_error *err)
 {
     int eno;
-    beneath_result res = beneath_walk(r, path, want, fd, st, canon, &eno);
+    beneath_result res = beneath_walk(r, path, want, budget, fd, st, canon, &eno);
     return res == BENEATH_OK ? VIT_OK : beneath_error(r, res, eno, want, subject, err);
 }
 

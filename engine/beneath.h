@@ -17,6 +17,14 @@
  *     on from the link's directory, an absolute one must name a place under
  *     the root (as above) and goes on from there; at most BENEATH_MAX_LINKS
  *     links per walk;
+ *   - a walk is bounded in work, as the kernel's is (its cached lookups are
+ *     ~30x cheaper than our system calls per component): at most
+ *     BENEATH_MAX_STEPS components (".", ".." and names, those of link
+ *     targets included), BENEATH_MAX_BYTES bytes parsed (the path below the
+ *     root plus the link targets spliced in) and a symlink-free result
+ *     shorter than PATH_MAX; and many walks (a manifest's lines) share a
+ *     beneath_budget, so N paths cost O(N) steps, not N times the per-walk
+ *     bound;
  *   - only regular files and directories are opened: FIFOs, devices and
  *     sockets are refused from fstatat before any open (so a FIFO is never
  *     opened and never blocks), and O_NONBLOCK keeps one swapped in after
@@ -26,10 +34,26 @@
  * exists out there.  Run the walk at every use, not once at a check: a file
  * swapped for a symlink in between is then refused when it is read.
  *
- * Known limit: a directory the walk holds that is renamed out of the root
- * meanwhile lets the rest of that walk run outside (openat2's RESOLVE_BENEATH
- * closes this in the kernel); it takes write access inside and outside the
- * root.
+ * Known limits:
+ *   - a directory the walk holds that is renamed out of the root meanwhile
+ *     lets the rest of that walk run outside (openat2's RESOLVE_BENEATH
+ *     closes this in the kernel); it takes write access inside and outside
+ *     the root;
+ *   - hard links: a file outside the root hard-linked into it is the same
+ *     inode as any file inside, and no walk of names can tell them apart, so
+ *     it is read.  Making one takes write access to a directory inside the
+ *     root, access to the file outside (with fs.protected_hardlinks=1, the
+ *     default, owning it or read-write access) and both ends on one mount.
+ *     A deployer that lets untrusted users write into a root should give the
+ *     roots a file system (volume) of their own that holds nothing else
+ *     worth reading, or at least make sure those users cannot reach files
+ *     outside through the mount they write to.  st_nlink > 1 is not
+ *     refused: `cp -al` trees and deduplicated data sets are hard links.
+ * Why not openat2(RESOLVE_BENEATH): it refuses absolute symlinks under the
+ * root that this contract accepts, opens devices (O_NONBLOCK or not) before
+ * their type can be seen, and does not say which path it resolved; and the
+ * work bound is needed anyway (the kernel's own walk of 40 chained links of
+ * 4 KB "d/../" each takes 3.3 ms, and a manifest can name it on every line).
  *
  * Messages (beneath_error) name the root by the label given at
  * beneath_root_open ("data set root", "task store", ...):
@@ -37,10 +61,16 @@
  *   BENEATH_MISSING   VIT_ERR_NOT_FOUND  "<subject> not found (<strerror>)"
  *   BENEATH_NOT_TYPE  VIT_ERR_INVALID    "<subject> is not a regular file" (or "directory")
  *   BENEATH_LOOP      VIT_ERR_INVALID    "<subject>: too many levels of symbolic links"
+ *   BENEATH_TOO_LONG  VIT_ERR_TOO_LARGE  "<subject>: the path takes too many steps to resolve
+ *                                         (over 1024 components or 16384 bytes, symbolic
+ *                                         links included)"
+ *   BENEATH_BUDGET    VIT_ERR_TOO_LARGE  "<subject>: the paths beneath the <label> take too
+ *                                         many steps to resolve in all (symbolic link chains?)"
  *   BENEATH_NOMEM     VIT_ERR_NOMEM      "out of memory opening <subject>"
  *   BENEATH_ERRNO     VIT_ERR_IO         "cannot open <subject>: <strerror>"
  * This module knows nothing of what the files are for.  No global state: a
- * root may be used from several threads at once (walks only read it).
+ * root may be used from several threads at once (walks only read it); a
+ * beneath_budget is the caller's, one per thread.
  */
 #ifndef VIT_BENEATH_H
 #define VIT_BENEATH_H
@@ -51,9 +81,31 @@
 
 #include "status.h"
 
-#define BENEATH_MAX_LINKS 40 /* symlinks followed per walk, as Linux's MAXSYMLINKS */
+#define BENEATH_MAX_LINKS 40    /* symlinks followed per walk, as Linux's MAXSYMLINKS */
+#define BENEATH_MAX_STEPS 1024  /* components per walk, link targets included */
+#define BENEATH_MAX_BYTES 16384 /* path below the root + link targets, per walk (4 PATH_MAX) */
 
 typedef struct beneath_root beneath_root;
+
+/* What walks did (summed over the walks given one beneath_budget). */
+typedef struct beneath_stats {
+    uint64_t walks; /* walks started */
+    uint64_t steps; /* components taken: ".", ".." and names, link targets' included */
+    uint64_t links; /* symlinks followed */
+    uint64_t bytes; /* bytes parsed: paths below the root and link targets */
+} beneath_stats;
+
+/* Work shared by many walks (say those of one data set), so that N paths
+ * cost O(N) and never N times the per-walk bound: each walk first adds
+ * per_walk to credit, then every step takes one from it; a walk that finds
+ * it empty ends with BENEATH_BUDGET.  W walks take at most
+ * credit + W * per_walk steps in all (credit as set before the first).
+ * `used` sums what they did.  Not locked: one budget per thread. */
+typedef struct beneath_budget {
+    uint64_t credit;    /* steps left; set it to a start-up allowance */
+    uint64_t per_walk;  /* the average number of steps a walk may take */
+    beneath_stats used; /* totals, for limits, logs and tests */
+} beneath_budget;
 
 /* How a walk ended. */
 typedef enum beneath_result {
@@ -62,6 +114,8 @@ typedef enum beneath_result {
     BENEATH_MISSING,  /* a component does not exist (or is not a directory) */
     BENEATH_NOT_TYPE, /* the end is not a regular file (or not a directory when one is wanted) */
     BENEATH_LOOP,     /* more than BENEATH_MAX_LINKS symlinks */
+    BENEATH_TOO_LONG, /* over BENEATH_MAX_STEPS or BENEATH_MAX_BYTES, or a result >= PATH_MAX */
+    BENEATH_BUDGET,   /* the shared beneath_budget ran out */
     BENEATH_ERRNO,    /* another failure; the errno is returned beside it */
     BENEATH_NOMEM,
 } beneath_result;
@@ -106,9 +160,11 @@ beneath_result beneath_relative(const beneath_root *r, const char *path, char **
  * fstat, and *canon (when canon is not NULL) a malloc'd symlink-free path
  * relative to the root ("" for the root itself; caller frees).  On failure
  * *fd is -1, *canon NULL, and *eno the errno that explains it (or 0); pass
- * both to beneath_error for the message. */
-beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_want want, int *fd,
-                            struct stat *st, char **canon, int *eno);
+ * both to beneath_error for the message.  budget (may be NULL: only the
+ * per-walk bounds then) is charged and its `used` updated, on failure too. */
+beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_want want,
+                            beneath_budget *budget, int *fd, struct stat *st, char **canon,
+                            int *eno);
 
 /* Sets err for a failed walk and returns its status (table at the top);
  * `subject` says what was opened, e.g. "m.csv:3: image 'a.png'".  An escape
@@ -118,8 +174,8 @@ vit_status beneath_error(const beneath_root *r, beneath_result res, int eno, ben
 
 /* beneath_walk, with a failure turned into err by beneath_error. */
 vit_status beneath_open(const beneath_root *r, const char *path, beneath_want want,
-                        const char *subject, int *fd, struct stat *st, char **canon,
-                        vit_error *err);
+                        beneath_budget *budget, const char *subject, int *fd, struct stat *st,
+                        char **canon, vit_error *err);
 
 /* Reads all of regular file fd (size_hint bytes, by fstat) into a malloc'd
  * *out (caller frees) of *len bytes, refusing more than cap bytes even when

@@ -294,16 +294,17 @@ static int cmp_entry(const void *a, const void *b)
  * name.  Symlinks are followed beneath the root; one leading out of it is an
  * error (never looked at, so the same error whatever it points to).  *other
  * counts the remaining non-hidden entries.  `cap` bounds the entries kept. */
-static vit_status list_dir(const beneath_root *root, const char *dir_rel, const char *shown,
-                           int want_dirs, size_t cap, entry_list *out, size_t *other,
-                           vit_error *err)
+static vit_status list_dir(const beneath_root *root, beneath_budget *budget, const char *dir_rel,
+                           const char *shown, int want_dirs, size_t cap, entry_list *out,
+                           size_t *other, vit_error *err)
 {
     *other = 0;
     int fd, eno;
     struct stat st;
     char subject[PATH_MAX + 64];
     snprintf(subject, sizeof subject, "directory %s", shown);
-    vit_status s = beneath_open(root, dir_rel, BENEATH_WANT_DIR, subject, &fd, &st, NULL, err);
+    vit_status s =
+        beneath_open(root, dir_rel, BENEATH_WANT_DIR, budget, subject, &fd, &st, NULL, err);
     if (s != VIT_OK)
         return s;
     DIR *dh = fdopendir(fd);
@@ -326,11 +327,12 @@ static vit_status list_dir(const beneath_root *root, const char *dir_rel, const 
             break;
         }
         int efd;
-        beneath_result b = beneath_walk(root, rel, BENEATH_WANT_ANY, &efd, &st, &canon, &eno);
+        beneath_result b =
+            beneath_walk(root, rel, BENEATH_WANT_ANY, budget, &efd, &st, &canon, &eno);
         free(rel);
         if (efd >= 0)
             close(efd);
-        if (b == BENEATH_OUTSIDE || b == BENEATH_NOMEM) {
+        if (b == BENEATH_OUTSIDE || b == BENEATH_NOMEM || b == BENEATH_BUDGET) {
             snprintf(subject, sizeof subject, "%s/%s", shown, e->d_name);
             s = beneath_error(root, b, eno, BENEATH_WANT_ANY, subject, err);
             break;
@@ -366,7 +368,8 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
     ds_class_entry *index = NULL;
     char *cdir = NULL, *name = NULL;
     size_t other = 0;
-    vit_status s = list_dir(d->root, folder_rel, path, 1, DS_MAX_CLASSES, &cls, &other, err);
+    vit_status s =
+        list_dir(d->root, &d->walks, folder_rel, path, 1, DS_MAX_CLASSES, &cls, &other, err);
     if (s != VIT_OK)
         goto done;
     if (cls.n == 0) {
@@ -413,7 +416,8 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
             goto done;
         }
         entry_list_free(&files);
-        s = list_dir(d->root, cls.v[c].canon, cdir, 0, d->max_items, &files, &other, err);
+        s = list_dir(d->root, &d->walks, cls.v[c].canon, cdir, 0, d->max_items, &files, &other,
+                     err);
         if (s != VIT_OK)
             goto done;
         if (files.n == 0) {
@@ -472,7 +476,8 @@ static vit_status open_root(ds_dataset *d, const char *path, const ds_options *o
             return vit_error_set(err, VIT_ERR_NOMEM, "out of memory resolving %s", path);
         char subject[PATH_MAX + 64];
         snprintf(subject, sizeof subject, "data set %s", path);
-        return beneath_open(d->root, *rel, BENEATH_WANT_ANY, subject, fd, st, NULL, err);
+        return beneath_open(d->root, *rel, BENEATH_WANT_ANY, &d->walks, subject, fd, st, NULL,
+                            err);
     }
     *fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (*fd < 0 || fstat(*fd, st) != 0)
@@ -514,6 +519,7 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
     d->max_pixels = opt->max_pixels ? opt->max_pixels : DS_DEFAULT_MAX_PIXELS;
     d->max_items = opt->max_items ? opt->max_items : DS_DEFAULT_MAX_ITEMS;
     d->max_idx_bytes = opt->max_idx_bytes ? opt->max_idx_bytes : DS_DEFAULT_MAX_IDX_BYTES;
+    d->walks = (beneath_budget){.credit = DS_WALK_START, .per_walk = DS_WALK_PER_ITEM};
 
     int fd = -1;
     struct stat st;
@@ -552,6 +558,8 @@ done:
         close(fd);
     free(rel);
     free(dir_rel);
+    if (opt->walk_stats)
+        *opt->walk_stats = d->walks.used;
     if (s != VIT_OK) {
         ds_close(d);
         return s;
@@ -614,8 +622,9 @@ static vit_status load_file(const ds_dataset *d, const char *name, img_image *ou
     struct stat st;
     char subject[PATH_MAX + 64];
     snprintf(subject, sizeof subject, "image %s", name);
-    vit_status s =
-        beneath_open(d->root, name + d->rel_off, BENEATH_WANT_FILE, subject, &fd, &st, NULL, err);
+    /* no shared budget: loader threads call this at once (the per-walk bound holds) */
+    vit_status s = beneath_open(d->root, name + d->rel_off, BENEATH_WANT_FILE, NULL, subject, &fd,
+                                &st, NULL, err);
     if (s != VIT_OK)
         return s;
     if ((uint64_t)st.st_size > d->max_image_bytes) {

@@ -51,6 +51,8 @@ typedef struct ds_options {
     size_t max_pixels;         /* per image; 0: 50M */
     size_t max_items;          /* refuse larger sets; 0: 10M */
     size_t max_idx_bytes;      /* IDX payload (decompressed) per file; 0: 1 GiB */
+    struct beneath_stats *walk_stats; /* not NULL: receives what ds_open's path walks did
+                                         (beneath.h), on failure too; for logs and tests */
     const char *const *class_names; /* NULL-terminated names for IDX labels, or NULL */
     const char *const *classes; /* NULL-terminated fixed class list, or NULL (see below) */
 } ds_options;

@@ -229,7 +229,8 @@ vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_
         int lfd = -1;
         struct stat st;
         snprintf(subject, sizeof subject, "labels file %s", lpath);
-        s = lrel ? beneath_open(d->root, lrel, BENEATH_WANT_FILE, subject, &lfd, &st, NULL, err)
+        s = lrel ? beneath_open(d->root, lrel, BENEATH_WANT_FILE, &d->walks, subject, &lfd, &st,
+                                NULL, err)
                  : beneath_error(d->root, BENEATH_NOMEM, 0, BENEATH_WANT_FILE, subject, err);
         free(lrel);
         if (s == VIT_OK) {

@@ -18,6 +18,15 @@
 
 #define DS_MAX_CLASSES 1000000 /* bound on fixed class lists */
 
+/* The path-walk budget of one ds_open (beneath_budget): every walk (a
+ * manifest line, a folder entry) may take DS_WALK_PER_ITEM steps on average,
+ * plus a start-up allowance that lets a small set hold a few paths up to the
+ * per-walk bound (BENEATH_MAX_STEPS).  A legitimate item takes 2-10 steps;
+ * a set of N items thus costs at most DS_WALK_START + 32 N steps (each a
+ * few system calls), however its symlinks are chained. */
+#define DS_WALK_PER_ITEM 32
+#define DS_WALK_START ((uint64_t)64 * BENEATH_MAX_STEPS)
+
 typedef enum ds_kind { DS_KIND_FILES, DS_KIND_IDX } ds_kind;
 
 struct ds_dataset {
@@ -35,6 +44,7 @@ struct ds_dataset {
     size_t max_image_bytes, max_pixels, max_items, max_idx_bytes;
     beneath_root *root;    /* files: item i is opened as name(i) + rel_off beneath it */
     size_t rel_off;        /* names are beneath_path(root, path relative to the root) */
+    beneath_budget walks;  /* shared by ds_open's walks (not ds_load_image's: threads) */
 };
 
 /* a * b into *out; 0 on overflow. */

@@ -169,8 +169,8 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
     int fd;
     struct stat st;
     snprintf(subject, sizeof subject, "%s:%zu: image '%s'", m->file, line, image);
-    vit_status s = beneath_open(m->d->root, rel, BENEATH_WANT_FILE, subject, &fd, &st, &canon,
-                                err);
+    vit_status s = beneath_open(m->d->root, rel, BENEATH_WANT_FILE, &m->d->walks, subject, &fd,
+                                &st, &canon, err);
     free(rel);
     if (s != VIT_OK)
         return s;

@@ -11,11 +11,14 @@
  * and symlinks, a FIFO and a swapped directory are added per test.  Each
  * test checks the result code, the symlink-free path (canon) of what was
  * opened and the bytes read from the descriptor, so a walk that opens the
- * wrong file fails too.  The data set tests (test_dataset.c) cover the
+ * wrong file fails too.  The work a walk does is counted (beneath_budget):
+ * the tests assert exact step counts and that chains of symlinks end at the
+ * per-walk and shared bounds.  The data set tests (test_dataset.c) cover the
  * same walk through ds_open / ds_load_image.
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <signal.h>
@@ -91,6 +94,8 @@ static const char *result_name(beneath_result r)
     case BENEATH_MISSING: return "missing";
     case BENEATH_NOT_TYPE: return "not-type";
     case BENEATH_LOOP: return "loop";
+    case BENEATH_TOO_LONG: return "too-long";
+    case BENEATH_BUDGET: return "budget";
     case BENEATH_ERRNO: return "errno";
     case BENEATH_NOMEM: return "nomem";
     }
@@ -109,7 +114,7 @@ static void expect_walk(const beneath_root *r, const char *path, beneath_want wa
     int fd = 123, eno = -1;
     struct stat st;
     char *canon = (char *)"garbage";
-    beneath_result res = beneath_walk(r, path, want, &fd, &st, &canon, &eno);
+    beneath_result res = beneath_walk(r, path, want, NULL, &fd, &st, &canon, &eno);
     CHECKF(res == want_res, "walk '%s': got %s (errno %d), want %s", path, result_name(res), eno,
            result_name(want_res));
     if (res != BENEATH_OK) {
@@ -137,7 +142,7 @@ static vit_status walk_message(const beneath_root *r, const char *path, beneath_
 {
     int fd, eno;
     struct stat st;
-    beneath_result res = beneath_walk(r, path, want, &fd, &st, NULL, &eno);
+    beneath_result res = beneath_walk(r, path, want, NULL, &fd, &st, NULL, &eno);
     CHECKF(res != BENEATH_OK, "walk '%s' succeeded", path);
     if (res == BENEATH_OK) {
         close(fd);
@@ -236,13 +241,14 @@ static void test_relative(const beneath_root *r)
     struct stat st;
     char *canon = NULL;
     vit_error err = {0};
-    s = beneath_open(r, "sub/deep/c.txt", BENEATH_WANT_FILE, "c", &fd, &st, &canon, &err);
+    s = beneath_open(r, "sub/deep/c.txt", BENEATH_WANT_FILE, NULL, "c", &fd, &st, &canon, &err);
     CHECKF(s == VIT_OK && fd >= 0 && canon && strcmp(canon, "sub/deep/c.txt") == 0, "%s",
            err.message);
     if (fd >= 0)
         close(fd);
     free(canon);
-    s = beneath_open(r, "sub/nothing", BENEATH_WANT_FILE, "the thing", &fd, &st, NULL, &err);
+    s = beneath_open(r, "sub/nothing", BENEATH_WANT_FILE, NULL, "the thing", &fd, &st, NULL,
+                     &err);
     CHECKF(s == VIT_ERR_NOT_FOUND && fd == -1 && strstr(err.message, "the thing not found"),
            "%s", err.message);
 }
@@ -472,6 +478,12 @@ static void test_error_table(const beneath_root *r)
         {BENEATH_NOT_TYPE, 0, BENEATH_WANT_DIR, VIT_ERR_INVALID, "x is not a directory"},
         {BENEATH_LOOP, 0, BENEATH_WANT_FILE, VIT_ERR_INVALID,
          "x: too many levels of symbolic links"},
+        {BENEATH_TOO_LONG, 0, BENEATH_WANT_FILE, VIT_ERR_TOO_LARGE,
+         "x: the path takes too many steps to resolve (over 1024 components or 16384 bytes, "
+         "symbolic links included)"},
+        {BENEATH_BUDGET, 0, BENEATH_WANT_FILE, VIT_ERR_TOO_LARGE,
+         "x: the paths beneath the test root take too many steps to resolve in all (symbolic "
+         "link chains?)"},
         {BENEATH_NOMEM, 0, BENEATH_WANT_FILE, VIT_ERR_NOMEM, "out of memory opening x"},
         {BENEATH_ERRNO, EACCES, BENEATH_WANT_FILE, VIT_ERR_IO,
          "cannot open x: Permission denied"},
@@ -483,6 +495,238 @@ static void test_error_table(const beneath_root *r)
                "%s: %s '%s', want %s '%s'", result_name(cases[i].res), vit_status_name(s),
                err.message, vit_status_name(cases[i].code), cases[i].message);
     }
+}
+
+/* ------------------------------------------------------------ walk work */
+
+/* Makes <tmp>/<dir>/l0 .. l<n-1>: a chain of symlinks, link i pointing to
+ * `pad` repeated reps times then l<i+1> (the last one to `end`).  <dir>/d
+ * exists, so "d/../" pads resolve. */
+static void make_chain(const char *dir, int n, const char *pad, int reps, const char *end)
+{
+    char rel[256], target[PATH_MAX];
+    snprintf(rel, sizeof rel, "%s/d", dir);
+    mkdir_rel(dir);
+    mkdir_rel(rel);
+    for (int i = 0; i < n; i++) {
+        size_t o = 0, lp = strlen(pad);
+        for (int k = 0; k < reps && o + lp < sizeof target - 64; k++, o += lp)
+            memcpy(target + o, pad, lp);
+        if (i + 1 < n)
+            snprintf(target + o, sizeof target - o, "l%d", i + 1);
+        else
+            snprintf(target + o, sizeof target - o, "%s", end);
+        snprintf(rel, sizeof rel, "%s/l%d", dir, i);
+        symlink_rel(target, rel);
+    }
+}
+
+/* Walks path with budget b; returns the result, closing what was opened. */
+static beneath_result walk_budget(const beneath_root *r, const char *path, beneath_budget *b)
+{
+    int fd, eno;
+    struct stat st;
+    beneath_result res = beneath_walk(r, path, BENEATH_WANT_FILE, b, &fd, &st, NULL, &eno);
+    if (fd >= 0)
+        close(fd);
+    return res;
+}
+
+/* The counts a walk reports are exact: one step per component (".", ".."
+ * and names, link targets' included), one link per symlink followed, the
+ * bytes parsed below the root. */
+static void test_walk_counts(const beneath_root *r)
+{
+    char real[PATH_MAX], given[1024], p[PATH_MAX + 64];
+    tpath(given, sizeof given, "root");
+    CHECK(realpath(given, real) != NULL);
+    snprintf(p, sizeof p, "%s/sub/./b.txt", real); /* the root's prefix is not parsed */
+    struct {
+        const char *path;
+        beneath_result res;
+        uint64_t steps, links, bytes;
+    } cases[] = {
+        {"sub/deep/c.txt", BENEATH_OK, 3, 0, 14},
+        {"./sub//deep/../deep/./c.txt", BENEATH_OK, 7, 0, 27},
+        {p, BENEATH_OK, 3, 0, 11},
+        /* sub/chain -> in_rel -> ../a.txt: sub, chain, in_rel, .., a.txt */
+        {"sub/chain", BENEATH_OK, 5, 2, 9 + 6 + 8},
+        {"sub/nothing/x", BENEATH_MISSING, 2, 0, 13},
+        {"../out/secret.txt", BENEATH_OUTSIDE, 1, 0, 17},
+        {"", BENEATH_OK, 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        beneath_budget b = {.credit = 1000};
+        int fd, eno;
+        struct stat st;
+        beneath_result res =
+            beneath_walk(r, cases[i].path, BENEATH_WANT_ANY, &b, &fd, &st, NULL, &eno);
+        if (fd >= 0)
+            close(fd);
+        CHECKF(res == cases[i].res && b.used.walks == 1 && b.used.steps == cases[i].steps &&
+                   b.used.links == cases[i].links && b.used.bytes == cases[i].bytes &&
+                   b.credit == 1000 - cases[i].steps,
+               "'%s': %s, %llu walks %llu steps %llu links %llu bytes, credit %llu; want %s "
+               "%llu/%llu/%llu",
+               cases[i].path, result_name(res), (unsigned long long)b.used.walks,
+               (unsigned long long)b.used.steps, (unsigned long long)b.used.links,
+               (unsigned long long)b.used.bytes, (unsigned long long)b.credit,
+               result_name(cases[i].res), (unsigned long long)cases[i].steps,
+               (unsigned long long)cases[i].links, (unsigned long long)cases[i].bytes);
+    }
+}
+
+/* One walk is bounded: 40 chained links of 4 KB "d/../" each (64,000
+ * components, ~80 ms of system calls before the bound) end after
+ * BENEATH_MAX_STEPS steps; so do too many bytes of link targets, a path
+ * over BENEATH_MAX_BYTES, and a symlink-free result of PATH_MAX or more. */
+static void test_walk_bounds(const beneath_root *r)
+{
+    /* the reviewer's chain: (4000 - 3) / 5 pads + "l<i+1>", 40 links */
+    make_chain("root/bomb", 40, "d/../", 799, "../a.txt");
+    beneath_budget b = {.credit = UINT64_MAX / 2};
+    beneath_result res = walk_budget(r, "bomb/l0", &b);
+    CHECKF(res == BENEATH_TOO_LONG && b.used.steps == BENEATH_MAX_STEPS && b.used.links <= 1,
+           "chain of 4 KB links: %s after %llu steps, %llu links", result_name(res),
+           (unsigned long long)b.used.steps, (unsigned long long)b.used.links);
+    char msg[600];
+    vit_status s = walk_message(r, "bomb/l0", BENEATH_WANT_FILE, msg, sizeof msg);
+    CHECKF(s == VIT_ERR_TOO_LARGE && strstr(msg, "item: the path takes too many steps"), "%s",
+           msg);
+
+    /* a chain that fits: fits, l0, then 39 * (24 + 1) + (24 + 2): 1,003 steps */
+    make_chain("root/fits", 40, "d/../", 12, "../a.txt");
+    b = (beneath_budget){.credit = UINT64_MAX / 2};
+    res = walk_budget(r, "fits/l0", &b);
+    CHECKF(res == BENEATH_OK && b.used.steps == 1003 && b.used.links == 40,
+           "chain that fits: %s, %llu steps %llu links", result_name(res),
+           (unsigned long long)b.used.steps, (unsigned long long)b.used.links);
+    expect_walk(r, "fits/l0", BENEATH_WANT_FILE, BENEATH_OK, "a.txt", "alpha");
+
+    /* bytes: 5 links of 15 * (250-byte name + "/../") + next = 3,812 bytes each,
+     * 31 steps each: the 5th splice passes 16,384 bytes long before 1,024 steps */
+    char name[251], pad[260];
+    memset(name, 'n', 250);
+    name[250] = '\0';
+    snprintf(pad, sizeof pad, "%s/../", name);
+    char rel[600];
+    snprintf(rel, sizeof rel, "root/wide/%s", name);
+    mkdir_rel("root/wide");
+    mkdir_rel(rel);
+    make_chain("root/wide", 5, pad, 15, "../a.txt");
+    b = (beneath_budget){.credit = UINT64_MAX / 2};
+    res = walk_budget(r, "wide/l0", &b);
+    CHECKF(res == BENEATH_TOO_LONG && b.used.bytes > BENEATH_MAX_BYTES && b.used.steps < 200 &&
+               b.used.links == 5,
+           "wide links: %s, %llu bytes %llu steps %llu links", result_name(res),
+           (unsigned long long)b.used.bytes, (unsigned long long)b.used.steps,
+           (unsigned long long)b.used.links);
+    /* four of them fit: l1 -> ... -> l4, then ../a.txt */
+    expect_walk(r, "wide/l1", BENEATH_WANT_FILE, BENEATH_OK, "a.txt", "alpha");
+
+    /* a path given over BENEATH_MAX_BYTES is refused before any step */
+    size_t big = BENEATH_MAX_BYTES + 1;
+    char *longp = malloc(big + 1);
+    CHECK(longp != NULL);
+    if (longp) {
+        for (size_t i = 0; i < big; i++)
+            longp[i] = i % 2 ? '/' : 'x';
+        longp[big - 1] = 'x';
+        longp[big] = '\0';
+        b = (beneath_budget){.credit = UINT64_MAX / 2};
+        res = walk_budget(r, longp, &b);
+        CHECKF(res == BENEATH_TOO_LONG && b.used.steps == 0, "long path: %s after %llu steps",
+               result_name(res), (unsigned long long)b.used.steps);
+        free(longp);
+    }
+}
+
+/* A symlink-free result of PATH_MAX bytes or more is refused: 17 nested
+ * directories of 250-byte names hold "f.txt" 4,272 bytes below the root
+ * (made and removed by descriptor: the kernel refuses such paths whole). */
+static void test_walk_long_result(const beneath_root *r)
+{
+    char name[251], top[1024];
+    memset(name, 'q', 250);
+    name[250] = '\0';
+    tpath(top, sizeof top, "root");
+    int fds[18], depth = 0;
+    fds[0] = open(top, O_RDONLY | O_DIRECTORY);
+    CHECK(fds[0] >= 0);
+    for (; depth < 17 && fds[depth] >= 0; depth++) {
+        CHECK(mkdirat(fds[depth], depth ? name : "tall", 0755) == 0);
+        fds[depth + 1] = openat(fds[depth], depth ? name : "tall", O_RDONLY | O_DIRECTORY);
+    }
+    /* tall/ + 16 names: "tall/" 5 + 16 * 251 + "f.txt" = 4,026 bytes: fits */
+    int f = openat(fds[depth], "f.txt", O_WRONLY | O_CREAT, 0644);
+    CHECK(f >= 0 && write(f, "foxtrot", 7) == 7);
+    close(f);
+    char *path = malloc(8192);
+    CHECK(path != NULL);
+    if (path) {
+        size_t o = (size_t)snprintf(path, 8192, "tall/");
+        for (int i = 1; i < depth; i++)
+            o += (size_t)snprintf(path + o, 8192 - o, "%s/", name);
+        snprintf(path + o, 8192 - o, "f.txt");
+        expect_walk(r, path, BENEATH_WANT_FILE, BENEATH_OK, path, "foxtrot");
+        /* one level more: 4,277 bytes */
+        CHECK(mkdirat(fds[depth], name, 0755) == 0);
+        int deeper = openat(fds[depth], name, O_RDONLY | O_DIRECTORY);
+        f = openat(deeper, "f.txt", O_WRONLY | O_CREAT, 0644);
+        CHECK(deeper >= 0 && f >= 0);
+        close(f);
+        snprintf(path + o, 8192 - o, "%s/f.txt", name);
+        expect_walk(r, path, BENEATH_WANT_FILE, BENEATH_TOO_LONG, NULL, NULL);
+        CHECK(unlinkat(deeper, "f.txt", 0) == 0 && unlinkat(fds[depth], name, AT_REMOVEDIR) == 0);
+        close(deeper);
+        free(path);
+    }
+    CHECK(unlinkat(fds[depth], "f.txt", 0) == 0);
+    for (; depth > 0; depth--) {
+        close(fds[depth]);
+        CHECK(unlinkat(fds[depth - 1], depth > 1 ? name : "tall", AT_REMOVEDIR) == 0);
+    }
+    close(fds[0]);
+}
+
+/* Walks sharing a budget take at most credit + walks * per_walk steps in
+ * all: the chain of 1,003 steps that one walk may take cannot be repeated
+ * for free (a manifest naming it on every line). */
+static void test_walk_budget(const beneath_root *r)
+{
+    /* exact accounting: credit 0, 4 a walk; "sub/deep/c.txt" is 3 steps,
+     * "sub/chain" 5 */
+    beneath_budget b = {.credit = 0, .per_walk = 4};
+    const char *paths[] = {"sub/deep/c.txt", "sub/chain", "sub/chain", "sub/chain"};
+    /* 0+4-3 = 1; 1+4-5 = 0; 0+4: refused at the 5th step (4 taken); again */
+    beneath_result want[] = {BENEATH_OK, BENEATH_OK, BENEATH_BUDGET, BENEATH_BUDGET};
+    uint64_t credit_after[] = {1, 0, 0, 0}, steps_after[] = {3, 8, 12, 16};
+    for (int i = 0; i < 4; i++) {
+        beneath_result res = walk_budget(r, paths[i], &b);
+        CHECKF(res == want[i] && b.credit == credit_after[i] && b.used.steps == steps_after[i] &&
+                   b.used.walks == (uint64_t)i + 1,
+               "walk %d '%s': %s, credit %llu, %llu steps", i, paths[i], result_name(res),
+               (unsigned long long)b.credit, (unsigned long long)b.used.steps);
+    }
+    /* a short walk still goes through on its own share */
+    CHECK(walk_budget(r, "a.txt", &b) == BENEATH_OK && b.credit == 3);
+
+    /* 300 walks of the 1,003-step chain with a data set's budget: bounded by
+     * credit + 32 per walk (4 x 1,003 + 244 + 295 x 32 = 4,096 + 300 x 32,
+     * exactly), and refused once that is spent */
+    b = (beneath_budget){.credit = 4096, .per_walk = 32};
+    int ok = 0, refused = 0;
+    for (int i = 0; i < 300; i++) {
+        beneath_result res = walk_budget(r, "fits/l0", &b);
+        ok += res == BENEATH_OK;
+        refused += res == BENEATH_BUDGET;
+    }
+    CHECKF(b.used.walks == 300 && b.used.steps == 4096 + 32 * 300 && ok == 4 && refused == 296,
+           "300 chain walks: %llu steps (bound %d), %d ok, %d refused",
+           (unsigned long long)b.used.steps, 4096 + 32 * 300, ok, refused);
+    /* credit saturates instead of wrapping */
+    b.credit = UINT64_MAX - 1;
+    CHECK(walk_budget(r, "fits/l0", &b) == BENEATH_OK && b.credit == UINT64_MAX - 1003);
 }
 
 /* Reads stop at the cap, also when the size given (fstat's) is too small. */
@@ -505,8 +749,8 @@ static void test_read_capped(const beneath_root *r)
         int fd = -1;
         struct stat st;
         vit_error err = {0};
-        vit_status s = beneath_open(r, "hundred.txt", BENEATH_WANT_FILE, "hundred", &fd, &st, NULL,
-                                    &err);
+        vit_status s = beneath_open(r, "hundred.txt", BENEATH_WANT_FILE, NULL, "hundred", &fd, &st,
+                                    NULL, &err);
         CHECKF(s == VIT_OK, "%s", err.message);
         if (s != VIT_OK)
             continue;
@@ -560,6 +804,10 @@ int main(void)
         test_relative_of(r);
         test_error_table(r);
         test_read_capped(r);
+        test_walk_counts(r);
+        test_walk_bounds(r);
+        test_walk_long_result(r);
+        test_walk_budget(r);
         beneath_root_close(r);
     }
     test_slash_root();

@@ -16,6 +16,7 @@
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <errno.h>
 #include <ftw.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "beneath.h"
 #include "check.h"
 #include "dataset.h"
 #include "run_cli.h"
@@ -1471,6 +1473,114 @@ static void test_loader_bad_items(void)
 
 /* `vitfit eval` (and train, which opens data sets the same way) keeps a
  * manifest's images under its directory unless --allow-outside-root. */
+/* ------------------------------------------------------------ path-walk work */
+
+/* Makes <tmp>/<dir>/l0 .. l39: a chain of symlinks, link i pointing to reps
+ * times "d/../" then l<i+1>, the last one to `end` (<dir>/d exists). */
+static void make_chain(const char *dir, int reps, const char *end)
+{
+    char rel[256], target[PATH_MAX], p[1024];
+    mkdir_rel(dir);
+    snprintf(rel, sizeof rel, "%s/d", dir);
+    mkdir_rel(rel);
+    for (int i = 0; i < 40; i++) {
+        size_t o = 0;
+        for (int k = 0; k < reps; k++, o += 5)
+            memcpy(target + o, "d/../", 5);
+        if (i < 39)
+            snprintf(target + o, sizeof target - o, "l%d", i + 1);
+        else
+            snprintf(target + o, sizeof target - o, "%s", end);
+        snprintf(rel, sizeof rel, "%s/l%d", dir, i);
+        tpath(p, sizeof p, rel);
+        CHECKF(symlink(target, p) == 0, "symlink %s: %s", p, strerror(errno));
+    }
+}
+
+/* Path walks are bounded per walk and per data set (beneath.h; issue 13):
+ * 40 chained links of 4 KB "d/../" each cost 64,000 steps (~80 ms) per
+ * manifest line that named them, and a manifest could name them on every
+ * line.  Now such a line is refused after BENEATH_MAX_STEPS, and a chain
+ * that fits (1,003 steps) can be named only until the set's budget,
+ * 65,536 + 32 steps per walk (DS_WALK_START, DS_WALK_PER_ITEM), is spent:
+ * the counts are exact, so a guard dropped or a walk not charged fails. */
+static void test_walk_work(void)
+{
+    const uint64_t start = 65536, per_walk = 32;
+    mkdir_rel("walk");
+    copy_image("rocket.bmp", "walk/in.bmp");
+    make_chain("walk/bomb", 799, "../in.bmp"); /* the reviewer's: ~4 KB a link */
+    make_chain("walk/fits", 12, "../in.bmp");  /* 2 + 39 * 25 + 26 = 1,003 steps */
+    size_t lines = 300;
+    char *text = malloc(32 + 16 * lines), root[1024];
+    CHECK(text != NULL);
+    if (!text)
+        return;
+    tpath(root, sizeof root, "walk");
+
+    /* the reviewer's manifest: refused at its first line, after 1,024 steps */
+    size_t o = (size_t)sprintf(text, "image,label\n");
+    for (size_t i = 0; i < lines; i++)
+        o += (size_t)sprintf(text + o, "bomb/l0,Bag\n");
+    write_text("walk/bomb.csv", text);
+    beneath_stats st = {0};
+    ds_options opt = {.walk_stats = &st};
+    expect_open_fail("walk/bomb.csv", &opt, VIT_ERR_TOO_LARGE, "bomb.csv:2: image 'bomb/l0'",
+                     "the path takes too many steps to resolve");
+    CHECKF(st.walks == 1 && st.steps == BENEATH_MAX_STEPS, "bomb: %llu walks, %llu steps",
+           (unsigned long long)st.walks, (unsigned long long)st.steps);
+
+    /* a chain within the per-walk bound, on every line: a line is 1,004
+     * steps ("./fits/l0": paths start at the manifest's directory, "."), so
+     * walk k has had 65,536 + 32 k credit and 1,004 (k - 1) spent; walk 68
+     * (line 69) runs out after 444 steps (its 18th link), the credit spent
+     * to the last step */
+    o = (size_t)sprintf(text, "image,label\n");
+    for (size_t i = 0; i < lines; i++)
+        o += (size_t)sprintf(text + o, "fits/l0,Bag\n");
+    write_text("walk/fits.csv", text);
+    st = (beneath_stats){0};
+    expect_open_fail("walk/fits.csv", &opt, VIT_ERR_TOO_LARGE, "fits.csv:69: image 'fits/l0'",
+                     "the paths beneath the data set root take too many steps to resolve in all");
+    CHECKF(st.walks == 68 && st.steps == start + per_walk * 68 && st.links == 67 * 40 + 18,
+           "fits: %llu walks, %llu steps, %llu links", (unsigned long long)st.walks,
+           (unsigned long long)st.steps, (unsigned long long)st.links);
+
+    /* an ImageFolder of links to the chain: the listing's walks share the budget */
+    mkdir_rel("walk/folder");
+    mkdir_rel("walk/folder/c");
+    char rel[64], p[1024];
+    for (size_t i = 0; i < lines; i++) {
+        snprintf(rel, sizeof rel, "walk/folder/c/x%03zu.bmp", i);
+        tpath(p, sizeof p, rel);
+        CHECK(symlink("../../fits/l1", p) == 0); /* 1 + 39 links: not a loop */
+    }
+    st = (beneath_stats){0};
+    opt.root = root;
+    expect_open_fail("walk/folder", &opt, VIT_ERR_TOO_LARGE, "folder/c/x",
+                     "take too many steps to resolve in all");
+    CHECKF(st.walks > 60 && st.walks < 80 && st.steps == start + per_walk * st.walks,
+           "folder: %llu walks, %llu steps", (unsigned long long)st.walks,
+           (unsigned long long)st.steps);
+
+    /* a legitimate set: the counts are what its paths take (with a root
+     * given, the manifest's own path is walked too: "ok.csv", 1 step) */
+    write_text("walk/ok.csv", "in.bmp,a\nfits/../in.bmp,b\nfits/l39,c\n");
+    st = (beneath_stats){0};
+    ds_dataset *d = open_ok("walk/ok.csv", &opt);
+    /* ./in.bmp: 2; ./fits/../in.bmp: 4; ./fits/l39 -> 12 pads, .., in.bmp: 3 + 24 + 2 */
+    CHECKF(d && ds_size(d) == 3 && st.walks == 4 && st.steps == 1 + 2 + 4 + 29 && st.links == 1,
+           "ok: %llu walks, %llu steps, %llu links", (unsigned long long)st.walks,
+           (unsigned long long)st.steps, (unsigned long long)st.links);
+    img_image img;
+    vit_error err;
+    CHECK(d && ds_load_image(d, 2, &img, &err) == VIT_OK);
+    if (d)
+        img_free(&img);
+    ds_close(d);
+    free(text);
+}
+
 static void test_cli_outside_root(void)
 {
     mkdir_rel("cli");
@@ -1523,6 +1633,7 @@ int main(void)
     test_augment_distribution();
     test_loader_bad_items();
     test_cli_outside_root();
+    test_walk_work();
     rm_tree(tmp_root);
     return check_result();
 }
