@@ -39,16 +39,18 @@
  *     lets the rest of that walk run outside (openat2's RESOLVE_BENEATH
  *     closes this in the kernel); it takes write access inside and outside
  *     the root;
- *   - hard links: a file outside the root hard-linked into it is the same
- *     inode as any file inside, and no walk of names can tell them apart, so
- *     it is read.  Making one takes write access to a directory inside the
- *     root, access to the file outside (with fs.protected_hardlinks=1, the
- *     default, owning it or read-write access) and both ends on one mount.
- *     A deployer that lets untrusted users write into a root should give the
- *     roots a file system (volume) of their own that holds nothing else
- *     worth reading, or at least make sure those users cannot reach files
- *     outside through the mount they write to.  st_nlink > 1 is not
- *     refused: `cp -al` trees and deduplicated data sets are hard links.
+ *   - hard links cannot be detected: a file outside the root hard-linked
+ *     into it is the same inode as any file inside, and no walk of names
+ *     (nor openat2) can tell them apart, so it is read.  Making one takes
+ *     write access to a directory inside the root, both ends on one file
+ *     system and, with fs.protected_hardlinks=1 (the default), owning the
+ *     file outside or having read-write access to it.  So an operator
+ *     whose roots untrusted users can write into (the server's data_dir,
+ *     uploads, job directories) must put data_dir on a file system (volume,
+ *     mount) of its own that holds nothing else worth reading; otherwise no
+ *     untrusted user (nor anything acting for one) may write beneath a root.
+ *     st_nlink > 1 is not refused: `cp -al` trees and deduplicated data sets
+ *     are hard links.
  * Why not openat2(RESOLVE_BENEATH): it refuses absolute symlinks under the
  * root that this contract accepts, opens devices (O_NONBLOCK or not) before
  * their type can be seen, and does not say which path it resolved; and the
