@@ -6,11 +6,13 @@
  * dataset_loader.c.
  *
  * Design
- *   - ds_open reads the whole item list up front: every item is a name (an
- *     image path, or "<idx file>#<i>") and a class index.  Names live in one
- *     string pool (offsets, so the pool may grow while it is built); class
- *     names are separate strings.  IDX pixels are decoded into memory once;
- *     image files are decoded on demand by ds_load_image.  A dataset is
+ *   - ds_open reads the whole item list up front.  An image file item is a
+ *     name (its symlink-free path below the root) and a class index; names
+ *     live in one string pool (offsets, so the pool may grow while it is
+ *     built), bounded in all by DS_NAMES_START.  An IDX item is a label byte
+ *     and its pixels, decoded into memory once; its name "<idx file>#<i>" is
+ *     made when asked.  Class names are separate strings.  Image files are
+ *     decoded on demand by ds_load_image.  A dataset is
  *     immutable after ds_open, so loader threads read it without locks.
  *   - Paths from manifests and folders are untrusted: URLs are refused (for
  *     now), and every file is opened beneath the data set root with
@@ -25,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -36,7 +39,12 @@
 #define DS_DEFAULT_MAX_IMAGE_BYTES ((size_t)64 << 20)
 #define DS_DEFAULT_MAX_PIXELS ((size_t)50000000)
 #define DS_DEFAULT_MAX_ITEMS ((size_t)10000000)
-#define DS_DEFAULT_MAX_IDX_BYTES ((size_t)1 << 30) /* decoded IDX payload */
+/* Decoded IDX payload per file.  Real IDX sets are tens of MB (Fashion-MNIST
+ * and MNIST train images: 47 MB; EMNIST letters: 98 MB), while gzip inflates
+ * zeros ~1000-fold, so the old 1 GiB let a 1 MB .gz take 1.1 GB of memory.
+ * 128 MiB holds those sets with room to spare and keeps the worst 128 KB .gz
+ * at 128 MiB; bigger sets (EMNIST byclass, 547 MB) set max_idx_bytes. */
+#define DS_DEFAULT_MAX_IDX_BYTES ((size_t)128 << 20)
 
 /* Names the data set root in beneath_* messages ("... is outside the data set root"). */
 #define DS_ROOT_LABEL "data set root"
@@ -101,11 +109,27 @@ char *ds_join_rel(const char *a, const char *b)
 
 /* ================================================================ builder */
 
+int ds_names_fit(size_t items, size_t bytes)
+{
+    size_t allowed;
+    if (!ds_mul_ok(items, DS_NAME_PER_ITEM, &allowed) || allowed > SIZE_MAX - DS_NAMES_START)
+        return 1; /* more than memory can hold anyway */
+    return bytes <= DS_NAMES_START + allowed;
+}
+
 vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *err)
 {
     if (d->n >= d->max_items)
         return vit_error_set(err, VIT_ERR_TOO_LARGE, "data set has more than %zu items",
                              d->max_items);
+    size_t len = strlen(name) + 1;
+    if (len > SIZE_MAX - d->pool_len)
+        return vit_error_set(err, VIT_ERR_NOMEM, "name pool overflows");
+    if (!ds_names_fit(d->n + 1, d->pool_len + len))
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "the paths of %zu items take over %zu bytes (%d bytes a path on "
+                             "average, symbolic links to deep directories?)",
+                             d->n + 1, d->pool_len, DS_NAME_PER_ITEM);
     if (d->n == d->cap) {
         size_t ncap = d->cap ? d->cap * 2 : 256, b1, b2;
         if (!ds_mul_ok(ncap, sizeof *d->name_off, &b1) || !ds_mul_ok(ncap, sizeof *d->labels, &b2))
@@ -120,9 +144,6 @@ vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *er
         d->labels = nl;
         d->cap = ncap;
     }
-    size_t len = strlen(name) + 1;
-    if (len > SIZE_MAX - d->pool_len)
-        return vit_error_set(err, VIT_ERR_NOMEM, "name pool overflows");
     if (d->pool_len + len > d->pool_cap) {
         size_t ncap = d->pool_cap ? d->pool_cap : 4096;
         while (ncap < d->pool_len + len) {
@@ -293,11 +314,16 @@ static int cmp_entry(const void *a, const void *b)
  * regular files with an image extension (!want_dirs), sorted bytewise by
  * name.  Symlinks are followed beneath the root; one leading out of it is an
  * error (never looked at, so the same error whatever it points to).  *other
- * counts the remaining non-hidden entries.  `cap` bounds the entries kept. */
-static vit_status list_dir(const beneath_root *root, beneath_budget *budget, const char *dir_rel,
-                           const char *shown, int want_dirs, size_t cap, entry_list *out,
-                           size_t *other, vit_error *err)
+ * counts the remaining non-hidden entries.  `cap` bounds the entries kept,
+ * and their symlink-free paths are bounded in bytes as d's item names will
+ * be (ds_names_fit, counting d's items so far): a directory of a million
+ * links to one deep directory must not hold a million 4 KB paths. */
+static vit_status list_dir(ds_dataset *d, const char *dir_rel, const char *shown, int want_dirs,
+                           size_t cap, entry_list *out, size_t *other, vit_error *err)
 {
+    const beneath_root *root = d->root;
+    beneath_budget *budget = &d->walks;
+    size_t held = 0; /* bytes of the canon paths in out */
     *other = 0;
     int fd, eno;
     struct stat st;
@@ -348,6 +374,15 @@ static vit_status list_dir(const beneath_root *root, beneath_budget *budget, con
             s = vit_error_set(err, VIT_ERR_TOO_LARGE, "%s has more than %zu entries", shown, cap);
             break;
         }
+        held += strlen(canon) + 1;
+        if (!ds_names_fit(d->n + out->n + 1, d->pool_len + held)) {
+            free(canon);
+            s = vit_error_set(err, VIT_ERR_TOO_LARGE,
+                              "the paths of the %zu entries of %s take over %zu bytes (%d bytes "
+                              "a path on average, symbolic links to deep directories?)",
+                              out->n + 1, shown, held, DS_NAME_PER_ITEM);
+            break;
+        }
         if (!entry_list_add(out, e->d_name, canon)) {
             s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory listing %s", shown);
             break;
@@ -366,10 +401,11 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
 {
     entry_list cls = {0}, files = {0};
     ds_class_entry *index = NULL;
-    char *cdir = NULL, *name = NULL;
+    char *cdir = NULL;
     size_t other = 0;
-    vit_status s =
-        list_dir(d->root, &d->walks, folder_rel, path, 1, DS_MAX_CLASSES, &cls, &other, err);
+    /* every class directory must hold an image: no more classes than items */
+    size_t max_classes = d->max_items < DS_MAX_CLASSES ? d->max_items : DS_MAX_CLASSES;
+    vit_status s = list_dir(d, folder_rel, path, 1, max_classes, &cls, &other, err);
     if (s != VIT_OK)
         goto done;
     if (cls.n == 0) {
@@ -416,8 +452,7 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
             goto done;
         }
         entry_list_free(&files);
-        s = list_dir(d->root, &d->walks, cls.v[c].canon, cdir, 0, d->max_items, &files, &other,
-                     err);
+        s = list_dir(d, cls.v[c].canon, cdir, 0, d->max_items, &files, &other, err);
         if (s != VIT_OK)
             goto done;
         if (files.n == 0) {
@@ -427,18 +462,12 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
             goto done;
         }
         for (size_t i = 0; i < files.n; i++) {
-            free(name);
-            if (!(name = beneath_path(d->root, files.v[i].canon))) {
-                s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            s = ds_add_item(d, name, label, err);
+            s = ds_add_item(d, files.v[i].canon, label, err);
             if (s != VIT_OK)
                 goto done;
         }
     }
 done:
-    free(name);
     free(cdir);
     free(index);
     entry_list_free(&cls);
@@ -527,10 +556,6 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
     vit_status s = open_root(d, path, opt, &fd, &st, &rel, err);
     if (s != VIT_OK)
         goto done;
-    /* item names are beneath_path(root, rel): rel starts after the root's
-     * path and one '/' (no '/' is added to the root "/") */
-    const char *top = beneath_root_path(d->root);
-    d->rel_off = strcmp(top, "/") == 0 ? 1 : strlen(top) + 1;
     if (!S_ISDIR(st.st_mode) && !(dir_rel = dir_of(rel))) {
         s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
         goto done;
@@ -582,6 +607,8 @@ void ds_close(ds_dataset *d)
     free(d->pool);
     free(d->name_off);
     free(d->labels);
+    free(d->idx_path);
+    free(d->idx_labels);
     free(d->grey);
     beneath_root_close(d->root);
     free(d);
@@ -602,29 +629,48 @@ int ds_label(const ds_dataset *d, size_t i)
 {
     if (!d || i >= d->n)
         return -1;
-    return d->labels[i];
+    return d->kind == DS_KIND_IDX ? d->idx_labels[i] : d->labels[i];
 }
 
-const char *ds_item_name(const ds_dataset *d, size_t i)
+const char *ds_item_name(const ds_dataset *d, size_t i, char *buf, size_t cap)
 {
-    if (!d || i >= d->n)
+    if (!d || i >= d->n || !buf || cap == 0)
         return NULL;
-    return d->pool + d->name_off[i];
+    if (d->kind == DS_KIND_IDX) {
+        snprintf(buf, cap, "%s#%zu", d->idx_path, i);
+    } else {
+        const char *top = beneath_root_path(d->root);
+        snprintf(buf, cap, "%s%s%s", top, strcmp(top, "/") == 0 ? "" : "/",
+                 d->pool + d->name_off[i]);
+    }
+    return buf;
 }
 
-/* Opens image file `name` beneath d's root again (the walk of ds_open, so a
- * file swapped for a symlink or a FIFO since then is refused, not followed),
- * reads at most max_image_bytes of it and decodes it. */
-static vit_status load_file(const ds_dataset *d, const char *name, img_image *out,
-                            vit_error *err)
+size_t ds_memory(const ds_dataset *d)
+{
+    if (!d)
+        return 0;
+    size_t bytes = d->pool_cap + d->cap * (sizeof *d->name_off + sizeof *d->labels);
+    if (d->kind == DS_KIND_IDX)
+        bytes += strlen(d->idx_path) + 1 + d->n + d->n * (size_t)d->rows * (size_t)d->cols;
+    for (int c = 0; c < d->num_classes; c++)
+        bytes += sizeof *d->classes + strlen(d->classes[c]) + 1;
+    return bytes;
+}
+
+/* Opens item i's image file beneath d's root again (the walk of ds_open, so
+ * a file swapped for a symlink or a FIFO since then is refused, not
+ * followed), reads at most max_image_bytes of it and decodes it. */
+static vit_status load_file(const ds_dataset *d, size_t i, img_image *out, vit_error *err)
 {
     int fd;
     struct stat st;
-    char subject[PATH_MAX + 64];
+    char name[DS_ITEM_NAME_MAX], subject[DS_ITEM_NAME_MAX + 8];
+    ds_item_name(d, i, name, sizeof name);
     snprintf(subject, sizeof subject, "image %s", name);
     /* no shared budget: loader threads call this at once (the per-walk bound holds) */
-    vit_status s = beneath_open(d->root, name + d->rel_off, BENEATH_WANT_FILE, NULL, subject, &fd,
-                                &st, NULL, err);
+    vit_status s = beneath_open(d->root, d->pool + d->name_off[i], BENEATH_WANT_FILE, NULL,
+                                subject, &fd, &st, NULL, err);
     if (s != VIT_OK)
         return s;
     if ((uint64_t)st.st_size > d->max_image_bytes) {
@@ -655,7 +701,7 @@ vit_status ds_load_image(const ds_dataset *d, size_t i, img_image *out, vit_erro
         return vit_error_set(err, VIT_ERR_INVALID, "item %zu is out of range (%zu items)", i,
                              d->n);
     if (d->kind == DS_KIND_FILES)
-        return load_file(d, d->pool + d->name_off[i], out, err);
+        return load_file(d, i, out, err);
     /* IDX: grey plane replicated to RGB (sizes were bounded at open). */
     size_t plane = (size_t)d->rows * (size_t)d->cols;
     uint8_t *px = malloc(plane * 3);

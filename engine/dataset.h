@@ -27,6 +27,7 @@
 #ifndef VIT_DATASET_H
 #define VIT_DATASET_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,7 +51,7 @@ typedef struct ds_options {
     size_t max_image_bytes;    /* per image file; 0: 64 MiB */
     size_t max_pixels;         /* per image; 0: 50M */
     size_t max_items;          /* refuse larger sets; 0: 10M */
-    size_t max_idx_bytes;      /* IDX payload (decompressed) per file; 0: 1 GiB */
+    size_t max_idx_bytes;      /* IDX payload (decompressed) per file; 0: 128 MiB */
     struct beneath_stats *walk_stats; /* not NULL: receives what ds_open's path walks did
                                          (beneath.h), on failure too; for logs and tests */
     const char *const *class_names; /* NULL-terminated names for IDX labels, or NULL */
@@ -88,8 +89,16 @@ size_t ds_size(const ds_dataset *d);
 int ds_num_classes(const ds_dataset *d);
 const char *ds_class_name(const ds_dataset *d, int cls);
 int ds_label(const ds_dataset *d, size_t i);
-/* A name for messages: the image path, or "<idx file>#<index>". */
-const char *ds_item_name(const ds_dataset *d, size_t i);
+/* Writes a name for item i into buf (cap bytes, truncated to fit; made on
+ * demand, nothing is kept per item): the image's absolute symlink-free path,
+ * or "<idx file>#<index>".  Returns buf; NULL when i is out of range (or buf
+ * is NULL or cap 0).  DS_ITEM_NAME_MAX bytes always hold a whole name. */
+#define DS_ITEM_NAME_MAX (2 * PATH_MAX + 32)
+const char *ds_item_name(const ds_dataset *d, size_t i, char *buf, size_t cap);
+
+/* Bytes of memory the data set holds for its items and classes (names,
+ * labels, IDX pixels; not its fixed-size parts): for logs and limits. */
+size_t ds_memory(const ds_dataset *d);
 
 /* Decodes item i into an RGB image (IDX grey is replicated to RGB).  Image
  * files are opened beneath the root again and read up to max_image_bytes. */

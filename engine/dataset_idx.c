@@ -4,8 +4,9 @@
  * labels file next to it (see dataset.h).
  *
  * Design
- *   - Both files are read whole at ds_open; the pixels stay in memory
- *     (ds_dataset.grey), so nothing is opened later.  The labels file is
+ *   - Both files are read whole at ds_open; the pixels and label bytes stay
+ *     in memory (ds_dataset.grey, idx_labels) and are all that is kept per
+ *     item, so nothing is opened later and memory is what the files hold.  The labels file is
  *     opened beneath the data set root (beneath_open): a symlink leading out
  *     is refused like any other.
  *   - Sizes are bounded from the header, before any buffer exists (a small
@@ -280,18 +281,15 @@ vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_
     if (s != VIT_OK)
         goto done;
 
-    /* Names "<images file>#<i>" for messages. */
-    size_t plen = strlen(path);
-    char *name = malloc(plen + 24);
-    if (!name) {
+    /* The label bytes are the items: nothing else is kept per item (names
+     * are made by ds_item_name from idx_path). */
+    if (!(d->idx_path = strdup(path))) {
         s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < nlab && s == VIT_OK; i++) {
-        snprintf(name, plen + 24, "%s#%zu", path, i);
-        s = ds_add_item(d, name, lab[i], err);
-    }
-    free(name);
+    d->idx_labels = lab;
+    lab = NULL;
+    d->n = nlab;
 done:
     free(lab);
     free(lpath);

@@ -27,23 +27,40 @@
 #define DS_WALK_PER_ITEM 32
 #define DS_WALK_START ((uint64_t)64 * BENEATH_MAX_STEPS)
 
+/* The names of a data set's items are bounded in all, like its walks: N
+ * items may hold DS_NAMES_START + DS_NAME_PER_ITEM * N bytes of names (paths
+ * relative to the root), and one name is below PATH_MAX (the walk's bound on
+ * its result).  Why: a name is the symlink-free path an entry leads to, so a
+ * 4-byte manifest line or a directory entry can name a 4 KB path through a
+ * symlink to a deep directory, on every line; N lines then held 1,000 times
+ * their size.  Real data sets average well below 256 bytes per path below
+ * their root; the start-up allowance lets a small one hold long paths. */
+#define DS_NAMES_START ((size_t)1 << 20)
+#define DS_NAME_PER_ITEM 256
+
 typedef enum ds_kind { DS_KIND_FILES, DS_KIND_IDX } ds_kind;
 
 struct ds_dataset {
     ds_kind kind;
     size_t n;              /* items */
-    char *pool;            /* item names, NUL-terminated, back to back */
+    /* DS_KIND_FILES */
+    char *pool;            /* item names (paths relative to the root), NUL-terminated,
+                              back to back */
     size_t pool_len, pool_cap;
     size_t *name_off;      /* (n) offset of item i's name in pool */
     int *labels;           /* (n) class index of item i */
     size_t cap;            /* allocated length of name_off / labels */
+    beneath_root *root;    /* item i is opened as its name beneath it */
+    /* DS_KIND_IDX: nothing per item but its label and pixels; names are made
+     * on demand ("<idx_path>#<i>"), so a header claiming 10M items of one
+     * pixel costs 2 bytes an item, not a 40-byte string */
+    char *idx_path;        /* the images file as named to ds_open */
+    uint8_t *idx_labels;   /* (n) class index of item i */
+    uint8_t *grey;         /* (n, rows, cols) pixels */
+    int rows, cols;        /* IDX image size */
     char **classes;        /* (num_classes) owned names, in class order */
     int num_classes;
-    uint8_t *grey;         /* IDX: (n, rows, cols) pixels; else NULL */
-    int rows, cols;        /* IDX image size */
     size_t max_image_bytes, max_pixels, max_items, max_idx_bytes;
-    beneath_root *root;    /* files: item i is opened as name(i) + rel_off beneath it */
-    size_t rel_off;        /* names are beneath_path(root, path relative to the root) */
     beneath_budget walks;  /* shared by ds_open's walks (not ds_load_image's: threads) */
 };
 
@@ -61,8 +78,13 @@ char *ds_join_rel(const char *a, const char *b);
 
 /* ---- the builder (dataset.c) */
 
-/* Adds an item (name, label) to d, enforcing max_items. */
+/* Adds an item (name: its path relative to the root; label) to d,
+ * enforcing max_items and the bound on name bytes (DS_NAMES_START). */
 vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *err);
+
+/* Would `items` items whose names take `bytes` bytes (NULs included) stay
+ * within the bound on name bytes (DS_NAMES_START)? */
+int ds_names_fit(size_t items, size_t bytes);
 
 /* Sets d's classes to copies of names[0..n). */
 vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, vit_error *err);

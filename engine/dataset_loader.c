@@ -236,7 +236,8 @@ static void *worker_main(void *arg)
         slot->index = idx;
         slot->status = s;
         if (s != VIT_OK) {
-            const char *name = ds_item_name(l->d, idx);
+            char name[DS_ITEM_NAME_MAX];
+            ds_item_name(l->d, idx, name, sizeof name);
             if (!strstr(e.message, name))
                 vit_error_prefix(&e, "%s", name);
             memcpy(slot->message, e.message, sizeof slot->message);
@@ -412,8 +413,11 @@ vit_status ds_loader_next(ds_loader *l, float *images, int *labels, size_t *indi
                 indices[got] = slot->index;
             got++;
         } else if (l->o.on_bad == DS_BAD_SKIP && slot->status != VIT_ERR_NOMEM) {
-            if (l->o.on_bad_fn)
-                l->o.on_bad_fn(l->o.on_bad_ctx, ds_item_name(l->d, slot->index), slot->message);
+            if (l->o.on_bad_fn) {
+                char name[DS_ITEM_NAME_MAX];
+                l->o.on_bad_fn(l->o.on_bad_ctx, ds_item_name(l->d, slot->index, name, sizeof name),
+                               slot->message);
+            }
         } else {
             s = vit_error_set(err, slot->status, "%s", slot->message);
         }

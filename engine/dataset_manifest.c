@@ -7,9 +7,12 @@
  *     read: its image is opened beneath the data set root now (beneath_open,
  *     relative paths from the manifest's directory), so a missing file or an
  *     escape names the manifest line at fault.  URLs are refused (for now).
- *   - Without a fixed class list the labels are kept per item and become the
- *     sorted set of classes at the end; with one, each label is looked up as
- *     it is read.
+ *   - Without a fixed class list each distinct label is kept once (a hash
+ *     set) and items keep its number; the sorted set becomes the classes at
+ *     the end.  With one, each label is looked up as it is read.
+ *   - Memory stays in proportion to the manifest: a line is at most
+ *     DS_MANIFEST_MAX_LINE bytes, an item keeps its path (bounded in all,
+ *     DS_NAMES_START) and a label number, never a copy of its label.
  *   - Both parsers refuse what they cannot read unambiguously: JSON with a
  *     key twice, a CSV field with text after its closing quote, a NUL byte.
  */
@@ -29,9 +32,10 @@
 
 /* ================================================================ helpers */
 
-static int cmp_str(const void *a, const void *b)
+static int cmp_class_name(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b); /* bytewise (unsigned char) */
+    /* bytewise (unsigned char) */
+    return strcmp(((const ds_class_entry *)a)->name, ((const ds_class_entry *)b)->name);
 }
 
 static int is_url(const char *s)
@@ -39,37 +43,76 @@ static int is_url(const char *s)
     return strncasecmp(s, "http://", 7) == 0 || strncasecmp(s, "https://", 8) == 0;
 }
 
-/* A sorted list of entry names (owned strings). */
-typedef struct name_list {
-    char **v;
+/* The distinct labels of a manifest, in order of first use, with a hash
+ * index: an item keeps only the number of its label (in d->labels), so
+ * "a,x" on a million lines holds "x" once, not a million copies. */
+typedef struct label_set {
+    char **names;    /* (n) owned, in order of first use */
     size_t n, cap;
-} name_list;
+    size_t *slots;   /* (nslots) index + 1 into names, 0 when empty; open addressing */
+    size_t nslots;   /* a power of two, over twice n */
+} label_set;
 
-static void name_list_free(name_list *l)
+static void label_set_free(label_set *l)
 {
     for (size_t i = 0; i < l->n; i++)
-        free(l->v[i]);
-    free(l->v);
-    l->v = NULL;
-    l->n = l->cap = 0;
+        free(l->names[i]);
+    free(l->names);
+    free(l->slots);
+    memset(l, 0, sizeof *l);
 }
 
-static int name_list_add(name_list *l, const char *s)
+/* FNV-1a: labels are short and the table is rebuilt on growth. */
+static size_t label_hash(const char *s)
 {
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? l->cap * 2 : 64, bytes;
-        if (!ds_mul_ok(ncap, sizeof *l->v, &bytes))
-            return 0;
-        char **nv = realloc(l->v, bytes);
-        if (!nv)
-            return 0;
-        l->v = nv;
-        l->cap = ncap;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return (size_t)h;
+}
+
+/* The slot of `s` in l->slots: where it is, or the empty slot it would take. */
+static size_t label_slot(const label_set *l, const char *s)
+{
+    size_t mask = l->nslots - 1, k = label_hash(s) & mask;
+    while (l->slots[k] && strcmp(l->names[l->slots[k] - 1], s) != 0)
+        k = (k + 1) & mask;
+    return k;
+}
+
+/* The number of label s, added when new.  -1 on OOM, -2 when s would be the
+ * (DS_MAX_CLASSES + 1)th distinct label. */
+static long label_intern(label_set *l, const char *s)
+{
+    if (l->nslots) {
+        size_t k = label_slot(l, s);
+        if (l->slots[k])
+            return (long)(l->slots[k] - 1);
     }
-    if (!(l->v[l->n] = strdup(s)))
-        return 0;
-    l->n++;
-    return 1;
+    if (l->n >= DS_MAX_CLASSES)
+        return -2;
+    if (2 * (l->n + 1) >= l->nslots) { /* grow and rehash: load stays under 1/2 */
+        size_t ns = l->nslots ? 2 * l->nslots : 64;
+        size_t *slots = calloc(ns, sizeof *slots);
+        char **names = realloc(l->names, ns / 2 * sizeof *names);
+        if (names)
+            l->names = names;
+        if (!slots || !names) {
+            free(slots);
+            return -1;
+        }
+        free(l->slots);
+        l->slots = slots;
+        l->nslots = ns;
+        l->cap = ns / 2;
+        for (size_t i = 0; i < l->n; i++)
+            l->slots[label_slot(l, l->names[i])] = i + 1;
+    }
+    size_t k = label_slot(l, s);
+    if (!(l->names[l->n] = strdup(s)))
+        return -1;
+    l->slots[k] = ++l->n;
+    return (long)(l->n - 1);
 }
 
 /* ================================================================ parsing */
@@ -120,6 +163,33 @@ static const char *csv_split(char *line, char **fields, int max, int *nfields)
     return NULL;
 }
 
+/* A manifest line holds one path (< PATH_MAX), one label and a little
+ * syntax; JSON may spell each byte as 6 ("\u00e9").  Longer lines are
+ * refused before they are held whole: a 1 GB line would otherwise be read
+ * into memory, and parsed into ~25x that by jansson (a long JSON array). */
+#define DS_MANIFEST_MAX_LINE ((size_t)64 << 10)
+
+/* Reads one line of f (through '\n' or the end) into buf (cap bytes, cap >
+ * DS_MANIFEST_MAX_LINE), NUL-terminated; *len excludes the NUL, NUL bytes
+ * in the line included.  Returns 1 for a line, 0 at the end of the file (or
+ * on a read error: see ferror), -1 for a line over DS_MANIFEST_MAX_LINE
+ * bytes (its rest is not read). */
+static int read_line(FILE *f, char *buf, size_t *len)
+{
+    size_t n = 0;
+    int c;
+    while ((c = getc_unlocked(f)) != EOF) {
+        if (n == DS_MANIFEST_MAX_LINE)
+            return -1;
+        buf[n++] = (char)c;
+        if (c == '\n')
+            break;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return n > 0;
+}
+
 /* Is the line only spaces, tabs and '\r'? */
 static int is_blank(const char *s, size_t n)
 {
@@ -130,14 +200,14 @@ static int is_blank(const char *s, size_t n)
 }
 
 /* One manifest line's item, checked and added.  Labels are resolved now with
- * a fixed class list (index != NULL); otherwise the label string is kept in
- * *labels_out for the sorted-unique pass. */
+ * a fixed class list (index != NULL); otherwise the item gets the label's
+ * number in m->labels, made a class index by manifest_classes. */
 typedef struct manifest_ctx {
     ds_dataset *d;
     const char *file;     /* manifest path, for messages */
     const char *dir_rel;  /* manifest directory, relative to the root */
     const ds_class_entry *index;
-    name_list labels;     /* per-item label strings (no fixed list) */
+    label_set labels;     /* the labels seen (no fixed list); d->labels number them */
 } manifest_ctx;
 
 static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
@@ -153,12 +223,20 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
         return vit_error_set(err, VIT_ERR_UNSUPPORTED,
                              "%s: URLs in manifests are not supported yet ('%.200s')", where,
                              image);
-    int cls = 0;
+    int cls;
     if (m->index) {
         cls = ds_class_lookup(m->index, m->d->num_classes, label);
         if (cls < 0)
             return vit_error_set(err, VIT_ERR_INVALID, "%s: unknown label '%.200s' at line %zu",
                                  m->file, label, line);
+    } else {
+        long id = label_intern(&m->labels, label);
+        if (id == -2)
+            return vit_error_set(err, VIT_ERR_TOO_LARGE, "%s: more than %d distinct labels",
+                                 where, DS_MAX_CLASSES);
+        if (id < 0)
+            return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for labels");
+        cls = (int)id;
     }
     /* Relative paths start at the manifest's directory; absolute ones must
      * name a place under the root (the walk checks both). */
@@ -175,14 +253,10 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
     if (s != VIT_OK)
         return s;
     close(fd);
-    char *name = beneath_path(m->d->root, canon);
+    s = ds_add_item(m->d, canon, cls, err);
     free(canon);
-    if (!name)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
-    s = ds_add_item(m->d, name, cls, err);
-    free(name);
-    if (s == VIT_OK && !m->index && !name_list_add(&m->labels, label))
-        s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for labels");
+    if (s != VIT_OK)
+        vit_error_prefix(err, "%s", where);
     return s;
 }
 
@@ -234,31 +308,36 @@ static vit_status csv_line(manifest_ctx *m, size_t line, char *text, int *header
     return manifest_item(m, line, f[0], f[1], err);
 }
 
-/* Sorted unique labels become the classes; items get their indices. */
+/* The distinct labels, sorted bytewise, become the classes; items' label
+ * numbers become class indices. */
 static vit_status manifest_classes(manifest_ctx *m, vit_error *err)
 {
     ds_dataset *d = m->d;
-    size_t n = m->labels.n;
-    char **sorted = malloc((n ? n : 1) * sizeof *sorted);
-    if (!sorted)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for labels");
-    if (n > 0)
-        memcpy(sorted, m->labels.v, n * sizeof *sorted);
-    qsort(sorted, n, sizeof *sorted, cmp_str);
-    size_t u = 0;
-    for (size_t i = 0; i < n; i++)
-        if (u == 0 || strcmp(sorted[u - 1], sorted[i]) != 0)
-            sorted[u++] = sorted[i];
-    vit_status s = ds_set_classes(d, (const char *const *)sorted, u, err);
-    free(sorted);
-    ds_class_entry *index = NULL;
-    if (s == VIT_OK)
-        s = ds_class_index_build(d, &index, err);
-    for (size_t i = 0; s == VIT_OK && i < n; i++) {
-        d->labels[i] = ds_class_lookup(index, d->num_classes, m->labels.v[i]);
-        VIT_ASSERT(d->labels[i] >= 0);
+    size_t u = m->labels.n;
+    ds_class_entry *byname = malloc((u ? u : 1) * sizeof *byname);
+    char **sorted = malloc((u ? u : 1) * sizeof *sorted);
+    int *rank = malloc((u ? u : 1) * sizeof *rank); /* label number -> class */
+    vit_status s = VIT_OK;
+    if (!byname || !sorted || !rank) {
+        s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for labels");
+        goto done;
     }
-    free(index);
+    for (size_t i = 0; i < u; i++)
+        byname[i] = (ds_class_entry){m->labels.names[i], (int)i};
+    qsort(byname, u, sizeof *byname, cmp_class_name);
+    for (size_t c = 0; c < u; c++) {
+        sorted[c] = (char *)byname[c].name;
+        rank[byname[c].index] = (int)c;
+    }
+    s = ds_set_classes(d, (const char *const *)sorted, u, err);
+    for (size_t i = 0; s == VIT_OK && i < d->n; i++) {
+        VIT_ASSERT(d->labels[i] >= 0 && (size_t)d->labels[i] < u);
+        d->labels[i] = rank[d->labels[i]];
+    }
+done:
+    free(byname);
+    free(sorted);
+    free(rank);
     return s;
 }
 
@@ -267,9 +346,10 @@ vit_status ds_open_manifest(ds_dataset *d, int fd, const char *path, const char 
 {
     manifest_ctx m = {.d = d, .file = path, .dir_rel = dir_rel};
     ds_class_entry *index = NULL;
-    char *line = NULL;
-    size_t line_cap = 0;
+    char *line = malloc(DS_MANIFEST_MAX_LINE + 1);
     vit_status s = VIT_OK;
+    if (!line)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading %s", path);
     int dfd = dup(fd);
     FILE *f = dfd >= 0 ? fdopen(dfd, "rb") : NULL;
     if (!f) {
@@ -286,11 +366,16 @@ vit_status ds_open_manifest(ds_dataset *d, int fd, const char *path, const char 
     }
     int header_ok = 1;
     size_t lineno = 0;
-    ssize_t got;
+    size_t len;
+    int got;
     errno = 0;
-    while ((got = getline(&line, &line_cap, f)) >= 0) {
+    while ((got = read_line(f, line, &len)) != 0) {
         lineno++;
-        size_t len = (size_t)got;
+        if (got < 0) {
+            s = vit_error_set(err, VIT_ERR_TOO_LARGE, "%s:%zu: line longer than %zu bytes", path,
+                              lineno, DS_MANIFEST_MAX_LINE);
+            goto done;
+        }
         char *text = line;
         if (lineno == 1 && len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
             text += 3; /* UTF-8 byte order mark, as spreadsheets write it */
@@ -325,6 +410,6 @@ done:
         fclose(f);
     free(line);
     free(index);
-    name_list_free(&m.labels);
+    label_set_free(&m.labels);
     return s;
 }

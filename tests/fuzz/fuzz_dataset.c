@@ -122,7 +122,8 @@ static void exercise(ds_dataset *d, const char *root)
     VIT_ASSERT(n > 0 && k > 0);
     for (size_t i = 0; i < n; i++) {
         VIT_ASSERT(ds_label(d, i) >= 0 && ds_label(d, i) < k);
-        const char *name = ds_item_name(d, i);
+        char buf[DS_ITEM_NAME_MAX];
+        const char *name = ds_item_name(d, i, buf, sizeof buf);
         VIT_ASSERT(name != NULL);
         VIT_ASSERT(strncmp(name, root, rl) == 0 && name[rl] == '/');
     }

@@ -603,6 +603,19 @@ static void test_walk_bounds(const beneath_root *r)
            (unsigned long long)b.used.steps, (unsigned long long)b.used.links);
     expect_walk(r, "fits/l0", BENEATH_WANT_FILE, BENEATH_OK, "a.txt", "alpha");
 
+    /* links: 41 chained (cheap) links are a loop, exactly BENEATH_MAX_LINKS
+     * = 40 (Linux's MAXSYMLINKS) are not; the 41st is refused unread */
+    make_chain("root/c41", 41, "", 0, "../a.txt");
+    b = (beneath_budget){.credit = UINT64_MAX / 2};
+    res = walk_budget(r, "c41/l0", &b);
+    CHECKF(res == BENEATH_LOOP && b.used.links == 41 && b.used.steps == 42,
+           "41 links: %s, %llu links %llu steps", result_name(res),
+           (unsigned long long)b.used.links, (unsigned long long)b.used.steps);
+    b = (beneath_budget){.credit = UINT64_MAX / 2};
+    res = walk_budget(r, "c41/l1", &b);
+    CHECKF(res == BENEATH_OK && b.used.links == 40, "40 links: %s, %llu links", result_name(res),
+           (unsigned long long)b.used.links);
+
     /* bytes: 5 links of 15 * (250-byte name + "/../") + next = 3,812 bytes each,
      * 31 steps each: the 5th splice passes 16,384 bytes long before 1,024 steps */
     char name[251], pad[260];

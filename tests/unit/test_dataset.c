@@ -127,10 +127,17 @@ static ds_dataset *open_ok(const char *rel, const ds_options *opt)
     return s == VIT_OK ? d : NULL;
 }
 
+/* Item i's name, in a static buffer (for messages; one at a time). */
+static const char *item_name(const ds_dataset *d, size_t i)
+{
+    static char buf[DS_ITEM_NAME_MAX];
+    return ds_item_name(d, i, buf, sizeof buf);
+}
+
 /* Does item i's name end with suffix? */
 static int name_ends(const ds_dataset *d, size_t i, const char *suffix)
 {
-    const char *n = ds_item_name(d, i);
+    const char *n = item_name(d, i);
     size_t ln = n ? strlen(n) : 0, ls = strlen(suffix);
     return n && ln >= ls && strcmp(n + ln - ls, suffix) == 0;
 }
@@ -167,11 +174,11 @@ static void test_folder(void)
                           "/dogs/y.jpeg"};
     const int want_label[] = {0, 1, 1, 2, 2};
     for (size_t i = 0; i < 5 && i < ds_size(d); i++) {
-        CHECKF(name_ends(d, i, want[i]), "item %zu is %s, want *%s", i, ds_item_name(d, i),
+        CHECKF(name_ends(d, i, want[i]), "item %zu is %s, want *%s", i, item_name(d, i),
                want[i]);
         CHECK(ds_label(d, i) == want_label[i]);
     }
-    CHECK(ds_label(d, 5) == -1 && ds_item_name(d, 5) == NULL);
+    CHECK(ds_label(d, 5) == -1 && item_name(d, 5) == NULL);
     img_image img;
     vit_error err;
     CHECK(ds_load_image(d, 0, &img, &err) == VIT_OK);
@@ -245,7 +252,7 @@ static void test_jsonl(void)
         CHECK(strcmp(ds_class_name(d, 2), "rocket") == 0);
         CHECK(ds_label(d, 0) == 1 && ds_label(d, 1) == 2 && ds_label(d, 2) == 0 &&
               ds_label(d, 3) == 1);
-        CHECKF(name_ends(d, 1, "/man/img/rocket.bmp"), "%s", ds_item_name(d, 1));
+        CHECKF(name_ends(d, 1, "/man/img/rocket.bmp"), "%s", item_name(d, 1));
         img_image img;
         vit_error err;
         CHECK(ds_load_image(d, 2, &img, &err) == VIT_OK);
@@ -360,7 +367,7 @@ static void test_csv(void)
         CHECK(strcmp(ds_class_name(d, 0), "a,b") == 0);
         CHECK(strcmp(ds_class_name(d, 1), "cat") == 0);
         CHECK(strcmp(ds_class_name(d, 2), "space ship") == 0);
-        CHECKF(name_ends(d, 1, "/img/we,ird \"q\".bmp"), "%s", ds_item_name(d, 1));
+        CHECKF(name_ends(d, 1, "/img/we,ird \"q\".bmp"), "%s", item_name(d, 1));
         CHECK(ds_label(d, 0) == 1 && ds_label(d, 1) == 2 && ds_label(d, 2) == 0);
         ds_close(d);
     }
@@ -492,7 +499,7 @@ static void test_confinement(void)
     if (d) {
         CHECK(ds_size(d) == 3);
         for (size_t i = 0; i < ds_size(d); i++)
-            CHECKF(name_ends(d, i, "/conf/set/img/r.bmp"), "%s", ds_item_name(d, i));
+            CHECKF(name_ends(d, i, "/conf/set/img/r.bmp"), "%s", item_name(d, i));
         ds_close(d);
     }
     write_text("conf/set/gone.csv", "img/gone.bmp,a\n");
@@ -765,7 +772,7 @@ static void test_idx_synthetic(void)
         CHECK(strcmp(ds_class_name(d, 2), "2") == 0);
         CHECK(ds_label(d, 1) == 2 && ds_label(d, 4) == 0);
         CHECKF(name_ends(d, 3, gz ? "syn-images-idx3-ubyte.gz#3" : "syn-images-idx3-ubyte#3"),
-               "%s", ds_item_name(d, 3));
+               "%s", item_name(d, 3));
         img_image img;
         vit_error err;
         CHECK(ds_load_image(d, 3, &img, &err) == VIT_OK);
@@ -921,6 +928,59 @@ static void test_idx_bounds(void)
         fclose(f);
     expect_open_fail("crc-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "crc-images-idx3",
                      "corrupt");
+}
+
+/* IDX memory (issue 13): a data set holds what its files hold, nothing per
+ * item besides.  1,000,000 items of 1x1 pixel (two ~1 KB .gz files) used
+ * to cost a 40-byte name string, an 8-byte offset and a 4-byte label each
+ * (~60 MB); now 2 bytes (pixel and label), names made on demand.  And the
+ * default max_idx_bytes (128 MiB, was 1 GiB: a 1 MB .gz made 1.1 GB) is
+ * checked by bytes from the header alone. */
+static void test_idx_memory(void)
+{
+    const uint32_t n = 1000000;
+    uint8_t h[16], lab[8] = {0, 0, 8, 1};
+    put_be32(lab + 4, n);
+    write_gz("many-labels-idx1-ubyte.gz", lab, sizeof lab, n);
+    idx_header(h, n, 1, 1);
+    write_gz("many-images-idx3-ubyte.gz", h, sizeof h, n);
+    ds_dataset *d = open_ok("many-images-idx3-ubyte.gz", NULL);
+    if (d) {
+        size_t bytes = ds_memory(d);
+        CHECKF(ds_size(d) == n && bytes >= 2 * (size_t)n && bytes <= 2 * (size_t)n + 4096,
+               "%zu items hold %zu bytes", ds_size(d), bytes);
+        CHECKF(name_ends(d, n - 1, "/many-images-idx3-ubyte.gz#999999") &&
+                   name_ends(d, 0, "/many-images-idx3-ubyte.gz#0"),
+               "%s", item_name(d, n - 1));
+        char small[8];
+        CHECK(ds_item_name(d, 0, small, sizeof small) == small && strlen(small) == 7);
+        CHECK(ds_item_name(d, n, small, sizeof small) == NULL);
+        CHECK(ds_label(d, n - 1) == 0 && ds_label(d, n) == -1);
+        ds_close(d);
+    }
+
+    /* the default bound, from headers with no data behind them: 8 images of
+     * 4096x4096 are exactly 128 MiB (passes, then "truncated"); 9 are over */
+    uint8_t lab9[8 + 9] = {0, 0, 8, 1, 0, 0, 0, 9};
+    write_gz("dflt-labels-idx1-ubyte.gz", lab9, sizeof lab9, 0);
+    idx_header(h, 9, 4096, 4096);
+    write_gz("dflt-images-idx3-ubyte.gz", h, sizeof h, 0);
+    expect_open_fail("dflt-images-idx3-ubyte.gz", NULL, VIT_ERR_TOO_LARGE, "150994944",
+                     "over the limit of 134217728");
+    lab9[7] = 8;
+    write_gz("dflt-labels-idx1-ubyte.gz", lab9, sizeof lab9 - 1, 0);
+    idx_header(h, 8, 4096, 4096);
+    write_gz("dflt-images-idx3-ubyte.gz", h, sizeof h, 0);
+    expect_open_fail("dflt-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "truncated",
+                     "its data ends after 0 bytes");
+    /* Fashion-MNIST's train split (60,000 x 28 x 28 = 47,040,000) fits */
+    uint8_t lab60k[8] = {0, 0, 8, 1};
+    put_be32(lab60k + 4, 60000);
+    write_gz("fm-labels-idx1-ubyte.gz", lab60k, sizeof lab60k, 60000);
+    idx_header(h, 60000, 28, 28);
+    write_gz("fm-images-idx3-ubyte.gz", h, sizeof h, 0);
+    expect_open_fail("fm-images-idx3-ubyte.gz", NULL, VIT_ERR_FORMAT, "truncated",
+                     "its data ends after 0 bytes");
 }
 
 static void test_idx_fashion_mnist(void)
@@ -1581,6 +1641,185 @@ static void test_walk_work(void)
     free(text);
 }
 
+/* Manifest and folder memory (issue 13): what a data set keeps stays in
+ * proportion to its input.  "l,x" (4 bytes) naming a symlink to a file
+ * 3 KB below the root kept a 3 KB name per line; names are now bounded in
+ * all by 1 MiB + 256 bytes an item (DS_NAMES_START, DS_NAME_PER_ITEM), so
+ * the line where that runs out is exact.  A manifest line is at most
+ * 64 KiB (refused before it is held whole), and a label is kept once, not
+ * per item. */
+static void test_name_bytes(void)
+{
+    const size_t start = (size_t)1 << 20, per_item = 256;
+    char rel[PATH_MAX], seg[251], p[PATH_MAX + 256];
+    memset(seg, 'q', 250);
+    seg[250] = '\0';
+    mkdir_rel("names");
+    size_t o = (size_t)snprintf(rel, sizeof rel, "names/deep");
+    mkdir_rel(rel);
+    for (int i = 0; i < 12; i++) { /* 12 * 251 bytes below names/deep */
+        o += (size_t)snprintf(rel + o, sizeof rel - o, "/%s", seg);
+        snprintf(p, sizeof p, "%s/%s", tmp_root, rel); /* mkdir_rel's buffer is too short */
+        CHECKF(mkdir(p, 0755) == 0, "mkdir: %s", strerror(errno));
+    }
+    snprintf(rel + o, sizeof rel - o, "/a.bmp");
+    copy_image("rocket.bmp", "names/src.bmp"); /* write_rel's buffer is too short for rel */
+    char src[1024];
+    tpath(src, sizeof src, "names/src.bmp");
+    snprintf(p, sizeof p, "%s/%s", tmp_root, rel);
+    CHECKF(rename(src, p) == 0, "rename to %s: %s", p, strerror(errno));
+    tpath(p, sizeof p, "names/l");
+    CHECK(symlink(rel + strlen("names/"), p) == 0);
+    size_t name_len = strlen(rel + strlen("names/")) + 1; /* kept per item, NUL included */
+
+    size_t lines = 1000;
+    char *text = malloc(16 * lines + 64);
+    CHECK(text != NULL);
+    if (!text)
+        return;
+    o = 0;
+    for (size_t i = 0; i < lines; i++)
+        o += (size_t)sprintf(text + o, "l,x\n");
+    write_text("names/m.csv", text);
+    /* item k fits while k * name_len <= start + k * per_item */
+    size_t first_over = start / (name_len - per_item) + 1;
+    char needle[64];
+    snprintf(needle, sizeof needle, "m.csv:%zu: the paths of %zu items take over", first_over,
+             first_over);
+    expect_open_fail("names/m.csv", NULL, VIT_ERR_TOO_LARGE, needle, "symbolic links");
+    /* one line fewer opens, holding what it says */
+    o = 0;
+    for (size_t i = 0; i + 1 < first_over; i++)
+        o += (size_t)sprintf(text + o, "l,x\n");
+    write_text("names/ok.csv", text);
+    ds_dataset *d = open_ok("names/ok.csv", NULL);
+    if (d) {
+        size_t bytes = ds_memory(d);
+        CHECKF(ds_size(d) == first_over - 1 && ds_num_classes(d) == 1 &&
+                   bytes < (first_over - 1) * (name_len + 12) + start,
+               "%zu items hold %zu bytes", ds_size(d), bytes);
+        CHECKF(name_ends(d, 0, "qqq/a.bmp"), "%s", item_name(d, 0));
+        ds_close(d);
+    }
+    /* an ImageFolder of links to the deep file: its listing is bounded too */
+    mkdir_rel("names/folder");
+    mkdir_rel("names/folder/c");
+    char target[PATH_MAX], root[1024];
+    snprintf(target, sizeof target, "../../%s", rel + strlen("names/"));
+    for (size_t i = 0; i < first_over; i++) {
+        char lrel[64];
+        snprintf(lrel, sizeof lrel, "names/folder/c/x%04zu.bmp", i);
+        tpath(p, sizeof p, lrel);
+        CHECK(symlink(target, p) == 0);
+    }
+    tpath(root, sizeof root, "names");
+    ds_options opt = {.root = root};
+    snprintf(needle, sizeof needle, "the paths of the %zu entries of", first_over);
+    expect_open_fail("names/folder", &opt, VIT_ERR_TOO_LARGE, needle, "folder/c take over");
+    tpath(p, sizeof p, "names/folder/c/x0000.bmp");
+    CHECK(unlink(p) == 0);
+    d = open_ok("names/folder", &opt);
+    CHECK(d && ds_size(d) == first_over - 1);
+    ds_close(d);
+    free(text);
+}
+
+/* A manifest line over 64 KiB is refused (TOO_LARGE, naming the line); one
+ * of exactly 64 KiB (newline included) is read.  Labels repeated on every
+ * line are held once: classes and labels come out right. */
+static void test_manifest_lines(void)
+{
+    const size_t max = (size_t)64 << 10;
+    mkdir_rel("lines");
+    copy_image("rocket.bmp", "lines/a.bmp");
+    char *text = malloc(3 * max);
+    CHECK(text != NULL);
+    if (!text)
+        return;
+    size_t o = (size_t)sprintf(text, "a.bmp,short\na.bmp,");
+    size_t label = max - strlen("a.bmp,") - 1; /* the line, newline included, is max bytes */
+    memset(text + o, 'L', label);
+    o += label;
+    text[o++] = '\n';
+    text[o] = '\0';
+    write_text("lines/ok.csv", text);
+    ds_dataset *d = open_ok("lines/ok.csv", NULL);
+    CHECK(d && ds_num_classes(d) == 2 && strlen(ds_class_name(d, 0)) == label);
+    ds_close(d);
+    text[o - 1] = 'L'; /* one byte more */
+    text[o++] = '\n';
+    text[o] = '\0';
+    write_text("lines/long.csv", text);
+    expect_open_fail("lines/long.csv", NULL, VIT_ERR_TOO_LARGE, "long.csv:2: line longer than",
+                     "65536 bytes");
+    /* the same for JSONL, and a line with no newline at all */
+    memset(text, ' ', max + 1);
+    text[max + 1] = '\0';
+    write_text("lines/long.jsonl", text);
+    expect_open_fail("lines/long.jsonl", NULL, VIT_ERR_TOO_LARGE, "long.jsonl:1: line longer",
+                     NULL);
+    /* many lines, few labels: each item gets its label's class */
+    static const char *const labs[3] = {"zeta", "alpha", "mid"};
+    o = 0;
+    for (int i = 0; i < 3000; i++)
+        o += (size_t)sprintf(text + o, "{\"image\": \"a.bmp\", \"label\": \"%s\"}\n", labs[i % 3]);
+    write_text("lines/many.jsonl", text);
+    d = open_ok("lines/many.jsonl", NULL);
+    if (d) {
+        CHECK(ds_size(d) == 3000 && ds_num_classes(d) == 3);
+        CHECK(strcmp(ds_class_name(d, 0), "alpha") == 0 &&
+              strcmp(ds_class_name(d, 1), "mid") == 0 && strcmp(ds_class_name(d, 2), "zeta") == 0);
+        int ok = 1;
+        for (size_t i = 0; i < 3000; i++)
+            ok &= strcmp(ds_class_name(d, ds_label(d, i)), labs[i % 3]) == 0;
+        CHECK(ok);
+        ds_close(d);
+    }
+    free(text);
+}
+
+/* max_items holds for every source, exactly: a folder, a CSV and a JSONL
+ * manifest and an IDX pair of 5 items open with max_items = 5 and are
+ * refused (TOO_LARGE, "more than 4 items") with 4.  A folder with more class
+ * directories than max_items is refused from its listing (each class must
+ * hold an image). */
+static void test_max_items(void)
+{
+    mkdir_rel("cap");
+    mkdir_rel("cap/set");
+    mkdir_rel("cap/set/a");
+    mkdir_rel("cap/set/b");
+    const char *files[5] = {"cap/set/a/1.bmp", "cap/set/a/2.bmp", "cap/set/b/3.bmp",
+                            "cap/set/b/4.bmp", "cap/set/b/5.bmp"};
+    for (int i = 0; i < 5; i++)
+        copy_image("rocket.bmp", files[i]);
+    write_text("cap/m.csv", "set/a/1.bmp,a\nset/a/2.bmp,a\nset/b/3.bmp,b\nset/b/4.bmp,b\n"
+                            "set/b/5.bmp,b\n");
+    char jsonl[512] = "";
+    for (int i = 0; i < 5; i++) {
+        char line[96];
+        snprintf(line, sizeof line, "{\"image\": \"%s\", \"label\": \"x\"}\n", files[i] + 4);
+        strcat(jsonl, line);
+    }
+    write_text("cap/m.jsonl", jsonl);
+    const uint8_t labels[5] = {0, 1, 0, 1, 0};
+    write_idx("cap/i", 0, 5, 2, 2, labels, 5, 0x803, 0);
+    const char *sets[4] = {"cap/set", "cap/m.csv", "cap/m.jsonl", "cap/i-images-idx3-ubyte"};
+    for (int k = 0; k < 4; k++) {
+        ds_options opt = {.max_items = 5};
+        ds_dataset *d = open_ok(sets[k], &opt);
+        CHECKF(d && ds_size(d) == 5, "%s: %zu items", sets[k], ds_size(d));
+        ds_close(d);
+        opt.max_items = 4;
+        expect_open_fail(sets[k], &opt, VIT_ERR_TOO_LARGE,
+                         k == 3 ? "5 items (allowed 1..4)" : "data set has more than 4 items",
+                         NULL);
+    }
+    ds_options one = {.max_items = 1};
+    expect_open_fail("cap/set", &one, VIT_ERR_TOO_LARGE, "cap/set has more than 1 entries",
+                     NULL);
+}
+
 static void test_cli_outside_root(void)
 {
     mkdir_rel("cli");
@@ -1628,12 +1867,16 @@ int main(void)
     test_swap_after_open();
     test_idx_synthetic();
     test_idx_bounds();
+    test_idx_memory();
     test_idx_fashion_mnist();
     test_loader();
     test_augment_distribution();
     test_loader_bad_items();
     test_cli_outside_root();
     test_walk_work();
+    test_name_bytes();
+    test_manifest_lines();
+    test_max_items();
     rm_tree(tmp_root);
     return check_result();
 }
