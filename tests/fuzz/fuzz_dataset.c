@@ -2,19 +2,24 @@
  * fuzz_dataset.c - libFuzzer target for data set parsing (manifests, IDX,
  * paths beneath the root).
  *
- * The first input byte picks what the rest becomes, in a fresh temp
- * directory that is also the data set root (which holds one valid 2x2 BMP,
- * "a.bmp", so manifests can name a real image):
+ * The first input byte, mod 6, picks what the rest becomes, in a fresh temp
+ * directory that is also the data set root (which holds one
+ * valid 2x2 BMP, "a.bmp", so manifests can name a real image):
  *   0: a JSONL manifest m.jsonl;
  *   1: a CSV manifest m.csv;
  *   2: an IDX pair: bytes 1-2 (little endian) split the rest into
  *      f-images-idx3-ubyte and f-labels-idx1-ubyte (raw or gzip: the data
  *      decides);
+ *   5: the same pair gzipped here (f-*-ubyte.gz), so mutations of the
+ *      plain bytes reach the gzip path (a fuzzed .gz rarely stays valid);
  *   3, 4: symlinks, then a JSONL manifest (3) or the root as an ImageFolder
  *      (4): lines "name<TAB>target" up to an empty line make img/<name> a
  *      symlink to target (name reduced to [a-z0-9._-], at most 32 bytes;
  *      a target starting with '@' is the temp directory's path + the rest,
  *      so links can name the root absolutely), the rest is m.jsonl.
+ * Every legitimate input is cheap: at most FUZZ_MAX_ITEMS items (each a walk
+ * of a few steps; walks are bounded per data set, see beneath.h), IDX
+ * payloads of 4 MiB, images of 1 MiB, 2 items decoded.
  * ds_open must either fail with a message or give a consistent data set
  * whose every file lies under the root; on success the first and last images
  * are loaded and one augmented batch is run through a one-thread loader.
@@ -28,6 +33,7 @@
  *   CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined
  *   ./build-fuzz/tests/fuzz/fuzz_dataset -max_total_time=120 -dict=tests/fuzz/dataset.dict \
  *       tests/fuzz/corpus/dataset
+ * FUZZ_DATASET_VERBOSE=1 prints what ds_open made of each input (seeds).
  */
 #define _XOPEN_SOURCE 700 /* nftw, mkdtemp */
 #include <ftw.h>
@@ -38,10 +44,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "dataset.h"
 
 #define FUZZ_MAX_BYTES ((size_t)1 << 20)
+#define FUZZ_MAX_ITEMS 10000 /* ~30 ms of walks under ASan */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -63,6 +71,19 @@ static int write_file(const char *dir, const char *name, const uint8_t *d, size_
         return 0;
     int ok = fwrite(d, 1, n, f) == n;
     return fclose(f) == 0 && ok;
+}
+
+/* Writes d[0..n) gzip-compressed (level 1: the fuzzer's time is for the
+ * engine). */
+static int write_gz(const char *dir, const char *name, const uint8_t *d, size_t n)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    gzFile g = gzopen(p, "wb1");
+    if (!g)
+        return 0;
+    int ok = n == 0 || gzwrite(g, d, (unsigned)n) == (int)n;
+    return gzclose(g) == Z_OK && ok;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -171,7 +192,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const char *target = NULL;
     int ok = write_file(dir, "a.bmp", tiny_bmp, sizeof tiny_bmp);
-    switch (data[0] % 5) {
+    int mode = data[0] % 6;
+    switch (mode) {
     case 0:
         ok = ok && write_file(dir, "m.jsonl", data + 1, size - 1);
         target = "m.jsonl";
@@ -180,21 +202,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ok = ok && write_file(dir, "m.csv", data + 1, size - 1);
         target = "m.csv";
         break;
-    case 2: {
+    case 2:
+    case 5: {
         size_t split = size >= 3 ? (size_t)data[1] | (size_t)data[2] << 8 : 0;
         const uint8_t *rest = data + (size >= 3 ? 3 : size);
         size_t rlen = size >= 3 ? size - 3 : 0;
         if (split > rlen)
             split = rlen;
-        ok = ok && write_file(dir, "f-images-idx3-ubyte", rest, split) &&
-             write_file(dir, "f-labels-idx1-ubyte", rest + split, rlen - split);
-        target = "f-images-idx3-ubyte";
+        if (mode == 2) {
+            ok = ok && write_file(dir, "f-images-idx3-ubyte", rest, split) &&
+                 write_file(dir, "f-labels-idx1-ubyte", rest + split, rlen - split);
+            target = "f-images-idx3-ubyte";
+        } else {
+            ok = ok && write_gz(dir, "f-images-idx3-ubyte.gz", rest, split) &&
+                 write_gz(dir, "f-labels-idx1-ubyte.gz", rest + split, rlen - split);
+            target = "f-images-idx3-ubyte.gz";
+        }
         break;
     }
     default: {
         size_t used = make_links(dir, data + 1, size - 1);
         ok = ok && write_file(dir, "m.jsonl", data + 1 + used, size - 1 - used);
-        target = data[0] % 5 == 3 ? "m.jsonl" : ".";
+        target = mode == 3 ? "m.jsonl" : ".";
         break;
     }
     }
@@ -206,13 +235,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             .root = dir,
             .max_image_bytes = (size_t)1 << 20,
             .max_pixels = (size_t)1 << 20,
-            .max_items = 100000,
+            .max_items = FUZZ_MAX_ITEMS,
             .max_idx_bytes = (size_t)4 << 20,
         };
         ds_dataset *d = NULL;
         vit_error err;
         memset(&err, 0, sizeof err);
         vit_status s = ds_open(path, &opt, &d, &err);
+        if (getenv("FUZZ_DATASET_VERBOSE")) /* what a seed reaches, for writing seeds */
+            fprintf(stderr, "mode %d: %s (%zu items)\n", mode, s == VIT_OK ? "ok" : err.message,
+                    ds_size(d));
         if (s != VIT_OK) {
             VIT_ASSERT(d == NULL && err.code == s && err.message[0] != '\0');
         } else {
