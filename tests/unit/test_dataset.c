@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1313,38 +1314,49 @@ static void test_loader(void)
  * crop of it tells where it came from: the range of red across an output is
  * the crop's width, of green its height, and red falling left to right
  * means the output is mirrored. */
-static void write_ramp_bmp(const char *rel)
+static void write_ramp_bmp_sized(const char *rel, int W, int H, int sx, int sy);
+
+static void write_ramp_bmp(const char *rel) { write_ramp_bmp_sized(rel, 128, 128, 2, 2); }
+
+/* The same for a W x H image (W * 3 a multiple of 4) with red sx * x and
+ * green sy * y (each at most 255). */
+static void write_ramp_bmp_sized(const char *rel, int W, int H, int sx, int sy)
 {
-    enum { W = 128, H = 128, ROW = W * 3 };
-    static uint8_t bmp[54 + ROW * H];
-    memset(bmp, 0, 54);
+    const size_t ROW = (size_t)W * 3, size = 54 + ROW * (size_t)H;
+    uint8_t *bmp = calloc(size, 1);
+    CHECK(bmp != NULL);
+    if (!bmp)
+        return;
     bmp[0] = 'B';
     bmp[1] = 'M';
-    uint32_t size = sizeof bmp;
-    memcpy(bmp + 2, &size, 4); /* little-endian host, as the rest of the tests */
+    uint32_t size32 = (uint32_t)size, w32 = (uint32_t)W, h32 = (uint32_t)H;
+    memcpy(bmp + 2, &size32, 4); /* little-endian host, as the rest of the tests */
     bmp[10] = 54;
     bmp[14] = 40;
-    bmp[18] = W;
-    bmp[22] = H;
+    memcpy(bmp + 18, &w32, 4);
+    memcpy(bmp + 22, &h32, 4);
     bmp[26] = 1;
     bmp[28] = 24;
     for (int y = 0; y < H; y++)       /* stored bottom-up, BGR */
         for (int x = 0; x < W; x++) {
             uint8_t *px = bmp + 54 + (size_t)(H - 1 - y) * ROW + (size_t)x * 3;
             px[0] = 0;
-            px[1] = (uint8_t)(2 * y);
-            px[2] = (uint8_t)(2 * x);
+            px[1] = (uint8_t)(sy * y);
+            px[2] = (uint8_t)(sx * x);
         }
-    write_rel(rel, bmp, sizeof bmp);
+    write_rel(rel, bmp, size);
+    free(bmp);
 }
 
 /* What one augmented 16x16 output of the ramp shows. */
 typedef struct crop_seen {
-    double w, h;  /* estimated crop size in source pixels */
-    int mirrored; /* red falls from left to right */
+    double w, h;      /* estimated crop size in source pixels */
+    double left, top; /* estimated crop position (within ~1 pixel) */
+    int mirrored;     /* red falls from left to right */
 } crop_seen;
 
-static crop_seen see_crop(const float *out)
+/* For a ramp of red sx * x, green sy * y. */
+static crop_seen see_crop_scaled(const float *out, double sx, double sy)
 {
     const int S = 16;
     const float *red = out, *green = out + S * S;
@@ -1359,11 +1371,17 @@ static crop_seen see_crop(const float *out)
             left += x == 0 ? r : 0;
             right += x == S - 1 ? r : 0;
         }
-    /* Output columns 0..15 sample the crop at (j + 0.5) * w / 16: the ramp
-     * (2 per pixel) spans 2 * w * 15/16 between the first and last. */
-    crop_seen c = {(rmax - rmin) / (2.0 * 15 / 16), (gmax - gmin) / (2.0 * 15 / 16), left > right};
+    /* Output columns 0..15 sample the crop at left + (j + 0.5) * w / 16 - 0.5
+     * (pixel centres): the ramp (sx per pixel) spans sx * w * 15/16 between
+     * the first and last, and the first is at left + w / 32 - 0.5. */
+    crop_seen c = {(rmax - rmin) / (sx * 15 / 16), (gmax - gmin) / (sy * 15 / 16), 0, 0,
+                   left > right};
+    c.left = rmin / sx - c.w / 32 + 0.5;
+    c.top = gmin / sy - c.h / 32 + 0.5;
     return c;
 }
+
+static crop_seen see_crop(const float *out) { return see_crop_scaled(out, 2, 2); }
 
 /* The surviving mutants of issue 13 ("augmentation without flips", "min
  * scale 0.9 instead of 0.08") and the contract: RandomResizedCrop(scale
@@ -1413,6 +1431,8 @@ static void test_augment_distribution(void)
            "seeds 7 and 8 give the same crops");
 
     size_t total = n * epochs, mirrored = 0, small = 0, large = 0, bad_ratio = 0, same_as_8 = 0;
+    size_t portrait = 0, landscape = 0, slack = 0, left_lo = 0, left_hi = 0, top_lo = 0,
+           top_hi = 0, outside = 0;
     double min_area = 1, max_area = 0, sum_area = 0;
     for (size_t k = 0; k < total; k++) {
         crop_seen c = see_crop(runs[0] + k * floats);
@@ -1421,6 +1441,19 @@ static void test_augment_distribution(void)
         small += area < 0.3;
         large += area > 0.8;
         bad_ratio += ratio < 0.7 || ratio > 1.45;
+        portrait += ratio < 0.95;
+        landscape += ratio > 1.05;
+        /* positions: uniform over 0..128-w (and 0..128-h), torchvision's
+         * randint(0, W - w + 1); judged where there is room to move */
+        outside += c.left < -1.5 || c.top < -1.5 || c.left + c.w > 129.5 || c.top + c.h > 129.5;
+        if (128 - c.w >= 16 && 128 - c.h >= 16) {
+            double u = c.left / (128 - c.w), v = c.top / (128 - c.h);
+            slack++;
+            left_lo += u < 0.25;
+            left_hi += u > 0.75;
+            top_lo += v < 0.25;
+            top_hi += v > 0.75;
+        }
         min_area = area < min_area ? area : min_area;
         max_area = area > max_area ? area : max_area;
         sum_area += area;
@@ -1439,11 +1472,66 @@ static void test_augment_distribution(void)
            large);
     CHECKF(mean_area > 0.3 && mean_area < 0.65, "mean crop area %.3f", mean_area);
     CHECKF(bad_ratio == 0, "%zu crops outside the 3/4..4/3 aspect ratio", bad_ratio);
+    /* log-uniform ratio in [3/4, 4/3]: P(< 0.95) = P(> 1.05) ~ 0.41 before
+     * the fit test; both shapes must be common */
+    CHECKF(portrait >= total / 5 && landscape >= total / 5, "%zu portrait, %zu landscape of %zu",
+           portrait, landscape, total);
+    /* each quarter of the free range expected ~1/4 of the crops with room */
+    fprintf(stderr, "augment: %zu crops with room: left %zu low %zu high, top %zu low %zu high\n",
+            slack, left_lo, left_hi, top_lo, top_hi);
+    CHECKF(outside == 0, "%zu crops estimated outside the image", outside);
+    CHECKF(slack >= total / 2 && left_lo >= slack / 10 && left_hi >= slack / 10 &&
+               top_lo >= slack / 10 && top_hi >= slack / 10,
+           "crop positions of %zu: left %zu/%zu, top %zu/%zu in the outer quarters", slack,
+           left_lo, left_hi, top_lo, top_hi);
     CHECKF(same_as_8 < total / 20, "%zu of %zu outputs equal under another seed", same_as_8,
            total);
 out:
     for (int run = 0; run < 3; run++)
         free(runs[run]);
+    ds_close(d);
+}
+
+/* RandomResizedCrop's fallback (torchvision get_params: after 10 failed
+ * tries, a centre crop with the ratio clamped to 3/4..4/3).  On a 256x8
+ * image no try fits (the smallest crop is 11 pixels high), so every crop is
+ * the fallback, which torchvision computes (checked with torchvision 0.x on
+ * this machine: get_params gives (i, j, h, w) = (0, 122, 8, 11)) as h = 8,
+ * w = round(8 * 4/3) = 11, left = (256 - 11) / 2 = 122; for 8x256,
+ * (122, 0, 11, 8).  Not clamping would crop the whole image. */
+static void test_augment_fallback(void)
+{
+    mkdir_rel("rrc");
+    write_ramp_bmp_sized("rrc/wide.bmp", 256, 8, 1, 32);
+    write_ramp_bmp_sized("rrc/tall.bmp", 8, 256, 32, 1);
+    write_text("rrc/m.csv", "wide.bmp,w\ntall.bmp,t\n");
+    ds_dataset *d = open_ok("rrc/m.csv", NULL);
+    if (!d)
+        return;
+    const size_t floats = 3 * 16 * 16;
+    ds_loader_options o = {.batch_size = 2, .shuffle = false, .augment = true, .seed = 3,
+                           .threads = 1, .prefetch = 1, .preprocess = img_preprocess_hf(16)};
+    ds_loader *l = make_loader(d, o);
+    int bad = 0;
+    for (int e = 0; l && e < 8; e++) {
+        epoch_out eo = run_epoch(l, 2, floats, 2, e);
+        CHECKF(eo.status == VIT_OK && eo.rows == 2, "epoch %d: %s", e, eo.message);
+        for (size_t r = 0; r < eo.rows && r < 2; r++) {
+            int wide = eo.indices[r] == 0;
+            crop_seen c = see_crop_scaled(eo.images + r * floats, wide ? 1 : 32, wide ? 32 : 1);
+            double want_w = wide ? 11 : 8, want_h = wide ? 8 : 11;
+            double want_left = wide ? 122 : 0, want_top = wide ? 0 : 122;
+            int ok = fabs(c.w - want_w) < 1.5 && fabs(c.h - want_h) < 1.5 &&
+                     fabs(c.left - want_left) < 1.5 && fabs(c.top - want_top) < 1.5;
+            if (!ok && bad++ < 4)
+                CHECKF(0, "%s, epoch %d: crop %.1fx%.1f at (%.1f, %.1f), want %.0fx%.0f at "
+                          "(%.0f, %.0f)",
+                       wide ? "256x8" : "8x256", e, c.w, c.h, c.left, c.top, want_w, want_h,
+                       want_left, want_top);
+        }
+        epoch_free(&eo);
+    }
+    ds_loader_free(l);
     ds_close(d);
 }
 
@@ -1871,6 +1959,7 @@ int main(void)
     test_idx_fashion_mnist();
     test_loader();
     test_augment_distribution();
+    test_augment_fallback();
     test_loader_bad_items();
     test_cli_outside_root();
     test_walk_work();
