@@ -109,12 +109,12 @@ char *ds_join_rel(const char *a, const char *b)
 
 /* ================================================================ builder */
 
-int ds_names_fit(size_t items, size_t bytes)
+size_t ds_names_limit(size_t items)
 {
     size_t allowed;
     if (!ds_mul_ok(items, DS_NAME_PER_ITEM, &allowed) || allowed > SIZE_MAX - DS_NAMES_START)
-        return 1; /* more than memory can hold anyway */
-    return bytes <= DS_NAMES_START + allowed;
+        return SIZE_MAX; /* more than memory can hold anyway */
+    return DS_NAMES_START + allowed;
 }
 
 vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *err)
@@ -125,11 +125,12 @@ vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *er
     size_t len = strlen(name) + 1;
     if (len > SIZE_MAX - d->pool_len)
         return vit_error_set(err, VIT_ERR_NOMEM, "name pool overflows");
-    if (!ds_names_fit(d->n + 1, d->pool_len + len))
+    if (d->pool_len + len > ds_names_limit(d->n + 1))
         return vit_error_set(err, VIT_ERR_TOO_LARGE,
-                             "the paths of %zu items take over %zu bytes (%d bytes a path on "
-                             "average, symbolic links to deep directories?)",
-                             d->n + 1, d->pool_len, DS_NAME_PER_ITEM);
+                             "the paths of %zu items take %zu bytes, over the limit of %zu "
+                             "(1 MiB + %d bytes a path; symbolic links to deep directories?)",
+                             d->n + 1, d->pool_len + len, ds_names_limit(d->n + 1),
+                             DS_NAME_PER_ITEM);
     if (d->n == d->cap) {
         size_t ncap = d->cap ? d->cap * 2 : 256, b1, b2;
         if (!ds_mul_ok(ncap, sizeof *d->name_off, &b1) || !ds_mul_ok(ncap, sizeof *d->labels, &b2))
@@ -316,7 +317,7 @@ static int cmp_entry(const void *a, const void *b)
  * error (never looked at, so the same error whatever it points to).  *other
  * counts the remaining non-hidden entries.  `cap` bounds the entries kept,
  * and their symlink-free paths are bounded in bytes as d's item names will
- * be (ds_names_fit, counting d's items so far): a directory of a million
+ * be (ds_names_limit, counting d's items so far): a directory of a million
  * links to one deep directory must not hold a million 4 KB paths. */
 static vit_status list_dir(ds_dataset *d, const char *dir_rel, const char *shown, int want_dirs,
                            size_t cap, entry_list *out, size_t *other, vit_error *err)
@@ -375,12 +376,14 @@ static vit_status list_dir(ds_dataset *d, const char *dir_rel, const char *shown
             break;
         }
         held += strlen(canon) + 1;
-        if (!ds_names_fit(d->n + out->n + 1, d->pool_len + held)) {
+        size_t limit = ds_names_limit(d->n + out->n + 1);
+        if (d->pool_len + held > limit) {
             free(canon);
             s = vit_error_set(err, VIT_ERR_TOO_LARGE,
-                              "the paths of the %zu entries of %s take over %zu bytes (%d bytes "
-                              "a path on average, symbolic links to deep directories?)",
-                              out->n + 1, shown, held, DS_NAME_PER_ITEM);
+                              "the paths of the %zu entries of %s take %zu bytes, over the limit "
+                              "of %zu (1 MiB + %d bytes a path; symbolic links to deep "
+                              "directories?)",
+                              out->n + 1, shown, d->pool_len + held, limit, DS_NAME_PER_ITEM);
             break;
         }
         if (!entry_list_add(out, e->d_name, canon)) {

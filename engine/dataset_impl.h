@@ -82,9 +82,9 @@ char *ds_join_rel(const char *a, const char *b);
  * enforcing max_items and the bound on name bytes (DS_NAMES_START). */
 vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *err);
 
-/* Would `items` items whose names take `bytes` bytes (NULs included) stay
- * within the bound on name bytes (DS_NAMES_START)? */
-int ds_names_fit(size_t items, size_t bytes);
+/* The bytes (NULs included) the names of `items` items may take in all:
+ * DS_NAMES_START + DS_NAME_PER_ITEM * items (saturating). */
+size_t ds_names_limit(size_t items);
 
 /* Sets d's classes to copies of names[0..n). */
 vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, vit_error *err);

@@ -47,8 +47,8 @@ static int is_url(const char *s)
  * index: an item keeps only the number of its label (in d->labels), so
  * "a,x" on a million lines holds "x" once, not a million copies. */
 typedef struct label_set {
-    char **names;    /* (n) owned, in order of first use */
-    size_t n, cap;
+    char **names;    /* (n) owned, in order of first use; room for nslots / 2 */
+    size_t n;
     size_t *slots;   /* (nslots) index + 1 into names, 0 when empty; open addressing */
     size_t nslots;   /* a power of two, over twice n */
 } label_set;
@@ -104,7 +104,6 @@ static long label_intern(label_set *l, const char *s)
         free(l->slots);
         l->slots = slots;
         l->nslots = ns;
-        l->cap = ns / 2;
         for (size_t i = 0; i < l->n; i++)
             l->slots[label_slot(l, l->names[i])] = i + 1;
     }
@@ -165,15 +164,15 @@ static const char *csv_split(char *line, char **fields, int max, int *nfields)
 
 /* A manifest line holds one path (< PATH_MAX), one label and a little
  * syntax; JSON may spell each byte as 6 ("\u00e9").  Longer lines are
- * refused before they are held whole: a 1 GB line would otherwise be read
- * into memory, and parsed into ~25x that by jansson (a long JSON array). */
+ * refused before they are held whole: getline read a 1 GB line into memory,
+ * and jansson's values for a long JSON array take several times its size. */
 #define DS_MANIFEST_MAX_LINE ((size_t)64 << 10)
 
-/* Reads one line of f (through '\n' or the end) into buf (cap bytes, cap >
- * DS_MANIFEST_MAX_LINE), NUL-terminated; *len excludes the NUL, NUL bytes
- * in the line included.  Returns 1 for a line, 0 at the end of the file (or
- * on a read error: see ferror), -1 for a line over DS_MANIFEST_MAX_LINE
- * bytes (its rest is not read). */
+/* Reads one line of f (through '\n' or the end) into buf (room for
+ * DS_MANIFEST_MAX_LINE + 1 bytes), NUL-terminated; *len excludes the NUL
+ * and includes NUL bytes in the line.  Returns 1 for a line, 0 at the end
+ * of the file (or on a read error: see ferror), -1 for a line over
+ * DS_MANIFEST_MAX_LINE bytes (its rest is not read). */
 static int read_line(FILE *f, char *buf, size_t *len)
 {
     size_t n = 0;
