@@ -163,9 +163,13 @@ vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, vit
     return VIT_OK;
 }
 
+/* By name, then by class index, so the entries of a repeated name are
+ * adjacent and in class order. */
 static int cmp_class_entry(const void *a, const void *b)
 {
-    return strcmp(((const ds_class_entry *)a)->name, ((const ds_class_entry *)b)->name);
+    const ds_class_entry *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
 }
 
 vit_status ds_class_index_build(const ds_dataset *d, ds_class_entry **out, vit_error *err)
@@ -179,32 +183,25 @@ vit_status ds_class_index_build(const ds_dataset *d, ds_class_entry **out, vit_e
         t[i].index = (int)i;
     }
     qsort(t, n, sizeof *t, cmp_class_entry);
-    for (size_t i = 1; i < n; i++) {
-        if (strcmp(t[i - 1].name, t[i].name) == 0) {
-            vit_status s = vit_error_set(err, VIT_ERR_INVALID,
-                                         "class '%.200s' is listed twice", t[i].name);
-            free(t);
-            return s;
-        }
-    }
     *out = t;
     return VIT_OK;
 }
 
 int ds_class_lookup(const ds_class_entry *t, int n, const char *name)
 {
-    int lo = 0, hi = n;
+    int lo = 0, hi = n; /* the first entry whose name is >= name */
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
-        int c = strcmp(t[mid].name, name);
-        if (c == 0)
-            return t[mid].index;
-        if (c < 0)
+        if (strcmp(t[mid].name, name) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return -1;
+    if (lo == n || strcmp(t[lo].name, name) != 0)
+        return DS_CLASS_UNKNOWN;
+    if (lo + 1 < n && strcmp(t[lo + 1].name, name) == 0)
+        return DS_CLASS_AMBIGUOUS;
+    return t[lo].index;
 }
 
 vit_status ds_fixed_list_count(const char *const *names, const char *what, size_t *n,
@@ -399,10 +396,17 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
         int label = (int)c;
         if (index) {
             label = ds_class_lookup(index, d->num_classes, cls.v[c].name);
-            if (label < 0) {
+            if (label == DS_CLASS_UNKNOWN) {
                 s = vit_error_set(err, VIT_ERR_INVALID,
                                   "%s: unknown label '%.200s' (class directory not in the "
                                   "class list)",
+                                  path, cls.v[c].name);
+                goto done;
+            }
+            if (label == DS_CLASS_AMBIGUOUS) {
+                s = vit_error_set(err, VIT_ERR_INVALID,
+                                  "%s: class directory '%.200s' is ambiguous: the class list "
+                                  "names it twice",
                                   path, cls.v[c].name);
                 goto done;
             }

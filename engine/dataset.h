@@ -71,7 +71,11 @@ typedef struct ds_options {
  * manifest label that is not among them is an error ("unknown label 'x' at
  * line N"), a listed class may have no items.  For IDX sets it names the
  * labels like class_names (class_names wins when both are set).  Names must
- * be non-empty and distinct. */
+ * be non-empty; they may repeat (a model's labels can: ImageNet-1k has two
+ * "crane"s), which only matters when a folder or manifest label is looked up
+ * in the list: a label matching a repeated name is ambiguous, an error
+ * naming it.  IDX labels are numbers and named by position, never looked
+ * up, so a repeated name there is harmless. */
 
 /* Opens a dataset (see above for what path may be).  Item lists are read now;
  * images are decoded later, on demand.  An empty class directory, a manifest

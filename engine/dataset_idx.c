@@ -260,12 +260,9 @@ vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_
             max_label = lab[i];
     }
     if (names) {
+        /* names go by position, so a repeated one (a model's labels may
+         * repeat) is no ambiguity here */
         s = ds_set_classes(d, names, nnames, err);
-        if (s == VIT_OK) {
-            ds_class_entry *index = NULL;
-            s = ds_class_index_build(d, &index, err); /* rejects duplicates */
-            free(index);
-        }
     } else {
         /* Default names "0".."K-1", K = max label + 1 (labels are bytes). */
         char numbers[256][4], *ptrs[256];

@@ -63,11 +63,16 @@ typedef struct ds_class_entry {
     int index;
 } ds_class_entry;
 
-/* Builds a sorted lookup over d->classes (caller frees *out).  Duplicate
- * names are an error (a fixed list must name each class once). */
+/* Builds a sorted lookup over d->classes (caller frees *out).  A name may
+ * appear more than once (a model's labels may repeat one: ImageNet-1k has
+ * two "crane"s); only looking such a name up is an error (below). */
 vit_status ds_class_index_build(const ds_dataset *d, ds_class_entry **out, vit_error *err);
 
-/* Index of class `name` in a lookup of n entries, or -1. */
+enum { DS_CLASS_UNKNOWN = -1, DS_CLASS_AMBIGUOUS = -2 };
+
+/* Index of class `name` in a lookup of n entries; DS_CLASS_UNKNOWN when no
+ * class has that name, DS_CLASS_AMBIGUOUS when several have it (which one
+ * an item means cannot be told, so callers refuse it, naming it). */
 int ds_class_lookup(const ds_class_entry *t, int n, const char *name);
 
 /* Counts a NULL-terminated list and checks its names are non-empty. */

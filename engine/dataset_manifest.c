@@ -156,8 +156,13 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
     int cls = 0;
     if (m->index) {
         cls = ds_class_lookup(m->index, m->d->num_classes, label);
-        if (cls < 0)
+        if (cls == DS_CLASS_UNKNOWN)
             return vit_error_set(err, VIT_ERR_INVALID, "%s: unknown label '%.200s' at line %zu",
+                                 m->file, label, line);
+        if (cls == DS_CLASS_AMBIGUOUS)
+            return vit_error_set(err, VIT_ERR_INVALID,
+                                 "%s: label '%.200s' at line %zu is ambiguous: the class list "
+                                 "names it twice",
                                  m->file, label, line);
     }
     /* Relative paths start at the manifest's directory; absolute ones must

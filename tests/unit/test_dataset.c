@@ -191,9 +191,19 @@ static void test_folder(void)
     const char *missing[] = {"dogs", "cats", NULL};
     opt.classes = missing;
     expect_open_fail("folder", &opt, VIT_ERR_INVALID, "unknown label 'Zebra'", NULL);
+    /* A list may repeat a name (a model's labels can: ImageNet-1k's two
+     * "crane"s); only a folder that is that name is ambiguous, named. */
     const char *dup[] = {"dogs", "cats", "Zebra", "cats", NULL};
     opt.classes = dup;
-    expect_open_fail("folder", &opt, VIT_ERR_INVALID, "twice", NULL);
+    expect_open_fail("folder", &opt, VIT_ERR_INVALID, "'cats'", "twice");
+    const char *dup_unused[] = {"dogs", "crane", "cats", "crane", "Zebra", NULL};
+    opt.classes = dup_unused;
+    d = open_ok("folder", &opt);
+    if (d) {
+        CHECK(ds_num_classes(d) == 5 && strcmp(ds_class_name(d, 3), "crane") == 0);
+        CHECK(ds_label(d, 0) == 4 && ds_label(d, 1) == 2 && ds_label(d, 3) == 0);
+        ds_close(d);
+    }
 
     /* Errors: an empty class, files without classes, nothing at all. */
     mkdir_rel("folder_empty_class");
@@ -337,6 +347,15 @@ static void test_jsonl(void)
     fopt.classes = few;
     expect_open_fail("man/good.jsonl", &fopt, VIT_ERR_INVALID, "unknown label 'rocket' at line 4",
                      NULL);
+    /* a repeated name: fine until a line uses it (line 4 is "rocket") */
+    const char *rep[] = {"rocket", "cat", "camera", "crane", "crane", NULL};
+    fopt.classes = rep;
+    d = open_ok("man/good.jsonl", &fopt);
+    ds_close(d);
+    const char *rep_rocket[] = {"rocket", "cat", "camera", "rocket", NULL};
+    fopt.classes = rep_rocket;
+    expect_open_fail("man/good.jsonl", &fopt, VIT_ERR_INVALID, "'rocket' at line 4",
+                     "ambiguous");
 }
 
 static void test_csv(void)
@@ -784,6 +803,18 @@ static void test_idx_synthetic(void)
         CHECK(ds_num_classes(d) == 3 && strcmp(ds_class_name(d, 1), "one") == 0);
         ds_close(d);
     }
+    /* names go by position: a repeated one is harmless (an eval set named
+     * by a model's labels, which may repeat) */
+    const char *rep[] = {"crane", "one", "crane", NULL};
+    opt.classes = rep;
+    opt.class_names = NULL;
+    d = open_ok("syn-images-idx3-ubyte", &opt);
+    if (d) {
+        CHECK(ds_num_classes(d) == 3 && strcmp(ds_class_name(d, 2), "crane") == 0 &&
+              ds_label(d, 1) == 2);
+        ds_close(d);
+    }
+    opt.classes = NULL;
     const char *two[] = {"zero", "one", NULL};
     opt.class_names = two;
     expect_open_fail("syn-images-idx3-ubyte", &opt, VIT_ERR_INVALID, "out of range",

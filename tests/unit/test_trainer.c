@@ -699,6 +699,48 @@ static void test_cli_classes(void)
     vit_model_free(m);
 }
 
+/* A model whose labels repeat a name (ImageNet-1k has two "crane"s) is
+ * evaluated: by position on an IDX set without names, by name on a folder
+ * that does not use the repeated name; only a folder class that is that
+ * name is refused (which row would it be?), named. */
+static void test_eval_repeated_label(void)
+{
+    char ckpt[256], folder[600], idx[512];
+    vit_error err = {0};
+    const char *const rep[7] = {"dog", "cat", "owl", "ant", "yak", "dog", NULL};
+    vit_model *m = tiny_model(6, 0, rep);
+    memcpy(vit_model_find(m, "head.bias")->data, CONST_BIAS, sizeof CONST_BIAS);
+    tmp_path(ckpt, sizeof ckpt, "repeated-label-model");
+    CHECKF(vit_model_save(m, ckpt, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(m);
+
+    /* always predicts class 1 ("cat"): 2 of 5 labels are 1 */
+    const int y[5] = {1, 0, 5, 1, 3};
+    write_idx(idx, sizeof idx, "repeated", 5, y, 21);
+    run_result *r = run_vitfit("eval", "--model", ckpt, "--data", idx, "--json", NULL);
+    json_t *j = parse_json(r->out);
+    CHECKF(r->status == 0 && fabs(json_real_value(json_object_get(j, "top1")) - 0.4) < 1e-9 &&
+               json_integer_value(json_object_get(j, "count")) == 5,
+           "IDX eval, repeated label: exit %d: %s %s", r->status, r->out, r->err);
+    json_decref(j);
+
+    const char *const cat_owl[3] = {"cat", "owl", NULL};
+    const int counts[2] = {3, 1};
+    write_folder(folder, sizeof folder, "eval-cat-owl", cat_owl, counts);
+    r = run_vitfit("eval", "--model", ckpt, "--data", folder, "--json", NULL);
+    j = parse_json(r->out);
+    CHECKF(r->status == 0 && fabs(json_real_value(json_object_get(j, "top1")) - 0.75) < 1e-9,
+           "folder eval, repeated label unused: exit %d: %s %s", r->status, r->out, r->err);
+    json_decref(j);
+
+    const char *const cat_dog[3] = {"cat", "dog", NULL};
+    write_folder(folder, sizeof folder, "eval-cat-dog", cat_dog, counts);
+    r = run_vitfit("eval", "--model", ckpt, "--data", folder, NULL);
+    CHECKF(r->status == 1 && count_lines(r->err) == 1 && strstr(r->err, "'dog'") &&
+               strstr(r->err, "ambiguous"),
+           "folder eval, class 'dog' named twice by the model: exit %d: %s", r->status, r->err);
+}
+
 /* ---- 4. the schedule ------------------------------------------------------ */
 
 /* With bad files skipped, the schedule is sized on what loads: the last step
@@ -1061,6 +1103,7 @@ int main(void)
     test_eval_report();
     test_run_eval_classes();
     test_cli_classes();
+    test_eval_repeated_label();
     test_skip_bad_schedule();
     test_replan_short_epoch();
     test_warmup_length();
