@@ -144,11 +144,97 @@ vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *er
     return VIT_OK;
 }
 
-vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, vit_error *err)
+/* Why `name` cannot be a class name (dataset.h), or NULL when it can.  The
+ * UTF-8 rules are jansson's (no overlong forms, no surrogates, nothing above
+ * U+10FFFF), so a name that passes is a JSON string. */
+static const char *class_name_problem(const char *name)
+{
+    const unsigned char *p = (const unsigned char *)name;
+    size_t n = strlen(name);
+    if (n == 0)
+        return "is empty";
+    if (n > DS_MAX_CLASS_NAME)
+        return "is too long";
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i], cp, min;
+        size_t more;
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                return "contains a control character";
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            more = 1, cp = c & 0x1f, min = 0x80;
+        else if (c >= 0xe0 && c <= 0xef)
+            more = 2, cp = c & 0x0f, min = 0x800;
+        else if (c >= 0xf0 && c <= 0xf4)
+            more = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return "is not valid UTF-8";
+        if (n - i - 1 < more)
+            return "is not valid UTF-8";
+        for (size_t j = 1; j <= more; j++) {
+            if ((p[i + j] & 0xc0) != 0x80)
+                return "is not valid UTF-8";
+            cp = cp << 6 | (p[i + j] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return "is not valid UTF-8";
+        if (cp < 0xa0) /* U+0080..U+009F: the C1 controls */
+            return "contains a control character";
+        i += more + 1;
+    }
+    return NULL;
+}
+
+/* Copies name into buf (cap >= 8) for a message: printable ASCII as is,
+ * every other byte as \xNN, cut with "..." when long. */
+static void show_name(char *buf, size_t cap, const char *name)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        char piece[8];
+        int len = *p >= 0x20 && *p < 0x7f && *p != '\\'
+                      ? snprintf(piece, sizeof piece, "%c", *p)
+                      : snprintf(piece, sizeof piece, "\\x%02x", *p);
+        if (o + (size_t)len + 4 > cap) {
+            memcpy(buf + o, "...", 4);
+            return;
+        }
+        memcpy(buf + o, piece, (size_t)len);
+        o += (size_t)len;
+    }
+    buf[o] = '\0';
+}
+
+vit_status ds_check_class_name(const char *name, const char *what, vit_error *err)
+{
+    const char *why = class_name_problem(name);
+    if (!why)
+        return VIT_OK;
+    char shown[96];
+    show_name(shown, sizeof shown, name);
+    return vit_error_set(err, VIT_ERR_INVALID,
+                         "%s '%s' %s: a class name must be UTF-8 text of 1 to %d bytes without "
+                         "control characters (it becomes a task label and a JSON key)",
+                         what, shown, why, DS_MAX_CLASS_NAME);
+}
+
+vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, const char *what,
+                          vit_error *err)
 {
     if (n > DS_MAX_CLASSES)
         return vit_error_set(err, VIT_ERR_TOO_LARGE, "%zu classes, over the limit of %d", n,
                              DS_MAX_CLASSES);
+    /* Checked here, where every source's names pass, so that no class name
+     * can fail later: at the end of a training run (task_save refuses such a
+     * label) or silently (a JSON report or config.json dropping it). */
+    for (size_t i = 0; i < n; i++) {
+        vit_status s = ds_check_class_name(names[i], what, err);
+        if (s != VIT_OK)
+            return s;
+    }
     d->classes = calloc(n ? n : 1, sizeof *d->classes);
     if (!d->classes)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for class names");
@@ -227,7 +313,7 @@ vit_status ds_use_fixed_classes(ds_dataset *d, const char *const *classes,
     size_t n = 0;
     vit_status s = ds_fixed_list_count(classes, "class list", &n, err);
     if (s == VIT_OK)
-        s = ds_set_classes(d, classes, n, err);
+        s = ds_set_classes(d, classes, n, "class list: name", err);
     if (s == VIT_OK)
         s = ds_class_index_build(d, index, err);
     return s;
@@ -386,7 +472,9 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
         }
         for (size_t c = 0; c < cls.n; c++)
             names[c] = cls.v[c].name;
-        s = ds_set_classes(d, (const char *const *)names, cls.n, err);
+        char what[PATH_MAX + 32];
+        snprintf(what, sizeof what, "%s: class directory", path);
+        s = ds_set_classes(d, (const char *const *)names, cls.n, what, err);
         free(names);
     }
     if (s != VIT_OK)

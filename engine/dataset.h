@@ -36,6 +36,14 @@
 
 typedef struct ds_dataset ds_dataset;
 
+/* Class names -- ImageFolder directory names, manifest labels, the entries
+ * of ds_options.class_names and .classes -- must be valid UTF-8 of 1 to
+ * DS_MAX_CLASS_NAME bytes without control characters: they become task and
+ * checkpoint labels (task.h TASK_MAX_LABEL) and JSON keys, where anything
+ * else would fail at the end of a training run or vanish from a report.
+ * ds_open refuses a set with any other, naming it. */
+#define DS_MAX_CLASS_NAME 1024
+
 /* What to do with an item that cannot be read or decoded. */
 typedef enum ds_bad_policy { DS_BAD_FAIL, DS_BAD_SKIP } ds_bad_policy;
 

@@ -262,7 +262,8 @@ vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_
     if (names) {
         /* names go by position, so a repeated one (a model's labels may
          * repeat) is no ambiguity here */
-        s = ds_set_classes(d, names, nnames, err);
+        s = ds_set_classes(d, names, nnames,
+                           opt->class_names ? "class names: name" : "class list: name", err);
     } else {
         /* Default names "0".."K-1", K = max label + 1 (labels are bytes). */
         char numbers[256][4], *ptrs[256];
@@ -271,7 +272,7 @@ vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_
             snprintf(numbers[c], sizeof numbers[c], "%hhu", (unsigned char)c);
             ptrs[c] = numbers[c];
         }
-        s = ds_set_classes(d, (const char *const *)ptrs, (size_t)max_label + 1, err);
+        s = ds_set_classes(d, (const char *const *)ptrs, (size_t)max_label + 1, "label", err);
     }
     if (s != VIT_OK)
         goto done;

@@ -54,8 +54,15 @@ char *ds_join_rel(const char *a, const char *b);
 /* Adds an item (name, label) to d, enforcing max_items. */
 vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *err);
 
-/* Sets d's classes to copies of names[0..n). */
-vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, vit_error *err);
+/* Is name a valid class name (dataset.h: UTF-8, 1..DS_MAX_CLASS_NAME bytes,
+ * no control characters)?  If not, VIT_ERR_INVALID with a message starting
+ * with `what` (e.g. "<folder>: class directory") and the name, escaped. */
+vit_status ds_check_class_name(const char *name, const char *what, vit_error *err);
+
+/* Sets d's classes to copies of names[0..n), each checked by
+ * ds_check_class_name (`what` names them in a message). */
+vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, const char *what,
+                          vit_error *err);
 
 /* A name -> class lookup: class names sorted bytewise with their index. */
 typedef struct ds_class_entry {

@@ -149,6 +149,11 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
         return vit_error_set(err, VIT_ERR_FORMAT, "%s: empty image path", where);
     if (label[0] == '\0')
         return vit_error_set(err, VIT_ERR_FORMAT, "%s: empty label", where);
+    char what[PATH_MAX + 48];
+    snprintf(what, sizeof what, "%s: label", where);
+    vit_status s = ds_check_class_name(label, what, err);
+    if (s != VIT_OK)
+        return s;
     if (is_url(image))
         return vit_error_set(err, VIT_ERR_UNSUPPORTED,
                              "%s: URLs in manifests are not supported yet ('%.200s')", where,
@@ -174,8 +179,7 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
     int fd;
     struct stat st;
     snprintf(subject, sizeof subject, "%s:%zu: image '%s'", m->file, line, image);
-    vit_status s = beneath_open(m->d->root, rel, BENEATH_WANT_FILE, subject, &fd, &st, &canon,
-                                err);
+    s = beneath_open(m->d->root, rel, BENEATH_WANT_FILE, subject, &fd, &st, &canon, err);
     free(rel);
     if (s != VIT_OK)
         return s;
@@ -254,7 +258,7 @@ static vit_status manifest_classes(manifest_ctx *m, vit_error *err)
     for (size_t i = 0; i < n; i++)
         if (u == 0 || strcmp(sorted[u - 1], sorted[i]) != 0)
             sorted[u++] = sorted[i];
-    vit_status s = ds_set_classes(d, (const char *const *)sorted, u, err);
+    vit_status s = ds_set_classes(d, (const char *const *)sorted, u, "label", err);
     free(sorted);
     ds_class_entry *index = NULL;
     if (s == VIT_OK)

@@ -22,6 +22,10 @@
 
 #include "gemm.h"
 
+/* A data set's class names become task labels (finish): every name ds_open
+ * accepts must be one task_create and task_save accept. */
+_Static_assert(DS_MAX_CLASS_NAME <= TASK_MAX_LABEL, "class names must fit task labels");
+
 trainer_config trainer_defaults(void)
 {
     trainer_config c = {

@@ -411,6 +411,89 @@ static void test_csv(void)
                      NULL);
 }
 
+/* ------------------------------------------------------------ class names */
+
+/* Class names become task labels and JSON keys: ds_open refuses one that is
+ * not UTF-8, has a control character or is over DS_MAX_CLASS_NAME bytes,
+ * from every source, naming it (escaped); real UTF-8 of any width is fine. */
+static void test_class_names(void)
+{
+    static const struct {
+        const char *name;
+        const char *why; /* NULL: accepted */
+    } cases[] = {
+        {"caf\xc3\xa9", NULL},            /* cafe with U+00E9 */
+        {"\xe6\x97\xa5\xe6\x9c\xac", NULL}, /* 3-byte forms */
+        {"\xf0\x9f\x90\x88", NULL},       /* U+1F408, 4 bytes */
+        {"caf\xe9", "not valid UTF-8"},   /* Latin-1 */
+        {"a\xc0\xaf", "not valid UTF-8"}, /* overlong '/' */
+        {"\xed\xa0\x80x", "not valid UTF-8"}, /* a UTF-16 surrogate */
+        {"\xf4\x90\x80\x80", "not valid UTF-8"}, /* above U+10FFFF */
+        {"ab\xe6\x97", "not valid UTF-8"}, /* cut short */
+        {"tab\there", "control character"},
+        {"esc\x1b[31m", "control character"},
+        {"c1\xc2\x85", "control character"}, /* U+0085 NEL */
+    };
+    mkdir_rel("names");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char rel[64], dir[256];
+        snprintf(rel, sizeof rel, "names/f%zu", i);
+        mkdir_rel(rel);
+        snprintf(dir, sizeof dir, "%s/%s", rel, cases[i].name);
+        mkdir_rel(dir);
+        snprintf(dir, sizeof dir, "%s/%s/x.png", rel, cases[i].name);
+        copy_image("chelsea.png", dir);
+        snprintf(dir, sizeof dir, "%s/ok", rel);
+        mkdir_rel(dir);
+        snprintf(dir, sizeof dir, "%s/ok/y.png", rel);
+        copy_image("chelsea.png", dir);
+        if (!cases[i].why) {
+            ds_dataset *d = open_ok(rel, NULL);
+            int c = d && strcmp(ds_class_name(d, 0), "ok") == 0; /* sorted bytewise */
+            CHECKF(d && strcmp(ds_class_name(d, c), cases[i].name) == 0, "folder case %zu", i);
+            ds_close(d);
+        } else {
+            expect_open_fail(rel, NULL, VIT_ERR_INVALID, "class directory", cases[i].why);
+        }
+        /* the same name as a CSV label (line 2) and in --class-names */
+        char csv[256], text[512];
+        snprintf(csv, sizeof csv, "names/m%zu.csv", i);
+        snprintf(text, sizeof text, "f%zu/ok/y.png,ok\nf%zu/ok/y.png,%s\n", i, i, cases[i].name);
+        write_text(csv, text);
+        if (!cases[i].why) {
+            ds_close(open_ok(csv, NULL));
+        } else {
+            snprintf(text, sizeof text, "m%zu.csv:2: label", i);
+            expect_open_fail(csv, NULL, VIT_ERR_INVALID, text, cases[i].why);
+        }
+        const char *names[] = {"zero", cases[i].name, "two", NULL};
+        ds_options opt = {.class_names = names};
+        if (!cases[i].why)
+            ds_close(open_ok("syn-images-idx3-ubyte", &opt));
+        else
+            expect_open_fail("syn-images-idx3-ubyte", &opt, VIT_ERR_INVALID, "class names",
+                             cases[i].why);
+    }
+    /* the message shows the bytes escaped, never raw */
+    expect_open_fail("names/f3", NULL, VIT_ERR_INVALID, "'caf\\xe9'", NULL);
+    /* JSONL: a control character written as an escape */
+    write_text("names/ctl.jsonl", "{\"image\": \"f0/ok/y.png\", \"label\": \"a\\u0007b\"}\n");
+    expect_open_fail("names/ctl.jsonl", NULL, VIT_ERR_INVALID, "ctl.jsonl:1: label",
+                     "control character");
+    /* length: DS_MAX_CLASS_NAME bytes is fine, one more is not */
+    static char long_name[DS_MAX_CLASS_NAME + 2];
+    memset(long_name, 'x', DS_MAX_CLASS_NAME);
+    const char *names[] = {"zero", long_name, "two", NULL};
+    ds_options opt = {.class_names = names};
+    ds_close(open_ok("syn-images-idx3-ubyte", &opt));
+    long_name[DS_MAX_CLASS_NAME] = 'x';
+    expect_open_fail("syn-images-idx3-ubyte", &opt, VIT_ERR_INVALID, "too long", NULL);
+    /* a fixed class list (a model's labels) is held to the same rule */
+    const char *bad_list[] = {"ok", "caf\xe9", NULL};
+    ds_options fixed = {.classes = bad_list};
+    expect_open_fail("names/f0", &fixed, VIT_ERR_INVALID, "class list", "UTF-8");
+}
+
 /* ------------------------------------------------------------ confinement */
 
 /* Makes <tmp>/<rel> a symlink to target (taken as is). */
@@ -1548,6 +1631,7 @@ int main(void)
     test_confinement();
     test_swap_after_open();
     test_idx_synthetic();
+    test_class_names();
     test_idx_bounds();
     test_idx_fashion_mnist();
     test_loader();

@@ -741,6 +741,41 @@ static void test_eval_repeated_label(void)
            "folder eval, class 'dog' named twice by the model: exit %d: %s", r->status, r->err);
 }
 
+/* A class name that is not UTF-8 (a Latin-1 folder name) used to give a
+ * full checkpoint whose config.json silently lost that label (so it no
+ * longer loaded), or fail bitfit only at the save after training.  Now the
+ * set is refused before any step, and vit_model_save refuses such a label
+ * instead of dropping it. */
+static void test_class_name_not_text(void)
+{
+    char folder[600], out[256], ckpt[256];
+    const char *const classes[3] = {"caf\xe9", "boot", NULL};
+    const int counts[2] = {2, 2};
+    write_folder(folder, sizeof folder, "latin1", classes, counts);
+    vit_error err = {0};
+    vit_model *m = tiny_model(2, 23, (const char *const[]){"x", "y", NULL});
+    tmp_path(ckpt, sizeof ckpt, "latin1-model");
+    CHECKF(vit_model_save(m, ckpt, &err) == VIT_OK, "%s", err.message);
+    const char *methods[2] = {"full", "bitfit"};
+    for (int i = 0; i < 2; i++) {
+        tmp_path(out, sizeof out, i ? "latin1.safetensors" : "latin1-full");
+        run_result *r = run_vitfit("train", "--model", ckpt, "--train", folder, "--eval", folder,
+                                   "--method", methods[i], "--out", out, "--log-every", "1",
+                                   "--batch-size", "2", "--epochs", "1", NULL);
+        CHECKF(r->status == 1 && count_lines(r->err) == 1 && strstr(r->err, "caf\\xe9") &&
+                   strstr(r->err, "UTF-8") && !strstr(r->err, "step "),
+               "train --method %s, class 'caf\\xe9': exit %d: %s", methods[i], r->status, r->err);
+        CHECKF(access(out, F_OK) != 0, "train --method %s wrote %s", methods[i], out);
+    }
+    /* the engine: a label config.json cannot hold is an error, not a gap */
+    CHECK(vit_model_set_labels(m, (const char *const[]){"caf\xe9", "y"}, &err) == VIT_OK);
+    tmp_path(ckpt, sizeof ckpt, "latin1-label-model");
+    vit_status st = vit_model_save(m, ckpt, &err);
+    CHECKF(st == VIT_ERR_INVALID && strstr(err.message, "label 0") && access(ckpt, F_OK) != 0,
+           "saving a non-UTF-8 label: %s: %s", vit_status_name(st), err.message);
+    vit_model_free(m);
+}
+
 /* ---- 4. the schedule ------------------------------------------------------ */
 
 /* With bad files skipped, the schedule is sized on what loads: the last step
@@ -1104,6 +1139,7 @@ int main(void)
     test_run_eval_classes();
     test_cli_classes();
     test_eval_repeated_label();
+    test_class_name_not_text();
     test_skip_bad_schedule();
     test_replan_short_epoch();
     test_warmup_length();
