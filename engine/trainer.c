@@ -516,9 +516,24 @@ static void report_progress(const trainer_config *cfg, progress_window *w, long 
     w->t_last = t;
 }
 
-/* Sizes the schedule for `per_epoch` batches per epoch (see trainer.h). */
+/* The warm-up of a run of `total` steps: what the config asks for, at most
+ * total - 1 steps.  Recipes (timm's, torchvision's) use a warm-up that is a
+ * small prefix of the run and end the run annealed; a warm-up that covers
+ * the whole run is nearly always a default meeting a short run (--epochs 1
+ * with the default 1-epoch warm-up, or --max-steps), and taking it literally
+ * would end the run at its peak lr, never decaying.  So the cap keeps the
+ * documented end point: the last step runs at min_lr (optim.h; a one-step
+ * run has no warm-up and runs at lr). */
+static long cap_warmup(long asked, long total)
+{
+    long most = total > 1 ? total - 1 : 0;
+    return asked < most ? asked : most;
+}
+
+/* Sizes the schedule for `per_epoch` batches per epoch (see trainer.h);
+ * *asked: the warm-up the config asks for, in steps, before the cap. */
 static vit_status plan_schedule(const trainer_config *cfg, size_t per_epoch, sched_config *s,
-                                vit_error *err)
+                                long *asked, vit_error *err)
 {
     if (per_epoch > (size_t)(LONG_MAX / cfg->epochs))
         return vit_error_set(err, VIT_ERR_TOO_LARGE, "%zu batches x %d epochs is too many steps",
@@ -526,13 +541,10 @@ static vit_status plan_schedule(const trainer_config *cfg, size_t per_epoch, sch
     long total = (long)per_epoch * cfg->epochs;
     if (cfg->max_steps > 0 && cfg->max_steps < total)
         total = cfg->max_steps;
-    /* The warm-up is what the config asks for, in steps of this run's epochs;
-     * only the run's own length bounds it (a warm-up as long as the run ramps
-     * up to lr at the last step and never decays -- the caller asked for it). */
     double w = cfg->warmup_epochs * (double)per_epoch;
-    long warmup = w >= (double)total ? total : (long)llround(w);
-    *s = (sched_config){.lr = cfg->lr, .min_lr = cfg->min_lr, .warmup_steps = warmup,
-                        .total_steps = total};
+    *asked = w < 1e18 ? (long)llround(w) : (long)1e18; /* w >= 0, finite */
+    *s = (sched_config){.lr = cfg->lr, .min_lr = cfg->min_lr,
+                        .warmup_steps = cap_warmup(*asked, total), .total_steps = total};
     return VIT_OK;
 }
 
@@ -571,8 +583,14 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     if (st == VIT_OK && !out->cancelled && per_epoch == 0)
         st = vit_error_set(err, VIT_ERR_INVALID, "the training set is empty");
     sched_config sched = {0};
-    if (st == VIT_OK)
-        st = plan_schedule(cfg, per_epoch, &sched, err);
+    long warmup_asked = 0;
+    if (st == VIT_OK && !out->cancelled)
+        st = plan_schedule(cfg, per_epoch, &sched, &warmup_asked, err);
+    if (st == VIT_OK && !out->cancelled && cfg->plan) {
+        trainer_plan plan = {.total_steps = sched.total_steps, .warmup_steps = sched.warmup_steps,
+                             .warmup_asked = warmup_asked, .batches_per_epoch = (long)per_epoch};
+        cfg->plan(cfg->ctx, &plan);
+    }
     int K = st == VIT_OK ? m->cfg.num_classes : 0;
     long step = 0, epoch_steps = 0;
     double epoch_loss = 0;
@@ -659,8 +677,7 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
             if (cfg->max_steps > 0 && cfg->max_steps < total)
                 total = cfg->max_steps;
             sched.total_steps = total;
-            if (sched.warmup_steps > total)
-                sched.warmup_steps = total;
+            sched.warmup_steps = cap_warmup(sched.warmup_steps, total);
             if (cfg->log_every > 0 && step == total)
                 report_progress(cfg, &win, step, &sched, out->skipped_steps, epoch, lr);
         }

@@ -43,6 +43,14 @@ typedef struct trainer_progress {
     double eta_seconds;
 } trainer_progress;
 
+/* The schedule of a run, as planned before its first step. */
+typedef struct trainer_plan {
+    long total_steps, warmup_steps;
+    long warmup_asked;        /* warmup_epochs in steps: more than warmup_steps when the
+                                 warm-up was cut to end the run at min_lr */
+    long batches_per_epoch;
+} trainer_plan;
+
 typedef struct trainer_config {
     vit_method method;
     int epochs;
@@ -50,8 +58,8 @@ typedef struct trainer_config {
     int batch_size;
     double lr, min_lr;
     double weight_decay;      /* on the head weight (and, for full, on every matrix) */
-    double warmup_epochs;     /* linear warm-up, in epochs (fractions allowed); capped only
-                                 by the run's length */
+    double warmup_epochs;     /* linear warm-up, in epochs (fractions allowed); at most
+                                 total steps - 1, so the last step runs at min_lr */
     optim_kind optimizer;
     double momentum;          /* SGD */
     double label_smoothing;
@@ -67,6 +75,7 @@ typedef struct trainer_config {
     void *on_bad_ctx;
     long log_every;           /* steps between progress reports (0: none) */
     void (*progress)(void *ctx, const trainer_progress *p);
+    void (*plan)(void *ctx, const trainer_plan *p); /* once, before step 0 (may be NULL) */
     int (*should_stop)(void *ctx); /* non-zero: cancel between steps */
     void *ctx;
 } trainer_config;
@@ -121,8 +130,9 @@ void trainer_result_free(trainer_result *r);
  * fails at once, not after training.
  *
  * Schedule: total steps = batches per epoch * epochs (or max_steps), warm-up
- * = warmup_epochs * batches per epoch (at most the whole run), cosine to
- * min_lr at the last step (optim.h).  Batches per epoch count the items that
+ * = warmup_epochs * batches per epoch, cut to total steps - 1 when the run is
+ * not longer than that (cfg->plan is told), cosine to min_lr at the last
+ * step (optim.h): every run of two or more steps ends at min_lr.  Batches per epoch count the items that
  * load: with DS_BAD_SKIP a counting pass decodes every item once before
  * training; should an epoch still come out shorter (a file changed during
  * the run), the rest of the schedule is re-planned on what it delivered.

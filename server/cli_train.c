@@ -48,7 +48,9 @@ static void train_usage(FILE *out)
             "linear, a new checkpoint directory for full.  --from-scratch (full only) re-initialises\n"
             "every weight first, keeping only the architecture of --model.  --eval's classes are\n"
             "matched to --train's by name; --skip-bad first counts the images that decode, so the\n"
-            "schedule ends (at --min-lr) on the last step that runs.\n");
+            "schedule ends (at --min-lr) on the last step that runs.  Schedule: a linear warm-up of\n"
+            "--warmup-epochs up to --lr, then a cosine down to --min-lr on the last step; a warm-up\n"
+            "not shorter than the run (--epochs or --max-steps) is cut to leave that last step.\n");
 }
 
 static void eval_usage(FILE *out)
@@ -172,6 +174,19 @@ static void print_progress(void *ctx, const trainer_progress *p)
                 p->step, p->total_steps, p->epoch, p->epochs, p->loss, p->lr,
                 p->images_per_second, p->eta_seconds);
     }
+}
+
+/* A note when the warm-up was cut to leave the run's last step for the
+ * decay (trainer.h): the run then does not do what --warmup-epochs said. */
+static void print_plan(void *ctx, const trainer_plan *p)
+{
+    const train_opts *o = ctx;
+    if (p->warmup_asked > p->warmup_steps)
+        fprintf(stderr,
+                "vitfit: note: the warm-up (--warmup-epochs %g = %ld steps) is not shorter than "
+                "the run (%ld steps): it is cut to %ld steps, so that the last step runs at "
+                "--min-lr\n",
+                o->cfg.warmup_epochs, p->warmup_asked, p->total_steps, p->warmup_steps);
 }
 
 /* Parses a double option in [lo, hi]. */
@@ -329,6 +344,7 @@ int cli_train(int argc, char **argv)
         return CLI_FAIL;
     vit_set_threads((int)o.threads);
     o.cfg.progress = print_progress;
+    o.cfg.plan = print_plan;
     o.cfg.ctx = &o;
     o.cfg.on_bad_fn = report_bad;
 
@@ -353,9 +369,6 @@ int cli_train(int argc, char **argv)
         if (st != VIT_OK)
             vit_error_prefix(&err, "--eval");
     }
-    if (st == VIT_OK && o.cfg.max_steps == 0 && o.cfg.warmup_epochs >= o.cfg.epochs)
-        fprintf(stderr, "vitfit: note: the warm-up (%g epochs) lasts the whole run: the learning "
-                        "rate rises to --lr and never decays\n", o.cfg.warmup_epochs);
     if (st == VIT_OK)
         st = trainer_run(m, train, eval, &o.cfg, &res, &err);
     if (st == VIT_OK && res.skipped_steps > 0)

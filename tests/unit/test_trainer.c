@@ -22,7 +22,9 @@
  *    train --eval`.
  * 4. The schedule: with --skip-bad the last step is step total_steps and
  *    runs at min_lr; warm-up lengths of 1- and 2-epoch runs are what the
- *    config says.
+ *    config says unless that leaves no step after them (then cut to total -
+ *    1, announced by the plan callback and a CLI note): every run of two or
+ *    more steps ends at min_lr, --max-steps runs included.
  * 5. Progress reports at log_every (engine callback and CLI lines); --head
  *    auto keeps the checkpoint's head, rows matched by name.
  * 6. A step with inf/NaN gradients (finite loss) changes no parameter.
@@ -192,6 +194,8 @@ typedef struct recorder {
     int n;
     trainer_progress p[64];
     int bad_items;
+    int plans;
+    trainer_plan plan;
 } recorder;
 
 static void record(void *ctx, const trainer_progress *p)
@@ -890,13 +894,24 @@ static void test_replan_short_epoch(void)
     vit_model_free(backbone);
 }
 
-/* Runs n_items items, batch 1, and returns the lrs of each step in lr[]. */
-static int lr_run(const char *idx, int epochs, double warmup_epochs, double *lr, long *warmup)
+/* The plan a run announced (trainer_config.plan). */
+static void record_plan(void *ctx, const trainer_plan *p)
+{
+    recorder *r = ctx;
+    r->plan = *p;
+    r->plans++;
+}
+
+/* Runs the items of idx, batch 1, for `epochs` (max_steps: 0 or a cap), and
+ * returns the lrs of each step in lr[]; *plan: the plan announced. */
+static int lr_run(const char *idx, int epochs, long max_steps, double warmup_epochs, double *lr,
+                  long *warmup, trainer_plan *plan)
 {
     ds_dataset *d = open_set(idx, NULL);
     vit_model *backbone = tiny_model(2, 13, NULL);
     trainer_config cfg = small_config();
     cfg.epochs = epochs;
+    cfg.max_steps = max_steps;
     cfg.batch_size = 1;
     cfg.lr = 1e-3;
     cfg.min_lr = 1e-5;
@@ -904,14 +919,16 @@ static int lr_run(const char *idx, int epochs, double warmup_epochs, double *lr,
     cfg.log_every = 1;
     recorder rec = {0};
     cfg.progress = record;
+    cfg.plan = record_plan;
     cfg.ctx = &rec;
     trainer_result res = {0};
     vit_error err = {0};
     vit_status st = d ? trainer_run(backbone, d, NULL, &cfg, &res, &err) : VIT_ERR_INVALID;
-    CHECKF(st == VIT_OK, "lr run: %s", err.message);
+    CHECKF(st == VIT_OK && rec.plans == 1, "lr run: %s (%d plans)", err.message, rec.plans);
     for (int i = 0; i < rec.n && i < 64; i++)
         lr[i] = rec.p[i].lr;
     *warmup = res.warmup_steps;
+    *plan = rec.plan;
     trainer_result_free(&res);
     ds_close(d);
     vit_model_free(backbone);
@@ -929,7 +946,9 @@ static void check_lrs(const char *what, const double *got, int n, const double *
             fprintf(stderr, "  step %d: lr %.9g want %.9g\n", i, got[i], want[i]);
 }
 
-/* Warm-up lengths are what the config says, in 1- and 2-epoch runs too. */
+/* Warm-up lengths are what the config says, in 1- and 2-epoch runs too,
+ * except that a warm-up not shorter than the run is cut to total - 1 steps:
+ * every run of two or more steps ends at min_lr (README, trainer.h). */
 static void test_warmup_length(void)
 {
     char idx8[512], idx4[512];
@@ -938,40 +957,98 @@ static void test_warmup_length(void)
     write_idx(idx4, sizeof idx4, "four", 4, y8, 8);
     double lr[64], want[64];
     long warmup = 0;
-    float lr0 = (float)1e-3;
+    trainer_plan plan;
+    float lr0 = (float)1e-3, lr_min = (float)1e-5;
 
-    /* 1 epoch of 8 steps, warm-up 1 epoch: a ramp over all 8 steps */
-    int n = lr_run(idx8, 1, 1.0, lr, &warmup);
-    for (int s = 0; s < 8; s++)
-        want[s] = (float)(1e-3 * (s + 1) / 8);
-    CHECKF(warmup == 8, "1 epoch, warm-up 1 epoch: %ld warm-up steps, want 8", warmup);
+    /* (c) 1 epoch of 8 steps, warm-up 1 epoch (the default): 7 ramp steps,
+     * the last at min_lr (it used to ramp over all 8 and never decay) */
+    int n = lr_run(idx8, 1, 0, 1.0, lr, &warmup, &plan);
+    for (int s = 0; s < 7; s++)
+        want[s] = (float)(1e-3 * (s + 1) / 7);
+    want[7] = lr_min;
+    CHECKF(warmup == 7 && plan.warmup_steps == 7 && plan.warmup_asked == 8 &&
+               plan.total_steps == 8,
+           "1 epoch, warm-up 1 epoch: %ld warm-up steps (plan %ld of %ld asked, %ld total), "
+           "want 7 of 8",
+           warmup, plan.warmup_steps, plan.warmup_asked, plan.total_steps);
     check_lrs("1 epoch, warm-up 1 epoch", lr, n, want, 8);
 
+    /* (a) --epochs 20 --max-steps 4: the 8-step warm-up is cut to 3 */
+    n = lr_run(idx8, 20, 4, 1.0, lr, &warmup, &plan);
+    for (int s = 0; s < 3; s++)
+        want[s] = (float)(1e-3 * (s + 1) / 3);
+    want[3] = lr_min;
+    CHECKF(warmup == 3 && plan.warmup_asked == 8 && plan.total_steps == 4,
+           "max-steps 4, warm-up 1 epoch: %ld warm-up steps (%ld asked), want 3 (8)", warmup,
+           plan.warmup_asked);
+    check_lrs("20 epochs, max-steps 4, warm-up 1 epoch", lr, n, want, 4);
+
     /* 1 epoch, warm-up 0.25: 2 ramp steps, then the cosine to min_lr */
-    n = lr_run(idx8, 1, 0.25, lr, &warmup);
+    n = lr_run(idx8, 1, 0, 0.25, lr, &warmup, &plan);
     for (int s = 0; s < 8; s++)
         want[s] = s < 2 ? (float)(1e-3 * (s + 1) / 2)
                         : (float)(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + cos(M_PI * (s - 2) / 5.0)));
-    CHECKF(warmup == 2, "1 epoch, warm-up 0.25: %ld warm-up steps, want 2", warmup);
+    CHECKF(warmup == 2 && plan.warmup_asked == 2, "1 epoch, warm-up 0.25: %ld warm-up steps, "
+           "want 2", warmup);
     check_lrs("1 epoch, warm-up 0.25 epochs", lr, n, want, 8);
 
     /* 2 epochs of 4 steps, warm-up 1.5 epochs: 6 ramp steps, one at lr,
      * the last at min_lr */
-    n = lr_run(idx4, 2, 1.5, lr, &warmup);
+    n = lr_run(idx4, 2, 0, 1.5, lr, &warmup, &plan);
     for (int s = 0; s < 6; s++)
         want[s] = (float)(1e-3 * (s + 1) / 6);
     want[6] = lr0;
-    want[7] = (float)1e-5;
+    want[7] = lr_min;
     CHECKF(warmup == 6, "2 epochs, warm-up 1.5 epochs: %ld warm-up steps, want 6", warmup);
     check_lrs("2 epochs, warm-up 1.5 epochs", lr, n, want, 8);
 
+    /* (b) 2 epochs of 4 steps, warm-up 1.8 epochs = 7 steps (not cut): the
+     * ramp reaches lr at step 6, the last step runs at min_lr (it used to
+     * run at lr again) */
+    n = lr_run(idx4, 2, 0, 1.8, lr, &warmup, &plan);
+    for (int s = 0; s < 7; s++)
+        want[s] = (float)(1e-3 * (s + 1) / 7);
+    want[7] = lr_min;
+    CHECKF(warmup == 7 && plan.warmup_asked == 7, "2 epochs, warm-up 1.8 epochs: %ld warm-up "
+           "steps (%ld asked), want 7", warmup, plan.warmup_asked);
+    check_lrs("2 epochs, warm-up 1.8 epochs", lr, n, want, 8);
+
     /* 2 epochs, warm-up 1 epoch: 4 ramp steps, 4 of cosine */
-    n = lr_run(idx4, 2, 1.0, lr, &warmup);
+    n = lr_run(idx4, 2, 0, 1.0, lr, &warmup, &plan);
     for (int s = 0; s < 8; s++)
         want[s] = s < 4 ? (float)(1e-3 * (s + 1) / 4)
                         : (float)(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + cos(M_PI * (s - 4) / 3.0)));
     CHECKF(warmup == 4, "2 epochs, warm-up 1 epoch: %ld warm-up steps, want 4", warmup);
     check_lrs("2 epochs, warm-up 1 epoch", lr, n, want, 8);
+
+    /* one step: no warm-up, at lr (min_lr would make it a no-op) */
+    n = lr_run(idx8, 1, 1, 1.0, lr, &warmup, &plan);
+    want[0] = lr0;
+    CHECKF(warmup == 0, "one step: %ld warm-up steps, want 0", warmup);
+    check_lrs("max-steps 1", lr, n, want, 1);
+
+    /* the CLI says when it cut the warm-up, and only then */
+    char ckpt[256], out[256];
+    vit_error err = {0};
+    vit_model *m = tiny_model(2, 13, (const char *const[]){"0", "1", NULL});
+    tmp_path(ckpt, sizeof ckpt, "warmup-model");
+    CHECKF(vit_model_save(m, ckpt, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(m);
+    run_result *r = run_vitfit("train", "--model", ckpt, "--train", idx8, "--out",
+                               tmp_path(out, sizeof out, "warmup-a.safetensors"), "--epochs",
+                               "20", "--max-steps", "4", "--batch-size", "1", "--min-lr", "1e-5",
+                               "--log-every", "1", NULL);
+    CHECKF(r->status == 0 && strstr(r->err, "note: the warm-up") &&
+               strstr(r->err, "cut to 3 steps") && strstr(r->err, "step 4/4") &&
+               strstr(strstr(r->err, "step 4/4"), "lr 1e-05"),
+           "CLI, max-steps 4: exit %d: %s", r->status, r->err);
+    r = run_vitfit("train", "--model", ckpt, "--train", idx4, "--out",
+                   tmp_path(out, sizeof out, "warmup-b.safetensors"), "--epochs", "2",
+                   "--warmup-epochs", "1.8", "--batch-size", "1", "--min-lr", "1e-5",
+                   "--log-every", "1", NULL);
+    CHECKF(r->status == 0 && !strstr(r->err, "note") && strstr(r->err, "step 8/8") &&
+               strstr(strstr(r->err, "step 8/8"), "lr 1e-05"),
+           "CLI, warm-up 1.8 of 2 epochs: exit %d: %s", r->status, r->err);
 }
 
 /* ---- 5. progress and --head auto ------------------------------------------ */
