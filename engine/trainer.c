@@ -167,10 +167,12 @@ static int rank_of(const float *logits, int K, int label)
 }
 
 vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_in,
-                            const ds_dataset *d, size_t limit, int batch_size, int loader_threads,
-                            eval_result *out, vit_error *err)
+                            const ds_dataset *d, const eval_options *o, eval_result *out,
+                            vit_error *err)
 {
     memset(out, 0, sizeof *out);
+    int batch_size = o->batch_size;
+    size_t planned = o->limit && o->limit < ds_size(d) ? o->limit : ds_size(d);
     int K = m->cfg.num_classes, Kd = ds_num_classes(d);
     if (K < 1)
         return vit_error_set(err, VIT_ERR_INVALID, "evaluation needs a classification head");
@@ -187,8 +189,9 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
     }
     ds_loader_options lo = {
         .batch_size = batch_size, .shuffle = false, .augment = false, .seed = 0,
-        .threads = loader_threads > 0 ? loader_threads : 1, .prefetch = 2,
-        .preprocess = m->cfg.preprocess, .on_bad = DS_BAD_FAIL, .limit = limit,
+        .threads = o->loader_threads > 0 ? o->loader_threads : 1, .prefetch = 2,
+        .preprocess = m->cfg.preprocess, .on_bad = o->on_bad, .on_bad_fn = o->on_bad_fn,
+        .on_bad_ctx = o->on_bad_ctx, .limit = o->limit,
     };
     size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
     float *images = malloc(per_image * (size_t)batch_size * sizeof *images);
@@ -252,6 +255,11 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
     free(scratch);
     free(labels);
     free(map);
+    /* every item the loader did not deliver was skipped (DS_BAD_SKIP) */
+    out->skipped = (long)planned - out->count;
+    if (st == VIT_OK && out->count == 0)
+        st = vit_error_set(err, VIT_ERR_INVALID, "none of the %zu items of the eval set could be "
+                           "loaded", planned);
     if (st != VIT_OK) {
         eval_result_free(out);
         return st;
@@ -689,9 +697,12 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     out->final_loss = epoch_steps ? epoch_loss / epoch_steps : 0;
     out->seconds = now_seconds() - win.t_start;
     if (st == VIT_OK && !out->cancelled && eval) {
-        st = trainer_evaluate(m, names, eval, cfg->eval_limit, cfg->batch_size,
-                              cfg->loader_threads, &out->eval, err);
-        out->has_eval = st == VIT_OK;
+        /* its failure is the eval's, not the run's (trainer.h) */
+        eval_options eo = {.limit = cfg->eval_limit, .batch_size = cfg->batch_size,
+                           .loader_threads = cfg->loader_threads, .on_bad = cfg->on_bad,
+                           .on_bad_fn = cfg->on_bad_fn, .on_bad_ctx = cfg->on_bad_ctx};
+        out->eval_status = trainer_evaluate(m, names, eval, &eo, &out->eval, &out->eval_error);
+        out->has_eval = out->eval_status == VIT_OK;
     }
     if (st == VIT_OK && !out->cancelled)
         st = finish(backbone, cfg, names, &r, out, err);

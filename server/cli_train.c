@@ -48,18 +48,22 @@ static void train_usage(FILE *out)
             "linear, a new checkpoint directory for full.  --from-scratch (full only) re-initialises\n"
             "every weight first, keeping only the architecture of --model.  --eval's classes are\n"
             "matched to --train's by name; --skip-bad first counts the images that decode, so the\n"
-            "schedule ends (at --min-lr) on the last step that runs.  Schedule: a linear warm-up of\n"
-            "--warmup-epochs up to --lr, then a cosine down to --min-lr on the last step; a warm-up\n"
-            "not shorter than the run (--epochs or --max-steps) is cut to leave that last step.\n");
+            "schedule ends (at --min-lr) on the last step that runs, and skips the eval images that\n"
+            "do not decode too (\"skipped\" in the summary's \"eval\").  An evaluation that fails\n"
+            "after training still writes --out (and the summary, with \"eval_error\"), then exits 1.\n"
+            "Schedule: a linear warm-up of --warmup-epochs up to --lr, then a cosine down to\n"
+            "--min-lr on the last step; a warm-up not shorter than the run (--epochs or\n"
+            "--max-steps) is cut to leave that last step.\n");
 }
 
 static void eval_usage(FILE *out)
 {
     fprintf(out, "usage: vitfit eval --model DIR [--task FILE] --data DATASET [--batch-size N]\n"
                  "         [--threads N] [--loader-threads N] [--limit N] [--class-names A,B,...]\n"
-                 "         [--json] [--allow-outside-root]\n"
+                 "         [--skip-bad] [--json] [--allow-outside-root]\n"
                  "The data set's classes are matched to the task's (or model's) labels by name;\n"
-                 "an IDX set without --class-names takes them by label number.\n");
+                 "an IDX set without --class-names takes them by label number.  --skip-bad skips\n"
+                 "images that do not decode (each named on stderr, counted in \"skipped\").\n");
 }
 
 /* Splits "a,b,c" into a NULL-terminated array (caller frees with free_names). */
@@ -129,9 +133,10 @@ static json_t *eval_json(const eval_result *r, const char *const *names)
         if (!row_total)
             json_array_append_new(absent, json_string(names[k]));
     }
-    return json_pack("{sI sf sf sf so so so}", "count", (json_int_t)r->count, "top1", r->top1,
-                     "top5", r->top5, "loss", r->loss, "per_class_accuracy", per_class,
-                     "confusion", confusion, "absent_classes", absent);
+    return json_pack("{sI sI sf sf sf so so so}", "count", (json_int_t)r->count, "skipped",
+                     (json_int_t)r->skipped, "top1", r->top1, "top5", r->top5, "loss", r->loss,
+                     "per_class_accuracy", per_class, "confusion", confusion, "absent_classes",
+                     absent);
 }
 
 /* One stderr line naming the head's classes the evaluation had no item of
@@ -403,21 +408,29 @@ int cli_train(int argc, char **argv)
                               "final_train_loss", res.final_loss);
         if (res.has_eval)
             json_object_set_new(j, "eval", eval_json(&res.eval, train_classes));
+        if (res.eval_status != VIT_OK)
+            json_object_set_new(j, "eval_error", json_string(res.eval_error.message));
         cli_print_json(j, 0);
     }
+    /* the run is saved and summarised; its evaluation failing is still a
+     * failure of the command (trainer.h: the run is kept) */
+    int eval_failed = st == VIT_OK && res.eval_status != VIT_OK;
+    if (eval_failed)
+        fprintf(stderr, "vitfit: the evaluation after training failed (%s was written): %s\n",
+                o.out, res.eval_error.message);
     trainer_result_free(&res);
     free(train_classes);
     ds_close(train);
     ds_close(eval);
     free_names(names);
     vit_model_free(m);
-    return st == VIT_OK ? CLI_OK : cli_fail(&err);
+    return st != VIT_OK ? cli_fail(&err) : eval_failed ? CLI_FAIL : CLI_OK;
 }
 
 int cli_eval(int argc, char **argv)
 {
     enum { O_MODEL = 256, O_TASK, O_DATA, O_BATCH, O_THREADS, O_LOADER, O_LIMIT, O_CLASSES, O_JSON, O_HELP,
-           O_OUTSIDE };
+           O_OUTSIDE, O_SKIP_BAD };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"task", required_argument, NULL, O_TASK},
         {"data", required_argument, NULL, O_DATA}, {"batch-size", required_argument, NULL, O_BATCH},
@@ -426,11 +439,12 @@ int cli_eval(int argc, char **argv)
         {"limit", required_argument, NULL, O_LIMIT},
         {"class-names", required_argument, NULL, O_CLASSES}, {"json", no_argument, NULL, O_JSON},
         {"help", no_argument, NULL, O_HELP},
-        {"allow-outside-root", no_argument, NULL, O_OUTSIDE}, {NULL, 0, NULL, 0},
+        {"allow-outside-root", no_argument, NULL, O_OUTSIDE},
+        {"skip-bad", no_argument, NULL, O_SKIP_BAD}, {NULL, 0, NULL, 0},
     };
     const char *model = NULL, *task_path = NULL, *data = NULL, *class_list = NULL;
     long batch = 32, threads = cli_default_threads(), loader_threads = 2, limit = 0;
-    int as_json = 0, allow_outside = 0, ch, which = 0, ok;
+    int as_json = 0, allow_outside = 0, skip_bad = 0, ch, which = 0, ok;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "", longopts, &which)) != -1) {
         ok = 1;
@@ -441,6 +455,7 @@ int cli_eval(int argc, char **argv)
         case O_CLASSES: class_list = optarg; break;
         case O_JSON: as_json = 1; break;
         case O_OUTSIDE: allow_outside = 1; break;
+        case O_SKIP_BAD: skip_bad = 1; break;
         case O_HELP: eval_usage(stdout); return CLI_OK;
         case O_BATCH: ok = cli_parse_int(optarg, 1, 4096, &batch); break;
         case O_THREADS: ok = cli_parse_int(optarg, 1, 64, &threads); break;
@@ -484,17 +499,20 @@ int cli_eval(int argc, char **argv)
         if (st != VIT_OK)
             vit_error_prefix(&err, "--data");
     }
+    eval_options eo = {.limit = (size_t)limit, .batch_size = (int)batch,
+                       .loader_threads = (int)loader_threads,
+                       .on_bad = skip_bad ? DS_BAD_SKIP : DS_BAD_FAIL, .on_bad_fn = report_bad};
     if (st == VIT_OK)
-        st = trainer_evaluate(view ? view : m, classes, d, (size_t)limit, (int)batch,
-                              (int)loader_threads, &r, &err);
+        st = trainer_evaluate(view ? view : m, classes, d, &eo, &r, &err);
     if (st == VIT_OK)
         note_absent(&r, classes);
     if (st == VIT_OK) {
         if (as_json)
             cli_print_json(eval_json(&r, classes), 0);
         else
-            printf("%ld images: top-1 %.2f%%, top-5 %.2f%%, loss %.4f\n", r.count, 100 * r.top1,
-                   100 * r.top5, r.loss);
+            printf("%ld images: top-1 %.2f%%, top-5 %.2f%%, loss %.4f%s\n", r.count,
+                   100 * r.top1, 100 * r.top5, r.loss,
+                   r.skipped ? " (unreadable images skipped: see stderr)" : "");
     }
     eval_result_free(&r);
     ds_close(d);

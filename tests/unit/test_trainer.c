@@ -437,6 +437,8 @@ static void test_eval_report(void)
 {
     vit_model *m = const_model();
     vit_error err = {0};
+    const eval_options eo4 = {.batch_size = 4, .loader_threads = 1};
+    const eval_options eo3 = {.batch_size = 3, .loader_threads = 1};
     char path[512];
     /* 10 items, batches of 4: 4, 4, 2; each class present; the short last
      * batch's mean differs from the other two */
@@ -449,7 +451,7 @@ static void test_eval_report(void)
     /* the data set's classes are the model's, in its order */
     ds_dataset *d = open_set(path, CONST_NAMES);
     eval_result r = {0};
-    vit_status st = trainer_evaluate(m, NULL, d, 0, 4, 1, &r, &err);
+    vit_status st = trainer_evaluate(m, NULL, d, &eo4, &r, &err);
     CHECKF(st == VIT_OK, "evaluate: %s", err.message);
     if (st == VIT_OK)
         check_eval("eval report", &r, &w, 10);
@@ -464,13 +466,13 @@ static void test_eval_report(void)
         y_model[i] = 5 - y[i];
     eval_want wr = by_hand(y_model, 10, 4);
     d = open_set(path, reversed);
-    st = trainer_evaluate(m, NULL, d, 0, 4, 1, &r, &err);
+    st = trainer_evaluate(m, NULL, d, &eo4, &r, &err);
     CHECKF(st == VIT_OK, "evaluate (reversed names): %s", err.message);
     if (st == VIT_OK)
         check_eval("eval by name (reversed class order)", &r, &wr, 10);
     eval_result_free(&r);
     /* explicit names win over the model's labels */
-    st = trainer_evaluate(m, reversed, d, 0, 4, 1, &r, &err);
+    st = trainer_evaluate(m, reversed, d, &eo4, &r, &err);
     CHECKF(st == VIT_OK, "evaluate (explicit names): %s", err.message);
     if (st == VIT_OK)
         check_eval("eval with explicit names", &r, &w, 10);
@@ -481,7 +483,7 @@ static void test_eval_report(void)
     const char *const renamed[7] = {"dog", "cat", "owl", "ant", "zebra", "bee", NULL};
     d = open_set(path, renamed);
     memset(&err, 0, sizeof err);
-    st = trainer_evaluate(m, NULL, d, 0, 4, 1, &r, &err);
+    st = trainer_evaluate(m, NULL, d, &eo4, &r, &err);
     CHECKF(st == VIT_ERR_MISMATCH && strstr(err.message, "'zebra'"), "renamed class: %s: %s",
            vit_status_name(st), err.message);
     ds_close(d);
@@ -492,7 +494,7 @@ static void test_eval_report(void)
     const int y2[3] = {0, 1, 1};
     write_idx(path, sizeof path, "catdog", 3, y2, 12);
     d = open_set(path, cat_dog);
-    st = trainer_evaluate(m, dup_labels, d, 0, 4, 1, &r, &err);
+    st = trainer_evaluate(m, dup_labels, d, &eo4, &r, &err);
     CHECKF(st == VIT_ERR_MISMATCH && strstr(err.message, "'dog'"), "ambiguous class: %s: %s",
            vit_status_name(st), err.message);
     ds_close(d);
@@ -509,7 +511,7 @@ static void test_eval_report(void)
     eval_want w5 = by_hand(y5_model, 7, 3);
     CHECK(w5.absent == 1);
     d = open_set(path, five);
-    st = trainer_evaluate(m, NULL, d, 0, 3, 1, &r, &err);
+    st = trainer_evaluate(m, NULL, d, &eo3, &r, &err);
     CHECKF(st == VIT_OK, "evaluate (missing class): %s", err.message);
     if (st == VIT_OK)
         check_eval("eval set missing a class", &r, &w5, 7);
@@ -778,6 +780,108 @@ static void test_class_name_not_text(void)
     CHECKF(st == VIT_ERR_INVALID && strstr(err.message, "label 0") && access(ckpt, F_OK) != 0,
            "saving a non-UTF-8 label: %s: %s", vit_status_name(st), err.message);
     vit_model_free(m);
+}
+
+/* An eval image that does not decode: with skip-bad it is skipped and
+ * counted (trainer_run, `vitfit train --eval`, `vitfit eval`); without, the
+ * evaluation fails but never takes the finished run with it -- the product
+ * is returned (and written by the CLI, which then exits 1). */
+static void test_eval_bad_item(void)
+{
+    char train[600], evalset[600], bad[700], ckpt[256], out[256];
+    const char *const ab[3] = {"a", "b", NULL};
+    const int two[2] = {2, 2}, three[2] = {3, 2};
+    write_folder(train, sizeof train, "evbad-train", ab, two);
+    write_folder(evalset, sizeof evalset, "evbad-eval", ab, three);
+    snprintf(bad, sizeof bad, "%s/a/01.bmp", evalset); /* sorted second of 5 */
+    FILE *f = fopen(bad, "w");
+    VIT_ASSERT(f);
+    fputs("no longer an image", f);
+    fclose(f);
+    ds_dataset *dt = open_set(train, NULL), *de = open_set(evalset, NULL);
+    vit_model *backbone = tiny_model(2, 25, ab);
+    for (int skip = 0; skip < 2; skip++) {
+        trainer_config cfg = small_config();
+        cfg.batch_size = 2;
+        cfg.on_bad = skip ? DS_BAD_SKIP : DS_BAD_FAIL;
+        recorder rec = {0};
+        cfg.on_bad_fn = record_bad;
+        cfg.on_bad_ctx = &rec;
+        trainer_result res = {0};
+        vit_error err = {0};
+        vit_status st = trainer_run(backbone, dt, de, &cfg, &res, &err);
+        CHECKF(st == VIT_OK && res.task && res.steps == 2,
+               "skip %d: a bad eval image lost the run: %s", skip, err.message);
+        if (skip)
+            CHECKF(res.has_eval && res.eval_status == VIT_OK && res.eval.count == 4 &&
+                       res.eval.skipped == 1 && rec.bad_items == 1,
+                   "skip-bad eval: has %d, count %ld, skipped %ld, %d reports: %s", res.has_eval,
+                   res.eval.count, res.eval.skipped, rec.bad_items, res.eval_error.message);
+        else
+            CHECKF(!res.has_eval && res.eval_status != VIT_OK &&
+                       strstr(res.eval_error.message, "01.bmp"),
+                   "failed eval: has %d, status %s: %s", res.has_eval,
+                   vit_status_name(res.eval_status), res.eval_error.message);
+        trainer_result_free(&res);
+    }
+    /* trainer_evaluate alone: the count of skipped items, and a set of which
+     * nothing loads is an error, not an empty report */
+    eval_options eo = {.batch_size = 3, .loader_threads = 1, .on_bad = DS_BAD_SKIP, .limit = 2};
+    eval_result r = {0};
+    vit_error err = {0};
+    vit_status st = trainer_evaluate(backbone, NULL, de, &eo, &r, &err);
+    CHECKF(st == VIT_OK && r.count == 1 && r.skipped == 1, "limit 2: %s: count %ld skipped %ld",
+           err.message, r.count, r.skipped);
+    eval_result_free(&r);
+    const char *const c1[2] = {"a", NULL};
+    const int bad_only[1] = {-2};
+    char allbad[600];
+    write_folder(allbad, sizeof allbad, "evbad-all", c1, bad_only);
+    ds_options ao = {.classes = ab};
+    ds_dataset *da = NULL;
+    CHECK(ds_open(allbad, &ao, &da, &err) == VIT_OK);
+    st = da ? trainer_evaluate(backbone, ab, da, &eo, &r, &err) : VIT_ERR_INVALID;
+    CHECKF(st != VIT_OK && strstr(err.message, "none of the 2"), "nothing loads: %s: %s",
+           vit_status_name(st), err.message);
+    ds_close(da);
+    ds_close(dt);
+    ds_close(de);
+
+    /* the CLI */
+    vit_error e2 = {0};
+    tmp_path(ckpt, sizeof ckpt, "evbad-model");
+    CHECKF(vit_model_save(backbone, ckpt, &e2) == VIT_OK, "%s", e2.message);
+    vit_model_free(backbone);
+    run_result *rr = run_vitfit("train", "--model", ckpt, "--train", train, "--eval", evalset,
+                                "--skip-bad", "--out", tmp_path(out, sizeof out, "evbad1.safetensors"),
+                                "--batch-size", "2", "--epochs", "1", "--log-every", "0", NULL);
+    json_t *j = parse_json(rr->out);
+    json_t *ev = json_object_get(j, "eval");
+    CHECKF(rr->status == 0 && json_integer_value(json_object_get(ev, "skipped")) == 1 &&
+               json_integer_value(json_object_get(ev, "count")) == 4 && access(out, F_OK) == 0 &&
+               strstr(rr->err, "skipping") && strstr(rr->err, "01.bmp"),
+           "train --skip-bad, bad eval image: exit %d: %s %s", rr->status, rr->out, rr->err);
+    json_decref(j);
+    rr = run_vitfit("train", "--model", ckpt, "--train", train, "--eval", evalset, "--out",
+                    tmp_path(out, sizeof out, "evbad2.safetensors"), "--batch-size", "2",
+                    "--epochs", "1", "--warmup-epochs", "0.5", "--log-every", "0", NULL);
+    j = parse_json(rr->out);
+    CHECKF(rr->status == 1 && access(out, F_OK) == 0 && count_lines(rr->err) == 1 &&
+               strstr(rr->err, "01.bmp") && strstr(rr->err, "was written") &&
+               json_object_get(j, "eval") == NULL &&
+               strstr(json_string_value(json_object_get(j, "eval_error")) ?: "", "01.bmp"),
+           "train, bad eval image: exit %d (out %s): %s [%s]", rr->status,
+           access(out, F_OK) == 0 ? "written" : "lost", rr->out, rr->err);
+    json_decref(j);
+    rr = run_vitfit("eval", "--model", ckpt, "--data", evalset, "--skip-bad", "--json", NULL);
+    j = parse_json(rr->out);
+    CHECKF(rr->status == 0 && json_integer_value(json_object_get(j, "skipped")) == 1 &&
+               json_integer_value(json_object_get(j, "count")) == 4,
+           "eval --skip-bad: exit %d: %s %s", rr->status, rr->out, rr->err);
+    json_decref(j);
+    rr = run_vitfit("eval", "--model", ckpt, "--data", evalset, "--json", NULL);
+    CHECKF(rr->status == 1 && rr->out[0] == '\0' && strstr(rr->err, "01.bmp"),
+           "eval, bad image: exit %d: %s %s", rr->status, rr->out, rr->err);
 }
 
 /* ---- 4. the schedule ------------------------------------------------------ */
@@ -1217,6 +1321,7 @@ int main(void)
     test_cli_classes();
     test_eval_repeated_label();
     test_class_name_not_text();
+    test_eval_bad_item();
     test_skip_bad_schedule();
     test_replan_short_epoch();
     test_warmup_length();
