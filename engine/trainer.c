@@ -566,6 +566,11 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
         !isfinite(cfg->lr))
         return vit_error_set(err, VIT_ERR_INVALID,
                              "min lr and warm-up epochs must be finite and >= 0");
+    /* the cosine anneals from lr down to min_lr: above lr it would climb
+     * for the whole run instead */
+    if (cfg->min_lr > cfg->lr)
+        return vit_error_set(err, VIT_ERR_INVALID, "min lr %g is above lr %g", cfg->min_lr,
+                             cfg->lr);
     if (cfg->from_scratch && cfg->method != VIT_METHOD_FULL)
         return vit_error_set(err, VIT_ERR_INVALID, "training from scratch needs the full method");
     const char **names = class_names(train);

@@ -56,7 +56,7 @@ typedef struct trainer_config {
     int epochs;
     long max_steps;           /* > 0: stop after this many steps (and size the schedule to it) */
     int batch_size;
-    double lr, min_lr;
+    double lr, min_lr;        /* peak and final learning rate: 0 <= min_lr <= lr */
     double weight_decay;      /* on the head weight (and, for full, on every matrix) */
     double warmup_epochs;     /* linear warm-up, in epochs (fractions allowed); at most
                                  total steps - 1, so the last step runs at min_lr */

@@ -299,6 +299,9 @@ static int parse_train(int argc, char **argv, train_opts *o)
         return cli_usage_error("train", "--model, --train and --out are required");
     if (c->from_scratch && c->method != VIT_METHOD_FULL)
         return cli_usage_error("train", "--from-scratch needs --method full");
+    if (c->min_lr > c->lr)
+        return cli_usage_error("train", "--min-lr %g is above --lr %g: the schedule decays from "
+                               "--lr to --min-lr", c->min_lr, c->lr);
     return 0;
 }
 

@@ -884,6 +884,46 @@ static void test_eval_bad_item(void)
            "eval, bad image: exit %d: %s %s", rr->status, rr->out, rr->err);
 }
 
+/* Configurations trainer_run refuses before any step, and the CLI's usage
+ * errors for them. */
+static void test_refused_configs(void)
+{
+    char idx[512], ckpt[256], out[256];
+    const int y[4] = {0, 1, 0, 1};
+    write_idx(idx, sizeof idx, "refused", 4, y, 27);
+    ds_dataset *d = open_set(idx, NULL);
+    vit_model *backbone = tiny_model(2, 29, (const char *const[]){"0", "1", NULL});
+    trainer_config cfg = small_config();
+    recorder rec = {0};
+    cfg.progress = record;
+    cfg.ctx = &rec;
+    cfg.log_every = 1;
+    trainer_result res = {0};
+    vit_error err = {0};
+
+    /* min_lr above lr: the "decay" would climb (to 5 with lr 1e-4) */
+    cfg.lr = 1e-4;
+    cfg.min_lr = 5;
+    vit_status st = d ? trainer_run(backbone, d, NULL, &cfg, &res, &err) : VIT_ERR_INVALID;
+    CHECKF(st == VIT_ERR_INVALID && strstr(err.message, "min lr") && rec.n == 0,
+           "min_lr > lr: %s: %s (%d steps)", vit_status_name(st), err.message, rec.n);
+    cfg.min_lr = 1e-4; /* equal is a constant lr after warm-up: fine */
+    st = d ? trainer_run(backbone, d, NULL, &cfg, &res, &err) : VIT_ERR_INVALID;
+    CHECKF(st == VIT_OK && rec.n == 1, "min_lr == lr: %s", err.message);
+    trainer_result_free(&res);
+
+    tmp_path(ckpt, sizeof ckpt, "refused-model");
+    CHECKF(vit_model_save(backbone, ckpt, &err) == VIT_OK, "%s", err.message);
+    run_result *r = run_vitfit("train", "--model", ckpt, "--train", idx, "--out",
+                               tmp_path(out, sizeof out, "refused.safetensors"), "--lr", "1e-4",
+                               "--min-lr", "5", NULL);
+    CHECKF(r->status == 2 && count_lines(r->err) == 1 && strstr(r->err, "--min-lr") &&
+               access(out, F_OK) != 0,
+           "--min-lr above --lr: exit %d: %s", r->status, r->err);
+    ds_close(d);
+    vit_model_free(backbone);
+}
+
 /* ---- 4. the schedule ------------------------------------------------------ */
 
 /* With bad files skipped, the schedule is sized on what loads: the last step
@@ -1322,6 +1362,7 @@ int main(void)
     test_eval_repeated_label();
     test_class_name_not_text();
     test_eval_bad_item();
+    test_refused_configs();
     test_skip_bad_schedule();
     test_replan_short_epoch();
     test_warmup_length();
