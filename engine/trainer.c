@@ -573,6 +573,14 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
                              cfg->lr);
     if (cfg->from_scratch && cfg->method != VIT_METHOD_FULL)
         return vit_error_set(err, VIT_ERR_INVALID, "training from scratch needs the full method");
+    /* one class: the softmax of a single logit is 1, the loss 0 whatever the
+     * weights, so the run would learn nothing and report success */
+    if (ds_num_classes(train) < 2)
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "the training set has %d class(es) ('%.200s'): a classifier needs "
+                             "at least 2",
+                             ds_num_classes(train),
+                             ds_num_classes(train) > 0 ? ds_class_name(train, 0) : "");
     const char **names = class_names(train);
     int *eval_map = eval ? malloc((size_t)(ds_num_classes(eval) + 1) * sizeof *eval_map) : NULL;
     if (!names || (eval && !eval_map)) {

@@ -921,6 +921,26 @@ static void test_refused_configs(void)
                access(out, F_OK) != 0,
            "--min-lr above --lr: exit %d: %s", r->status, r->err);
     ds_close(d);
+
+    /* one class: loss 0 whatever the weights, nothing to learn */
+    const int y0[4] = {0, 0, 0, 0};
+    write_idx(idx, sizeof idx, "oneclass", 4, y0, 31);
+    d = open_set(idx, NULL);
+    cfg.min_lr = 0;
+    rec.n = 0;
+    st = d ? trainer_run(backbone, d, NULL, &cfg, &res, &err) : VIT_ERR_INVALID;
+    CHECKF(st == VIT_ERR_INVALID && strstr(err.message, "at least 2") && rec.n == 0,
+           "one class: %s: %s (%d steps)", vit_status_name(st), err.message, rec.n);
+    ds_close(d);
+    char folder[600];
+    const char *const boot[2] = {"boot", NULL};
+    const int n3[1] = {3};
+    write_folder(folder, sizeof folder, "oneclass", boot, n3);
+    r = run_vitfit("train", "--model", ckpt, "--train", folder, "--out",
+                   tmp_path(out, sizeof out, "oneclass.safetensors"), "--log-every", "1", NULL);
+    CHECKF(r->status == 1 && count_lines(r->err) == 1 && strstr(r->err, "'boot'") &&
+               strstr(r->err, "at least 2") && access(out, F_OK) != 0,
+           "train on one class: exit %d: %s", r->status, r->err);
     vit_model_free(backbone);
 }
 
