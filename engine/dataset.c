@@ -589,6 +589,25 @@ static vit_status open_root(ds_dataset *d, const char *path, const ds_options *o
     return s;
 }
 
+/* The source a data set at path is, given whether path is a directory: the
+ * one rule ds_open and ds_source_of share. */
+static ds_source source_kind(const char *path, int is_dir)
+{
+    if (is_dir)
+        return DS_SOURCE_FOLDER;
+    if (ends_with_ci(path, ".jsonl") || ends_with_ci(path, ".csv"))
+        return DS_SOURCE_MANIFEST;
+    return DS_SOURCE_OTHER;
+}
+
+ds_source ds_source_of(const char *path)
+{
+    struct stat st;
+    if (!path || stat(path, &st) != 0)
+        return DS_SOURCE_NONE;
+    return source_kind(path, S_ISDIR(st.st_mode));
+}
+
 vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vit_error *err)
 {
     if (!path || !out)
@@ -621,7 +640,19 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
         s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if (S_ISDIR(st.st_mode)) {
+    ds_source source = source_kind(path, S_ISDIR(st.st_mode));
+    if (opt->class_names && source != DS_SOURCE_OTHER) {
+        /* a folder's or manifest's classes are named already: names for
+         * label numbers would be ignored, silently */
+        s = vit_error_set(err, VIT_ERR_INVALID,
+                          "class names name the label numbers of an IDX set; %s is %s, whose "
+                          "classes are its %s",
+                          path,
+                          source == DS_SOURCE_FOLDER ? "an ImageFolder directory" : "a manifest",
+                          source == DS_SOURCE_FOLDER ? "folder names" : "labels");
+        goto done;
+    }
+    if (source == DS_SOURCE_FOLDER) {
         d->kind = DS_KIND_FILES;
         s = open_folder(d, path, rel, opt, err);
     } else if (ends_with_ci(path, ".jsonl")) {

@@ -59,7 +59,8 @@ typedef struct ds_options {
     size_t max_pixels;         /* per image; 0: 50M */
     size_t max_items;          /* refuse larger sets; 0: 10M */
     size_t max_idx_bytes;      /* IDX payload (decompressed) per file; 0: 1 GiB */
-    const char *const *class_names; /* NULL-terminated names for IDX labels, or NULL */
+    const char *const *class_names; /* NULL-terminated names for IDX labels, or NULL
+                                       (an error for a folder or manifest) */
     const char *const *classes; /* NULL-terminated fixed class list, or NULL (see below) */
 } ds_options;
 
@@ -93,6 +94,18 @@ typedef struct ds_options {
  * header promises, or a payload over max_idx_bytes are errors. */
 vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vit_error *err);
 void ds_close(ds_dataset *d);
+
+/* What ds_open would read at path, by the same rule (a directory is an
+ * ImageFolder, a .jsonl or .csv name a manifest, anything else an IDX images
+ * file or nothing it reads), without reading it: lets a command line check
+ * its options before opening.  DS_SOURCE_NONE: path cannot be stat'ed. */
+typedef enum ds_source {
+    DS_SOURCE_NONE,
+    DS_SOURCE_FOLDER,
+    DS_SOURCE_MANIFEST,
+    DS_SOURCE_OTHER, /* IDX, or not a data set */
+} ds_source;
+ds_source ds_source_of(const char *path);
 
 size_t ds_size(const ds_dataset *d);
 int ds_num_classes(const ds_dataset *d);

@@ -99,12 +99,23 @@ static void report_bad(void *ctx, const char *item, const char *message)
     fprintf(stderr, "vitfit: skipping %s: %s\n", item, message);
 }
 
-/* Opens a data set the way both commands do.  classes (may be NULL): the
- * fixed class list the set must use (ds_options.classes).  Its files stay
- * under its own root unless allow_outside (--allow-outside-root). */
+/* Does the data set at path name its classes itself (a folder, a manifest),
+ * so that --class-names cannot apply to it? */
+static int names_own_classes(const char *path)
+{
+    ds_source src = ds_source_of(path);
+    return src == DS_SOURCE_FOLDER || src == DS_SOURCE_MANIFEST;
+}
+
+/* Opens a data set the way both commands do.  class_names (--class-names,
+ * may be NULL) go to an IDX set only; classes (may be NULL): the fixed
+ * class list the set must use (ds_options.classes).  Its files stay under
+ * its own root unless allow_outside (--allow-outside-root). */
 static vit_status open_dataset(const char *path, char **class_names, const char *const *classes,
                                int allow_outside, ds_dataset **out, vit_error *err)
 {
+    if (names_own_classes(path))
+        class_names = NULL; /* the caller made sure they name another set's labels */
     ds_options o = {.class_names = (const char *const *)class_names,
                     .classes = classes,
                     .allow_outside_root = allow_outside != 0};
@@ -347,6 +358,10 @@ int cli_train(int argc, char **argv)
     int rc = parse_train(argc, argv, &o);
     if (rc)
         return rc < 0 ? CLI_OK : rc;
+    /* --class-names names IDX label numbers (of --train, --eval or both) */
+    if (o.class_names && names_own_classes(o.train) && (!o.eval || names_own_classes(o.eval)))
+        return cli_usage_error("train", "--class-names names the label numbers of an IDX set, "
+                               "and neither --train nor --eval is one");
     char task_name[TASK_NAME_MAX + 16] = "";
     if (!check_out(&o, task_name, sizeof task_name))
         return CLI_FAIL;
@@ -472,6 +487,9 @@ int cli_eval(int argc, char **argv)
     }
     if (!model || !data || optind != argc)
         return cli_usage_error("eval", "--model and --data are required (and nothing else)");
+    if (class_list && names_own_classes(data))
+        return cli_usage_error("eval", "--class-names names the label numbers of an IDX set; %s "
+                               "names its classes itself", data);
     vit_set_threads((int)threads);
     vit_error err = {0};
     vit_model *m = NULL, *view = NULL;

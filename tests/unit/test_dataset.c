@@ -488,6 +488,23 @@ static void test_class_names(void)
     ds_close(open_ok("syn-images-idx3-ubyte", &opt));
     long_name[DS_MAX_CLASS_NAME] = 'x';
     expect_open_fail("syn-images-idx3-ubyte", &opt, VIT_ERR_INVALID, "too long", NULL);
+    /* class_names name IDX label numbers: a folder or manifest names its
+     * classes itself, and names given for it are refused, not ignored */
+    const char *ab[] = {"a", "b", NULL};
+    ds_options named = {.class_names = ab};
+    expect_open_fail("names/f0", &named, VIT_ERR_INVALID, "IDX", "ImageFolder");
+    expect_open_fail("names/m0.csv", &named, VIT_ERR_INVALID, "IDX", "manifest");
+    char p[1024];
+    tpath(p, sizeof p, "names/f0");
+    CHECK(ds_source_of(p) == DS_SOURCE_FOLDER);
+    tpath(p, sizeof p, "names/m0.csv");
+    CHECK(ds_source_of(p) == DS_SOURCE_MANIFEST);
+    tpath(p, sizeof p, "names/ctl.jsonl");
+    CHECK(ds_source_of(p) == DS_SOURCE_MANIFEST);
+    tpath(p, sizeof p, "syn-images-idx3-ubyte");
+    CHECK(ds_source_of(p) == DS_SOURCE_OTHER);
+    tpath(p, sizeof p, "names/nothing-here");
+    CHECK(ds_source_of(p) == DS_SOURCE_NONE);
     /* a fixed class list (a model's labels) is held to the same rule */
     const char *bad_list[] = {"ok", "caf\xe9", NULL};
     ds_options fixed = {.classes = bad_list};

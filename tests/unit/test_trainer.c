@@ -670,6 +670,13 @@ static void test_cli_classes(void)
     json_decref(j);
     r = run_vitfit("eval", "--model", ckpt, "--data", idx, "--class-names", "bee,cat,emu", NULL);
     CHECKF(r->status == 1 && strstr(r->err, "'emu'"), "IDX unknown class name: %s", r->err);
+    /* a folder names its classes itself: --class-names is a usage error, not
+     * silently ignored */
+    tmp_path(folder, sizeof folder, "eval-all");
+    r = run_vitfit("eval", "--model", ckpt, "--data", folder, "--class-names", "x,y,z,u,v,w",
+                   NULL);
+    CHECKF(r->status == 2 && count_lines(r->err) == 1 && strstr(r->err, "--class-names"),
+           "eval --class-names on a folder: exit %d: %s", r->status, r->err);
     /* IDX without names has only label numbers: they are the model's
      * classes by position (label 1 = "cat", always predicted: 2 of 5) */
     r = run_vitfit("eval", "--model", ckpt, "--data", idx, "--json", NULL);
@@ -690,6 +697,23 @@ static void test_cli_classes(void)
     CHECKF(r->status == 1 && strstr(r->err, "'cow'") && !strstr(r->err, "step "),
            "train --eval renamed: exit %d: %s", r->status, r->err);
     CHECK(access(out, F_OK) != 0);
+    r = run_vitfit("train", "--model", ckpt, "--train", train_dir, "--eval", folder, "--out",
+                   tmp_path(out, sizeof out, "never.safetensors"), "--class-names",
+                   "a,b,c,d,e,f", NULL);
+    CHECKF(r->status == 2 && count_lines(r->err) == 1 && strstr(r->err, "--class-names"),
+           "train --class-names, no IDX set: exit %d: %s", r->status, r->err);
+    CHECK(access(out, F_OK) != 0);
+    /* ... but they name an IDX eval set's labels next to a folder's classes */
+    r = run_vitfit("train", "--model", ckpt, "--train", train_dir, "--eval", idx, "--out",
+                   tmp_path(out, sizeof out, "idx-eval.safetensors"), "--class-names",
+                   "bee,cat,owl", "--max-steps", "1", "--log-every", "0", "--batch-size", "6",
+                   NULL);
+    j = parse_json(r->out);
+    CHECKF(r->status == 0 &&
+               json_integer_value(json_object_get(json_object_get(j, "eval"), "count")) == 5,
+           "train on a folder, --eval IDX with --class-names: exit %d: %s %s", r->status, r->out,
+           r->err);
+    json_decref(j);
     /* an eval set missing a class: trained, evaluated, reported */
     tmp_path(folder, sizeof folder, "eval-five");
     r = run_vitfit("train", "--model", ckpt, "--train", train_dir, "--eval", folder, "--out",
