@@ -211,13 +211,13 @@ static int bench_train(const bench_opts *o, const vit_model *base)
         double median = cli_median(times, (size_t)o->iters);
         size_t rss = cli_peak_rss(), acts = vit_train_state_bytes(s);
         if (o->json) {
-            json_t *j = json_pack("{ss ss si si si sf sf sI sI}", "model",
-                                  o->preset ? o->preset : o->model, "method",
+            json_t *j = json_pack("{so ss si si si sf sf sI sI}", "model",
+                                  cli_json_text(o->preset ? o->preset : o->model), "method",
                                   vit_method_name(o->method), "batch", B, "threads",
                                   (int)o->threads, "iters", (int)o->iters, "median_step_seconds",
                                   median, "images_per_second", B / median, "peak_rss_bytes",
                                   (json_int_t)rss, "activation_bytes", (json_int_t)acts);
-            cli_print_json(j, 0);
+            rc = cli_print_json(j, 0);
         } else {
             printf("train %s, model %s, batch %d, threads %ld: median %.1f ms/step over %ld iters\n",
                    vit_method_name(o->method), o->preset ? o->preset : o->model, B, o->threads,
@@ -288,12 +288,13 @@ static int bench_tasks(const bench_opts *o, const vit_model *m)
         size_t param_bytes = tasks[0]->trainable_len * sizeof(float);
         double per_task = (double)(after - before) / (double)o->tasks;
         if (o->json) {
-            cli_print_json(json_pack("{ss si si sI sf sI}", "model", o->preset ? o->preset : o->model,
-                                     "tasks", (int)o->tasks, "classes", K, "param_bytes_per_task",
-                                     (json_int_t)param_bytes, "rss_bytes_per_task", per_task,
-                                     "backbone_bytes",
-                                     (json_int_t)((m->frozen_len + m->trainable_len) * sizeof(float))),
-                           0);
+            size_t backbone = (m->frozen_len + m->trainable_len) * sizeof(float);
+            json_t *j = json_pack("{so si si sI sf sI}", "model",
+                                  cli_json_text(o->preset ? o->preset : o->model), "tasks",
+                                  (int)o->tasks, "classes", K, "param_bytes_per_task",
+                                  (json_int_t)param_bytes, "rss_bytes_per_task", per_task,
+                                  "backbone_bytes", (json_int_t)backbone);
+            rc = cli_print_json(j, 0);
         } else {
             printf("%ld tasks with %d-class heads: %.0f bytes resident per task, %zu of them "
                    "parameters (backbone: %zu bytes)\n",

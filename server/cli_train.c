@@ -123,31 +123,81 @@ static vit_status open_dataset(const char *path, char **class_names, const char 
     return st;
 }
 
-/* JSON for an evaluation: accuracies, loss, per-class accuracy, confusion,
- * and the classes no item belonged to; names: the K classes of the head, in
- * its order (the order of r). */
+/* A class name with its index, for finding repeated names. */
+typedef struct named_class {
+    const char *name;
+    int k;
+} named_class;
+
+static int cmp_named_class(const void *a, const void *b)
+{
+    return strcmp(((const named_class *)a)->name, ((const named_class *)b)->name);
+}
+
+/* repeated[k] = 1 when names[k] is also the name of another of the K classes
+ * (a head may repeat a label: ImageNet-1k's two "crane"s); 0 on OOM. */
+static int find_repeated(const char *const *names, int K, char *repeated)
+{
+    named_class *v = malloc((size_t)(K > 0 ? K : 1) * sizeof *v);
+    if (!v)
+        return 0;
+    for (int k = 0; k < K; k++)
+        v[k] = (named_class){names[k], k};
+    qsort(v, (size_t)K, sizeof *v, cmp_named_class);
+    for (int k = 0; k < K; k++)
+        repeated[k] = 0;
+    for (int i = 1; i < K; i++)
+        if (strcmp(v[i - 1].name, v[i].name) == 0)
+            repeated[v[i - 1].k] = repeated[v[i].k] = 1;
+    free(v);
+    return 1;
+}
+
+/* JSON for an evaluation: counts, accuracies, loss, per-class accuracy,
+ * confusion, and the classes no item belonged to; names: the K classes of
+ * the head, in its order (the order of r).  per_class_accuracy is keyed by
+ * class name; a name the head repeats is keyed "<name>#<k>" for each of its
+ * classes k, so that no class overwrites another.  Every builder call is
+ * checked: NULL (and nothing) when the report cannot be complete -- out of
+ * memory, a name that is not UTF-8, keys that still collide -- never a
+ * report with a class missing. */
 static json_t *eval_json(const eval_result *r, const char *const *names)
 {
     int K = r->num_classes;
     json_t *per_class = json_object(), *confusion = json_array(), *absent = json_array();
-    for (int k = 0; k < K; k++) {
+    char *repeated = malloc((size_t)(K > 0 ? K : 1));
+    int ok = per_class && confusion && absent && repeated && find_repeated(names, K, repeated);
+    for (int k = 0; ok && k < K; k++) {
         long row_total = 0;
         json_t *row = json_array();
-        for (int j = 0; j < K; j++) {
+        ok = json_array_append_new(confusion, row) == 0;
+        for (int j = 0; ok && j < K; j++) {
             row_total += r->confusion[(size_t)k * K + j];
-            json_array_append_new(row, json_integer(r->confusion[(size_t)k * K + j]));
+            ok = json_array_append_new(row, json_integer(r->confusion[(size_t)k * K + j])) == 0;
         }
-        json_array_append_new(confusion, row);
-        json_object_set_new(per_class, names[k],
-                            row_total ? json_real((double)r->confusion[(size_t)k * K + k] / row_total)
-                                      : json_null());
-        if (!row_total)
-            json_array_append_new(absent, json_string(names[k]));
+        size_t len = strlen(names[k]) + 16;
+        char *key = ok ? malloc(len) : NULL;
+        if (key)
+            snprintf(key, len, repeated[k] ? "%s#%d" : "%s", names[k], k);
+        ok = key && !json_object_get(per_class, key) &&
+             json_object_set_new(per_class, key,
+                                 row_total ? json_real((double)r->confusion[(size_t)k * K + k] /
+                                                       (double)row_total)
+                                           : json_null()) == 0;
+        free(key);
+        if (ok && !row_total)
+            ok = json_array_append_new(absent, json_string(names[k])) == 0;
     }
-    return json_pack("{sI sI sf sf sf so so so}", "count", (json_int_t)r->count, "skipped",
-                     (json_int_t)r->skipped, "top1", r->top1, "top5", r->top5, "loss", r->loss,
-                     "per_class_accuracy", per_class, "confusion", confusion, "absent_classes",
-                     absent);
+    json_t *j = ok ? json_pack("{sI sI sf sf sf sO sO sO}", "count", (json_int_t)r->count,
+                               "skipped", (json_int_t)r->skipped, "top1", r->top1, "top5",
+                               r->top5, "loss", r->loss, "per_class_accuracy", per_class,
+                               "confusion", confusion, "absent_classes", absent)
+                   : NULL;
+    json_decref(per_class);
+    json_decref(confusion);
+    json_decref(absent);
+    free(repeated);
+    return j;
 }
 
 /* One stderr line naming the head's classes the evaluation had no item of
@@ -175,6 +225,30 @@ typedef struct train_opts {
     int allow_outside_root;
     trainer_config cfg;
 } train_opts;
+
+/* The summary of a finished run (JSON, see README); NULL when it cannot be
+ * built (then nothing is printed).  Paths are reported as text even when
+ * they are not UTF-8 (cli_text). */
+static json_t *train_json(const train_opts *o, const trainer_result *res,
+                          const char *const *classes)
+{
+    json_t *j = json_pack("{so ss sI sI sI ss sf sf}", "out", cli_json_text(o->out), "method",
+                          vit_method_name(o->cfg.method), "steps", (json_int_t)res->steps,
+                          "warmup_steps", (json_int_t)res->warmup_steps, "skipped_steps",
+                          (json_int_t)res->skipped_steps, "head",
+                          res->head_kept ? "checkpoint" : "new", "seconds", res->seconds,
+                          "final_train_loss", res->final_loss);
+    int ok = j != NULL;
+    if (ok && res->has_eval)
+        ok = json_object_set_new(j, "eval", eval_json(&res->eval, classes)) == 0;
+    if (ok && res->eval_status != VIT_OK)
+        ok = json_object_set_new(j, "eval_error", cli_json_text(res->eval_error.message)) == 0;
+    if (!ok) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
 
 static void print_progress(void *ctx, const trainer_progress *p)
 {
@@ -409,40 +483,37 @@ int cli_train(int argc, char **argv)
         char top1[32] = "";
         if (res.has_eval)
             snprintf(top1, sizeof top1, "%.6f", res.eval.top1);
+        /* metadata is JSON: a path that is not UTF-8 is kept as text
+         * (cli_text), or the save -- after the whole run -- would fail */
+        char *train_data = cli_text(o.train);
         const char *keys[] = {"steps", "train_loss", "seed", "lr", "train_data",
                               res.has_eval ? "eval_top1" : NULL, NULL};
-        const char *values[] = {steps, loss, seed, lr, o.train, top1, NULL};
+        const char *values[] = {steps, loss, seed, lr, train_data, top1, NULL};
         task_meta meta = {keys, values};
-        st = task_save(m, res.task, &meta, o.out, &err);
+        st = train_data ? task_save(m, res.task, &meta, o.out, &err)
+                        : vit_error_set(&err, VIT_ERR_NOMEM, "out of memory");
+        free(train_data);
     } else if (st == VIT_OK && res.model) {
         st = vit_model_save(res.model, o.out, &err);
     }
-    if (st == VIT_OK) {
-        json_t *j = json_pack("{ss ss sI sI sI ss sf sf}", "out", o.out, "method",
-                              vit_method_name(o.cfg.method), "steps", (json_int_t)res.steps,
-                              "warmup_steps", (json_int_t)res.warmup_steps, "skipped_steps",
-                              (json_int_t)res.skipped_steps, "head",
-                              res.head_kept ? "checkpoint" : "new", "seconds", res.seconds,
-                              "final_train_loss", res.final_loss);
-        if (res.has_eval)
-            json_object_set_new(j, "eval", eval_json(&res.eval, train_classes));
-        if (res.eval_status != VIT_OK)
-            json_object_set_new(j, "eval_error", json_string(res.eval_error.message));
-        cli_print_json(j, 0);
-    }
-    /* the run is saved and summarised; its evaluation failing is still a
-     * failure of the command (trainer.h: the run is kept) */
-    int eval_failed = st == VIT_OK && res.eval_status != VIT_OK;
-    if (eval_failed)
+    /* The run is saved.  A summary that cannot be printed, or an evaluation
+     * that failed after training (trainer.h: the run is kept), is still a
+     * failure of the command: exit 1, after one line naming it. */
+    rc = CLI_OK;
+    if (st == VIT_OK)
+        rc = cli_print_json(train_json(&o, &res, train_classes), 0);
+    if (st == VIT_OK && res.eval_status != VIT_OK) {
         fprintf(stderr, "vitfit: the evaluation after training failed (%s was written): %s\n",
                 o.out, res.eval_error.message);
+        rc = CLI_FAIL;
+    }
     trainer_result_free(&res);
     free(train_classes);
     ds_close(train);
     ds_close(eval);
     free_names(names);
     vit_model_free(m);
-    return st != VIT_OK ? cli_fail(&err) : eval_failed ? CLI_FAIL : CLI_OK;
+    return st != VIT_OK ? cli_fail(&err) : rc;
 }
 
 int cli_eval(int argc, char **argv)
@@ -527,9 +598,10 @@ int cli_eval(int argc, char **argv)
         st = trainer_evaluate(view ? view : m, classes, d, &eo, &r, &err);
     if (st == VIT_OK)
         note_absent(&r, classes);
+    int rc = CLI_OK;
     if (st == VIT_OK) {
         if (as_json)
-            cli_print_json(eval_json(&r, classes), 0);
+            rc = cli_print_json(eval_json(&r, classes), 0);
         else
             printf("%ld images: top-1 %.2f%%, top-5 %.2f%%, loss %.4f%s\n", r.count,
                    100 * r.top1, 100 * r.top5, r.loss,
@@ -542,5 +614,5 @@ int cli_eval(int argc, char **argv)
     vit_model_free(view);
     task_free(task);
     vit_model_free(m);
-    return st == VIT_OK ? CLI_OK : cli_fail(&err);
+    return st == VIT_OK ? rc : cli_fail(&err);
 }

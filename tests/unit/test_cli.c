@@ -413,6 +413,39 @@ static void test_non_finite_scores(void)
            r->status, r->err);
 }
 
+/* ---- paths that are not UTF-8 -------------------------------------------- */
+
+/* A Latin-1 file name is reported as text with U+FFFD for the bad byte; it
+ * used to vanish ("image" missing from that result; inspect's "file"). */
+static void test_non_utf8_paths(void)
+{
+    fprintf(stderr, "paths that are not UTF-8\n");
+    char img[4096], want[4200], st_path[4096];
+    snprintf(img, sizeof img, "%s/caf\xe9.png", tmpdir);
+    copy_file("models/fashion-vit-tiny/samples/2_trouser.png", img);
+    run_result *r = run_vitfit("classify", "--model", "@models/fashion-vit-tiny", "--json",
+                               "--top-k", "1", img, "@models/fashion-vit-tiny/samples/1_pullover.png",
+                               NULL);
+    json_error_t jerr;
+    json_t *j = json_loads(r->out, 0, &jerr);
+    snprintf(want, sizeof want, "%s/caf\xef\xbf\xbd.png", tmpdir);
+    const char *got =
+        json_string_value(json_object_get(json_array_get(json_object_get(j, "results"), 0), "image"));
+    CHECKF(r->status == 0 && got && strcmp(got, want) == 0,
+           "classify, a non-UTF-8 path: exit %d: %s %s", r->status, r->out, r->err);
+    json_decref(j);
+
+    snprintf(st_path, sizeof st_path, "%s/caf\xe9.safetensors", tmpdir);
+    copy_file("tests/data/safetensors/good.safetensors", st_path);
+    r = run_vitfit("inspect", "--json", st_path, NULL);
+    j = json_loads(r->out, 0, &jerr);
+    snprintf(want, sizeof want, "%s/caf\xef\xbf\xbd.safetensors", tmpdir);
+    got = json_string_value(json_object_get(j, "file"));
+    CHECKF(r->status == 0 && got && strcmp(got, want) == 0,
+           "inspect, a non-UTF-8 path: exit %d: %s %s", r->status, r->out, r->err);
+    json_decref(j);
+}
+
 /* Removes tmpdir and everything in it (test files only). */
 static void remove_tmpdir(void)
 {
@@ -431,6 +464,7 @@ int main(void)
     test_inspect_and_bench();
     test_multi_image();
     test_non_finite_scores();
+    test_non_utf8_paths();
     remove_tmpdir();
     return check_result();
 }

@@ -752,7 +752,29 @@ static void test_eval_repeated_label(void)
     CHECKF(r->status == 0 && fabs(json_real_value(json_object_get(j, "top1")) - 0.4) < 1e-9 &&
                json_integer_value(json_object_get(j, "count")) == 5,
            "IDX eval, repeated label: exit %d: %s %s", r->status, r->out, r->err);
+    /* one per-class entry per class: the repeated name keyed by index
+     * (labels 0 and 5, one item each, never predicted) */
+    json_t *pc = json_object_get(j, "per_class_accuracy");
+    CHECKF(json_object_size(pc) == 6 && json_real_value(json_object_get(pc, "dog#0")) == 0.0 &&
+               json_real_value(json_object_get(pc, "dog#5")) == 0.0 &&
+               json_real_value(json_object_get(pc, "cat")) == 1.0 &&
+               json_is_null(json_object_get(pc, "owl")),
+           "per-class accuracy with a repeated label: %s", r->out);
     json_decref(j);
+    /* names that still collide ("a#1" is a label too): no report rather
+     * than one with a class missing */
+    char ckpt2[256];
+    m = tiny_model(3, 0, (const char *const[]){"a", "a", "a#1", NULL});
+    tmp_path(ckpt2, sizeof ckpt2, "colliding-label-model");
+    CHECKF(vit_model_save(m, ckpt2, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(m);
+    const int y3[3] = {0, 1, 2};
+    char idx3[512];
+    write_idx(idx3, sizeof idx3, "colliding", 3, y3, 22);
+    r = run_vitfit("eval", "--model", ckpt2, "--data", idx3, "--json", NULL);
+    CHECKF(r->status == 1 && r->out[0] == '\0' && count_lines(r->err) == 1 &&
+               strstr(r->err, "JSON report"),
+           "colliding per-class keys: exit %d: %s %s", r->status, r->out, r->err);
 
     const char *const cat_owl[3] = {"cat", "owl", NULL};
     const int counts[2] = {3, 1};
@@ -966,6 +988,44 @@ static void test_refused_configs(void)
                strstr(r->err, "at least 2") && access(out, F_OK) != 0,
            "train on one class: exit %d: %s", r->status, r->err);
     vit_model_free(backbone);
+}
+
+/* A path that is not UTF-8 (--out's directory, --train) is reported as
+ * text with U+FFFD for the bad bytes: the summary used to be "{}" (exit 0)
+ * and a non-UTF-8 --train failed the save after the whole run. */
+static void test_report_non_utf8_path(void)
+{
+    char dir[256], folder[600], out[600], ckpt[256];
+    vit_error err = {0};
+    tmp_path(dir, sizeof dir, "caf\xe9");
+    VIT_ASSERT(mkdir(dir, 0755) == 0);
+    const char *const ab[3] = {"a", "b", NULL};
+    const int two[2] = {2, 2};
+    write_folder(folder, sizeof folder, "caf\xe9/data", ab, two);
+    snprintf(out, sizeof out, "%s/t.safetensors", dir);
+    vit_model *m = tiny_model(2, 33, ab);
+    tmp_path(ckpt, sizeof ckpt, "utf8-model");
+    CHECKF(vit_model_save(m, ckpt, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(m);
+    run_result *r = run_vitfit("train", "--model", ckpt, "--train", folder, "--eval", folder,
+                               "--out", out, "--batch-size", "2", "--epochs", "1",
+                               "--log-every", "0", NULL);
+    json_t *j = parse_json(r->out);
+    char want[700];
+    snprintf(want, sizeof want, "%s/caf\xef\xbf\xbd/t.safetensors", tmpdir);
+    const char *got = json_string_value(json_object_get(j, "out"));
+    CHECKF(r->status == 0 && got && strcmp(got, want) == 0 && access(out, F_OK) == 0 &&
+               json_integer_value(json_object_get(json_object_get(j, "eval"), "count")) == 4,
+           "train, --out in a non-UTF-8 directory: exit %d: %s %s", r->status, r->out, r->err);
+    json_decref(j);
+    /* the task's metadata holds --train as text */
+    st_file *f = NULL;
+    snprintf(want, sizeof want, "%s/caf\xef\xbf\xbd/data", tmpdir);
+    CHECKF(st_open(out, &f, &err) == VIT_OK, "%s", err.message);
+    const char *train_data = f ? st_metadata(f, "train_data") : NULL;
+    CHECKF(train_data && strcmp(train_data, want) == 0, "train_data metadata: %s",
+           train_data ? train_data : "(none)");
+    st_close(f);
 }
 
 /* ---- 4. the schedule ------------------------------------------------------ */
@@ -1407,6 +1467,7 @@ int main(void)
     test_class_name_not_text();
     test_eval_bad_item();
     test_refused_configs();
+    test_report_non_utf8_path();
     test_skip_bad_schedule();
     test_replan_short_epoch();
     test_warmup_length();
