@@ -181,6 +181,28 @@ static void test_inspect_and_bench(void)
     CHECK(json_integer_value(json_object_get(j, "threads")) == 2);
     json_decref(j);
 
+    /* one estimator for any number of workers: images_per_second is the
+     * images run over the wall time they took (it was batch / median for
+     * one worker, the wall-clock rate for several), the median batch time
+     * is the latency */
+    for (int w = 1; w <= 2; w++) {
+        char workers[8];
+        snprintf(workers, sizeof workers, "%d", w);
+        r = run_vitfit("bench", "--preset", "vit-tiny", "--batch", "3", "--threads", "1",
+                       "--workers", workers, "--iters", "4", "--json", NULL);
+        j = json_loads(r->out, 0, &jerr);
+        double ips = json_real_value(json_object_get(j, "images_per_second"));
+        double wall = json_real_value(json_object_get(j, "wall_seconds"));
+        double median = json_real_value(json_object_get(j, "median_batch_seconds"));
+        json_int_t images = json_integer_value(json_object_get(j, "images"));
+        CHECKF(r->status == 0 && images == 3 * 4 * w && wall > 0 && median > 0 &&
+                   fabs(ips * wall - (double)images) <= 1e-3 * (double)images &&
+                   fabs(json_real_value(json_object_get(j, "ms_per_image")) - 1000 * median / 3) <=
+                       1e-4 * 1000 * median,
+               "bench --workers %d: exit %d: %s %s", w, r->status, r->out, r->err);
+        json_decref(j);
+    }
+
     /* two workers at once, each timing one-task against mixed-task batches */
     r = run_vitfit("bench", "--preset", "vit-tiny", "--batch", "3", "--threads", "1", "--workers",
                    "2", "--mixed", "3", "--classes", "4", "--iters", "2", "--json", NULL);
