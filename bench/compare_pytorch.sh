@@ -10,9 +10,10 @@ iters=${3:-5}
 ninja -C "$build" server/vitfit >/dev/null
 printf '%-6s %14s %14s %8s\n' batch "vitfit img/s" "pytorch img/s" ratio
 for b in 1 8; do
+  # both from the median batch time (vitfit's images_per_second is wall-clock throughput)
   v=$("$build"/server/vitfit bench --preset vit-b16 --batch "$b" --threads "$threads" \
-        --iters "$iters" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_second"])')
+        --iters "$iters" --json | python3 -c "import json,sys; print($b / json.load(sys.stdin)['median_batch_seconds'])")
   p=$(/usr/bin/python3 bench/pytorch_vit.py --threads "$threads" --iters "$iters" "$b" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_second"])')
+        python3 -c "import json,sys; print($b / json.load(sys.stdin)['median_batch_seconds'])")
   python3 -c "print(f'{$b:<6} {$v:14.2f} {$p:14.2f} {$v/$p:8.2f}')"
 done

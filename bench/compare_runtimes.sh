@@ -113,7 +113,7 @@ if [[ ! -s $onnx_model || $onnx_dir/export_vit.py -nt $onnx_model ]]; then
 fi
 
 # --- runs ------------------------------------------------------------------------------------
-# Each runner prints one JSON line with images_per_second for batch $1 and $2 timed iterations.
+# Each runner prints one JSON line with median_batch_seconds for batch $1 and $2 timed iterations.
 run_vitfit() {
   "$vitfit" bench --preset vit-b16 --classes 1000 --batch "$1" --threads "$threads" --iters "$2" \
     --warmup 1 --json
@@ -124,7 +124,11 @@ run_torch_omp() {
     "$py" bench/pytorch_vit.py --threads "$threads" --iters "$2" "$1"
 }
 run_torch() { "$py" bench/pytorch_vit.py --threads "$threads" --iters "$2" "$1"; }
-ips() { "$py" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["images_per_second"])'; }
+# images/s from the median batch time, the one estimator every runner reports (vitfit's own
+# images_per_second is wall-clock throughput, which the others do not measure)
+ips() {
+  "$py" -c 'import json,sys; print(int(sys.argv[1]) / json.loads(sys.stdin.read().strip().splitlines()[-1])["median_batch_seconds"])' "$1"
+}
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
@@ -138,7 +142,7 @@ for b in $batches; do
     note "batch $b: $impl ($n timed iterations)"
     out=$("run_$impl" "$b" "$n") || die "$impl failed at batch $b"
     echo "$out" >&2
-    result[$impl,$b]=$(ips <<<"$out") || die "no images_per_second from $impl at batch $b"
+    result[$impl,$b]=$(ips "$b" <<<"$out") || die "no median_batch_seconds from $impl at batch $b"
   done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)

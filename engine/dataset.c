@@ -166,11 +166,97 @@ vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *er
     return VIT_OK;
 }
 
-vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, vit_error *err)
+/* Why `name` cannot be a class name (dataset.h), or NULL when it can.  The
+ * UTF-8 rules are jansson's (no overlong forms, no surrogates, nothing above
+ * U+10FFFF), so a name that passes is a JSON string. */
+static const char *class_name_problem(const char *name)
+{
+    const unsigned char *p = (const unsigned char *)name;
+    size_t n = strlen(name);
+    if (n == 0)
+        return "is empty";
+    if (n > DS_MAX_CLASS_NAME)
+        return "is too long";
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i], cp, min;
+        size_t more;
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                return "contains a control character";
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            more = 1, cp = c & 0x1f, min = 0x80;
+        else if (c >= 0xe0 && c <= 0xef)
+            more = 2, cp = c & 0x0f, min = 0x800;
+        else if (c >= 0xf0 && c <= 0xf4)
+            more = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return "is not valid UTF-8";
+        if (n - i - 1 < more)
+            return "is not valid UTF-8";
+        for (size_t j = 1; j <= more; j++) {
+            if ((p[i + j] & 0xc0) != 0x80)
+                return "is not valid UTF-8";
+            cp = cp << 6 | (p[i + j] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return "is not valid UTF-8";
+        if (cp < 0xa0) /* U+0080..U+009F: the C1 controls */
+            return "contains a control character";
+        i += more + 1;
+    }
+    return NULL;
+}
+
+/* Copies name into buf (cap >= 8) for a message: printable ASCII as is,
+ * every other byte as \xNN, cut with "..." when long. */
+static void show_name(char *buf, size_t cap, const char *name)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        char piece[8];
+        int len = *p >= 0x20 && *p < 0x7f && *p != '\\'
+                      ? snprintf(piece, sizeof piece, "%c", *p)
+                      : snprintf(piece, sizeof piece, "\\x%02x", *p);
+        if (o + (size_t)len + 4 > cap) {
+            memcpy(buf + o, "...", 4);
+            return;
+        }
+        memcpy(buf + o, piece, (size_t)len);
+        o += (size_t)len;
+    }
+    buf[o] = '\0';
+}
+
+vit_status ds_check_class_name(const char *name, const char *what, vit_error *err)
+{
+    const char *why = class_name_problem(name);
+    if (!why)
+        return VIT_OK;
+    char shown[96];
+    show_name(shown, sizeof shown, name);
+    return vit_error_set(err, VIT_ERR_INVALID,
+                         "%s '%s' %s: a class name must be UTF-8 text of 1 to %d bytes without "
+                         "control characters (it becomes a task label and a JSON key)",
+                         what, shown, why, DS_MAX_CLASS_NAME);
+}
+
+vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, const char *what,
+                          vit_error *err)
 {
     if (n > DS_MAX_CLASSES)
         return vit_error_set(err, VIT_ERR_TOO_LARGE, "%zu classes, over the limit of %d", n,
                              DS_MAX_CLASSES);
+    /* Checked here, where every source's names pass, so that no class name
+     * can fail later: at the end of a training run (task_save refuses such a
+     * label) or silently (a JSON report or config.json dropping it). */
+    for (size_t i = 0; i < n; i++) {
+        vit_status s = ds_check_class_name(names[i], what, err);
+        if (s != VIT_OK)
+            return s;
+    }
     d->classes = calloc(n ? n : 1, sizeof *d->classes);
     if (!d->classes)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for class names");
@@ -185,9 +271,13 @@ vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, vit
     return VIT_OK;
 }
 
+/* By name, then by class index, so the entries of a repeated name are
+ * adjacent and in class order. */
 static int cmp_class_entry(const void *a, const void *b)
 {
-    return strcmp(((const ds_class_entry *)a)->name, ((const ds_class_entry *)b)->name);
+    const ds_class_entry *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
 }
 
 vit_status ds_class_index_build(const ds_dataset *d, ds_class_entry **out, vit_error *err)
@@ -201,32 +291,25 @@ vit_status ds_class_index_build(const ds_dataset *d, ds_class_entry **out, vit_e
         t[i].index = (int)i;
     }
     qsort(t, n, sizeof *t, cmp_class_entry);
-    for (size_t i = 1; i < n; i++) {
-        if (strcmp(t[i - 1].name, t[i].name) == 0) {
-            vit_status s = vit_error_set(err, VIT_ERR_INVALID,
-                                         "class '%.200s' is listed twice", t[i].name);
-            free(t);
-            return s;
-        }
-    }
     *out = t;
     return VIT_OK;
 }
 
 int ds_class_lookup(const ds_class_entry *t, int n, const char *name)
 {
-    int lo = 0, hi = n;
+    int lo = 0, hi = n; /* the first entry whose name is >= name */
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
-        int c = strcmp(t[mid].name, name);
-        if (c == 0)
-            return t[mid].index;
-        if (c < 0)
+        if (strcmp(t[mid].name, name) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return -1;
+    if (lo == n || strcmp(t[lo].name, name) != 0)
+        return DS_CLASS_UNKNOWN;
+    if (lo + 1 < n && strcmp(t[lo + 1].name, name) == 0)
+        return DS_CLASS_AMBIGUOUS;
+    return t[lo].index;
 }
 
 vit_status ds_fixed_list_count(const char *const *names, const char *what, size_t *n,
@@ -252,7 +335,7 @@ vit_status ds_use_fixed_classes(ds_dataset *d, const char *const *classes,
     size_t n = 0;
     vit_status s = ds_fixed_list_count(classes, "class list", &n, err);
     if (s == VIT_OK)
-        s = ds_set_classes(d, classes, n, err);
+        s = ds_set_classes(d, classes, n, "class list: name", err);
     if (s == VIT_OK)
         s = ds_class_index_build(d, index, err);
     return s;
@@ -431,7 +514,9 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
         }
         for (size_t c = 0; c < cls.n; c++)
             names[c] = cls.v[c].name;
-        s = ds_set_classes(d, (const char *const *)names, cls.n, err);
+        char what[PATH_MAX + 32];
+        snprintf(what, sizeof what, "%s: class directory", path);
+        s = ds_set_classes(d, (const char *const *)names, cls.n, what, err);
         free(names);
     }
     if (s != VIT_OK)
@@ -441,10 +526,17 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
         int label = (int)c;
         if (index) {
             label = ds_class_lookup(index, d->num_classes, cls.v[c].name);
-            if (label < 0) {
+            if (label == DS_CLASS_UNKNOWN) {
                 s = vit_error_set(err, VIT_ERR_INVALID,
                                   "%s: unknown label '%.200s' (class directory not in the "
                                   "class list)",
+                                  path, cls.v[c].name);
+                goto done;
+            }
+            if (label == DS_CLASS_AMBIGUOUS) {
+                s = vit_error_set(err, VIT_ERR_INVALID,
+                                  "%s: class directory '%.200s' is ambiguous: the class list "
+                                  "names it twice",
                                   path, cls.v[c].name);
                 goto done;
             }
@@ -534,6 +626,25 @@ static vit_status open_root(ds_dataset *d, const char *path, const ds_options *o
     return s;
 }
 
+/* The source a data set at path is, given whether path is a directory: the
+ * one rule ds_open and ds_source_of share. */
+static ds_source source_kind(const char *path, int is_dir)
+{
+    if (is_dir)
+        return DS_SOURCE_FOLDER;
+    if (ends_with_ci(path, ".jsonl") || ends_with_ci(path, ".csv"))
+        return DS_SOURCE_MANIFEST;
+    return DS_SOURCE_OTHER;
+}
+
+ds_source ds_source_of(const char *path)
+{
+    struct stat st;
+    if (!path || stat(path, &st) != 0)
+        return DS_SOURCE_NONE;
+    return source_kind(path, S_ISDIR(st.st_mode));
+}
+
 vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vit_error *err)
 {
     if (!path || !out)
@@ -563,7 +674,19 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
         s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if (S_ISDIR(st.st_mode)) {
+    ds_source source = source_kind(path, S_ISDIR(st.st_mode));
+    if (opt->class_names && source != DS_SOURCE_OTHER) {
+        /* a folder's or manifest's classes are named already: names for
+         * label numbers would be ignored, silently */
+        s = vit_error_set(err, VIT_ERR_INVALID,
+                          "class names name the label numbers of an IDX set; %s is %s, whose "
+                          "classes are its %s",
+                          path,
+                          source == DS_SOURCE_FOLDER ? "an ImageFolder directory" : "a manifest",
+                          source == DS_SOURCE_FOLDER ? "folder names" : "labels");
+        goto done;
+    }
+    if (source == DS_SOURCE_FOLDER) {
         d->kind = DS_KIND_FILES;
         s = open_folder(d, path, rel, opt, err);
     } else if (ends_with_ci(path, ".jsonl")) {

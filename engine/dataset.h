@@ -37,6 +37,14 @@
 
 typedef struct ds_dataset ds_dataset;
 
+/* Class names -- ImageFolder directory names, manifest labels, the entries
+ * of ds_options.class_names and .classes -- must be valid UTF-8 of 1 to
+ * DS_MAX_CLASS_NAME bytes without control characters: they become task and
+ * checkpoint labels (task.h TASK_MAX_LABEL) and JSON keys, where anything
+ * else would fail at the end of a training run or vanish from a report.
+ * ds_open refuses a set with any other, naming it. */
+#define DS_MAX_CLASS_NAME 1024
+
 /* What to do with an item that cannot be read or decoded. */
 typedef enum ds_bad_policy { DS_BAD_FAIL, DS_BAD_SKIP } ds_bad_policy;
 
@@ -54,7 +62,8 @@ typedef struct ds_options {
     size_t max_idx_bytes;      /* IDX payload (decompressed) per file; 0: 128 MiB */
     struct beneath_stats *walk_stats; /* not NULL: receives what ds_open's path walks did
                                          (beneath.h), on failure too; for logs and tests */
-    const char *const *class_names; /* NULL-terminated names for IDX labels, or NULL */
+    const char *const *class_names; /* NULL-terminated names for IDX labels, or NULL
+                                       (an error for a folder or manifest) */
     const char *const *classes; /* NULL-terminated fixed class list, or NULL (see below) */
 } ds_options;
 
@@ -74,7 +83,11 @@ typedef struct ds_options {
  * manifest label that is not among them is an error ("unknown label 'x' at
  * line N"), a listed class may have no items.  For IDX sets it names the
  * labels like class_names (class_names wins when both are set).  Names must
- * be non-empty and distinct. */
+ * be non-empty; they may repeat (a model's labels can: ImageNet-1k has two
+ * "crane"s), which only matters when a folder or manifest label is looked up
+ * in the list: a label matching a repeated name is ambiguous, an error
+ * naming it.  IDX labels are numbers and named by position, never looked
+ * up, so a repeated name there is harmless. */
 
 /* Opens a dataset (see above for what path may be).  Item lists are read now;
  * images are decoded later, on demand.  An empty class directory, a manifest
@@ -84,6 +97,18 @@ typedef struct ds_options {
  * header promises, or a payload over max_idx_bytes are errors. */
 vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vit_error *err);
 void ds_close(ds_dataset *d);
+
+/* What ds_open would read at path, by the same rule (a directory is an
+ * ImageFolder, a .jsonl or .csv name a manifest, anything else an IDX images
+ * file or nothing it reads), without reading it: lets a command line check
+ * its options before opening.  DS_SOURCE_NONE: path cannot be stat'ed. */
+typedef enum ds_source {
+    DS_SOURCE_NONE,
+    DS_SOURCE_FOLDER,
+    DS_SOURCE_MANIFEST,
+    DS_SOURCE_OTHER, /* IDX, or not a data set */
+} ds_source;
+ds_source ds_source_of(const char *path);
 
 size_t ds_size(const ds_dataset *d);
 int ds_num_classes(const ds_dataset *d);

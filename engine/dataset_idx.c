@@ -262,12 +262,10 @@ vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_
             max_label = lab[i];
     }
     if (names) {
-        s = ds_set_classes(d, names, nnames, err);
-        if (s == VIT_OK) {
-            ds_class_entry *index = NULL;
-            s = ds_class_index_build(d, &index, err); /* rejects duplicates */
-            free(index);
-        }
+        /* names go by position, so a repeated one (a model's labels may
+         * repeat) is no ambiguity here */
+        s = ds_set_classes(d, names, nnames,
+                           opt->class_names ? "class names: name" : "class list: name", err);
     } else {
         /* Default names "0".."K-1", K = max label + 1 (labels are bytes). */
         char numbers[256][4], *ptrs[256];
@@ -276,7 +274,7 @@ vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_
             snprintf(numbers[c], sizeof numbers[c], "%hhu", (unsigned char)c);
             ptrs[c] = numbers[c];
         }
-        s = ds_set_classes(d, (const char *const *)ptrs, (size_t)max_label + 1, err);
+        s = ds_set_classes(d, (const char *const *)ptrs, (size_t)max_label + 1, "label", err);
     }
     if (s != VIT_OK)
         goto done;

@@ -86,8 +86,15 @@ vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *er
  * DS_NAMES_START + DS_NAME_PER_ITEM * items (saturating). */
 size_t ds_names_limit(size_t items);
 
-/* Sets d's classes to copies of names[0..n). */
-vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, vit_error *err);
+/* Is name a valid class name (dataset.h: UTF-8, 1..DS_MAX_CLASS_NAME bytes,
+ * no control characters)?  If not, VIT_ERR_INVALID with a message starting
+ * with `what` (e.g. "<folder>: class directory") and the name, escaped. */
+vit_status ds_check_class_name(const char *name, const char *what, vit_error *err);
+
+/* Sets d's classes to copies of names[0..n), each checked by
+ * ds_check_class_name (`what` names them in a message). */
+vit_status ds_set_classes(ds_dataset *d, const char *const *names, size_t n, const char *what,
+                          vit_error *err);
 
 /* A name -> class lookup: class names sorted bytewise with their index. */
 typedef struct ds_class_entry {
@@ -95,11 +102,16 @@ typedef struct ds_class_entry {
     int index;
 } ds_class_entry;
 
-/* Builds a sorted lookup over d->classes (caller frees *out).  Duplicate
- * names are an error (a fixed list must name each class once). */
+/* Builds a sorted lookup over d->classes (caller frees *out).  A name may
+ * appear more than once (a model's labels may repeat one: ImageNet-1k has
+ * two "crane"s); only looking such a name up is an error (below). */
 vit_status ds_class_index_build(const ds_dataset *d, ds_class_entry **out, vit_error *err);
 
-/* Index of class `name` in a lookup of n entries, or -1. */
+enum { DS_CLASS_UNKNOWN = -1, DS_CLASS_AMBIGUOUS = -2 };
+
+/* Index of class `name` in a lookup of n entries; DS_CLASS_UNKNOWN when no
+ * class has that name, DS_CLASS_AMBIGUOUS when several have it (which one
+ * an item means cannot be told, so callers refuse it, naming it). */
 int ds_class_lookup(const ds_class_entry *t, int n, const char *name);
 
 /* Counts a NULL-terminated list and checks its names are non-empty. */

@@ -218,6 +218,11 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
         return vit_error_set(err, VIT_ERR_FORMAT, "%s: empty image path", where);
     if (label[0] == '\0')
         return vit_error_set(err, VIT_ERR_FORMAT, "%s: empty label", where);
+    char what[PATH_MAX + 48];
+    snprintf(what, sizeof what, "%s: label", where);
+    vit_status s = ds_check_class_name(label, what, err);
+    if (s != VIT_OK)
+        return s;
     if (is_url(image))
         return vit_error_set(err, VIT_ERR_UNSUPPORTED,
                              "%s: URLs in manifests are not supported yet ('%.200s')", where,
@@ -225,8 +230,13 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
     int cls;
     if (m->index) {
         cls = ds_class_lookup(m->index, m->d->num_classes, label);
-        if (cls < 0)
+        if (cls == DS_CLASS_UNKNOWN)
             return vit_error_set(err, VIT_ERR_INVALID, "%s: unknown label '%.200s' at line %zu",
+                                 m->file, label, line);
+        if (cls == DS_CLASS_AMBIGUOUS)
+            return vit_error_set(err, VIT_ERR_INVALID,
+                                 "%s: label '%.200s' at line %zu is ambiguous: the class list "
+                                 "names it twice",
                                  m->file, label, line);
     } else {
         long id = label_intern(&m->labels, label);
@@ -246,8 +256,8 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
     int fd;
     struct stat st;
     snprintf(subject, sizeof subject, "%s:%zu: image '%s'", m->file, line, image);
-    vit_status s = beneath_open(m->d->root, rel, BENEATH_WANT_FILE, &m->d->walks, subject, &fd,
-                                &st, &canon, err);
+    s = beneath_open(m->d->root, rel, BENEATH_WANT_FILE, &m->d->walks, subject, &fd, &st, &canon,
+                     err);
     free(rel);
     if (s != VIT_OK)
         return s;
@@ -328,7 +338,7 @@ static vit_status manifest_classes(manifest_ctx *m, vit_error *err)
         sorted[c] = (char *)byname[c].name;
         rank[byname[c].index] = (int)c;
     }
-    s = ds_set_classes(d, (const char *const *)sorted, u, err);
+    s = ds_set_classes(d, (const char *const *)sorted, u, "label", err);
     for (size_t i = 0; s == VIT_OK && i < d->n; i++) {
         VIT_ASSERT(d->labels[i] >= 0 && (size_t)d->labels[i] < u);
         d->labels[i] = rank[d->labels[i]];

@@ -204,8 +204,8 @@ double sched_lr(const sched_config *s, long step)
     if (step >= s->total_steps || s->total_steps <= warmup)
         return s->min_lr;
     long span = s->total_steps - 1 - warmup;
-    if (span == 0) /* a single step after warm-up: nothing to anneal */
-        return s->lr;
+    if (span == 0) /* one step after warm-up: the run's last (optim.h) */
+        return warmup > 0 ? s->min_lr : s->lr;
     double progress = (double)(step - warmup) / (double)span;
     return s->min_lr + (s->lr - s->min_lr) * 0.5 * (1.0 + cos(M_PI * progress));
 }

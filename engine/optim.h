@@ -60,7 +60,11 @@ double optim_clip_grad_norm(float *grads, size_t n, double max_norm);
  *   W <= step <= T - 1:  min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi * (step - W) / (T - 1 - W)))
  * so the first step after warm-up runs at lr and the last step of the run
  * (T - 1) at exactly min_lr: the curve finishes inside the run instead of one
- * step after it.  A cosine phase of one step (T - 1 == W) runs at lr.
+ * step after it.  A cosine phase of one step (T - 1 == W) is both: it runs
+ * at min_lr when there was a warm-up (whose last step, W - 1, already ran at
+ * lr), at lr when there was none (a one-step run, T == 1: nothing to anneal
+ * from).  trainer.c caps W at T - 1, so a run's last step is at min_lr
+ * whenever it has more than one step.
  */
 typedef struct sched_config {
     double lr;

@@ -22,6 +22,10 @@
 
 #include "gemm.h"
 
+/* A data set's class names become task labels (finish): every name ds_open
+ * accepts must be one task_create and task_save accept. */
+_Static_assert(DS_MAX_CLASS_NAME <= TASK_MAX_LABEL, "class names must fit task labels");
+
 trainer_config trainer_defaults(void)
 {
     trainer_config c = {
@@ -163,10 +167,12 @@ static int rank_of(const float *logits, int K, int label)
 }
 
 vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_in,
-                            const ds_dataset *d, size_t limit, int batch_size, int loader_threads,
-                            eval_result *out, vit_error *err)
+                            const ds_dataset *d, const eval_options *o, eval_result *out,
+                            vit_error *err)
 {
     memset(out, 0, sizeof *out);
+    int batch_size = o->batch_size;
+    size_t planned = o->limit && o->limit < ds_size(d) ? o->limit : ds_size(d);
     int K = m->cfg.num_classes, Kd = ds_num_classes(d);
     if (K < 1)
         return vit_error_set(err, VIT_ERR_INVALID, "evaluation needs a classification head");
@@ -183,8 +189,9 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
     }
     ds_loader_options lo = {
         .batch_size = batch_size, .shuffle = false, .augment = false, .seed = 0,
-        .threads = loader_threads > 0 ? loader_threads : 1, .prefetch = 2,
-        .preprocess = m->cfg.preprocess, .on_bad = DS_BAD_FAIL, .limit = limit,
+        .threads = o->loader_threads > 0 ? o->loader_threads : 1, .prefetch = 2,
+        .preprocess = m->cfg.preprocess, .on_bad = o->on_bad, .on_bad_fn = o->on_bad_fn,
+        .on_bad_ctx = o->on_bad_ctx, .limit = o->limit,
     };
     size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
     float *images = malloc(per_image * (size_t)batch_size * sizeof *images);
@@ -248,6 +255,11 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
     free(scratch);
     free(labels);
     free(map);
+    /* every item the loader did not deliver was skipped (DS_BAD_SKIP) */
+    out->skipped = (long)planned - out->count;
+    if (st == VIT_OK && out->count == 0)
+        st = vit_error_set(err, VIT_ERR_INVALID, "none of the %zu items of the eval set could be "
+                           "loaded", planned);
     if (st != VIT_OK) {
         eval_result_free(out);
         return st;
@@ -512,9 +524,24 @@ static void report_progress(const trainer_config *cfg, progress_window *w, long 
     w->t_last = t;
 }
 
-/* Sizes the schedule for `per_epoch` batches per epoch (see trainer.h). */
+/* The warm-up of a run of `total` steps: what the config asks for, at most
+ * total - 1 steps.  Recipes (timm's, torchvision's) use a warm-up that is a
+ * small prefix of the run and end the run annealed; a warm-up that covers
+ * the whole run is nearly always a default meeting a short run (--epochs 1
+ * with the default 1-epoch warm-up, or --max-steps), and taking it literally
+ * would end the run at its peak lr, never decaying.  So the cap keeps the
+ * documented end point: the last step runs at min_lr (optim.h; a one-step
+ * run has no warm-up and runs at lr). */
+static long cap_warmup(long asked, long total)
+{
+    long most = total > 1 ? total - 1 : 0;
+    return asked < most ? asked : most;
+}
+
+/* Sizes the schedule for `per_epoch` batches per epoch (see trainer.h);
+ * *asked: the warm-up the config asks for, in steps, before the cap. */
 static vit_status plan_schedule(const trainer_config *cfg, size_t per_epoch, sched_config *s,
-                                vit_error *err)
+                                long *asked, vit_error *err)
 {
     if (per_epoch > (size_t)(LONG_MAX / cfg->epochs))
         return vit_error_set(err, VIT_ERR_TOO_LARGE, "%zu batches x %d epochs is too many steps",
@@ -522,13 +549,10 @@ static vit_status plan_schedule(const trainer_config *cfg, size_t per_epoch, sch
     long total = (long)per_epoch * cfg->epochs;
     if (cfg->max_steps > 0 && cfg->max_steps < total)
         total = cfg->max_steps;
-    /* The warm-up is what the config asks for, in steps of this run's epochs;
-     * only the run's own length bounds it (a warm-up as long as the run ramps
-     * up to lr at the last step and never decays -- the caller asked for it). */
     double w = cfg->warmup_epochs * (double)per_epoch;
-    long warmup = w >= (double)total ? total : (long)llround(w);
-    *s = (sched_config){.lr = cfg->lr, .min_lr = cfg->min_lr, .warmup_steps = warmup,
-                        .total_steps = total};
+    *asked = w < 1e18 ? (long)llround(w) : (long)1e18; /* w >= 0, finite */
+    *s = (sched_config){.lr = cfg->lr, .min_lr = cfg->min_lr,
+                        .warmup_steps = cap_warmup(*asked, total), .total_steps = total};
     return VIT_OK;
 }
 
@@ -542,8 +566,21 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
         !isfinite(cfg->lr))
         return vit_error_set(err, VIT_ERR_INVALID,
                              "min lr and warm-up epochs must be finite and >= 0");
+    /* the cosine anneals from lr down to min_lr: above lr it would climb
+     * for the whole run instead */
+    if (cfg->min_lr > cfg->lr)
+        return vit_error_set(err, VIT_ERR_INVALID, "min lr %g is above lr %g", cfg->min_lr,
+                             cfg->lr);
     if (cfg->from_scratch && cfg->method != VIT_METHOD_FULL)
         return vit_error_set(err, VIT_ERR_INVALID, "training from scratch needs the full method");
+    /* one class: the softmax of a single logit is 1, the loss 0 whatever the
+     * weights, so the run would learn nothing and report success */
+    if (ds_num_classes(train) < 2)
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "the training set has %d class(es) ('%.200s'): a classifier needs "
+                             "at least 2",
+                             ds_num_classes(train),
+                             ds_num_classes(train) > 0 ? ds_class_name(train, 0) : "");
     const char **names = class_names(train);
     int *eval_map = eval ? malloc((size_t)(ds_num_classes(eval) + 1) * sizeof *eval_map) : NULL;
     if (!names || (eval && !eval_map)) {
@@ -567,8 +604,14 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     if (st == VIT_OK && !out->cancelled && per_epoch == 0)
         st = vit_error_set(err, VIT_ERR_INVALID, "the training set is empty");
     sched_config sched = {0};
-    if (st == VIT_OK)
-        st = plan_schedule(cfg, per_epoch, &sched, err);
+    long warmup_asked = 0;
+    if (st == VIT_OK && !out->cancelled)
+        st = plan_schedule(cfg, per_epoch, &sched, &warmup_asked, err);
+    if (st == VIT_OK && !out->cancelled && cfg->plan) {
+        trainer_plan plan = {.total_steps = sched.total_steps, .warmup_steps = sched.warmup_steps,
+                             .warmup_asked = warmup_asked, .batches_per_epoch = (long)per_epoch};
+        cfg->plan(cfg->ctx, &plan);
+    }
     int K = st == VIT_OK ? m->cfg.num_classes : 0;
     long step = 0, epoch_steps = 0;
     double epoch_loss = 0;
@@ -655,8 +698,7 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
             if (cfg->max_steps > 0 && cfg->max_steps < total)
                 total = cfg->max_steps;
             sched.total_steps = total;
-            if (sched.warmup_steps > total)
-                sched.warmup_steps = total;
+            sched.warmup_steps = cap_warmup(sched.warmup_steps, total);
             if (cfg->log_every > 0 && step == total)
                 report_progress(cfg, &win, step, &sched, out->skipped_steps, epoch, lr);
         }
@@ -668,9 +710,12 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     out->final_loss = epoch_steps ? epoch_loss / epoch_steps : 0;
     out->seconds = now_seconds() - win.t_start;
     if (st == VIT_OK && !out->cancelled && eval) {
-        st = trainer_evaluate(m, names, eval, cfg->eval_limit, cfg->batch_size,
-                              cfg->loader_threads, &out->eval, err);
-        out->has_eval = st == VIT_OK;
+        /* its failure is the eval's, not the run's (trainer.h) */
+        eval_options eo = {.limit = cfg->eval_limit, .batch_size = cfg->batch_size,
+                           .loader_threads = cfg->loader_threads, .on_bad = cfg->on_bad,
+                           .on_bad_fn = cfg->on_bad_fn, .on_bad_ctx = cfg->on_bad_ctx};
+        out->eval_status = trainer_evaluate(m, names, eval, &eo, &out->eval, &out->eval_error);
+        out->has_eval = out->eval_status == VIT_OK;
     }
     if (st == VIT_OK && !out->cancelled)
         st = finish(backbone, cfg, names, &r, out, err);

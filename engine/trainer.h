@@ -43,15 +43,23 @@ typedef struct trainer_progress {
     double eta_seconds;
 } trainer_progress;
 
+/* The schedule of a run, as planned before its first step. */
+typedef struct trainer_plan {
+    long total_steps, warmup_steps;
+    long warmup_asked;        /* warmup_epochs in steps: more than warmup_steps when the
+                                 warm-up was cut to end the run at min_lr */
+    long batches_per_epoch;
+} trainer_plan;
+
 typedef struct trainer_config {
     vit_method method;
     int epochs;
     long max_steps;           /* > 0: stop after this many steps (and size the schedule to it) */
     int batch_size;
-    double lr, min_lr;
+    double lr, min_lr;        /* peak and final learning rate: 0 <= min_lr <= lr */
     double weight_decay;      /* on the head weight (and, for full, on every matrix) */
-    double warmup_epochs;     /* linear warm-up, in epochs (fractions allowed); capped only
-                                 by the run's length */
+    double warmup_epochs;     /* linear warm-up, in epochs (fractions allowed); at most
+                                 total steps - 1, so the last step runs at min_lr */
     optim_kind optimizer;
     double momentum;          /* SGD */
     double label_smoothing;
@@ -67,6 +75,7 @@ typedef struct trainer_config {
     void *on_bad_ctx;
     long log_every;           /* steps between progress reports (0: none) */
     void (*progress)(void *ctx, const trainer_progress *p);
+    void (*plan)(void *ctx, const trainer_plan *p); /* once, before step 0 (may be NULL) */
     int (*should_stop)(void *ctx); /* non-zero: cancel between steps */
     void *ctx;
 } trainer_config;
@@ -76,9 +85,21 @@ typedef struct trainer_config {
  * with warm-up). */
 trainer_config trainer_defaults(void);
 
+/* How trainer_evaluate reads a data set. */
+typedef struct eval_options {
+    size_t limit;             /* use only the first N items (0: all) */
+    int batch_size;
+    int loader_threads;
+    ds_bad_policy on_bad;     /* DS_BAD_SKIP: an item that does not load is skipped (and
+                                 counted in eval_result.skipped); DS_BAD_FAIL: an error */
+    ds_bad_fn on_bad_fn;      /* told of every skipped item; may be NULL */
+    void *on_bad_ctx;
+} eval_options;
+
 /* An evaluation, in the model's class order (K = the model's classes). */
 typedef struct eval_result {
-    long count;
+    long count;               /* items evaluated */
+    long skipped;             /* items skipped because they did not load (DS_BAD_SKIP) */
     double top1, top5, loss;  /* over all `count` items; loss = mean per item */
     int num_classes;          /* K */
     int absent;               /* classes of the model no evaluated item belongs to */
@@ -87,8 +108,10 @@ typedef struct eval_result {
 
 void eval_result_free(eval_result *r);
 
-/* Evaluates model m (with its head) on the first `limit` items of d (0: all)
- * with the model's own preprocessing.  The data set's classes are matched to
+/* Evaluates model m (with its head) on the first o->limit items of d (0:
+ * all) with the model's own preprocessing; an item that does not load fails
+ * the evaluation or is skipped and counted (o->on_bad), and when none loads
+ * that is an error too.  The data set's classes are matched to
  * the model's by name: class_names are the model's K class names (NULL: its
  * labels, m->labels).  A data set class that is not exactly one of them is
  * an error (VIT_ERR_MISMATCH naming it); model classes the data set lacks
@@ -96,8 +119,8 @@ void eval_result_free(eval_result *r);
  * Only when neither names nor labels exist are classes taken by position
  * (the counts must then be equal). */
 vit_status trainer_evaluate(const vit_model *m, const char *const *class_names,
-                            const ds_dataset *d, size_t limit, int batch_size, int loader_threads,
-                            eval_result *out, vit_error *err);
+                            const ds_dataset *d, const eval_options *o, eval_result *out,
+                            vit_error *err);
 
 typedef struct trainer_result {
     vit_task *task;           /* bitfit / linear: the trained task (caller frees) */
@@ -111,6 +134,9 @@ typedef struct trainer_result {
     bool cancelled;
     bool has_eval;
     eval_result eval;         /* on the eval set, when one was given */
+    vit_status eval_status;   /* not VIT_OK: the eval after training failed (eval_error says
+                                 why; has_eval is false), the run's product is still here */
+    vit_error eval_error;
 } trainer_result;
 
 void trainer_result_free(trainer_result *r);
@@ -118,11 +144,19 @@ void trainer_result_free(trainer_result *r);
 /* Trains on `train`, evaluates on `eval` (may be NULL) at the end.  The eval
  * set's classes are matched to the training set's by name (as in
  * trainer_evaluate) before the first step, so a set naming an unknown class
- * fails at once, not after training.
+ * fails at once, not after training.  Its images are read only after
+ * training (decoding them up front as well would cost a second evaluation),
+ * with the training set's cfg->on_bad policy and report; an evaluation that
+ * still fails -- an unreadable image under DS_BAD_FAIL, every item skipped,
+ * non-finite scores -- never discards the finished run: trainer_run returns
+ * VIT_OK with the trained task or model, has_eval false and the failure in
+ * eval_status / eval_error, for the caller to save the product and then
+ * report the failure.
  *
  * Schedule: total steps = batches per epoch * epochs (or max_steps), warm-up
- * = warmup_epochs * batches per epoch (at most the whole run), cosine to
- * min_lr at the last step (optim.h).  Batches per epoch count the items that
+ * = warmup_epochs * batches per epoch, cut to total steps - 1 when the run is
+ * not longer than that (cfg->plan is told), cosine to min_lr at the last
+ * step (optim.h): every run of two or more steps ends at min_lr.  Batches per epoch count the items that
  * load: with DS_BAD_SKIP a counting pass decodes every item once before
  * training; should an epoch still come out shorter (a file changed during
  * the run), the rest of the schedule is re-planned on what it delivered.

@@ -16,8 +16,13 @@
 
 #include "vit_impl.h"
 
-static json_t *config_to_json(const vit_model *m)
+/* config.json for m, or NULL with err set: a label that is not a JSON
+ * string (not UTF-8) is an error, never dropped -- a checkpoint whose
+ * label_names lost one no longer loads ("labels named but the head has K
+ * classes"). */
+static vit_status config_to_json(const vit_model *m, json_t **out, vit_error *err)
 {
+    *out = NULL;
     const vit_config *c = &m->cfg;
     const img_preprocess *p = &c->preprocess;
     double crop_pct = p->resize_shorter > 0 ? (double)c->image_size / p->resize_shorter : 1.0;
@@ -37,13 +42,28 @@ static json_t *config_to_json(const vit_model *m)
         p->resize_shorter > 0 ? "center" : "squash", "vitfit_resize", p->resize_shorter, "mean",
         (double)p->mean[0], (double)p->mean[1], (double)p->mean[2], "std", (double)p->std[0],
         (double)p->std[1], (double)p->std[2], "num_classes", c->num_classes);
-    if (j && m->labels) {
+    if (!j)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    if (m->labels) {
         json_t *labels = json_array();
-        for (int k = 0; k < c->num_classes; k++)
-            json_array_append_new(labels, json_string(m->labels[k]));
-        json_object_set_new(j, "label_names", labels);
+        int ok = labels && json_object_set_new(j, "label_names", labels) == 0;
+        for (int k = 0; ok && k < c->num_classes; k++) {
+            json_t *name = json_string(m->labels[k]);
+            if (!name) {
+                json_decref(j);
+                return vit_error_set(err, VIT_ERR_INVALID,
+                                     "label %d is not valid UTF-8: config.json cannot hold it",
+                                     k);
+            }
+            ok = json_array_append_new(labels, name) == 0;
+        }
+        if (!ok) {
+            json_decref(j);
+            return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+        }
     }
-    return j;
+    *out = j;
+    return VIT_OK;
 }
 
 /* Writes text to path (a fresh file in a private directory). */
@@ -93,9 +113,11 @@ vit_status vit_model_save(const vit_model *m, const char *dir, vit_error *err)
                              strerror(errno));
     snprintf(weights, sizeof weights, "%s/model.safetensors", tmp);
     snprintf(config, sizeof config, "%s/config.json", tmp);
-    json_t *cfg = config_to_json(m);
-    char *text = cfg ? json_dumps(cfg, JSON_INDENT(2)) : NULL;
-    vit_status st = text ? VIT_OK : vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    json_t *cfg = NULL;
+    vit_status st = config_to_json(m, &cfg, err);
+    char *text = st == VIT_OK ? json_dumps(cfg, JSON_INDENT(2)) : NULL;
+    if (st == VIT_OK && !text)
+        st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     if (st == VIT_OK)
         st = write_weights(m, weights, err);
     if (st == VIT_OK)

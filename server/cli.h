@@ -31,8 +31,22 @@ int cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Prints j as one compact JSON line on stdout (reals to 6 significant digits,
- * or 9 with precise) and drops the reference. */
-void cli_print_json(json_t *j, int precise);
+ * or 9 with precise) and drops the reference.  j may be NULL -- a builder
+ * that failed: then nothing is printed (never "{}"), one line goes to
+ * stderr and the result is CLI_FAIL, as when stdout cannot be written;
+ * CLI_OK otherwise.  Callers return it: a report that cannot be produced
+ * is a failure of the command. */
+int cli_print_json(json_t *j, int precise);
+
+/* Text for a report: a malloc'd copy of s in which every byte that is not
+ * part of valid UTF-8 (a Latin-1 file name, say) is replaced by U+FFFD, so
+ * that it can be a JSON string (json_string refuses anything else and the
+ * key would vanish).  NULL when out of memory. */
+char *cli_text(const char *s);
+
+/* json_string(cli_text(s)): a JSON string for any path or name; NULL only
+ * when out of memory (or s is NULL). */
+json_t *cli_json_text(const char *s);
 
 /* Parses a decimal integer in [lo, hi]; returns 0 if s is not one. */
 int cli_parse_int(const char *s, long lo, long hi, long *out);

@@ -211,13 +211,13 @@ static int bench_train(const bench_opts *o, const vit_model *base)
         double median = cli_median(times, (size_t)o->iters);
         size_t rss = cli_peak_rss(), acts = vit_train_state_bytes(s);
         if (o->json) {
-            json_t *j = json_pack("{ss ss si si si sf sf sI sI}", "model",
-                                  o->preset ? o->preset : o->model, "method",
+            json_t *j = json_pack("{so ss si si si sf sf sI sI}", "model",
+                                  cli_json_text(o->preset ? o->preset : o->model), "method",
                                   vit_method_name(o->method), "batch", B, "threads",
                                   (int)o->threads, "iters", (int)o->iters, "median_step_seconds",
                                   median, "images_per_second", B / median, "peak_rss_bytes",
                                   (json_int_t)rss, "activation_bytes", (json_int_t)acts);
-            cli_print_json(j, 0);
+            rc = cli_print_json(j, 0);
         } else {
             printf("train %s, model %s, batch %d, threads %ld: median %.1f ms/step over %ld iters\n",
                    vit_method_name(o->method), o->preset ? o->preset : o->model, B, o->threads,
@@ -288,12 +288,13 @@ static int bench_tasks(const bench_opts *o, const vit_model *m)
         size_t param_bytes = tasks[0]->trainable_len * sizeof(float);
         double per_task = (double)(after - before) / (double)o->tasks;
         if (o->json) {
-            cli_print_json(json_pack("{ss si si sI sf sI}", "model", o->preset ? o->preset : o->model,
-                                     "tasks", (int)o->tasks, "classes", K, "param_bytes_per_task",
-                                     (json_int_t)param_bytes, "rss_bytes_per_task", per_task,
-                                     "backbone_bytes",
-                                     (json_int_t)((m->frozen_len + m->trainable_len) * sizeof(float))),
-                           0);
+            size_t backbone = (m->frozen_len + m->trainable_len) * sizeof(float);
+            json_t *j = json_pack("{so si si sI sf sI}", "model",
+                                  cli_json_text(o->preset ? o->preset : o->model), "tasks",
+                                  (int)o->tasks, "classes", K, "param_bytes_per_task",
+                                  (json_int_t)param_bytes, "rss_bytes_per_task", per_task,
+                                  "backbone_bytes", (json_int_t)backbone);
+            rc = cli_print_json(j, 0);
         } else {
             printf("%ld tasks with %d-class heads: %.0f bytes resident per task, %zu of them "
                    "parameters (backbone: %zu bytes)\n",
@@ -452,43 +453,62 @@ static int bench_forward(const bench_opts *o, const vit_model *m)
         if (workers[i].done > t_end)
             t_end = workers[i].done;
     }
+    /* Two estimators, the same for any number of workers (W = 1 included),
+     * each named for what it measures:
+     *   latency    -- the median over every worker's timed single-task
+     *                 batches (median_batch_seconds, ms_per_image);
+     *   throughput -- every image every worker ran in the timed span (mixed
+     *                 batches too) over that wall-clock span
+     *                 (images_per_second, and GFLOP/s from it).
+     * B / median is not a throughput: it leaves out whatever happens
+     * between batches and, with W > 1, how the workers share the CPUs. */
+    double span = t_end - t_start;
+    if (rc == CLI_OK && !(span > 0)) {
+        vit_error_set(&err, VIT_ERR_INVALID, "the timed span is %g s: no throughput", span);
+        rc = cli_fail(&err);
+    }
     if (rc == CLI_OK) {
         size_t n = (size_t)W * iters;
         double median = cli_median(times, n);
         double mixed_median = o->mixed ? cli_median(mixed_times, n) : 0;
-        /* every worker's batches over the wall time they took together */
         double passes = o->mixed ? 2.0 : 1.0;
-        double span = t_end - t_start;
-        double ips = W == 1 || span <= 0 ? B / median : (double)W * B * iters * passes / span;
+        double images = (double)W * B * (double)iters * passes;
+        double ips = images / span;
         double gflops = 2.0 * vit_config_macs(&m->cfg) * ips / 1e9;
         size_t rss = cli_peak_rss();
         const char *name = o->preset ? o->preset : o->model;
         if (o->json) {
-            json_t *j = json_pack("{ss si si si si sf sf sf sf sI}", "model", name, "batch", B,
-                                  "threads", (int)o->threads, "workers", W, "iters", (int)iters,
-                                  "median_batch_seconds", median, "images_per_second", ips,
-                                  "gflop_per_second", gflops, "ms_per_image", 1000.0 * median / B,
-                                  "peak_rss_bytes", (json_int_t)rss);
-            if (j && o->profile) {
-                json_object_set_new(j, "profile", profile_json(&profile, iters));
-                json_object_set_new(j, "profile_fused", json_boolean(profile.fused));
-            }
-            if (j && o->mixed)
-                json_object_set_new(j, "mixed", json_pack("{si sf sf sf}", "tasks", (int)o->mixed,
-                                                          "single_task_batch_seconds", median,
-                                                          "mixed_batch_seconds", mixed_median,
-                                                          "mixed_over_single", mixed_median / median));
-            if (j) {
-                cli_print_json(j, 0);
+            json_t *j = json_pack("{so si si si si sf sf sI sf sf sf sI}", "model",
+                                  cli_json_text(name), "batch", B, "threads", (int)o->threads,
+                                  "workers", W, "iters", (int)iters, "median_batch_seconds",
+                                  median, "ms_per_image", 1000.0 * median / B, "images",
+                                  (json_int_t)images, "wall_seconds", span, "images_per_second",
+                                  ips, "gflop_per_second", gflops, "peak_rss_bytes",
+                                  (json_int_t)rss);
+            int ok = j != NULL;
+            if (ok && o->profile)
+                ok = json_object_set_new(j, "profile", profile_json(&profile, iters)) == 0 &&
+                     json_object_set_new(j, "profile_fused", json_boolean(profile.fused)) == 0;
+            if (ok && o->mixed)
+                ok = json_object_set_new(j, "mixed",
+                                         json_pack("{si sf sf sf}", "tasks", (int)o->mixed,
+                                                   "single_task_batch_seconds", median,
+                                                   "mixed_batch_seconds", mixed_median,
+                                                   "mixed_over_single",
+                                                   mixed_median / median)) == 0;
+            if (ok) {
+                rc = cli_print_json(j, 0);
             } else { /* json_pack refuses non-finite reals: never print an empty report */
+                json_decref(j);
                 vit_error_set(&err, VIT_ERR_INVALID, "timings out of range (median %g s)", median);
                 rc = cli_fail(&err);
             }
         } else {
-            printf("model %s, batch %d, threads %ld x workers %d: median %.1f ms/batch over %ld "
-                   "iters\n", name, B, o->threads, W, 1000 * median, iters);
-            printf("%.2f images/s, %.1f GFLOP/s, peak RSS %.0f MiB\n", ips, gflops,
-                   (double)rss / (1 << 20));
+            printf("model %s, batch %d, threads %ld x workers %d, %ld iters each: latency median "
+                   "%.1f ms/batch (%.2f ms/image)\n", name, B, o->threads, W, iters,
+                   1000 * median, 1000 * median / B);
+            printf("throughput %.2f images/s (%.0f images in %.3f s wall), %.1f GFLOP/s, peak RSS "
+                   "%.0f MiB\n", ips, images, span, gflops, (double)rss / (1 << 20));
             if (o->mixed)
                 printf("mixed batches over %ld tasks: median %.1f ms/batch vs %.1f ms on one task "
                        "(x%.3f)\n", o->mixed, 1000 * mixed_median, 1000 * median,

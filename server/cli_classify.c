@@ -75,22 +75,27 @@ static void top_k_indices(const float *probs, int n, int k, int *idx)
     }
 }
 
-/* One image's result as JSON: {"labels", "scores"[, "logits"]}. */
+/* One image's result as JSON: {"labels", "scores"[, "logits"]}; NULL when
+ * it cannot be built whole (every builder call is checked: a label or score
+ * that failed must not just be missing). */
 static json_t *result_json(const vit_model *m, const float *logits, const float *probs,
                            const int *idx, int k, int with_logits)
 {
     json_t *obj = json_object(), *labels = json_array(), *scores = json_array();
-    for (int j = 0; j < k; j++) {
-        json_array_append_new(labels, json_string(m->labels[idx[j]]));
-        json_array_append_new(scores, json_real(probs[idx[j]]));
-    }
-    json_object_set_new(obj, "labels", labels);
-    json_object_set_new(obj, "scores", scores);
-    if (with_logits) {
+    int ok = obj && json_object_set_new(obj, "labels", labels) == 0 &&
+             json_object_set_new(obj, "scores", scores) == 0;
+    for (int j = 0; ok && j < k; j++)
+        ok = json_array_append_new(labels, cli_json_text(m->labels[idx[j]])) == 0 &&
+             json_array_append_new(scores, json_real(probs[idx[j]])) == 0;
+    if (ok && with_logits) {
         json_t *raw = json_array();
-        for (int i = 0; i < m->cfg.num_classes; i++)
-            json_array_append_new(raw, json_real(logits[i]));
-        json_object_set_new(obj, "logits", raw);
+        ok = json_object_set_new(obj, "logits", raw) == 0;
+        for (int i = 0; ok && i < m->cfg.num_classes; i++)
+            ok = json_array_append_new(raw, json_real(logits[i])) == 0;
+    }
+    if (!ok) {
+        json_decref(obj);
+        return NULL;
     }
     return obj;
 }
@@ -228,10 +233,17 @@ int cli_classify(int argc, char **argv)
         const float *row = logits + (size_t)i * K, *p = probs + (size_t)i * K;
         top_k_indices(p, K, k, idx);
         if (o.json) {
+            /* the path as text even when it is not UTF-8 (cli_text), never
+             * a result without its "image" */
             json_t *r = result_json(m, row, p, idx, k, o.logits);
-            if (count > 1)
-                json_object_set_new(r, "image", json_string(paths[i]));
-            json_array_append_new(results, r);
+            int ok = json_array_append_new(results, r) == 0; /* takes r, even on failure */
+            if (ok && count > 1)
+                ok = json_object_set_new(r, "image", cli_json_text(paths[i])) == 0;
+            if (!ok) {
+                json_decref(results);
+                results = NULL; /* cli_print_json reports it */
+                break;
+            }
         } else {
             printf("%s\n", paths[i]);
             for (int j = 0; j < k; j++)
@@ -239,9 +251,10 @@ int cli_classify(int argc, char **argv)
         }
     }
     if (rc == CLI_OK && o.json) {
-        json_t *out = count == 1 ? json_incref(json_array_get(results, 0))
-                                 : json_pack("{sO}", "results", results);
-        cli_print_json(out, 1);
+        json_t *out = !results   ? NULL
+                      : count == 1 ? json_incref(json_array_get(results, 0))
+                                   : json_pack("{sO}", "results", results);
+        rc = cli_print_json(out, 1);
     }
     json_decref(results);
     vit_state_free(s);

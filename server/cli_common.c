@@ -68,12 +68,79 @@ size_t cli_peak_rss(void)
     return (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
 }
 
-void cli_print_json(json_t *j, int precise)
+int cli_print_json(json_t *j, int precise)
 {
     char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(precise ? 9 : 6)) : NULL;
-    printf("%s\n", text ? text : "{}");
-    free(text);
     json_decref(j);
+    if (!text) { /* a report with a gap, or "{}", would pass for a success */
+        fprintf(stderr, "vitfit: cannot produce the JSON report (out of memory)\n");
+        return CLI_FAIL;
+    }
+    int ok = printf("%s\n", text) >= 0 && fflush(stdout) == 0;
+    free(text);
+    if (!ok)
+        fprintf(stderr, "vitfit: cannot write the JSON report: %s\n", strerror(errno));
+    return ok ? CLI_OK : CLI_FAIL;
+}
+
+/* Length of the valid UTF-8 sequence at p (n bytes left), or 0 when the
+ * bytes there are not one (jansson's rules: no overlong forms, surrogates or
+ * code points above U+10FFFF). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0], cp, min;
+    size_t more;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        more = 1, cp = c & 0x1f, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        more = 2, cp = c & 0x0f, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        more = 3, cp = c & 0x07, min = 0x10000;
+    else
+        return 0;
+    if (n - 1 < more)
+        return 0;
+    for (size_t j = 1; j <= more; j++) {
+        if ((p[j] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[j] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return more + 1;
+}
+
+char *cli_text(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    char *out = malloc(3 * n + 1), *o = out; /* U+FFFD is 3 bytes for 1 */
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_len(p + i, n - i);
+        if (len) {
+            memcpy(o, p + i, len);
+            o += len;
+            i += len;
+        } else {
+            memcpy(o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+json_t *cli_json_text(const char *s)
+{
+    char *text = s ? cli_text(s) : NULL;
+    json_t *j = text ? json_string(text) : NULL;
+    free(text);
+    return j;
 }
 
 long cli_default_threads(void)

@@ -168,13 +168,14 @@ int cli_inspect(int argc, char **argv)
         }
         /* not a ViT layout (a task file, say): still list what the file holds */
         out = m ? model_json(m, vit_layout_name(m->layout)) : json_object();
-        json_object_set_new(out, "file", json_string(weights));
+        json_object_set_new(out, "file", cli_json_text(weights)); /* not-UTF-8 paths too */
         json_t *listing = file_json(f);
         json_object_update(out, listing);
         json_decref(listing);
     }
+    int rc = CLI_OK;
     if (as_json) {
-        cli_print_json(json_incref(out), 1);
+        rc = cli_print_json(json_incref(out), 1);
     } else {
         if (json_object_get(out, "file"))
             printf("file:             %s\n", json_string_value(json_object_get(out, "file")));
@@ -186,5 +187,5 @@ int cli_inspect(int argc, char **argv)
     json_decref(out);
     st_close(f);
     vit_model_free(m);
-    return CLI_OK;
+    return rc;
 }

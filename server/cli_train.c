@@ -48,16 +48,22 @@ static void train_usage(FILE *out)
             "linear, a new checkpoint directory for full.  --from-scratch (full only) re-initialises\n"
             "every weight first, keeping only the architecture of --model.  --eval's classes are\n"
             "matched to --train's by name; --skip-bad first counts the images that decode, so the\n"
-            "schedule ends (at --min-lr) on the last step that runs.\n");
+            "schedule ends (at --min-lr) on the last step that runs, and skips the eval images that\n"
+            "do not decode too (\"skipped\" in the summary's \"eval\").  An evaluation that fails\n"
+            "after training still writes --out (and the summary, with \"eval_error\"), then exits 1.\n"
+            "Schedule: a linear warm-up of --warmup-epochs up to --lr, then a cosine down to\n"
+            "--min-lr on the last step; a warm-up not shorter than the run (--epochs or\n"
+            "--max-steps) is cut to leave that last step.\n");
 }
 
 static void eval_usage(FILE *out)
 {
     fprintf(out, "usage: vitfit eval --model DIR [--task FILE] --data DATASET [--batch-size N]\n"
                  "         [--threads N] [--loader-threads N] [--limit N] [--class-names A,B,...]\n"
-                 "         [--json] [--allow-outside-root]\n"
+                 "         [--skip-bad] [--json] [--allow-outside-root]\n"
                  "The data set's classes are matched to the task's (or model's) labels by name;\n"
-                 "an IDX set without --class-names takes them by label number.\n");
+                 "an IDX set without --class-names takes them by label number.  --skip-bad skips\n"
+                 "images that do not decode (each named on stderr, counted in \"skipped\").\n");
 }
 
 /* Splits "a,b,c" into a NULL-terminated array (caller frees with free_names). */
@@ -93,12 +99,23 @@ static void report_bad(void *ctx, const char *item, const char *message)
     fprintf(stderr, "vitfit: skipping %s: %s\n", item, message);
 }
 
-/* Opens a data set the way both commands do.  classes (may be NULL): the
- * fixed class list the set must use (ds_options.classes).  Its files stay
- * under its own root unless allow_outside (--allow-outside-root). */
+/* Does the data set at path name its classes itself (a folder, a manifest),
+ * so that --class-names cannot apply to it? */
+static int names_own_classes(const char *path)
+{
+    ds_source src = ds_source_of(path);
+    return src == DS_SOURCE_FOLDER || src == DS_SOURCE_MANIFEST;
+}
+
+/* Opens a data set the way both commands do.  class_names (--class-names,
+ * may be NULL) go to an IDX set only; classes (may be NULL): the fixed
+ * class list the set must use (ds_options.classes).  Its files stay under
+ * its own root unless allow_outside (--allow-outside-root). */
 static vit_status open_dataset(const char *path, char **class_names, const char *const *classes,
                                int allow_outside, ds_dataset **out, vit_error *err)
 {
+    if (names_own_classes(path))
+        class_names = NULL; /* the caller made sure they name another set's labels */
     ds_options o = {.class_names = (const char *const *)class_names,
                     .classes = classes,
                     .allow_outside_root = allow_outside != 0};
@@ -106,30 +123,81 @@ static vit_status open_dataset(const char *path, char **class_names, const char 
     return st;
 }
 
-/* JSON for an evaluation: accuracies, loss, per-class accuracy, confusion,
- * and the classes no item belonged to; names: the K classes of the head, in
- * its order (the order of r). */
+/* A class name with its index, for finding repeated names. */
+typedef struct named_class {
+    const char *name;
+    int k;
+} named_class;
+
+static int cmp_named_class(const void *a, const void *b)
+{
+    return strcmp(((const named_class *)a)->name, ((const named_class *)b)->name);
+}
+
+/* repeated[k] = 1 when names[k] is also the name of another of the K classes
+ * (a head may repeat a label: ImageNet-1k's two "crane"s); 0 on OOM. */
+static int find_repeated(const char *const *names, int K, char *repeated)
+{
+    named_class *v = malloc((size_t)(K > 0 ? K : 1) * sizeof *v);
+    if (!v)
+        return 0;
+    for (int k = 0; k < K; k++)
+        v[k] = (named_class){names[k], k};
+    qsort(v, (size_t)K, sizeof *v, cmp_named_class);
+    for (int k = 0; k < K; k++)
+        repeated[k] = 0;
+    for (int i = 1; i < K; i++)
+        if (strcmp(v[i - 1].name, v[i].name) == 0)
+            repeated[v[i - 1].k] = repeated[v[i].k] = 1;
+    free(v);
+    return 1;
+}
+
+/* JSON for an evaluation: counts, accuracies, loss, per-class accuracy,
+ * confusion, and the classes no item belonged to; names: the K classes of
+ * the head, in its order (the order of r).  per_class_accuracy is keyed by
+ * class name; a name the head repeats is keyed "<name>#<k>" for each of its
+ * classes k, so that no class overwrites another.  Every builder call is
+ * checked: NULL (and nothing) when the report cannot be complete -- out of
+ * memory, a name that is not UTF-8, keys that still collide -- never a
+ * report with a class missing. */
 static json_t *eval_json(const eval_result *r, const char *const *names)
 {
     int K = r->num_classes;
     json_t *per_class = json_object(), *confusion = json_array(), *absent = json_array();
-    for (int k = 0; k < K; k++) {
+    char *repeated = malloc((size_t)(K > 0 ? K : 1));
+    int ok = per_class && confusion && absent && repeated && find_repeated(names, K, repeated);
+    for (int k = 0; ok && k < K; k++) {
         long row_total = 0;
         json_t *row = json_array();
-        for (int j = 0; j < K; j++) {
+        ok = json_array_append_new(confusion, row) == 0;
+        for (int j = 0; ok && j < K; j++) {
             row_total += r->confusion[(size_t)k * K + j];
-            json_array_append_new(row, json_integer(r->confusion[(size_t)k * K + j]));
+            ok = json_array_append_new(row, json_integer(r->confusion[(size_t)k * K + j])) == 0;
         }
-        json_array_append_new(confusion, row);
-        json_object_set_new(per_class, names[k],
-                            row_total ? json_real((double)r->confusion[(size_t)k * K + k] / row_total)
-                                      : json_null());
-        if (!row_total)
-            json_array_append_new(absent, json_string(names[k]));
+        size_t len = strlen(names[k]) + 16;
+        char *key = ok ? malloc(len) : NULL;
+        if (key)
+            snprintf(key, len, repeated[k] ? "%s#%d" : "%s", names[k], k);
+        ok = key && !json_object_get(per_class, key) &&
+             json_object_set_new(per_class, key,
+                                 row_total ? json_real((double)r->confusion[(size_t)k * K + k] /
+                                                       (double)row_total)
+                                           : json_null()) == 0;
+        free(key);
+        if (ok && !row_total)
+            ok = json_array_append_new(absent, json_string(names[k])) == 0;
     }
-    return json_pack("{sI sf sf sf so so so}", "count", (json_int_t)r->count, "top1", r->top1,
-                     "top5", r->top5, "loss", r->loss, "per_class_accuracy", per_class,
-                     "confusion", confusion, "absent_classes", absent);
+    json_t *j = ok ? json_pack("{sI sI sf sf sf sO sO sO}", "count", (json_int_t)r->count,
+                               "skipped", (json_int_t)r->skipped, "top1", r->top1, "top5",
+                               r->top5, "loss", r->loss, "per_class_accuracy", per_class,
+                               "confusion", confusion, "absent_classes", absent)
+                   : NULL;
+    json_decref(per_class);
+    json_decref(confusion);
+    json_decref(absent);
+    free(repeated);
+    return j;
 }
 
 /* One stderr line naming the head's classes the evaluation had no item of
@@ -158,6 +226,30 @@ typedef struct train_opts {
     trainer_config cfg;
 } train_opts;
 
+/* The summary of a finished run (JSON, see README); NULL when it cannot be
+ * built (then nothing is printed).  Paths are reported as text even when
+ * they are not UTF-8 (cli_text). */
+static json_t *train_json(const train_opts *o, const trainer_result *res,
+                          const char *const *classes)
+{
+    json_t *j = json_pack("{so ss sI sI sI ss sf sf}", "out", cli_json_text(o->out), "method",
+                          vit_method_name(o->cfg.method), "steps", (json_int_t)res->steps,
+                          "warmup_steps", (json_int_t)res->warmup_steps, "skipped_steps",
+                          (json_int_t)res->skipped_steps, "head",
+                          res->head_kept ? "checkpoint" : "new", "seconds", res->seconds,
+                          "final_train_loss", res->final_loss);
+    int ok = j != NULL;
+    if (ok && res->has_eval)
+        ok = json_object_set_new(j, "eval", eval_json(&res->eval, classes)) == 0;
+    if (ok && res->eval_status != VIT_OK)
+        ok = json_object_set_new(j, "eval_error", cli_json_text(res->eval_error.message)) == 0;
+    if (!ok) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
 static void print_progress(void *ctx, const trainer_progress *p)
 {
     const train_opts *o = ctx;
@@ -172,6 +264,19 @@ static void print_progress(void *ctx, const trainer_progress *p)
                 p->step, p->total_steps, p->epoch, p->epochs, p->loss, p->lr,
                 p->images_per_second, p->eta_seconds);
     }
+}
+
+/* A note when the warm-up was cut to leave the run's last step for the
+ * decay (trainer.h): the run then does not do what --warmup-epochs said. */
+static void print_plan(void *ctx, const trainer_plan *p)
+{
+    const train_opts *o = ctx;
+    if (p->warmup_asked > p->warmup_steps)
+        fprintf(stderr,
+                "vitfit: note: the warm-up (--warmup-epochs %g = %ld steps) is not shorter than "
+                "the run (%ld steps): it is cut to %ld steps, so that the last step runs at "
+                "--min-lr\n",
+                o->cfg.warmup_epochs, p->warmup_asked, p->total_steps, p->warmup_steps);
 }
 
 /* Parses a double option in [lo, hi]. */
@@ -279,6 +384,9 @@ static int parse_train(int argc, char **argv, train_opts *o)
         return cli_usage_error("train", "--model, --train and --out are required");
     if (c->from_scratch && c->method != VIT_METHOD_FULL)
         return cli_usage_error("train", "--from-scratch needs --method full");
+    if (c->min_lr > c->lr)
+        return cli_usage_error("train", "--min-lr %g is above --lr %g: the schedule decays from "
+                               "--lr to --min-lr", c->min_lr, c->lr);
     return 0;
 }
 
@@ -324,11 +432,16 @@ int cli_train(int argc, char **argv)
     int rc = parse_train(argc, argv, &o);
     if (rc)
         return rc < 0 ? CLI_OK : rc;
+    /* --class-names names IDX label numbers (of --train, --eval or both) */
+    if (o.class_names && names_own_classes(o.train) && (!o.eval || names_own_classes(o.eval)))
+        return cli_usage_error("train", "--class-names names the label numbers of an IDX set, "
+                               "and neither --train nor --eval is one");
     char task_name[TASK_NAME_MAX + 16] = "";
     if (!check_out(&o, task_name, sizeof task_name))
         return CLI_FAIL;
     vit_set_threads((int)o.threads);
     o.cfg.progress = print_progress;
+    o.cfg.plan = print_plan;
     o.cfg.ctx = &o;
     o.cfg.on_bad_fn = report_bad;
 
@@ -353,9 +466,6 @@ int cli_train(int argc, char **argv)
         if (st != VIT_OK)
             vit_error_prefix(&err, "--eval");
     }
-    if (st == VIT_OK && o.cfg.max_steps == 0 && o.cfg.warmup_epochs >= o.cfg.epochs)
-        fprintf(stderr, "vitfit: note: the warm-up (%g epochs) lasts the whole run: the learning "
-                        "rate rises to --lr and never decays\n", o.cfg.warmup_epochs);
     if (st == VIT_OK)
         st = trainer_run(m, train, eval, &o.cfg, &res, &err);
     if (st == VIT_OK && res.skipped_steps > 0)
@@ -373,24 +483,29 @@ int cli_train(int argc, char **argv)
         char top1[32] = "";
         if (res.has_eval)
             snprintf(top1, sizeof top1, "%.6f", res.eval.top1);
+        /* metadata is JSON: a path that is not UTF-8 is kept as text
+         * (cli_text), or the save -- after the whole run -- would fail */
+        char *train_data = cli_text(o.train);
         const char *keys[] = {"steps", "train_loss", "seed", "lr", "train_data",
                               res.has_eval ? "eval_top1" : NULL, NULL};
-        const char *values[] = {steps, loss, seed, lr, o.train, top1, NULL};
+        const char *values[] = {steps, loss, seed, lr, train_data, top1, NULL};
         task_meta meta = {keys, values};
-        st = task_save(m, res.task, &meta, o.out, &err);
+        st = train_data ? task_save(m, res.task, &meta, o.out, &err)
+                        : vit_error_set(&err, VIT_ERR_NOMEM, "out of memory");
+        free(train_data);
     } else if (st == VIT_OK && res.model) {
         st = vit_model_save(res.model, o.out, &err);
     }
-    if (st == VIT_OK) {
-        json_t *j = json_pack("{ss ss sI sI sI ss sf sf}", "out", o.out, "method",
-                              vit_method_name(o.cfg.method), "steps", (json_int_t)res.steps,
-                              "warmup_steps", (json_int_t)res.warmup_steps, "skipped_steps",
-                              (json_int_t)res.skipped_steps, "head",
-                              res.head_kept ? "checkpoint" : "new", "seconds", res.seconds,
-                              "final_train_loss", res.final_loss);
-        if (res.has_eval)
-            json_object_set_new(j, "eval", eval_json(&res.eval, train_classes));
-        cli_print_json(j, 0);
+    /* The run is saved.  A summary that cannot be printed, or an evaluation
+     * that failed after training (trainer.h: the run is kept), is still a
+     * failure of the command: exit 1, after one line naming it. */
+    rc = CLI_OK;
+    if (st == VIT_OK)
+        rc = cli_print_json(train_json(&o, &res, train_classes), 0);
+    if (st == VIT_OK && res.eval_status != VIT_OK) {
+        fprintf(stderr, "vitfit: the evaluation after training failed (%s was written): %s\n",
+                o.out, res.eval_error.message);
+        rc = CLI_FAIL;
     }
     trainer_result_free(&res);
     free(train_classes);
@@ -398,13 +513,13 @@ int cli_train(int argc, char **argv)
     ds_close(eval);
     free_names(names);
     vit_model_free(m);
-    return st == VIT_OK ? CLI_OK : cli_fail(&err);
+    return st != VIT_OK ? cli_fail(&err) : rc;
 }
 
 int cli_eval(int argc, char **argv)
 {
     enum { O_MODEL = 256, O_TASK, O_DATA, O_BATCH, O_THREADS, O_LOADER, O_LIMIT, O_CLASSES, O_JSON, O_HELP,
-           O_OUTSIDE };
+           O_OUTSIDE, O_SKIP_BAD };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"task", required_argument, NULL, O_TASK},
         {"data", required_argument, NULL, O_DATA}, {"batch-size", required_argument, NULL, O_BATCH},
@@ -413,11 +528,12 @@ int cli_eval(int argc, char **argv)
         {"limit", required_argument, NULL, O_LIMIT},
         {"class-names", required_argument, NULL, O_CLASSES}, {"json", no_argument, NULL, O_JSON},
         {"help", no_argument, NULL, O_HELP},
-        {"allow-outside-root", no_argument, NULL, O_OUTSIDE}, {NULL, 0, NULL, 0},
+        {"allow-outside-root", no_argument, NULL, O_OUTSIDE},
+        {"skip-bad", no_argument, NULL, O_SKIP_BAD}, {NULL, 0, NULL, 0},
     };
     const char *model = NULL, *task_path = NULL, *data = NULL, *class_list = NULL;
     long batch = 32, threads = cli_default_threads(), loader_threads = 2, limit = 0;
-    int as_json = 0, allow_outside = 0, ch, which = 0, ok;
+    int as_json = 0, allow_outside = 0, skip_bad = 0, ch, which = 0, ok;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "", longopts, &which)) != -1) {
         ok = 1;
@@ -428,6 +544,7 @@ int cli_eval(int argc, char **argv)
         case O_CLASSES: class_list = optarg; break;
         case O_JSON: as_json = 1; break;
         case O_OUTSIDE: allow_outside = 1; break;
+        case O_SKIP_BAD: skip_bad = 1; break;
         case O_HELP: eval_usage(stdout); return CLI_OK;
         case O_BATCH: ok = cli_parse_int(optarg, 1, 4096, &batch); break;
         case O_THREADS: ok = cli_parse_int(optarg, 1, 64, &threads); break;
@@ -441,6 +558,9 @@ int cli_eval(int argc, char **argv)
     }
     if (!model || !data || optind != argc)
         return cli_usage_error("eval", "--model and --data are required (and nothing else)");
+    if (class_list && names_own_classes(data))
+        return cli_usage_error("eval", "--class-names names the label numbers of an IDX set; %s "
+                               "names its classes itself", data);
     vit_set_threads((int)threads);
     vit_error err = {0};
     vit_model *m = NULL, *view = NULL;
@@ -471,17 +591,21 @@ int cli_eval(int argc, char **argv)
         if (st != VIT_OK)
             vit_error_prefix(&err, "--data");
     }
+    eval_options eo = {.limit = (size_t)limit, .batch_size = (int)batch,
+                       .loader_threads = (int)loader_threads,
+                       .on_bad = skip_bad ? DS_BAD_SKIP : DS_BAD_FAIL, .on_bad_fn = report_bad};
     if (st == VIT_OK)
-        st = trainer_evaluate(view ? view : m, classes, d, (size_t)limit, (int)batch,
-                              (int)loader_threads, &r, &err);
+        st = trainer_evaluate(view ? view : m, classes, d, &eo, &r, &err);
     if (st == VIT_OK)
         note_absent(&r, classes);
+    int rc = CLI_OK;
     if (st == VIT_OK) {
         if (as_json)
-            cli_print_json(eval_json(&r, classes), 0);
+            rc = cli_print_json(eval_json(&r, classes), 0);
         else
-            printf("%ld images: top-1 %.2f%%, top-5 %.2f%%, loss %.4f\n", r.count, 100 * r.top1,
-                   100 * r.top5, r.loss);
+            printf("%ld images: top-1 %.2f%%, top-5 %.2f%%, loss %.4f%s\n", r.count,
+                   100 * r.top1, 100 * r.top5, r.loss,
+                   r.skipped ? " (unreadable images skipped: see stderr)" : "");
     }
     eval_result_free(&r);
     ds_close(d);
@@ -490,5 +614,5 @@ int cli_eval(int argc, char **argv)
     vit_model_free(view);
     task_free(task);
     vit_model_free(m);
-    return st == VIT_OK ? CLI_OK : cli_fail(&err);
+    return st == VIT_OK ? rc : cli_fail(&err);
 }

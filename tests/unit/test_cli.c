@@ -181,6 +181,28 @@ static void test_inspect_and_bench(void)
     CHECK(json_integer_value(json_object_get(j, "threads")) == 2);
     json_decref(j);
 
+    /* one estimator for any number of workers: images_per_second is the
+     * images run over the wall time they took (it was batch / median for
+     * one worker, the wall-clock rate for several), the median batch time
+     * is the latency */
+    for (int w = 1; w <= 2; w++) {
+        char workers[8];
+        snprintf(workers, sizeof workers, "%d", w);
+        r = run_vitfit("bench", "--preset", "vit-tiny", "--batch", "3", "--threads", "1",
+                       "--workers", workers, "--iters", "4", "--json", NULL);
+        j = json_loads(r->out, 0, &jerr);
+        double ips = json_real_value(json_object_get(j, "images_per_second"));
+        double wall = json_real_value(json_object_get(j, "wall_seconds"));
+        double median = json_real_value(json_object_get(j, "median_batch_seconds"));
+        json_int_t images = json_integer_value(json_object_get(j, "images"));
+        CHECKF(r->status == 0 && images == 3 * 4 * w && wall > 0 && median > 0 &&
+                   fabs(ips * wall - (double)images) <= 1e-3 * (double)images &&
+                   fabs(json_real_value(json_object_get(j, "ms_per_image")) - 1000 * median / 3) <=
+                       1e-4 * 1000 * median,
+               "bench --workers %d: exit %d: %s %s", w, r->status, r->out, r->err);
+        json_decref(j);
+    }
+
     /* two workers at once, each timing one-task against mixed-task batches */
     r = run_vitfit("bench", "--preset", "vit-tiny", "--batch", "3", "--threads", "1", "--workers",
                    "2", "--mixed", "3", "--classes", "4", "--iters", "2", "--json", NULL);
@@ -413,6 +435,39 @@ static void test_non_finite_scores(void)
            r->status, r->err);
 }
 
+/* ---- paths that are not UTF-8 -------------------------------------------- */
+
+/* A Latin-1 file name is reported as text with U+FFFD for the bad byte; it
+ * used to vanish ("image" missing from that result; inspect's "file"). */
+static void test_non_utf8_paths(void)
+{
+    fprintf(stderr, "paths that are not UTF-8\n");
+    char img[4096], want[4200], st_path[4096];
+    snprintf(img, sizeof img, "%s/caf\xe9.png", tmpdir);
+    copy_file("models/fashion-vit-tiny/samples/2_trouser.png", img);
+    run_result *r = run_vitfit("classify", "--model", "@models/fashion-vit-tiny", "--json",
+                               "--top-k", "1", img, "@models/fashion-vit-tiny/samples/1_pullover.png",
+                               NULL);
+    json_error_t jerr;
+    json_t *j = json_loads(r->out, 0, &jerr);
+    snprintf(want, sizeof want, "%s/caf\xef\xbf\xbd.png", tmpdir);
+    const char *got =
+        json_string_value(json_object_get(json_array_get(json_object_get(j, "results"), 0), "image"));
+    CHECKF(r->status == 0 && got && strcmp(got, want) == 0,
+           "classify, a non-UTF-8 path: exit %d: %s %s", r->status, r->out, r->err);
+    json_decref(j);
+
+    snprintf(st_path, sizeof st_path, "%s/caf\xe9.safetensors", tmpdir);
+    copy_file("tests/data/safetensors/good.safetensors", st_path);
+    r = run_vitfit("inspect", "--json", st_path, NULL);
+    j = json_loads(r->out, 0, &jerr);
+    snprintf(want, sizeof want, "%s/caf\xef\xbf\xbd.safetensors", tmpdir);
+    got = json_string_value(json_object_get(j, "file"));
+    CHECKF(r->status == 0 && got && strcmp(got, want) == 0,
+           "inspect, a non-UTF-8 path: exit %d: %s %s", r->status, r->out, r->err);
+    json_decref(j);
+}
+
 /* Removes tmpdir and everything in it (test files only). */
 static void remove_tmpdir(void)
 {
@@ -431,6 +486,7 @@ int main(void)
     test_inspect_and_bench();
     test_multi_image();
     test_non_finite_scores();
+    test_non_utf8_paths();
     remove_tmpdir();
     return check_result();
 }

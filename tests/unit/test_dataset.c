@@ -201,9 +201,19 @@ static void test_folder(void)
     const char *missing[] = {"dogs", "cats", NULL};
     opt.classes = missing;
     expect_open_fail("folder", &opt, VIT_ERR_INVALID, "unknown label 'Zebra'", NULL);
+    /* A list may repeat a name (a model's labels can: ImageNet-1k's two
+     * "crane"s); only a folder that is that name is ambiguous, named. */
     const char *dup[] = {"dogs", "cats", "Zebra", "cats", NULL};
     opt.classes = dup;
-    expect_open_fail("folder", &opt, VIT_ERR_INVALID, "twice", NULL);
+    expect_open_fail("folder", &opt, VIT_ERR_INVALID, "'cats'", "twice");
+    const char *dup_unused[] = {"dogs", "crane", "cats", "crane", "Zebra", NULL};
+    opt.classes = dup_unused;
+    d = open_ok("folder", &opt);
+    if (d) {
+        CHECK(ds_num_classes(d) == 5 && strcmp(ds_class_name(d, 3), "crane") == 0);
+        CHECK(ds_label(d, 0) == 4 && ds_label(d, 1) == 2 && ds_label(d, 3) == 0);
+        ds_close(d);
+    }
 
     /* Errors: an empty class, files without classes, nothing at all. */
     mkdir_rel("folder_empty_class");
@@ -347,6 +357,15 @@ static void test_jsonl(void)
     fopt.classes = few;
     expect_open_fail("man/good.jsonl", &fopt, VIT_ERR_INVALID, "unknown label 'rocket' at line 4",
                      NULL);
+    /* a repeated name: fine until a line uses it (line 4 is "rocket") */
+    const char *rep[] = {"rocket", "cat", "camera", "crane", "crane", NULL};
+    fopt.classes = rep;
+    d = open_ok("man/good.jsonl", &fopt);
+    ds_close(d);
+    const char *rep_rocket[] = {"rocket", "cat", "camera", "rocket", NULL};
+    fopt.classes = rep_rocket;
+    expect_open_fail("man/good.jsonl", &fopt, VIT_ERR_INVALID, "'rocket' at line 4",
+                     "ambiguous");
 }
 
 static void test_csv(void)
@@ -400,6 +419,106 @@ static void test_csv(void)
     write_text("man/unknown.csv", "image,label\nimg/cat.png,cat\nimg/cat.png,dog\n");
     expect_open_fail("man/unknown.csv", &fopt, VIT_ERR_INVALID, "unknown label 'dog' at line 3",
                      NULL);
+}
+
+/* ------------------------------------------------------------ class names */
+
+/* Class names become task labels and JSON keys: ds_open refuses one that is
+ * not UTF-8, has a control character or is over DS_MAX_CLASS_NAME bytes,
+ * from every source, naming it (escaped); real UTF-8 of any width is fine. */
+static void test_class_names(void)
+{
+    static const struct {
+        const char *name;
+        const char *why; /* NULL: accepted */
+    } cases[] = {
+        {"caf\xc3\xa9", NULL},            /* cafe with U+00E9 */
+        {"\xe6\x97\xa5\xe6\x9c\xac", NULL}, /* 3-byte forms */
+        {"\xf0\x9f\x90\x88", NULL},       /* U+1F408, 4 bytes */
+        {"caf\xe9", "not valid UTF-8"},   /* Latin-1 */
+        {"a\xc0\xaf", "not valid UTF-8"}, /* overlong '/' */
+        {"\xed\xa0\x80x", "not valid UTF-8"}, /* a UTF-16 surrogate */
+        {"\xf4\x90\x80\x80", "not valid UTF-8"}, /* above U+10FFFF */
+        {"ab\xe6\x97", "not valid UTF-8"}, /* cut short */
+        {"tab\there", "control character"},
+        {"esc\x1b[31m", "control character"},
+        {"c1\xc2\x85", "control character"}, /* U+0085 NEL */
+    };
+    mkdir_rel("names");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char rel[64], dir[256];
+        snprintf(rel, sizeof rel, "names/f%zu", i);
+        mkdir_rel(rel);
+        snprintf(dir, sizeof dir, "%s/%s", rel, cases[i].name);
+        mkdir_rel(dir);
+        snprintf(dir, sizeof dir, "%s/%s/x.png", rel, cases[i].name);
+        copy_image("chelsea.png", dir);
+        snprintf(dir, sizeof dir, "%s/ok", rel);
+        mkdir_rel(dir);
+        snprintf(dir, sizeof dir, "%s/ok/y.png", rel);
+        copy_image("chelsea.png", dir);
+        if (!cases[i].why) {
+            ds_dataset *d = open_ok(rel, NULL);
+            int c = d && strcmp(ds_class_name(d, 0), "ok") == 0; /* sorted bytewise */
+            CHECKF(d && strcmp(ds_class_name(d, c), cases[i].name) == 0, "folder case %zu", i);
+            ds_close(d);
+        } else {
+            expect_open_fail(rel, NULL, VIT_ERR_INVALID, "class directory", cases[i].why);
+        }
+        /* the same name as a CSV label (line 2) and in --class-names */
+        char csv[256], text[512];
+        snprintf(csv, sizeof csv, "names/m%zu.csv", i);
+        snprintf(text, sizeof text, "f%zu/ok/y.png,ok\nf%zu/ok/y.png,%s\n", i, i, cases[i].name);
+        write_text(csv, text);
+        if (!cases[i].why) {
+            ds_close(open_ok(csv, NULL));
+        } else {
+            snprintf(text, sizeof text, "m%zu.csv:2: label", i);
+            expect_open_fail(csv, NULL, VIT_ERR_INVALID, text, cases[i].why);
+        }
+        const char *names[] = {"zero", cases[i].name, "two", NULL};
+        ds_options opt = {.class_names = names};
+        if (!cases[i].why)
+            ds_close(open_ok("syn-images-idx3-ubyte", &opt));
+        else
+            expect_open_fail("syn-images-idx3-ubyte", &opt, VIT_ERR_INVALID, "class names",
+                             cases[i].why);
+    }
+    /* the message shows the bytes escaped, never raw */
+    expect_open_fail("names/f3", NULL, VIT_ERR_INVALID, "'caf\\xe9'", NULL);
+    /* JSONL: a control character written as an escape */
+    write_text("names/ctl.jsonl", "{\"image\": \"f0/ok/y.png\", \"label\": \"a\\u0007b\"}\n");
+    expect_open_fail("names/ctl.jsonl", NULL, VIT_ERR_INVALID, "ctl.jsonl:1: label",
+                     "control character");
+    /* length: DS_MAX_CLASS_NAME bytes is fine, one more is not */
+    static char long_name[DS_MAX_CLASS_NAME + 2];
+    memset(long_name, 'x', DS_MAX_CLASS_NAME);
+    const char *names[] = {"zero", long_name, "two", NULL};
+    ds_options opt = {.class_names = names};
+    ds_close(open_ok("syn-images-idx3-ubyte", &opt));
+    long_name[DS_MAX_CLASS_NAME] = 'x';
+    expect_open_fail("syn-images-idx3-ubyte", &opt, VIT_ERR_INVALID, "too long", NULL);
+    /* class_names name IDX label numbers: a folder or manifest names its
+     * classes itself, and names given for it are refused, not ignored */
+    const char *ab[] = {"a", "b", NULL};
+    ds_options named = {.class_names = ab};
+    expect_open_fail("names/f0", &named, VIT_ERR_INVALID, "IDX", "ImageFolder");
+    expect_open_fail("names/m0.csv", &named, VIT_ERR_INVALID, "IDX", "manifest");
+    char p[1024];
+    tpath(p, sizeof p, "names/f0");
+    CHECK(ds_source_of(p) == DS_SOURCE_FOLDER);
+    tpath(p, sizeof p, "names/m0.csv");
+    CHECK(ds_source_of(p) == DS_SOURCE_MANIFEST);
+    tpath(p, sizeof p, "names/ctl.jsonl");
+    CHECK(ds_source_of(p) == DS_SOURCE_MANIFEST);
+    tpath(p, sizeof p, "syn-images-idx3-ubyte");
+    CHECK(ds_source_of(p) == DS_SOURCE_OTHER);
+    tpath(p, sizeof p, "names/nothing-here");
+    CHECK(ds_source_of(p) == DS_SOURCE_NONE);
+    /* a fixed class list (a model's labels) is held to the same rule */
+    const char *bad_list[] = {"ok", "caf\xe9", NULL};
+    ds_options fixed = {.classes = bad_list};
+    expect_open_fail("names/f0", &fixed, VIT_ERR_INVALID, "class list", "UTF-8");
 }
 
 /* ------------------------------------------------------------ confinement */
@@ -794,6 +913,18 @@ static void test_idx_synthetic(void)
         CHECK(ds_num_classes(d) == 3 && strcmp(ds_class_name(d, 1), "one") == 0);
         ds_close(d);
     }
+    /* names go by position: a repeated one is harmless (an eval set named
+     * by a model's labels, which may repeat) */
+    const char *rep[] = {"crane", "one", "crane", NULL};
+    opt.classes = rep;
+    opt.class_names = NULL;
+    d = open_ok("syn-images-idx3-ubyte", &opt);
+    if (d) {
+        CHECK(ds_num_classes(d) == 3 && strcmp(ds_class_name(d, 2), "crane") == 0 &&
+              ds_label(d, 1) == 2);
+        ds_close(d);
+    }
+    opt.classes = NULL;
     const char *two[] = {"zero", "one", NULL};
     opt.class_names = two;
     expect_open_fail("syn-images-idx3-ubyte", &opt, VIT_ERR_INVALID, "out of range",
@@ -1817,7 +1948,7 @@ static void test_name_bytes(void)
 }
 
 /* A manifest line over 64 KiB is refused (TOO_LARGE, naming the line); one
- * of exactly 64 KiB (newline included) is read.  Labels repeated on every
+ * of exactly 64 KiB (newline included, JSON padded with spaces) is read.  Labels repeated on every
  * line are held once: classes and labels come out right. */
 static void test_manifest_lines(void)
 {
@@ -1828,28 +1959,33 @@ static void test_manifest_lines(void)
     CHECK(text != NULL);
     if (!text)
         return;
-    size_t o = (size_t)sprintf(text, "a.bmp,short\na.bmp,");
-    size_t label = max - strlen("a.bmp,") - 1; /* the line, newline included, is max bytes */
-    memset(text + o, 'L', label);
-    o += label;
+    /* a JSONL line padded with spaces to exactly max bytes, newline included
+     * (labels stay short: class names have their own bound) */
+    size_t o = (size_t)sprintf(text, "{\"image\": \"a.bmp\", \"label\": \"short\"}\n");
+    const char *head = "{\"image\": \"a.bmp\", \"label\": \"padded\"";
+    size_t start = o;
+    o += (size_t)sprintf(text + o, "%s", head);
+    memset(text + o, ' ', max - strlen(head) - 2);
+    o += max - strlen(head) - 2;
+    text[o++] = '}';
     text[o++] = '\n';
     text[o] = '\0';
-    write_text("lines/ok.csv", text);
-    ds_dataset *d = open_ok("lines/ok.csv", NULL);
-    CHECK(d && ds_num_classes(d) == 2 && strlen(ds_class_name(d, 0)) == label);
+    CHECK(o - start == max);
+    write_text("lines/ok.jsonl", text);
+    ds_dataset *d = open_ok("lines/ok.jsonl", NULL);
+    CHECK(d && ds_size(d) == 2 && ds_num_classes(d) == 2 &&
+          strcmp(ds_class_name(d, ds_label(d, 1)), "padded") == 0);
     ds_close(d);
-    text[o - 1] = 'L'; /* one byte more */
-    text[o++] = '\n';
-    text[o] = '\0';
-    write_text("lines/long.csv", text);
-    expect_open_fail("lines/long.csv", NULL, VIT_ERR_TOO_LARGE, "long.csv:2: line longer than",
+    memmove(text + o - 1, "}\n", 3); /* one byte more: the '}' moves right */
+    text[o - 2] = ' ';
+    write_text("lines/long.jsonl", text);
+    expect_open_fail("lines/long.jsonl", NULL, VIT_ERR_TOO_LARGE, "long.jsonl:2: line longer than",
                      "65536 bytes");
-    /* the same for JSONL, and a line with no newline at all */
+    /* the same for CSV, and a line with no newline at all */
     memset(text, ' ', max + 1);
     text[max + 1] = '\0';
-    write_text("lines/long.jsonl", text);
-    expect_open_fail("lines/long.jsonl", NULL, VIT_ERR_TOO_LARGE, "long.jsonl:1: line longer",
-                     NULL);
+    write_text("lines/long.csv", text);
+    expect_open_fail("lines/long.csv", NULL, VIT_ERR_TOO_LARGE, "long.csv:1: line longer", NULL);
     /* many lines, few labels: each item gets its label's class */
     static const char *const labs[3] = {"zeta", "alpha", "mid"};
     o = 0;
@@ -1958,6 +2094,7 @@ int main(void)
     test_confinement();
     test_swap_after_open();
     test_idx_synthetic();
+    test_class_names();
     test_idx_bounds();
     test_idx_memory();
     test_idx_fashion_mnist();

@@ -11,7 +11,8 @@
  *    norm (an inf or NaN gradient) leaves every gradient as it was, with
  *    max_norm = INFINITY (read the norm only) or a finite one.
  * 3. sched_lr: warm-up ramp, cosine midpoint, the last step (total - 1) ==
- *    min_lr, the edge cases total == warmup, a one-step cosine and total == 1.
+ *    min_lr, the edge cases total == warmup, a one-step cosine after a warm-up
+ *    (min_lr: the run's last step) and total == 1 (lr).
  * 4. optim_create rejects nonsense configs with VIT_ERR_INVALID.
  */
 #include "optim.h"
@@ -282,10 +283,11 @@ static void test_sched(void)
     check_lr(&nw, 4, 0.0);
     check_lr(&nw, 5, 0.0);
 
-    /* A cosine phase of one step (total - 1 == warmup) runs at lr. */
+    /* A cosine phase of one step (total - 1 == warmup) is the run's last
+     * step: min_lr (the warm-up's last step already ran at lr). */
     sched_config c1 = {.lr = 1.0, .min_lr = 0.1, .warmup_steps = 3, .total_steps = 4};
     check_lr(&c1, 2, 1.0);
-    check_lr(&c1, 3, 1.0);
+    check_lr(&c1, 3, 0.1);
     check_lr(&c1, 4, 0.1);
 
     /* total == warmup: the run is all warm-up; nothing after it but min_lr. */

@@ -22,7 +22,9 @@
  *    train --eval`.
  * 4. The schedule: with --skip-bad the last step is step total_steps and
  *    runs at min_lr; warm-up lengths of 1- and 2-epoch runs are what the
- *    config says.
+ *    config says unless that leaves no step after them (then cut to total -
+ *    1, announced by the plan callback and a CLI note): every run of two or
+ *    more steps ends at min_lr, --max-steps runs included.
  * 5. Progress reports at log_every (engine callback and CLI lines); --head
  *    auto keeps the checkpoint's head, rows matched by name.
  * 6. A step with inf/NaN gradients (finite loss) changes no parameter.
@@ -192,6 +194,8 @@ typedef struct recorder {
     int n;
     trainer_progress p[64];
     int bad_items;
+    int plans;
+    trainer_plan plan;
 } recorder;
 
 static void record(void *ctx, const trainer_progress *p)
@@ -433,6 +437,8 @@ static void test_eval_report(void)
 {
     vit_model *m = const_model();
     vit_error err = {0};
+    const eval_options eo4 = {.batch_size = 4, .loader_threads = 1};
+    const eval_options eo3 = {.batch_size = 3, .loader_threads = 1};
     char path[512];
     /* 10 items, batches of 4: 4, 4, 2; each class present; the short last
      * batch's mean differs from the other two */
@@ -445,7 +451,7 @@ static void test_eval_report(void)
     /* the data set's classes are the model's, in its order */
     ds_dataset *d = open_set(path, CONST_NAMES);
     eval_result r = {0};
-    vit_status st = trainer_evaluate(m, NULL, d, 0, 4, 1, &r, &err);
+    vit_status st = trainer_evaluate(m, NULL, d, &eo4, &r, &err);
     CHECKF(st == VIT_OK, "evaluate: %s", err.message);
     if (st == VIT_OK)
         check_eval("eval report", &r, &w, 10);
@@ -460,13 +466,13 @@ static void test_eval_report(void)
         y_model[i] = 5 - y[i];
     eval_want wr = by_hand(y_model, 10, 4);
     d = open_set(path, reversed);
-    st = trainer_evaluate(m, NULL, d, 0, 4, 1, &r, &err);
+    st = trainer_evaluate(m, NULL, d, &eo4, &r, &err);
     CHECKF(st == VIT_OK, "evaluate (reversed names): %s", err.message);
     if (st == VIT_OK)
         check_eval("eval by name (reversed class order)", &r, &wr, 10);
     eval_result_free(&r);
     /* explicit names win over the model's labels */
-    st = trainer_evaluate(m, reversed, d, 0, 4, 1, &r, &err);
+    st = trainer_evaluate(m, reversed, d, &eo4, &r, &err);
     CHECKF(st == VIT_OK, "evaluate (explicit names): %s", err.message);
     if (st == VIT_OK)
         check_eval("eval with explicit names", &r, &w, 10);
@@ -477,7 +483,7 @@ static void test_eval_report(void)
     const char *const renamed[7] = {"dog", "cat", "owl", "ant", "zebra", "bee", NULL};
     d = open_set(path, renamed);
     memset(&err, 0, sizeof err);
-    st = trainer_evaluate(m, NULL, d, 0, 4, 1, &r, &err);
+    st = trainer_evaluate(m, NULL, d, &eo4, &r, &err);
     CHECKF(st == VIT_ERR_MISMATCH && strstr(err.message, "'zebra'"), "renamed class: %s: %s",
            vit_status_name(st), err.message);
     ds_close(d);
@@ -488,7 +494,7 @@ static void test_eval_report(void)
     const int y2[3] = {0, 1, 1};
     write_idx(path, sizeof path, "catdog", 3, y2, 12);
     d = open_set(path, cat_dog);
-    st = trainer_evaluate(m, dup_labels, d, 0, 4, 1, &r, &err);
+    st = trainer_evaluate(m, dup_labels, d, &eo4, &r, &err);
     CHECKF(st == VIT_ERR_MISMATCH && strstr(err.message, "'dog'"), "ambiguous class: %s: %s",
            vit_status_name(st), err.message);
     ds_close(d);
@@ -505,7 +511,7 @@ static void test_eval_report(void)
     eval_want w5 = by_hand(y5_model, 7, 3);
     CHECK(w5.absent == 1);
     d = open_set(path, five);
-    st = trainer_evaluate(m, NULL, d, 0, 3, 1, &r, &err);
+    st = trainer_evaluate(m, NULL, d, &eo3, &r, &err);
     CHECKF(st == VIT_OK, "evaluate (missing class): %s", err.message);
     if (st == VIT_OK)
         check_eval("eval set missing a class", &r, &w5, 7);
@@ -664,6 +670,13 @@ static void test_cli_classes(void)
     json_decref(j);
     r = run_vitfit("eval", "--model", ckpt, "--data", idx, "--class-names", "bee,cat,emu", NULL);
     CHECKF(r->status == 1 && strstr(r->err, "'emu'"), "IDX unknown class name: %s", r->err);
+    /* a folder names its classes itself: --class-names is a usage error, not
+     * silently ignored */
+    tmp_path(folder, sizeof folder, "eval-all");
+    r = run_vitfit("eval", "--model", ckpt, "--data", folder, "--class-names", "x,y,z,u,v,w",
+                   NULL);
+    CHECKF(r->status == 2 && count_lines(r->err) == 1 && strstr(r->err, "--class-names"),
+           "eval --class-names on a folder: exit %d: %s", r->status, r->err);
     /* IDX without names has only label numbers: they are the model's
      * classes by position (label 1 = "cat", always predicted: 2 of 5) */
     r = run_vitfit("eval", "--model", ckpt, "--data", idx, "--json", NULL);
@@ -684,6 +697,23 @@ static void test_cli_classes(void)
     CHECKF(r->status == 1 && strstr(r->err, "'cow'") && !strstr(r->err, "step "),
            "train --eval renamed: exit %d: %s", r->status, r->err);
     CHECK(access(out, F_OK) != 0);
+    r = run_vitfit("train", "--model", ckpt, "--train", train_dir, "--eval", folder, "--out",
+                   tmp_path(out, sizeof out, "never.safetensors"), "--class-names",
+                   "a,b,c,d,e,f", NULL);
+    CHECKF(r->status == 2 && count_lines(r->err) == 1 && strstr(r->err, "--class-names"),
+           "train --class-names, no IDX set: exit %d: %s", r->status, r->err);
+    CHECK(access(out, F_OK) != 0);
+    /* ... but they name an IDX eval set's labels next to a folder's classes */
+    r = run_vitfit("train", "--model", ckpt, "--train", train_dir, "--eval", idx, "--out",
+                   tmp_path(out, sizeof out, "idx-eval.safetensors"), "--class-names",
+                   "bee,cat,owl", "--max-steps", "1", "--log-every", "0", "--batch-size", "6",
+                   NULL);
+    j = parse_json(r->out);
+    CHECKF(r->status == 0 &&
+               json_integer_value(json_object_get(json_object_get(j, "eval"), "count")) == 5,
+           "train on a folder, --eval IDX with --class-names: exit %d: %s %s", r->status, r->out,
+           r->err);
+    json_decref(j);
     /* an eval set missing a class: trained, evaluated, reported */
     tmp_path(folder, sizeof folder, "eval-five");
     r = run_vitfit("train", "--model", ckpt, "--train", train_dir, "--eval", folder, "--out",
@@ -697,6 +727,305 @@ static void test_cli_classes(void)
            "train --eval missing class: exit %d: %s %s", r->status, r->out, r->err);
     json_decref(j);
     vit_model_free(m);
+}
+
+/* A model whose labels repeat a name (ImageNet-1k has two "crane"s) is
+ * evaluated: by position on an IDX set without names, by name on a folder
+ * that does not use the repeated name; only a folder class that is that
+ * name is refused (which row would it be?), named. */
+static void test_eval_repeated_label(void)
+{
+    char ckpt[256], folder[600], idx[512];
+    vit_error err = {0};
+    const char *const rep[7] = {"dog", "cat", "owl", "ant", "yak", "dog", NULL};
+    vit_model *m = tiny_model(6, 0, rep);
+    memcpy(vit_model_find(m, "head.bias")->data, CONST_BIAS, sizeof CONST_BIAS);
+    tmp_path(ckpt, sizeof ckpt, "repeated-label-model");
+    CHECKF(vit_model_save(m, ckpt, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(m);
+
+    /* always predicts class 1 ("cat"): 2 of 5 labels are 1 */
+    const int y[5] = {1, 0, 5, 1, 3};
+    write_idx(idx, sizeof idx, "repeated", 5, y, 21);
+    run_result *r = run_vitfit("eval", "--model", ckpt, "--data", idx, "--json", NULL);
+    json_t *j = parse_json(r->out);
+    CHECKF(r->status == 0 && fabs(json_real_value(json_object_get(j, "top1")) - 0.4) < 1e-9 &&
+               json_integer_value(json_object_get(j, "count")) == 5,
+           "IDX eval, repeated label: exit %d: %s %s", r->status, r->out, r->err);
+    /* one per-class entry per class: the repeated name keyed by index
+     * (labels 0 and 5, one item each, never predicted) */
+    json_t *pc = json_object_get(j, "per_class_accuracy");
+    CHECKF(json_object_size(pc) == 6 && json_real_value(json_object_get(pc, "dog#0")) == 0.0 &&
+               json_real_value(json_object_get(pc, "dog#5")) == 0.0 &&
+               json_real_value(json_object_get(pc, "cat")) == 1.0 &&
+               json_is_null(json_object_get(pc, "owl")),
+           "per-class accuracy with a repeated label: %s", r->out);
+    json_decref(j);
+    /* names that still collide ("a#1" is a label too): no report rather
+     * than one with a class missing */
+    char ckpt2[256];
+    m = tiny_model(3, 0, (const char *const[]){"a", "a", "a#1", NULL});
+    tmp_path(ckpt2, sizeof ckpt2, "colliding-label-model");
+    CHECKF(vit_model_save(m, ckpt2, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(m);
+    const int y3[3] = {0, 1, 2};
+    char idx3[512];
+    write_idx(idx3, sizeof idx3, "colliding", 3, y3, 22);
+    r = run_vitfit("eval", "--model", ckpt2, "--data", idx3, "--json", NULL);
+    CHECKF(r->status == 1 && r->out[0] == '\0' && count_lines(r->err) == 1 &&
+               strstr(r->err, "JSON report"),
+           "colliding per-class keys: exit %d: %s %s", r->status, r->out, r->err);
+
+    const char *const cat_owl[3] = {"cat", "owl", NULL};
+    const int counts[2] = {3, 1};
+    write_folder(folder, sizeof folder, "eval-cat-owl", cat_owl, counts);
+    r = run_vitfit("eval", "--model", ckpt, "--data", folder, "--json", NULL);
+    j = parse_json(r->out);
+    CHECKF(r->status == 0 && fabs(json_real_value(json_object_get(j, "top1")) - 0.75) < 1e-9,
+           "folder eval, repeated label unused: exit %d: %s %s", r->status, r->out, r->err);
+    json_decref(j);
+
+    const char *const cat_dog[3] = {"cat", "dog", NULL};
+    write_folder(folder, sizeof folder, "eval-cat-dog", cat_dog, counts);
+    r = run_vitfit("eval", "--model", ckpt, "--data", folder, NULL);
+    CHECKF(r->status == 1 && count_lines(r->err) == 1 && strstr(r->err, "'dog'") &&
+               strstr(r->err, "ambiguous"),
+           "folder eval, class 'dog' named twice by the model: exit %d: %s", r->status, r->err);
+}
+
+/* A class name that is not UTF-8 (a Latin-1 folder name) used to give a
+ * full checkpoint whose config.json silently lost that label (so it no
+ * longer loaded), or fail bitfit only at the save after training.  Now the
+ * set is refused before any step, and vit_model_save refuses such a label
+ * instead of dropping it. */
+static void test_class_name_not_text(void)
+{
+    char folder[600], out[256], ckpt[256];
+    const char *const classes[3] = {"caf\xe9", "boot", NULL};
+    const int counts[2] = {2, 2};
+    write_folder(folder, sizeof folder, "latin1", classes, counts);
+    vit_error err = {0};
+    vit_model *m = tiny_model(2, 23, (const char *const[]){"x", "y", NULL});
+    tmp_path(ckpt, sizeof ckpt, "latin1-model");
+    CHECKF(vit_model_save(m, ckpt, &err) == VIT_OK, "%s", err.message);
+    const char *methods[2] = {"full", "bitfit"};
+    for (int i = 0; i < 2; i++) {
+        tmp_path(out, sizeof out, i ? "latin1.safetensors" : "latin1-full");
+        run_result *r = run_vitfit("train", "--model", ckpt, "--train", folder, "--eval", folder,
+                                   "--method", methods[i], "--out", out, "--log-every", "1",
+                                   "--batch-size", "2", "--epochs", "1", NULL);
+        CHECKF(r->status == 1 && count_lines(r->err) == 1 && strstr(r->err, "caf\\xe9") &&
+                   strstr(r->err, "UTF-8") && !strstr(r->err, "step "),
+               "train --method %s, class 'caf\\xe9': exit %d: %s", methods[i], r->status, r->err);
+        CHECKF(access(out, F_OK) != 0, "train --method %s wrote %s", methods[i], out);
+    }
+    /* the engine: a label config.json cannot hold is an error, not a gap */
+    CHECK(vit_model_set_labels(m, (const char *const[]){"caf\xe9", "y"}, &err) == VIT_OK);
+    tmp_path(ckpt, sizeof ckpt, "latin1-label-model");
+    vit_status st = vit_model_save(m, ckpt, &err);
+    CHECKF(st == VIT_ERR_INVALID && strstr(err.message, "label 0") && access(ckpt, F_OK) != 0,
+           "saving a non-UTF-8 label: %s: %s", vit_status_name(st), err.message);
+    vit_model_free(m);
+}
+
+/* An eval image that does not decode: with skip-bad it is skipped and
+ * counted (trainer_run, `vitfit train --eval`, `vitfit eval`); without, the
+ * evaluation fails but never takes the finished run with it -- the product
+ * is returned (and written by the CLI, which then exits 1). */
+static void test_eval_bad_item(void)
+{
+    char train[600], evalset[600], bad[700], ckpt[256], out[256];
+    const char *const ab[3] = {"a", "b", NULL};
+    const int two[2] = {2, 2}, three[2] = {3, 2};
+    write_folder(train, sizeof train, "evbad-train", ab, two);
+    write_folder(evalset, sizeof evalset, "evbad-eval", ab, three);
+    snprintf(bad, sizeof bad, "%s/a/01.bmp", evalset); /* sorted second of 5 */
+    FILE *f = fopen(bad, "w");
+    VIT_ASSERT(f);
+    fputs("no longer an image", f);
+    fclose(f);
+    ds_dataset *dt = open_set(train, NULL), *de = open_set(evalset, NULL);
+    vit_model *backbone = tiny_model(2, 25, ab);
+    for (int skip = 0; skip < 2; skip++) {
+        trainer_config cfg = small_config();
+        cfg.batch_size = 2;
+        cfg.on_bad = skip ? DS_BAD_SKIP : DS_BAD_FAIL;
+        recorder rec = {0};
+        cfg.on_bad_fn = record_bad;
+        cfg.on_bad_ctx = &rec;
+        trainer_result res = {0};
+        vit_error err = {0};
+        vit_status st = trainer_run(backbone, dt, de, &cfg, &res, &err);
+        CHECKF(st == VIT_OK && res.task && res.steps == 2,
+               "skip %d: a bad eval image lost the run: %s", skip, err.message);
+        if (skip)
+            CHECKF(res.has_eval && res.eval_status == VIT_OK && res.eval.count == 4 &&
+                       res.eval.skipped == 1 && rec.bad_items == 1,
+                   "skip-bad eval: has %d, count %ld, skipped %ld, %d reports: %s", res.has_eval,
+                   res.eval.count, res.eval.skipped, rec.bad_items, res.eval_error.message);
+        else
+            CHECKF(!res.has_eval && res.eval_status != VIT_OK &&
+                       strstr(res.eval_error.message, "01.bmp"),
+                   "failed eval: has %d, status %s: %s", res.has_eval,
+                   vit_status_name(res.eval_status), res.eval_error.message);
+        trainer_result_free(&res);
+    }
+    /* trainer_evaluate alone: the count of skipped items, and a set of which
+     * nothing loads is an error, not an empty report */
+    eval_options eo = {.batch_size = 3, .loader_threads = 1, .on_bad = DS_BAD_SKIP, .limit = 2};
+    eval_result r = {0};
+    vit_error err = {0};
+    vit_status st = trainer_evaluate(backbone, NULL, de, &eo, &r, &err);
+    CHECKF(st == VIT_OK && r.count == 1 && r.skipped == 1, "limit 2: %s: count %ld skipped %ld",
+           err.message, r.count, r.skipped);
+    eval_result_free(&r);
+    const char *const c1[2] = {"a", NULL};
+    const int bad_only[1] = {-2};
+    char allbad[600];
+    write_folder(allbad, sizeof allbad, "evbad-all", c1, bad_only);
+    ds_options ao = {.classes = ab};
+    ds_dataset *da = NULL;
+    CHECK(ds_open(allbad, &ao, &da, &err) == VIT_OK);
+    st = da ? trainer_evaluate(backbone, ab, da, &eo, &r, &err) : VIT_ERR_INVALID;
+    CHECKF(st != VIT_OK && strstr(err.message, "none of the 2"), "nothing loads: %s: %s",
+           vit_status_name(st), err.message);
+    ds_close(da);
+    ds_close(dt);
+    ds_close(de);
+
+    /* the CLI */
+    vit_error e2 = {0};
+    tmp_path(ckpt, sizeof ckpt, "evbad-model");
+    CHECKF(vit_model_save(backbone, ckpt, &e2) == VIT_OK, "%s", e2.message);
+    vit_model_free(backbone);
+    run_result *rr = run_vitfit("train", "--model", ckpt, "--train", train, "--eval", evalset,
+                                "--skip-bad", "--out", tmp_path(out, sizeof out, "evbad1.safetensors"),
+                                "--batch-size", "2", "--epochs", "1", "--log-every", "0", NULL);
+    json_t *j = parse_json(rr->out);
+    json_t *ev = json_object_get(j, "eval");
+    CHECKF(rr->status == 0 && json_integer_value(json_object_get(ev, "skipped")) == 1 &&
+               json_integer_value(json_object_get(ev, "count")) == 4 && access(out, F_OK) == 0 &&
+               strstr(rr->err, "skipping") && strstr(rr->err, "01.bmp"),
+           "train --skip-bad, bad eval image: exit %d: %s %s", rr->status, rr->out, rr->err);
+    json_decref(j);
+    rr = run_vitfit("train", "--model", ckpt, "--train", train, "--eval", evalset, "--out",
+                    tmp_path(out, sizeof out, "evbad2.safetensors"), "--batch-size", "2",
+                    "--epochs", "1", "--warmup-epochs", "0.5", "--log-every", "0", NULL);
+    j = parse_json(rr->out);
+    CHECKF(rr->status == 1 && access(out, F_OK) == 0 && count_lines(rr->err) == 1 &&
+               strstr(rr->err, "01.bmp") && strstr(rr->err, "was written") &&
+               json_object_get(j, "eval") == NULL &&
+               strstr(json_string_value(json_object_get(j, "eval_error")) ?: "", "01.bmp"),
+           "train, bad eval image: exit %d (out %s): %s [%s]", rr->status,
+           access(out, F_OK) == 0 ? "written" : "lost", rr->out, rr->err);
+    json_decref(j);
+    rr = run_vitfit("eval", "--model", ckpt, "--data", evalset, "--skip-bad", "--json", NULL);
+    j = parse_json(rr->out);
+    CHECKF(rr->status == 0 && json_integer_value(json_object_get(j, "skipped")) == 1 &&
+               json_integer_value(json_object_get(j, "count")) == 4,
+           "eval --skip-bad: exit %d: %s %s", rr->status, rr->out, rr->err);
+    json_decref(j);
+    rr = run_vitfit("eval", "--model", ckpt, "--data", evalset, "--json", NULL);
+    CHECKF(rr->status == 1 && rr->out[0] == '\0' && strstr(rr->err, "01.bmp"),
+           "eval, bad image: exit %d: %s %s", rr->status, rr->out, rr->err);
+}
+
+/* Configurations trainer_run refuses before any step, and the CLI's usage
+ * errors for them. */
+static void test_refused_configs(void)
+{
+    char idx[512], ckpt[256], out[256];
+    const int y[4] = {0, 1, 0, 1};
+    write_idx(idx, sizeof idx, "refused", 4, y, 27);
+    ds_dataset *d = open_set(idx, NULL);
+    vit_model *backbone = tiny_model(2, 29, (const char *const[]){"0", "1", NULL});
+    trainer_config cfg = small_config();
+    recorder rec = {0};
+    cfg.progress = record;
+    cfg.ctx = &rec;
+    cfg.log_every = 1;
+    trainer_result res = {0};
+    vit_error err = {0};
+
+    /* min_lr above lr: the "decay" would climb (to 5 with lr 1e-4) */
+    cfg.lr = 1e-4;
+    cfg.min_lr = 5;
+    vit_status st = d ? trainer_run(backbone, d, NULL, &cfg, &res, &err) : VIT_ERR_INVALID;
+    CHECKF(st == VIT_ERR_INVALID && strstr(err.message, "min lr") && rec.n == 0,
+           "min_lr > lr: %s: %s (%d steps)", vit_status_name(st), err.message, rec.n);
+    cfg.min_lr = 1e-4; /* equal is a constant lr after warm-up: fine */
+    st = d ? trainer_run(backbone, d, NULL, &cfg, &res, &err) : VIT_ERR_INVALID;
+    CHECKF(st == VIT_OK && rec.n == 1, "min_lr == lr: %s", err.message);
+    trainer_result_free(&res);
+
+    tmp_path(ckpt, sizeof ckpt, "refused-model");
+    CHECKF(vit_model_save(backbone, ckpt, &err) == VIT_OK, "%s", err.message);
+    run_result *r = run_vitfit("train", "--model", ckpt, "--train", idx, "--out",
+                               tmp_path(out, sizeof out, "refused.safetensors"), "--lr", "1e-4",
+                               "--min-lr", "5", NULL);
+    CHECKF(r->status == 2 && count_lines(r->err) == 1 && strstr(r->err, "--min-lr") &&
+               access(out, F_OK) != 0,
+           "--min-lr above --lr: exit %d: %s", r->status, r->err);
+    ds_close(d);
+
+    /* one class: loss 0 whatever the weights, nothing to learn */
+    const int y0[4] = {0, 0, 0, 0};
+    write_idx(idx, sizeof idx, "oneclass", 4, y0, 31);
+    d = open_set(idx, NULL);
+    cfg.min_lr = 0;
+    rec.n = 0;
+    st = d ? trainer_run(backbone, d, NULL, &cfg, &res, &err) : VIT_ERR_INVALID;
+    CHECKF(st == VIT_ERR_INVALID && strstr(err.message, "at least 2") && rec.n == 0,
+           "one class: %s: %s (%d steps)", vit_status_name(st), err.message, rec.n);
+    ds_close(d);
+    char folder[600];
+    const char *const boot[2] = {"boot", NULL};
+    const int n3[1] = {3};
+    write_folder(folder, sizeof folder, "oneclass", boot, n3);
+    r = run_vitfit("train", "--model", ckpt, "--train", folder, "--out",
+                   tmp_path(out, sizeof out, "oneclass.safetensors"), "--log-every", "1", NULL);
+    CHECKF(r->status == 1 && count_lines(r->err) == 1 && strstr(r->err, "'boot'") &&
+               strstr(r->err, "at least 2") && access(out, F_OK) != 0,
+           "train on one class: exit %d: %s", r->status, r->err);
+    vit_model_free(backbone);
+}
+
+/* A path that is not UTF-8 (--out's directory, --train) is reported as
+ * text with U+FFFD for the bad bytes: the summary used to be "{}" (exit 0)
+ * and a non-UTF-8 --train failed the save after the whole run. */
+static void test_report_non_utf8_path(void)
+{
+    char dir[256], folder[600], out[600], ckpt[256];
+    vit_error err = {0};
+    tmp_path(dir, sizeof dir, "caf\xe9");
+    VIT_ASSERT(mkdir(dir, 0755) == 0);
+    const char *const ab[3] = {"a", "b", NULL};
+    const int two[2] = {2, 2};
+    write_folder(folder, sizeof folder, "caf\xe9/data", ab, two);
+    snprintf(out, sizeof out, "%s/t.safetensors", dir);
+    vit_model *m = tiny_model(2, 33, ab);
+    tmp_path(ckpt, sizeof ckpt, "utf8-model");
+    CHECKF(vit_model_save(m, ckpt, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(m);
+    run_result *r = run_vitfit("train", "--model", ckpt, "--train", folder, "--eval", folder,
+                               "--out", out, "--batch-size", "2", "--epochs", "1",
+                               "--log-every", "0", NULL);
+    json_t *j = parse_json(r->out);
+    char want[700];
+    snprintf(want, sizeof want, "%s/caf\xef\xbf\xbd/t.safetensors", tmpdir);
+    const char *got = json_string_value(json_object_get(j, "out"));
+    CHECKF(r->status == 0 && got && strcmp(got, want) == 0 && access(out, F_OK) == 0 &&
+               json_integer_value(json_object_get(json_object_get(j, "eval"), "count")) == 4,
+           "train, --out in a non-UTF-8 directory: exit %d: %s %s", r->status, r->out, r->err);
+    json_decref(j);
+    /* the task's metadata holds --train as text */
+    st_file *f = NULL;
+    snprintf(want, sizeof want, "%s/caf\xef\xbf\xbd/data", tmpdir);
+    CHECKF(st_open(out, &f, &err) == VIT_OK, "%s", err.message);
+    const char *train_data = f ? st_metadata(f, "train_data") : NULL;
+    CHECKF(train_data && strcmp(train_data, want) == 0, "train_data metadata: %s",
+           train_data ? train_data : "(none)");
+    st_close(f);
 }
 
 /* ---- 4. the schedule ------------------------------------------------------ */
@@ -813,13 +1142,24 @@ static void test_replan_short_epoch(void)
     vit_model_free(backbone);
 }
 
-/* Runs n_items items, batch 1, and returns the lrs of each step in lr[]. */
-static int lr_run(const char *idx, int epochs, double warmup_epochs, double *lr, long *warmup)
+/* The plan a run announced (trainer_config.plan). */
+static void record_plan(void *ctx, const trainer_plan *p)
+{
+    recorder *r = ctx;
+    r->plan = *p;
+    r->plans++;
+}
+
+/* Runs the items of idx, batch 1, for `epochs` (max_steps: 0 or a cap), and
+ * returns the lrs of each step in lr[]; *plan: the plan announced. */
+static int lr_run(const char *idx, int epochs, long max_steps, double warmup_epochs, double *lr,
+                  long *warmup, trainer_plan *plan)
 {
     ds_dataset *d = open_set(idx, NULL);
     vit_model *backbone = tiny_model(2, 13, NULL);
     trainer_config cfg = small_config();
     cfg.epochs = epochs;
+    cfg.max_steps = max_steps;
     cfg.batch_size = 1;
     cfg.lr = 1e-3;
     cfg.min_lr = 1e-5;
@@ -827,14 +1167,16 @@ static int lr_run(const char *idx, int epochs, double warmup_epochs, double *lr,
     cfg.log_every = 1;
     recorder rec = {0};
     cfg.progress = record;
+    cfg.plan = record_plan;
     cfg.ctx = &rec;
     trainer_result res = {0};
     vit_error err = {0};
     vit_status st = d ? trainer_run(backbone, d, NULL, &cfg, &res, &err) : VIT_ERR_INVALID;
-    CHECKF(st == VIT_OK, "lr run: %s", err.message);
+    CHECKF(st == VIT_OK && rec.plans == 1, "lr run: %s (%d plans)", err.message, rec.plans);
     for (int i = 0; i < rec.n && i < 64; i++)
         lr[i] = rec.p[i].lr;
     *warmup = res.warmup_steps;
+    *plan = rec.plan;
     trainer_result_free(&res);
     ds_close(d);
     vit_model_free(backbone);
@@ -852,7 +1194,9 @@ static void check_lrs(const char *what, const double *got, int n, const double *
             fprintf(stderr, "  step %d: lr %.9g want %.9g\n", i, got[i], want[i]);
 }
 
-/* Warm-up lengths are what the config says, in 1- and 2-epoch runs too. */
+/* Warm-up lengths are what the config says, in 1- and 2-epoch runs too,
+ * except that a warm-up not shorter than the run is cut to total - 1 steps:
+ * every run of two or more steps ends at min_lr (README, trainer.h). */
 static void test_warmup_length(void)
 {
     char idx8[512], idx4[512];
@@ -861,40 +1205,98 @@ static void test_warmup_length(void)
     write_idx(idx4, sizeof idx4, "four", 4, y8, 8);
     double lr[64], want[64];
     long warmup = 0;
-    float lr0 = (float)1e-3;
+    trainer_plan plan;
+    float lr0 = (float)1e-3, lr_min = (float)1e-5;
 
-    /* 1 epoch of 8 steps, warm-up 1 epoch: a ramp over all 8 steps */
-    int n = lr_run(idx8, 1, 1.0, lr, &warmup);
-    for (int s = 0; s < 8; s++)
-        want[s] = (float)(1e-3 * (s + 1) / 8);
-    CHECKF(warmup == 8, "1 epoch, warm-up 1 epoch: %ld warm-up steps, want 8", warmup);
+    /* (c) 1 epoch of 8 steps, warm-up 1 epoch (the default): 7 ramp steps,
+     * the last at min_lr (it used to ramp over all 8 and never decay) */
+    int n = lr_run(idx8, 1, 0, 1.0, lr, &warmup, &plan);
+    for (int s = 0; s < 7; s++)
+        want[s] = (float)(1e-3 * (s + 1) / 7);
+    want[7] = lr_min;
+    CHECKF(warmup == 7 && plan.warmup_steps == 7 && plan.warmup_asked == 8 &&
+               plan.total_steps == 8,
+           "1 epoch, warm-up 1 epoch: %ld warm-up steps (plan %ld of %ld asked, %ld total), "
+           "want 7 of 8",
+           warmup, plan.warmup_steps, plan.warmup_asked, plan.total_steps);
     check_lrs("1 epoch, warm-up 1 epoch", lr, n, want, 8);
 
+    /* (a) --epochs 20 --max-steps 4: the 8-step warm-up is cut to 3 */
+    n = lr_run(idx8, 20, 4, 1.0, lr, &warmup, &plan);
+    for (int s = 0; s < 3; s++)
+        want[s] = (float)(1e-3 * (s + 1) / 3);
+    want[3] = lr_min;
+    CHECKF(warmup == 3 && plan.warmup_asked == 8 && plan.total_steps == 4,
+           "max-steps 4, warm-up 1 epoch: %ld warm-up steps (%ld asked), want 3 (8)", warmup,
+           plan.warmup_asked);
+    check_lrs("20 epochs, max-steps 4, warm-up 1 epoch", lr, n, want, 4);
+
     /* 1 epoch, warm-up 0.25: 2 ramp steps, then the cosine to min_lr */
-    n = lr_run(idx8, 1, 0.25, lr, &warmup);
+    n = lr_run(idx8, 1, 0, 0.25, lr, &warmup, &plan);
     for (int s = 0; s < 8; s++)
         want[s] = s < 2 ? (float)(1e-3 * (s + 1) / 2)
                         : (float)(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + cos(M_PI * (s - 2) / 5.0)));
-    CHECKF(warmup == 2, "1 epoch, warm-up 0.25: %ld warm-up steps, want 2", warmup);
+    CHECKF(warmup == 2 && plan.warmup_asked == 2, "1 epoch, warm-up 0.25: %ld warm-up steps, "
+           "want 2", warmup);
     check_lrs("1 epoch, warm-up 0.25 epochs", lr, n, want, 8);
 
     /* 2 epochs of 4 steps, warm-up 1.5 epochs: 6 ramp steps, one at lr,
      * the last at min_lr */
-    n = lr_run(idx4, 2, 1.5, lr, &warmup);
+    n = lr_run(idx4, 2, 0, 1.5, lr, &warmup, &plan);
     for (int s = 0; s < 6; s++)
         want[s] = (float)(1e-3 * (s + 1) / 6);
     want[6] = lr0;
-    want[7] = (float)1e-5;
+    want[7] = lr_min;
     CHECKF(warmup == 6, "2 epochs, warm-up 1.5 epochs: %ld warm-up steps, want 6", warmup);
     check_lrs("2 epochs, warm-up 1.5 epochs", lr, n, want, 8);
 
+    /* (b) 2 epochs of 4 steps, warm-up 1.8 epochs = 7 steps (not cut): the
+     * ramp reaches lr at step 6, the last step runs at min_lr (it used to
+     * run at lr again) */
+    n = lr_run(idx4, 2, 0, 1.8, lr, &warmup, &plan);
+    for (int s = 0; s < 7; s++)
+        want[s] = (float)(1e-3 * (s + 1) / 7);
+    want[7] = lr_min;
+    CHECKF(warmup == 7 && plan.warmup_asked == 7, "2 epochs, warm-up 1.8 epochs: %ld warm-up "
+           "steps (%ld asked), want 7", warmup, plan.warmup_asked);
+    check_lrs("2 epochs, warm-up 1.8 epochs", lr, n, want, 8);
+
     /* 2 epochs, warm-up 1 epoch: 4 ramp steps, 4 of cosine */
-    n = lr_run(idx4, 2, 1.0, lr, &warmup);
+    n = lr_run(idx4, 2, 0, 1.0, lr, &warmup, &plan);
     for (int s = 0; s < 8; s++)
         want[s] = s < 4 ? (float)(1e-3 * (s + 1) / 4)
                         : (float)(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + cos(M_PI * (s - 4) / 3.0)));
     CHECKF(warmup == 4, "2 epochs, warm-up 1 epoch: %ld warm-up steps, want 4", warmup);
     check_lrs("2 epochs, warm-up 1 epoch", lr, n, want, 8);
+
+    /* one step: no warm-up, at lr (min_lr would make it a no-op) */
+    n = lr_run(idx8, 1, 1, 1.0, lr, &warmup, &plan);
+    want[0] = lr0;
+    CHECKF(warmup == 0, "one step: %ld warm-up steps, want 0", warmup);
+    check_lrs("max-steps 1", lr, n, want, 1);
+
+    /* the CLI says when it cut the warm-up, and only then */
+    char ckpt[256], out[256];
+    vit_error err = {0};
+    vit_model *m = tiny_model(2, 13, (const char *const[]){"0", "1", NULL});
+    tmp_path(ckpt, sizeof ckpt, "warmup-model");
+    CHECKF(vit_model_save(m, ckpt, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(m);
+    run_result *r = run_vitfit("train", "--model", ckpt, "--train", idx8, "--out",
+                               tmp_path(out, sizeof out, "warmup-a.safetensors"), "--epochs",
+                               "20", "--max-steps", "4", "--batch-size", "1", "--min-lr", "1e-5",
+                               "--log-every", "1", NULL);
+    CHECKF(r->status == 0 && strstr(r->err, "note: the warm-up") &&
+               strstr(r->err, "cut to 3 steps") && strstr(r->err, "step 4/4") &&
+               strstr(strstr(r->err, "step 4/4"), "lr 1e-05"),
+           "CLI, max-steps 4: exit %d: %s", r->status, r->err);
+    r = run_vitfit("train", "--model", ckpt, "--train", idx4, "--out",
+                   tmp_path(out, sizeof out, "warmup-b.safetensors"), "--epochs", "2",
+                   "--warmup-epochs", "1.8", "--batch-size", "1", "--min-lr", "1e-5",
+                   "--log-every", "1", NULL);
+    CHECKF(r->status == 0 && !strstr(r->err, "note") && strstr(r->err, "step 8/8") &&
+               strstr(strstr(r->err, "step 8/8"), "lr 1e-05"),
+           "CLI, warm-up 1.8 of 2 epochs: exit %d: %s", r->status, r->err);
 }
 
 /* ---- 5. progress and --head auto ------------------------------------------ */
@@ -1061,6 +1463,11 @@ int main(void)
     test_eval_report();
     test_run_eval_classes();
     test_cli_classes();
+    test_eval_repeated_label();
+    test_class_name_not_text();
+    test_eval_bad_item();
+    test_refused_configs();
+    test_report_non_utf8_path();
     test_skip_bad_schedule();
     test_replan_short_epoch();
     test_warmup_length();

@@ -108,14 +108,14 @@ def schedule():
     per_epoch = batches_per_epoch()
     total = per_epoch * EPOCHS
     w = RECIPE["warmup_epochs"] * per_epoch
-    warmup = total if w >= total else int(math.floor(w + 0.5))  # llround, w >= 0
+    warmup = min(int(math.floor(w + 0.5)), max(total - 1, 0))  # llround, capped (cap_warmup)
     lr, mn = RECIPE["lr"], RECIPE["min_lr"]
     out = []
     for s in range(total):
         if s < warmup:
             out.append(lr * (s + 1) / warmup)
         elif total - 1 - warmup == 0:
-            out.append(lr)
+            out.append(mn if warmup > 0 else lr)
         else:
             p = (s - warmup) / (total - 1 - warmup)
             out.append(mn + (lr - mn) * 0.5 * (1 + math.cos(math.pi * p)))
