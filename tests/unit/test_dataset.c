@@ -1817,7 +1817,7 @@ static void test_name_bytes(void)
 }
 
 /* A manifest line over 64 KiB is refused (TOO_LARGE, naming the line); one
- * of exactly 64 KiB (newline included) is read.  Labels repeated on every
+ * of exactly 64 KiB (newline included, JSON padded with spaces) is read.  Labels repeated on every
  * line are held once: classes and labels come out right. */
 static void test_manifest_lines(void)
 {
@@ -1828,28 +1828,33 @@ static void test_manifest_lines(void)
     CHECK(text != NULL);
     if (!text)
         return;
-    size_t o = (size_t)sprintf(text, "a.bmp,short\na.bmp,");
-    size_t label = max - strlen("a.bmp,") - 1; /* the line, newline included, is max bytes */
-    memset(text + o, 'L', label);
-    o += label;
+    /* a JSONL line padded with spaces to exactly max bytes, newline included
+     * (labels stay short: class names have their own bound) */
+    size_t o = (size_t)sprintf(text, "{\"image\": \"a.bmp\", \"label\": \"short\"}\n");
+    const char *head = "{\"image\": \"a.bmp\", \"label\": \"padded\"";
+    size_t start = o;
+    o += (size_t)sprintf(text + o, "%s", head);
+    memset(text + o, ' ', max - strlen(head) - 2);
+    o += max - strlen(head) - 2;
+    text[o++] = '}';
     text[o++] = '\n';
     text[o] = '\0';
-    write_text("lines/ok.csv", text);
-    ds_dataset *d = open_ok("lines/ok.csv", NULL);
-    CHECK(d && ds_num_classes(d) == 2 && strlen(ds_class_name(d, 0)) == label);
+    CHECK(o - start == max);
+    write_text("lines/ok.jsonl", text);
+    ds_dataset *d = open_ok("lines/ok.jsonl", NULL);
+    CHECK(d && ds_size(d) == 2 && ds_num_classes(d) == 2 &&
+          strcmp(ds_class_name(d, ds_label(d, 1)), "padded") == 0);
     ds_close(d);
-    text[o - 1] = 'L'; /* one byte more */
-    text[o++] = '\n';
-    text[o] = '\0';
-    write_text("lines/long.csv", text);
-    expect_open_fail("lines/long.csv", NULL, VIT_ERR_TOO_LARGE, "long.csv:2: line longer than",
+    memmove(text + o - 1, "}\n", 3); /* one byte more: the '}' moves right */
+    text[o - 2] = ' ';
+    write_text("lines/long.jsonl", text);
+    expect_open_fail("lines/long.jsonl", NULL, VIT_ERR_TOO_LARGE, "long.jsonl:2: line longer than",
                      "65536 bytes");
-    /* the same for JSONL, and a line with no newline at all */
+    /* the same for CSV, and a line with no newline at all */
     memset(text, ' ', max + 1);
     text[max + 1] = '\0';
-    write_text("lines/long.jsonl", text);
-    expect_open_fail("lines/long.jsonl", NULL, VIT_ERR_TOO_LARGE, "long.jsonl:1: line longer",
-                     NULL);
+    write_text("lines/long.csv", text);
+    expect_open_fail("lines/long.csv", NULL, VIT_ERR_TOO_LARGE, "long.csv:1: line longer", NULL);
     /* many lines, few labels: each item gets its label's class */
     static const char *const labs[3] = {"zeta", "alpha", "mid"};
     o = 0;
