@@ -943,6 +943,16 @@ img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t l
     }
     if (!ok)
         return stb_failure();
+    /* stbi__bmp_info reports a top-down BMP's (negative) height as it is
+     * stored; stbi__bmp_load takes abs() of it and decodes top-down rows
+     * upright.  INT_MIN has no abs(): refused as too large. */
+    if (format == IMG_STB_BMP && *h < 0) {
+        if (*h == INT_MIN) {
+            img_stb_result r = {0, 1, 0, "too large"};
+            return r;
+        }
+        *h = -*h;
+    }
     img_stb_result r = {1, 0, 0, NULL};
     return r;
 }

@@ -665,6 +665,91 @@ static int expect_decodes(const char *what, const bytes *b, int w, int h, img_im
     return s == VIT_OK;
 }
 
+/* ---- BMP */
+
+static void put16le(bytes *b, unsigned v)
+{
+    put8(b, v);
+    put8(b, v >> 8);
+}
+
+static void put32le(bytes *b, uint32_t v)
+{
+    put16le(b, v & 0xFFFF);
+    put16le(b, v >> 16);
+}
+
+/* A BITMAPINFOHEADER BMP of w x |h| pixels at bpp bits (8 or 24), its
+ * height field h (negative: rows stored top-down).  An 8-bit file gets
+ * pal_entries palette entries, entry i = RGB (i + 1, 2 * i, 255 - i).
+ * rows holds |h| rows of w * bpp / 8 bytes in the file's row order (B, G, R
+ * for 24-bit); the 4-byte row padding is added here. */
+static bytes bmp_file(int w, int h, int bpp, int pal_entries, const uint8_t *rows)
+{
+    int ah = h < 0 ? -h : h;
+    size_t row = (size_t)w * (size_t)bpp / 8, pad = (4 - row % 4) % 4;
+    uint32_t off = 14 + 40 + 4 * (uint32_t)pal_entries;
+    bytes b = {0};
+    put(&b, "BM", 2);
+    put32le(&b, off + (uint32_t)((row + pad) * (size_t)ah));
+    put32le(&b, 0);
+    put32le(&b, off);
+    put32le(&b, 40);
+    put32le(&b, (uint32_t)w);
+    put32le(&b, (uint32_t)h);
+    put16le(&b, 1);
+    put16le(&b, (unsigned)bpp);
+    for (int i = 0; i < 6; i++) /* BI_RGB, image size, resolution, colours used/important */
+        put32le(&b, 0);
+    for (int i = 0; i < pal_entries; i++) {
+        uint8_t e[4] = {(uint8_t)(255 - i), (uint8_t)(2 * i), (uint8_t)(i + 1), 0}; /* B, G, R, 0 */
+        put(&b, e, 4);
+    }
+    for (int y = 0; y < ah; y++) {
+        put(&b, rows + (size_t)y * row, row);
+        put(&b, "\0\0\0", pad);
+    }
+    return b;
+}
+
+/* Issue 13 (attack item 8): a top-down BMP (negative height, as Windows
+ * writes DIB sections; PIL reads it) decodes upright: the first row stored
+ * is the top row.  Its bottom-up twin (rows stored in reverse) must give
+ * the same pixels.  stb's info call reported the height as stored (-2), so
+ * such files were refused as "size 3x-2". */
+static void test_bmp_topdown(void)
+{
+    /* 3 x 2, 24-bit: top row red, green, blue; bottom row grey levels. */
+    static const uint8_t top[9] = {0, 0, 255, 0, 255, 0, 255, 0, 0};
+    static const uint8_t bottom[9] = {10, 10, 10, 20, 20, 20, 30, 30, 30};
+    uint8_t down[18], up[18];
+    memcpy(down, top, 9);
+    memcpy(down + 9, bottom, 9);
+    memcpy(up, bottom, 9);
+    memcpy(up + 9, top, 9);
+    static const uint8_t want[18] = {255, 0, 0, 0, 255, 0, 0, 0, 255,
+                                     10, 10, 10, 20, 20, 20, 30, 30, 30};
+    bytes fd = bmp_file(3, -2, 24, 0, down), fu = bmp_file(3, 2, 24, 0, up);
+    img_image a = {0}, b = {0};
+    if (expect_decodes("top-down BMP", &fd, 3, 2, &a))
+        CHECKF(memcmp(a.pixels, want, 18) == 0, "top-down BMP: rows not upright");
+    if (expect_decodes("bottom-up BMP", &fu, 3, 2, &b))
+        CHECKF(memcmp(b.pixels, want, 18) == 0, "bottom-up BMP: rows not upright");
+    img_free(&a);
+    img_free(&b);
+    /* A height of INT32_MIN has no positive counterpart: too large, even
+     * without a pixel budget. */
+    fd.p[22] = fd.p[23] = fd.p[24] = 0;
+    fd.p[25] = 0x80;
+    img_image img;
+    vit_error err = {VIT_OK, ""};
+    vit_status s = img_decode(fd.p, fd.n, SIZE_MAX, &img, &err);
+    CHECKF(s == VIT_ERR_TOO_LARGE, "BMP height INT32_MIN: %s (%s)", vit_status_name(s),
+           err.message);
+    free(fd.p);
+    free(fu.p);
+}
+
 /* ---- PNG */
 
 /* Appends a PNG chunk (length, type, data, CRC). */
@@ -1346,5 +1431,6 @@ int main(void)
     test_jpeg_progressive();
     test_jpeg_scan_limits();
     test_exif_long();
+    test_bmp_topdown();
     return check_result();
 }
