@@ -30,11 +30,13 @@
 #include "image.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "image_impl.h"
 
@@ -431,14 +433,14 @@ vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_im
 
 /* ------------------------------------------------------- files */
 
-/* Reads all of f into a malloc'd buffer, refusing more than max_bytes.
- * size_hint (the file size for regular files, else 0) sets the first
- * allocation; the buffer still grows if the file grew meanwhile.  On success
- * the caller frees *buf. */
-static vit_status read_all(FILE *f, size_t size_hint, size_t max_bytes, uint8_t **buf,
+/* Reads the regular file open on fd into a malloc'd buffer, refusing more
+ * than max_bytes.  size_hint (its size at fstat) sets the first
+ * allocation; the buffer still grows if the file grew meanwhile, but never
+ * past max_bytes + 1 bytes read (one over is enough to say "too big").  On
+ * success the caller frees *buf. */
+static vit_status read_all(int fd, size_t size_hint, size_t max_bytes, uint8_t **buf,
                            size_t *len, vit_error *err)
 {
-    /* Reading `limit` bytes (one over max_bytes) is enough to say "too big". */
     size_t limit = max_bytes < SIZE_MAX ? max_bytes + 1 : SIZE_MAX;
     size_t cap = size_hint > 0 && size_hint < SIZE_MAX ? size_hint + 1 : 65536;
     if (cap > limit)
@@ -461,16 +463,18 @@ static vit_status read_all(FILE *f, size_t size_hint, size_t max_bytes, uint8_t 
             b = nb;
             cap = ncap;
         }
-        size_t got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                int e = errno;
-                free(b);
-                return vit_error_set(err, VIT_ERR_IO, "read failed: %s", strerror(e));
-            }
-            break;
+        size_t want = cap - n < SSIZE_MAX ? cap - n : SSIZE_MAX;
+        ssize_t got = read(fd, b + n, want);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            int e = errno;
+            free(b);
+            return vit_error_set(err, VIT_ERR_IO, "read failed: %s", strerror(e));
         }
+        if (got == 0)
+            break;
+        n += (size_t)got;
     }
     if (n > max_bytes) {
         free(b);
@@ -490,33 +494,40 @@ vit_status img_load_file(const char *path, size_t max_bytes, size_t max_pixels, 
     out->width = out->height = 0;
     out->pixels = NULL;
 
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* Only regular files are images.  O_NONBLOCK: opening a FIFO for
+     * reading would otherwise block until a writer appears (forever, for a
+     * CLI given a FIFO by mistake or by a hostile data set); it changes
+     * nothing for a regular file.  O_NOCTTY: a terminal never becomes our
+     * controlling one.  The type is then checked on the descriptor itself
+     * (fstat, not stat before open: no race with a rename in between), so
+     * FIFOs, sockets and devices (/dev/zero, /dev/tty) are refused before a
+     * byte is read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
         int e = errno;
         return vit_error_set(err, e == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
                              "cannot open %s: %s", path, strerror(e));
     }
     struct stat st;
-    size_t hint = 0;
-    if (fstat(fileno(f), &st) == 0) {
-        if (S_ISDIR(st.st_mode)) {
-            fclose(f);
-            return vit_error_set(err, VIT_ERR_IO, "cannot read %s: is a directory", path);
-        }
-        if (S_ISREG(st.st_mode)) {
-            if ((uint64_t)st.st_size > max_bytes) {
-                fclose(f);
-                return vit_error_set(err, VIT_ERR_TOO_LARGE,
-                                     "%s is %lld bytes, over the limit of %zu", path,
-                                     (long long)st.st_size, max_bytes);
-            }
-            hint = (size_t)st.st_size;
-        }
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return vit_error_set(err, VIT_ERR_IO, "cannot stat %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return vit_error_set(err, VIT_ERR_IO, "cannot read %s: %s", path,
+                             S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        close(fd);
+        return vit_error_set(err, VIT_ERR_TOO_LARGE, "%s is %lld bytes, over the limit of %zu",
+                             path, (long long)st.st_size, max_bytes);
     }
     uint8_t *buf = NULL;
     size_t len = 0;
-    vit_status s = read_all(f, hint, max_bytes, &buf, &len, err);
-    fclose(f);
+    vit_status s = read_all(fd, (size_t)st.st_size, max_bytes, &buf, &len, err);
+    close(fd);
     if (s != VIT_OK)
         return vit_error_prefix(err, "%s", path);
     s = img_decode(buf, len, max_pixels, out, err);

@@ -45,8 +45,10 @@ vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_im
                       vit_error *err);
 
 /* Reads a file (refusing more than max_bytes) and decodes it.  Missing file:
- * VIT_ERR_NOT_FOUND; unreadable or a directory: VIT_ERR_IO; over max_bytes:
- * VIT_ERR_TOO_LARGE; then as img_decode.  Messages name the path. */
+ * VIT_ERR_NOT_FOUND; unreadable, a directory or anything but a regular file
+ * (a FIFO, socket or device: refused without blocking or reading):
+ * VIT_ERR_IO; over max_bytes: VIT_ERR_TOO_LARGE; then as img_decode.
+ * Messages name the path. */
 vit_status img_load_file(const char *path, size_t max_bytes, size_t max_pixels, img_image *out,
                          vit_error *err);
 

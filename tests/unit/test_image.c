@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "check.h"
@@ -502,6 +504,32 @@ static void test_limits(void)
     img_image img;
     vit_error err;
     CHECK(img_load_file(p, MAX_BYTES, MAX_PIXELS, &img, &err) == VIT_ERR_IO);
+}
+
+/* Issue 13 (attack item 9): only regular files are read.  /dev/null used
+ * to be read as an empty image (VIT_ERR_FORMAT "empty"); a FIFO without a
+ * writer blocked img_load_file in open() forever (`vitfit classify FIFO`).
+ * Both are refused as not regular files, without reading.  The alarm only
+ * turns the old endless block into a failure instead of a hung test. */
+static void test_load_special_files(void)
+{
+    img_image img;
+    vit_error err = {VIT_OK, ""};
+    vit_status s = img_load_file("/dev/null", MAX_BYTES, MAX_PIXELS, &img, &err);
+    CHECKF(s == VIT_ERR_IO && strstr(err.message, "not a regular file"), "/dev/null: %s (%s)",
+           vit_status_name(s), err.message);
+
+    char dir[] = "/tmp/test_image_XXXXXX", fifo[64];
+    VIT_ASSERT(mkdtemp(dir));
+    snprintf(fifo, sizeof fifo, "%s/pipe.png", dir);
+    VIT_ASSERT(mkfifo(fifo, 0600) == 0);
+    alarm(60);
+    s = img_load_file(fifo, MAX_BYTES, MAX_PIXELS, &img, &err);
+    alarm(0);
+    CHECKF(s == VIT_ERR_IO && strstr(err.message, "not a regular file"), "FIFO: %s (%s)",
+           vit_status_name(s), err.message);
+    unlink(fifo);
+    rmdir(dir);
 }
 
 /* Grey, grey+alpha, RGBA and palette sources become RGB: R == G == B for
@@ -1422,6 +1450,7 @@ int main(void)
     test_channels();
     test_bad_inputs();
     test_limits();
+    test_load_special_files();
     test_threads();
     test_png_inflate_bound();
     test_jpeg_dc_overflow();
