@@ -20,7 +20,8 @@
  *      raises "image file is truncated".  Before stb runs, image_stb.c's
  *      guards bound the work by the header's dimensions: PNG data may not
  *      inflate past what they need, a JPEG gets at most 500 scans and 16
- *      block decodes per block (over: VIT_ERR_TOO_LARGE), and files that
+ *      block decodes per block, 1 if sequential (over: VIT_ERR_TOO_LARGE),
+ *      scan data must hold the bits its blocks read, and files that
  *      would reach stb 2.27's arithmetic bugs are VIT_ERR_FORMAT;
  *   4. JPEG only: apply the EXIF orientation (IFD0 tag 0x0112) like PIL's
  *      ImageOps.exif_transpose, so the model sees the picture upright.

@@ -37,7 +37,9 @@ typedef struct img_image {
  * pixel memory is allocated, and the decoding work stays proportional to
  * it: PNG data inflating past what the header needs is VIT_ERR_FORMAT, a
  * JPEG with more than 500 scans or scans decoding its blocks more than 16
- * times over is VIT_ERR_TOO_LARGE; truncated JPEG/BMP/PNG data is
+ * times over (once, if sequential) is VIT_ERR_TOO_LARGE, one whose scan
+ * data is too short for its blocks or runs out is VIT_ERR_FORMAT (all
+ * planned from the markers before decoding); truncated JPEG/BMP/PNG data is
  * VIT_ERR_FORMAT (PIL refuses it too); JPEG EXIF orientations 2..8 (SHORT
  * or LONG, either byte order) are applied like PIL's
  * ImageOps.exif_transpose.  On failure *out is zeroed.  Thread-safe. */

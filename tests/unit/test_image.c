@@ -1191,7 +1191,7 @@ static void test_jpeg_bit_underflow(void)
     jpeg_scan(&f, y, 1, 0, 63, 0, &d);
     put16(&f, 0xFFD9);
     expect_refused("data ending inside a block", &f, VIT_ERR_FORMAT,
-                   "scan data ends inside a block");
+                   "scan data runs out");
     free(d.p);
     free(f.p);
 }
@@ -1229,7 +1229,7 @@ static void test_jpeg_refinement_bits(void)
     jpeg_scan(&f, y, 1, 1, 63, 0x10, &d2);
     put16(&f, 0xFFD9);
     expect_refused("refinement data ending inside a block", &f, VIT_ERR_FORMAT,
-                   "scan data ends inside a block");
+                   "scan data runs out");
     free(d1.p);
     free(d2.p);
     free(f.p);
@@ -1306,34 +1306,49 @@ static void test_jpeg_progressive(void)
     img_free(&src);
 }
 
-/* Issue 13 item 9: scan bombs.  The scans hold no data at all: stb reads
- * zero bits, which these tables decode as DC 0 + EOB, block after block. */
+/* Entropy data of `blocks` blocks of `bits` zero bits each, padded with 1
+ * bits: with jpeg_begin's tables ("0" = DC 0, "0" = EOB) a baseline block
+ * is 2 bits (DC, EOB), a progressive DC block or AC block 1 bit. */
+static bytes zero_blocks(int blocks, int bits)
+{
+    bytes d = {0};
+    bitw w = {&d, 0, 0};
+    for (int i = 0; i < blocks * bits; i++)
+        put_bits(&w, 0, 1);
+    flush_bits(&w);
+    return d;
+}
+
+/* Issue 13 item 9 and its follow-up: scan limits.  Every scan here holds
+ * the data its blocks need, so only the limits can refuse. */
 static void test_jpeg_scan_limits(void)
 {
-    /* Work: an 8x8 grey image has one block; 16 scans decode it 16 times
-     * (the limit), a 17th is refused.  Without the limit, an 86 KB file with
-     * 2,000 such scans on a large image decoded for a minute. */
     static const int one[1][2] = {{1, 1}};
     static const int y[1] = {1};
-    for (int scans = 16; scans <= 17; scans++) {
+    bytes d2 = zero_blocks(1, 2), d1 = zero_blocks(1, 1);
+
+    /* Sequential: each component in one scan, so each block decoded once;
+     * a second scan over the same component (the 17-scan bomb's shape)
+     * is refused. */
+    for (int scans = 1; scans <= 2; scans++) {
         bytes f = jpeg_begin(0, 8, 8, 1, one, 0, 1, 0);
         for (int i = 0; i < scans; i++)
-            jpeg_scan(&f, y, 1, 0, 63, 0, NULL);
+            jpeg_scan(&f, y, 1, 0, 63, 0, &d2);
         put16(&f, 0xFFD9);
-        if (scans == 16)
-            expect_decodes("16 baseline scans of one block", &f, 8, 8, NULL);
+        if (scans == 1)
+            expect_decodes("1 baseline scan", &f, 8, 8, NULL);
         else
-            expect_refused("17 baseline scans of one block", &f, VIT_ERR_TOO_LARGE,
-                           "more than 16 times over");
+            expect_refused("2 baseline scans of one component", &f, VIT_ERR_TOO_LARGE,
+                           "more than once");
         free(f.p);
     }
-    /* The same on a progressive file with AC scans (skipped by the guard's
-     * decoder, counted all the same): DC scan + 15 AC scans pass, 16 not. */
+    /* Progressive: an 8x8 grey image has one block; DC + 15 AC scans decode
+     * it 16 times (the limit), a 17th scan is refused. */
     for (int ac = 15; ac <= 16; ac++) {
         bytes f = jpeg_begin(1, 8, 8, 1, one, 0, 1, 0);
-        jpeg_scan(&f, y, 1, 0, 0, 0, NULL);
+        jpeg_scan(&f, y, 1, 0, 0, 0, &d1);
         for (int i = 0; i < ac; i++)
-            jpeg_scan(&f, y, 1, 1, 63, 0, NULL);
+            jpeg_scan(&f, y, 1, 1, 63, 0, &d1);
         put16(&f, 0xFFD9);
         if (ac == 15)
             expect_decodes("progressive, 16 scans", &f, 8, 8, NULL);
@@ -1343,15 +1358,18 @@ static void test_jpeg_scan_limits(void)
         free(f.p);
     }
 
-    /* Count: a 32x32 four-component file whose last component is sampled
-     * 1x1 against 4x4 (49 blocks; scans of it cost one block each, far
-     * inside 16 x 49): 500 scans decode, 501 are refused. */
+    /* Count: a 32x32 four-component progressive file whose last component
+     * is sampled 1x1 against 4x4 (49 blocks, one interleaved DC scan over
+     * all; AC scans of the last cost one block each, far inside 16 x 49):
+     * 500 scans decode, 501 are refused. */
     static const int four[4][2] = {{4, 4}, {4, 4}, {4, 4}, {1, 1}};
-    static const int k[1] = {4};
+    static const int all4[4] = {1, 2, 3, 4}, k[1] = {4};
+    bytes d49 = zero_blocks(49, 1);
     for (int scans = 500; scans <= 501; scans++) {
-        bytes f = jpeg_begin(0, 32, 32, 4, four, 0, 1, 0);
-        for (int i = 0; i < scans; i++)
-            jpeg_scan(&f, k, 1, 0, 63, 0, NULL);
+        bytes f = jpeg_begin(1, 32, 32, 4, four, 0, 1, 0);
+        jpeg_scan(&f, all4, 4, 0, 0, 0, &d49);
+        for (int i = 1; i < scans; i++)
+            jpeg_scan(&f, k, 1, 1, 63, 0, &d1);
         put16(&f, 0xFFD9);
         if (scans == 500)
             expect_decodes("500 scans", &f, 32, 32, NULL);
@@ -1359,6 +1377,123 @@ static void test_jpeg_scan_limits(void)
             expect_refused("501 scans", &f, VIT_ERR_TOO_LARGE, "more than 500 scans");
         free(f.p);
     }
+
+    /* The limits are planned from the markers before any scan is decoded:
+     * here the first scan would be refused while decoding (its DC
+     * overflows), yet the extra scans after it are what is reported.  (The
+     * 17-scan bomb used to be refused only after 16 scans of work.) */
+    bytes dc = dc_max_blocks(2, 1);
+    bytes f = jpeg_begin(0, 16, 8, 1, one, 1, 0xFFFF, 15);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &dc);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &dc);
+    put16(&f, 0xFFD9);
+    expect_refused("DC overflow in scan 1 of 2", &f, VIT_ERR_TOO_LARGE, "more than once");
+    free(f.p);
+    bytes dcp = dc_max_blocks(9, 0);
+    f = jpeg_begin(1, 72, 8, 1, one, 0, 1, 15);
+    jpeg_scan(&f, y, 1, 0, 0, 13, &dcp); /* overflows: see test_jpeg_dc_overflow */
+    for (int i = 0; i < 16 * 9; i++)
+        jpeg_scan(&f, y, 1, 1, 63, 0, &d1);
+    put16(&f, 0xFFD9);
+    expect_refused("DC overflow in scan 1, then 16 passes of AC", &f, VIT_ERR_TOO_LARGE,
+                   "more than 16 times over");
+    free(f.p);
+    free(dc.p);
+    free(dcp.p);
+    free(d49.p);
+    free(d1.p);
+    free(d2.p);
+}
+
+/* Issue 13 follow-up (attack item 1): stb reads zero bits past the end of
+ * a scan's data, so a scan with no data decodes every block; a 362-byte
+ * baseline file claiming 7000x7000 pixels and 16 scans decoded for 30 s.
+ * Refused now, (1) before decoding when a scan's data is shorter than its
+ * blocks can possibly take, (2) while decoding at the first block that
+ * reads past the end of the data. */
+static void test_jpeg_data_runs_out(void)
+{
+    static const int one[1][2] = {{1, 1}}, three[3][2] = {{1, 1}, {1, 1}, {1, 1}};
+    static const int y[1] = {1}, ycc[3] = {1, 2, 3};
+    /* (1) The bomb's shape at 512x512: one interleaved scan, no data (it
+     * needs 2 bits for each of 12,288 blocks); and its 16-scan version. */
+    for (int scans = 1; scans <= 16; scans += 15) {
+        bytes f = jpeg_begin(0, 512, 512, 3, three, 0, 1, 0);
+        for (int i = 0; i < scans; i++)
+            jpeg_scan(&f, ycc, 3, 0, 63, 0, NULL);
+        put16(&f, 0xFFD9);
+        expect_refused("512x512 baseline, empty scans", &f, VIT_ERR_FORMAT,
+                       "scan data too short for the blocks it codes");
+        free(f.p);
+    }
+    /* One bit short of 2 bits a block (64 blocks: 15 bytes + 7 bits). */
+    bytes d = zero_blocks(64, 2);
+    d.n = 15;
+    bytes f = jpeg_begin(0, 64, 64, 1, one, 0, 1, 0);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    expect_refused("baseline data 1 byte short", &f, VIT_ERR_FORMAT, "too short");
+    free(f.p);
+    d.n = 16; /* exactly enough: decodes */
+    f = jpeg_begin(0, 64, 64, 1, one, 0, 1, 0);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    expect_decodes("baseline data of exactly 2 bits a block", &f, 64, 64, NULL);
+    free(f.p);
+
+    /* (2) Enough bytes for the plan, but with an AC table whose "0" is a
+     * coefficient (run 0, size 1) a block of zero bits takes 127 of them:
+     * the 16 bytes hold one block, the second runs out. */
+    static const uint8_t ac_counts[16] = {[0] = 1, [1] = 1}, ac_syms[2] = {0x01, 0x00};
+    bytes zeros = {0};
+    for (int i = 0; i < 16; i++)
+        put8(&zeros, 0);
+    f = jpeg_begin(0, 64, 64, 1, one, 0, 1, 0);
+    jpeg_dht(&f, 1, ac_counts, ac_syms);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &zeros);
+    put16(&f, 0xFFD9);
+    expect_refused("baseline, 63 coefficients a block from zeros", &f, VIT_ERR_FORMAT,
+                   "scan data runs out");
+    free(f.p);
+    /* The same in a progressive AC scan (the 46-scan bomb's shape): a valid
+     * DC scan, then an AC scan of one zero byte, 4 coefficients' worth. */
+    bytes dcd = zero_blocks(64, 1);
+    zeros.n = 1;
+    f = jpeg_begin(1, 64, 64, 1, one, 0, 1, 0);
+    jpeg_dht(&f, 1, ac_counts, ac_syms);
+    jpeg_scan(&f, y, 1, 0, 0, 0, &dcd);
+    jpeg_scan(&f, y, 1, 1, 63, 0, &zeros);
+    put16(&f, 0xFFD9);
+    expect_refused("progressive AC scan, coefficients from zeros", &f, VIT_ERR_FORMAT,
+                   "scan data runs out");
+    free(f.p);
+    /* Restart intervals: each interval's data must hold its blocks. Two
+     * 1-block intervals of 2 bits each decode; with the second interval's
+     * byte replaced by nothing (RST0 then EOI) it is refused. */
+    for (int cut = 0; cut < 2; cut++) {
+        f = jpeg_begin(0, 16, 8, 1, one, 0, 1, 0);
+        put16(&f, 0xFFDD);
+        put16(&f, 4);
+        put16(&f, 1);
+        bytes rd = {0};
+        put8(&rd, 0x3F); /* "00" + 1-bit padding */
+        put16(&rd, 0xFFD0);
+        put8(&rd, 0x3F);
+        if (cut)
+            rd.n = 3;
+        jpeg_scan(&f, y, 1, 0, 63, 0, &rd);
+        put16(&f, 0xFFD9);
+        if (cut)
+            expect_refused("second restart interval empty", &f, VIT_ERR_FORMAT,
+                           "scan data runs out");
+        else
+            expect_decodes("two restart intervals", &f, 16, 8, NULL);
+        free(rd.p);
+        free(f.p);
+    }
+    free(dcd.p);
+    free(zeros.p);
+    free(d.p);
 }
 
 /* ---- EXIF */
@@ -1459,6 +1594,7 @@ int main(void)
     test_jpeg_restarts();
     test_jpeg_progressive();
     test_jpeg_scan_limits();
+    test_jpeg_data_runs_out();
     test_exif_long();
     test_bmp_topdown();
     return check_result();
