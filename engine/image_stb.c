@@ -919,6 +919,49 @@ static uint64_t png_raw_size(uint32_t w, uint32_t h, unsigned depth, unsigned co
     return total;
 }
 
+/* Bytes of pixel memory stb 2.27 holds at its peak decoding a w x h PNG
+ * with this IHDR (trns: a tRNS chunk precedes the data) to 8-bit RGB, given
+ * raw, its inflated size (png_raw_size).  Its steps and what each holds at
+ * once: inflate (raw) + unfilter into the image at the file's bit depth
+ * (16-bit kept as 2 bytes a sample; tRNS on grey/RGB adds an alpha channel)
+ * + for Adam7 one pass image at a time (the largest: pass 7, half the
+ * rows, unless the image is tiny); palette expansion (indices + 3 or 4 bytes a pixel); conversion to
+ * 3 channels at the file's depth; 16 to 8 bits.  The compressed data stb
+ * also buffers is bounded by the file size, not counted here.  A 16-bit
+ * RGBA Adam7 PNG needs 20 bytes a pixel (380 KB of zeros claiming 49
+ * megapixels: ~1 GB), an 8-bit one at most ~10. */
+static uint64_t png_decode_bytes(uint32_t w, uint32_t h, unsigned depth, unsigned color,
+                                 unsigned interlace, int trns, uint64_t raw)
+{
+    static const unsigned channels[7] = {1, 0, 3, 1, 2, 0, 4};
+    uint64_t px = (uint64_t)w * h; /* w, h <= IMG_STB_MAX_SIDE: no overflow below */
+    uint64_t bps = depth == 16 ? 2 : 1;
+    uint64_t n = channels[color] + (trns && color != 3 ? 1 : 0);
+    uint64_t peak = raw + px * n * bps;
+    if (interlace) { /* the largest Adam7 pass image, as png_raw_size sizes them */
+        static const uint32_t xorig[7] = {0, 4, 0, 2, 0, 1, 0}, yorig[7] = {0, 0, 4, 0, 2, 0, 1};
+        static const uint32_t xspc[7] = {8, 8, 4, 4, 2, 2, 1}, yspc[7] = {8, 8, 8, 4, 4, 2, 2};
+        uint64_t most = 0;
+        for (int p = 0; p < 7; p++) {
+            uint64_t pw = (w + xspc[p] - 1 - xorig[p]) / xspc[p];
+            uint64_t ph = (h + yspc[p] - 1 - yorig[p]) / yspc[p];
+            if (pw * ph > most)
+                most = pw * ph;
+        }
+        peak += most * n * bps;
+    }
+    if (color == 3) { /* stbi__expand_png_palette */
+        n = trns ? 4 : 3;
+        if (px + px * n > peak)
+            peak = px + px * n;
+    }
+    if (n != 3 && px * (n + 3) * bps > peak) /* stbi__convert_format(16) */
+        peak = px * (n + 3) * bps;
+    if (bps == 2 && px * 9 > peak) /* stbi__convert_16_to_8 */
+        peak = px * 9;
+    return peak;
+}
+
 /* Inflation state of png_guard. */
 typedef struct png_inflate {
     z_stream zs;
@@ -982,10 +1025,12 @@ static guard_verdict png_feed(png_inflate *st, const uint8_t *p, size_t n, const
 
 /* Walks the chunks of a PNG (signature already checked by the caller) up
  * to IEND, inflating the IDAT data; with headers_only, stops at the first
- * IDAT (all stbi__png_info reads).  *reason is set unless the verdict is
- * GUARD_PASS. */
+ * IDAT (all stbi__png_info reads).  Otherwise, at the first IDAT, refuses
+ * (GUARD_TOO_MUCH, *need set) a file whose decoding needs more than
+ * max_bytes of pixel memory (png_decode_bytes), before inflating any of
+ * it.  *reason is set unless the verdict is GUARD_PASS. */
 static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
-                               const char **reason)
+                               uint64_t max_bytes, uint64_t *need, const char **reason)
 {
     png_inflate *st = calloc(1, sizeof *st);
     if (!st) {
@@ -993,7 +1038,8 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
         return GUARD_NOMEM;
     }
     guard_verdict v = GUARD_PASS;
-    int have_ihdr = 0;
+    int have_ihdr = 0, trns = 0, sized = 0;
+    const uint8_t *ihdr = NULL;
     size_t pos = 8;
     for (;;) {
         if (len - pos < 8) {
@@ -1014,6 +1060,7 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
             if (have_ihdr || clen != 13)
                 break; /* stb refuses it */
             have_ihdr = 1;
+            ihdr = body;
             uint32_t w = (uint32_t)body[0] << 24 | (uint32_t)body[1] << 16 |
                          (uint32_t)body[2] << 8 | body[3];
             uint32_t h = (uint32_t)body[4] << 24 | (uint32_t)body[5] << 16 |
@@ -1033,6 +1080,19 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
         } else if (memcmp(type, "IDAT", 4) == 0) {
             if (headers_only)
                 break;
+            if (!sized) { /* all chunks stb reads before the data are known */
+                sized = 1;
+                uint32_t w = (uint32_t)ihdr[0] << 24 | (uint32_t)ihdr[1] << 16 |
+                             (uint32_t)ihdr[2] << 8 | ihdr[3];
+                uint32_t h = (uint32_t)ihdr[4] << 24 | (uint32_t)ihdr[5] << 16 |
+                             (uint32_t)ihdr[6] << 8 | ihdr[7];
+                *need = png_decode_bytes(w, h, ihdr[8], ihdr[9], ihdr[12], trns, st->limit);
+                if (*need > max_bytes) {
+                    *reason = "decoding it needs more memory than the decoder's byte budget";
+                    v = GUARD_TOO_MUCH;
+                    break;
+                }
+            }
             v = png_feed(st, body, clen, reason);
             if (v != GUARD_PASS)
                 break;
@@ -1042,6 +1102,8 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
                 v = GUARD_REFUSE;
             }
             break;
+        } else if (memcmp(type, "tRNS", 4) == 0) {
+            trns = 1;
         } else if (!(type[0] & 0x20) && memcmp(type, "PLTE", 4) != 0) {
             *reason = "unknown critical chunk";
             v = GUARD_REFUSE;
@@ -1054,6 +1116,142 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
         inflateEnd(&st->zs);
     free(st);
     return v;
+}
+
+/* ---- Palettes shorter than the indices ---------------------------------
+ *
+ * stb 2.27 keeps a PNG's palette (palette[1024] in stbi__parse_png_file)
+ * and a BMP's (pal[256][4] in stbi__bmp_load) in uninitialised stack
+ * arrays and fills only the entries the file stores, yet looks up every
+ * index a pixel holds: indices past the stored palette decode to stack
+ * garbage (different from run to run; valgrind: "uninitialised value").
+ * A BMP whose pixel data starts before the end of its header makes stb
+ * compute a negative palette size and read no entry at all.
+ * Refusing such files would need every index: unfiltering a PNG's whole
+ * image, a pass over a BMP's.  PIL decodes them, reading an index past the
+ * palette as grey (i, i, i) (its default palette), so stb is given a copy
+ * whose palette is padded to 256 entries with that ramp: deterministic,
+ * and the same pixels as PIL.  Costs one copy of the file, only for
+ * palette files whose palette is short.  The negative BMP palette is
+ * refused. */
+
+/* Writes PIL's default palette entries first..255, (i, i, i), es bytes
+ * each (a 4th byte, BMP's reserved one, is 0). */
+static uint8_t *put_ramp(uint8_t *o, int first, int es)
+{
+    for (int i = first; i < 256; i++) {
+        o[0] = o[1] = o[2] = (uint8_t)i;
+        if (es == 4)
+            o[3] = 0;
+        o += es;
+    }
+    return o;
+}
+
+/* For a palette PNG (already passed by png_guard) whose PLTE chunks hold
+ * fewer than 256 entries, makes *out a malloc'd copy with each such PLTE
+ * padded by put_ramp (CRC recomputed).  Returns 1 with a copy, 0 if none
+ * is needed, -1 out of memory. */
+static int png_pad_palette(const uint8_t *d, size_t len, uint8_t **out, size_t *out_len)
+{
+    size_t pos = 8, grow = 0;
+    int palette = 0;
+    for (int pass = 0; pass < 2; pass++) { /* 0: measure, 1: copy */
+        uint8_t *o = NULL;
+        if (pass == 1) {
+            if (grow == 0)
+                return 0;
+            if (grow > (size_t)INT_MAX - len)
+                return -1; /* stb reads at most INT_MAX bytes */
+            *out = o = malloc(len + grow);
+            if (!o)
+                return -1;
+            memcpy(o, d, 8);
+            o += 8;
+            pos = 8;
+        }
+        while (len - pos >= 8) {
+            uint32_t clen = (uint32_t)d[pos] << 24 | (uint32_t)d[pos + 1] << 16 |
+                            (uint32_t)d[pos + 2] << 8 | d[pos + 3];
+            const uint8_t *type = d + pos + 4;
+            if (clen > len - pos - 8)
+                break; /* png_guard refused it; never reached */
+            size_t whole = 8 + (size_t)clen + (len - pos - 8 - clen < 4 ? len - pos - 8 - clen : 4);
+            if (memcmp(type, "IHDR", 4) == 0 && clen == 13)
+                palette = d[pos + 8 + 9] == 3;
+            int pad = palette && memcmp(type, "PLTE", 4) == 0 && clen > 0 && clen < 768 &&
+                      clen % 3 == 0;
+            if (pass == 0 && pad)
+                grow += 768 - clen + 4; /* + a CRC the original may lack */
+            if (pass == 1 && pad) {
+                uint8_t *c = o;
+                o[0] = 0, o[1] = 0, o[2] = 3, o[3] = 0; /* length 768 */
+                memcpy(o + 4, type, 4 + clen);
+                o = put_ramp(o + 8 + clen, (int)(clen / 3), 3);
+                uint32_t crc = (uint32_t)crc32(crc32(0, NULL, 0), c + 4, 4 + 768);
+                o[0] = (uint8_t)(crc >> 24), o[1] = (uint8_t)(crc >> 16);
+                o[2] = (uint8_t)(crc >> 8), o[3] = (uint8_t)crc;
+                o += 4;
+            } else if (pass == 1) {
+                memcpy(o, d + pos, whole);
+                o += whole;
+            }
+            pos += whole;
+            if (memcmp(type, "IEND", 4) == 0)
+                break;
+        }
+        if (pass == 1) {
+            memcpy(o, d + pos, len - pos); /* whatever follows IEND */
+            o += len - pos;
+            *out_len = (size_t)(o - *out);
+        }
+    }
+    return 1;
+}
+
+/* For a palette BMP, the palette size stb 2.27 computes (stbi__bmp_load),
+ * and if it is short of the indices the bit depth allows, a malloc'd copy
+ * in *out with the palette padded by put_ramp and the pixel data offset
+ * moved past it.  Returns 1 with a copy, 0 if none is needed (or stb
+ * refuses the header itself), -1 out of memory, -2 for a negative
+ * palette size (refused). */
+static int bmp_pad_palette(const uint8_t *d, size_t len, uint8_t **out, size_t *out_len)
+{
+    if (len < 30)
+        return 0;
+    int32_t offset = (int32_t)((uint32_t)d[10] | (uint32_t)d[11] << 8 | (uint32_t)d[12] << 16 |
+                               (uint32_t)d[13] << 24);
+    uint32_t hsz = (uint32_t)d[14] | (uint32_t)d[15] << 8 | (uint32_t)d[16] << 16 |
+                   (uint32_t)d[17] << 24;
+    if (offset < 0 || (hsz != 12 && hsz != 40 && hsz != 56 && hsz != 108 && hsz != 124))
+        return 0; /* stb: "bad BMP", "unknown BMP" */
+    unsigned bpp = hsz == 12 ? (unsigned)d[24] | (unsigned)d[25] << 8
+                             : (unsigned)d[28] | (unsigned)d[29] << 8;
+    if (bpp != 1 && bpp != 4 && bpp != 8)
+        return 0; /* no palette; stb refuses other depths under 16 */
+    int64_t es = hsz == 12 ? 3 : 4;
+    /* stb: (offset - 14 - 24) / 3 for OS/2 headers, (offset - 14 - hsz) >> 2 */
+    int64_t room = (int64_t)offset - 14 - (hsz == 12 ? 24 : (int64_t)hsz);
+    int64_t psize = hsz == 12 ? room / 3 : (room >= 0 ? room / 4 : -((-room + 3) / 4));
+    if (psize < 0)
+        return -2;
+    if (psize == 0 || psize >= (1 << bpp) || psize > 256)
+        return 0; /* stb refuses 0 and > 256; otherwise every index is stored */
+    size_t at = 14 + hsz + (size_t)psize * (size_t)es, grow = (size_t)((256 - psize) * es);
+    if (at > len || (uint64_t)offset + grow > INT32_MAX)
+        return 0; /* image.c refused it as truncated; never reached */
+    uint8_t *o = malloc(len + grow);
+    if (!o)
+        return -1;
+    memcpy(o, d, at);
+    put_ramp(o + at, (int)psize, (int)es);
+    memcpy(o + at + grow, d + at, len - at);
+    uint32_t noff = (uint32_t)offset + (uint32_t)grow;
+    o[10] = (uint8_t)noff, o[11] = (uint8_t)(noff >> 8);
+    o[12] = (uint8_t)(noff >> 16), o[13] = (uint8_t)(noff >> 24);
+    *out = o;
+    *out_len = len + grow;
+    return 1;
 }
 
 /* Builds a result from stb's current failure reason. */
@@ -1086,7 +1284,9 @@ img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t l
         return r;
     }
     const char *reason = NULL;
-    guard_verdict v = format == IMG_STB_PNG ? png_guard(data, len, 1, &reason) : GUARD_PASS;
+    uint64_t need = 0;
+    guard_verdict v =
+        format == IMG_STB_PNG ? png_guard(data, len, 1, 0, &need, &reason) : GUARD_PASS;
     if (v != GUARD_PASS) { /* palette PNGs: stb reads chunks up to the first IDAT */
         img_stb_result r = {0, 0, v == GUARD_NOMEM, reason};
         return r;
@@ -1115,11 +1315,12 @@ img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t l
     return r;
 }
 
-img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint8_t **pixels, int *w,
-                                  int *h)
+img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint64_t max_bytes,
+                                  uint64_t *need_bytes, uint8_t **pixels, int *w, int *h)
 {
     *pixels = NULL;
-    if (len > INT_MAX) {
+    *need_bytes = 0;
+    if (len > INT_MAX - 1024) {
         img_stb_result r = {0, 1, 0, "too large"};
         return r;
     }
@@ -1128,20 +1329,33 @@ img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint8_t **pix
      * anything starting with SOI, its PNG reader the 8-byte signature. */
     const char *reason = NULL;
     guard_verdict v = GUARD_PASS;
+    int is_png = len >= 8 && memcmp(data, "\x89PNG\r\n\x1A\n", 8) == 0;
+    int is_bmp = len >= 2 && data[0] == 'B' && data[1] == 'M';
     if (len >= 2 && data[0] == 0xFF && data[1] == 0xD8)
         v = jpeg_guard(data, len, &reason);
-    else if (len >= 8 && memcmp(data, "\x89PNG\r\n\x1A\n", 8) == 0)
-        v = png_guard(data, len, 0, &reason);
-    /* BMP needs no guard: stb reads it row by row, bounded by its
+    else if (is_png)
+        v = png_guard(data, len, 0, max_bytes, need_bytes, &reason);
+    /* BMP needs no work guard: stb reads it row by row, bounded by its
      * dimensions, and image.c refuses files shorter than their rows. */
     if (v != GUARD_PASS) {
         img_stb_result r = {0, v == GUARD_TOO_MUCH, v == GUARD_NOMEM, reason};
         return r;
     }
+    uint8_t *copy = NULL;
+    size_t copy_len = 0;
+    int pad = is_png ? png_pad_palette(data, len, &copy, &copy_len)
+                     : is_bmp ? bmp_pad_palette(data, len, &copy, &copy_len) : 0;
+    if (pad < 0) {
+        img_stb_result r = {0, 0, pad == -1, pad == -1 ? "out of memory"
+                                                       : "pixel data starts inside the header"};
+        return r;
+    }
     int channels_in_file = 0;
     /* req_comp = 3: stb converts grey -> RGB by replication and drops alpha
      * (stbi__convert_format copies the first three channels, no premultiply). */
-    stbi_uc *p = stbi_load_from_memory(data, (int)len, w, h, &channels_in_file, 3);
+    stbi_uc *p = pad ? stbi_load_from_memory(copy, (int)copy_len, w, h, &channels_in_file, 3)
+                     : stbi_load_from_memory(data, (int)len, w, h, &channels_in_file, 3);
+    free(copy);
     if (!p)
         return stb_failure();
     *pixels = p;

@@ -1001,6 +1001,119 @@ static void test_png_inflate_bound(void)
     free(f1.p);
 }
 
+/* Issue 13 (attack item 2): stb 2.27 keeps palettes in uninitialised stack
+ * arrays, so an index past the stored palette decoded to stack garbage.
+ * Such indices now read as PIL reads them for PNG: grey (i, i, i).  A
+ * 16x16 image holds every index 0..255. */
+static void test_short_palette(void)
+{
+    uint8_t idx[256];
+    for (int i = 0; i < 256; i++)
+        idx[i] = (uint8_t)i;
+    /* PNG, 8-bit palette, PLTE with one entry. */
+    bytes raw = {0};
+    for (int y = 0; y < 16; y++) {
+        put8(&raw, 0);
+        put(&raw, idx + 16 * y, 16);
+    }
+    bytes z = zlib_stream(raw.p, raw.n, 0);
+    bytes f = {0};
+    put(&f, "\x89PNG\r\n\x1A\n", 8);
+    static const uint8_t ihdr[13] = {0, 0, 0, 16, 0, 0, 0, 16, 8, 3, 0, 0, 0};
+    png_chunk(&f, "IHDR", ihdr, 13);
+    png_chunk(&f, "PLTE", "\x10\x20\x30", 3);
+    png_chunk(&f, "IDAT", z.p, z.n);
+    png_chunk(&f, "IEND", NULL, 0);
+    img_image img = {0};
+    if (expect_decodes("PNG, 1-entry palette, indices 0..255", &f, 16, 16, &img)) {
+        int bad = -1;
+        for (int i = 0; i < 256 && bad < 0; i++) {
+            const uint8_t *px = img.pixels + 3 * i;
+            uint8_t r = i ? (uint8_t)i : 0x10, g = i ? (uint8_t)i : 0x20, b = i ? (uint8_t)i : 0x30;
+            if (px[0] != r || px[1] != g || px[2] != b)
+                bad = i;
+        }
+        CHECKF(bad < 0, "PNG short palette: index %d decodes to (%d, %d, %d)", bad,
+               bad < 0 ? 0 : img.pixels[3 * bad], bad < 0 ? 0 : img.pixels[3 * bad + 1],
+               bad < 0 ? 0 : img.pixels[3 * bad + 2]);
+    }
+    img_free(&img);
+    free(f.p);
+    free(z.p);
+    free(raw.p);
+
+    /* BMP, 8-bit, two palette entries (bottom-up: file row 0 is the
+     * image's bottom row). */
+    uint8_t rows[256];
+    for (int y = 0; y < 16; y++)
+        memcpy(rows + 16 * y, idx + 16 * (15 - y), 16);
+    bytes b = bmp_file(16, 16, 8, 2, rows);
+    if (expect_decodes("BMP, 2-entry palette, indices 0..255", &b, 16, 16, &img)) {
+        int bad = -1;
+        for (int i = 0; i < 256 && bad < 0; i++) {
+            const uint8_t *px = img.pixels + 3 * i;
+            uint8_t r = i < 2 ? (uint8_t)(i + 1) : (uint8_t)i;
+            uint8_t g = i < 2 ? (uint8_t)(2 * i) : (uint8_t)i;
+            uint8_t bl = i < 2 ? (uint8_t)(255 - i) : (uint8_t)i;
+            if (px[0] != r || px[1] != g || px[2] != bl)
+                bad = i;
+        }
+        CHECKF(bad < 0, "BMP short palette: index %d decodes to (%d, %d, %d)", bad,
+               bad < 0 ? 0 : img.pixels[3 * bad], bad < 0 ? 0 : img.pixels[3 * bad + 1],
+               bad < 0 ? 0 : img.pixels[3 * bad + 2]);
+    }
+    img_free(&img);
+    /* Pixel data starting inside the header: stb computed a negative
+     * palette size and read no entry at all. */
+    b.p[10] = b.p[11] = b.p[12] = b.p[13] = 0;
+    expect_refused("BMP pixel data at offset 0", &b, VIT_ERR_FORMAT, "inside the header");
+    free(b.p);
+}
+
+/* Issue 13 (attack item 3): the decoder's memory is bounded from the PNG
+ * header (bit depth, channels, interlacing), not only its pixels: a 16-bit
+ * RGBA Adam7 PNG makes stb hold ~20 bytes a pixel (a 381 KB file claiming
+ * 49 megapixels: 965 MB at the default budget).  The limit is 12 bytes per
+ * pixel of max_pixels, so every 8-bit image of max_pixels loads. */
+static void test_png_byte_budget(void)
+{
+    struct {
+        int w, h, depth, color, il;
+        size_t max_pixels;
+        vit_status want;
+    } cases[] = {
+        {64, 64, 16, 6, 1, 64 * 64, VIT_ERR_TOO_LARGE},     /* ~20 bytes a pixel */
+        {64, 64, 16, 6, 1, 2 * 64 * 64, VIT_OK},            /* the same, half the budget used */
+        {64, 64, 16, 6, 0, 64 * 64, VIT_ERR_TOO_LARGE},     /* ~16 */
+        {64, 64, 16, 2, 0, 2 * 64 * 64, VIT_OK},
+        {64, 64, 8, 6, 1, 64 * 64, VIT_OK},                 /* 8-bit RGBA Adam7 at the budget */
+        {1, 4096, 8, 6, 1, 4096, VIT_OK},                   /* the worst 8-bit shape: ~11 */
+        {4096, 1, 8, 6, 1, 4096, VIT_OK},
+        {64, 64, 8, 4, 1, 64 * 64, VIT_OK},
+    };
+    static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bytes raw = png_scanlines(cases[i].w, cases[i].h, channels[cases[i].color] * cases[i].depth,
+                                  cases[i].il, NULL);
+        bytes z = zlib_stream(raw.p, raw.n, 0);
+        bytes f = png_file((uint32_t)cases[i].w, (uint32_t)cases[i].h, cases[i].depth,
+                           cases[i].color, cases[i].il, &z, 0);
+        img_image img = {0};
+        vit_error err = {VIT_OK, ""};
+        vit_status s = img_decode(f.p, f.n, cases[i].max_pixels, &img, &err);
+        CHECKF(s == cases[i].want &&
+                   (s == VIT_OK || (strstr(err.message, "needs") && strstr(err.message, "12 bytes"))),
+               "PNG %dx%d %d-bit colour %d%s, max_pixels %zu: %s (%s), want %s", cases[i].w,
+               cases[i].h, cases[i].depth, cases[i].color, cases[i].il ? " Adam7" : "",
+               cases[i].max_pixels, vit_status_name(s), err.message,
+               vit_status_name(cases[i].want));
+        img_free(&img);
+        free(raw.p);
+        free(z.p);
+        free(f.p);
+    }
+}
+
 /* ---- JPEG */
 
 /* Bit writer for entropy-coded data: MSB first, 0xFF stuffed with 0x00,
@@ -1597,5 +1710,7 @@ int main(void)
     test_jpeg_data_runs_out();
     test_exif_long();
     test_bmp_topdown();
+    test_short_palette();
+    test_png_byte_budget();
     return check_result();
 }
