@@ -1084,6 +1084,10 @@ static void test_png_byte_budget(void)
     } cases[] = {
         {64, 64, 16, 6, 1, 64 * 64, VIT_ERR_TOO_LARGE},     /* ~20 bytes a pixel */
         {64, 64, 16, 6, 1, 2 * 64 * 64, VIT_OK},            /* the same, half the budget used */
+        /* Its need, counted: inflated 32,888 + image 32,768 + Adam7 pass 7
+         * (64 x 32 pixels) 16,384 = 82,040 bytes; 12 x 6,836 is 8 short. */
+        {64, 64, 16, 6, 1, 6836, VIT_ERR_TOO_LARGE},
+        {64, 64, 16, 6, 1, 6837, VIT_OK},
         {64, 64, 16, 6, 0, 64 * 64, VIT_ERR_TOO_LARGE},     /* ~16 */
         {64, 64, 16, 2, 0, 2 * 64 * 64, VIT_OK},
         {64, 64, 8, 6, 1, 64 * 64, VIT_OK},                 /* 8-bit RGBA Adam7 at the budget */
