@@ -20,7 +20,8 @@
  *      raises "image file is truncated".  Before stb runs, image_stb.c's
  *      guards bound the work by the header's dimensions: PNG data may not
  *      inflate past what they need, a JPEG gets at most 500 scans and 16
- *      block decodes per block (over: VIT_ERR_TOO_LARGE), and files that
+ *      block decodes per block, 1 if sequential (over: VIT_ERR_TOO_LARGE),
+ *      scan data must hold the bits its blocks read, and files that
  *      would reach stb 2.27's arithmetic bugs are VIT_ERR_FORMAT;
  *   4. JPEG only: apply the EXIF orientation (IFD0 tag 0x0112) like PIL's
  *      ImageOps.exif_transpose, so the model sees the picture upright.
@@ -30,11 +31,13 @@
 #include "image.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "image_impl.h"
 
@@ -393,12 +396,30 @@ vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_im
                              "corrupt BMP image: truncated (less pixel data than %dx%d needs)",
                              w, h);
 
+    /* The decoder's pixel memory is bounded too, not only the pixels: a
+     * 16-bit RGBA Adam7 PNG holds 20 bytes a pixel at once in stb (a 381 KB
+     * file claiming 49 megapixels: ~1 GB).  IMG_DECODE_BYTES_PER_PIXEL bytes
+     * for each pixel of the budget are enough for every 8-bit PNG (at most
+     * ~10: RGBA, Adam7) so any legal 8-bit image of max_pixels loads; deeper
+     * ones get the same bytes.  (JPEG and BMP decode to fixed bytes a pixel,
+     * bounded by the pixel budget.) */
+    uint64_t budget = max_pixels > UINT64_MAX / IMG_DECODE_BYTES_PER_PIXEL
+                          ? UINT64_MAX
+                          : (uint64_t)max_pixels * IMG_DECODE_BYTES_PER_PIXEL;
+    uint64_t need = 0;
     uint8_t *pixels = NULL;
     int dw = 0, dh = 0;
-    r = img_stb_decode_rgb(data, len, &pixels, &dw, &dh);
+    r = img_stb_decode_rgb(data, len, budget, &need, &pixels, &dw, &dh);
     if (!r.ok && r.nomem)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory decoding a %dx%d %s image", w,
                              h, fname);
+    if (!r.ok && r.too_large && need > budget)
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "%s image refused: decoding it needs %llu bytes of memory (bit "
+                             "depth, channels, interlacing), over the limit of %llu (%d bytes a "
+                             "pixel of the %zu-pixel budget)",
+                             fname, (unsigned long long)need, (unsigned long long)budget,
+                             IMG_DECODE_BYTES_PER_PIXEL, max_pixels);
     if (!r.ok && r.too_large) /* a decoding-work limit, or stb's own size check */
         return vit_error_set(err, VIT_ERR_TOO_LARGE, "%s image refused: %s", fname, r.reason);
     if (!r.ok)
@@ -431,14 +452,14 @@ vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_im
 
 /* ------------------------------------------------------- files */
 
-/* Reads all of f into a malloc'd buffer, refusing more than max_bytes.
- * size_hint (the file size for regular files, else 0) sets the first
- * allocation; the buffer still grows if the file grew meanwhile.  On success
- * the caller frees *buf. */
-static vit_status read_all(FILE *f, size_t size_hint, size_t max_bytes, uint8_t **buf,
+/* Reads the regular file open on fd into a malloc'd buffer, refusing more
+ * than max_bytes.  size_hint (its size at fstat) sets the first
+ * allocation; the buffer still grows if the file grew meanwhile, but never
+ * past max_bytes + 1 bytes read (one over is enough to say "too big").  On
+ * success the caller frees *buf. */
+static vit_status read_all(int fd, size_t size_hint, size_t max_bytes, uint8_t **buf,
                            size_t *len, vit_error *err)
 {
-    /* Reading `limit` bytes (one over max_bytes) is enough to say "too big". */
     size_t limit = max_bytes < SIZE_MAX ? max_bytes + 1 : SIZE_MAX;
     size_t cap = size_hint > 0 && size_hint < SIZE_MAX ? size_hint + 1 : 65536;
     if (cap > limit)
@@ -461,16 +482,18 @@ static vit_status read_all(FILE *f, size_t size_hint, size_t max_bytes, uint8_t 
             b = nb;
             cap = ncap;
         }
-        size_t got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                int e = errno;
-                free(b);
-                return vit_error_set(err, VIT_ERR_IO, "read failed: %s", strerror(e));
-            }
-            break;
+        size_t want = cap - n < SSIZE_MAX ? cap - n : SSIZE_MAX;
+        ssize_t got = read(fd, b + n, want);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            int e = errno;
+            free(b);
+            return vit_error_set(err, VIT_ERR_IO, "read failed: %s", strerror(e));
         }
+        if (got == 0)
+            break;
+        n += (size_t)got;
     }
     if (n > max_bytes) {
         free(b);
@@ -490,33 +513,40 @@ vit_status img_load_file(const char *path, size_t max_bytes, size_t max_pixels, 
     out->width = out->height = 0;
     out->pixels = NULL;
 
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* Only regular files are images.  O_NONBLOCK: opening a FIFO for
+     * reading would otherwise block until a writer appears (forever, for a
+     * CLI given a FIFO by mistake or by a hostile data set); it changes
+     * nothing for a regular file.  O_NOCTTY: a terminal never becomes our
+     * controlling one.  The type is then checked on the descriptor itself
+     * (fstat, not stat before open: no race with a rename in between), so
+     * FIFOs, sockets and devices (/dev/zero, /dev/tty) are refused before a
+     * byte is read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
         int e = errno;
         return vit_error_set(err, e == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
                              "cannot open %s: %s", path, strerror(e));
     }
     struct stat st;
-    size_t hint = 0;
-    if (fstat(fileno(f), &st) == 0) {
-        if (S_ISDIR(st.st_mode)) {
-            fclose(f);
-            return vit_error_set(err, VIT_ERR_IO, "cannot read %s: is a directory", path);
-        }
-        if (S_ISREG(st.st_mode)) {
-            if ((uint64_t)st.st_size > max_bytes) {
-                fclose(f);
-                return vit_error_set(err, VIT_ERR_TOO_LARGE,
-                                     "%s is %lld bytes, over the limit of %zu", path,
-                                     (long long)st.st_size, max_bytes);
-            }
-            hint = (size_t)st.st_size;
-        }
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return vit_error_set(err, VIT_ERR_IO, "cannot stat %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return vit_error_set(err, VIT_ERR_IO, "cannot read %s: %s", path,
+                             S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        close(fd);
+        return vit_error_set(err, VIT_ERR_TOO_LARGE, "%s is %lld bytes, over the limit of %zu",
+                             path, (long long)st.st_size, max_bytes);
     }
     uint8_t *buf = NULL;
     size_t len = 0;
-    vit_status s = read_all(f, hint, max_bytes, &buf, &len, err);
-    fclose(f);
+    vit_status s = read_all(fd, (size_t)st.st_size, max_bytes, &buf, &len, err);
+    close(fd);
     if (s != VIT_OK)
         return vit_error_prefix(err, "%s", path);
     s = img_decode(buf, len, max_pixels, out, err);

@@ -37,7 +37,14 @@ typedef struct img_image {
  * pixel memory is allocated, and the decoding work stays proportional to
  * it: PNG data inflating past what the header needs is VIT_ERR_FORMAT, a
  * JPEG with more than 500 scans or scans decoding its blocks more than 16
- * times over is VIT_ERR_TOO_LARGE; truncated JPEG/BMP/PNG data is
+ * times over (once, if sequential) is VIT_ERR_TOO_LARGE, one whose scan
+ * data is too short for its blocks or runs out is VIT_ERR_FORMAT (all
+ * planned from the markers before decoding); a PNG whose decoding needs
+ * more than 12 bytes of memory per pixel of max_pixels (16-bit, many
+ * channels, interlaced: up to 20 per pixel of its own) is VIT_ERR_TOO_LARGE,
+ * so every 8-bit image within max_pixels loads; palette indices past a
+ * short palette read as grey (i, i, i), as PIL does; a BMP whose pixel data
+ * starts inside its header is VIT_ERR_FORMAT; truncated JPEG/BMP/PNG data is
  * VIT_ERR_FORMAT (PIL refuses it too); JPEG EXIF orientations 2..8 (SHORT
  * or LONG, either byte order) are applied like PIL's
  * ImageOps.exif_transpose.  On failure *out is zeroed.  Thread-safe. */
@@ -45,8 +52,10 @@ vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_im
                       vit_error *err);
 
 /* Reads a file (refusing more than max_bytes) and decodes it.  Missing file:
- * VIT_ERR_NOT_FOUND; unreadable or a directory: VIT_ERR_IO; over max_bytes:
- * VIT_ERR_TOO_LARGE; then as img_decode.  Messages name the path. */
+ * VIT_ERR_NOT_FOUND; unreadable, a directory or anything but a regular file
+ * (a FIFO, socket or device: refused without blocking or reading):
+ * VIT_ERR_IO; over max_bytes: VIT_ERR_TOO_LARGE; then as img_decode.
+ * Messages name the path. */
 vit_status img_load_file(const char *path, size_t max_bytes, size_t max_pixels, img_image *out,
                          vit_error *err);
 

@@ -25,10 +25,13 @@
  *     arithmetic (a 16-bit DQT, large DC differences; fixed upstream in
  *     2.28) and a shift by up to 39 bits in the bit reader when the data
  *     ends inside a block: the JPEG guard redoes the DC arithmetic in 64
- *     bits and watches the bit count;
+ *     bits and refuses data that runs out;
  *   - work and memory out of proportion to the image: a JPEG with
- *     thousands of (empty) scans, each decoded over the whole image (the
- *     JPEG guard caps scans and block decodes), and a PNG whose compressed
+ *     thousands of (empty) scans, each decoded over the whole image, or
+ *     with scans whose data is far shorter than its blocks (stb reads
+ *     zeros past the end): the JPEG guard plans scans and block decodes
+ *     from the markers before decoding and refuses data that runs out; a
+ *     PNG whose compressed
  *     data inflates far past what its header's dimensions need, which stb
  *     buffers whole (the PNG guard inflates it once with zlib, counting,
  *     and stops at the need, and refuses headers it cannot size, which
@@ -205,33 +208,42 @@ typedef enum guard_verdict {
     GUARD_NOMEM
 } guard_verdict;
 
-/* ---- JPEG guard: scan limits, stb 2.27's DC overflow and bit underflow ---
+/* ---- JPEG guard: work planned from the markers, data that runs out, DC -----
  *
  * More ways a small hostile JPEG hurts stb 2.27 that only show in its scans:
  *   - work: stb decodes every scan over all blocks of the scan's
  *     components, and reads missing entropy-coded data as zero bits, so a
  *     scan costs a pass over the image even when it holds no data: an 86 KB
- *     progressive JPEG with 2,000 empty SOS headers decodes for a minute.
+ *     progressive JPEG with 2,000 empty SOS headers decodes for a minute, a
+ *     362-byte baseline one claiming 7000x7000 pixels and 16 scans for 30 s
+ *     (zero bits that decode to 63 coefficients a block).
  *   - arithmetic: stbi__jpeg_decode_block adds each DC difference to an int
  *     predictor and multiplies the sum by the quantiser with no range check
  *     (stbi__jpeg_decode_block_prog_dc: by 1 << Al), so a 16-bit DQT with
  *     category-15 differences overflows int (undefined behaviour; 2.28
  *     added the checks).  The predictor itself overflows after ~65,000
  *     blocks of large differences, whatever the quantiser.
- *   - bit underflow: when the data ends inside a block (see bits_ok).
+ *   - bit underflow: when the data ends inside a block (see guard_fill).
  *
- * jpeg_guard runs stb's own marker code (stbi__process_marker & co.) and
+ * jpeg_guard makes two walks.  The planning walk (plan_scan_data) reads
+ * every marker and scan header and skips each scan's data without decoding
+ * it, so the limits below that depend only on the headers, and a minimum
+ * data length per scan, refuse a file before any decoding, in time linear
+ * in its size.  The decoding walk then runs stb's own marker code (stbi__process_marker & co.) and
  * stb's own bit reader and Huffman decoder over the file, in stb's order,
  * so it sees exactly the tables, restart intervals, scans and bits stb
  * will.  It mirrors every block decode of every scan (no coefficients, no
  * IDCT, no pixel memory: progressive files keep 8 bytes of nonzero flags
  * per block, what refinement scans read) and refuses:
- *   - more than IMG_JPEG_MAX_SCANS scans: libjpeg-turbo's TurboJPEG refuses
+ *   - (planned) more than IMG_JPEG_MAX_SCANS scans: libjpeg-turbo's TurboJPEG refuses
  *     the same number when asked to limit scans (TJFLAG_LIMITSCANS,
  *     TJPARAM_SCANLIMIT); real encoders write 6-12 (libjpeg's
  *     jpeg_simple_progression: 10 for colour, 6 for grey);
- *   - scans that together decode more than IMG_JPEG_MAX_PASSES times as many
- *     8x8 blocks as the image has.  The scan count alone does not bound the
+ *   - (planned) scans that together decode more than IMG_JPEG_MAX_PASSES
+ *     times as many 8x8 blocks as the image has in a progressive file, more
+ *     than once in a sequential one (which codes each component in exactly
+ *     one scan; a repeat only re-decodes, with a full IDCT, blocks already
+ *     done).  The scan count alone does not bound the
  *     work: 500 passes over a large image is the bomb again (measured: 2,000
  *     empty scans of a 1024x1024 image, 14 s).  A baseline file decodes each
  *     block once, libjpeg's jpeg_simple_progression 4.7 (4:4:4) to 6 (grey)
@@ -239,13 +251,18 @@ typedef enum guard_verdict {
  *     in any scan costs at most about one baseline block's entropy decoding
  *     (64 coefficients), so stb's work stays within 16 times the entropy
  *     decoding of an image of that size, which the caller's pixel budget
- *     bounds.  Both limits are checked before a scan is decoded;
+ *     bounds;
+ *   - (planned) a scan whose data is shorter than its blocks can take at
+ *     the very least (plan_scan_data);
+ *   - any block that reads a bit past the end of its scan's (or restart
+ *     interval's) data (guard_fill): then the symbols decoded are bounded
+ *     by the bits in the file, not by the blocks its header claims;
  *   - a DC value that would overflow stb's int arithmetic (computed here in
- *     64 bits), and data ending inside a block;
+ *     64 bits);
  *   - a DHT segment stb 2.27 would overflow on (dht_segment_safe), checked
  *     just before stb would parse it, as jpeg_dht_safe does for the header.
- * Where stb would fail, the guard stops and lets stb report it.  Cost:
- * about one extra Huffman pass over the data. */
+ * Where stb would fail, the guard stops and lets stb report it.  Cost: one
+ * pass over the bytes, then about one extra Huffman pass over the data. */
 
 #define IMG_JPEG_MAX_SCANS 500 /* SOS segments stb may process per file */
 #define IMG_JPEG_MAX_PASSES 16 /* block decodes of all scans / blocks of the image */
@@ -260,6 +277,9 @@ typedef struct jpeg_guard_state {
     uint64_t *nz[4];        /* progressive: per component, per block of its
                                coefficient grid, which coefficients are nonzero */
     int nz_w[4];            /* blocks per row of that grid (stb's coeff_w) */
+    int plan;               /* 1: the planning walk (no decoding), 0: decoding */
+    int zero_bits;          /* zero bits appended past the end of the current
+                               restart interval's data (guard_fill) */
     const char *reason;
 } jpeg_guard_state;
 
@@ -291,51 +311,114 @@ enum {
     BLOCK_STB_FAILS = 0, /* stb reports an error here and stops */
     BLOCK_OK = 1,
     BLOCK_DC_OVERFLOW = -1, /* stb's int DC arithmetic would overflow */
-    BLOCK_BITS_UNDERFLOW = -2 /* stb's bit count would underflow (below) */
+    BLOCK_DATA_ENDED = -2   /* a bit past the end of the data was read (below) */
 };
 
-/* stb 2.27's bit reader, once a marker has ended the entropy-coded data,
- * still consumes the n bits an extend/receive asks for (or a fast-path AC
- * code's length) when fewer are buffered, driving code_bits negative; its
- * next refill then shifts by 24 - code_bits, past 31 (undefined; seen as
- * "shift exponent 39" under UBSan) once code_bits <= -8.  Data that ends
- * inside a block is corrupt anyway: the guard refuses it there, before
- * its own next call into stb's reader. */
-static int bits_ok(const stbi__jpeg *z)
+/* Past the end of the data.  Once a marker ends the entropy-coded data,
+ * stb 2.27's bit reader (stbi__grow_buffer_unsafe) appends zero bits for
+ * as long as it is asked, so a scan with no data at all decodes every
+ * block from zeros: with tables that read zeros as 63 coefficients a
+ * block, a 362-byte file claiming 7000x7000 pixels and 16 scans decoded
+ * for 30 s.  It also consumes the n bits an extend/receive asks for when
+ * fewer are buffered, driving code_bits negative; its next refill then
+ * shifts by 24 - code_bits, past 31 (undefined; "shift exponent 39" under
+ * UBSan).
+ * The guard therefore never lets stb's reader append those zeros itself:
+ * before each of its calls into the reader, guard_fill tops the buffer
+ * up with counted zero bits once the data has ended (the same bits stb
+ * would append, so the decode is unchanged), and data_left says whether
+ * any bit consumed so far lies past the end: zero bits sit behind the
+ * real ones, so the buffer holds fewer bits than were appended exactly
+ * when some were consumed.  A file whose blocks need more bits than its
+ * data has is corrupt (libjpeg warns "premature end of data segment"):
+ * refused at the first block that reads past the end, so decoding work is
+ * bounded by the bits in the file, not by what its header claims. */
+static void guard_fill(jpeg_guard_state *g)
 {
-    return z->code_bits > -8;
+    stbi__jpeg *z = g->j;
+    if (!z->nomore)
+        return; /* real data left: stb's reader refills as it would */
+    while (z->code_bits <= 24) { /* stbi__grow_buffer_unsafe with nomore */
+        z->code_bits += 8;
+        g->zero_bits += 8;
+    }
+}
+
+/* True if every bit consumed since the last reset was in the data. */
+static int data_left(const jpeg_guard_state *g)
+{
+    return g->j->code_bits >= g->zero_bits;
+}
+
+/* stbi__jpeg_reset, at a scan's start and each restart marker. */
+static void guard_reset(jpeg_guard_state *g)
+{
+    stbi__jpeg_reset(g->j);
+    g->zero_bits = 0;
+}
+
+/* stb's reader calls, each after guard_fill. */
+static int g_huff(jpeg_guard_state *g, stbi__huffman *h)
+{
+    guard_fill(g);
+    return stbi__jpeg_huff_decode(g->j, h);
+}
+
+static int g_receive(jpeg_guard_state *g, int n)
+{
+    guard_fill(g);
+    return stbi__extend_receive(g->j, n);
+}
+
+static int g_bits(jpeg_guard_state *g, int n)
+{
+    guard_fill(g);
+    return stbi__jpeg_get_bits(g->j, n);
+}
+
+static int g_bit(jpeg_guard_state *g)
+{
+    guard_fill(g);
+    return stbi__jpeg_get_bit(g->j);
+}
+
+/* The refill stb does before a block or a fast-path lookup. */
+static void g_grow(jpeg_guard_state *g, int below)
+{
+    guard_fill(g);
+    if (g->j->code_bits < below)
+        stbi__grow_buffer_unsafe(g->j);
 }
 
 /* stbi__jpeg_decode_block (baseline) or stbi__jpeg_decode_block_prog_dc
  * (progressive DC), consuming exactly the same bits, with the DC
  * arithmetic checked.  nz: the block's nonzero-coefficient mask (progressive
  * only), which a first DC scan clears as stb clears the block. */
-static int guard_block_dc(stbi__jpeg *z, int n, uint64_t *nz)
+static int guard_block_dc(jpeg_guard_state *g, int n, uint64_t *nz)
 {
+    stbi__jpeg *z = g->j;
     stbi__huffman *hdc = z->huff_dc + z->img_comp[n].hd;
     int64_t scale;
     if (z->progressive) {
         if (z->spec_end != 0)
             return BLOCK_STB_FAILS; /* "can't merge dc and ac" */
-        if (z->code_bits < 16)
-            stbi__grow_buffer_unsafe(z);
+        g_grow(g, 16);
         if (z->succ_high != 0) { /* DC refinement: one bit, no arithmetic */
-            (void)stbi__jpeg_get_bit(z);
-            return bits_ok(z) ? BLOCK_OK : BLOCK_BITS_UNDERFLOW;
+            (void)g_bit(g);
+            return data_left(g) ? BLOCK_OK : BLOCK_DATA_ENDED;
         }
         *nz = 0;
         scale = (int64_t)1 << z->succ_low;
     } else {
-        if (z->code_bits < 16)
-            stbi__grow_buffer_unsafe(z);
+        g_grow(g, 16);
         scale = z->dequant[z->img_comp[n].tq][0];
     }
-    int t = stbi__jpeg_huff_decode(z, hdc);
+    int t = g_huff(g, hdc);
     if (t < 0 || t > 15)
         return BLOCK_STB_FAILS;
-    int diff = t ? stbi__extend_receive(z, t) : 0;
-    if (!bits_ok(z))
-        return BLOCK_BITS_UNDERFLOW;
+    int diff = t ? g_receive(g, t) : 0;
+    if (!data_left(g))
+        return BLOCK_DATA_ENDED;
     int64_t dc = (int64_t)z->img_comp[n].dc_pred + diff;
     if (!dc_fits(dc, scale))
         return BLOCK_DC_OVERFLOW;
@@ -349,8 +432,7 @@ static int guard_block_dc(stbi__jpeg *z, int n, uint64_t *nz)
     stbi__int16 *fac = z->fast_ac[ha];
     int k = 1;
     do {
-        if (z->code_bits < 16)
-            stbi__grow_buffer_unsafe(z);
+        g_grow(g, 16);
         int c = (int)((z->code_buffer >> (32 - FAST_BITS)) & ((1 << FAST_BITS) - 1));
         int r = fac[c];
         if (r) { /* stb's fast path: run, length and value in one entry */
@@ -360,7 +442,7 @@ static int guard_block_dc(stbi__jpeg *z, int n, uint64_t *nz)
             z->code_bits -= s;
             k++;
         } else {
-            int rs = stbi__jpeg_huff_decode(z, hac);
+            int rs = g_huff(g, hac);
             if (rs < 0)
                 return BLOCK_STB_FAILS;
             int s = rs & 15;
@@ -370,14 +452,14 @@ static int guard_block_dc(stbi__jpeg *z, int n, uint64_t *nz)
                 k += 16;
             } else {
                 k += rs >> 4;
-                (void)stbi__extend_receive(z, s);
+                (void)g_receive(g, s);
                 k++;
             }
         }
-        if (!bits_ok(z))
-            return BLOCK_BITS_UNDERFLOW;
+        if (!data_left(g))
+            return BLOCK_DATA_ENDED;
     } while (k < 64);
-    return BLOCK_OK;
+    return data_left(g) ? BLOCK_OK : BLOCK_DATA_ENDED;
 }
 
 /* Marks natural-order coefficient `zig` of a block nonzero or zero. */
@@ -393,8 +475,9 @@ static void set_nz(uint64_t *nz, unsigned zig, int nonzero)
  * refinement scan reads a correction bit for every coefficient already
  * nonzero, so the mask nz of nonzero coefficients is all the block state
  * kept (stb keeps the coefficients: 128 bytes a block against 8). */
-static int guard_block_ac(stbi__jpeg *z, int ha, uint64_t *nz)
+static int guard_block_ac(jpeg_guard_state *g, int ha, uint64_t *nz)
 {
+    stbi__jpeg *z = g->j;
     stbi__huffman *hac = z->huff_ac + ha;
     stbi__int16 *fac = z->fast_ac[ha];
     if (z->spec_start == 0)
@@ -407,8 +490,7 @@ static int guard_block_ac(stbi__jpeg *z, int ha, uint64_t *nz)
         }
         int k = z->spec_start;
         do {
-            if (z->code_bits < 16)
-                stbi__grow_buffer_unsafe(z);
+            g_grow(g, 16);
             int c = (int)((z->code_buffer >> (32 - FAST_BITS)) & ((1 << FAST_BITS) - 1));
             int r = fac[c];
             if (r) {
@@ -418,7 +500,7 @@ static int guard_block_ac(stbi__jpeg *z, int ha, uint64_t *nz)
                 z->code_bits -= s;
                 set_nz(nz, stbi__jpeg_dezigzag[k++], (short)((r >> 8) * (1 << shift)) != 0);
             } else {
-                int rs = stbi__jpeg_huff_decode(z, hac);
+                int rs = g_huff(g, hac);
                 if (rs < 0)
                     return BLOCK_STB_FAILS;
                 int s = rs & 15;
@@ -427,21 +509,21 @@ static int guard_block_ac(stbi__jpeg *z, int ha, uint64_t *nz)
                     if (r < 15) {
                         z->eob_run = 1 << r;
                         if (r)
-                            z->eob_run += stbi__jpeg_get_bits(z, r);
+                            z->eob_run += g_bits(g, r);
                         --z->eob_run;
-                        return bits_ok(z) ? BLOCK_OK : BLOCK_BITS_UNDERFLOW;
+                        return data_left(g) ? BLOCK_OK : BLOCK_DATA_ENDED;
                     }
                     k += 16;
                 } else {
                     k += r;
                     unsigned zig = stbi__jpeg_dezigzag[k++];
-                    set_nz(nz, zig, (short)(stbi__extend_receive(z, s) * (1 << shift)) != 0);
+                    set_nz(nz, zig, (short)(g_receive(g, s) * (1 << shift)) != 0);
                 }
             }
-            if (!bits_ok(z))
-                return BLOCK_BITS_UNDERFLOW;
+            if (!data_left(g))
+                return BLOCK_DATA_ENDED;
         } while (k <= z->spec_end);
-        return BLOCK_OK;
+        return data_left(g) ? BLOCK_OK : BLOCK_DATA_ENDED;
     }
     /* Refinement: one correction bit per nonzero coefficient of the band,
      * new coefficients (+-1 << Al) placed after runs of zero ones.  Adding
@@ -450,16 +532,16 @@ static int guard_block_ac(stbi__jpeg *z, int ha, uint64_t *nz)
         --z->eob_run;
         for (int k = z->spec_start; k <= z->spec_end; ++k) {
             if (*nz >> stbi__jpeg_dezigzag[k] & 1) {
-                (void)stbi__jpeg_get_bit(z);
-                if (!bits_ok(z))
-                    return BLOCK_BITS_UNDERFLOW;
+                (void)g_bit(g);
+                if (!data_left(g))
+                    return BLOCK_DATA_ENDED;
             }
         }
         return BLOCK_OK;
     }
     int k = z->spec_start;
     do {
-        int rs = stbi__jpeg_huff_decode(z, hac);
+        int rs = g_huff(g, hac);
         if (rs < 0)
             return BLOCK_STB_FAILS;
         int s = rs & 15, r = rs >> 4;
@@ -467,22 +549,22 @@ static int guard_block_ac(stbi__jpeg *z, int ha, uint64_t *nz)
             if (r < 15) {
                 z->eob_run = (1 << r) - 1;
                 if (r)
-                    z->eob_run += stbi__jpeg_get_bits(z, r);
+                    z->eob_run += g_bits(g, r);
                 r = 64; /* no new coefficient: corrections to the band's end */
             }           /* r == 15: a run of 16 zeros (s = 0 is written) */
         } else {
             if (s != 1)
                 return BLOCK_STB_FAILS;
-            (void)stbi__jpeg_get_bit(z); /* sign: the new value is nonzero */
+            (void)g_bit(g); /* sign: the new value is nonzero */
         }
-        if (!bits_ok(z))
-            return BLOCK_BITS_UNDERFLOW;
+        if (!data_left(g))
+            return BLOCK_DATA_ENDED;
         while (k <= z->spec_end) {
             unsigned zig = stbi__jpeg_dezigzag[k++];
             if (*nz >> zig & 1) {
-                (void)stbi__jpeg_get_bit(z);
-                if (!bits_ok(z))
-                    return BLOCK_BITS_UNDERFLOW;
+                (void)g_bit(g);
+                if (!data_left(g))
+                    return BLOCK_DATA_ENDED;
             } else {
                 if (r == 0) {
                     set_nz(nz, zig, s != 0);
@@ -503,8 +585,8 @@ static int guard_block(jpeg_guard_state *g, int n, int bx, int by, int interleav
     uint64_t none = 0;
     uint64_t *nz = g->nz[n] ? &g->nz[n][(size_t)by * (size_t)g->nz_w[n] + (size_t)bx] : &none;
     if (z->progressive && !interleaved && z->spec_start != 0)
-        return guard_block_ac(z, z->img_comp[n].ha, nz);
-    return guard_block_dc(z, n, nz);
+        return guard_block_ac(g, z->img_comp[n].ha, nz);
+    return guard_block_dc(g, n, nz);
 }
 
 /* The current scan's data, walked as stbi__parse_entropy_coded_data does
@@ -512,7 +594,7 @@ static int guard_block(jpeg_guard_state *g, int n, int bx, int by, int interleav
 static int guard_scan(jpeg_guard_state *g)
 {
     stbi__jpeg *z = g->j;
-    stbi__jpeg_reset(z);
+    guard_reset(g);
     if (z->scan_n == 1) {
         int n = z->order[0];
         int w = (z->img_comp[n].x + 7) >> 3, h = (z->img_comp[n].y + 7) >> 3;
@@ -522,11 +604,10 @@ static int guard_scan(jpeg_guard_state *g)
                 if (r != BLOCK_OK)
                     return r;
                 if (--z->todo <= 0) {
-                    if (z->code_bits < 24)
-                        stbi__grow_buffer_unsafe(z);
+                    g_grow(g, 24);
                     if (!STBI__RESTART(z->marker))
                         return BLOCK_OK;
-                    stbi__jpeg_reset(z);
+                    guard_reset(g);
                 }
             }
         }
@@ -546,11 +627,10 @@ static int guard_scan(jpeg_guard_state *g)
                 }
             }
             if (--z->todo <= 0) {
-                if (z->code_bits < 24)
-                    stbi__grow_buffer_unsafe(z);
+                g_grow(g, 24);
                 if (!STBI__RESTART(z->marker))
                     return BLOCK_OK;
-                stbi__jpeg_reset(z);
+                guard_reset(g);
             }
         }
     }
@@ -603,7 +683,7 @@ static int guard_frame(jpeg_guard_state *g)
         size_t gw = (size_t)z->img_mcu_x * (size_t)z->img_comp[i].h;
         size_t gh = (size_t)z->img_mcu_y * (size_t)z->img_comp[i].v;
         g->blocks += gw * gh; /* <= 4 * 2^30 / 64: no overflow */
-        if (z->progressive) {
+        if (z->progressive && !g->plan) {
             g->nz_w[i] = (int)gw;
             g->nz[i] = calloc(gw * gh, sizeof *g->nz[i]);
             if (!g->nz[i])
@@ -611,6 +691,56 @@ static int guard_frame(jpeg_guard_state *g)
         }
     }
     return 1;
+}
+
+/* Planning walk, at an SOS header just parsed: skips the scan's
+ * entropy-coded data to the marker that ends it, as jpeg_dht_safe does
+ * (stb's reader stops at the same marker), leaving it in z->marker as
+ * stb's reader does; returns 0 if the data is too short for `blocks`
+ * blocks of the scan, else 1.  The least a block can take: a sequential
+ * block codes a DC and an AC symbol (a Huffman code is at least 1 bit), a
+ * progressive DC block (first or refinement) 1 bit; an AC scan can cover
+ * 2^15 - 1 blocks with one EOB-run code.  The data's length counts
+ * stuffed zeros and RSTn markers too, so real files always pass; a scan
+ * with far less (the zero-filled bombs) is refused before anything is
+ * decoded. */
+static int plan_scan_data(jpeg_guard_state *g, uint64_t blocks)
+{
+    stbi__jpeg *z = g->j;
+    const uint8_t *d = g->data;
+    size_t len = g->len, start = (size_t)(z->s->img_buffer - z->s->img_buffer_original);
+    size_t pos = start, end = len;
+    unsigned marker = STBI__MARKER_none;
+    while (pos < len) {
+        const uint8_t *ff = memchr(d + pos, 0xFF, len - pos);
+        if (!ff)
+            break;
+        pos = (size_t)(ff - d);
+        size_t q = pos + 1;
+        while (q < len && d[q] == 0xFF)
+            q++;
+        unsigned x = byte_at(d, len, q);
+        if (q < len && x != 0x00 && !(x >= 0xD0 && x <= 0xD7)) {
+            end = pos;
+            marker = x;
+            pos = q + 1;
+            break;
+        }
+        pos = q + 1;
+    }
+    if (marker == STBI__MARKER_none)
+        pos = len;
+    z->s->img_buffer = z->s->img_buffer_original + pos;
+    z->marker = (unsigned char)marker;
+
+    uint64_t min_bits;
+    if (!z->progressive)
+        min_bits = 2 * blocks;
+    else if (z->scan_n == 1 && z->spec_start != 0)
+        min_bits = (blocks + 32766) / 32767;
+    else
+        min_bits = blocks;
+    return (uint64_t)(end - start) * 8 >= min_bits;
 }
 
 /* The walk of stbi__decode_jpeg_header + stbi__decode_jpeg_image. */
@@ -646,11 +776,18 @@ static guard_verdict jpeg_guard_walk(jpeg_guard_state *g)
         if (stbi__SOS(m)) {
             if (!stbi__process_scan_header(z))
                 return GUARD_PASS;
-            /* Both limits before any of the scan is decoded. */
+            /* Both limits before any of the scan is decoded (and, as the
+             * planning walk checks them, before any scan is decoded). */
+            uint64_t blocks = scan_blocks(z);
             g->scans++;
-            g->block_decodes += scan_blocks(z);
+            g->block_decodes += blocks;
             if (g->scans > IMG_JPEG_MAX_SCANS) {
                 g->reason = "more than " IMG_STR(IMG_JPEG_MAX_SCANS) " scans";
+                return GUARD_TOO_MUCH;
+            }
+            if (!z->progressive && g->block_decodes > g->blocks) {
+                g->reason = "its scans decode the image's 8x8 blocks more than once (a "
+                            "sequential JPEG codes each component in one scan)";
                 return GUARD_TOO_MUCH;
             }
             if (g->block_decodes > (uint64_t)IMG_JPEG_MAX_PASSES * g->blocks) {
@@ -658,10 +795,19 @@ static guard_verdict jpeg_guard_walk(jpeg_guard_state *g)
                     IMG_JPEG_MAX_PASSES) " times over";
                 return GUARD_TOO_MUCH;
             }
+            if (g->plan) {
+                if (!plan_scan_data(g, blocks)) {
+                    g->reason = "scan data too short for the blocks it codes (truncated or "
+                                "forged)";
+                    return GUARD_REFUSE;
+                }
+                m = stbi__get_marker(z);
+                continue;
+            }
             int r = guard_scan(g);
-            if (r == BLOCK_DC_OVERFLOW || r == BLOCK_BITS_UNDERFLOW) {
+            if (r == BLOCK_DC_OVERFLOW || r == BLOCK_DATA_ENDED) {
                 g->reason = r == BLOCK_DC_OVERFLOW ? "DC coefficient out of range"
-                                                   : "scan data ends inside a block";
+                                                   : "scan data runs out before its blocks end";
                 return GUARD_REFUSE;
             }
             if (r == BLOCK_STB_FAILS)
@@ -689,11 +835,13 @@ static guard_verdict jpeg_guard_walk(jpeg_guard_state *g)
 
 /* Runs the JPEG guard over data (len <= INT_MAX).  *reason is set unless
  * the verdict is GUARD_PASS. */
-static guard_verdict jpeg_guard(const uint8_t *data, size_t len, const char **reason)
+static guard_verdict jpeg_guard_run(const uint8_t *data, size_t len, int plan,
+                                    const char **reason)
 {
     stbi__context ctx;
     stbi__start_mem(&ctx, data, (int)len);
-    jpeg_guard_state g = {calloc(1, sizeof(stbi__jpeg)), data, len, 0, 0, 0, {NULL}, {0}, NULL};
+    jpeg_guard_state g = {calloc(1, sizeof(stbi__jpeg)), data, len, 0, 0, 0, {NULL}, {0}, plan,
+                          0, NULL};
     if (!g.j) {
         *reason = "out of memory";
         return GUARD_NOMEM;
@@ -705,6 +853,16 @@ static guard_verdict jpeg_guard(const uint8_t *data, size_t len, const char **re
     free(g.j);
     *reason = g.reason;
     return v;
+}
+
+/* The JPEG guard: first the planning walk over all markers and scan
+ * headers (scan count, block decodes, data length per scan: the whole
+ * file's work is refused before any of it is done, in O(file) time), then
+ * the decoding walk (DC range, data running out, DHT). */
+static guard_verdict jpeg_guard(const uint8_t *data, size_t len, const char **reason)
+{
+    guard_verdict v = jpeg_guard_run(data, len, 1, reason);
+    return v != GUARD_PASS ? v : jpeg_guard_run(data, len, 0, reason);
 }
 
 /* ---- PNG guard: inflated size bounded by the header ---------------------
@@ -759,6 +917,49 @@ static uint64_t png_raw_size(uint32_t w, uint32_t h, unsigned depth, unsigned co
             total += ph * (1 + (pw * bpp + 7) / 8);
     }
     return total;
+}
+
+/* Bytes of pixel memory stb 2.27 holds at its peak decoding a w x h PNG
+ * with this IHDR (trns: a tRNS chunk precedes the data) to 8-bit RGB, given
+ * raw, its inflated size (png_raw_size).  Its steps and what each holds at
+ * once: inflate (raw) + unfilter into the image at the file's bit depth
+ * (16-bit kept as 2 bytes a sample; tRNS on grey/RGB adds an alpha channel)
+ * + for Adam7 one pass image at a time (the largest: pass 7, half the
+ * rows, unless the image is tiny); palette expansion (indices + 3 or 4 bytes a pixel); conversion to
+ * 3 channels at the file's depth; 16 to 8 bits.  The compressed data stb
+ * also buffers is bounded by the file size, not counted here.  A 16-bit
+ * RGBA Adam7 PNG needs 20 bytes a pixel (380 KB of zeros claiming 49
+ * megapixels: ~1 GB), an 8-bit one at most ~10. */
+static uint64_t png_decode_bytes(uint32_t w, uint32_t h, unsigned depth, unsigned color,
+                                 unsigned interlace, int trns, uint64_t raw)
+{
+    static const unsigned channels[7] = {1, 0, 3, 1, 2, 0, 4};
+    uint64_t px = (uint64_t)w * h; /* w, h <= IMG_STB_MAX_SIDE: no overflow below */
+    uint64_t bps = depth == 16 ? 2 : 1;
+    uint64_t n = channels[color] + (trns && color != 3 ? 1 : 0);
+    uint64_t peak = raw + px * n * bps;
+    if (interlace) { /* the largest Adam7 pass image, as png_raw_size sizes them */
+        static const uint32_t xorig[7] = {0, 4, 0, 2, 0, 1, 0}, yorig[7] = {0, 0, 4, 0, 2, 0, 1};
+        static const uint32_t xspc[7] = {8, 8, 4, 4, 2, 2, 1}, yspc[7] = {8, 8, 8, 4, 4, 2, 2};
+        uint64_t most = 0;
+        for (int p = 0; p < 7; p++) {
+            uint64_t pw = (w + xspc[p] - 1 - xorig[p]) / xspc[p];
+            uint64_t ph = (h + yspc[p] - 1 - yorig[p]) / yspc[p];
+            if (pw * ph > most)
+                most = pw * ph;
+        }
+        peak += most * n * bps;
+    }
+    if (color == 3) { /* stbi__expand_png_palette */
+        n = trns ? 4 : 3;
+        if (px + px * n > peak)
+            peak = px + px * n;
+    }
+    if (n != 3 && px * (n + 3) * bps > peak) /* stbi__convert_format(16) */
+        peak = px * (n + 3) * bps;
+    if (bps == 2 && px * 9 > peak) /* stbi__convert_16_to_8 */
+        peak = px * 9;
+    return peak;
 }
 
 /* Inflation state of png_guard. */
@@ -824,10 +1025,12 @@ static guard_verdict png_feed(png_inflate *st, const uint8_t *p, size_t n, const
 
 /* Walks the chunks of a PNG (signature already checked by the caller) up
  * to IEND, inflating the IDAT data; with headers_only, stops at the first
- * IDAT (all stbi__png_info reads).  *reason is set unless the verdict is
- * GUARD_PASS. */
+ * IDAT (all stbi__png_info reads).  Otherwise, at the first IDAT, refuses
+ * (GUARD_TOO_MUCH, *need set) a file whose decoding needs more than
+ * max_bytes of pixel memory (png_decode_bytes), before inflating any of
+ * it.  *reason is set unless the verdict is GUARD_PASS. */
 static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
-                               const char **reason)
+                               uint64_t max_bytes, uint64_t *need, const char **reason)
 {
     png_inflate *st = calloc(1, sizeof *st);
     if (!st) {
@@ -835,7 +1038,8 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
         return GUARD_NOMEM;
     }
     guard_verdict v = GUARD_PASS;
-    int have_ihdr = 0;
+    int have_ihdr = 0, trns = 0, sized = 0;
+    const uint8_t *ihdr = NULL;
     size_t pos = 8;
     for (;;) {
         if (len - pos < 8) {
@@ -856,6 +1060,7 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
             if (have_ihdr || clen != 13)
                 break; /* stb refuses it */
             have_ihdr = 1;
+            ihdr = body;
             uint32_t w = (uint32_t)body[0] << 24 | (uint32_t)body[1] << 16 |
                          (uint32_t)body[2] << 8 | body[3];
             uint32_t h = (uint32_t)body[4] << 24 | (uint32_t)body[5] << 16 |
@@ -875,6 +1080,19 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
         } else if (memcmp(type, "IDAT", 4) == 0) {
             if (headers_only)
                 break;
+            if (!sized) { /* all chunks stb reads before the data are known */
+                sized = 1;
+                uint32_t w = (uint32_t)ihdr[0] << 24 | (uint32_t)ihdr[1] << 16 |
+                             (uint32_t)ihdr[2] << 8 | ihdr[3];
+                uint32_t h = (uint32_t)ihdr[4] << 24 | (uint32_t)ihdr[5] << 16 |
+                             (uint32_t)ihdr[6] << 8 | ihdr[7];
+                *need = png_decode_bytes(w, h, ihdr[8], ihdr[9], ihdr[12], trns, st->limit);
+                if (*need > max_bytes) {
+                    *reason = "decoding it needs more memory than the decoder's byte budget";
+                    v = GUARD_TOO_MUCH;
+                    break;
+                }
+            }
             v = png_feed(st, body, clen, reason);
             if (v != GUARD_PASS)
                 break;
@@ -884,6 +1102,8 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
                 v = GUARD_REFUSE;
             }
             break;
+        } else if (memcmp(type, "tRNS", 4) == 0) {
+            trns = 1;
         } else if (!(type[0] & 0x20) && memcmp(type, "PLTE", 4) != 0) {
             *reason = "unknown critical chunk";
             v = GUARD_REFUSE;
@@ -896,6 +1116,142 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
         inflateEnd(&st->zs);
     free(st);
     return v;
+}
+
+/* ---- Palettes shorter than the indices ---------------------------------
+ *
+ * stb 2.27 keeps a PNG's palette (palette[1024] in stbi__parse_png_file)
+ * and a BMP's (pal[256][4] in stbi__bmp_load) in uninitialised stack
+ * arrays and fills only the entries the file stores, yet looks up every
+ * index a pixel holds: indices past the stored palette decode to stack
+ * garbage (different from run to run; valgrind: "uninitialised value").
+ * A BMP whose pixel data starts before the end of its header makes stb
+ * compute a negative palette size and read no entry at all.
+ * Refusing such files would need every index: unfiltering a PNG's whole
+ * image, a pass over a BMP's.  PIL decodes them, reading an index past the
+ * palette as grey (i, i, i) (its default palette), so stb is given a copy
+ * whose palette is padded to 256 entries with that ramp: deterministic,
+ * and the same pixels as PIL.  Costs one copy of the file, only for
+ * palette files whose palette is short.  The negative BMP palette is
+ * refused. */
+
+/* Writes PIL's default palette entries first..255, (i, i, i), es bytes
+ * each (a 4th byte, BMP's reserved one, is 0). */
+static uint8_t *put_ramp(uint8_t *o, int first, int es)
+{
+    for (int i = first; i < 256; i++) {
+        o[0] = o[1] = o[2] = (uint8_t)i;
+        if (es == 4)
+            o[3] = 0;
+        o += es;
+    }
+    return o;
+}
+
+/* For a palette PNG (already passed by png_guard) whose PLTE chunks hold
+ * fewer than 256 entries, makes *out a malloc'd copy with each such PLTE
+ * padded by put_ramp (CRC recomputed).  Returns 1 with a copy, 0 if none
+ * is needed, -1 out of memory. */
+static int png_pad_palette(const uint8_t *d, size_t len, uint8_t **out, size_t *out_len)
+{
+    size_t pos = 8, grow = 0;
+    int palette = 0;
+    for (int pass = 0; pass < 2; pass++) { /* 0: measure, 1: copy */
+        uint8_t *o = NULL;
+        if (pass == 1) {
+            if (grow == 0)
+                return 0;
+            if (grow > (size_t)INT_MAX - len)
+                return -1; /* stb reads at most INT_MAX bytes */
+            *out = o = malloc(len + grow);
+            if (!o)
+                return -1;
+            memcpy(o, d, 8);
+            o += 8;
+            pos = 8;
+        }
+        while (len - pos >= 8) {
+            uint32_t clen = (uint32_t)d[pos] << 24 | (uint32_t)d[pos + 1] << 16 |
+                            (uint32_t)d[pos + 2] << 8 | d[pos + 3];
+            const uint8_t *type = d + pos + 4;
+            if (clen > len - pos - 8)
+                break; /* png_guard refused it; never reached */
+            size_t whole = 8 + (size_t)clen + (len - pos - 8 - clen < 4 ? len - pos - 8 - clen : 4);
+            if (memcmp(type, "IHDR", 4) == 0 && clen == 13)
+                palette = d[pos + 8 + 9] == 3;
+            int pad = palette && memcmp(type, "PLTE", 4) == 0 && clen > 0 && clen < 768 &&
+                      clen % 3 == 0;
+            if (pass == 0 && pad)
+                grow += 768 - clen + 4; /* + a CRC the original may lack */
+            if (pass == 1 && pad) {
+                uint8_t *c = o;
+                o[0] = 0, o[1] = 0, o[2] = 3, o[3] = 0; /* length 768 */
+                memcpy(o + 4, type, 4 + clen);
+                o = put_ramp(o + 8 + clen, (int)(clen / 3), 3);
+                uint32_t crc = (uint32_t)crc32(crc32(0, NULL, 0), c + 4, 4 + 768);
+                o[0] = (uint8_t)(crc >> 24), o[1] = (uint8_t)(crc >> 16);
+                o[2] = (uint8_t)(crc >> 8), o[3] = (uint8_t)crc;
+                o += 4;
+            } else if (pass == 1) {
+                memcpy(o, d + pos, whole);
+                o += whole;
+            }
+            pos += whole;
+            if (memcmp(type, "IEND", 4) == 0)
+                break;
+        }
+        if (pass == 1) {
+            memcpy(o, d + pos, len - pos); /* whatever follows IEND */
+            o += len - pos;
+            *out_len = (size_t)(o - *out);
+        }
+    }
+    return 1;
+}
+
+/* For a palette BMP, the palette size stb 2.27 computes (stbi__bmp_load),
+ * and if it is short of the indices the bit depth allows, a malloc'd copy
+ * in *out with the palette padded by put_ramp and the pixel data offset
+ * moved past it.  Returns 1 with a copy, 0 if none is needed (or stb
+ * refuses the header itself), -1 out of memory, -2 for a negative
+ * palette size (refused). */
+static int bmp_pad_palette(const uint8_t *d, size_t len, uint8_t **out, size_t *out_len)
+{
+    if (len < 30)
+        return 0;
+    int32_t offset = (int32_t)((uint32_t)d[10] | (uint32_t)d[11] << 8 | (uint32_t)d[12] << 16 |
+                               (uint32_t)d[13] << 24);
+    uint32_t hsz = (uint32_t)d[14] | (uint32_t)d[15] << 8 | (uint32_t)d[16] << 16 |
+                   (uint32_t)d[17] << 24;
+    if (offset < 0 || (hsz != 12 && hsz != 40 && hsz != 56 && hsz != 108 && hsz != 124))
+        return 0; /* stb: "bad BMP", "unknown BMP" */
+    unsigned bpp = hsz == 12 ? (unsigned)d[24] | (unsigned)d[25] << 8
+                             : (unsigned)d[28] | (unsigned)d[29] << 8;
+    if (bpp != 1 && bpp != 4 && bpp != 8)
+        return 0; /* no palette; stb refuses other depths under 16 */
+    int64_t es = hsz == 12 ? 3 : 4;
+    /* stb: (offset - 14 - 24) / 3 for OS/2 headers, (offset - 14 - hsz) >> 2 */
+    int64_t room = (int64_t)offset - 14 - (hsz == 12 ? 24 : (int64_t)hsz);
+    int64_t psize = hsz == 12 ? room / 3 : (room >= 0 ? room / 4 : -((-room + 3) / 4));
+    if (psize < 0)
+        return -2;
+    if (psize == 0 || psize >= (1 << bpp) || psize > 256)
+        return 0; /* stb refuses 0 and > 256; otherwise every index is stored */
+    size_t at = 14 + hsz + (size_t)psize * (size_t)es, grow = (size_t)((256 - psize) * es);
+    if (at > len || (uint64_t)offset + grow > INT32_MAX)
+        return 0; /* image.c refused it as truncated; never reached */
+    uint8_t *o = malloc(len + grow);
+    if (!o)
+        return -1;
+    memcpy(o, d, at);
+    put_ramp(o + at, (int)psize, (int)es);
+    memcpy(o + at + grow, d + at, len - at);
+    uint32_t noff = (uint32_t)offset + (uint32_t)grow;
+    o[10] = (uint8_t)noff, o[11] = (uint8_t)(noff >> 8);
+    o[12] = (uint8_t)(noff >> 16), o[13] = (uint8_t)(noff >> 24);
+    *out = o;
+    *out_len = len + grow;
+    return 1;
 }
 
 /* Builds a result from stb's current failure reason. */
@@ -928,7 +1284,9 @@ img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t l
         return r;
     }
     const char *reason = NULL;
-    guard_verdict v = format == IMG_STB_PNG ? png_guard(data, len, 1, &reason) : GUARD_PASS;
+    uint64_t need = 0;
+    guard_verdict v =
+        format == IMG_STB_PNG ? png_guard(data, len, 1, 0, &need, &reason) : GUARD_PASS;
     if (v != GUARD_PASS) { /* palette PNGs: stb reads chunks up to the first IDAT */
         img_stb_result r = {0, 0, v == GUARD_NOMEM, reason};
         return r;
@@ -943,15 +1301,26 @@ img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t l
     }
     if (!ok)
         return stb_failure();
+    /* stbi__bmp_info reports a top-down BMP's (negative) height as it is
+     * stored; stbi__bmp_load takes abs() of it and decodes top-down rows
+     * upright.  INT_MIN has no abs(): refused as too large. */
+    if (format == IMG_STB_BMP && *h < 0) {
+        if (*h == INT_MIN) {
+            img_stb_result r = {0, 1, 0, "too large"};
+            return r;
+        }
+        *h = -*h;
+    }
     img_stb_result r = {1, 0, 0, NULL};
     return r;
 }
 
-img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint8_t **pixels, int *w,
-                                  int *h)
+img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint64_t max_bytes,
+                                  uint64_t *need_bytes, uint8_t **pixels, int *w, int *h)
 {
     *pixels = NULL;
-    if (len > INT_MAX) {
+    *need_bytes = 0;
+    if (len > INT_MAX - 1024) {
         img_stb_result r = {0, 1, 0, "too large"};
         return r;
     }
@@ -960,20 +1329,33 @@ img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint8_t **pix
      * anything starting with SOI, its PNG reader the 8-byte signature. */
     const char *reason = NULL;
     guard_verdict v = GUARD_PASS;
+    int is_png = len >= 8 && memcmp(data, "\x89PNG\r\n\x1A\n", 8) == 0;
+    int is_bmp = len >= 2 && data[0] == 'B' && data[1] == 'M';
     if (len >= 2 && data[0] == 0xFF && data[1] == 0xD8)
         v = jpeg_guard(data, len, &reason);
-    else if (len >= 8 && memcmp(data, "\x89PNG\r\n\x1A\n", 8) == 0)
-        v = png_guard(data, len, 0, &reason);
-    /* BMP needs no guard: stb reads it row by row, bounded by its
+    else if (is_png)
+        v = png_guard(data, len, 0, max_bytes, need_bytes, &reason);
+    /* BMP needs no work guard: stb reads it row by row, bounded by its
      * dimensions, and image.c refuses files shorter than their rows. */
     if (v != GUARD_PASS) {
         img_stb_result r = {0, v == GUARD_TOO_MUCH, v == GUARD_NOMEM, reason};
         return r;
     }
+    uint8_t *copy = NULL;
+    size_t copy_len = 0;
+    int pad = is_png ? png_pad_palette(data, len, &copy, &copy_len)
+                     : is_bmp ? bmp_pad_palette(data, len, &copy, &copy_len) : 0;
+    if (pad < 0) {
+        img_stb_result r = {0, 0, pad == -1, pad == -1 ? "out of memory"
+                                                       : "pixel data starts inside the header"};
+        return r;
+    }
     int channels_in_file = 0;
     /* req_comp = 3: stb converts grey -> RGB by replication and drops alpha
      * (stbi__convert_format copies the first three channels, no premultiply). */
-    stbi_uc *p = stbi_load_from_memory(data, (int)len, w, h, &channels_in_file, 3);
+    stbi_uc *p = pad ? stbi_load_from_memory(copy, (int)copy_len, w, h, &channels_in_file, 3)
+                     : stbi_load_from_memory(data, (int)len, w, h, &channels_in_file, 3);
+    free(copy);
     if (!p)
         return stb_failure();
     *pixels = p;

@@ -10,12 +10,15 @@
  *
  * Resource bombs count as findings too: test.sh runs this target with
  * -rss_limit_mb=512 -malloc_limit_mb=256 -timeout=5, so the budget must keep
- * everything the decoder accepts far inside those.  The most expensive file
- * img_decode accepts is a JPEG whose scans decode every block 16 times (the
- * guard's limit) from zero-filled data; at 512 x 512 that takes 0.28 s under
- * clang ASan+UBSan (1.1 s at 1024 x 1024, some 18 s at the old 4096 x 4096
- * budget), while an ordinary 1-megapixel progressive JPEG takes 0.16 s.  So a
- * timeout or an RSS/malloc limit hit here means work or memory out of
+ * everything the decoder accepts far inside those.  At 512 x 512 pixels:
+ * decoding work is bounded by the JPEG guard (16 block decodes per block,
+ * one if sequential, and no bit read past the end of the data: the old
+ * worst case, 16 passes over zero-filled data, took 0.28 s under clang
+ * ASan+UBSan here, 18 s at a 4096 x 4096 budget, and is refused now), and
+ * decoder memory by img_decode's byte budget, 12 bytes a pixel = 3 MiB for
+ * the pixel buffers (a 16-bit RGBA Adam7 PNG needs 20 a pixel: refused
+ * from 400 x 400 on), far under -malloc_limit_mb=256 with the 4 MiB input.
+ * So a timeout or an RSS/malloc limit hit here means work or memory out of
  * proportion to the image: a bomb.
  *
  *   CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined

@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "check.h"
@@ -504,6 +506,32 @@ static void test_limits(void)
     CHECK(img_load_file(p, MAX_BYTES, MAX_PIXELS, &img, &err) == VIT_ERR_IO);
 }
 
+/* Issue 13 (attack item 9): only regular files are read.  /dev/null used
+ * to be read as an empty image (VIT_ERR_FORMAT "empty"); a FIFO without a
+ * writer blocked img_load_file in open() forever (`vitfit classify FIFO`).
+ * Both are refused as not regular files, without reading.  The alarm only
+ * turns the old endless block into a failure instead of a hung test. */
+static void test_load_special_files(void)
+{
+    img_image img;
+    vit_error err = {VIT_OK, ""};
+    vit_status s = img_load_file("/dev/null", MAX_BYTES, MAX_PIXELS, &img, &err);
+    CHECKF(s == VIT_ERR_IO && strstr(err.message, "not a regular file"), "/dev/null: %s (%s)",
+           vit_status_name(s), err.message);
+
+    char dir[] = "/tmp/test_image_XXXXXX", fifo[64];
+    VIT_ASSERT(mkdtemp(dir));
+    snprintf(fifo, sizeof fifo, "%s/pipe.png", dir);
+    VIT_ASSERT(mkfifo(fifo, 0600) == 0);
+    alarm(60);
+    s = img_load_file(fifo, MAX_BYTES, MAX_PIXELS, &img, &err);
+    alarm(0);
+    CHECKF(s == VIT_ERR_IO && strstr(err.message, "not a regular file"), "FIFO: %s (%s)",
+           vit_status_name(s), err.message);
+    unlink(fifo);
+    rmdir(dir);
+}
+
 /* Grey, grey+alpha, RGBA and palette sources become RGB: R == G == B for
  * grey ones, alpha dropped (checked exactly against PIL in test_decode). */
 static void test_channels(void)
@@ -663,6 +691,91 @@ static int expect_decodes(const char *what, const bytes *b, int w, int h, img_im
     else
         img_free(&img);
     return s == VIT_OK;
+}
+
+/* ---- BMP */
+
+static void put16le(bytes *b, unsigned v)
+{
+    put8(b, v);
+    put8(b, v >> 8);
+}
+
+static void put32le(bytes *b, uint32_t v)
+{
+    put16le(b, v & 0xFFFF);
+    put16le(b, v >> 16);
+}
+
+/* A BITMAPINFOHEADER BMP of w x |h| pixels at bpp bits (8 or 24), its
+ * height field h (negative: rows stored top-down).  An 8-bit file gets
+ * pal_entries palette entries, entry i = RGB (i + 1, 2 * i, 255 - i).
+ * rows holds |h| rows of w * bpp / 8 bytes in the file's row order (B, G, R
+ * for 24-bit); the 4-byte row padding is added here. */
+static bytes bmp_file(int w, int h, int bpp, int pal_entries, const uint8_t *rows)
+{
+    int ah = h < 0 ? -h : h;
+    size_t row = (size_t)w * (size_t)bpp / 8, pad = (4 - row % 4) % 4;
+    uint32_t off = 14 + 40 + 4 * (uint32_t)pal_entries;
+    bytes b = {0};
+    put(&b, "BM", 2);
+    put32le(&b, off + (uint32_t)((row + pad) * (size_t)ah));
+    put32le(&b, 0);
+    put32le(&b, off);
+    put32le(&b, 40);
+    put32le(&b, (uint32_t)w);
+    put32le(&b, (uint32_t)h);
+    put16le(&b, 1);
+    put16le(&b, (unsigned)bpp);
+    for (int i = 0; i < 6; i++) /* BI_RGB, image size, resolution, colours used/important */
+        put32le(&b, 0);
+    for (int i = 0; i < pal_entries; i++) {
+        uint8_t e[4] = {(uint8_t)(255 - i), (uint8_t)(2 * i), (uint8_t)(i + 1), 0}; /* B, G, R, 0 */
+        put(&b, e, 4);
+    }
+    for (int y = 0; y < ah; y++) {
+        put(&b, rows + (size_t)y * row, row);
+        put(&b, "\0\0\0", pad);
+    }
+    return b;
+}
+
+/* Issue 13 (attack item 8): a top-down BMP (negative height, as Windows
+ * writes DIB sections; PIL reads it) decodes upright: the first row stored
+ * is the top row.  Its bottom-up twin (rows stored in reverse) must give
+ * the same pixels.  stb's info call reported the height as stored (-2), so
+ * such files were refused as "size 3x-2". */
+static void test_bmp_topdown(void)
+{
+    /* 3 x 2, 24-bit: top row red, green, blue; bottom row grey levels. */
+    static const uint8_t top[9] = {0, 0, 255, 0, 255, 0, 255, 0, 0};
+    static const uint8_t bottom[9] = {10, 10, 10, 20, 20, 20, 30, 30, 30};
+    uint8_t down[18], up[18];
+    memcpy(down, top, 9);
+    memcpy(down + 9, bottom, 9);
+    memcpy(up, bottom, 9);
+    memcpy(up + 9, top, 9);
+    static const uint8_t want[18] = {255, 0, 0, 0, 255, 0, 0, 0, 255,
+                                     10, 10, 10, 20, 20, 20, 30, 30, 30};
+    bytes fd = bmp_file(3, -2, 24, 0, down), fu = bmp_file(3, 2, 24, 0, up);
+    img_image a = {0}, b = {0};
+    if (expect_decodes("top-down BMP", &fd, 3, 2, &a))
+        CHECKF(memcmp(a.pixels, want, 18) == 0, "top-down BMP: rows not upright");
+    if (expect_decodes("bottom-up BMP", &fu, 3, 2, &b))
+        CHECKF(memcmp(b.pixels, want, 18) == 0, "bottom-up BMP: rows not upright");
+    img_free(&a);
+    img_free(&b);
+    /* A height of INT32_MIN has no positive counterpart: too large, even
+     * without a pixel budget. */
+    fd.p[22] = fd.p[23] = fd.p[24] = 0;
+    fd.p[25] = 0x80;
+    img_image img;
+    vit_error err = {VIT_OK, ""};
+    vit_status s = img_decode(fd.p, fd.n, SIZE_MAX, &img, &err);
+    CHECKF(s == VIT_ERR_TOO_LARGE, "BMP height INT32_MIN: %s (%s)", vit_status_name(s),
+           err.message);
+    free(fd.p);
+    free(fu.p);
 }
 
 /* ---- PNG */
@@ -888,6 +1001,123 @@ static void test_png_inflate_bound(void)
     free(f1.p);
 }
 
+/* Issue 13 (attack item 2): stb 2.27 keeps palettes in uninitialised stack
+ * arrays, so an index past the stored palette decoded to stack garbage.
+ * Such indices now read as PIL reads them for PNG: grey (i, i, i).  A
+ * 16x16 image holds every index 0..255. */
+static void test_short_palette(void)
+{
+    uint8_t idx[256];
+    for (int i = 0; i < 256; i++)
+        idx[i] = (uint8_t)i;
+    /* PNG, 8-bit palette, PLTE with one entry. */
+    bytes raw = {0};
+    for (int y = 0; y < 16; y++) {
+        put8(&raw, 0);
+        put(&raw, idx + 16 * y, 16);
+    }
+    bytes z = zlib_stream(raw.p, raw.n, 0);
+    bytes f = {0};
+    put(&f, "\x89PNG\r\n\x1A\n", 8);
+    static const uint8_t ihdr[13] = {0, 0, 0, 16, 0, 0, 0, 16, 8, 3, 0, 0, 0};
+    png_chunk(&f, "IHDR", ihdr, 13);
+    png_chunk(&f, "PLTE", "\x10\x20\x30", 3);
+    png_chunk(&f, "IDAT", z.p, z.n);
+    png_chunk(&f, "IEND", NULL, 0);
+    img_image img = {0};
+    if (expect_decodes("PNG, 1-entry palette, indices 0..255", &f, 16, 16, &img)) {
+        int bad = -1;
+        for (int i = 0; i < 256 && bad < 0; i++) {
+            const uint8_t *px = img.pixels + 3 * i;
+            uint8_t r = i ? (uint8_t)i : 0x10, g = i ? (uint8_t)i : 0x20, b = i ? (uint8_t)i : 0x30;
+            if (px[0] != r || px[1] != g || px[2] != b)
+                bad = i;
+        }
+        CHECKF(bad < 0, "PNG short palette: index %d decodes to (%d, %d, %d)", bad,
+               bad < 0 ? 0 : img.pixels[3 * bad], bad < 0 ? 0 : img.pixels[3 * bad + 1],
+               bad < 0 ? 0 : img.pixels[3 * bad + 2]);
+    }
+    img_free(&img);
+    free(f.p);
+    free(z.p);
+    free(raw.p);
+
+    /* BMP, 8-bit, two palette entries (bottom-up: file row 0 is the
+     * image's bottom row). */
+    uint8_t rows[256];
+    for (int y = 0; y < 16; y++)
+        memcpy(rows + 16 * y, idx + 16 * (15 - y), 16);
+    bytes b = bmp_file(16, 16, 8, 2, rows);
+    if (expect_decodes("BMP, 2-entry palette, indices 0..255", &b, 16, 16, &img)) {
+        int bad = -1;
+        for (int i = 0; i < 256 && bad < 0; i++) {
+            const uint8_t *px = img.pixels + 3 * i;
+            uint8_t r = i < 2 ? (uint8_t)(i + 1) : (uint8_t)i;
+            uint8_t g = i < 2 ? (uint8_t)(2 * i) : (uint8_t)i;
+            uint8_t bl = i < 2 ? (uint8_t)(255 - i) : (uint8_t)i;
+            if (px[0] != r || px[1] != g || px[2] != bl)
+                bad = i;
+        }
+        CHECKF(bad < 0, "BMP short palette: index %d decodes to (%d, %d, %d)", bad,
+               bad < 0 ? 0 : img.pixels[3 * bad], bad < 0 ? 0 : img.pixels[3 * bad + 1],
+               bad < 0 ? 0 : img.pixels[3 * bad + 2]);
+    }
+    img_free(&img);
+    /* Pixel data starting inside the header: stb computed a negative
+     * palette size and read no entry at all. */
+    b.p[10] = b.p[11] = b.p[12] = b.p[13] = 0;
+    expect_refused("BMP pixel data at offset 0", &b, VIT_ERR_FORMAT, "inside the header");
+    free(b.p);
+}
+
+/* Issue 13 (attack item 3): the decoder's memory is bounded from the PNG
+ * header (bit depth, channels, interlacing), not only its pixels: a 16-bit
+ * RGBA Adam7 PNG makes stb hold ~20 bytes a pixel (a 381 KB file claiming
+ * 49 megapixels: 965 MB at the default budget).  The limit is 12 bytes per
+ * pixel of max_pixels, so every 8-bit image of max_pixels loads. */
+static void test_png_byte_budget(void)
+{
+    struct {
+        int w, h, depth, color, il;
+        size_t max_pixels;
+        vit_status want;
+    } cases[] = {
+        {64, 64, 16, 6, 1, 64 * 64, VIT_ERR_TOO_LARGE},     /* ~20 bytes a pixel */
+        {64, 64, 16, 6, 1, 2 * 64 * 64, VIT_OK},            /* the same, half the budget used */
+        /* Its need, counted: inflated 32,888 + image 32,768 + Adam7 pass 7
+         * (64 x 32 pixels) 16,384 = 82,040 bytes; 12 x 6,836 is 8 short. */
+        {64, 64, 16, 6, 1, 6836, VIT_ERR_TOO_LARGE},
+        {64, 64, 16, 6, 1, 6837, VIT_OK},
+        {64, 64, 16, 6, 0, 64 * 64, VIT_ERR_TOO_LARGE},     /* ~16 */
+        {64, 64, 16, 2, 0, 2 * 64 * 64, VIT_OK},
+        {64, 64, 8, 6, 1, 64 * 64, VIT_OK},                 /* 8-bit RGBA Adam7 at the budget */
+        {1, 4096, 8, 6, 1, 4096, VIT_OK},                   /* the worst 8-bit shape: ~11 */
+        {4096, 1, 8, 6, 1, 4096, VIT_OK},
+        {64, 64, 8, 4, 1, 64 * 64, VIT_OK},
+    };
+    static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bytes raw = png_scanlines(cases[i].w, cases[i].h, channels[cases[i].color] * cases[i].depth,
+                                  cases[i].il, NULL);
+        bytes z = zlib_stream(raw.p, raw.n, 0);
+        bytes f = png_file((uint32_t)cases[i].w, (uint32_t)cases[i].h, cases[i].depth,
+                           cases[i].color, cases[i].il, &z, 0);
+        img_image img = {0};
+        vit_error err = {VIT_OK, ""};
+        vit_status s = img_decode(f.p, f.n, cases[i].max_pixels, &img, &err);
+        CHECKF(s == cases[i].want &&
+                   (s == VIT_OK || (strstr(err.message, "needs") && strstr(err.message, "12 bytes"))),
+               "PNG %dx%d %d-bit colour %d%s, max_pixels %zu: %s (%s), want %s", cases[i].w,
+               cases[i].h, cases[i].depth, cases[i].color, cases[i].il ? " Adam7" : "",
+               cases[i].max_pixels, vit_status_name(s), err.message,
+               vit_status_name(cases[i].want));
+        img_free(&img);
+        free(raw.p);
+        free(z.p);
+        free(f.p);
+    }
+}
+
 /* ---- JPEG */
 
 /* Bit writer for entropy-coded data: MSB first, 0xFF stuffed with 0x00,
@@ -1078,7 +1308,7 @@ static void test_jpeg_bit_underflow(void)
     jpeg_scan(&f, y, 1, 0, 63, 0, &d);
     put16(&f, 0xFFD9);
     expect_refused("data ending inside a block", &f, VIT_ERR_FORMAT,
-                   "scan data ends inside a block");
+                   "scan data runs out");
     free(d.p);
     free(f.p);
 }
@@ -1116,7 +1346,7 @@ static void test_jpeg_refinement_bits(void)
     jpeg_scan(&f, y, 1, 1, 63, 0x10, &d2);
     put16(&f, 0xFFD9);
     expect_refused("refinement data ending inside a block", &f, VIT_ERR_FORMAT,
-                   "scan data ends inside a block");
+                   "scan data runs out");
     free(d1.p);
     free(d2.p);
     free(f.p);
@@ -1193,34 +1423,49 @@ static void test_jpeg_progressive(void)
     img_free(&src);
 }
 
-/* Issue 13 item 9: scan bombs.  The scans hold no data at all: stb reads
- * zero bits, which these tables decode as DC 0 + EOB, block after block. */
+/* Entropy data of `blocks` blocks of `bits` zero bits each, padded with 1
+ * bits: with jpeg_begin's tables ("0" = DC 0, "0" = EOB) a baseline block
+ * is 2 bits (DC, EOB), a progressive DC block or AC block 1 bit. */
+static bytes zero_blocks(int blocks, int bits)
+{
+    bytes d = {0};
+    bitw w = {&d, 0, 0};
+    for (int i = 0; i < blocks * bits; i++)
+        put_bits(&w, 0, 1);
+    flush_bits(&w);
+    return d;
+}
+
+/* Issue 13 item 9 and its follow-up: scan limits.  Every scan here holds
+ * the data its blocks need, so only the limits can refuse. */
 static void test_jpeg_scan_limits(void)
 {
-    /* Work: an 8x8 grey image has one block; 16 scans decode it 16 times
-     * (the limit), a 17th is refused.  Without the limit, an 86 KB file with
-     * 2,000 such scans on a large image decoded for a minute. */
     static const int one[1][2] = {{1, 1}};
     static const int y[1] = {1};
-    for (int scans = 16; scans <= 17; scans++) {
+    bytes d2 = zero_blocks(1, 2), d1 = zero_blocks(1, 1);
+
+    /* Sequential: each component in one scan, so each block decoded once;
+     * a second scan over the same component (the 17-scan bomb's shape)
+     * is refused. */
+    for (int scans = 1; scans <= 2; scans++) {
         bytes f = jpeg_begin(0, 8, 8, 1, one, 0, 1, 0);
         for (int i = 0; i < scans; i++)
-            jpeg_scan(&f, y, 1, 0, 63, 0, NULL);
+            jpeg_scan(&f, y, 1, 0, 63, 0, &d2);
         put16(&f, 0xFFD9);
-        if (scans == 16)
-            expect_decodes("16 baseline scans of one block", &f, 8, 8, NULL);
+        if (scans == 1)
+            expect_decodes("1 baseline scan", &f, 8, 8, NULL);
         else
-            expect_refused("17 baseline scans of one block", &f, VIT_ERR_TOO_LARGE,
-                           "more than 16 times over");
+            expect_refused("2 baseline scans of one component", &f, VIT_ERR_TOO_LARGE,
+                           "more than once");
         free(f.p);
     }
-    /* The same on a progressive file with AC scans (skipped by the guard's
-     * decoder, counted all the same): DC scan + 15 AC scans pass, 16 not. */
+    /* Progressive: an 8x8 grey image has one block; DC + 15 AC scans decode
+     * it 16 times (the limit), a 17th scan is refused. */
     for (int ac = 15; ac <= 16; ac++) {
         bytes f = jpeg_begin(1, 8, 8, 1, one, 0, 1, 0);
-        jpeg_scan(&f, y, 1, 0, 0, 0, NULL);
+        jpeg_scan(&f, y, 1, 0, 0, 0, &d1);
         for (int i = 0; i < ac; i++)
-            jpeg_scan(&f, y, 1, 1, 63, 0, NULL);
+            jpeg_scan(&f, y, 1, 1, 63, 0, &d1);
         put16(&f, 0xFFD9);
         if (ac == 15)
             expect_decodes("progressive, 16 scans", &f, 8, 8, NULL);
@@ -1230,15 +1475,18 @@ static void test_jpeg_scan_limits(void)
         free(f.p);
     }
 
-    /* Count: a 32x32 four-component file whose last component is sampled
-     * 1x1 against 4x4 (49 blocks; scans of it cost one block each, far
-     * inside 16 x 49): 500 scans decode, 501 are refused. */
+    /* Count: a 32x32 four-component progressive file whose last component
+     * is sampled 1x1 against 4x4 (49 blocks, one interleaved DC scan over
+     * all; AC scans of the last cost one block each, far inside 16 x 49):
+     * 500 scans decode, 501 are refused. */
     static const int four[4][2] = {{4, 4}, {4, 4}, {4, 4}, {1, 1}};
-    static const int k[1] = {4};
+    static const int all4[4] = {1, 2, 3, 4}, k[1] = {4};
+    bytes d49 = zero_blocks(49, 1);
     for (int scans = 500; scans <= 501; scans++) {
-        bytes f = jpeg_begin(0, 32, 32, 4, four, 0, 1, 0);
-        for (int i = 0; i < scans; i++)
-            jpeg_scan(&f, k, 1, 0, 63, 0, NULL);
+        bytes f = jpeg_begin(1, 32, 32, 4, four, 0, 1, 0);
+        jpeg_scan(&f, all4, 4, 0, 0, 0, &d49);
+        for (int i = 1; i < scans; i++)
+            jpeg_scan(&f, k, 1, 1, 63, 0, &d1);
         put16(&f, 0xFFD9);
         if (scans == 500)
             expect_decodes("500 scans", &f, 32, 32, NULL);
@@ -1246,6 +1494,123 @@ static void test_jpeg_scan_limits(void)
             expect_refused("501 scans", &f, VIT_ERR_TOO_LARGE, "more than 500 scans");
         free(f.p);
     }
+
+    /* The limits are planned from the markers before any scan is decoded:
+     * here the first scan would be refused while decoding (its DC
+     * overflows), yet the extra scans after it are what is reported.  (The
+     * 17-scan bomb used to be refused only after 16 scans of work.) */
+    bytes dc = dc_max_blocks(2, 1);
+    bytes f = jpeg_begin(0, 16, 8, 1, one, 1, 0xFFFF, 15);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &dc);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &dc);
+    put16(&f, 0xFFD9);
+    expect_refused("DC overflow in scan 1 of 2", &f, VIT_ERR_TOO_LARGE, "more than once");
+    free(f.p);
+    bytes dcp = dc_max_blocks(9, 0);
+    f = jpeg_begin(1, 72, 8, 1, one, 0, 1, 15);
+    jpeg_scan(&f, y, 1, 0, 0, 13, &dcp); /* overflows: see test_jpeg_dc_overflow */
+    for (int i = 0; i < 16 * 9; i++)
+        jpeg_scan(&f, y, 1, 1, 63, 0, &d1);
+    put16(&f, 0xFFD9);
+    expect_refused("DC overflow in scan 1, then 16 passes of AC", &f, VIT_ERR_TOO_LARGE,
+                   "more than 16 times over");
+    free(f.p);
+    free(dc.p);
+    free(dcp.p);
+    free(d49.p);
+    free(d1.p);
+    free(d2.p);
+}
+
+/* Issue 13 follow-up (attack item 1): stb reads zero bits past the end of
+ * a scan's data, so a scan with no data decodes every block; a 362-byte
+ * baseline file claiming 7000x7000 pixels and 16 scans decoded for 30 s.
+ * Refused now, (1) before decoding when a scan's data is shorter than its
+ * blocks can possibly take, (2) while decoding at the first block that
+ * reads past the end of the data. */
+static void test_jpeg_data_runs_out(void)
+{
+    static const int one[1][2] = {{1, 1}}, three[3][2] = {{1, 1}, {1, 1}, {1, 1}};
+    static const int y[1] = {1}, ycc[3] = {1, 2, 3};
+    /* (1) The bomb's shape at 512x512: one interleaved scan, no data (it
+     * needs 2 bits for each of 12,288 blocks); and its 16-scan version. */
+    for (int scans = 1; scans <= 16; scans += 15) {
+        bytes f = jpeg_begin(0, 512, 512, 3, three, 0, 1, 0);
+        for (int i = 0; i < scans; i++)
+            jpeg_scan(&f, ycc, 3, 0, 63, 0, NULL);
+        put16(&f, 0xFFD9);
+        expect_refused("512x512 baseline, empty scans", &f, VIT_ERR_FORMAT,
+                       "scan data too short for the blocks it codes");
+        free(f.p);
+    }
+    /* One bit short of 2 bits a block (64 blocks: 15 bytes + 7 bits). */
+    bytes d = zero_blocks(64, 2);
+    d.n = 15;
+    bytes f = jpeg_begin(0, 64, 64, 1, one, 0, 1, 0);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    expect_refused("baseline data 1 byte short", &f, VIT_ERR_FORMAT, "too short");
+    free(f.p);
+    d.n = 16; /* exactly enough: decodes */
+    f = jpeg_begin(0, 64, 64, 1, one, 0, 1, 0);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &d);
+    put16(&f, 0xFFD9);
+    expect_decodes("baseline data of exactly 2 bits a block", &f, 64, 64, NULL);
+    free(f.p);
+
+    /* (2) Enough bytes for the plan, but with an AC table whose "0" is a
+     * coefficient (run 0, size 1) a block of zero bits takes 127 of them:
+     * the 16 bytes hold one block, the second runs out. */
+    static const uint8_t ac_counts[16] = {[0] = 1, [1] = 1}, ac_syms[2] = {0x01, 0x00};
+    bytes zeros = {0};
+    for (int i = 0; i < 16; i++)
+        put8(&zeros, 0);
+    f = jpeg_begin(0, 64, 64, 1, one, 0, 1, 0);
+    jpeg_dht(&f, 1, ac_counts, ac_syms);
+    jpeg_scan(&f, y, 1, 0, 63, 0, &zeros);
+    put16(&f, 0xFFD9);
+    expect_refused("baseline, 63 coefficients a block from zeros", &f, VIT_ERR_FORMAT,
+                   "scan data runs out");
+    free(f.p);
+    /* The same in a progressive AC scan (the 46-scan bomb's shape): a valid
+     * DC scan, then an AC scan of one zero byte, 4 coefficients' worth. */
+    bytes dcd = zero_blocks(64, 1);
+    zeros.n = 1;
+    f = jpeg_begin(1, 64, 64, 1, one, 0, 1, 0);
+    jpeg_dht(&f, 1, ac_counts, ac_syms);
+    jpeg_scan(&f, y, 1, 0, 0, 0, &dcd);
+    jpeg_scan(&f, y, 1, 1, 63, 0, &zeros);
+    put16(&f, 0xFFD9);
+    expect_refused("progressive AC scan, coefficients from zeros", &f, VIT_ERR_FORMAT,
+                   "scan data runs out");
+    free(f.p);
+    /* Restart intervals: each interval's data must hold its blocks. Two
+     * 1-block intervals of 2 bits each decode; with the second interval's
+     * byte replaced by nothing (RST0 then EOI) it is refused. */
+    for (int cut = 0; cut < 2; cut++) {
+        f = jpeg_begin(0, 16, 8, 1, one, 0, 1, 0);
+        put16(&f, 0xFFDD);
+        put16(&f, 4);
+        put16(&f, 1);
+        bytes rd = {0};
+        put8(&rd, 0x3F); /* "00" + 1-bit padding */
+        put16(&rd, 0xFFD0);
+        put8(&rd, 0x3F);
+        if (cut)
+            rd.n = 3;
+        jpeg_scan(&f, y, 1, 0, 63, 0, &rd);
+        put16(&f, 0xFFD9);
+        if (cut)
+            expect_refused("second restart interval empty", &f, VIT_ERR_FORMAT,
+                           "scan data runs out");
+        else
+            expect_decodes("two restart intervals", &f, 16, 8, NULL);
+        free(rd.p);
+        free(f.p);
+    }
+    free(dcd.p);
+    free(zeros.p);
+    free(d.p);
 }
 
 /* ---- EXIF */
@@ -1337,6 +1702,7 @@ int main(void)
     test_channels();
     test_bad_inputs();
     test_limits();
+    test_load_special_files();
     test_threads();
     test_png_inflate_bound();
     test_jpeg_dc_overflow();
@@ -1345,6 +1711,10 @@ int main(void)
     test_jpeg_restarts();
     test_jpeg_progressive();
     test_jpeg_scan_limits();
+    test_jpeg_data_runs_out();
     test_exif_long();
+    test_bmp_topdown();
+    test_short_palette();
+    test_png_byte_budget();
     return check_result();
 }

@@ -13,10 +13,13 @@ Writes
     test_jpeg_progressive: real progressive files must pass the guard;
   * tests/fuzz/corpus/image/ seeds for the shapes the guards look at, each
     a few hundred bytes: PNGs interlaced / 16-bit / palette with tRNS /
-    grey+alpha, a 1x1 PNG inflating to 1 MiB (a small IDAT bomb), a
-    progressive JPEG with many scans (at the work limit, and one over), a
-    16-bit DQT JPEG, one with restart markers, the DC-overflow file and the
-    bit-underflow file (crash-*: regression inputs for stb 2.27 bugs).
+    grey+alpha, a 1x1 PNG inflating to 1 MiB (a small IDAT bomb), 16-bit
+    RGBA Adam7 PNGs within and over fuzz_image's byte budget, a palette
+    PNG and BMPs with short palettes (and a top-down one), a progressive
+    JPEG with many scans (at the work limit, and one over), zero-filled
+    scan bombs (empty scans, data running out), a 16-bit DQT JPEG, one
+    with restart markers, the DC-overflow file and the bit-underflow file
+    (crash-*: regression inputs for stb 2.27 bugs).
 The unit tests build their own bombs in C (tests/unit/test_image.c); these
 files only seed the fuzzer.  Every run writes the same bytes.
 """
@@ -85,6 +88,31 @@ def png_seeds():
     seeds["grey1.png"] = png(17, 3, 1, 0, 0, adam7_rows(17, 3, 1, 0, counter()))
     # 1x1 RGB: 4 bytes of scanline, 1 MiB of zeros after them.
     seeds["idat_bomb_1x1.png"] = png(1, 1, 8, 2, 0, b"\0\x10\x20\x30", extra=bytes(1 << 20))
+    # 16-bit RGBA Adam7, all zeros: stb holds ~20 bytes a pixel.  256x256
+    # fits fuzz_image's byte budget (12 x 512 x 512), 512x512 is refused.
+    for side in (256, 512):
+        seeds[f"rgba16_adam7_{side}.png"] = png(side, side, 16, 6, 1,
+                                                adam7_rows(side, side, 64, 1, bytes))
+    # A 1-entry palette and indices 0..255: stb read entries 1..255 from
+    # uninitialised stack; now padded as PIL reads them.
+    idx = bytes(range(256))
+    raw = b"".join(b"\0" + idx[16 * y:16 * y + 16] for y in range(16))
+    seeds["palette_short.png"] = png(16, 16, 8, 3, 0, raw, plte=b"\x10\x20\x30")
+    return seeds
+
+
+def bmp_seeds():
+    """8-bit BMPs with a 2-entry palette and indices 0..255: bottom-up,
+    top-down (negative height), and with the pixel data offset inside the
+    header (stb: negative palette size)."""
+    rows = bytes(range(256))
+    seeds = {}
+    for name, height, offset in (("bmp_pal_short.bmp", 16, 62), ("bmp_pal_topdown.bmp", -16, 62),
+                                 ("bmp_pal_offset0.bmp", 16, 0)):
+        hdr = struct.pack("<IiiHHIIiiII", 40, 16, height, 1, 8, 0, 0, 0, 0, 0, 0)
+        pal = bytes([255, 0, 1, 0, 254, 2, 2, 0])
+        body = hdr + pal + rows
+        seeds[name] = b"BM" + struct.pack("<IHHI", 14 + len(body), 0, 0, offset) + body
     return seeds
 
 # ------------------------------------------------------------------ JPEG
@@ -151,11 +179,22 @@ def dc_max(blocks, ac=True):
 def jpeg_seeds():
     seeds = {}
     one = [(1, 1)]
-    # Progressive, one block: DC scan + 15 empty AC scans = 16 passes, the
-    # limit; one more scan is over it.
-    base = jpeg_head(True, 8, 8, one) + sos([1], 0, 0, 0)
-    seeds["scans_at_limit.jpg"] = base + sos([1], 1, 63, 0) * 15 + b"\xff\xd9"
-    seeds["scans_over_limit.jpg"] = base + sos([1], 1, 63, 0) * 16 + b"\xff\xd9"
+    # Progressive, one block: DC scan + 15 AC scans (each one EOB: "0" and
+    # 1-bit padding) = 16 passes, the limit; one more scan is over it.
+    base = jpeg_head(True, 8, 8, one) + sos([1], 0, 0, 0, b"\x7f")
+    seeds["scans_at_limit.jpg"] = base + sos([1], 1, 63, 0, b"\x7f") * 15 + b"\xff\xd9"
+    seeds["scans_over_limit.jpg"] = base + sos([1], 1, 63, 0, b"\x7f") * 16 + b"\xff\xd9"
+    # The zero-fill bombs (refused now): 512x512 baseline, 16 scans without
+    # data; and with an AC table reading zeros as coefficients (run 0, size
+    # 1), a baseline scan and a progressive AC scan whose data runs out.
+    seeds["zero_filled_scans.jpg"] = (jpeg_head(False, 512, 512, [(1, 1)] * 3)
+                                      + sos([1, 2, 3], 0, 63, 0) * 16 + b"\xff\xd9")
+    coef = dht(1, [1, 1] + [0] * 14, [0x01, 0x00])
+    seeds["zero_fill_baseline.jpg"] = (jpeg_head(False, 64, 64, one) + coef
+                                       + sos([1], 0, 63, 0, bytes(16)) + b"\xff\xd9")
+    seeds["zero_fill_ac.jpg"] = (jpeg_head(True, 64, 64, one) + coef
+                                 + sos([1], 0, 0, 0, b"\0" * 8) + sos([1], 1, 63, 0, b"\0")
+                                 + b"\xff\xd9")
     # Three components 2x2/1x1/1x1, progressive, a DC scan then AC and
     # refinement scans of every band, as a (small) real script would; one
     # zero byte of data each (stb fails a refinement scan with none).
@@ -191,6 +230,7 @@ def main():
                           progressive=True)
     seeds = png_seeds()
     seeds.update(jpeg_seeds())
+    seeds.update(bmp_seeds())
     for name, data in sorted(seeds.items()):
         assert len(data) < 65536, name
         with open(os.path.join(CORPUS, name), "wb") as f:
