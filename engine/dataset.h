@@ -45,6 +45,17 @@ typedef struct ds_dataset ds_dataset;
  * ds_open refuses a set with any other, naming it. */
 #define DS_MAX_CLASS_NAME 1024
 
+/* Most classes a data set may have -- found by a source or given in
+ * ds_options.classes / .class_names; ds_open refuses more (VIT_ERR_TOO_LARGE).
+ * Real classification sets stay well below: ImageNet-1k 1,000, iNaturalist
+ * 2021 10,000, JFT-300M 18,291, ImageNet-21k 21,843 (the largest in common
+ * use).  2^15 holds them all with room; the bound matters because a
+ * manifest of a few hundred KB can name that many classes, and the head
+ * (K x features floats), the logits and every per-class report grow with K.
+ * Equal to TASK_MAX_CLASSES (task.h): a training set's classes become a task,
+ * a task's classes an eval set's fixed list. */
+#define DS_MAX_CLASSES 32768
+
 /* What to do with an item that cannot be read or decoded. */
 typedef enum ds_bad_policy { DS_BAD_FAIL, DS_BAD_SKIP } ds_bad_policy;
 

@@ -16,8 +16,6 @@
 #include "beneath.h"
 #include "dataset.h"
 
-#define DS_MAX_CLASSES 1000000 /* bound on fixed class lists */
-
 /* The path-walk budget of one ds_open (beneath_budget): every walk (a
  * manifest line, a folder entry) may take DS_WALK_PER_ITEM steps on average,
  * plus a start-up allowance that lets a small set hold a few paths up to the

@@ -26,7 +26,17 @@
 #include "vit.h"
 
 #define TASK_NAME_MAX 64
-#define TASK_MAX_CLASSES 1000000 /* bound on K when reading a file */
+/* Bound on K, when making a task and when reading one: the classes of the
+ * largest real classification sets (ImageNet-21k: 21,843) with room; equal
+ * to DS_MAX_CLASSES (dataset.h explains the choice). */
+#define TASK_MAX_CLASSES 32768
+/* Bound on a head's floats, K x (F + 1) for F features: trainer_run refuses
+ * to train a larger one (VIT_ERR_TOO_LARGE) before allocating anything.  K
+ * alone does not bound it: F may be a projection of up to 8192 features on
+ * a tiny checkpoint, and training holds the head four times (weights,
+ * gradients, two AdamW moments).  2^26 floats (256 MiB; 1 GiB in training)
+ * fit ImageNet-21k on ViT-G/14's 1664 features (36.4M floats) with room. */
+#define TASK_MAX_HEAD_FLOATS ((size_t)1 << 26)
 #define TASK_MAX_LABEL 1024      /* bytes in one label */
 
 /* Tasks are reference-counted and immutable once loaded, so a worker can keep

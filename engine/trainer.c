@@ -13,6 +13,7 @@
  */
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +26,9 @@
 /* A data set's class names become task labels (finish): every name ds_open
  * accepts must be one task_create and task_save accept. */
 _Static_assert(DS_MAX_CLASS_NAME <= TASK_MAX_LABEL, "class names must fit task labels");
+/* ... and its classes a task (finish), whose classes an eval set's list
+ * (cli_train.c): the two bounds are one. */
+_Static_assert(DS_MAX_CLASSES == TASK_MAX_CLASSES, "a data set's classes must fit a task");
 
 trainer_config trainer_defaults(void)
 {
@@ -59,8 +63,12 @@ static double now_seconds(void)
 
 void eval_result_free(eval_result *r)
 {
+    free(r->class_count);
+    free(r->class_correct);
     free(r->confusion);
+    r->class_count = r->class_correct = NULL;
     r->confusion = NULL;
+    r->num_cells = 0;
 }
 
 void trainer_result_free(trainer_result *r)
@@ -156,6 +164,68 @@ static const char **class_names(const ds_dataset *d)
 
 /* ---- evaluation --------------------------------------------------------- */
 
+static int cmp_cell(const void *a, const void *b)
+{
+    const eval_cell *x = a, *y = b;
+    if (x->truth != y->truth)
+        return (x->truth > y->truth) - (x->truth < y->truth);
+    return (x->pred > y->pred) - (x->pred < y->pred);
+}
+
+long eval_confusion_at(const eval_result *r, int truth, int pred)
+{
+    eval_cell key = {truth, pred, 0};
+    const eval_cell *c = r->confusion ? bsearch(&key, r->confusion, r->num_cells,
+                                                sizeof key, cmp_cell)
+                                      : NULL;
+    return c ? c->count : 0;
+}
+
+/* The confusion cells of an evaluation as it runs.  Each item appends its
+ * (truth, pred) cell; a full buffer is compacted (sorted, equal cells
+ * merged) and grows only when that leaves it more than half full.  So its
+ * capacity stays below 4x the distinct cells seen (or the first CELLS_START):
+ * bounded by the items evaluated, never by K^2 (trainer.h). */
+#define CELLS_START 256
+
+typedef struct cell_buffer {
+    eval_cell *v;
+    size_t n, cap;
+} cell_buffer;
+
+static void cells_compact(cell_buffer *b)
+{
+    if (b->n == 0)
+        return;
+    qsort(b->v, b->n, sizeof *b->v, cmp_cell);
+    size_t out = 0;
+    for (size_t i = 1; i < b->n; i++) {
+        if (cmp_cell(&b->v[i], &b->v[out]) == 0)
+            b->v[out].count += b->v[i].count;
+        else
+            b->v[++out] = b->v[i];
+    }
+    b->n = out + 1;
+}
+
+static vit_status cells_add(cell_buffer *b, int truth, int pred, vit_error *err)
+{
+    if (b->n == b->cap) {
+        cells_compact(b);
+        if (b->cap == 0 || b->n > b->cap / 2) {
+            size_t cap = b->cap ? 2 * b->cap : CELLS_START;
+            eval_cell *v = cap > SIZE_MAX / sizeof *v ? NULL : realloc(b->v, cap * sizeof *v);
+            if (!v)
+                return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for the confusion "
+                                     "matrix (%zu cells)", cap);
+            b->v = v;
+            b->cap = cap;
+        }
+    }
+    b->v[b->n++] = (eval_cell){truth, pred, 1};
+    return VIT_OK;
+}
+
 /* Rank of the true class among the logits (0 = predicted). */
 static int rank_of(const float *logits, int K, int label)
 {
@@ -198,10 +268,12 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
     float *logits = malloc((size_t)K * batch_size * sizeof *logits);
     float *scratch = malloc((size_t)K * batch_size * sizeof *scratch);
     int *labels = malloc((size_t)batch_size * sizeof *labels);
-    out->confusion = calloc((size_t)K * K, sizeof *out->confusion);
+    out->class_count = calloc((size_t)K, sizeof *out->class_count);
+    out->class_correct = calloc((size_t)K, sizeof *out->class_correct);
+    cell_buffer cells = {0};
     ds_loader *loader = NULL;
     vit_state *s = NULL;
-    if (!images || !logits || !scratch || !labels || !out->confusion)
+    if (!images || !logits || !scratch || !labels || !out->class_count || !out->class_correct)
         st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
     if (st == VIT_OK)
         st = vit_state_create(m, batch_size, gemm_get_threads() < 64 ? gemm_get_threads() : 64,
@@ -235,16 +307,18 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
         /* the batch's mean loss, weighted by its size: a short last batch
          * counts for its items, not as much as a full one */
         loss_sum += vit_cross_entropy(logits, labels, count, K, 0.0f, scratch) * count;
-        for (int b = 0; b < count; b++) {
+        for (int b = 0; b < count && st == VIT_OK; b++) {
             const float *row = logits + (size_t)b * K;
             int rank = rank_of(row, K, labels[b]);
-            int pred = 0;
+            int pred = 0; /* the first of tied maxima, as torch.argmax */
             for (int k = 1; k < K; k++)
                 if (row[k] > row[pred])
                     pred = k;
             top1 += rank == 0;
             top5 += rank < 5;
-            out->confusion[(size_t)labels[b] * K + pred]++; /* row = true class */
+            out->class_count[labels[b]]++;
+            out->class_correct[labels[b]] += pred == labels[b];
+            st = cells_add(&cells, labels[b], pred, err); /* row = true class */
         }
         out->count += count;
     }
@@ -260,17 +334,16 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
     if (st == VIT_OK && out->count == 0)
         st = vit_error_set(err, VIT_ERR_INVALID, "none of the %zu items of the eval set could be "
                            "loaded", planned);
+    cells_compact(&cells);
+    out->confusion = cells.v; /* sorted, one entry per cell */
+    out->num_cells = cells.n;
     if (st != VIT_OK) {
         eval_result_free(out);
         return st;
     }
     out->num_classes = K;
-    for (int k = 0; k < K; k++) {
-        long row = 0;
-        for (int j = 0; j < K; j++)
-            row += out->confusion[(size_t)k * K + j];
-        out->absent += row == 0;
-    }
+    for (int k = 0; k < K; k++)
+        out->absent += out->class_count[k] == 0;
     if (out->count > 0) {
         out->top1 = (double)top1 / out->count;
         out->top5 = (double)top5 / out->count;
@@ -581,6 +654,17 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
                              "at least 2",
                              ds_num_classes(train),
                              ds_num_classes(train) > 0 ? ds_class_name(train, 0) : "");
+    /* K is bounded by ds_open, F by the config; their product is the head,
+     * which a tiny checkpoint projecting to many features and a short
+     * manifest naming many classes would blow up: bounded here, where the
+     * two first meet, before anything is allocated (task.h) */
+    int F = vit_config_feature_dim(&backbone->cfg);
+    size_t head = (size_t)ds_num_classes(train) * ((size_t)F + 1);
+    if (head > TASK_MAX_HEAD_FLOATS)
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "a head of %d classes x %d features is %zu floats, over the limit "
+                             "of %zu",
+                             ds_num_classes(train), F, head, TASK_MAX_HEAD_FLOATS);
     const char **names = class_names(train);
     int *eval_map = eval ? malloc((size_t)(ds_num_classes(eval) + 1) * sizeof *eval_map) : NULL;
     if (!names || (eval && !eval_map)) {

@@ -96,17 +96,39 @@ typedef struct eval_options {
     void *on_bad_ctx;
 } eval_options;
 
-/* An evaluation, in the model's class order (K = the model's classes). */
+/* One non-zero cell of a confusion matrix: `count` evaluated items of true
+ * class `truth` were predicted as class `pred` (the model's indices). */
+typedef struct eval_cell {
+    int truth, pred;
+    long count;
+} eval_cell;
+
+/* An evaluation, in the model's class order (K = the model's classes).
+ * Ties between logits go to the lower class index, as torch.argmax and a
+ * stable sort do: the prediction is the first of the tied maxima, and the
+ * true class ranks behind a tied class before it, ahead of one after it.
+ *
+ * The confusion matrix is kept sparse: its cells that are not zero, at most
+ * one per evaluated item.  Dense, it grows with K^2 whatever the number of
+ * items (ImageNet-21k's 21,843 classes: 477M cells, 3.8 GB of longs; a
+ * 5000-class manifest of 59 KB made `eval --json` print 50 MB of zeros). */
 typedef struct eval_result {
     long count;               /* items evaluated */
     long skipped;             /* items skipped because they did not load (DS_BAD_SKIP) */
     double top1, top5, loss;  /* over all `count` items; loss = mean per item */
     int num_classes;          /* K */
     int absent;               /* classes of the model no evaluated item belongs to */
-    long *confusion;          /* (K, K): row = true class, column = predicted; owned */
+    long *class_count;        /* (K) evaluated items of each true class; owned */
+    long *class_correct;      /* (K) of those, predicted right (top-1); owned */
+    eval_cell *confusion;     /* (num_cells) the non-zero cells, row = true class, sorted by
+                                 (truth, pred); owned */
+    size_t num_cells;         /* <= count and <= K * K */
 } eval_result;
 
 void eval_result_free(eval_result *r);
+
+/* The count of confusion cell (truth, pred) of r: 0 when it is not stored. */
+long eval_confusion_at(const eval_result *r, int truth, int pred);
 
 /* Evaluates model m (with its head) on the first o->limit items of d (0:
  * all) with the model's own preprocessing; an item that does not load fails
@@ -115,7 +137,7 @@ void eval_result_free(eval_result *r);
  * the model's by name: class_names are the model's K class names (NULL: its
  * labels, m->labels).  A data set class that is not exactly one of them is
  * an error (VIT_ERR_MISMATCH naming it); model classes the data set lacks
- * are allowed and counted in out->absent (their confusion rows are zero).
+ * are allowed and counted in out->absent (class_count 0, no confusion cell).
  * Only when neither names nor labels exist are classes taken by position
  * (the counts must then be equal). */
 vit_status trainer_evaluate(const vit_model *m, const char *const *class_names,
@@ -152,6 +174,9 @@ void trainer_result_free(trainer_result *r);
  * VIT_OK with the trained task or model, has_eval false and the failure in
  * eval_status / eval_error, for the caller to save the product and then
  * report the failure.
+ *
+ * The head, K classes x (F + 1) floats, may not exceed TASK_MAX_HEAD_FLOATS
+ * (VIT_ERR_TOO_LARGE before anything is allocated).
  *
  * Schedule: total steps = batches per epoch * epochs (or max_steps), warm-up
  * = warmup_epochs * batches per epoch, cut to total steps - 1 when the run is

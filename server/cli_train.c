@@ -157,10 +157,13 @@ static int find_repeated(const char *const *names, int K, char *repeated)
  * confusion, and the classes no item belonged to; names: the K classes of
  * the head, in its order (the order of r).  per_class_accuracy is keyed by
  * class name; a name the head repeats is keyed "<name>#<k>" for each of its
- * classes k, so that no class overwrites another.  Every builder call is
- * checked: NULL (and nothing) when the report cannot be complete -- out of
- * memory, a name that is not UTF-8, keys that still collide -- never a
- * report with a class missing. */
+ * classes k, so that no class overwrites another.  "confusion" lists the
+ * matrix's non-zero cells as [true, predicted, count] (class indices in the
+ * head's order, sorted): its size follows the items evaluated, where a dense
+ * K x K matrix grew with the square of the class count (trainer.h).  Every
+ * builder call is checked: NULL (and nothing) when the report cannot be
+ * complete -- out of memory, a name that is not UTF-8, keys that still
+ * collide -- never a report with a class missing. */
 static json_t *eval_json(const eval_result *r, const char *const *names)
 {
     int K = r->num_classes;
@@ -168,25 +171,23 @@ static json_t *eval_json(const eval_result *r, const char *const *names)
     char *repeated = malloc((size_t)(K > 0 ? K : 1));
     int ok = per_class && confusion && absent && repeated && find_repeated(names, K, repeated);
     for (int k = 0; ok && k < K; k++) {
-        long row_total = 0;
-        json_t *row = json_array();
-        ok = json_array_append_new(confusion, row) == 0;
-        for (int j = 0; ok && j < K; j++) {
-            row_total += r->confusion[(size_t)k * K + j];
-            ok = json_array_append_new(row, json_integer(r->confusion[(size_t)k * K + j])) == 0;
-        }
+        long total = r->class_count[k];
         size_t len = strlen(names[k]) + 16;
-        char *key = ok ? malloc(len) : NULL;
+        char *key = malloc(len);
         if (key)
             snprintf(key, len, repeated[k] ? "%s#%d" : "%s", names[k], k);
         ok = key && !json_object_get(per_class, key) &&
              json_object_set_new(per_class, key,
-                                 row_total ? json_real((double)r->confusion[(size_t)k * K + k] /
-                                                       (double)row_total)
-                                           : json_null()) == 0;
+                                 total ? json_real((double)r->class_correct[k] / (double)total)
+                                       : json_null()) == 0;
         free(key);
-        if (ok && !row_total)
+        if (ok && !total)
             ok = json_array_append_new(absent, json_string(names[k])) == 0;
+    }
+    for (size_t i = 0; ok && i < r->num_cells; i++) {
+        const eval_cell *c = &r->confusion[i];
+        ok = json_array_append_new(confusion, json_pack("[iiI]", c->truth, c->pred,
+                                                        (json_int_t)c->count)) == 0;
     }
     json_t *j = ok ? json_pack("{sI sI sf sf sf sO sO sO}", "count", (json_int_t)r->count,
                                "skipped", (json_int_t)r->skipped, "top1", r->top1, "top5",
@@ -208,13 +209,9 @@ static void note_absent(const eval_result *r, const char *const *names)
         return;
     int K = r->num_classes, shown = 0;
     fprintf(stderr, "vitfit: note: %d of %d classes have no eval images (", r->absent, K);
-    for (int k = 0; k < K && shown < 5; k++) {
-        long row_total = 0;
-        for (int j = 0; j < K; j++)
-            row_total += r->confusion[(size_t)k * K + j];
-        if (!row_total)
+    for (int k = 0; k < K && shown < 5; k++)
+        if (!r->class_count[k])
             fprintf(stderr, "%s'%s'", shown++ ? ", " : "", names[k]);
-    }
     fprintf(stderr, "%s); accuracies are over the others\n", r->absent > shown ? ", ..." : "");
 }
 

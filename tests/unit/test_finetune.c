@@ -218,7 +218,22 @@ static void test_learning(void)
     double top1 = json_real_value(json_object_get(j, "top1"));
     CHECKF(r->status == 0 && fabs(top1 - bitfit) < 1e-9, "eval --task: %.4f vs %.4f %s", top1,
            bitfit, r->err);
-    CHECK(json_array_size(json_object_get(j, "confusion")) == 10);
+    /* the sparse confusion cells [true, predicted, count] hold every item,
+     * and their diagonal is top-1 */
+    json_t *cells = json_object_get(j, "confusion");
+    long items = 0, right = 0;
+    for (size_t i = 0; i < json_array_size(cells); i++) {
+        json_t *c = json_array_get(cells, i);
+        long t = (long)json_integer_value(json_array_get(c, 0));
+        long p = (long)json_integer_value(json_array_get(c, 1));
+        long n = (long)json_integer_value(json_array_get(c, 2));
+        CHECKF(json_array_size(c) == 3 && t >= 0 && t < 10 && p >= 0 && p < 10 && n > 0,
+               "confusion cell %zu is not [true, predicted, count]", i);
+        items += n;
+        right += t == p ? n : 0;
+    }
+    CHECKF(items == 1000 && fabs((double)right / 1000 - top1) < 1e-9,
+           "confusion: %ld items, %ld on the diagonal (top-1 %.4f)", items, right, top1);
     json_decref(j);
     r = run_vitfit("eval", "--model", full_dir, "--data", FASHION_TEST, "--limit", "1000",
                    "--class-names", FASHION_NAMES, "--json", NULL);

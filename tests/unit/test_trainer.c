@@ -14,7 +14,8 @@
  * 2. The eval report on a hand-made model whose logits are its head bias:
  *    top-1, top-5 (K = 6, so top-4 differs), the confusion matrix's
  *    orientation (row = true class) and the loss weighted by batch size with
- *    a short last batch, all computed here by hand.
+ *    a short last batch, all computed here by hand; tied logits resolved as
+ *    torch does (the first of tied maxima is the prediction).
  * 3. Classes by name: an eval set in another order is scored by name, one
  *    with an unknown class is refused naming it, one missing a class works
  *    and reports it -- in trainer_evaluate, trainer_run (before any step),
@@ -28,6 +29,9 @@
  * 5. Progress reports at log_every (engine callback and CLI lines); --head
  *    auto keeps the checkpoint's head, rows matched by name.
  * 6. A step with inf/NaN gradients (finite loss) changes no parameter.
+ * 7. Class counts: at most DS_MAX_CLASSES, a trained head at most
+ *    TASK_MAX_HEAD_FLOATS; with many classes the confusion matrix is sparse
+ *    (cells counted) and the JSON reports linear in K (bytes counted).
  */
 #include <float.h>
 #include <jansson.h>
@@ -358,33 +362,40 @@ static void test_golden_steps(void)
 
 /* ---- 2. the eval report, by hand ----------------------------------------- */
 
-/* What an eval of const_model() must report for items whose true classes
- * (the model's indices) are y[0..n), in batches of B. */
+/* What an eval of a model whose logits are `bias` (const_model) must
+ * report for items whose true classes (the model's indices) are y[0..n), in
+ * batches of B.  Ties go to the lower index (trainer.h, torch.argmax). */
 typedef struct eval_want {
     double top1, top5, top4, loss, unweighted_loss;
     long confusion[36];
+    long class_count[6], class_correct[6];
     int absent;
 } eval_want;
 
-static eval_want by_hand(const int *y, int n, int B)
+static eval_want by_hand_bias(const float *bias, const int *y, int n, int B)
 {
     eval_want w = {0};
     double lse = 0;
     for (int k = 0; k < 6; k++)
-        lse += exp((double)CONST_BIAS[k]);
+        lse += exp((double)bias[k]);
     lse = log(lse);
-    int pred = 1; /* the largest bias, 2.0 */
+    int pred = 0; /* the first of the largest biases */
+    for (int k = 1; k < 6; k++)
+        if (bias[k] > bias[pred])
+            pred = k;
     double sum = 0, batch_sum = 0, means = 0;
     int batches = 0, in_batch = 0;
     for (int i = 0; i < n; i++) {
         int rank = 0;
         for (int k = 0; k < 6; k++)
-            rank += CONST_BIAS[k] > CONST_BIAS[y[i]];
+            rank += bias[k] > bias[y[i]] || (bias[k] == bias[y[i]] && k < y[i]);
         w.top1 += rank == 0;
         w.top5 += rank < 5;
         w.top4 += rank < 4;
         w.confusion[y[i] * 6 + pred]++; /* row = true class */
-        double li = lse - (double)CONST_BIAS[y[i]];
+        w.class_count[y[i]]++;
+        w.class_correct[y[i]] += pred == y[i];
+        double li = lse - (double)bias[y[i]];
         sum += li;
         batch_sum += li;
         if (++in_batch == B || i == n - 1) {
@@ -394,18 +405,19 @@ static eval_want by_hand(const int *y, int n, int B)
             in_batch = 0;
         }
     }
-    for (int k = 0; k < 6; k++) {
-        long row = 0;
-        for (int j = 0; j < 6; j++)
-            row += w.confusion[k * 6 + j];
-        w.absent += row == 0;
-    }
+    for (int k = 0; k < 6; k++)
+        w.absent += w.class_count[k] == 0;
     w.top1 /= n;
     w.top5 /= n;
     w.top4 /= n;
     w.loss = sum / n;
     w.unweighted_loss = means / batches;
     return w;
+}
+
+static eval_want by_hand(const int *y, int n, int B)
+{
+    return by_hand_bias(CONST_BIAS, y, n, B);
 }
 
 static void check_eval(const char *what, const eval_result *r, const eval_want *w, long n)
@@ -420,15 +432,32 @@ static void check_eval(const char *what, const eval_result *r, const eval_want *
            r->loss, w->loss, w->unweighted_loss);
     CHECKF(r->absent == w->absent, "%s: %d absent classes, by hand %d", what, r->absent,
            w->absent);
-    int same = r->confusion != NULL;
+    int same = r->class_count && r->class_correct;
+    for (int k = 0; same && k < 6; k++)
+        same = r->class_count[k] == w->class_count[k] &&
+               r->class_correct[k] == w->class_correct[k];
+    CHECKF(same, "%s: items or right predictions per class differ", what);
+    /* the sparse matrix: exactly the non-zero cells, in (truth, pred) order */
+    size_t nonzero = 0;
+    for (int i = 0; i < 36; i++)
+        nonzero += w->confusion[i] != 0;
+    same = r->num_cells == nonzero && (r->confusion || nonzero == 0);
+    for (size_t i = 0; same && i < r->num_cells; i++) {
+        const eval_cell *c = &r->confusion[i];
+        same = c->truth >= 0 && c->truth < 6 && c->pred >= 0 && c->pred < 6 && c->count > 0 &&
+               c->count == w->confusion[c->truth * 6 + c->pred] &&
+               (i == 0 || c[-1].truth < c->truth ||
+                (c[-1].truth == c->truth && c[-1].pred < c->pred));
+    }
     for (int i = 0; same && i < 36; i++)
-        same = r->confusion[i] == w->confusion[i];
+        same = eval_confusion_at(r, i / 6, i % 6) == w->confusion[i];
     CHECKF(same, "%s: confusion matrix differs (rows must be the true class)", what);
-    if (!same && r->confusion)
+    if (!same)
         for (int i = 0; i < 6; i++)
             fprintf(stderr, "  row %d: got %ld %ld %ld %ld %ld %ld  want %ld %ld %ld %ld %ld %ld\n",
-                    i, r->confusion[i * 6], r->confusion[i * 6 + 1], r->confusion[i * 6 + 2],
-                    r->confusion[i * 6 + 3], r->confusion[i * 6 + 4], r->confusion[i * 6 + 5],
+                    i, eval_confusion_at(r, i, 0), eval_confusion_at(r, i, 1),
+                    eval_confusion_at(r, i, 2), eval_confusion_at(r, i, 3),
+                    eval_confusion_at(r, i, 4), eval_confusion_at(r, i, 5),
                     w->confusion[i * 6], w->confusion[i * 6 + 1], w->confusion[i * 6 + 2],
                     w->confusion[i * 6 + 3], w->confusion[i * 6 + 4], w->confusion[i * 6 + 5]);
 }
@@ -520,6 +549,36 @@ static void test_eval_report(void)
     vit_model_free(m);
 }
 
+/* Tied logits follow torch: the prediction is the first of the tied maxima
+ * (torch.argmax), and the true class ranks behind a tied class of lower
+ * index only.  Biases 1 and 3 tie for the maximum, 0 and 4 below them. */
+static void test_eval_ties(void)
+{
+    static const float tied[6] = {1.0f, 2.0f, 0.0f, 2.0f, 1.0f, -1.0f};
+    vit_model *m = tiny_model(6, 0, CONST_NAMES);
+    memcpy(vit_model_find(m, "head.bias")->data, tied, sizeof tied);
+    char path[512];
+    const int y[10] = {1, 3, 0, 4, 1, 2, 5, 3, 1, 0};
+    write_idx(path, sizeof path, "ties", 10, y, 21);
+    eval_want w = by_hand_bias(tied, y, 10, 4);
+    /* by hand: every item is predicted 1 (not 3); class 1 ranks first (3
+     * items), 3 second, 0 third, 4 fourth, 2 fifth, 5 sixth */
+    CHECK(fabs(w.top1 - 0.3) < 1e-12 && fabs(w.top5 - 0.9) < 1e-12);
+    CHECK(w.confusion[1 * 6 + 1] == 3 && w.confusion[3 * 6 + 1] == 2 && w.class_correct[1] == 3 &&
+          w.class_correct[3] == 0);
+    ds_dataset *d = open_set(path, CONST_NAMES);
+    eval_result r = {0};
+    vit_error err = {0};
+    const eval_options eo = {.batch_size = 4, .loader_threads = 1};
+    vit_status st = d ? trainer_evaluate(m, NULL, d, &eo, &r, &err) : VIT_ERR_INVALID;
+    CHECKF(st == VIT_OK, "evaluate (ties): %s", err.message);
+    if (st == VIT_OK)
+        check_eval("eval with tied logits", &r, &w, 10);
+    eval_result_free(&r);
+    ds_close(d);
+    vit_model_free(m);
+}
+
 /* ---- 3. classes by name through trainer_run and the CLI ------------------- */
 
 /* trainer_run refuses an eval set with an unknown class before any step. */
@@ -556,11 +615,15 @@ static void test_run_eval_classes(void)
     CHECKF(st == VIT_OK && res.has_eval && res.eval.count == 4 && res.eval.absent == 1 &&
                res.eval.num_classes == 3,
            "eval subset: %s: count %ld absent %d", err.message, res.eval.count, res.eval.absent);
-    if (st == VIT_OK && res.eval.confusion) {
+    if (st == VIT_OK && res.eval.class_count) {
         long rows[3] = {0, 0, 0};
         for (int k = 0; k < 3; k++)
             for (int j = 0; j < 3; j++)
-                rows[k] += res.eval.confusion[k * 3 + j];
+                rows[k] += eval_confusion_at(&res.eval, k, j);
+        CHECKF(res.eval.class_count[0] == 2 && res.eval.class_count[1] == 0 &&
+                   res.eval.class_count[2] == 2,
+               "eval subset: class counts %ld %ld %ld, want 2 0 2", res.eval.class_count[0],
+               res.eval.class_count[1], res.eval.class_count[2]);
         CHECKF(rows[0] == 2 && rows[1] == 0 && rows[2] == 2,
                "eval subset rows (a, b, c) hold %ld %ld %ld items, want 2 0 2", rows[0], rows[1],
                rows[2]);
@@ -577,6 +640,15 @@ static json_t *parse_json(const char *text)
     json_t *j = json_loads(text, 0, &jerr);
     CHECKF(j != NULL, "not JSON: %.300s", text);
     return j;
+}
+
+/* The "confusion" of a JSON eval report, compact, must be `want`. */
+static void check_json_cells(const char *what, const json_t *report, const char *want)
+{
+    char *got = json_dumps(json_object_get(report, "confusion"), JSON_COMPACT);
+    CHECKF(got && strcmp(got, want) == 0, "%s: confusion %s, want %s", what, got ? got : "none",
+           want);
+    free(got);
 }
 
 /* `vitfit eval` and `vitfit train --eval` match classes by name. */
@@ -603,10 +675,10 @@ static void test_cli_classes(void)
     CHECKF(json_real_value(json_object_get(pc, "cat")) == 1.0 &&
                json_real_value(json_object_get(pc, "bee")) == 0.0,
            "per-class accuracy by name: %s", r->out);
-    /* confusion rows in the model's order: row 1 = "cat" (3 items), all
-     * predicted as column 1 */
-    json_t *row = json_array_get(json_object_get(j, "confusion"), 1);
-    CHECKF(json_integer_value(json_array_get(row, 1)) == 3, "confusion row of cat: %s", r->out);
+    /* the confusion cells, [true, predicted, count] in the model's order:
+     * everything is predicted "cat" (1); dog 1 item, cat 3, owl 2, ant 2,
+     * yak 1, bee 1 */
+    check_json_cells("eval by name", j, "[[0,1,1],[1,1,3],[2,1,2],[3,1,2],[4,1,1],[5,1,1]]");
     CHECK(json_array_size(json_object_get(j, "absent_classes")) == 0);
     json_decref(j);
 
@@ -651,10 +723,9 @@ static void test_cli_classes(void)
         j = parse_json(r->out);
         CHECKF(r->status == 0 && fabs(json_real_value(json_object_get(j, "top1")) - 0.3) < 1e-9,
                "eval --task by name: exit %d, %s %s", r->status, r->out, r->err);
-        /* the rows are the task's: "cat" is its class 4 */
-        row = json_array_get(json_object_get(j, "confusion"), 4);
-        CHECKF(json_integer_value(json_array_get(row, 4)) == 3, "eval --task confusion: %s",
-               r->out);
+        /* the classes are the task's (bee yak ant owl cat dog): all predicted
+         * "cat", its class 4 */
+        check_json_cells("eval --task", j, "[[0,4,1],[1,4,1],[2,4,2],[3,4,2],[4,4,3],[5,4,1]]");
         json_decref(j);
     }
 
@@ -1453,6 +1524,204 @@ static void test_nonfinite_gradient(void)
     vit_model_free(backbone);
 }
 
+/* ---- 7. class counts: bounded, and reports linear in K ------------------- */
+
+/* Writes <tmpdir>/<name>/m.csv: one image a.bmp, listed n times with labels
+ * c<i % k> (k classes), and returns the manifest's path. */
+static const char *write_label_manifest(char *buf, size_t len, const char *name, int n, int k)
+{
+    char dir[512], file[600];
+    tmp_path(dir, sizeof dir, name);
+    mkdir(dir, 0755);
+    snprintf(file, sizeof file, "%s/a.bmp", dir);
+    write_bmp(file, 77);
+    snprintf(buf, len, "%s/m.csv", dir);
+    FILE *f = fopen(buf, "w");
+    VIT_ASSERT(f);
+    fputs("image,label\n", f);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "a.bmp,c%d\n", i % k);
+    fclose(f);
+    return buf;
+}
+
+/* K class names c0..c<K-1> (NULL-terminated; free with free_class_names). */
+static char **class_list(int K)
+{
+    char **names = calloc((size_t)K + 1, sizeof *names);
+    VIT_ASSERT(names);
+    for (int k = 0; k < K; k++) {
+        names[k] = malloc(16);
+        VIT_ASSERT(names[k]);
+        snprintf(names[k], 16, "c%d", k);
+    }
+    return names;
+}
+
+static void free_class_names(char **names)
+{
+    for (size_t k = 0; names && names[k]; k++)
+        free(names[k]);
+    free(names);
+}
+
+static int stop_at_once(void *ctx)
+{
+    (void)ctx;
+    return 1;
+}
+
+/* The bounds on K: a data set may have DS_MAX_CLASSES classes and no more
+ * (a manifest, a fixed list), and a training run refuses a head over
+ * TASK_MAX_HEAD_FLOATS before allocating it (a manifest of 8192 classes on
+ * a checkpoint projecting to 8192 features: 256 MiB of head, 1 GiB with its
+ * gradient and AdamW moments). */
+static void test_class_bounds(void)
+{
+    char path[600];
+    vit_error err = {0};
+    ds_dataset *d = NULL;
+    ds_options o = {0};
+    write_label_manifest(path, sizeof path, "kmax", DS_MAX_CLASSES, DS_MAX_CLASSES);
+    vit_status st = ds_open(path, &o, &d, &err);
+    CHECKF(st == VIT_OK && ds_num_classes(d) == DS_MAX_CLASSES, "%d classes: %s",
+           DS_MAX_CLASSES, err.message);
+    ds_close(d);
+    d = NULL;
+    write_label_manifest(path, sizeof path, "kover", DS_MAX_CLASSES + 1, DS_MAX_CLASSES + 1);
+    st = ds_open(path, &o, &d, &err);
+    CHECKF(st == VIT_ERR_TOO_LARGE && !d, "%d classes: %s: %s", DS_MAX_CLASSES + 1,
+           vit_status_name(st), err.message);
+    ds_close(d);
+    d = NULL;
+    /* a fixed list (an eval set opened with a head's classes) */
+    char **names = class_list(DS_MAX_CLASSES + 1);
+    write_label_manifest(path, sizeof path, "kfixed", 2, 2);
+    o.classes = (const char *const *)names;
+    st = ds_open(path, &o, &d, &err);
+    CHECKF(st == VIT_ERR_TOO_LARGE && !d, "a fixed list of %d classes: %s: %s",
+           DS_MAX_CLASSES + 1, vit_status_name(st), err.message);
+    ds_close(d);
+    d = NULL;
+    free(names[DS_MAX_CLASSES]);
+    names[DS_MAX_CLASSES] = NULL;
+    st = ds_open(path, &o, &d, &err);
+    CHECKF(st == VIT_OK && ds_num_classes(d) == DS_MAX_CLASSES, "a fixed list of %d classes: %s",
+           DS_MAX_CLASSES, err.message);
+    ds_close(d);
+    free_class_names(names);
+
+    /* the head: 8192 classes x (8192 + 1) floats is just over 2^26 */
+    vit_config cfg = tiny_config(2);
+    cfg.proj_dim = 8192;
+    vit_model *m = NULL;
+    VIT_ASSERT(vit_model_create(&cfg, &m, &err) == VIT_OK);
+    write_label_manifest(path, sizeof path, "khead", 8192, 8192);
+    o = (ds_options){0};
+    d = NULL;
+    st = ds_open(path, &o, &d, &err);
+    CHECKF(st == VIT_OK, "8192 classes: %s", err.message);
+    trainer_config tc = small_config();
+    tc.max_steps = 1;
+    tc.should_stop = stop_at_once; /* should the bound be gone: no step either */
+    trainer_result res = {0};
+    memset(&err, 0, sizeof err);
+    st = d ? trainer_run(m, d, NULL, &tc, &res, &err) : VIT_ERR_INVALID;
+    CHECKF(st == VIT_ERR_TOO_LARGE && strstr(err.message, "8192 classes x 8192 features"),
+           "a head of 8192 x 8193 floats: %s: %s", vit_status_name(st), err.message);
+    trainer_result_free(&res);
+    ds_close(d);
+    vit_model_free(m);
+}
+
+/* With many classes, an evaluation's confusion matrix holds one cell per
+ * (true, predicted) pair seen -- at most one per item -- not K x K: in
+ * trainer_evaluate (600 classes, 700 items: cells merged as they repeat)
+ * and in the JSON of `vitfit eval` and `vitfit train --eval` (1000
+ * classes: the report is linear in K, where a dense matrix printed 2 MB of
+ * zeros for 2 images; 5000 classes took 1.15 GB and 50 MB of stdout). */
+static void test_many_classes(void)
+{
+    char path[600], ckpt[256], folder[600], out[256];
+    vit_error err = {0};
+
+    /* 700 items of one image, labels c0..c599 (c0..c99 twice): every item
+     * gets the same prediction p, so the cells are (t, p), 600 of them */
+    enum { K1 = 600, N1 = 700 };
+    char **names = class_list(K1);
+    vit_model *m = tiny_model(K1, 5, (const char *const *)names);
+    write_label_manifest(path, sizeof path, "k600", N1, K1);
+    ds_options o = {.classes = (const char *const *)names};
+    ds_dataset *d = NULL;
+    vit_status st = ds_open(path, &o, &d, &err);
+    CHECKF(st == VIT_OK, "600 classes: %s", err.message);
+    eval_result r = {0};
+    const eval_options eo = {.batch_size = 32, .loader_threads = 1};
+    st = d ? trainer_evaluate(m, NULL, d, &eo, &r, &err) : VIT_ERR_INVALID;
+    CHECKF(st == VIT_OK && r.count == N1, "evaluate 600 classes: %s", err.message);
+    if (st == VIT_OK) {
+        int p = r.num_cells ? r.confusion[0].pred : -1, ok = r.num_cells == K1;
+        for (size_t i = 0; ok && i < r.num_cells; i++)
+            ok = r.confusion[i].truth == (int)i && r.confusion[i].pred == p &&
+                 r.confusion[i].count == (i < N1 - K1 ? 2 : 1) &&
+                 r.class_count[i] == r.confusion[i].count;
+        CHECKF(ok, "600 classes, 700 items: %zu cells, want 600 (t, %d), counts 2 then 1",
+               r.num_cells, p);
+        CHECKF(r.num_cells <= (size_t)r.count && r.absent == 0, "%zu cells for %ld items",
+               r.num_cells, r.count);
+    }
+    eval_result_free(&r);
+    ds_close(d);
+    vit_model_free(m);
+    free_class_names(names);
+
+    /* the CLI: a 1000-class checkpoint, 2 images of class c7 */
+    enum { K2 = 1000 };
+    names = class_list(K2);
+    m = tiny_model(K2, 6, (const char *const *)names);
+    tmp_path(ckpt, sizeof ckpt, "k1000-model");
+    CHECKF(vit_model_save(m, ckpt, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(m);
+    const char *const c7[2] = {"c7", NULL};
+    const int two[1] = {2};
+    write_folder(folder, sizeof folder, "k1000-eval", c7, two);
+    run_result *rr = run_vitfit("eval", "--model", ckpt, "--data", folder, "--json", NULL);
+    size_t bytes = strlen(rr->out);
+    json_t *j = json_loads(rr->out, 0, NULL);
+    json_t *cells = json_object_get(j, "confusion");
+    /* per class: a key and null (~13 bytes), a name in absent_classes (~8) */
+    CHECKF(rr->status == 0 && j && bytes < 32 * K2, "eval, 1000 classes: exit %d, %zu bytes of "
+           "JSON (at most %d): %.200s", rr->status, bytes, 32 * K2, rr->out);
+    long in_cells = 0;
+    for (size_t i = 0; i < json_array_size(cells); i++) {
+        json_t *cell = json_array_get(cells, i);
+        in_cells += json_integer_value(json_array_get(cell, 0)) == 7
+                        ? (long)json_integer_value(json_array_get(cell, 2))
+                        : 100;
+    }
+    CHECKF(json_array_size(cells) >= 1 && json_array_size(cells) <= 2 && in_cells == 2 &&
+               json_array_size(json_object_get(j, "absent_classes")) == K2 - 1,
+           "eval, 1000 classes: 1 or 2 cells [7, p, n] of 2 items, 999 absent classes: %.300s",
+           rr->out);
+    json_decref(j);
+
+    /* train --eval on a 1000-class manifest (the repro's shape) */
+    write_label_manifest(path, sizeof path, "k1000", K2, K2);
+    rr = run_vitfit("train", "--model", ckpt, "--train", path, "--eval", path, "--out",
+                    tmp_path(out, sizeof out, "k1000.safetensors"), "--max-steps", "1",
+                    "--limit-eval", "3", "--log-every", "0", NULL);
+    bytes = strlen(rr->out);
+    j = json_loads(rr->out, 0, NULL);
+    json_t *ev = json_object_get(j, "eval");
+    CHECKF(rr->status == 0 && ev && bytes < 32 * K2 &&
+               json_integer_value(json_object_get(ev, "count")) == 3 &&
+               json_array_size(json_object_get(ev, "confusion")) <= 3,
+           "train --eval, 1000 classes: exit %d, %zu bytes: %.300s %s", rr->status, bytes,
+           rr->out, rr->err);
+    json_decref(j);
+    free_class_names(names);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/vitfit_trainer_XXXXXX");
@@ -1461,6 +1730,7 @@ int main(void)
     vit_set_threads(1);
     test_golden_steps();
     test_eval_report();
+    test_eval_ties();
     test_run_eval_classes();
     test_cli_classes();
     test_eval_repeated_label();
@@ -1474,6 +1744,8 @@ int main(void)
     test_progress();
     test_head_auto();
     test_nonfinite_gradient();
+    test_class_bounds();
+    test_many_classes();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)
