@@ -11,6 +11,7 @@
  *    trainer_steps.safetensors, tools/reference/gen_trainer_goldens.py):
  *    per-step lr and loss, every trained bias and the head, and (full) a few
  *    frozen tensors, decayed and not.
+ *    A tensor missing from the golden fails the test.
  * 2. The eval report on a hand-made model whose logits are its head bias:
  *    top-1, top-5 (K = 6, so top-4 differs), the confusion matrix's
  *    orientation (row = true class) and the loss weighted by batch size with
@@ -25,7 +26,8 @@
  *    runs at min_lr; warm-up lengths of 1- and 2-epoch runs are what the
  *    config says unless that leaves no step after them (then cut to total -
  *    1, announced by the plan callback and a CLI note): every run of two or
- *    more steps ends at min_lr, --max-steps runs included.
+ *    more steps ends at min_lr, --max-steps runs included; a run re-planned
+ *    shorter cuts its warm-up again.
  * 5. Progress reports at log_every (engine callback and CLI lines); --head
  *    auto keeps the checkpoint's head, rows matched by name.
  * 6. A step with inf/NaN gradients (finite loss) changes no parameter.
@@ -300,14 +302,18 @@ static void test_golden_steps(void)
             lr[s] = (float)rec.p[s].lr;
             loss[s] = (float)rec.p[s].loss;
         }
+        /* a tensor missing from the golden is a failure, never a skipped check */
         snprintf(name, sizeof name, "%s.lr", methods[c]);
-        float *want = test_read_tensor(g, name, NULL);
-        if (want) /* lr reaches the optimizer as a float */
+        size_t n_want = 0;
+        float *want = test_read_tensor(g, name, &n_want);
+        CHECKF(want && n_want == 6, "golden: %s missing or not 6 values", name);
+        if (want && n_want == 6) /* lr reaches the optimizer as a float */
             check_close(name, lr, want, 6, 0, 1e-6);
         free(want);
         snprintf(name, sizeof name, "%s.loss", methods[c]);
-        want = test_read_tensor(g, name, NULL);
-        if (want)
+        want = test_read_tensor(g, name, &n_want);
+        CHECKF(want && n_want == 6, "golden: %s missing or not 6 values", name);
+        if (want && n_want == 6)
             check_close(name, loss, want, 6, 1e-5, 1e-5);
         free(want);
 
@@ -1171,15 +1177,19 @@ static void corrupt_on_first_report(void *ctx, const char *item, const char *mes
 }
 
 /* Items that loaded in the counting pass fail in the epochs: the schedule is
- * re-planned on what an epoch delivered and still ends at the last step. */
-static void test_replan_short_epoch(void)
+ * re-planned on what an epoch delivered and still ends at the last step --
+ * with its warm-up cut again when the shorter run no longer leaves a step
+ * after it.  Counted: 5 steps an epoch, 10 in all; epoch 0 delivers 4, so
+ * the run is re-planned to 8 steps. */
+static void replan_run(const char *name, double warmup_epochs, long want_warmup)
 {
     char folder[600];
     const char *const classes[4] = {"a", "b", "c", NULL};
     const int counts[3] = {-4, 4, 6};
-    write_folder(folder, sizeof folder, "replan", classes, counts);
+    write_folder(folder, sizeof folder, name, classes, counts);
     snprintf(corrupt_paths[0], sizeof corrupt_paths[0], "%s/c/04.bmp", folder);
     snprintf(corrupt_paths[1], sizeof corrupt_paths[1], "%s/c/05.bmp", folder);
+    corrupted = 0;
     ds_dataset *d = open_set(folder, NULL);
     vit_model *backbone = tiny_model(3, 11, NULL);
     trainer_config cfg = small_config();
@@ -1187,7 +1197,7 @@ static void test_replan_short_epoch(void)
     cfg.batch_size = 2;
     cfg.lr = 1e-3;
     cfg.min_lr = 2e-4;
-    cfg.warmup_epochs = 0.4;
+    cfg.warmup_epochs = warmup_epochs;
     cfg.on_bad = DS_BAD_SKIP;
     recorder rec = {0};
     cfg.on_bad_fn = corrupt_on_first_report;
@@ -1198,19 +1208,30 @@ static void test_replan_short_epoch(void)
     trainer_result res = {0};
     vit_error err = {0};
     vit_status st = d ? trainer_run(backbone, d, NULL, &cfg, &res, &err) : VIT_ERR_INVALID;
-    CHECKF(st == VIT_OK && corrupted, "re-plan run: %s", err.message);
-    /* counted: 5 steps an epoch; delivered: 4, so 8 in all */
-    CHECKF(res.steps == 8 && res.total_steps == 8 && rec.n == 8,
-           "re-planned: %ld steps of %ld, %d reports", res.steps, res.total_steps, rec.n);
+    CHECKF(st == VIT_OK && corrupted, "%s: re-plan run: %s", name, err.message);
+    CHECKF(res.steps == 8 && res.total_steps == 8 && rec.n == 8 &&
+               res.warmup_steps == want_warmup,
+           "%s: re-planned: %ld steps of %ld, warm-up %ld (want %ld), %d reports", name,
+           res.steps, res.total_steps, res.warmup_steps, want_warmup, rec.n);
     if (rec.n >= 1 && rec.n <= 64) {
         const trainer_progress *last = &rec.p[rec.n - 1];
         CHECKF(last->step == 8 && last->total_steps == 8 && last->lr == (double)(float)2e-4,
-               "last report after re-planning: step %ld/%ld, lr %.9g (min_lr 2e-4)", last->step,
-               last->total_steps, last->lr);
+               "%s: last report after re-planning: step %ld/%ld, lr %.9g (min_lr 2e-4)", name,
+               last->step, last->total_steps, last->lr);
     }
     trainer_result_free(&res);
     ds_close(d);
     vit_model_free(backbone);
+}
+
+static void test_replan_short_epoch(void)
+{
+    /* warm-up 0.4 epochs = 2 steps: untouched by the re-plan */
+    replan_run("replan", 0.4, 2);
+    /* warm-up 1.8 epochs = 9 of the 10 planned steps; re-planned to 8
+     * steps, it is cut to 7 so that step 8 still runs at min_lr (kept at 9,
+     * the run would end mid-ramp at lr * 8/9) */
+    replan_run("replan-warmup", 1.8, 7);
 }
 
 /* The plan a run announced (trainer_config.plan). */
