@@ -14,6 +14,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +83,17 @@ int vit_config_output_dim(const vit_config *cfg)
     return cfg->num_classes > 0 ? cfg->num_classes : vit_config_feature_dim(cfg);
 }
 
+size_t vit_config_image_bytes(const vit_config *cfg)
+{
+    uint64_t N = (uint64_t)vit_config_tokens(cfg), C = (uint64_t)cfg->width;
+    uint64_t M = (uint64_t)cfg->mlp_dim, P = (uint64_t)cfg->patch_size;
+    uint64_t F = (uint64_t)vit_config_feature_dim(cfg);
+    uint64_t floats = N * (6 * C + M)          /* x, ln, qkv (3C), attn; MLP hidden */
+                      + (N - 1) * (3 * P * P + C) /* unfolded patches, patch embeddings */
+                      + 2 * C + F;              /* pooled, pooled after LN, features */
+    return floats <= SIZE_MAX / sizeof(float) ? (size_t)(floats * sizeof(float)) : SIZE_MAX;
+}
+
 #define CHECK_RANGE(field, lo, hi)                                                        \
     do {                                                                                  \
         if (cfg->field < (lo) || cfg->field > (hi))                                       \
@@ -110,6 +122,20 @@ vit_status vit_config_validate(const vit_config *cfg, vit_error *err)
     if (cfg->width % cfg->heads)
         return vit_error_set(err, VIT_ERR_INVALID, "width %d is not divisible by %d heads",
                              cfg->width, cfg->heads);
+    /* What a forward pass holds per image follows from the config alone, not
+     * from the checkpoint's size (vit.h: VIT_MAX_IMAGE_BYTES); the ranges
+     * above keep these products below 2^33. */
+    uint64_t tokens = (uint64_t)vit_config_tokens(cfg);
+    uint64_t image = vit_config_image_bytes(cfg), attention = tokens * tokens * sizeof(float);
+    if (image + attention > VIT_MAX_IMAGE_BYTES)
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "the forward pass would need %llu bytes per image (%llu tokens of "
+                             "width %d, MLP %d, patch %d, and a %llux%llu attention matrix), "
+                             "more than the limit of %zu",
+                             (unsigned long long)(image + attention), (unsigned long long)tokens,
+                             cfg->width, cfg->mlp_dim, cfg->patch_size,
+                             (unsigned long long)tokens, (unsigned long long)tokens,
+                             VIT_MAX_IMAGE_BYTES);
     /* Floats are checked as stored (after narrowing from JSON's doubles): a
      * subnormal eps or std, or one that overflowed to inf, would pass a check
      * made before the cast and turn every score into NaN. */

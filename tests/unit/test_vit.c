@@ -743,9 +743,16 @@ static void test_hostile_files(void)
      * code then read the freed model: issue 13, item 1) */
     static const char huge[] = "{\"hidden_size\": 8192, \"num_hidden_layers\": 256, "
                                "\"num_attention_heads\": 64, \"intermediate_size\": 65536, "
-                               "\"image_size\": 4096, \"patch_size\": 64}";
+                               "\"image_size\": 224, \"patch_size\": 16}";
     write_file(cfg, huge, sizeof huge - 1);
-    expect_child_load(dir, VIT_ERR_MISMATCH, "config.json claiming 1.4e12 parameters", 512);
+    expect_child_load(dir, VIT_ERR_MISMATCH, "config.json claiming 3.5e11 parameters", 512);
+    /* the same claim at 4096 px asks 1.9 GB of activations per image: refused
+     * by the config check itself, before the tensors are even compared */
+    static const char wide[] = "{\"hidden_size\": 8192, \"num_hidden_layers\": 256, "
+                               "\"num_attention_heads\": 64, \"intermediate_size\": 65536, "
+                               "\"image_size\": 4096, \"patch_size\": 64}";
+    write_file(cfg, wide, sizeof wide - 1);
+    expect_child_load(dir, VIT_ERR_TOO_LARGE, "config.json claiming 4096 px, width 8192", 512);
     unlink(cfg);
 
     /* the weights file itself */
@@ -831,8 +838,163 @@ static void test_preprocessor_config(void)
     CHECK(rmdir(dir) == 0);
 }
 
-/* The largest config vit_config_validate allows (~1.4e12 parameters) cannot
- * be allocated: vit_model_create must say so and return nothing. */
+/* ---- what a forward state may cost (issue 13: tiny checkpoint, huge state) ---- */
+
+/* A config of width 1 whose activations are large: 1024 px in 16 px patches
+ * (N = 4097 tokens) and an MLP of `mlp`; its weights take a few hundred KB. */
+static vit_config wide_state_config(int image, int patch, int mlp)
+{
+    vit_config c;
+    vit_error err;
+    VIT_ASSERT(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.width = 1, c.heads = 1, c.depth = 1, c.mlp_dim = mlp, c.num_classes = 2;
+    c.image_size = image, c.patch_size = patch;
+    c.preprocess = img_preprocess_timm_in21k(image);
+    return c;
+}
+
+/* The review's checkpoint (repro/model/gen_tiny_huge_state.py): width 1,
+ * 64 x 64 patches of 64 px (4097 tokens), an MLP of 65536, every tensor
+ * present with the right shape.  Serialized into *len bytes (caller frees). */
+static void *tiny_huge_state_weights(size_t *len)
+{
+    static const struct { const char *name; int ndim; int64_t shape[4]; float value; } t[] = {
+        {"patch_embed.proj.weight", 4, {1, 3, 64, 64}, 0}, {"patch_embed.proj.bias", 1, {1}, 0},
+        {"cls_token", 3, {1, 1, 1}, 0}, {"pos_embed", 3, {1, 4097, 1}, 0},
+        {"blocks.0.norm1.weight", 1, {1}, 1}, {"blocks.0.norm1.bias", 1, {1}, 0},
+        {"blocks.0.attn.qkv.weight", 2, {3, 1}, 0}, {"blocks.0.attn.qkv.bias", 1, {3}, 0},
+        {"blocks.0.attn.proj.weight", 2, {1, 1}, 0}, {"blocks.0.attn.proj.bias", 1, {1}, 0},
+        {"blocks.0.norm2.weight", 1, {1}, 1}, {"blocks.0.norm2.bias", 1, {1}, 0},
+        {"blocks.0.mlp.fc1.weight", 2, {65536, 1}, 0}, {"blocks.0.mlp.fc1.bias", 1, {65536}, 0},
+        {"blocks.0.mlp.fc2.weight", 2, {1, 65536}, 0}, {"blocks.0.mlp.fc2.bias", 1, {1}, 0},
+        {"norm.weight", 1, {1}, 1}, {"norm.bias", 1, {1}, 0},
+        {"head.weight", 2, {2, 1}, 0}, {"head.bias", 1, {2}, 0},
+    };
+    vit_error err;
+    st_writer *w = st_writer_create();
+    float *buf = malloc(65536 * sizeof *buf);
+    VIT_ASSERT(w && buf);
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        size_t n = 1;
+        for (int d = 0; d < t[i].ndim; d++)
+            n *= (size_t)t[i].shape[d];
+        for (size_t j = 0; j < n; j++)
+            buf[j] = t[i].value;
+        VIT_ASSERT(st_writer_add_f32(w, t[i].name, t[i].ndim, t[i].shape, buf, &err) == VIT_OK);
+    }
+    void *out;
+    VIT_ASSERT(st_writer_serialize(w, &out, len, &err) == VIT_OK);
+    st_writer_free(w);
+    free(buf);
+    return out;
+}
+
+/* The activation cap of vit_config_validate and the state budget of
+ * vit_state_bytes / vit_state_create_path.  Before them, 428 KB of weights
+ * made `classify` take 1.5 GB per image, and a state of any size was
+ * attempted. */
+static void test_state_budget(void)
+{
+    fprintf(stderr, "forward state budget\n");
+    vit_config c;
+    vit_error err = {0};
+
+    /* ViT-B/16 at 224, by hand: N = 197, C = 768, M = 3072, P = 16, F = C:
+     * 197 * (6*768 + 3072) + 196 * (3*256 + 768) + 3*768 = 1816320 floats */
+    CHECK(vit_config_preset("vit-b16", &c, &err) == VIT_OK);
+    CHECKF(vit_config_image_bytes(&c) == 4 * (size_t)1816320, "ViT-B/16: %zu bytes per image",
+           vit_config_image_bytes(&c));
+    /* real models pass with room: ViT-L/14 at 336 px, ViT-H/14 at 224 px */
+    CHECK(vit_config_preset("vit-l14-clip", &c, &err) == VIT_OK);
+    c.image_size = 336;
+    c.preprocess = img_preprocess_clip(336);
+    CHECKF(vit_config_validate(&c, &err) == VIT_OK, "ViT-L/14 at 336: %s", err.message);
+    fprintf(stderr, "  ViT-L/14 at 336 px: %zu bytes per image\n", vit_config_image_bytes(&c));
+    c.image_size = 224, c.width = 1280, c.heads = 16, c.mlp_dim = 5120, c.depth = 32;
+    c.preprocess = img_preprocess_clip(224);
+    CHECKF(vit_config_validate(&c, &err) == VIT_OK, "ViT-H/14 at 224: %s", err.message);
+    fprintf(stderr, "  ViT-H/14 at 224 px: %zu bytes per image\n", vit_config_image_bytes(&c));
+
+    /* the review's config: 1.3 GiB per image */
+    c = wide_state_config(4096, 64, 65536);
+    vit_status st = vit_config_validate(&c, &err);
+    fprintf(stderr, "  width 1, 4097 tokens, MLP 65536 -> %s: %s\n", vit_status_name(st),
+            err.message);
+    CHECK(st == VIT_ERR_TOO_LARGE && strstr(err.message, "per image"));
+
+    /* the boundary, attention matrix included: with N = 4097, C = 1, P = 16
+     * the bytes are 4 * (4097 (6 + M) + 4096 * 769 + 3) + 4 * 4097^2
+     * = 16388 M + 79839272, which is <= 256 MiB up to M = 11508 */
+    c = wide_state_config(1024, 16, 11508);
+    CHECKF(vit_config_validate(&c, &err) == VIT_OK, "M = 11508: %s", err.message);
+    CHECK((size_t)16388 * 11508 + 79839272 <= VIT_MAX_IMAGE_BYTES);
+    c = wide_state_config(1024, 16, 11509);
+    CHECK(vit_config_validate(&c, &err) == VIT_ERR_TOO_LARGE);
+
+    /* the review's checkpoint: every tensor is there with the right shape,
+     * so only the activation check can refuse it */
+    size_t len;
+    void *weights = tiny_huge_state_weights(&len);
+    vit_model *m = (vit_model *)&c;
+    st = vit_model_load_memory(weights, len, NULL, &m, &err);
+    fprintf(stderr, "  the %zu-byte checkpoint -> %s: %s\n", len, vit_status_name(st),
+            st == VIT_OK ? "loaded" : err.message);
+    CHECK(st == VIT_ERR_TOO_LARGE && m == NULL);
+    vit_model_free(st == VIT_OK ? m : NULL);
+    free(weights);
+
+    /* vit_state_bytes: max_batch images plus scratch that does not grow */
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    CHECK(vit_model_create(&c, &m, &err) == VIT_OK);
+    size_t one = 0, two = 0, image = vit_config_image_bytes(&c);
+    size_t n_tok = (size_t)vit_config_tokens(&c);
+    CHECK(vit_state_bytes(m, 1, 1, VIT_PATH_PORTABLE, &one, &err) == VIT_OK);
+    CHECK(vit_state_bytes(m, 2, 1, VIT_PATH_PORTABLE, &two, &err) == VIT_OK);
+    fprintf(stderr, "  vit-tiny: %zu bytes per image, state %zu (batch 1), %zu (batch 2)\n",
+            image, one, two);
+    CHECK(one >= image + n_tok * n_tok * sizeof(float));
+    /* each of 13 buffers rounds to 16 floats: at most 15 floats each either way */
+    CHECKF(two - one + 13 * 15 * 4 >= image && two - one <= image + 13 * 15 * 4,
+           "batch 2 - batch 1 = %zu bytes, per image %zu", two - one, image);
+    CHECK(vit_state_bytes(m, 0, 1, VIT_PATH_PORTABLE, &one, &err) == VIT_ERR_INVALID);
+    CHECK(vit_state_bytes(m, 1, 65, VIT_PATH_AUTO, &one, &err) == VIT_ERR_INVALID);
+    vit_model_free(m);
+
+    /* a state too large for any machine is refused before it is allocated
+     * (the old code asked the allocator for 770 GB) */
+    c = wide_state_config(1024, 16, 11508);
+    CHECK(vit_model_create(&c, &m, &err) == VIT_OK);
+    image = vit_config_image_bytes(&c);
+    size_t asked = 0;
+    CHECK(vit_state_bytes(m, 4096, 1, VIT_PATH_PORTABLE, &asked, &err) == VIT_ERR_TOO_LARGE);
+    CHECKF(asked >= 4096 * image && asked > VIT_MAX_STATE_BYTES, "asked %zu", asked);
+    vit_state *s = (vit_state *)&c; /* must be reset to NULL on failure */
+    st = vit_state_create_path(m, 4096, 1, VIT_PATH_PORTABLE, &s, &err);
+    fprintf(stderr, "  batch 4096 of %zu bytes per image -> %s: %s\n", image,
+            vit_status_name(st), err.message);
+    char per[64];
+    snprintf(per, sizeof per, "(%zu per image)", image);
+    CHECKF(st == VIT_ERR_TOO_LARGE && s == NULL && strstr(err.message, per),
+           "want TOO_LARGE naming \"%s\"", per);
+    if (st == VIT_OK)
+        vit_state_free(s);
+    /* around the limit, the status follows the bytes */
+    int bad = 0, last_ok = 0;
+    for (int b = 300; b <= 400; b++) {
+        size_t bytes = 0;
+        vit_status got = vit_state_bytes(m, b, 1, VIT_PATH_PORTABLE, &bytes, &err);
+        bad += got != (bytes <= VIT_MAX_STATE_BYTES ? VIT_OK : VIT_ERR_TOO_LARGE);
+        if (got == VIT_OK)
+            last_ok = b;
+    }
+    CHECKF(bad == 0 && last_ok > 300 && last_ok < 400, "%d disagreements, last ok batch %d", bad,
+           last_ok);
+    vit_model_free(m);
+}
+
+/* The largest config vit_config_validate allows at 224 px (~3.5e11
+ * parameters, 1.4 TB) cannot be allocated: vit_model_create must say so and
+ * return nothing.  (At 4096 px the activations are refused first.) */
 static int child_create_huge(const void *unused)
 {
     (void)unused;
@@ -840,9 +1002,9 @@ static int child_create_huge(const void *unused)
     vit_error err = {0};
     vit_config_preset("vit-tiny", &c, &err);
     c.width = 8192, c.depth = 256, c.heads = 64, c.mlp_dim = 65536;
-    c.image_size = 4096, c.patch_size = 64, c.num_classes = 1000000;
-    c.preprocess.crop_h = c.preprocess.crop_w = 4096;
-    c.preprocess.resize_shorter = 4096;
+    c.image_size = 224, c.patch_size = 16, c.num_classes = 1000000;
+    c.preprocess.crop_h = c.preprocess.crop_w = 224;
+    c.preprocess.resize_shorter = 256;
     vit_model *m = NULL;
     vit_status st = vit_model_create(&c, &m, &err);
     fprintf(stderr, "  -> %s: %s\n", vit_status_name(st), err.message);
@@ -896,6 +1058,7 @@ int main(void)
     test_attention();
     test_layernorm_and_softmax();
     test_config();
+    test_state_budget();
     test_tiny_goldens();
     test_preprocess_goldens();
     test_load_memory();
