@@ -178,8 +178,19 @@ vit_status vit_model_view(const vit_model *base, int num_classes, const float *t
 
 vit_param *vit_model_find(vit_model *m, const char *canonical_name);
 
-/* Replaces m's class names with copies of names[0..num_classes). */
+/* Replaces m's class names with copies of names[0..num_classes); a name
+ * vit_label_problem refuses is VIT_ERR_INVALID and m is left as it was. */
 vit_status vit_model_set_labels(vit_model *m, const char *const *names, vit_error *err);
+
+/* Why class label s[0..len) cannot be shown as it is, or NULL when it can:
+ * "invalid UTF-8" (overlong forms, surrogates and code points past U+10FFFF
+ * included) or "a control character" (C0, DEL, C1, the line and paragraph
+ * separators and the bidirectional overrides), with the byte offset in *at.
+ * Labels end up in JSON replies, terminals and task files: a newline or an
+ * escape sequence in one forges output lines or recolours a terminal, and
+ * bytes that are not UTF-8 cannot be written as JSON at all.  Every loader of
+ * labels (config.json, labels.txt, task files) refuses such a label. */
+const char *vit_label_problem(const char *s, size_t len, size_t *at);
 
 /* Writes m as a checkpoint directory in the timm layout (model.safetensors +
  * config.json with label_names) that vit_model_load reads back.  dir must not

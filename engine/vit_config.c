@@ -353,6 +353,57 @@ static vit_status parse_act(const char *s, vit_act *act, vit_error *err)
     return VIT_OK;
 }
 
+const char *vit_label_problem(const char *s, size_t len, size_t *at)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        *at = i;
+        unsigned c = u[i];
+        if (c < 0x20 || c == 0x7f)
+            return "a control character";
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        /* lead byte: sequence length and the range of the second byte that
+         * rules out overlong forms, surrogates and code points past U+10FFFF */
+        size_t n;
+        unsigned lo = 0x80, hi = 0xbf;
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 2;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        else
+            return "invalid UTF-8";
+        if (len - i < n || u[i + 1] < lo || u[i + 1] > hi)
+            return "invalid UTF-8";
+        for (size_t k = 2; k < n; k++)
+            if ((u[i + k] & 0xc0) != 0x80)
+                return "invalid UTF-8";
+        uint32_t cp = c & (0x7f >> n);
+        for (size_t k = 1; k < n; k++)
+            cp = cp << 6 | (u[i + k] & 0x3f);
+        if ((cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
+            (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
+            return "a control character";
+        i += n;
+    }
+    return NULL;
+}
+
+/* Checks label i of a config.json list (vit_label_problem). */
+static vit_status check_label(const char *what, size_t i, const char *label, vit_error *err)
+{
+    size_t at;
+    const char *problem = vit_label_problem(label, strlen(label), &at);
+    if (problem)
+        return vit_error_set(err, VIT_ERR_FORMAT, "config.json: %s %zu has %s at byte %zu", what,
+                             i, problem, at);
+    return VIT_OK;
+}
+
 void vit_labels_free(char **labels, int n)
 {
     if (!labels)
@@ -377,6 +428,11 @@ static vit_status labels_from_array(json_t *arr, char ***labels, int *n, vit_err
             vit_labels_free(out, (int)count);
             return vit_error_set(err, VIT_ERR_FORMAT, "config.json: label %zu is not a string", i);
         }
+        vit_status st = check_label("label", i, out[i], err);
+        if (st != VIT_OK) {
+            vit_labels_free(out, (int)count);
+            return st;
+        }
     }
     *labels = out;
     *n = (int)count;
@@ -400,13 +456,23 @@ static vit_status labels_from_id2label(json_t *obj, char ***labels, int *n, vit_
         if (*key == '\0' || *end != '\0' || id < 0 || (size_t)id >= count || out[id] ||
             !json_is_string(value)) {
             vit_labels_free(out, (int)count);
+            char shown[24]; /* the key is quoted: keep it short and printable */
+            size_t i = 0;
+            for (; key[i] && i + 1 < sizeof shown; i++)
+                shown[i] = key[i] >= 0x20 && key[i] < 0x7f ? key[i] : '?';
+            shown[i] = '\0';
             return vit_error_set(err, VIT_ERR_FORMAT,
                                  "config.json: id2label must map ids 0..%zu to strings (bad entry '%s')",
-                                 count - 1, key);
+                                 count - 1, shown);
         }
         if (!(out[id] = strdup(json_string_value(value)))) {
             vit_labels_free(out, (int)count);
             return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading labels");
+        }
+        vit_status st = check_label("id2label entry", (size_t)id, out[id], err);
+        if (st != VIT_OK) {
+            vit_labels_free(out, (int)count);
+            return st;
         }
     }
     *labels = out;

@@ -314,6 +314,8 @@ static char *slurp(const char *rel, size_t *len)
     }
     if (fp)
         fclose(fp);
+    if (buf)
+        buf[n] = '\0'; /* so text files can be searched */
     *len = buf ? (size_t)n : 0;
     return buf;
 }
@@ -353,6 +355,130 @@ static void test_load_memory(void)
     free(weights);
     free(config);
     free((char *)side.preprocessor);
+}
+
+/* ---- labels that cannot be shown as they are (issue 13, review item 10) ---- */
+
+/* Loads dir's weights (e2e_timm or e2e_hf) with its config.json, where
+ * `from` (which must occur) is replaced by `to`, and labels.txt `labels` (or
+ * none); returns the status, the message in err. */
+static vit_status load_edited(const char *dir, const char *from, const char *to,
+                              const char *labels, vit_error *err)
+{
+    char rel[256];
+    size_t wlen, clen;
+    snprintf(rel, sizeof rel, "tests/data/golden/%s/model.safetensors", dir);
+    char *weights = slurp(rel, &wlen);
+    snprintf(rel, sizeof rel, "tests/data/golden/%s/config.json", dir);
+    char *config = slurp(rel, &clen);
+    VIT_ASSERT(weights && config);
+    char *at = strstr(config, from), *edited = malloc(clen + strlen(to) + 1);
+    VIT_ASSERT(at && edited);
+    size_t head = (size_t)(at - config);
+    memcpy(edited, config, head);
+    strcpy(edited + head, to);
+    strcat(edited + head, at + strlen(from));
+    vit_side_files side = {.config = edited, .config_len = strlen(edited)};
+    if (labels) /* read when config.json names no labels */
+        side.labels = labels, side.labels_len = strlen(labels);
+    vit_model *m = (vit_model *)&side; /* must be reset to NULL on failure */
+    vit_status st = vit_model_load_memory(weights, wlen, &side, &m, err);
+    if (st == VIT_OK)
+        vit_model_free(m);
+    else
+        CHECK(m == NULL);
+    free(weights);
+    free(config);
+    free(edited);
+    return st;
+}
+
+static void test_labels(void)
+{
+    fprintf(stderr, "labels with control characters or invalid UTF-8\n");
+    static const struct { const char *s; int bad; size_t at; } cases[] = {
+        {"tench", 0, 0}, {"", 0, 0}, {"caf\xc3\xa9 cr\xc3\xa8me", 0, 0}, {"\xe7\x8c\xab", 0, 0},
+        {"\xf0\x9f\x90\xb1 cat", 0, 0},     /* U+1F431: 4 bytes */
+        {"a\xc2\xa0" "b", 0, 0},             /* U+00A0, just past C1 */
+        {"\xef\xbf\xbd", 0, 0},              /* U+FFFD */
+        {"\xf4\x8f\xbf\xbf", 0, 0},         /* U+10FFFF, the last code point */
+        {"\xed\x9f\xbf", 0, 0},              /* U+D7FF, just below the surrogates */
+        {"a\nb", 1, 1}, {"\x1b[31mred", 1, 0}, {"ab\x7f", 1, 2}, {"\t", 1, 0}, {"a\rb", 1, 1},
+        {"x\xc2\x9b" "31m", 1, 1},           /* U+009B, a C1 CSI */
+        {"\xc2\x80", 1, 0}, {"\xc2\x9f", 1, 0},  /* C1 ends */
+        {"ab\xe2\x80\xa8", 1, 2},           /* U+2028 line separator */
+        {"\xe2\x80\xa9", 1, 0}, {"\xe2\x80\xae" "gpj.exe", 1, 0}, /* U+2029, U+202E */
+        {"\xe2\x80\xaa", 1, 0}, {"\xe2\x81\xa6", 1, 0}, {"\xe2\x81\xa9", 1, 0},
+        {"caf\xe9", 2, 3},                     /* Latin-1 */
+        {"\xc0\xaf", 2, 0}, {"\xc1\xbf", 2, 0}, {"\xe0\x80\xaf", 2, 0}, /* overlong */
+        {"\xe0\x9f\xbf", 2, 0}, {"\xf0\x8f\xbf\xbf", 2, 0},          /* overlong */
+        {"\xed\xa0\x80", 2, 0}, {"\xed\xbf\xbf", 2, 0},                /* surrogates */
+        {"\xf4\x90\x80\x80", 2, 0}, {"\xf5\x80\x80\x80", 2, 0},      /* past U+10FFFF */
+        {"ab\xe2\x82", 2, 2}, {"\xe2\x82x", 2, 0}, {"\xf0\x9f\x90", 2, 0}, /* cut short */
+        {"\x80", 2, 0}, {"\xbf", 2, 0}, {"\xff", 2, 0}, {"\xfe", 2, 0},
+    };
+    int wrong = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t at = 99;
+        const char *p = vit_label_problem(cases[i].s, strlen(cases[i].s), &at);
+        const char *want = cases[i].bad == 0   ? NULL
+                           : cases[i].bad == 1 ? "a control character"
+                                               : "invalid UTF-8";
+        if (!(want ? p && strcmp(p, want) == 0 && at == cases[i].at : !p)) {
+            fprintf(stderr, "  case %zu: got %s at %zu, want %s at %zu\n", i, p ? p : "ok", at,
+                    want ? want : "ok", cases[i].at);
+            wrong++;
+        }
+    }
+    CHECKF(wrong == 0, "%d of the vit_label_problem cases wrong", wrong);
+    /* the length is honoured: a NUL inside counts, bytes past it do not */
+    size_t at;
+    CHECK(vit_label_problem("ab\0c", 4, &at) && at == 2);
+    CHECK(vit_label_problem("ab\ncd", 2, &at) == NULL);
+
+    /* every loader refuses them: config.json label_names (the review's
+     * repro/model/evil_labels), id2label, labels.txt */
+    vit_error err = {0};
+    static const struct { const char *dir, *from, *to, *labels, *needle; } loads[] = {
+        {"e2e_timm", "\"coffee\"", "\"Trouser\\n  0.0001  (spoofed line)\\u001b[31mRED\"", NULL,
+         "label 1 has a control character at byte 7"},
+        {"e2e_timm", "\"rocket\"", "\"rock\\u009bet\"", NULL,
+         "label 3 has a control character at byte 4"},
+        {"e2e_hf", "\"camera\"", "\"cam\\u001bera\"", NULL,
+         "id2label entry 2 has a control character at byte 3"},
+        {"e2e_hf", "\"id2label\"", "\"id2label_\"", "cat\ncoffee\ncam\x1b[2Jera\nrocket\n",
+         "labels.txt: line 3 has a control character at byte 3"},
+        {"e2e_hf", "\"id2label\"", "\"id2label_\"", "cat\ncoffee\ncamera\nrock\xe9t\n",
+         "labels.txt: line 4 has invalid UTF-8 at byte 4"},
+    };
+    for (size_t i = 0; i < sizeof loads / sizeof loads[0]; i++) {
+        vit_status st = load_edited(loads[i].dir, loads[i].from, loads[i].to, loads[i].labels, &err);
+        fprintf(stderr, "  %s -> %s: %s\n", loads[i].needle, vit_status_name(st),
+                st == VIT_OK ? "loaded" : err.message);
+        CHECKF(st == VIT_ERR_FORMAT && strstr(err.message, loads[i].needle), "want \"%s\"",
+               loads[i].needle);
+    }
+    /* and labels that are fine load */
+    CHECKF(load_edited("e2e_timm", "\"coffee\"", "\"caf\\u00e9, cr\\u00e8me \xe2\x98\x95\"", NULL,
+                       &err) == VIT_OK,
+           "UTF-8 label: %s", err.message);
+    CHECKF(load_edited("e2e_hf", "\"id2label\"", "\"id2label_\"", "cat\r\ncaf\xc3\xa9\n\ncamera\nrocket",
+                       &err) == VIT_OK,
+           "labels.txt: %s", err.message);
+
+    /* vit_model_set_labels (the trainer names a head after class folders) */
+    vit_config c;
+    vit_model *m = NULL;
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.num_classes = 2;
+    CHECK(vit_model_create(&c, &m, &err) == VIT_OK);
+    const char *good[] = {"a", "b"}, *bad[] = {"c", "\xff"};
+    CHECK(vit_model_set_labels(m, good, &err) == VIT_OK);
+    CHECKF(vit_model_set_labels(m, bad, &err) == VIT_ERR_INVALID &&
+               strstr(err.message, "label 1 has invalid UTF-8"),
+           "%s", err.message);
+    CHECK(strcmp(m->labels[1], "b") == 0); /* left as it was */
+    vit_model_free(m);
 }
 
 /* Full-shape ViT-B/16 against torchvision's vit_b_16 with the same weights. */
@@ -1062,6 +1188,7 @@ int main(void)
     test_tiny_goldens();
     test_preprocess_goldens();
     test_load_memory();
+    test_labels();
     test_load_errors();
     test_hostile_files();
     test_preprocessor_config();
