@@ -489,6 +489,21 @@ static void test_malformed(void)
                "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[32,40]},"
                "\"c\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}",
                zero, 40, VIT_ERR_FORMAT, "overlapping");
+    /* overlap at its exact edge: one byte shared is refused, none is fine */
+    expect_bad("ranges sharing one byte",
+               "{\"p\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+               "\"q\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[3,7]}}",
+               zero, 7, VIT_ERR_FORMAT, "'p' [0,4] and 'q' [3,7] have overlapping");
+    {
+        uint8_t *keep;
+        st_file *g = expect_good("adjacent ranges",
+                                 "{\"p\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+                                 "\"q\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[4,7]}}",
+                                 zero, 7, &keep);
+        CHECK(g && st_count(g) == 2);
+        st_close(g);
+        free(keep);
+    }
     expect_bad("same range twice",
                "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
                "\"b\":{\"dtype\":\"I32\",\"shape\":[4],\"data_offsets\":[0,16]}}",

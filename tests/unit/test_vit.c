@@ -845,6 +845,28 @@ static void test_hostile_files(void)
     expect_child_load(dir, VIT_ERR_FORMAT, "labels.txt with a NUL byte", 0);
     write_file(labels, "0\n1\n2\n3\n4\n5\n6\n7\n8\ncaf\xe9\n", 22);
     expect_child_load(dir, VIT_ERR_FORMAT, "labels.txt in Latin-1", 0);
+    /* the label count at its edge: 1000000 lines parse (and then disagree
+     * with the 10-class head), 1000001 are refused while parsing */
+    {
+        size_t lines = 1000001;
+        char *many = malloc(2 * lines);
+        VIT_ASSERT(many);
+        for (size_t i = 0; i < lines; i++)
+            many[2 * i] = 'a', many[2 * i + 1] = '\n';
+        write_file(labels, many, 2 * (lines - 1));
+        expect_child_load(dir, VIT_ERR_MISMATCH, "labels.txt of 1000000 labels", 0);
+        write_file(labels, many, 2 * lines);
+        expect_child_load(dir, VIT_ERR_TOO_LARGE, "labels.txt of 1000001 labels", 0);
+        free(many);
+    }
+    /* a side file longer than fstat said (it grew while read; /proc files
+     * report 0 bytes): refused, not read on */
+    unlink(labels);
+    if (symlink("/proc/self/status", labels) == 0) {
+        expect_child_load(dir, VIT_ERR_IO, "labels.txt -> /proc/self/status (size 0, not empty)",
+                          0);
+        unlink(labels);
+    }
     /* 4095 bytes, CRLF ends, blank lines and no final newline are fine */
     n = 0;
     for (int k = 0; k < 9; k++)
@@ -1175,6 +1197,87 @@ static void test_config(void)
     CHECK(m && vit_state_create(m, 0, 1, &s, &err) == VIT_ERR_INVALID && s == NULL);
     CHECK(m && vit_state_create(m, 4097, 1, &s, &err) == VIT_ERR_INVALID && s == NULL);
     vit_model_free(m);
+
+    /* the resize bound at its edge (configs given through the API) */
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.preprocess.resize_shorter = 8192;
+    CHECKF(vit_config_validate(&c, &err) == VIT_OK, "resize 8192: %s", err.message);
+    c.preprocess.resize_shorter = 8193;
+    CHECK(vit_config_validate(&c, &err) == VIT_ERR_INVALID && strstr(err.message, "resize"));
+    c.preprocess.resize_shorter = -1;
+    CHECK(vit_config_validate(&c, &err) == VIT_ERR_INVALID);
+
+    /* the patch grid at its edge: 64 x 64 patches, not 65 x 65 (vit-tiny's
+     * width 64 stays well inside the activation cap at both: only the grid
+     * bound refuses the second) */
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.patch_size = 16, c.image_size = 1024;
+    c.preprocess = img_preprocess_timm_in21k(1024);
+    CHECKF(vit_config_validate(&c, &err) == VIT_OK, "64x64 patches: %s", err.message);
+    c.image_size = 1040;
+    c.preprocess = img_preprocess_timm_in21k(1040);
+    CHECK(vit_config_image_bytes(&c) + 4 * (size_t)4226 * 4226 < VIT_MAX_IMAGE_BYTES);
+    CHECKF(vit_config_validate(&c, &err) == VIT_ERR_INVALID && strstr(err.message, "64x64"),
+           "65x65 patches: %s", err.message);
+}
+
+/* A timm checkpoint of config c (canonical names, randinit values),
+ * serialized into *len bytes (caller frees). */
+static void *config_weights(const vit_config *c, size_t *len)
+{
+    vit_error err;
+    vit_model *m = NULL;
+    VIT_ASSERT(vit_model_create(c, &m, &err) == VIT_OK);
+    vit_model_randomize(m, 5);
+    st_writer *w = st_writer_create();
+    VIT_ASSERT(w);
+    for (size_t i = 0; i < m->num_params; i++) {
+        const vit_param *p = &m->params[i];
+        VIT_ASSERT(st_writer_add_f32(w, p->name, p->ndim, p->shape, p->data, &err) == VIT_OK);
+    }
+    void *out;
+    VIT_ASSERT(st_writer_serialize(w, &out, len, &err) == VIT_OK);
+    st_writer_free(w);
+    vit_model_free(m);
+    return out;
+}
+
+/* floor(image_size / crop_pct) must be at least 1: with a 2-pixel model and
+ * crop_pct 4 it is 0, which would read as "squash" (resize both sides). */
+static void test_crop_pct_zero(void)
+{
+    fprintf(stderr, "crop_pct resizing to 0 pixels\n");
+    vit_config c;
+    vit_error err = {0};
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.image_size = 2, c.patch_size = 2, c.width = 8, c.heads = 2, c.depth = 1, c.mlp_dim = 16;
+    c.num_classes = 2;
+    c.preprocess = img_preprocess_timm_in21k(2);
+    size_t len;
+    void *weights = config_weights(&c, &len);
+    static const struct { const char *crop; vit_status want; int resize; } cases[] = {
+        {"4", VIT_ERR_INVALID, 0}, {"2.5", VIT_ERR_INVALID, 0}, {"2", VIT_OK, 1}, {"1", VIT_OK, 2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char json[512];
+        snprintf(json, sizeof json,
+                 "{\"num_classes\": 2, \"model_args\": {\"img_size\": 2, \"patch_size\": 2, "
+                 "\"embed_dim\": 8, \"depth\": 1, \"num_heads\": 2, \"mlp_ratio\": 2.0}, "
+                 "\"pretrained_cfg\": {\"crop_pct\": %s}}",
+                 cases[i].crop);
+        vit_side_files side = {.config = json, .config_len = strlen(json)};
+        vit_model *m = NULL;
+        vit_status st = vit_model_load_memory(weights, len, &side, &m, &err);
+        fprintf(stderr, "  crop_pct %s -> %s: %s\n", cases[i].crop, vit_status_name(st),
+                st == VIT_OK ? "loaded" : err.message);
+        CHECKF(st == cases[i].want, "crop_pct %s", cases[i].crop);
+        if (st == VIT_OK) {
+            CHECKF(m->cfg.preprocess.resize_shorter == cases[i].resize, "resize %d",
+                   m->cfg.preprocess.resize_shorter);
+            vit_model_free(m);
+        }
+    }
+    free(weights);
 }
 
 int main(void)
@@ -1184,6 +1287,7 @@ int main(void)
     test_attention();
     test_layernorm_and_softmax();
     test_config();
+    test_crop_pct_zero();
     test_state_budget();
     test_tiny_goldens();
     test_preprocess_goldens();
