@@ -5,8 +5,10 @@
  *
  * Reading.  st_open maps the whole file read-only (MAP_PRIVATE) and hands the
  * bytes to the same parser as st_open_memory.  The parser treats every byte as
- * untrusted: L is bounded (ST_MAX_HEADER first, like the reference reader, then
- * against the bytes actually present), the JSON goes through jansson with
+ * untrusted: L is bounded (the caller's st_limits, never past ST_MAX_HEADER,
+ * then against the bytes actually present), the header text is scanned for
+ * what parsing it would cost (header_census) and refused past the caller's
+ * caps before jansson sees it, the JSON goes through jansson with
  * duplicate keys rejected, and each tensor entry is checked field by field
  * (dtype known, shape of non-negative integers, data_offsets ordered and inside
  * the data section, shape x dtype size == byte range with overflow checks).
@@ -366,10 +368,43 @@ static vit_status check_ranges(st_file *f, vit_error *err)
     return VIT_OK;
 }
 
+/* What parsing JSON text s[0..n) would cost, counted without parsing it.
+ * *entries: members of the top-level object (its commas, plus one).
+ * *items: commas and opening brackets outside strings.  A container of k
+ * values or members has k - 1 commas, so the text holds at most items + 1
+ * values, and as many keys: jansson allocates a node for each, so what it
+ * allocates is O(items + n).  One pass, no allocation; malformed text is
+ * counted all the same (jansson refuses it afterwards). */
+static void header_census(const char *s, size_t n, size_t *entries, size_t *items)
+{
+    size_t depth = 0, commas1 = 0, count = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_string) {
+            if (c == '\\')
+                i++; /* the escaped character cannot end the string */
+            else if (c == '"')
+                in_string = false;
+            continue;
+        }
+        switch (c) {
+        case '"': in_string = true; break;
+        case '{': case '[': depth++, count++; break;
+        case '}': case ']': depth -= depth > 0; break;
+        case ',': count++, commas1 += depth == 1; break;
+        default: break;
+        }
+    }
+    *entries = commas1 + 1;
+    *items = count;
+}
+
 /* Parses and validates the file image buf[0..len) into f (which is zeroed
- * apart from map/map_len).  On failure f may be partly filled; the caller
- * frees it with st_close. */
-static vit_status parse_file(st_file *f, const uint8_t *buf, size_t len, vit_error *err)
+ * apart from map/map_len) within lim.  On failure f may be partly filled; the
+ * caller frees it with st_close. */
+static vit_status parse_file(st_file *f, const uint8_t *buf, size_t len, const st_limits *lim,
+                             vit_error *err)
 {
     if (len == 0)
         return vit_error_set(err, VIT_ERR_FORMAT, "file is empty");
@@ -379,10 +414,11 @@ static vit_status parse_file(st_file *f, const uint8_t *buf, size_t len, vit_err
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | buf[i];
-    if (hlen > ST_MAX_HEADER)
+    size_t max_header = lim->max_header < ST_MAX_HEADER ? lim->max_header : ST_MAX_HEADER;
+    if (hlen > max_header)
         return vit_error_set(err, VIT_ERR_TOO_LARGE,
-                             "header length %llu exceeds the limit of %u bytes",
-                             (unsigned long long)hlen, ST_MAX_HEADER);
+                             "header length %llu exceeds the limit of %zu bytes",
+                             (unsigned long long)hlen, max_header);
     if (hlen > len - 8)
         return vit_error_set(err, VIT_ERR_FORMAT,
                              "header length %llu is larger than the %zu bytes that follow it "
@@ -390,6 +426,22 @@ static vit_status parse_file(st_file *f, const uint8_t *buf, size_t len, vit_err
                              (unsigned long long)hlen, len - 8);
     f->data = buf + 8 + hlen;
     f->data_size = len - 8 - (size_t)hlen;
+
+    /* what the JSON would cost, bounded before jansson allocates for it
+     * (safetensors.h: st_limits) */
+    size_t entries, items;
+    size_t max_tensors = lim->max_tensors < max_header ? lim->max_tensors : max_header;
+    size_t max_items = ST_ITEMS_PER_TENSOR * max_tensors + ST_MAX_METADATA + 2;
+    header_census((const char *)buf + 8, (size_t)hlen, &entries, &items);
+    if (entries > max_tensors + 1)
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "header lists %zu entries; at most %zu tensors are allowed here",
+                             entries, max_tensors);
+    if (items > max_items)
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "header holds %zu JSON items; at most %zu are allowed for %zu "
+                             "tensors",
+                             items, max_items, max_tensors);
 
     /* jansson accepts surrounding whitespace, which covers the spec's space
      * padding; it rejects invalid UTF-8 and NUL bytes in keys. */
@@ -406,6 +458,11 @@ static vit_status parse_file(st_file *f, const uint8_t *buf, size_t len, vit_err
         return vit_error_set(err, VIT_ERR_FORMAT, "header is not a JSON object");
 
     size_t n = json_object_size(f->header);
+    size_t listed = n - (json_object_get(f->header, "__metadata__") != NULL);
+    if (listed > max_tensors) /* exact: the census let one entry be metadata */
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "header lists %zu tensors; at most %zu are allowed here", listed,
+                             max_tensors);
     if (n > 0) {
         f->tensors = calloc(n, sizeof *f->tensors);
         if (!f->tensors)
@@ -428,12 +485,18 @@ static vit_status parse_file(st_file *f, const uint8_t *buf, size_t len, vit_err
 
 vit_status st_open_memory(const void *data, size_t len, st_file **out, vit_error *err)
 {
-    VIT_ASSERT(out && (data || len == 0));
+    return st_open_memory_limited(data, len, &ST_LIMITS_MODEL, out, err);
+}
+
+vit_status st_open_memory_limited(const void *data, size_t len, const st_limits *limits,
+                                  st_file **out, vit_error *err)
+{
+    VIT_ASSERT(out && limits && (data || len == 0));
     *out = NULL;
     st_file *f = calloc(1, sizeof *f);
     if (!f)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
-    vit_status s = parse_file(f, data, len, err);
+    vit_status s = parse_file(f, data, len, limits, err);
     if (s != VIT_OK) {
         st_close(f);
         return s;
@@ -444,7 +507,13 @@ vit_status st_open_memory(const void *data, size_t len, st_file **out, vit_error
 
 vit_status st_open(const char *path, st_file **out, vit_error *err)
 {
-    VIT_ASSERT(path && out);
+    return st_open_limited(path, &ST_LIMITS_MODEL, out, err);
+}
+
+vit_status st_open_limited(const char *path, const st_limits *limits, st_file **out,
+                           vit_error *err)
+{
+    VIT_ASSERT(path && limits && out);
     *out = NULL;
     /* O_NONBLOCK: a FIFO given by mistake must not hang open(); it has no
      * effect on regular files, and anything else is refused below. */
@@ -486,7 +555,7 @@ vit_status st_open(const char *path, st_file **out, vit_error *err)
     }
     close(fd); /* the mapping stays valid without the descriptor */
 
-    vit_status s = parse_file(f, f->map, len, err);
+    vit_status s = parse_file(f, f->map, len, limits, err);
     if (s != VIT_OK) {
         if (err)
             vit_error_prefix(err, "%s", path);

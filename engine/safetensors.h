@@ -6,8 +6,10 @@
  *    "__metadata__": {"key": "string value", ...}}
  * then the data section; offsets are relative to the data section.
  *
- * Files are untrusted input: the header length is bounded (ST_MAX_HEADER),
- * the JSON is parsed with jansson, every tensor's shape x dtype size must equal
+ * Files are untrusted input: the header's length and what its JSON would
+ * cost to parse are bounded before it is parsed (st_limits: the caller says
+ * what kind of file it expects), the JSON is parsed with jansson, every
+ * tensor's shape x dtype size must equal
  * its byte range, ranges must lie inside the data section and must not overlap.
  * A malformed file yields VIT_ERR_FORMAT (or TOO_LARGE) with a message naming
  * the problem, never a crash or an out-of-bounds read.
@@ -27,6 +29,29 @@
 #define ST_MAX_HEADER (100u * 1024u * 1024u) /* same bound as the reference reader */
 #define ST_MAX_DIMS 8
 
+/* What opening one file may cost, checked before its header's JSON is parsed.
+ * Why before: jansson spends about 20 bytes of memory per byte of a header of
+ * small values -- a 100 MB header of 2.2M empty tensors took 2.1 GB and 13 s
+ * -- so a cap applied after parsing comes too late.  The header's text is
+ * first scanned (one pass, no allocation) for its top-level entries and its
+ * JSON items (one per comma or opening bracket); more than max_tensors + 1
+ * entries (the +1: "__metadata__") or more than ST_ITEMS_PER_TENSOR items per
+ * allowed tensor plus ST_MAX_METADATA is VIT_ERR_TOO_LARGE, and so is a
+ * header longer than max_header (which may not exceed ST_MAX_HEADER).  Parsing
+ * then costs O(max_header + max_tensors), whatever the file. */
+typedef struct st_limits {
+    size_t max_header;  /* bytes of header JSON */
+    size_t max_tensors; /* tensor entries, "__metadata__" not counted */
+} st_limits;
+
+#define ST_ITEMS_PER_TENSOR 16 /* a valid entry has at most 14: "name", {}, 3 keys, 8 dims, 2 offsets */
+#define ST_MAX_METADATA 1024   /* "__metadata__" entries (items they may add) */
+
+/* A model checkpoint: ViT-H/14 has about 390 tensors in a 40 KB header, a
+ * whole OpenCLIP ViT-bigG (text tower included) about 1000; 16 MiB leaves
+ * room for large metadata.  st_open and st_open_memory apply these. */
+#define ST_LIMITS_MODEL ((st_limits){.max_header = 16u << 20, .max_tensors = 16384})
+
 typedef enum st_dtype {
     ST_F32, ST_F16, ST_BF16, ST_F64,
     ST_I8, ST_U8, ST_I16, ST_U16, ST_I32, ST_U32, ST_I64, ST_U64, ST_BOOL,
@@ -45,13 +70,21 @@ typedef struct st_tensor {
 
 typedef struct st_file st_file;
 
-/* Opens and validates a file (mmap).  On success *out owns the mapping; free it
- * with st_close.  On failure *out is NULL and err says why. */
+/* Opens and validates a file (mmap) within ST_LIMITS_MODEL.  On success *out
+ * owns the mapping; free it with st_close.  On failure *out is NULL and err
+ * says why. */
 vit_status st_open(const char *path, st_file **out, vit_error *err);
+
+/* st_open within the caller's limits (a task file is far smaller than a
+ * checkpoint); VIT_ERR_TOO_LARGE past them, before the header is parsed. */
+vit_status st_open_limited(const char *path, const st_limits *limits, st_file **out,
+                           vit_error *err);
 
 /* Same over a caller-owned buffer (HTTP body, fuzzer input).  The buffer must
  * outlive the st_file; it is not copied. */
 vit_status st_open_memory(const void *data, size_t len, st_file **out, vit_error *err);
+vit_status st_open_memory_limited(const void *data, size_t len, const st_limits *limits,
+                                  st_file **out, vit_error *err);
 
 void st_close(st_file *f);
 

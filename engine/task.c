@@ -437,11 +437,28 @@ vit_status task_save(const vit_model *m, const vit_task *t, const task_meta *ext
 /* load                                                                     */
 /* ======================================================================== */
 
+#define TASK_MAX_HEADER (8u << 20) /* bytes of a task file's header (task_load_fingerprint) */
+
 /* Parses the labels metadata: a JSON array of exactly k strings, each at
- * most TASK_MAX_LABEL bytes.  On success *out holds k copies. */
+ * most TASK_MAX_LABEL bytes and shown as is (vit_label_problem).  On success
+ * *out holds k copies. */
 static vit_status parse_labels(const char *text, int k, const char *path, char ***out,
                                vit_error *err)
 {
+    /* k labels are k - 1 commas: count them (outside strings) before
+     * jansson spends ~80 bytes on each item of an 8 MiB list of "" */
+    size_t commas = 0;
+    for (const char *c = text; *c && commas < (size_t)k; c++) {
+        if (*c == '"')
+            for (c++; *c && *c != '"'; c++)
+                c += c[0] == '\\' && c[1];
+        if (!*c)
+            break;
+        commas += *c == ',';
+    }
+    if (commas >= (size_t)k)
+        return task_fail(err, path, VIT_ERR_FORMAT, "\"labels\" names more than the %d classes "
+                         "of head.bias", k);
     json_error_t jerr;
     json_t *arr = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!arr)
@@ -460,11 +477,16 @@ static vit_status parse_labels(const char *text, int k, const char *path, char *
     }
     for (int i = 0; s == VIT_OK && i < k; i++) {
         json_t *v = json_array_get(arr, (size_t)i);
+        const char *problem;
+        size_t at;
         if (!json_is_string(v))
             s = task_fail(err, path, VIT_ERR_FORMAT, "label %d is not a string", i);
         else if (json_string_length(v) > TASK_MAX_LABEL)
             s = task_fail(err, path, VIT_ERR_TOO_LARGE, "label %d is longer than %d bytes", i,
                           TASK_MAX_LABEL);
+        else if ((problem = vit_label_problem(json_string_value(v), json_string_length(v), &at)))
+            s = task_fail(err, path, VIT_ERR_FORMAT, "label %d has %s at byte %zu", i, problem,
+                          at);
         else if (!(labels[i] = strdup(json_string_value(v))))
             s = task_fail(err, path, VIT_ERR_NOMEM, "out of memory");
     }
@@ -660,8 +682,17 @@ vit_status task_load_fingerprint(const vit_model *m, const char *fingerprint, co
 {
     VIT_ASSERT(m && fingerprint && path && out);
     *out = NULL;
+    /* A task file holds the model's biases and a head, nothing else: its
+     * header is refused before it is parsed when it lists many more tensors
+     * than that (a few more get through, so that load_from names the stray
+     * one), or holds more than TASK_MAX_HEADER bytes (the labels metadata
+     * takes most of them: 8 MiB fits 100k labels of 80 bytes).  A checkpoint's
+     * caps, ST_LIMITS_MODEL, would let a 16 MiB header of 16384 tensors in. */
+    st_limits limits = {.max_header = TASK_MAX_HEADER, .max_tensors = 2 + 8};
+    for (size_t i = 0; i < m->num_params; i++)
+        limits.max_tensors += (size_t)is_bias(&m->params[i]);
     st_file *f;
-    vit_status s = st_open(path, &f, err); /* its messages name the path */
+    vit_status s = st_open_limited(path, &limits, &f, err); /* its messages name the path */
     if (s != VIT_OK)
         return s;
     s = load_from(m, fingerprint, f, path, out, err);

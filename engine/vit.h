@@ -129,8 +129,29 @@ vit_status vit_config_preset(const char *name, vit_config *out, vit_error *err);
 int vit_config_tokens(const vit_config *cfg);       /* N */
 int vit_config_feature_dim(const vit_config *cfg);  /* F: D if projected, else C */
 int vit_config_output_dim(const vit_config *cfg);   /* K, or F without a head */
-/* Checks that the config is internally consistent and within sane bounds. */
+/* Checks that the config is internally consistent and within sane bounds,
+ * the forward activations of one image included (VIT_MAX_IMAGE_BYTES: a
+ * larger one is VIT_ERR_TOO_LARGE). */
 vit_status vit_config_validate(const vit_config *cfg, vit_error *err);
+
+/* Bytes of activations one image adds to a forward state (vit_state): the
+ * residual stream, LayerNorm output, q/k/v, attention output and MLP hidden
+ * layer of one block (inference reuses them for every block), the unfolded
+ * patches and their embeddings, the pooled features.  In floats:
+ *   N (6C + M) + (N-1)(3 P^2 + C) + 2C + F.
+ * ViT-B/16 at 224 px: 7.2e6 bytes (6.9 MiB).  cfg must pass the range checks
+ * of vit_config_validate (every product then fits easily). */
+size_t vit_config_image_bytes(const vit_config *cfg);
+
+/* Cap on vit_config_image_bytes plus one N x N attention matrix (each thread
+ * of a forward pass keeps one): what a checkpoint may ask a forward pass to
+ * hold per image.  A checkpoint's size says nothing about it -- 428 KB of
+ * width-1 weights can describe 4097 tokens with a 65536-wide MLP, 1.3 GiB per
+ * image -- so vit_config_validate refuses more.  Real models pass with room:
+ * ViT-B/16 at 224 px needs 7.1 MiB, ViT-L/14 at 336 px 27.4 MiB, ViT-H/14 at
+ * 224 px 14.6 MiB and at 518 px 83.8 MiB, ViT-B/16 on the largest grid
+ * (64 x 64 patches, 1024 px) 208 MiB. */
+#define VIT_MAX_IMAGE_BYTES ((size_t)256 << 20)
 const char *vit_layout_name(vit_layout layout);
 /* Multiply-accumulates of one forward pass for one image (all GEMMs,
  * attention included): 17.56e9 for ViT-B/16 at 224. */
@@ -157,8 +178,19 @@ vit_status vit_model_view(const vit_model *base, int num_classes, const float *t
 
 vit_param *vit_model_find(vit_model *m, const char *canonical_name);
 
-/* Replaces m's class names with copies of names[0..num_classes). */
+/* Replaces m's class names with copies of names[0..num_classes); a name
+ * vit_label_problem refuses is VIT_ERR_INVALID and m is left as it was. */
 vit_status vit_model_set_labels(vit_model *m, const char *const *names, vit_error *err);
+
+/* Why class label s[0..len) cannot be shown as it is, or NULL when it can:
+ * "invalid UTF-8" (overlong forms, surrogates and code points past U+10FFFF
+ * included) or "a control character" (C0, DEL, C1, the line and paragraph
+ * separators and the bidirectional overrides), with the byte offset in *at.
+ * Labels end up in JSON replies, terminals and task files: a newline or an
+ * escape sequence in one forges output lines or recolours a terminal, and
+ * bytes that are not UTF-8 cannot be written as JSON at all.  Every loader of
+ * labels (config.json, labels.txt, task files) refuses such a label. */
+const char *vit_label_problem(const char *s, size_t len, size_t *at);
 
 /* Writes m as a checkpoint directory in the timm layout (model.safetensors +
  * config.json with label_names) that vit_model_load reads back.  dir must not
@@ -223,12 +255,31 @@ typedef enum vit_path {
                         * scalar element-wise kernels too, as without AVX-512 */
 } vit_path;
 
-/* vit_state_create on a chosen path.  AUTO takes the packed path when m is
- * packed (vit_model_pack) and gemm_packed_available() holds now (it does not
- * under VITFIT_NO_AVX512); PACKED fails with VIT_ERR_UNSUPPORTED otherwise;
- * PORTABLE always works, on any model, so one process can compare both. */
+/* vit_state_create on a chosen path.  The state's size is checked before
+ * anything is allocated (vit_state_bytes: VIT_ERR_TOO_LARGE past
+ * VIT_MAX_STATE_BYTES, with the bytes per image in the message).  AUTO
+ * takes the packed path when m is packed (vit_model_pack) and
+ * gemm_packed_available() holds now (it does not under VITFIT_NO_AVX512);
+ * PACKED fails with VIT_ERR_UNSUPPORTED otherwise; PORTABLE always works, on
+ * any model, so one process can compare both. */
 vit_status vit_state_create_path(const vit_model *m, int max_batch, int threads, vit_path path,
                                  vit_state **out, vit_error *err);
+
+/* Cap on the bytes of one forward state (VIT_ERR_TOO_LARGE past it).  A
+ * state larger than this is a mistake on any machine vitfit targets; a
+ * server budgets its workers' states well below it with vit_state_bytes. */
+#define VIT_MAX_STATE_BYTES ((uint64_t)64 << 30)
+
+/* Bytes that vit_state_create_path(m, max_batch, threads, path) would
+ * allocate for its buffers, into *out: max_batch times
+ * vit_config_image_bytes (plus alignment) and the scratch that does not grow
+ * with the batch (one attention matrix, or on the packed path the GEMM's
+ * panels and an attention workspace per thread).  Nothing is allocated.
+ * Fails as vit_state_create_path would on the same arguments, with
+ * VIT_ERR_TOO_LARGE past VIT_MAX_STATE_BYTES (or what size_t can hold);
+ * *out is then the bytes that were asked for, when they fit in size_t. */
+vit_status vit_state_bytes(const vit_model *m, int max_batch, int threads, vit_path path,
+                           size_t *out, vit_error *err);
 
 /* The path s runs: VIT_PATH_PACKED or VIT_PATH_PORTABLE, never AUTO. */
 vit_path vit_state_path(const vit_state *s);

@@ -14,6 +14,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +83,17 @@ int vit_config_output_dim(const vit_config *cfg)
     return cfg->num_classes > 0 ? cfg->num_classes : vit_config_feature_dim(cfg);
 }
 
+size_t vit_config_image_bytes(const vit_config *cfg)
+{
+    uint64_t N = (uint64_t)vit_config_tokens(cfg), C = (uint64_t)cfg->width;
+    uint64_t M = (uint64_t)cfg->mlp_dim, P = (uint64_t)cfg->patch_size;
+    uint64_t F = (uint64_t)vit_config_feature_dim(cfg);
+    uint64_t floats = N * (6 * C + M)          /* x, ln, qkv (3C), attn; MLP hidden */
+                      + (N - 1) * (3 * P * P + C) /* unfolded patches, patch embeddings */
+                      + 2 * C + F;              /* pooled, pooled after LN, features */
+    return floats <= SIZE_MAX / sizeof(float) ? (size_t)(floats * sizeof(float)) : SIZE_MAX;
+}
+
 #define CHECK_RANGE(field, lo, hi)                                                        \
     do {                                                                                  \
         if (cfg->field < (lo) || cfg->field > (hi))                                       \
@@ -110,6 +122,20 @@ vit_status vit_config_validate(const vit_config *cfg, vit_error *err)
     if (cfg->width % cfg->heads)
         return vit_error_set(err, VIT_ERR_INVALID, "width %d is not divisible by %d heads",
                              cfg->width, cfg->heads);
+    /* What a forward pass holds per image follows from the config alone, not
+     * from the checkpoint's size (vit.h: VIT_MAX_IMAGE_BYTES); the ranges
+     * above keep these products below 2^33. */
+    uint64_t tokens = (uint64_t)vit_config_tokens(cfg);
+    uint64_t image = vit_config_image_bytes(cfg), attention = tokens * tokens * sizeof(float);
+    if (image + attention > VIT_MAX_IMAGE_BYTES)
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "the forward pass would need %llu bytes per image (%llu tokens of "
+                             "width %d, MLP %d, patch %d, and a %llux%llu attention matrix), "
+                             "more than the limit of %zu",
+                             (unsigned long long)(image + attention), (unsigned long long)tokens,
+                             cfg->width, cfg->mlp_dim, cfg->patch_size,
+                             (unsigned long long)tokens, (unsigned long long)tokens,
+                             VIT_MAX_IMAGE_BYTES);
     /* Floats are checked as stored (after narrowing from JSON's doubles): a
      * subnormal eps or std, or one that overflowed to inf, would pass a check
      * made before the cast and turn every score into NaN. */
@@ -327,6 +353,57 @@ static vit_status parse_act(const char *s, vit_act *act, vit_error *err)
     return VIT_OK;
 }
 
+const char *vit_label_problem(const char *s, size_t len, size_t *at)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        *at = i;
+        unsigned c = u[i];
+        if (c < 0x20 || c == 0x7f)
+            return "a control character";
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        /* lead byte: sequence length and the range of the second byte that
+         * rules out overlong forms, surrogates and code points past U+10FFFF */
+        size_t n;
+        unsigned lo = 0x80, hi = 0xbf;
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 2;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        else
+            return "invalid UTF-8";
+        if (len - i < n || u[i + 1] < lo || u[i + 1] > hi)
+            return "invalid UTF-8";
+        for (size_t k = 2; k < n; k++)
+            if ((u[i + k] & 0xc0) != 0x80)
+                return "invalid UTF-8";
+        uint32_t cp = c & (0x7f >> n);
+        for (size_t k = 1; k < n; k++)
+            cp = cp << 6 | (u[i + k] & 0x3f);
+        if ((cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
+            (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
+            return "a control character";
+        i += n;
+    }
+    return NULL;
+}
+
+/* Checks label i of a config.json list (vit_label_problem). */
+static vit_status check_label(const char *what, size_t i, const char *label, vit_error *err)
+{
+    size_t at;
+    const char *problem = vit_label_problem(label, strlen(label), &at);
+    if (problem)
+        return vit_error_set(err, VIT_ERR_FORMAT, "config.json: %s %zu has %s at byte %zu", what,
+                             i, problem, at);
+    return VIT_OK;
+}
+
 void vit_labels_free(char **labels, int n)
 {
     if (!labels)
@@ -351,6 +428,11 @@ static vit_status labels_from_array(json_t *arr, char ***labels, int *n, vit_err
             vit_labels_free(out, (int)count);
             return vit_error_set(err, VIT_ERR_FORMAT, "config.json: label %zu is not a string", i);
         }
+        vit_status st = check_label("label", i, out[i], err);
+        if (st != VIT_OK) {
+            vit_labels_free(out, (int)count);
+            return st;
+        }
     }
     *labels = out;
     *n = (int)count;
@@ -374,13 +456,23 @@ static vit_status labels_from_id2label(json_t *obj, char ***labels, int *n, vit_
         if (*key == '\0' || *end != '\0' || id < 0 || (size_t)id >= count || out[id] ||
             !json_is_string(value)) {
             vit_labels_free(out, (int)count);
+            char shown[24]; /* the key is quoted: keep it short and printable */
+            size_t i = 0;
+            for (; key[i] && i + 1 < sizeof shown; i++)
+                shown[i] = key[i] >= 0x20 && key[i] < 0x7f ? key[i] : '?';
+            shown[i] = '\0';
             return vit_error_set(err, VIT_ERR_FORMAT,
                                  "config.json: id2label must map ids 0..%zu to strings (bad entry '%s')",
-                                 count - 1, key);
+                                 count - 1, shown);
         }
         if (!(out[id] = strdup(json_string_value(value)))) {
             vit_labels_free(out, (int)count);
             return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading labels");
+        }
+        vit_status st = check_label("id2label entry", (size_t)id, out[id], err);
+        if (st != VIT_OK) {
+            vit_labels_free(out, (int)count);
+            return st;
         }
     }
     *labels = out;

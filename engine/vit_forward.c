@@ -19,6 +19,7 @@
  * AVX-512, VITFIT_NO_AVX512, and training, whose backward pass mirrors it --
  * the OpenBLAS path (block_forward) runs.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -201,10 +202,31 @@ vit_status vit_state_create(const vit_model *m, int max_batch, int threads, vit_
     return vit_state_create_path(m, max_batch, threads, VIT_PATH_AUTO, out, err);
 }
 
-vit_status vit_state_create_path(const vit_model *m, int max_batch, int threads, vit_path path,
-                                 vit_state **out, vit_error *err)
+/* ---- state layout ----
+ * A state is one allocation cut into these buffers, in this order.  Each
+ * holds max_batch images' worth of floats (per_image) plus scratch that does
+ * not grow with the batch (fixed).  state_plan sizes them for both
+ * vit_state_bytes and vit_state_create_path, so what a caller budgets is
+ * what a state takes. */
+enum {
+    SB_X, SB_LN, SB_QKV, SB_ATTN, SB_PROBS, SB_HIDDEN, SB_PATCHES, SB_PATCH_OUT, SB_POOLED,
+    SB_POOLED_LN, SB_FEAT, SB_GEMM_SCRATCH, SB_ATTN_SCRATCH, SB_COUNT
+};
+
+/* Floats a buffer takes in the block: 64-byte aligned, an ASan gap after. */
+static uint64_t state_slot_floats(uint64_t n)
 {
-    *out = NULL;
+    return ((n + 15) & ~(uint64_t)15) + STATE_GAP;
+}
+
+/* Checks create's arguments, resolves the path (*packed) and sizes every
+ * buffer (n[i] floats) and the whole block (*bytes), allocating nothing.
+ * Fails with VIT_ERR_TOO_LARGE when the block would pass VIT_MAX_STATE_BYTES
+ * or size_t; *bytes is set to what was asked for when it fits. */
+static vit_status state_plan(const vit_model *m, int max_batch, int threads, vit_path path,
+                             size_t n[SB_COUNT], bool *packed, size_t *bytes, vit_error *err)
+{
+    *bytes = 0;
     if (max_batch < 1 || max_batch > 4096)
         return vit_error_set(err, VIT_ERR_INVALID, "max_batch %d is outside [1, 4096]", max_batch);
     if (threads < 1 || threads > 64)
@@ -217,57 +239,103 @@ vit_status vit_state_create_path(const vit_model *m, int max_batch, int threads,
     if (path == VIT_PATH_PACKED && !can_pack)
         return vit_error_set(err, VIT_ERR_UNSUPPORTED,
                              "the packed path needs a packed model and an AVX-512 CPU");
-    bool packed = path != VIT_PATH_PORTABLE && can_pack;
+    *packed = path != VIT_PATH_PORTABLE && can_pack;
     const vit_config *c = &m->cfg;
-    size_t B = (size_t)max_batch, N = (size_t)vit_config_tokens(c), C = (size_t)c->width;
-    size_t GG = N - 1, P = (size_t)c->patch_size;
-    size_t M = (size_t)c->mlp_dim, F = (size_t)vit_config_feature_dim(c);
+    /* In 64 bits: the config bounds keep each per-image term below 2^31
+     * floats (vit_config_validate), so B times it stays below 2^43. */
+    uint64_t B = (uint64_t)max_batch, N = (uint64_t)vit_config_tokens(c);
+    uint64_t C = (uint64_t)c->width, GG = N - 1, P = (uint64_t)c->patch_size;
+    uint64_t M = (uint64_t)c->mlp_dim, F = (uint64_t)vit_config_feature_dim(c);
+    uint64_t per_image[SB_COUNT] = {
+        [SB_X] = N * C, [SB_LN] = N * C, [SB_QKV] = N * 3 * C, [SB_ATTN] = N * C,
+        [SB_HIDDEN] = N * M, [SB_PATCHES] = GG * 3 * P * P, [SB_PATCH_OUT] = GG * C,
+        [SB_POOLED] = C, [SB_POOLED_LN] = C, [SB_FEAT] = F,
+    };
+    /* The GEMM scratch serves every product of up to B*N rows: the patch
+     * GEMM's B*(N-1) and any batch below max_batch. */
+    uint64_t fixed[SB_COUNT] = {
+        [SB_PROBS] = N * N, /* one attention matrix, reused for every (b, h) */
+        [SB_GEMM_SCRATCH] = *packed ? gemm_packed_scratch_floats((int)(B * N)) : 0,
+        [SB_ATTN_SCRATCH] = *packed ? (uint64_t)threads *
+                                          attention_scratch_floats((int)N, (int)C, c->heads)
+                                    : 0,
+    };
+    uint64_t image = 0, total = 0;
+    for (int i = 0; i < SB_COUNT; i++) {
+        image += per_image[i];
+        total += state_slot_floats(B * per_image[i] + fixed[i]);
+    }
+    /* the per-image terms are the ones vit_config_validate bounded */
+    VIT_ASSERT(image * sizeof(float) == vit_config_image_bytes(c));
+    uint64_t total_bytes = total * sizeof(float);
+    if (total_bytes <= SIZE_MAX)
+        *bytes = (size_t)total_bytes;
+    if (total_bytes > VIT_MAX_STATE_BYTES || total_bytes > SIZE_MAX)
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "a forward state for batch %d needs %llu bytes (%llu per image), "
+                             "more than the limit of %llu",
+                             max_batch, (unsigned long long)total_bytes,
+                             (unsigned long long)(image * sizeof(float)),
+                             (unsigned long long)(total_bytes > SIZE_MAX ? SIZE_MAX
+                                                                         : VIT_MAX_STATE_BYTES));
+    for (int i = 0; i < SB_COUNT; i++)
+        n[i] = (size_t)(B * per_image[i] + fixed[i]);
+    return VIT_OK;
+}
+
+vit_status vit_state_bytes(const vit_model *m, int max_batch, int threads, vit_path path,
+                           size_t *out, vit_error *err)
+{
+    size_t n[SB_COUNT];
+    bool packed;
+    return state_plan(m, max_batch, threads, path, n, &packed, out, err);
+}
+
+vit_status vit_state_create_path(const vit_model *m, int max_batch, int threads, vit_path path,
+                                 vit_state **out, vit_error *err)
+{
+    *out = NULL;
+    size_t n[SB_COUNT], bytes;
+    bool packed;
+    vit_status st = state_plan(m, max_batch, threads, path, n, &packed, &bytes, err);
+    if (st != VIT_OK)
+        return st;
+    const vit_config *c = &m->cfg;
+    size_t B = (size_t)max_batch;
     vit_state *s = calloc(1, sizeof *s);
     if (!s)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a forward state");
     vit_block_acts *sh = &s->shared;
     vit_acts *a = &s->acts;
-    /* sizes in floats; the config bounds keep each product far below SIZE_MAX.
-     * The GEMM scratch serves every product of up to B*N rows: the patch
-     * GEMM's B*(N-1) and any batch below max_batch. */
-    size_t gemm_floats = packed ? gemm_packed_scratch_floats((int)(B * N)) : 0;
-    struct { float **slot; size_t n; } bufs[] = {
-        {&a->x, B * N * C},          {&sh->ln1, B * N * C},       {&sh->qkv, B * N * 3 * C},
-        {&sh->attn, B * N * C},      {&sh->probs, N * N},         {&sh->h_pre, B * N * M},
-        {&a->patches, B * GG * 3 * P * P}, {&a->patch_out, B * GG * C},
-        {&a->pooled, B * C},         {&a->pooled_ln, B * C},      {&a->feat, B * F},
-        {&a->gemm_scratch, gemm_floats},
-        {&a->attn_scratch, packed ? (size_t)threads * attention_scratch_floats((int)N, (int)C,
-                                                                               c->heads) : 0},
+    float **slots[SB_COUNT] = {
+        [SB_X] = &a->x, [SB_LN] = &sh->ln1, [SB_QKV] = &sh->qkv, [SB_ATTN] = &sh->attn,
+        [SB_PROBS] = &sh->probs, [SB_HIDDEN] = &sh->h_pre, [SB_PATCHES] = &a->patches,
+        [SB_PATCH_OUT] = &a->patch_out, [SB_POOLED] = &a->pooled, [SB_POOLED_LN] = &a->pooled_ln,
+        [SB_FEAT] = &a->feat, [SB_GEMM_SCRATCH] = &a->gemm_scratch,
+        [SB_ATTN_SCRATCH] = &a->attn_scratch,
     };
-    size_t count = sizeof bufs / sizeof bufs[0], total = 0;
-    for (size_t i = 0; i < count; i++)
-        total += ((bufs[i].n + 15) & ~(size_t)15) + STATE_GAP; /* each 64-byte aligned */
-    size_t bytes;
     a->blocks = calloc((size_t)c->depth, sizeof *a->blocks);
     s->out_rows = calloc(B, sizeof *s->out_rows);
     s->row_bias = calloc(B, sizeof *s->row_bias);
-    if (!a->blocks || !s->out_rows || !s->row_bias || !vit_mul_size(total, sizeof(float), &bytes) ||
-        !(s->block = vit_alloc_large(bytes))) {
+    if (!a->blocks || !s->out_rows || !s->row_bias || !(s->block = vit_alloc_large(bytes))) {
         vit_state_free(s);
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a batch-%d state (%zu floats)",
-                             max_batch, total);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a batch-%d state (%zu bytes)",
+                             max_batch, bytes);
     }
-    vit_status st = packed ? vit_team_create(threads, &s->team, err) : VIT_OK;
+    st = packed ? vit_team_create(threads, &s->team, err) : VIT_OK;
     if (st != VIT_OK) {
         vit_state_free(s);
         return st;
     }
     float *p = s->block;
-    for (size_t i = 0; i < count; i++) {
-        *bufs[i].slot = p;
-        p += ((bufs[i].n + 15) & ~(size_t)15) + STATE_GAP;
+    for (int i = 0; i < SB_COUNT; i++) {
+        *slots[i] = p;
+        p += state_slot_floats(n[i]);
 #ifdef STATE_ASAN
-        ASAN_POISON_MEMORY_REGION(*bufs[i].slot + bufs[i].n,
-                                  sizeof(float) * (size_t)(p - (*bufs[i].slot + bufs[i].n)));
+        ASAN_POISON_MEMORY_REGION(*slots[i] + n[i], sizeof(float) * (size_t)(p - (*slots[i] + n[i])));
 #endif
     }
-    s->block_floats = total;
+    s->block_floats = bytes / sizeof(float);
     sh->ln2 = sh->ln1;
     sh->h_act = sh->h_pre;
     for (int l = 0; l < c->depth; l++)
@@ -277,7 +345,7 @@ vit_status vit_state_create_path(const vit_model *m, int max_batch, int threads,
     s->depth = c->depth;
     a->row_bias = s->row_bias;
     a->team = packed ? s->team : NULL;
-    a->gemm_scratch_floats = gemm_floats;
+    a->gemm_scratch_floats = n[SB_GEMM_SCRATCH];
     a->portable = path == VIT_PATH_PORTABLE;
     if (!packed) {
         a->gemm_scratch = NULL;

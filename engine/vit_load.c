@@ -229,9 +229,10 @@ static vit_status read_side_file(const char *dir, const char *name, size_t cap, 
 }
 
 /* Parses labels.txt: one label per line ("\n" or "\r\n"), blank lines
- * skipped.  A NUL byte, a line over MAX_LABEL_LEN bytes or one that is not
- * UTF-8 is an error, never a silent split or truncation: labels end up in
- * JSON replies and task files, where jansson refuses invalid UTF-8. */
+ * skipped.  A NUL byte, a line over MAX_LABEL_LEN bytes or one that
+ * vit_label_problem refuses (not UTF-8, control characters) is an error,
+ * never a silent split or truncation: labels end up in JSON replies,
+ * terminals and task files. */
 static vit_status parse_labels_txt(const char *text, size_t len, char ***labels, int *n,
                                    vit_error *err)
 {
@@ -253,14 +254,15 @@ static vit_status parse_labels_txt(const char *text, size_t len, char ***labels,
             end--;
         if (end == 0)
             continue;
-        json_t *utf8 = end <= MAX_LABEL_LEN ? json_stringn(start, end) : NULL;
-        json_decref(utf8);
+        size_t at;
+        const char *problem = end <= MAX_LABEL_LEN ? vit_label_problem(start, end, &at) : NULL;
         if (end > MAX_LABEL_LEN) {
             st = vit_error_set(err, VIT_ERR_FORMAT,
                                "labels.txt: line %zu is %zu bytes long; at most %d are allowed",
                                line, end, MAX_LABEL_LEN);
-        } else if (!utf8) {
-            st = vit_error_set(err, VIT_ERR_FORMAT, "labels.txt: line %zu is not UTF-8", line);
+        } else if (problem) {
+            st = vit_error_set(err, VIT_ERR_FORMAT, "labels.txt: line %zu has %s at byte %zu",
+                               line, problem, at);
         } else if (count >= MAX_LABELS) {
             st = vit_error_set(err, VIT_ERR_TOO_LARGE, "labels.txt has more than %d labels",
                                MAX_LABELS);

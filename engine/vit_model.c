@@ -373,6 +373,13 @@ size_t vit_model_bias_count(const vit_model *m)
 vit_status vit_model_set_labels(vit_model *m, const char *const *names, vit_error *err)
 {
     int K = m->cfg.num_classes;
+    for (int k = 0; k < K; k++) {
+        size_t at;
+        const char *problem = vit_label_problem(names[k], strlen(names[k]), &at);
+        if (problem)
+            return vit_error_set(err, VIT_ERR_INVALID, "label %d has %s at byte %zu", k, problem,
+                                 at);
+    }
     char **labels = calloc((size_t)(K > 0 ? K : 1), sizeof *labels);
     if (!labels)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory copying labels");

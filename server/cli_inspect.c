@@ -46,6 +46,8 @@ static json_t *model_json(const vit_model *m, const char *layout)
     json_object_set_new(o, "parameters", json_integer((json_int_t)vit_model_param_count(m)));
     json_object_set_new(o, "bias_parameters", json_integer((json_int_t)vit_model_bias_count(m)));
     json_object_set_new(o, "gmacs_per_image", json_real(vit_config_macs(&m->cfg) / 1e9));
+    json_object_set_new(o, "activation_bytes_per_image",
+                        json_integer((json_int_t)vit_config_image_bytes(&m->cfg)));
     return o;
 }
 
@@ -92,10 +94,20 @@ static void print_model(const json_t *o)
     printf("bias parameters:  %lld (%.3f%%)\n", biases, params ? 100.0 * biases / params : 0.0);
     printf("compute:          %.2f GMAC per image\n",
            json_real_value(json_object_get(o, "gmacs_per_image")));
+    printf("activations:      %.1f MiB per image (forward state, attention matrix aside)\n",
+           (double)I(o, "activation_bytes_per_image") / (1 << 20));
     printf("preprocess:       %s, resize %lld, crop %lldx%lld\n", S(p, "interpolation"),
            I(p, "resize_shorter"), I(p, "crop_w"), I(p, "crop_h"));
 #undef I
 #undef S
+}
+
+/* Prints s with control characters (C0 and DEL) as '?': metadata is the
+ * file's text and must not move the cursor or recolour the terminal. */
+static void print_text(const char *s)
+{
+    for (; *s; s++)
+        putchar((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s);
 }
 
 static void print_file(const json_t *o)
@@ -105,15 +117,23 @@ static void print_file(const json_t *o)
     json_t *meta = json_object_get(o, "metadata");
     if (json_object_size(meta)) {
         printf("metadata:\n");
-        json_object_foreach(meta, key, value)
-            printf("  %s = %s\n", key, json_string_value(value));
+        json_object_foreach(meta, key, value) {
+            printf("  ");
+            print_text(key);
+            printf(" = ");
+            print_text(json_string_value(value));
+            printf("\n");
+        }
     }
     json_t *tensors = json_object_get(o, "tensors");
     printf("tensors (%zu):\n", json_array_size(tensors));
     size_t i;
     json_array_foreach(tensors, i, value) {
         char *shape = json_dumps(json_object_get(value, "shape"), JSON_COMPACT);
-        printf("  %-60s %-5s %s\n", json_string_value(json_object_get(value, "name")),
+        const char *name = json_string_value(json_object_get(value, "name"));
+        printf("  ");
+        print_text(name);
+        printf("%*s %-5s %s\n", strlen(name) < 60 ? (int)(60 - strlen(name)) : 0, "",
                json_string_value(json_object_get(value, "dtype")), shape ? shape : "?");
         free(shape);
     }
@@ -159,7 +179,9 @@ int cli_inspect(int argc, char **argv)
         struct stat sb;
         int is_dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
         snprintf(weights, sizeof weights, is_dir ? "%s/model.safetensors" : "%s", path);
-        if (st_open(weights, &f, &err) != VIT_OK)
+        /* a checkpoint's caps (a task file's are smaller, but inspect reads
+         * both): a header past them is refused before it is parsed */
+        if (st_open_limited(weights, &ST_LIMITS_MODEL, &f, &err) != VIT_OK)
             return cli_fail(&err);
         vit_status st = vit_model_load(path, &m, &err);
         if (st != VIT_OK && st != VIT_ERR_UNSUPPORTED) {

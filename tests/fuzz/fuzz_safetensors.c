@@ -3,7 +3,9 @@
  *
  * Any byte string must either be rejected with a message or open into a
  * table whose every tensor can be read without touching memory outside the
- * input.  Files that open are also written back with st_writer and reopened:
+ * input.  Each input is also opened under small st_limits: those may refuse
+ * more, never accept what the default limits refuse, and never open more
+ * tensors than they allow.  Files that open are also written back with st_writer and reopened:
  * the copy must hold the same names, shapes, float bits and metadata, which
  * exercises the writer on hostile names and values too.  A broken property
  * aborts, so the fuzzer records it as a crash.
@@ -66,10 +68,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     st_file *f = NULL;
     vit_error err;
-    if (st_open_memory(data, size, &f, &err) != VIT_OK) {
+    /* tighter caps (a task file's, scaled down) only ever refuse more: what
+     * opens under them opens the same under a checkpoint's */
+    st_limits small = {.max_header = 2048, .max_tensors = 4};
+    size_t small_count = SIZE_MAX;
+    if (st_open_memory_limited(data, size, &small, &f, &err) == VIT_OK) {
+        small_count = st_count(f);
+        VIT_ASSERT(small_count <= small.max_tensors);
+        st_close(f);
+    } else {
         VIT_ASSERT(f == NULL && err.message[0] != '\0');
+    }
+    f = NULL;
+    if (st_open_memory(data, size, &f, &err) != VIT_OK) {
+        VIT_ASSERT(f == NULL && err.message[0] != '\0' && small_count == SIZE_MAX);
         return 0;
     }
+    VIT_ASSERT(small_count == SIZE_MAX || small_count == st_count(f));
     size_t n = st_count(f);
     float **values = calloc(n ? n : 1, sizeof *values);
     int readable_all = values != NULL;

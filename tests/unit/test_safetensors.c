@@ -15,6 +15,7 @@
 #include "safetensors.h"
 
 #include <dirent.h>
+#include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,6 +388,7 @@ static void test_conversion(void)
 
 #define T1(body) "{\"t\":" body "}"
 #define F32_4 "{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}"
+#define F32_EMPTY "{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}"
 
 static void test_malformed(void)
 {
@@ -487,6 +489,21 @@ static void test_malformed(void)
                "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[32,40]},"
                "\"c\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}",
                zero, 40, VIT_ERR_FORMAT, "overlapping");
+    /* overlap at its exact edge: one byte shared is refused, none is fine */
+    expect_bad("ranges sharing one byte",
+               "{\"p\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+               "\"q\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[3,7]}}",
+               zero, 7, VIT_ERR_FORMAT, "'p' [0,4] and 'q' [3,7] have overlapping");
+    {
+        uint8_t *keep;
+        st_file *g = expect_good("adjacent ranges",
+                                 "{\"p\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+                                 "\"q\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[4,7]}}",
+                                 zero, 7, &keep);
+        CHECK(g && st_count(g) == 2);
+        st_close(g);
+        free(keep);
+    }
     expect_bad("same range twice",
                "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
                "\"b\":{\"dtype\":\"I32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
@@ -766,6 +783,166 @@ static void test_save(const char *tmpdir)
     st_writer_free(w2);
 }
 
+/* ---- what opening may cost (st_limits; issue 13: header memory) ---------- */
+
+/* jansson's allocations, counted: bytes live now and at the peak.  Each block
+ * carries its size in a 16-byte prefix. */
+static size_t json_live, json_peak;
+
+static void *counting_malloc(size_t n)
+{
+    size_t *p = malloc(n + 16);
+    if (!p)
+        return NULL;
+    p[0] = n;
+    json_live += n;
+    if (json_live > json_peak)
+        json_peak = json_live;
+    return (char *)p + 16;
+}
+
+static void counting_free(void *q)
+{
+    if (!q)
+        return;
+    size_t *p = (size_t *)((char *)q - 16);
+    json_live -= p[0];
+    free(p);
+}
+
+/* A header of n empty tensors ("0", "1", ... of shape [0]) after a metadata
+ * entry, like the review's 100 MB task file (repro/model/gen_st_header.py)
+ * at a smaller n.  With extra_dims > 0, tensor "0" gets that many more
+ * zeros in its shape instead (one entry, many JSON items).  Caller frees. */
+static char *empty_tensors_header(size_t n, size_t extra_dims)
+{
+    size_t cap = 64 + n * 64 + extra_dims * 2, used = 0;
+    char *h = malloc(cap);
+    VIT_ASSERT(h);
+    used += (size_t)snprintf(h, cap, "{\"__metadata__\":{\"labels\":\"[]\"}");
+    for (size_t i = 0; i < n; i++) {
+        used += (size_t)snprintf(h + used, cap - used, ",\"%zx\":{\"dtype\":\"F32\",\"shape\":[0", i);
+        for (size_t d = 0; i == 0 && d < extra_dims; d++)
+            used += (size_t)snprintf(h + used, cap - used, ",0");
+        used += (size_t)snprintf(h + used, cap - used, "],\"data_offsets\":[0,0]}");
+    }
+    VIT_ASSERT(used + 2 < cap);
+    memcpy(h + used, "}", 2);
+    return h;
+}
+
+/* Opens header within lim; returns the status, *peak = jansson's peak bytes,
+ * *count = st_count when it opened. */
+static vit_status open_counted(const char *header, const st_limits *lim, size_t *peak,
+                               size_t *count, vit_error *err)
+{
+    size_t len;
+    uint8_t *buf = make_image(header, NULL, 0, UINT64_MAX, &len);
+    st_file *f = (st_file *)buf;
+    json_live = json_peak = 0;
+    json_set_alloc_funcs(counting_malloc, counting_free);
+    vit_status s = st_open_memory_limited(buf, len, lim, &f, err);
+    *count = s == VIT_OK ? st_count(f) : 0;
+    CHECK(s == VIT_OK || f == NULL);
+    if (s == VIT_OK)
+        st_close(f);
+    json_set_alloc_funcs(malloc, free);
+    *peak = json_peak;
+    free(buf);
+    return s;
+}
+
+/* The caps apply before the JSON is parsed (jansson allocates nothing for a
+ * refused header), at exactly their values, and bound what a header that
+ * passes them costs.  Before them, a task file's header cost ~20 bytes of
+ * memory per byte: 100 MB of empty tensors took 2.1 GB. */
+static void test_limits(void)
+{
+    fprintf(stderr, "header limits (st_limits)\n");
+    vit_error err = {0};
+    size_t peak, count;
+    char *h = empty_tensors_header(3000, 0);
+    size_t hlen = strlen(h);
+
+    /* within the caps: opens; what jansson took is bounded by the header's
+     * items (safetensors.c: header_census), 2 + 7 per entry here: the root
+     * and metadata '{', and per tensor a ',', '{', 2 ',', 2 '[' and a ','.
+     * Measured: ~57 bytes per item (~800 per tensor entry of ~55 bytes). */
+    st_limits lim = {.max_header = hlen, .max_tensors = 3000};
+    vit_status s = open_counted(h, &lim, &peak, &count, &err);
+    size_t items = 2 + 7 * 3000;
+    fprintf(stderr, "  3000 empty tensors, %zu header bytes, %zu items: %s, jansson peak %zu "
+            "bytes\n", hlen, items, vit_status_name(s), peak);
+    CHECKF(s == VIT_OK && count == 3000, "%s", err.message);
+    CHECKF(peak > 0 && peak <= 128 * items + 2 * hlen, "jansson peak %zu for %zu items", peak,
+           items);
+
+    /* one tensor over: refused before parsing (metadata and 3000 tensors
+     * are 3001 entries, one more than the census allows) */
+    lim.max_tensors = 2999;
+    s = open_counted(h, &lim, &peak, &count, &err);
+    check_error("3000 tensors, at most 2999", s, &err, VIT_ERR_TOO_LARGE, "3001 entries");
+    CHECKF(peak == 0, "jansson allocated %zu bytes for a refused header", peak);
+    /* without metadata the census lets the extra entry through (it could
+     * have been "__metadata__"); the exact count after parsing refuses it */
+    lim.max_tensors = 1;
+    s = open_counted("{\"a\":" F32_EMPTY ",\"b\":" F32_EMPTY "}", &lim, &peak, &count, &err);
+    check_error("2 tensors, at most 1", s, &err, VIT_ERR_TOO_LARGE, "lists 2 tensors");
+    s = open_counted("{\"__metadata__\":{},\"b\":" F32_EMPTY "}", &lim, &peak, &count, &err);
+    CHECKF(s == VIT_OK && count == 1, "metadata and 1 tensor, at most 1: %s", err.message);
+    lim = (st_limits){.max_header = hlen - 1, .max_tensors = 3000};
+    s = open_counted(h, &lim, &peak, &count, &err);
+    check_error("header one byte over max_header", s, &err, VIT_ERR_TOO_LARGE, "limit");
+    CHECK(peak == 0);
+
+    /* a task file's caps against the review's header, scaled down */
+    lim = (st_limits){.max_header = 8u << 20, .max_tensors = 100};
+    s = open_counted(h, &lim, &peak, &count, &err);
+    check_error("3000 tensors, task caps", s, &err, VIT_ERR_TOO_LARGE, "at most 100 tensors");
+    CHECK(peak == 0);
+    free(h);
+
+    /* one entry, many items: a shape of 20000 zeros is refused by the item
+     * count (16 per tensor), not parsed into 20000 integers first */
+    h = empty_tensors_header(1, 20000);
+    lim = (st_limits){.max_header = 1u << 20, .max_tensors = 100};
+    s = open_counted(h, &lim, &peak, &count, &err);
+    check_error("20000-dim shape, 100 tensors", s, &err, VIT_ERR_TOO_LARGE, "JSON items");
+    CHECKF(peak == 0, "jansson allocated %zu bytes", peak);
+    /* the item cap is exactly 16 per tensor + ST_MAX_METADATA + 2: here
+     * the header has 9 + extra_dims items (as above, and a ',' per extra
+     * dimension) */
+    free(h);
+    size_t max_items = ST_ITEMS_PER_TENSOR * 100 + ST_MAX_METADATA + 2;
+    h = empty_tensors_header(1, max_items - 9);
+    s = open_counted(h, &lim, &peak, &count, &err);
+    check_error("items at the cap (too many dims)", s, &err, VIT_ERR_UNSUPPORTED, "dimensions");
+    free(h);
+    h = empty_tensors_header(1, max_items - 8);
+    s = open_counted(h, &lim, &peak, &count, &err);
+    check_error("items one over the cap", s, &err, VIT_ERR_TOO_LARGE, "JSON items");
+    free(h);
+
+    /* strings are skipped, escapes included: commas and brackets inside a
+     * name or metadata value are not items */
+    char many[4096];
+    size_t used = (size_t)snprintf(many, sizeof many, "{\"__metadata__\":{\"k\":\"\\\"");
+    for (int i = 0; i < 2000; i++) /* 2000 > 16 + ST_MAX_METADATA + 2 items */
+        many[used++] = i % 2 ? ',' : '[';
+    snprintf(many + used, sizeof many - used, "\"},\"a,[b\":" F32_EMPTY "}");
+    lim = (st_limits){.max_header = 1u << 20, .max_tensors = 1};
+    s = open_counted(many, &lim, &peak, &count, &err);
+    CHECKF(s == VIT_OK && count == 1, "commas in strings: %s", err.message);
+
+    /* st_open and st_open_memory apply the model caps */
+    size_t len;
+    uint8_t *buf = make_image("{}", NULL, 0, (uint64_t)(16u << 20) + 1, &len);
+    st_file *f = NULL;
+    check_error("header over the model cap", st_open_memory(buf, len, &f, &err), &err,
+                VIT_ERR_TOO_LARGE, "16777216");
+    free(buf);
+}
+
 int main(void)
 {
     char tmpdir[] = "/tmp/test_safetensors.XXXXXX";
@@ -775,6 +952,7 @@ int main(void)
     test_conversion();
     test_malformed();
     test_lenient();
+    test_limits();
     test_files(tmpdir);
     test_save(tmpdir);
     CHECKF(rmdir(tmpdir) == 0, "test left files in %s", tmpdir);

@@ -523,6 +523,23 @@ static void test_bad_files(const vit_model *m)
          "'norm.bias' holds a non-finite value"},
         {"NaN head", "nanhead.safetensors", {.nan_in = "head.weight"}, VIT_ERR_FORMAT,
          "'head.weight' holds a non-finite value"},
+        /* labels reach JSON replies and terminals (repro/model/evil_labels) */
+        {"label with a newline", "nl.safetensors",
+         {.meta_key = "labels", .meta_value = "[\"a\",\"b\\n  0.99  spoofed\",\"c\"]"},
+         VIT_ERR_FORMAT, "label 1 has a control character at byte 1"},
+        {"label with an escape", "esc.safetensors",
+         {.meta_key = "labels", .meta_value = "[\"a\",\"b\",\"\\u001b[31mred\"]"},
+         VIT_ERR_FORMAT, "label 2 has a control character at byte 0"},
+        {"label with a C1 control", "c1.safetensors",
+         {.meta_key = "labels", .meta_value = "[\"a\\u009b31m\",\"b\",\"c\"]"},
+         VIT_ERR_FORMAT, "label 0 has a control character at byte 1"},
+        {"label with a bidi override", "bidi.safetensors",
+         {.meta_key = "labels", .meta_value = "[\"a\",\"\\u202egpj.exe\",\"c\"]"},
+         VIT_ERR_FORMAT, "label 1 has a control character at byte 0"},
+        /* more labels than classes: refused before jansson parses them */
+        {"more labels than classes", "more.safetensors",
+         {.meta_key = "labels", .meta_value = "[\"a,\",\"b\",\"c\",\"\"]"},
+         VIT_ERR_FORMAT, "names more than the 3 classes"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         rewrite(good, tmp_path(path, sizeof path, cases[i].file), &cases[i].e);
@@ -541,6 +558,62 @@ static void test_bad_files(const vit_model *m)
     expect_load_error(m, "label too long", "longlabel.safetensors", VIT_ERR_TOO_LARGE,
                       "label 2 is longer than");
     free(long_labels);
+
+    /* a label of UTF-8 and the commas of a label are fine */
+    edit ue = {.meta_key = "labels", .meta_value = "[\"caf\u00e9, cr\u00e8me\",\"b,c\",\"\u732b\"]"};
+    rewrite(good, tmp_path(path, sizeof path, "utf8.safetensors"), &ue);
+    CHECKF(task_load(m, path, &t, &err) == VIT_OK && strcmp(t->labels[0], "caf\u00e9, cr\u00e8me") == 0 &&
+               strcmp(t->labels[2], "\u732b") == 0,
+           "UTF-8 labels: %s", err.message);
+    task_free(t);
+
+    /* A header far larger than a task's (repro/model/gen_st_header.py made
+     * 100 MB of empty tensors; st_open took 2.1 GB to parse it): refused by
+     * the task caps before the header is parsed.  Too many tensors ... */
+    {
+        st_file *f;
+        VIT_ASSERT(st_open(good, &f, &err) == VIT_OK);
+        st_writer *w = st_writer_create();
+        VIT_ASSERT(w);
+        for (size_t i = 0; i < st_count(f); i++) {
+            const st_tensor *tt = st_tensor_at(f, i);
+            float *data = calloc(tt->numel, sizeof *data);
+            VIT_ASSERT(data && st_read_f32(f, tt, data, &err) == VIT_OK);
+            VIT_ASSERT(st_writer_add_f32(w, tt->name, tt->ndim, tt->shape, data, &err) == 0);
+            free(data);
+        }
+        for (size_t i = 0; i < st_metadata_count(f); i++) {
+            const char *k, *v;
+            VIT_ASSERT(st_metadata_at(f, i, &k, &v));
+            VIT_ASSERT(st_writer_set_metadata(w, k, v, &err) == VIT_OK);
+        }
+        size_t biases = st_count(f) - 2;
+        st_close(f);
+        for (int i = 0; i < 4000; i++) {
+            char name[32];
+            int64_t zero[1] = {0};
+            snprintf(name, sizeof name, "extra.%d", i);
+            VIT_ASSERT(st_writer_add_f32(w, name, 1, zero, (float[1]){0}, &err) == VIT_OK);
+        }
+        VIT_ASSERT(st_writer_save(w, tmp_path(path, sizeof path, "many.safetensors"), &err) == 0);
+        char needle[64];
+        snprintf(needle, sizeof needle, "at most %zu tensors", biases + 2 + 8);
+        expect_load_error(m, "4000 extra tensors", "many.safetensors", VIT_ERR_TOO_LARGE, needle);
+
+        /* ... or a header over 8 MiB (here: metadata) */
+        st_writer_free(w);
+        w = st_writer_create();
+        char *big = malloc((8u << 20) + 1);
+        VIT_ASSERT(w && big);
+        memset(big, 'x', 8u << 20);
+        big[8u << 20] = '\0';
+        VIT_ASSERT(st_writer_set_metadata(w, "notes", big, &err) == VIT_OK);
+        VIT_ASSERT(st_writer_save(w, tmp_path(path, sizeof path, "bighdr.safetensors"), &err) == 0);
+        expect_load_error(m, "8 MiB header", "bighdr.safetensors", VIT_ERR_TOO_LARGE,
+                          "limit of 8388608 bytes");
+        st_writer_free(w);
+        free(big);
+    }
 
     /* K over the bound is refused before head.weight is even looked at */
     {

@@ -314,6 +314,8 @@ static char *slurp(const char *rel, size_t *len)
     }
     if (fp)
         fclose(fp);
+    if (buf)
+        buf[n] = '\0'; /* so text files can be searched */
     *len = buf ? (size_t)n : 0;
     return buf;
 }
@@ -353,6 +355,130 @@ static void test_load_memory(void)
     free(weights);
     free(config);
     free((char *)side.preprocessor);
+}
+
+/* ---- labels that cannot be shown as they are (issue 13, review item 10) ---- */
+
+/* Loads dir's weights (e2e_timm or e2e_hf) with its config.json, where
+ * `from` (which must occur) is replaced by `to`, and labels.txt `labels` (or
+ * none); returns the status, the message in err. */
+static vit_status load_edited(const char *dir, const char *from, const char *to,
+                              const char *labels, vit_error *err)
+{
+    char rel[256];
+    size_t wlen, clen;
+    snprintf(rel, sizeof rel, "tests/data/golden/%s/model.safetensors", dir);
+    char *weights = slurp(rel, &wlen);
+    snprintf(rel, sizeof rel, "tests/data/golden/%s/config.json", dir);
+    char *config = slurp(rel, &clen);
+    VIT_ASSERT(weights && config);
+    char *at = strstr(config, from), *edited = malloc(clen + strlen(to) + 1);
+    VIT_ASSERT(at && edited);
+    size_t head = (size_t)(at - config);
+    memcpy(edited, config, head);
+    strcpy(edited + head, to);
+    strcat(edited + head, at + strlen(from));
+    vit_side_files side = {.config = edited, .config_len = strlen(edited)};
+    if (labels) /* read when config.json names no labels */
+        side.labels = labels, side.labels_len = strlen(labels);
+    vit_model *m = (vit_model *)&side; /* must be reset to NULL on failure */
+    vit_status st = vit_model_load_memory(weights, wlen, &side, &m, err);
+    if (st == VIT_OK)
+        vit_model_free(m);
+    else
+        CHECK(m == NULL);
+    free(weights);
+    free(config);
+    free(edited);
+    return st;
+}
+
+static void test_labels(void)
+{
+    fprintf(stderr, "labels with control characters or invalid UTF-8\n");
+    static const struct { const char *s; int bad; size_t at; } cases[] = {
+        {"tench", 0, 0}, {"", 0, 0}, {"caf\xc3\xa9 cr\xc3\xa8me", 0, 0}, {"\xe7\x8c\xab", 0, 0},
+        {"\xf0\x9f\x90\xb1 cat", 0, 0},     /* U+1F431: 4 bytes */
+        {"a\xc2\xa0" "b", 0, 0},             /* U+00A0, just past C1 */
+        {"\xef\xbf\xbd", 0, 0},              /* U+FFFD */
+        {"\xf4\x8f\xbf\xbf", 0, 0},         /* U+10FFFF, the last code point */
+        {"\xed\x9f\xbf", 0, 0},              /* U+D7FF, just below the surrogates */
+        {"a\nb", 1, 1}, {"\x1b[31mred", 1, 0}, {"ab\x7f", 1, 2}, {"\t", 1, 0}, {"a\rb", 1, 1},
+        {"x\xc2\x9b" "31m", 1, 1},           /* U+009B, a C1 CSI */
+        {"\xc2\x80", 1, 0}, {"\xc2\x9f", 1, 0},  /* C1 ends */
+        {"ab\xe2\x80\xa8", 1, 2},           /* U+2028 line separator */
+        {"\xe2\x80\xa9", 1, 0}, {"\xe2\x80\xae" "gpj.exe", 1, 0}, /* U+2029, U+202E */
+        {"\xe2\x80\xaa", 1, 0}, {"\xe2\x81\xa6", 1, 0}, {"\xe2\x81\xa9", 1, 0},
+        {"caf\xe9", 2, 3},                     /* Latin-1 */
+        {"\xc0\xaf", 2, 0}, {"\xc1\xbf", 2, 0}, {"\xe0\x80\xaf", 2, 0}, /* overlong */
+        {"\xe0\x9f\xbf", 2, 0}, {"\xf0\x8f\xbf\xbf", 2, 0},          /* overlong */
+        {"\xed\xa0\x80", 2, 0}, {"\xed\xbf\xbf", 2, 0},                /* surrogates */
+        {"\xf4\x90\x80\x80", 2, 0}, {"\xf5\x80\x80\x80", 2, 0},      /* past U+10FFFF */
+        {"ab\xe2\x82", 2, 2}, {"\xe2\x82x", 2, 0}, {"\xf0\x9f\x90", 2, 0}, /* cut short */
+        {"\x80", 2, 0}, {"\xbf", 2, 0}, {"\xff", 2, 0}, {"\xfe", 2, 0},
+    };
+    int wrong = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t at = 99;
+        const char *p = vit_label_problem(cases[i].s, strlen(cases[i].s), &at);
+        const char *want = cases[i].bad == 0   ? NULL
+                           : cases[i].bad == 1 ? "a control character"
+                                               : "invalid UTF-8";
+        if (!(want ? p && strcmp(p, want) == 0 && at == cases[i].at : !p)) {
+            fprintf(stderr, "  case %zu: got %s at %zu, want %s at %zu\n", i, p ? p : "ok", at,
+                    want ? want : "ok", cases[i].at);
+            wrong++;
+        }
+    }
+    CHECKF(wrong == 0, "%d of the vit_label_problem cases wrong", wrong);
+    /* the length is honoured: a NUL inside counts, bytes past it do not */
+    size_t at;
+    CHECK(vit_label_problem("ab\0c", 4, &at) && at == 2);
+    CHECK(vit_label_problem("ab\ncd", 2, &at) == NULL);
+
+    /* every loader refuses them: config.json label_names (the review's
+     * repro/model/evil_labels), id2label, labels.txt */
+    vit_error err = {0};
+    static const struct { const char *dir, *from, *to, *labels, *needle; } loads[] = {
+        {"e2e_timm", "\"coffee\"", "\"Trouser\\n  0.0001  (spoofed line)\\u001b[31mRED\"", NULL,
+         "label 1 has a control character at byte 7"},
+        {"e2e_timm", "\"rocket\"", "\"rock\\u009bet\"", NULL,
+         "label 3 has a control character at byte 4"},
+        {"e2e_hf", "\"camera\"", "\"cam\\u001bera\"", NULL,
+         "id2label entry 2 has a control character at byte 3"},
+        {"e2e_hf", "\"id2label\"", "\"id2label_\"", "cat\ncoffee\ncam\x1b[2Jera\nrocket\n",
+         "labels.txt: line 3 has a control character at byte 3"},
+        {"e2e_hf", "\"id2label\"", "\"id2label_\"", "cat\ncoffee\ncamera\nrock\xe9t\n",
+         "labels.txt: line 4 has invalid UTF-8 at byte 4"},
+    };
+    for (size_t i = 0; i < sizeof loads / sizeof loads[0]; i++) {
+        vit_status st = load_edited(loads[i].dir, loads[i].from, loads[i].to, loads[i].labels, &err);
+        fprintf(stderr, "  %s -> %s: %s\n", loads[i].needle, vit_status_name(st),
+                st == VIT_OK ? "loaded" : err.message);
+        CHECKF(st == VIT_ERR_FORMAT && strstr(err.message, loads[i].needle), "want \"%s\"",
+               loads[i].needle);
+    }
+    /* and labels that are fine load */
+    CHECKF(load_edited("e2e_timm", "\"coffee\"", "\"caf\\u00e9, cr\\u00e8me \xe2\x98\x95\"", NULL,
+                       &err) == VIT_OK,
+           "UTF-8 label: %s", err.message);
+    CHECKF(load_edited("e2e_hf", "\"id2label\"", "\"id2label_\"", "cat\r\ncaf\xc3\xa9\n\ncamera\nrocket",
+                       &err) == VIT_OK,
+           "labels.txt: %s", err.message);
+
+    /* vit_model_set_labels (the trainer names a head after class folders) */
+    vit_config c;
+    vit_model *m = NULL;
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.num_classes = 2;
+    CHECK(vit_model_create(&c, &m, &err) == VIT_OK);
+    const char *good[] = {"a", "b"}, *bad[] = {"c", "\xff"};
+    CHECK(vit_model_set_labels(m, good, &err) == VIT_OK);
+    CHECKF(vit_model_set_labels(m, bad, &err) == VIT_ERR_INVALID &&
+               strstr(err.message, "label 1 has invalid UTF-8"),
+           "%s", err.message);
+    CHECK(strcmp(m->labels[1], "b") == 0); /* left as it was */
+    vit_model_free(m);
 }
 
 /* Full-shape ViT-B/16 against torchvision's vit_b_16 with the same weights. */
@@ -719,6 +845,28 @@ static void test_hostile_files(void)
     expect_child_load(dir, VIT_ERR_FORMAT, "labels.txt with a NUL byte", 0);
     write_file(labels, "0\n1\n2\n3\n4\n5\n6\n7\n8\ncaf\xe9\n", 22);
     expect_child_load(dir, VIT_ERR_FORMAT, "labels.txt in Latin-1", 0);
+    /* the label count at its edge: 1000000 lines parse (and then disagree
+     * with the 10-class head), 1000001 are refused while parsing */
+    {
+        size_t lines = 1000001;
+        char *many = malloc(2 * lines);
+        VIT_ASSERT(many);
+        for (size_t i = 0; i < lines; i++)
+            many[2 * i] = 'a', many[2 * i + 1] = '\n';
+        write_file(labels, many, 2 * (lines - 1));
+        expect_child_load(dir, VIT_ERR_MISMATCH, "labels.txt of 1000000 labels", 0);
+        write_file(labels, many, 2 * lines);
+        expect_child_load(dir, VIT_ERR_TOO_LARGE, "labels.txt of 1000001 labels", 0);
+        free(many);
+    }
+    /* a side file longer than fstat said (it grew while read; /proc files
+     * report 0 bytes): refused, not read on */
+    unlink(labels);
+    if (symlink("/proc/self/status", labels) == 0) {
+        expect_child_load(dir, VIT_ERR_IO, "labels.txt -> /proc/self/status (size 0, not empty)",
+                          0);
+        unlink(labels);
+    }
     /* 4095 bytes, CRLF ends, blank lines and no final newline are fine */
     n = 0;
     for (int k = 0; k < 9; k++)
@@ -743,9 +891,16 @@ static void test_hostile_files(void)
      * code then read the freed model: issue 13, item 1) */
     static const char huge[] = "{\"hidden_size\": 8192, \"num_hidden_layers\": 256, "
                                "\"num_attention_heads\": 64, \"intermediate_size\": 65536, "
-                               "\"image_size\": 4096, \"patch_size\": 64}";
+                               "\"image_size\": 224, \"patch_size\": 16}";
     write_file(cfg, huge, sizeof huge - 1);
-    expect_child_load(dir, VIT_ERR_MISMATCH, "config.json claiming 1.4e12 parameters", 512);
+    expect_child_load(dir, VIT_ERR_MISMATCH, "config.json claiming 3.5e11 parameters", 512);
+    /* the same claim at 4096 px asks 1.9 GB of activations per image: refused
+     * by the config check itself, before the tensors are even compared */
+    static const char wide[] = "{\"hidden_size\": 8192, \"num_hidden_layers\": 256, "
+                               "\"num_attention_heads\": 64, \"intermediate_size\": 65536, "
+                               "\"image_size\": 4096, \"patch_size\": 64}";
+    write_file(cfg, wide, sizeof wide - 1);
+    expect_child_load(dir, VIT_ERR_TOO_LARGE, "config.json claiming 4096 px, width 8192", 512);
     unlink(cfg);
 
     /* the weights file itself */
@@ -831,8 +986,163 @@ static void test_preprocessor_config(void)
     CHECK(rmdir(dir) == 0);
 }
 
-/* The largest config vit_config_validate allows (~1.4e12 parameters) cannot
- * be allocated: vit_model_create must say so and return nothing. */
+/* ---- what a forward state may cost (issue 13: tiny checkpoint, huge state) ---- */
+
+/* A config of width 1 whose activations are large: 1024 px in 16 px patches
+ * (N = 4097 tokens) and an MLP of `mlp`; its weights take a few hundred KB. */
+static vit_config wide_state_config(int image, int patch, int mlp)
+{
+    vit_config c;
+    vit_error err;
+    VIT_ASSERT(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.width = 1, c.heads = 1, c.depth = 1, c.mlp_dim = mlp, c.num_classes = 2;
+    c.image_size = image, c.patch_size = patch;
+    c.preprocess = img_preprocess_timm_in21k(image);
+    return c;
+}
+
+/* The review's checkpoint (repro/model/gen_tiny_huge_state.py): width 1,
+ * 64 x 64 patches of 64 px (4097 tokens), an MLP of 65536, every tensor
+ * present with the right shape.  Serialized into *len bytes (caller frees). */
+static void *tiny_huge_state_weights(size_t *len)
+{
+    static const struct { const char *name; int ndim; int64_t shape[4]; float value; } t[] = {
+        {"patch_embed.proj.weight", 4, {1, 3, 64, 64}, 0}, {"patch_embed.proj.bias", 1, {1}, 0},
+        {"cls_token", 3, {1, 1, 1}, 0}, {"pos_embed", 3, {1, 4097, 1}, 0},
+        {"blocks.0.norm1.weight", 1, {1}, 1}, {"blocks.0.norm1.bias", 1, {1}, 0},
+        {"blocks.0.attn.qkv.weight", 2, {3, 1}, 0}, {"blocks.0.attn.qkv.bias", 1, {3}, 0},
+        {"blocks.0.attn.proj.weight", 2, {1, 1}, 0}, {"blocks.0.attn.proj.bias", 1, {1}, 0},
+        {"blocks.0.norm2.weight", 1, {1}, 1}, {"blocks.0.norm2.bias", 1, {1}, 0},
+        {"blocks.0.mlp.fc1.weight", 2, {65536, 1}, 0}, {"blocks.0.mlp.fc1.bias", 1, {65536}, 0},
+        {"blocks.0.mlp.fc2.weight", 2, {1, 65536}, 0}, {"blocks.0.mlp.fc2.bias", 1, {1}, 0},
+        {"norm.weight", 1, {1}, 1}, {"norm.bias", 1, {1}, 0},
+        {"head.weight", 2, {2, 1}, 0}, {"head.bias", 1, {2}, 0},
+    };
+    vit_error err;
+    st_writer *w = st_writer_create();
+    float *buf = malloc(65536 * sizeof *buf);
+    VIT_ASSERT(w && buf);
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        size_t n = 1;
+        for (int d = 0; d < t[i].ndim; d++)
+            n *= (size_t)t[i].shape[d];
+        for (size_t j = 0; j < n; j++)
+            buf[j] = t[i].value;
+        VIT_ASSERT(st_writer_add_f32(w, t[i].name, t[i].ndim, t[i].shape, buf, &err) == VIT_OK);
+    }
+    void *out;
+    VIT_ASSERT(st_writer_serialize(w, &out, len, &err) == VIT_OK);
+    st_writer_free(w);
+    free(buf);
+    return out;
+}
+
+/* The activation cap of vit_config_validate and the state budget of
+ * vit_state_bytes / vit_state_create_path.  Before them, 428 KB of weights
+ * made `classify` take 1.5 GB per image, and a state of any size was
+ * attempted. */
+static void test_state_budget(void)
+{
+    fprintf(stderr, "forward state budget\n");
+    vit_config c;
+    vit_error err = {0};
+
+    /* ViT-B/16 at 224, by hand: N = 197, C = 768, M = 3072, P = 16, F = C:
+     * 197 * (6*768 + 3072) + 196 * (3*256 + 768) + 3*768 = 1816320 floats */
+    CHECK(vit_config_preset("vit-b16", &c, &err) == VIT_OK);
+    CHECKF(vit_config_image_bytes(&c) == 4 * (size_t)1816320, "ViT-B/16: %zu bytes per image",
+           vit_config_image_bytes(&c));
+    /* real models pass with room: ViT-L/14 at 336 px, ViT-H/14 at 224 px */
+    CHECK(vit_config_preset("vit-l14-clip", &c, &err) == VIT_OK);
+    c.image_size = 336;
+    c.preprocess = img_preprocess_clip(336);
+    CHECKF(vit_config_validate(&c, &err) == VIT_OK, "ViT-L/14 at 336: %s", err.message);
+    fprintf(stderr, "  ViT-L/14 at 336 px: %zu bytes per image\n", vit_config_image_bytes(&c));
+    c.image_size = 224, c.width = 1280, c.heads = 16, c.mlp_dim = 5120, c.depth = 32;
+    c.preprocess = img_preprocess_clip(224);
+    CHECKF(vit_config_validate(&c, &err) == VIT_OK, "ViT-H/14 at 224: %s", err.message);
+    fprintf(stderr, "  ViT-H/14 at 224 px: %zu bytes per image\n", vit_config_image_bytes(&c));
+
+    /* the review's config: 1.3 GiB per image */
+    c = wide_state_config(4096, 64, 65536);
+    vit_status st = vit_config_validate(&c, &err);
+    fprintf(stderr, "  width 1, 4097 tokens, MLP 65536 -> %s: %s\n", vit_status_name(st),
+            err.message);
+    CHECK(st == VIT_ERR_TOO_LARGE && strstr(err.message, "per image"));
+
+    /* the boundary, attention matrix included: with N = 4097, C = 1, P = 16
+     * the bytes are 4 * (4097 (6 + M) + 4096 * 769 + 3) + 4 * 4097^2
+     * = 16388 M + 79839272, which is <= 256 MiB up to M = 11508 */
+    c = wide_state_config(1024, 16, 11508);
+    CHECKF(vit_config_validate(&c, &err) == VIT_OK, "M = 11508: %s", err.message);
+    CHECK((size_t)16388 * 11508 + 79839272 <= VIT_MAX_IMAGE_BYTES);
+    c = wide_state_config(1024, 16, 11509);
+    CHECK(vit_config_validate(&c, &err) == VIT_ERR_TOO_LARGE);
+
+    /* the review's checkpoint: every tensor is there with the right shape,
+     * so only the activation check can refuse it */
+    size_t len;
+    void *weights = tiny_huge_state_weights(&len);
+    vit_model *m = (vit_model *)&c;
+    st = vit_model_load_memory(weights, len, NULL, &m, &err);
+    fprintf(stderr, "  the %zu-byte checkpoint -> %s: %s\n", len, vit_status_name(st),
+            st == VIT_OK ? "loaded" : err.message);
+    CHECK(st == VIT_ERR_TOO_LARGE && m == NULL);
+    vit_model_free(st == VIT_OK ? m : NULL);
+    free(weights);
+
+    /* vit_state_bytes: max_batch images plus scratch that does not grow */
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    CHECK(vit_model_create(&c, &m, &err) == VIT_OK);
+    size_t one = 0, two = 0, image = vit_config_image_bytes(&c);
+    size_t n_tok = (size_t)vit_config_tokens(&c);
+    CHECK(vit_state_bytes(m, 1, 1, VIT_PATH_PORTABLE, &one, &err) == VIT_OK);
+    CHECK(vit_state_bytes(m, 2, 1, VIT_PATH_PORTABLE, &two, &err) == VIT_OK);
+    fprintf(stderr, "  vit-tiny: %zu bytes per image, state %zu (batch 1), %zu (batch 2)\n",
+            image, one, two);
+    CHECK(one >= image + n_tok * n_tok * sizeof(float));
+    /* each of 13 buffers rounds to 16 floats: at most 15 floats each either way */
+    CHECKF(two - one + 13 * 15 * 4 >= image && two - one <= image + 13 * 15 * 4,
+           "batch 2 - batch 1 = %zu bytes, per image %zu", two - one, image);
+    CHECK(vit_state_bytes(m, 0, 1, VIT_PATH_PORTABLE, &one, &err) == VIT_ERR_INVALID);
+    CHECK(vit_state_bytes(m, 1, 65, VIT_PATH_AUTO, &one, &err) == VIT_ERR_INVALID);
+    vit_model_free(m);
+
+    /* a state too large for any machine is refused before it is allocated
+     * (the old code asked the allocator for 770 GB) */
+    c = wide_state_config(1024, 16, 11508);
+    CHECK(vit_model_create(&c, &m, &err) == VIT_OK);
+    image = vit_config_image_bytes(&c);
+    size_t asked = 0;
+    CHECK(vit_state_bytes(m, 4096, 1, VIT_PATH_PORTABLE, &asked, &err) == VIT_ERR_TOO_LARGE);
+    CHECKF(asked >= 4096 * image && asked > VIT_MAX_STATE_BYTES, "asked %zu", asked);
+    vit_state *s = (vit_state *)&c; /* must be reset to NULL on failure */
+    st = vit_state_create_path(m, 4096, 1, VIT_PATH_PORTABLE, &s, &err);
+    fprintf(stderr, "  batch 4096 of %zu bytes per image -> %s: %s\n", image,
+            vit_status_name(st), err.message);
+    char per[64];
+    snprintf(per, sizeof per, "(%zu per image)", image);
+    CHECKF(st == VIT_ERR_TOO_LARGE && s == NULL && strstr(err.message, per),
+           "want TOO_LARGE naming \"%s\"", per);
+    if (st == VIT_OK)
+        vit_state_free(s);
+    /* around the limit, the status follows the bytes */
+    int bad = 0, last_ok = 0;
+    for (int b = 300; b <= 400; b++) {
+        size_t bytes = 0;
+        vit_status got = vit_state_bytes(m, b, 1, VIT_PATH_PORTABLE, &bytes, &err);
+        bad += got != (bytes <= VIT_MAX_STATE_BYTES ? VIT_OK : VIT_ERR_TOO_LARGE);
+        if (got == VIT_OK)
+            last_ok = b;
+    }
+    CHECKF(bad == 0 && last_ok > 300 && last_ok < 400, "%d disagreements, last ok batch %d", bad,
+           last_ok);
+    vit_model_free(m);
+}
+
+/* The largest config vit_config_validate allows at 224 px (~3.5e11
+ * parameters, 1.4 TB) cannot be allocated: vit_model_create must say so and
+ * return nothing.  (At 4096 px the activations are refused first.) */
 static int child_create_huge(const void *unused)
 {
     (void)unused;
@@ -840,9 +1150,9 @@ static int child_create_huge(const void *unused)
     vit_error err = {0};
     vit_config_preset("vit-tiny", &c, &err);
     c.width = 8192, c.depth = 256, c.heads = 64, c.mlp_dim = 65536;
-    c.image_size = 4096, c.patch_size = 64, c.num_classes = 1000000;
-    c.preprocess.crop_h = c.preprocess.crop_w = 4096;
-    c.preprocess.resize_shorter = 4096;
+    c.image_size = 224, c.patch_size = 16, c.num_classes = 1000000;
+    c.preprocess.crop_h = c.preprocess.crop_w = 224;
+    c.preprocess.resize_shorter = 256;
     vit_model *m = NULL;
     vit_status st = vit_model_create(&c, &m, &err);
     fprintf(stderr, "  -> %s: %s\n", vit_status_name(st), err.message);
@@ -887,6 +1197,87 @@ static void test_config(void)
     CHECK(m && vit_state_create(m, 0, 1, &s, &err) == VIT_ERR_INVALID && s == NULL);
     CHECK(m && vit_state_create(m, 4097, 1, &s, &err) == VIT_ERR_INVALID && s == NULL);
     vit_model_free(m);
+
+    /* the resize bound at its edge (configs given through the API) */
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.preprocess.resize_shorter = 8192;
+    CHECKF(vit_config_validate(&c, &err) == VIT_OK, "resize 8192: %s", err.message);
+    c.preprocess.resize_shorter = 8193;
+    CHECK(vit_config_validate(&c, &err) == VIT_ERR_INVALID && strstr(err.message, "resize"));
+    c.preprocess.resize_shorter = -1;
+    CHECK(vit_config_validate(&c, &err) == VIT_ERR_INVALID);
+
+    /* the patch grid at its edge: 64 x 64 patches, not 65 x 65 (vit-tiny's
+     * width 64 stays well inside the activation cap at both: only the grid
+     * bound refuses the second) */
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.patch_size = 16, c.image_size = 1024;
+    c.preprocess = img_preprocess_timm_in21k(1024);
+    CHECKF(vit_config_validate(&c, &err) == VIT_OK, "64x64 patches: %s", err.message);
+    c.image_size = 1040;
+    c.preprocess = img_preprocess_timm_in21k(1040);
+    CHECK(vit_config_image_bytes(&c) + 4 * (size_t)4226 * 4226 < VIT_MAX_IMAGE_BYTES);
+    CHECKF(vit_config_validate(&c, &err) == VIT_ERR_INVALID && strstr(err.message, "64x64"),
+           "65x65 patches: %s", err.message);
+}
+
+/* A timm checkpoint of config c (canonical names, randinit values),
+ * serialized into *len bytes (caller frees). */
+static void *config_weights(const vit_config *c, size_t *len)
+{
+    vit_error err;
+    vit_model *m = NULL;
+    VIT_ASSERT(vit_model_create(c, &m, &err) == VIT_OK);
+    vit_model_randomize(m, 5);
+    st_writer *w = st_writer_create();
+    VIT_ASSERT(w);
+    for (size_t i = 0; i < m->num_params; i++) {
+        const vit_param *p = &m->params[i];
+        VIT_ASSERT(st_writer_add_f32(w, p->name, p->ndim, p->shape, p->data, &err) == VIT_OK);
+    }
+    void *out;
+    VIT_ASSERT(st_writer_serialize(w, &out, len, &err) == VIT_OK);
+    st_writer_free(w);
+    vit_model_free(m);
+    return out;
+}
+
+/* floor(image_size / crop_pct) must be at least 1: with a 2-pixel model and
+ * crop_pct 4 it is 0, which would read as "squash" (resize both sides). */
+static void test_crop_pct_zero(void)
+{
+    fprintf(stderr, "crop_pct resizing to 0 pixels\n");
+    vit_config c;
+    vit_error err = {0};
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.image_size = 2, c.patch_size = 2, c.width = 8, c.heads = 2, c.depth = 1, c.mlp_dim = 16;
+    c.num_classes = 2;
+    c.preprocess = img_preprocess_timm_in21k(2);
+    size_t len;
+    void *weights = config_weights(&c, &len);
+    static const struct { const char *crop; vit_status want; int resize; } cases[] = {
+        {"4", VIT_ERR_INVALID, 0}, {"2.5", VIT_ERR_INVALID, 0}, {"2", VIT_OK, 1}, {"1", VIT_OK, 2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char json[512];
+        snprintf(json, sizeof json,
+                 "{\"num_classes\": 2, \"model_args\": {\"img_size\": 2, \"patch_size\": 2, "
+                 "\"embed_dim\": 8, \"depth\": 1, \"num_heads\": 2, \"mlp_ratio\": 2.0}, "
+                 "\"pretrained_cfg\": {\"crop_pct\": %s}}",
+                 cases[i].crop);
+        vit_side_files side = {.config = json, .config_len = strlen(json)};
+        vit_model *m = NULL;
+        vit_status st = vit_model_load_memory(weights, len, &side, &m, &err);
+        fprintf(stderr, "  crop_pct %s -> %s: %s\n", cases[i].crop, vit_status_name(st),
+                st == VIT_OK ? "loaded" : err.message);
+        CHECKF(st == cases[i].want, "crop_pct %s", cases[i].crop);
+        if (st == VIT_OK) {
+            CHECKF(m->cfg.preprocess.resize_shorter == cases[i].resize, "resize %d",
+                   m->cfg.preprocess.resize_shorter);
+            vit_model_free(m);
+        }
+    }
+    free(weights);
 }
 
 int main(void)
@@ -896,9 +1287,12 @@ int main(void)
     test_attention();
     test_layernorm_and_softmax();
     test_config();
+    test_crop_pct_zero();
+    test_state_budget();
     test_tiny_goldens();
     test_preprocess_goldens();
     test_load_memory();
+    test_labels();
     test_load_errors();
     test_hostile_files();
     test_preprocessor_config();
