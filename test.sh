@@ -383,8 +383,9 @@ else
       fi
       # seeds past -max_len are cut to it in the run below: replayed whole after it
       big=()
-      while IFS= read -r -d '' f; do big+=("$f"); done < <(find "$corpus" -type f \
-        -size +"${fuzz_max_len}"c -print0)
+      [ -d "tests/fuzz/corpus/$t" ] &&
+        while IFS= read -r -d '' f; do big+=("$f"); done < <(find "tests/fuzz/corpus/$t" \
+          -type f -size +"${fuzz_max_len}"c -print0)
       if ! "build-fuzz/tests/fuzz/fuzz_$t" -seed=1 -runs=20000 -max_total_time=60 \
           -max_len="$fuzz_max_len" "${fuzz_limits[@]}" "${dict[@]}" \
           -artifact_prefix="build-fuzz/artifacts/fuzz_$t-" "$corpus" \
