@@ -8,14 +8,33 @@
 #   tsan      the threaded tests under ThreadSanitizer (build-tsan/)
 #   fuzz      every libFuzzer target tests/fuzz/fuzz_*.c for a bounded run (build-fuzz/)
 #
+# The environment cannot turn a check off: VITFIT_NO_AVX512 is unset for
+# every stage but portable (which sets it), so a user's setting never moves
+# the other stages onto the portable path.
+#
 # Counting (no second interpreter): each `meson test` run writes a fresh
 # meson-logs/<logbase>.json, one JSON object per test; awk reads each line's
-# "name" and "result".  OK counts as passed, SKIP (exit 77) as skipped - never
-# as passed - and anything else as failed.  The counts must agree with the
-# summary meson prints and with `meson test --list`; a missing or malformed
-# log, any disagreement, or a non-zero `meson test` exit with no failed test
-# counted is one more failure.  Every fuzz target's run is one test.  A setup
-# or build that fails counts as a failure (with its log's tail printed).
+# "name", "result" and "returncode".  OK counts as passed, anything but OK
+# and SKIP as failed.  SKIP (exit 77) is never a pass: on a CPU with AVX-512
+# F/VL/BW/DQ (where no test has a reason to skip, so a skip hides a broken
+# test) and in CI it is a failure, elsewhere it is listed apart.  The counts
+# must agree with the summary meson prints and with `meson test --list`; a
+# missing or malformed log, any disagreement, or a non-zero `meson test` exit
+# with no failed test counted is one more failure.  Every fuzz target's run
+# is one test.  A setup or build that fails counts as a failure (with its
+# log's tail printed).  Every tests/unit/test_NAME.c must be registered as
+# the test NAME (tests/unit/meson.build): a test file meson does not know is
+# a failure.
+#
+# Sanitizer reports exit with their own codes, never 1 (UBSan's default, the
+# code most tests expect from a refused input): 86 for ASan, UBSan and LSan
+# (one runtime in an ASan+UBSan build: one code), 66 for TSan.  The same
+# options are in meson's test environment (tests/meson.build), and a failed
+# test with one of these codes is named as a sanitizer report.
+#
+# Fuzzing: each target runs from its corpus with -max_len=65536, which
+# truncates longer seeds; the seeds longer than that are then replayed whole,
+# one by one, under the same rss, malloc and time limits.
 #
 # Stages not run: a developer may opt out with VITFIT_SKIP_STAGES="clang fuzz"
 # (or VITFIT_WITH_FUZZ=0), or lack clang; that is printed loudly.  In CI
@@ -30,12 +49,32 @@ ci=0
 skip_list=" $(echo "${VITFIT_SKIP_STAGES:-}" | tr ',' ' ') "
 [ "${VITFIT_WITH_FUZZ:-1}" = 1 ] || skip_list+="fuzz "
 
-export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+# Sanitizer options: keep in step with tests/meson.build (test_env).
+export ASAN_OPTIONS=exitcode=86:halt_on_error=1:detect_leaks=1:print_stacktrace=1
+export UBSAN_OPTIONS=exitcode=86:halt_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS=exitcode=66:halt_on_error=1
+# Only the portable stage runs without AVX-512, and it says so itself;
+# VITFIT_TEST_FAIL_THREAD is for tests/unit/fail_pthread_create.c alone.
+if [ -n "${VITFIT_NO_AVX512+set}" ]; then
+  echo "note: VITFIT_NO_AVX512 is set in the environment: unset (only the portable stage sets it)" >&2
+fi
+unset VITFIT_NO_AVX512 VITFIT_TEST_FAIL_THREAD
+
+# A skipped test (exit 77) fails the run where no test has a reason to skip:
+# on a CPU with the AVX-512 subsets cpu_has_avx512() asks for, and in CI.
+skip_fails=0
+skip_why=""
+if [ "$ci" = 1 ]; then
+  skip_fails=1
+  skip_why="in CI"
+elif grep -qw avx512f /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo &&
+    grep -qw avx512bw /proc/cpuinfo && grep -qw avx512dq /proc/cpuinfo; then
+  skip_fails=1
+  skip_why="on a CPU with AVX-512"
+fi
 
 passed=0
 failed=0
-skipped=0
 failures=()     # what failed, one entry per counted failure
 skipped_tests=() # tests that exited 77
 not_run=()      # stages that did not run, and why
@@ -121,18 +160,26 @@ count_meson_log() { # stage, log, out, rc, expected
   while IFS= read -r line; do
     case $line in
       "F "*) fail "$stage: ${line#F }" ;;
-      "S "*) skipped_tests+=("$stage: ${line#S }") ;;
+      "S "*)
+        if [ "$skip_fails" = 1 ]; then
+          fail "$stage: ${line#S } $skip_why, where no test may skip"
+        else
+          skipped_tests+=("$stage: ${line#S }")
+        fi ;;
       "T "*) read -r ok bad skip malformed <<<"${line#T }" ;;
     esac
   done < <(awk '
     {
-      name = ""; result = ""
+      name = ""; result = ""; code = ""
       if (match($0, /^\{"name": "[^"]*"/)) name = substr($0, 11, RLENGTH - 11)
       if (match($0, /"result": "[A-Z]+"/)) result = substr($0, RSTART + 11, RLENGTH - 12)
+      if (match($0, /"returncode": -?[0-9]+/)) code = substr($0, RSTART + 14, RLENGTH - 14)
       if (name == "" || result == "") { malformed++; next }
+      why = code == 86 ? ", exit 86: an ASan/UBSan/LSan report" : \
+            code == 66 ? ", exit 66: a TSan report" : code != "" ? ", exit " code : ""
       if (result == "OK" || result == "EXPECTEDFAIL") ok++
-      else if (result == "SKIP") { skip++; print "S " name " (exit 77)" }
-      else { bad++; print "F " name " (" result ")" }
+      else if (result == "SKIP") { skip++; print "S " name " skipped (exit 77)" }
+      else { bad++; print "F " name " (" result why ")" }
     }
     END { print "T", ok + 0, bad + 0, skip + 0, malformed + 0 }' "$log")
   if ! is_count "$ok" || ! is_count "$bad" || ! is_count "$skip" || ! is_count "$malformed"; then
@@ -140,7 +187,6 @@ count_meson_log() { # stage, log, out, rc, expected
     return
   fi
   passed=$((passed + ok))
-  skipped=$((skipped + skip))
   # failed tests were counted one by one above
   stage_counts="$ok passed, $bad failed, $skip skipped"
   [ "$malformed" -eq 0 ] || fail "$stage: counting error: $malformed unreadable lines in $log"
@@ -178,6 +224,28 @@ run_meson_tests() { # stage, dir, logbase, [meson test options and test names...
   count_meson_log "$stage" "$log" "$out" "$rc" "$expected"
 }
 
+# Every tests/unit/test_NAME.c must be the test NAME in meson's list of dir:
+# a test file no one registered in tests/unit/meson.build would never run.
+# Checked once, in the first suite stage that sets up.
+registration_checked=0
+check_registered() { # stage, dir
+  local stage=$1 dir=$2 f name names
+  registration_checked=1
+  names=$(meson test -C "$dir" --list --no-rebuild 2>/dev/null | sed -n 's|^.* / ||p')
+  if [ -z "$names" ]; then
+    fail "$stage: counting error: meson test --list lists no test in $dir"
+    return 0
+  fi
+  for f in tests/unit/test_*.c; do
+    [ -e "$f" ] || continue
+    name=${f#tests/unit/test_}
+    name=${name%.c}
+    grep -qxF "$name" <<<"$names" ||
+      fail "$stage: $f is not registered: no test '$name' in tests/unit/meson.build"
+  done
+  return 0 # counted; the stage runs on
+}
+
 # Stage bookkeeping: start_stage prints a banner; end_stage records the time.
 start_stage() {
   stage_t0=$SECONDS
@@ -199,7 +267,9 @@ suite_stage() { # stage, dir, what, setup args...
   shift 3
   start_stage "$stage" "$what"
   suite_ran=0
-  if setup_dir "$stage" "$dir" "$@" && build_dir "$stage" "$dir"; then
+  if setup_dir "$stage" "$dir" "$@" &&
+      { [ "$registration_checked" = 1 ] || check_registered "$stage" "$dir"; } &&
+      build_dir "$stage" "$dir"; then
     run_meson_tests "$stage" "$dir" testlog "${stage_test_opts[@]}"
     suite_ran=1
   fi
@@ -292,6 +362,8 @@ else
   [ ${#fuzz_targets[@]} -gt 0 ] || fail "fuzz: no tests/fuzz/fuzz_*.c found"
   fuzz_ok=0
   fuzz_bad0=$failed
+  fuzz_max_len=65536
+  fuzz_limits=(-rss_limit_mb=512 -malloc_limit_mb=256 -timeout=5) # a bomb fails like a crash
   if CC=clang setup_dir fuzz build-fuzz -Dfuzz=true --buildtype=debugoptimized \
       -Db_sanitize=address,undefined -Db_lundef=false; then
     mkdir -p build-fuzz/artifacts
@@ -309,17 +381,29 @@ else
         dict=("-dict=tests/fuzz/$t.dict")
         with=", dictionary tests/fuzz/$t.dict"
       fi
-      if "build-fuzz/tests/fuzz/fuzz_$t" -seed=1 -runs=20000 -max_total_time=60 -max_len=65536 \
-          -rss_limit_mb=512 -malloc_limit_mb=256 -timeout=5 "${dict[@]}" \
+      # seeds past -max_len are cut to it in the run below: replayed whole after it
+      big=()
+      [ -d "tests/fuzz/corpus/$t" ] &&
+        while IFS= read -r -d '' f; do big+=("$f"); done < <(find "tests/fuzz/corpus/$t" \
+          -type f -size +"${fuzz_max_len}"c -print0)
+      if ! "build-fuzz/tests/fuzz/fuzz_$t" -seed=1 -runs=20000 -max_total_time=60 \
+          -max_len="$fuzz_max_len" "${fuzz_limits[@]}" "${dict[@]}" \
           -artifact_prefix="build-fuzz/artifacts/fuzz_$t-" "$corpus" \
           >"build-fuzz/fuzz_$t.log" 2>&1; then
-        echo "fuzz_$t: ok ($(grep -o 'Done [0-9]* runs in [0-9]* second' "build-fuzz/fuzz_$t.log" |
-          tail -n 1)s$with)"
-        passed=$((passed + 1))
-        fuzz_ok=$((fuzz_ok + 1))
-      else
         tail -n 40 "build-fuzz/fuzz_$t.log" >&2
         fail "fuzz: fuzz_$t (log: build-fuzz/fuzz_$t.log, inputs: build-fuzz/artifacts/)"
+      elif [ ${#big[@]} -gt 0 ] && ! "build-fuzz/tests/fuzz/fuzz_$t" "${fuzz_limits[@]}" \
+          -artifact_prefix="build-fuzz/artifacts/fuzz_$t-" "${big[@]}" \
+          >"build-fuzz/fuzz_$t.big.log" 2>&1; then
+        # files named one by one are run whole: no -max_len here
+        tail -n 40 "build-fuzz/fuzz_$t.big.log" >&2
+        fail "fuzz: fuzz_$t on its ${#big[@]} seeds longer than $fuzz_max_len bytes (log: build-fuzz/fuzz_$t.big.log)"
+      else
+        echo "fuzz_$t: ok ($(grep -o 'Done [0-9]* runs in [0-9]* second' "build-fuzz/fuzz_$t.log" |
+          tail -n 1)s$with$([ ${#big[@]} -gt 0 ] &&
+          echo ", ${#big[@]} seeds over $fuzz_max_len bytes replayed whole"))"
+        passed=$((passed + 1))
+        fuzz_ok=$((fuzz_ok + 1))
       fi
       rm -rf "$corpus"
     done
@@ -337,8 +421,8 @@ if [ ${#not_run[@]} -gt 0 ]; then
   echo "!!!!!!!!!! stages NOT RUN$([ "$ci" = 1 ] && echo ' (each counted as a failure in CI)'):"
   for s in "${not_run[@]}"; do echo "  $s"; done
 fi
-if [ "$skipped" -gt 0 ]; then
-  echo "skipped tests (exit 77; counted neither as passed nor as failed): $skipped"
+if [ ${#skipped_tests[@]} -gt 0 ]; then # skips counted as failures are listed under "failed:"
+  echo "skipped tests (exit 77; counted neither as passed nor as failed): ${#skipped_tests[@]}"
   for s in "${skipped_tests[@]}"; do echo "  $s"; done
 fi
 if [ "$failed" -gt 0 ]; then

@@ -3,8 +3,10 @@
  *
  * The CPU count is split in two: cpu_max_cpus / cpu_usable_from decide from
  * parsed inputs and touch nothing, so tests feed them synthetic masks and
- * cpu.max texts; cpu_usable_count only gathers those inputs from the kernel
- * (sched_getaffinity, /proc/self/cgroup, the cgroup files).
+ * cpu.max texts; cpu_usable_in walks a cgroup tree from a given root and a
+ * given /proc/self/cgroup text, so tests build a fake tree in a temporary
+ * directory; cpu_usable_count only gathers the real inputs
+ * (sched_getaffinity, /proc/self/cgroup, /sys/fs/cgroup).
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_ALLOC */
 #include "cpu.h"
@@ -162,7 +164,9 @@ static void read_level(const char *dir, bool v2, char (*texts)[TEXT], int *level
 
 /* Reads the limit of cgroup `path` (as /proc/self/cgroup names it) and of
  * each ancestor up to the mount's root; in a container with its own cgroup
- * namespace the path is "/" and the root is the container's cgroup. */
+ * namespace the path is "/" and the root is the container's cgroup.  Why every
+ * level: a quota on a parent (a container's or a systemd slice's) binds its
+ * children, whose own cpu.max usually says "max". */
 static void read_hierarchy(const char *mount, const char *path, bool v2, char (*texts)[TEXT],
                            int *levels)
 {
@@ -177,11 +181,12 @@ static void read_hierarchy(const char *mount, const char *path, bool v2, char (*
         char *slash = strrchr(cur, '/');
         if (!slash)
             break;
-        *slash = '\0';
+        *slash = '\0'; /* up to the parent */
     }
 }
 
-/* True when the comma-separated list names controller `name`. */
+/* True when the comma-separated list names controller `name` exactly (so
+ * "cpuacct" or "cpuset" is not "cpu"). */
 static bool has_controller(const char *list, const char *name)
 {
     size_t n = strlen(name);
@@ -193,32 +198,58 @@ static bool has_controller(const char *list, const char *name)
     }
 }
 
-int cpu_usable_count(void)
+int cpu_usable_in(int mask_cpus, const char *cgroup_root, const char *proc_cgroup)
 {
     char texts[MAX_LEVELS][TEXT];
     const char *ptrs[MAX_LEVELS];
     int levels = 0;
-    FILE *f = fopen("/proc/self/cgroup", "re");
-    char line[PATH];
-    while (f && fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = '\0';
+    char line[PATH], mount[PATH];
+    for (const char *p = proc_cgroup ? proc_cgroup : ""; *p;) {
+        /* one line "ID:CONTROLLERS:PATH"; a line too long for PATH is skipped */
+        size_t len = strcspn(p, "\n");
+        bool fits = len < sizeof line;
+        if (fits) {
+            memcpy(line, p, len);
+            line[len] = '\0';
+        }
+        p += len + (p[len] == '\n');
+        if (!fits)
+            continue;
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         if (!c2 || c2[1] != '/')
             continue;
         *c1 = *c2 = '\0';
         const char *controllers = c1 + 1, *path = c2 + 1;
-        if (strcmp(line, "0") == 0 && *controllers == '\0') {
-            /* unified hierarchy: /sys/fs/cgroup itself, or beside v1 (hybrid) */
-            bool pure = access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0;
-            read_hierarchy(pure ? "/sys/fs/cgroup" : "/sys/fs/cgroup/unified", path, true, texts,
-                           &levels);
+        int n = -1;
+        bool v2 = strcmp(line, "0") == 0 && *controllers == '\0';
+        if (v2) {
+            /* unified hierarchy: the mount itself, or beside v1 (hybrid) */
+            n = snprintf(mount, sizeof mount, "%s/cgroup.controllers", cgroup_root);
+            bool pure = n > 0 && n < PATH && access(mount, F_OK) == 0;
+            n = snprintf(mount, sizeof mount, "%s%s", cgroup_root, pure ? "" : "/unified");
         } else if (has_controller(controllers, "cpu")) {
-            read_hierarchy("/sys/fs/cgroup/cpu", path, false, texts, &levels);
+            n = snprintf(mount, sizeof mount, "%s/cpu", cgroup_root);
         }
+        if (n > 0 && n < PATH)
+            read_hierarchy(mount, path, v2, texts, &levels);
     }
-    if (f)
-        fclose(f);
     for (int i = 0; i < levels; i++)
         ptrs[i] = texts[i];
-    return cpu_usable_from(affinity_cpus(), ptrs, levels);
+    return cpu_usable_from(mask_cpus, ptrs, levels);
+}
+
+int cpu_usable_count(void)
+{
+    /* /proc/self/cgroup: a line per v1 hierarchy (a dozen) plus the unified one */
+    enum { PROC_TEXT = 1 << 15 };
+    char *text = malloc(PROC_TEXT);
+    if (text && !read_small("/proc/self/cgroup", text, PROC_TEXT))
+        text[0] = '\0';
+    else if (text && strlen(text) == PROC_TEXT - 1) {
+        char *last = strrchr(text, '\n'); /* cut off a line read in part */
+        *(last ? last + 1 : text) = '\0';
+    }
+    int n = cpu_usable_in(affinity_cpus(), "/sys/fs/cgroup", text);
+    free(text);
+    return n;
 }

@@ -25,10 +25,20 @@ int cpu_max_cpus(const char *cpu_max);
  * tests can feed it any mask size and file contents. */
 int cpu_usable_from(int affinity_cpus, const char *const *cpu_max, int levels);
 
-/* cpu_usable_from over this process's sched_getaffinity mask and the cpu.max
- * files of its cgroup v2 and ancestors (a cgroup v1 CFS quota is read into
- * the same form).  Unlike _SC_NPROCESSORS_ONLN this honours `taskset` and a
- * container's CPU quota.  At least 1; reads a few small files per call. */
+/* cpu_usable_from(mask_cpus, ...) over the cgroup tree mounted at
+ * cgroup_root (normally /sys/fs/cgroup) for a process whose
+ * /proc/self/cgroup reads proc_cgroup
+ * (NULL: no lines): for the unified line "0::PATH", the cpu.max of PATH and
+ * of every ancestor up to the root, under cgroup_root itself when it holds
+ * cgroup.controllers (v2) and under cgroup_root/unified otherwise (hybrid);
+ * for a v1 line whose controller list names "cpu" exactly, the
+ * cpu.cfs_quota_us / cpu.cfs_period_us of PATH and its ancestors under
+ * cgroup_root/cpu.  Missing files limit nothing.  Reads only files. */
+int cpu_usable_in(int mask_cpus, const char *cgroup_root, const char *proc_cgroup);
+
+/* cpu_usable_in over this process's sched_getaffinity mask, /sys/fs/cgroup
+ * and /proc/self/cgroup.  Unlike _SC_NPROCESSORS_ONLN this honours `taskset`
+ * and a container's CPU quota.  At least 1; reads a few small files per call. */
 int cpu_usable_count(void);
 
 #endif

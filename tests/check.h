@@ -18,6 +18,12 @@
 static int check_failures;
 static int check_count;
 
+/* Exit codes of a sanitizer report, set in meson's test environment
+ * (tests/meson.build) and by test.sh: never a code a test expects, so a child
+ * process exiting with one failed on a sanitizer report (run_cli.h checks). */
+#define CHECK_EXIT_ASAN 86 /* ASan, UBSan or LSan: one runtime, one code */
+#define CHECK_EXIT_TSAN 66
+
 #define CHECK(cond)                                                                    \
     do {                                                                               \
         check_count++;                                                                 \

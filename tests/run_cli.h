@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "test_util.h"
 
 extern char **environ;
@@ -75,6 +76,10 @@ static inline run_result *run_vitfit(const char *first, ...)
     slurp(err_path, r.err, sizeof r.err);
     unlink(out_path);
     unlink(err_path);
+    /* a sanitizer report fails the test whatever exit code it expects */
+    CHECKF(r.status != CHECK_EXIT_ASAN && r.status != CHECK_EXIT_TSAN,
+           "%s %s: exit %d, a sanitizer report:\n%s", argv[0], argc > 1 ? argv[1] : "", r.status,
+           r.err);
     return &r;
 }
 

@@ -8,7 +8,12 @@ packages=(
   libmicrohttpd-dev libjansson-dev libopenblas-dev libstb-dev libcurl4-openssl-dev zlib1g-dev
   dataset-fashion-mnist
 )
-# clang + its runtime build the libFuzzer targets in the test suite
+# test.sh's clang stage (ASan+UBSan under clang) and fuzz stage need clang and
+# its runtime: libclang_rt.{asan,ubsan_standalone,fuzzer}-x86_64.a come from
+# libclang-rt-14-dev (`dpkg -S`), which clang-14 only recommends (through
+# libclang-common-14-dev), so with --no-install-recommends it must be named.
+# Installed by default; VITFIT_WITH_FUZZ=0 (run.sh, the quick start) leaves
+# them out, and test.sh then reports those two stages as not run.
 if [ "${VITFIT_WITH_FUZZ:-1}" = 1 ]; then
   packages+=(clang libclang-rt-14-dev)
 fi

@@ -20,6 +20,14 @@
 #   file: engine/trainer.c
 #   from: <exact text on ONE line, occurring exactly once in that file>
 #   to: <replacement text>
+# and optionally, for a bug only a sanitizer or a few tests can see:
+#   build: tsan          release (default), asan (ASan+UBSan) or tsan
+#                        (ThreadSanitizer); each kind is built once, lazily
+#   tests: serving task  run only these tests for this mutant (they override
+#                        --test/--suite); a tsan/asan build then builds only
+#                        these tests' programs and server/vitfit
+#   timeout: 120         seconds for this mutant's test run; a run cut off by
+#                        it counts as KILLED (timeout) -- for lost wake-ups
 # from/to are literal (no regex, no escapes; one space after the colon is
 # dropped, the rest kept).
 #
@@ -27,9 +35,12 @@
 # tracked files (`git stash create`, `git archive`), one release build in it,
 # then per mutant: check `from` occurs exactly once (else STALE), plant it,
 # rebuild (failure: BUILD-FAILED), `meson test --num-processes 2` (fails:
-# KILLED, passes: SURVIVED), put the file back.  Prints a table; exits 1 if
-# any mutant SURVIVED, is STALE or does not build (it then guards nothing),
-# 2 on bad usage or when the unmutated suite already fails.
+# KILLED, passes: SURVIVED), put the file back.  The tests are judged as
+# test.sh judges them: VITFIT_NO_AVX512 is unset, and on a CPU with AVX-512 a
+# skipped test (exit 77) is a failure.  Before the first mutant of each
+# build kind and test selection, the unmutated tests must pass (the baseline).
+# Prints a table; exits 1 if any mutant SURVIVED, is STALE or does not build
+# (it then guards nothing), 2 on bad usage or when an unmutated run fails.
 # Takes about one suite run per mutant; run it with `nice` on a shared machine.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -56,8 +67,13 @@ while [ $# -gt 0 ]; do
 done
 
 # ---- read the mutant files
-ids=() descs=() files=() froms=() tos=() origins=()
+ids=() descs=() files=() froms=() tos=() origins=() kinds=() testsels=() timeouts=()
 parse_errors=0
+
+reset_block() {
+  cur_id="" cur_desc="" cur_file="" cur_from="" cur_to="" cur_has_from=0 cur_has_to=0
+  cur_origin="" cur_build="" cur_tests="" cur_timeout=""
+}
 
 # Adds the block collected in cur_* (if any) to the lists.
 flush_block() {
@@ -71,6 +87,12 @@ flush_block() {
     if [ -n "$missing" ]; then
       echo "mutation-check: $cur_origin: block lacks:$missing" >&2
       parse_errors=$((parse_errors + 1))
+    elif ! [[ "${cur_build:-release}" =~ ^(release|asan|tsan)$ ]]; then
+      echo "mutation-check: $cur_origin: build: must be release, asan or tsan" >&2
+      parse_errors=$((parse_errors + 1))
+    elif [ -n "$cur_timeout" ] && ! [[ "$cur_timeout" =~ ^[1-9][0-9]*$ ]]; then
+      echo "mutation-check: $cur_origin: timeout: must be a number of seconds" >&2
+      parse_errors=$((parse_errors + 1))
     else
       for seen in "${ids[@]}"; do
         if [ "$seen" = "$cur_id" ]; then
@@ -79,11 +101,11 @@ flush_block() {
         fi
       done
       ids+=("$cur_id") descs+=("$cur_desc") files+=("$cur_file") froms+=("$cur_from")
-      tos+=("$cur_to") origins+=("$cur_origin")
+      tos+=("$cur_to") origins+=("$cur_origin") kinds+=("${cur_build:-release}")
+      testsels+=("$cur_tests") timeouts+=("$cur_timeout")
     fi
   fi
-  cur_id="" cur_desc="" cur_file="" cur_from="" cur_to="" cur_has_from=0 cur_has_to=0
-  cur_origin=""
+  reset_block
 }
 
 # Value after "key:" with one leading space dropped.
@@ -91,8 +113,7 @@ field_value() { local v=${1#*:}; printf '%s' "${v# }"; }
 
 read_mutant_file() { # path
   local path=$1 line n=0
-  cur_id="" cur_desc="" cur_file="" cur_from="" cur_to="" cur_has_from=0 cur_has_to=0
-  cur_origin=""
+  reset_block
   while IFS= read -r line || [ -n "$line" ]; do
     n=$((n + 1))
     line=${line%$'\r'}
@@ -110,7 +131,10 @@ read_mutant_file() { # path
       file:*) cur_file=$(field_value "$line") ;;
       from:*) cur_from=$(field_value "$line"); cur_has_from=1 ;;
       to:*) cur_to=$(field_value "$line"); cur_has_to=1 ;;
-      *) echo "mutation-check: $path:$n: not a '# id:', file:, from: or to: line: $line" >&2
+      build:*) cur_build=$(field_value "$line") ;;
+      tests:*) cur_tests=$(field_value "$line") ;;
+      timeout:*) cur_timeout=$(field_value "$line") ;;
+      *) echo "mutation-check: $path:$n: not a '# id:', file:, from:, to:, build:, tests: or timeout: line: $line" >&2
          parse_errors=$((parse_errors + 1)) ;;
     esac
   done <"$path"
@@ -157,12 +181,21 @@ fi
 
 if [ "$list_only" = 1 ]; then
   for i in "${selected[@]}"; do
-    printf '%-28s %-30s %s\n' "${ids[$i]}" "${files[$i]}" "${descs[$i]}"
+    printf '%-28s %-7s %-30s %s\n' "${ids[$i]}" "${kinds[$i]}" "${files[$i]}" "${descs[$i]}"
   done
   exit 0
 fi
 
-# ---- the scratch copy and its build
+# The tests are judged as test.sh judges them (see there): never on the
+# portable path by accident, and a skip on an AVX-512 CPU is no pass.
+unset VITFIT_NO_AVX512 VITFIT_TEST_FAIL_THREAD
+avx512_cpu=0
+if grep -qw avx512f /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo &&
+    grep -qw avx512bw /proc/cpuinfo && grep -qw avx512dq /proc/cpuinfo; then
+  avx512_cpu=1
+fi
+
+# ---- the scratch copy
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/vitfit-mutation.XXXXXX") || exit 2
 cleanup() {
   if [ "$keep" = 1 ]; then echo "scratch copy kept: $scratch"; else rm -rf "$scratch"; fi
@@ -180,31 +213,102 @@ untracked=$(git -C "$repo" ls-files --others --exclude-standard | head -n 5)
   echo "note: untracked files are not in the scratch copy (git add them to include): $untracked" >&2
 echo "scratch copy of $(git -C "$repo" rev-parse --short HEAD)$([ "$snapshot" != HEAD ] &&
   echo ' + uncommitted changes') in $scratch"
-
-build="$scratch/build"
 log="$scratch/step.log"
-if ! meson setup "$build" "$scratch" --buildtype=release >"$log" 2>&1; then
-  tail -n 30 "$log" >&2
-  echo "mutation-check: meson setup failed" >&2
-  exit 2
-fi
-if ! ninja -C "$build" >"$log" 2>&1; then
-  tail -n 30 "$log" >&2
-  echo "mutation-check: the unmutated tree does not build" >&2
-  exit 2
-fi
-run_tests() {
-  meson test -C "$build" --no-rebuild --num-processes 2 "${meson_args[@]}" >"$log" 2>&1
+
+# ---- the builds: one directory per kind, set up when first needed
+declare -A set_up=() baseline_done=()
+
+# meson setup args of a build kind (the same as test.sh's stages).
+setup_args() {
+  case $1 in
+    release) echo --buildtype=release ;;
+    asan) echo --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false ;;
+    tsan) echo --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false ;;
+  esac
 }
-if [ "$baseline" = 1 ]; then
-  t0=$SECONDS
-  if ! run_tests; then
-    grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)' "$log" >&2
-    echo "mutation-check: the suite fails without any mutant; fix that first" >&2
+
+# ninja targets for mutant i: everything for a release build or when no
+# tests: are named; else the named tests' programs and the binaries they
+# start (tests/unit/test_NAME.c is test NAME; see tests/unit/meson.build).
+build_targets() { # i
+  local t
+  [ "${kinds[$1]}" != release ] && [ -n "${testsels[$1]}" ] || return 0
+  echo server/vitfit tests/unit/vitfit_failstart
+  for t in ${testsels[$1]}; do
+    [ -f "$scratch/tests/unit/test_$t.c" ] && echo "tests/unit/test_$t"
+  done
+}
+
+# Sets up build kind $1 once; exits 2 if that fails.
+ensure_setup() { # kind
+  [ -n "${set_up[$1]:-}" ] && return 0
+  # shellcheck disable=SC2046 # setup_args is a word list
+  if ! meson setup "$scratch/build-$1" "$scratch" $(setup_args "$1") >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "mutation-check: meson setup of the $1 build failed" >&2
     exit 2
   fi
-  echo "baseline: the unmutated suite passes ($((SECONDS - t0)) s)"
-fi
+  set_up[$1]=1
+}
+
+build_for() { # i
+  # shellcheck disable=SC2046
+  ninja -C "$scratch/build-${kinds[$1]}" $(build_targets "$1") >"$log" 2>&1
+}
+
+# Runs mutant i's tests (unmutated for the baseline); returns 0 when they
+# pass.  Sets run_note: why they failed when it was not a plain test failure.
+run_tests() { # i
+  local i=$1 dir="$scratch/build-${kinds[$1]}" args=() rc
+  run_note=""
+  if [ -n "${testsels[$i]}" ]; then
+    # shellcheck disable=SC2206 # a list of test names
+    args=(${testsels[$i]})
+  else
+    args=("${meson_args[@]}")
+  fi
+  [ "${kinds[$i]}" = release ] || args=(--timeout-multiplier=3 "${args[@]}")
+  local limit=()
+  [ -n "${timeouts[$i]}" ] && limit=(timeout -k 10 "${timeouts[$i]}")
+  rm -f "$dir/meson-logs/testlog.json"
+  "${limit[@]}" meson test -C "$dir" --no-rebuild --num-processes 2 "${args[@]}" >"$log" 2>&1
+  rc=$?
+  if [ -n "${timeouts[$i]}" ] && { [ "$rc" = 124 ] || [ "$rc" = 137 ]; }; then
+    run_note="timeout ${timeouts[$i]}s"
+    return 1
+  fi
+  if [ "$rc" = 0 ] && [ "$avx512_cpu" = 1 ] && grep -q '"result": "SKIP"' "$dir/meson-logs/testlog.json"; then
+    run_note="a test skipped on an AVX-512 CPU"
+    return 1
+  fi
+  [ "$rc" = 0 ] && return 0
+  if grep -q 'WARNING: ThreadSanitizer' "$dir/meson-logs/testlog.txt" 2>/dev/null; then
+    run_note="TSan report"
+  elif grep -qE 'ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:' \
+      "$dir/meson-logs/testlog.txt" 2>/dev/null; then
+    run_note="ASan/UBSan report"
+  fi
+  return 1
+}
+
+# The unmutated tests of mutant i's build kind and selection must pass
+# (once per kind and selection); exits 2 if they do not.
+ensure_baseline() { # i
+  local i=$1 key="${kinds[$1]}|${testsels[$1]}" t0=$SECONDS
+  [ "$baseline" = 1 ] && [ -z "${baseline_done[$key]:-}" ] || return 0
+  baseline_done[$key]=1
+  if ! build_for "$i"; then
+    tail -n 30 "$log" >&2
+    echo "mutation-check: the unmutated tree does not build (${kinds[$i]})" >&2
+    exit 2
+  fi
+  if ! run_tests "$i"; then
+    grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR|SKIP)' "$log" >&2
+    echo "mutation-check: the unmutated tests fail (${kinds[$i]} build, tests: ${testsels[$i]:-all}${run_note:+; $run_note}); fix that first" >&2
+    exit 2
+  fi
+  echo "baseline (${kinds[$i]}, tests: ${testsels[$i]:-${meson_args[*]:-all}}): the unmutated tests pass ($((SECONDS - t0)) s)"
+}
 
 # Occurrences of the literal $FROM in a file (non-overlapping).
 count_literal() {
@@ -225,7 +329,6 @@ bad=0
 for i in "${selected[@]}"; do
   id=${ids[$i]} file=${files[$i]}
   target="$scratch/$file"
-  t0=$SECONDS
   result=""
   if [ ! -f "$target" ]; then
     result="STALE (no file $file)"
@@ -234,37 +337,46 @@ for i in "${selected[@]}"; do
     [ "$n" = 1 ] || result="STALE (from: occurs $n times in $file)"
   fi
   if [ -z "$result" ]; then
+    ensure_setup "${kinds[$i]}"
+    ensure_baseline "$i"
+  fi
+  t0=$SECONDS
+  if [ -z "$result" ]; then
     cp -p "$target" "$scratch/original"
     FROM=${froms[$i]} TO=${tos[$i]} replace_literal "$scratch/original" "$scratch/mutated"
     if cmp -s "$scratch/original" "$scratch/mutated"; then
       result="STALE (to: equals from:)"
     else
       cat "$scratch/mutated" >"$target"
-      if ! ninja -C "$build" >"$log" 2>&1; then
+      if ! build_for "$i"; then
         result="BUILD-FAILED"
         grep -m 3 -E 'error' "$log" | sed 's/^/    /'
-      elif run_tests; then
+      elif run_tests "$i"; then
         result="SURVIVED"
       else
-        result="KILLED"
+        result="KILLED${run_note:+ ($run_note)}"
       fi
       cat "$scratch/original" >"$target" # put it back (new mtime: rebuilt next time)
     fi
   fi
-  case $result in KILLED) ;; *) bad=$((bad + 1)) ;; esac
+  case $result in KILLED*) ;; *) bad=$((bad + 1)) ;; esac
   results[i]=$result
   times[i]=$((SECONDS - t0))
-  printf '%-28s %-14s %4ss  %s\n' "$id" "${result%% *}" "${times[$i]}" "${descs[$i]}"
+  printf '%-28s %-7s %-14s %4ss  %s\n' "$id" "${kinds[$i]}" "${result%% *}" "${times[$i]}" "${descs[$i]}"
 done
-ninja -C "$build" >/dev/null 2>&1 # leave the kept copy built as it is
+if [ "$keep" = 1 ]; then # leave a kept copy built as it is
+  for kind in "${!set_up[@]}"; do ninja -C "$scratch/build-$kind" >/dev/null 2>&1; done
+fi
 
 echo
 echo "== mutation check: ${#selected[@]} mutants =="
-printf '%-28s %-32s %-10s %s\n' "id" "file" "time" "result"
+printf '%-28s %-7s %-32s %-10s %s\n' "id" "build" "file" "time" "result"
 for i in "${selected[@]}"; do
-  printf '%-28s %-32s %-10s %s\n' "${ids[$i]}" "${files[$i]}" "${times[$i]}s" "${results[$i]}"
+  printf '%-28s %-7s %-32s %-10s %s\n' "${ids[$i]}" "${kinds[$i]}" "${files[$i]}" "${times[$i]}s" "${results[$i]}"
 done
 killed=0
-for i in "${selected[@]}"; do [ "${results[$i]}" = KILLED ] && killed=$((killed + 1)); done
+for i in "${selected[@]}"; do
+  case ${results[$i]} in KILLED*) killed=$((killed + 1)) ;; esac
+done
 echo "$killed killed, $bad not killed (survived, stale or not building)"
 [ "$bad" -eq 0 ]

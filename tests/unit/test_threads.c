@@ -4,7 +4,9 @@
  * thread cannot start.
  *
  * 1. cpu_max_cpus / cpu_usable_from on synthetic cgroup cpu.max texts and
- *    affinity counts (the pure half of cpu_usable_count).
+ *    affinity counts (the pure half of cpu_usable_count), and cpu_usable_in
+ *    walking fake cgroup v2, hybrid and v1 trees built in a temporary
+ *    directory (every ancestor's quota counts; "cpuacct" is not "cpu").
  * 2. Failed starts, injected by a wrapped pthread_create
  *    (fail_pthread_create.h): vit_team_create whose Nth helper fails returns
  *    an error and leaves no thread running; a test-only build of `vitfit`
@@ -18,10 +20,13 @@
  *    after the pin inherits it.
  */
 #define _GNU_SOURCE /* sched_setaffinity */
+#include <ftw.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "cpu.h"
@@ -71,6 +76,104 @@ static void test_cpu_max(void)
     CHECKF(usable >= 1 && usable <= mask, "cpu_usable_count() = %d with %d CPUs in the mask",
            usable, mask);
     fprintf(stderr, "cpu_usable_count: %d (affinity mask: %d)\n", usable, mask);
+}
+
+/* Writes text to root/rel, making the directories on the way. */
+static void put_file(const char *root, const char *rel, const char *text)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    for (char *s = path + 1; (s = strchr(s, '/')); s++) { /* EEXIST is fine */
+        *s = '\0';
+        mkdir(path, 0755);
+        *s = '/';
+    }
+    FILE *f = fopen(path, "w");
+    CHECKF(f != NULL, "cannot create %s", path);
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+/* cpu_usable_in over fake cgroup trees (an affinity mask of 8 CPUs).  The
+ * quotas sit on parents whose children say "max" (as a container's or a
+ * systemd slice's do), so reading only the process's own level misses them. */
+static void test_cgroup_tree(void)
+{
+    char root[] = "/tmp/vitfit_cgroup_XXXXXX";
+    if (!mkdtemp(root)) {
+        CHECKF(0, "mkdtemp failed");
+        return;
+    }
+    char v2[4200], hybrid[4200], v1[4200];
+    snprintf(v2, sizeof v2, "%s/v2", root);
+    snprintf(hybrid, sizeof hybrid, "%s/hybrid", root);
+    snprintf(v1, sizeof v1, "%s/v1", root);
+
+    /* cgroup v2: the mount holds cgroup.controllers; the root has no cpu.max */
+    put_file(v2, "cgroup.controllers", "cpuset cpu io memory pids\n");
+    put_file(v2, "slice/cpu.max", "150000 100000\n"); /* 1.5 CPUs: 2 */
+    put_file(v2, "slice/leaf/cpu.max", "max 100000\n");
+    put_file(v2, "slice/leaf/job/cpu.max", "300000 100000\n");
+    put_file(v2, "wide/cpu.max", "400000 100000\n");
+    put_file(v2, "wide/narrow/cpu.max", "100000 100000\n");
+    /* hybrid: the unified tree beside v1, under unified/ */
+    put_file(hybrid, "unified/box/cpu.max", "100000 100000\n");
+    put_file(hybrid, "box/cpu.max", "garbage\n"); /* not where hybrid looks */
+    /* cgroup v1: the cpu controller's CFS quota, -1 meaning none */
+    put_file(v1, "cpu/grp/cpu.cfs_quota_us", "250000\n");
+    put_file(v1, "cpu/grp/cpu.cfs_period_us", "100000\n");
+    put_file(v1, "cpu/grp/sub/cpu.cfs_quota_us", "-1\n");
+    put_file(v1, "cpu/grp/sub/cpu.cfs_period_us", "100000\n");
+
+    static const struct {
+        int tree; /* 0: v2, 1: hybrid, 2: v1 */
+        const char *proc;
+        int want;
+    } cases[] = {
+        {0, "0::/slice/leaf\n", 2},         /* the parent's quota binds the "max" leaf */
+        {0, "0::/slice/leaf", 2},           /* no final newline */
+        {0, "0::/slice/leaf/job\n", 2},     /* the tightest of three levels */
+        {0, "0::/wide/narrow\n", 1},        /* the leaf tighter than its parent */
+        {0, "0::/slice\n", 2},
+        {0, "0::/\n", 8},                   /* the root: no cpu.max, no limit */
+        {0, "0::/gone/away\n", 8},          /* missing directories limit nothing */
+        {0, "0::slice/leaf\n", 8},          /* not an absolute path: ignored */
+        {0, "garbage\n0:/slice\n", 8},      /* malformed lines ignored */
+        {0, "", 8},
+        {1, "0::/box\n", 1},                /* hybrid: unified/ */
+        {1, "4:cpu,cpuacct:/nothing\n0::/box\n", 1},
+        {2, "4:cpu,cpuacct:/grp/sub\n", 3}, /* v1: the parent's 2.5 CPUs */
+        {2, "4:cpuacct,cpu:/grp/sub\n", 3}, /* "cpu" second in the list */
+        {2, "4:cpu:/grp\n", 3},
+        {2, "4:cpuacct:/grp/sub\n", 8},     /* cpuacct is not cpu */
+        {2, "4:cpuacct:/grp\n", 8},
+        {2, "3:cpuset:/grp\n", 8},          /* nor is cpuset */
+        {2, "12:memory:/x\n4:cpu,cpuacct:/grp/sub\n0::/\n", 3},
+        {2, "4:cpu,cpuacct:/\n", 8},
+    };
+    const char *trees[] = {v2, hybrid, v1};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int got = cpu_usable_in(8, trees[cases[i].tree], cases[i].proc);
+        char shown[128]; /* the text on one line, newlines as | */
+        snprintf(shown, sizeof shown, "%s", cases[i].proc);
+        for (char *c = shown; (c = strchr(c, '\n'));)
+            *c = '|';
+        CHECKF(got == cases[i].want, "tree %s, /proc/self/cgroup \"%s\": %d CPUs, want %d",
+               cases[i].tree == 0 ? "v2" : cases[i].tree == 1 ? "hybrid" : "v1", shown, got,
+               cases[i].want);
+    }
+    CHECK(cpu_usable_in(8, v2, NULL) == 8);
+    CHECK(cpu_usable_in(1, v2, "0::/wide\n") == 1); /* the mask still counts */
+    CHECK(cpu_usable_in(8, root, "0::/v2/slice\n") == 8); /* root is not v2's mount */
+    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- 2. failed starts ---- */
@@ -248,6 +351,7 @@ int main(int argc, char **argv)
         return 2;
     }
     test_cpu_max();
+    test_cgroup_tree();
     test_team_start_failure();
     test_bench_start_failure(argv[1]);
     test_one_cpu();
