@@ -73,7 +73,7 @@ int cli_print_json(json_t *j, int precise)
     char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(precise ? 9 : 6)) : NULL;
     json_decref(j);
     if (!text) { /* a report with a gap, or "{}", would pass for a success */
-        fprintf(stderr, "vitfit: cannot produce the JSON report (out of memory)\n");
+        fprintf(stderr, "vitfit: cannot produce the JSON report\n");
         return CLI_FAIL;
     }
     int ok = printf("%s\n", text) >= 0 && fflush(stdout) == 0;

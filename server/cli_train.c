@@ -153,37 +153,72 @@ static int find_repeated(const char *const *names, int K, char *repeated)
     return 1;
 }
 
+/* A per_class_accuracy key for class k, whose name the head repeats:
+ * "<name>#<k>", with "#<k>" added again while a class already owns it (a
+ * few times: names crafted to take every key get a message, not a loop). */
+static char *repeated_key(const json_t *taken, const char *name, int k)
+{
+    char suffix[16];
+    snprintf(suffix, sizeof suffix, "#%d", k);
+    size_t name_len = strlen(name), suffix_len = strlen(suffix);
+    for (size_t copies = 1; copies <= 8; copies++) {
+        char *key = malloc(name_len + copies * suffix_len + 1);
+        if (!key)
+            return NULL;
+        memcpy(key, name, name_len);
+        for (size_t c = 0; c < copies; c++)
+            memcpy(key + name_len + c * suffix_len, suffix, suffix_len);
+        key[name_len + copies * suffix_len] = '\0';
+        if (!json_object_get(taken, key))
+            return key;
+        free(key);
+    }
+    fprintf(stderr, "vitfit: class %d ('%s', a repeated name) has no free per-class key: other "
+                    "classes are named '%s%s', '%s%s%s', ...\n",
+            k, name, name, suffix, name, suffix, suffix);
+    return NULL;
+}
+
 /* JSON for an evaluation: counts, accuracies, loss, per-class accuracy,
  * confusion, and the classes no item belonged to; names: the K classes of
  * the head, in its order (the order of r).  per_class_accuracy is keyed by
  * class name; a name the head repeats is keyed "<name>#<k>" for each of its
- * classes k, so that no class overwrites another.  "confusion" lists the
+ * classes k (grown while another class owns that key: repeated_key), so that
+ * no class overwrites another.  "confusion" lists the
  * matrix's non-zero cells as [true, predicted, count] (class indices in the
  * head's order, sorted): its size follows the items evaluated, where a dense
  * K x K matrix grew with the square of the class count (trainer.h).  Every
  * builder call is checked: NULL (and nothing) when the report cannot be
- * complete -- out of memory, a name that is not UTF-8, keys that still
- * collide -- never a report with a class missing. */
+ * complete -- out of memory, a name that is not UTF-8, names crafted to take
+ * every key repeated_key tries -- never a report with a class missing. */
 static json_t *eval_json(const eval_result *r, const char *const *names)
 {
     int K = r->num_classes;
     json_t *per_class = json_object(), *confusion = json_array(), *absent = json_array();
     char *repeated = malloc((size_t)(K > 0 ? K : 1));
     int ok = per_class && confusion && absent && repeated && find_repeated(names, K, repeated);
-    for (int k = 0; ok && k < K; k++) {
-        long total = r->class_count[k];
-        size_t len = strlen(names[k]) + 16;
-        char *key = malloc(len);
-        if (key)
-            snprintf(key, len, repeated[k] ? "%s#%d" : "%s", names[k], k);
-        ok = key && !json_object_get(per_class, key) &&
-             json_object_set_new(per_class, key,
-                                 total ? json_real((double)r->class_correct[k] / (double)total)
-                                       : json_null()) == 0;
-        free(key);
-        if (ok && !total)
+    /* Unique names first, so that a generated key can be checked against
+     * every real name: a head may hold both "x" twice and a class named
+     * "x#1"; such a key grows by "#<k>" until it is free. */
+    for (int pass = 0; ok && pass < 2; pass++)
+        for (int k = 0; ok && k < K; k++) {
+            if (repeated[k] != pass)
+                continue;
+            long total = r->class_count[k];
+            json_t *value =
+                total ? json_real((double)r->class_correct[k] / (double)total) : json_null();
+            char *key = pass ? repeated_key(per_class, names[k], k) : strdup(names[k]);
+            if (value && key && !json_object_get(per_class, key))
+                ok = json_object_set_new(per_class, key, value) == 0; /* takes value */
+            else {
+                ok = 0;
+                json_decref(value);
+            }
+            free(key);
+        }
+    for (int k = 0; ok && k < K; k++)
+        if (!r->class_count[k])
             ok = json_array_append_new(absent, json_string(names[k])) == 0;
-    }
     for (size_t i = 0; ok && i < r->num_cells; i++) {
         const eval_cell *c = &r->confusion[i];
         ok = json_array_append_new(confusion, json_pack("[iiI]", c->truth, c->pred,

@@ -838,8 +838,8 @@ static void test_eval_repeated_label(void)
                json_is_null(json_object_get(pc, "owl")),
            "per-class accuracy with a repeated label: %s", r->out);
     json_decref(j);
-    /* names that still collide ("a#1" is a label too): no report rather
-     * than one with a class missing */
+    /* a generated key that is also a real name ("a#1"): the generated one
+     * grows ("a#1#1"), every class keeps its own entry */
     char ckpt2[256];
     m = tiny_model(3, 0, (const char *const[]){"a", "a", "a#1", NULL});
     tmp_path(ckpt2, sizeof ckpt2, "colliding-label-model");
@@ -849,9 +849,35 @@ static void test_eval_repeated_label(void)
     char idx3[512];
     write_idx(idx3, sizeof idx3, "colliding", 3, y3, 22);
     r = run_vitfit("eval", "--model", ckpt2, "--data", idx3, "--json", NULL);
-    CHECKF(r->status == 1 && r->out[0] == '\0' && count_lines(r->err) == 1 &&
-               strstr(r->err, "JSON report"),
-           "colliding per-class keys: exit %d: %s %s", r->status, r->out, r->err);
+    j = parse_json(r->out);
+    pc = json_object_get(j, "per_class_accuracy");
+    CHECKF(r->status == 0 && json_object_size(pc) == 3 && json_object_get(pc, "a#0") &&
+               json_object_get(pc, "a#1#1") && json_object_get(pc, "a#1"),
+           "per-class keys of 'a', 'a', 'a#1': exit %d: %s %s", r->status, r->out, r->err);
+    json_decref(j);
+    /* names crafted to take every key a repeated name could get: no report
+     * (never one with a class missing), a message that says why (after the
+     * note on absent classes) */
+    const char *taken[12] = {"b", "b"};
+    char taken_names[8][64];
+    for (int c = 0; c < 8; c++) {
+        strcpy(taken_names[c], "b");
+        for (int i = 0; i <= c; i++)
+            strcat(taken_names[c], "#1");
+        taken[2 + c] = taken_names[c];
+    }
+    taken[10] = NULL;
+    m = tiny_model(10, 0, taken);
+    tmp_path(ckpt2, sizeof ckpt2, "exhausted-label-model");
+    CHECKF(vit_model_save(m, ckpt2, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(m);
+    const int y10[3] = {0, 1, 9};
+    write_idx(idx3, sizeof idx3, "exhausted", 3, y10, 23);
+    r = run_vitfit("eval", "--model", ckpt2, "--data", idx3, "--json", NULL);
+    CHECKF(r->status == 1 && r->out[0] == '\0' && count_lines(r->err) == 3 &&
+               strstr(r->err, "no free per-class key") && strstr(r->err, "JSON report") &&
+               !strstr(r->err, "memory"),
+           "per-class keys all taken: exit %d: %s %s", r->status, r->out, r->err);
 
     const char *const cat_owl[3] = {"cat", "owl", NULL};
     const int counts[2] = {3, 1};
