@@ -2006,6 +2006,65 @@ static void test_manifest_lines(void)
     free(text);
 }
 
+/* The labels a manifest names are the writer's to choose, so they must not
+ * be able to collide in the label table on purpose.  With the unkeyed FNV-1a
+ * it had, 32,768 labels agreeing in their low 17 hash bits (a 1 MB CSV) took
+ * 17 s to open, n^2 / 2 compares.  Here 2,048 labels agree in the low 13 bits
+ * of FNV-1a (the table's size when it holds them: 8,192 slots) and each is
+ * named twice: the slots looked at (ds_options.label_probes) must stay a few
+ * per line -- FNV-1a took 9.1 million (n^2 and more: rehashes, repeats), the
+ * keyed hash ~3.5 per line.  The classes are still the sorted labels, each item its own. */
+static void test_label_flood(void)
+{
+    enum { N = 2048, BITS = 13, LINES = 2 * N };
+    static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    static char labels[N][7];
+    const uint64_t mask = ((uint64_t)1 << BITS) - 1, target = 0x1234 & mask;
+    int got = 0;
+    for (uint64_t i = 0; got < N && i < (uint64_t)62 * 62 * 62 * 62 * 62; i++) {
+        char cand[7] = {'l'}; /* "l" + i in base 62 */
+        uint64_t h = 0xcbf29ce484222325ull, v = i; /* FNV-1a 64 of cand */
+        for (int k = 1; k < 6; k++, v /= 62)
+            cand[k] = al[v % 62];
+        for (int k = 0; k < 6; k++)
+            h = (h ^ (unsigned char)cand[k]) * 0x100000001b3ull;
+        if ((h & mask) == target)
+            memcpy(labels[got++], cand, 7);
+    }
+    CHECKF(got == N, "only %d colliding labels", got);
+    mkdir_rel("flood");
+    copy_image("rocket.bmp", "flood/a.bmp");
+    char *text = malloc((size_t)LINES * 16 + 1);
+    CHECK(text != NULL);
+    if (!text || got != N) {
+        free(text);
+        return;
+    }
+    size_t o = 0;
+    for (int i = 0; i < LINES; i++) /* labels 0..N-1, then again in reverse */
+        o += (size_t)sprintf(text + o, "a.bmp,%s\n", labels[i < N ? i : LINES - 1 - i]);
+    write_text("flood/m.csv", text);
+    uint64_t probes = 0;
+    ds_options opt = {.label_probes = &probes};
+    ds_dataset *d = open_ok("flood/m.csv", &opt);
+    /* LINES lookups + N inserts + under 2 N rehashed, ~1.5 slots each at a
+     * load under 1/2: ~14,500 (FNV-1a: 9.1 million) */
+    CHECKF(probes >= LINES && probes <= 8 * (uint64_t)LINES, "%llu label slots looked at for %d lines",
+           (unsigned long long)probes, LINES);
+    if (d) {
+        CHECK(ds_size(d) == LINES && ds_num_classes(d) == N);
+        int sorted = 1, each = 1;
+        for (int k = 1; k < ds_num_classes(d); k++)
+            sorted &= strcmp(ds_class_name(d, k - 1), ds_class_name(d, k)) < 0;
+        for (int i = 0; i < LINES; i++)
+            each &= strcmp(ds_class_name(d, ds_label(d, (size_t)i)),
+                           labels[i < N ? i : LINES - 1 - i]) == 0;
+        CHECK(sorted && each);
+        ds_close(d);
+    }
+    free(text);
+}
+
 /* max_items holds for every source, exactly: a folder, a CSV and a JSONL
  * manifest and an IDX pair of 5 items open with max_items = 5 and are
  * refused (TOO_LARGE, "more than 4 items") with 4.  A folder with more class
@@ -2106,6 +2165,7 @@ int main(void)
     test_walk_work();
     test_name_bytes();
     test_manifest_lines();
+    test_label_flood();
     test_max_items();
     rm_tree(tmp_root);
     return check_result();
