@@ -325,10 +325,14 @@ beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_wan
     if (canon)
         *canon = NULL;
     beneath_stats mine = {.walks = 1};
-    if (budget) /* this walk's share, saturating */
+    if (budget) { /* this walk's shares, saturating */
         budget->credit += budget->per_walk <= UINT64_MAX - budget->credit
                               ? budget->per_walk
                               : UINT64_MAX - budget->credit;
+        budget->link_credit += budget->links_per_walk <= UINT64_MAX - budget->link_credit
+                                   ? budget->links_per_walk
+                                   : UINT64_MAX - budget->link_credit;
+    }
     beneath_result res = BENEATH_OK;
     bn_walk w = {0};
     char *rest = NULL;
@@ -401,6 +405,14 @@ beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_wan
             if (++mine.links > BENEATH_MAX_LINKS) {
                 res = BENEATH_LOOP;
                 break;
+            }
+            if (budget && budget->links_per_walk) { /* the shared link budget (beneath.h) */
+                if (budget->link_credit == 0) {
+                    mine.links--; /* as a step: a link refused is not counted */
+                    res = BENEATH_LINK_BUDGET;
+                    break;
+                }
+                budget->link_credit--;
             }
             char target[PATH_MAX];
             ssize_t n = readlinkat(top, p, target, sizeof target);
@@ -527,6 +539,11 @@ vit_status beneath_error(const beneath_root *r, beneath_result res, int eno, ben
         return vit_error_set(err, VIT_ERR_TOO_LARGE,
                              "%s: the paths beneath the %s take too many steps to resolve in "
                              "all (symbolic link chains?)",
+                             subject, r->label);
+    case BENEATH_LINK_BUDGET:
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "%s: the paths beneath the %s follow too many symbolic links in "
+                             "all (link chains?)",
                              subject, r->label);
     case BENEATH_NOMEM:
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory opening %s", subject);

@@ -68,6 +68,8 @@
  *                                         links included)"
  *   BENEATH_BUDGET    VIT_ERR_TOO_LARGE  "<subject>: the paths beneath the <label> take too
  *                                         many steps to resolve in all (symbolic link chains?)"
+ *   BENEATH_LINK_BUDGET VIT_ERR_TOO_LARGE "<subject>: the paths beneath the <label> follow
+ *                                         too many symbolic links in all (link chains?)"
  *   BENEATH_NOMEM     VIT_ERR_NOMEM      "out of memory opening <subject>"
  *   BENEATH_ERRNO     VIT_ERR_IO         "cannot open <subject>: <strerror>"
  * This module knows nothing of what the files are for.  No global state: a
@@ -102,11 +104,19 @@ typedef struct beneath_stats {
  * per_walk to credit, then every step takes one from it; a walk that finds
  * it empty ends with BENEATH_BUDGET.  W walks take at most
  * credit + W * per_walk steps in all (credit as set before the first).
+ * Symlinks followed have a budget of their own, in the same way, when
+ * links_per_walk is not 0 (BENEATH_LINK_BUDGET): a link costs three system
+ * calls before its target's steps, so a 30-link chain to a file in the same
+ * directory is 31 cheap-looking steps but ~95 calls, and a manifest of
+ * 5-byte lines naming it cost 9 s a megabyte within a 32-step share.
  * `used` sums what they did.  Not locked: one budget per thread. */
 typedef struct beneath_budget {
-    uint64_t credit;    /* steps left; set it to a start-up allowance */
-    uint64_t per_walk;  /* the average number of steps a walk may take */
-    beneath_stats used; /* totals, for limits, logs and tests */
+    uint64_t credit;         /* steps left; set it to a start-up allowance */
+    uint64_t per_walk;       /* the average number of steps a walk may take */
+    uint64_t link_credit;    /* symlinks left to follow (when links_per_walk > 0) */
+    uint64_t links_per_walk; /* the average number of links a walk may follow; 0: links
+                                are bounded per walk only (BENEATH_MAX_LINKS) */
+    beneath_stats used;      /* totals, for limits, logs and tests */
 } beneath_budget;
 
 /* How a walk ended. */
@@ -117,7 +127,8 @@ typedef enum beneath_result {
     BENEATH_NOT_TYPE, /* the end is not a regular file (or not a directory when one is wanted) */
     BENEATH_LOOP,     /* more than BENEATH_MAX_LINKS symlinks */
     BENEATH_TOO_LONG, /* over BENEATH_MAX_STEPS or BENEATH_MAX_BYTES, or a result >= PATH_MAX */
-    BENEATH_BUDGET,   /* the shared beneath_budget ran out */
+    BENEATH_BUDGET,   /* the shared beneath_budget ran out (steps) */
+    BENEATH_LINK_BUDGET, /* the shared beneath_budget ran out (symlinks followed) */
     BENEATH_ERRNO,    /* another failure; the errno is returned beside it */
     BENEATH_NOMEM,
 } beneath_result;

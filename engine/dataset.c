@@ -442,7 +442,8 @@ static vit_status list_dir(ds_dataset *d, const char *dir_rel, const char *shown
         free(rel);
         if (efd >= 0)
             close(efd);
-        if (b == BENEATH_OUTSIDE || b == BENEATH_NOMEM || b == BENEATH_BUDGET) {
+        if (b == BENEATH_OUTSIDE || b == BENEATH_NOMEM || b == BENEATH_BUDGET ||
+            b == BENEATH_LINK_BUDGET) {
             snprintf(subject, sizeof subject, "%s/%s", shown, e->d_name);
             s = beneath_error(root, b, eno, BENEATH_WANT_ANY, subject, err);
             break;
@@ -662,7 +663,10 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
     d->max_pixels = opt->max_pixels ? opt->max_pixels : DS_DEFAULT_MAX_PIXELS;
     d->max_items = opt->max_items ? opt->max_items : DS_DEFAULT_MAX_ITEMS;
     d->max_idx_bytes = opt->max_idx_bytes ? opt->max_idx_bytes : DS_DEFAULT_MAX_IDX_BYTES;
-    d->walks = (beneath_budget){.credit = DS_WALK_START, .per_walk = DS_WALK_PER_ITEM};
+    d->walks = (beneath_budget){.credit = DS_WALK_START,
+                                .per_walk = DS_WALK_PER_ITEM,
+                                .link_credit = DS_LINK_START,
+                                .links_per_walk = DS_LINK_PER_ITEM};
 
     int fd = -1;
     struct stat st;

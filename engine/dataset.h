@@ -73,6 +73,9 @@ typedef struct ds_options {
     size_t max_idx_bytes;      /* IDX payload (decompressed) per file; 0: 128 MiB */
     struct beneath_stats *walk_stats; /* not NULL: receives what ds_open's path walks did
                                          (beneath.h), on failure too; for logs and tests */
+    uint64_t *label_probes;    /* not NULL: receives the hash-table slots a manifest's labels
+                                  looked at (about 2 per line, whatever the labels), on
+                                  failure too; for tests */
     const char *const *class_names; /* NULL-terminated names for IDX labels, or NULL
                                        (an error for a folder or manifest) */
     const char *const *classes; /* NULL-terminated fixed class list, or NULL (see below) */

@@ -22,7 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -45,12 +47,18 @@ static int is_url(const char *s)
 
 /* The distinct labels of a manifest, in order of first use, with a hash
  * index: an item keeps only the number of its label (in d->labels), so
- * "a,x" on a million lines holds "x" once, not a million copies. */
+ * "a,x" on a million lines holds "x" once, not a million copies.
+ * The labels are the manifest writer's to choose, so the hash is keyed
+ * (SipHash-1-3, a key drawn per table): with an unkeyed one (FNV-1a) 32,768
+ * labels precomputed to agree in their low 17 bits put every label in one
+ * probe run, and a 1 MB CSV took 17 s (n^2 / 2 compares) instead of 0.2 s. */
 typedef struct label_set {
     char **names;    /* (n) owned, in order of first use; room for nslots / 2 */
     size_t n;
     size_t *slots;   /* (nslots) index + 1 into names, 0 when empty; open addressing */
     size_t nslots;   /* a power of two, over twice n */
+    uint64_t key[2]; /* SipHash key, drawn when slots are first made */
+    uint64_t probes; /* slots looked at (label_slot), for ds_options.label_probes */
 } label_set;
 
 static void label_set_free(label_set *l)
@@ -62,21 +70,69 @@ static void label_set_free(label_set *l)
     memset(l, 0, sizeof *l);
 }
 
-/* FNV-1a: labels are short and the table is rebuilt on growth. */
-static size_t label_hash(const char *s)
+#define SIP_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIP_ROUND(v0, v1, v2, v3)                                                                  \
+    do {                                                                                           \
+        v0 += v1, v1 = SIP_ROTL(v1, 13), v1 ^= v0, v0 = SIP_ROTL(v0, 32);                          \
+        v2 += v3, v3 = SIP_ROTL(v3, 16), v3 ^= v2;                                                 \
+        v0 += v3, v3 = SIP_ROTL(v3, 21), v3 ^= v0;                                                 \
+        v2 += v1, v1 = SIP_ROTL(v1, 17), v1 ^= v2, v2 = SIP_ROTL(v2, 32);                          \
+    } while (0)
+
+/* SipHash-1-3 of s[0..len) under key k (ref: Aumasson & Bernstein, "SipHash:
+ * a fast short-input PRF", reference siphash.c with cROUNDS 1, dROUNDS 3). */
+static uint64_t siphash13(const uint64_t k[2], const unsigned char *s, size_t len)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return (size_t)h;
+    uint64_t v0 = 0x736f6d6570736575ull ^ k[0], v1 = 0x646f72616e646f6dull ^ k[1];
+    uint64_t v2 = 0x6c7967656e657261ull ^ k[0], v3 = 0x7465646279746573ull ^ k[1];
+    uint64_t b = (uint64_t)len << 56;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t m = 0;
+        for (int j = 0; j < 8; j++) /* little-endian, whatever the host */
+            m |= (uint64_t)s[i + j] << (8 * j);
+        v3 ^= m;
+        SIP_ROUND(v0, v1, v2, v3);
+        v0 ^= m;
+    }
+    for (int j = 0; i + j < len; j++)
+        b |= (uint64_t)s[i + j] << (8 * j);
+    v3 ^= b;
+    SIP_ROUND(v0, v1, v2, v3);
+    v0 ^= b;
+    v2 ^= 0xff;
+    for (int r = 0; r < 3; r++)
+        SIP_ROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* A fresh key for a table: getrandom(2), or (no entropy to be had: an old
+ * kernel, a seccomp filter) the clock, pid and addresses mixed by SipHash,
+ * which the manifest's writer cannot know in advance either. */
+static void label_key(uint64_t key[2])
+{
+    if (getrandom(key, 2 * sizeof *key, GRND_NONBLOCK) == (ssize_t)(2 * sizeof *key))
+        return;
+    static const uint64_t fixed[2] = {0x0123456789abcdefull, 0xfedcba9876543210ull};
+    struct timespec ts = {0, 0};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t seed[4] = {(uint64_t)ts.tv_sec, (uint64_t)ts.tv_nsec, (uint64_t)getpid(),
+                        (uint64_t)(uintptr_t)key ^ (uint64_t)(uintptr_t)&ts};
+    key[0] = siphash13(fixed, (const unsigned char *)seed, sizeof seed);
+    seed[0] ^= key[0];
+    key[1] = siphash13(fixed, (const unsigned char *)seed, sizeof seed);
 }
 
 /* The slot of `s` in l->slots: where it is, or the empty slot it would take. */
-static size_t label_slot(const label_set *l, const char *s)
+static size_t label_slot(label_set *l, const char *s)
 {
-    size_t mask = l->nslots - 1, k = label_hash(s) & mask;
-    while (l->slots[k] && strcmp(l->names[l->slots[k] - 1], s) != 0)
+    size_t mask = l->nslots - 1;
+    size_t k = (size_t)siphash13(l->key, (const unsigned char *)s, strlen(s)) & mask;
+    l->probes++;
+    while (l->slots[k] && strcmp(l->names[l->slots[k] - 1], s) != 0) {
         k = (k + 1) & mask;
+        l->probes++;
+    }
     return k;
 }
 
@@ -101,6 +157,8 @@ static long label_intern(label_set *l, const char *s)
             free(slots);
             return -1;
         }
+        if (!l->nslots)
+            label_key(l->key);
         free(l->slots);
         l->slots = slots;
         l->nslots = ns;
@@ -419,6 +477,8 @@ done:
         fclose(f);
     free(line);
     free(index);
+    if (opt->label_probes)
+        *opt->label_probes = m.labels.probes;
     label_set_free(&m.labels);
     return s;
 }

@@ -96,6 +96,7 @@ static const char *result_name(beneath_result r)
     case BENEATH_LOOP: return "loop";
     case BENEATH_TOO_LONG: return "too-long";
     case BENEATH_BUDGET: return "budget";
+    case BENEATH_LINK_BUDGET: return "link-budget";
     case BENEATH_ERRNO: return "errno";
     case BENEATH_NOMEM: return "nomem";
     }
@@ -484,6 +485,9 @@ static void test_error_table(const beneath_root *r)
         {BENEATH_BUDGET, 0, BENEATH_WANT_FILE, VIT_ERR_TOO_LARGE,
          "x: the paths beneath the test root take too many steps to resolve in all (symbolic "
          "link chains?)"},
+        {BENEATH_LINK_BUDGET, 0, BENEATH_WANT_FILE, VIT_ERR_TOO_LARGE,
+         "x: the paths beneath the test root follow too many symbolic links in all (link "
+         "chains?)"},
         {BENEATH_NOMEM, 0, BENEATH_WANT_FILE, VIT_ERR_NOMEM, "out of memory opening x"},
         {BENEATH_ERRNO, EACCES, BENEATH_WANT_FILE, VIT_ERR_IO,
          "cannot open x: Permission denied"},
@@ -740,6 +744,31 @@ static void test_walk_budget(const beneath_root *r)
     /* credit saturates instead of wrapping */
     b.credit = UINT64_MAX - 1;
     CHECK(walk_budget(r, "fits/l0", &b) == BENEATH_OK && b.credit == UINT64_MAX - 1003);
+    /* links followed have a budget of their own (when links_per_walk > 0):
+     * "sub/chain" follows 2 (chain -> in_rel -> ../a.txt), "sub/in_rel" 1;
+     * a link refused is not counted, and steps stay plentiful */
+    b = (beneath_budget){.credit = UINT64_MAX / 2, .links_per_walk = 1};
+    const char *lpaths[] = {"sub/chain", "sub/chain", "sub/in_rel", "sub/chain"};
+    beneath_result lwant[] = {BENEATH_LINK_BUDGET, BENEATH_LINK_BUDGET, BENEATH_OK,
+                              BENEATH_LINK_BUDGET};
+    uint64_t links_after[] = {1, 2, 3, 4};
+    for (int i = 0; i < 4; i++) {
+        beneath_result res = walk_budget(r, lpaths[i], &b);
+        CHECKF(res == lwant[i] && b.link_credit == 0 && b.used.links == links_after[i],
+               "link walk %d '%s': %s, link credit %llu, %llu links", i, lpaths[i],
+               result_name(res), (unsigned long long)b.link_credit,
+               (unsigned long long)b.used.links);
+    }
+    b.link_credit = 1; /* 1 + 1: the chain goes through */
+    CHECK(walk_budget(r, "sub/chain", &b) == BENEATH_OK && b.link_credit == 0 &&
+          b.used.links == 6);
+    /* links_per_walk 0: links are bounded per walk only, whatever link_credit */
+    b = (beneath_budget){.credit = UINT64_MAX / 2};
+    CHECK(walk_budget(r, "fits/l0", &b) == BENEATH_OK && b.used.links == 40 &&
+          b.link_credit == 0);
+    /* link credit saturates too */
+    b = (beneath_budget){.credit = 4096, .link_credit = UINT64_MAX - 1, .links_per_walk = 2};
+    CHECK(walk_budget(r, "fits/l0", &b) == BENEATH_OK && b.link_credit == UINT64_MAX - 40);
 }
 
 /* Reads stop at the cap, also when the size given (fstat's) is too small. */

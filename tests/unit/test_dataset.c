@@ -1785,7 +1785,7 @@ static void make_chain(const char *dir, int reps, const char *end)
  * the counts are exact, so a guard dropped or a walk not charged fails. */
 static void test_walk_work(void)
 {
-    const uint64_t start = 65536, per_walk = 32;
+    const uint64_t start = 65536, per_walk = 32, link_start = 1024, link_per_walk = 2;
     mkdir_rel("walk");
     copy_image("rocket.bmp", "walk/in.bmp");
     make_chain("walk/bomb", 799, "../in.bmp"); /* the reviewer's: ~4 KB a link */
@@ -1809,21 +1809,63 @@ static void test_walk_work(void)
     CHECKF(st.walks == 1 && st.steps == BENEATH_MAX_STEPS, "bomb: %llu walks, %llu steps",
            (unsigned long long)st.walks, (unsigned long long)st.steps);
 
-    /* a chain within the per-walk bound, on every line: a line is 1,004
-     * steps ("./fits/l0": paths start at the manifest's directory, "."), so
-     * walk k has had 65,536 + 32 k credit and 1,004 (k - 1) spent; walk 68
-     * (line 69) runs out after 444 steps (its 18th link), the credit spent
-     * to the last step */
+    /* a path within the per-walk bound, on every line: "./" 1,002 times and
+     * "in.bmp" is 1,004 steps (paths start at the manifest's directory, "."),
+     * so walk k has had 65,536 + 32 k credit and 1,004 (k - 1) spent; walk
+     * 68 (line 69) runs out after 444 steps, the credit spent to the last */
+    o = (size_t)sprintf(text, "image,label\n");
+    size_t dots_len = 2 * 1002 + 6;
+    char *long_text = malloc(16 + (dots_len + 8) * lines);
+    CHECK(long_text != NULL);
+    if (!long_text) {
+        free(text);
+        return;
+    }
+    o = (size_t)sprintf(long_text, "image,label\n");
+    for (size_t i = 0; i < lines; i++) {
+        for (int k = 0; k < 1002; k++, o += 2)
+            memcpy(long_text + o, "./", 2);
+        o += (size_t)sprintf(long_text + o, "in.bmp,Bag\n");
+    }
+    write_text("walk/fits.csv", long_text);
+    free(long_text);
+    st = (beneath_stats){0};
+    /* (the 2 KB path fills the message: the counts tell which budget) */
+    expect_open_fail("walk/fits.csv", &opt, VIT_ERR_TOO_LARGE, "fits.csv:69: image '././", NULL);
+    CHECKF(st.walks == 68 && st.steps == start + per_walk * 68 && st.links == 0,
+           "fits: %llu walks, %llu steps, %llu links", (unsigned long long)st.walks,
+           (unsigned long long)st.steps, (unsigned long long)st.links);
+
+    /* links have a budget of their own, 1,024 + 2 per walk (DS_LINK_START,
+     * DS_LINK_PER_ITEM): the reviewer's 5-byte lines through a 30-link chain
+     * ("chain/l10" -> l11 -> ... -> l39 -> ../in.bmp, 34 steps: within the
+     * steps' budget) cost 9.2 s for a 1 MB manifest.  Walk k has had
+     * 1,024 + 2 k links and 30 (k - 1) followed: walk 37 (line 38) is
+     * refused at its 19th link, the credit spent to the last link */
+    make_chain("walk/chain", 0, "../in.bmp");
+    o = (size_t)sprintf(text, "image,label\n");
+    for (size_t i = 0; i < lines; i++)
+        o += (size_t)sprintf(text + o, "chain/l10,a\n");
+    write_text("walk/chain.csv", text);
+    st = (beneath_stats){0};
+    expect_open_fail("walk/chain.csv", &opt, VIT_ERR_TOO_LARGE, "chain.csv:38: image 'chain/l10'",
+                     "the paths beneath the data set root follow too many symbolic links in all");
+    CHECKF(st.walks == 37 && st.links == link_start + link_per_walk * 37 &&
+               st.links == 36 * 30 + 18 && st.steps == 36 * 34 + 3 + 18,
+           "chain: %llu walks, %llu steps, %llu links", (unsigned long long)st.walks,
+           (unsigned long long)st.steps, (unsigned long long)st.links);
+    /* the 40-link chain of 1,003 steps, on every line: the links run out
+     * first, at walk 27 (1,024 + 54 - 26 x 40 = 38 links left) */
     o = (size_t)sprintf(text, "image,label\n");
     for (size_t i = 0; i < lines; i++)
         o += (size_t)sprintf(text + o, "fits/l0,Bag\n");
-    write_text("walk/fits.csv", text);
+    write_text("walk/fits40.csv", text);
     st = (beneath_stats){0};
-    expect_open_fail("walk/fits.csv", &opt, VIT_ERR_TOO_LARGE, "fits.csv:69: image 'fits/l0'",
-                     "the paths beneath the data set root take too many steps to resolve in all");
-    CHECKF(st.walks == 68 && st.steps == start + per_walk * 68 && st.links == 67 * 40 + 18,
-           "fits: %llu walks, %llu steps, %llu links", (unsigned long long)st.walks,
-           (unsigned long long)st.steps, (unsigned long long)st.links);
+    expect_open_fail("walk/fits40.csv", &opt, VIT_ERR_TOO_LARGE, "fits40.csv:28: image 'fits/l0'",
+                     "follow too many symbolic links in all");
+    CHECKF(st.walks == 27 && st.links == link_start + link_per_walk * 27,
+           "fits40: %llu walks, %llu links", (unsigned long long)st.walks,
+           (unsigned long long)st.links);
 
     /* an ImageFolder of links to the chain: the listing's walks share the budget */
     mkdir_rel("walk/folder");
@@ -1837,10 +1879,10 @@ static void test_walk_work(void)
     st = (beneath_stats){0};
     opt.root = root;
     expect_open_fail("walk/folder", &opt, VIT_ERR_TOO_LARGE, "folder/c/x",
-                     "take too many steps to resolve in all");
-    CHECKF(st.walks > 60 && st.walks < 80 && st.steps == start + per_walk * st.walks,
-           "folder: %llu walks, %llu steps", (unsigned long long)st.walks,
-           (unsigned long long)st.steps);
+                     "follow too many symbolic links in all");
+    CHECKF(st.walks > 20 && st.walks < 40 && st.links == link_start + link_per_walk * st.walks,
+           "folder: %llu walks, %llu links", (unsigned long long)st.walks,
+           (unsigned long long)st.links);
 
     /* a legitimate set: the counts are what its paths take (with a root
      * given, the manifest's own path is walked too: "ok.csv", 1 step) */
@@ -2006,6 +2048,65 @@ static void test_manifest_lines(void)
     free(text);
 }
 
+/* The labels a manifest names are the writer's to choose, so they must not
+ * be able to collide in the label table on purpose.  With the unkeyed FNV-1a
+ * it had, 32,768 labels agreeing in their low 17 hash bits (a 1 MB CSV) took
+ * 17 s to open, n^2 / 2 compares.  Here 2,048 labels agree in the low 13 bits
+ * of FNV-1a (the table's size when it holds them: 8,192 slots) and each is
+ * named twice: the slots looked at (ds_options.label_probes) must stay a few
+ * per line -- FNV-1a took 9.1 million (n^2 and more: rehashes, repeats), the
+ * keyed hash ~3.5 per line.  The classes are still the sorted labels, each item its own. */
+static void test_label_flood(void)
+{
+    enum { N = 2048, BITS = 13, LINES = 2 * N };
+    static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    static char labels[N][7];
+    const uint64_t mask = ((uint64_t)1 << BITS) - 1, target = 0x1234 & mask;
+    int got = 0;
+    for (uint64_t i = 0; got < N && i < (uint64_t)62 * 62 * 62 * 62 * 62; i++) {
+        char cand[7] = {'l'}; /* "l" + i in base 62 */
+        uint64_t h = 0xcbf29ce484222325ull, v = i; /* FNV-1a 64 of cand */
+        for (int k = 1; k < 6; k++, v /= 62)
+            cand[k] = al[v % 62];
+        for (int k = 0; k < 6; k++)
+            h = (h ^ (unsigned char)cand[k]) * 0x100000001b3ull;
+        if ((h & mask) == target)
+            memcpy(labels[got++], cand, 7);
+    }
+    CHECKF(got == N, "only %d colliding labels", got);
+    mkdir_rel("flood");
+    copy_image("rocket.bmp", "flood/a.bmp");
+    char *text = malloc((size_t)LINES * 16 + 1);
+    CHECK(text != NULL);
+    if (!text || got != N) {
+        free(text);
+        return;
+    }
+    size_t o = 0;
+    for (int i = 0; i < LINES; i++) /* labels 0..N-1, then again in reverse */
+        o += (size_t)sprintf(text + o, "a.bmp,%s\n", labels[i < N ? i : LINES - 1 - i]);
+    write_text("flood/m.csv", text);
+    uint64_t probes = 0;
+    ds_options opt = {.label_probes = &probes};
+    ds_dataset *d = open_ok("flood/m.csv", &opt);
+    /* LINES lookups + N inserts + under 2 N rehashed, ~1.5 slots each at a
+     * load under 1/2: ~14,500 (FNV-1a: 9.1 million) */
+    CHECKF(probes >= LINES && probes <= 8 * (uint64_t)LINES, "%llu label slots looked at for %d lines",
+           (unsigned long long)probes, LINES);
+    if (d) {
+        CHECK(ds_size(d) == LINES && ds_num_classes(d) == N);
+        int sorted = 1, each = 1;
+        for (int k = 1; k < ds_num_classes(d); k++)
+            sorted &= strcmp(ds_class_name(d, k - 1), ds_class_name(d, k)) < 0;
+        for (int i = 0; i < LINES; i++)
+            each &= strcmp(ds_class_name(d, ds_label(d, (size_t)i)),
+                           labels[i < N ? i : LINES - 1 - i]) == 0;
+        CHECK(sorted && each);
+        ds_close(d);
+    }
+    free(text);
+}
+
 /* max_items holds for every source, exactly: a folder, a CSV and a JSONL
  * manifest and an IDX pair of 5 items open with max_items = 5 and are
  * refused (TOO_LARGE, "more than 4 items") with 4.  A folder with more class
@@ -2106,6 +2207,7 @@ int main(void)
     test_walk_work();
     test_name_bytes();
     test_manifest_lines();
+    test_label_flood();
     test_max_items();
     rm_tree(tmp_root);
     return check_result();
