@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "beneath.h"
+#include "vit.h"
 #include "dataset_impl.h"
 
 #define DS_DEFAULT_MAX_IMAGE_BYTES ((size_t)64 << 20)
@@ -166,48 +167,21 @@ vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *er
     return VIT_OK;
 }
 
-/* Why `name` cannot be a class name (dataset.h), or NULL when it can.  The
- * UTF-8 rules are jansson's (no overlong forms, no surrogates, nothing above
- * U+10FFFF), so a name that passes is a JSON string. */
+/* Why `name` cannot be a class name (dataset.h), or NULL when it can: the
+ * rules of every other label (vit_label_problem), so a name that passes is
+ * a JSON string and safe on a terminal. */
 static const char *class_name_problem(const char *name)
 {
-    const unsigned char *p = (const unsigned char *)name;
-    size_t n = strlen(name);
+    size_t n = strlen(name), at;
     if (n == 0)
         return "is empty";
     if (n > DS_MAX_CLASS_NAME)
         return "is too long";
-    for (size_t i = 0; i < n;) {
-        unsigned c = p[i], cp, min;
-        size_t more;
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return "contains a control character";
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf)
-            more = 1, cp = c & 0x1f, min = 0x80;
-        else if (c >= 0xe0 && c <= 0xef)
-            more = 2, cp = c & 0x0f, min = 0x800;
-        else if (c >= 0xf0 && c <= 0xf4)
-            more = 3, cp = c & 0x07, min = 0x10000;
-        else
-            return "is not valid UTF-8";
-        if (n - i - 1 < more)
-            return "is not valid UTF-8";
-        for (size_t j = 1; j <= more; j++) {
-            if ((p[i + j] & 0xc0) != 0x80)
-                return "is not valid UTF-8";
-            cp = cp << 6 | (p[i + j] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return "is not valid UTF-8";
-        if (cp < 0xa0) /* U+0080..U+009F: the C1 controls */
-            return "contains a control character";
-        i += more + 1;
-    }
-    return NULL;
+    const char *problem = vit_label_problem(name, n, &at);
+    if (!problem)
+        return NULL;
+    return strcmp(problem, "invalid UTF-8") == 0 ? "is not valid UTF-8"
+                                                 : "contains a control character";
 }
 
 /* Copies name into buf (cap >= 8) for a message: printable ASCII as is,

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
 #include "vit_impl.h"
 
 #define VIT_MAX_RESIZE 8192 /* longest shorter-side resize a config may ask for */
@@ -358,35 +359,12 @@ const char *vit_label_problem(const char *s, size_t len, size_t *at)
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
         *at = i;
-        unsigned c = u[i];
-        if (c < 0x20 || c == 0x7f)
-            return "a control character";
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        /* lead byte: sequence length and the range of the second byte that
-         * rules out overlong forms, surrogates and code points past U+10FFFF */
-        size_t n;
-        unsigned lo = 0x80, hi = 0xbf;
-        if (c >= 0xc2 && c <= 0xdf)
-            n = 2;
-        else if (c >= 0xe0 && c <= 0xef)
-            n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-        else if (c >= 0xf0 && c <= 0xf4)
-            n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-        else
+        uint32_t cp;
+        size_t n = utf8_sequence(u + i, len - i, &cp);
+        if (n == 0)
             return "invalid UTF-8";
-        if (len - i < n || u[i + 1] < lo || u[i + 1] > hi)
-            return "invalid UTF-8";
-        for (size_t k = 2; k < n; k++)
-            if ((u[i + k] & 0xc0) != 0x80)
-                return "invalid UTF-8";
-        uint32_t cp = c & (0x7f >> n);
-        for (size_t k = 1; k < n; k++)
-            cp = cp << 6 | (u[i + k] & 0x3f);
-        if ((cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
-            (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
+        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 ||
+            cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
             return "a control character";
         i += n;
     }

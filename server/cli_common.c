@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "cpu.h"
+#include "utf8.h"
 
 int cli_fail(const vit_error *err)
 {
@@ -83,35 +84,6 @@ int cli_print_json(json_t *j, int precise)
     return ok ? CLI_OK : CLI_FAIL;
 }
 
-/* Length of the valid UTF-8 sequence at p (n bytes left), or 0 when the
- * bytes there are not one (jansson's rules: no overlong forms, surrogates or
- * code points above U+10FFFF). */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0], cp, min;
-    size_t more;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        more = 1, cp = c & 0x1f, min = 0x80;
-    else if (c >= 0xe0 && c <= 0xef)
-        more = 2, cp = c & 0x0f, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4)
-        more = 3, cp = c & 0x07, min = 0x10000;
-    else
-        return 0;
-    if (n - 1 < more)
-        return 0;
-    for (size_t j = 1; j <= more; j++) {
-        if ((p[j] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[j] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return more + 1;
-}
-
 char *cli_text(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -120,7 +92,7 @@ char *cli_text(const char *s)
     if (!out)
         return NULL;
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_len(p + i, n - i);
+        size_t len = utf8_sequence(p + i, n - i, NULL);
         if (len) {
             memcpy(o, p + i, len);
             o += len;
