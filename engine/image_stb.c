@@ -1038,7 +1038,7 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
         return GUARD_NOMEM;
     }
     guard_verdict v = GUARD_PASS;
-    int have_ihdr = 0, trns = 0, sized = 0;
+    int have_ihdr = 0, trns = 0, sized = 0, plte = 0;
     const uint8_t *ihdr = NULL;
     size_t pos = 8;
     for (;;) {
@@ -1104,7 +1104,17 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
             break;
         } else if (memcmp(type, "tRNS", 4) == 0) {
             trns = 1;
-        } else if (!(type[0] & 0x20) && memcmp(type, "PLTE", 4) != 0) {
+        } else if (memcmp(type, "PLTE", 4) == 0) {
+            /* One PLTE, before the data (PNG spec 5.6; libpng: "duplicate",
+             * "out of place").  stb keeps the last of any number, anywhere,
+             * and png_pad_palette pads each short one to 768 bytes: 3-byte
+             * PLTEs would grow the copy 52x the file. */
+            if (plte++ || sized) {
+                *reason = sized ? "PLTE chunk after the image data" : "more than one PLTE chunk";
+                v = GUARD_REFUSE;
+                break;
+            }
+        } else if (!(type[0] & 0x20)) {
             *reason = "unknown critical chunk";
             v = GUARD_REFUSE;
             break;
@@ -1148,10 +1158,11 @@ static uint8_t *put_ramp(uint8_t *o, int first, int es)
     return o;
 }
 
-/* For a palette PNG (already passed by png_guard) whose PLTE chunks hold
- * fewer than 256 entries, makes *out a malloc'd copy with each such PLTE
- * padded by put_ramp (CRC recomputed).  Returns 1 with a copy, 0 if none
- * is needed, -1 out of memory. */
+/* For a palette PNG (already passed by png_guard) whose PLTE chunk holds
+ * fewer than 256 entries, makes *out a malloc'd copy with that PLTE padded
+ * by put_ramp (CRC recomputed).  png_guard lets one PLTE through, so the
+ * copy is at most 768 + 4 bytes longer than the file.  Returns 1 with a
+ * copy, 0 if none is needed, -1 out of memory. */
 static int png_pad_palette(const uint8_t *d, size_t len, uint8_t **out, size_t *out_len)
 {
     size_t pos = 8, grow = 0;

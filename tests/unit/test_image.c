@@ -1039,6 +1039,26 @@ static void test_short_palette(void)
     }
     img_free(&img);
     free(f.p);
+
+    /* Issue 13 (attack 2, item 1): each short PLTE was padded to 768
+     * bytes, and stb takes any number of PLTEs anywhere: 3-byte PLTEs grew
+     * the padded copy 52x the file (1 MB -> 53 MB).  One PLTE, before the
+     * data, as the PNG spec and libpng require. */
+    for (int after = 0; after < 2; after++) {
+        f = (bytes){0};
+        put(&f, "\x89PNG\r\n\x1A\n", 8);
+        png_chunk(&f, "IHDR", ihdr, 13);
+        png_chunk(&f, "PLTE", "\x10\x20\x30", 3);
+        if (after)
+            png_chunk(&f, "IDAT", z.p, z.n);
+        png_chunk(&f, "PLTE", "\x40\x50\x60", 3);
+        if (!after)
+            png_chunk(&f, "IDAT", z.p, z.n);
+        png_chunk(&f, "IEND", NULL, 0);
+        expect_refused(after ? "PNG, PLTE after IDAT" : "PNG, two PLTEs", &f, VIT_ERR_FORMAT,
+                       after ? "PLTE chunk after the image data" : "more than one PLTE");
+        free(f.p);
+    }
     free(z.p);
     free(raw.p);
 
