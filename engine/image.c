@@ -403,11 +403,15 @@ vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_im
      * for each pixel of the budget are enough for every 8-bit PNG (at most
      * ~11: RGBA, Adam7, one pixel wide) and every grey or YCbCr JPEG (at
      * most 12: progressive 4:4:4), so any such image of max_pixels loads;
-     * deeper PNGs and CMYK JPEGs get the same bytes.  BMP decodes to fixed
-     * bytes a pixel, bounded by the pixel budget. */
+     * deeper PNGs and CMYK JPEGs get the same bytes.  The floor of
+     * IMG_DECODE_MIN_BYTES covers tiny images' fixed costs (a 1x1 RGBA
+     * Adam7 PNG needs 13 bytes).  BMP decodes to fixed bytes a pixel,
+     * bounded by the pixel budget. */
     uint64_t budget = max_pixels > UINT64_MAX / IMG_DECODE_BYTES_PER_PIXEL
                           ? UINT64_MAX
                           : (uint64_t)max_pixels * IMG_DECODE_BYTES_PER_PIXEL;
+    if (budget < IMG_DECODE_MIN_BYTES)
+        budget = IMG_DECODE_MIN_BYTES;
     uint64_t need = 0;
     uint8_t *pixels = NULL;
     int dw = 0, dh = 0;

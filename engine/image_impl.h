@@ -15,8 +15,10 @@
  * hostile headers); image.c reports it as VIT_ERR_TOO_LARGE. */
 #define IMG_STB_MAX_SIDE 16384
 
-/* Decoder memory per pixel of the caller's pixel budget (see img_decode). */
+/* Decoder memory per pixel of the caller's pixel budget (see img_decode),
+ * and the least budget whatever max_pixels (tiny images' fixed costs). */
 #define IMG_DECODE_BYTES_PER_PIXEL 12
+#define IMG_DECODE_MIN_BYTES 4096
 
 /* Result of an stb call: ok == 1 on success; otherwise reason is a static
  * failure string (stb's, e.g. "bad huffman code", or one of our guards'),

@@ -1114,6 +1114,9 @@ static void test_png_byte_budget(void)
         {1, 4096, 8, 6, 1, 4096, VIT_OK},                   /* the worst 8-bit shape: ~11 */
         {4096, 1, 8, 6, 1, 4096, VIT_OK},
         {64, 64, 8, 4, 1, 64 * 64, VIT_OK},
+        /* Issue 13 (attack 2, item 3): 1x1 RGBA Adam7 needs 13 bytes
+         * (inflated 5, image 4, pass 1 4): the 4 KiB floor lets it load. */
+        {1, 1, 8, 6, 1, 1, VIT_OK},
     };
     static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
