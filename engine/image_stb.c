@@ -31,11 +31,14 @@
  *     with scans whose data is far shorter than its blocks (stb reads
  *     zeros past the end): the JPEG guard plans scans and block decodes
  *     from the markers before decoding and refuses data that runs out; a
- *     PNG whose compressed
- *     data inflates far past what its header's dimensions need, which stb
- *     buffers whole (the PNG guard inflates it once with zlib, counting,
- *     and stops at the need, and refuses headers it cannot size, which
- *     stb accepts for some bit depths the format forbids).
+ *     PNG whose compressed data inflates far past what its header's
+ *     dimensions need, which stb buffers whole (the PNG guard inflates it
+ *     once with zlib, counting, and stops at the need, and refuses headers
+ *     it cannot size, which stb accepts for some bit depths the format
+ *     forbids); pixel memory of either over the caller's byte budget
+ *     (png_decode_bytes, jpeg_decode_bytes: both checked from the headers
+ *     before stb allocates); PNG palettes repeated to grow the padded copy
+ *     (one PLTE only, before the data).
  *
  * Warnings: stb 2.27 happens to be clean at our -Wall -Wextra with gcc 12
  * and clang 14, but not under stricter sets (-Wconversion, -Wcast-qual,
