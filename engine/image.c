@@ -398,14 +398,20 @@ vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_im
 
     /* The decoder's pixel memory is bounded too, not only the pixels: a
      * 16-bit RGBA Adam7 PNG holds 20 bytes a pixel at once in stb (a 381 KB
-     * file claiming 49 megapixels: ~1 GB).  IMG_DECODE_BYTES_PER_PIXEL bytes
+     * file claiming 49 megapixels: ~1 GB), a progressive CMYK JPEG 15 (4.7
+     * KB claiming 49 megapixels: 719 MB).  IMG_DECODE_BYTES_PER_PIXEL bytes
      * for each pixel of the budget are enough for every 8-bit PNG (at most
-     * ~10: RGBA, Adam7) so any legal 8-bit image of max_pixels loads; deeper
-     * ones get the same bytes.  (JPEG and BMP decode to fixed bytes a pixel,
-     * bounded by the pixel budget.) */
+     * ~11: RGBA, Adam7, one pixel wide) and every grey or YCbCr JPEG (at
+     * most 12: progressive 4:4:4), so any such image of max_pixels loads;
+     * deeper PNGs and CMYK JPEGs get the same bytes.  The floor of
+     * IMG_DECODE_MIN_BYTES covers tiny images' fixed costs (a 1x1 RGBA
+     * Adam7 PNG needs 13 bytes).  BMP decodes to fixed bytes a pixel,
+     * bounded by the pixel budget. */
     uint64_t budget = max_pixels > UINT64_MAX / IMG_DECODE_BYTES_PER_PIXEL
                           ? UINT64_MAX
                           : (uint64_t)max_pixels * IMG_DECODE_BYTES_PER_PIXEL;
+    if (budget < IMG_DECODE_MIN_BYTES)
+        budget = IMG_DECODE_MIN_BYTES;
     uint64_t need = 0;
     uint8_t *pixels = NULL;
     int dw = 0, dh = 0;
@@ -416,8 +422,8 @@ vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_im
     if (!r.ok && r.too_large && need > budget)
         return vit_error_set(err, VIT_ERR_TOO_LARGE,
                              "%s image refused: decoding it needs %llu bytes of memory (bit "
-                             "depth, channels, interlacing), over the limit of %llu (%d bytes a "
-                             "pixel of the %zu-pixel budget)",
+                             "depth, channels, interlacing or progressive coding), over the "
+                             "limit of %llu (%d bytes a pixel of the %zu-pixel budget)",
                              fname, (unsigned long long)need, (unsigned long long)budget,
                              IMG_DECODE_BYTES_PER_PIXEL, max_pixels);
     if (!r.ok && r.too_large) /* a decoding-work limit, or stb's own size check */

@@ -39,15 +39,16 @@ typedef struct img_image {
  * JPEG with more than 500 scans or scans decoding its blocks more than 16
  * times over (once, if sequential) is VIT_ERR_TOO_LARGE, one whose scan
  * data is too short for its blocks or runs out is VIT_ERR_FORMAT (all
- * planned from the markers before decoding); a PNG whose decoding needs
- * more than 12 bytes of memory per pixel of max_pixels (16-bit, many
- * channels, interlaced: up to 20 per pixel of its own) is VIT_ERR_TOO_LARGE,
- * so every 8-bit image within max_pixels loads; palette indices past a
- * short palette read as grey (i, i, i), as PIL does; a BMP whose pixel data
- * starts inside its header is VIT_ERR_FORMAT; truncated JPEG/BMP/PNG data is
- * VIT_ERR_FORMAT (PIL refuses it too); JPEG EXIF orientations 2..8 (SHORT
- * or LONG, either byte order) are applied like PIL's
- * ImageOps.exif_transpose.  On failure *out is zeroed.  Thread-safe. */
+ * planned from the markers before decoding); a PNG or JPEG whose decoding
+ * needs more than 12 bytes of memory per pixel of max_pixels (at least 4
+ * KiB; 16-bit, many channels, interlaced PNGs: up to 20 per pixel of
+ * their own, progressive CMYK JPEGs 15) is VIT_ERR_TOO_LARGE, so every
+ * 8-bit PNG and every grey or YCbCr JPEG within max_pixels loads; palette
+ * indices past a short palette read as grey (i, i, i), as PIL does; a BMP
+ * whose pixel data starts inside its header is VIT_ERR_FORMAT; truncated
+ * JPEG/BMP/PNG data is VIT_ERR_FORMAT (PIL refuses it too); JPEG EXIF
+ * orientations 2..8 (SHORT or LONG, either byte order) are applied like
+ * PIL's ImageOps.exif_transpose.  On failure *out is zeroed.  Thread-safe. */
 vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_image *out,
                       vit_error *err);
 

@@ -15,8 +15,10 @@
  * hostile headers); image.c reports it as VIT_ERR_TOO_LARGE. */
 #define IMG_STB_MAX_SIDE 16384
 
-/* Decoder memory per pixel of the caller's pixel budget (see img_decode). */
+/* Decoder memory per pixel of the caller's pixel budget (see img_decode),
+ * and the least budget whatever max_pixels (tiny images' fixed costs). */
 #define IMG_DECODE_BYTES_PER_PIXEL 12
+#define IMG_DECODE_MIN_BYTES 4096
 
 /* Result of an stb call: ok == 1 on success; otherwise reason is a static
  * failure string (stb's, e.g. "bad huffman code", or one of our guards'),
@@ -42,9 +44,10 @@ img_stb_result img_stb_info(img_stb_format format, const uint8_t *data, size_t l
  * the guards of image_stb.c refuse what stb 2.27 would decode unsafely or
  * at a cost out of proportion to the image (PNG data inflating past what
  * the header's dimensions need; JPEG scan bombs, DC overflow, scan data
- * running out, bad DHT), and a PNG whose decoding needs more than
+ * running out, bad DHT), and a PNG or JPEG whose decoding needs more than
  * max_bytes of pixel memory (too_large, with the need in *need_bytes;
- * otherwise *need_bytes is 0 or the PNG's need).  Palettes shorter than
+ * otherwise *need_bytes is 0 or the file's need; a JPEG's MCU padding is
+ * granted IMG_DECODE_BYTES_PER_PIXEL a pixel on top of max_bytes).  Palettes shorter than
  * their indices are padded as PIL reads them (grey i for index i).  On
  * success *pixels is a malloc'd buffer of (*w) * (*h) * 3 bytes that the
  * caller releases with free(); on failure *pixels is NULL. */

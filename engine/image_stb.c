@@ -31,11 +31,14 @@
  *     with scans whose data is far shorter than its blocks (stb reads
  *     zeros past the end): the JPEG guard plans scans and block decodes
  *     from the markers before decoding and refuses data that runs out; a
- *     PNG whose compressed
- *     data inflates far past what its header's dimensions need, which stb
- *     buffers whole (the PNG guard inflates it once with zlib, counting,
- *     and stops at the need, and refuses headers it cannot size, which
- *     stb accepts for some bit depths the format forbids).
+ *     PNG whose compressed data inflates far past what its header's
+ *     dimensions need, which stb buffers whole (the PNG guard inflates it
+ *     once with zlib, counting, and stops at the need, and refuses headers
+ *     it cannot size, which stb accepts for some bit depths the format
+ *     forbids); pixel memory of either over the caller's byte budget
+ *     (png_decode_bytes, jpeg_decode_bytes: both checked from the headers
+ *     before stb allocates); PNG palettes repeated to grow the padded copy
+ *     (one PLTE only, before the data).
  *
  * Warnings: stb 2.27 happens to be clean at our -Wall -Wextra with gcc 12
  * and clang 14, but not under stricter sets (-Wconversion, -Wcast-qual,
@@ -278,6 +281,8 @@ typedef struct jpeg_guard_state {
                                coefficient grid, which coefficients are nonzero */
     int nz_w[4];            /* blocks per row of that grid (stb's coeff_w) */
     int plan;               /* 1: the planning walk (no decoding), 0: decoding */
+    uint64_t max_bytes;     /* the caller's decoder byte budget (jpeg_decode_bytes) */
+    uint64_t need;          /* planning walk: jpeg_decode_bytes of the frame */
     int zero_bits;          /* zero bits appended past the end of the current
                                restart interval's data (guard_fill) */
     const char *reason;
@@ -693,6 +698,40 @@ static int guard_frame(jpeg_guard_state *g)
     return 1;
 }
 
+/* Bytes of pixel memory stb 2.27 holds at its peak decoding the frame
+ * guard_frame sized (g->blocks) to 8-bit RGB: stbi__process_frame_header
+ * allocates every component's MCU-padded plane (1 byte a sample: 64 a
+ * block) and, for a progressive file, its coefficients (2 bytes a sample:
+ * 128 a block), all at once; load_jpeg_image then allocates the 3-byte RGB
+ * output while they are alive.  Rows, alignment slack and the decoder's
+ * own state (under 100 KB) are not counted, as png_decode_bytes leaves out
+ * the compressed data.  At the image's own size (no MCU padding):
+ *   grey: 4 bytes a pixel, 6 progressive;
+ *   YCbCr 4:2:0: 4.5, progressive 7.5; 4:2:2: 5, 9; 4:4:4: 6, 12;
+ *   CMYK / YCCK 4:4:4: 7, progressive 15 (the bomb of 7000x7000 pixels
+ *   and 60 refinement scans in 4.7 KB: 719 MB). */
+static uint64_t jpeg_decode_bytes(const jpeg_guard_state *g)
+{
+    const stbi__jpeg *z = g->j;
+    uint64_t per_block = z->progressive ? 64 + 128 : 64;
+    return g->blocks * per_block + 3 * (uint64_t)z->s->img_x * z->s->img_y;
+}
+
+/* Whether the frame's decoding fits the caller's byte budget.  The pixel
+ * budget counts the image's pixels but stb stores whole MCUs (up to 15
+ * more columns and rows): the padding is given the same bytes a pixel, so
+ * that every 1- or 3-component JPEG of the pixel budget loads (12 bytes a
+ * padded pixel at most, progressive 4:4:4). */
+static int jpeg_fits_budget(const jpeg_guard_state *g)
+{
+    const stbi__jpeg *z = g->j;
+    uint64_t px = (uint64_t)z->s->img_x * z->s->img_y;
+    uint64_t padded = (uint64_t)z->img_mcu_x * (uint64_t)z->img_mcu_w * (uint64_t)z->img_mcu_y *
+                      (uint64_t)z->img_mcu_h; /* < 2^30: no overflow below */
+    uint64_t grant = (padded - px) * IMG_DECODE_BYTES_PER_PIXEL;
+    return g->need <= g->max_bytes || g->need - g->max_bytes <= grant;
+}
+
 /* Planning walk, at an SOS header just parsed: skips the scan's
  * entropy-coded data to the marker that ends it, as jpeg_dht_safe does
  * (stb's reader stops at the same marker), leaving it in z->marker as
@@ -770,6 +809,13 @@ static guard_verdict jpeg_guard_walk(jpeg_guard_state *g)
         g->reason = f < 0 ? "out of memory" : NULL;
         return f < 0 ? GUARD_NOMEM : GUARD_PASS;
     }
+    if (g->plan) { /* before stb allocates anything for the frame */
+        g->need = jpeg_decode_bytes(g);
+        if (!jpeg_fits_budget(g)) {
+            g->reason = "decoding it needs more memory than the decoder's byte budget";
+            return GUARD_TOO_MUCH;
+        }
+    }
 
     m = stbi__get_marker(z);
     while (!stbi__EOI(m)) {
@@ -836,12 +882,12 @@ static guard_verdict jpeg_guard_walk(jpeg_guard_state *g)
 /* Runs the JPEG guard over data (len <= INT_MAX).  *reason is set unless
  * the verdict is GUARD_PASS. */
 static guard_verdict jpeg_guard_run(const uint8_t *data, size_t len, int plan,
-                                    const char **reason)
+                                    uint64_t max_bytes, uint64_t *need, const char **reason)
 {
     stbi__context ctx;
     stbi__start_mem(&ctx, data, (int)len);
     jpeg_guard_state g = {calloc(1, sizeof(stbi__jpeg)), data, len, 0, 0, 0, {NULL}, {0}, plan,
-                          0, NULL};
+                          max_bytes, 0, 0, NULL};
     if (!g.j) {
         *reason = "out of memory";
         return GUARD_NOMEM;
@@ -852,17 +898,21 @@ static guard_verdict jpeg_guard_run(const uint8_t *data, size_t len, int plan,
         free(g.nz[i]);
     free(g.j);
     *reason = g.reason;
+    if (plan)
+        *need = g.need;
     return v;
 }
 
 /* The JPEG guard: first the planning walk over all markers and scan
- * headers (scan count, block decodes, data length per scan: the whole
- * file's work is refused before any of it is done, in O(file) time), then
- * the decoding walk (DC range, data running out, DHT). */
-static guard_verdict jpeg_guard(const uint8_t *data, size_t len, const char **reason)
+ * headers (pixel memory against max_bytes, with the need in *need; scan
+ * count, block decodes, data length per scan: the whole file's work is
+ * refused before any of it is done, in O(file) time), then the decoding
+ * walk (DC range, data running out, DHT). */
+static guard_verdict jpeg_guard(const uint8_t *data, size_t len, uint64_t max_bytes,
+                                uint64_t *need, const char **reason)
 {
-    guard_verdict v = jpeg_guard_run(data, len, 1, reason);
-    return v != GUARD_PASS ? v : jpeg_guard_run(data, len, 0, reason);
+    guard_verdict v = jpeg_guard_run(data, len, 1, max_bytes, need, reason);
+    return v != GUARD_PASS ? v : jpeg_guard_run(data, len, 0, max_bytes, need, reason);
 }
 
 /* ---- PNG guard: inflated size bounded by the header ---------------------
@@ -1038,7 +1088,7 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
         return GUARD_NOMEM;
     }
     guard_verdict v = GUARD_PASS;
-    int have_ihdr = 0, trns = 0, sized = 0;
+    int have_ihdr = 0, trns = 0, sized = 0, plte = 0;
     const uint8_t *ihdr = NULL;
     size_t pos = 8;
     for (;;) {
@@ -1104,7 +1154,17 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
             break;
         } else if (memcmp(type, "tRNS", 4) == 0) {
             trns = 1;
-        } else if (!(type[0] & 0x20) && memcmp(type, "PLTE", 4) != 0) {
+        } else if (memcmp(type, "PLTE", 4) == 0) {
+            /* One PLTE, before the data (PNG spec 5.6; libpng: "duplicate",
+             * "out of place").  stb keeps the last of any number, anywhere,
+             * and png_pad_palette pads each short one to 768 bytes: 3-byte
+             * PLTEs would grow the copy 52x the file. */
+            if (plte++ || sized) {
+                *reason = sized ? "PLTE chunk after the image data" : "more than one PLTE chunk";
+                v = GUARD_REFUSE;
+                break;
+            }
+        } else if (!(type[0] & 0x20)) {
             *reason = "unknown critical chunk";
             v = GUARD_REFUSE;
             break;
@@ -1148,10 +1208,11 @@ static uint8_t *put_ramp(uint8_t *o, int first, int es)
     return o;
 }
 
-/* For a palette PNG (already passed by png_guard) whose PLTE chunks hold
- * fewer than 256 entries, makes *out a malloc'd copy with each such PLTE
- * padded by put_ramp (CRC recomputed).  Returns 1 with a copy, 0 if none
- * is needed, -1 out of memory. */
+/* For a palette PNG (already passed by png_guard) whose PLTE chunk holds
+ * fewer than 256 entries, makes *out a malloc'd copy with that PLTE padded
+ * by put_ramp (CRC recomputed).  png_guard lets one PLTE through, so the
+ * copy is at most 768 + 4 bytes longer than the file.  Returns 1 with a
+ * copy, 0 if none is needed, -1 out of memory. */
 static int png_pad_palette(const uint8_t *d, size_t len, uint8_t **out, size_t *out_len)
 {
     size_t pos = 8, grow = 0;
@@ -1332,7 +1393,7 @@ img_stb_result img_stb_decode_rgb(const uint8_t *data, size_t len, uint64_t max_
     int is_png = len >= 8 && memcmp(data, "\x89PNG\r\n\x1A\n", 8) == 0;
     int is_bmp = len >= 2 && data[0] == 'B' && data[1] == 'M';
     if (len >= 2 && data[0] == 0xFF && data[1] == 0xD8)
-        v = jpeg_guard(data, len, &reason);
+        v = jpeg_guard(data, len, max_bytes, need_bytes, &reason);
     else if (is_png)
         v = png_guard(data, len, 0, max_bytes, need_bytes, &reason);
     /* BMP needs no work guard: stb reads it row by row, bounded by its

@@ -17,7 +17,9 @@
  * ASan+UBSan here, 18 s at a 4096 x 4096 budget, and is refused now), and
  * decoder memory by img_decode's byte budget, 12 bytes a pixel = 3 MiB for
  * the pixel buffers (a 16-bit RGBA Adam7 PNG needs 20 a pixel: refused
- * from 400 x 400 on), far under -malloc_limit_mb=256 with the 4 MiB input.
+ * from 400 x 400 on; a progressive CMYK JPEG 15: from 468 x 468 on), far
+ * under -malloc_limit_mb=256 with the 4 MiB input (a palette PNG's padded
+ * copy: one PLTE, at most 772 bytes more).
  * So a timeout or an RSS/malloc limit hit here means work or memory out of
  * proportion to the image: a bomb.
  *

@@ -1039,6 +1039,26 @@ static void test_short_palette(void)
     }
     img_free(&img);
     free(f.p);
+
+    /* Issue 13 (attack 2, item 1): each short PLTE was padded to 768
+     * bytes, and stb takes any number of PLTEs anywhere: 3-byte PLTEs grew
+     * the padded copy 52x the file (1 MB -> 53 MB).  One PLTE, before the
+     * data, as the PNG spec and libpng require. */
+    for (int after = 0; after < 2; after++) {
+        f = (bytes){0};
+        put(&f, "\x89PNG\r\n\x1A\n", 8);
+        png_chunk(&f, "IHDR", ihdr, 13);
+        png_chunk(&f, "PLTE", "\x10\x20\x30", 3);
+        if (after)
+            png_chunk(&f, "IDAT", z.p, z.n);
+        png_chunk(&f, "PLTE", "\x40\x50\x60", 3);
+        if (!after)
+            png_chunk(&f, "IDAT", z.p, z.n);
+        png_chunk(&f, "IEND", NULL, 0);
+        expect_refused(after ? "PNG, PLTE after IDAT" : "PNG, two PLTEs", &f, VIT_ERR_FORMAT,
+                       after ? "PLTE chunk after the image data" : "more than one PLTE");
+        free(f.p);
+    }
     free(z.p);
     free(raw.p);
 
@@ -1094,6 +1114,9 @@ static void test_png_byte_budget(void)
         {1, 4096, 8, 6, 1, 4096, VIT_OK},                   /* the worst 8-bit shape: ~11 */
         {4096, 1, 8, 6, 1, 4096, VIT_OK},
         {64, 64, 8, 4, 1, 64 * 64, VIT_OK},
+        /* Issue 13 (attack 2, item 3): 1x1 RGBA Adam7 needs 13 bytes
+         * (inflated 5, image 4, pass 1 4): the 4 KiB floor lets it load. */
+        {1, 1, 8, 6, 1, 1, VIT_OK},
     };
     static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -1522,6 +1545,52 @@ static void test_jpeg_scan_limits(void)
     free(d2.p);
 }
 
+/* Issue 13 (attack 2, item 2): stb's JPEG memory is in the decoder byte
+ * budget (12 bytes a pixel of max_pixels), planned from the SOF before
+ * anything is allocated: a progressive CMYK file holds 15 bytes a pixel
+ * (planes 4, coefficients 8, RGB output 3; the 4.7 KB bomb claiming
+ * 7000x7000 pixels: 719 MB), a progressive 4:4:4 YCbCr one exactly 12, so
+ * it still loads at max_pixels; so does one whose MCU padding takes it
+ * over 12 bytes a pixel of its own (the padding is granted). */
+static void test_jpeg_byte_budget(void)
+{
+    static const int hv[4][2] = {{1, 1}, {1, 1}, {1, 1}, {1, 1}};
+    static const int ids[4] = {1, 2, 3, 4};
+    struct {
+        int w, ncomp;
+        size_t max_pixels;
+        vit_status want;
+    } cases[] = {
+        /* 32x32 CMYK: 64 blocks x (64 + 128) + 3 x 1024 = 15,360 bytes;
+         * 12 x 1,279 is 12 short. */
+        {32, 4, 1279, VIT_ERR_TOO_LARGE},
+        {32, 4, 1280, VIT_OK},
+        {32, 3, 32 * 32, VIT_OK}, /* 48 x 192 + 3,072 = 12,288 = 12 x 1,024 */
+        /* 33x33 YCbCr pads to 40x40: 75 x 192 + 3,267 = 17,667 bytes, over
+         * 12 x 1,089 = 13,068; the 511 padding pixels grant 6,132. */
+        {33, 3, 33 * 33, VIT_OK},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int w = cases[i].w, n = cases[i].ncomp, mcus = (w + 7) / 8;
+        bytes d = zero_blocks(mcus * mcus * n, 1); /* one interleaved DC scan */
+        bytes f = jpeg_begin(1, w, w, n, hv, 0, 1, 0);
+        jpeg_scan(&f, ids, n, 0, 0, 0, &d);
+        put16(&f, 0xFFD9);
+        img_image img = {0};
+        vit_error err = {VIT_OK, ""};
+        vit_status s = img_decode(f.p, f.n, cases[i].max_pixels, &img, &err);
+        CHECKF(s == cases[i].want &&
+                   (s == VIT_OK || (strstr(err.message, "needs 15360 bytes") &&
+                                    strstr(err.message, "12 bytes"))),
+               "progressive JPEG %dx%d, %d components, max_pixels %zu: %s (%s), want %s", w, w,
+               n, cases[i].max_pixels, vit_status_name(s), err.message,
+               vit_status_name(cases[i].want));
+        img_free(&img);
+        free(f.p);
+        free(d.p);
+    }
+}
+
 /* Issue 13 follow-up (attack item 1): stb reads zero bits past the end of
  * a scan's data, so a scan with no data decodes every block; a 362-byte
  * baseline file claiming 7000x7000 pixels and 16 scans decoded for 30 s.
@@ -1711,6 +1780,7 @@ int main(void)
     test_jpeg_restarts();
     test_jpeg_progressive();
     test_jpeg_scan_limits();
+    test_jpeg_byte_budget();
     test_jpeg_data_runs_out();
     test_exif_long();
     test_bmp_topdown();

@@ -98,6 +98,13 @@ def png_seeds():
     idx = bytes(range(256))
     raw = b"".join(b"\0" + idx[16 * y:16 * y + 16] for y in range(16))
     seeds["palette_short.png"] = png(16, 16, 8, 3, 0, raw, plte=b"\x10\x20\x30")
+    # Two short PLTEs, and one after IDAT (refused: each short PLTE was
+    # padded to 768 bytes, 52x the file for a file of 3-byte PLTEs).
+    f = seeds["palette_short.png"]
+    at = f.index(b"IDAT") - 4
+    seeds["plte_twice.png"] = f[:at] + png_chunk(b"PLTE", b"\x40\x50\x60") + f[at:]
+    end = f.index(b"IEND") - 4
+    seeds["plte_after_idat.png"] = f[:end] + png_chunk(b"PLTE", b"\x40\x50\x60") + f[end:]
     return seeds
 
 
@@ -204,6 +211,13 @@ def jpeg_seeds():
         f += sos([c], 1, 5, 2, b"\0") + sos([c], 6, 63, 2, b"\0") + sos([c], 1, 63, 0x21, b"\0")
     f += sos([1, 2, 3], 0, 0, 0x10, b"\0")
     seeds["progressive_script.jpg"] = f + b"\xff\xd9"
+    # Progressive CMYK holds 15 bytes a pixel in stb: 448x448 fits
+    # fuzz_image's byte budget (12 x 512 x 512), 512x512 is refused.  One
+    # interleaved DC scan, a zero bit ("0": DC 0) per block.
+    for side in (448, 512):
+        f = jpeg_head(True, side, side, [(1, 1)] * 4)
+        f += sos([1, 2, 3, 4], 0, 0, 0, bytes(side * side * 4 // 64 // 8))
+        seeds[f"cmyk_progressive_{side}.jpg"] = f + b"\xff\xd9"
     # 16-bit DQT, one block of DC +32767 (in range) and restarts every block.
     f = jpeg_head(False, 8, 8, one, q16=True, q=0xFFFF, dc_sym=15)
     seeds["dqt16.jpg"] = f + sos([1], 0, 63, 0, dc_max(1)) + b"\xff\xd9"
