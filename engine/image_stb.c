@@ -937,6 +937,16 @@ static guard_verdict jpeg_guard(const uint8_t *data, size_t len, uint64_t max_by
  * data race between threads), and Apple's CgBI variant (not a PNG; PIL
  * refuses it too).  Cost: one extra inflate pass, output discarded. */
 
+/* The size of Adam7 pass p (0..6) of a w x h image: the pass holds the
+ * pixels at (xorig + i * xspc, yorig + j * yspc). */
+static void adam7_pass(uint32_t w, uint32_t h, int p, uint64_t *pw, uint64_t *ph)
+{
+    static const uint32_t xorig[7] = {0, 4, 0, 2, 0, 1, 0}, yorig[7] = {0, 0, 4, 0, 2, 0, 1};
+    static const uint32_t xspc[7] = {8, 8, 4, 4, 2, 2, 1}, yspc[7] = {8, 8, 8, 4, 4, 2, 2};
+    *pw = ((uint64_t)w + xspc[p] - 1 - xorig[p]) / xspc[p];
+    *ph = ((uint64_t)h + yspc[p] - 1 - yorig[p]) / yspc[p];
+}
+
 /* Bytes of filtered scanlines a w x h PNG with this IHDR inflates to, or 0
  * for a header the PNG format forbids.  stb 2.27 accepts some of those
  * (any bit depth with colour types 2, 4 and 6, e.g. 1-bit grey+alpha);
@@ -956,13 +966,10 @@ static uint64_t png_raw_size(uint32_t w, uint32_t h, unsigned depth, unsigned co
     uint64_t bpp = (uint64_t)channels[color] * depth; /* bits per pixel */
     if (!interlace)
         return (uint64_t)h * (1 + ((uint64_t)w * bpp + 7) / 8);
-    /* Adam7: pass p holds the pixels at (xorig + i * xspc, yorig + j * yspc). */
-    static const uint32_t xorig[7] = {0, 4, 0, 2, 0, 1, 0}, yorig[7] = {0, 0, 4, 0, 2, 0, 1};
-    static const uint32_t xspc[7] = {8, 8, 4, 4, 2, 2, 1}, yspc[7] = {8, 8, 8, 4, 4, 2, 2};
     uint64_t total = 0;
     for (int p = 0; p < 7; p++) {
-        uint64_t pw = (w + xspc[p] - 1 - xorig[p]) / xspc[p];
-        uint64_t ph = (h + yspc[p] - 1 - yorig[p]) / yspc[p];
+        uint64_t pw, ph;
+        adam7_pass(w, h, p, &pw, &ph);
         if (pw && ph)
             total += ph * (1 + (pw * bpp + 7) / 8);
     }
@@ -989,12 +996,10 @@ static uint64_t png_decode_bytes(uint32_t w, uint32_t h, unsigned depth, unsigne
     uint64_t n = channels[color] + (trns && color != 3 ? 1 : 0);
     uint64_t peak = raw + px * n * bps;
     if (interlace) { /* the largest Adam7 pass image, as png_raw_size sizes them */
-        static const uint32_t xorig[7] = {0, 4, 0, 2, 0, 1, 0}, yorig[7] = {0, 0, 4, 0, 2, 0, 1};
-        static const uint32_t xspc[7] = {8, 8, 4, 4, 2, 2, 1}, yspc[7] = {8, 8, 8, 4, 4, 2, 2};
         uint64_t most = 0;
         for (int p = 0; p < 7; p++) {
-            uint64_t pw = (w + xspc[p] - 1 - xorig[p]) / xspc[p];
-            uint64_t ph = (h + yspc[p] - 1 - yorig[p]) / yspc[p];
+            uint64_t pw, ph;
+            adam7_pass(w, h, p, &pw, &ph);
             if (pw * ph > most)
                 most = pw * ph;
         }
