@@ -38,8 +38,7 @@ struct beneath_root {
 
 /* ================================================================ path helpers */
 
-/* Returns a malloc'd "a/b" (or b alone when b is absolute); NULL on OOM. */
-static char *path_join(const char *a, const char *b)
+char *beneath_join(const char *a, const char *b)
 {
     if (b[0] == '/')
         return strdup(b);
@@ -63,7 +62,7 @@ static char *path_absolute(const char *path)
     char cwd[PATH_MAX];
     if (!getcwd(cwd, sizeof cwd))
         return NULL;
-    return path_join(cwd, path);
+    return beneath_join(cwd, path);
 }
 
 /* Returns a malloc'd absolute, lexically normalized form of path: "." and
@@ -161,7 +160,7 @@ const char *beneath_root_path(const beneath_root *r) { return r->real; }
 char *beneath_path(const beneath_root *r, const char *rel)
 {
     if (!r->clamp)
-        return path_join(r->real, rel);
+        return beneath_join(r->real, rel);
     size_t n = strlen(rel);
     char *p = malloc(n + 2);
     if (p) {

@@ -155,6 +155,9 @@ void beneath_root_close(beneath_root *r);
  * system.  Owned by r. */
 const char *beneath_root_path(const beneath_root *r);
 
+/* Returns a malloc'd "a/b" (b alone when b is absolute); NULL on OOM. */
+char *beneath_join(const char *a, const char *b);
+
 /* Returns the malloc'd absolute name of `rel`, a path relative to the root
  * (as beneath_walk's *canon): the root's canonical path and rel joined by
  * one '/' ("/" + rel when the root is "/").  Purely lexical.  NULL on OOM. */

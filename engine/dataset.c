@@ -52,21 +52,6 @@
 
 /* ================================================================ helpers */
 
-/* Returns a malloc'd "a/b" (or b alone when b is absolute); NULL on OOM. */
-static char *path_join(const char *a, const char *b)
-{
-    if (b[0] == '/')
-        return strdup(b);
-    size_t la = strlen(a), lb = strlen(b);
-    char *p = malloc(la + lb + 2);
-    if (!p)
-        return NULL;
-    memcpy(p, a, la);
-    p[la] = '/';
-    memcpy(p + la + 1, b, lb + 1);
-    return p;
-}
-
 /* Returns a malloc'd copy of the directory part of path ("." if none). */
 static char *dir_of(const char *path)
 {
@@ -105,7 +90,7 @@ static int has_image_ext(const char *name)
 
 char *ds_join_rel(const char *a, const char *b)
 {
-    return a[0] ? path_join(a, b) : strdup(b);
+    return a[0] ? beneath_join(a, b) : strdup(b);
 }
 
 /* ================================================================ builder */
@@ -517,7 +502,7 @@ static vit_status open_folder(ds_dataset *d, const char *path, const char *folde
             }
         }
         free(cdir);
-        if (!(cdir = path_join(path, cls.v[c].name))) {
+        if (!(cdir = beneath_join(path, cls.v[c].name))) {
             s = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
             goto done;
         }

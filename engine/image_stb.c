@@ -594,6 +594,20 @@ static int guard_block(jpeg_guard_state *g, int n, int bx, int by, int interleav
     return guard_block_dc(g, n, nz);
 }
 
+/* One MCU (or block) of the restart interval done, as stb counts them: 1
+ * when the scan ends there (no RST marker follows), else 0, with the guard
+ * reset at an RST marker. */
+static int interval_ends(jpeg_guard_state *g)
+{
+    if (--g->j->todo > 0)
+        return 0;
+    g_grow(g, 24);
+    if (!STBI__RESTART(g->j->marker))
+        return 1;
+    guard_reset(g);
+    return 0;
+}
+
 /* The current scan's data, walked as stbi__parse_entropy_coded_data does
  * (same block order, same restart handling).  Returns as the blocks. */
 static int guard_scan(jpeg_guard_state *g)
@@ -608,12 +622,8 @@ static int guard_scan(jpeg_guard_state *g)
                 int r = guard_block(g, n, i, j, 0);
                 if (r != BLOCK_OK)
                     return r;
-                if (--z->todo <= 0) {
-                    g_grow(g, 24);
-                    if (!STBI__RESTART(z->marker))
-                        return BLOCK_OK;
-                    guard_reset(g);
-                }
+                if (interval_ends(g))
+                    return BLOCK_OK;
             }
         }
         return BLOCK_OK;
@@ -631,12 +641,8 @@ static int guard_scan(jpeg_guard_state *g)
                     }
                 }
             }
-            if (--z->todo <= 0) {
-                g_grow(g, 24);
-                if (!STBI__RESTART(z->marker))
-                    return BLOCK_OK;
-                guard_reset(g);
-            }
+            if (interval_ends(g))
+                return BLOCK_OK;
         }
     }
     return BLOCK_OK;
