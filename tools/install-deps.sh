@@ -17,6 +17,12 @@ packages=(
 if [ "${VITFIT_WITH_FUZZ:-1}" = 1 ]; then
   packages+=(clang libclang-rt-14-dev)
 fi
+# The golden and seed generators (tools/reference/*.py, dev-only; CI never
+# runs them): VITFIT_WITH_REFERENCE=1 adds PyTorch, torchvision, numpy, PIL
+# and scikit-image (gen_image_goldens.py).
+if [ "${VITFIT_WITH_REFERENCE:-0}" = 1 ]; then
+  packages+=(python3-torch python3-torchvision python3-numpy python3-pil python3-skimage)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
