@@ -357,7 +357,7 @@ beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_wan
         int top = w.fds[w.depth];
         if (*p == '\0') { /* the path ends at a directory the walk holds */
             *fd = openat(top, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (*fd < 0) {
+            if (*fd < 0 || fstat(*fd, st) != 0) {
                 *eno = errno;
                 res = BENEATH_ERRNO;
             }
@@ -483,11 +483,8 @@ beneath_result beneath_walk(const beneath_root *r, const char *path, beneath_wan
             break;
         }
         *fd = f;
+        *st = fs;
         break;
-    }
-    if (res == BENEATH_OK && fstat(*fd, st) != 0) {
-        *eno = errno;
-        res = BENEATH_ERRNO;
     }
     if (res == BENEATH_OK) {
         int type_ok = want == BENEATH_WANT_FILE  ? S_ISREG(st->st_mode)
