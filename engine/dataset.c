@@ -652,15 +652,12 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
     if (source == DS_SOURCE_FOLDER) {
         d->kind = DS_KIND_FILES;
         s = open_folder(d, path, rel, opt, err);
-    } else if (ends_with_ci(path, ".jsonl")) {
+    } else if (source == DS_SOURCE_MANIFEST) {
         d->kind = DS_KIND_FILES;
-        s = ds_open_manifest(d, fd, path, dir_rel, 0, opt, err);
-    } else if (ends_with_ci(path, ".csv")) {
-        d->kind = DS_KIND_FILES;
-        s = ds_open_manifest(d, fd, path, dir_rel, 1, opt, err);
+        s = ds_open_manifest(d, fd, path, dir_rel, ends_with_ci(path, ".csv"), opt, err);
     } else if (strstr(path, "images-idx3") || ds_sniff_idx_images(fd)) {
         d->kind = DS_KIND_IDX;
-        s = ds_open_idx(d, fd, path, dir_rel, opt, err);
+        s = ds_open_idx(d, fd, st.st_size, path, dir_rel, opt, err);
     } else {
         s = vit_error_set(err, VIT_ERR_UNSUPPORTED,
                           "%s is not a data set: expected a directory (<class>/<image>), a "

@@ -60,7 +60,8 @@ static vit_status gz_read_exact(gzFile g, const char *path, const char *what, si
     return VIT_OK;
 }
 
-/* Reads an IDX ubyte file from fd (taken over; raw or gzip, told apart by
+/* Reads an IDX ubyte file from fd (taken over; a regular file of `size`
+ * bytes, as its opener checked; raw or gzip, told apart by
  * zlib from its magic), named `path` in messages: the magic must be `magic`,
  * which has `ndims` dimensions (1 or 3) written to dims.  The count dims[0]
  * must be 1..max_items and, when expect_n is not 0, equal it; an image plane
@@ -73,21 +74,16 @@ static vit_status gz_read_exact(gzFile g, const char *path, const char *what, si
  * lies cannot make us allocate much more than the file holds.  Data beyond
  * what the header promises (raw or decompressed) is refused, and so a gzip
  * stream is read to its end, where zlib checks its CRC. */
-static vit_status idx_read(int fd, const char *path, uint32_t magic, int ndims,
+static vit_status idx_read(int fd, off_t size, const char *path, uint32_t magic, int ndims,
                            size_t max_items, size_t max_bytes, size_t expect_n, uint32_t dims[3],
                            uint8_t **data, size_t *len, vit_error *err)
 {
     *data = NULL;
     *len = 0;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+    if (lseek(fd, 0, SEEK_SET) != 0) {
         int e = errno;
         close(fd);
         return vit_error_set(err, VIT_ERR_IO, "cannot read %s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return vit_error_set(err, VIT_ERR_IO, "%s is not a regular file", path);
     }
     gzFile g = gzdopen(fd, "rb");
     if (!g) {
@@ -141,8 +137,8 @@ static vit_status idx_read(int fd, const char *path, uint32_t magic, int ndims,
                           path, total, max_bytes);
         goto fail;
     }
-    if (gzdirect(g) && (uint64_t)st.st_size - hlen != (uint64_t)total) {
-        long long have = (long long)st.st_size - (long long)hlen;
+    if (gzdirect(g) && (uint64_t)size - hlen != (uint64_t)total) {
+        long long have = (long long)size - (long long)hlen;
         s = vit_error_set(err, VIT_ERR_FORMAT,
                           (uint64_t)have < (uint64_t)total
                               ? "%s is truncated: the header promises %zu data bytes, the file "
@@ -196,7 +192,7 @@ fail:
     return s;
 }
 
-vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_rel,
+vit_status ds_open_idx(ds_dataset *d, int fd, off_t size, const char *path, const char *dir_rel,
                        const ds_options *opt, vit_error *err)
 {
     /* The labels file: the last "images-idx3" in the file name becomes
@@ -235,14 +231,14 @@ vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_
                  : beneath_error(d->root, BENEATH_NOMEM, 0, BENEATH_WANT_FILE, subject, err);
         free(lrel);
         if (s == VIT_OK) {
-            s = idx_read(lfd, lpath, DS_IDX_LABELS_MAGIC, 1, d->max_items, d->max_idx_bytes, 0,
-                         ldims, &lab, &nlab, err);
+            s = idx_read(lfd, st.st_size, lpath, DS_IDX_LABELS_MAGIC, 1, d->max_items,
+                         d->max_idx_bytes, 0, ldims, &lab, &nlab, err);
         }
     }
     if (s == VIT_OK) {
         int ifd = dup(fd);
         s = ifd < 0 ? vit_error_set(err, VIT_ERR_IO, "cannot read %s: %s", path, strerror(errno))
-                    : idx_read(ifd, path, DS_IDX_IMAGES_MAGIC, 3, d->max_items,
+                    : idx_read(ifd, size, path, DS_IDX_IMAGES_MAGIC, 3, d->max_items,
                                d->max_idx_bytes, nlab, idims, &d->grey, &(size_t){0}, err);
     }
     if (s != VIT_OK)

@@ -141,9 +141,10 @@ vit_status ds_open_manifest(ds_dataset *d, int fd, const char *path, const char 
  * gzipped)?  Leaves the offset at 0 (dataset_idx.c). */
 int ds_sniff_idx_images(int fd);
 
-/* Opens an IDX pair from the images file (fd, not taken over, named `path`
- * in messages; dir_rel its directory under the root) (dataset_idx.c). */
-vit_status ds_open_idx(ds_dataset *d, int fd, const char *path, const char *dir_rel,
+/* Opens an IDX pair from the images file (fd, a regular file of `size`
+ * bytes, not taken over, named `path` in messages; dir_rel its directory
+ * under the root) (dataset_idx.c). */
+vit_status ds_open_idx(ds_dataset *d, int fd, off_t size, const char *path, const char *dir_rel,
                        const ds_options *opt, vit_error *err);
 
 #endif
