@@ -1084,6 +1084,12 @@ static guard_verdict png_feed(png_inflate *st, const uint8_t *p, size_t n, const
     }
 }
 
+/* The big-endian 32-bit number at p (PNG lengths and sizes). */
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 /* Walks the chunks of a PNG (signature already checked by the caller) up
  * to IEND, inflating the IDAT data; with headers_only, stops at the first
  * IDAT (all stbi__png_info reads).  Otherwise, at the first IDAT, refuses
@@ -1101,6 +1107,7 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
     guard_verdict v = GUARD_PASS;
     int have_ihdr = 0, trns = 0, sized = 0, plte = 0;
     const uint8_t *ihdr = NULL;
+    uint32_t w = 0, h = 0; /* from IHDR */
     size_t pos = 8;
     for (;;) {
         if (len - pos < 8) {
@@ -1108,8 +1115,7 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
             v = GUARD_REFUSE;
             break;
         }
-        uint32_t clen = (uint32_t)d[pos] << 24 | (uint32_t)d[pos + 1] << 16 |
-                        (uint32_t)d[pos + 2] << 8 | d[pos + 3];
+        uint32_t clen = be32(d + pos);
         const uint8_t *type = d + pos + 4, *body = d + pos + 8;
         pos += 8;
         if (clen > len - pos) {
@@ -1122,10 +1128,8 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
                 break; /* stb refuses it */
             have_ihdr = 1;
             ihdr = body;
-            uint32_t w = (uint32_t)body[0] << 24 | (uint32_t)body[1] << 16 |
-                         (uint32_t)body[2] << 8 | body[3];
-            uint32_t h = (uint32_t)body[4] << 24 | (uint32_t)body[5] << 16 |
-                         (uint32_t)body[6] << 8 | body[7];
+            w = be32(body);
+            h = be32(body + 4);
             st->limit = png_raw_size(w, h, body[8], body[9], body[12]);
             if (st->limit == 0) { /* never let stb decode what was not sized */
                 *reason = "bad IHDR (size, bit depth, colour type or interlace method)";
@@ -1143,10 +1147,6 @@ static guard_verdict png_guard(const uint8_t *d, size_t len, int headers_only,
                 break;
             if (!sized) { /* all chunks stb reads before the data are known */
                 sized = 1;
-                uint32_t w = (uint32_t)ihdr[0] << 24 | (uint32_t)ihdr[1] << 16 |
-                             (uint32_t)ihdr[2] << 8 | ihdr[3];
-                uint32_t h = (uint32_t)ihdr[4] << 24 | (uint32_t)ihdr[5] << 16 |
-                             (uint32_t)ihdr[6] << 8 | ihdr[7];
                 *need = png_decode_bytes(w, h, ihdr[8], ihdr[9], ihdr[12], trns, st->limit);
                 if (*need > max_bytes) {
                     *reason = "decoding it needs more memory than the decoder's byte budget";
@@ -1243,8 +1243,7 @@ static int png_pad_palette(const uint8_t *d, size_t len, uint8_t **out, size_t *
             pos = 8;
         }
         while (len - pos >= 8) {
-            uint32_t clen = (uint32_t)d[pos] << 24 | (uint32_t)d[pos + 1] << 16 |
-                            (uint32_t)d[pos + 2] << 8 | d[pos + 3];
+            uint32_t clen = be32(d + pos);
             const uint8_t *type = d + pos + 4;
             if (clen > len - pos - 8)
                 break; /* png_guard refused it; never reached */
