@@ -199,7 +199,7 @@ int cli_classify(int argc, char **argv)
     size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
     float *batch = malloc(per_image * CLASSIFY_BATCH * sizeof *batch);
     float *logits = malloc((size_t)K * (size_t)count * sizeof *logits); /* every image's row */
-    float *probs = malloc((size_t)K * (size_t)count * sizeof *probs);
+    float *probs = malloc((size_t)K * sizeof *probs); /* one row at a time */
     int *idx = malloc((size_t)k * sizeof *idx);
     vit_state *s = NULL;
     json_t *results = json_array();
@@ -222,15 +222,16 @@ int cli_classify(int argc, char **argv)
     }
     for (int i = 0; rc == CLI_OK && i < count; i++) {
         const float *row = logits + (size_t)i * K;
-        vit_softmax(row, K, probs + (size_t)i * K);
-        if (!all_finite(row, K) || !all_finite(probs + (size_t)i * K, K)) {
+        vit_softmax(row, K, probs);
+        if (!all_finite(row, K) || !all_finite(probs, K)) {
             fprintf(stderr, "vitfit: %s: the model gave non-finite scores (NaN or inf): its "
                             "weights or preprocessing settings are broken\n", paths[i]);
             rc = CLI_FAIL;
         }
     }
     for (int i = 0; rc == CLI_OK && i < count; i++) {
-        const float *row = logits + (size_t)i * K, *p = probs + (size_t)i * K;
+        const float *row = logits + (size_t)i * K, *p = probs;
+        vit_softmax(row, K, probs);
         top_k_indices(p, K, k, idx);
         if (o.json) {
             /* the path as text even when it is not UTF-8 (cli_text), never
