@@ -39,6 +39,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "beneath.h"
 #include "image_impl.h"
 
 /* ---------------------------------------------------------------- sniffing */
@@ -458,59 +459,6 @@ vit_status img_decode(const uint8_t *data, size_t len, size_t max_pixels, img_im
 
 /* ------------------------------------------------------- files */
 
-/* Reads the regular file open on fd into a malloc'd buffer, refusing more
- * than max_bytes.  size_hint (its size at fstat) sets the first
- * allocation; the buffer still grows if the file grew meanwhile, but never
- * past max_bytes + 1 bytes read (one over is enough to say "too big").  On
- * success the caller frees *buf. */
-static vit_status read_all(int fd, size_t size_hint, size_t max_bytes, uint8_t **buf,
-                           size_t *len, vit_error *err)
-{
-    size_t limit = max_bytes < SIZE_MAX ? max_bytes + 1 : SIZE_MAX;
-    size_t cap = size_hint > 0 && size_hint < SIZE_MAX ? size_hint + 1 : 65536;
-    if (cap > limit)
-        cap = limit;
-    uint8_t *b = malloc(cap);
-    if (!b)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading %zu bytes", cap);
-    size_t n = 0;
-    for (;;) {
-        if (n == cap) {
-            if (cap == limit)
-                break;
-            size_t ncap = cap <= limit / 2 ? cap * 2 : limit;
-            uint8_t *nb = realloc(b, ncap);
-            if (!nb) {
-                free(b);
-                return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading %zu bytes",
-                                     ncap);
-            }
-            b = nb;
-            cap = ncap;
-        }
-        size_t want = cap - n < SSIZE_MAX ? cap - n : SSIZE_MAX;
-        ssize_t got = read(fd, b + n, want);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            int e = errno;
-            free(b);
-            return vit_error_set(err, VIT_ERR_IO, "read failed: %s", strerror(e));
-        }
-        if (got == 0)
-            break;
-        n += (size_t)got;
-    }
-    if (n > max_bytes) {
-        free(b);
-        return vit_error_set(err, VIT_ERR_TOO_LARGE, "file is over the limit of %zu bytes",
-                             max_bytes);
-    }
-    *buf = b;
-    *len = n;
-    return VIT_OK;
-}
-
 vit_status img_load_file(const char *path, size_t max_bytes, size_t max_pixels, img_image *out,
                          vit_error *err)
 {
@@ -551,10 +499,13 @@ vit_status img_load_file(const char *path, size_t max_bytes, size_t max_pixels, 
     }
     uint8_t *buf = NULL;
     size_t len = 0;
-    vit_status s = read_all(fd, (size_t)st.st_size, max_bytes, &buf, &len, err);
+    /* a file that grew since fstat still stops at the cap (beneath.h) */
+    vit_status s = beneath_read_capped(fd, (size_t)st.st_size,
+                                       max_bytes < SIZE_MAX ? max_bytes : SIZE_MAX - 1, path,
+                                       &buf, &len, err);
     close(fd);
     if (s != VIT_OK)
-        return vit_error_prefix(err, "%s", path);
+        return s;
     s = img_decode(buf, len, max_pixels, out, err);
     free(buf);
     if (s != VIT_OK)
