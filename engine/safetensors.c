@@ -7,7 +7,7 @@
  * bytes to the same parser as st_open_memory.  The parser treats every byte as
  * untrusted: L is bounded (the caller's st_limits, never past ST_MAX_HEADER,
  * then against the bytes actually present), the header text is scanned for
- * what parsing it would cost (header_census) and refused past the caller's
+ * what parsing it would cost (st_json_census) and refused past the caller's
  * caps before jansson sees it, the JSON goes through jansson with
  * duplicate keys rejected, and each tensor entry is checked field by field
  * (dtype known, shape of non-negative integers, data_offsets ordered and inside
@@ -368,14 +368,7 @@ static vit_status check_ranges(st_file *f, vit_error *err)
     return VIT_OK;
 }
 
-/* What parsing JSON text s[0..n) would cost, counted without parsing it.
- * *entries: members of the top-level object (its commas, plus one).
- * *items: commas and opening brackets outside strings.  A container of k
- * values or members has k - 1 commas, so the text holds at most items + 1
- * values, and as many keys: jansson allocates a node for each, so what it
- * allocates is O(items + n).  One pass, no allocation; malformed text is
- * counted all the same (jansson refuses it afterwards). */
-static void header_census(const char *s, size_t n, size_t *entries, size_t *items)
+void st_json_census(const char *s, size_t n, size_t *entries, size_t *items)
 {
     size_t depth = 0, commas1 = 0, count = 0;
     bool in_string = false;
@@ -432,7 +425,7 @@ static vit_status parse_file(st_file *f, const uint8_t *buf, size_t len, const s
     size_t entries, items;
     size_t max_tensors = lim->max_tensors < max_header ? lim->max_tensors : max_header;
     size_t max_items = ST_ITEMS_PER_TENSOR * max_tensors + ST_MAX_METADATA + 2;
-    header_census((const char *)buf + 8, (size_t)hlen, &entries, &items);
+    st_json_census((const char *)buf + 8, (size_t)hlen, &entries, &items);
     if (entries > max_tensors + 1)
         return vit_error_set(err, VIT_ERR_TOO_LARGE,
                              "header lists %zu entries; at most %zu tensors are allowed here",

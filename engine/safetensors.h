@@ -88,6 +88,16 @@ vit_status st_open_memory_limited(const void *data, size_t len, const st_limits 
 
 void st_close(st_file *f);
 
+/* What parsing JSON text s[0..n) would cost, counted without parsing it
+ * (the header caps above; task.c's labels metadata).  *entries: members or
+ * values of the top-level container (its commas, plus one).  *items: commas
+ * and opening brackets outside strings.  A container of k values or members
+ * has k - 1 commas, so the text holds at most items + 1 values, and as many
+ * keys: jansson allocates a node for each, so what it allocates is
+ * O(items + n).  One pass, no allocation; malformed text is counted all the
+ * same (jansson refuses it afterwards). */
+void st_json_census(const char *s, size_t n, size_t *entries, size_t *items);
+
 size_t st_count(const st_file *f);
 const st_tensor *st_tensor_at(const st_file *f, size_t i);  /* header order */
 const st_tensor *st_find(const st_file *f, const char *name); /* NULL if absent */

@@ -445,18 +445,12 @@ vit_status task_save(const vit_model *m, const vit_task *t, const task_meta *ext
 static vit_status parse_labels(const char *text, int k, const char *path, char ***out,
                                vit_error *err)
 {
-    /* k labels are k - 1 commas: count them (outside strings) before
-     * jansson spends ~80 bytes on each item of an 8 MiB list of "" */
-    size_t commas = 0;
-    for (const char *c = text; *c && commas < (size_t)k; c++) {
-        if (*c == '"')
-            for (c++; *c && *c != '"'; c++)
-                c += c[0] == '\\' && c[1];
-        if (!*c)
-            break;
-        commas += *c == ',';
-    }
-    if (commas >= (size_t)k)
+    /* an array of k labels is one bracket and k - 1 commas: count them
+     * (outside strings) before jansson spends ~80 bytes on each item of an
+     * 8 MiB list of "" */
+    size_t entries, items;
+    st_json_census(text, strlen(text), &entries, &items);
+    if (items > (size_t)k)
         return task_fail(err, path, VIT_ERR_FORMAT, "\"labels\" names more than the %d classes "
                          "of head.bias", k);
     json_error_t jerr;
