@@ -11,6 +11,7 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *summary;
 } commands[] = {
+    {"serve", cli_serve, "serve classification and tasks over HTTP"},
     {"classify", cli_classify, "classify images with a model"},
     {"inspect", cli_inspect, "describe a checkpoint or safetensors file"},
     {"train", cli_train, "fine-tune a task (BitFit by default) on a data set"},

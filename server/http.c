@@ -1,0 +1,694 @@
+/*
+ * http.c - the libmicrohttpd front end: routes, auth, bodies, suspend/resume.
+ *
+ * The access handler is a small state machine per request (libmicrohttpd's
+ * suspend_resume_epoll / largepost pattern):
+ *   first call   allocate the srv_request, route it, check method, auth,
+ *                readiness, the declared Content-Length and (for classify) a
+ *                full queue -- everything that needs no body is answered here,
+ *                before a byte of the body is read;
+ *   body chunks  appended under the max_body_bytes cap (multipart through
+ *                MHD_PostProcessor); over the cap: 413;
+ *   final call   cheap routes answer inline; classify and the task routes go
+ *                to the prepare pool and the connection is suspended;
+ *   resumed      the pipeline filled r->reply: send it.
+ * The completion callback logs one line, counts the request in /metrics and
+ * drops the connection's reference.  No HTTP thread decodes, fetches, loads
+ * a task or waits on the model.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "http.h"
+#include "model_info.h"
+#include "pipeline.h"
+#include "tasks.h"
+
+struct srv_http {
+    srv *s;
+    struct MHD_Daemon *daemon;
+    atomic_int active;    /* suspended requests not yet finished */
+    uint64_t id_base;     /* random: request ids differ across restarts */
+};
+
+/* ---- requests ---- */
+
+double srv_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void request_free(srv_request *r)
+{
+    free(r->body);
+    for (int i = 0; i < r->num_parts; i++) {
+        free((char *)r->parts[i].name);
+        free((uint8_t *)r->parts[i].data);
+    }
+    free(r->parts);
+    free(r->query_task);
+    free(r->query_tasks);
+    free(r->query_top_k);
+    api_classify_req_free(&r->creq);
+    for (int j = 0; r->tasks && j < r->num_tasks; j++)
+        if (r->tasks[j])
+            task_free(r->tasks[j]);
+    free(r->tasks);
+    free(r->tensor);
+    for (int k = 0; r->logits && k < r->creq.num_images * r->num_tasks; k++)
+        free(r->logits[k]);
+    free(r->logits);
+    api_reply_free(&r->reply);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+void srv_request_unref(srv_request *r)
+{
+    if (r && atomic_fetch_sub(&r->refs, 1) == 1)
+        request_free(r);
+}
+
+void srv_request_fail(srv_request *r, int status, const char *code, const char *fmt, ...)
+{
+    char message[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&r->lock);
+    if (!r->failed) {
+        r->failed = true;
+        api_error(&r->reply, status, code, "%s", message);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+void srv_request_finish(srv_request *r)
+{
+    srv_http *h = r->server->http;
+    /* Tasks and buffers are done with: release them now, not when the
+     * client has read the reply (an in-flight task is never evicted). */
+    pthread_mutex_lock(&r->lock);
+    if (r->reply.status == 0)
+        api_error(&r->reply, 500, "internal", "the request ended without a reply");
+    r->done = true;
+    pthread_mutex_unlock(&r->lock);
+    MHD_resume_connection(r->conn);
+    atomic_fetch_sub(&h->active, 1);
+    srv_request_unref(r); /* the pipeline's reference */
+}
+
+/* ---- routes ---- */
+
+typedef struct route_spec {
+    srv_route route;
+    const char *path;   /* exact path, or a prefix ending in '/' for {name} */
+    const char *allow;  /* the Allow header of a 405 */
+    const char *label;  /* in logs and /metrics */
+} route_spec;
+
+static const route_spec routes[] = {
+    {SRV_ROUTE_HEALTHZ, "/healthz", "GET, HEAD", "/healthz"},
+    {SRV_ROUTE_READYZ, "/readyz", "GET, HEAD", "/readyz"},
+    {SRV_ROUTE_METRICS, "/metrics", "GET, HEAD", "/metrics"},
+    {SRV_ROUTE_MODEL, "/v1/model", "GET, HEAD", "/v1/model"},
+    {SRV_ROUTE_CLASSIFY, "/v1/classify", "POST", "/v1/classify"},
+    {SRV_ROUTE_TASKS, "/v1/tasks", "GET, HEAD", "/v1/tasks"},
+    {SRV_ROUTE_TASK, "/v1/tasks/", "GET, HEAD, PUT, DELETE", "/v1/tasks/{name}"},
+};
+
+static const route_spec *find_route(const char *url, char name[TASK_NAME_MAX + 1], bool *bad_name)
+{
+    *bad_name = false;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const route_spec *rs = &routes[i];
+        size_t n = strlen(rs->path);
+        if (rs->path[n - 1] != '/') {
+            if (strcmp(url, rs->path) == 0)
+                return rs;
+            continue;
+        }
+        if (strncmp(url, rs->path, n) != 0 || url[n] == '\0' || strchr(url + n, '/'))
+            continue;
+        /* the name is checked by the handler; here only its length */
+        if (strlen(url + n) > TASK_NAME_MAX)
+            *bad_name = true;
+        else
+            strcpy(name, url + n);
+        return rs;
+    }
+    return NULL;
+}
+
+static bool method_allowed(const route_spec *rs, const char *method)
+{
+    /* Allow lists are "A, B, C": match a whole word */
+    size_t n = strlen(method);
+    for (const char *p = rs->allow; (p = strstr(p, method)) != NULL; p += n)
+        if ((p == rs->allow || p[-2] == ',') && (p[n] == '\0' || p[n] == ','))
+            return true;
+    return false;
+}
+
+static const char *route_label(srv_route route)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (routes[i].route == route)
+            return routes[i].label;
+    return "unknown";
+}
+
+/* ---- replies ---- */
+
+static enum MHD_Result send_reply(srv_request *r)
+{
+    api_reply *rep = &r->reply;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        rep->body_len, rep->body ? rep->body : (char *)"", MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    bool ok = MHD_add_response_header(resp, "X-Request-Id", r->id) == MHD_YES &&
+              MHD_add_response_header(resp, "Cache-Control", "no-store") == MHD_YES;
+    if (ok && rep->content_type)
+        ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, rep->content_type) ==
+             MHD_YES;
+    if (ok && rep->retry_after_s > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", rep->retry_after_s);
+        ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v) == MHD_YES;
+    }
+    if (ok && rep->allow[0])
+        ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) == MHD_YES;
+    if (ok && rep->status == 401)
+        ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer") == MHD_YES;
+    enum MHD_Result res = ok ? MHD_queue_response(r->conn, (unsigned)rep->status, resp) : MHD_NO;
+    MHD_destroy_response(resp);
+    return res;
+}
+
+/* ---- the first call: everything that needs no body ---- */
+
+/* A request id the client may choose: short and printable, as it is echoed
+ * in a header and logged. */
+static bool id_acceptable(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)id[i]) && !strchr("-_.:/+=", id[i]))
+            return false;
+    return true;
+}
+
+/* Compares a presented key with the configured one in time that does not
+ * depend on where they differ. */
+static bool key_matches(const char *given, const char *key)
+{
+    size_t gl = strlen(given), kl = strlen(key);
+    unsigned diff = (unsigned)(gl != kl);
+    for (size_t i = 0; i < kl; i++)
+        diff |= (unsigned char)key[i] ^ (unsigned char)(i < gl ? given[i] : 0);
+    return diff == 0;
+}
+
+static bool authorized(srv_request *r)
+{
+    const char *key = r->server->cfg.api_key;
+    if (!key[0] || r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_READYZ)
+        return true;
+    const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    auth += 7;
+    while (*auth == ' ')
+        auth++;
+    return key_matches(auth, key);
+}
+
+static char *dup_arg(struct MHD_Connection *c, const char *key)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, key);
+    return v ? strdup(v) : NULL;
+}
+
+static enum MHD_Result on_form_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *filename, const char *content_type,
+                                     const char *transfer_encoding, const char *data,
+                                     uint64_t off, size_t size);
+
+/* How the classify body is read, from its Content-Type; false after a 415. */
+static bool classify_body_kind(srv_request *r)
+{
+    const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
+    if (!ct || strncasecmp(ct, "application/json", 16) == 0) {
+        r->body_kind = SRV_BODY_JSON;
+        return true;
+    }
+    if (strncasecmp(ct, "multipart/form-data", 19) == 0) {
+        r->body_kind = SRV_BODY_FORM;
+        r->pp = MHD_create_post_processor(r->conn, 64 * 1024, on_form_field, r);
+        if (!r->pp) {
+            api_error(&r->reply, 400, "bad_form", "multipart/form-data without a usable boundary");
+            return false;
+        }
+        return true;
+    }
+    if (strncasecmp(ct, "image/", 6) == 0 || strncasecmp(ct, "application/octet-stream", 24) == 0) {
+        r->body_kind = SRV_BODY_RAW;
+        r->query_task = dup_arg(r->conn, "task");
+        r->query_tasks = dup_arg(r->conn, "tasks");
+        r->query_top_k = dup_arg(r->conn, "top_k");
+        return true;
+    }
+    api_error(&r->reply, 415, "unsupported_media_type",
+              "Content-Type '%.64s' is not application/json, multipart/form-data or image/*", ct);
+    return false;
+}
+
+/* Checks that need only the headers; fills r->reply when one fails. */
+static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
+{
+    srv *s = r->server;
+    if (!rs) {
+        api_error(&r->reply, 404, "not_found", "no route for this path");
+        return;
+    }
+    if (!method_allowed(rs, r->method)) {
+        api_error(&r->reply, 405, "method_not_allowed", "%s is not allowed here (allowed: %s)",
+                  r->method, rs->allow);
+        snprintf(r->reply.allow, sizeof r->reply.allow, "%s", rs->allow);
+        return;
+    }
+    if (!authorized(r)) {
+        api_error(&r->reply, 401, "unauthorized",
+                  "missing or wrong API key: send 'Authorization: Bearer <key>'");
+        return;
+    }
+    if (bad_name) {
+        api_error(&r->reply, 422, "invalid_task_name",
+                  "task names match ^[a-z0-9][a-z0-9._-]{0,63}$");
+        return;
+    }
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno == 0 && end != cl && n > (unsigned long long)s->cfg.max_body_bytes) {
+            api_error(&r->reply, 413, "body_too_large", "the body (%llu bytes) is over max_body_bytes (%" PRId64 ")",
+                      n, s->cfg.max_body_bytes);
+            return;
+        }
+    }
+    if (r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_METRICS)
+        return;
+    if (atomic_load(&s->draining)) {
+        api_error(&r->reply, 503, "shutting_down", "the server is shutting down");
+        r->reply.retry_after_s = 1;
+        return;
+    }
+    if (r->route != SRV_ROUTE_READYZ && !atomic_load(&s->ready)) {
+        api_error(&r->reply, 503, "not_ready", "the model is still loading");
+        r->reply.retry_after_s = 1;
+        return;
+    }
+    if (r->route == SRV_ROUTE_CLASSIFY) {
+        if (srv_pipeline_full(s->pipe)) {
+            api_metrics_rejected(s->metrics, "queue_full");
+            api_error(&r->reply, 429, "overloaded", "the request queue is full; retry later");
+            r->reply.retry_after_s = 1;
+            return;
+        }
+        classify_body_kind(r);
+    }
+}
+
+static srv_request *request_new(srv_http *h, struct MHD_Connection *conn, const char *url,
+                                 const char *method)
+{
+    srv *s = h->s;
+    srv_request *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    atomic_init(&r->refs, 1);
+    pthread_mutex_init(&r->lock, NULL);
+    api_reply_init(&r->reply);
+    r->server = s;
+    r->conn = conn;
+    r->started = srv_now();
+    r->deadline = r->started + s->cfg.request_timeout_ms * 1e-3;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    r->fd = ci ? ci->connect_fd : -1;
+    const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (id && id_acceptable(id))
+        snprintf(r->id, sizeof r->id, "%s", id);
+    else
+        snprintf(r->id, sizeof r->id, "%016" PRIx64,
+                 h->id_base ^ ((uint64_t)atomic_fetch_add(&s->next_id, 1) * 0x9E3779B97F4A7C15u));
+    bool bad_name;
+    const route_spec *rs = find_route(url, r->task_name, &bad_name);
+    r->route = rs ? rs->route : SRV_ROUTE_NONE;
+    check_headers(r, rs, bad_name);
+    return r;
+}
+
+/* ---- bodies ---- */
+
+/* Appends a chunk under the cap; false when the body is over it. */
+static bool body_append(srv_request *r, const char *data, size_t size)
+{
+    size_t cap = (size_t)r->server->cfg.max_body_bytes;
+    if (size > cap - r->body_len)
+        return false;
+    if (r->body_len + size > r->body_cap) {
+        size_t want = r->body_cap ? r->body_cap : 64 * 1024;
+        while (want < r->body_len + size)
+            want = want > cap / 2 ? cap : want * 2;
+        char *grown = realloc(r->body, want + 1);
+        if (!grown)
+            return false;
+        r->body = grown;
+        r->body_cap = want;
+    }
+    memcpy(r->body + r->body_len, data, size);
+    r->body_len += size;
+    r->body[r->body_len] = '\0';
+    return true;
+}
+
+static enum MHD_Result on_form_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *filename, const char *content_type,
+                                     const char *transfer_encoding, const char *data,
+                                     uint64_t off, size_t size)
+{
+    (void)kind, (void)content_type, (void)transfer_encoding;
+    srv_request *r = cls;
+    size_t cap = (size_t)r->server->cfg.max_body_bytes;
+    api_form_part *last = r->num_parts ? &r->parts[r->num_parts - 1] : NULL;
+    if (!(last && off > 0 && strcmp(last->name, key) == 0)) {
+        if (r->num_parts == 64)
+            return MHD_NO; /* no classify form has more fields */
+        if (r->num_parts == r->cap_parts) {
+            int want = r->cap_parts ? 2 * r->cap_parts : 4;
+            api_form_part *grown = realloc(r->parts, (size_t)want * sizeof *grown);
+            if (!grown)
+                return MHD_NO;
+            r->parts = grown;
+            r->cap_parts = want;
+        }
+        last = &r->parts[r->num_parts];
+        *last = (api_form_part){.name = strdup(key), .is_file = filename != NULL};
+        if (!last->name)
+            return MHD_NO;
+        r->num_parts++;
+    }
+    if (size == 0)
+        return MHD_YES;
+    r->body_len += size; /* the form's bytes count against the cap as a body's */
+    if (r->body_len > cap)
+        return MHD_NO;
+    uint8_t *grown = realloc((uint8_t *)last->data, last->len + size);
+    if (!grown)
+        return MHD_NO;
+    memcpy(grown + last->len, data, size);
+    last->data = grown;
+    last->len += size;
+    return MHD_YES;
+}
+
+static bool takes_body(const srv_request *r)
+{
+    return r->route == SRV_ROUTE_CLASSIFY ||
+           (r->route == SRV_ROUTE_TASK && strcmp(r->method, "PUT") == 0);
+}
+
+/* ---- the final call ---- */
+
+static void task_job(srv_request *r)
+{
+    srv *s = r->server;
+    api_reply tmp;
+    api_reply_init(&tmp);
+    if (strcmp(r->method, "PUT") == 0)
+        api_task_put(s->tasks, r->task_name, r->body ? r->body : "", r->body_len, &tmp);
+    else if (strcmp(r->method, "DELETE") == 0)
+        api_task_delete(s->tasks, r->task_name, &tmp);
+    else
+        api_task_get(s->tasks, r->task_name, &tmp);
+    pthread_mutex_lock(&r->lock);
+    api_reply_free(&r->reply);
+    r->reply = tmp;
+    pthread_mutex_unlock(&r->lock);
+    srv_request_finish(r);
+}
+
+static void metrics_reply(srv_request *r)
+{
+    srv *s = r->server;
+    api_metrics_gauges g = {
+        .queue_depth = atomic_load(&s->ready) ? srv_pipeline_queue_depth(s->pipe) : 0,
+        .active_requests = srv_http_active(s->http),
+        .ready = atomic_load(&s->ready),
+    };
+    if (s->tasks)
+        task_store_stats_get(s->tasks, &g.tasks);
+    api_metrics_reply(s->metrics, &g, &r->reply);
+}
+
+/* Answers a request whose body is complete: inline, or suspended while the
+ * prepare pool works on it.  Returns whether the connection was suspended. */
+static bool dispatch(srv_http *h, srv_request *r)
+{
+    srv *s = h->s;
+    srv_job_fn job = NULL;
+    switch (r->route) {
+    case SRV_ROUTE_HEALTHZ:
+        api_json(&r->reply, 200, json_pack("{s:s}", "status", "ok"));
+        return false;
+    case SRV_ROUTE_READYZ:
+        api_json(&r->reply, 200, json_pack("{s:s}", "status", "ready"));
+        return false;
+    case SRV_ROUTE_METRICS:
+        metrics_reply(r);
+        return false;
+    case SRV_ROUTE_MODEL:
+        api_model_reply(s->model, s->fingerprint, &r->reply);
+        return false;
+    case SRV_ROUTE_TASKS:
+        api_tasks_list(s->tasks, &r->reply);
+        return false;
+    case SRV_ROUTE_TASK:
+        job = task_job;
+        break;
+    case SRV_ROUTE_CLASSIFY:
+        job = srv_classify_job;
+        break;
+    default:
+        api_error(&r->reply, 500, "internal", "unrouted request");
+        return false;
+    }
+    /* suspend first: the job may finish (and resume) before submit returns */
+    atomic_fetch_add(&h->active, 1);
+    r->suspended = true;
+    MHD_suspend_connection(r->conn);
+    if (!srv_pipeline_submit(s->pipe, r, job)) {
+        if (atomic_load(&s->draining)) {
+            api_error(&r->reply, 503, "shutting_down", "the server is shutting down");
+        } else {
+            api_metrics_rejected(s->metrics, "prepare_pool_full");
+            api_error(&r->reply, 429, "overloaded",
+                      "too many requests are being prepared; retry later");
+        }
+        r->reply.retry_after_s = 1;
+        atomic_fetch_add(&r->refs, 1); /* srv_request_finish drops a pipeline reference */
+        srv_request_finish(r);
+    }
+    return true;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    srv_http *h = cls;
+    srv_request *r = *con_cls;
+    if (!r) {
+        r = request_new(h, conn, url, method);
+        if (!r)
+            return MHD_NO;
+        *con_cls = r;
+        if (r->reply.status)
+            return send_reply(r); /* answered from the headers; the body is never read */
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t size = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->reply.status || !takes_body(r))
+            return MHD_YES; /* a body the route ignores: dropped as it arrives */
+        bool ok = r->pp ? MHD_post_process(r->pp, upload_data, size) == MHD_YES
+                        : body_append(r, upload_data, size);
+        if (!ok) {
+            size_t cap = (size_t)r->server->cfg.max_body_bytes;
+            if (r->pp ? r->body_len > cap : size > cap - r->body_len)
+                api_error(&r->reply, 413, "body_too_large",
+                          "the body is over max_body_bytes (%" PRId64 ")",
+                          r->server->cfg.max_body_bytes);
+            else if (r->pp)
+                api_error(&r->reply, 400, "bad_form", "the multipart/form-data body is malformed");
+            else
+                api_error(&r->reply, 500, "out_of_memory", "out of memory for the body");
+            /* answer now when libmicrohttpd lets us; else close rather than
+             * read the rest of an oversized body */
+            return send_reply(r);
+        }
+        return MHD_YES;
+    }
+    if (r->suspended) { /* resumed by srv_request_finish */
+        pthread_mutex_lock(&r->lock);
+        bool done = r->done;
+        pthread_mutex_unlock(&r->lock);
+        if (!done)
+            return MHD_YES;
+        r->suspended = false;
+        return send_reply(r);
+    }
+    if (r->reply.status)
+        return send_reply(r);
+    if (r->pp) {
+        MHD_destroy_post_processor(r->pp);
+        r->pp = NULL;
+    }
+    if (dispatch(h, r))
+        return MHD_YES;
+    return send_reply(r);
+}
+
+/* ---- completion: one log line, metrics, free ---- */
+
+static void log_request(srv_request *r, int status, double ms)
+{
+    srv *s = r->server;
+    const char *task = r->tasks && r->num_tasks > 0 && r->tasks[0] ? r->tasks[0]->name
+                       : r->route == SRV_ROUTE_TASK                  ? r->task_name
+                                                                     : "";
+    if (s->cfg.log_format == CFG_LOG_TEXT) {
+        fprintf(stderr, "%s %s %s %d %.1fms task=%s batch=%d\n", r->id, r->method,
+                route_label(r->route), status, ms, task[0] ? task : "-", r->batch_size);
+        return;
+    }
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s,s:i}", "msg", "request", "id", r->id,
+                          "method", r->method, "route", route_label(r->route), "status", status,
+                          "ms", ms, "task", task, "batch", r->batch_size);
+    char *line = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
+    if (line)
+        fprintf(stderr, "%s\n", line);
+    free(line);
+    json_decref(j);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)conn;
+    srv_request *r = *con_cls;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    if (r->pp) {
+        MHD_destroy_post_processor(r->pp);
+        r->pp = NULL;
+    }
+    int status = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->reply.status : 499;
+    double seconds = srv_now() - r->started;
+    api_metrics_request(r->server->metrics, route_label(r->route), status, seconds);
+    log_request(r, status, seconds * 1e3);
+    srv_request_unref(r);
+}
+
+/* ---- daemon ---- */
+
+vit_status srv_http_start(srv *s, srv_http **out, int *port, vit_error *err)
+{
+    *out = NULL;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE}, *ai = NULL;
+    char service[8];
+    snprintf(service, sizeof service, "%d", s->cfg.port);
+    int rc = getaddrinfo(s->cfg.host, service, &hints, &ai);
+    if (rc != 0)
+        return vit_error_set(err, VIT_ERR_INVALID, "host '%s': %s", s->cfg.host, gai_strerror(rc));
+    srv_http *h = calloc(1, sizeof *h);
+    if (!h) {
+        freeaddrinfo(ai);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    }
+    h->s = s;
+    if (getrandom(&h->id_base, sizeof h->id_base, 0) != (ssize_t)sizeof h->id_base)
+        h->id_base = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
+        flags |= MHD_USE_EPOLL;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    struct MHD_OptionItem pool[] = {
+        {MHD_OPTION_THREAD_POOL_SIZE, s->cfg.http_threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    h->daemon = MHD_start_daemon(
+        flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
+        ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.connection_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_ARRAY, s->cfg.http_threads > 1 ? pool : pool + 1, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!h->daemon) {
+        free(h);
+        return vit_error_set(err, VIT_ERR_IO, "cannot listen on %s:%d (in use, or not an address here)",
+                             s->cfg.host, s->cfg.port);
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    *port = di ? di->port : s->cfg.port;
+    *out = h;
+    return VIT_OK;
+}
+
+void srv_http_quiesce(srv_http *h)
+{
+    MHD_socket fd = MHD_quiesce_daemon(h->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+int srv_http_active(srv_http *h)
+{
+    return h ? atomic_load(&h->active) : 0;
+}
+
+void srv_http_stop(srv_http *h)
+{
+    if (!h)
+        return;
+    MHD_stop_daemon(h->daemon);
+    free(h);
+}

@@ -1,0 +1,43 @@
+/*
+ * pipeline.h - the work behind the HTTP threads: a prepare pool, a fetch
+ * pool, the row queue and the workers that batch rows through the model.
+ *
+ * Every stage is bounded; a full one answers 429 at once (never blocks the
+ * thread that asked).  See srv.h for the path of a request.
+ */
+#ifndef VIT_SERVER_PIPELINE_H
+#define VIT_SERVER_PIPELINE_H
+
+#include <stdbool.h>
+
+#include "srv.h"
+
+/* A job run in the prepare pool; it must end by finishing the request
+ * (srv_request_finish) or by handing it to the next stage. */
+typedef void (*srv_job_fn)(srv_request *r);
+
+/* Starts the pools and cfg.workers workers, each with a vit_state of
+ * threads_per_worker threads for max_batch images (s->model must be loaded).
+ * On failure nothing is left running. */
+vit_status srv_pipeline_start(srv *s, srv_pipeline **out, vit_error *err);
+
+/* Queues fn(r) in the prepare pool; false when it is full or stopping (the
+ * caller answers 429 or 503).  On true the pipeline holds a reference to r
+ * until the job finishes it. */
+bool srv_pipeline_submit(srv_pipeline *p, srv_request *r, srv_job_fn fn);
+
+/* The classify job: parse, fetch, decode, resolve tasks, queue the rows;
+ * the workers finish the request. */
+void srv_classify_job(srv_request *r);
+
+/* Rows waiting for a worker, and whether one more image would still fit. */
+int srv_pipeline_queue_depth(srv_pipeline *p);
+bool srv_pipeline_full(srv_pipeline *p);
+
+/* Stops taking work and waits, until `deadline` (srv_now seconds), for what
+ * was admitted to finish; whatever is still queued then is answered 503.
+ * Joins every thread.  Safe once. */
+void srv_pipeline_stop(srv_pipeline *p, double deadline);
+void srv_pipeline_free(srv_pipeline *p);
+
+#endif
