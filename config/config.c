@@ -73,7 +73,8 @@ static const char *const log_format_names[] = {"json", "text", NULL};
 #define INT(f, def, lo, hi, help) {#f, CFG_INT, #def, lo, hi, FIELD(f), NULL, 0, NULL, help}
 #define INT64(f, def, lo, hi, help) {#f, CFG_INT64, #def, lo, hi, FIELD(f), NULL, 0, NULL, help}
 #define BOOL(f, def, help) {#f, CFG_BOOL, #def, 0, 1, FIELD(f), NULL, 0, NULL, help}
-#define STRING(f, def, flags, check, help) {#f, CFG_STRING, def, 0, 0, FIELD(f), NULL, flags, check, help}
+#define STRING(f, def, flags, check, help) \
+    {#f, CFG_STRING, def, 0, 0, FIELD(f), NULL, flags, check, help}
 #define ENUM(f, def, names, help) {#f, CFG_ENUM, def, 0, 0, FIELD(f), names, 0, NULL, help}
 
 static const cfg_key cfg_table[] = {
@@ -693,7 +694,8 @@ void cfg_print_help(FILE *out)
             "Unknown keys, flags and VITFIT_* variables are errors.\n"
             "\n"
             "  --config FILE  (VITFIT_CONFIG)\n"
-            "      A JSON object of keys below (at most %d bytes); see config/vitfit.example.json.\n"
+            "      A JSON object of the keys below, at most %d bytes\n"
+            "      (config/vitfit.example.json lists them all).\n"
             "  -h, --help\n"
             "      Print this text and exit.\n",
             CFG_FILE_MAX);
@@ -702,8 +704,15 @@ void cfg_print_help(FILE *out)
         char flag[NAME_SIZE], env[NAME_SIZE];
         flag_name(k, flag, sizeof flag);
         env_name(k, env, sizeof env);
-        fprintf(out, "\n  %s%s  (%s)\n      ", flag, k->type == CFG_BOOL ? "[=BOOL]" : " VALUE",
-                env);
+        fprintf(out, "\n  %s", flag);
+        if (k->type == CFG_ENUM)
+            for (int j = 0; k->choices[j]; j++)
+                fprintf(out, "%s%s", j ? "|" : " ", k->choices[j]);
+        else
+            fprintf(out, "%s", k->type == CFG_BOOL     ? "[=BOOL]"
+                               : k->type == CFG_STRING ? " TEXT"
+                                                       : " N");
+        fprintf(out, "  (%s)\n      ", env);
         switch (k->type) {
         case CFG_INT:
         case CFG_INT64:
@@ -714,7 +723,7 @@ void cfg_print_help(FILE *out)
             fprintf(out, "boolean, default %s", k->def);
             break;
         case CFG_STRING:
-            fprintf(out, "%sstring, at most %zu bytes, default %s%s%s", 
+            fprintf(out, "%sstring, at most %zu bytes, default %s%s%s",
                     k->flags & CFG_SECRET ? "secret " : "", k->size - 1,
                     *k->def ? "\"" : "", *k->def ? k->def : "empty", *k->def ? "\"" : "");
             if (k->flags & CFG_REQUIRED)
@@ -729,9 +738,13 @@ void cfg_print_help(FILE *out)
         }
         fprintf(out, "\n      %s\n", k->help);
     }
-    fprintf(out, "\nOther VITFIT_* variables read by vitfit itself or its tests (not keys):\n ");
-    for (size_t i = 0; other_env[i]; i++)
-        fprintf(out, " %s", other_env[i]);
+    fprintf(out, "\nOther VITFIT_* variables, read by vitfit itself or its tests (not keys):\n");
+    size_t col = 0;
+    for (size_t i = 0; other_env[i]; i++) {
+        if (col && col + strlen(other_env[i]) > 76)
+            col = 0, fprintf(out, "\n");
+        col += (size_t)fprintf(out, "  %s", other_env[i]);
+    }
     fprintf(out, "\n");
 }
 
