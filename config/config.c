@@ -444,7 +444,7 @@ static char *read_file(const char *path, size_t *len, const char *label, char *e
             continue;
         if (r < 0) {
             fail(err, n, label, "%s", strerror(errno));
-            goto fail;
+            goto drop;
         }
         if (r == 0)
             break;
@@ -452,11 +452,11 @@ static char *read_file(const char *path, size_t *len, const char *label, char *e
     }
     if (got > CFG_FILE_MAX) {
         fail(err, n, label, "over the limit of %d bytes", CFG_FILE_MAX);
-        goto fail;
+        goto drop;
     }
     *len = got;
     goto out;
-fail:
+drop:
     free(buf);
     buf = NULL;
 out:
