@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential meson ninja-build pkg-config
   libmicrohttpd-dev libjansson-dev libopenblas-dev libstb-dev libcurl4-openssl-dev zlib1g-dev
+  curl  # tests/api/test_api_readme runs the README's curl examples
   dataset-fashion-mnist
 )
 # test.sh's clang stage (ASan+UBSan under clang) and fuzz stage need clang and
