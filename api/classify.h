@@ -7,7 +7,7 @@
  * calls one api_classify_from_* to get an api_classify_req, fetches URLs,
  * decodes, runs the model, and then builds each result with
  * api_classify_result and the body with api_classify_reply.  Nothing here
- * touches a socket, a file or the model.
+ * touches a socket, a file, the model or a global: any thread may call it.
  *
  *   api_classify_req q;
  *   if (api_classify_from_json(&q, body, len, &lim, &reply) != 0)
@@ -34,7 +34,7 @@
  *                         excess '=' padding, a length that no encoding has
  *   400 invalid_data_uri  a data: URI that is not data:[<type>];base64,<data>
  *   400 invalid_url       an http(s) URL over API_CLASSIFY_MAX_URL bytes, or
- *                         with nothing after "://"
+ *                         not http(s)://<something> ("http:x", "https://")
  *   400 url_forbidden     any other scheme ("file:", "ftp://", "gopher://")
  *   413 too_many_images   more images than lim->max_images
  *   413 too_many_tasks    more task names than lim->max_tasks
@@ -43,8 +43,8 @@
  *                         before anything is allocated)
  *   422 invalid_top_k     top_k outside [1, lim->max_top_k]
  *   422 invalid_task_name a name task_name_valid refuses (engine/task.h)
- *   422 duplicate_task    one task named twice (it would be run twice for
- *                         nothing; the reply's order would be ambiguous)
+ *   422 duplicate_task    one task named twice (it would run twice for
+ *                         nothing, and a client that sends it has a bug)
  *
  * An "image" string is, in this order of tests:
  *   - http:// or https:// (scheme case-insensitive): a URL, kept verbatim for
