@@ -25,10 +25,15 @@
  *  6. Redirect chains: max_redirects hops OK (one accept per hop), one more
  *     FAILED; max_redirects 0.  Redirects to file:, ftp:, gopher:, dict: are
  *     FORBIDDEN and the ftp target server never accepts.
- *  7. Final statuses other than 2xx (404, 500) are FAILED with the status in
- *     the message; 204 is OK with an empty (but allocated) body.
+ *  7. Final statuses other than 2xx (404, 500, 403, a 300 without Location)
+ *     are FAILED with the status in the message, a 404 with an endless body
+ *     too (not TOO_LARGE: error bodies are not read); 204 is OK with an empty
+ *     (but allocated) body, 299 OK.
  *  8. Bad URLs (schemes, no host, userinfo, fragment, spaces and control
- *     bytes, over 8 KiB) are BAD_URL and never connect; 8192 bytes is fine.
+ *     bytes, over 8 KiB) are BAD_URL and never connect, allow_private on
+ *     (it opens addresses, never URLs or schemes: the redirects of 6 are
+ *     refused with it on too); 8192 bytes is fine; messages never quote a
+ *     URL's path or query.
  *  9. What is sent: GET, User-Agent vitfit/0.1, Accept-Encoding identity,
  *     no cookies or credentials; a gzip body is delivered as sent (not
  *     decompressed: a bomb stays small); http_proxy & co. in the environment
@@ -52,10 +57,11 @@
 
 #define MSG 512
 
-/* Limits for tests: short, so a failing test is quick too. */
+/* Limits for tests: generous, for a loaded machine and sanitizers; the
+ * cases that expect a timeout set their own short one. */
 static api_fetch_limits limits(bool allow_private)
 {
-    api_fetch_limits l = {.connect_timeout_ms = 2000, .timeout_ms = 3000, .max_bytes = 1 << 20,
+    api_fetch_limits l = {.connect_timeout_ms = 5000, .timeout_ms = 10000, .max_bytes = 1 << 20,
                           .max_redirects = 3, .allow_private = allow_private};
     return l;
 }
@@ -367,6 +373,17 @@ static void test_redirects(void)
 
 /* ---- 7: statuses ---- */
 
+/* 404 with a body that never ends. */
+static void endless_404(loopback_http_conn *c, const loopback_http_request *req, void *ctx)
+{
+    (void)req;
+    (void)ctx;
+    static const char chunk[16384];
+    if (loopback_http_printf(c, "HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n") == 0)
+        while (loopback_http_write(c, chunk, sizeof chunk) == 0)
+            ;
+}
+
 static void test_statuses(void)
 {
     char url[128], msg[MSG];
@@ -383,6 +400,30 @@ static void test_statuses(void)
         CHECKF(strstr(msg, want) != NULL, "message '%s' lacks '%s'", msg, want);
         loopback_http_stop(s);
     }
+    /* a 300 without Location is final: not 2xx */
+    loopback_http_behaviour multi = {.kind = LOOPBACK_HTTP_BODY, .status = 300, .body = "x", .body_len = 1};
+    loopback_http *m = loopback_http_start(&multi, AF_INET);
+    loopback_http_url(m, "/choices", url, sizeof url);
+    fetch_expect("300", url, &lim, API_FETCH_FAILED, NULL, 0, msg);
+    CHECKF(strstr(msg, "answered 300") != NULL, "message '%s'", msg);
+    loopback_http_stop(m);
+    multi.status = 299;
+    m = loopback_http_start(&multi, AF_INET);
+    loopback_http_url(m, "/odd", url, sizeof url);
+    fetch_expect("299", url, &lim, API_FETCH_OK, "x", 1, msg);
+    loopback_http_stop(m);
+
+    /* an error status is reported as such, not read: a 404 with an endless
+     * body is "answered 404", not too large */
+    loopback_http_behaviour big404 = {.kind = LOOPBACK_HTTP_HANDLER, .handler = endless_404};
+    m = loopback_http_start(&big404, AF_INET);
+    loopback_http_url(m, "/gone", url, sizeof url);
+    lim.max_bytes = 100000;
+    fetch_expect("404, endless body", url, &lim, API_FETCH_FAILED, NULL, 0, msg);
+    CHECKF(strstr(msg, "answered 404") != NULL, "message '%s'", msg);
+    loopback_http_stop(m);
+    lim = limits(true);
+
     loopback_http_behaviour empty = {.kind = LOOPBACK_HTTP_BODY, .status = 204};
     loopback_http *s = loopback_http_start(&empty, AF_INET);
     loopback_http_url(s, "/empty", url, sizeof url);
@@ -421,8 +462,12 @@ static void test_bad_urls(void)
     snprintf(u[k++], 160, " http://127.0.0.1:%d/x", port);
     snprintf(u[k++], 160, "%s", "");
     snprintf(u[k++], 160, "http://127.0.0.1:99999/x");
-    for (int i = 0; i < k; i++)
+    for (int i = 0; i < k; i++) {
         fetch_expect(u[i], u[i], &lim, API_FETCH_BAD_URL, NULL, 0, msg);
+        /* spaces and control bytes are refused before curl sees them */
+        if (strpbrk(u[i], " \t\x01\x7f"))
+            CHECKF(strstr(msg, "space or control character") != NULL, "message '%s'", msg);
+    }
     uint8_t *d = NULL;
     size_t n = 0;
     CHECK(api_fetch(NULL, &lim, &d, &n, msg, MSG) == API_FETCH_BAD_URL);
