@@ -330,7 +330,7 @@ else
 fi
 
 # ---- TSan: the tests that start threads
-tsan_tests=(serving dataset gemm task threads)
+tsan_tests=(serving dataset gemm task task_store threads fetch)
 if opted_out tsan; then
   stage_not_run tsan "VITFIT_SKIP_STAGES"
 else

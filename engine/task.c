@@ -671,24 +671,46 @@ static vit_status load_from(const vit_model *m, const char *fingerprint, const s
     return VIT_OK;
 }
 
-vit_status task_load_fingerprint(const vit_model *m, const char *fingerprint, const char *path,
-                                 vit_task **out, vit_error *err)
+void task_file_limits(const vit_model *m, st_limits *out)
 {
-    VIT_ASSERT(m && fingerprint && path && out);
-    *out = NULL;
     /* A task file holds the model's biases and a head, nothing else: its
      * header is refused before it is parsed when it lists many more tensors
      * than that (a few more get through, so that load_from names the stray
      * one), or holds more than TASK_MAX_HEADER bytes (the labels metadata
      * takes most of them: 8 MiB fits 100k labels of 80 bytes).  A checkpoint's
      * caps, ST_LIMITS_MODEL, would let a 16 MiB header of 16384 tensors in. */
-    st_limits limits = {.max_header = TASK_MAX_HEADER, .max_tensors = 2 + 8};
+    *out = (st_limits){.max_header = TASK_MAX_HEADER, .max_tensors = 2 + 8};
     for (size_t i = 0; i < m->num_params; i++)
-        limits.max_tensors += (size_t)is_bias(&m->params[i]);
+        out->max_tensors += (size_t)is_bias(&m->params[i]);
+}
+
+vit_status task_load_fingerprint(const vit_model *m, const char *fingerprint, const char *path,
+                                 vit_task **out, vit_error *err)
+{
+    VIT_ASSERT(m && fingerprint && path && out);
+    *out = NULL;
+    st_limits limits;
+    task_file_limits(m, &limits);
     st_file *f;
     vit_status s = st_open_limited(path, &limits, &f, err); /* its messages name the path */
     if (s != VIT_OK)
         return s;
+    s = load_from(m, fingerprint, f, path, out, err);
+    st_close(f);
+    return s;
+}
+
+vit_status task_load_memory(const vit_model *m, const char *fingerprint, const void *data,
+                            size_t len, const char *path, vit_task **out, vit_error *err)
+{
+    VIT_ASSERT(m && fingerprint && (data || len == 0) && path && out);
+    *out = NULL;
+    st_limits limits;
+    task_file_limits(m, &limits);
+    st_file *f;
+    vit_status s = st_open_memory_limited(data, len, &limits, &f, err);
+    if (s != VIT_OK)
+        return task_context(err, path, s);
     s = load_from(m, fingerprint, f, path, out, err);
     st_close(f);
     return s;

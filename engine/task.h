@@ -126,4 +126,18 @@ vit_status task_load(const vit_model *m, const char *path, vit_task **out, vit_e
 vit_status task_load_fingerprint(const vit_model *m, const char *fingerprint, const char *path,
                                  vit_task **out, vit_error *err);
 
+/* task_load_fingerprint over a task file already in memory, data[0..len) (a
+ * mapping of a file the caller opened itself, e.g. beneath a directory
+ * without following symlinks): the same checks; `path` only names it in
+ * messages and gives the task its name, as in task_load.  Nothing of data is
+ * kept after the call. */
+vit_status task_load_memory(const vit_model *m, const char *fingerprint, const void *data,
+                            size_t len, const char *path, vit_task **out, vit_error *err);
+
+/* The caps st_open_limited applies to a task file of m before parsing its
+ * header (its size, its number of tensors): for a caller reading a task
+ * file's header itself (its metadata). */
+struct st_limits;
+void task_file_limits(const vit_model *m, struct st_limits *out);
+
 #endif

@@ -256,7 +256,11 @@ static enum MHD_Result on_form_field(void *cls, enum MHD_ValueKind kind, const c
 static bool classify_body_kind(srv_request *r)
 {
     const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
-    if (!ct || strncasecmp(ct, "application/json", 16) == 0) {
+    /* `curl -d '{...}'` labels JSON as a urlencoded form (and some clients
+     * text/plain): read those as JSON too, they are never image bytes */
+    if (!ct || strncasecmp(ct, "application/json", 16) == 0 ||
+        strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0 ||
+        strncasecmp(ct, "text/plain", 10) == 0) {
         r->body_kind = SRV_BODY_JSON;
         return true;
     }
@@ -619,7 +623,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         MHD_destroy_post_processor(r->pp);
         r->pp = NULL;
     }
-    int status = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->reply.status : 499;
+    /* A reply that could not be sent is logged with the status it carried
+     * (an oversized chunked upload is cut at the cap: 413), else 499. */
+    int status = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK || r->reply.status ? r->reply.status
+                                                                                : 499;
     double seconds = srv_now() - r->started;
     api_metrics_request(r->server->metrics, route_label(r->route), status, seconds);
     log_request(r, status, seconds * 1e3);

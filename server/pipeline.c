@@ -86,7 +86,7 @@ struct srv_pipeline {
 
 static void *pool_main(void *arg)
 {
-    srv_pool *pool = *(srv_pool **)arg;
+    srv_pool *pool = arg;
     if (!cli_gate_pass(&pool->gate))
         return NULL;
     pthread_mutex_lock(&pool->mu);
@@ -109,23 +109,19 @@ static void *pool_main(void *arg)
 static vit_status pool_start(srv_pool *pool, int threads, int cap, vit_error *err)
 {
     memset(pool, 0, sizeof *pool);
-    pool->ring = calloc((size_t)cap, sizeof *pool->ring);
-    pool->threads = calloc((size_t)threads, sizeof *pool->threads);
-    srv_pool **args = malloc((size_t)threads * sizeof *args);
-    if (!pool->ring || !pool->threads || !args) {
+    size_t n = (size_t)(unsigned)threads; /* config bounds: 1..256 */
+    pool->ring = calloc((size_t)(unsigned)cap, sizeof *pool->ring);
+    pool->threads = calloc(n, sizeof *pool->threads);
+    if (!pool->ring || !pool->threads) {
         free(pool->ring);
         free(pool->threads);
-        free(args);
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a thread pool");
     }
-    for (int i = 0; i < threads; i++)
-        args[i] = pool;
     pool->cap = cap;
     pthread_mutex_init(&pool->mu, NULL);
     pthread_cond_init(&pool->cv, NULL);
-    vit_status st = cli_start_threads(pool->threads, threads, pool_main, args, sizeof *args,
-                                      &pool->gate, err);
-    free(args); /* each thread read its pointer before passing the gate */
+    /* arg_size 0: every thread gets the pool itself */
+    vit_status st = cli_start_threads(pool->threads, threads, pool_main, pool, 0, &pool->gate, err);
     if (st != VIT_OK) {
         cli_gate_destroy(&pool->gate);
         pthread_mutex_destroy(&pool->mu);
@@ -607,7 +603,7 @@ static int take_rows(srv_pipeline *p, srv_row *rows)
 
 static void *worker_main(void *arg)
 {
-    srv_worker *w = *(srv_worker **)arg;
+    srv_worker *w = arg;
     srv_pipeline *p = w->p;
     srv *s = p->s;
     if (!cli_gate_pass(&p->gate))
@@ -723,16 +719,13 @@ vit_status srv_pipeline_start(srv *s, srv_pipeline **out, vit_error *err)
     vit_status st = p->queue ? make_workers(p, err)
                              : vit_error_set(err, VIT_ERR_NOMEM, "out of memory for the queue");
     if (st == VIT_OK) {
-        p->threads = calloc((size_t)p->nworkers, sizeof *p->threads);
-        srv_worker **args = malloc((size_t)p->nworkers * sizeof *args);
-        if (!p->threads || !args)
+        size_t n = (size_t)(unsigned)p->nworkers; /* 1..64 (config bounds) */
+        p->threads = calloc(n, sizeof *p->threads);
+        if (!p->threads)
             st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for the workers");
-        for (int i = 0; st == VIT_OK && i < p->nworkers; i++)
-            args[i] = &p->workers[i];
-        if (st == VIT_OK)
-            st = cli_start_threads(p->threads, p->nworkers, worker_main, args, sizeof *args,
-                                   &p->gate, err);
-        free(args);
+        else /* thread i gets &p->workers[i] */
+            st = cli_start_threads(p->threads, p->nworkers, worker_main, p->workers,
+                                   sizeof *p->workers, &p->gate, err);
         if (st != VIT_OK) {
             free(p->threads);
             p->threads = NULL;

@@ -42,6 +42,23 @@ static void test_usage_errors(void)
     expect_one_line_error(run_vitfit("bench", "--preset", "vit-b16", "--batch", "0", NULL), 2,
                           "bench --batch 0");
     expect_one_line_error(run_vitfit("inspect", NULL), 2, "inspect without a file");
+    /* serve: config errors name the key and exit 2 before anything starts */
+    expect_one_line_error(run_vitfit("serve", "--max-bach", "4", NULL), 2, "serve unknown flag");
+    CHECK(strstr(run_vitfit("serve", "--max-bach", "4", NULL)->err, "max-bach") != NULL);
+    expect_one_line_error(run_vitfit("serve", "--max-batch", "0", NULL), 2, "serve --max-batch 0");
+    CHECK(strstr(run_vitfit("serve", "--max-batch", "0", NULL)->err, "--max-batch") != NULL);
+    expect_one_line_error(run_vitfit("serve", "--workers", "64", "--threads-per-worker", "256",
+                                     NULL),
+                          2, "serve oversubscribed");
+    {
+        run_result *r = run_vitfit("serve", "--help", NULL);
+        CHECK(r->status == 0);
+        static const char *const keys[] = {"--queue-capacity", "VITFIT_QUEUE_CAPACITY",
+                                           "--max-body-bytes", "--api-key", "--default-task",
+                                           "--task-memory-mb", "--drain-timeout-ms"};
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            CHECKF(strstr(r->out, keys[i]) != NULL, "serve --help lacks %s", keys[i]);
+    }
     CHECK(run_vitfit(NULL)->status == 2);
     CHECK(run_vitfit("--help", NULL)->status == 0);
     CHECK(run_vitfit("classify", "--help", NULL)->status == 0);
