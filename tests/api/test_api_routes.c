@@ -1002,10 +1002,28 @@ static void test_errors(void)
     serve_resp_free(&r);
 
     /* media types and forms */
-    expect_error("raw text/plain", &A,
-                 &(serve_req){.path = "/v1/classify", .content_type = "text/plain", .body = "hello",
+    expect_error("text/html", &A,
+                 &(serve_req){.path = "/v1/classify", .content_type = "text/html", .body = "hello",
                               .len = 5},
                  415, "unsupported_media_type");
+    /* text/plain and urlencoded (curl -d) bodies are read as JSON */
+    expect_error("text/plain, not JSON", &A,
+                 &(serve_req){.path = "/v1/classify", .content_type = "text/plain", .body = "hello",
+                              .len = 5},
+                 400, "bad_json");
+    char *curl_d = malloc(strlen(image_b64[0]) + 32);
+    VIT_ASSERT(curl_d);
+    sprintf(curl_d, "{\"image\": \"%s\"}", image_b64[0]);
+    serve_request(&A, h, &(serve_req){.path = "/v1/classify",
+                                      .content_type = "application/x-www-form-urlencoded",
+                                      .body = curl_d, .len = strlen(curl_d)},
+                  &r);
+    free(curl_d);
+    json_t *jd = serve_check_ok("JSON sent as a urlencoded form", &r);
+    if (jd)
+        check_reply("JSON sent as a urlencoded form", jd, 0, 0, 5);
+    json_decref(jd);
+    serve_resp_free(&r);
     /* no Content-Type: taken as JSON (curl -d without -H) or refused */
     serve_request(&A, h, &(serve_req){.path = "/v1/classify", .body = image_data[0],
                                       .len = image_len[0]},
