@@ -38,6 +38,7 @@ typedef struct fetch_ctx {
     size_t len, cap;
     bool too_large;              /* on_body saw more than max_bytes */
     bool nomem;                  /* on_body could not grow buf */
+    bool cancelled;              /* on_progress saw lim->cancel set */
     int refused;                 /* connects refused by policy */
     char refused_addr[INET6_ADDRSTRLEN];
     url_guard_class refused_class; /* of the first refused address */
@@ -233,6 +234,20 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 
 /* ---- the transfer -------------------------------------------------------------- */
 
+/* CURLOPT_XFERINFOFUNCTION: curl calls it about once a second while it waits
+ * and after every chunk; a non-zero return aborts the transfer. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    fetch_ctx *f = ud;
+    if (f->lim->cancel && atomic_load(f->lim->cancel)) {
+        f->cancelled = true;
+        return 1;
+    }
+    return 0;
+}
+
 /* Sets every option of one fetch on c; CURLE_OK or the first failure. */
 static CURLcode setup(CURL *c, const char *url, fetch_ctx *f, struct curl_slist *headers)
 {
@@ -259,6 +274,9 @@ static CURLcode setup(CURL *c, const char *url, fetch_ctx *f, struct curl_slist 
     SET(CURLOPT_WRITEDATA, f);
     SET(CURLOPT_OPENSOCKETFUNCTION, open_socket);
     SET(CURLOPT_OPENSOCKETDATA, f);
+    SET(CURLOPT_NOPROGRESS, 0L);
+    SET(CURLOPT_XFERINFOFUNCTION, on_progress);
+    SET(CURLOPT_XFERINFODATA, f);
     SET(CURLOPT_PROXY, "");                 /* never http_proxy & co. from the environment */
     SET(CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
     SET(CURLOPT_HTTP_CONTENT_DECODING, 0L); /* bytes as sent: no decompression bomb */
@@ -280,6 +298,8 @@ static api_fetch_result outcome(CURL *c, CURLcode rc, const fetch_ctx *f, const 
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     if (f->nomem)
         return fail(msg, msglen, API_FETCH_FAILED, "out of memory reading the image from %s", origin);
+    if (f->cancelled)
+        return fail(msg, msglen, API_FETCH_FAILED, "fetching from %s was cancelled", origin);
     if (f->too_large || rc == CURLE_FILESIZE_EXCEEDED)
         return fail(msg, msglen, API_FETCH_TOO_LARGE, "the image at %s is larger than %zu bytes",
                     origin, lim->max_bytes);

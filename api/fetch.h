@@ -44,6 +44,7 @@
 #ifndef VIT_API_FETCH_H
 #define VIT_API_FETCH_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,6 +64,8 @@ typedef struct api_fetch_limits {
     size_t max_bytes;        /* body bytes; a larger body is TOO_LARGE */
     int max_redirects;       /* redirects followed; one more is FAILED */
     bool allow_private;      /* let loopback, private, link-local through */
+    const atomic_bool *cancel; /* non-NULL: the fetch stops (FAILED, "cancelled") soon after
+                                * it becomes true -- a server draining on SIGTERM */
 } api_fetch_limits;
 
 typedef enum api_fetch_result {

@@ -110,7 +110,8 @@ static void family_add(family *f, const char *a, const char *b, uint64_t n)
         f->v = grown;
         f->cap = want;
     }
-    series *s = &f->v[f->n++];
+    series *s = f->v + f->n++;
+    VIT_ASSERT(s != NULL);
     snprintf(s->a, sizeof s->a, "%s", a);
     snprintf(s->b, sizeof s->b, "%s", b);
     s->count = n;

@@ -1,6 +1,7 @@
 /*
  * tasks.c - the task routes (tasks.h): thin handlers over the task store.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +96,20 @@ int api_task_put(task_store *s, const char *name, const void *body, size_t len, 
     bool created = false;
     if (len == 0)
         return api_error(r, 400, "bad_task_file", "the body is empty: send a task .safetensors file");
+    /* The engine judges a header length over its cap before one past the
+     * end (TOO_LARGE for a file on disk); in a complete body, a length past
+     * its end is simply a malformed upload. */
+    if (len >= 8) {
+        const unsigned char *b = body;
+        uint64_t hlen = 0;
+        for (int i = 7; i >= 0; i--)
+            hlen = hlen << 8 | b[i];
+        if (hlen > len - 8)
+            return api_error(r, 400, "bad_task_file",
+                             "not a safetensors file: its header length (%llu) runs past the "
+                             "%zu bytes sent",
+                             (unsigned long long)hlen, len);
+    }
     if (task_store_put(s, name, body, len, &created, &err) != VIT_OK)
         return task_error(r, name, &err);
     json_t *j = describe(s, name, &err);

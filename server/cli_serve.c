@@ -83,7 +83,7 @@ static vit_status load(srv *s, vit_error *err)
 static void teardown(srv *s)
 {
     if (s->pipe) {
-        srv_pipeline_stop(s->pipe, srv_now());
+        srv_pipeline_stop(s->pipe);
     }
     srv_http_stop(s->http);
     srv_pipeline_free(s->pipe);
@@ -99,10 +99,6 @@ int cli_serve(int argc, char **argv)
     char msg[512];
     int rc = cfg_load(&s.cfg, argc - 1, argv + 1, environ, msg, sizeof msg);
     if (rc == CFG_HELP) {
-        printf("usage: vitfit serve [--config FILE] [--KEY VALUE]...\n\n"
-               "Serves classification over HTTP.  Every key below is a flag (--key-name),\n"
-               "an environment variable (VITFIT_KEY_NAME) and a key of the JSON config file;\n"
-               "flags win over the environment, which wins over the file.\n\n");
         cfg_print_help(stdout);
         return CLI_OK;
     }
@@ -173,7 +169,7 @@ int cli_serve(int argc, char **argv)
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    srv_pipeline_stop(s.pipe, deadline);
+    srv_pipeline_stop(s.pipe);
     /* the last replies are queued on their connections: give them a moment */
     for (int i = 0; i < 50 && srv_http_active(s.http) > 0; i++) {
         struct timespec ts = {0, 10 * 1000000L};

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -63,15 +64,15 @@ static void request_free(srv_request *r)
     free(r->query_task);
     free(r->query_tasks);
     free(r->query_top_k);
-    api_classify_req_free(&r->creq);
+    for (int k = 0; r->logits && k < r->creq.num_images * r->num_tasks; k++)
+        free(r->logits[k]);
+    free(r->logits);
+    api_classify_req_free(&r->creq); /* after the rows: it zeroes num_images */
     for (int j = 0; r->tasks && j < r->num_tasks; j++)
         if (r->tasks[j])
             task_free(r->tasks[j]);
     free(r->tasks);
     free(r->tensor);
-    for (int k = 0; r->logits && k < r->creq.num_images * r->num_tasks; k++)
-        free(r->logits[k]);
-    free(r->logits);
     api_reply_free(&r->reply);
     pthread_mutex_destroy(&r->lock);
     free(r);
@@ -438,6 +439,30 @@ static enum MHD_Result on_form_field(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+/* Whether an error decided from the headers is sent at once, before the
+ * body: when there is no body, when the client waits for our go-ahead
+ * (Expect: 100-continue, so it has sent nothing), or when the body is
+ * declared over twice the cap.  Otherwise the body is read and dropped first
+ * (bounded: see on_request), so the reply is not lost to a reset. */
+static bool answer_before_body(srv_request *r)
+{
+    const char *expect = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Expect");
+    if (expect && strcasecmp(expect, "100-continue") == 0)
+        return true;
+    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    if (te && strncasecmp(te, "chunked", 7) == 0)
+        return false;
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    if (!cl)
+        return true;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(cl, &end, 10);
+    if (errno || end == cl || *end)
+        return true;
+    return n == 0 || n > 2 * (unsigned long long)r->server->cfg.max_body_bytes;
+}
+
 static bool takes_body(const srv_request *r)
 {
     return r->route == SRV_ROUTE_CLASSIFY ||
@@ -541,19 +566,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r)
             return MHD_NO;
         *con_cls = r;
-        if (r->reply.status)
+        if (r->reply.status && answer_before_body(r))
             return send_reply(r); /* answered from the headers; the body is never read */
         return MHD_YES;
     }
     if (*upload_data_size) {
-        size_t size = *upload_data_size;
+        size_t size = *upload_data_size, cap = (size_t)r->server->cfg.max_body_bytes;
         *upload_data_size = 0;
+        r->body_seen = size > SIZE_MAX - r->body_seen ? SIZE_MAX : r->body_seen + size;
+        /* A body that is answered already, or that the route ignores, is read
+         * and dropped -- closing on a client still sending can lose the reply
+         * to a reset -- but only up to twice the cap: past that, closing is
+         * cheaper than reading on. */
         if (r->reply.status || !takes_body(r))
-            return MHD_YES; /* a body the route ignores: dropped as it arrives */
+            return r->body_seen > 2 * cap ? MHD_NO : MHD_YES;
         bool ok = r->pp ? MHD_post_process(r->pp, upload_data, size) == MHD_YES
                         : body_append(r, upload_data, size);
         if (!ok) {
-            size_t cap = (size_t)r->server->cfg.max_body_bytes;
             if (r->pp ? r->body_len > cap : size > cap - r->body_len)
                 api_error(&r->reply, 413, "body_too_large",
                           "the body is over max_body_bytes (%" PRId64 ")",
@@ -562,9 +591,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 api_error(&r->reply, 400, "bad_form", "the multipart/form-data body is malformed");
             else
                 api_error(&r->reply, 500, "out_of_memory", "out of memory for the body");
-            /* answer now when libmicrohttpd lets us; else close rather than
-             * read the rest of an oversized body */
-            return send_reply(r);
+            return r->body_seen > 2 * cap ? MHD_NO : MHD_YES; /* answered at the end */
         }
         return MHD_YES;
     }
@@ -580,8 +607,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->reply.status)
         return send_reply(r);
     if (r->pp) {
-        MHD_destroy_post_processor(r->pp);
+        /* MHD_NO: the form ended early (no closing boundary) or was malformed */
+        bool complete = MHD_destroy_post_processor(r->pp) == MHD_YES;
         r->pp = NULL;
+        if (!complete) {
+            api_error(&r->reply, 400, "bad_form",
+                      "the multipart/form-data body is incomplete (no closing boundary)");
+            return send_reply(r);
+        }
     }
     if (dispatch(h, r))
         return MHD_YES;
@@ -635,6 +668,36 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- daemon ---- */
 
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* MHD_OPTION_UNESCAPE_CALLBACK: %XX decoding of the path and query like
+ * libmicrohttpd's own, except that "%00" stays as it is.  A decoded NUL
+ * would end the C string a handler sees: PUT /v1/tasks/x%00y would then
+ * write the task "x".  Kept literal, such a name is refused. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls, (void)c;
+    char *out = s;
+    for (const char *in = s; *in;) {
+        int hi, lo;
+        if (in[0] == '%' && (hi = hex_value(in[1])) >= 0 && (lo = hex_value(in[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *out++ = (char)(hi << 4 | lo);
+            in += 3;
+        } else {
+            *out++ = *in++;
+        }
+    }
+    *out = '\0';
+    return (size_t)(out - s);
+}
+
 vit_status srv_http_start(srv *s, srv_http **out, int *port, vit_error *err)
 {
     *out = NULL;
@@ -666,7 +729,7 @@ vit_status srv_http_start(srv *s, srv_http **out, int *port, vit_error *err)
         flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
         ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.connection_timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_ARRAY, s->cfg.http_threads > 1 ? pool : pool + 1, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {

@@ -77,6 +77,8 @@ struct srv_pipeline {
     int cap, head, count;
     bool stop;
 
+    atomic_bool cancel;         /* drain deadline passed: in-flight fetches stop */
+
     srv_worker *workers;
     pthread_t *threads;
     int nworkers;
@@ -275,12 +277,26 @@ static void fetch_job(srv_request *r)
             .max_bytes = (size_t)s->cfg.url_max_bytes,
             .max_redirects = s->cfg.url_max_redirects,
             .allow_private = s->cfg.allow_private_urls,
+            .cancel = &s->pipe->cancel,
         };
         uint8_t *data = NULL;
         size_t len = 0;
         char msg[512], prefix[32];
         api_fetch_result res = api_fetch(src->url, &lim, &data, &len, msg, sizeof msg);
         api_metrics_fetch(s->metrics, fetch_result_name(res));
+        if (res != API_FETCH_OK && atomic_load(&s->pipe->cancel)) {
+            srv_request_fail(r, 503, "shutting_down", "the server is shutting down");
+            srv_request_finish(r);
+            return;
+        }
+        if (res == API_FETCH_TIMEOUT && srv_now() >= r->deadline) {
+            srv_request_fail(r, 504, "timeout",
+                             "the request took longer than request_timeout_ms (%d) fetching "
+                             "its image",
+                             s->cfg.request_timeout_ms);
+            srv_request_finish(r);
+            return;
+        }
         if (res != API_FETCH_OK) {
             api_reply tmp;
             api_reply_init(&tmp);
@@ -780,9 +796,10 @@ bool srv_pipeline_full(srv_pipeline *p)
     return srv_pipeline_queue_depth(p) >= p->cap;
 }
 
-void srv_pipeline_stop(srv_pipeline *p, double deadline)
+void srv_pipeline_stop(srv_pipeline *p)
 {
-    (void)deadline; /* the caller waits for in-flight requests before this */
+    /* the drain time is over: fetches still running stop within a second */
+    atomic_store(&p->cancel, true);
     pool_stop(&p->prepare);
     pool_stop(&p->fetch);
     /* rows still queued are answered 503; workers finish their batch */

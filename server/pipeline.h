@@ -34,10 +34,11 @@ void srv_classify_job(srv_request *r);
 int srv_pipeline_queue_depth(srv_pipeline *p);
 bool srv_pipeline_full(srv_pipeline *p);
 
-/* Stops taking work and waits, until `deadline` (srv_now seconds), for what
- * was admitted to finish; whatever is still queued then is answered 503.
- * Joins every thread.  Safe once. */
-void srv_pipeline_stop(srv_pipeline *p, double deadline);
+/* Stops: fetches in flight are cancelled, whatever is still queued is
+ * answered 503, running jobs and batches finish; joins every thread.  The
+ * caller first waits (drain_timeout_ms) for admitted requests to finish.
+ * Safe to call again. */
+void srv_pipeline_stop(srv_pipeline *p);
 void srv_pipeline_free(srv_pipeline *p);
 
 #endif

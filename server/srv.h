@@ -90,7 +90,7 @@ typedef struct srv_request {
     srv_body_kind body_kind;
     char *body;
     size_t body_len, body_cap;
-    bool body_too_large;
+    size_t body_seen;            /* bytes received, kept or not */
     struct MHD_PostProcessor *pp;    /* multipart classify */
     api_form_part *parts;            /* form fields, data owned (uint8_t *) */
     int num_parts, cap_parts;
