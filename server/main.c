@@ -17,6 +17,7 @@ static const struct {
     {"train", cli_train, "fine-tune a task (BitFit by default) on a data set"},
     {"eval", cli_eval, "measure a model or task on a data set"},
     {"bench", cli_bench, "time the forward pass"},
+    {"init", cli_init, "write a preset-shaped checkpoint with seeded random weights"},
 };
 
 static void usage(FILE *out)
