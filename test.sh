@@ -224,8 +224,8 @@ run_meson_tests() { # stage, dir, logbase, [meson test options and test names...
   count_meson_log "$stage" "$log" "$out" "$rc" "$expected"
 }
 
-# Every tests/unit/test_NAME.c must be the test NAME in meson's list of dir:
-# a test file no one registered in tests/unit/meson.build would never run.
+# Every tests/{unit,api}/test_NAME.c must be the test NAME in meson's list of
+# dir: a test file no one registered in its meson.build would never run.
 # Checked once, in the first suite stage that sets up.
 registration_checked=0
 check_registered() { # stage, dir
@@ -236,12 +236,12 @@ check_registered() { # stage, dir
     fail "$stage: counting error: meson test --list lists no test in $dir"
     return 0
   fi
-  for f in tests/unit/test_*.c; do
+  for f in tests/unit/test_*.c tests/api/test_*.c; do
     [ -e "$f" ] || continue
-    name=${f#tests/unit/test_}
+    name=${f##*/test_}
     name=${name%.c}
     grep -qxF "$name" <<<"$names" ||
-      fail "$stage: $f is not registered: no test '$name' in tests/unit/meson.build"
+      fail "$stage: $f is not registered: no test '$name' in ${f%/*}/meson.build"
   done
   return 0 # counted; the stage runs on
 }
@@ -330,13 +330,15 @@ else
 fi
 
 # ---- TSan: the tests that start threads
-tsan_tests=(serving dataset gemm task task_store threads fetch)
+tsan_tests=(serving dataset gemm task task_store threads fetch api_routes api_load)
 if opted_out tsan; then
   stage_not_run tsan "VITFIT_SKIP_STAGES"
 else
   start_stage tsan "ThreadSanitizer: ${tsan_tests[*]}"
   targets=()
-  for t in "${tsan_tests[@]}"; do targets+=("tests/unit/test_$t"); done
+  for t in "${tsan_tests[@]}"; do
+    if [ -e "tests/api/test_$t.c" ]; then targets+=("tests/api/test_$t"); else targets+=("tests/unit/test_$t"); fi
+  done
   targets+=(server/vitfit tests/unit/vitfit_failstart) # the programs those tests start
   if setup_dir tsan build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false &&
       build_dir tsan build-tsan "${targets[@]}"; then

@@ -375,10 +375,52 @@ static json_t *member(json_t *o, const char *key)
 
 static const char *const json_keys[] = {"image", "images", "task", "tasks", "top_k"};
 
+/* Counts the values of a JSON text (commas and openings outside strings, a
+ * bound on what jansson would allocate) and its deepest nesting, stopping as
+ * soon as either passes its cap.  Why before parsing: 32 MiB of "[0,0,..."
+ * is 16M values, ~700 MB of jansson objects and seconds of CPU, for a request
+ * that may name at most a few dozen.  Returns false when over a cap. */
+static bool json_shape_within(const char *s, size_t len, size_t max_values, int max_depth)
+{
+    size_t values = 1;
+    int depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth)
+                return false;
+            values++;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        } else if (c == ',') {
+            if (++values > max_values)
+                return false;
+        }
+    }
+    return true;
+}
+
 int api_classify_from_json(api_classify_req *q, const char *body, size_t len,
                            const api_classify_limits *lim, api_reply *r)
 {
     req_start(q, lim);
+    /* a valid request holds its images, its tasks and a few keys */
+    size_t max_values = (size_t)lim->max_images + (size_t)lim->max_tasks + 16;
+    if (!json_shape_within(body, len, max_values, 8))
+        return api_error(r, 413, "too_many_values",
+                         "the JSON body holds more values (or deeper nesting) than a request of "
+                         "%d images and %d tasks can",
+                         lim->max_images, lim->max_tasks);
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
@@ -643,8 +685,30 @@ typedef struct ranked {
 /* The k most probable of probs[0..K) into top[0..k), best first, ties to the
  * lower index -- the order of the CLI's top_k_indices.  One pass, each new
  * entrant inserted in place: O(K) when few enter, O(K k) at worst. */
+/* Best first; ties: the lower index first. */
+static int ranked_cmp(const void *a, const void *b)
+{
+    const ranked *x = a, *y = b;
+    if (x->p != y->p)
+        return x->p > y->p ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
 static void top_k_select(const float *probs, int K, int k, ranked *top)
 {
+    if (k > 32) {
+        /* insertion costs O(K k): past a few dozen, sort everything (top
+         * then has room for only k, so sort a scratch copy) */
+        ranked *all = malloc((size_t)K * sizeof *all);
+        if (all) {
+            for (int i = 0; i < K; i++)
+                all[i] = (ranked){probs[i], i};
+            qsort(all, (size_t)K, sizeof *all, ranked_cmp);
+            memcpy(top, all, (size_t)k * sizeof *top);
+            free(all);
+            return;
+        }
+    }
     int count = 0;
     for (int i = 0; i < K; i++) {
         float p = probs[i];

@@ -111,9 +111,9 @@ static void family_add(family *f, const char *a, const char *b, uint64_t n)
         f->cap = want;
     }
     series *s = f->v + f->n++;
-    VIT_ASSERT(s != NULL);
-    snprintf(s->a, sizeof s->a, "%s", a);
-    snprintf(s->b, sizeof s->b, "%s", b);
+    memset(s, 0, sizeof *s);
+    memcpy(s->a, a, strnlen(a, sizeof s->a - 1));
+    memcpy(s->b, b, strnlen(b, sizeof s->b - 1));
     s->count = n;
 }
 
@@ -136,10 +136,11 @@ void api_metrics_request(api_metrics *m, const char *route, int status, double s
                 m->caplatency = want;
             }
         }
-        if (m->nlatency < m->caplatency) {
-            h = &m->latency[m->nlatency++];
+        if (m->latency && m->nlatency < m->caplatency) {
+            h = m->latency + m->nlatency++;
             memset(h, 0, sizeof *h);
-            snprintf(h->label, sizeof h->label, "%s", route);
+            size_t n = strnlen(route, sizeof h->label - 1);
+            memcpy(h->label, route, n); /* memset left the terminator */
         }
     }
     if (h) {

@@ -98,7 +98,8 @@ static const cfg_key cfg_table[] = {
         "How long a worker waits for a batch to fill before running a smaller one."),
     INT(queue_capacity, 64, 1, 100000,
         "Images waiting for a worker; beyond it requests are refused at once (429/503)."),
-    INT(max_images_per_request, 32, 1, 256, "Most images (or tasks x images) in one request."),
+    INT(max_images_per_request, 32, 1, 256, "Most images in one request (a request also names at most 32 tasks; images x tasks "
+        "rows must fit queue_capacity)."),
     INT(request_timeout_ms, 30000, 1, 3600000,
         "Longest a request may wait and run before it fails with a timeout."),
     /* HTTP */

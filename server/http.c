@@ -158,11 +158,16 @@ static const route_spec *find_route(const char *url, char name[TASK_NAME_MAX + 1
 
 static bool method_allowed(const route_spec *rs, const char *method)
 {
-    /* Allow lists are "A, B, C": match a whole word */
+    /* Allow lists are "A, B, C": compare whole tokens */
     size_t n = strlen(method);
-    for (const char *p = rs->allow; (p = strstr(p, method)) != NULL; p += n)
-        if ((p == rs->allow || p[-2] == ',') && (p[n] == '\0' || p[n] == ','))
+    for (const char *p = rs->allow; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, method, n) == 0)
             return true;
+        p += len;
+        while (*p == ',' || *p == ' ')
+            p++;
+    }
     return false;
 }
 
@@ -407,6 +412,8 @@ static enum MHD_Result on_form_field(void *cls, enum MHD_ValueKind kind, const c
     (void)kind, (void)content_type, (void)transfer_encoding;
     srv_request *r = cls;
     size_t cap = (size_t)r->server->cfg.max_body_bytes;
+    if (!key)
+        key = ""; /* a part without name=: the parser refuses the empty name */
     api_form_part *last = r->num_parts ? &r->parts[r->num_parts - 1] : NULL;
     if (!(last && off > 0 && strcmp(last->name, key) == 0)) {
         if (r->num_parts == 64)
@@ -634,8 +641,9 @@ static void log_request(srv_request *r, int status, double ms)
                 route_label(r->route), status, ms, task[0] ? task : "-", r->batch_size);
         return;
     }
-    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s,s:i}", "msg", "request", "id", r->id,
-                          "method", r->method, "route", route_label(r->route), "status", status,
+    json_t *j = json_pack("{s:s,s:s,s:o*,s:s,s:i,s:f,s:s,s:i}", "msg", "request", "id", r->id,
+                          "method", api_json_text(r->method), "route", route_label(r->route),
+                          "status", status,
                           "ms", ms, "task", task, "batch", r->batch_size);
     char *line = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
     if (line)
@@ -716,9 +724,12 @@ vit_status srv_http_start(srv *s, srv_http **out, int *port, vit_error *err)
     h->s = s;
     if (getrandom(&h->id_base, sizeof h->id_base, 0) != (ssize_t)sizeof h->id_base)
         h->id_base = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
-        flags |= MHD_USE_EPOLL;
+    /* poll(), not epoll: libmicrohttpd 0.9.75's edge-triggered epoll misses
+     * the end of file of a client that sends part of a request and closes,
+     * leaving its socket in CLOSE_WAIT until connection_timeout_s -- 50 such
+     * clients held 45 of the connection slots (poll mode: none). */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     struct MHD_OptionItem pool[] = {

@@ -262,6 +262,13 @@ static void fail_overloaded(srv_request *r, const char *reason, const char *mess
 static void fetch_job(srv_request *r)
 {
     srv *s = r->server;
+    /* All of a request's images are held until they are decoded together:
+     * its URLs share one budget of max_body_bytes, as an upload would, so 32
+     * URLs of url_max_bytes each cannot hold 32 x 16 MiB. */
+    size_t budget = (size_t)s->cfg.max_body_bytes;
+    for (int i = 0; i < r->creq.num_images; i++)
+        if (r->creq.images[i].kind == API_IMAGE_BYTES)
+            budget -= r->creq.images[i].len < budget ? r->creq.images[i].len : budget;
     for (int i = 0; i < r->creq.num_images; i++) {
         api_image_src *src = &r->creq.images[i];
         if (src->kind != API_IMAGE_URL)
@@ -271,10 +278,13 @@ static void fetch_job(srv_request *r)
             return;
         }
         double left_ms = (r->deadline - srv_now()) * 1e3;
+        size_t max_bytes = (size_t)s->cfg.url_max_bytes;
+        if (budget < max_bytes)
+            max_bytes = budget > 0 ? budget : 1;
         api_fetch_limits lim = {
             .connect_timeout_ms = s->cfg.url_connect_timeout_ms,
             .timeout_ms = left_ms < s->cfg.url_timeout_ms ? (long)left_ms + 1 : s->cfg.url_timeout_ms,
-            .max_bytes = (size_t)s->cfg.url_max_bytes,
+            .max_bytes = max_bytes,
             .max_redirects = s->cfg.url_max_redirects,
             .allow_private = s->cfg.allow_private_urls,
             .cancel = &s->pipe->cancel,
@@ -306,6 +316,7 @@ static void fetch_job(srv_request *r)
             srv_request_finish(r);
             return;
         }
+        budget -= len < budget ? len : budget;
         free(src->url);
         src->url = NULL;
         src->kind = API_IMAGE_BYTES;
@@ -360,6 +371,15 @@ void srv_classify_job(srv_request *r)
 {
     srv *s = r->server;
     if (expired(r) || !parse_classify(r)) {
+        srv_request_finish(r);
+        return;
+    }
+    /* known from the parse: refuse before any fetch or decode */
+    int tasks = r->creq.num_tasks > 0 ? r->creq.num_tasks : 1;
+    if (r->creq.num_images * tasks > s->pipe->cap) {
+        srv_request_fail(r, 413, "too_many_rows",
+                         "%d images x %d tasks is more than queue_capacity (%d) rows",
+                         r->creq.num_images, tasks, s->pipe->cap);
         srv_request_finish(r);
         return;
     }
