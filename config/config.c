@@ -94,8 +94,9 @@ static const cfg_key cfg_table[] = {
     BOOL(oversubscribe, false,
          "Allow workers x threads_per_worker above the usable CPUs (otherwise refused)."),
     INT(max_batch, 8, 1, 256, "Most images in one forward pass."),
-    INT(max_batch_delay_ms, 2, 0, 1000,
-        "How long a worker waits for a batch to fill before running a smaller one."),
+    INT(max_batch_delay_ms, 50, 0, 1000,
+        "Longest a worker waits for a batch to fill while more images are being prepared "
+        "(never when none are, and never over a quarter of a full batch's forward time)."),
     INT(queue_capacity, 64, 1, 100000,
         "Images waiting for a worker; beyond it requests are refused at once (429/503)."),
     INT(max_images_per_request, 32, 1, 256, "Most images in one request (a request also names at most 32 tasks; images x tasks "

@@ -102,8 +102,7 @@ void srv_request_fail(srv_request *r, int status, const char *code, const char *
 void srv_request_finish(srv_request *r)
 {
     srv_http *h = r->server->http;
-    /* Tasks and buffers are done with: release them now, not when the
-     * client has read the reply (an in-flight task is never evicted). */
+    srv_pipeline_prepared(r->server->pipe, r);
     pthread_mutex_lock(&r->lock);
     if (r->reply.status == 0)
         api_error(&r->reply, 500, "internal", "the request ended without a reply");

@@ -30,6 +30,10 @@ bool srv_pipeline_submit(srv_pipeline *p, srv_request *r, srv_job_fn fn);
  * the workers finish the request. */
 void srv_classify_job(srv_request *r);
 
+/* r leaves the prepare stage without queueing rows (srv_request_finish
+ * calls it): workers stop expecting its rows.  No-op when it is not there. */
+void srv_pipeline_prepared(srv_pipeline *p, srv_request *r);
+
 /* Rows waiting for a worker, and whether one more image would still fit. */
 int srv_pipeline_queue_depth(srv_pipeline *p);
 bool srv_pipeline_full(srv_pipeline *p);

@@ -104,6 +104,7 @@ typedef struct srv_request {
     float **logits;              /* one row per (image, task), each of its task's K */
     atomic_int rows_pending;
     int batch_size;              /* largest batch one of its rows ran in (log) */
+    bool preparing;              /* counted in the pipeline's `preparing` (pipeline.c) */
 
     /* the reply: filled once (first failure or the result), sent on resume */
     pthread_mutex_t lock;

@@ -63,7 +63,7 @@ static const want_key want[] = {
     I("threads_per_worker", 0, 0, 256),
     O("oversubscribe", "false"),
     I("max_batch", 8, 1, 256),
-    I("max_batch_delay_ms", 2, 0, 1000),
+    I("max_batch_delay_ms", 50, 0, 1000),
     I("queue_capacity", 64, 1, 100000),
     I("max_images_per_request", 32, 1, 256),
     I("request_timeout_ms", 30000, 1, 3600000),
@@ -198,7 +198,7 @@ static void test_defaults(void)
     CHECK(d.threads_per_worker == 0);
     CHECK(d.oversubscribe == false);
     CHECK(d.max_batch == 8);
-    CHECK(d.max_batch_delay_ms == 2);
+    CHECK(d.max_batch_delay_ms == 50);
     CHECK(d.queue_capacity == 64);
     CHECK(d.max_images_per_request == 32);
     CHECK(d.request_timeout_ms == 30000);
