@@ -5,13 +5,15 @@
  * (/healthz answers, the rest 503 "not_ready") -> model loaded and packed,
  * fingerprinted -> task store opened -> workers started -> ready, and one
  * line on stdout: "vitfit: listening on http://HOST:PORT".  Then the main
- * thread waits for SIGTERM or SIGINT; every other thread has them blocked.
+ * thread waits for SIGTERM or SIGINT.
  *
  * Shutdown: stop accepting, answer new requests on open connections 503,
  * let what was admitted finish until drain_timeout_ms, answer what is still
  * queued 503, join everything, exit 0.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,59 @@
 #include "srv.h"
 
 extern char **environ;
+
+/* The write end of the pipe the stop signals write to: a signal handler can
+ * reach nothing else, so this one process-wide descriptor is the exception
+ * to "no globals".  Why a handler, not sigwait with the signals blocked:
+ * threads that libraries start before main (OpenBLAS's) have them unblocked,
+ * and a SIGTERM the kernel hands to one of those would kill the process
+ * instead of draining it. */
+static int stop_fd = -1;
+
+static void on_stop_signal(int sig)
+{
+    unsigned char b = (unsigned char)sig;
+    ssize_t n = write(stop_fd, &b, 1); /* async-signal-safe; a full pipe already says stop */
+    (void)n;
+}
+
+/* Routes SIGTERM and SIGINT to on_stop_signal; returns the read end of the
+ * pipe, or -1. */
+static int catch_stop_signals(void)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++) /* the handler must never block on a full pipe */
+        if (fcntl(fds[i], F_SETFL, O_NONBLOCK) != 0 || fcntl(fds[i], F_SETFD, FD_CLOEXEC) != 0) {
+            close(fds[0]);
+            close(fds[1]);
+            return -1;
+        }
+    stop_fd = fds[1];
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        stop_fd = -1;
+        return -1;
+    }
+    return fds[0];
+}
+
+/* Blocks until a stop signal arrives; returns it. */
+static int wait_stop_signal(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    unsigned char b = 0;
+    for (;;) {
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+            return SIGTERM;
+        if (read(fd, &b, 1) == 1)
+            return b;
+    }
+}
 
 /* One structured line on stderr (the request log's format). */
 static void log_event(const srv *s, const char *msg, const char *detail)
@@ -116,13 +171,11 @@ int cli_serve(int argc, char **argv)
         return CLI_USAGE;
     }
 
-    /* Signals are taken by sigwait in this thread only: block them before
-     * any thread starts, so every thread inherits the mask. */
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    int stop_signals = catch_stop_signals();
+    if (stop_signals < 0) {
+        fprintf(stderr, "vitfit: cannot install the SIGTERM/SIGINT handlers: %s\n", strerror(errno));
+        return CLI_FAIL;
+    }
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "vitfit: cannot initialise libcurl\n");
@@ -158,9 +211,7 @@ int cli_serve(int argc, char **argv)
     printf("vitfit: listening on %s\n", where);
     fflush(stdout);
 
-    int sig = 0;
-    while (sigwait(&stop_signals, &sig) != 0)
-        ;
+    int sig = wait_stop_signal(stop_signals);
     log_event(&s, "draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&s.draining, true);
     srv_http_quiesce(s.http);
