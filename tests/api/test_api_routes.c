@@ -921,6 +921,7 @@ static void test_errors(void)
     };
     for (size_t i = 0; i < sizeof json_cases / sizeof *json_cases; i++) {
         const char *b = json_cases[i].body;
+        VIT_ASSERT(b); /* gcc 12's -fsanitize build cannot tell, and warns of a NULL format */
         char *full = NULL;
         if (strstr(b, "%s")) {
             size_t n = strlen(b) + 2 * strlen(image_b64[0]) + 1;
