@@ -297,9 +297,9 @@ static void test_auth(void)
     static const char *const bad[] = {
         "",                                 /* none */
         "Bearer wrong",                     /* wrong */
-        "Bearer " API_KEY "x",              /* one byte long */
+        ("Bearer " API_KEY "x"),            /* one byte long */
         "Bearer s3cret-Key_012345678",      /* one byte short */
-        "Basic " API_KEY,                   /* another scheme */
+        ("Basic " API_KEY),                 /* another scheme */
         API_KEY,                            /* no scheme */
         "Bearer",                           /* nothing after */
     };
