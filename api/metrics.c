@@ -309,6 +309,9 @@ int api_metrics_reply(api_metrics *m, const api_metrics_gauges *g, api_reply *r)
     put(&t, "vitfit_queue_depth %d\n", g->queue_depth);
     header(&t, "vitfit_active_requests", "gauge", "Requests in the pipeline, not yet answered.");
     put(&t, "vitfit_active_requests %d\n", g->active_requests);
+    header(&t, "vitfit_requests_preparing", "gauge",
+           "Classify requests being parsed and decoded (workers may wait for their rows).");
+    put(&t, "vitfit_requests_preparing %d\n", g->preparing);
     header(&t, "vitfit_ready", "gauge", "1 once the model is loaded and the workers run.");
     put(&t, "vitfit_ready %d\n", g->ready ? 1 : 0);
     header(&t, "vitfit_task_loads_total", "counter", "Task files loaded into memory.");

@@ -25,6 +25,7 @@ typedef struct api_metrics api_metrics;
 typedef struct api_metrics_gauges {
     int queue_depth;        /* rows waiting for a worker */
     int active_requests;    /* admitted to the pipeline, not answered */
+    int preparing;          /* classify requests parsing/decoding (not fetching) */
     bool ready;
     task_store_stats tasks; /* loads, evictions, resident bytes and count */
 } api_metrics_gauges;

@@ -72,6 +72,13 @@ static int catch_stop_signals(void)
     return fds[0];
 }
 
+/* A stop signal that has arrived already, or 0 (does not block). */
+static int stop_signal_pending(int fd)
+{
+    unsigned char b = 0;
+    return read(fd, &b, 1) == 1 ? b : 0;
+}
+
 /* Blocks until a stop signal arrives; returns it. */
 static int wait_stop_signal(int fd)
 {
@@ -152,6 +159,12 @@ int cli_serve(int argc, char **argv)
 {
     static srv s; /* one per process; static keeps its ~10 KB of config off the stack */
     char msg[512];
+    /* first: a SIGTERM from here on drains (or ends the start-up) cleanly */
+    int stop_signals = catch_stop_signals();
+    if (stop_signals < 0) {
+        fprintf(stderr, "vitfit: cannot install the SIGTERM/SIGINT handlers: %s\n", strerror(errno));
+        return CLI_FAIL;
+    }
     int rc = cfg_load(&s.cfg, argc - 1, argv + 1, environ, msg, sizeof msg);
     if (rc == CFG_HELP) {
         cfg_print_help(stdout);
@@ -171,11 +184,6 @@ int cli_serve(int argc, char **argv)
         return CLI_USAGE;
     }
 
-    int stop_signals = catch_stop_signals();
-    if (stop_signals < 0) {
-        fprintf(stderr, "vitfit: cannot install the SIGTERM/SIGINT handlers: %s\n", strerror(errno));
-        return CLI_FAIL;
-    }
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "vitfit: cannot initialise libcurl\n");
@@ -201,6 +209,11 @@ int cli_serve(int argc, char **argv)
         log_event(&s, "start failed", err.message);
         teardown(&s);
         return cli_fail(&err);
+    }
+    if (stop_signal_pending(stop_signals)) { /* stopped while loading: never announce ready */
+        log_event(&s, "stopped", "a stop signal arrived during start-up");
+        teardown(&s);
+        return CLI_OK;
     }
     atomic_store(&s.ready, true);
     bool v6 = strchr(s.cfg.host, ':') != NULL;

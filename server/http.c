@@ -501,6 +501,7 @@ static void metrics_reply(srv_request *r)
     api_metrics_gauges g = {
         .queue_depth = atomic_load(&s->ready) ? srv_pipeline_queue_depth(s->pipe) : 0,
         .active_requests = srv_http_active(s->http),
+        .preparing = atomic_load(&s->ready) ? srv_pipeline_preparing(s->pipe) : 0,
         .ready = atomic_load(&s->ready),
     };
     if (s->tasks)
@@ -586,10 +587,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * cheaper than reading on. */
         if (r->reply.status || !takes_body(r))
             return r->body_seen > 2 * cap ? MHD_NO : MHD_YES;
-        bool ok = r->pp ? MHD_post_process(r->pp, upload_data, size) == MHD_YES
+        /* a form counts every byte (preamble and part headers too) */
+        bool ok = r->pp ? r->body_seen <= cap && MHD_post_process(r->pp, upload_data, size) == MHD_YES
                         : body_append(r, upload_data, size);
         if (!ok) {
-            if (r->pp ? r->body_len > cap : size > cap - r->body_len)
+            if (r->pp ? r->body_seen > cap || r->body_len > cap : size > cap - r->body_len)
                 api_error(&r->reply, 413, "body_too_large",
                           "the body is over max_body_bytes (%" PRId64 ")",
                           r->server->cfg.max_body_bytes);

@@ -229,6 +229,7 @@ static void image_prefix(const srv_request *r, int i, char *buf, size_t n)
 }
 
 static void decode_and_queue(srv_request *r);
+static bool resolve_tasks(srv_request *r);
 
 /* The label of a fetch outcome in /metrics. */
 static const char *fetch_result_name(api_fetch_result res)
@@ -298,6 +299,13 @@ static void fetch_job(srv_request *r)
         api_metrics_fetch(s->metrics, fetch_result_name(res));
         if (res != API_FETCH_OK && atomic_load(&s->pipe->cancel)) {
             srv_request_fail(r, 503, "shutting_down", "the server is shutting down");
+            srv_request_finish(r);
+            return;
+        }
+        if (res == API_FETCH_TOO_LARGE && max_bytes < (size_t)s->cfg.url_max_bytes) {
+            srv_request_fail(r, 413, "image_too_large",
+                             "the request's images together are over max_body_bytes (%lld)",
+                             (long long)s->cfg.max_body_bytes);
             srv_request_finish(r);
             return;
         }
@@ -385,9 +393,17 @@ void srv_classify_job(srv_request *r)
         srv_request_finish(r);
         return;
     }
+    /* an unknown task is answered now, not after its URLs were fetched */
+    if (!resolve_tasks(r)) {
+        srv_request_finish(r);
+        return;
+    }
     for (int i = 0; i < r->creq.num_images; i++) {
         if (r->creq.images[i].kind != API_IMAGE_URL)
             continue;
+        /* waiting on the network is not "being prepared": workers must not
+         * hold batches for a fetch that may take url_timeout_ms */
+        srv_pipeline_prepared(s->pipe, r);
         if (!pool_push(&s->pipe->fetch, fetch_job, r)) {
             fail_overloaded(r, "fetch_pool_full", "too many image URLs are being fetched; retry");
             srv_request_finish(r);
@@ -551,7 +567,7 @@ static bool queue_rows(srv_pipeline *p, srv_request *r, int rows)
 static void decode_and_queue(srv_request *r)
 {
     srv *s = r->server;
-    if (expired(r) || !resolve_tasks(r) || !decode_images(r) || !alloc_logits(r)) {
+    if (expired(r) || !decode_images(r) || !alloc_logits(r)) {
         srv_request_finish(r);
         return;
     }
@@ -853,6 +869,14 @@ int srv_pipeline_queue_depth(srv_pipeline *p)
 {
     pthread_mutex_lock(&p->mu);
     int n = p->count;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+int srv_pipeline_preparing(srv_pipeline *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int n = p->preparing;
     pthread_mutex_unlock(&p->mu);
     return n;
 }

@@ -34,6 +34,9 @@ void srv_classify_job(srv_request *r);
  * calls it): workers stop expecting its rows.  No-op when it is not there. */
 void srv_pipeline_prepared(srv_pipeline *p, srv_request *r);
 
+/* Classify requests being prepared (parsed, decoded; not those fetching). */
+int srv_pipeline_preparing(srv_pipeline *p);
+
 /* Rows waiting for a worker, and whether one more image would still fit. */
 int srv_pipeline_queue_depth(srv_pipeline *p);
 bool srv_pipeline_full(srv_pipeline *p);

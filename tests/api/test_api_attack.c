@@ -496,6 +496,91 @@ static void test_drain_cancels_fetch(void)
     loopback_http_stop(o);
 }
 
+/* ---- round 2: a fetch is not "being prepared"; unknown tasks before fetching --- */
+
+/* Before: a request waiting on its URL counted as being prepared, so every
+ * worker held each batch for max_batch_delay_ms (50 ms) while any fetch ran
+ * (a lone client's latency 2.7 -> 52.7 ms); and a request naming an unknown
+ * task fetched its URLs first (up to url_timeout_ms per URL).  Checked by
+ * what the server reports and what the origin saw, not by timing. */
+static void test_fetch_not_preparing(void)
+{
+    fprintf(stderr, "== r2. a held fetch is not 'preparing'; unknown task before fetching\n");
+    loopback_http *o = loopback_http_start(
+        &(loopback_http_behaviour){.kind = LOOPBACK_HTTP_BODY, .body = png, .body_len = png_len,
+                                   .content_type = "image/png", .delay_ms = 3000},
+        AF_INET);
+    VIT_ASSERT(o);
+    const char *extra[] = {"--allow-private-urls", "--url-timeout-ms", "20000", NULL};
+    serve_proc p;
+    if (start(&p, tasks_dir, extra)) {
+        char url[128], body[256];
+        loopback_http_url(o, "/slow.png", url, sizeof url);
+        /* an unknown task: 404 at once, and the origin never asked */
+        snprintf(body, sizeof body, "{\"image\":\"%s\",\"task\":\"nope\"}", url);
+        serve_resp r;
+        serve_request(&p, h,
+                      &(serve_req){.path = "/v1/classify", .content_type = "application/json",
+                                   .body = body, .len = strlen(body), .timeout_ms = 30000},
+                      &r);
+        serve_check_error("unknown task with a URL", &r, 404, "task_not_found");
+        serve_resp_free(&r);
+        CHECKF(loopback_http_accepts(o) == 0, "the URL of a request with an unknown task was "
+                                              "fetched (%d connections)",
+               (int)loopback_http_accepts(o));
+        /* a held fetch: active, but not preparing */
+        snprintf(body, sizeof body, "{\"image\":\"%s\",\"task\":\"ta\"}", url);
+        drain_client c = {.p = &p, .body = body};
+        pthread_t t;
+        VIT_ASSERT(pthread_create(&t, NULL, drain_client_run, &c) == 0);
+        double end = serve_now_ms() + 20000;
+        while (loopback_http_requests(o) < 1 && serve_now_ms() < end)
+            usleep(10000);
+        CHECKF(loopback_http_requests(o) == 1, "the fetch never reached the origin");
+        serve_request(&p, h, &(serve_req){.path = "/metrics", .timeout_ms = 10000}, &r);
+        CHECKF(r.body && strstr(r.body, "\nvitfit_requests_preparing 0\n") &&
+                   strstr(r.body, "\nvitfit_active_requests 1\n"),
+               "during a held fetch /metrics should show 1 active and 0 preparing requests");
+        serve_resp_free(&r);
+        pthread_join(t, NULL);
+        CHECKF(c.r.status == 200, "the held URL request: status %ld", c.r.status);
+        serve_resp_free(&c.r);
+        stop(&p, "fetch not preparing");
+    }
+    loopback_http_stop(o);
+}
+
+/* Before: a multipart body counted only its fields' bytes against the cap,
+ * so a chunked upload with an endless preamble was read for ever. */
+static void test_form_preamble_capped(void)
+{
+    fprintf(stderr, "== r2. a chunked form's preamble counts against max_body_bytes\n");
+    const char *extra[] = {"--max-body-bytes", "65536", NULL};
+    serve_proc p;
+    if (!start(&p, data_dir, extra))
+        return;
+    size_t pre = 100 * 1024;
+    char *body = malloc(pre + 512);
+    VIT_ASSERT(body);
+    memset(body, 'x', pre);
+    int n = snprintf(body + pre, 512,
+                     "\r\n--BOUNDARY\r\nContent-Disposition: form-data; name=\"top_k\"\r\n\r\n1"
+                     "\r\n--BOUNDARY--\r\n");
+    const char *hdrs[] = {"Transfer-Encoding: chunked", "Expect:", NULL};
+    serve_resp r;
+    serve_request(&p, h,
+                  &(serve_req){.path = "/v1/classify",
+                               .content_type = "multipart/form-data; boundary=BOUNDARY",
+                               .body = body, .len = pre + (size_t)n, .extra = hdrs,
+                               .timeout_ms = 30000},
+                  &r);
+    serve_check_error("form with a 100 KiB preamble, cap 64 KiB", &r, 413, "body_too_large");
+    serve_resp_free(&r);
+    free(body);
+    CHECK(healthy(&p, 5000));
+    stop(&p, "form preamble");
+}
+
 /* ---- 9. too_many_rows before decoding -------------------------------------- */
 
 static void test_rows_before_decode(void)
@@ -754,6 +839,8 @@ int main(void)
     test_nul_in_task_name();
     test_method_not_utf8();
     test_signal_to_any_thread();
+    test_fetch_not_preparing();
+    test_form_preamble_capped();
     fprintf(stderr, "cases took %.1f s\n", (serve_now_ms() - t0) / 1e3);
 
     free(png);
