@@ -200,6 +200,13 @@ static void put(text *t, const char *fmt, ...)
 {
     if (t->failed)
         return;
+    if (!t->buf) { /* a first buffer: vsnprintf into NULL + 0 is undefined */
+        t->cap = 16384;
+        if (!(t->buf = malloc(t->cap))) {
+            t->failed = true;
+            return;
+        }
+    }
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
