@@ -1118,8 +1118,15 @@ static void test_errors(void)
             fprintf(stderr, "  300 MiB %s upload%s -> %ld (curl: %s) after %zu bytes, %.0f ms\n",
                     cts[c], expect ? " with Expect: 100-continue" : "", st,
                     curl_easy_strerror(cc), supplied, serve_now_ms() - t0);
-            CHECKF(st == 413, "300 MiB %s upload%s: status %ld (curl: %s), want 413", cts[c],
-                   expect ? " (Expect)" : "", st, curl_easy_strerror(cc));
+            /* With Expect: 100-continue the client waits for our go-ahead, so the
+             * 413 always arrives.  Without it the client is still sending when
+             * the server answers and closes: the kernel resets a socket closed
+             * with unread data, and the reset can overtake the 413 (seen under
+             * TSan).  Then what must hold is that the upload was cut early. */
+            bool cut = !expect && st == 0 && (cc == CURLE_SEND_ERROR || cc == CURLE_RECV_ERROR);
+            CHECKF(st == 413 || cut, "300 MiB %s upload%s: status %ld (curl: %s), want 413%s",
+                   cts[c], expect ? " (Expect)" : "", st, curl_easy_strerror(cc),
+                   expect ? "" : " or a reset");
             CHECKF(supplied <= ((size_t)16 << 20),
                    "300 MiB upload: %zu bytes sent before the answer (want a few MB at most)",
                    supplied);
