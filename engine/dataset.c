@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 #include <unistd.h>
 
 #include "beneath.h"
+#include "sha256.h"
 #include "vit.h"
 #include "dataset_impl.h"
 
@@ -730,6 +732,44 @@ const char *ds_item_name(const ds_dataset *d, size_t i, char *buf, size_t cap)
                  d->pool + d->name_off[i]);
     }
     return buf;
+}
+
+/* Feeds a 64-bit value, little-endian, to c (the same bytes on every host). */
+static void fp_u64(sha256_ctx *c, uint64_t v)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    sha256_update(c, b, sizeof b);
+}
+
+void ds_fingerprint(const ds_dataset *d, size_t limit, char hex[65])
+{
+    VIT_ASSERT(d && hex);
+    size_t n = limit && limit < d->n ? limit : d->n;
+    sha256_ctx c;
+    sha256_init(&c);
+    sha256_update(&c, "vitfit-dataset-v1", 18);
+    fp_u64(&c, (uint64_t)d->kind);
+    fp_u64(&c, (uint64_t)d->num_classes);
+    for (int k = 0; k < d->num_classes; k++)
+        sha256_update(&c, d->classes[k], strlen(d->classes[k]) + 1);
+    fp_u64(&c, (uint64_t)n);
+    if (d->kind == DS_KIND_IDX) {
+        fp_u64(&c, (uint64_t)d->rows);
+        fp_u64(&c, (uint64_t)d->cols);
+        sha256_update(&c, d->idx_labels, n);
+        sha256_update(&c, d->grey, n * (size_t)d->rows * (size_t)d->cols);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const char *name = d->pool + d->name_off[i];
+            fp_u64(&c, (uint64_t)d->labels[i]);
+            sha256_update(&c, name, strlen(name) + 1);
+        }
+    }
+    uint8_t digest[SHA256_DIGEST_LEN];
+    sha256_final(&c, digest);
+    sha256_hex(digest, hex);
 }
 
 size_t ds_memory(const ds_dataset *d)

@@ -135,6 +135,14 @@ int ds_label(const ds_dataset *d, size_t i);
 #define DS_ITEM_NAME_MAX (2 * PATH_MAX + 32)
 const char *ds_item_name(const ds_dataset *d, size_t i, char *buf, size_t cap);
 
+/* sha256 (hex) of what decides a training run's data, over its first `limit`
+ * items (0: all): the kind, the class names in order, the item count, and per
+ * item its label and its name relative to the data set's root (so moving the
+ * whole set keeps it); for IDX sets the pixels themselves (they are in memory)
+ * instead of names.  Image files are not read: an image rewritten in place
+ * under the same name keeps the fingerprint. */
+void ds_fingerprint(const ds_dataset *d, size_t limit, char hex[65]);
+
 /* Bytes of memory the data set holds for its items and classes (names,
  * labels, IDX pixels; not its fixed-size parts): for logs and limits. */
 size_t ds_memory(const ds_dataset *d);
@@ -169,6 +177,18 @@ void ds_loader_free(ds_loader *l);
 
 /* Starts epoch `epoch` (0-based): fixes its order and starts prefetching. */
 vit_status ds_loader_start_epoch(ds_loader *l, int epoch, vit_error *err);
+
+/* Starts epoch `epoch` at epoch position `position` (items consumed so far,
+ * skipped ones included; <= ds_loader_items): the batches that follow are
+ * exactly those the epoch gives after that many items (a resumed run). */
+vit_status ds_loader_start_epoch_at(ds_loader *l, int epoch, size_t position, vit_error *err);
+
+/* The epoch position the next batch starts at: items consumed so far in this
+ * epoch, skipped ones included (0 before the first batch). */
+size_t ds_loader_position(ds_loader *l);
+
+/* Items per epoch (the data set's, or its limit). */
+size_t ds_loader_items(const ds_loader *l);
 
 /* Fills the next batch of the epoch: images (count, 3, H, W), labels (count),
  * and the dataset indices of the rows (may be NULL).  *count is 0 when the

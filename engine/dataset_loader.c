@@ -354,10 +354,21 @@ void ds_loader_free(ds_loader *l)
 
 vit_status ds_loader_start_epoch(ds_loader *l, int epoch, vit_error *err)
 {
+    return ds_loader_start_epoch_at(l, epoch, 0, err);
+}
+
+/* The order of an epoch depends only on (seed, epoch) and an item's
+ * augmentation on (seed, epoch, index), so starting at `position` gives the
+ * batches the epoch would have given from there (a resumed run). */
+vit_status ds_loader_start_epoch_at(ds_loader *l, int epoch, size_t position, vit_error *err)
+{
     if (!l)
         return vit_error_set(err, VIT_ERR_INVALID, "ds_loader_start_epoch: NULL loader");
     if (epoch < 0)
         return vit_error_set(err, VIT_ERR_INVALID, "epoch %d is negative", epoch);
+    if (position > l->count)
+        return vit_error_set(err, VIT_ERR_INVALID, "position %zu is past the epoch's %zu items",
+                             position, l->count);
     pthread_mutex_lock(&l->mu);
     /* Stop claims and let in-flight items land before the ring is reused. */
     l->active = 0;
@@ -378,7 +389,7 @@ vit_status ds_loader_start_epoch(ds_loader *l, int epoch, vit_error *err)
     for (size_t i = 0; i < l->nslots; i++)
         l->slots[i].done = 0;
     l->epoch = epoch;
-    l->claim = l->consumed = 0;
+    l->claim = l->consumed = position;
     l->active = l->started = 1;
     pthread_cond_broadcast(&l->work_cv);
     pthread_mutex_unlock(&l->mu);
@@ -443,4 +454,19 @@ size_t ds_loader_batches(const ds_loader *l)
         return 0;
     size_t n = l->count, b = (size_t)l->o.batch_size;
     return l->o.drop_last ? n / b : (n + b - 1) / b;
+}
+
+size_t ds_loader_position(ds_loader *l)
+{
+    if (!l)
+        return 0;
+    pthread_mutex_lock(&l->mu);
+    size_t pos = l->consumed;
+    pthread_mutex_unlock(&l->mu);
+    return pos;
+}
+
+size_t ds_loader_items(const ds_loader *l)
+{
+    return l ? l->count : 0;
 }

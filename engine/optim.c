@@ -92,6 +92,20 @@ long optim_steps(const optim *o)
     return o->t;
 }
 
+optim_state optim_state_view(optim *o)
+{
+    optim_state s = {.n = o->n, .m = o->m, .v = o->v};
+    return s;
+}
+
+vit_status optim_set_steps(optim *o, long t, vit_error *err)
+{
+    if (t < 0)
+        return vit_error_set(err, VIT_ERR_INVALID, "optimizer step count %ld is negative", t);
+    o->t = t;
+    return VIT_OK;
+}
+
 /* c + a*b rounded once (via double: the product of two floats is exact in
  * double), like torch's fused add(alpha=) kernel; plain `c + a*b` in float
  * can differ by one ulp. */

@@ -42,6 +42,19 @@ void optim_step(optim *o, float *params, const float *grads, const uint8_t *deca
 /* Steps taken so far. */
 long optim_steps(const optim *o);
 
+/* The optimizer's state, for checkpoints: pointers into o (writable, valid
+ * until optim_free).  m: AdamW's first moment or SGD's momentum buffer (NULL
+ * for plain SGD); v: AdamW's second moment (NULL for SGD); each n floats. */
+typedef struct optim_state {
+    size_t n;
+    float *m, *v;
+} optim_state;
+optim_state optim_state_view(optim *o);
+
+/* Sets the step count (a resumed run: the moments are restored through
+ * optim_state_view).  t < 0 is VIT_ERR_INVALID. */
+vit_status optim_set_steps(optim *o, long t, vit_error *err);
+
 /* L2 norm of grads (n), accumulated in double; reads only.  Not finite when
  * any gradient is inf or NaN (or the sum overflows). */
 double optim_grad_norm(const float *grads, size_t n);

@@ -20,6 +20,7 @@
 
 #include "randinit.h"
 #include "trainer.h"
+#include "trainer_impl.h"
 
 #include "gemm.h"
 
@@ -574,6 +575,7 @@ static vit_status finish(const vit_model *backbone, const trainer_config *cfg,
 
 /* Loss and throughput since the last progress report. */
 typedef struct progress_window {
+    long step0;               /* the run's first step (a resumed run's is not 0) */
     long steps, images;
     double loss, t_start, t_last;
 } progress_window;
@@ -589,7 +591,8 @@ static void report_progress(const trainer_config *cfg, progress_window *w, long 
         .skipped_steps = skipped, .epoch = epoch + 1, .epochs = cfg->epochs,
         .loss = w->loss / w->steps, .lr = lr,
         .images_per_second = w->images / fmax(t - w->t_last, 1e-9),
-        .eta_seconds = (double)(sched->total_steps - step) * (t - w->t_start) / step,
+        .eta_seconds = (double)(sched->total_steps - step) * (t - w->t_start) /
+                       (double)(step > w->step0 ? step - w->step0 : 1),
     };
     cfg->progress(cfg->ctx, &p);
     w->loss = 0;
@@ -629,6 +632,79 @@ static vit_status plan_schedule(const trainer_config *cfg, size_t per_epoch, sch
     return VIT_OK;
 }
 
+/* ---- checkpoints ------------------------------------------------------- */
+
+/* Where the run stands, for a checkpoint: the run's own buffers and the
+ * scalars of its loop (trainer_impl.h). */
+static trainer_ckpt ckpt_of(run_state *r, const trainer_ckpt *fp, const sched_config *sched,
+                            size_t per_epoch, long step, long skipped, long epoch_steps,
+                            double epoch_loss, int epoch, size_t position)
+{
+    trainer_ckpt c = *fp;
+    c.step = step;
+    c.total_steps = sched->total_steps;
+    c.warmup_steps = sched->warmup_steps;
+    c.per_epoch = (long)per_epoch;
+    c.skipped_steps = skipped;
+    c.epoch_steps = epoch_steps;
+    c.optim_steps = optim_steps(r->opt_train);
+    c.epoch = epoch;
+    c.position = position;
+    c.epoch_loss = epoch_loss;
+    c.head_kept = r->head_kept;
+    c.n = r->m->trainable_len;
+    c.trainable = r->m->trainable;
+    c.opt = optim_state_view(r->opt_train);
+    return c;
+}
+
+/* Writes checkpoint c into cfg->checkpoint_dir and tells cfg->checkpoint. */
+static vit_status write_checkpoint(const trainer_config *cfg, const trainer_ckpt *c,
+                                   bool end_of_epoch, vit_error *err)
+{
+    char path[4096];
+    vit_status st = trainer_ckpt_save(cfg->checkpoint_dir, cfg, c, path, sizeof path, err);
+    if (st == VIT_OK && cfg->checkpoint) {
+        trainer_checkpoint_info info = {.path = path, .step = c->step,
+                                        .total_steps = c->total_steps, .epoch = c->epoch,
+                                        .end_of_epoch = end_of_epoch};
+        cfg->checkpoint(cfg->ctx, &info);
+    }
+    return st;
+}
+
+/* The fingerprints a checkpoint of this run carries (trainer.h). */
+static vit_status run_fingerprints(const vit_model *backbone, const ds_dataset *train,
+                                   const trainer_config *cfg, trainer_ckpt *fp, vit_error *err)
+{
+    memset(fp, 0, sizeof *fp);
+    vit_status st = vit_model_fingerprint(backbone, fp->backbone, err);
+    if (st == VIT_OK)
+        ds_fingerprint(train, cfg->train_limit, fp->dataset);
+    return st;
+}
+
+/* Restores the run from cfg->resume_dir: the arena and optimizer state into
+ * r, the loop's scalars into *c (trainer_impl.h). */
+static vit_status resume_run(const trainer_config *cfg, run_state *r, const trainer_ckpt *fp,
+                             trainer_ckpt *c, vit_error *err)
+{
+    *c = *fp;
+    c->n = r->m->trainable_len;
+    c->trainable = r->m->trainable;
+    c->opt = optim_state_view(r->opt_train);
+    vit_status st = trainer_ckpt_load(cfg->resume_dir, cfg, c, err);
+    if (st == VIT_OK)
+        st = optim_set_steps(r->opt_train, c->optim_steps, err);
+    if (st == VIT_OK && c->position > ds_loader_items(r->loader))
+        st = vit_error_set(err, VIT_ERR_FORMAT,
+                           "cannot resume from %s: its epoch position %zu is past the %zu "
+                           "items of an epoch",
+                           cfg->resume_dir, c->position, ds_loader_items(r->loader));
+    r->head_kept = c->head_kept;
+    return st;
+}
+
 vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const ds_dataset *eval,
                        const trainer_config *cfg, trainer_result *out, vit_error *err)
 {
@@ -646,6 +722,14 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
                              cfg->lr);
     if (cfg->from_scratch && cfg->method != VIT_METHOD_FULL)
         return vit_error_set(err, VIT_ERR_INVALID, "training from scratch needs the full method");
+    bool checkpoints = cfg->checkpoint_dir || cfg->resume_dir;
+    if (checkpoints && cfg->method == VIT_METHOD_FULL)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "checkpoints and resume are not supported for full fine-tuning "
+                             "yet (only bitfit and linear)");
+    if (cfg->checkpoint_every_steps < 0)
+        return vit_error_set(err, VIT_ERR_INVALID, "checkpoint_every_steps %ld is negative",
+                             cfg->checkpoint_every_steps);
     /* one class: the softmax of a single logit is 1, the loss 0 whatever the
      * weights, so the run would learn nothing and report success */
     if (ds_num_classes(train) < 2)
@@ -691,25 +775,47 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     long warmup_asked = 0;
     if (st == VIT_OK && !out->cancelled)
         st = plan_schedule(cfg, per_epoch, &sched, &warmup_asked, err);
+    /* a resumed run continues where its checkpoint stands: the schedule as
+     * it was then (re-planning may have moved it), the data position, the
+     * arena and the optimizer */
+    trainer_ckpt fp = {0}, at = {0};
+    bool resumed = false;
+    if (st == VIT_OK && !out->cancelled && checkpoints)
+        st = run_fingerprints(backbone, train, cfg, &fp, err);
+    if (st == VIT_OK && !out->cancelled && cfg->resume_dir) {
+        st = resume_run(cfg, &r, &fp, &at, err);
+        if (st == VIT_OK) {
+            resumed = true;
+            sched.total_steps = at.total_steps;
+            sched.warmup_steps = at.warmup_steps;
+            per_epoch = (size_t)at.per_epoch;
+            out->skipped_steps = at.skipped_steps;
+        }
+    }
     if (st == VIT_OK && !out->cancelled && cfg->plan) {
         trainer_plan plan = {.total_steps = sched.total_steps, .warmup_steps = sched.warmup_steps,
                              .warmup_asked = warmup_asked, .batches_per_epoch = (long)per_epoch};
         cfg->plan(cfg->ctx, &plan);
     }
     int K = st == VIT_OK ? m->cfg.num_classes : 0;
-    long step = 0, epoch_steps = 0;
-    double epoch_loss = 0;
+    long step = resumed ? at.step : 0, epoch_steps = resumed ? at.epoch_steps : 0;
+    double epoch_loss = resumed ? at.epoch_loss : 0;
     float lr = 0;
-    progress_window win = {.t_start = now_seconds()};
+    progress_window win = {.t_start = now_seconds(), .step0 = step};
     win.t_last = win.t_start;
-    for (int epoch = 0; st == VIT_OK && !out->cancelled && epoch < cfg->epochs &&
-                        step < sched.total_steps;
+    for (int epoch = resumed ? at.epoch : 0; st == VIT_OK && !out->cancelled &&
+                                             epoch < cfg->epochs && step < sched.total_steps;
          epoch++) {
-        long planned = sched.total_steps - step < (long)per_epoch ? sched.total_steps - step
-                                                                  : (long)per_epoch;
-        st = ds_loader_start_epoch(r.loader, epoch, err);
-        epoch_loss = 0;
-        epoch_steps = 0;
+        /* the first epoch of a resumed run may start part-way through */
+        size_t start = resumed && epoch == at.epoch ? at.position : 0;
+        if (start == 0) {
+            epoch_loss = 0;
+            epoch_steps = 0;
+        }
+        long left = sched.total_steps - (step - epoch_steps); /* from the epoch's start */
+        long planned = left < (long)per_epoch ? left : (long)per_epoch;
+        st = ds_loader_start_epoch_at(r.loader, epoch, start, err);
+        bool exhausted = false; /* the loader has no batch left this epoch */
         while (st == VIT_OK && step < sched.total_steps) {
             if (cfg->should_stop && cfg->should_stop(cfg->ctx)) {
                 out->cancelled = true;
@@ -717,6 +823,7 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
             }
             int count = 0;
             st = ds_loader_next(r.loader, r.images, r.labels, NULL, &count, err);
+            exhausted = st == VIT_OK && count == 0;
             if (st != VIT_OK || count == 0)
                 break;
             memset(r.gtrain, 0, sizeof(float) * m->trainable_len);
@@ -769,6 +876,15 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
             epoch_steps++;
             if (cfg->log_every > 0 && (step % cfg->log_every == 0 || step == sched.total_steps))
                 report_progress(cfg, &win, step, &sched, out->skipped_steps, epoch, lr);
+            /* every N steps, unless the epoch's own checkpoint follows at once */
+            if (cfg->checkpoint_dir && cfg->checkpoint_every_steps > 0 &&
+                step % cfg->checkpoint_every_steps == 0 && epoch_steps < planned &&
+                step < sched.total_steps) {
+                trainer_ckpt c = ckpt_of(&r, &fp, &sched, per_epoch, step, out->skipped_steps,
+                                         epoch_steps, epoch_loss, epoch,
+                                         ds_loader_position(r.loader));
+                st = write_checkpoint(cfg, &c, false, err);
+            }
         }
         if (st == VIT_OK && !out->cancelled && epoch_steps < planned) {
             /* The epoch delivered fewer batches than counted: items that
@@ -785,6 +901,16 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
             sched.warmup_steps = cap_warmup(sched.warmup_steps, total);
             if (cfg->log_every > 0 && step == total)
                 report_progress(cfg, &win, step, &sched, out->skipped_steps, epoch, lr);
+        }
+        if (st == VIT_OK && !out->cancelled && cfg->checkpoint_dir) {
+            /* the epoch ended (or the run did): the next step is the next
+             * epoch's first, unless the run stopped mid-epoch at its last */
+            if (!exhausted && epoch_steps == planned && step == sched.total_steps)
+                exhausted = ds_loader_position(r.loader) == ds_loader_items(r.loader);
+            trainer_ckpt c = ckpt_of(&r, &fp, &sched, per_epoch, step, out->skipped_steps,
+                                     epoch_steps, epoch_loss, exhausted ? epoch + 1 : epoch,
+                                     exhausted ? 0 : ds_loader_position(r.loader));
+            st = write_checkpoint(cfg, &c, true, err);
         }
     }
     out->steps = step;

@@ -51,6 +51,14 @@ typedef struct trainer_plan {
     long batches_per_epoch;
 } trainer_plan;
 
+/* A checkpoint trainer_run has just written (cfg->checkpoint is told). */
+typedef struct trainer_checkpoint_info {
+    const char *path;         /* the file, <checkpoint_dir>/TRAINER_CHECKPOINT_FILE */
+    long step, total_steps;   /* steps done when it was written */
+    int epoch;                /* the epoch the next step belongs to (0-based) */
+    bool end_of_epoch;        /* written because an epoch ended (else: every N steps) */
+} trainer_checkpoint_info;
+
 typedef struct trainer_config {
     vit_method method;
     int epochs;
@@ -77,8 +85,37 @@ typedef struct trainer_config {
     void (*progress)(void *ctx, const trainer_progress *p);
     void (*plan)(void *ctx, const trainer_plan *p); /* once, before step 0 (may be NULL) */
     int (*should_stop)(void *ctx); /* non-zero: cancel between steps */
+    /* Checkpoints (see "Checkpoints" below).  bitfit and linear only. */
+    const char *checkpoint_dir;   /* not NULL: write a checkpoint there after every epoch */
+    long checkpoint_every_steps;  /* > 0: also after every this many steps (0: epochs only) */
+    const char *resume_dir;       /* not NULL: continue the run checkpointed there */
+    void (*checkpoint)(void *ctx, const trainer_checkpoint_info *c); /* after each write */
     void *ctx;
 } trainer_config;
+
+/* ---- Checkpoints ----
+ * A checkpoint holds everything a run needs to continue bit-identically: the
+ * trainable arena, the optimizer state and step count, the schedule as it
+ * stands (step, total and warm-up steps, batches per epoch), the data-order
+ * position (epoch and items consumed in it: the loader's order and
+ * augmentation are pure functions of (seed, epoch, item), so no RNG state
+ * needs saving beyond the seed), the hyper-parameters that shape the run, and
+ * fingerprints of the backbone (vit_model_fingerprint) and of the training
+ * set (ds_fingerprint, over train_limit items).  It is one safetensors file,
+ * <dir>/TRAINER_CHECKPOINT_FILE: tensors "trainable", "optim.m", "optim.v"
+ * (the ones the optimizer has), scalars as "__metadata__" strings, and
+ * "sha256" over all of it; written to a temporary file, fsynced, renamed over
+ * the previous one, the directory fsynced.  A run given resume_dir refuses
+ * (VIT_ERR_MISMATCH, naming what differs) another backbone, data set or
+ * hyper-parameter, and a damaged file (VIT_ERR_FORMAT); loader_threads,
+ * log_every and the callbacks may differ.  Resuming with the same checkpoint
+ * directory continues to write there.  Full fine-tuning has no checkpoints
+ * yet (VIT_ERR_UNSUPPORTED): its state is the whole model and two moments of
+ * it, 1 GB for ViT-B. */
+#define TRAINER_CHECKPOINT_FILE "checkpoint.safetensors"
+
+/* Is there a checkpoint file in dir?  (Says nothing about whether it loads.) */
+bool trainer_checkpoint_exists(const char *dir);
 
 /* Defaults that work without tuning for BitFit (the public recipe for
  * ViT-B/16: AdamW, lr 5e-3, weight decay 5e-5 on the head, batch 32, cosine
