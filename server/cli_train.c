@@ -41,7 +41,8 @@ static void train_usage(FILE *out)
             "         [--seed N] [--no-augment] [--no-shuffle] [--head auto|keep|new]\n"
             "         [--threads N] [--loader-threads N] [--limit-train N] [--limit-eval N]\n"
             "         [--class-names A,B,...] [--skip-bad] [--from-scratch] [--log-every N] [--json]\n"
-            "         [--allow-outside-root]\n"
+            "         [--allow-outside-root] [--checkpoint-dir DIR [--checkpoint-every-steps N]]\n"
+            "         [--resume DIR]\n"
             "DATASET: an ImageFolder directory, a .jsonl or .csv manifest, or an IDX images file\n"
             "(*-images-idx3-ubyte[.gz]).  Its files must lie under the folder (or the manifest's\n"
             "directory) unless --allow-outside-root is given.  --out is a task file (.safetensors) for bitfit and\n"
@@ -53,7 +54,11 @@ static void train_usage(FILE *out)
             "after training still writes --out (and the summary, with \"eval_error\"), then exits 1.\n"
             "Schedule: a linear warm-up of --warmup-epochs up to --lr, then a cosine down to\n"
             "--min-lr on the last step; a warm-up not shorter than the run (--epochs or\n"
-            "--max-steps) is cut to leave that last step.\n");
+            "--max-steps) is cut to leave that last step.\n"
+            "--checkpoint-dir writes a checkpoint there after every epoch (and every\n"
+            "--checkpoint-every-steps steps); --resume DIR continues that run with the same\n"
+            "options, model and data (bitfit and linear; --resume alone keeps checkpointing\n"
+            "into DIR) and ends with the same task as the uninterrupted run.\n");
 }
 
 static void eval_usage(FILE *out)
@@ -329,13 +334,17 @@ static int parse_train(int argc, char **argv, train_opts *o)
         O_MODEL = 256, O_TRAIN, O_EVAL, O_OUT, O_METHOD, O_EPOCHS, O_MAX_STEPS, O_BATCH, O_LR,
         O_MIN_LR, O_WD, O_WARMUP, O_OPT, O_MOMENTUM, O_LS, O_CLIP, O_SEED, O_NO_AUG,
         O_NO_SHUFFLE, O_HEAD, O_THREADS, O_LOADER, O_LIMIT_TRAIN, O_LIMIT_EVAL, O_CLASSES,
-        O_SKIP_BAD, O_LOG, O_JSON, O_HELP, O_SCRATCH, O_OUTSIDE,
+        O_SKIP_BAD, O_LOG, O_JSON, O_HELP, O_SCRATCH, O_OUTSIDE, O_RESUME, O_CKPT_DIR,
+        O_CKPT_EVERY,
     };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"train", required_argument, NULL, O_TRAIN},
         {"eval", required_argument, NULL, O_EVAL}, {"out", required_argument, NULL, O_OUT},
         {"method", required_argument, NULL, O_METHOD}, {"epochs", required_argument, NULL, O_EPOCHS},
         {"max-steps", required_argument, NULL, O_MAX_STEPS},
+        {"resume", required_argument, NULL, O_RESUME},
+        {"checkpoint-dir", required_argument, NULL, O_CKPT_DIR},
+        {"checkpoint-every-steps", required_argument, NULL, O_CKPT_EVERY},
         {"batch-size", required_argument, NULL, O_BATCH}, {"lr", required_argument, NULL, O_LR},
         {"min-lr", required_argument, NULL, O_MIN_LR},
         {"weight-decay", required_argument, NULL, O_WD},
@@ -390,6 +399,9 @@ static int parse_train(int argc, char **argv, train_opts *o)
             break;
         case O_EPOCHS: ok = cli_parse_int(optarg, 1, 100000, &v); c->epochs = (int)v; break;
         case O_MAX_STEPS: ok = cli_parse_int(optarg, 1, 1L << 40, &c->max_steps); break;
+        case O_RESUME: c->resume_dir = optarg; break;
+        case O_CKPT_DIR: c->checkpoint_dir = optarg; break;
+        case O_CKPT_EVERY: ok = cli_parse_int(optarg, 0, 1L << 40, &c->checkpoint_every_steps); break;
         case O_BATCH: ok = cli_parse_int(optarg, 1, 4096, &v); c->batch_size = (int)v; break;
         case O_SEED: ok = cli_parse_int(optarg, 0, 1L << 62, &v); c->seed = (uint64_t)v; break;
         case O_THREADS: ok = cli_parse_int(optarg, 1, 64, &o->threads); break;
@@ -416,6 +428,13 @@ static int parse_train(int argc, char **argv, train_opts *o)
         return cli_usage_error("train", "--model, --train and --out are required");
     if (c->from_scratch && c->method != VIT_METHOD_FULL)
         return cli_usage_error("train", "--from-scratch needs --method full");
+    if ((c->checkpoint_dir || c->resume_dir) && c->method == VIT_METHOD_FULL)
+        return cli_usage_error("train", "--checkpoint-dir and --resume are not supported for "
+                                        "--method full yet");
+    if (c->checkpoint_every_steps > 0 && !c->checkpoint_dir && !c->resume_dir)
+        return cli_usage_error("train", "--checkpoint-every-steps needs --checkpoint-dir");
+    if (c->resume_dir && !c->checkpoint_dir)
+        c->checkpoint_dir = c->resume_dir; /* keep checkpointing the resumed run */
     if (c->min_lr > c->lr)
         return cli_usage_error("train", "--min-lr %g is above --lr %g: the schedule decays from "
                                "--lr to --min-lr", c->min_lr, c->lr);
