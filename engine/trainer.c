@@ -784,6 +784,18 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
         st = run_fingerprints(backbone, train, cfg, &fp, err);
     if (st == VIT_OK && !out->cancelled && cfg->resume_dir) {
         st = resume_run(cfg, &r, &fp, &at, err);
+        /* the file is the user's to edit (its sha256 is a checksum, not a
+         * seal): its schedule must be one this run could have reached, as
+         * re-planning only ever shortens it -- a forged total near LONG_MAX
+         * would overflow the step arithmetic below */
+        if (st == VIT_OK && (at.total_steps > sched.total_steps ||
+                             at.warmup_steps > sched.warmup_steps ||
+                             at.per_epoch > (long)per_epoch || at.epoch_steps > (long)per_epoch))
+            st = vit_error_set(err, VIT_ERR_FORMAT,
+                               "cannot resume from %s: its schedule (%ld steps, %ld warm-up, %ld "
+                               "per epoch, %ld in this epoch) is beyond this run's (%ld, %ld, %zu)",
+                               cfg->resume_dir, at.total_steps, at.warmup_steps, at.per_epoch,
+                               at.epoch_steps, sched.total_steps, sched.warmup_steps, per_epoch);
         if (st == VIT_OK) {
             resumed = true;
             sched.total_steps = at.total_steps;

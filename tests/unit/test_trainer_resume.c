@@ -12,6 +12,7 @@
  *   another hyper-parameter, a missing checkpoint and full fine-tuning are
  *   refused with the right status and a message saying why.
  */
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "dataset.h"
 #include "test_util.h"
 #include "trainer.h"
+#include "trainer_impl.h"
 #include "vit.h"
 
 #define FASHION_TEST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
@@ -356,6 +358,60 @@ static void test_refusals(const vit_model *m, const ds_dataset *d)
     rm_dir(dir);
 }
 
+/* A checkpoint edited with a valid sha256 (the file is the user's): a
+ * schedule no run of this config reaches -- total steps near LONG_MAX, whose
+ * re-planning would overflow -- is refused before any step. */
+static void test_forged_schedule(const vit_model *m, const ds_dataset *d)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/ck-forged", tmpdir);
+    make_checkpoint(m, d, dir);
+    trainer_config cfg = base_config(VIT_METHOD_BITFIT);
+    cfg.checkpoint_dir = dir;
+    cfg.checkpoint_every_steps = 2;
+    /* this run's arena and moments, sized from the saved file */
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, TRAINER_CHECKPOINT_FILE);
+    st_file *f = NULL;
+    vit_error err = {0};
+    CHECKF(st_open(path, &f, &err) == VIT_OK, "%s", err.message);
+    const char *len = f ? st_metadata(f, "trainable_len") : NULL;
+    size_t n = len ? strtoul(len, NULL, 10) : 0;
+    st_close(f);
+    trainer_ckpt c = {.n = n};
+    float *buf = n ? calloc(3 * n, sizeof *buf) : NULL;
+    CHECKF(buf, "trainable_len %zu", n);
+    if (!buf)
+        return;
+    c.trainable = buf;
+    c.opt = (optim_state){.n = n, .m = buf + n, .v = buf + 2 * n};
+    CHECK(vit_model_fingerprint(m, c.backbone, &err) == VIT_OK);
+    ds_fingerprint(d, cfg.train_limit, c.dataset);
+    CHECKF(trainer_ckpt_load(dir, &cfg, &c, &err) == VIT_OK, "load: %s", err.message);
+    const struct {
+        const char *what;
+        long total, step, epoch_steps, per_epoch;
+    } forged[] = {
+        {"total near LONG_MAX", LONG_MAX, LONG_MAX - 2, 0, 1000},
+        {"longer epochs", c.total_steps, c.step, c.epoch_steps, c.per_epoch + 1},
+        {"epoch steps past an epoch", c.total_steps, c.total_steps, c.per_epoch + 1, c.per_epoch},
+    };
+    trainer_ckpt orig = c;
+    for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++) {
+        c = orig;
+        c.total_steps = forged[i].total;
+        c.step = forged[i].step;
+        c.epoch_steps = forged[i].epoch_steps;
+        c.per_epoch = forged[i].per_epoch;
+        char written[512];
+        CHECKF(trainer_ckpt_save(dir, &cfg, &c, written, sizeof written, &err) == VIT_OK, "%s",
+               err.message);
+        refused(m, d, cfg, dir, VIT_ERR_FORMAT, "schedule", forged[i].what);
+    }
+    free(buf);
+    rm_dir(dir);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/vitfit-resume-XXXXXX");
@@ -371,6 +427,7 @@ int main(void)
         test_method(m, d, VIT_METHOD_BITFIT);
         test_method(m, d, VIT_METHOD_LINEAR);
         test_refusals(m, d);
+        test_forged_schedule(m, d);
     }
     ds_close(d);
     vit_model_free(m);
