@@ -682,9 +682,6 @@ typedef struct ranked {
     int i;
 } ranked;
 
-/* The k most probable of probs[0..K) into top[0..k), best first, ties to the
- * lower index -- the order of the CLI's top_k_indices.  One pass, each new
- * entrant inserted in place: O(K) when few enter, O(K k) at worst. */
 /* Best first; ties: the lower index first. */
 static int ranked_cmp(const void *a, const void *b)
 {
@@ -694,6 +691,9 @@ static int ranked_cmp(const void *a, const void *b)
     return (x->i > y->i) - (x->i < y->i);
 }
 
+/* The k most probable of probs[0..K) into top[0..k), best first, ties to the
+ * lower index.  One pass, each new entrant inserted in place: O(K) when few
+ * enter, O(K k) at worst, so past a few dozen a sort takes over. */
 static void top_k_select(const float *probs, int K, int k, ranked *top)
 {
     if (k > 32) {
@@ -723,6 +723,19 @@ static void top_k_select(const float *probs, int K, int k, ranked *top)
         if (count < k)
             count++;
     }
+}
+
+int api_classify_top_k(const float *probs, int K, int k, int *idx)
+{
+    VIT_ASSERT(probs && idx && K >= 1 && k >= 1 && k <= K);
+    ranked *top = malloc((size_t)k * sizeof *top);
+    if (!top)
+        return -1;
+    top_k_select(probs, K, k, top);
+    for (int j = 0; j < k; j++)
+        idx[j] = top[j].i;
+    free(top);
+    return 0;
 }
 
 json_t *api_classify_result(const char *task, const char *const *labels, const float *logits,

@@ -157,6 +157,11 @@ int api_classify_from_raw(api_classify_req *q, const uint8_t *body, size_t len, 
                           const char *tasks, const char *top_k, const api_classify_limits *lim,
                           api_reply *r);
 
+/* Indices of the k most probable of probs[0..K) (1 <= k <= K) into
+ * idx[0..k), best first, ties to the lower index: the order of every reply
+ * (`vitfit classify` uses it too).  0, or -1 when out of memory. */
+int api_classify_top_k(const float *probs, int K, int k, int *idx);
+
 /* One result: {"task": task or null, "labels": [...], "scores": [...]}, the
  * min(top_k, K) most probable classes best first (ties: the lower index
  * first), scores = vit_softmax(logits) -- the numbers `vitfit classify

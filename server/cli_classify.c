@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "classify.h"
 #include "cli.h"
 #include "task.h"
 #include "vit.h"
@@ -57,22 +58,6 @@ static bool all_finite(const float *x, int n)
         if (!isfinite(x[i]))
             return false;
     return true;
-}
-
-/* Indices of the k largest probabilities, best first (ties: lower index). */
-static void top_k_indices(const float *probs, int n, int k, int *idx)
-{
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        for (int i = 0; i < n; i++) {
-            int taken = 0;
-            for (int t = 0; t < j && !taken; t++)
-                taken = idx[t] == i;
-            if (!taken && (best < 0 || probs[i] > probs[best]))
-                best = i;
-        }
-        idx[j] = best;
-    }
 }
 
 /* One image's result as JSON: {"labels", "scores"[, "logits"]}; NULL when
@@ -232,7 +217,11 @@ int cli_classify(int argc, char **argv)
     for (int i = 0; rc == CLI_OK && i < count; i++) {
         const float *row = logits + (size_t)i * K, *p = probs;
         vit_softmax(row, K, probs);
-        top_k_indices(p, K, k, idx);
+        if (api_classify_top_k(p, K, k, idx) != 0) {
+            fprintf(stderr, "vitfit: out of memory ranking the scores\n");
+            rc = CLI_FAIL;
+            break;
+        }
         if (o.json) {
             /* the path as text even when it is not UTF-8 (cli_text), never
              * a result without its "image" */
