@@ -113,15 +113,6 @@ static bool host_is_loopback(const char *host)
            strcmp(host, "::1") == 0;
 }
 
-/* Threads per worker as configured, or the usable CPUs shared out. */
-static int worker_threads(const vit_cfg *c)
-{
-    if (c->threads_per_worker > 0)
-        return c->threads_per_worker;
-    int t = (int)cli_default_threads() / c->workers;
-    return t < 1 ? 1 : t;
-}
-
 /* Model, task store, pipeline: everything `ready` waits for. */
 static vit_status load(srv *s, vit_error *err)
 {
@@ -174,7 +165,7 @@ int cli_serve(int argc, char **argv)
         fprintf(stderr, "vitfit serve: %s (see 'vitfit serve --help')\n", msg);
         return CLI_USAGE;
     }
-    int threads = worker_threads(&s.cfg);
+    int threads = srv_worker_threads(&s.cfg);
     long usable = cli_default_threads();
     if ((long)s.cfg.workers * threads > usable && !s.cfg.oversubscribe) {
         fprintf(stderr,

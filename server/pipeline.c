@@ -762,6 +762,14 @@ static void free_workers(srv_pipeline *p)
     p->workers = NULL;
 }
 
+int srv_worker_threads(const vit_cfg *cfg)
+{
+    if (cfg->threads_per_worker > 0)
+        return cfg->threads_per_worker;
+    int t = (int)cli_default_threads() / cfg->workers;
+    return t < 1 ? 1 : t;
+}
+
 static vit_status make_workers(srv_pipeline *p, vit_error *err)
 {
     const vit_cfg *cfg = &p->s->cfg;
@@ -770,12 +778,7 @@ static vit_status make_workers(srv_pipeline *p, vit_error *err)
     p->workers = calloc((size_t)p->nworkers, sizeof *p->workers);
     if (!p->workers)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for the workers");
-    int threads = cfg->threads_per_worker;
-    if (threads == 0) {
-        threads = (int)cli_default_threads() / cfg->workers;
-        if (threads < 1)
-            threads = 1;
-    }
+    int threads = srv_worker_threads(cfg);
     for (int i = 0; i < p->nworkers; i++) {
         srv_worker *w = &p->workers[i];
         w->p = p;

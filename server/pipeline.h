@@ -16,6 +16,10 @@
  * (srv_request_finish) or by handing it to the next stage. */
 typedef void (*srv_job_fn)(srv_request *r);
 
+/* Threads of each worker's team: threads_per_worker, or (0) the usable CPUs
+ * shared out among the workers, at least 1. */
+int srv_worker_threads(const vit_cfg *cfg);
+
 /* Starts the pools and cfg.workers workers, each with a vit_state of
  * threads_per_worker threads for max_batch images (s->model must be loaded).
  * On failure nothing is left running. */
