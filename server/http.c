@@ -314,16 +314,11 @@ static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
                   "task names match ^[a-z0-9][a-z0-9._-]{0,63}$");
         return;
     }
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
-    if (cl) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (errno == 0 && end != cl && n > (unsigned long long)s->cfg.max_body_bytes) {
-            api_error(&r->reply, 413, "body_too_large", "the body (%llu bytes) is over max_body_bytes (%" PRId64 ")",
-                      n, s->cfg.max_body_bytes);
-            return;
-        }
+    if (r->declared_len > s->cfg.max_body_bytes) {
+        api_error(&r->reply, 413, "body_too_large",
+                  "the body (%lld bytes) is over max_body_bytes (%" PRId64 ")", r->declared_len,
+                  s->cfg.max_body_bytes);
+        return;
     }
     if (r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_METRICS)
         return;
@@ -348,6 +343,20 @@ static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
     }
 }
 
+/* The declared Content-Length, or -1 when there is none or it is not a
+ * plain decimal number (read once: the header checks and the choice of when
+ * to answer both use it). */
+static long long declared_length(struct MHD_Connection *c)
+{
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    if (!cl || *cl < '0' || *cl > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(cl, &end, 10);
+    return errno || *end ? -1 : n;
+}
+
 static srv_request *request_new(srv_http *h, struct MHD_Connection *conn, const char *url,
                                  const char *method)
 {
@@ -366,6 +375,7 @@ static srv_request *request_new(srv_http *h, struct MHD_Connection *conn, const 
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     r->fd = ci ? ci->connect_fd : -1;
+    r->declared_len = declared_length(conn);
     const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
     if (id && id_acceptable(id))
         snprintf(r->id, sizeof r->id, "%s", id);
@@ -458,16 +468,9 @@ static bool answer_before_body(srv_request *r)
     const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
     if (te && strncasecmp(te, "chunked", 7) == 0)
         return false;
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
-    if (!cl)
-        return true;
-    char *end;
-    errno = 0;
-    unsigned long long n = strtoull(cl, &end, 10);
-    if (errno || end == cl || *end)
-        return true;
-    return n == 0 || n > 2 * (unsigned long long)r->server->cfg.max_body_bytes;
+    return r->declared_len <= 0 || r->declared_len > 2 * r->server->cfg.max_body_bytes;
 }
+
 
 static bool takes_body(const srv_request *r)
 {

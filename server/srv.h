@@ -91,6 +91,7 @@ typedef struct srv_request {
     char *body;
     size_t body_len, body_cap;
     size_t body_seen;            /* bytes received, kept or not */
+    long long declared_len;      /* Content-Length; -1 when absent or unreadable */
     struct MHD_PostProcessor *pp;    /* multipart classify */
     api_form_part *parts;            /* form fields, data owned (uint8_t *) */
     int num_parts, cap_parts;
