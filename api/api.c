@@ -86,18 +86,35 @@ int api_json(api_reply *r, int status, json_t *j)
     return 0;
 }
 
-int api_error(api_reply *r, int status, const char *code, const char *fmt, ...)
+static int error_reply(api_reply *r, int status, const char *code, const char *field,
+                       const char *fmt, va_list ap)
 {
     char message[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
-    va_end(ap);
-    json_t *j = json_pack("{s:{s:s,s:o*}}", "error", "code", code, "message",
-                          api_json_text(message));
+    json_t *j = json_pack("{s:{s:s,s:o*,s:o*}}", "error", "code", code, "message",
+                          api_json_text(message), "field", field ? api_json_text(field) : NULL);
     if (api_json(r, status, j) == 0)
         r->status = status;
     return -1;
+}
+
+int api_error(api_reply *r, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = error_reply(r, status, code, NULL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int api_error_field(api_reply *r, int status, const char *code, const char *field,
+                    const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = error_reply(r, status, code, field, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 int api_status_of(vit_status st)

@@ -42,6 +42,11 @@ void api_reply_free(api_reply *r);
 int api_error(api_reply *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* api_error with a third member, "field": the request's key at fault (a
+ * validation error names the field, as hosted APIs' "param" does). */
+int api_error_field(api_reply *r, int status, const char *code, const char *field,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
 /* Fills r with status and j serialised compactly (takes the reference to j;
  * j == NULL, or a failed dump, becomes a 500 "internal" error).  Returns 0 on
  * success, -1 when it answered the 500. */

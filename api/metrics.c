@@ -332,6 +332,24 @@ int api_metrics_reply(api_metrics *m, const api_metrics_gauges *g, api_reply *r)
     put(&t, "vitfit_task_resident_bytes %zu\n", g->tasks.resident_bytes);
     header(&t, "vitfit_tasks_resident", "gauge", "Tasks held in memory.");
     put(&t, "vitfit_tasks_resident %zu\n", g->tasks.resident_count);
+    static const char *const job_status[5] = {"queued", "running", "succeeded", "failed",
+                                              "cancelled"};
+    header(&t, "vitfit_finetune_jobs", "gauge", "Fine-tune jobs, by status.");
+    for (int i = 0; i < 5; i++)
+        put(&t, "vitfit_finetune_jobs{status=\"%s\"} %ld\n", job_status[i], g->jobs[i]);
+    header(&t, "vitfit_finetune_jobs_finished_total", "counter",
+           "Fine-tune jobs that ended since start, by final status.");
+    for (int i = 2; i < 5; i++)
+        put(&t, "vitfit_finetune_jobs_finished_total{status=\"%s\"} %ld\n", job_status[i],
+            g->jobs_finished_total[i]);
+    header(&t, "vitfit_finetune_images_per_second", "gauge",
+           "Training throughput of the running fine-tune jobs, summed.");
+    put(&t, "vitfit_finetune_images_per_second %.3f\n", g->train_images_per_second);
+    header(&t, "vitfit_finetune_job_seconds_total", "counter",
+           "Seconds fine-tune jobs have trained since start.");
+    put(&t, "vitfit_finetune_job_seconds_total %.3f\n", g->train_seconds_total);
+    header(&t, "vitfit_event_streams", "gauge", "Open fine-tune event streams.");
+    put(&t, "vitfit_event_streams %d\n", g->event_streams);
 
     if (t.failed) {
         free(t.buf);

@@ -28,6 +28,12 @@ typedef struct api_metrics_gauges {
     int preparing;          /* classify requests parsing/decoding (not fetching) */
     bool ready;
     task_store_stats tasks; /* loads, evictions, resident bytes and count */
+    /* fine-tune jobs, by status: queued, running, succeeded, failed, cancelled */
+    long jobs[5];
+    long jobs_finished_total[5];  /* since start (the last three) */
+    double train_images_per_second; /* the running jobs' */
+    double train_seconds_total;   /* seconds of training since start */
+    int event_streams;            /* open text/event-stream responses */
 } api_metrics_gauges;
 
 /* NULL when out of memory.  workers: how many busy-time series to keep. */

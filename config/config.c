@@ -124,6 +124,14 @@ static const cfg_key cfg_table[] = {
     STRING(default_task, "", 0, check_task,
            "Task used when a request names none; empty = the backbone's own head."),
     INT(task_memory_mb, 256, 1, 1048576, "Memory for loaded task bias sets, in MiB."),
+    /* fine-tune jobs */
+    INT(max_running_jobs, 1, 1, 16, "Fine-tune jobs that train at once."),
+    INT(max_queued_jobs, 16, 0, 10000,
+        "Fine-tune jobs that may wait to run; one more is refused with 429."),
+    INT(serve_reserved_threads, 1, 0, 256,
+        "CPUs kept for classify while a job trains: training uses the rest (at least 1)."),
+    INT(job_checkpoint_every_steps, 0, 0, 100000000,
+        "Checkpoint a job every this many steps as well as after every epoch (0: epochs only)."),
     /* operation */
     STRING(api_key, "", CFG_SECRET, NULL,
            "If set, requests must send Authorization: Bearer KEY (the key is never printed)."),

@@ -79,6 +79,10 @@ typedef struct vit_cfg {
     bool allow_private_urls;           /* fetch from private/loopback addresses */
     char default_task[CFG_TASK_SIZE];  /* "" = the backbone's own head */
     int task_memory_mb;                /* loaded task bias sets, in total */
+    int max_running_jobs;              /* fine-tune jobs training at once */
+    int max_queued_jobs;               /* waiting jobs beyond this: 429 */
+    int serve_reserved_threads;        /* CPUs training leaves to classify */
+    int job_checkpoint_every_steps;    /* 0: after every epoch only */
     char api_key[CFG_SECRET_SIZE];     /* "" = no auth; never printed */
     int drain_timeout_ms;              /* finish in-flight work on shutdown */
     cfg_log_format log_format;

@@ -701,6 +701,17 @@ vit_status task_store_put(task_store *s, const char *name, const void *bytes, si
     return st;
 }
 
+bool task_store_exists(task_store *s, const char *name)
+{
+    VIT_ASSERT(s);
+    if (!task_name_valid(name))
+        return false;
+    char file[STORE_FILE_MAX];
+    file_name(file, name);
+    struct stat sb;
+    return fstatat(s->dirfd, file, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 vit_status task_store_delete(task_store *s, const char *name, vit_error *err)
 {
     VIT_ASSERT(s);

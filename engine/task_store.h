@@ -91,6 +91,10 @@ vit_status task_store_get(task_store *s, const char *name, vit_task **out, vit_e
 vit_status task_store_put(task_store *s, const char *name, const void *bytes, size_t len,
                           bool *created, vit_error *err);
 
+/* Whether the directory holds an entry <name>.safetensors of any kind (a
+ * symlink or directory there counts: a put would replace it). */
+bool task_store_exists(task_store *s, const char *name);
+
 /* Removes <name>.safetensors (a symlink there: the link) and drops the
  * resident copy; references already taken finish on it.  VIT_ERR_NOT_FOUND
  * when there is none, VIT_ERR_INVALID for a bad name or a non-regular file

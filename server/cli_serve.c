@@ -27,8 +27,10 @@
 #include "cli.h"
 #include "cpu.h"
 #include "http.h"
+#include "jobs.h"
 #include "pipeline.h"
 #include "srv.h"
+#include "sse.h"
 
 extern char **environ;
 
@@ -107,6 +109,54 @@ static void log_event(const srv *s, const char *msg, const char *detail)
     json_decref(j);
 }
 
+/* jobs_config.log: one line per change of a job's state. */
+static void log_job(void *ctx, const char *id, const char *status, const char *detail)
+{
+    const srv *s = ctx;
+    if (s->cfg.log_format == CFG_LOG_TEXT) {
+        fprintf(stderr, "vitfit: job %s %s%s%s\n", id, status, detail ? ": " : "",
+                detail ? detail : "");
+        return;
+    }
+    json_t *j = json_pack("{s:s,s:s,s:s,s:o*}", "msg", "job", "id", id, "status", status,
+                          "detail", detail ? api_json_text(detail) : NULL);
+    char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (line)
+        fprintf(stderr, "%s\n", line);
+    free(line);
+    json_decref(j);
+}
+
+static void notify_streams(void *ctx)
+{
+    srv *s = ctx;
+    sse_hub_notify(s->sse);
+}
+
+/* The fine-tune jobs (reloaded from data_dir/jobs) and their event streams. */
+static vit_status open_jobs(srv *s, vit_error *err)
+{
+    snprintf(s->datasets_dir, sizeof s->datasets_dir, "%s/datasets", s->cfg.data_dir);
+    long usable = cli_default_threads();
+    long train = usable - s->cfg.serve_reserved_threads;
+    jobs_config jc = {
+        .data_dir = s->cfg.data_dir,
+        .model = s->model,
+        .tasks = s->tasks,
+        .max_running = s->cfg.max_running_jobs,
+        .max_queued = s->cfg.max_queued_jobs,
+        .train_threads = train < 1 ? 1 : (int)train,
+        .checkpoint_every_steps = s->cfg.job_checkpoint_every_steps,
+        .log = log_job,
+        .notify = notify_streams,
+        .ctx = s,
+    };
+    vit_status st = jobs_open(&jc, &s->jobs, err);
+    if (st == VIT_OK)
+        st = sse_hub_create(s->jobs, &s->sse, err);
+    return st;
+}
+
 static bool host_is_loopback(const char *host)
 {
     return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
@@ -128,17 +178,21 @@ static vit_status load(srv *s, vit_error *err)
     snprintf(dir, sizeof dir, "%s/tasks", s->cfg.data_dir);
     st = task_store_open(s->model, s->fingerprint, dir, (size_t)s->cfg.task_memory_mb << 20,
                          &s->tasks, err);
-    if (st != VIT_OK)
+    if (st != VIT_OK || (st = open_jobs(s, err)) != VIT_OK)
         return st;
     return srv_pipeline_start(s, &s->pipe, err);
 }
 
 static void teardown(srv *s)
 {
+    jobs_stop(s->jobs);
     if (s->pipe) {
         srv_pipeline_stop(s->pipe);
     }
+    sse_hub_close_streams(s->sse);
     srv_http_stop(s->http);
+    sse_hub_free(s->sse);
+    jobs_close(s->jobs);
     srv_pipeline_free(s->pipe);
     task_store_close(s->tasks);
     vit_model_free(s->model);
@@ -206,6 +260,11 @@ int cli_serve(int argc, char **argv)
         teardown(&s);
         return CLI_OK;
     }
+    if (jobs_start(s.jobs, &err) != VIT_OK) {
+        log_event(&s, "start failed", err.message);
+        teardown(&s);
+        return cli_fail(&err);
+    }
     atomic_store(&s.ready, true);
     bool v6 = strchr(s.cfg.host, ':') != NULL;
     char where[300];
@@ -219,6 +278,8 @@ int cli_serve(int argc, char **argv)
     log_event(&s, "draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&s.draining, true);
     srv_http_quiesce(s.http);
+    sse_hub_close_streams(s.sse);
+    jobs_stop(s.jobs); /* a running job stops between two steps, resumable */
     double deadline = srv_now() + s.cfg.drain_timeout_ms * 1e-3;
     while (srv_http_active(s.http) > 0 && srv_now() < deadline) {
         struct timespec ts = {0, 10 * 1000000L};

@@ -19,6 +19,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,9 +33,12 @@
 
 #include <microhttpd.h>
 
+#include "finetune.h"
 #include "http.h"
+#include "jobs.h"
 #include "model_info.h"
 #include "pipeline.h"
+#include "sse.h"
 #include "tasks.h"
 
 struct srv_http {
@@ -118,18 +122,24 @@ void srv_request_finish(srv_request *r)
 typedef struct route_spec {
     srv_route route;
     const char *path;   /* exact path, or a prefix ending in '/' for {name} */
+    const char *suffix; /* after {name}: "" for none, else "/cancel" ... */
     const char *allow;  /* the Allow header of a 405 */
     const char *label;  /* in logs and /metrics */
 } route_spec;
 
 static const route_spec routes[] = {
-    {SRV_ROUTE_HEALTHZ, "/healthz", "GET, HEAD", "/healthz"},
-    {SRV_ROUTE_READYZ, "/readyz", "GET, HEAD", "/readyz"},
-    {SRV_ROUTE_METRICS, "/metrics", "GET, HEAD", "/metrics"},
-    {SRV_ROUTE_MODEL, "/v1/model", "GET, HEAD", "/v1/model"},
-    {SRV_ROUTE_CLASSIFY, "/v1/classify", "POST", "/v1/classify"},
-    {SRV_ROUTE_TASKS, "/v1/tasks", "GET, HEAD", "/v1/tasks"},
-    {SRV_ROUTE_TASK, "/v1/tasks/", "GET, HEAD, PUT, DELETE", "/v1/tasks/{name}"},
+    {SRV_ROUTE_HEALTHZ, "/healthz", "", "GET, HEAD", "/healthz"},
+    {SRV_ROUTE_READYZ, "/readyz", "", "GET, HEAD", "/readyz"},
+    {SRV_ROUTE_METRICS, "/metrics", "", "GET, HEAD", "/metrics"},
+    {SRV_ROUTE_MODEL, "/v1/model", "", "GET, HEAD", "/v1/model"},
+    {SRV_ROUTE_CLASSIFY, "/v1/classify", "", "POST", "/v1/classify"},
+    {SRV_ROUTE_TASKS, "/v1/tasks", "", "GET, HEAD", "/v1/tasks"},
+    {SRV_ROUTE_TASK, "/v1/tasks/", "", "GET, HEAD, PUT, DELETE", "/v1/tasks/{name}"},
+    {SRV_ROUTE_FINETUNE, "/v1/finetune", "", "GET, HEAD, POST", "/v1/finetune"},
+    {SRV_ROUTE_FINETUNE_JOB, "/v1/finetune/", "", "GET, HEAD", "/v1/finetune/{id}"},
+    {SRV_ROUTE_FINETUNE_CANCEL, "/v1/finetune/", "/cancel", "POST", "/v1/finetune/{id}/cancel"},
+    {SRV_ROUTE_FINETUNE_EVENTS, "/v1/finetune/", "/events", "GET, HEAD",
+     "/v1/finetune/{id}/events"},
 };
 
 static const route_spec *find_route(const char *url, char name[TASK_NAME_MAX + 1], bool *bad_name)
@@ -143,13 +153,16 @@ static const route_spec *find_route(const char *url, char name[TASK_NAME_MAX + 1
                 return rs;
             continue;
         }
-        if (strncmp(url, rs->path, n) != 0 || url[n] == '\0' || strchr(url + n, '/'))
+        if (strncmp(url, rs->path, n) != 0 || url[n] == '\0')
+            continue;
+        size_t len = strcspn(url + n, "/");
+        if (len == 0 || strcmp(url + n + len, rs->suffix) != 0)
             continue;
         /* the name is checked by the handler; here only its length */
-        if (strlen(url + n) > TASK_NAME_MAX)
+        if (len > TASK_NAME_MAX)
             *bad_name = true;
         else
-            strcpy(name, url + n);
+            memcpy(name, url + n, len), name[len] = '\0';
         return rs;
     }
     return NULL;
@@ -309,9 +322,13 @@ static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
                   "missing or wrong API key: send 'Authorization: Bearer <key>'");
         return;
     }
-    if (bad_name) {
+    if (bad_name && r->route == SRV_ROUTE_TASK) {
         api_error(&r->reply, 422, "invalid_task_name",
                   "task names match ^[a-z0-9][a-z0-9._-]{0,63}$");
+        return;
+    }
+    if (bad_name) {
+        api_error(&r->reply, 404, "job_not_found", "no fine-tune job of that id");
         return;
     }
     if (r->declared_len > s->cfg.max_body_bytes) {
@@ -340,6 +357,17 @@ static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
             return;
         }
         classify_body_kind(r);
+    }
+    if (r->route == SRV_ROUTE_FINETUNE && strcmp(r->method, "POST") == 0) {
+        const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
+        if (ct && strncasecmp(ct, "application/json", 16) != 0 &&
+            strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0 &&
+            strncasecmp(ct, "text/plain", 10) != 0) {
+            api_error(&r->reply, 415, "unsupported_media_type",
+                      "Content-Type '%.64s': a fine-tune job is a JSON object", ct);
+            return;
+        }
+        r->body_kind = SRV_BODY_JSON;
     }
 }
 
@@ -475,7 +503,8 @@ static bool answer_before_body(srv_request *r)
 static bool takes_body(const srv_request *r)
 {
     return r->route == SRV_ROUTE_CLASSIFY ||
-           (r->route == SRV_ROUTE_TASK && strcmp(r->method, "PUT") == 0);
+           (r->route == SRV_ROUTE_TASK && strcmp(r->method, "PUT") == 0) ||
+           (r->route == SRV_ROUTE_FINETUNE && strcmp(r->method, "POST") == 0);
 }
 
 /* ---- the final call ---- */
@@ -498,6 +527,52 @@ static void task_job(srv_request *r)
     srv_request_finish(r);
 }
 
+/* POST /v1/finetune, cancel and the events as JSON: parsing, the data
+ * sets' check and the job's files are I/O, so they run in the prepare pool. */
+static void finetune_job(srv_request *r)
+{
+    srv *s = r->server;
+    api_reply tmp;
+    api_reply_init(&tmp);
+    if (r->route == SRV_ROUTE_FINETUNE) {
+        api_finetune_spec spec;
+        api_finetune_env env = {.datasets_dir = s->datasets_dir, .tasks = s->tasks};
+        if (api_finetune_parse_body(r->body, r->body_len, &spec, &tmp) == 0 &&
+            api_finetune_check(&env, &spec, &tmp) == 0)
+            jobs_submit(s->jobs, &spec, &tmp);
+    } else if (r->route == SRV_ROUTE_FINETUNE_CANCEL) {
+        jobs_cancel(s->jobs, r->task_name, &tmp);
+    } else {
+        jobs_events(s->jobs, r->task_name, r->query_task, r->query_top_k, &tmp);
+    }
+    pthread_mutex_lock(&r->lock);
+    api_reply_free(&r->reply);
+    r->reply = tmp;
+    pthread_mutex_unlock(&r->lock);
+    srv_request_finish(r);
+}
+
+static bool wants_event_stream(struct MHD_Connection *c)
+{
+    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
+    return accept && strstr(accept, "text/event-stream") != NULL;
+}
+
+/* The cursor of an event stream: ?after=, else Last-Event-ID, else 0; -1
+ * when one is given and is not a count. */
+static long stream_cursor(struct MHD_Connection *c)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
+    if (!v)
+        v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    return *v >= '0' && *v <= '9' && !errno && !*end && n < LONG_MAX / 2 ? n : -1;
+}
+
 static void metrics_reply(srv_request *r)
 {
     srv *s = r->server;
@@ -509,6 +584,15 @@ static void metrics_reply(srv_request *r)
     };
     if (s->tasks)
         task_store_stats_get(s->tasks, &g.tasks);
+    if (s->jobs) {
+        jobs_stats js;
+        jobs_stats_get(s->jobs, &js);
+        memcpy(g.jobs, js.by_status, sizeof g.jobs);
+        memcpy(g.jobs_finished_total, js.finished_total, sizeof g.jobs_finished_total);
+        g.train_images_per_second = js.images_per_second;
+        g.train_seconds_total = js.train_seconds;
+    }
+    g.event_streams = sse_hub_streams(s->sse);
     api_metrics_reply(s->metrics, &g, &r->reply);
 }
 
@@ -537,6 +621,31 @@ static bool dispatch(srv_http *h, srv_request *r)
     case SRV_ROUTE_TASK:
         job = task_job;
         break;
+    case SRV_ROUTE_FINETUNE:
+        if (strcmp(r->method, "POST") == 0) {
+            job = finetune_job;
+            break;
+        }
+        jobs_list(s->jobs, MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "status"),
+                  MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit"),
+                  MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after"),
+                  &r->reply);
+        return false;
+    case SRV_ROUTE_FINETUNE_JOB:
+        jobs_get(s->jobs, r->task_name, &r->reply);
+        return false;
+    case SRV_ROUTE_FINETUNE_CANCEL:
+        job = finetune_job;
+        break;
+    case SRV_ROUTE_FINETUNE_EVENTS:
+        if (!wants_event_stream(r->conn)) {
+            r->query_task = dup_arg(r->conn, "after");
+            r->query_top_k = dup_arg(r->conn, "limit");
+            job = finetune_job;
+            break;
+        }
+        r->stream = true;
+        return false;
     case SRV_ROUTE_CLASSIFY:
         job = srv_classify_job;
         break;
@@ -561,6 +670,33 @@ static bool dispatch(srv_http *h, srv_request *r)
         srv_request_finish(r);
     }
     return true;
+}
+
+/* GET /v1/finetune/{id}/events as text/event-stream (sse.c). */
+static enum MHD_Result start_stream(srv_http *h, srv_request *r)
+{
+    srv *s = h->s;
+    long after = stream_cursor(r->conn);
+    if (after < 0) {
+        api_error_field(&r->reply, 422, "invalid_field", "after",
+                        "'after' (or Last-Event-ID) must be an event id (an integer >= 0)");
+        return send_reply(r);
+    }
+    if (!jobs_exists(s->jobs, r->task_name)) {
+        api_error(&r->reply, 404, "job_not_found", "no fine-tune job '%.40s'", r->task_name);
+        return send_reply(r);
+    }
+    bool full;
+    enum MHD_Result res = sse_respond(s->sse, r->conn, r->task_name, after, r->id, &full);
+    if (full) {
+        api_error(&r->reply, 503, "too_many_streams",
+                  "%d event streams are open; poll GET /v1/finetune/{id}/events instead",
+                  SSE_MAX_STREAMS);
+        r->reply.retry_after_s = 5;
+        return send_reply(r);
+    }
+    r->reply.status = 200; /* for the log line and /metrics */
+    return res;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -629,6 +765,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (dispatch(h, r))
         return MHD_YES;
+    if (r->stream && !r->reply.status)
+        return start_stream(h, r);
     return send_reply(r);
 }
 

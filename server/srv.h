@@ -34,6 +34,8 @@
 
 typedef struct srv_pipeline srv_pipeline;
 typedef struct srv_http srv_http;
+typedef struct jobs jobs;
+typedef struct sse_hub sse_hub;
 
 typedef struct srv {
     vit_cfg cfg;              /* read-only after start */
@@ -43,6 +45,9 @@ typedef struct srv {
     api_metrics *metrics;
     srv_pipeline *pipe;
     srv_http *http;
+    jobs *jobs;               /* fine-tune jobs (server/jobs.c) */
+    sse_hub *sse;             /* their live event streams (server/sse.c) */
+    char datasets_dir[CFG_PATH_SIZE + 16]; /* <data_dir>/datasets */
     atomic_bool ready;        /* model loaded, packed, workers started */
     atomic_bool draining;     /* SIGTERM seen: new work gets 503 */
     atomic_uint_fast64_t next_id; /* request ids when the client sends none */
@@ -58,6 +63,10 @@ typedef enum srv_route {
     SRV_ROUTE_CLASSIFY,
     SRV_ROUTE_TASKS,
     SRV_ROUTE_TASK,
+    SRV_ROUTE_FINETUNE,         /* /v1/finetune: list, create */
+    SRV_ROUTE_FINETUNE_JOB,     /* /v1/finetune/{id} */
+    SRV_ROUTE_FINETUNE_CANCEL,  /* /v1/finetune/{id}/cancel */
+    SRV_ROUTE_FINETUNE_EVENTS,  /* /v1/finetune/{id}/events */
     SRV_ROUTE_COUNT,
 } srv_route;
 
@@ -82,7 +91,7 @@ typedef struct srv_request {
     char id[72];                 /* X-Request-Id */
     srv_route route;
     char method[8];
-    char task_name[TASK_NAME_MAX + 1]; /* {name} of /v1/tasks/{name} */
+    char task_name[TASK_NAME_MAX + 1]; /* {name} of /v1/tasks/{name}, {id} of /v1/finetune/{id} */
     double started;              /* monotonic seconds */
     double deadline;             /* started + request_timeout */
 
@@ -113,6 +122,7 @@ typedef struct srv_request {
     bool failed;
     bool suspended;
     bool done;                   /* reply ready to queue */
+    bool stream;                 /* answered with a text/event-stream (sse.c) */
 } srv_request;
 
 /* Monotonic seconds. */

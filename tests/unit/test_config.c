@@ -81,6 +81,10 @@ static const want_key want[] = {
     O("allow_private_urls", "false"),
     O("default_task", "\"\""),
     I("task_memory_mb", 256, 1, 1048576),
+    I("max_running_jobs", 1, 1, 16),
+    I("max_queued_jobs", 16, 0, 10000),
+    I("serve_reserved_threads", 1, 0, 256),
+    I("job_checkpoint_every_steps", 0, 0, 100000000),
     O("api_key", "\"\""),
     I("drain_timeout_ms", 10000, 0, 600000),
     O("log_format", "\"json\""),
@@ -371,7 +375,8 @@ static long long int_field(const vit_cfg *c, const char *name)
     F(queue_capacity); F(max_images_per_request); F(request_timeout_ms); F(max_body_bytes);
     F(max_image_pixels); F(max_connections); F(connection_timeout_s); F(http_threads);
     F(decode_threads); F(max_concurrent_fetches); F(url_connect_timeout_ms); F(url_timeout_ms);
-    F(url_max_bytes); F(url_max_redirects); F(task_memory_mb); F(drain_timeout_ms);
+    F(url_max_bytes); F(url_max_redirects); F(task_memory_mb); F(max_running_jobs); F(max_queued_jobs);
+    F(serve_reserved_threads); F(job_checkpoint_every_steps); F(drain_timeout_ms);
 #undef F
     CHECKF(0, "int_field: no field %s", name);
     return -1;

@@ -1,0 +1,106 @@
+/*
+ * jobs.h - fine-tune jobs: a FIFO of requests, runner threads that train
+ * them with the engine's trainer, a directory per job so a restart loses at
+ * most the steps since the last checkpoint, and the finished task put into
+ * the live task store.
+ *
+ * A job lives in <data_dir>/jobs/<id>/:
+ *   job.json      the job object (JOBS contract), rewritten atomically (tmp +
+ *                 fsync + rename) on every change of state, and at most every
+ *                 few seconds for progress;
+ *   events.jsonl  one event per line, appended and fsynced; an event's id is
+ *                 its line number, so the file alone is the cursor's truth;
+ *   checkpoint/   the trainer's checkpoint (trainer.h), written after every
+ *                 epoch and every checkpoint_every_steps; removed when the
+ *                 job ends.
+ * Ids are "ftjob-" + 16 hex digits that begin with the creation time in
+ * milliseconds, so their order is the order of creation, across restarts.
+ *
+ * jobs_open reloads every job directory: queued jobs stay queued, a job that
+ * was running is queued again at its place and, when a runner takes it,
+ * continues from its checkpoint (a "resumed" event) -- the trainer makes that
+ * bit-identical to a run that never stopped -- and finished jobs are listed
+ * as they ended.  A directory whose job.json does not read is skipped, with
+ * a log line.  jobs_stop interrupts the running jobs between two steps
+ * without cancelling them (an "interrupted" event; they resume at the next
+ * start).
+ *
+ * Threads: jobs_start starts max_running_jobs runners.  Everything a
+ * request can read (status, progress, metrics) is under one lock and
+ * published there by the runner; file writes happen outside it.  The
+ * handlers (jobs_submit, jobs_get, ...) may run on any thread.
+ */
+#ifndef VIT_SERVER_JOBS_H
+#define VIT_SERVER_JOBS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "api.h"
+#include "finetune.h"
+#include "status.h"
+#include "task_store.h"
+#include "vit.h"
+
+typedef struct jobs jobs;
+
+typedef struct jobs_config {
+    const char *data_dir;         /* jobs/ and datasets/ live here */
+    const vit_model *model;       /* the backbone; outlives the jobs */
+    task_store *tasks;            /* where finished tasks go */
+    int max_running;              /* runner threads */
+    int max_queued;               /* queued jobs beyond this: 429 */
+    int train_threads;            /* the trainer's BLAS threads */
+    long checkpoint_every_steps;  /* 0: after every epoch only */
+    /* one line per state change (may be NULL); detail may be NULL */
+    void (*log)(void *ctx, const char *id, const char *status, const char *detail);
+    /* an event was appended (may be NULL): wake the event streams */
+    void (*notify)(void *ctx);
+    void *ctx;
+} jobs_config;
+
+/* Creates <data_dir>/jobs and reloads the jobs in it (see the top). */
+vit_status jobs_open(const jobs_config *c, jobs **out, vit_error *err);
+
+/* Starts the runner threads. */
+vit_status jobs_start(jobs *j, vit_error *err);
+
+/* Interrupts running jobs (they stay resumable) and joins the runners. */
+void jobs_stop(jobs *j);
+
+/* jobs_stop, then frees everything; NULL is a no-op. */
+void jobs_close(jobs *j);
+
+/* The routes.  Each fills r: the job object or a list, or the error shape. */
+int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r); /* 201, 409, 429 */
+int jobs_get(jobs *j, const char *id, api_reply *r);                     /* 200, 404 */
+int jobs_cancel(jobs *j, const char *id, api_reply *r);                  /* 200, 404, 409 */
+/* status, limit, after: the query's values or NULL */
+int jobs_list(jobs *j, const char *status, const char *limit, const char *after, api_reply *r);
+/* after, limit: the query's values or NULL */
+int jobs_events(jobs *j, const char *id, const char *after, const char *limit, api_reply *r);
+
+/* For an event stream: the events of job id after event `after`, as
+ * text/event-stream frames appended to *buf (malloc'd, *len bytes; caller
+ * frees), *last the id of the last one framed (after when none), *ended
+ * whether the job has finished and every event up to its final one is
+ * framed.  VIT_ERR_NOT_FOUND for an unknown job. */
+vit_status jobs_event_frames(jobs *j, const char *id, long after, char **buf, size_t *len,
+                             long *last, bool *ended, vit_error *err);
+
+/* Whether job id exists. */
+bool jobs_exists(jobs *j, const char *id);
+
+/* Gauges and counters for /metrics. */
+typedef struct jobs_stats {
+    long by_status[5];            /* queued, running, succeeded, failed, cancelled */
+    long finished_total[5];       /* state changes to the final three since start */
+    double images_per_second;     /* the running jobs' last reports, summed */
+    double train_seconds;         /* seconds of training done since start */
+} jobs_stats;
+
+extern const char *const jobs_status_names[5];
+
+void jobs_stats_get(jobs *j, jobs_stats *out);
+
+#endif
