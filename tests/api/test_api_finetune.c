@@ -221,12 +221,34 @@ static json_t *get_job(const serve_proc *p, const char *id)
     return get_ok(p, path, path);
 }
 
+static void ft_cancel(const serve_proc *p, const char *id, serve_resp *r);
+
+/* A request that should have been refused made a job (r: its 201): cancel
+ * it at once, so one wrong answer does not cascade through the sections
+ * after it (a job running where none should, a list one longer). */
+static void cancel_stray(const char *what, const serve_resp *r)
+{
+    json_t *j = serve_json(r);
+    const char *id = jstr(json_object_get(j, "id"));
+    if (*id && S1.pid) {
+        serve_resp c;
+        ft_cancel(&S1, id, &c);
+        fprintf(stderr, "  %s made job %s: cancelled it (%ld)\n", what, id, c.status);
+        if (c.status == 200)
+            remember_job(id, "cancelled");
+        serve_resp_free(&c);
+    }
+    json_decref(j);
+}
+
 /* Checks r is the error status/code (codes: '|'-separated, NULL: any) whose
  * error.field is one of fields ('|'-separated; NULL: not checked). */
 static void check_ft_error(const char *what, const serve_resp *r, int status, const char *codes,
                            const char *fields)
 {
     serve_check_error(what, r, status, codes);
+    if (r->status == 201)
+        cancel_stray(what, r);
     if (!fields)
         return;
     json_t *j = serve_json(r);
@@ -373,6 +395,30 @@ static json_t *ft_events(const serve_proc *p, const char *id, int limit)
     }
     CHECKF(0, "%s: more than 10000 pages of events", id);
     return all;
+}
+
+/* Every event of job id (which has reached a final status) once the last
+ * one is final: the status changes before the final event and job.json are
+ * written, so they may lag a moment (bounded: 30 s).  Prints a note when
+ * they did lag. */
+static json_t *ft_final_events(const serve_proc *p, const char *id, int limit)
+{
+    double deadline = serve_now_ms() + 30000;
+    for (int tries = 0;; tries++) {
+        json_t *ev = ft_events(p, id, limit);
+        json_t *last = json_array_get(ev, json_array_size(ev) - 1);
+        const char *t = jstr(json_object_get(last, "type"));
+        bool done = strcmp(t, "succeeded") == 0 || strcmp(t, "failed") == 0 ||
+                    strcmp(t, "cancelled") == 0;
+        if (done || !ev || serve_now_ms() > deadline) {
+            if (tries > 0)
+                fprintf(stderr, "  NOTE: job %s: its final event came %d polls after its final "
+                        "status\n", id, tries);
+            return ev;
+        }
+        json_decref(ev);
+        sleep_ms(20);
+    }
 }
 
 /* The number of events of type t in array ev. */
@@ -754,8 +800,11 @@ static void check_sse_equals(const char *what, long status, const char *ct, CURL
            json_array_size(want));
     for (size_t i = 0; i < n && i < json_array_size(want); i++) {
         json_t *got = json_object_get(json_array_get(s->events, i), "data");
-        CHECKF(json_equal(got, json_array_get(want, i)), "%s: event %zu is %s, want %s", what, i,
-               jdump(got), jdump(json_array_get(want, i)));
+        bool same = json_equal(got, json_array_get(want, i));
+        CHECKF(same, "%s: event %zu is %s, the JSON route's %s (later events not compared)", what,
+               i, jdump(got), jdump(json_array_get(want, i)));
+        if (!same)
+            break;
     }
 }
 
@@ -1174,11 +1223,14 @@ static void check_job_files(const char *what, const char *dir, const char *id, c
     char *text = (char *)serve_read_file(path, &n);
     CHECKF(text, "%s: no %s", what, path);
     size_t line_no = 0;
+    bool same_so_far = true;
     for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
         json_t *e = json_loads(line, 0, NULL);
         json_t *want = json_array_get(events, line_no);
-        CHECKF(e && json_equal(e, want), "%s: events.jsonl line %zu is %.300s, the API's %s",
-               what, line_no + 1, line, jdump(want));
+        if (same_so_far)
+            CHECKF(e && json_equal(e, want), "%s: events.jsonl line %zu is %.300s, the API's %s "
+                   "(later lines not compared)", what, line_no + 1, line, jdump(want));
+        same_so_far = same_so_far && e && json_equal(e, want);
         json_decref(e);
         line_no++;
     }
@@ -1251,8 +1303,8 @@ static void test_happy(void)
                step == json_integer_value(total) && step >= 12 && step <= 16,
            "fm-h: progress after 2 epochs of 108 images in batches of 16: %s", jdump(pr));
     json_t *ips = json_object_get(pr, "images_per_second");
-    CHECKF(json_is_number(ips) && json_number_value(ips) > 0, "fm-h: images_per_second %s",
-           jdump(ips));
+    CHECKF(json_is_null(ips) || (json_is_number(ips) && json_number_value(ips) > 0),
+           "fm-h: images_per_second %s", jdump(ips));
     json_t *eta = json_object_get(pr, "eta_seconds");
     CHECKF(json_is_null(eta) || (json_is_number(eta) && json_number_value(eta) >= 0 &&
                                  json_number_value(eta) < 1),
@@ -1262,18 +1314,29 @@ static void test_happy(void)
            *t5 = json_object_get(m, "eval_top5"), *be = json_object_get(m, "best_epoch");
     CHECKF(json_is_number(loss) && json_number_value(loss) > 0 && json_number_value(loss) < 10,
            "fm-h: train_loss %s", jdump(loss));
-    /* a validation split was held out (eval null, validation_split > 0), 3
-     * classes: top-5 is everything (1 or 100, whichever scale top-1 uses) */
-    CHECKF(json_is_number(t1) && json_is_number(t5) && json_number_value(t1) >= 0 &&
-               json_number_value(t1) <= json_number_value(t5) &&
-               (json_number_value(t5) == 1 || json_number_value(t5) == 100),
-           "fm-h: eval_top1 %s, eval_top5 %s", jdump(t1), jdump(t5));
-    CHECKF(json_is_integer(be) && json_integer_value(be) >= 0 && json_integer_value(be) <= 2,
-           "fm-h: best_epoch %s", jdump(be));
+    /* no eval set: validation metrics exactly when a validation split is
+     * held out (the default validation_split); 3 classes, so top-5 is
+     * everything (1 or 100, whichever scale top-1 uses) */
+    double vs = json_number_value(json_object_get(json_object_get(job, "hyperparameters"),
+                                                  "validation_split"));
+    if (vs > 0) {
+        CHECKF(json_is_number(t1) && json_is_number(t5) && json_number_value(t1) >= 0 &&
+                   json_number_value(t1) <= json_number_value(t5) &&
+                   (json_number_value(t5) == 1 || json_number_value(t5) == 100),
+               "fm-h: eval_top1 %s, eval_top5 %s", jdump(t1), jdump(t5));
+        CHECKF(json_is_integer(be) && json_integer_value(be) >= 0 && json_integer_value(be) <= 2,
+               "fm-h: best_epoch %s", jdump(be));
+    } else {
+        fprintf(stderr, "  NOTE: the default validation_split is %g: no validation metrics\n",
+                vs);
+        CHECKF(json_is_null(t1) && json_is_null(t5),
+               "fm-h: eval metrics %s, %s without an eval set or a validation split", jdump(t1),
+               jdump(t5));
+    }
     check_result_file("fm-h", job, "fm-h");
 
     /* the events; job.json and events.jsonl on disk */
-    happy_events = ft_events(&S1, happy_id, 100);
+    happy_events = ft_final_events(&S1, happy_id, 100);
     if (happy_events) {
         check_events("fm-h events", happy_events, "succeeded");
         CHECKF(count_type(happy_events, "started") == 1, "fm-h: %d started events",
@@ -1298,7 +1361,7 @@ static void test_happy(void)
                 base = ep;
             CHECKF((base == 0 || base == 1) && ep == base + epoch_no &&
                        json_is_number(json_object_get(d, "train_loss")) &&
-                       json_is_number(json_object_get(d, "eval_top1")),
+                       (vs <= 0 || json_is_number(json_object_get(d, "eval_top1"))),
                    "fm-h: epoch_end %d data %s", epoch_no, jdump(d));
             epoch_no++;
         }
@@ -1455,7 +1518,7 @@ static void test_live(void)
     json_t *t1 = json_object_get(json_object_get(job, "metrics"), "eval_top1");
     CHECKF(json_is_number(t1), "fm-csv: eval_top1 %s (an eval set was given)", jdump(t1));
     check_result_file("fm-csv", job, "fm-csv");
-    json_t *ev = ft_events(&S1, id, 100);
+    json_t *ev = ft_final_events(&S1, id, 100);
     if (ev) {
         check_events("fm-csv events", ev, "succeeded");
         check_sse_equals("SSE followed live", status, ct, cc, &s, ev);
@@ -1498,7 +1561,7 @@ static void test_failed(void)
             const char *msg = jstr(json_object_get(json_object_get(job, "error"), "message"));
             CHECKF(strstr(msg, "broken.png"), "mixed: the error does not name the file: %s",
                    msg);
-            json_t *ev = ft_events(&S1, id, 100);
+            json_t *ev = ft_final_events(&S1, id, 100);
             if (ev) {
                 check_events("mixed events", ev, "failed");
                 json_t *last = json_array_get(ev, json_array_size(ev) - 1);
@@ -1527,7 +1590,7 @@ static void test_failed(void)
     job = ft_wait(&S1, id, "final", 0, WAIT_S);
     CHECKF(strcmp(jstr(json_object_get(job, "status")), "succeeded") == 0,
            "mixed with skip_bad: %s", jdump(job));
-    json_t *ev = ft_events(&S1, id, 100);
+    json_t *ev = ft_final_events(&S1, id, 100);
     if (ev) {
         check_events("mixed skip_bad events", ev, "succeeded");
         size_t i;
@@ -1652,7 +1715,14 @@ static void test_cancel(void)
         n_ok += classify_stream(10, &ref, b64);
         n_sent += 10;
         json_t *after = get_job(&S1, long_id);
-        s1 = json_integer_value(json_object_get(json_object_get(after, "progress"), "step"));
+        json_t *apr = json_object_get(after, "progress");
+        s1 = json_integer_value(json_object_get(apr, "step"));
+        json_t *ips = json_object_get(apr, "images_per_second");
+        if (s1 > 0)
+            CHECKF(json_is_number(ips) && json_number_value(ips) > 0 &&
+                       json_is_integer(json_object_get(apr, "total_steps")),
+                   "fm-long running at step %" JSON_INTEGER_FORMAT ": progress %s", s1,
+                   jdump(apr));
         snprintf(last_status, sizeof last_status, "%s", jstr(json_object_get(after, "status")));
         json_decref(after);
         if (strcmp(last_status, "running") != 0)
@@ -1686,7 +1756,7 @@ static void test_cancel(void)
                    json_integer_value(json_object_get(json_object_get(job, "progress"), "step")) ==
                        0,
                "the cancelled queued job: %s", jdump(job));
-        json_t *ev = ft_events(&S1, q_id, 100);
+        json_t *ev = ft_final_events(&S1, q_id, 100);
         if (ev) {
             check_events("the cancelled queued job", ev, "cancelled");
             CHECKF(count_type(ev, "started") == 0, "a never-run job has a started event");
@@ -1741,7 +1811,7 @@ static void test_cancel(void)
     CHECKF(json_is_integer(json_object_get(job, "started_at")) &&
                json_integer_value(json_object_get(json_object_get(job, "progress"), "step")) > 0,
            "fm-long: cancelled while running, yet %s", jdump(job));
-    json_t *ev = ft_events(&S1, long_id, 1000);
+    json_t *ev = ft_final_events(&S1, long_id, 1000);
     if (ev) {
         check_events("fm-long events", ev, "cancelled");
         CHECKF(count_type(ev, "started") == 1, "fm-long: %d started events",
@@ -1950,7 +2020,7 @@ static void test_restart(void)
 static const char *const crash_flags[] = {"--max-running-jobs", "1", "--job-checkpoint-every-steps",
                                           "5", NULL};
 
-/* A fresh data_dir with big/train: 3 classes x 100 images. */
+/* A fresh data_dir with big/train: 3 classes x 60 images. */
 static bool crash_dir(const char *what, char *dir, size_t len)
 {
     if (!serve_tmpdir(what, dir, len))
@@ -1959,7 +2029,7 @@ static bool crash_dir(const char *what, char *dir, size_t len)
     snprintf(p, sizeof p, "%s/datasets/big/train", dir);
     return fm_write_folder(&src, &(fm_folder_spec){.dir = p, .classes = fm_classes,
                                                   .names = fm_names, .nclasses = 3,
-                                                  .per_class = 100});
+                                                  .per_class = 60});
 }
 
 static json_t *crash_body(void)
@@ -2045,7 +2115,7 @@ static void test_crash(void)
            "the uninterrupted run: %s", jdump(job));
     json_int_t total =
         json_integer_value(json_object_get(json_object_get(job, "progress"), "total_steps"));
-    json_t *ev = *id ? ft_events(&p, id, 1000) : NULL;
+    json_t *ev = *id ? ft_final_events(&p, id, 1000) : NULL;
     int ref_checkpoints = count_type(ev, "checkpoint");
     CHECKF(ref_checkpoints >= 3, "the uninterrupted run wrote %d checkpoint events (every 5 of "
            "%" JSON_INTEGER_FORMAT " steps, and per epoch)", ref_checkpoints, total);
@@ -2116,8 +2186,9 @@ static void test_crash(void)
         serve_rmtree(ref_dir);
         return;
     }
-    char path[512];
+    char path[512], path_ev[512];
     snprintf(path, sizeof path, "%s/jobs/%s/job.json", dir, id);
+    snprintf(path_ev, sizeof path_ev, "%s/jobs/%s/events.jsonl", dir, id);
     json_t *on_disk = json_load_file(path, 0, NULL);
     CHECKF(strcmp(jstr(json_object_get(on_disk, "status")), "running") == 0,
            "job.json after the kill: %s", jdump(on_disk));
@@ -2131,15 +2202,18 @@ static void test_crash(void)
         CHECKF(strcmp(jstr(json_object_get(job, "status")), "succeeded") == 0,
                "the resumed job: %s", jdump(job));
         check_job_shape("the resumed job", job);
-        ev = ft_events(&p, id, 1000);
+        ev = ft_final_events(&p, id, 1000);
         if (ev) {
             check_events("the resumed job's events", ev, "succeeded");
             size_t k = json_array_size(before_kill);
-            /* the events before the kill are kept as they were */
+            /* the events before the kill are kept as they were (file against
+             * file: check_job_files compares the file with the API) */
+            json_t *after_file = read_events_file(path_ev);
             for (size_t i = 0; i < k; i++)
-                CHECKF(json_equal(json_array_get(ev, i), json_array_get(before_kill, i)),
+                CHECKF(json_equal(json_array_get(after_file, i), json_array_get(before_kill, i)),
                        "event %zu changed across the restart: %s, was %s", i,
-                       jdump(json_array_get(ev, i)), jdump(json_array_get(before_kill, i)));
+                       jdump(json_array_get(after_file, i)), jdump(json_array_get(before_kill, i)));
+            json_decref(after_file);
             int resumed = 0;
             size_t i;
             json_t *e;
