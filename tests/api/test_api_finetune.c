@@ -6,7 +6,7 @@
  * CSV manifests of the same files) written under each server's data_dir by
  * fmnist_fixture.c; the backbone is models/fashion-vit-tiny, so a job of
  * a few hundred images takes about a second.  Sections (each can be skipped
- * with VITFIT_FT_SKIP=name,name,... e.g. for a TSan run):
+ * with TEST_API_FINETUNE_SKIP=name,name,... e.g. for a TSan run):
  *
  *  validation  every documented error of POST /v1/finetune, each with its
  *              status, code and "field"; 404 job_not_found on every job
@@ -140,14 +140,14 @@ static bool one_of(const char *s, const char *list)
 
 static bool skipped(const char *section)
 {
-    const char *env = getenv("VITFIT_FT_SKIP");
+    const char *env = getenv("TEST_API_FINETUNE_SKIP");
     if (!env)
         return false;
     size_t n = strlen(section);
     for (const char *p = env; *p;) {
         size_t ln = strcspn(p, ",");
         if (ln == n && strncmp(p, section, n) == 0) {
-            fprintf(stderr, "== %s: skipped (VITFIT_FT_SKIP)\n", section);
+            fprintf(stderr, "== %s: skipped (TEST_API_FINETUNE_SKIP)\n", section);
             return true;
         }
         p += ln + (p[ln] ? 1 : 0);
@@ -2233,6 +2233,18 @@ static void test_crash(void)
                            jdump(step), ckpt_step, total);
             }
             CHECKF(resumed == 1, "%d resumed events, want 1", resumed);
+            /* it went on from the checkpoint, not from step 0: the first
+             * checkpoint after the restart is past the last one before */
+            json_int_t next_ckpt = -1;
+            json_array_foreach(ev, i, e) {
+                if (i >= k && next_ckpt < 0 &&
+                    strcmp(jstr(json_object_get(e, "type")), "checkpoint") == 0)
+                    next_ckpt = json_integer_value(json_object_get(json_object_get(e, "data"),
+                                                                   "step"));
+            }
+            CHECKF(next_ckpt > ckpt_step, "the first checkpoint after the restart is at step %"
+                   JSON_INTEGER_FORMAT ", the last before the kill at %" JSON_INTEGER_FORMAT
+                   ": the job started over", next_ckpt, ckpt_step);
             check_job_files("the resumed job", dir, id, job, ev);
         }
         json_decref(ev);
