@@ -52,7 +52,11 @@
  *              right on each page; bad status/limit/after 422; /metrics
  *              job gauges equal to the list's counts.
  *  restart     SIGTERM, start again on the same data_dir: every finished
- *              job listed as it was; the new task still classifies.
+ *              job listed as it was, its events unchanged; the new task
+ *              still classifies.  Then SIGTERM with a job running and one
+ *              queued: the running one's last event is interrupted, and
+ *              after the next start it runs again with one resumed event
+ *              while the queued one stays queued.
  *  crash       an uninterrupted job on a fresh data_dir, then the same job
  *              (same seed) with --job-checkpoint-every-steps on another:
  *              killed with SIGKILL right after its first checkpoint event
@@ -1985,6 +1989,8 @@ static void test_list(void)
 
 /* ---- restart ------------------------------------------------------------- */
 
+static json_t *read_events_file(const char *path);
+
 static const char *const s1_flags[] = {"--max-running-jobs", "1", "--max-queued-jobs", "1",
                                        "--max-body-bytes", "1048576", NULL};
 
@@ -2013,6 +2019,73 @@ static void test_restart(void)
         CHECKF(happy_events && json_equal(ev, happy_events), "fm-h's events after a restart");
         json_decref(ev);
     }
+
+    /* a graceful restart with a job running and one queued: the running one
+     * gets an interrupted event and resumes at the next start (a resumed
+     * event), the queued one stays queued behind it */
+    char run_id[64], q_id[64], path[512];
+    json_t *job = ft_create("POST fm-r1", &S1,
+                            json_pack("{sssssisi}", "task", "fm-r1", "train", "fm/train",
+                                      "epochs", 200, "batch_size", 8),
+                            run_id);
+    json_decref(job);
+    if (!*run_id)
+        return;
+    remember_job(run_id, "cancelled");
+    json_decref(ft_wait(&S1, run_id, "running", 1, WAIT_S));
+    job = ft_create("POST fm-r2", &S1, body2("fm-r2", "fm/train", NULL, NULL), q_id);
+    json_decref(job);
+    if (*q_id)
+        remember_job(q_id, "cancelled");
+    st = serve_stop(&S1, SIGTERM, 60000);
+    CHECKF(st == 0, "SIGTERM with a job running: exit %d", st);
+    snprintf(path, sizeof path, "%s/jobs/%s/events.jsonl", d1, run_id);
+    json_t *ev = read_events_file(path);
+    const char *last = jstr(json_object_get(json_array_get(ev, json_array_size(ev) - 1), "type"));
+    CHECKF(strcmp(last, "interrupted") == 0, "the running job's last event after SIGTERM is %s, "
+           "want interrupted", last);
+    json_decref(ev);
+    if (!serve_start(&S1, d1, NULL, s1_flags)) {
+        CHECKF(0, "the server did not start a second time on %s", d1);
+        return;
+    }
+    job = ft_wait(&S1, run_id, "running", 0, WAIT_S);
+    json_decref(job);
+    if (*q_id) {
+        job = get_job(&S1, q_id);
+        CHECKF(strcmp(jstr(json_object_get(job, "status")), "queued") == 0,
+               "the queued job after a restart: %s", jdump(job));
+        json_decref(job);
+    }
+    /* the resumed event may follow the status by a moment: bounded wait */
+    int resumed = 0;
+    double deadline = serve_now_ms() + 30000;
+    while (resumed == 0 && serve_now_ms() < deadline) {
+        ev = ft_events(&S1, run_id, 1000);
+        resumed = count_type(ev, "resumed");
+        if (resumed) {
+            check_events("fm-r1 after a restart", ev, NULL);
+            CHECKF(count_type(ev, "interrupted") == 1 && resumed == 1 &&
+                       count_type(ev, "started") == 1,
+                   "fm-r1 after a restart: %d interrupted, %d resumed, %d started events",
+                   count_type(ev, "interrupted"), resumed, count_type(ev, "started"));
+        }
+        json_decref(ev);
+        if (!resumed)
+            sleep_ms(20);
+    }
+    CHECKF(resumed, "fm-r1: no resumed event after the restart");
+    serve_resp r;
+    if (*q_id) {
+        ft_cancel(&S1, q_id, &r);
+        serve_resp_free(&r);
+    }
+    ft_cancel(&S1, run_id, &r);
+    serve_resp_free(&r);
+    job = ft_wait(&S1, run_id, "final", 0, 120);
+    CHECKF(strcmp(jstr(json_object_get(job, "status")), "cancelled") == 0,
+           "fm-r1 after cancel: %s", jdump(job));
+    json_decref(job);
 }
 
 /* ---- crash and resume ---------------------------------------------------- */
