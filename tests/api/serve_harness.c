@@ -473,7 +473,12 @@ bool serve_request(const serve_proc *p, CURL *h, const serve_req *q, serve_resp 
     } else if (q->body && !q->mime) {
         hdrs = curl_slist_append(hdrs, "Content-Type:"); /* not curl's form default */
     }
-    hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip */
+    if (q->expect_100) {
+        hdrs = curl_slist_append(hdrs, "Expect: 100-continue");
+        curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 10000L);
+    } else {
+        hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip */
+    }
     if (q->auth) {
         if (*q->auth) {
             snprintf(line, sizeof line, "Authorization: %s", q->auth);

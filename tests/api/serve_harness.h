@@ -89,6 +89,9 @@ typedef struct serve_req {
     const char *request_id;   /* X-Request-Id to send, or NULL */
     const char *const *extra; /* more header lines ("Name: value"), NULL-terminated, or NULL */
     long timeout_ms;          /* whole request; 0: 60 s */
+    bool expect_100;          /* send "Expect: 100-continue" and wait up to 10 s for it, so
+                                 a server refusing on the headers (413) answers before the
+                                 body is sent; default: no Expect */
 } serve_req;
 
 /* What came back.  serve_resp_free releases it. */

@@ -954,7 +954,13 @@ static void test_validation(void)
         int k = snprintf(big, n, "{\"task\": \"t1\", \"train\": \"fm/train\", \"x\": \"");
         memset(big + k, 'a', n - (size_t)k - 2);
         memcpy(big + n - 2, "\"}", 2);
-        ft_post_raw(p, big, n, "application/json", &r);
+        /* with Expect: 100-continue, so the 413 comes before the body is
+         * sent (without it a fast refusal can close the connection while
+         * curl still sends, and curl reports a send error instead) */
+        serve_request(p, h, &(serve_req){.path = "/v1/finetune",
+                                         .content_type = "application/json", .body = big,
+                                         .len = n, .expect_100 = true},
+                      &r);
         check_ft_error("a 3 MiB body", &r, 413, NULL, NULL);
         serve_resp_free(&r);
         free(big);
