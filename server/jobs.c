@@ -1013,22 +1013,28 @@ int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r)
     jb->spec = *spec;
     jb->status = JOB_QUEUED;
     jb->created_at = (long long)wall();
-    /* its files before anyone can see it: a listed job always has them */
+    /* its files (and first event) before anyone can see it: a listed job
+     * always has them, and a runner can take it the moment it is listed */
     int rc = -1;
     if (mkdir(jb->dir, 0755) != 0)
         api_error(r, 500, "io_error", "cannot create the job's directory: %s", strerror(errno));
     else if (job_write(jb, job_json(jb)) != 0)
         api_error(r, 500, "io_error", "cannot write the job's job.json");
+    else if (event_append_locked(j, jb, "created", "job created", NULL), jb->events != 1)
+        api_error(r, 500, "io_error", "cannot write the job's events.jsonl");
     else if (!insert(j, jb))
         api_error(r, 500, "out_of_memory", "out of memory");
     else
         rc = api_json(r, 201, job_json(jb));
     if (rc != 0) {
         if (jb->dir) {
-            char *f = path_join(jb->dir, "job.json");
-            if (f)
-                unlink(f);
-            free(f);
+            static const char *const files[] = {"job.json", "events.jsonl"};
+            for (size_t i = 0; i < 2; i++) {
+                char *f = path_join(jb->dir, files[i]);
+                if (f)
+                    unlink(f);
+                free(f);
+            }
             rmdir(jb->dir);
         }
         pthread_mutex_unlock(&j->lock);
@@ -1037,7 +1043,6 @@ int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r)
     }
     pthread_cond_signal(&j->wake);
     pthread_mutex_unlock(&j->lock);
-    job_event(j, jb, "created", "job created", NULL);
     job_log(j, jb, "queued", spec->task);
     return 0;
 }
