@@ -237,6 +237,10 @@ int api_finetune_parse(const json_t *req, api_finetune_spec *out, api_reply *r)
 
 int api_finetune_parse_body(const char *body, size_t len, api_finetune_spec *out, api_reply *r)
 {
+    if (len > API_FT_BODY_MAX)
+        return api_error(r, 413, "body_too_large",
+                         "a fine-tune job's body is at most %d bytes (this one: %zu)",
+                         API_FT_BODY_MAX, len);
     json_error_t jerr;
     json_t *req = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
     if (!req)

@@ -367,6 +367,11 @@ static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
                       "Content-Type '%.64s': a fine-tune job is a JSON object", ct);
             return;
         }
+        if (r->declared_len > API_FT_BODY_MAX) {
+            api_error(&r->reply, 413, "body_too_large",
+                      "a fine-tune job's body is at most %d bytes", API_FT_BODY_MAX);
+            return;
+        }
         r->body_kind = SRV_BODY_JSON;
     }
 }

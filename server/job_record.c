@@ -65,6 +65,7 @@ job *job_new(jobs *j, const char *id)
     }
     pthread_mutex_init(&jb->file_lock, NULL);
     atomic_init(&jb->cancel, false);
+    atomic_init(&jb->skipped, 0);
     jb->total_steps = -1;
     jb->images_per_second = jb->eta_seconds = NAN;
     jb->train_loss = jb->eval_top1 = jb->eval_top5 = NAN;

@@ -178,9 +178,17 @@ static void on_checkpoint(void *ctx, const trainer_checkpoint_info *info)
 static void on_bad_image(void *ctx, const char *item, const char *message)
 {
     run_ctx *c = ctx;
-    job_event(c->j, c->jb, "skipped_image", message,
-              json_pack("{s:o,s:o}", "file", api_json_text(item), "reason",
-                        api_json_text(message)));
+    /* a set of bad files is told each epoch: the first ones are listed, the
+     * rest counted, so events.jsonl stays small */
+    long n = atomic_fetch_add(&c->jb->skipped, 1) + 1;
+    if (n < JOB_SKIPPED_EVENTS_MAX)
+        job_event(c->j, c->jb, "skipped_image", message,
+                  json_pack("{s:o,s:o}", "file", api_json_text(item), "reason",
+                            api_json_text(message)));
+    else if (n == JOB_SKIPPED_EVENTS_MAX)
+        job_event(c->j, c->jb, "skipped_image",
+                  "more images were skipped; they are counted, not listed",
+                  json_pack("{s:I}", "skipped", (json_int_t)n));
 }
 
 /* Whether task `name` is one this job stored already (a crash after the put,

@@ -29,6 +29,7 @@ enum { JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED };
 #define PROGRESS_EVENT_S 5.0           /* a "progress" event at most this often */
 #define PROGRESS_SAVE_S 2.0            /* job.json rewritten for progress at most this often */
 #define EVENTS_LIST_MAX 1000
+#define JOB_SKIPPED_EVENTS_MAX 100     /* skipped_image events per job; the rest counted */
 
 typedef struct job {
     char id[JOB_ID_LEN + 1];
@@ -36,6 +37,7 @@ typedef struct job {
     api_finetune_spec spec;
     int status;
     atomic_bool cancel;                /* cancel between two steps */
+    atomic_long skipped;               /* images skipped (skip_bad) in this process */
     long long created_at, started_at, finished_at; /* Unix seconds; 0: not yet */
     int epoch, epochs;                 /* epochs completed, planned */
     long step, total_steps;            /* total_steps < 0: not planned yet */
