@@ -143,7 +143,10 @@ static void sync_dir(const char *dir)
 /* Writes snapshot (consumed) as <dir>/job.json: tmp, fsync, rename. */
 int job_write(const job *jb, json_t *snapshot)
 {
-    char *text = snapshot ? json_dumps(snapshot, JSON_INDENT(1) | JSON_REAL_PRECISION(9)) : NULL;
+    /* 17 digits: the hyper-parameters read back at a restart are the very doubles
+     * the job ran with (a resumed run must match its checkpoint) */
+    char *text =
+        snapshot ? json_dumps(snapshot, JSON_INDENT(1) | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(snapshot);
     char *tmp = job_path(jb->dir, ".job.json.tmp"), *final = job_path(jb->dir, "job.json");
     int rc = -1;
