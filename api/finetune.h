@@ -84,6 +84,11 @@ int api_finetune_check(const api_finetune_env *env, const api_finetune_spec *spe
 int api_finetune_open(const api_finetune_env *env, const api_finetune_spec *spec,
                       ds_dataset **train, ds_dataset **eval, api_reply *r);
 
+/* Removes every "<prefix>/" (and a bare prefix) from msg in place: engine
+ * messages name files by their absolute path, and a client is told them
+ * relative to the data set directory, never where the server keeps it. */
+void api_finetune_strip_prefix(char *msg, const char *prefix);
+
 /* {"epochs": .., ..., "skip_bad": .., "overwrite": ..}: every hyper-parameter
  * of the job (new reference; NULL when out of memory). */
 json_t *api_finetune_hyperparameters(const api_finetune_spec *spec);

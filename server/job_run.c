@@ -181,10 +181,15 @@ static void on_bad_image(void *ctx, const char *item, const char *message)
     /* a set of bad files is told each epoch: the first ones are listed, the
      * rest counted, so events.jsonl stays small */
     long n = atomic_fetch_add(&c->jb->skipped, 1) + 1;
+    char file[1024], reason[1024];
+    snprintf(file, sizeof file, "%s", item);
+    snprintf(reason, sizeof reason, "%s", message);
+    api_finetune_strip_prefix(file, c->j->datasets_real);
+    api_finetune_strip_prefix(reason, c->j->datasets_real);
     if (n < JOB_SKIPPED_EVENTS_MAX)
-        job_event(c->j, c->jb, "skipped_image", message,
-                  json_pack("{s:o,s:o}", "file", api_json_text(item), "reason",
-                            api_json_text(message)));
+        job_event(c->j, c->jb, "skipped_image", reason,
+                  json_pack("{s:o,s:o}", "file", api_json_text(file), "reason",
+                            api_json_text(reason)));
     else if (n == JOB_SKIPPED_EVENTS_MAX)
         job_event(c->j, c->jb, "skipped_image",
                   "more images were skipped; they are counted, not listed",
@@ -351,6 +356,7 @@ static void run_job(jobs *j, job *jb, bool resumed)
     j->train_seconds += res.seconds;
     pthread_mutex_unlock(&j->lock);
     if (st != VIT_OK) {
+        api_finetune_strip_prefix(err.message, j->datasets_real);
         job_end(j, jb, JOB_FAILED, have_ck && st == VIT_ERR_MISMATCH ? "resume_failed"
                                                                       : "training_failed",
                 err.message, "failed", NULL);

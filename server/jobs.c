@@ -121,6 +121,9 @@ vit_status jobs_open(const jobs_config *c, jobs **out, vit_error *err)
     else if (mkdir(j->datasets_dir, 0755) != 0 && errno != EEXIST)
         st = vit_error_set(err, VIT_ERR_IO, "cannot create %s: %s", j->datasets_dir,
                            strerror(errno));
+    if (st == VIT_OK && !(j->datasets_real = realpath(j->datasets_dir, NULL)) &&
+        !(j->datasets_real = strdup("")))
+        st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     if (st == VIT_OK)
         st = reload(j, err);
     if (st != VIT_OK) {
@@ -171,6 +174,7 @@ void jobs_close(jobs *j)
     free(j->threads);
     free(j->jobs_dir);
     free(j->datasets_dir);
+    free(j->datasets_real);
     pthread_cond_destroy(&j->wake);
     pthread_mutex_destroy(&j->lock);
     free(j);

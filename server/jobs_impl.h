@@ -61,6 +61,7 @@ typedef struct job {
 struct jobs {
     jobs_config cfg;
     char *jobs_dir, *datasets_dir;
+    char *datasets_real;               /* datasets_dir's canonical path ("" if none yet) */
     pthread_mutex_t lock;
     pthread_cond_t wake;
     job **all;                         /* sorted by id: creation order */
