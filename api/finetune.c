@@ -84,7 +84,10 @@ static int hp_set(const hp_row *h, const json_t *v, api_finetune_spec *s, api_re
 {
     char *at = (char *)s + h->offset;
     char range[96];
-    snprintf(range, sizeof range, "%g to %g", h->min, h->max);
+    if (h->type == HP_REAL)
+        snprintf(range, sizeof range, "%g to %g", h->min, h->max);
+    else
+        snprintf(range, sizeof range, "%.0f to %.0f", h->min, h->max);
     switch (h->type) {
     case HP_BOOL:
         if (!json_is_boolean(v))
@@ -237,6 +240,10 @@ int api_finetune_parse(const json_t *req, api_finetune_spec *out, api_reply *r)
 
 int api_finetune_parse_body(const char *body, size_t len, api_finetune_spec *out, api_reply *r)
 {
+    if (len > API_FT_BODY_MAX)
+        return api_error(r, 413, "body_too_large",
+                         "a fine-tune job's body is at most %d bytes (this one: %zu)",
+                         API_FT_BODY_MAX, len);
     json_error_t jerr;
     json_t *req = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
     if (!req)
@@ -262,6 +269,17 @@ static bool path_stays_below(const char *path)
             p++;
     }
     return true;
+}
+
+void api_finetune_strip_prefix(char *msg, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    if (n == 0)
+        return;
+    for (char *p = strstr(msg, prefix); p; p = strstr(p, prefix)) {
+        size_t cut = n + (p[n] == '/');
+        memmove(p, p + cut, strlen(p + cut) + 1);
+    }
 }
 
 /* Opens data set `path` (the value of `field`) beneath root; classes: the
@@ -293,6 +311,7 @@ static int open_dataset(const api_finetune_env *env, beneath_root *root, const c
     default: {
         vit_error err = {0};
         beneath_error(root, res, eno, BENEATH_WANT_ANY, path, &err);
+        api_finetune_strip_prefix(err.message, beneath_root_path(root));
         return api_error_field(r, 422, "invalid_dataset", field, "'%s': %s", field,
                                err.message);
     }
@@ -304,9 +323,12 @@ static int open_dataset(const api_finetune_env *env, beneath_root *root, const c
     vit_error err = {0};
     vit_status s = ds_open(full, &opt, out, &err);
     free(full);
-    if (s != VIT_OK)
+    if (s != VIT_OK) {
+        api_finetune_strip_prefix(err.message, beneath_root_path(root));
+        api_finetune_strip_prefix(err.message, env->datasets_dir);
         return api_error_field(r, 422, "invalid_dataset", field, "'%s': %s", field,
                                err.message);
+    }
     if (ds_size(*out) == 0) {
         ds_close(*out);
         *out = NULL;
@@ -330,8 +352,7 @@ int api_finetune_open(const api_finetune_env *env, const api_finetune_spec *spec
     vit_error err = {0};
     if (beneath_root_open(env->datasets_dir, "data set directory", &root, &err) != VIT_OK)
         return api_error_field(r, 422, "dataset_not_found", "train",
-                               "there is no data set directory (<data_dir>/datasets): %s",
-                               err.message);
+                               "the server has no data set directory (<data_dir>/datasets)");
     const char **classes = NULL;
     int rc = open_dataset(env, root, "train", spec->train, NULL, train, r);
     if (rc == 0 && spec->eval[0]) {

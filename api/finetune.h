@@ -33,6 +33,11 @@
 #include "task_store.h"
 #include "trainer.h"
 
+/* The largest request body: a job is a few hundred bytes of JSON, and
+ * parsing a body of max_body_bytes could allocate many times its size
+ * (json_loadb builds a node per value). */
+#define API_FT_BODY_MAX 65536
+
 /* A data set path below <data_dir>/datasets, as the client wrote it. */
 #define API_FT_PATH_MAX 1024
 
@@ -66,7 +71,8 @@ typedef struct api_finetune_env {
  * (422 naming the field; 400 bad_json when req is not an object). */
 int api_finetune_parse(const json_t *req, api_finetune_spec *out, api_reply *r);
 
-/* api_finetune_parse of body[0..len) (any bytes). */
+/* api_finetune_parse of body[0..len) (any bytes); over API_FT_BODY_MAX:
+ * 413 body_too_large, before it is parsed. */
 int api_finetune_parse_body(const char *body, size_t len, api_finetune_spec *out, api_reply *r);
 
 /* Checks *spec against the world (see the top); 0 or -1 with r filled. */
@@ -77,6 +83,11 @@ int api_finetune_check(const api_finetune_env *env, const api_finetune_spec *spe
  * closes them.  0, or -1 with r filled. */
 int api_finetune_open(const api_finetune_env *env, const api_finetune_spec *spec,
                       ds_dataset **train, ds_dataset **eval, api_reply *r);
+
+/* Removes every "<prefix>/" (and a bare prefix) from msg in place: engine
+ * messages name files by their absolute path, and a client is told them
+ * relative to the data set directory, never where the server keeps it. */
+void api_finetune_strip_prefix(char *msg, const char *prefix);
 
 /* {"epochs": .., ..., "skip_bad": .., "overwrite": ..}: every hyper-parameter
  * of the job (new reference; NULL when out of memory). */

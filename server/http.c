@@ -68,6 +68,8 @@ static void request_free(srv_request *r)
     free(r->query_task);
     free(r->query_tasks);
     free(r->query_top_k);
+    free(r->query_after);
+    free(r->query_limit);
     for (int k = 0; r->logits && k < r->creq.num_images * r->num_tasks; k++)
         free(r->logits[k]);
     free(r->logits);
@@ -367,6 +369,11 @@ static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
                       "Content-Type '%.64s': a fine-tune job is a JSON object", ct);
             return;
         }
+        if (r->declared_len > API_FT_BODY_MAX) {
+            api_error(&r->reply, 413, "body_too_large",
+                      "a fine-tune job's body is at most %d bytes", API_FT_BODY_MAX);
+            return;
+        }
         r->body_kind = SRV_BODY_JSON;
     }
 }
@@ -543,7 +550,7 @@ static void finetune_job(srv_request *r)
     } else if (r->route == SRV_ROUTE_FINETUNE_CANCEL) {
         jobs_cancel(s->jobs, r->task_name, &tmp);
     } else {
-        jobs_events(s->jobs, r->task_name, r->query_task, r->query_top_k, &tmp);
+        jobs_events(s->jobs, r->task_name, r->query_after, r->query_limit, &tmp);
     }
     pthread_mutex_lock(&r->lock);
     api_reply_free(&r->reply);
@@ -639,8 +646,8 @@ static bool dispatch(srv_http *h, srv_request *r)
         break;
     case SRV_ROUTE_FINETUNE_EVENTS:
         if (!wants_event_stream(r->conn)) {
-            r->query_task = dup_arg(r->conn, "after");
-            r->query_top_k = dup_arg(r->conn, "limit");
+            r->query_after = dup_arg(r->conn, "after");
+            r->query_limit = dup_arg(r->conn, "limit");
             job = finetune_job;
             break;
         }

@@ -105,6 +105,7 @@ typedef struct srv_request {
     api_form_part *parts;            /* form fields, data owned (uint8_t *) */
     int num_parts, cap_parts;
     char *query_task, *query_tasks, *query_top_k; /* raw classify's query */
+    char *query_after, *query_limit; /* a job's events page */
 
     /* classify work (prepare pool, then workers) */
     api_classify_req creq;

@@ -16,6 +16,12 @@
  * examples must cover a task PUT, a multipart upload, a raw body, a URL and
  * the "tasks" form, and the `<!-- serve-start -->` block must start the
  * server the way this test does.
+ *
+ * The fine-tuning walk-through runs the same way (`data` in the scratch
+ * directory is the server's data_dir): the job is submitted, its event
+ * stream must end with `succeeded` (the stream ends with the job, so the
+ * next command classifies with a finished task), and that classify equals
+ * `vitfit classify` with the task file the job wrote.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -177,8 +183,11 @@ static void check_against_cli(const char *cmd, const json_t *o, const char *task
         return;
     snprintf(path, sizeof path, "%s/%s", scratch, rel);
     int top_k = arg_value(cmd, "top_k=", k, sizeof k) ? atoi(k) : 5;
-    if (task)
+    if (task) { /* a task file of the scratch directory, or one a job wrote */
         snprintf(task_file, sizeof task_file, "%s/%s.safetensors", scratch, task);
+        if (access(task_file, F_OK) != 0)
+            snprintf(task_file, sizeof task_file, "%s/data/tasks/%s.safetensors", scratch, task);
+    }
     serve_ref ref;
     const char *imgs[] = {path};
     CHECKF(serve_reference(task ? task_file : NULL, imgs, 1, &ref), "%s: no reference", cmd);
@@ -193,17 +202,28 @@ static void check_against_cli(const char *cmd, const json_t *o, const char *task
 static void check_output(const example *e)
 {
     const char *cmd = e->cmd, *out = e->out ? e->out : "";
-    if (!strstr(cmd, "curl "))
-        return; /* an assignment */
+    size_t word = strcspn(cmd, " =");
+    if (!strstr(cmd, "curl ") || cmd[word] == '=')
+        return; /* another command, or an assignment */
     fprintf(stderr, "$ %s\n%.400s\n", cmd, out);
     CHECKF(*out, "%s: no output", cmd);
+    if (strstr(cmd, "text/event-stream")) { /* a job's events, to its end */
+        static const char first[] = "id: 1\nevent: created\ndata: {";
+        CHECKF(strncmp(out, first, sizeof first - 1) == 0,
+               "%s: the stream does not begin with event 1, created", cmd);
+        const char *last = strstr(out, "event: succeeded\ndata: {");
+        CHECKF(last != NULL, "%s: the stream has no succeeded event", cmd);
+        CHECKF(!strstr(out, "event: failed") && !strstr(out, "event: cancelled"),
+               "%s: the job did not succeed", cmd);
+        return;
+    }
     if (strstr(cmd, "/metrics")) {
         CHECKF(strstr(out, "vitfit_http_requests_total") != NULL, "%s: no metrics", cmd);
         return;
     }
     json_t *j = json_loads(out, 0, NULL);
     CHECKF(json_is_object(j), "%s: output is not a JSON object", cmd);
-    CHECKF(!json_object_get(j, "error"), "%s: an error", cmd);
+    CHECKF(!json_is_object(json_object_get(j, "error")), "%s: an error", cmd); /* a job's is null */
     char task[64];
     const char *t = arg_value(cmd, "task=", task, sizeof task);
     if (!t && strstr(cmd, "\\\"task\\\": \\\""))
@@ -230,6 +250,13 @@ static void check_output(const example *e)
     }
     if (strstr(cmd, "-X PUT"))
         CHECKF(json_is_string(json_object_get(j, "name")), "%s: PUT reply without a name", cmd);
+    if (strstr(cmd, "/v1/finetune") && !strstr(cmd, "?"))
+        CHECKF(strcmp(jstr(json_object_get(j, "object")), "finetune.job") == 0 &&
+                   strncmp(jstr(json_object_get(j, "id")), "ftjob-", 6) == 0,
+               "%s: not a job object", cmd);
+    if (strstr(cmd, "/v1/finetune/") && !strstr(cmd, "events"))
+        CHECKF(strcmp(jstr(json_object_get(j, "status")), "succeeded") == 0,
+               "%s: the job has not succeeded", cmd);
     json_decref(j);
 }
 
@@ -259,6 +286,8 @@ int main(void)
     test_path(link_target, sizeof link_target, "models");
     snprintf(link_path, sizeof link_path, "%s/models", scratch);
     VIT_ASSERT(symlink(link_target, link_path) == 0);
+    snprintf(link_path, sizeof link_path, "%s/data", scratch); /* the server's data_dir */
+    VIT_ASSERT(symlink(data_dir, link_path) == 0);
     snprintf(f, sizeof f, "%s/shoes.safetensors", scratch);
     VIT_ASSERT(serve_make_task(serve_model(), f, 3, "shoe", 11));
     snprintf(f, sizeof f, "%s/clothes.safetensors", scratch);
@@ -284,6 +313,7 @@ int main(void)
     CHECKF(up, "the server did not start");
     int blocks = 0, cmds_run = 0;
     bool saw_put = false, saw_form = false, saw_raw = false, saw_url = false, saw_tasks = false;
+    bool saw_job = false, saw_stream = false, saw_job_task = false;
     for (char *block; up && (block = next_block(readme, &pos, "<!-- serve-example -->"));) {
         blocks++;
         char *b1 = replace_all(block, "http://127.0.0.1:8080", p.base);
@@ -317,6 +347,9 @@ int main(void)
             saw_raw |= strstr(cmds[i].cmd, "Content-Type: image/") != NULL;
             saw_url |= strstr(cmds[i].cmd, origin_base) != NULL;
             saw_tasks |= strstr(cmds[i].cmd, "tasks\\\": [") != NULL;
+            saw_job |= strstr(cmds[i].cmd, "/v1/finetune") && strstr(cmds[i].cmd, "\"train\"");
+            saw_stream |= strstr(cmds[i].cmd, "text/event-stream") != NULL;
+            saw_job_task |= strstr(cmds[i].cmd, "-F task=fashion") != NULL;
             o = sep ? sep + strlen("\n@@end-of-command@@\n") : o + strlen(o);
             free(cmds[i].cmd);
         }
@@ -333,6 +366,9 @@ int main(void)
            saw_url ? "" : "an image URL (https://example.com/); ",
            saw_tasks ? "" : "the \"tasks\" form");
     CHECKF(loopback_http_requests(origin) >= 1, "the README's URL example fetched nothing");
+    CHECKF(saw_job && saw_stream && saw_job_task,
+           "README's fine-tuning walk-through lacks: %s%s%s", saw_job ? "" : "a job POST; ",
+           saw_stream ? "" : "the event stream; ", saw_job_task ? "" : "classify with its task");
     if (up) {
         int st = serve_stop(&p, SIGTERM, 60000);
         CHECKF(st == 0, "server: exit %d", st);

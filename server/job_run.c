@@ -1,0 +1,420 @@
+/*
+ * job_run.c - the runner threads: a queued job is trained with the engine's
+ * trainer (checkpointing into <job>/checkpoint, resuming from it after a
+ * restart), its progress published under jobs.lock, its task put into the
+ * live store, and its end recorded (jobs_impl.h).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "beneath.h"
+#include "trainer.h"
+#include "jobs_impl.h"
+
+/* ---- ending a job ---- */
+
+/* Removes <dir>/checkpoint and what it holds (one level: the trainer's files). */
+static void remove_checkpoint(const job *jb)
+{
+    char *ck = job_path(jb->dir, "checkpoint");
+    if (!ck)
+        return;
+    DIR *d = opendir(ck);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+                unlinkat(dirfd(d), e->d_name, 0);
+        closedir(d);
+    }
+    rmdir(ck);
+    free(ck);
+}
+
+/* Sets jb's final status (or queued again, after an interruption); under
+ * jobs.lock.  code/message: the failure, for JOB_FAILED. */
+void job_set_status(jobs *j, job *jb, int status, const char *code, const char *message)
+{
+    jb->status = status;
+    if (job_finished(status)) {
+        jb->finished_at = (long long)job_wall();
+        j->finished_total[status]++;
+        jb->images_per_second = jb->eta_seconds = NAN;
+    }
+    if (status == JOB_FAILED) {
+        snprintf(jb->error_code, sizeof jb->error_code, "%s", code);
+        snprintf(jb->error_message, sizeof jb->error_message, "%s", message);
+    }
+}
+
+/* After a change of status: the files, the event, the log line. */
+void job_publish(jobs *j, job *jb, const char *event, const char *message, json_t *data)
+{
+    pthread_mutex_lock(&j->lock);
+    int status = jb->status;
+    pthread_mutex_unlock(&j->lock);
+    if (job_finished(status))
+        remove_checkpoint(jb);
+    job_save(j, jb);
+    job_event(j, jb, event, message, data);
+    job_log(j, jb, jobs_status_names[status], message);
+}
+
+void job_end(jobs *j, job *jb, int status, const char *code, const char *message,
+                    const char *event, json_t *data)
+{
+    pthread_mutex_lock(&j->lock);
+    job_set_status(j, jb, status, code, message);
+    pthread_mutex_unlock(&j->lock);
+    job_publish(j, jb, event, message, data);
+}
+
+/* The code and message of an api_reply's error body. */
+static void reply_error(const api_reply *r, char *code, size_t code_len, char *msg,
+                        size_t msg_len)
+{
+    json_t *b = r->body ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
+    const char *c = json_string_value(json_object_get(json_object_get(b, "error"), "code"));
+    const char *m = json_string_value(json_object_get(json_object_get(b, "error"), "message"));
+    snprintf(code, code_len, "%s", c ? c : "internal");
+    snprintf(msg, msg_len, "%s", m ? m : "unknown error");
+    json_decref(b);
+}
+
+/* ---- training ---- */
+
+/* The trainer's callbacks see this. */
+typedef struct run_ctx {
+    jobs *j;
+    job *jb;
+} run_ctx;
+
+static int on_should_stop(void *ctx)
+{
+    run_ctx *c = ctx;
+    return atomic_load(&c->jb->cancel) || atomic_load(&c->j->stopping);
+}
+
+static void on_plan(void *ctx, const trainer_plan *p)
+{
+    run_ctx *c = ctx;
+    pthread_mutex_lock(&c->j->lock);
+    c->jb->total_steps = p->total_steps;
+    c->jb->batches_per_epoch = p->batches_per_epoch;
+    pthread_mutex_unlock(&c->j->lock);
+}
+
+static void on_progress(void *ctx, const trainer_progress *p)
+{
+    run_ctx *c = ctx;
+    job *jb = c->jb;
+    pthread_mutex_lock(&c->j->lock);
+    jb->step = p->step;
+    jb->total_steps = p->total_steps;
+    jb->epochs = p->epochs;
+    jb->images_per_second = p->images_per_second;
+    jb->eta_seconds = p->eta_seconds;
+    if (jb->batches_per_epoch > 0)
+        jb->epoch = (int)(p->step / jb->batches_per_epoch);
+    pthread_mutex_unlock(&c->j->lock);
+    jb->loss_sum += p->loss;
+    jb->loss_steps++;
+    jb->epoch_loss_sum += p->loss;
+    jb->epoch_loss_steps++;
+    double now = job_monotonic();
+    if (now - jb->last_event >= PROGRESS_EVENT_S || p->step == p->total_steps) {
+        double loss = jb->loss_sum / (double)jb->loss_steps;
+        char msg[160];
+        snprintf(msg, sizeof msg, "step %ld/%ld, loss %.4f, %.1f images/s", p->step,
+                 p->total_steps, loss, p->images_per_second);
+        job_event(c->j, jb, "progress", msg,
+                  json_pack("{s:I,s:I,s:i,s:f,s:f,s:f}", "step", (json_int_t)p->step,
+                            "total_steps", (json_int_t)p->total_steps, "epoch", p->epoch,
+                            "loss", loss, "images_per_second", p->images_per_second,
+                            "eta_seconds", p->eta_seconds));
+        jb->loss_sum = 0;
+        jb->loss_steps = 0;
+        jb->last_event = now;
+    }
+    if (now - jb->last_save >= PROGRESS_SAVE_S)
+        job_save(c->j, jb);
+}
+
+static void on_checkpoint(void *ctx, const trainer_checkpoint_info *info)
+{
+    run_ctx *c = ctx;
+    job *jb = c->jb;
+    if (info->end_of_epoch && jb->epoch_loss_steps > 0) {
+        double loss = jb->epoch_loss_sum / (double)jb->epoch_loss_steps;
+        pthread_mutex_lock(&c->j->lock);
+        jb->train_loss = loss;
+        jb->epoch = info->epoch;
+        pthread_mutex_unlock(&c->j->lock);
+        char msg[96];
+        snprintf(msg, sizeof msg, "epoch %d ended, train loss %.4f", info->epoch, loss);
+        job_event(c->j, jb, "epoch_end", msg,
+                  json_pack("{s:i,s:I,s:f}", "epoch", info->epoch, "step",
+                            (json_int_t)info->step, "train_loss", loss));
+        jb->epoch_loss_sum = 0;
+        jb->epoch_loss_steps = 0;
+    }
+    char msg[96];
+    snprintf(msg, sizeof msg, "checkpoint at step %ld", info->step);
+    job_event(c->j, jb, "checkpoint", msg,
+              json_pack("{s:I,s:i,s:b}", "step", (json_int_t)info->step, "epoch", info->epoch,
+                        "end_of_epoch", info->end_of_epoch));
+    job_save(c->j, jb);
+}
+
+/* A skipped image (skip_bad); may run on loader threads. */
+static void on_bad_image(void *ctx, const char *item, const char *message)
+{
+    run_ctx *c = ctx;
+    /* a set of bad files is told each epoch: the first ones are listed, the
+     * rest counted, so events.jsonl stays small */
+    long n = atomic_fetch_add(&c->jb->skipped, 1) + 1;
+    char file[1024], reason[1024];
+    snprintf(file, sizeof file, "%s", item);
+    snprintf(reason, sizeof reason, "%s", message);
+    api_finetune_strip_prefix(file, c->j->datasets_real);
+    api_finetune_strip_prefix(reason, c->j->datasets_real);
+    if (n < JOB_SKIPPED_EVENTS_MAX)
+        job_event(c->j, c->jb, "skipped_image", reason,
+                  json_pack("{s:o,s:o}", "file", api_json_text(file), "reason",
+                            api_json_text(reason)));
+    else if (n == JOB_SKIPPED_EVENTS_MAX)
+        job_event(c->j, c->jb, "skipped_image",
+                  "more images were skipped; they are counted, not listed",
+                  json_pack("{s:I}", "skipped", (json_int_t)n));
+}
+
+/* Whether task `name` is one this job stored already (a crash after the put,
+ * before job.json said so). */
+static bool task_is_ours(jobs *j, const job *jb)
+{
+    char **kv = NULL;
+    vit_error err = {0};
+    if (task_store_metadata(j->cfg.tasks, jb->spec.task, &kv, NULL, &err) != VIT_OK)
+        return false;
+    bool ours = false;
+    for (size_t i = 0; kv[i] && kv[i + 1]; i += 2)
+        if (strcmp(kv[i], "job_id") == 0 && strcmp(kv[i + 1], jb->id) == 0)
+            ours = true;
+    free(kv);
+    return ours;
+}
+
+static void fmt_real(char *buf, size_t n, bool has, double x)
+{
+    if (has)
+        snprintf(buf, n, "%.6f", x);
+    else
+        buf[0] = '\0';
+}
+
+/* Saves the trained task into the live store; 0, or -1 with code/message. */
+static int store_result(jobs *j, job *jb, const trainer_result *res, char *code, size_t code_len,
+                        char *msg, size_t msg_len)
+{
+    const api_finetune_spec *s = &jb->spec;
+    snprintf(res->task->name, sizeof res->task->name, "%s", s->task);
+    if (!s->overwrite && task_store_exists(j->cfg.tasks, s->task) && !task_is_ours(j, jb)) {
+        snprintf(code, code_len, "task_exists");
+        snprintf(msg, msg_len, "task '%s' was created while the job ran (set \"overwrite\" to "
+                 "replace it)", s->task);
+        return -1;
+    }
+    json_t *hyper = api_finetune_hyperparameters(s);
+    char *hyper_text = hyper ? json_dumps(hyper, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(hyper);
+    char steps[32], loss[32], top1[32], top5[32], best[16];
+    snprintf(steps, sizeof steps, "%ld", res->steps);
+    snprintf(loss, sizeof loss, "%.6f", res->final_loss);
+    fmt_real(top1, sizeof top1, res->has_eval, res->eval.top1);
+    fmt_real(top5, sizeof top5, res->has_eval, res->eval.top5);
+    snprintf(best, sizeof best, "%d", jb->best_epoch);
+    const char *keys[] = {"job_id", "train_data", "eval_data", "hyperparameters", "steps",
+                          "train_loss", "eval_top1", "eval_top5", NULL};
+    const char *values[] = {jb->id, s->train, s->eval, hyper_text ? hyper_text : "{}", steps,
+                            loss, top1, top5, NULL};
+    task_meta meta = {keys, values};
+    char *tmp = job_path(jb->dir, "task.safetensors");
+    vit_error err = {0};
+    vit_status st = tmp ? task_save(j->cfg.model, res->task, &meta, tmp, &err)
+                        : vit_error_set(&err, VIT_ERR_NOMEM, "out of memory");
+    free(hyper_text);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    if (st == VIT_OK) {
+        int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+        struct stat sb;
+        if (fd < 0 || fstat(fd, &sb) != 0)
+            st = vit_error_set(&err, VIT_ERR_IO, "cannot read the saved task: %s",
+                               strerror(errno));
+        else
+            st = beneath_read_capped(fd, (size_t)sb.st_size, (size_t)1 << 32, "the saved task",
+                                     &bytes, &len, &err);
+        if (fd >= 0)
+            close(fd);
+    }
+    if (st == VIT_OK)
+        st = task_store_put(j->cfg.tasks, s->task, bytes, len, NULL, &err);
+    free(bytes);
+    if (tmp)
+        unlink(tmp);
+    free(tmp);
+    if (st != VIT_OK) {
+        snprintf(code, code_len, "task_store_failed");
+        snprintf(msg, msg_len, "%s", err.message);
+        return -1;
+    }
+    pthread_mutex_lock(&j->lock);
+    snprintf(jb->result_file, sizeof jb->result_file, "tasks/%s.safetensors", s->task);
+    jb->result_bytes = (long long)len;
+    if (res->has_eval) {
+        jb->eval_top1 = res->eval.top1;
+        jb->eval_top5 = res->eval.top5;
+    }
+    jb->train_loss = res->final_loss;
+    jb->step = res->steps;
+    jb->total_steps = res->total_steps;
+    jb->epoch = jb->epochs ? jb->epochs : s->epochs;
+    pthread_mutex_unlock(&j->lock);
+    return 0;
+}
+
+static void run_job(jobs *j, job *jb, bool resumed)
+{
+    char *ck = job_path(jb->dir, "checkpoint");
+    if (!ck) {
+        job_end(j, jb, JOB_FAILED, "internal", "out of memory", "failed", NULL);
+        return;
+    }
+    bool have_ck = trainer_checkpoint_exists(ck);
+    if (resumed && task_is_ours(j, jb)) { /* it finished before the crash */
+        pthread_mutex_lock(&j->lock);
+        snprintf(jb->result_file, sizeof jb->result_file, "tasks/%s.safetensors",
+                 jb->spec.task);
+        pthread_mutex_unlock(&j->lock);
+        job_end(j, jb, JOB_SUCCEEDED, NULL, "the task was stored before the restart",
+                "succeeded", NULL);
+        free(ck);
+        return;
+    }
+    if (resumed)
+        job_event(j, jb, "resumed",
+                  have_ck ? "resumed from the last checkpoint"
+                          : "no checkpoint was written: starting again from step 0",
+                  json_pack("{s:b}", "from_checkpoint", have_ck));
+    else
+        job_event(j, jb, "started", "training started", NULL);
+    job_save(j, jb);
+    job_log(j, jb, "running", resumed ? "resumed" : "started");
+
+    api_finetune_env env = {.datasets_dir = j->datasets_dir, .tasks = j->cfg.tasks};
+    ds_dataset *train = NULL, *eval = NULL;
+    api_reply rep;
+    api_reply_init(&rep);
+    char code[48], msg[512];
+    if (api_finetune_open(&env, &jb->spec, &train, &eval, &rep) != 0) {
+        reply_error(&rep, code, sizeof code, msg, sizeof msg);
+        api_reply_free(&rep);
+        job_end(j, jb, JOB_FAILED, code, msg, "failed", NULL);
+        free(ck);
+        return;
+    }
+    run_ctx ctx = {j, jb};
+    trainer_config c = api_finetune_trainer_config(&jb->spec);
+    c.loader_threads = 1;
+    c.log_every = 1;
+    c.progress = on_progress;
+    c.plan = on_plan;
+    c.should_stop = on_should_stop;
+    c.checkpoint_dir = ck;
+    c.checkpoint_every_steps = j->cfg.checkpoint_every_steps;
+    c.resume_dir = have_ck ? ck : NULL;
+    c.checkpoint = on_checkpoint;
+    c.on_bad_fn = on_bad_image;
+    c.on_bad_ctx = &ctx;
+    c.ctx = &ctx;
+    jb->last_event = jb->last_save = job_monotonic();
+    vit_set_threads(j->cfg.train_threads);
+    trainer_result res = {0};
+    vit_error err = {0};
+    vit_status st = trainer_run(j->cfg.model, train, eval, &c, &res, &err);
+    ds_close(eval);
+    ds_close(train);
+    pthread_mutex_lock(&j->lock);
+    j->train_seconds += res.seconds;
+    pthread_mutex_unlock(&j->lock);
+    if (st != VIT_OK) {
+        api_finetune_strip_prefix(err.message, j->datasets_real);
+        job_end(j, jb, JOB_FAILED, have_ck && st == VIT_ERR_MISMATCH ? "resume_failed"
+                                                                      : "training_failed",
+                err.message, "failed", NULL);
+    } else if (res.cancelled && atomic_load(&jb->cancel)) {
+        job_end(j, jb, JOB_CANCELLED, NULL, "cancelled", "cancelled",
+                json_pack("{s:I}", "step", (json_int_t)res.steps));
+    } else if (res.cancelled) { /* the server is stopping: resume at the next start */
+        job_end(j, jb, JOB_QUEUED, NULL,
+                "the server stopped; the job resumes from its last checkpoint at the next start",
+                "interrupted", json_pack("{s:I}", "step", (json_int_t)res.steps));
+    } else if (store_result(j, jb, &res, code, sizeof code, msg, sizeof msg) != 0) {
+        job_end(j, jb, JOB_FAILED, code, msg, "failed", NULL);
+    } else {
+        pthread_mutex_lock(&j->lock);
+        json_t *result = json_pack("{s:s,s:s,s:I}", "task", jb->spec.task, "file",
+                                   jb->result_file, "bytes", (json_int_t)jb->result_bytes);
+        json_t *metrics = json_pack("{s:o,s:o,s:o}", "train_loss", job_json_real(jb->train_loss),
+                                    "eval_top1", job_json_real(jb->eval_top1), "eval_top5",
+                                    job_json_real(jb->eval_top5));
+        pthread_mutex_unlock(&j->lock);
+        if (res.eval_status != VIT_OK) /* the task is good; its scores are unknown */
+            job_event(j, jb, "warning", res.eval_error.message, NULL);
+        char done[160];
+        snprintf(done, sizeof done, "task '%s' is ready", jb->spec.task);
+        job_end(j, jb, JOB_SUCCEEDED, NULL, done, "succeeded",
+                json_pack("{s:o,s:o}", "result", result, "metrics", metrics));
+    }
+    trainer_result_free(&res);
+    free(ck);
+}
+
+/* The first queued job, in creation order; under jobs.lock. */
+static job *next_queued(jobs *j)
+{
+    for (size_t i = 0; i < j->n; i++)
+        if (j->all[i]->status == JOB_QUEUED)
+            return j->all[i];
+    return NULL;
+}
+
+void *jobs_runner(void *arg)
+{
+    jobs *j = arg;
+    pthread_mutex_lock(&j->lock);
+    for (;;) {
+        job *jb = NULL;
+        while (!atomic_load(&j->stopping) && !(jb = next_queued(j)))
+            pthread_cond_wait(&j->wake, &j->lock);
+        if (atomic_load(&j->stopping))
+            break;
+        bool resumed = jb->started_at > 0;
+        jb->status = JOB_RUNNING;
+        if (!resumed)
+            jb->started_at = (long long)job_wall();
+        pthread_mutex_unlock(&j->lock);
+        run_job(j, jb, resumed);
+        pthread_mutex_lock(&j->lock);
+    }
+    pthread_mutex_unlock(&j->lock);
+    return NULL;
+}

@@ -1,0 +1,119 @@
+/*
+ * jobs_impl.h - what the three files of the job runner share (jobs.h):
+ *   jobs.c        the list of jobs, reload, start and stop, the routes;
+ *   job_record.c  one job's record: the job object, job.json, events.jsonl;
+ *   job_run.c     the runner threads: training a job and ending it.
+ *
+ * Lock order: a job's file_lock, then jobs.lock.  file_lock serialises the
+ * job's two files (so an older snapshot of job.json never lands after a
+ * newer one, and event ids stay line numbers); jobs.lock guards every field
+ * a request reads.  No file is written under jobs.lock but a new job's,
+ * which nothing else can see yet.
+ */
+#ifndef VIT_SERVER_JOBS_IMPL_H
+#define VIT_SERVER_JOBS_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "jobs.h"
+
+enum { JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED };
+
+#define JOB_ID_LEN 22                  /* "ftjob-" + 16 hex */
+#define JOB_FILE_MAX (1 << 20)         /* job.json */
+#define EVENTS_FILE_MAX (64u << 20)    /* events.jsonl */
+#define PROGRESS_EVENT_S 5.0           /* a "progress" event at most this often */
+#define PROGRESS_SAVE_S 2.0            /* job.json rewritten for progress at most this often */
+#define EVENTS_LIST_MAX 1000
+#define JOB_SKIPPED_EVENTS_MAX 100     /* skipped_image events per job; the rest counted */
+
+typedef struct job {
+    char id[JOB_ID_LEN + 1];
+    char *dir;                         /* <data_dir>/jobs/<id> */
+    api_finetune_spec spec;
+    int status;
+    atomic_bool cancel;                /* cancel between two steps */
+    atomic_long skipped;               /* images skipped (skip_bad) in this process */
+    long long created_at, started_at, finished_at; /* Unix seconds; 0: not yet */
+    int epoch, epochs;                 /* epochs completed, planned */
+    long step, total_steps;            /* total_steps < 0: not planned yet */
+    long batches_per_epoch;
+    double images_per_second, eta_seconds; /* NAN: unknown */
+    double train_loss, eval_top1, eval_top5; /* NAN: unknown */
+    int best_epoch;                    /* 0: unknown */
+    char error_code[48], error_message[512];
+    char result_file[TASK_NAME_MAX + 32];
+    long long result_bytes;
+    pthread_mutex_t file_lock;
+    long events;                       /* lines in events.jsonl (under file_lock) */
+    /* the jobs_runner's own (no lock: one jobs_runner per job) */
+    double loss_sum;                   /* since the last progress event */
+    long loss_steps;
+    double epoch_loss_sum;
+    long epoch_loss_steps;
+    double last_event, last_save;      /* monotonic seconds */
+} job;
+
+struct jobs {
+    jobs_config cfg;
+    char *jobs_dir, *datasets_dir;
+    char *datasets_real;               /* datasets_dir's canonical path ("" if none yet) */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    job **all;                         /* sorted by id: creation order */
+    size_t n, cap;
+    atomic_bool stopping;
+    pthread_t *threads;
+    int nthreads;
+    long finished_total[5];
+    double train_seconds;
+    long long last_id_ms;
+};
+
+/* ---- job_record.c ---- */
+
+double job_monotonic(void);
+double job_wall(void);                 /* Unix seconds */
+bool job_finished(int status);         /* succeeded, failed or cancelled */
+char *job_path(const char *dir, const char *name); /* "dir/name", malloc'd; NULL: OOM */
+job *job_new(jobs *j, const char *id); /* queued, nothing known; NULL: OOM */
+void job_free(job *jb);
+json_t *job_json_real(double x);       /* a number, or null when not finite */
+/* The job object (JOBS contract); call under jobs.lock. */
+json_t *job_json(const job *jb);
+/* Writes snapshot (consumed) as <dir>/job.json: tmp, fsync, rename; 0 or -1. */
+int job_write(const job *jb, json_t *snapshot);
+/* job.json from the state as it is now (takes file_lock, then jobs.lock). */
+void job_save(jobs *j, job *jb);
+/* Appends an event (data consumed, may be NULL) under the job's file_lock,
+ * which the caller holds (or a job nobody else sees yet): jb->events grows
+ * by one when it was written. */
+void job_event_append_locked(jobs *j, job *jb, const char *type, const char *message,
+                             json_t *data);
+/* job_event_append_locked under file_lock, then the notify callback. */
+void job_event(jobs *j, job *jb, const char *type, const char *message, json_t *data);
+/* The config's log callback, if any. */
+void job_log(jobs *j, const job *jb, const char *status, const char *detail);
+/* Reads <jobs_dir>/<id>/job.json into a new job; NULL (and why) when it does
+ * not read as one.  A torn last line of events.jsonl (a crash mid-append) is
+ * cut; a job that was running comes back queued, to be resumed. */
+job *job_load(jobs *j, const char *id, char *why, size_t why_len);
+
+/* ---- job_run.c ---- */
+
+/* Sets jb's final status (or queued again, after an interruption); under
+ * jobs.lock.  code/message: the failure, for JOB_FAILED. */
+void job_set_status(jobs *j, job *jb, int status, const char *code, const char *message);
+/* After a change of status: the files, the event, the log line. */
+void job_publish(jobs *j, job *jb, const char *event, const char *message, json_t *data);
+/* job_set_status then job_publish. */
+void job_end(jobs *j, job *jb, int status, const char *code, const char *message,
+             const char *event, json_t *data);
+/* A runner thread: takes queued jobs in creation order until jobs.stopping. */
+void *jobs_runner(void *arg);
+
+#endif
