@@ -129,6 +129,70 @@ static const char *jdump(const json_t *j)
     return b;
 }
 
+/* Where a and b first differ: a dotted path ("metrics.train_loss",
+ * "data[2]") into buf, "" when they are equal.  Returns buf. */
+static const char *json_diff_path(const json_t *a, const json_t *b, char *buf, size_t len)
+{
+    buf[0] = 0;
+    if (json_equal(a, b))
+        return buf;
+    if (json_is_object(a) && json_is_object(b)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)a, k, v) {
+            json_t *w = json_object_get(b, k);
+            if (!w || !json_equal(v, w)) {
+                char sub[256];
+                json_diff_path(v, w, sub, sizeof sub);
+                snprintf(buf, len, "%s%s%s", k, *sub && *sub != '[' ? "." : "", sub);
+                return buf;
+            }
+        }
+        json_object_foreach((json_t *)b, k, v) {
+            if (!json_object_get(a, k)) {
+                snprintf(buf, len, "%s (only in the second)", k);
+                return buf;
+            }
+        }
+    }
+    if (json_is_array(a) && json_is_array(b) && json_array_size(a) == json_array_size(b)) {
+        for (size_t i = 0; i < json_array_size(a); i++) {
+            if (!json_equal(json_array_get(a, i), json_array_get(b, i))) {
+                char sub[256];
+                json_diff_path(json_array_get(a, i), json_array_get(b, i), sub, sizeof sub);
+                snprintf(buf, len, "[%zu]%s%s", i, *sub && *sub != '[' ? "." : "", sub);
+                return buf;
+            }
+        }
+    }
+    return buf; /* a and b themselves: "" */
+}
+
+/* The value at a json_diff_path path of j (objects and arrays), NULL when
+ * absent. */
+static json_t *json_at(json_t *j, const char *path)
+{
+    char key[128];
+    while (j && *path) {
+        if (*path == '.')
+            path++;
+        if (*path == '[') {
+            char *end;
+            long i = strtol(path + 1, &end, 10);
+            j = json_array_get(j, (size_t)i);
+            path = *end == ']' ? end + 1 : end;
+            continue;
+        }
+        size_t n = strcspn(path, ".[ ");
+        snprintf(key, sizeof key, "%.*s", (int)(n < sizeof key ? n : sizeof key - 1), path);
+        j = json_object_get(j, key);
+        path += n;
+        if (*path == ' ')
+            break;
+    }
+    return j;
+}
+
 static bool one_of(const char *s, const char *list)
 {
     size_t n = strlen(s);
@@ -804,9 +868,13 @@ static void check_sse_equals(const char *what, long status, const char *ct, CURL
            json_array_size(want));
     for (size_t i = 0; i < n && i < json_array_size(want); i++) {
         json_t *got = json_object_get(json_array_get(s->events, i), "data");
-        bool same = json_equal(got, json_array_get(want, i));
-        CHECKF(same, "%s: event %zu is %s, the JSON route's %s (later events not compared)", what,
-               i, jdump(got), jdump(json_array_get(want, i)));
+        json_t *w = json_array_get(want, i);
+        bool same = json_equal(got, w);
+        char at[256];
+        json_diff_path(got, w, at, sizeof at);
+        CHECKF(same, "%s: event %zu (id %s) differs from the JSON route's at %s: %s in the "
+               "stream, %s from the JSON route (later events not compared)", what, i,
+               jdump(json_object_get(got, "id")), at, jdump(json_at(got, at)), jdump(json_at(w, at)));
         if (!same)
             break;
     }
@@ -1225,8 +1293,11 @@ static void check_job_files(const char *what, const char *dir, const char *id, c
     snprintf(path, sizeof path, "%s/jobs/%s/job.json", dir, id);
     json_error_t je;
     json_t *disk = json_load_file(path, 0, &je);
-    CHECKF(disk && json_equal(disk, job), "%s: %s is %s, GET answers %s", what, path,
-           disk ? jdump(disk) : je.text, jdump(job));
+    char at[256];
+    json_diff_path(disk, job, at, sizeof at);
+    CHECKF(disk && json_equal(disk, job), "%s: %s differs from GET at %s: %s in the file, %s "
+           "from GET", what, path, disk ? at : je.text, jdump(json_at(disk, at)),
+           jdump(json_at((json_t *)job, at)));
     json_decref(disk);
     snprintf(path, sizeof path, "%s/jobs/%s/events.jsonl", dir, id);
     size_t n;
@@ -1237,9 +1308,13 @@ static void check_job_files(const char *what, const char *dir, const char *id, c
     for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
         json_t *e = json_loads(line, 0, NULL);
         json_t *want = json_array_get(events, line_no);
-        if (same_so_far)
-            CHECKF(e && json_equal(e, want), "%s: events.jsonl line %zu is %.300s, the API's %s "
-                   "(later lines not compared)", what, line_no + 1, line, jdump(want));
+        if (same_so_far) {
+            char at[256];
+            json_diff_path(e, want, at, sizeof at);
+            CHECKF(e && json_equal(e, want), "%s: events.jsonl line %zu differs from the API's "
+                   "event at %s: %s in the file, %s from the API (later lines not compared)",
+                   what, line_no + 1, at, jdump(json_at(e, at)), jdump(json_at(want, at)));
+        }
         same_so_far = same_so_far && e && json_equal(e, want);
         json_decref(e);
         line_no++;
@@ -1623,6 +1698,8 @@ static void test_failed(void)
 
 /* ---- cancel, queue limits and serving while training ----------------------- */
 
+static double metric_value(const char *text, const char *name);
+
 /* Classifies the ankle-boot sample with the backbone's head n times;
  * returns how many answered 200 with the CLI's reply. */
 static int classify_stream(int n, const serve_ref *ref, const char *b64)
@@ -1742,6 +1819,16 @@ static void test_cancel(void)
            "fm-long was not training through the classify stream: step %" JSON_INTEGER_FORMAT
            " -> %" JSON_INTEGER_FORMAT ", status at the end %s", s0, s1, last_status);
     CHECKF(n_ok == n_sent, "classify while training: %d of %d answered right", n_ok, n_sent);
+    /* /metrics while it runs: one running, one queued, a training rate */
+    serve_resp mr;
+    serve_request(&S1, h, &(serve_req){.path = "/metrics"}, &mr);
+    double running = metric_value(mr.body, "vitfit_finetune_jobs{status=\"running\"}");
+    double queued = metric_value(mr.body, "vitfit_finetune_jobs{status=\"queued\"}");
+    double rate = metric_value(mr.body, "vitfit_finetune_images_per_second");
+    CHECKF(mr.status == 200 && running == 1 && queued == (*q_id ? 1 : 0) && rate > 0,
+           "/metrics while fm-long runs: %ld, running %g, queued %g, images/s %g", mr.status,
+           running, queued, rate);
+    serve_resp_free(&mr);
     fprintf(stderr, "  %d classify requests answered while fm-long went from step %"
             JSON_INTEGER_FORMAT " to %" JSON_INTEGER_FORMAT "\n", n_ok, s0, s1);
     free(bytes);
