@@ -436,6 +436,37 @@ void job_fetch_close(job_fetch *f)
     free(f);
 }
 
+vit_status job_fetch_remove(const char *job_dir, vit_error *err)
+{
+    int jfd = open(job_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (jfd < 0)
+        return vit_error_set(err, VIT_ERR_IO, "cannot open the job directory %s: %s", job_dir,
+                             strerror(errno));
+    vit_status st = VIT_OK;
+    int dfd = openat(jfd, JF_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        /* none, or not a directory (a symlink): only the name goes */
+        if (unlinkat(jfd, JF_DIR, 0) != 0 && errno != ENOENT && errno != EISDIR)
+            st = vit_error_set(err, VIT_ERR_IO, "cannot remove %s/%s: %s", job_dir, JF_DIR,
+                               strerror(errno));
+        close(jfd);
+        return st;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            unlinkat(dirfd(d), e->d_name, 0);
+    closedir(d);
+    if (unlinkat(jfd, JF_DIR, AT_REMOVEDIR) != 0 && errno != ENOENT)
+        st = vit_error_set(err, VIT_ERR_IO, "cannot remove %s/%s: %s", job_dir, JF_DIR,
+                           strerror(errno));
+    close(jfd);
+    return st;
+}
+
 void job_fetch_stats_get(job_fetch *f, job_fetch_stats *out)
 {
     pthread_mutex_lock(&f->lock);

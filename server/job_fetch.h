@@ -87,6 +87,11 @@ void job_fetch_close(job_fetch *f);
 vit_status job_fetch_get(void *ctx, const char *url, size_t max_bytes, uint8_t **data,
                          size_t *len, bool *stopped, vit_error *err);
 
+/* Removes <job_dir>/fetched and the files in it (one level; a symlink is
+ * removed, never followed) when the job has ended and no fetcher is open
+ * on it.  VIT_OK when there is none. */
+vit_status job_fetch_remove(const char *job_dir, vit_error *err);
+
 /* What a fetcher has done (for logs and tests). */
 typedef struct job_fetch_stats {
     size_t requests;    /* URLs requested by this job_fetch (api_fetch calls) */

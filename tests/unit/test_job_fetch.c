@@ -484,6 +484,17 @@ static void test_confined(void)
         CHECKF(js.urls == 1, "job1 after a crash: %zu urls", js.urls);
         job_fetch_close(f);
     }
+    /* the job ended: its fetched/ goes, a symlinked one as a link only */
+    vit_error rerr = {0};
+    tpath(dir, sizeof dir, "job1");
+    CHECKF(job_fetch_remove(dir, &rerr) == VIT_OK && !exists_rel("job1/fetched"),
+           "remove job1: %s", rerr.message);
+    CHECK(job_fetch_remove(dir, &rerr) == VIT_OK); /* none: fine */
+    tpath(dir, sizeof dir, "job6");
+    write_rel("outside/keep", "k", 1);
+    CHECKF(job_fetch_remove(dir, &rerr) == VIT_OK && !exists_rel("job6/fetched") &&
+               exists_rel("outside/keep"),
+           "remove job6: %s", rerr.message);
     loopback_http_stop(s);
 }
 
@@ -589,9 +600,15 @@ static void test_finetune_open(void)
            "credentials: %d %s", r.status, r.body ? r.body : "");
     api_reply_free(&r);
 
-    /* no fetcher given to the run: URLs are refused, nothing fetched */
+    /* validation as POST runs it, with no fetcher at hand: URLs are checked all the same */
     snprintf(spec.train, sizeof spec.train, "web/m.csv");
     api_finetune_env bare = {.datasets_dir = dsdir};
+    rc = api_finetune_check(&bare, &spec, &r);
+    CHECKF(rc == 0, "check without a fetcher: %d %s", r.status, r.body ? r.body : "");
+    api_reply_free(&r);
+    CHECK(loopback_http_requests(s) == 0);
+
+    /* no fetcher given to the run: URLs are refused, nothing fetched */
     ds_dataset *train = NULL, *eval = NULL;
     rc = api_finetune_open(&bare, &spec, &train, &eval, &r);
     CHECKF(rc != 0 && r.body && strstr(r.body, "not supported"), "no fetcher: %d %s", r.status,
