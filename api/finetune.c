@@ -12,6 +12,7 @@
 
 #include "beneath.h"
 #include "dataset.h"
+#include "fetch.h"
 #include "finetune.h"
 
 /* The hyper-parameters: one row each, so parsing, ranges and the job
@@ -282,6 +283,30 @@ void api_finetune_strip_prefix(char *msg, const char *prefix)
     }
 }
 
+/* ds_options.check_url: the URL checks of api_fetch, nothing sent. */
+static vit_status url_check(void *ctx, const char *url, vit_error *err)
+{
+    (void)ctx;
+    char msg[256];
+    api_fetch_result res = api_fetch_check_url(url, msg, sizeof msg);
+    if (res == API_FETCH_OK)
+        return VIT_OK;
+    return vit_error_set(err, res == API_FETCH_BAD_URL ? VIT_ERR_INVALID : VIT_ERR_NOMEM, "%s",
+                         msg);
+}
+
+/* The fetch hook of api_finetune_check: a data set opened to be validated
+ * keeps its URL entries as items, and ds_open never calls the hook, so this
+ * runs only if that promise broke -- then it fetches nothing either. */
+static vit_status no_fetch(void *ctx, const char *url, size_t max_bytes, uint8_t **data,
+                           size_t *len, bool *stopped, vit_error *err)
+{
+    (void)ctx, (void)url, (void)max_bytes, (void)stopped;
+    *data = NULL;
+    *len = 0;
+    return vit_error_set(err, VIT_ERR_INVALID, "URLs are not fetched while a job is validated");
+}
+
 /* Opens data set `path` (the value of `field`) beneath root; classes: the
  * training set's, for an eval set (NULL for the training set). */
 static int open_dataset(const api_finetune_env *env, beneath_root *root, const char *field,
@@ -320,6 +345,11 @@ static int open_dataset(const api_finetune_env *env, beneath_root *root, const c
     if (!full)
         return api_error(r, 500, "out_of_memory", "out of memory");
     ds_options opt = {.root = env->datasets_dir, .classes = classes};
+    if (env->fetch) {
+        opt.fetch = env->fetch;
+        opt.check_url = url_check;
+        opt.fetch_ctx = env->fetch_ctx;
+    }
     vit_error err = {0};
     vit_status s = ds_open(full, &opt, out, &err);
     free(full);
@@ -382,8 +412,11 @@ int api_finetune_check(const api_finetune_env *env, const api_finetune_spec *spe
                                "task '%s' exists; set \"overwrite\": true to replace it when "
                                "the job succeeds",
                                spec->task);
+    api_finetune_env validate = *env;
+    validate.fetch = no_fetch; /* URL entries: their syntax, nothing fetched */
+    validate.fetch_ctx = NULL;
     ds_dataset *train, *eval;
-    if (api_finetune_open(env, spec, &train, &eval, r) != 0)
+    if (api_finetune_open(&validate, spec, &train, &eval, r) != 0)
         return -1;
     ds_close(eval);
     ds_close(train);

@@ -169,6 +169,7 @@ typedef struct ds_slot {
     size_t index;      /* dataset index */
     int done;          /* guarded by the loader mutex */
     vit_status status; /* item result */
+    bool stopped;      /* the item's fetch was abandoned: never skipped */
     char message[512]; /* why it failed */
 } ds_slot;
 
@@ -195,12 +196,13 @@ struct ds_loader {
     size_t in_flight;        /* positions claimed but not done */
 };
 
-/* Decodes + transforms dataset item idx for `epoch` into out. */
+/* Decodes + transforms dataset item idx for `epoch` into out; *stopped: a
+ * URL item's fetch was abandoned (ds_fetch_fn). */
 static vit_status load_item(const ds_loader *l, size_t idx, int epoch, float *out,
-                            vit_error *err)
+                            bool *stopped, vit_error *err)
 {
     img_image img;
-    vit_status s = ds_load_image(l->d, idx, &img, err);
+    vit_status s = ds_load_item(l->d, idx, &img, stopped, err);
     if (s != VIT_OK)
         return s;
     if (l->o.augment) {
@@ -232,13 +234,16 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&l->mu);
 
         vit_error e = {0};
-        vit_status s = load_item(l, idx, epoch, slot->data, &e);
+        bool stopped = false;
+        vit_status s = load_item(l, idx, epoch, slot->data, &stopped, &e);
         slot->index = idx;
         slot->status = s;
+        slot->stopped = s != VIT_OK && stopped;
         if (s != VIT_OK) {
             char name[DS_ITEM_NAME_MAX];
             ds_item_name(l->d, idx, name, sizeof name);
-            if (!strstr(e.message, name))
+            /* a URL item's message starts with its URL, cut to fit */
+            if (!ds_item_is_url(l->d, idx) && !strstr(e.message, name))
                 vit_error_prefix(&e, "%s", name);
             memcpy(slot->message, e.message, sizeof slot->message);
         }
@@ -423,7 +428,8 @@ vit_status ds_loader_next(ds_loader *l, float *images, int *labels, size_t *indi
             if (indices)
                 indices[got] = slot->index;
             got++;
-        } else if (l->o.on_bad == DS_BAD_SKIP && slot->status != VIT_ERR_NOMEM) {
+        } else if (l->o.on_bad == DS_BAD_SKIP && slot->status != VIT_ERR_NOMEM &&
+                   !slot->stopped) {
             if (l->o.on_bad_fn) {
                 char name[DS_ITEM_NAME_MAX];
                 l->o.on_bad_fn(l->o.on_bad_ctx, ds_item_name(l->d, slot->index, name, sizeof name),

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "beneath.h"
+#include "job_fetch.h"
 #include "trainer.h"
 #include "jobs_impl.h"
 
@@ -61,8 +62,12 @@ void job_publish(jobs *j, job *jb, const char *event, const char *message, json_
     pthread_mutex_lock(&j->lock);
     int status = jb->status;
     pthread_mutex_unlock(&j->lock);
-    if (job_finished(status))
+    if (job_finished(status)) {
         remove_checkpoint(jb);
+        vit_error ferr = {0};
+        if (job_fetch_remove(jb->dir, &ferr) != VIT_OK)
+            job_log(j, jb, jobs_status_names[status], ferr.message);
+    }
     job_save(j, jb);
     job_event(j, jb, event, message, data);
     job_log(j, jb, jobs_status_names[status], message);
@@ -319,7 +324,18 @@ static void run_job(jobs *j, job *jb, bool resumed)
     job_save(j, jb);
     job_log(j, jb, "running", resumed ? "resumed" : "started");
 
-    api_finetune_env env = {.datasets_dir = j->datasets_dir, .tasks = j->cfg.tasks};
+    /* a manifest's URLs: fetched once per job into <dir>/fetched (job_fetch.h) */
+    job_fetch_config fc = {.job_dir = jb->dir, .limits = j->cfg.fetch, .job_cancel = &jb->cancel};
+    fc.limits.cancel = &j->stopping;
+    job_fetch *fetcher = NULL;
+    vit_error ferr = {0};
+    if (job_fetch_open(&fc, &fetcher, &ferr) != VIT_OK) {
+        job_end(j, jb, JOB_FAILED, "internal", ferr.message, "failed", NULL);
+        free(ck);
+        return;
+    }
+    api_finetune_env env = {.datasets_dir = j->datasets_dir, .tasks = j->cfg.tasks,
+                            .fetch = job_fetch_get, .fetch_ctx = fetcher};
     ds_dataset *train = NULL, *eval = NULL;
     api_reply rep;
     api_reply_init(&rep);
@@ -327,6 +343,7 @@ static void run_job(jobs *j, job *jb, bool resumed)
     if (api_finetune_open(&env, &jb->spec, &train, &eval, &rep) != 0) {
         reply_error(&rep, code, sizeof code, msg, sizeof msg);
         api_reply_free(&rep);
+        job_fetch_close(fetcher);
         job_end(j, jb, JOB_FAILED, code, msg, "failed", NULL);
         free(ck);
         return;
@@ -352,6 +369,13 @@ static void run_job(jobs *j, job *jb, bool resumed)
     vit_status st = trainer_run(j->cfg.model, train, eval, &c, &res, &err);
     ds_close(eval);
     ds_close(train);
+    job_fetch_close(fetcher);
+    /* a URL fetch abandoned because the job is stopping fails the run (a
+     * stopped fetch is never a skipped image): it is a cancel, not a failure */
+    if (st != VIT_OK && (atomic_load(&jb->cancel) || atomic_load(&j->stopping))) {
+        st = VIT_OK;
+        res.cancelled = true;
+    }
     pthread_mutex_lock(&j->lock);
     j->train_seconds += res.seconds;
     pthread_mutex_unlock(&j->lock);
