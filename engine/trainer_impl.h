@@ -25,8 +25,14 @@ typedef struct trainer_ckpt {
     size_t position;          /* items of that epoch consumed (skipped ones too) */
     double epoch_loss;        /* sum of the losses of the last epoch_steps steps */
     bool head_kept;
+    int epochs_run;           /* epochs that ended (validated, when validating) */
+    int best_epoch;           /* the best epoch on validation so far (1-based; 0: none) */
+    int bad_epochs;           /* epochs since it (the early-stopping count) */
+    double best_top1, best_loss; /* its validation */
     size_t n;                 /* trainable floats */
     float *trainable;         /* (n) */
+    float *best;              /* (n) the best epoch's arena; read and written only when
+                                 best_epoch > 0 */
     optim_state opt;          /* m, v: (n) each, or NULL where the optimizer has none */
 } trainer_ckpt;
 

@@ -80,7 +80,9 @@ static trainer_config base_config(vit_method method)
     cfg.batch_size = BATCH;
     cfg.train_limit = ITEMS;
     cfg.seed = 1234;
-    cfg.augment = true;
+    cfg.augment = TRAINER_AUGMENT_STRONG;
+    cfg.validation_split = 0;
+    cfg.early_stopping_patience = 0;
     cfg.shuffle = true;
     cfg.loader_threads = 2;
     cfg.log_every = 1;
@@ -301,7 +303,7 @@ static void test_refusals(const vit_model *m, const ds_dataset *d)
     c2.lr = cfg.lr * 2;
     refused(m, d, c2, dir, VIT_ERR_MISMATCH, "lr", "other lr");
     c2 = cfg;
-    c2.augment = false;
+    c2.augment = TRAINER_AUGMENT_NONE;
     refused(m, d, c2, dir, VIT_ERR_MISMATCH, "augment", "no augment");
     /* another method: linear's arena has the same size, its hyper-parameter differs */
     c2 = cfg;
