@@ -781,6 +781,7 @@ static vit_status plan_schedule(const trainer_config *cfg, size_t per_epoch, sch
  * its scores, the epochs since it. */
 typedef struct best_state {
     int epochs_run, best_epoch, bad_epochs;
+    bool has_best;            /* best_epoch is one (0: the state before training) */
     double top1, loss;
 } best_state;
 
@@ -794,6 +795,7 @@ static trainer_ckpt ckpt_of(run_state *r, const trainer_ckpt *fp, const sched_co
     trainer_ckpt c = *fp;
     c.epochs_run = b->epochs_run;
     c.best_epoch = b->best_epoch;
+    c.has_best = b->has_best;
     c.bad_epochs = b->bad_epochs;
     c.best_top1 = b->top1;
     c.best_loss = b->loss;
@@ -896,7 +898,48 @@ static void best_copy(run_state *r, bool to_best)
  * lower loss; an equal one is not (the earlier epoch stays). */
 static bool better(const best_state *b, const eval_result *v)
 {
-    return b->best_epoch == 0 || v->top1 > b->top1 || (v->top1 == b->top1 && v->loss < b->loss);
+    return !b->has_best || v->top1 > b->top1 || (v->top1 == b->top1 && v->loss < b->loss);
+}
+
+/* Validates the state after best->epochs_run epochs; keeps it when it is
+ * the best so far (else counts an epoch without progress), filling info's
+ * validation fields.  A validation that fails is the eval's failure, not
+ * the run's (trainer.h): recorded in out, the best forgotten, false returned
+ * (the run goes on without validation); true otherwise. */
+static bool keep_best(const trainer_config *cfg, const char *const *names,
+                      const ds_dataset *train, const ds_dataset *eval, run_state *r,
+                      best_state *best, trainer_epoch_info *info, trainer_result *out)
+{
+    eval_result v;
+    vit_error verr = {0};
+    vit_status vs = validate(cfg, names, train, eval, r, &v, &verr);
+    if (vs != VIT_OK) {
+        out->eval_status = vs;
+        out->eval_error = verr;
+        best->best_epoch = best->bad_epochs = 0;
+        best->has_best = false;
+        return false;
+    }
+    info->has_val = true;
+    info->val_top1 = v.top1;
+    info->val_top5 = v.top5;
+    info->val_loss = v.loss;
+    info->is_best = better(best, &v);
+    if (info->is_best) {
+        best_copy(r, true);
+        best->best_epoch = best->epochs_run;
+        best->has_best = true;
+        best->bad_epochs = 0;
+        best->top1 = v.top1;
+        best->loss = v.loss;
+        eval_result_free(&r->best_eval);
+        r->best_eval = v;
+        r->has_best_eval = true;
+    } else {
+        best->bad_epochs++;
+        eval_result_free(&v);
+    }
+    return true;
 }
 
 vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const ds_dataset *eval,
@@ -1011,7 +1054,7 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
                                cfg->resume_dir, at.total_steps, at.warmup_steps, at.per_epoch,
                                at.epoch_steps, sched.total_steps, sched.warmup_steps, per_epoch);
         if (st == VIT_OK && (at.best_epoch > at.epochs_run || at.epochs_run > cfg->epochs ||
-                             (at.best_epoch > 0 && !validating)))
+                             (at.has_best && !validating)))
             st = vit_error_set(err, VIT_ERR_FORMAT,
                                "cannot resume from %s: its best epoch %d is not one of its %d "
                                "epochs run (of %d)",
@@ -1019,8 +1062,8 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
         if (st == VIT_OK) {
             resumed = true;
             best = (best_state){.epochs_run = at.epochs_run, .best_epoch = at.best_epoch,
-                                .bad_epochs = at.bad_epochs, .top1 = at.best_top1,
-                                .loss = at.best_loss};
+                                .bad_epochs = at.bad_epochs, .has_best = at.has_best,
+                                .top1 = at.best_top1, .loss = at.best_loss};
             sched.total_steps = at.total_steps;
             sched.warmup_steps = at.warmup_steps;
             per_epoch = (size_t)at.per_epoch;
@@ -1038,6 +1081,13 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     float lr = 0;
     progress_window win = {.t_start = now_seconds(), .step0 = step};
     win.t_last = win.t_start;
+    /* a kept head starts as a task already: the state before training
+     * competes too, so training never makes the product worse on
+     * validation (a run checkpointed after this has it in `best`) */
+    if (st == VIT_OK && !out->cancelled && validating && r.head_kept && !resumed) {
+        trainer_epoch_info info0 = {0};
+        validating = keep_best(cfg, names, train, eval, &r, &best, &info0, out);
+    }
     int patience = validating ? cfg->early_stopping_patience : 0;
     /* a run checkpointed as it stopped early stays stopped */
     out->stopped_early = patience > 0 && best.bad_epochs >= patience;
@@ -1150,39 +1200,11 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
                                    .step = step, .total_steps = sched.total_steps,
                                    .train_loss = epoch_steps ? epoch_loss / epoch_steps : 0};
         if (validating) {
-            eval_result v;
-            vit_error verr = {0};
-            vit_status vs = validate(cfg, names, train, eval, &r, &v, &verr);
-            if (vs != VIT_OK) {
-                /* the run goes on without validation; its last state is
-                 * the product (trainer.h) */
-                out->eval_status = vs;
-                out->eval_error = verr;
-                validating = false;
+            validating = keep_best(cfg, names, train, eval, &r, &best, &info, out);
+            if (!validating)
                 patience = 0;
-                best.best_epoch = best.bad_epochs = 0;
-            } else {
-                info.has_val = true;
-                info.val_top1 = v.top1;
-                info.val_top5 = v.top5;
-                info.val_loss = v.loss;
-                info.is_best = better(&best, &v);
-                if (info.is_best) {
-                    best_copy(&r, true);
-                    best.best_epoch = best.epochs_run;
-                    best.bad_epochs = 0;
-                    best.top1 = v.top1;
-                    best.loss = v.loss;
-                    eval_result_free(&r.best_eval);
-                    r.best_eval = v;
-                    r.has_best_eval = true;
-                } else {
-                    best.bad_epochs++;
-                    eval_result_free(&v);
-                }
-                info.stopping = patience > 0 && best.bad_epochs >= patience &&
-                                epoch + 1 < cfg->epochs && step < sched.total_steps;
-            }
+            info.stopping = patience > 0 && best.bad_epochs >= patience &&
+                            epoch + 1 < cfg->epochs && step < sched.total_steps;
         }
         info.best_epoch = best.best_epoch;
         if (cfg->checkpoint_dir) {
@@ -1206,7 +1228,7 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     out->final_loss = epoch_steps ? epoch_loss / epoch_steps : 0;
     out->seconds = now_seconds() - win.t_start;
     out->epochs_run = best.epochs_run;
-    if (st == VIT_OK && !out->cancelled && validating && best.best_epoch > 0) {
+    if (st == VIT_OK && !out->cancelled && validating && best.has_best) {
         /* the product is the best epoch's state, and its validation the
          * result's eval (a resumed run whose best predates the resume
          * evaluates it again: the same numbers, evaluation is deterministic) */

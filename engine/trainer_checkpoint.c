@@ -116,6 +116,7 @@ static void full_table(const trainer_config *cfg, const trainer_ckpt *c, ckpt_ta
     put(t, false, "head_kept", "%s", c->head_kept ? "true" : "false");
     put(t, false, "trainable_len", "%zu", c->n);
     put(t, false, "epochs_run", "%d", c->epochs_run);
+    put(t, false, "has_best", "%s", c->has_best ? "true" : "false");
     put(t, false, "best_epoch", "%d", c->best_epoch);
     put(t, false, "bad_epochs", "%d", c->bad_epochs);
     put(t, false, "best_top1", "%.17g", c->best_top1);
@@ -136,7 +137,7 @@ static void checksum(const ckpt_table *t, const trainer_ckpt *c, char hex[65])
         sha256_update(&h, c->opt.m, c->n * sizeof(float));
     if (c->opt.v)
         sha256_update(&h, c->opt.v, c->n * sizeof(float));
-    if (c->best_epoch > 0)
+    if (c->has_best)
         sha256_update(&h, c->best, c->n * sizeof(float));
     uint8_t d[SHA256_DIGEST_LEN];
     sha256_final(&h, d);
@@ -181,7 +182,7 @@ vit_status trainer_ckpt_save(const char *dir, const trainer_config *cfg, const t
         st = st_writer_add_f32(w, "optim.m", 1, shape, c->opt.m, err);
     if (st == VIT_OK && c->opt.v)
         st = st_writer_add_f32(w, "optim.v", 1, shape, c->opt.v, err);
-    if (st == VIT_OK && c->best_epoch > 0)
+    if (st == VIT_OK && c->has_best)
         st = st_writer_add_f32(w, "best", 1, shape, c->best, err);
     for (int i = 0; st == VIT_OK && i < t.n; i++)
         st = st_writer_set_metadata(w, t.e[i].key, t.e[i].value, err);
@@ -250,22 +251,27 @@ static vit_status load_from(const st_file *f, const trainer_config *cfg, trainer
                              "it holds %ld trainable values, this run has %zu (another model "
                              "or number of classes)",
                              n_file, c->n);
-    /* the best epoch says whether the "best" tensor is there (and summed) */
+    /* has_best says whether the "best" tensor is there (and summed) */
     long best_epoch = 0;
+    const char *has = st_metadata(f, "has_best");
+    if (strcmp(has, "true") * strcmp(has, "false") != 0)
+        return vit_error_set(err, VIT_ERR_FORMAT, "its has_best is malformed");
+    bool has_best = strcmp(has, "true") == 0;
     if (!parse_long(st_metadata(f, "best_epoch"), 0, cfg->epochs, &best_epoch))
         return vit_error_set(err, VIT_ERR_FORMAT, "its best_epoch '%.40s' is out of range",
                              st_metadata(f, "best_epoch"));
-    if (best_epoch > 0 && !c->best)
+    if (has_best && !c->best)
         return vit_error_set(err, VIT_ERR_MISMATCH,
                              "it was made by a run with a validation set (an eval set or a "
                              "validation split), this run has none");
     c->best_epoch = (int)best_epoch;
+    c->has_best = has_best;
     vit_status st = read_tensor(f, "trainable", c->n, c->trainable, err);
     if (st == VIT_OK && c->opt.m)
         st = read_tensor(f, "optim.m", c->n, c->opt.m, err);
     if (st == VIT_OK && c->opt.v)
         st = read_tensor(f, "optim.v", c->n, c->opt.v, err);
-    if (st == VIT_OK && best_epoch > 0)
+    if (st == VIT_OK && has_best)
         st = read_tensor(f, "best", c->n, c->best, err);
     if (st != VIT_OK)
         return st;

@@ -26,13 +26,15 @@ typedef struct trainer_ckpt {
     double epoch_loss;        /* sum of the losses of the last epoch_steps steps */
     bool head_kept;
     int epochs_run;           /* epochs that ended (validated, when validating) */
-    int best_epoch;           /* the best epoch on validation so far (1-based; 0: none) */
+    bool has_best;            /* validation has chosen a best state (below) */
+    int best_epoch;           /* its epoch (1-based; 0: the state before training, a kept
+                                 head's) */
     int bad_epochs;           /* epochs since it (the early-stopping count) */
     double best_top1, best_loss; /* its validation */
     size_t n;                 /* trainable floats */
     float *trainable;         /* (n) */
-    float *best;              /* (n) the best epoch's arena; read and written only when
-                                 best_epoch > 0 */
+    float *best;              /* (n) the best state's arena; read and written only when
+                                 has_best */
     optim_state opt;          /* m, v: (n) each, or NULL where the optimizer has none */
 } trainer_ckpt;
 
