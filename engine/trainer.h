@@ -150,7 +150,12 @@ typedef struct trainer_config {
  * stands (step, total and warm-up steps, batches per epoch), the data-order
  * position (epoch and items consumed in it: the loader's order and
  * augmentation are pure functions of (seed, epoch, item), so no RNG state
- * needs saving beyond the seed), the hyper-parameters that shape the run, and
+ * needs saving beyond the seed), validation as it stands (epochs run, the
+ * best state's arena -- "best", when there is one -- its epoch and scores,
+ * the epochs since it: a resumed run keeps the same best and stops when the
+ * uninterrupted one would), the hyper-parameters that shape the run
+ * (augment, validation_split, early_stopping_patience and eval_limit among
+ * them; the eval set itself is not fingerprinted), and
  * fingerprints of the backbone (vit_model_fingerprint) and of the training
  * set (ds_fingerprint, over train_limit items).  It is one safetensors file,
  * <dir>/TRAINER_CHECKPOINT_FILE: tensors "trainable", "optim.m", "optim.v"
