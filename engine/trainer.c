@@ -1089,8 +1089,10 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
         validating = keep_best(cfg, names, train, eval, &r, &best, &info0, out);
     }
     int patience = validating ? cfg->early_stopping_patience : 0;
-    /* a run checkpointed as it stopped early stays stopped */
-    out->stopped_early = patience > 0 && best.bad_epochs >= patience;
+    /* a run checkpointed as it stopped early stays stopped (one that ran
+     * its last epoch simply ended) */
+    out->stopped_early = patience > 0 && best.bad_epochs >= patience &&
+                         best.epochs_run < cfg->epochs && step < sched.total_steps;
     for (int epoch = resumed ? at.epoch : 0; st == VIT_OK && !out->cancelled &&
                                              !out->stopped_early && epoch < cfg->epochs &&
                                              step < sched.total_steps;
