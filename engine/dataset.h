@@ -189,6 +189,16 @@ void ds_fingerprint(const ds_dataset *d, size_t limit, char hex[65]);
  * labels, IDX pixels; not its fixed-size parts): for logs and limits. */
 size_t ds_memory(const ds_dataset *d);
 
+/* A seeded, stratified hold-out split of items 0..limit-1 (0: all): from
+ * each class of n items, round(fraction * n) items -- at most n - 1, so
+ * every class keeps a training item -- go to *val, the rest to *train; both
+ * lists ascending, disjoint, together every item.  The items a class holds
+ * out are a Fisher-Yates draw seeded by (seed, class): the same arguments
+ * give the same split.  *nval may be 0 (fraction 0, or classes of one
+ * item).  0 <= fraction < 1.  The caller frees *train and *val. */
+vit_status ds_split(const ds_dataset *d, size_t limit, double fraction, uint64_t seed,
+                    size_t **train, size_t *ntrain, size_t **val, size_t *nval, vit_error *err);
+
 /* Decodes item i into an RGB image (IDX grey is replicated to RGB).  Image
  * files are opened beneath the root again and read up to max_image_bytes;
  * URL items are fetched through ds_options.fetch. */
@@ -196,10 +206,23 @@ vit_status ds_load_image(const ds_dataset *d, size_t i, img_image *out, vit_erro
 
 /* ---- batches ---- */
 
+/* Train-time augmentation: RandomResizedCrop(scale, ratio) to the model's
+ * input, then a horizontal flip with probability `flip` (torchvision's
+ * transforms with these parameters). */
+typedef struct ds_augment {
+    double scale_min, scale_max; /* area fraction of the source a crop keeps: 0 < min <= max <= 1 */
+    double ratio_min, ratio_max; /* aspect ratio (w/h) of a crop: 0 < min <= max */
+    double flip;                 /* probability of a horizontal flip: 0..1 */
+} ds_augment;
+
+/* ImageNet's: scale 0.08-1, ratio 3/4-4/3, flip 0.5 (torchvision's defaults). */
+ds_augment ds_augment_imagenet(void);
+
 typedef struct ds_loader_options {
     int batch_size;           /* rows per batch */
     bool shuffle;             /* permute per epoch; false: dataset order */
-    bool augment;             /* RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3) + flip */
+    bool augment;             /* transform each item by `aug` (else the eval transform) */
+    ds_augment aug;           /* all zero: ds_augment_imagenet() */
     bool drop_last;           /* drop a final short batch */
     uint64_t seed;
     int threads;              /* prefetch threads (>= 1) */
@@ -210,6 +233,10 @@ typedef struct ds_loader_options {
     void *on_bad_ctx;
     size_t limit;             /* use only items 0..limit-1 of the data set (0: all);
                                  shuffling permutes within them */
+    const size_t *items;      /* not NULL: use only these data set indices (num_items of
+                                 them, each < ds_size, in this order before shuffling;
+                                 copied), and not `limit` */
+    size_t num_items;
 } ds_loader_options;
 
 typedef struct ds_loader ds_loader;
