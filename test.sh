@@ -4,7 +4,11 @@
 #   portable  the engine tests again with VITFIT_NO_AVX512=1 (OpenBLAS, scalar kernels)
 #   asan      the whole suite under ASan+UBSan, gcc (build-asan/)
 #   clang     the whole suite under ASan+UBSan, clang (build-clang/): clang's
-#             UBSan also checks float-to-int conversions, which gcc's does not
+#             UBSan also checks float-to-int conversions, which gcc's does not;
+#             but for the suite 'slow' (the training runs and fine-tune jobs,
+#             minutes under a sanitizer), which the asan stage runs: their
+#             code runs in the faster tests too, and twice would cost the
+#             suite's time budget
 #   tsan      the threaded tests under ThreadSanitizer (build-tsan/)
 #   fuzz      every libFuzzer target tests/fuzz/fuzz_*.c for a bounded run (build-fuzz/)
 #
@@ -215,9 +219,16 @@ run_meson_tests() { # stage, dir, logbase, [meson test options and test names...
   local log="$dir/meson-logs/$logbase.json"
   out="$dir/$logbase.stdout"
   rm -f "$log" "$out" # a stale log must never be counted
-  local names=()
-  for a in "$@"; do [[ "$a" == -* ]] || names+=("$a"); done
-  expected=$(meson test -C "$dir" --list --no-rebuild "${names[@]}" 2>/dev/null | grep -c ' / ')
+  local names=() select=()
+  for a in "$@"; do
+    case "$a" in
+      --suite=* | --no-suite=*) select+=("$a") ;; # they choose tests too
+      -*) ;;
+      *) names+=("$a") ;;
+    esac
+  done
+  expected=$(meson test -C "$dir" --list --no-rebuild "${select[@]}" "${names[@]}" 2>/dev/null |
+    grep -c ' / ')
   meson test -C "$dir" --print-errorlogs --num-processes 2 --logbase "$logbase" "$@" 2>&1 |
     tee "$out"
   rc=${PIPESTATUS[0]}
@@ -323,8 +334,9 @@ if opted_out clang; then
 elif [ "$have_clang" = 0 ]; then
   stage_not_run clang "clang is not installed"
 else
-  stage_test_opts=(--timeout-multiplier=3)
-  CC=clang suite_stage clang build-clang "ASan + UBSan build (clang)" --buildtype=debugoptimized \
+  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow)
+  CC=clang suite_stage clang build-clang "ASan + UBSan build (clang), all but suite slow" \
+    --buildtype=debugoptimized \
     -Db_sanitize=address,undefined -Db_lundef=false
   stage_test_opts=()
 fi

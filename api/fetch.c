@@ -382,6 +382,17 @@ api_fetch_result api_fetch_with_policy(const char *url, const api_fetch_limits *
     return API_FETCH_OK;
 }
 
+api_fetch_result api_fetch_check_url(const char *url, char *msg, size_t msglen)
+{
+    char origin[FETCH_ORIGIN_MAX];
+    char *full = NULL;
+    if (msg && msglen)
+        msg[0] = '\0';
+    api_fetch_result res = check_url(url, &full, origin, sizeof origin, msg, msglen);
+    curl_free(full);
+    return res;
+}
+
 api_fetch_result api_fetch(const char *url, const api_fetch_limits *lim, uint8_t **data,
                            size_t *len, char *msg, size_t msglen)
 {

@@ -88,6 +88,12 @@ typedef enum api_fetch_result {
 api_fetch_result api_fetch(const char *url, const api_fetch_limits *lim, uint8_t **data,
                            size_t *len, char *msg, size_t msglen);
 
+/* The URL checks of api_fetch alone (the first bullet at the top): no name
+ * is resolved and nothing is sent.  API_FETCH_OK, or API_FETCH_BAD_URL with
+ * why in msg (API_FETCH_FAILED when out of memory).  Thread-safe given
+ * curl_global_init. */
+api_fetch_result api_fetch_check_url(const char *url, char *msg, size_t msglen);
+
 /* The decision the open-socket callback makes for each address curl is
  * about to connect to: url_guard_allowed(url_guard_classify(sa, len),
  * allow_private).  *cls (if not NULL) receives the class. */

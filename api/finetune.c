@@ -12,6 +12,7 @@
 
 #include "beneath.h"
 #include "dataset.h"
+#include "fetch.h"
 #include "finetune.h"
 
 /* The hyper-parameters: one row each, so parsing, ranges and the job
@@ -45,8 +46,6 @@ static const hp_row hp_rows[] = {
 };
 #define HP_COUNT (sizeof hp_rows / sizeof hp_rows[0])
 
-static const char *const augment_names[] = {"auto", "none", "light", "strong"};
-
 static const hp_row *hp_find(const char *name)
 {
     for (size_t i = 0; i < HP_COUNT; i++)
@@ -55,10 +54,11 @@ static const hp_row *hp_find(const char *name)
     return NULL;
 }
 
-/* Defaults: the trainer's for the method. */
+/* Defaults: the trainer's for the method (trainer_defaults_for), so a job
+ * and `vitfit train` given only a data set run the same recipe. */
 static void spec_defaults(api_finetune_spec *s, vit_method method)
 {
-    trainer_config c = trainer_defaults();
+    trainer_config c = trainer_defaults_for(method);
     s->method = method;
     s->epochs = c.epochs;
     s->batch_size = c.batch_size;
@@ -68,10 +68,10 @@ static void spec_defaults(api_finetune_spec *s, vit_method method)
     s->warmup_epochs = c.warmup_epochs;
     s->label_smoothing = c.label_smoothing;
     s->seed = c.seed;
-    snprintf(s->augment, sizeof s->augment, "%s", c.augment ? "auto" : "none");
-    s->validation_split = 0;
-    s->early_stopping_patience = 0;
-    s->max_steps = 0;
+    snprintf(s->augment, sizeof s->augment, "%s", trainer_augment_name(c.augment));
+    s->validation_split = c.validation_split;
+    s->early_stopping_patience = c.early_stopping_patience;
+    s->max_steps = c.max_steps;
 }
 
 static int field_error(api_reply *r, const char *field, const char *fmt, const char *detail)
@@ -95,14 +95,13 @@ static int hp_set(const hp_row *h, const json_t *v, api_finetune_spec *s, api_re
         *(bool *)at = json_is_true(v);
         return 0;
     case HP_AUGMENT: {
-        const char *a = json_string_value(v);
-        for (size_t i = 0; a && i < sizeof augment_names / sizeof augment_names[0]; i++)
-            if (strcmp(a, augment_names[i]) == 0) {
-                snprintf(s->augment, sizeof s->augment, "%s", a);
-                return 0;
-            }
-        return field_error(r, h->name, "'%s' must be one of %s",
-                           "\"auto\", \"none\", \"light\", \"strong\"");
+        trainer_augment a;
+        const char *name = json_string_value(v);
+        if (!name || strlen(name) >= sizeof s->augment || !trainer_augment_parse(name, &a))
+            return field_error(r, h->name, "'%s' must be one of %s",
+                               "\"auto\", \"none\", \"light\", \"strong\"");
+        snprintf(s->augment, sizeof s->augment, "%s", trainer_augment_name(a));
+        return 0;
     }
     case HP_INT:
     case HP_LONG:
@@ -282,6 +281,30 @@ void api_finetune_strip_prefix(char *msg, const char *prefix)
     }
 }
 
+/* ds_options.check_url: the URL checks of api_fetch, nothing sent. */
+static vit_status url_check(void *ctx, const char *url, vit_error *err)
+{
+    (void)ctx;
+    char msg[256];
+    api_fetch_result res = api_fetch_check_url(url, msg, sizeof msg);
+    if (res == API_FETCH_OK)
+        return VIT_OK;
+    return vit_error_set(err, res == API_FETCH_BAD_URL ? VIT_ERR_INVALID : VIT_ERR_NOMEM, "%s",
+                         msg);
+}
+
+/* The fetch hook of api_finetune_check: a data set opened to be validated
+ * keeps its URL entries as items, and ds_open never calls the hook, so this
+ * runs only if that promise broke -- then it fetches nothing either. */
+static vit_status no_fetch(void *ctx, const char *url, size_t max_bytes, uint8_t **data,
+                           size_t *len, bool *stopped, vit_error *err)
+{
+    (void)ctx, (void)url, (void)max_bytes, (void)stopped;
+    *data = NULL;
+    *len = 0;
+    return vit_error_set(err, VIT_ERR_INVALID, "URLs are not fetched while a job is validated");
+}
+
 /* Opens data set `path` (the value of `field`) beneath root; classes: the
  * training set's, for an eval set (NULL for the training set). */
 static int open_dataset(const api_finetune_env *env, beneath_root *root, const char *field,
@@ -320,6 +343,11 @@ static int open_dataset(const api_finetune_env *env, beneath_root *root, const c
     if (!full)
         return api_error(r, 500, "out_of_memory", "out of memory");
     ds_options opt = {.root = env->datasets_dir, .classes = classes};
+    if (env->fetch) {
+        opt.fetch = env->fetch;
+        opt.check_url = url_check;
+        opt.fetch_ctx = env->fetch_ctx;
+    }
     vit_error err = {0};
     vit_status s = ds_open(full, &opt, out, &err);
     free(full);
@@ -382,8 +410,11 @@ int api_finetune_check(const api_finetune_env *env, const api_finetune_spec *spe
                                "task '%s' exists; set \"overwrite\": true to replace it when "
                                "the job succeeds",
                                spec->task);
+    api_finetune_env validate = *env;
+    validate.fetch = no_fetch; /* URL entries: their syntax, nothing fetched */
+    validate.fetch_ctx = NULL;
     ds_dataset *train, *eval;
-    if (api_finetune_open(env, spec, &train, &eval, r) != 0)
+    if (api_finetune_open(&validate, spec, &train, &eval, r) != 0)
         return -1;
     ds_close(eval);
     ds_close(train);
@@ -424,8 +455,7 @@ json_t *api_finetune_request(const api_finetune_spec *s)
 
 trainer_config api_finetune_trainer_config(const api_finetune_spec *s)
 {
-    trainer_config c = trainer_defaults();
-    c.method = s->method;
+    trainer_config c = trainer_defaults_for(s->method);
     c.epochs = s->epochs;
     c.batch_size = s->batch_size;
     c.lr = s->lr;
@@ -434,7 +464,9 @@ trainer_config api_finetune_trainer_config(const api_finetune_spec *s)
     c.warmup_epochs = s->warmup_epochs;
     c.label_smoothing = s->label_smoothing;
     c.seed = s->seed;
-    c.augment = strcmp(s->augment, "none") != 0;
+    trainer_augment_parse(s->augment, &c.augment); /* one of its names: parsed */
+    c.validation_split = s->validation_split;
+    c.early_stopping_patience = s->early_stopping_patience;
     c.max_steps = s->max_steps;
     c.on_bad = s->skip_bad ? DS_BAD_SKIP : DS_BAD_FAIL;
     return c;

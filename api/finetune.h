@@ -64,6 +64,12 @@ typedef struct api_finetune_spec {
 typedef struct api_finetune_env {
     const char *datasets_dir;         /* <data_dir>/datasets */
     task_store *tasks;
+    /* api_finetune_open: fetches a manifest's http(s) entries (a job's
+     * fetcher, server/job_fetch.h), whose syntax is checked at open as
+     * api_fetch checks it; NULL: such entries are refused.
+     * api_finetune_check ignores it and never fetches. */
+    ds_fetch_fn fetch;
+    void *fetch_ctx;
 } api_finetune_env;
 
 /* Reads request `req` (a JSON object: the body of POST /v1/finetune, or the
@@ -75,7 +81,9 @@ int api_finetune_parse(const json_t *req, api_finetune_spec *out, api_reply *r);
  * 413 body_too_large, before it is parsed. */
 int api_finetune_parse_body(const char *body, size_t len, api_finetune_spec *out, api_reply *r);
 
-/* Checks *spec against the world (see the top); 0 or -1 with r filled. */
+/* Checks *spec against the world (see the top); 0 or -1 with r filled.
+ * A manifest's URL entries are checked as URLs (api_fetch_check_url) and
+ * never fetched, whatever env->fetch. */
 int api_finetune_check(const api_finetune_env *env, const api_finetune_spec *spec, api_reply *r);
 
 /* Opens the data sets of *spec as api_finetune_check does (without its task

@@ -14,11 +14,16 @@
  *     made when asked.  Class names are separate strings.  Image files are
  *     decoded on demand by ds_load_image.  A dataset is
  *     immutable after ds_open, so loader threads read it without locks.
- *   - Paths from manifests and folders are untrusted: URLs are refused (for
- *     now), and every file is opened beneath the data set root with
- *     beneath_open (beneath.h: a walk from a descriptor of the root that
- *     never looks outside it), at ds_open and again when an image is read.
- *     Items keep their symlink-free path under the root.
+ *   - Paths from manifests and folders are untrusted: every file is opened
+ *     beneath the data set root with beneath_open (beneath.h: a walk from a
+ *     descriptor of the root that never looks outside it), at ds_open and
+ *     again when an image is read.  Items keep their symlink-free path under
+ *     the root.
+ *   - A manifest's URL entries are items only when the caller gave a fetch
+ *     hook (ds_options.fetch; refused otherwise): their name is the URL, a
+ *     byte per item (is_url, made when the first one is added) tells them
+ *     apart, and ds_load_image asks the hook for their bytes -- the engine
+ *     opens no socket.
  */
 #include "dataset.h"
 
@@ -105,7 +110,9 @@ size_t ds_names_limit(size_t items)
     return DS_NAMES_START + allowed;
 }
 
-vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *err)
+/* ds_add_item and ds_add_url_item: is_url marks the item a URL. */
+static vit_status add_item(ds_dataset *d, const char *name, int label, int is_url,
+                           vit_error *err)
 {
     if (d->n >= d->max_items)
         return vit_error_set(err, VIT_ERR_TOO_LARGE, "data set has more than %zu items",
@@ -131,8 +138,17 @@ vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *er
         if (!nl)
             return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for the item list");
         d->labels = nl;
+        if (d->is_url) {
+            uint8_t *nu = realloc(d->is_url, ncap);
+            if (!nu)
+                return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for the item list");
+            memset(nu + d->cap, 0, ncap - d->cap);
+            d->is_url = nu;
+        }
         d->cap = ncap;
     }
+    if (is_url && !d->is_url && !(d->is_url = calloc(d->cap, 1)))
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for the item list");
     if (d->pool_len + len > d->pool_cap) {
         size_t ncap = d->pool_cap ? d->pool_cap : 4096;
         while (ncap < d->pool_len + len) {
@@ -149,9 +165,21 @@ vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *er
     memcpy(d->pool + d->pool_len, name, len);
     d->name_off[d->n] = d->pool_len;
     d->labels[d->n] = label;
+    if (d->is_url)
+        d->is_url[d->n] = (uint8_t)(is_url != 0);
     d->pool_len += len;
     d->n++;
     return VIT_OK;
+}
+
+vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *err)
+{
+    return add_item(d, name, label, 0, err);
+}
+
+vit_status ds_add_url_item(ds_dataset *d, const char *url, int label, vit_error *err)
+{
+    return add_item(d, url, label, 1, err);
 }
 
 /* Why `name` cannot be a class name (dataset.h), or NULL when it can: the
@@ -624,6 +652,8 @@ vit_status ds_open(const char *path, const ds_options *opt, ds_dataset **out, vi
     d->max_pixels = opt->max_pixels ? opt->max_pixels : DS_DEFAULT_MAX_PIXELS;
     d->max_items = opt->max_items ? opt->max_items : DS_DEFAULT_MAX_ITEMS;
     d->max_idx_bytes = opt->max_idx_bytes ? opt->max_idx_bytes : DS_DEFAULT_MAX_IDX_BYTES;
+    d->fetch = opt->fetch;
+    d->fetch_ctx = opt->fetch_ctx;
     d->walks = (beneath_budget){.credit = DS_WALK_START,
                                 .per_walk = DS_WALK_PER_ITEM,
                                 .link_credit = DS_LINK_START,
@@ -695,6 +725,7 @@ void ds_close(ds_dataset *d)
     free(d->pool);
     free(d->name_off);
     free(d->labels);
+    free(d->is_url);
     free(d->idx_path);
     free(d->idx_labels);
     free(d->grey);
@@ -726,6 +757,8 @@ const char *ds_item_name(const ds_dataset *d, size_t i, char *buf, size_t cap)
         return NULL;
     if (d->kind == DS_KIND_IDX) {
         snprintf(buf, cap, "%s#%zu", d->idx_path, i);
+    } else if (ds_item_is_url(d, i)) {
+        snprintf(buf, cap, "%s", d->pool + d->name_off[i]);
     } else {
         const char *top = beneath_root_path(d->root);
         snprintf(buf, cap, "%s%s%s", top, strcmp(top, "/") == 0 ? "" : "/",
@@ -764,6 +797,8 @@ void ds_fingerprint(const ds_dataset *d, size_t limit, char hex[65])
         for (size_t i = 0; i < n; i++) {
             const char *name = d->pool + d->name_off[i];
             fp_u64(&c, (uint64_t)d->labels[i]);
+            if (ds_item_is_url(d, i)) /* a mark no path below the root can begin with */
+                sha256_update(&c, "\x01url:", 5);
             sha256_update(&c, name, strlen(name) + 1);
         }
     }
@@ -776,7 +811,8 @@ size_t ds_memory(const ds_dataset *d)
 {
     if (!d)
         return 0;
-    size_t bytes = d->pool_cap + d->cap * (sizeof *d->name_off + sizeof *d->labels);
+    size_t bytes = d->pool_cap + d->cap * (sizeof *d->name_off + sizeof *d->labels) +
+                   (d->is_url ? d->cap : 0);
     if (d->kind == DS_KIND_IDX)
         bytes += strlen(d->idx_path) + 1 + d->n + d->n * (size_t)d->rows * (size_t)d->cols;
     for (int c = 0; c < d->num_classes; c++)
@@ -817,8 +853,64 @@ static vit_status load_file(const ds_dataset *d, size_t i, img_image *out, vit_e
     return VIT_OK;
 }
 
+/* Copies a URL into buf (cap >= 8) for a message, cut with "..." past
+ * DS_URL_SHOWN bytes: a message holds 512 and must keep room for why. */
+#define DS_URL_SHOWN 160
+static const char *show_url(char *buf, size_t cap, const char *url)
+{
+    size_t n = strlen(url), lim = cap - 4 < DS_URL_SHOWN ? cap - 4 : DS_URL_SHOWN;
+    if (n <= lim) {
+        memcpy(buf, url, n + 1);
+    } else {
+        memcpy(buf, url, lim);
+        memcpy(buf + lim, "...", 4);
+    }
+    return buf;
+}
+
+/* Fetches URL item i through d->fetch (no more than max_image_bytes) and
+ * decodes it; messages start with the URL (cut to DS_URL_SHOWN bytes). */
+static vit_status load_url(const ds_dataset *d, size_t i, img_image *out, bool *stopped,
+                           vit_error *err)
+{
+    VIT_ASSERT(d->fetch); /* URL items are only made with a hook */
+    const char *url = d->pool + d->name_off[i];
+    char shown[DS_URL_SHOWN + 4];
+    show_url(shown, sizeof shown, url);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    vit_error e = {0};
+    vit_status s = d->fetch(d->fetch_ctx, url, d->max_image_bytes, &buf, &len, stopped, &e);
+    if (s != VIT_OK) {
+        free(buf); /* the contract says NULL; a hook that left bytes must not leak them */
+        if (e.code == VIT_OK || e.message[0] == '\0') /* a hook that said nothing */
+            vit_error_set(&e, s, "the fetch failed (%s)", vit_status_name(s));
+        return vit_error_set(err, s, "%s: %s", shown, e.message);
+    }
+    if (!buf) /* a hook that broke its contract: no bytes is no image */
+        return vit_error_set(err, VIT_ERR_IO, "%s: the fetch gave no data", shown);
+    if (len > d->max_image_bytes) {
+        free(buf);
+        return vit_error_set(err, VIT_ERR_TOO_LARGE, "%s is %zu bytes, over the limit of %zu",
+                             shown, len, d->max_image_bytes);
+    }
+    s = img_decode(buf, len, d->max_pixels, out, err);
+    free(buf);
+    if (s != VIT_OK)
+        return vit_error_prefix(err, "%s", shown);
+    return VIT_OK;
+}
+
 vit_status ds_load_image(const ds_dataset *d, size_t i, img_image *out, vit_error *err)
 {
+    bool stopped = false;
+    return ds_load_item(d, i, out, &stopped, err);
+}
+
+vit_status ds_load_item(const ds_dataset *d, size_t i, img_image *out, bool *stopped,
+                        vit_error *err)
+{
+    *stopped = false;
     if (!d || !out)
         return vit_error_set(err, VIT_ERR_INVALID, "ds_load_image: NULL argument");
     out->width = out->height = 0;
@@ -826,6 +918,12 @@ vit_status ds_load_image(const ds_dataset *d, size_t i, img_image *out, vit_erro
     if (i >= d->n)
         return vit_error_set(err, VIT_ERR_INVALID, "item %zu is out of range (%zu items)", i,
                              d->n);
+    if (ds_item_is_url(d, i)) {
+        vit_status s = load_url(d, i, out, stopped, err);
+        if (s == VIT_OK)
+            *stopped = false; /* only a failure can be a stop */
+        return s;
+    }
     if (d->kind == DS_KIND_FILES)
         return load_file(d, i, out, err);
     /* IDX: grey plane replicated to RGB (sizes were bounded at open). */

@@ -11,6 +11,8 @@
  *     images file (*-images-idx3-ubyte or .gz); the labels file is found by
  *     replacing "images-idx3" with "labels-idx1".  Class names default to
  *     "0".."K-1" (K = max label + 1) unless ds_options.class_names is set.
+ * A manifest may also name images by http(s) URL when the caller gives a
+ * fetch hook (ds_options.fetch); without one such entries are refused.
  * Everything read is untrusted: sizes, counts, magic numbers, label ranges and
  * paths are checked.  Files are confined to a root directory by default (see
  * ds_options.root): a manifest line naming "/etc/passwd" or "../x.png", or a
@@ -63,6 +65,30 @@ typedef enum ds_bad_policy { DS_BAD_FAIL, DS_BAD_SKIP } ds_bad_policy;
  * may be called from loader threads. */
 typedef void (*ds_bad_fn)(void *ctx, const char *item, const char *message);
 
+/* Longest URL a manifest entry may be, in bytes (the server's fetcher,
+ * api/fetch.h API_FETCH_MAX_URL, allows the same). */
+#define DS_MAX_URL 8192
+
+/* Fetches the bytes of an image a manifest names by http(s) URL
+ * (ds_options.fetch): the engine makes no network request itself.  On
+ * VIT_OK *data holds *len bytes (malloc'd; the data set frees it).  At most
+ * max_bytes (the data set's max_image_bytes) are wanted: more is an error
+ * the hook may report without reading them (a longer answer is refused
+ * anyway).  Otherwise an error status and one sentence in err (*data NULL):
+ * the item does not load, like an unreadable file (DS_BAD_FAIL fails the
+ * batch, DS_BAD_SKIP skips it and tells on_bad_fn) -- unless the hook sets
+ * *stopped (it starts false): the fetch was abandoned because the caller is
+ * stopping (a server draining, a job cancelled), which says nothing about
+ * the item, so a loader never skips it but fails the batch under either
+ * policy.  Called from loader threads, several at once, for the same URL
+ * too; never at ds_open. */
+typedef vit_status (*ds_fetch_fn)(void *ctx, const char *url, size_t max_bytes, uint8_t **data,
+                                  size_t *len, bool *stopped, vit_error *err);
+
+/* Checks a manifest's URL entry at ds_open without fetching it (may be
+ * NULL): an error refuses the manifest, naming its line. */
+typedef vit_status (*ds_url_check_fn)(void *ctx, const char *url, vit_error *err);
+
 typedef struct ds_options {
     const char *root;          /* every file must lie under this directory; NULL: the
                                   data set's own (see below) */
@@ -79,6 +105,11 @@ typedef struct ds_options {
     const char *const *class_names; /* NULL-terminated names for IDX labels, or NULL
                                        (an error for a folder or manifest) */
     const char *const *classes; /* NULL-terminated fixed class list, or NULL (see below) */
+    ds_fetch_fn fetch;         /* not NULL: a manifest's http(s) entries are URL items,
+                                  fetched through it by ds_load_image (see below);
+                                  NULL: such entries are refused at ds_open */
+    ds_url_check_fn check_url; /* with fetch: checks each URL entry at ds_open (may be NULL) */
+    void *fetch_ctx;           /* passed to fetch and check_url */
 } ds_options;
 
 /* ds_options.root: the directory every file of the data set must resolve
@@ -101,7 +132,16 @@ typedef struct ds_options {
  * "crane"s), which only matters when a folder or manifest label is looked up
  * in the list: a label matching a repeated name is ambiguous, an error
  * naming it.  IDX labels are numbers and named by position, never looked
- * up, so a repeated name there is harmless. */
+ * up, so a repeated name there is harmless.
+ *
+ * ds_options.fetch: a manifest entry starting "http://" or "https://" (any
+ * case) is then a URL item.  ds_open checks its text only -- at most
+ * DS_MAX_URL bytes, no space or control byte, then check_url when set -- and
+ * never fetches it: nothing is looked up on disk or on the network for it.
+ * Its name (ds_item_name, ds_fingerprint) is the URL as written.
+ * ds_load_image calls fetch(fetch_ctx, url, max_image_bytes, ...) and
+ * decodes the bytes with a file's limits (max_image_bytes, max_pixels).
+ * The hook must stay valid until ds_close. */
 
 /* Opens a dataset (see above for what path may be).  Item lists are read now;
  * images are decoded later, on demand.  An empty class directory, a manifest
@@ -130,33 +170,59 @@ const char *ds_class_name(const ds_dataset *d, int cls);
 int ds_label(const ds_dataset *d, size_t i);
 /* Writes a name for item i into buf (cap bytes, truncated to fit; made on
  * demand, nothing is kept per item): the image's absolute symlink-free path,
- * or "<idx file>#<index>".  Returns buf; NULL when i is out of range (or buf
- * is NULL or cap 0).  DS_ITEM_NAME_MAX bytes always hold a whole name. */
+ * the URL of a URL item, or "<idx file>#<index>".  Returns buf; NULL when i
+ * is out of range (or buf is NULL or cap 0).  DS_ITEM_NAME_MAX bytes always
+ * hold a whole name. */
 #define DS_ITEM_NAME_MAX (2 * PATH_MAX + 32)
 const char *ds_item_name(const ds_dataset *d, size_t i, char *buf, size_t cap);
 
 /* sha256 (hex) of what decides a training run's data, over its first `limit`
  * items (0: all): the kind, the class names in order, the item count, and per
  * item its label and its name relative to the data set's root (so moving the
- * whole set keeps it); for IDX sets the pixels themselves (they are in memory)
- * instead of names.  Image files are not read: an image rewritten in place
- * under the same name keeps the fingerprint. */
+ * whole set keeps it) or its URL; for IDX sets the pixels themselves (they
+ * are in memory) instead of names.  Image files are not read nor URLs
+ * fetched: an image rewritten in place under the same name keeps the
+ * fingerprint. */
 void ds_fingerprint(const ds_dataset *d, size_t limit, char hex[65]);
 
 /* Bytes of memory the data set holds for its items and classes (names,
  * labels, IDX pixels; not its fixed-size parts): for logs and limits. */
 size_t ds_memory(const ds_dataset *d);
 
+/* A seeded, stratified hold-out split of items 0..limit-1 (0: all): from
+ * each class of n items, round(fraction * n) items -- at most n - 1, so
+ * every class keeps a training item -- go to *val, the rest to *train; both
+ * lists ascending, disjoint, together every item.  The items a class holds
+ * out are a Fisher-Yates draw seeded by (seed, class): the same arguments
+ * give the same split.  *nval may be 0 (fraction 0, or classes of one
+ * item).  0 <= fraction < 1.  The caller frees *train and *val. */
+vit_status ds_split(const ds_dataset *d, size_t limit, double fraction, uint64_t seed,
+                    size_t **train, size_t *ntrain, size_t **val, size_t *nval, vit_error *err);
+
 /* Decodes item i into an RGB image (IDX grey is replicated to RGB).  Image
- * files are opened beneath the root again and read up to max_image_bytes. */
+ * files are opened beneath the root again and read up to max_image_bytes;
+ * URL items are fetched through ds_options.fetch. */
 vit_status ds_load_image(const ds_dataset *d, size_t i, img_image *out, vit_error *err);
 
 /* ---- batches ---- */
 
+/* Train-time augmentation: RandomResizedCrop(scale, ratio) to the model's
+ * input, then a horizontal flip with probability `flip` (torchvision's
+ * transforms with these parameters). */
+typedef struct ds_augment {
+    double scale_min, scale_max; /* area fraction of the source a crop keeps: 0 < min <= max <= 1 */
+    double ratio_min, ratio_max; /* aspect ratio (w/h) of a crop: 0 < min <= max */
+    double flip;                 /* probability of a horizontal flip: 0..1 */
+} ds_augment;
+
+/* ImageNet's: scale 0.08-1, ratio 3/4-4/3, flip 0.5 (torchvision's defaults). */
+ds_augment ds_augment_imagenet(void);
+
 typedef struct ds_loader_options {
     int batch_size;           /* rows per batch */
     bool shuffle;             /* permute per epoch; false: dataset order */
-    bool augment;             /* RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3) + flip */
+    bool augment;             /* transform each item by `aug` (else the eval transform) */
+    ds_augment aug;           /* all zero: ds_augment_imagenet() */
     bool drop_last;           /* drop a final short batch */
     uint64_t seed;
     int threads;              /* prefetch threads (>= 1) */
@@ -167,6 +233,10 @@ typedef struct ds_loader_options {
     void *on_bad_ctx;
     size_t limit;             /* use only items 0..limit-1 of the data set (0: all);
                                  shuffling permutes within them */
+    const size_t *items;      /* not NULL: use only these data set indices (num_items of
+                                 them, each < ds_size, in this order before shuffling;
+                                 copied), and not `limit` */
+    size_t num_items;
 } ds_loader_options;
 
 typedef struct ds_loader ds_loader;
@@ -193,7 +263,9 @@ size_t ds_loader_items(const ds_loader *l);
 /* Fills the next batch of the epoch: images (count, 3, H, W), labels (count),
  * and the dataset indices of the rows (may be NULL).  *count is 0 when the
  * epoch is over.  A bad item fails here (DS_BAD_FAIL) or is skipped and
- * reported (DS_BAD_SKIP; the batch is filled from the following items).
+ * reported (DS_BAD_SKIP; the batch is filled from the following items);
+ * a URL item whose fetch the hook abandoned as stopped (ds_fetch_fn) and an
+ * out-of-memory fail under both policies.
  * A failed item is consumed: the next call goes on after it.  One consumer
  * thread drives a loader (next / start_epoch / free are not concurrent). */
 vit_status ds_loader_next(ds_loader *l, float *images, int *labels, size_t *indices, int *count,

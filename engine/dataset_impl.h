@@ -56,7 +56,9 @@ struct ds_dataset {
     size_t pool_len, pool_cap;
     size_t *name_off;      /* (n) offset of item i's name in pool */
     int *labels;           /* (n) class index of item i */
-    size_t cap;            /* allocated length of name_off / labels */
+    uint8_t *is_url;       /* (n) 1: item i's name is a URL, fetched through fetch;
+                              NULL while no item is one */
+    size_t cap;            /* allocated length of name_off / labels / is_url */
     beneath_root *root;    /* item i is opened as its name beneath it */
     /* DS_KIND_IDX: nothing per item but its label and pixels; names are made
      * on demand ("<idx_path>#<i>"), so a header claiming 10M items of one
@@ -68,6 +70,8 @@ struct ds_dataset {
     char **classes;        /* (num_classes) owned names, in class order */
     int num_classes;
     size_t max_image_bytes, max_pixels, max_items, max_idx_bytes;
+    ds_fetch_fn fetch;     /* ds_options.fetch: loads URL items */
+    void *fetch_ctx;
     beneath_budget walks;  /* shared by ds_open's walks (not ds_load_image's: threads) */
 };
 
@@ -88,6 +92,21 @@ char *ds_join_rel(const char *a, const char *b);
 /* Adds an item (name: its path relative to the root; label) to d,
  * enforcing max_items and the bound on name bytes (DS_NAMES_START). */
 vit_status ds_add_item(ds_dataset *d, const char *name, int label, vit_error *err);
+
+/* ds_add_item of a URL item (name: the URL as written). */
+vit_status ds_add_url_item(ds_dataset *d, const char *url, int label, vit_error *err);
+
+/* Is item i a URL item? */
+static inline int ds_item_is_url(const ds_dataset *d, size_t i)
+{
+    return d->is_url && d->is_url[i];
+}
+
+/* ds_load_image for the loader: *stopped is set when a URL item's fetch was
+ * abandoned because the caller is stopping (ds_fetch_fn), an error the
+ * loader never skips. */
+vit_status ds_load_item(const ds_dataset *d, size_t i, img_image *out, bool *stopped,
+                        vit_error *err);
 
 /* The bytes (NULs included) the names of `items` items may take in all:
  * DS_NAMES_START + DS_NAME_PER_ITEM * items (saturating). */

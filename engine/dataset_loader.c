@@ -76,13 +76,21 @@ static uint64_t rng_below(ds_rng *r, uint64_t n)
 
 /* ================================================================ augmentation */
 
-/* torchvision RandomResizedCrop.get_params with scale (0.08, 1) and ratio
- * (3/4, 4/3) (ref: torchvision/transforms/transforms.py): 10 tries of a
- * random area fraction and a log-uniform aspect ratio; else a center crop
- * with the ratio clamped.  Python's round() is half-to-even, as rint is. */
-static void rrc_params(ds_rng *r, int width, int height, int *top, int *left, int *h, int *w)
+ds_augment ds_augment_imagenet(void)
 {
-    const double smin = 0.08, smax = 1.0, rmin = 3.0 / 4.0, rmax = 4.0 / 3.0;
+    return (ds_augment){.scale_min = 0.08, .scale_max = 1.0, .ratio_min = 3.0 / 4.0,
+                        .ratio_max = 4.0 / 3.0, .flip = 0.5};
+}
+
+/* torchvision RandomResizedCrop.get_params with a's scale and ratio (ref:
+ * torchvision/transforms/transforms.py): 10 tries of a random area fraction
+ * and a log-uniform aspect ratio; else a center crop with the ratio clamped.
+ * Python's round() is half-to-even, as rint is. */
+static void rrc_params(ds_rng *r, const ds_augment *a, int width, int height, int *top,
+                       int *left, int *h, int *w)
+{
+    const double smin = a->scale_min, smax = a->scale_max, rmin = a->ratio_min,
+                 rmax = a->ratio_max;
     double area = (double)width * (double)height;
     double lrmin = log(rmin), lrmax = log(rmax);
     for (int attempt = 0; attempt < 10; attempt++) {
@@ -116,14 +124,15 @@ static void rrc_params(ds_rng *r, int width, int height, int *top, int *left, in
 }
 
 /* Train-time transform of one image into out (3, crop_h, crop_w):
- * RandomResizedCrop(crop size, pp->interp) -> RandomHorizontalFlip(0.5) ->
- * ToTensor -> Normalize(pp->mean, pp->std), all randomness from r. */
-static vit_status augment_image(const img_image *img, const img_preprocess *pp, ds_rng *r,
-                                float *out, vit_error *err)
+ * RandomResizedCrop(crop size, a's scale and ratio, pp->interp) ->
+ * RandomHorizontalFlip(a->flip) -> ToTensor -> Normalize(pp->mean, pp->std),
+ * all randomness from r (the flip's draw is taken whatever a->flip). */
+static vit_status augment_image(const img_image *img, const img_preprocess *pp,
+                                const ds_augment *a, ds_rng *r, float *out, vit_error *err)
 {
     int top, left, h, w;
-    rrc_params(r, img->width, img->height, &top, &left, &h, &w);
-    int flip = rng_uniform(r) < 0.5;
+    rrc_params(r, a, img->width, img->height, &top, &left, &h, &w);
+    int flip = rng_uniform(r) < a->flip;
 
     img_image crop = *img; /* the whole image needs no copy */
     uint8_t *owned = NULL;
@@ -169,6 +178,7 @@ typedef struct ds_slot {
     size_t index;      /* dataset index */
     int done;          /* guarded by the loader mutex */
     vit_status status; /* item result */
+    bool stopped;      /* the item's fetch was abandoned: never skipped */
     char message[512]; /* why it failed */
 } ds_slot;
 
@@ -181,6 +191,7 @@ struct ds_loader {
     ds_slot *slots;          /* (nslots) */
     float *slot_data;        /* (nslots, item_floats) */
     size_t *order;           /* (count) dataset index of each epoch position */
+    size_t *items;           /* (count) the items of an epoch (o.items' copy), or NULL: 0.. */
     pthread_t *threads;      /* (nthreads) */
     int nthreads;            /* started threads */
     pthread_mutex_t mu;      /* guards everything below and slot.done */
@@ -195,17 +206,18 @@ struct ds_loader {
     size_t in_flight;        /* positions claimed but not done */
 };
 
-/* Decodes + transforms dataset item idx for `epoch` into out. */
+/* Decodes + transforms dataset item idx for `epoch` into out; *stopped: a
+ * URL item's fetch was abandoned (ds_fetch_fn). */
 static vit_status load_item(const ds_loader *l, size_t idx, int epoch, float *out,
-                            vit_error *err)
+                            bool *stopped, vit_error *err)
 {
     img_image img;
-    vit_status s = ds_load_image(l->d, idx, &img, err);
+    vit_status s = ds_load_item(l->d, idx, &img, stopped, err);
     if (s != VIT_OK)
         return s;
     if (l->o.augment) {
         ds_rng r = rng_for(l->o.seed, (uint64_t)epoch + 1, (uint64_t)idx);
-        s = augment_image(&img, &l->o.preprocess, &r, out, err);
+        s = augment_image(&img, &l->o.preprocess, &l->o.aug, &r, out, err);
     } else {
         s = img_to_tensor(&img, &l->o.preprocess, out, err);
     }
@@ -232,13 +244,16 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&l->mu);
 
         vit_error e = {0};
-        vit_status s = load_item(l, idx, epoch, slot->data, &e);
+        bool stopped = false;
+        vit_status s = load_item(l, idx, epoch, slot->data, &stopped, &e);
         slot->index = idx;
         slot->status = s;
+        slot->stopped = s != VIT_OK && stopped;
         if (s != VIT_OK) {
             char name[DS_ITEM_NAME_MAX];
             ds_item_name(l->d, idx, name, sizeof name);
-            if (!strstr(e.message, name))
+            /* a URL item's message starts with its URL, cut to fit */
+            if (!ds_item_is_url(l->d, idx) && !strstr(e.message, name))
                 vit_error_prefix(&e, "%s", name);
             memcpy(slot->message, e.message, sizeof slot->message);
         }
@@ -289,13 +304,34 @@ vit_status ds_loader_create(const ds_dataset *d, const ds_loader_options *o, ds_
             return vit_error_set(err, VIT_ERR_INVALID, "bad mean/std for channel %d", c);
     if (o->on_bad != DS_BAD_FAIL && o->on_bad != DS_BAD_SKIP)
         return vit_error_set(err, VIT_ERR_INVALID, "unknown bad-item policy %d", (int)o->on_bad);
+    ds_augment aug = o->aug;
+    if (aug.scale_min == 0 && aug.scale_max == 0 && aug.ratio_min == 0 && aug.ratio_max == 0 &&
+        aug.flip == 0)
+        aug = ds_augment_imagenet();
+    /* written so that NaN fails each test */
+    if (o->augment && !(aug.scale_min > 0 && aug.scale_min <= aug.scale_max &&
+                        aug.scale_max <= 1 && aug.ratio_min > 0 &&
+                        aug.ratio_min <= aug.ratio_max && aug.ratio_max < 1e6 &&
+                        aug.flip >= 0 && aug.flip <= 1))
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "augmentation scale %g-%g, ratio %g-%g, flip %g is out of range",
+                             aug.scale_min, aug.scale_max, aug.ratio_min, aug.ratio_max, aug.flip);
+    if (o->items && o->num_items == 0)
+        return vit_error_set(err, VIT_ERR_INVALID, "an empty item list");
+    for (size_t i = 0; o->items && i < o->num_items; i++)
+        if (o->items[i] >= d->n)
+            return vit_error_set(err, VIT_ERR_INVALID, "item %zu is past the data set's %zu",
+                                 o->items[i], d->n);
 
     ds_loader *l = calloc(1, sizeof *l);
     if (!l)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     l->d = d;
     l->o = *o;
-    l->count = o->limit && o->limit < d->n ? o->limit : d->n; /* >= 1: ds_open refuses empty sets */
+    l->o.aug = aug;
+    l->o.items = NULL; /* the loader's copy is l->items */
+    /* >= 1: ds_open refuses empty sets */
+    l->count = o->items ? o->num_items : o->limit && o->limit < d->n ? o->limit : d->n;
     l->item_floats = (size_t)3 * (size_t)pp->crop_h * (size_t)pp->crop_w;
     l->nslots = (size_t)o->prefetch * (size_t)o->batch_size;
     size_t total, order_bytes;
@@ -308,8 +344,11 @@ vit_status ds_loader_create(const ds_dataset *d, const ds_loader_options *o, ds_
     l->slot_data = malloc(total);
     l->order = malloc(order_bytes);
     l->threads = calloc((size_t)o->threads, sizeof *l->threads);
-    if (!l->slots || !l->slot_data || !l->order || !l->threads) {
+    if (o->items && (l->items = malloc(order_bytes)))
+        memcpy(l->items, o->items, order_bytes);
+    if (!l->slots || !l->slot_data || !l->order || !l->threads || (o->items && !l->items)) {
         size_t nslots = l->nslots, floats = l->item_floats;
+        free(l->items);
         free(l->slots);
         free(l->slot_data);
         free(l->order);
@@ -348,6 +387,7 @@ void ds_loader_free(ds_loader *l)
     free(l->slots);
     free(l->slot_data);
     free(l->order);
+    free(l->items);
     free(l->threads);
     free(l);
 }
@@ -376,7 +416,7 @@ vit_status ds_loader_start_epoch_at(ds_loader *l, int epoch, size_t position, vi
         pthread_cond_wait(&l->done_cv, &l->mu);
     size_t n = l->count;
     for (size_t i = 0; i < n; i++)
-        l->order[i] = i;
+        l->order[i] = l->items ? l->items[i] : i;
     if (l->o.shuffle && n > 1) { /* Fisher-Yates, seeded by (seed, epoch) */
         ds_rng r = rng_for(l->o.seed, 0x5348554646ull /* "SHUFF" */, (uint64_t)epoch);
         for (size_t i = n - 1; i > 0; i--) {
@@ -423,7 +463,8 @@ vit_status ds_loader_next(ds_loader *l, float *images, int *labels, size_t *indi
             if (indices)
                 indices[got] = slot->index;
             got++;
-        } else if (l->o.on_bad == DS_BAD_SKIP && slot->status != VIT_ERR_NOMEM) {
+        } else if (l->o.on_bad == DS_BAD_SKIP && slot->status != VIT_ERR_NOMEM &&
+                   !slot->stopped) {
             if (l->o.on_bad_fn) {
                 char name[DS_ITEM_NAME_MAX];
                 l->o.on_bad_fn(l->o.on_bad_ctx, ds_item_name(l->d, slot->index, name, sizeof name),
@@ -469,4 +510,76 @@ size_t ds_loader_position(ds_loader *l)
 size_t ds_loader_items(const ds_loader *l)
 {
     return l ? l->count : 0;
+}
+
+/* ================================================================ split */
+
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return (x > y) - (x < y);
+}
+
+vit_status ds_split(const ds_dataset *d, size_t limit, double fraction, uint64_t seed,
+                    size_t **train, size_t *ntrain, size_t **val, size_t *nval, vit_error *err)
+{
+    *train = *val = NULL;
+    *ntrain = *nval = 0;
+    if (!(fraction >= 0 && fraction < 1))
+        return vit_error_set(err, VIT_ERR_INVALID, "validation fraction %g is outside [0, 1)",
+                             fraction);
+    size_t n = limit && limit < d->n ? limit : d->n;
+    int K = d->num_classes;
+    /* items grouped by class (a counting sort): class c's are by_class[start[c]..start[c+1]) */
+    size_t *start = calloc((size_t)K + 1, sizeof *start);
+    size_t *fill = calloc((size_t)K + 1, sizeof *fill);
+    size_t *by_class = malloc((n ? n : 1) * sizeof *by_class);
+    size_t *t = malloc((n ? n : 1) * sizeof *t), *v = malloc((n ? n : 1) * sizeof *v);
+    if (!start || !fill || !by_class || !t || !v) {
+        free(start);
+        free(fill);
+        free(by_class);
+        free(t);
+        free(v);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory splitting %zu items", n);
+    }
+    for (size_t i = 0; i < n; i++)
+        start[ds_label(d, i) + 1]++;
+    for (int c = 0; c < K; c++)
+        start[c + 1] += start[c];
+    for (size_t i = 0; i < n; i++) {
+        int c = ds_label(d, i);
+        by_class[start[c] + fill[c]++] = i;
+    }
+    size_t nt = 0, nv = 0;
+    for (int c = 0; c < K; c++) {
+        size_t *items = by_class + start[c], m = start[c + 1] - start[c];
+        size_t k = (size_t)floor(fraction * (double)m + 0.5);
+        if (m > 0 && k > m - 1)
+            k = m - 1;
+        /* the first k of a seeded Fisher-Yates shuffle of the class's items */
+        ds_rng r = rng_for(seed, 0x53504C4954ull /* "SPLIT" */, (uint64_t)c);
+        for (size_t i = 0; i < k; i++) {
+            size_t j = i + (size_t)rng_below(&r, (uint64_t)(m - i));
+            size_t x = items[i];
+            items[i] = items[j];
+            items[j] = x;
+        }
+        for (size_t i = 0; i < m; i++) {
+            if (i < k)
+                v[nv++] = items[i];
+            else
+                t[nt++] = items[i];
+        }
+    }
+    qsort(t, nt, sizeof *t, cmp_size);
+    qsort(v, nv, sizeof *v, cmp_size);
+    free(start);
+    free(fill);
+    free(by_class);
+    *train = t;
+    *ntrain = nt;
+    *val = v;
+    *nval = nv;
+    return VIT_OK;
 }

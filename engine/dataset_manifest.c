@@ -6,7 +6,10 @@
  *   - The manifest is read line by line; every item is checked as it is
  *     read: its image is opened beneath the data set root now (beneath_open,
  *     relative paths from the manifest's directory), so a missing file or an
- *     escape names the manifest line at fault.  URLs are refused (for now).
+ *     escape names the manifest line at fault.  An http(s) entry is a URL
+ *     item when the caller gave a fetch hook: its text is checked (length,
+ *     bytes, the caller's check_url) and nothing is fetched or looked up;
+ *     without a hook it is refused.
  *   - Without a fixed class list each distinct label is kept once (a hash
  *     set) and items keep its number; the sorted set becomes the classes at
  *     the end.  With one, each label is looked up as it is read.
@@ -264,8 +267,40 @@ typedef struct manifest_ctx {
     const char *file;     /* manifest path, for messages */
     const char *dir_rel;  /* manifest directory, relative to the root */
     const ds_class_entry *index;
+    const ds_options *opt; /* fetch, check_url, fetch_ctx: URL entries */
     label_set labels;     /* the labels seen (no fixed list); d->labels number them */
 } manifest_ctx;
+
+/* Checks URL entry `url` of line `where` (an item only with a fetch hook):
+ * at most DS_MAX_URL bytes without a space or control byte, then
+ * opt->check_url.  Nothing is fetched. */
+static vit_status check_url_entry(const manifest_ctx *m, const char *where, const char *url,
+                                  vit_error *err)
+{
+    if (!m->opt->fetch)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "%s: URLs in manifests are not supported yet ('%.200s')", where,
+                             url);
+    size_t n = strnlen(url, DS_MAX_URL + 1);
+    if (n > DS_MAX_URL)
+        return vit_error_set(err, VIT_ERR_INVALID, "%s: URL longer than %d bytes", where,
+                             DS_MAX_URL);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)url[i];
+        if (c <= 0x20 || c == 0x7f)
+            return vit_error_set(err, VIT_ERR_INVALID,
+                                 "%s: URL '%.200s' has a space or control character at byte %zu",
+                                 where, url, i);
+    }
+    if (m->opt->check_url) {
+        vit_error e = {0};
+        vit_status s = m->opt->check_url(m->opt->fetch_ctx, url, &e);
+        if (s != VIT_OK)
+            return vit_error_set(err, s, "%s: URL '%.200s': %s", where, url,
+                                 e.message[0] ? e.message : "refused");
+    }
+    return VIT_OK;
+}
 
 static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
                                 const char *label, vit_error *err)
@@ -281,10 +316,9 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
     vit_status s = ds_check_class_name(label, what, err);
     if (s != VIT_OK)
         return s;
-    if (is_url(image))
-        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
-                             "%s: URLs in manifests are not supported yet ('%.200s')", where,
-                             image);
+    int url = is_url(image);
+    if (url && (s = check_url_entry(m, where, image, err)) != VIT_OK)
+        return s;
     int cls;
     if (m->index) {
         cls = ds_class_lookup(m->index, m->d->num_classes, label);
@@ -304,6 +338,12 @@ static vit_status manifest_item(manifest_ctx *m, size_t line, const char *image,
         if (id < 0)
             return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for labels");
         cls = (int)id;
+    }
+    if (url) { /* kept as written: fetched by ds_load_image, never looked up here */
+        s = ds_add_url_item(m->d, image, cls, err);
+        if (s != VIT_OK)
+            vit_error_prefix(err, "%s", where);
+        return s;
     }
     /* Relative paths start at the manifest's directory; absolute ones must
      * name a place under the root (the walk checks both). */
@@ -411,7 +451,7 @@ done:
 vit_status ds_open_manifest(ds_dataset *d, int fd, const char *path, const char *dir_rel, int csv,
                             const ds_options *opt, vit_error *err)
 {
-    manifest_ctx m = {.d = d, .file = path, .dir_rel = dir_rel};
+    manifest_ctx m = {.d = d, .file = path, .dir_rel = dir_rel, .opt = opt};
     ds_class_entry *index = NULL;
     char *line = malloc(DS_MANIFEST_MAX_LINE + 1);
     vit_status s = VIT_OK;

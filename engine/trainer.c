@@ -31,10 +31,23 @@ _Static_assert(DS_MAX_CLASS_NAME <= TASK_MAX_LABEL, "class names must fit task l
  * (cli_train.c): the two bounds are one. */
 _Static_assert(DS_MAX_CLASSES == TASK_MAX_CLASSES, "a data set's classes must fit a task");
 
-trainer_config trainer_defaults(void)
+/* Per-method learning rate and weight decay (AdamW, batch 32, cosine):
+ *   bitfit: lr 5e-3, decay 5e-5 on the head -- BitFit's ViT recipes (the
+ *     PETL benchmarks' VTAB runs) train biases at 1e-3..1e-2;
+ *   linear: lr 5e-3, decay 0 -- a head alone is convex and wants a large
+ *     step; MAE's linear probing uses no weight decay;
+ *   full: lr 3e-4, decay 0.05 -- MAE's and DeiT's fine-tuning recipes use
+ *     AdamW with decay 0.05 and base lr 5e-4 per 256 (DeiT: per 512)
+ *     images; at batch 32 that rule gives 6e-5, which leaves a small
+ *     backbone under-trained in 10 epochs: 3e-4 was the best of the study
+ *     (bench/defaults_study.sh), and 5e-3 (BitFit's, the old default for
+ *     every method) destroys the pre-trained features.
+ * Augmentation auto, validation 10% and patience 3 are the same for every
+ * method (trainer.h). */
+trainer_config trainer_defaults_for(vit_method m)
 {
     trainer_config c = {
-        .method = VIT_METHOD_BITFIT,
+        .method = m,
         .epochs = 10,
         .batch_size = 32,
         .lr = 5e-3,
@@ -45,14 +58,65 @@ trainer_config trainer_defaults(void)
         .momentum = 0.9,
         .label_smoothing = 0.0,
         .seed = 0,
-        .augment = true,
+        .augment = TRAINER_AUGMENT_AUTO,
         .shuffle = true,
         .loader_threads = 2,
+        .validation_split = 0.1,
+        .early_stopping_patience = 3,
         .head = TRAINER_HEAD_AUTO,
         .on_bad = DS_BAD_FAIL,
         .log_every = 50,
     };
+    if (m == VIT_METHOD_LINEAR) {
+        c.weight_decay = 0.0;
+    } else if (m == VIT_METHOD_FULL) {
+        c.lr = 3e-4;
+        c.weight_decay = 0.05;
+    }
     return c;
+}
+
+trainer_config trainer_defaults(void)
+{
+    return trainer_defaults_for(VIT_METHOD_BITFIT);
+}
+
+static const char *const augment_names[] = {
+    [TRAINER_AUGMENT_AUTO] = "auto", [TRAINER_AUGMENT_NONE] = "none",
+    [TRAINER_AUGMENT_LIGHT] = "light", [TRAINER_AUGMENT_STRONG] = "strong",
+};
+
+const char *trainer_augment_name(trainer_augment a)
+{
+    return (unsigned)a < sizeof augment_names / sizeof *augment_names ? augment_names[a] : "?";
+}
+
+bool trainer_augment_parse(const char *s, trainer_augment *out)
+{
+    for (size_t i = 0; s && i < sizeof augment_names / sizeof *augment_names; i++)
+        if (strcmp(s, augment_names[i]) == 0) {
+            *out = (trainer_augment)i;
+            return true;
+        }
+    return false;
+}
+
+bool trainer_augment_policy(trainer_augment a, int source_side, int input_side, ds_augment *out)
+{
+    if (a == TRAINER_AUGMENT_AUTO)
+        a = source_side < input_side ? TRAINER_AUGMENT_NONE : TRAINER_AUGMENT_LIGHT;
+    if (a == TRAINER_AUGMENT_STRONG) {
+        *out = ds_augment_imagenet();
+        return true;
+    }
+    if (a != TRAINER_AUGMENT_LIGHT)
+        return false;
+    /* the side kept: 0.9 up to the input's size, 0.75 from twice it */
+    double x = (double)source_side / (double)(input_side > 0 ? input_side : 1);
+    double keep = x <= 1 ? 0.9 : x >= 2 ? 0.75 : 0.9 - 0.15 * (x - 1);
+    *out = (ds_augment){.scale_min = keep * keep, .scale_max = 1.0, .ratio_min = 0.9,
+                        .ratio_max = 1.0 / 0.9, .flip = 0.0};
+    return true;
 }
 
 static double now_seconds(void)
@@ -243,7 +307,8 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
 {
     memset(out, 0, sizeof *out);
     int batch_size = o->batch_size;
-    size_t planned = o->limit && o->limit < ds_size(d) ? o->limit : ds_size(d);
+    size_t planned = o->items ? o->num_items
+                     : o->limit && o->limit < ds_size(d) ? o->limit : ds_size(d);
     int K = m->cfg.num_classes, Kd = ds_num_classes(d);
     if (K < 1)
         return vit_error_set(err, VIT_ERR_INVALID, "evaluation needs a classification head");
@@ -262,7 +327,8 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
         .batch_size = batch_size, .shuffle = false, .augment = false, .seed = 0,
         .threads = o->loader_threads > 0 ? o->loader_threads : 1, .prefetch = 2,
         .preprocess = m->cfg.preprocess, .on_bad = o->on_bad, .on_bad_fn = o->on_bad_fn,
-        .on_bad_ctx = o->on_bad_ctx, .limit = o->limit,
+        .on_bad_ctx = o->on_bad_ctx, .limit = o->limit, .items = o->items,
+        .num_items = o->num_items,
     };
     size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
     float *images = malloc(per_image * (size_t)batch_size * sizeof *images);
@@ -435,6 +501,13 @@ typedef struct run_state {
     uint8_t *mask_train, *mask_frozen;
     int *labels;
     bool head_kept;
+    bool augment;             /* items are augmented by aug */
+    ds_augment aug;
+    size_t *train_items, ntrain; /* a validation split's training items, or NULL: all */
+    size_t *val_items, nval;  /* its validation items */
+    float *best_train, *best_frozen; /* the best epoch's arenas (best_frozen: full only) */
+    eval_result best_eval;    /* its validation, when this run made it */
+    bool has_best_eval;
 } run_state;
 
 static void run_free(run_state *r)
@@ -451,20 +524,90 @@ static void run_free(run_state *r)
     free(r->mask_train);
     free(r->mask_frozen);
     free(r->labels);
+    free(r->train_items);
+    free(r->val_items);
+    free(r->best_train);
+    free(r->best_frozen);
+    eval_result_free(&r->best_eval);
     vit_model_free(r->m);
 }
 
 /* The loader options of the training epochs. */
-static ds_loader_options train_loader_options(const vit_model *m, const trainer_config *cfg)
+static ds_loader_options train_loader_options(const run_state *r, const trainer_config *cfg)
 {
     ds_loader_options lo = {
-        .batch_size = cfg->batch_size, .shuffle = cfg->shuffle, .augment = cfg->augment,
-        .drop_last = false, .seed = cfg->seed,
+        .batch_size = cfg->batch_size, .shuffle = cfg->shuffle, .augment = r->augment,
+        .aug = r->aug, .drop_last = false, .seed = cfg->seed,
         .threads = cfg->loader_threads > 0 ? cfg->loader_threads : 1, .prefetch = 2,
-        .preprocess = m->cfg.preprocess, .on_bad = cfg->on_bad, .on_bad_fn = cfg->on_bad_fn,
-        .on_bad_ctx = cfg->on_bad_ctx, .limit = cfg->train_limit,
+        .preprocess = r->m->cfg.preprocess, .on_bad = cfg->on_bad, .on_bad_fn = cfg->on_bad_fn,
+        .on_bad_ctx = cfg->on_bad_ctx, .limit = cfg->train_limit, .items = r->train_items,
+        .num_items = r->ntrain,
     };
     return lo;
+}
+
+/* The typical shorter side of the training images: the median over up to 15
+ * items spread evenly over the training items (decoded once, before
+ * training; items that do not load are passed over).  0 when none loads. */
+#define SIDE_SAMPLES 15
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+static int source_side(const ds_dataset *train, const trainer_config *cfg, const run_state *r)
+{
+    size_t n = r->train_items ? r->ntrain
+               : cfg->train_limit && cfg->train_limit < ds_size(train) ? cfg->train_limit
+                                                                         : ds_size(train);
+    int sides[SIDE_SAMPLES], got = 0;
+    size_t want = n < SIDE_SAMPLES ? n : SIDE_SAMPLES;
+    for (size_t i = 0; i < want; i++) {
+        size_t k = i * n / want, item = r->train_items ? r->train_items[k] : k;
+        img_image img;
+        vit_error e = {0};
+        if (ds_load_image(train, item, &img, &e) != VIT_OK)
+            continue;
+        sides[got++] = img.width < img.height ? img.width : img.height;
+        img_free(&img);
+    }
+    if (got == 0)
+        return 0;
+    qsort(sides, (size_t)got, sizeof *sides, cmp_int);
+    return sides[got / 2];
+}
+
+/* The data-dependent choices made before the model exists: the validation
+ * split (no eval set, validation_split > 0) and what `auto` augmentation
+ * means for these images. */
+static vit_status run_data(const vit_model *backbone, const ds_dataset *train,
+                           const ds_dataset *eval, const trainer_config *cfg, run_state *r,
+                           trainer_augment *used, vit_error *err)
+{
+    if (!eval && cfg->validation_split > 0) {
+        vit_status st = ds_split(train, cfg->train_limit, cfg->validation_split, cfg->seed,
+                                 &r->train_items, &r->ntrain, &r->val_items, &r->nval, err);
+        if (st != VIT_OK)
+            return st;
+        if (r->nval == 0) { /* nothing held out: train on everything, no validation */
+            free(r->train_items);
+            free(r->val_items);
+            r->train_items = r->val_items = NULL;
+            r->ntrain = 0;
+        }
+    }
+    /* auto and light look at the images (no image loads: as the input,
+     * which auto takes as light) */
+    int input = backbone->cfg.image_size, side = 0;
+    if (cfg->augment == TRAINER_AUGMENT_AUTO || cfg->augment == TRAINER_AUGMENT_LIGHT)
+        side = source_side(train, cfg, r);
+    r->augment = trainer_augment_policy(cfg->augment, side > 0 ? side : input, input, &r->aug);
+    *used = cfg->augment != TRAINER_AUGMENT_AUTO ? cfg->augment
+            : r->augment                         ? TRAINER_AUGMENT_LIGHT
+                                                 : TRAINER_AUGMENT_NONE;
+    return VIT_OK;
 }
 
 static vit_status run_setup(const vit_model *backbone, const ds_dataset *train,
@@ -495,7 +638,7 @@ static vit_status run_setup(const vit_model *backbone, const ds_dataset *train,
         (full && (!r->gfrozen || !r->mask_frozen)))
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for training buffers");
     decay_masks(m, r->mask_train, r->mask_frozen);
-    ds_loader_options lo = train_loader_options(m, cfg);
+    ds_loader_options lo = train_loader_options(r, cfg);
     st = vit_train_state_create(m, cfg->method, B, &r->ts, err);
     if (st == VIT_OK)
         st = optim_create(&oc, m->trainable_len, &r->opt_train, err);
@@ -522,7 +665,7 @@ static vit_status batches_per_epoch(const ds_dataset *train, const trainer_confi
     *out = ds_loader_batches(r->loader);
     if (cfg->on_bad != DS_BAD_SKIP)
         return VIT_OK;
-    ds_loader_options lo = train_loader_options(r->m, cfg);
+    ds_loader_options lo = train_loader_options(r, cfg);
     lo.shuffle = false;
     lo.augment = false;
     lo.on_bad_fn = NULL;
@@ -634,13 +777,29 @@ static vit_status plan_schedule(const trainer_config *cfg, size_t per_epoch, sch
 
 /* ---- checkpoints ------------------------------------------------------- */
 
+/* Validation as the run stands: the epochs that ended, the best of them and
+ * its scores, the epochs since it. */
+typedef struct best_state {
+    int epochs_run, best_epoch, bad_epochs;
+    bool has_best;            /* best_epoch is one (0: the state before training) */
+    double top1, loss;
+} best_state;
+
 /* Where the run stands, for a checkpoint: the run's own buffers and the
  * scalars of its loop (trainer_impl.h). */
 static trainer_ckpt ckpt_of(run_state *r, const trainer_ckpt *fp, const sched_config *sched,
                             size_t per_epoch, long step, long skipped, long epoch_steps,
-                            double epoch_loss, int epoch, size_t position)
+                            double epoch_loss, int epoch, size_t position,
+                            const best_state *b)
 {
     trainer_ckpt c = *fp;
+    c.epochs_run = b->epochs_run;
+    c.best_epoch = b->best_epoch;
+    c.has_best = b->has_best;
+    c.bad_epochs = b->bad_epochs;
+    c.best_top1 = b->top1;
+    c.best_loss = b->loss;
+    c.best = r->best_train;
     c.step = step;
     c.total_steps = sched->total_steps;
     c.warmup_steps = sched->warmup_steps;
@@ -692,6 +851,7 @@ static vit_status resume_run(const trainer_config *cfg, run_state *r, const trai
     *c = *fp;
     c->n = r->m->trainable_len;
     c->trainable = r->m->trainable;
+    c->best = r->best_train;
     c->opt = optim_state_view(r->opt_train);
     vit_status st = trainer_ckpt_load(cfg->resume_dir, cfg, c, err);
     if (st == VIT_OK)
@@ -703,6 +863,83 @@ static vit_status resume_run(const trainer_config *cfg, run_state *r, const trai
                            cfg->resume_dir, c->position, ds_loader_items(r->loader));
     r->head_kept = c->head_kept;
     return st;
+}
+
+/* Evaluates the model as it stands on the validation set: `eval` (its first
+ * eval_limit items) or the training set's held-out items. */
+static vit_status validate(const trainer_config *cfg, const char *const *names,
+                           const ds_dataset *train, const ds_dataset *eval, const run_state *r,
+                           eval_result *out, vit_error *err)
+{
+    eval_options eo = {.limit = eval ? cfg->eval_limit : 0,
+                       .items = eval ? NULL : r->val_items, .num_items = eval ? 0 : r->nval,
+                       .batch_size = cfg->batch_size, .loader_threads = cfg->loader_threads,
+                       .on_bad = cfg->on_bad, .on_bad_fn = cfg->on_bad_fn,
+                       .on_bad_ctx = cfg->on_bad_ctx};
+    return trainer_evaluate(r->m, names, eval ? eval : train, &eo, out, err);
+}
+
+/* Copies the model's arenas into the best state (to_best) or back. */
+static void best_copy(run_state *r, bool to_best)
+{
+    vit_model *m = r->m;
+    if (to_best) {
+        memcpy(r->best_train, m->trainable, sizeof(float) * m->trainable_len);
+        if (r->best_frozen)
+            memcpy(r->best_frozen, m->frozen, sizeof(float) * m->frozen_len);
+    } else {
+        memcpy(m->trainable, r->best_train, sizeof(float) * m->trainable_len);
+        if (r->best_frozen)
+            memcpy(m->frozen, r->best_frozen, sizeof(float) * m->frozen_len);
+    }
+}
+
+/* Is validation v better than the best so far?  Higher top-1, ties to the
+ * lower loss; an equal one is not (the earlier epoch stays). */
+static bool better(const best_state *b, const eval_result *v)
+{
+    return !b->has_best || v->top1 > b->top1 || (v->top1 == b->top1 && v->loss < b->loss);
+}
+
+/* Validates the state after best->epochs_run epochs; keeps it when it is
+ * the best so far (else counts an epoch without progress), filling info's
+ * validation fields.  A validation that fails is the eval's failure, not
+ * the run's (trainer.h): recorded in out, the best forgotten, false returned
+ * (the run goes on without validation); true otherwise. */
+static bool keep_best(const trainer_config *cfg, const char *const *names,
+                      const ds_dataset *train, const ds_dataset *eval, run_state *r,
+                      best_state *best, trainer_epoch_info *info, trainer_result *out)
+{
+    eval_result v;
+    vit_error verr = {0};
+    vit_status vs = validate(cfg, names, train, eval, r, &v, &verr);
+    if (vs != VIT_OK) {
+        out->eval_status = vs;
+        out->eval_error = verr;
+        best->best_epoch = best->bad_epochs = 0;
+        best->has_best = false;
+        return false;
+    }
+    info->has_val = true;
+    info->val_top1 = v.top1;
+    info->val_top5 = v.top5;
+    info->val_loss = v.loss;
+    info->is_best = better(best, &v);
+    if (info->is_best) {
+        best_copy(r, true);
+        best->best_epoch = best->epochs_run;
+        best->has_best = true;
+        best->bad_epochs = 0;
+        best->top1 = v.top1;
+        best->loss = v.loss;
+        eval_result_free(&r->best_eval);
+        r->best_eval = v;
+        r->has_best_eval = true;
+    } else {
+        best->bad_epochs++;
+        eval_result_free(&v);
+    }
+    return true;
 }
 
 vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const ds_dataset *eval,
@@ -730,6 +967,14 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     if (cfg->checkpoint_every_steps < 0)
         return vit_error_set(err, VIT_ERR_INVALID, "checkpoint_every_steps %ld is negative",
                              cfg->checkpoint_every_steps);
+    if (!(cfg->validation_split >= 0 && cfg->validation_split < 1))
+        return vit_error_set(err, VIT_ERR_INVALID, "validation split %g is outside [0, 1)",
+                             cfg->validation_split);
+    if (cfg->early_stopping_patience < 0)
+        return vit_error_set(err, VIT_ERR_INVALID, "early stopping patience %d is negative",
+                             cfg->early_stopping_patience);
+    if (!trainer_augment_parse(trainer_augment_name(cfg->augment), &(trainer_augment){0}))
+        return vit_error_set(err, VIT_ERR_INVALID, "unknown augmentation %d", (int)cfg->augment);
     /* one class: the softmax of a single logit is 1, the loss 0 whatever the
      * weights, so the run would learn nothing and report success */
     if (ds_num_classes(train) < 2)
@@ -764,8 +1009,20 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     free(eval_map);
     run_state r = {0};
     if (st == VIT_OK)
+        st = run_data(backbone, train, eval, cfg, &r, &out->augment_used, err);
+    if (st == VIT_OK)
         st = run_setup(backbone, train, cfg, &r, err);
     vit_model *m = r.m;
+    /* validation: on the eval set, else on the held-out items */
+    bool validating = eval || r.val_items;
+    if (st == VIT_OK && validating) {
+        r.best_train = malloc(sizeof(float) * (m->trainable_len ? m->trainable_len : 1));
+        if (cfg->method == VIT_METHOD_FULL)
+            r.best_frozen = malloc(sizeof(float) * (m->frozen_len ? m->frozen_len : 1));
+        if (!r.best_train || (cfg->method == VIT_METHOD_FULL && !r.best_frozen))
+            st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for the best epoch's state");
+    }
+    best_state best = {0};
     size_t per_epoch = 0;
     if (st == VIT_OK)
         st = batches_per_epoch(train, cfg, &r, &per_epoch, &out->cancelled, err);
@@ -796,8 +1053,17 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
                                "per epoch, %ld in this epoch) is beyond this run's (%ld, %ld, %zu)",
                                cfg->resume_dir, at.total_steps, at.warmup_steps, at.per_epoch,
                                at.epoch_steps, sched.total_steps, sched.warmup_steps, per_epoch);
+        if (st == VIT_OK && (at.best_epoch > at.epochs_run || at.epochs_run > cfg->epochs ||
+                             (at.has_best && !validating)))
+            st = vit_error_set(err, VIT_ERR_FORMAT,
+                               "cannot resume from %s: its best epoch %d is not one of its %d "
+                               "epochs run (of %d)",
+                               cfg->resume_dir, at.best_epoch, at.epochs_run, cfg->epochs);
         if (st == VIT_OK) {
             resumed = true;
+            best = (best_state){.epochs_run = at.epochs_run, .best_epoch = at.best_epoch,
+                                .bad_epochs = at.bad_epochs, .has_best = at.has_best,
+                                .top1 = at.best_top1, .loss = at.best_loss};
             sched.total_steps = at.total_steps;
             sched.warmup_steps = at.warmup_steps;
             per_epoch = (size_t)at.per_epoch;
@@ -815,8 +1081,21 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     float lr = 0;
     progress_window win = {.t_start = now_seconds(), .step0 = step};
     win.t_last = win.t_start;
+    /* a kept head starts as a task already: the state before training
+     * competes too, so training never makes the product worse on
+     * validation (a run checkpointed after this has it in `best`) */
+    if (st == VIT_OK && !out->cancelled && validating && r.head_kept && !resumed) {
+        trainer_epoch_info info0 = {0};
+        validating = keep_best(cfg, names, train, eval, &r, &best, &info0, out);
+    }
+    int patience = validating ? cfg->early_stopping_patience : 0;
+    /* a run checkpointed as it stopped early stays stopped (one that ran
+     * its last epoch simply ended) */
+    out->stopped_early = patience > 0 && best.bad_epochs >= patience &&
+                         best.epochs_run < cfg->epochs && step < sched.total_steps;
     for (int epoch = resumed ? at.epoch : 0; st == VIT_OK && !out->cancelled &&
-                                             epoch < cfg->epochs && step < sched.total_steps;
+                                             !out->stopped_early && epoch < cfg->epochs &&
+                                             step < sched.total_steps;
          epoch++) {
         /* the first epoch of a resumed run may start part-way through */
         size_t start = resumed && epoch == at.epoch ? at.position : 0;
@@ -894,7 +1173,7 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
                 step < sched.total_steps) {
                 trainer_ckpt c = ckpt_of(&r, &fp, &sched, per_epoch, step, out->skipped_steps,
                                          epoch_steps, epoch_loss, epoch,
-                                         ds_loader_position(r.loader));
+                                         ds_loader_position(r.loader), &best);
                 st = write_checkpoint(cfg, &c, false, err);
             }
         }
@@ -914,16 +1193,35 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
             if (cfg->log_every > 0 && step == total)
                 report_progress(cfg, &win, step, &sched, out->skipped_steps, epoch, lr);
         }
-        if (st == VIT_OK && !out->cancelled && cfg->checkpoint_dir) {
-            /* the epoch ended (or the run did): the next step is the next
-             * epoch's first, unless the run stopped mid-epoch at its last */
+        if (st != VIT_OK || out->cancelled)
+            break;
+        /* the epoch ended (or the run did): validate, keep the best, count
+         * the epochs without progress */
+        best.epochs_run++;
+        trainer_epoch_info info = {.epoch = best.epochs_run, .epochs = cfg->epochs,
+                                   .step = step, .total_steps = sched.total_steps,
+                                   .train_loss = epoch_steps ? epoch_loss / epoch_steps : 0};
+        if (validating) {
+            validating = keep_best(cfg, names, train, eval, &r, &best, &info, out);
+            if (!validating)
+                patience = 0;
+            info.stopping = patience > 0 && best.bad_epochs >= patience &&
+                            epoch + 1 < cfg->epochs && step < sched.total_steps;
+        }
+        info.best_epoch = best.best_epoch;
+        if (cfg->checkpoint_dir) {
+            /* the next step is the next epoch's first, unless the run
+             * stopped mid-epoch at its last */
             if (!exhausted && epoch_steps == planned && step == sched.total_steps)
                 exhausted = ds_loader_position(r.loader) == ds_loader_items(r.loader);
             trainer_ckpt c = ckpt_of(&r, &fp, &sched, per_epoch, step, out->skipped_steps,
                                      epoch_steps, epoch_loss, exhausted ? epoch + 1 : epoch,
-                                     exhausted ? 0 : ds_loader_position(r.loader));
+                                     exhausted ? 0 : ds_loader_position(r.loader), &best);
             st = write_checkpoint(cfg, &c, true, err);
         }
+        if (st == VIT_OK && cfg->epoch_end)
+            cfg->epoch_end(cfg->ctx, &info);
+        out->stopped_early = info.stopping;
     }
     out->steps = step;
     out->total_steps = sched.total_steps;
@@ -931,12 +1229,24 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     out->head_kept = r.head_kept;
     out->final_loss = epoch_steps ? epoch_loss / epoch_steps : 0;
     out->seconds = now_seconds() - win.t_start;
-    if (st == VIT_OK && !out->cancelled && eval) {
-        /* its failure is the eval's, not the run's (trainer.h) */
-        eval_options eo = {.limit = cfg->eval_limit, .batch_size = cfg->batch_size,
-                           .loader_threads = cfg->loader_threads, .on_bad = cfg->on_bad,
-                           .on_bad_fn = cfg->on_bad_fn, .on_bad_ctx = cfg->on_bad_ctx};
-        out->eval_status = trainer_evaluate(m, names, eval, &eo, &out->eval, &out->eval_error);
+    out->epochs_run = best.epochs_run;
+    if (st == VIT_OK && !out->cancelled && validating && best.has_best) {
+        /* the product is the best epoch's state, and its validation the
+         * result's eval (a resumed run whose best predates the resume
+         * evaluates it again: the same numbers, evaluation is deterministic) */
+        if (best.best_epoch != best.epochs_run)
+            best_copy(&r, false);
+        out->best_epoch = best.best_epoch;
+        out->eval_is_validation = !eval;
+        if (r.has_best_eval) {
+            out->eval = r.best_eval;
+            memset(&r.best_eval, 0, sizeof r.best_eval);
+            r.has_best_eval = false;
+            out->eval_status = VIT_OK;
+        } else {
+            out->eval_status = validate(cfg, names, train, eval, &r, &out->eval,
+                                        &out->eval_error);
+        }
         out->has_eval = out->eval_status == VIT_OK;
     }
     if (st == VIT_OK && !out->cancelled)

@@ -2,10 +2,12 @@
  * trainer_checkpoint.c - a training run's checkpoint file: write, read, check
  * (see trainer.h, "Checkpoints", and trainer_impl.h).
  *
- * The file is a safetensors file: tensors "trainable" (n), and "optim.m",
- * "optim.v" when the optimizer keeps them; every scalar a "__metadata__"
+ * The file is a safetensors file: tensors "trainable" (n), "optim.m",
+ * "optim.v" when the optimizer keeps them, and "best" (the best epoch's
+ * arena) when validation has chosen one; every scalar a "__metadata__"
  * string, in a fixed table of keys (hyper-parameters, then the run's
- * position).  "sha256" is the hash of every table entry ("key\0value\0", in
+ * position and its validation: epochs run, best epoch, its top-1 and loss,
+ * the epochs since it).  "sha256" is the hash of every table entry ("key\0value\0", in
  * table order) followed by the tensors' bytes, so a flipped bit anywhere
  * -- a digit of a step count as much as a moment -- is refused, not resumed
  * from.  Doubles are written with 17 significant digits, which strtod reads
@@ -14,6 +16,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,11 +28,11 @@
 #include "trainer_impl.h"
 
 #define CKPT_FORMAT "vitfit-trainer-checkpoint"
-#define CKPT_VERSION "1"
-#define CKPT_MAX_KEYS 40
+#define CKPT_VERSION "2" /* 2: validation, best epoch and early stopping */
+#define CKPT_MAX_KEYS 48
 #define CKPT_VALUE_MAX 80
-/* A checkpoint's header: 3 tensors and ~35 short strings fit in a few KB. */
-#define CKPT_LIMITS ((st_limits){.max_header = 64u << 10, .max_tensors = 3})
+/* A checkpoint's header: 4 tensors and ~45 short strings fit in a few KB. */
+#define CKPT_LIMITS ((st_limits){.max_header = 64u << 10, .max_tensors = 4})
 
 /* One metadata entry. */
 typedef struct ckpt_entry {
@@ -80,12 +83,15 @@ static void hyper_table(const trainer_config *cfg, ckpt_table *t)
     put(t, true, "label_smoothing", "%.17g", cfg->label_smoothing);
     put(t, true, "clip_grad_norm", "%.17g", cfg->clip_grad_norm);
     put(t, true, "seed", "%llu", (unsigned long long)cfg->seed);
-    put(t, true, "augment", "%s", cfg->augment ? "true" : "false");
+    put(t, true, "augment", "%s", trainer_augment_name(cfg->augment));
     put(t, true, "shuffle", "%s", cfg->shuffle ? "true" : "false");
     put(t, true, "train_limit", "%zu", cfg->train_limit);
     put(t, true, "head", "%s", head_name(cfg->head));
     put(t, true, "from_scratch", "%s", cfg->from_scratch ? "true" : "false");
     put(t, true, "on_bad", "%s", cfg->on_bad == DS_BAD_SKIP ? "skip" : "fail");
+    put(t, true, "validation_split", "%.17g", cfg->validation_split);
+    put(t, true, "early_stopping_patience", "%d", cfg->early_stopping_patience);
+    put(t, true, "eval_limit", "%zu", cfg->eval_limit);
 }
 
 /* The full table of checkpoint c of a run of cfg. */
@@ -109,6 +115,12 @@ static void full_table(const trainer_config *cfg, const trainer_ckpt *c, ckpt_ta
     put(t, false, "epoch_loss", "%.17g", c->epoch_loss);
     put(t, false, "head_kept", "%s", c->head_kept ? "true" : "false");
     put(t, false, "trainable_len", "%zu", c->n);
+    put(t, false, "epochs_run", "%d", c->epochs_run);
+    put(t, false, "has_best", "%s", c->has_best ? "true" : "false");
+    put(t, false, "best_epoch", "%d", c->best_epoch);
+    put(t, false, "bad_epochs", "%d", c->bad_epochs);
+    put(t, false, "best_top1", "%.17g", c->best_top1);
+    put(t, false, "best_loss", "%.17g", c->best_loss);
 }
 
 /* sha256 (hex) over the table's entries and the tensors. */
@@ -125,6 +137,8 @@ static void checksum(const ckpt_table *t, const trainer_ckpt *c, char hex[65])
         sha256_update(&h, c->opt.m, c->n * sizeof(float));
     if (c->opt.v)
         sha256_update(&h, c->opt.v, c->n * sizeof(float));
+    if (c->has_best)
+        sha256_update(&h, c->best, c->n * sizeof(float));
     uint8_t d[SHA256_DIGEST_LEN];
     sha256_final(&h, d);
     sha256_hex(d, hex);
@@ -168,6 +182,8 @@ vit_status trainer_ckpt_save(const char *dir, const trainer_config *cfg, const t
         st = st_writer_add_f32(w, "optim.m", 1, shape, c->opt.m, err);
     if (st == VIT_OK && c->opt.v)
         st = st_writer_add_f32(w, "optim.v", 1, shape, c->opt.v, err);
+    if (st == VIT_OK && c->has_best)
+        st = st_writer_add_f32(w, "best", 1, shape, c->best, err);
     for (int i = 0; st == VIT_OK && i < t.n; i++)
         st = st_writer_set_metadata(w, t.e[i].key, t.e[i].value, err);
     if (st == VIT_OK)
@@ -235,11 +251,28 @@ static vit_status load_from(const st_file *f, const trainer_config *cfg, trainer
                              "it holds %ld trainable values, this run has %zu (another model "
                              "or number of classes)",
                              n_file, c->n);
+    /* has_best says whether the "best" tensor is there (and summed) */
+    long best_epoch = 0;
+    const char *has = st_metadata(f, "has_best");
+    if (strcmp(has, "true") * strcmp(has, "false") != 0)
+        return vit_error_set(err, VIT_ERR_FORMAT, "its has_best is malformed");
+    bool has_best = strcmp(has, "true") == 0;
+    if (!parse_long(st_metadata(f, "best_epoch"), 0, cfg->epochs, &best_epoch))
+        return vit_error_set(err, VIT_ERR_FORMAT, "its best_epoch '%.40s' is out of range",
+                             st_metadata(f, "best_epoch"));
+    if (has_best && !c->best)
+        return vit_error_set(err, VIT_ERR_MISMATCH,
+                             "it was made by a run with a validation set (an eval set or a "
+                             "validation split), this run has none");
+    c->best_epoch = (int)best_epoch;
+    c->has_best = has_best;
     vit_status st = read_tensor(f, "trainable", c->n, c->trainable, err);
     if (st == VIT_OK && c->opt.m)
         st = read_tensor(f, "optim.m", c->n, c->opt.m, err);
     if (st == VIT_OK && c->opt.v)
         st = read_tensor(f, "optim.v", c->n, c->opt.v, err);
+    if (st == VIT_OK && has_best)
+        st = read_tensor(f, "best", c->n, c->best, err);
     if (st != VIT_OK)
         return st;
     ckpt_table got = {.n = want.n};
@@ -271,7 +304,7 @@ static vit_status load_from(const st_file *f, const trainer_config *cfg, trainer
                                  "it was made with %s %s, this run asks for %s", want.e[i].key,
                                  got.e[i].value, want.e[i].value);
     /* the run's position, each value in range */
-    long step, total, warm, per, skipped, esteps, ot, epoch, pos;
+    long step, total, warm, per, skipped, esteps, ot, epoch, pos, run, bad_epochs;
     const char *bad = NULL;
     if (!parse_long(st_metadata(f, "total_steps"), 1, LONG_MAX, &total))
         bad = "total_steps";
@@ -291,6 +324,10 @@ static vit_status load_from(const st_file *f, const trainer_config *cfg, trainer
         bad = "epoch";
     else if (!parse_long(st_metadata(f, "position"), 0, LONG_MAX, &pos))
         bad = "position";
+    else if (!parse_long(st_metadata(f, "epochs_run"), best_epoch, cfg->epochs, &run))
+        bad = "epochs_run";
+    else if (!parse_long(st_metadata(f, "bad_epochs"), 0, run - best_epoch, &bad_epochs))
+        bad = "bad_epochs";
     if (bad)
         return vit_error_set(err, VIT_ERR_FORMAT, "its %s '%.40s' is out of range", bad,
                              st_metadata(f, bad));
@@ -299,6 +336,11 @@ static vit_status load_from(const st_file *f, const trainer_config *cfg, trainer
     double eloss = strtod(loss, &end);
     if (*end || !*loss || strcmp(kept, "true") * strcmp(kept, "false") != 0)
         return vit_error_set(err, VIT_ERR_FORMAT, "its epoch_loss or head_kept is malformed");
+    const char *t1 = st_metadata(f, "best_top1"), *bl = st_metadata(f, "best_loss");
+    char *end1, *end2;
+    double top1 = strtod(t1, &end1), bloss = strtod(bl, &end2);
+    if (*end1 || !*t1 || *end2 || !*bl || !(top1 >= 0 && top1 <= 1) || !isfinite(bloss))
+        return vit_error_set(err, VIT_ERR_FORMAT, "its best_top1 or best_loss is malformed");
     c->step = step;
     c->total_steps = total;
     c->warmup_steps = warm;
@@ -310,6 +352,10 @@ static vit_status load_from(const st_file *f, const trainer_config *cfg, trainer
     c->position = (size_t)pos;
     c->epoch_loss = eloss;
     c->head_kept = strcmp(kept, "true") == 0;
+    c->epochs_run = (int)run;
+    c->bad_epochs = (int)bad_epochs;
+    c->best_top1 = top1;
+    c->best_loss = bloss;
     return VIT_OK;
 }
 

@@ -25,8 +25,16 @@ typedef struct trainer_ckpt {
     size_t position;          /* items of that epoch consumed (skipped ones too) */
     double epoch_loss;        /* sum of the losses of the last epoch_steps steps */
     bool head_kept;
+    int epochs_run;           /* epochs that ended (validated, when validating) */
+    bool has_best;            /* validation has chosen a best state (below) */
+    int best_epoch;           /* its epoch (1-based; 0: the state before training, a kept
+                                 head's) */
+    int bad_epochs;           /* epochs since it (the early-stopping count) */
+    double best_top1, best_loss; /* its validation */
     size_t n;                 /* trainable floats */
     float *trainable;         /* (n) */
+    float *best;              /* (n) the best state's arena; read and written only when
+                                 has_best */
     optim_state opt;          /* m, v: (n) each, or NULL where the optimizer has none */
 } trainer_ckpt;
 

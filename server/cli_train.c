@@ -38,7 +38,8 @@ static void train_usage(FILE *out)
             "         [--method bitfit|linear|full] [--epochs N] [--max-steps N] [--batch-size N]\n"
             "         [--lr X] [--min-lr X] [--weight-decay X] [--warmup-epochs X]\n"
             "         [--optimizer adamw|sgd] [--momentum X] [--label-smoothing X] [--clip-grad X]\n"
-            "         [--seed N] [--no-augment] [--no-shuffle] [--head auto|keep|new]\n"
+            "         [--seed N] [--augment auto|none|light|strong] [--no-augment] [--no-shuffle]\n"
+            "         [--validation-split X] [--early-stopping-patience N] [--head auto|keep|new]\n"
             "         [--threads N] [--loader-threads N] [--limit-train N] [--limit-eval N]\n"
             "         [--class-names A,B,...] [--skip-bad] [--from-scratch] [--log-every N] [--json]\n"
             "         [--allow-outside-root] [--checkpoint-dir DIR [--checkpoint-every-steps N]]\n"
@@ -55,6 +56,17 @@ static void train_usage(FILE *out)
             "Schedule: a linear warm-up of --warmup-epochs up to --lr, then a cosine down to\n"
             "--min-lr on the last step; a warm-up not shorter than the run (--epochs or\n"
             "--max-steps) is cut to leave that last step.\n"
+            "Defaults: 10 epochs, batch 32, AdamW; --lr and --weight-decay by method (bitfit 5e-3\n"
+            "and 5e-5, linear 5e-3 and 0, full 3e-4 and 0.05; given flags win).  --augment auto\n"
+            "(the default) looks at the training images: none when they are smaller than the\n"
+            "model's input, else light (a crop keeping 75-90%% of each side, no flip); strong is\n"
+            "ImageNet's crop (8-100%% of the area) with flips; --no-augment is --augment none.\n"
+            "Without --eval, --validation-split (default 0.1) of --train is held out (seeded,\n"
+            "per class) to validate each epoch; 0 trains on all of it, without validation.  With a\n"
+            "validation set (--eval, else the split) --out is the best epoch's (top-1), and\n"
+            "--early-stopping-patience N (default 3; 0: off) epochs without a better one end the\n"
+            "run; the summary's \"eval\" is that epoch's, on --eval or on the split\n"
+            "(\"eval_on\": \"eval\" | \"validation\").\n"
             "--checkpoint-dir writes a checkpoint there after every epoch (and every\n"
             "--checkpoint-every-steps steps); --resume DIR continues that run with the same\n"
             "options, model and data (bitfit and linear; --resume alone keeps checkpointing\n"
@@ -276,8 +288,19 @@ static json_t *train_json(const train_opts *o, const trainer_result *res,
                           res->head_kept ? "checkpoint" : "new", "seconds", res->seconds,
                           "final_train_loss", res->final_loss);
     int ok = j != NULL;
+    if (ok)
+        ok = json_object_set_new(j, "best_epoch", json_integer(res->best_epoch)) == 0 &&
+             json_object_set_new(j, "epochs_run", json_integer(res->epochs_run)) == 0 &&
+             json_object_set_new(j, "stopped_early", json_boolean(res->stopped_early)) == 0 &&
+             json_object_set_new(j, "augment",
+                                 json_string(trainer_augment_name(res->augment_used))) == 0 &&
+             json_object_set_new(j, "lr", json_real(o->cfg.lr)) == 0 &&
+             json_object_set_new(j, "weight_decay", json_real(o->cfg.weight_decay)) == 0;
     if (ok && res->has_eval)
-        ok = json_object_set_new(j, "eval", eval_json(&res->eval, classes)) == 0;
+        ok = json_object_set_new(j, "eval", eval_json(&res->eval, classes)) == 0 &&
+             json_object_set_new(j, "eval_on", json_string(res->eval_is_validation
+                                                               ? "validation"
+                                                               : "eval")) == 0;
     if (ok && res->eval_status != VIT_OK)
         ok = json_object_set_new(j, "eval_error", cli_json_text(res->eval_error.message)) == 0;
     if (!ok) {
@@ -300,6 +323,29 @@ static void print_progress(void *ctx, const trainer_progress *p)
         fprintf(stderr, "step %ld/%ld  epoch %d/%d  loss %.4f  lr %.3g  %.1f img/s  eta %.0fs\n",
                 p->step, p->total_steps, p->epoch, p->epochs, p->loss, p->lr,
                 p->images_per_second, p->eta_seconds);
+    }
+}
+
+/* One line per epoch: its mean loss and validation, and the best so far. */
+static void print_epoch(void *ctx, const trainer_epoch_info *e)
+{
+    const train_opts *o = ctx;
+    if (o->cfg.log_every == 0)
+        return;
+    if (o->json) {
+        fprintf(stderr, "{\"epoch_end\":%d,\"epochs\":%d,\"train_loss\":%.6f", e->epoch,
+                e->epochs, e->train_loss);
+        if (e->has_val)
+            fprintf(stderr, ",\"val_top1\":%.6f,\"val_top5\":%.6f,\"val_loss\":%.6f",
+                    e->val_top1, e->val_top5, e->val_loss);
+        fprintf(stderr, ",\"best_epoch\":%d,\"stopping\":%s}\n", e->best_epoch,
+                e->stopping ? "true" : "false");
+    } else if (e->has_val) {
+        fprintf(stderr, "epoch %d/%d  train loss %.4f  val top-1 %.2f%%  loss %.4f%s%s\n",
+                e->epoch, e->epochs, e->train_loss, 100 * e->val_top1, e->val_loss,
+                e->is_best ? "  (best)" : "", e->stopping ? "  early stop" : "");
+    } else {
+        fprintf(stderr, "epoch %d/%d  train loss %.4f\n", e->epoch, e->epochs, e->train_loss);
     }
 }
 
@@ -335,7 +381,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
         O_MIN_LR, O_WD, O_WARMUP, O_OPT, O_MOMENTUM, O_LS, O_CLIP, O_SEED, O_NO_AUG,
         O_NO_SHUFFLE, O_HEAD, O_THREADS, O_LOADER, O_LIMIT_TRAIN, O_LIMIT_EVAL, O_CLASSES,
         O_SKIP_BAD, O_LOG, O_JSON, O_HELP, O_SCRATCH, O_OUTSIDE, O_RESUME, O_CKPT_DIR,
-        O_CKPT_EVERY,
+        O_CKPT_EVERY, O_AUGMENT, O_VAL_SPLIT, O_PATIENCE,
     };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"train", required_argument, NULL, O_TRAIN},
@@ -354,6 +400,9 @@ static int parse_train(int argc, char **argv, train_opts *o)
         {"label-smoothing", required_argument, NULL, O_LS},
         {"clip-grad", required_argument, NULL, O_CLIP}, {"seed", required_argument, NULL, O_SEED},
         {"no-augment", no_argument, NULL, O_NO_AUG}, {"no-shuffle", no_argument, NULL, O_NO_SHUFFLE},
+        {"augment", required_argument, NULL, O_AUGMENT},
+        {"validation-split", required_argument, NULL, O_VAL_SPLIT},
+        {"early-stopping-patience", required_argument, NULL, O_PATIENCE},
         {"head", required_argument, NULL, O_HEAD}, {"threads", required_argument, NULL, O_THREADS},
         {"loader-threads", required_argument, NULL, O_LOADER},
         {"limit-train", required_argument, NULL, O_LIMIT_TRAIN},
@@ -370,7 +419,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
     o->threads = cli_default_threads();
     trainer_config *c = &o->cfg;
     opterr = 0;
-    int ch, which = 0;
+    int ch, which = 0, lr_given = 0, wd_given = 0;
     while ((ch = getopt_long(argc, argv, "", longopts, &which)) != -1) {
         long v = 0;
         int ok = 1;
@@ -380,7 +429,10 @@ static int parse_train(int argc, char **argv, train_opts *o)
         case O_EVAL: o->eval = optarg; break;
         case O_OUT: o->out = optarg; break;
         case O_CLASSES: o->class_names = optarg; break;
-        case O_NO_AUG: c->augment = false; break;
+        case O_NO_AUG: c->augment = TRAINER_AUGMENT_NONE; break;
+        case O_AUGMENT: ok = trainer_augment_parse(optarg, &c->augment); break;
+        case O_VAL_SPLIT: ok = parse_double(optarg, 0, 0.9, &c->validation_split); break;
+        case O_PATIENCE: ok = cli_parse_int(optarg, 0, 100000, &v); c->early_stopping_patience = (int)v; break;
         case O_NO_SHUFFLE: c->shuffle = false; break;
         case O_SKIP_BAD: c->on_bad = DS_BAD_SKIP; break;
         case O_SCRATCH: c->from_scratch = true; break;
@@ -409,9 +461,9 @@ static int parse_train(int argc, char **argv, train_opts *o)
         case O_LIMIT_TRAIN: ok = cli_parse_int(optarg, 1, 1L << 40, &v); c->train_limit = (size_t)v; break;
         case O_LIMIT_EVAL: ok = cli_parse_int(optarg, 1, 1L << 40, &v); c->eval_limit = (size_t)v; break;
         case O_LOG: ok = cli_parse_int(optarg, 0, 1L << 40, &c->log_every); break;
-        case O_LR: ok = parse_double(optarg, 1e-12, 100, &c->lr); break;
+        case O_LR: ok = parse_double(optarg, 1e-12, 100, &c->lr); lr_given = 1; break;
         case O_MIN_LR: ok = parse_double(optarg, 0, 100, &c->min_lr); break;
-        case O_WD: ok = parse_double(optarg, 0, 10, &c->weight_decay); break;
+        case O_WD: ok = parse_double(optarg, 0, 10, &c->weight_decay); wd_given = 1; break;
         case O_WARMUP: ok = parse_double(optarg, 0, 1e6, &c->warmup_epochs); break;
         case O_MOMENTUM: ok = parse_double(optarg, 0, 1, &c->momentum); break;
         case O_LS: ok = parse_double(optarg, 0, 1, &c->label_smoothing); break;
@@ -426,6 +478,12 @@ static int parse_train(int argc, char **argv, train_opts *o)
         return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
     if (!o->model || !o->train || !o->out)
         return cli_usage_error("train", "--model, --train and --out are required");
+    /* the method's learning rate and weight decay, unless given */
+    trainer_config method_defaults = trainer_defaults_for(c->method);
+    if (!lr_given)
+        c->lr = method_defaults.lr;
+    if (!wd_given)
+        c->weight_decay = method_defaults.weight_decay;
     if (c->from_scratch && c->method != VIT_METHOD_FULL)
         return cli_usage_error("train", "--from-scratch needs --method full");
     if ((c->checkpoint_dir || c->resume_dir) && c->method == VIT_METHOD_FULL)
@@ -493,6 +551,7 @@ int cli_train(int argc, char **argv)
     vit_set_threads((int)o.threads);
     o.cfg.progress = print_progress;
     o.cfg.plan = print_plan;
+    o.cfg.epoch_end = print_epoch;
     o.cfg.ctx = &o;
     o.cfg.on_bad_fn = report_bad;
 

@@ -69,6 +69,7 @@ job *job_new(jobs *j, const char *id)
     jb->total_steps = -1;
     jb->images_per_second = jb->eta_seconds = NAN;
     jb->train_loss = jb->eval_top1 = jb->eval_top5 = NAN;
+    jb->best_epoch = -1;
     return jb;
 }
 
@@ -98,7 +99,7 @@ json_t *job_json(const job *jb)
                          : json_null();
     return json_pack(
         "{s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,"
-        "s:{s:i,s:i,s:I,s:o,s:o,s:o},s:{s:o,s:o,s:o,s:o},s:o,s:o}",
+        "s:{s:i,s:i,s:I,s:o,s:o,s:o},s:{s:o,s:o,s:o,s:o,s:o},s:o,s:o}",
         "id", jb->id, "object", "finetune.job", "status", jobs_status_names[jb->status], "task",
         s->task, "method", vit_method_name(s->method), "train", s->train, "eval",
         s->eval[0] ? json_string(s->eval) : json_null(), "hyperparameters",
@@ -110,8 +111,9 @@ json_t *job_json(const job *jb)
         "images_per_second", job_json_real(jb->images_per_second), "eta_seconds",
         job_json_real(jb->eta_seconds), "metrics", "train_loss", job_json_real(jb->train_loss),
         "eval_top1", job_json_real(jb->eval_top1), "eval_top5", job_json_real(jb->eval_top5),
-        "best_epoch", jb->best_epoch > 0 ? json_integer(jb->best_epoch) : json_null(), "error",
-        error, "result", result);
+        "best_epoch", jb->best_epoch >= 0 ? json_integer(jb->best_epoch) : json_null(),
+        "eval_on", jb->eval_on[0] ? json_string(jb->eval_on) : json_null(), "error", error,
+        "result", result);
 }
 
 /* ---- files ---- */
@@ -346,7 +348,10 @@ job *job_load(jobs *j, const char *id, char *why, size_t why_len)
     jb->train_loss = json_real_or_nan(m, "train_loss");
     jb->eval_top1 = json_real_or_nan(m, "eval_top1");
     jb->eval_top5 = json_real_or_nan(m, "eval_top5");
-    jb->best_epoch = (int)json_integer_value(json_object_get(m, "best_epoch"));
+    const json_t *best = json_object_get(m, "best_epoch");
+    jb->best_epoch = json_is_integer(best) ? (int)json_integer_value(best) : -1;
+    snprintf(jb->eval_on, sizeof jb->eval_on, "%s",
+             str_or(json_string_value(json_object_get(m, "eval_on"))));
     const json_t *e = json_object_get(o, "error"), *r = json_object_get(o, "result");
     snprintf(jb->error_code, sizeof jb->error_code, "%s",
              str_or(json_string_value(json_object_get(e, "code"))));

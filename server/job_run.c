@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "beneath.h"
+#include "job_fetch.h"
 #include "trainer.h"
 #include "jobs_impl.h"
 
@@ -61,8 +62,12 @@ void job_publish(jobs *j, job *jb, const char *event, const char *message, json_
     pthread_mutex_lock(&j->lock);
     int status = jb->status;
     pthread_mutex_unlock(&j->lock);
-    if (job_finished(status))
+    if (job_finished(status)) {
         remove_checkpoint(jb);
+        vit_error ferr = {0};
+        if (job_fetch_remove(jb->dir, &ferr) != VIT_OK)
+            job_log(j, jb, jobs_status_names[status], ferr.message);
+    }
     job_save(j, jb);
     job_event(j, jb, event, message, data);
     job_log(j, jb, jobs_status_names[status], message);
@@ -127,8 +132,6 @@ static void on_progress(void *ctx, const trainer_progress *p)
     pthread_mutex_unlock(&c->j->lock);
     jb->loss_sum += p->loss;
     jb->loss_steps++;
-    jb->epoch_loss_sum += p->loss;
-    jb->epoch_loss_steps++;
     double now = job_monotonic();
     if (now - jb->last_event >= PROGRESS_EVENT_S || p->step == p->total_steps) {
         double loss = jb->loss_sum / (double)jb->loss_steps;
@@ -148,24 +151,48 @@ static void on_progress(void *ctx, const trainer_progress *p)
         job_save(c->j, jb);
 }
 
+/* An epoch ended (and was validated, when there is a validation set). */
+static void on_epoch_end(void *ctx, const trainer_epoch_info *e)
+{
+    run_ctx *c = ctx;
+    job *jb = c->jb;
+    pthread_mutex_lock(&c->j->lock);
+    jb->epoch = e->epoch;
+    jb->epochs = e->epochs;
+    jb->train_loss = e->train_loss;
+    if (e->has_val) {
+        jb->eval_top1 = e->val_top1;
+        jb->eval_top5 = e->val_top5;
+        jb->best_epoch = e->best_epoch;
+        snprintf(jb->eval_on, sizeof jb->eval_on, "%s", jb->spec.eval[0] ? "eval" : "validation");
+    }
+    pthread_mutex_unlock(&c->j->lock);
+    char msg[200];
+    if (e->has_val)
+        snprintf(msg, sizeof msg, "epoch %d/%d: train loss %.4f, validation top-1 %.4f%s%s",
+                 e->epoch, e->epochs, e->train_loss, e->val_top1, e->is_best ? " (best)" : "",
+                 e->stopping ? "; early stopping" : "");
+    else
+        snprintf(msg, sizeof msg, "epoch %d/%d: train loss %.4f", e->epoch, e->epochs,
+                 e->train_loss);
+    json_t *data = json_pack("{s:i,s:i,s:I,s:I,s:f,s:b}", "epoch", e->epoch, "epochs", e->epochs,
+                             "step", (json_int_t)e->step, "total_steps",
+                             (json_int_t)e->total_steps, "train_loss", e->train_loss,
+                             "stopping", e->stopping);
+    if (data && e->has_val) {
+        json_object_set_new(data, "eval_top1", json_real(e->val_top1));
+        json_object_set_new(data, "eval_top5", json_real(e->val_top5));
+        json_object_set_new(data, "eval_loss", job_json_real(e->val_loss));
+        json_object_set_new(data, "best_epoch", json_integer(e->best_epoch));
+        json_object_set_new(data, "is_best", json_boolean(e->is_best));
+    }
+    job_event(c->j, jb, "epoch_end", msg, data);
+}
+
 static void on_checkpoint(void *ctx, const trainer_checkpoint_info *info)
 {
     run_ctx *c = ctx;
     job *jb = c->jb;
-    if (info->end_of_epoch && jb->epoch_loss_steps > 0) {
-        double loss = jb->epoch_loss_sum / (double)jb->epoch_loss_steps;
-        pthread_mutex_lock(&c->j->lock);
-        jb->train_loss = loss;
-        jb->epoch = info->epoch;
-        pthread_mutex_unlock(&c->j->lock);
-        char msg[96];
-        snprintf(msg, sizeof msg, "epoch %d ended, train loss %.4f", info->epoch, loss);
-        job_event(c->j, jb, "epoch_end", msg,
-                  json_pack("{s:i,s:I,s:f}", "epoch", info->epoch, "step",
-                            (json_int_t)info->step, "train_loss", loss));
-        jb->epoch_loss_sum = 0;
-        jb->epoch_loss_steps = 0;
-    }
     char msg[96];
     snprintf(msg, sizeof msg, "checkpoint at step %ld", info->step);
     job_event(c->j, jb, "checkpoint", msg,
@@ -235,16 +262,23 @@ static int store_result(jobs *j, job *jb, const trainer_result *res, char *code,
     json_t *hyper = api_finetune_hyperparameters(s);
     char *hyper_text = hyper ? json_dumps(hyper, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(hyper);
-    char steps[32], loss[32], top1[32], top5[32], best[16];
+    char steps[32], loss[32], top1[32], top5[32], best[16], epochs[16];
     snprintf(steps, sizeof steps, "%ld", res->steps);
     snprintf(loss, sizeof loss, "%.6f", res->final_loss);
     fmt_real(top1, sizeof top1, res->has_eval, res->eval.top1);
     fmt_real(top5, sizeof top5, res->has_eval, res->eval.top5);
-    snprintf(best, sizeof best, "%d", jb->best_epoch);
+    snprintf(best, sizeof best, "%d", res->best_epoch);
+    snprintf(epochs, sizeof epochs, "%d", res->epochs_run);
+    /* the scores are the saved (best) state's, on the eval set or the
+     * validation split held out of train */
+    const char *eval_on = !res->has_eval ? "" : res->eval_is_validation ? "validation" : "eval";
     const char *keys[] = {"job_id", "train_data", "eval_data", "hyperparameters", "steps",
-                          "train_loss", "eval_top1", "eval_top5", NULL};
+                          "epochs_run", "train_loss", "eval_top1", "eval_top5", "eval_on",
+                          "best_epoch", "stopped_early", "augment_used", NULL};
     const char *values[] = {jb->id, s->train, s->eval, hyper_text ? hyper_text : "{}", steps,
-                            loss, top1, top5, NULL};
+                            epochs, loss, top1, top5, eval_on, res->has_eval ? best : "",
+                            res->stopped_early ? "true" : "false",
+                            trainer_augment_name(res->augment_used), NULL};
     task_meta meta = {keys, values};
     char *tmp = job_path(jb->dir, "task.safetensors");
     vit_error err = {0};
@@ -279,14 +313,15 @@ static int store_result(jobs *j, job *jb, const trainer_result *res, char *code,
     pthread_mutex_lock(&j->lock);
     snprintf(jb->result_file, sizeof jb->result_file, "tasks/%s.safetensors", s->task);
     jb->result_bytes = (long long)len;
-    if (res->has_eval) {
+    if (res->has_eval) { /* the saved state's: the best epoch's */
         jb->eval_top1 = res->eval.top1;
         jb->eval_top5 = res->eval.top5;
+        jb->best_epoch = res->best_epoch;
+        snprintf(jb->eval_on, sizeof jb->eval_on, "%s", eval_on);
     }
-    jb->train_loss = res->final_loss;
     jb->step = res->steps;
     jb->total_steps = res->total_steps;
-    jb->epoch = jb->epochs ? jb->epochs : s->epochs;
+    jb->epoch = res->epochs_run;
     pthread_mutex_unlock(&j->lock);
     return 0;
 }
@@ -319,7 +354,18 @@ static void run_job(jobs *j, job *jb, bool resumed)
     job_save(j, jb);
     job_log(j, jb, "running", resumed ? "resumed" : "started");
 
-    api_finetune_env env = {.datasets_dir = j->datasets_dir, .tasks = j->cfg.tasks};
+    /* a manifest's URLs: fetched once per job into <dir>/fetched (job_fetch.h) */
+    job_fetch_config fc = {.job_dir = jb->dir, .limits = j->cfg.fetch, .job_cancel = &jb->cancel};
+    fc.limits.cancel = &j->stopping;
+    job_fetch *fetcher = NULL;
+    vit_error ferr = {0};
+    if (job_fetch_open(&fc, &fetcher, &ferr) != VIT_OK) {
+        job_end(j, jb, JOB_FAILED, "internal", ferr.message, "failed", NULL);
+        free(ck);
+        return;
+    }
+    api_finetune_env env = {.datasets_dir = j->datasets_dir, .tasks = j->cfg.tasks,
+                            .fetch = job_fetch_get, .fetch_ctx = fetcher};
     ds_dataset *train = NULL, *eval = NULL;
     api_reply rep;
     api_reply_init(&rep);
@@ -327,6 +373,7 @@ static void run_job(jobs *j, job *jb, bool resumed)
     if (api_finetune_open(&env, &jb->spec, &train, &eval, &rep) != 0) {
         reply_error(&rep, code, sizeof code, msg, sizeof msg);
         api_reply_free(&rep);
+        job_fetch_close(fetcher);
         job_end(j, jb, JOB_FAILED, code, msg, "failed", NULL);
         free(ck);
         return;
@@ -342,6 +389,7 @@ static void run_job(jobs *j, job *jb, bool resumed)
     c.checkpoint_every_steps = j->cfg.checkpoint_every_steps;
     c.resume_dir = have_ck ? ck : NULL;
     c.checkpoint = on_checkpoint;
+    c.epoch_end = on_epoch_end;
     c.on_bad_fn = on_bad_image;
     c.on_bad_ctx = &ctx;
     c.ctx = &ctx;
@@ -352,6 +400,13 @@ static void run_job(jobs *j, job *jb, bool resumed)
     vit_status st = trainer_run(j->cfg.model, train, eval, &c, &res, &err);
     ds_close(eval);
     ds_close(train);
+    job_fetch_close(fetcher);
+    /* a URL fetch abandoned because the job is stopping fails the run (a
+     * stopped fetch is never a skipped image): it is a cancel, not a failure */
+    if (st != VIT_OK && (atomic_load(&jb->cancel) || atomic_load(&j->stopping))) {
+        st = VIT_OK;
+        res.cancelled = true;
+    }
     pthread_mutex_lock(&j->lock);
     j->train_seconds += res.seconds;
     pthread_mutex_unlock(&j->lock);

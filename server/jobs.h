@@ -37,6 +37,7 @@
 #include <stddef.h>
 
 #include "api.h"
+#include "fetch.h"
 #include "finetune.h"
 #include "status.h"
 #include "task_store.h"
@@ -52,6 +53,8 @@ typedef struct jobs_config {
     int max_queued;               /* queued jobs beyond this: 429 */
     int train_threads;            /* the trainer's BLAS threads */
     long checkpoint_every_steps;  /* 0: after every epoch only */
+    api_fetch_limits fetch;       /* a manifest's URLs (url_* keys, allow_private_urls);
+                                     .cancel is set by the runner (the server stopping) */
     /* one line per state change (may be NULL); detail may be NULL */
     void (*log)(void *ctx, const char *id, const char *status, const char *detail);
     /* an event was appended (may be NULL): wake the event streams */

@@ -44,7 +44,8 @@ typedef struct job {
     long batches_per_epoch;
     double images_per_second, eta_seconds; /* NAN: unknown */
     double train_loss, eval_top1, eval_top5; /* NAN: unknown */
-    int best_epoch;                    /* 0: unknown */
+    int best_epoch;                    /* < 0: unknown; 0: the state before training */
+    char eval_on[16];                  /* the final scores' set: "validation", "eval", "" */
     char error_code[48], error_message[512];
     char result_file[TASK_NAME_MAX + 32];
     long long result_bytes;
@@ -53,8 +54,6 @@ typedef struct job {
     /* the jobs_runner's own (no lock: one jobs_runner per job) */
     double loss_sum;                   /* since the last progress event */
     long loss_steps;
-    double epoch_loss_sum;
-    long epoch_loss_steps;
     double last_event, last_save;      /* monotonic seconds */
 } job;
 

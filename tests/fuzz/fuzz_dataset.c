@@ -17,6 +17,11 @@
  *      symlink to target (name reduced to [a-z0-9._-], at most 32 bytes;
  *      a target starting with '@' is the temp directory's path + the rest,
  *      so links can name the root absolutely), the rest is m.jsonl.
+ * When data[0] / 6 is odd, manifests (modes 0, 1, 3) are opened with a
+ * fetch hook, so http(s) lines become URL items: the hook serves the BMP
+ * from memory for a URL holding "ok", reports a stop for one holding
+ * "stop", and fails the rest; its URL check refuses one holding "bad".
+ * Nothing goes to the network.  Without the hook such lines are refused.
  * Every legitimate input is cheap: at most FUZZ_MAX_ITEMS items (each a walk
  * of a few steps; walks are bounded per data set, see beneath.h), IDX
  * payloads of 4 MiB, images of 1 MiB, 2 items decoded.
@@ -39,6 +44,7 @@
 #include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +67,31 @@ static const uint8_t tiny_bmp[70] = {
     255, 0, 0, 0, 255, 0, 0, 0, /* row 0: blue, green, pad */
     0, 0, 255, 255, 255, 255, 0, 0, /* row 1: red, white, pad */
 };
+
+/* The fetch hook (see the top): bytes from memory, never a request. */
+static vit_status fuzz_fetch(void *ctx, const char *url, size_t max_bytes, uint8_t **data,
+                             size_t *len, bool *stopped, vit_error *err)
+{
+    (void)ctx;
+    if (strstr(url, "stop")) {
+        *stopped = true;
+        return vit_error_set(err, VIT_ERR_IO, "stopped");
+    }
+    if (!strstr(url, "ok") || max_bytes < sizeof tiny_bmp)
+        return vit_error_set(err, VIT_ERR_NOT_FOUND, "answered 404");
+    if (!(*data = malloc(sizeof tiny_bmp)))
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    memcpy(*data, tiny_bmp, sizeof tiny_bmp);
+    *len = sizeof tiny_bmp;
+    return VIT_OK;
+}
+
+static vit_status fuzz_check_url(void *ctx, const char *url, vit_error *err)
+{
+    (void)ctx;
+    VIT_ASSERT(strlen(url) <= DS_MAX_URL);
+    return strstr(url, "bad") ? vit_error_set(err, VIT_ERR_INVALID, "refused") : VIT_OK;
+}
 
 static int write_file(const char *dir, const char *name, const uint8_t *d, size_t n)
 {
@@ -135,8 +166,9 @@ static size_t make_links(const char *dir, const uint8_t *data, size_t n)
 }
 
 /* Checks an opened data set and pushes a little of it through a loader.
- * Files must lie under `root` (the real temp directory). */
-static void exercise(ds_dataset *d, const char *root)
+ * Files must lie under `root` (the real temp directory); with a fetch hook
+ * (urls) items may be http(s) URLs instead. */
+static void exercise(ds_dataset *d, const char *root, int urls)
 {
     size_t n = ds_size(d), rl = strlen(root);
     int k = ds_num_classes(d);
@@ -146,8 +178,14 @@ static void exercise(ds_dataset *d, const char *root)
         char buf[DS_ITEM_NAME_MAX];
         const char *name = ds_item_name(d, i, buf, sizeof buf);
         VIT_ASSERT(name != NULL);
-        VIT_ASSERT(strncmp(name, root, rl) == 0 && name[rl] == '/');
+        if (urls && (strncasecmp(name, "http://", 7) == 0 || strncasecmp(name, "https://", 8) == 0))
+            VIT_ASSERT(strlen(name) <= DS_MAX_URL && !strchr(name, ' '));
+        else
+            VIT_ASSERT(strncmp(name, root, rl) == 0 && name[rl] == '/');
     }
+    char fp[65];
+    ds_fingerprint(d, 0, fp);
+    VIT_ASSERT(strlen(fp) == 64);
     for (int c = 0; c < k; c++)
         VIT_ASSERT(ds_class_name(d, c) != NULL);
     vit_error err;
@@ -238,6 +276,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             .max_items = FUZZ_MAX_ITEMS,
             .max_idx_bytes = (size_t)4 << 20,
         };
+        int urls = (data[0] / 6) % 2 == 1 && (mode == 0 || mode == 1 || mode == 3);
+        if (urls) {
+            opt.fetch = fuzz_fetch;
+            opt.check_url = fuzz_check_url;
+        }
         ds_dataset *d = NULL;
         vit_error err;
         memset(&err, 0, sizeof err);
@@ -249,7 +292,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             VIT_ASSERT(d == NULL && err.code == s && err.message[0] != '\0');
         } else {
             VIT_ASSERT(d != NULL);
-            exercise(d, real);
+            exercise(d, real, urls);
             ds_close(d);
         }
     }

@@ -226,7 +226,9 @@ static trainer_config small_config(void)
     trainer_config c = trainer_defaults();
     c.epochs = 1;
     c.batch_size = 4;
-    c.augment = false;
+    c.augment = TRAINER_AUGMENT_NONE;
+    c.validation_split = 0;
+    c.early_stopping_patience = 0;
     c.shuffle = false;
     c.loader_threads = 1;
     c.head = TRAINER_HEAD_NEW;

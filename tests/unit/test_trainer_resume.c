@@ -8,6 +8,12 @@
  *   linear, checkpoints every epoch only (the resume repeats the steps since
  *   the last epoch) and every N steps (the resume starts mid-epoch).
  * - Writing checkpoints does not change the run; they come when promised.
+ * - Across validation, best epoch and early stopping: a run that trains on
+ *   shifted labels and validates on the true ones (its best epoch is the
+ *   first, early stopping ends it two epochs later), interrupted in the
+ *   best epoch's successor, mid-epoch and in the epoch it stops after, and
+ *   resumed, ends with the same task, best epoch, epochs, stop and scores
+ *   bit for bit; resuming its last checkpoint stops at once with the same.
  * - A damaged or truncated checkpoint, another backbone, another data set,
  *   another hyper-parameter, a missing checkpoint and full fine-tuning are
  *   refused with the right status and a message saying why.
@@ -80,7 +86,9 @@ static trainer_config base_config(vit_method method)
     cfg.batch_size = BATCH;
     cfg.train_limit = ITEMS;
     cfg.seed = 1234;
-    cfg.augment = true;
+    cfg.augment = TRAINER_AUGMENT_STRONG;
+    cfg.validation_split = 0;
+    cfg.early_stopping_patience = 0;
     cfg.shuffle = true;
     cfg.loader_threads = 2;
     cfg.log_every = 1;
@@ -218,6 +226,117 @@ static void test_method(const vit_model *m, const ds_dataset *d, vit_method meth
     free(want);
 }
 
+/* ---- resume across validation, best epoch and early stopping ---- */
+
+static const char *const shifted_names[] = {"Trouser", "Pullover", "Dress", "Coat",
+                                            "Sandal", "Shirt", "Sneaker", "Bag",
+                                            "Ankle boot", "T-shirt/top", NULL};
+
+/* What an early-stopping run ended with. */
+typedef struct es_result {
+    float *arena;             /* owned */
+    long steps;
+    int best_epoch, epochs_run;
+    bool stopped, cancelled, has_eval;
+    double top1, loss;
+} es_result;
+
+static es_result run_es(const vit_model *m, const ds_dataset *train, const ds_dataset *eval,
+                        trainer_config cfg, run_ctx *ctx, const char *what)
+{
+    cfg.ctx = ctx;
+    trainer_result res;
+    vit_error err = {0};
+    es_result out = {0};
+    vit_status st = trainer_run(m, train, eval, &cfg, &res, &err);
+    CHECKF(st == VIT_OK, "%s: %s", what, err.message);
+    if (st != VIT_OK)
+        return out;
+    out = (es_result){.steps = res.steps, .best_epoch = res.best_epoch,
+                      .epochs_run = res.epochs_run, .stopped = res.stopped_early,
+                      .cancelled = res.cancelled, .has_eval = res.has_eval,
+                      .top1 = res.eval.top1, .loss = res.eval.loss};
+    if (!res.cancelled && res.task) {
+        out.arena = malloc(sizeof(float) * res.task->trainable_len);
+        memcpy(out.arena, res.task->trainable, sizeof(float) * res.task->trainable_len);
+    }
+    trainer_result_free(&res);
+    return out;
+}
+
+static void same_es(const es_result *got, const es_result *want, size_t n, const char *what)
+{
+    CHECKF(got->arena && !got->cancelled, "%s: no product", what);
+    if (got->arena) {
+        long i = first_diff(got->arena, want->arena, n);
+        CHECKF(i < 0, "%s: arena differs at %ld", what, i);
+    }
+    CHECKF(got->best_epoch == want->best_epoch && got->epochs_run == want->epochs_run &&
+               got->stopped == want->stopped && got->steps == want->steps &&
+               got->has_eval == want->has_eval,
+           "%s: best %d, %d epochs, stopped %d, %ld steps (want %d, %d, %d, %ld)", what,
+           got->best_epoch, got->epochs_run, got->stopped, got->steps, want->best_epoch,
+           want->epochs_run, want->stopped, want->steps);
+    CHECKF(memcmp(&got->top1, &want->top1, sizeof got->top1) == 0 &&
+               memcmp(&got->loss, &want->loss, sizeof got->loss) == 0,
+           "%s: eval %.17g / %.17g, want %.17g / %.17g", what, got->top1, got->loss, want->top1,
+           want->loss);
+}
+
+static void test_early_stopping_resume(const vit_model *m, const ds_dataset *truth)
+{
+    ds_options o = {.class_names = shifted_names, .allow_outside_root = true};
+    ds_dataset *shifted = NULL;
+    vit_error err = {0};
+    CHECKF(ds_open(FASHION_TEST, &o, &shifted, &err) == VIT_OK, "%s", err.message);
+    if (!shifted)
+        return;
+    trainer_config cfg = base_config(VIT_METHOD_BITFIT);
+    cfg.epochs = 6;
+    cfg.eval_limit = 64;
+    cfg.early_stopping_patience = 2;
+    cfg.lr = 2e-3;
+    run_ctx c0 = {0};
+    es_result want = run_es(m, shifted, truth, cfg, &c0, "early stopping, uninterrupted");
+    /* the premise: best epoch 1, stopped after epoch 3 (step 18 of 36) */
+    CHECKF(want.arena && want.best_epoch == 1 && want.epochs_run == 3 && want.stopped &&
+               want.steps == 18 && want.has_eval,
+           "early stopping run: best %d, %d epochs, stopped %d at step %ld", want.best_epoch,
+           want.epochs_run, want.stopped, want.steps);
+    size_t n = m->trainable_len;
+    static const long every[] = {0, 4, 5, 0};
+    static const long stop[] = {8, 10, 13, 16};
+    for (int k = 0; want.arena && k < 4; k++) {
+        char dir[256], what[128];
+        snprintf(dir, sizeof dir, "%s/ck-es-%d", tmpdir, k);
+        snprintf(what, sizeof what, "early stopping: every %ld, stop %ld", every[k], stop[k]);
+        trainer_config c = cfg;
+        c.checkpoint_dir = dir;
+        c.checkpoint_every_steps = every[k];
+        run_ctx c1 = {.after = stop[k]};
+        es_result r1 = run_es(m, shifted, truth, c, &c1, what);
+        CHECKF(r1.cancelled && r1.steps == stop[k], "%s: cancelled %d at %ld", what,
+               r1.cancelled, r1.steps);
+        free(r1.arena);
+        c.resume_dir = dir;
+        run_ctx c2 = {0};
+        es_result r2 = run_es(m, shifted, truth, c, &c2, what);
+        same_es(&r2, &want, n, what);
+        free(r2.arena);
+        if (k == 3) {
+            /* the last checkpoint is the stopped run's: resuming it stops at once */
+            run_ctx c3 = {0};
+            es_result r3 = run_es(m, shifted, truth, c, &c3, "resume the stopped run");
+            same_es(&r3, &want, n, "resume the stopped run");
+            CHECKF(c3.step == 0, "the stopped run took steps again (to %ld)", c3.step);
+            free(r3.arena);
+        }
+        rm_dir(dir);
+    }
+    free(want.arena);
+    ds_close(shifted);
+}
+
 /* Writes a checkpoint of a short run into dir (interrupted after 4 steps). */
 static void make_checkpoint(const vit_model *m, const ds_dataset *d, const char *dir)
 {
@@ -301,8 +420,14 @@ static void test_refusals(const vit_model *m, const ds_dataset *d)
     c2.lr = cfg.lr * 2;
     refused(m, d, c2, dir, VIT_ERR_MISMATCH, "lr", "other lr");
     c2 = cfg;
-    c2.augment = false;
+    c2.augment = TRAINER_AUGMENT_NONE;
     refused(m, d, c2, dir, VIT_ERR_MISMATCH, "augment", "no augment");
+    c2 = cfg;
+    c2.validation_split = 0.2;
+    refused(m, d, c2, dir, VIT_ERR_MISMATCH, "validation_split", "another split");
+    c2 = cfg;
+    c2.early_stopping_patience = 2;
+    refused(m, d, c2, dir, VIT_ERR_MISMATCH, "early_stopping_patience", "another patience");
     /* another method: linear's arena has the same size, its hyper-parameter differs */
     c2 = cfg;
     c2.method = VIT_METHOD_LINEAR;
@@ -428,6 +553,7 @@ int main(void)
         test_method(m, d, VIT_METHOD_LINEAR);
         test_refusals(m, d);
         test_forged_schedule(m, d);
+        test_early_stopping_resume(m, d);
     }
     ds_close(d);
     vit_model_free(m);
