@@ -26,6 +26,7 @@ typedef struct api_reply {
     size_t body_len;
     int retry_after_s;        /* > 0: send Retry-After (429, 503) */
     char allow[64];           /* non-empty: send Allow (405) */
+    char location[96];        /* non-empty: send Location (201) */
 } api_reply;
 
 #define API_JSON_TYPE "application/json; charset=utf-8"

@@ -219,14 +219,18 @@ int api_finetune_parse(const json_t *req, api_finetune_spec *out, api_reply *r)
                                "'warmup_epochs' (%g) must not be above 'epochs' (%d)",
                                out->warmup_epochs, out->epochs);
 
-    int got = string_member(req, "task", out->task, sizeof out->task, r);
-    if (got < 0)
-        return -1;
-    if (got == 0)
+    const json_t *task = json_object_get(req, "task");
+    if (!task || json_is_null(task))
         return api_error_field(r, 422, "missing_field", "task", "'task' is required");
-    if (!task_name_valid(out->task))
+    if (!json_is_string(task))
+        return api_error_field(r, 422, "invalid_field", "task", "'task' must be a string");
+    if (json_string_length(task) > TASK_NAME_MAX ||
+        strlen(json_string_value(task)) != json_string_length(task) ||
+        !task_name_valid(json_string_value(task)))
         return api_error_field(r, 422, "invalid_task_name", "task",
                                "task names match ^[a-z0-9][a-z0-9._-]{0,63}$");
+    snprintf(out->task, sizeof out->task, "%s", json_string_value(task));
+    int got;
     if ((got = string_member(req, "train", out->train, sizeof out->train, r)) < 0)
         return -1;
     if (got == 0)

@@ -212,6 +212,8 @@ static enum MHD_Result send_reply(srv_request *r)
         snprintf(v, sizeof v, "%d", rep->retry_after_s);
         ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v) == MHD_YES;
     }
+    if (ok && rep->location[0])
+        ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, rep->location) == MHD_YES;
     if (ok && rep->allow[0])
         ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) == MHD_YES;
     if (ok && rep->status == 401)
@@ -361,12 +363,15 @@ static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
         classify_body_kind(r);
     }
     if (r->route == SRV_ROUTE_FINETUNE && strcmp(r->method, "POST") == 0) {
+        /* application/json only: a web page may send a form or text/plain to
+         * any origin without asking, and must not start jobs on a local
+         * server that has no API key */
         const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
-        if (ct && strncasecmp(ct, "application/json", 16) != 0 &&
-            strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0 &&
-            strncasecmp(ct, "text/plain", 10) != 0) {
+        if (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
+            (ct[16] && ct[16] != ';' && ct[16] != ' ')) {
             api_error(&r->reply, 415, "unsupported_media_type",
-                      "Content-Type '%.64s': a fine-tune job is a JSON object", ct);
+                      "Content-Type '%.64s': a fine-tune job is application/json",
+                      ct ? ct : "(none)");
             return;
         }
         if (r->declared_len > API_FT_BODY_MAX) {

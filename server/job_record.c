@@ -85,31 +85,36 @@ static json_t *time_or_null(long long t)
     return t > 0 ? json_integer(t) : json_null();
 }
 
-/* The job object (JOBS contract); call under jobs.lock. */
 json_t *job_json(const job *jb)
 {
+    return job_json_as(jb, jb->status, jb->finished_at);
+}
+
+json_t *job_json_as(const job *jb, int status, long long finished_at)
+{
     const api_finetune_spec *s = &jb->spec;
-    json_t *error = jb->status == JOB_FAILED
+    bool ended = job_finished(status);
+    json_t *error = status == JOB_FAILED
                         ? json_pack("{s:s,s:o}", "code", jb->error_code, "message",
                                     api_json_text(jb->error_message))
                         : json_null();
-    json_t *result = jb->status == JOB_SUCCEEDED
+    json_t *result = status == JOB_SUCCEEDED
                          ? json_pack("{s:s,s:s,s:I}", "task", s->task, "file", jb->result_file,
                                      "bytes", (json_int_t)jb->result_bytes)
                          : json_null();
     return json_pack(
         "{s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,"
         "s:{s:i,s:i,s:I,s:o,s:o,s:o},s:{s:o,s:o,s:o,s:o,s:o},s:o,s:o}",
-        "id", jb->id, "object", "finetune.job", "status", jobs_status_names[jb->status], "task",
+        "id", jb->id, "object", "finetune.job", "status", jobs_status_names[status], "task",
         s->task, "method", vit_method_name(s->method), "train", s->train, "eval",
         s->eval[0] ? json_string(s->eval) : json_null(), "hyperparameters",
         api_finetune_hyperparameters(s), "created_at", time_or_null(jb->created_at),
         "started_at", time_or_null(jb->started_at), "finished_at",
-        time_or_null(jb->finished_at), "progress", "epoch", jb->epoch, "epochs",
+        time_or_null(finished_at), "progress", "epoch", jb->epoch, "epochs",
         jb->epochs ? jb->epochs : s->epochs, "step", (json_int_t)jb->step, "total_steps",
         jb->total_steps >= 0 ? json_integer(jb->total_steps) : json_null(),
-        "images_per_second", job_json_real(jb->images_per_second), "eta_seconds",
-        job_json_real(jb->eta_seconds), "metrics", "train_loss", job_json_real(jb->train_loss),
+        "images_per_second", job_json_real(ended ? NAN : jb->images_per_second), "eta_seconds",
+        job_json_real(ended ? NAN : jb->eta_seconds), "metrics", "train_loss", job_json_real(jb->train_loss),
         "eval_top1", job_json_real(jb->eval_top1), "eval_top5", job_json_real(jb->eval_top5),
         "best_epoch", jb->best_epoch >= 0 ? json_integer(jb->best_epoch) : json_null(),
         "eval_on", jb->eval_on[0] ? json_string(jb->eval_on) : json_null(), "error", error,

@@ -40,46 +40,43 @@ static void remove_checkpoint(const job *jb)
     free(ck);
 }
 
-/* Sets jb's final status (or queued again, after an interruption); under
- * jobs.lock.  code/message: the failure, for JOB_FAILED. */
-void job_set_status(jobs *j, job *jb, int status, const char *code, const char *message)
+void job_end(jobs *j, job *jb, int status, const char *code, const char *message,
+             const char *event, json_t *data)
 {
-    jb->status = status;
-    if (job_finished(status)) {
-        jb->finished_at = (long long)job_wall();
-        j->finished_total[status]++;
-        jb->images_per_second = jb->eta_seconds = NAN;
-    }
-    if (status == JOB_FAILED) {
+    if (status == JOB_FAILED && !data)
+        data = json_pack("{s:{s:s,s:o}}", "error", "code", code, "message",
+                         api_json_text(message));
+    pthread_mutex_lock(&jb->file_lock);
+    pthread_mutex_lock(&j->lock);
+    if (status == JOB_FAILED) { /* shown only once the status says failed */
         snprintf(jb->error_code, sizeof jb->error_code, "%s", code);
         snprintf(jb->error_message, sizeof jb->error_message, "%s", message);
     }
-}
-
-/* After a change of status: the files, the event, the log line. */
-void job_publish(jobs *j, job *jb, const char *event, const char *message, json_t *data)
-{
-    pthread_mutex_lock(&j->lock);
-    int status = jb->status;
+    long long finished_at = job_finished(status) ? (long long)job_wall() : 0;
+    json_t *snap = job_json_as(jb, status, finished_at);
     pthread_mutex_unlock(&j->lock);
+    if (job_write(jb, snap) != 0)
+        job_log(j, jb, "warning", "cannot write job.json");
+    job_event_append_locked(j, jb, event, message, data);
+    pthread_mutex_lock(&j->lock);
+    jb->status = status;
     if (job_finished(status)) {
+        jb->finished_at = finished_at;
+        j->finished_total[status]++;
+        jb->images_per_second = jb->eta_seconds = NAN;
+    }
+    pthread_mutex_unlock(&j->lock);
+    jb->last_save = job_monotonic();
+    pthread_mutex_unlock(&jb->file_lock);
+    if (j->cfg.notify)
+        j->cfg.notify(j->cfg.ctx);
+    if (job_finished(status)) { /* the record says so: what it needed can go */
         remove_checkpoint(jb);
         vit_error ferr = {0};
         if (job_fetch_remove(jb->dir, &ferr) != VIT_OK)
-            job_log(j, jb, jobs_status_names[status], ferr.message);
+            job_log(j, jb, "warning", ferr.message);
     }
-    job_save(j, jb);
-    job_event(j, jb, event, message, data);
     job_log(j, jb, jobs_status_names[status], message);
-}
-
-void job_end(jobs *j, job *jb, int status, const char *code, const char *message,
-                    const char *event, json_t *data)
-{
-    pthread_mutex_lock(&j->lock);
-    job_set_status(j, jb, status, code, message);
-    pthread_mutex_unlock(&j->lock);
-    job_publish(j, jb, event, message, data);
 }
 
 /* The code and message of an api_reply's error body. */
@@ -447,7 +444,7 @@ static void run_job(jobs *j, job *jb, bool resumed)
 static job *next_queued(jobs *j)
 {
     for (size_t i = 0; i < j->n; i++)
-        if (j->all[i]->status == JOB_QUEUED)
+        if (j->all[i]->status == JOB_QUEUED && !atomic_load(&j->all[i]->cancel))
             return j->all[i];
     return NULL;
 }

@@ -143,7 +143,8 @@ vit_status jobs_start(jobs *j, vit_error *err)
         int rc = pthread_create(&j->threads[i], NULL, jobs_runner, j);
         if (rc != 0) {
             jobs_stop(j);
-            return vit_error_set(err, VIT_ERR_IO, "cannot start a job jobs_runner: %s", strerror(rc));
+            return vit_error_set(err, VIT_ERR_IO, "cannot start a job runner: %s",
+                                  strerror(rc));
         }
         j->nthreads++;
     }
@@ -232,7 +233,7 @@ int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r)
     jb->status = JOB_QUEUED;
     jb->created_at = (long long)job_wall();
     /* its files (and first event) before anyone can see it: a listed job
-     * always has them, and a jobs_runner can take it the moment it is listed */
+     * always has them, and a runner can take it the moment it is listed */
     int rc = -1;
     if (mkdir(jb->dir, 0755) != 0)
         api_error(r, 500, "io_error", "cannot create the job's directory: %s", strerror(errno));
@@ -242,8 +243,11 @@ int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r)
         api_error(r, 500, "io_error", "cannot write the job's events.jsonl");
     else if (!insert(j, jb))
         api_error(r, 500, "out_of_memory", "out of memory");
-    else
-        rc = api_json(r, 201, job_json(jb));
+    else { /* listed: from here on it runs, whatever the reply */
+        rc = 0;
+        if (api_json(r, 201, job_json(jb)) == 0)
+            snprintf(r->location, sizeof r->location, "/v1/finetune/%s", jb->id);
+    }
     if (rc != 0) {
         if (jb->dir) {
             static const char *const files[] = {"job.json", "events.jsonl"};
@@ -295,13 +299,14 @@ int jobs_cancel(jobs *j, const char *id, api_reply *r)
         pthread_mutex_unlock(&j->lock);
         return api_error(r, 409, "job_finished", "job %s has %s already", id, status);
     }
-    atomic_store(&jb->cancel, true); /* a jobs_runner stops it between two steps */
+    /* a runner stops a running job between two steps, and takes no queued
+     * job with the flag set: this call ends it (a second cancel finds the
+     * flag set and leaves the end to the first) */
+    bool first = !atomic_exchange(&jb->cancel, true);
     bool queued = jb->status == JOB_QUEUED;
-    if (queued) /* no jobs_runner has it, and none takes it now */
-        job_set_status(j, jb, JOB_CANCELLED, NULL, NULL);
     pthread_mutex_unlock(&j->lock);
-    if (queued)
-        job_publish(j, jb, "cancelled", "cancelled before it started", NULL);
+    if (queued && first)
+        job_end(j, jb, JOB_CANCELLED, NULL, "cancelled before it started", "cancelled", NULL);
     return jobs_get(j, id, r);
 }
 
@@ -435,9 +440,12 @@ static void each_event(char *text, size_t len, long after,
     }
 }
 
+/* A page of events: the lines of events.jsonl as they are (so the page,
+ * the file and the stream carry the same bytes), joined into a JSON array. */
 typedef struct list_ctx {
-    json_t *data;
-    long max;
+    char *out;                 /* room for every line and the frame around them */
+    size_t len;
+    long count, max;
     bool more;
 } list_ctx;
 
@@ -445,13 +453,19 @@ static bool list_event(void *ctx, long id, const char *line, size_t n)
 {
     (void)id;
     list_ctx *c = ctx;
-    if ((long)json_array_size(c->data) == c->max) {
+    if (c->count == c->max) {
         c->more = true;
         return false;
     }
-    json_t *e = json_loadb(line, n, 0, NULL);
-    if (e)
-        json_array_append_new(c->data, e);
+    json_t *e = json_loadb(line, n, 0, NULL); /* a damaged line is left out */
+    bool ok = json_is_object(e);
+    json_decref(e);
+    if (!ok)
+        return true;
+    if (c->count++ > 0)
+        c->out[c->len++] = ',';
+    memcpy(c->out + c->len, line, n);
+    c->len += n;
     return true;
 }
 
@@ -469,13 +483,24 @@ int jobs_events(jobs *j, const char *id, const char *after, const char *limit, a
     char *text = read_events(j, id, &len, NULL, &err);
     if (!text)
         return err.code == VIT_ERR_NOT_FOUND ? not_found(r, id) : api_engine_error(r, &err);
-    list_ctx c = {json_array(), max, false};
-    if (c.data)
-        each_event(text, len, from, list_event, &c);
+    static const char head[] = "{\"object\":\"list\",\"data\":[";
+    /* the lines, a comma for each newline, the frame: within len + 64 */
+    list_ctx c = {.out = malloc(len + 64), .max = max};
+    if (!c.out) {
+        free(text);
+        return api_error(r, 500, "out_of_memory", "out of memory");
+    }
+    memcpy(c.out, head, sizeof head - 1);
+    c.len = sizeof head - 1;
+    each_event(text, len, from, list_event, &c);
     free(text);
-    return api_json(r, 200, c.data ? json_pack("{s:s,s:o,s:b}", "object", "list", "data", c.data,
-                                               "has_more", c.more)
-                                   : NULL);
+    c.len += (size_t)snprintf(c.out + c.len, 32, "],\"has_more\":%s}", c.more ? "true" : "false");
+    api_reply_free(r);
+    r->status = 200;
+    r->content_type = API_JSON_TYPE;
+    r->body = c.out;
+    r->body_len = c.len;
+    return 0;
 }
 
 typedef struct frame_ctx {

@@ -51,7 +51,7 @@ typedef struct job {
     long long result_bytes;
     pthread_mutex_t file_lock;
     long events;                       /* lines in events.jsonl (under file_lock) */
-    /* the jobs_runner's own (no lock: one jobs_runner per job) */
+    /* the runner's own (no lock: one runner per job) */
     double loss_sum;                   /* since the last progress event */
     long loss_steps;
     double last_event, last_save;      /* monotonic seconds */
@@ -84,6 +84,8 @@ void job_free(job *jb);
 json_t *job_json_real(double x);       /* a number, or null when not finite */
 /* The job object (JOBS contract); call under jobs.lock. */
 json_t *job_json(const job *jb);
+/* job_json as it will be with that status and finished_at (0: none). */
+json_t *job_json_as(const job *jb, int status, long long finished_at);
 /* Writes snapshot (consumed) as <dir>/job.json: tmp, fsync, rename; 0 or -1. */
 int job_write(const job *jb, json_t *snapshot);
 /* job.json from the state as it is now (takes file_lock, then jobs.lock). */
@@ -104,12 +106,12 @@ job *job_load(jobs *j, const char *id, char *why, size_t why_len);
 
 /* ---- job_run.c ---- */
 
-/* Sets jb's final status (or queued again, after an interruption); under
- * jobs.lock.  code/message: the failure, for JOB_FAILED. */
-void job_set_status(jobs *j, job *jb, int status, const char *code, const char *message);
-/* After a change of status: the files, the event, the log line. */
-void job_publish(jobs *j, job *jb, const char *event, const char *message, json_t *data);
-/* job_set_status then job_publish. */
+/* Ends jb with status (or puts it back in the queue, after an
+ * interruption): job.json and the event (data consumed; for a failure,
+ * {"error": {code, message}} when NULL) are written first, and only then
+ * does the status change in memory -- so a client that sees it final finds
+ * the files final, and a crash in between never revives an ended job --
+ * then the checkpoint and fetched files go, and the log line. */
 void job_end(jobs *j, job *jb, int status, const char *code, const char *message,
              const char *event, json_t *data);
 /* A runner thread: takes queued jobs in creation order until jobs.stopping. */

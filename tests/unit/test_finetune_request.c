@@ -107,6 +107,11 @@ static void test_parse(void)
         {"{\"task\":\"Shoes\",\"train\":\"t\"}", 422, "invalid_task_name", "task"},
         {"{\"task\":\"-a\",\"train\":\"t\"}", 422, "invalid_task_name", "task"},
         {"{\"task\":7,\"train\":\"t\"}", 422, "invalid_field", "task"},
+        {"{\"task\":\"\",\"train\":\"t\"}", 422, "invalid_task_name", "task"},
+        {"{\"task\":\"a\\n\",\"train\":\"t\"}", 422, "invalid_task_name", "task"},
+        {"{\"task\":\"a\\u0000b\",\"train\":\"t\"}", 400, "bad_json", NULL}, /* NUL: never parsed */
+        {"{\"task\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
+         "\"train\":\"t\"}", 422, "invalid_task_name", "task"},
         {"{\"task\":\"a\",\"train\":\"\"}", 422, "invalid_field", "train"},
         {"{\"task\":\"a\",\"train\":\"t\\u0001\"}", 422, "invalid_field", "train"},
         {"{\"task\":\"a\",\"train\":\"t\",\"eval\":5}", 422, "invalid_field", "eval"},

@@ -388,7 +388,7 @@ int main(void)
     test_refusals();
     /* 346 MB written, read and run: the same code as the small presets, at a
      * size that costs a sanitizer stage 20 s; the release stage runs it */
-    const char *sanitize = getenv("VITFIT_TEST_SANITIZE");
+    const char *sanitize = getenv("VIT_TEST_SANITIZE");
     if (!sanitize || strcmp(sanitize, "none") == 0)
         test_b16();
     else
