@@ -58,6 +58,12 @@ void job_end(jobs *j, job *jb, int status, const char *code, const char *message
     if (job_write(jb, snap) != 0)
         job_log(j, jb, "warning", "cannot write job.json");
     job_event_append_locked(j, jb, event, message, data);
+    if (job_finished(status)) { /* the record says so: what it needed can go */
+        remove_checkpoint(jb);
+        vit_error ferr = {0};
+        if (job_fetch_remove(jb->dir, &ferr) != VIT_OK)
+            job_log(j, jb, "warning", ferr.message);
+    }
     pthread_mutex_lock(&j->lock);
     jb->status = status;
     if (job_finished(status)) {
@@ -70,12 +76,6 @@ void job_end(jobs *j, job *jb, int status, const char *code, const char *message
     pthread_mutex_unlock(&jb->file_lock);
     if (j->cfg.notify)
         j->cfg.notify(j->cfg.ctx);
-    if (job_finished(status)) { /* the record says so: what it needed can go */
-        remove_checkpoint(jb);
-        vit_error ferr = {0};
-        if (job_fetch_remove(jb->dir, &ferr) != VIT_OK)
-            job_log(j, jb, "warning", ferr.message);
-    }
     job_log(j, jb, jobs_status_names[status], message);
 }
 

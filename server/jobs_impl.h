@@ -110,8 +110,9 @@ job *job_load(jobs *j, const char *id, char *why, size_t why_len);
  * interruption): job.json and the event (data consumed; for a failure,
  * {"error": {code, message}} when NULL) are written first, and only then
  * does the status change in memory -- so a client that sees it final finds
- * the files final, and a crash in between never revives an ended job --
- * then the checkpoint and fetched files go, and the log line. */
+ * the files final, and a crash in between never revives an ended job;
+ * an ended job's checkpoint and fetched files go before its status changes
+ * too.  Then the log line. */
 void job_end(jobs *j, job *jb, int status, const char *code, const char *message,
              const char *event, json_t *data);
 /* A runner thread: takes queued jobs in creation order until jobs.stopping. */
