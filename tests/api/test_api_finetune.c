@@ -466,28 +466,18 @@ static json_t *ft_events(const serve_proc *p, const char *id, int limit)
     return all;
 }
 
-/* Every event of job id (which has reached a final status) once the last
- * one is final: the status changes before the final event and job.json are
- * written, so they may lag a moment (bounded: 30 s).  Prints a note when
- * they did lag. */
+/* Every event of job id, which has reached a final status: the server
+ * writes a job's final event (and job.json) before the status changes, so
+ * the last event must already be the final one. */
 static json_t *ft_final_events(const serve_proc *p, const char *id, int limit)
 {
-    double deadline = serve_now_ms() + 30000;
-    for (int tries = 0;; tries++) {
-        json_t *ev = ft_events(p, id, limit);
-        json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-        const char *t = jstr(json_object_get(last, "type"));
-        bool done = strcmp(t, "succeeded") == 0 || strcmp(t, "failed") == 0 ||
-                    strcmp(t, "cancelled") == 0;
-        if (done || !ev || serve_now_ms() > deadline) {
-            if (tries > 0)
-                fprintf(stderr, "  NOTE: job %s: its final event came %d polls after its final "
-                        "status\n", id, tries);
-            return ev;
-        }
-        json_decref(ev);
-        sleep_ms(20);
-    }
+    json_t *ev = ft_events(p, id, limit);
+    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
+    const char *t = jstr(json_object_get(last, "type"));
+    CHECKF(strcmp(t, "succeeded") == 0 || strcmp(t, "failed") == 0 ||
+               strcmp(t, "cancelled") == 0,
+           "job %s has a final status but its last event is '%s'", id, t);
+    return ev;
 }
 
 /* The number of events of type t in array ev. */
