@@ -178,9 +178,9 @@ bool trainer_checkpoint_exists(const char *dir);
  * of the training set held out for validation (when no eval set is given),
  * the best epoch kept, early stopping after 3 epochs without progress; and
  * per method (trainer.c says where each comes from):
- *   bitfit: lr 5e-3, weight decay 5e-5;
- *   linear: lr 5e-3, weight decay 0;
- *   full:   lr 3e-4, weight decay 0.05.
+ *   bitfit: lr 1e-2, weight decay 5e-5;
+ *   linear: lr 2e-2, weight decay 0;
+ *   full:   lr 1e-3, weight decay 0.05.
  * trainer_defaults() is trainer_defaults_for(VIT_METHOD_BITFIT). */
 trainer_config trainer_defaults_for(vit_method m);
 trainer_config trainer_defaults(void);

@@ -329,10 +329,10 @@ static void test_method_defaults(void)
         const char *method, *lr_flag;
         double lr, wd;
     } runs[] = {
-        {"linear", NULL, 5e-3, 0.0},
-        {"full", NULL, 3e-4, 0.05},
+        {"linear", NULL, 2e-2, 0.0},
+        {"full", NULL, 1e-3, 0.05},
         {"full", "0.01", 0.01, 0.05},
-        {"bitfit", NULL, 5e-3, 5e-5},
+        {"bitfit", NULL, 1e-2, 5e-5},
     };
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
         char name[32];

@@ -203,7 +203,7 @@ static void test_policy(void)
     CHECK(d.method == VIT_METHOD_BITFIT && d.lr == b.lr && d.weight_decay == b.weight_decay &&
           d.validation_split == b.validation_split && d.augment == TRAINER_AUGMENT_AUTO);
     CHECK(l.method == VIT_METHOD_LINEAR && f.method == VIT_METHOD_FULL);
-    CHECKF(f.lr <= b.lr / 10 && f.weight_decay == 0.05 && l.weight_decay == 0,
+    CHECKF(f.lr <= b.lr / 10 && f.weight_decay == 0.05 && l.weight_decay == 0 && l.lr >= b.lr,
            "full lr %g wd %g, linear wd %g", f.lr, f.weight_decay, l.weight_decay);
     CHECK(b.validation_split == 0.1 && b.early_stopping_patience == 3 && b.epochs == 10);
 }
