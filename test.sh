@@ -347,7 +347,7 @@ tsan_tests=(serving dataset gemm task task_store threads fetch job_fetch api_rou
 # api_finetune's sections that run jobs beside requests, streams and cancels;
 # the rest (validation, listing, crash and restart) are single-threaded
 # checks that TSan would only slow down, 4x here
-tsan_finetune_skip=validation,list,crash,restart,failed,live
+tsan_finetune_skip=validation,list,crash,restart,failed,live,tamper
 if opted_out tsan; then
   stage_not_run tsan "VITFIT_SKIP_STAGES"
 else

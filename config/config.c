@@ -126,7 +126,7 @@ static const cfg_key cfg_table[] = {
     INT(task_memory_mb, 256, 1, 1048576, "Memory for loaded task bias sets, in MiB."),
     /* fine-tune jobs */
     INT(max_running_jobs, 1, 1, 16, "Fine-tune jobs that train at once."),
-    INT(max_queued_jobs, 16, 0, 10000,
+    INT(max_queued_jobs, 16, 1, 10000,
         "Fine-tune jobs that may wait to run; one more is refused with 429."),
     INT(serve_reserved_threads, 1, 0, 256,
         "CPUs kept for classify while a job trains: training uses the rest (at least 1)."),

@@ -547,11 +547,24 @@ static void finetune_job(srv_request *r)
     api_reply tmp;
     api_reply_init(&tmp);
     if (r->route == SRV_ROUTE_FINETUNE) {
+        /* Opening a data set reads its whole listing (a manifest of a
+         * million lines: seconds): one check at a time, so submissions never
+         * hold more than one of the threads classify prepares on, and the
+         * cheap refusals (queue full, task in progress) come first. */
         api_finetune_spec spec;
         api_finetune_env env = {.datasets_dir = s->datasets_dir, .tasks = s->tasks};
         if (api_finetune_parse_body(r->body, r->body_len, &spec, &tmp) == 0 &&
-            api_finetune_check(&env, &spec, &tmp) == 0)
-            jobs_submit(s->jobs, &spec, &tmp);
+            jobs_admissible(s->jobs, &spec, &tmp) == 0) {
+            if (atomic_exchange(&s->validating, true)) {
+                api_error(&tmp, 429, "busy",
+                          "another fine-tune job's data sets are being checked; retry");
+                tmp.retry_after_s = 1;
+            } else {
+                if (api_finetune_check(&env, &spec, &tmp) == 0)
+                    jobs_submit(s->jobs, &spec, &tmp);
+                atomic_store(&s->validating, false);
+            }
+        }
     } else if (r->route == SRV_ROUTE_FINETUNE_CANCEL) {
         jobs_cancel(s->jobs, r->task_name, &tmp);
     } else {
@@ -619,7 +632,12 @@ static bool dispatch(srv_http *h, srv_request *r)
         api_json(&r->reply, 200, json_pack("{s:s}", "status", "ok"));
         return false;
     case SRV_ROUTE_READYZ:
-        api_json(&r->reply, 200, json_pack("{s:s}", "status", "ready"));
+        if (!atomic_load(&s->ready)) { /* still loading: the model, tasks, jobs */
+            api_error(&r->reply, 503, "not_ready", "the model is still loading");
+            r->reply.retry_after_s = 1;
+        } else {
+            api_json(&r->reply, 200, json_pack("{s:s}", "status", "ready"));
+        }
         return false;
     case SRV_ROUTE_METRICS:
         metrics_reply(r);

@@ -104,7 +104,7 @@ json_t *job_json_as(const job *jb, int status, long long finished_at)
                          : json_null();
     return json_pack(
         "{s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,"
-        "s:{s:i,s:i,s:I,s:o,s:o,s:o},s:{s:o,s:o,s:o,s:o,s:o},s:o,s:o}",
+        "s:{s:i,s:i,s:I,s:o,s:o,s:o},s:{s:o,s:o,s:o,s:o,s:o},s:o,s:o,s:b}",
         "id", jb->id, "object", "finetune.job", "status", jobs_status_names[status], "task",
         s->task, "method", vit_method_name(s->method), "train", s->train, "eval",
         s->eval[0] ? json_string(s->eval) : json_null(), "hyperparameters",
@@ -118,7 +118,7 @@ json_t *job_json_as(const job *jb, int status, long long finished_at)
         "eval_top1", job_json_real(jb->eval_top1), "eval_top5", job_json_real(jb->eval_top5),
         "best_epoch", jb->best_epoch >= 0 ? json_integer(jb->best_epoch) : json_null(),
         "eval_on", jb->eval_on[0] ? json_string(jb->eval_on) : json_null(), "error", error,
-        "result", result);
+        "result", result, "cancel_requested", !ended && atomic_load(&jb->cancel));
 }
 
 /* ---- files ---- */
@@ -197,10 +197,15 @@ static long events_recover(const job *jb)
     char *path = job_path(jb->dir, "events.jsonl");
     if (!path)
         return -1;
-    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     free(path);
     if (fd < 0)
         return errno == ENOENT ? 0 : -1;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) { /* a FIFO would block the start */
+        close(fd);
+        return -1;
+    }
     long lines = 0;
     off_t pos = 0, good = 0;
     char buf[65536];
@@ -365,6 +370,8 @@ job *job_load(jobs *j, const char *id, char *why, size_t why_len)
     snprintf(jb->result_file, sizeof jb->result_file, "%s",
              str_or(json_string_value(json_object_get(r, "file"))));
     jb->result_bytes = (long long)json_integer_value(json_object_get(r, "bytes"));
+    if (json_is_true(json_object_get(o, "cancel_requested")) && !job_finished(jb->status))
+        atomic_store(&jb->cancel, true); /* ended as cancelled by jobs_open */
     json_decref(o);
     if ((jb->events = events_recover(jb)) < 0) {
         snprintf(why, why_len, "cannot read events.jsonl");

@@ -40,6 +40,14 @@ static void remove_checkpoint(const job *jb)
     free(ck);
 }
 
+void job_cleanup(jobs *j, job *jb)
+{
+    remove_checkpoint(jb);
+    vit_error ferr = {0};
+    if (job_fetch_remove(jb->dir, &ferr) != VIT_OK)
+        job_log(j, jb, "warning", ferr.message);
+}
+
 void job_end(jobs *j, job *jb, int status, const char *code, const char *message,
              const char *event, json_t *data)
 {
@@ -58,12 +66,8 @@ void job_end(jobs *j, job *jb, int status, const char *code, const char *message
     if (job_write(jb, snap) != 0)
         job_log(j, jb, "warning", "cannot write job.json");
     job_event_append_locked(j, jb, event, message, data);
-    if (job_finished(status)) { /* the record says so: what it needed can go */
-        remove_checkpoint(jb);
-        vit_error ferr = {0};
-        if (job_fetch_remove(jb->dir, &ferr) != VIT_OK)
-            job_log(j, jb, "warning", ferr.message);
-    }
+    if (job_finished(status)) /* the record says so: what it needed can go */
+        job_cleanup(j, jb);
     pthread_mutex_lock(&j->lock);
     jb->status = status;
     if (job_finished(status)) {
@@ -408,11 +412,14 @@ static void run_job(jobs *j, job *jb, bool resumed)
     j->train_seconds += res.seconds;
     pthread_mutex_unlock(&j->lock);
     if (st != VIT_OK) {
+        /* the client is told paths below the data set and job directories */
         api_finetune_strip_prefix(err.message, j->datasets_real);
-        job_end(j, jb, JOB_FAILED, have_ck && st == VIT_ERR_MISMATCH ? "resume_failed"
-                                                                      : "training_failed",
-                err.message, "failed", NULL);
-    } else if (res.cancelled && atomic_load(&jb->cancel)) {
+        api_finetune_strip_prefix(err.message, jb->dir);
+        bool resume = have_ck && (st == VIT_ERR_MISMATCH || st == VIT_ERR_FORMAT);
+        job_end(j, jb, JOB_FAILED, resume ? "resume_failed" : "training_failed", err.message,
+                "failed", NULL);
+    } else if (atomic_load(&jb->cancel)) { /* asked for while it ran: no task, even a
+                                               finished one (the answer said cancelled) */
         job_end(j, jb, JOB_CANCELLED, NULL, "cancelled", "cancelled",
                 json_pack("{s:I}", "step", (json_int_t)res.steps));
     } else if (res.cancelled) { /* the server is stopping: resume at the next start */

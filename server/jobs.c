@@ -83,8 +83,17 @@ static vit_status reload(jobs *j, vit_error *err)
     struct dirent *e;
     vit_status st = VIT_OK;
     while (st == VIT_OK && (e = readdir(d))) {
+        struct stat sb;
         if (!id_syntax(e->d_name))
             continue;
+        /* a job is a directory of its own: a symlink there could point the
+         * runner (and its clean-up) anywhere */
+        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISDIR(sb.st_mode)) {
+            if (j->cfg.log)
+                j->cfg.log(j->cfg.ctx, e->d_name, "skipped", "not a directory (or a symlink)");
+            continue;
+        }
         char why[512];
         job *jb = job_load(j, e->d_name, why, sizeof why);
         if (!jb) {
@@ -126,6 +135,14 @@ vit_status jobs_open(const jobs_config *c, jobs **out, vit_error *err)
         st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     if (st == VIT_OK)
         st = reload(j, err);
+    for (size_t i = 0; st == VIT_OK && i < j->n; i++) {
+        job *jb = j->all[i];
+        if (job_finished(jb->status)) /* a crash may have left them */
+            job_cleanup(j, jb);
+        else if (atomic_load(&jb->cancel)) /* cancelled, then the server stopped */
+            job_end(j, jb, JOB_CANCELLED, NULL, "cancelled (asked before the restart)",
+                    "cancelled", NULL);
+    }
     if (st != VIT_OK) {
         jobs_close(j);
         return st;
@@ -201,25 +218,41 @@ static void new_id(jobs *j, char id[JOB_ID_LEN + 1])
     snprintf(id, JOB_ID_LEN + 1, "ftjob-%011llx%05x", ms & 0xFFFFFFFFFFFll, rnd & 0xFFFFF);
 }
 
-int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r)
+/* jobs_submit's refusals; under jobs.lock.  0, or -1 with r filled. */
+static int admissible(jobs *j, const api_finetune_spec *spec, api_reply *r)
 {
-    pthread_mutex_lock(&j->lock);
     long queued = 0;
     for (size_t i = 0; i < j->n; i++) {
         const job *o = j->all[i];
-        if (o->status == JOB_QUEUED)
+        if (o->status == JOB_QUEUED && !atomic_load(&o->cancel))
             queued++;
-        if (!job_finished(o->status) && strcmp(o->spec.task, spec->task) == 0) {
-            pthread_mutex_unlock(&j->lock);
+        if (!job_finished(o->status) && !atomic_load(&o->cancel) &&
+            strcmp(o->spec.task, spec->task) == 0)
             return api_error_field(r, 409, "task_in_progress", "task",
                                    "job %s already trains task '%s'", o->id, spec->task);
-        }
     }
     if (queued >= j->cfg.max_queued) {
-        pthread_mutex_unlock(&j->lock);
         api_error(r, 429, "queue_full", "%ld fine-tune jobs are queued (max_queued_jobs); "
                   "retry later", queued);
         r->retry_after_s = 30;
+        return -1;
+    }
+    return 0;
+}
+
+int jobs_admissible(jobs *j, const api_finetune_spec *spec, api_reply *r)
+{
+    pthread_mutex_lock(&j->lock);
+    int rc = admissible(j, spec, r);
+    pthread_mutex_unlock(&j->lock);
+    return rc;
+}
+
+int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r)
+{
+    pthread_mutex_lock(&j->lock);
+    if (admissible(j, spec, r) != 0) {
+        pthread_mutex_unlock(&j->lock);
         return -1;
     }
     char id[JOB_ID_LEN + 1];
@@ -304,9 +337,15 @@ int jobs_cancel(jobs *j, const char *id, api_reply *r)
      * flag set and leaves the end to the first) */
     bool first = !atomic_exchange(&jb->cancel, true);
     bool queued = jb->status == JOB_QUEUED;
+    json_t *reply = !first && queued ? job_json_as(jb, JOB_CANCELLED, (long long)job_wall())
+                                     : NULL; /* another call is ending it */
     pthread_mutex_unlock(&j->lock);
+    if (reply)
+        return api_json(r, 200, reply);
     if (queued && first)
         job_end(j, jb, JOB_CANCELLED, NULL, "cancelled before it started", "cancelled", NULL);
+    else if (first) /* recorded, so a restart before the runner stops does not revive it */
+        job_save(j, jb);
     return jobs_get(j, id, r);
 }
 
@@ -507,19 +546,31 @@ typedef struct frame_ctx {
     char *buf;
     size_t len, cap;
     long last;
-    bool final, oom;
+    bool oom;
 } frame_ctx;
+
+/* An event type as the server writes them: [a-z_]{1,31}.  Anything else (a
+ * damaged or tampered file) is framed as "event": a type is copied into the
+ * stream's header lines, where a newline would start a field of its own. */
+static bool type_ok(const char *t)
+{
+    size_t n = t ? strspn(t, "abcdefghijklmnopqrstuvwxyz_") : 0;
+    return n > 0 && n < 32 && t[n] == '\0';
+}
 
 static bool frame_event(void *ctx, long id, const char *line, size_t n)
 {
     frame_ctx *c = ctx;
     json_t *e = json_loadb(line, n, 0, NULL);
     const char *type = json_string_value(json_object_get(e, "type"));
+    if (!type_ok(type))
+        type = "event";
     char head[96];
-    int h = snprintf(head, sizeof head, "id: %ld\nevent: %s\ndata: ", id, type ? type : "event");
-    c->final = type && (strcmp(type, "succeeded") == 0 || strcmp(type, "failed") == 0 ||
-                        strcmp(type, "cancelled") == 0);
+    int h = snprintf(head, sizeof head, "id: %ld\nevent: %s\ndata: ", id, type);
+    VIT_ASSERT(h > 0 && (size_t)h < sizeof head); /* 20 digits and 31 letters at most */
     json_decref(e);
+    if (!e) /* a damaged line: not framed as data, which must be JSON */
+        return true;
     size_t need = c->len + (size_t)h + n + 3;
     if (need > c->cap) {
         size_t want = c->cap ? 2 * c->cap : 4096;
@@ -558,16 +609,6 @@ vit_status jobs_event_frames(jobs *j, const char *id, long after, char **buf, si
     frame_ctx c = {0};
     c.last = after;
     each_event(text, n, after, frame_event, &c);
-    /* the last line of the file, framed now or before, decides the end */
-    bool final_seen = c.final;
-    if (c.last == after && job_finished) {
-        size_t start = n > 0 ? n - 1 : 0; /* the last line begins after the newline before */
-        while (start > 0 && text[start - 1] != '\n')
-            start--;
-        const char *line = text + start;
-        final_seen = strstr(line, "\"type\":\"succeeded\"") || strstr(line, "\"type\":\"failed\"") ||
-                     strstr(line, "\"type\":\"cancelled\"");
-    }
     free(text);
     if (c.oom) {
         free(c.buf);
@@ -576,7 +617,10 @@ vit_status jobs_event_frames(jobs *j, const char *id, long after, char **buf, si
     *buf = c.buf;
     *len = c.len;
     *last = c.last;
-    *ended = job_finished && final_seen;
+    /* a job's final event is written before its status turns final, and the
+     * status was read before the file: every event it will have is framed
+     * (even when a crash or a full disk lost the final one) */
+    *ended = job_finished;
     return VIT_OK;
 }
 

@@ -76,6 +76,9 @@ void jobs_close(jobs *j);
 
 /* The routes.  Each fills r: the job object or a list, or the error shape. */
 int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r); /* 201, 409, 429 */
+/* jobs_submit's refusals (409 task_in_progress, 429 queue_full) without
+ * submitting: the cheap checks, before the data sets are opened. */
+int jobs_admissible(jobs *j, const api_finetune_spec *spec, api_reply *r);
 int jobs_get(jobs *j, const char *id, api_reply *r);                     /* 200, 404 */
 int jobs_cancel(jobs *j, const char *id, api_reply *r);                  /* 200, 404, 409 */
 /* status, limit, after: the query's values or NULL */

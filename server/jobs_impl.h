@@ -115,6 +115,8 @@ job *job_load(jobs *j, const char *id, char *why, size_t why_len);
  * too.  Then the log line. */
 void job_end(jobs *j, job *jb, int status, const char *code, const char *message,
              const char *event, json_t *data);
+/* Removes an ended job's checkpoint/ and fetched/ (the task is its product). */
+void job_cleanup(jobs *j, job *jb);
 /* A runner thread: takes queued jobs in creation order until jobs.stopping. */
 void *jobs_runner(void *arg);
 

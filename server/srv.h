@@ -50,6 +50,7 @@ typedef struct srv {
     char datasets_dir[CFG_PATH_SIZE + 16]; /* <data_dir>/datasets */
     atomic_bool ready;        /* model loaded, packed, workers started */
     atomic_bool draining;     /* SIGTERM seen: new work gets 503 */
+    atomic_bool validating;   /* a fine-tune request's data sets are being opened */
     atomic_uint_fast64_t next_id; /* request ids when the client sends none */
 } srv;
 

@@ -8,6 +8,10 @@
  * a few hundred images takes about a second.  Sections (each can be skipped
  * with TEST_API_FINETUNE_SKIP=name,name,... e.g. for a TSan run):
  *
+ *  tamper      a job directory damaged while the server was stopped (the
+ *              attack review's repros): bad event types, a lost final event,
+ *              a leftover checkpoint, a cancel asked before the stop, a FIFO
+ *              events.jsonl, a symlinked job directory
  *  validation  every documented error of POST /v1/finetune, each with its
  *              status, code and "field"; 404 job_not_found on every job
  *              route; the path escapes ("../x", "fm/../../x", an absolute
@@ -2465,6 +2469,116 @@ static void test_crash(void)
 
 /* ---- main ---------------------------------------------------------------- */
 
+/* ---- tamper: a job directory damaged between two runs ------------------ */
+
+/* Writes job.json for id in dir (made), from the object o with id, status
+ * and cancel_requested replaced, the end cleared. */
+static void write_job_json(const char *dir, const json_t *o, const char *id, const char *status,
+                           bool cancel)
+{
+    json_t *c = json_deep_copy(o);
+    VIT_ASSERT(c);
+    json_object_set_new(c, "id", json_string(id));
+    json_object_set_new(c, "status", json_string(status));
+    json_object_set_new(c, "cancel_requested", json_boolean(cancel));
+    json_object_set_new(c, "finished_at", json_null());
+    json_object_set_new(c, "result", json_null());
+    char path[600];
+    VIT_ASSERT(mkdir(dir, 0755) == 0 || errno == EEXIST);
+    snprintf(path, sizeof path, "%s/job.json", dir);
+    VIT_ASSERT(json_dump_file(c, path, 0) == 0);
+    json_decref(c);
+}
+
+/* The attack review's repros as regressions (the server is stopped): event
+ * types that overflow or inject stream fields, a final event lost by a
+ * crash, a checkpoint left by one, a cancel asked before a restart, an
+ * events.jsonl that is a FIFO, a job directory that is a symlink out. */
+static void test_tamper(void)
+{
+    fprintf(stderr, "== tamper\n");
+    if (!*happy_id) {
+        CHECKF(0, "tamper needs the happy section's job");
+        return;
+    }
+    char dir[512], path[700], out_dir[512];
+    snprintf(dir, sizeof dir, "%s/jobs/%s", d1, happy_id);
+    snprintf(path, sizeof path, "%s/job.json", dir);
+    json_t *happy = json_load_file(path, 0, NULL);
+    VIT_ASSERT(happy);
+    /* the happy job: two bad types appended, its final event no longer last */
+    snprintf(path, sizeof path, "%s/events.jsonl", dir);
+    FILE *f = fopen(path, "a");
+    VIT_ASSERT(f);
+    fprintf(f, "{\"id\":900,\"type\":\"%0200d\",\"data\":{}}\n", 0);
+    fprintf(f, "{\"id\":901,\"type\":\"x\\nid: 99\",\"data\":{}}\n");
+    VIT_ASSERT(fclose(f) == 0);
+    snprintf(path, sizeof path, "%s/checkpoint", dir);
+    VIT_ASSERT(mkdir(path, 0755) == 0);
+    /* a running job whose cancel was asked for before the stop */
+    static const char cancelled_id[] = "ftjob-0000000000000001";
+    snprintf(path, sizeof path, "%s/jobs/%s", d1, cancelled_id);
+    write_job_json(path, happy, cancelled_id, "running", true);
+    /* a queued job whose events.jsonl is a FIFO (reading it would block) */
+    static const char fifo_id[] = "ftjob-0000000000000002";
+    snprintf(path, sizeof path, "%s/jobs/%s", d1, fifo_id);
+    write_job_json(path, happy, fifo_id, "queued", false);
+    snprintf(path, sizeof path, "%s/jobs/%s/events.jsonl", d1, fifo_id);
+    VIT_ASSERT(mkfifo(path, 0600) == 0);
+    /* a queued job whose directory is a symlink to a directory outside */
+    static const char link_id[] = "ftjob-0000000000000003";
+    snprintf(out_dir, sizeof out_dir, "%s/linked-job", outside);
+    write_job_json(out_dir, happy, link_id, "queued", false);
+    snprintf(path, sizeof path, "%s/checkpoint", out_dir);
+    VIT_ASSERT(mkdir(path, 0755) == 0);
+    snprintf(path, sizeof path, "%s/checkpoint/precious", out_dir);
+    f = fopen(path, "w");
+    VIT_ASSERT(f && fclose(f) == 0);
+    snprintf(path, sizeof path, "%s/jobs/%s", d1, link_id);
+    VIT_ASSERT(symlink(out_dir, path) == 0);
+    json_decref(happy);
+
+    if (!serve_start(&S1, d1, NULL, s1_flags)) {
+        CHECKF(0, "the server did not start on the tampered %s", d1);
+        return;
+    }
+    json_t *job = get_job(&S1, cancelled_id);
+    CHECKF(strcmp(jstr(json_object_get(job, "status")), "cancelled") == 0,
+           "a job cancelled before the restart: %s", jdump(job));
+    json_decref(job);
+    char route[128];
+    snprintf(route, sizeof route, "/v1/finetune/%s", fifo_id);
+    get_expect("a job whose events.jsonl is a FIFO", &S1, "GET", route, 404, "job_not_found",
+               NULL);
+    snprintf(route, sizeof route, "/v1/finetune/%s", link_id);
+    get_expect("a job directory that is a symlink", &S1, "GET", route, 404, "job_not_found",
+               NULL);
+    snprintf(path, sizeof path, "%s/checkpoint/precious", out_dir);
+    CHECKF(exists(path), "the symlinked job's target was cleaned up: %s is gone", path);
+    snprintf(path, sizeof path, "%s/checkpoint", dir);
+    CHECKF(!exists(path), "a finished job's leftover checkpoint is still there at start");
+    /* its stream: ends (the job is finished), the bad types framed as "event" */
+    sse_read sr = {0};
+    char ct[128];
+    CURLcode cc;
+    snprintf(route, sizeof route, "/v1/finetune/%s/events", happy_id);
+    long status = sse_get(&S1, route, NULL, 30, &sr, ct, sizeof ct, &cc);
+    size_t n = json_array_size(sr.events);
+    json_t *a = json_array_get(sr.events, n - 2), *b = json_array_get(sr.events, n - 1);
+    CHECKF(status == 200 && cc == CURLE_OK && n >= 3,
+           "the tampered job's stream: status %ld, curl %d, %zu events (it must end)", status,
+           (int)cc, n);
+    CHECKF(strcmp(jstr(json_object_get(a, "event")), "event") == 0 &&
+               strcmp(jstr(json_object_get(b, "event")), "event") == 0 &&
+               json_integer_value(json_object_get(b, "id")) == (json_int_t)n,
+           "the bad types are framed as 'event' with their line's id: %s, %s", jdump(a),
+           jdump(b));
+    json_decref(sr.events);
+    free(sr.buf);
+    int st = serve_stop(&S1, SIGTERM, 60000);
+    CHECKF(st == 0, "the server after the tampered start: exit %d", st);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
@@ -2505,6 +2619,8 @@ int main(void)
             test_restart();
         int st = serve_stop(&S1, SIGTERM, 60000);
         CHECKF(st == 0, "the server after SIGTERM: exit %d", st);
+        if (!skipped("tamper") && !skipped("happy"))
+            test_tamper();
     } else {
         CHECKF(0, "the server did not start");
     }

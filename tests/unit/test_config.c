@@ -82,7 +82,7 @@ static const want_key want[] = {
     O("default_task", "\"\""),
     I("task_memory_mb", 256, 1, 1048576),
     I("max_running_jobs", 1, 1, 16),
-    I("max_queued_jobs", 16, 0, 10000),
+    I("max_queued_jobs", 16, 1, 10000),
     I("serve_reserved_threads", 1, 0, 256),
     I("job_checkpoint_every_steps", 0, 0, 100000000),
     O("api_key", "\"\""),
