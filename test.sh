@@ -2,13 +2,16 @@
 # One command that runs every test, in stages:
 #   release   the whole suite, gcc release build (build/)
 #   portable  the engine tests again with VITFIT_NO_AVX512=1 (OpenBLAS, scalar kernels)
-#   asan      the whole suite under ASan+UBSan, gcc (build-asan/)
+#   asan      the whole suite under ASan+UBSan, gcc (build-asan/), but for the
+#             suite 'slow': the long numeric training runs (test_finetune's
+#             accuracy floors, test_trainer_resume's bit-identical resumes),
+#             minutes each here and the same code the faster tests run under
+#             the sanitizer (train, trainer, trainer_validation, cli_resume,
+#             and api_finetune's jobs, restarts and kill -9 resume)
 #   clang     the whole suite under ASan+UBSan, clang (build-clang/): clang's
 #             UBSan also checks float-to-int conversions, which gcc's does not;
-#             but for the suite 'slow' (the training runs and fine-tune jobs,
-#             minutes under a sanitizer), which the asan stage runs: their
-#             code runs in the faster tests too, and twice would cost the
-#             suite's time budget
+#             but for the suites 'slow' and 'long' (training runs of a minute
+#             or more under a sanitizer; asan runs 'long')
 #   tsan      the threaded tests under ThreadSanitizer (build-tsan/)
 #   fuzz      every libFuzzer target tests/fuzz/fuzz_*.c for a bounded run (build-fuzz/)
 #
@@ -322,7 +325,7 @@ if opted_out asan; then
   stage_not_run asan "VITFIT_SKIP_STAGES"
 else
   # sanitizers slow the tests down 2-4x: the per-test timeouts scale with them
-  stage_test_opts=(--timeout-multiplier=3)
+  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow)
   suite_stage asan build-asan "ASan + UBSan build (gcc)" --buildtype=debugoptimized \
     -Db_sanitize=address,undefined -Db_lundef=false
   stage_test_opts=()
@@ -334,8 +337,8 @@ if opted_out clang; then
 elif [ "$have_clang" = 0 ]; then
   stage_not_run clang "clang is not installed"
 else
-  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow)
-  CC=clang suite_stage clang build-clang "ASan + UBSan build (clang), all but suite slow" \
+  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow --no-suite=long)
+  CC=clang suite_stage clang build-clang "ASan + UBSan build (clang), all but slow and long" \
     --buildtype=debugoptimized \
     -Db_sanitize=address,undefined -Db_lundef=false
   stage_test_opts=()
