@@ -186,7 +186,6 @@ void job_save(jobs *j, job *jb)
     pthread_mutex_unlock(&j->lock);
     if (job_write(jb, snap) != 0 && j->cfg.log)
         j->cfg.log(j->cfg.ctx, jb->id, "warning", "cannot write job.json");
-    jb->last_save = job_monotonic();
     pthread_mutex_unlock(&jb->file_lock);
 }
 

@@ -76,7 +76,6 @@ void job_end(jobs *j, job *jb, int status, const char *code, const char *message
         jb->images_per_second = jb->eta_seconds = NAN;
     }
     pthread_mutex_unlock(&j->lock);
-    jb->last_save = job_monotonic();
     pthread_mutex_unlock(&jb->file_lock);
     if (j->cfg.notify)
         j->cfg.notify(j->cfg.ctx);
@@ -148,8 +147,10 @@ static void on_progress(void *ctx, const trainer_progress *p)
         jb->loss_steps = 0;
         jb->last_event = now;
     }
-    if (now - jb->last_save >= PROGRESS_SAVE_S)
+    if (now - jb->last_save >= PROGRESS_SAVE_S) {
         job_save(c->j, jb);
+        jb->last_save = now;
+    }
 }
 
 /* An epoch ended (and was validated, when there is a validation set). */

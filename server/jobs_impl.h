@@ -54,7 +54,8 @@ typedef struct job {
     /* the runner's own (no lock: one runner per job) */
     double loss_sum;                   /* since the last progress event */
     long loss_steps;
-    double last_event, last_save;      /* monotonic seconds */
+    double last_event, last_save;      /* monotonic seconds: the last progress event and
+                                          progress save (the runner's alone) */
 } job;
 
 struct jobs {
