@@ -416,7 +416,8 @@ int jobs_list(jobs *j, const char *status, const char *limit, const char *after,
 
 /* events.jsonl of job id, whole (malloc'd, NUL-terminated); *ended: the job
  * has finished.  NULL with err set when the job is unknown or unreadable. */
-static char *read_events(jobs *j, const char *id, size_t *len, bool *ended, vit_error *err)
+static char *read_events(jobs *j, const char *id, uint64_t *offset, size_t *len, bool *ended,
+                         vit_error *err)
 {
     pthread_mutex_lock(&j->lock);
     job *jb = find(j, id);
@@ -443,10 +444,12 @@ static char *read_events(jobs *j, const char *id, size_t *len, bool *ended, vit_
             vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
         return (char *)text;
     }
-    if (fd < 0 || fstat(fd, &sb) != 0)
+    if (fd >= 0 && fstat(fd, &sb) == 0 && (uint64_t)sb.st_size < *offset)
+        *offset = 0; /* not the file the offset was taken in (cut at a reload) */
+    if (fd < 0 || fstat(fd, &sb) != 0 || lseek(fd, (off_t)*offset, SEEK_SET) < 0)
         vit_error_set(err, VIT_ERR_IO, "cannot read the job's events: %s", strerror(errno));
-    else if (beneath_read_capped(fd, (size_t)sb.st_size, EVENTS_FILE_MAX, "events.jsonl",
-                                 &text, len, err) == VIT_OK) {
+    else if (beneath_read_capped(fd, (size_t)sb.st_size - (size_t)*offset, EVENTS_FILE_MAX,
+                                 "events.jsonl", &text, len, err) == VIT_OK) {
         char *grown = realloc(text, *len + 1);
         if (grown) {
             grown[*len] = '\0';
@@ -462,21 +465,25 @@ static char *read_events(jobs *j, const char *id, size_t *len, bool *ended, vit_
     return (char *)text;
 }
 
-/* Calls fn on each complete line (event id = line number) after `after`;
- * stops when fn returns false. */
-static void each_event(char *text, size_t len, long after,
-                       bool (*fn)(void *ctx, long id, const char *line, size_t n), void *ctx)
+/* Calls fn on each complete line of text after `after` (event id = line
+ * number; text begins after line `first`); stops when fn returns false.
+ * Returns the bytes of the lines gone through (*lines of them). */
+static size_t each_event(char *text, size_t len, long first, long after, long *lines,
+                         bool (*fn)(void *ctx, long id, const char *line, size_t n), void *ctx)
 {
-    long id = 0;
-    for (size_t at = 0; at < len;) {
+    long id = first;
+    size_t at = 0;
+    while (at < len) {
         char *nl = memchr(text + at, '\n', len - at);
         if (!nl)
             break; /* a line being written */
-        id++;
-        if (id > after && !fn(ctx, id, text + at, (size_t)(nl - (text + at))))
+        if (id + 1 > after && !fn(ctx, id + 1, text + at, (size_t)(nl - (text + at))))
             break;
+        id++;
         at = (size_t)(nl - text) + 1;
     }
+    *lines = id;
+    return at;
 }
 
 /* A page of events: the lines of events.jsonl as they are (so the page,
@@ -519,7 +526,9 @@ int jobs_events(jobs *j, const char *id, const char *after, const char *limit, a
                                "'limit' must be an integer from 1 to %d", EVENTS_LIST_MAX);
     vit_error err = {0};
     size_t len;
-    char *text = read_events(j, id, &len, NULL, &err);
+    uint64_t offset = 0;
+    long lines;
+    char *text = read_events(j, id, &offset, &len, NULL, &err);
     if (!text)
         return err.code == VIT_ERR_NOT_FOUND ? not_found(r, id) : api_engine_error(r, &err);
     static const char head[] = "{\"object\":\"list\",\"data\":[";
@@ -531,7 +540,7 @@ int jobs_events(jobs *j, const char *id, const char *after, const char *limit, a
     }
     memcpy(c.out, head, sizeof head - 1);
     c.len = sizeof head - 1;
-    each_event(text, len, from, list_event, &c);
+    each_event(text, len, 0, from, &lines, list_event, &c);
     free(text);
     c.len += (size_t)snprintf(c.out + c.len, 32, "],\"has_more\":%s}", c.more ? "true" : "false");
     api_reply_free(r);
@@ -594,29 +603,35 @@ static bool frame_event(void *ctx, long id, const char *line, size_t n)
     return true;
 }
 
-vit_status jobs_event_frames(jobs *j, const char *id, long after, char **buf, size_t *len,
-                             long *last, bool *ended, vit_error *err)
+vit_status jobs_event_frames(jobs *j, const char *id, jobs_cursor *cur, char **buf, size_t *len,
+                             bool *ended, vit_error *err)
 {
     *buf = NULL;
     *len = 0;
-    *last = after;
     *ended = false;
     size_t n;
     bool job_finished;
-    char *text = read_events(j, id, &n, &job_finished, err);
+    uint64_t offset = cur->offset;
+    char *text = read_events(j, id, &offset, &n, &job_finished, err);
     if (!text)
         return err->code;
+    long first = offset == cur->offset ? cur->lines : 0; /* 0: read from the start again */
     frame_ctx c = {0};
-    c.last = after;
-    each_event(text, n, after, frame_event, &c);
+    c.last = cur->after;
+    long lines;
+    size_t used = each_event(text, n, first, cur->after, &lines, frame_event, &c);
     free(text);
+    if (!c.oom) { /* the next look starts where this one stopped */
+        cur->offset = offset + used;
+        cur->lines = lines;
+        cur->after = c.last;
+    }
     if (c.oom) {
         free(c.buf);
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     }
     *buf = c.buf;
     *len = c.len;
-    *last = c.last;
     /* a job's final event is written before its status turns final, and the
      * status was read before the file: every event it will have is framed
      * (even when a crash or a full disk lost the final one) */

@@ -35,6 +35,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "api.h"
 #include "fetch.h"
@@ -86,13 +87,22 @@ int jobs_list(jobs *j, const char *status, const char *limit, const char *after,
 /* after, limit: the query's values or NULL */
 int jobs_events(jobs *j, const char *id, const char *after, const char *limit, api_reply *r);
 
-/* For an event stream: the events of job id after event `after`, as
- * text/event-stream frames appended to *buf (malloc'd, *len bytes; caller
- * frees), *last the id of the last one framed (after when none), *ended
- * whether the job has finished and every event up to its final one is
- * framed.  VIT_ERR_NOT_FOUND for an unknown job. */
-vit_status jobs_event_frames(jobs *j, const char *id, long after, char **buf, size_t *len,
-                             long *last, bool *ended, vit_error *err);
+/* Where an event stream stands in a job's events.jsonl: so each look reads
+ * only what was appended since the last (a long job's file is megabytes,
+ * and every event wakes every stream).  Start with {.after = the client's
+ * cursor}; offset and lines are jobs_event_frames's. */
+typedef struct jobs_cursor {
+    long after;                   /* the last event id framed (or the client's cursor) */
+    uint64_t offset;              /* bytes of events.jsonl gone through */
+    long lines;                   /* lines in those bytes */
+} jobs_cursor;
+
+/* For an event stream: the events of job id after cur->after, as
+ * text/event-stream frames in *buf (malloc'd, *len bytes; caller frees);
+ * *cur moves past them; *ended whether the job has finished and every event
+ * up to its final one is framed.  VIT_ERR_NOT_FOUND for an unknown job. */
+vit_status jobs_event_frames(jobs *j, const char *id, jobs_cursor *cur, char **buf, size_t *len,
+                             bool *ended, vit_error *err);
 
 /* Whether job id exists. */
 bool jobs_exists(jobs *j, const char *id);

@@ -19,7 +19,7 @@ typedef struct sse_stream {
     sse_hub *hub;
     struct MHD_Connection *conn;
     char id[32];
-    long last;                 /* the last event id framed */
+    jobs_cursor cursor;        /* the last event framed, and where it is in the file */
     char *pending;             /* framed, not yet handed to MHD */
     size_t pending_len, pending_off;
     bool suspended, ended;
@@ -168,8 +168,7 @@ static ssize_t read_events(void *cls, uint64_t pos, char *buf, size_t max)
         size_t len = 0;
         bool ended = false;
         vit_error err = {0};
-        if (jobs_event_frames(h->jobs, s->id, s->last, &frames, &len, &s->last, &ended, &err) !=
-            VIT_OK) {
+        if (jobs_event_frames(h->jobs, s->id, &s->cursor, &frames, &len, &ended, &err) != VIT_OK) {
             n = MHD_CONTENT_READER_END_WITH_ERROR;
         } else if (len > 0) {
             s->pending = frames;
@@ -224,7 +223,7 @@ enum MHD_Result sse_respond(sse_hub *h, struct MHD_Connection *conn, const char 
     s->hub = h;
     s->conn = conn;
     snprintf(s->id, sizeof s->id, "%s", id);
-    s->last = after;
+    s->cursor.after = after;
     s->last_write = monotonic();
     pthread_mutex_lock(&h->lock);
     if (h->count >= SSE_MAX_STREAMS || h->closing) {
