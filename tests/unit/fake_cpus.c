@@ -1,5 +1,5 @@
 /*
- * fake_cpus.c - a test-only stand-in for cpu_usable_count (engine/cpu.h).
+ * fake_cpus.c - a test-only stand-in for cpu_usable_count (engine/kernels/cpu.h).
  *
  * Linked with -Wl,--wrap=cpu_usable_count into a test build of `vitfit`
  * (never installed): when $VITFIT_TEST_CPUS is set, the CLI sees that many
