@@ -147,6 +147,7 @@ static const cfg_key cfg_table[] = {
  * by cfg_load.  VITFIT_CONFIG is cfg_load's own. */
 static const char *const other_env[] = {
     "VITFIT_NO_AVX512",      /* engine: force the portable kernels */
+    "VITFIT_BF16_EMULATE",   /* engine: bf16 on CPUs without avx512_bf16 (tests) */
     "VITFIT_SOURCE_ROOT",    /* tests: the source tree */
     "VITFIT_BIN",            /* tests: the vitfit binary */
     "VITFIT_CI",             /* test.sh: running in CI */

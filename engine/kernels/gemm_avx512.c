@@ -14,19 +14,13 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "simd_avx512.h"
+#include "gemm_tile.h"
+
+_Static_assert(GEMM_NR == 32, "gemm_tile.h stores 32-column panels");
 
 static int panels_of(int n)
 {
     return (n + GEMM_NR - 1) / GEMM_NR;
-}
-
-/* Lanes of panel j's two 16-float halves that hold one of the n columns. */
-static void panel_masks(int n, int j, __mmask16 *m0, __mmask16 *m1)
-{
-    int cols = n - j * GEMM_NR < GEMM_NR ? n - j * GEMM_NR : GEMM_NR;
-    *m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
-    *m1 = (__mmask16)(cols >= 32 ? 0xffff : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
 }
 
 size_t gemm_packed_b_floats(int n, int k)
@@ -69,7 +63,7 @@ void gemm_pack_b_nn(float *dst, const float *b, size_t ldb, int k, int n)
         for (int j = 0; j < panels_of(n); j++) {
             float *panel = block + (size_t)j * kc * GEMM_NR;
             __mmask16 m0, m1;
-            panel_masks(n, j, &m0, &m1);
+            gemm_panel_masks(n, j, &m0, &m1);
             for (int p = 0; p < kc; p++) {
                 const float *src = b + (size_t)(p0 + p) * ldb + (size_t)j * GEMM_NR;
                 _mm512_storeu_ps(panel + (size_t)p * GEMM_NR, _mm512_maskz_loadu_ps(m0, src));
@@ -107,18 +101,6 @@ void gemm_pack_a_block(float *dst, const float *a, size_t lda, int m, int s0, in
     }
 }
 
-static inline __m512 apply_post(__m512 v, gemm_post post)
-{
-    switch (post) {
-    case GEMM_POST_GELU:
-        return simd_gelu_ps(v);
-    case GEMM_POST_QUICK_GELU:
-        return simd_quick_gelu_ps(v);
-    default:
-        return v;
-    }
-}
-
 /* The register tile: rows [0, MR) of C (MR a constant in every caller, so
  * the accumulators stay in registers) times one NR-column panel, masked to
  * the panel's valid columns. */
@@ -146,20 +128,8 @@ tile(const int MR, const float *ap, const float *bp, int kc, float *c, size_t ld
         bp += GEMM_NR;
     }
 #pragma GCC unroll 14
-    for (int i = 0; i < MR; i++) {
-        float *row = c + (size_t)i * ldc;
-        __m512 v0 = acc0[i], v1 = acc1[i];
-        if (load_c) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
-        }
-        if (post != GEMM_POST_NONE) {
-            v0 = apply_post(v0, post);
-            v1 = apply_post(v1, post);
-        }
-        _mm512_mask_storeu_ps(row, m0, v0);
-        _mm512_mask_storeu_ps(row + 16, m1, v1);
-    }
+    for (int i = 0; i < MR; i++)
+        gemm_tile_store_row(c + (size_t)i * ldc, acc0[i], acc1[i], m0, m1, load_c, post);
 }
 
 #define TILE_CASE(R)                                                                   \
@@ -186,7 +156,7 @@ void gemm_block_panels(const float *ap, const float *bp_block, int m, int n, int
     /* each 32 KB B micro-panel stays in L1 across the slivers of A */
     for (int j = j0; j < j1; j++) {
         __mmask16 m0, m1;
-        panel_masks(n, j, &m0, &m1);
+        gemm_panel_masks(n, j, &m0, &m1);
         const float *bp = bp_block + (size_t)j * kc * GEMM_NR;
         for (int r = 0; r < m; r += GEMM_MR) {
             int rows = m - r < GEMM_MR ? m - r : GEMM_MR;
