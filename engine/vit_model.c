@@ -259,6 +259,7 @@ static vit_status derive(const vit_model *base, int num_classes, bool copy_froze
     if (!copy_frozen && base->packed) { /* same frozen arena, same packing */
         m->packed = base->packed;
         m->packed_len = base->packed_len;
+        m->precision = base->precision;
         for (int l = 0; l < cfg.depth; l++) {
             vit_block_weights *b = &m->w.blocks[l];
             const vit_block_weights *src = &base->w.blocks[l];
@@ -266,8 +267,13 @@ static vit_status derive(const vit_model *base, int num_classes, bool copy_froze
             b->proj_wp = src->proj_wp;
             b->fc1_wp = src->fc1_wp;
             b->fc2_wp = src->fc2_wp;
+            b->qkv_wb = src->qkv_wb;
+            b->proj_wb = src->proj_wb;
+            b->fc1_wb = src->fc1_wb;
+            b->fc2_wb = src->fc2_wb;
         }
         m->w.patch_wp = base->w.patch_wp;
+        m->w.patch_wb = base->w.patch_wb;
     }
     *out = m;
     return VIT_OK;
@@ -316,41 +322,123 @@ void vit_model_randomize(vit_model *m, uint64_t seed)
         randinit_tensor(m->params[i].data, m->params[i].numel, m->params[i].name, seed);
 }
 
-vit_status vit_model_pack(vit_model *m, vit_error *err)
+const char *vit_precision_name(vit_precision precision)
 {
-    if (m->packed || !gemm_packed_available())
-        return VIT_OK;
+    return precision == VIT_PRECISION_BF16 ? "bf16" : "fp32";
+}
+
+int vit_precision_parse(const char *name, vit_precision *out)
+{
+    if (strcmp(name, "fp32") == 0)
+        *out = VIT_PRECISION_FP32;
+    else if (strcmp(name, "bf16") == 0)
+        *out = VIT_PRECISION_BF16;
+    else
+        return 0;
+    return 1;
+}
+
+/* One frozen matrix the packed path multiplies: its unpacked source, shape,
+ * and the slots its packed copy goes to. */
+typedef struct pack_item {
+    const float *w;
+    int n, k;
+    const float **fp32;
+    const uint16_t **bf16;
+} pack_item;
+
+/* The model's packed matrices (patch embedding, then each block's four);
+ * returns how many were written to items (1 + 4 * depth). */
+static size_t pack_items(vit_model *m, pack_item *items)
+{
     const vit_config *c = &m->cfg;
     int C = c->width, M = c->mlp_dim, K = 3 * c->patch_size * c->patch_size;
-    size_t per_block = gemm_packed_weight_floats(3 * C, C) + gemm_packed_weight_floats(C, C) +
-                       gemm_packed_weight_floats(M, C) + gemm_packed_weight_floats(C, M);
-    size_t total, bytes;
-    if (!vit_mul_size(per_block, (size_t)c->depth, &total) ||
-        (total += gemm_packed_weight_floats(C, K)) < per_block ||
-        !vit_mul_size(total, sizeof(float), &bytes))
-        return vit_error_set(err, VIT_ERR_NOMEM, "packed weights overflow size_t");
-    float *p = vit_alloc_large(bytes);
-    if (!p)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing %zu weight floats", total);
+    size_t n = 0;
+    items[n++] = (pack_item){m->w.patch_w, C, K, &m->w.patch_wp, &m->w.patch_wb};
+    for (int l = 0; l < c->depth; l++) {
+        vit_block_weights *b = &m->w.blocks[l];
+        items[n++] = (pack_item){b->qkv_w, 3 * C, C, &b->qkv_wp, &b->qkv_wb};
+        items[n++] = (pack_item){b->proj_w, C, C, &b->proj_wp, &b->proj_wb};
+        items[n++] = (pack_item){b->fc1_w, M, C, &b->fc1_wp, &b->fc1_wb};
+        items[n++] = (pack_item){b->fc2_w, C, M, &b->fc2_wp, &b->fc2_wb};
+    }
+    return n;
+}
+
+/* Bytes of one matrix packed in precision, 64-byte aligned so each panel
+ * set starts on a cache line. */
+static size_t packed_bytes(const pack_item *it, vit_precision precision)
+{
+    size_t bytes = precision == VIT_PRECISION_BF16
+                       ? gemm_packed_weight_bf16_elems(it->n, it->k) * sizeof(uint16_t)
+                       : gemm_packed_weight_floats(it->n, it->k) * sizeof(float);
+    return (bytes + 63) & ~(size_t)63;
+}
+
+vit_status vit_model_pack_precision(vit_model *m, vit_precision precision, vit_error *err)
+{
+    if (!gemm_packed_available()) {
+        if (precision == VIT_PRECISION_FP32)
+            return VIT_OK; /* the portable path multiplies the unpacked weights */
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "bf16 needs a CPU with AVX-512 (this one has none, or "
+                             "VITFIT_NO_AVX512 is set)");
+    }
+    if (precision == VIT_PRECISION_BF16 && gemm_bf16_available() == GEMM_BF16_NONE)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "bf16 needs a CPU with avx512_bf16 (vdpbf16ps); this one has "
+                             "AVX-512 without it: use precision fp32 (VITFIT_BF16_EMULATE=1 "
+                             "emulates it, slower than fp32, for checks only)");
+    if (m->packed && m->precision == precision)
+        return VIT_OK;
+    VIT_ASSERT(m->owns_packed || !m->packed); /* views share their base's packing */
+    size_t count = 1 + 4 * (size_t)m->cfg.depth; /* depth is bounded by the config */
+    pack_item *items = malloc(count * sizeof *items);
+    if (!items)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing weights");
+    pack_items(m, items);
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t bytes = packed_bytes(&items[i], precision);
+        if (total + bytes < total) {
+            free(items);
+            return vit_error_set(err, VIT_ERR_NOMEM, "packed weights overflow size_t");
+        }
+        total += bytes;
+    }
+    char *p = vit_alloc_large(total);
+    if (!p) {
+        free(items);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing %zu bytes of weights",
+                             total);
+    }
+    free(m->packed);
     m->packed = p;
     m->packed_len = total;
     m->owns_packed = true;
-    gemm_pack_weight(p, m->w.patch_w, C, K);
-    m->w.patch_wp = p;
-    p += gemm_packed_weight_floats(C, K);
-    for (int l = 0; l < c->depth; l++) {
-        vit_block_weights *b = &m->w.blocks[l];
-        struct { const float *w; const float **slot; int n, k; } mats[] = {
-            {b->qkv_w, &b->qkv_wp, 3 * C, C}, {b->proj_w, &b->proj_wp, C, C},
-            {b->fc1_w, &b->fc1_wp, M, C},     {b->fc2_w, &b->fc2_wp, C, M},
-        };
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-            gemm_pack_weight(p, mats[i].w, mats[i].n, mats[i].k);
-            *mats[i].slot = p;
-            p += gemm_packed_weight_floats(mats[i].n, mats[i].k);
+    m->precision = precision;
+    for (size_t i = 0; i < count; i++) {
+        pack_item *it = &items[i];
+        *it->fp32 = NULL;
+        *it->bf16 = NULL;
+        if (precision == VIT_PRECISION_BF16) {
+            gemm_pack_weight_bf16((uint16_t *)p, it->w, it->n, it->k);
+            *it->bf16 = (const uint16_t *)p;
+        } else {
+            gemm_pack_weight((float *)p, it->w, it->n, it->k);
+            *it->fp32 = (const float *)p;
         }
+        p += packed_bytes(it, precision);
     }
+    free(items);
     return VIT_OK;
+}
+
+vit_status vit_model_pack(vit_model *m, vit_error *err)
+{
+    if (m->packed)
+        return VIT_OK;
+    return vit_model_pack_precision(m, VIT_PRECISION_FP32, err);
 }
 
 size_t vit_model_param_count(const vit_model *m)
