@@ -126,6 +126,9 @@ typedef struct vit_model {
     size_t packed_len;       /* bytes */
     vit_precision precision; /* of the packed matrices' products */
     bool owns_packed;        /* false when shared with the model it derives from */
+    bool unpacked_released;  /* the packed matrices' unpacked copies are gone (NULL) */
+    char fingerprint[65];    /* vit_model_fingerprint, cached once the frozen arena is
+                                final (vit_model_release_unpacked), else "" */
     vit_weights w;
     char **labels;           /* num_classes names, or NULL */
 } vit_model;
@@ -223,6 +226,22 @@ vit_status vit_model_pack(vit_model *m, vit_error *err);
  * is vit_model_pack.  Call before deriving views (they share the packing). */
 vit_status vit_model_pack_precision(vit_model *m, vit_precision precision, vit_error *err);
 
+/* One copy of the weights: drops the unpacked copies of the matrices m has
+ * packed (their pages go back to the system; their pointers in m->w and
+ * m->params become NULL), after caching the fingerprint they hash to.  What
+ * still needs them then refuses with VIT_ERR_UNSUPPORTED instead of reading
+ * zeros: the portable forward path, full fine-tuning (vit_model_derive with
+ * copy_frozen), vit_model_save, vit_input_grad.  Views derived afterwards
+ * share the release.  VIT_ERR_INVALID unless m is packed and owns its
+ * frozen arena. */
+vit_status vit_model_release_unpacked(vit_model *m, vit_error *err);
+
+/* vit_model_pack_precision that keeps one copy of the weights throughout:
+ * each matrix's unpacked pages are released as soon as it is packed (then
+ * as vit_model_release_unpacked), so packing never holds two copies of the
+ * backbone.  A model already packed in precision is released only. */
+vit_status vit_model_pack_release(vit_model *m, vit_precision precision, vit_error *err);
+
 /* "fp32" | "bf16"; parse returns 0 for anything else. */
 const char *vit_precision_name(vit_precision precision);
 int vit_precision_parse(const char *name, vit_precision *out);
@@ -234,6 +253,20 @@ int vit_precision_parse(const char *name, vit_precision *out);
  * are refused, side files are capped (16 MiB of JSON, 64 MiB of labels), and
  * the config is checked against the tensors before the model is allocated. */
 vit_status vit_model_load(const char *path, vit_model **out, vit_error *err);
+
+/* How vit_model_load_with packs what it loads (vit_model_load: fp32, both
+ * copies kept). */
+typedef struct vit_load_options {
+    vit_precision precision;
+    bool one_copy;           /* vit_model_pack_release instead of vit_model_pack_precision */
+} vit_load_options;
+
+/* vit_model_load, packed as opt says (NULL: as vit_model_load).  The
+ * checkpoint's pages are given back tensor by tensor as they are copied, so
+ * with one_copy a load peaks near one copy of the weights plus the largest
+ * matrix. */
+vit_status vit_model_load_with(const char *path, const vit_load_options *opt, vit_model **out,
+                               vit_error *err);
 
 /* The optional side files of a checkpoint directory, as bytes (NULL: absent). */
 typedef struct vit_side_files {

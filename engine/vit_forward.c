@@ -247,6 +247,10 @@ static vit_status state_plan(const vit_model *m, int max_batch, int threads, vit
         return vit_error_set(err, VIT_ERR_UNSUPPORTED,
                              "the packed path needs a packed model and an AVX-512 CPU");
     *packed = path != VIT_PATH_PORTABLE && can_pack;
+    if (!*packed && m->unpacked_released)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "the portable path multiplies the unpacked weights, which this "
+                             "model released (one copy of the weights: the packed one)");
     const vit_config *c = &m->cfg;
     /* In 64 bits: the config bounds keep each per-image term below 2^31
      * floats (vit_config_validate), so B times it stays below 2^43. */

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "gemm.h"
 #include "randinit.h"
+#include "task.h"
 #include "vit_impl.h"
 
 void *vit_alloc_large(size_t bytes)
@@ -240,9 +242,16 @@ vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *e
 
 /* The frozen arena does not depend on the head (the head is trainable), so a
  * model with another class count can share it as is. */
+static void forget_unpacked(vit_model *m);
+
 static vit_status derive(const vit_model *base, int num_classes, bool copy_frozen,
                          const float *trainable, vit_model **out, vit_error *err)
 {
+    *out = NULL;
+    if (copy_frozen && base->unpacked_released)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "full fine-tuning needs the backbone's unpacked weights, which this "
+                             "process released to keep one copy of them");
     vit_config cfg = base->cfg;
     cfg.num_classes = num_classes;
     vit_model *m = NULL;
@@ -274,6 +283,11 @@ static vit_status derive(const vit_model *base, int num_classes, bool copy_froze
         }
         m->w.patch_wp = base->w.patch_wp;
         m->w.patch_wb = base->w.patch_wb;
+        memcpy(m->fingerprint, base->fingerprint, sizeof m->fingerprint);
+        if (base->unpacked_released) {
+            forget_unpacked(m);
+            m->unpacked_released = true;
+        }
     }
     *out = m;
     return VIT_OK;
@@ -375,7 +389,21 @@ static size_t packed_bytes(const pack_item *it, vit_precision precision)
     return (bytes + 63) & ~(size_t)63;
 }
 
-vit_status vit_model_pack_precision(vit_model *m, vit_precision precision, vit_error *err)
+/* Gives back the whole pages inside an unpacked matrix: its neighbours
+ * (LayerNorm gains, embeddings) share the pages at its ends. */
+static void drop_pages(const float *w, size_t floats)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t mask = page > 0 ? (uintptr_t)page - 1 : 4095;
+    uintptr_t lo = ((uintptr_t)w + mask) & ~mask, hi = ((uintptr_t)(w + floats)) & ~mask;
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: on failure the pages stay */
+}
+
+/* vit_model_pack_precision, and with `release` vit_model_pack_release: each
+ * matrix's unpacked pages go back as soon as it is packed, so the model
+ * never holds both copies of more than one matrix. */
+static vit_status pack(vit_model *m, vit_precision precision, bool release, vit_error *err)
 {
     if (!gemm_packed_available()) {
         if (precision == VIT_PRECISION_FP32)
@@ -390,37 +418,55 @@ vit_status vit_model_pack_precision(vit_model *m, vit_precision precision, vit_e
                              "AVX-512 without it: use precision fp32 (VITFIT_BF16_EMULATE=1 "
                              "emulates it, slower than fp32, for checks only)");
     if (m->packed && m->precision == precision)
-        return VIT_OK;
+        return release ? vit_model_release_unpacked(m, err) : VIT_OK;
+    if (m->unpacked_released)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "cannot repack in %s: the unpacked weights were released",
+                             vit_precision_name(precision));
+    if (release && !m->owns_frozen)
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "only a model that owns its weights can release them");
     VIT_ASSERT(m->owns_packed || !m->packed); /* views share their base's packing */
+    vit_status st = release ? vit_model_fingerprint(m, m->fingerprint, err) : VIT_OK;
     size_t count = 1 + 4 * (size_t)m->cfg.depth; /* depth is bounded by the config */
-    pack_item *items = malloc(count * sizeof *items);
-    if (!items)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing weights");
+    pack_item *items = st == VIT_OK ? malloc(count * sizeof *items) : NULL;
+    if (!items) {
+        m->fingerprint[0] = '\0';
+        return st != VIT_OK ? st : vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing weights");
+    }
     pack_items(m, items);
     size_t total = 0;
     for (size_t i = 0; i < count; i++) {
         size_t bytes = packed_bytes(&items[i], precision);
         if (total + bytes < total) {
             free(items);
+            m->fingerprint[0] = '\0';
             return vit_error_set(err, VIT_ERR_NOMEM, "packed weights overflow size_t");
         }
         total += bytes;
     }
+    /* the old packing goes first (never three copies at once); until the new
+     * one is complete the model is unpacked */
+    for (size_t i = 0; i < count; i++) {
+        *items[i].fp32 = NULL;
+        *items[i].bf16 = NULL;
+    }
+    free(m->packed);
+    m->packed = NULL;
+    m->packed_len = 0;
     char *p = vit_alloc_large(total);
     if (!p) {
         free(items);
+        m->fingerprint[0] = '\0';
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing %zu bytes of weights",
                              total);
     }
-    free(m->packed);
     m->packed = p;
     m->packed_len = total;
     m->owns_packed = true;
     m->precision = precision;
     for (size_t i = 0; i < count; i++) {
         pack_item *it = &items[i];
-        *it->fp32 = NULL;
-        *it->bf16 = NULL;
         if (precision == VIT_PRECISION_BF16) {
             gemm_pack_weight_bf16((uint16_t *)p, it->w, it->n, it->k);
             *it->bf16 = (const uint16_t *)p;
@@ -428,10 +474,26 @@ vit_status vit_model_pack_precision(vit_model *m, vit_precision precision, vit_e
             gemm_pack_weight((float *)p, it->w, it->n, it->k);
             *it->fp32 = (const float *)p;
         }
+        if (release)
+            drop_pages(it->w, (size_t)it->n * it->k);
         p += packed_bytes(it, precision);
     }
     free(items);
+    if (release) {
+        forget_unpacked(m);
+        m->unpacked_released = true;
+    }
     return VIT_OK;
+}
+
+vit_status vit_model_pack_precision(vit_model *m, vit_precision precision, vit_error *err)
+{
+    return pack(m, precision, false, err);
+}
+
+vit_status vit_model_pack_release(vit_model *m, vit_precision precision, vit_error *err)
+{
+    return pack(m, precision, true, err);
 }
 
 vit_status vit_model_pack(vit_model *m, vit_error *err)
@@ -439,6 +501,57 @@ vit_status vit_model_pack(vit_model *m, vit_error *err)
     if (m->packed)
         return VIT_OK;
     return vit_model_pack_precision(m, VIT_PRECISION_FP32, err);
+}
+
+/* NULLs the pointers to the unpacked copies of the packed matrices, in
+ * m->w and in m->params, so a use of one crashes instead of reading the
+ * zero pages vit_model_release_unpacked left. */
+static void forget_unpacked(vit_model *m)
+{
+    static const char *const suffixes[] = {".attn.qkv.weight", ".attn.proj.weight",
+                                           ".mlp.fc1.weight", ".mlp.fc2.weight"};
+    for (size_t i = 0; i < m->num_params; i++) {
+        vit_param *p = &m->params[i];
+        size_t len = strlen(p->name);
+        bool packed = strcmp(p->name, "patch_embed.proj.weight") == 0;
+        for (size_t s = 0; !packed && s < sizeof suffixes / sizeof suffixes[0]; s++) {
+            size_t sl = strlen(suffixes[s]);
+            packed = strncmp(p->name, "blocks.", 7) == 0 && len > sl &&
+                     strcmp(p->name + len - sl, suffixes[s]) == 0;
+        }
+        if (packed)
+            p->data = NULL;
+    }
+    m->w.patch_w = NULL;
+    for (int l = 0; l < m->cfg.depth; l++) {
+        vit_block_weights *b = &m->w.blocks[l];
+        b->qkv_w = b->proj_w = b->fc1_w = b->fc2_w = NULL;
+    }
+}
+
+vit_status vit_model_release_unpacked(vit_model *m, vit_error *err)
+{
+    if (m->unpacked_released)
+        return VIT_OK;
+    if (!m->packed || !m->owns_frozen)
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "only a packed model that owns its weights can release them");
+    vit_status st = vit_model_fingerprint(m, m->fingerprint, err);
+    if (st != VIT_OK)
+        return st;
+    size_t count = 1 + 4 * (size_t)m->cfg.depth;
+    pack_item *items = malloc(count * sizeof *items);
+    if (!items) {
+        m->fingerprint[0] = '\0';
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory releasing weights");
+    }
+    pack_items(m, items);
+    for (size_t i = 0; i < count; i++)
+        drop_pages(items[i].w, (size_t)items[i].n * items[i].k);
+    free(items);
+    forget_unpacked(m);
+    m->unpacked_released = true;
+    return VIT_OK;
 }
 
 size_t vit_model_param_count(const vit_model *m)

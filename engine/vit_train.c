@@ -96,6 +96,9 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
     *out = NULL;
     if (max_batch < 1 || max_batch > 4096)
         return vit_error_set(err, VIT_ERR_INVALID, "batch size %d is outside [1, 4096]", max_batch);
+    if (m->unpacked_released)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "training multiplies the unpacked weights, which this model released");
     const vit_config *c = &m->cfg;
     size_t B = (size_t)max_batch, N = (size_t)vit_config_tokens(c), C = (size_t)c->width;
     size_t GG = N - 1, P = (size_t)c->patch_size, M = (size_t)c->mlp_dim;

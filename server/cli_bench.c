@@ -497,7 +497,9 @@ static int bench_forward(const bench_opts *o, const vit_model *m)
                                   (json_int_t)rss);
             int ok = j != NULL &&
                      json_object_set_new(j, "precision",
-                                         json_string(vit_precision_name(m->precision))) == 0;
+                                         json_string(vit_precision_name(m->precision))) == 0 &&
+                     json_object_set_new(j, "rss_bytes",
+                                         json_integer((json_int_t)cli_current_rss())) == 0;
             if (ok && o->profile)
                 ok = json_object_set_new(j, "profile", profile_json(&profile, iters)) == 0 &&
                      json_object_set_new(j, "profile_fused", json_boolean(profile.fused)) == 0;
@@ -551,16 +553,19 @@ int cli_bench(int argc, char **argv)
     vit_error err = {0};
     vit_model *m = NULL;
     vit_config cfg;
+    /* one copy of the weights where nothing trains: the packed one */
+    vit_load_options lo = {.precision = o.precision, .one_copy = !o.train};
     if (o.preset) {
         if (vit_config_preset(o.preset, &cfg, &err) != VIT_OK ||
             vit_model_create(&cfg, &m, &err) != VIT_OK)
             return cli_fail(&err);
         vit_model_randomize(m, 0);
-    } else if (vit_model_load(o.model, &m, &err) != VIT_OK) {
-        return cli_fail(&err);
-    }
-    if (vit_model_pack_precision(m, o.precision, &err) != VIT_OK) {
-        vit_model_free(m);
+        if ((lo.one_copy ? vit_model_pack_release : vit_model_pack_precision)(m, lo.precision,
+                                                                             &err) != VIT_OK) {
+            vit_model_free(m);
+            return cli_fail(&err);
+        }
+    } else if (vit_model_load_with(o.model, &lo, &m, &err) != VIT_OK) {
         return cli_fail(&err);
     }
     if (o.train || o.tasks) {

@@ -164,12 +164,10 @@ int cli_classify(int argc, char **argv)
     vit_error err = {0};
     vit_model *backbone = NULL, *m = NULL;
     vit_task *task = NULL;
-    if (vit_model_load(o.model, &backbone, &err) != VIT_OK)
+    /* one copy of the weights, the packed one: classify never trains */
+    vit_load_options lo = {.precision = o.precision, .one_copy = true};
+    if (vit_model_load_with(o.model, &lo, &backbone, &err) != VIT_OK)
         return cli_fail(&err);
-    if (vit_model_pack_precision(backbone, o.precision, &err) != VIT_OK) {
-        vit_model_free(backbone);
-        return cli_fail(&err);
-    }
     if (o.task) { /* the task's biases and head over the shared backbone */
         if (task_load(backbone, o.task, &task, &err) != VIT_OK ||
             vit_model_view(backbone, task->num_classes, task->trainable, &m, &err) != VIT_OK ||

@@ -682,9 +682,9 @@ int cli_eval(int argc, char **argv)
     ds_dataset *d = NULL;
     eval_result r = {0};
     char **names = class_list ? split_names(class_list) : NULL;
-    vit_status st = vit_model_load(model, &m, &err);
-    if (st == VIT_OK)
-        st = vit_model_pack_precision(m, precision, &err);
+    /* one copy of the weights, the packed one: evaluating never trains */
+    vit_load_options lo = {.precision = precision, .one_copy = true};
+    vit_status st = vit_model_load_with(model, &lo, &m, &err);
     if (st == VIT_OK && task_path) {
         st = task_load(m, task_path, &task, &err);
         if (st == VIT_OK)

@@ -12,18 +12,23 @@
  * percent.  A bf16 run that equals the fp32 run bit for bit fails too: it
  * would mean the bf16 kernel never ran.
  *
- * On CPUs without avx512_bf16 the emulated kernel runs (same numbers); on
- * CPUs without AVX-512 (or VITFIT_NO_AVX512) bf16 must be refused.
+ * Also the release of the unpacked weights (one copy: the packed one) in
+ * both precisions.  On CPUs without avx512_bf16 the emulated kernel runs
+ * (same numbers); on CPUs without AVX-512 (or VITFIT_NO_AVX512) bf16 must be
+ * refused.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "cpu.h"
 #include "gemm.h"
 #include "randinit.h"
 #include "safetensors.h"
+#include "task.h"
 #include "test_util.h"
 #include "vit.h"
 
@@ -145,6 +150,74 @@ static void check_vit_b16(void)
     vit_model_free(m);
 }
 
+/* One copy of the weights: vit_model_release_unpacked keeps the packed
+ * copy's results bit for bit, caches the fingerprint, gives the matrices'
+ * pages back (mincore sees none resident), and what needs the unpacked
+ * matrices refuses instead of reading zeros. */
+static void check_release(vit_precision precision)
+{
+    vit_config cfg;
+    vit_error err = {0};
+    vit_model *m = NULL, *view = NULL, *copy = NULL;
+    CHECK(vit_config_preset("vit-tiny", &cfg, &err) == VIT_OK);
+    cfg.width = 128; /* fc1 is 256 KB: pages wholly inside it */
+    cfg.mlp_dim = 512;
+    cfg.heads = 4;
+    CHECKF(vit_model_create(&cfg, &m, &err) == VIT_OK, "%s", err.message);
+    if (!m)
+        return;
+    vit_model_randomize(m, 7);
+    CHECKF(vit_model_pack_precision(m, precision, &err) == VIT_OK, "%s", err.message);
+    int B = 3;
+    size_t per_image = (size_t)3 * cfg.image_size * cfg.image_size;
+    size_t out_n = (size_t)B * vit_config_output_dim(&m->cfg);
+    float *input = malloc(per_image * B * sizeof *input);
+    float *before = calloc(out_n, sizeof *before), *after = calloc(out_n, sizeof *after);
+    char fp_before[65], fp_after[65];
+    if (!input || !before || !after) {
+        CHECK(!"out of memory");
+        goto out;
+    }
+    randinit_fill(input, per_image * B, "input", 7, 1.0, 0.0);
+    CHECK(vit_model_fingerprint(m, fp_before, &err) == VIT_OK && forward(m, input, B, before));
+    const float *fc1 = m->w.blocks[0].fc1_w;
+    size_t fc1_bytes = sizeof(float) * (size_t)cfg.mlp_dim * cfg.width;
+    CHECKF(vit_model_release_unpacked(m, &err) == VIT_OK, "%s", err.message);
+    CHECK(m->unpacked_released && !m->w.blocks[0].fc1_w && !m->w.patch_w &&
+          !vit_model_find(m, "blocks.0.mlp.fc1.weight")->data &&
+          vit_model_find(m, "blocks.0.norm1.weight")->data);
+    /* the released pages are no longer resident */
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)fc1 + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t hi = ((uintptr_t)fc1 + fc1_bytes) & ~((uintptr_t)page - 1);
+    unsigned char vec[128];
+    size_t pages = (hi - lo) / (size_t)page;
+    CHECKF(pages >= 1 && pages <= sizeof vec && mincore((void *)lo, hi - lo, vec) == 0,
+           "mincore over %zu pages", pages);
+    int resident = 0;
+    for (size_t i = 0; i < pages && pages <= sizeof vec; i++)
+        resident += vec[i] & 1;
+    CHECKF(resident == 0, "%d of %zu released pages still resident", resident, pages);
+    CHECK(vit_model_fingerprint(m, fp_after, &err) == VIT_OK &&
+          strcmp(fp_before, fp_after) == 0);
+    CHECK(forward(m, input, B, after) && memcmp(before, after, out_n * sizeof *after) == 0);
+    /* a view made afterwards shares the packing and the release */
+    CHECKF(vit_model_derive(m, 5, false, &view, &err) == VIT_OK, "%s", err.message);
+    CHECK(view && view->unpacked_released && !view->w.blocks[1].qkv_w &&
+          strcmp(view->fingerprint, fp_before) == 0);
+    /* what needs the unpacked matrices refuses */
+    vit_state *s = (vit_state *)1;
+    CHECK(vit_state_create_path(m, 1, 1, VIT_PATH_PORTABLE, &s, &err) == VIT_ERR_UNSUPPORTED &&
+          s == NULL && strstr(err.message, "released"));
+    CHECK(vit_model_derive(m, 5, true, &copy, &err) == VIT_ERR_UNSUPPORTED && copy == NULL);
+    CHECK(vit_model_save(m, "/nonexistent-vitfit-dir/x", &err) == VIT_ERR_UNSUPPORTED);
+    CHECK(vit_model_release_unpacked(view, &err) == VIT_OK); /* already released: no-op */
+out:
+    free(input), free(before), free(after);
+    vit_model_free(view);
+    vit_model_free(m);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc, (void)argv;
@@ -169,6 +242,8 @@ int main(int argc, char **argv)
         setenv("VITFIT_BF16_EMULATE", "1", 1);
     }
     vit_model_free(m);
+    check_release(VIT_PRECISION_FP32);
+    check_release(VIT_PRECISION_BF16);
     check_golden("tests/data/golden/tiny_timm", "tests/data/golden/tiny_timm/expected.safetensors",
                  0.015);
     check_golden("tests/data/golden/tiny_hf", "tests/data/golden/tiny_hf/expected.safetensors",
