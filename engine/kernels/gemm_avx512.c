@@ -187,3 +187,32 @@ void gemm_rows_dot(float *y, size_t ldy, const float *x, size_t ldx, const float
         }
     }
 }
+
+void gemm_pack_b_nn_from_nt(float *dst, const float *wp, int n, int k, int j0, int j1)
+{
+    int out_panels = panels_of(k);
+    for (int p0 = 0; p0 < n; p0 += GEMM_KC) { /* blocks over W's rows: dx's depth */
+        int kc = n - p0 < GEMM_KC ? n - p0 : GEMM_KC;
+        float *block = dst + gemm_packed_b_block(k, p0);
+        for (int j = j0; j < j1 && j < out_panels; j++) {
+            float *panel = block + (size_t)j * kc * GEMM_NR;
+            for (int c = 0; c < GEMM_NR; c++) {
+                int col = j * GEMM_NR + c; /* a column of W: an output of dx */
+                if (col >= k) {
+                    for (int p = 0; p < kc; p++)
+                        panel[(size_t)p * GEMM_NR + c] = 0.0f;
+                    continue;
+                }
+                /* W[r][col] in the forward packing: its KC block over W's
+                 * columns, its 32-row panel, row r % 32 within it */
+                int q0 = col / GEMM_KC * GEMM_KC, qc = k - q0 < GEMM_KC ? k - q0 : GEMM_KC;
+                const float *src = wp + gemm_packed_b_block(n, q0) + (size_t)(col - q0) * GEMM_NR;
+                for (int p = 0; p < kc; p++) {
+                    int r = p0 + p;
+                    panel[(size_t)p * GEMM_NR + c] =
+                        src[(size_t)(r / GEMM_NR) * qc * GEMM_NR + r % GEMM_NR];
+                }
+            }
+        }
+    }
+}

@@ -208,6 +208,7 @@ static void check_pack_nn(void)
  * magnitudes, so the two must agree within a few fp32 roundings. */
 static void check_native_vs_emulated(void)
 {
+#ifdef VIT_HAVE_AVX512_KERNELS
     int m = 29, n = 65, k = 1024;
     float *a = random_floats((size_t)m * k, "a", 9), *w = random_floats((size_t)n * k, "w", 8);
     uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(n, k) * 2);
@@ -229,6 +230,7 @@ static void check_native_vs_emulated(void)
         check_close("vdpbf16ps vs its emulation", c1, c2, (size_t)m * n, 1e-5, 1e-5);
     }
     free(a), free(w), free(wp), free(ap), free(c1), free(c2);
+#endif
 }
 
 int main(void)
