@@ -141,13 +141,7 @@ tile(const int MR, const float *ap, const float *bp, int kc, float *c, size_t ld
 static void tile_rows(int rows, const float *ap, const float *bp, int kc, float *c, size_t ldc,
                       __mmask16 m0, __mmask16 m1, int load_c, gemm_post post)
 {
-    switch (rows) {
-        TILE_CASE(14) TILE_CASE(13) TILE_CASE(12) TILE_CASE(11) TILE_CASE(10)
-        TILE_CASE(9) TILE_CASE(8) TILE_CASE(7) TILE_CASE(6) TILE_CASE(5)
-        TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
-    default:
-        break;
-    }
+    GEMM_TILE_SWITCH(rows, TILE_CASE)
 }
 
 void gemm_block_panels(const float *ap, const float *bp_block, int m, int n, int kc, int j0,

@@ -78,13 +78,7 @@ tile(const int MR, const uint32_t *ap, const uint16_t *bp, int pairs, float *c, 
 static void tile_rows(int rows, const uint32_t *ap, const uint16_t *bp, int pairs, float *c,
                       size_t ldc, __mmask16 m0, __mmask16 m1, int load_c, gemm_post post)
 {
-    switch (rows) {
-        TILE_CASE(14) TILE_CASE(13) TILE_CASE(12) TILE_CASE(11) TILE_CASE(10)
-        TILE_CASE(9) TILE_CASE(8) TILE_CASE(7) TILE_CASE(6) TILE_CASE(5)
-        TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
-    default:
-        break;
-    }
+    GEMM_TILE_SWITCH(rows, TILE_CASE)
 }
 
 void BLOCK_PANELS(const void *ap_block, const void *bp_block, int m, int n, int kc, int j0,

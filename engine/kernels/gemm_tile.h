@@ -56,4 +56,14 @@ static inline void gemm_panel_masks(int n, int j, __mmask16 *m0, __mmask16 *m1)
     *m1 = (__mmask16)(cols >= 32 ? 0xffff : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
 }
 
+/* switch (rows) over the 14 register-tile heights, CASE(R) per height, so
+ * each case calls a tile whose row count is a compile-time constant. */
+#define GEMM_TILE_SWITCH(rows, CASE)                                                    \
+    switch (rows) {                                                                  \
+        CASE(14) CASE(13) CASE(12) CASE(11) CASE(10) CASE(9) CASE(8)                 \
+        CASE(7) CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) CASE(1)                      \
+    default:                                                                         \
+        break;                                                                       \
+    }
+
 #endif
