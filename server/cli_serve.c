@@ -142,6 +142,7 @@ static vit_status open_jobs(srv *s, vit_error *err)
     jobs_config jc = {
         .data_dir = s->cfg.data_dir,
         .model = s->model,
+        .model_path = s->cfg.model,
         .tasks = s->tasks,
         .max_running = s->cfg.max_running_jobs,
         .max_queued = s->cfg.max_queued_jobs,
