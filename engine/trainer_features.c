@@ -144,12 +144,13 @@ vit_status trainer_features_build(const ds_dataset *d, const ds_loader_options *
             st = vit_error_set(err, VIT_ERR_TOO_LARGE,
                                "the features of %zu items of %d floats exceed %zu bytes",
                                f->items, F, budget);
+        else if (per_image > SIZE_MAX / sizeof(float) / B) /* as the loader's own ring */
+            st = vit_error_set(err, VIT_ERR_TOO_LARGE, "a batch of %zu images overflows", B);
     }
     if (st == VIT_OK) {
         f->report_budget = budget - bytes;
         size_t n = f->items ? f->items : 1;
-        /* every product below is bounded by `bytes` (checked) or the loader's own
-         * batch buffers, which ds_loader_create checked */
+        /* the products below are bounded by `bytes` and the batch's, both checked */
         f->feat = malloc(n * (size_t)F * sizeof *f->feat);
         f->labels = malloc(n * sizeof *f->labels);
         f->slot = malloc(n * sizeof *f->slot);
