@@ -337,9 +337,16 @@ void trainer_result_free(trainer_result *r);
  * without it: the batches, their order, the steps, checkpoints and resume,
  * validation, the reports of items that do not load (told again each epoch
  * and each validation, as the loader tells them).  The features are the
- * ones the training (and validation) forward pass gives, rows that do not
- * depend on which images share their batch, so the run's numbers are bit
- * for bit those of recomputing them.  Only when everything fits in
+ * ones the training (and validation) forward pass gives.  Where a row's
+ * features do not depend on which images share its batch -- OpenBLAS's
+ * SkylakeX kernels (this project's AVX-512 hosts), the packed path -- the
+ * run's numbers are bit for bit those of recomputing them; OpenBLAS's
+ * Haswell/Zen kernels round a row by its place in the batch, so there a
+ * run without the cache already sees each image's features move by a
+ * rounding from epoch to epoch, and a cached run differs from it by as
+ * much (test_linear_probe: rtol 1e-4 on losses and the head).  The
+ * validation items' features are computed in the batches every validation
+ * forms: exact on any path.  Only when everything fits in
  * cfg->feature_cache_bytes (cfg->log says when it does not, and the
  * features are recomputed each epoch); a pass that fails (an image that
  * does not load under DS_BAD_FAIL, out of memory) falls back to recomputing
