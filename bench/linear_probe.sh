@@ -11,7 +11,7 @@
 # ratio, and whether both settings ended with the same task and scores.
 #   bench/linear_probe.sh [BUILD_DIR]
 #   ITEMS=10000 EPOCHS=4 ROUNDS=2 THREADS=2 bench/linear_probe.sh build   # the defaults
-# ~3 min on 2 shared cores with the defaults.
+# ~6.5 min with the defaults on 2 cores shared at load average ~7 (the recomputed epochs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
