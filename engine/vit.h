@@ -127,6 +127,10 @@ typedef struct vit_model {
     vit_precision precision; /* of the packed matrices' products */
     bool owns_packed;        /* false when shared with the model it derives from */
     bool unpacked_released;  /* the packed matrices' unpacked copies are gone (NULL) */
+    const struct vit_model *shares; /* the model whose frozen arena and packing this view
+                                       shares (NULL: it owns them) */
+    _Atomic int views;       /* live views sharing this model's arena: packing and
+                                releasing refuse while there are any */
     char fingerprint[65];    /* vit_model_fingerprint, cached once the frozen arena is
                                 final (vit_model_release_unpacked), else "" */
     vit_weights w;
@@ -221,9 +225,12 @@ void vit_model_randomize(vit_model *m, uint64_t seed);
 vit_status vit_model_pack(vit_model *m, vit_error *err);
 
 /* Packs m's matrices for precision, replacing a packing in the other one
- * (freed).  bf16 needs the AVX-512 kernels and avx512_bf16 (or
- * VITFIT_BF16_EMULATE=1): VIT_ERR_UNSUPPORTED otherwise, m unchanged.  fp32
- * is vit_model_pack.  Call before deriving views (they share the packing). */
+ * (freed first: if the new one cannot be allocated, m is left unpacked and
+ * runs the portable path).  bf16 needs the AVX-512 kernels and avx512_bf16
+ * (or VITFIT_BF16_EMULATE=1): VIT_ERR_UNSUPPORTED otherwise, m unchanged.
+ * fp32 is vit_model_pack.  Views share the packing, so a model with live
+ * views, or a view, is refused (VIT_ERR_INVALID); states made from m before
+ * a repack must not be used after it. */
 vit_status vit_model_pack_precision(vit_model *m, vit_precision precision, vit_error *err);
 
 /* One copy of the weights: drops the unpacked copies of the matrices m has

@@ -6,6 +6,7 @@
  * and the head in the `trainable` arena (STYLE.md 3).  Each arena is a single
  * allocation; params[] and the role pointers in `w` point into them.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -265,6 +266,11 @@ static vit_status derive(const vit_model *base, int num_classes, bool copy_froze
     if (!trainable) /* bias section first in both arenas; the new head stays zero */
         memcpy(m->trainable, base->trainable, sizeof(float) * vit_model_bias_count(base));
     m->layout = base->layout;
+    if (!copy_frozen) { /* counted on the arena's owner: packing and releasing wait for none */
+        vit_model *owner = (vit_model *)(base->shares ? base->shares : base);
+        m->shares = owner;
+        atomic_fetch_add(&owner->views, 1);
+    }
     if (!copy_frozen && base->packed) { /* same frozen arena, same packing */
         m->packed = base->packed;
         m->packed_len = base->packed_len;
@@ -309,6 +315,8 @@ void vit_model_free(vit_model *m)
 {
     if (!m)
         return;
+    if (m->shares)
+        atomic_fetch_sub(&((vit_model *)m->shares)->views, 1);
     if (m->owns_frozen)
         free(m->frozen);
     if (m->owns_trainable)
@@ -419,6 +427,11 @@ static vit_status pack(vit_model *m, vit_precision precision, bool release, vit_
                              "emulates it, slower than fp32, for checks only)");
     if (m->packed && m->precision == precision)
         return release ? vit_model_release_unpacked(m, err) : VIT_OK;
+    if (m->shares || atomic_load(&m->views) > 0)
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "%s: pack the backbone before deriving views from it",
+                             m->shares ? "a view shares its backbone's packing"
+                                       : "views share this model's packing");
     if (m->unpacked_released)
         return vit_error_set(err, VIT_ERR_UNSUPPORTED,
                              "cannot repack in %s: the unpacked weights were released",
@@ -426,7 +439,6 @@ static vit_status pack(vit_model *m, vit_precision precision, bool release, vit_
     if (release && !m->owns_frozen)
         return vit_error_set(err, VIT_ERR_INVALID,
                              "only a model that owns its weights can release them");
-    VIT_ASSERT(m->owns_packed || !m->packed); /* views share their base's packing */
     vit_status st = release ? vit_model_fingerprint(m, m->fingerprint, err) : VIT_OK;
     size_t count = 1 + 4 * (size_t)m->cfg.depth; /* depth is bounded by the config */
     pack_item *items = st == VIT_OK ? malloc(count * sizeof *items) : NULL;
@@ -533,9 +545,12 @@ vit_status vit_model_release_unpacked(vit_model *m, vit_error *err)
 {
     if (m->unpacked_released)
         return VIT_OK;
-    if (!m->packed || !m->owns_frozen)
+    if (!m->packed || !m->owns_frozen || m->shares)
         return vit_error_set(err, VIT_ERR_INVALID,
                              "only a packed model that owns its weights can release them");
+    if (atomic_load(&m->views) > 0) /* they would read the released pages */
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "views share this model's weights: release before deriving them");
     vit_status st = vit_model_fingerprint(m, m->fingerprint, err);
     if (st != VIT_OK)
         return st;

@@ -12,7 +12,8 @@
  * tests can run both on one machine). */
 bool cpu_has_avx512(void);
 
-/* True when cpu_has_avx512() and the CPU has avx512_bf16 (vdpbf16ps). */
+/* True when cpu_has_avx512(), the CPU has avx512_bf16 (vdpbf16ps) and this
+ * build has the vdpbf16ps tile (a compiler without -mavx512bf16 has not). */
 bool cpu_has_avx512_bf16(void);
 
 /* True when VITFIT_BF16_EMULATE is set (and not "0"): run bf16 products on

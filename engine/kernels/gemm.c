@@ -216,8 +216,12 @@ static const void *bf16_b_block(const void *bp, int n, int p0)
 }
 
 static const packed_kernel fp32_kernel = {GEMM_KC, fp32_pack_a, fp32_panels, fp32_b_block};
+#ifdef VIT_HAVE_BF16_NATIVE
 static const packed_kernel bf16_native = {GEMM_BF16_KC, gemm_bf16_pack_a_block,
                                           gemm_bf16_block_panels_native, bf16_b_block};
+#else
+static const packed_kernel bf16_native = {0}; /* never chosen: cpu_has_avx512_bf16() is false */
+#endif
 static const packed_kernel bf16_emulated = {GEMM_BF16_KC, gemm_bf16_pack_a_block,
                                             gemm_bf16_block_panels_emulated, bf16_b_block};
 

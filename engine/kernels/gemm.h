@@ -106,8 +106,9 @@ void gemm_rows_team(vit_team *team, float *y, const float *x, const float *w, co
 typedef enum gemm_bf16_kind {
     GEMM_BF16_NONE,     /* no AVX-512 (or VITFIT_NO_AVX512): bf16 is unavailable */
     GEMM_BF16_NATIVE,   /* vdpbf16ps */
-    GEMM_BF16_EMULATED, /* AVX-512 without avx512_bf16, and VITFIT_BF16_EMULATE=1: same
-                           numbers, fp32 FMAs, slower than fp32 -- for tests and checks */
+    GEMM_BF16_EMULATED, /* AVX-512 without avx512_bf16, and VITFIT_BF16_EMULATE=1: the
+                           same products (denormals not flushed), by fp32 FMAs, slower than
+                           fp32 -- for tests and checks */
 } gemm_bf16_kind;
 
 /* The bf16 kernel this process may use (see cpu_bf16_kind). */

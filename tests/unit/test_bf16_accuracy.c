@@ -65,6 +65,7 @@ int main(void)
                vit_state_create(fp32, BATCH, 2, &s32, &err) == VIT_OK &&
                vit_state_create(bf16, BATCH, 2, &s16, &err) == VIT_OK,
            "%s", err.message);
+    CHECK(s16 && vit_state_path(s16) == VIT_PATH_PACKED && bf16->precision == VIT_PRECISION_BF16);
     size_t seen = 0, agree = 0, right32 = 0, right16 = 0;
     int count = 0;
     while (s32 && s16 && ds_loader_next(l, images, labels, NULL, &count, &err) == VIT_OK &&

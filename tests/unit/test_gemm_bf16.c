@@ -208,7 +208,7 @@ static void check_pack_nn(void)
  * magnitudes, so the two must agree within a few fp32 roundings. */
 static void check_native_vs_emulated(void)
 {
-#ifdef VIT_HAVE_AVX512_KERNELS
+#ifdef VIT_HAVE_BF16_NATIVE
     int m = 29, n = 65, k = 1024;
     float *a = random_floats((size_t)m * k, "a", 9), *w = random_floats((size_t)n * k, "w", 8);
     uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(n, k) * 2);

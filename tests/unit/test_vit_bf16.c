@@ -57,6 +57,9 @@ static int forward(vit_model *m, const float *input, int B, float *out)
     int ok = vit_state_create(m, B, 2, &s, &err) == VIT_OK &&
              vit_forward(m, s, input, B, out, &err) == VIT_OK;
     CHECKF(ok, "forward: %s", err.message);
+    /* never a silent fall back to the portable path: it too differs from
+     * packed fp32 in bits, and by far less than the bf16 tolerances */
+    CHECK(!s || vit_state_path(s) == VIT_PATH_PACKED);
     vit_state_free(s);
     return ok;
 }
@@ -182,6 +185,18 @@ static void check_release(vit_precision precision)
     CHECK(vit_model_fingerprint(m, fp_before, &err) == VIT_OK && forward(m, input, B, before));
     const float *fc1 = m->w.blocks[0].fc1_w;
     size_t fc1_bytes = sizeof(float) * (size_t)cfg.mlp_dim * cfg.width;
+    /* a live view would read the released pages: releasing and repacking wait
+     * for it, and a view itself cannot be repacked or released */
+    vit_model *early = NULL;
+    CHECKF(vit_model_derive(m, 4, false, &early, &err) == VIT_OK, "%s", err.message);
+    CHECK(vit_model_release_unpacked(m, &err) == VIT_ERR_INVALID && !m->unpacked_released &&
+          m->w.blocks[0].fc1_w);
+    vit_precision other =
+        precision == VIT_PRECISION_FP32 ? VIT_PRECISION_BF16 : VIT_PRECISION_FP32;
+    CHECK(vit_model_pack_precision(m, other, &err) == VIT_ERR_INVALID && m->precision == precision);
+    CHECK(early && vit_model_pack_precision(early, other, &err) == VIT_ERR_INVALID);
+    CHECK(early && vit_model_release_unpacked(early, &err) == VIT_ERR_INVALID);
+    vit_model_free(early);
     CHECKF(vit_model_release_unpacked(m, &err) == VIT_OK, "%s", err.message);
     CHECK(m->unpacked_released && !m->w.blocks[0].fc1_w && !m->w.patch_w &&
           !vit_model_find(m, "blocks.0.mlp.fc1.weight")->data &&
@@ -212,6 +227,7 @@ static void check_release(vit_precision precision)
     CHECK(vit_model_derive(m, 5, true, &copy, &err) == VIT_ERR_UNSUPPORTED && copy == NULL);
     CHECK(vit_model_save(m, "/nonexistent-vitfit-dir/x", &err) == VIT_ERR_UNSUPPORTED);
     CHECK(vit_model_release_unpacked(view, &err) == VIT_OK); /* already released: no-op */
+    CHECK(vit_model_pack_precision(m, other, &err) == VIT_ERR_INVALID); /* the view lives */
 out:
     free(input), free(before), free(after);
     vit_model_free(view);
