@@ -171,6 +171,11 @@ typedef struct packed_job {
     int m, n, k;
     const float *a;
     size_t lda;
+    bool a_trans;         /* A stored (k, m) */
+    const float *b_raw;   /* B unpacked (gemm_packed_raw), packed into b_dst, or NULL */
+    size_t ldb;
+    bool b_trans;
+    float *b_dst;
     const float *bp;
     float *c;
     size_t ldc;
@@ -213,6 +218,12 @@ static void packed_region(void *p, int member, int threads)
     int q0, q1;
     vit_team_split(panels, member, threads, &q0, &q1);
     int c0 = q0 * GEMM_NR, c1 = q1 * GEMM_NR < j->n ? q1 * GEMM_NR : j->n;
+    /* an unpacked B: each member packs the panels only it multiplies, so no
+     * barrier is needed before they are read */
+    if (j->b_raw && j->b_trans)
+        gemm_pack_b_nt_panels(j->b_dst, j->b_raw, j->ldb, j->n, j->k, q0, q1);
+    else if (j->b_raw)
+        gemm_pack_b_nn_panels(j->b_dst, j->b_raw, j->ldb, j->k, j->n, q0, q1);
     int pass = pass_rows(j->m);
     size_t half = gemm_packed_a_floats(pass);
     int step = 0;
@@ -220,14 +231,17 @@ static void packed_region(void *p, int member, int threads)
         int rows = j->m - i0 < pass ? j->m - i0 : pass;
         int s0, s1;
         vit_team_split((rows + GEMM_MR - 1) / GEMM_MR, member, threads, &s0, &s1);
-        const float *a = j->a + (size_t)i0 * j->lda;
+        const float *a = j->a_trans ? j->a + i0 : j->a + (size_t)i0 * j->lda;
         float *c = j->c + (size_t)i0 * j->ldc;
         if (j->init && c0 < c1)
             init_block(j, i0, i0 + rows, c0, c1);
         for (int p0 = 0; p0 < j->k; p0 += GEMM_KC, step++) {
             int kc = j->k - p0 < GEMM_KC ? j->k - p0 : GEMM_KC;
             float *ap = j->scratch + (size_t)(step & 1) * half;
-            gemm_pack_a_block(ap, a, j->lda, rows, s0, s1, p0, kc);
+            if (j->a_trans)
+                gemm_pack_a_block_t(ap, a, j->lda, rows, s0, s1, p0, kc);
+            else
+                gemm_pack_a_block(ap, a, j->lda, rows, s0, s1, p0, kc);
             if (threads > 1)
                 vit_team_barrier(j->team);
             bool last = p0 + kc >= j->k;
@@ -243,7 +257,32 @@ void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda
 {
     /* the caller's buffer must hold what gemm_packed_scratch_floats promised */
     VIT_ASSERT(m >= 1 && scratch_need(m) <= scratch_floats);
-    packed_job j = {team, m, n, k, a, lda, w_packed, c, ldc, init, post, scratch};
+    packed_job j = {.team = team, .m = m, .n = n, .k = k, .a = a, .lda = lda, .bp = w_packed,
+                    .c = c, .ldc = ldc, .init = init, .post = post, .scratch = scratch};
+    if (team)
+        vit_team_run(team, packed_region, &j);
+    else
+        packed_region(&j, 0, 1);
+}
+
+size_t gemm_packed_raw_scratch_floats(int m, int n, int k)
+{
+    return gemm_packed_b_floats(n, k) + gemm_packed_scratch_floats(m);
+}
+
+void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                     bool a_trans, const float *b, size_t ldb, bool b_trans, float *c,
+                     size_t ldc, const gemm_bias *init, gemm_post post, float *scratch,
+                     size_t scratch_floats)
+{
+    size_t b_floats = gemm_packed_b_floats(n, k);
+    VIT_ASSERT(m >= 1 && b_floats + scratch_need(m) <= scratch_floats);
+    /* B first: its size is a multiple of GEMM_NR floats, so A's blocks stay
+     * 64-byte aligned */
+    packed_job j = {.team = team, .m = m, .n = n, .k = k, .a = a, .lda = lda, .a_trans = a_trans,
+                    .b_raw = b, .ldb = ldb, .b_trans = b_trans, .b_dst = scratch,
+                    .bp = scratch, .c = c, .ldc = ldc, .init = init, .post = post,
+                    .scratch = scratch + b_floats};
     if (team)
         vit_team_run(team, packed_region, &j);
     else
@@ -310,6 +349,24 @@ void gemm_rows_team(vit_team *team, float *y, const float *x, const float *w, co
                     int m, int n, int k)
 {
     (void)team, (void)y, (void)x, (void)w, (void)bias, (void)m, (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+size_t gemm_packed_raw_scratch_floats(int m, int n, int k)
+{
+    (void)m, (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+    return 0;
+}
+
+void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                     bool a_trans, const float *b, size_t ldb, bool b_trans, float *c,
+                     size_t ldc, const gemm_bias *init, gemm_post post, float *scratch,
+                     size_t scratch_floats)
+{
+    (void)team, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)a_trans, (void)b;
+    (void)ldb, (void)b_trans, (void)c, (void)ldc, (void)init, (void)post, (void)scratch;
+    (void)scratch_floats;
     VIT_ASSERT(!"packed GEMM not built");
 }
 
