@@ -133,9 +133,10 @@ static size_t train_gemm_floats(const vit_config *c, vit_method method, int B)
     int shapes[][2] = {
         {3 * C, C}, {C, C}, {M, C}, {C, M}, {C, PP}, /* forward, y = x W^T */
         {C, 3 * C}, {C, M}, {M, C}, {F, K}, {C, F}, /* dx = dy W */
-        {C, R}, {M, R}, {PP, B * (N - 1)}, {F, B}, {C, B}, /* full: dW = dy^T x */
+        {F, B},                                     /* the head's dW, every method */
+        {C, R}, {M, R}, {PP, B * (N - 1)}, {C, B},  /* full: the backbone's dW = dy^T x */
     };
-    int count = method == VIT_METHOD_FULL ? 15 : 10;
+    int count = method == VIT_METHOD_FULL ? 15 : 11;
     size_t b = 0;
     for (int i = 0; i < count; i++)
         b = max_size(b, gemm_packed_b_size(shapes[i][0], shapes[i][1]));
@@ -193,8 +194,7 @@ vit_status vit_train_state_create_path(const vit_model *m, vit_method method, in
     plan_add(&p, &s->dfeat, B * F);
     size_t gemm_floats = 0, attn_floats = 0;
     if (packed) {
-        int n = (int)N, hs = (int)C / c->heads;
-        (void)hs;
+        int n = (int)N;
         gemm_floats = train_gemm_floats(c, method, max_batch);
         attn_floats = (size_t)threads *
                       max_size(attention_scratch_floats(n, (int)C, c->heads),
@@ -242,7 +242,7 @@ vit_status vit_train_state_create_path(const vit_model *m, vit_method method, in
     s->out_rows = calloc(B, sizeof *s->out_rows);
     s->row_bias = calloc(B, sizeof *s->row_bias);
     if (p.failed || !s->out_rows || !s->row_bias || !vit_mul_size(total, sizeof(float), &bytes) ||
-        !(s->block = aligned_alloc(64, bytes))) {
+        !(s->block = vit_alloc_large(bytes))) {
         free(s->out_rows);
         free(s->row_bias);
         free(p.items);
