@@ -78,6 +78,29 @@ int vit_method_parse(const char *name, vit_method *out)
     return 0;
 }
 
+/* The state's buffers share one allocation, so ASan alone would not see one
+ * overflow into the next (as vit_forward.c's states): under ASan each buffer
+ * is followed by a poisoned gap. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TRAIN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TRAIN_ASAN 1
+#endif
+#endif
+#ifdef TRAIN_ASAN
+#include <sanitizer/asan_interface.h>
+enum { TRAIN_GAP = 16 }; /* floats */
+#else
+enum { TRAIN_GAP = 0 };
+#endif
+
+/* Floats a buffer takes in the block: 64-byte aligned, an ASan gap after. */
+static size_t slot_floats(size_t n)
+{
+    return ((n + 15) & ~(size_t)15) + TRAIN_GAP;
+}
+
 /* A planned buffer: where its pointer goes and how many floats it needs. */
 typedef struct plan_entry {
     float **slot;
@@ -238,7 +261,7 @@ vit_status vit_train_state_create_path(const vit_model *m, vit_method method, in
     }
     size_t total = 0, bytes;
     for (size_t i = 0; i < p.count; i++)
-        total += (p.items[i].n + 15) & ~(size_t)15;
+        total += slot_floats(p.items[i].n);
     s->out_rows = calloc(B, sizeof *s->out_rows);
     s->row_bias = calloc(B, sizeof *s->row_bias);
     if (p.failed || !s->out_rows || !s->row_bias || !vit_mul_size(total, sizeof(float), &bytes) ||
@@ -255,7 +278,11 @@ vit_status vit_train_state_create_path(const vit_model *m, vit_method method, in
     float *cursor = s->block;
     for (size_t i = 0; i < p.count; i++) {
         *p.items[i].slot = cursor;
-        cursor += (p.items[i].n + 15) & ~(size_t)15;
+        cursor += slot_floats(p.items[i].n);
+#ifdef TRAIN_ASAN
+        ASAN_POISON_MEMORY_REGION(*p.items[i].slot + p.items[i].n,
+                                  sizeof(float) * (size_t)(cursor - (*p.items[i].slot + p.items[i].n)));
+#endif
     }
     free(p.items);
     s->floats = total;
@@ -305,6 +332,10 @@ void vit_train_state_free(vit_train_state *s)
     if (!s)
         return;
     vit_team_free(s->team);
+#ifdef TRAIN_ASAN
+    if (s->block)
+        ASAN_UNPOISON_MEMORY_REGION(s->block, sizeof(float) * s->floats);
+#endif
     free(s->block);
     free(s->acts.blocks);
     free(s->out_rows);
