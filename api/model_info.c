@@ -28,7 +28,7 @@ json_t *api_model_json(const vit_model *m, const char *fingerprint)
                             p->interp == IMG_BICUBIC ? "bicubic" : "bilinear", "mean",
                             floats3(p->mean), "std", floats3(p->std));
     return json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s,s:s,s:b,s:f,s:I,s:I,s:I,"
-                     "s:o*,s:s,s:b,s:o*}",
+                     "s:o*,s:s,s:b,s:s,s:o*}",
                      "architecture", "vit", "layout", vit_layout_name(m->layout), "image_size",
                      c->image_size, "patch_size", c->patch_size, "width", c->width, "depth",
                      c->depth, "heads", c->heads, "mlp_dim", c->mlp_dim, "num_classes",
@@ -38,7 +38,8 @@ json_t *api_model_json(const vit_model *m, const char *fingerprint)
                      (double)c->ln_eps, "parameters", (json_int_t)vit_model_param_count(m),
                      "bias_parameters", (json_int_t)vit_model_bias_count(m),
                      "trainable_parameters", (json_int_t)m->trainable_len, "preprocessing", pre,
-                     "fingerprint", fingerprint, "packed", m->packed != NULL, "labels",
+                     "fingerprint", fingerprint, "packed", m->packed != NULL, "precision",
+                     vit_precision_name(m->precision), "labels",
                      labels_json(m));
 }
 

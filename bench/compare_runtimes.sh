@@ -14,6 +14,8 @@
 # Implementations:
 #   vitfit       BUILD_DIR/server/vitfit bench --preset vit-b16 --classes 1000 (torchvision's
 #                head size; built here if needed)
+#   vitfit bf16  the same with --precision bf16: a row only on CPUs with avx512_bf16 (elsewhere
+#                "n/a"; BF16_EMULATE=1 times the emulation instead, which is not a speed figure)
 #   onnxruntime  npm onnxruntime-node (CPU EP, graph optimisations all, intra-op THREADS,
 #                inter-op 1) running torchvision vit_b_16 exported by bench/onnx/export_vit.py
 #   torch+omp    bench/pytorch_vit.py on Debian's OpenMP OpenBLAS (libopenblas0-openmp, picked
@@ -118,6 +120,10 @@ run_vitfit() {
   "$vitfit" bench --preset vit-b16 --classes 1000 --batch "$1" --threads "$threads" --iters "$2" \
     --warmup 1 --json
 }
+run_vitfit_bf16() {
+  "$vitfit" bench --preset vit-b16 --classes 1000 --batch "$1" --threads "$threads" --iters "$2" \
+    --warmup 1 --precision bf16 --json
+}
 run_ort() { node "$onnx_dir/bench.mjs" "$onnx_model" --threads "$threads" --iters "$2" --warmup 1 "$1"; }
 run_torch_omp() {
   LD_LIBRARY_PATH=$omp_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
@@ -135,10 +141,21 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 torch_version=$("$py" -c 'import torch; print(torch.__version__)')
 t_start=$SECONDS
 declare -A result
+impls="vitfit vitfit_bf16 ort torch_omp torch"
+bf16_note="vdpbf16ps"
+if ! grep -qw avx512_bf16 /proc/cpuinfo; then
+  if [[ ${BF16_EMULATE:-0} == 1 ]]; then
+    export VITFIT_BF16_EMULATE=1
+    bf16_note="EMULATED (no avx512_bf16 here): not a speed figure"
+  else
+    impls="vitfit ort torch_omp torch"
+    bf16_note="n/a: this CPU has no avx512_bf16"
+  fi
+fi
 for b in $batches; do
   n=$iters
   ((b < 32)) || n=$iters_b32
-  for impl in vitfit ort torch_omp torch; do
+  for impl in $impls; do
     note "batch $b: $impl ($n timed iterations)"
     out=$("run_$impl" "$b" "$n") || die "$impl failed at batch $b"
     echo "$out" >&2
@@ -152,9 +169,11 @@ echo "ViT-B/16 fp32, random weights, $threads threads; median images/s (ratio = 
 echo "machine: $cpu, $(nproc) cores; load average before $load_before, after $load_after; $((SECONDS - t_start)) s"
 echo "onnxruntime-node $ort_version; torch $torch_version; BLAS: torch+omp $blas_omp, torch $blas_default"
 echo "timed iterations: $iters (b < 32), $iters_b32 (b >= 32), after 1 warm-up"
-printf '%-5s %8s %12s %7s %10s %7s %10s %7s\n' \
-  batch vitfit onnxruntime ratio torch+omp ratio torch ratio
+echo "bf16: $bf16_note"
+printf '%-5s %8s %12s %7s %10s %7s %10s %7s %8s %9s %8s\n' \
+  batch vitfit onnxruntime ratio torch+omp ratio torch ratio bf16 bf16/fp32 bf16/ort
 for b in $batches; do
   v=${result[vitfit,$b]} o=${result[ort,$b]} p=${result[torch_omp,$b]} d=${result[torch,$b]}
-  "$py" -c "print(f'{$b:<5} {$v:8.2f} {$o:12.2f} {$v/$o:7.2f} {$p:10.2f} {$v/$p:7.2f} {$d:10.2f} {$v/$d:7.2f}')"
+  h=${result[vitfit_bf16,$b]:-0}
+  "$py" -c "h=$h; print(f'{$b:<5} {$v:8.2f} {$o:12.2f} {$v/$o:7.2f} {$p:10.2f} {$v/$p:7.2f} {$d:10.2f} {$v/$d:7.2f}' + (f' {h:8.2f} {h/$v:9.2f} {h/$o:8.2f}' if h else f' {\"n/a\":>8} {\"\":>9} {\"\":>8}'))"
 done

@@ -65,6 +65,7 @@ static const char *check_task(const char *s)
 }
 
 static const char *const log_format_names[] = {"json", "text", NULL};
+static const char *const precision_names[] = {"fp32", "bf16", NULL};
 
 /* ---- the table ----------------------------------------------------------- */
 
@@ -93,6 +94,9 @@ static const cfg_key cfg_table[] = {
         "Compute threads per worker; 0 = usable CPUs / workers."),
     BOOL(oversubscribe, false,
          "Allow workers x threads_per_worker above the usable CPUs (otherwise refused)."),
+    ENUM(precision, "fp32", precision_names,
+         "Matrix products of classify: fp32, or bf16 operands with fp32 accumulation (twice "
+         "the multiply-adds per instruction; needs a CPU with avx512_bf16)."),
     INT(max_batch, 8, 1, 256, "Most images in one forward pass."),
     INT(max_batch_delay_ms, 50, 0, 1000,
         "Longest a worker waits for a batch to fill while more images are being prepared "
@@ -147,6 +151,7 @@ static const cfg_key cfg_table[] = {
  * by cfg_load.  VITFIT_CONFIG is cfg_load's own. */
 static const char *const other_env[] = {
     "VITFIT_NO_AVX512",      /* engine: force the portable kernels */
+    "VITFIT_BF16_EMULATE",   /* engine: bf16 on CPUs without avx512_bf16 (tests) */
     "VITFIT_SOURCE_ROOT",    /* tests: the source tree */
     "VITFIT_BIN",            /* tests: the vitfit binary */
     "VITFIT_CI",             /* test.sh: running in CI */

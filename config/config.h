@@ -48,6 +48,9 @@ enum {
 /* How the server writes its log lines. */
 typedef enum cfg_log_format { CFG_LOG_JSON, CFG_LOG_TEXT } cfg_log_format;
 
+/* What classify's matrix products multiply (engine: vit_precision, same order). */
+typedef enum cfg_precision { CFG_PRECISION_FP32, CFG_PRECISION_BF16 } cfg_precision;
+
 /* The settings of `vitfit serve`.  Strings are NUL-padded to their field's
  * size, so two configs with the same settings compare equal with memcmp.
  * See the table in config.c (or `vitfit serve --help`) for each key's
@@ -60,6 +63,7 @@ typedef struct vit_cfg {
     int workers;                       /* inference workers */
     int threads_per_worker;            /* 0 = usable CPUs / workers */
     bool oversubscribe;                /* allow workers x threads > CPUs */
+    cfg_precision precision;           /* fp32 or bf16 matrix products */
     int max_batch;                     /* images per forward pass */
     int max_batch_delay_ms;            /* wait for a batch to fill */
     int queue_capacity;                /* images waiting for a worker */

@@ -664,6 +664,19 @@ static float bf16_to_float(uint16_t b)
     return out;
 }
 
+void st_evict(const st_file *f, const st_tensor *t)
+{
+    VIT_ASSERT(f && t && t >= f->tensors && t < f->tensors + f->ntensors);
+    if (!f->map || t->nbytes == 0)
+        return; /* a borrowed buffer is the caller's */
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t mask = page > 0 ? (uintptr_t)page - 1 : 4095;
+    uintptr_t start = (uintptr_t)(f->data + t->offset);
+    uintptr_t lo = (start + mask) & ~mask, hi = (start + t->nbytes) & ~mask;
+    if (hi > lo) /* advice: a read-only file mapping faults the pages back in if read again */
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 vit_status st_read_f32(const st_file *f, const st_tensor *t, float *dst, vit_error *err)
 {
     VIT_ASSERT(f && t && (dst || t->numel == 0));

@@ -114,6 +114,12 @@ const void *st_data(const st_file *f, const st_tensor *t);
 /* Converts t to float32 into dst (t->numel floats). */
 vit_status st_read_f32(const st_file *f, const st_tensor *t, float *dst, vit_error *err);
 
+/* Gives the pages of t's bytes in f's file mapping back to the system (they
+ * are read again from the file if t is read again), so a loader that copies
+ * tensor by tensor holds at most one tensor of the file at a time.  No-op
+ * for a file opened on a caller's buffer. */
+void st_evict(const st_file *f, const st_tensor *t);
+
 /* Formats a shape as "[2304,768]" ("[]" for a scalar) into buf; returns buf. */
 const char *st_format_shape(char *buf, size_t n, int ndim, const int64_t *shape);
 

@@ -169,6 +169,10 @@ vit_status vit_model_fingerprint(const vit_model *m, char hex[65], vit_error *er
 {
     (void)err; /* cannot fail; the status keeps room for a future mmap'd arena */
     VIT_ASSERT(m && hex);
+    if (m->fingerprint[0]) { /* cached when the unpacked weights were released */
+        memcpy(hex, m->fingerprint, 65);
+        return VIT_OK;
+    }
     sha256_ctx c;
     uint8_t digest[SHA256_DIGEST_LEN];
     sha256_init(&c);

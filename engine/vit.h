@@ -40,6 +40,11 @@
 #include "status.h"
 
 typedef enum vit_act { VIT_ACT_GELU, VIT_ACT_QUICK_GELU } vit_act;
+
+/* What the packed matrix products multiply: fp32, or operands rounded to
+ * bf16 with fp32 accumulation (LayerNorm, softmax, GELU, the residual
+ * stream, attention and the head stay fp32). */
+typedef enum vit_precision { VIT_PRECISION_FP32, VIT_PRECISION_BF16 } vit_precision;
 typedef enum vit_pool { VIT_POOL_CLS, VIT_POOL_MEAN } vit_pool;
 
 /* Checkpoint naming conventions we read. */
@@ -86,13 +91,16 @@ typedef struct vit_block_weights {
     const float *norm2_w, *norm2_b;  /* (C) */
     const float *fc1_w, *fc1_b;      /* (M, C), (M) */
     const float *fc2_w, *fc2_b;      /* (C, M), (C) */
-    /* the four matrices packed for the AVX-512 GEMM (gemm.h), or all NULL */
+    /* the four matrices packed for the AVX-512 GEMM (gemm.h): in fp32 (_wp)
+     * or in bf16 (_wb) by the model's precision; the others NULL */
     const float *qkv_wp, *proj_wp, *fc1_wp, *fc2_wp;
+    const uint16_t *qkv_wb, *proj_wb, *fc1_wb, *fc2_wb;
 } vit_block_weights;
 
 typedef struct vit_weights {
     const float *patch_w, *patch_b;       /* (C, 3*P*P), (C) or NULL */
-    const float *patch_wp;                /* patch_w packed, or NULL */
+    const float *patch_wp;                /* patch_w packed in fp32, or NULL */
+    const uint16_t *patch_wb;             /* patch_w packed in bf16, or NULL */
     const float *cls_token;               /* (C) */
     const float *pos_embed;               /* (N, C) */
     const float *norm_pre_w, *norm_pre_b; /* (C) or NULL */
@@ -114,9 +122,13 @@ typedef struct vit_model {
     size_t bias_len;         /* floats of the bias section at the start of `trainable` */
     bool owns_frozen;        /* false for views sharing another model's backbone */
     bool owns_trainable;     /* false for views over a task's arena */
-    float *packed;           /* the frozen matrices in GEMM panel layout, or NULL */
-    size_t packed_len;       /* floats */
+    void *packed;            /* the frozen matrices in GEMM panel layout, or NULL */
+    size_t packed_len;       /* bytes */
+    vit_precision precision; /* of the packed matrices' products */
     bool owns_packed;        /* false when shared with the model it derives from */
+    bool unpacked_released;  /* the packed matrices' unpacked copies are gone (NULL) */
+    char fingerprint[65];    /* vit_model_fingerprint, cached once the frozen arena is
+                                final (vit_model_release_unpacked), else "" */
     vit_weights w;
     char **labels;           /* num_classes names, or NULL */
 } vit_model;
@@ -208,6 +220,32 @@ void vit_model_randomize(vit_model *m, uint64_t seed);
  * the backbone and leaves it unpacked.  Costs one more copy of the matrices. */
 vit_status vit_model_pack(vit_model *m, vit_error *err);
 
+/* Packs m's matrices for precision, replacing a packing in the other one
+ * (freed).  bf16 needs the AVX-512 kernels and avx512_bf16 (or
+ * VITFIT_BF16_EMULATE=1): VIT_ERR_UNSUPPORTED otherwise, m unchanged.  fp32
+ * is vit_model_pack.  Call before deriving views (they share the packing). */
+vit_status vit_model_pack_precision(vit_model *m, vit_precision precision, vit_error *err);
+
+/* One copy of the weights: drops the unpacked copies of the matrices m has
+ * packed (their pages go back to the system; their pointers in m->w and
+ * m->params become NULL), after caching the fingerprint they hash to.  What
+ * still needs them then refuses with VIT_ERR_UNSUPPORTED instead of reading
+ * zeros: the portable forward path, full fine-tuning (vit_model_derive with
+ * copy_frozen), vit_model_save, vit_input_grad.  Views derived afterwards
+ * share the release.  VIT_ERR_INVALID unless m is packed and owns its
+ * frozen arena. */
+vit_status vit_model_release_unpacked(vit_model *m, vit_error *err);
+
+/* vit_model_pack_precision that keeps one copy of the weights throughout:
+ * each matrix's unpacked pages are released as soon as it is packed (then
+ * as vit_model_release_unpacked), so packing never holds two copies of the
+ * backbone.  A model already packed in precision is released only. */
+vit_status vit_model_pack_release(vit_model *m, vit_precision precision, vit_error *err);
+
+/* "fp32" | "bf16"; parse returns 0 for anything else. */
+const char *vit_precision_name(vit_precision precision);
+int vit_precision_parse(const char *name, vit_precision *out);
+
 /* Loads a checkpoint: a directory (model.safetensors + optional config.json,
  * preprocessor_config.json and labels.txt) or a single .safetensors file.
  * Layout and config are detected; labels come from config.json (id2label /
@@ -215,6 +253,20 @@ vit_status vit_model_pack(vit_model *m, vit_error *err);
  * are refused, side files are capped (16 MiB of JSON, 64 MiB of labels), and
  * the config is checked against the tensors before the model is allocated. */
 vit_status vit_model_load(const char *path, vit_model **out, vit_error *err);
+
+/* How vit_model_load_with packs what it loads (vit_model_load: fp32, both
+ * copies kept). */
+typedef struct vit_load_options {
+    vit_precision precision;
+    bool one_copy;           /* vit_model_pack_release instead of vit_model_pack_precision */
+} vit_load_options;
+
+/* vit_model_load, packed as opt says (NULL: as vit_model_load).  The
+ * checkpoint's pages are given back tensor by tensor as they are copied, so
+ * with one_copy a load peaks near one copy of the weights plus the largest
+ * matrix. */
+vit_status vit_model_load_with(const char *path, const vit_load_options *opt, vit_model **out,
+                               vit_error *err);
 
 /* The optional side files of a checkpoint directory, as bytes (NULL: absent). */
 typedef struct vit_side_files {

@@ -13,7 +13,8 @@
  * accumulate onto it (beta = 1).
  *
  * Two paths.  On AVX-512 CPUs with a packed model (vit_model_pack) a
- * vit_state runs inference on its thread team: packed GEMMs with the bias
+ * vit_state runs inference on its thread team: packed GEMMs (fp32, or bf16
+ * operands with fp32 accumulation by the model's precision) with the bias
  * adds and the GELU inside them, attention heads as packed GEMMs, LayerNorm
  * split by rows (block_forward_packed); a training state's forward takes the
  * same kernels and keeps its activations (block_forward_train).  Everywhere
@@ -118,18 +119,22 @@ static void linear_rows(const vit_model *m, const vit_acts *a, float *y, const f
 }
 
 /* The packed path's linear layer: y (B*R, n) = x W^T + each image's bias,
- * or y += that when `add` (a residual branch), with W packed; post applied
- * to the result.  The bias is laid down by the GEMM's own threads on the
- * columns each of them computes. */
+ * or y += that when `add` (a residual branch), with W packed in fp32 (wp) or
+ * bf16 (wb; the other NULL); post applied to the result.  The bias is laid
+ * down by the GEMM's own threads on the columns each of them computes. */
 static void packed_rows(const vit_model *m, const vit_acts *a, float *y, const float *x,
-                        const float *w_packed, const float *bias, bool add, gemm_post post,
-                        int B, int R, int n, int k)
+                        const float *wp, const uint16_t *wb, const float *bias, bool add,
+                        gemm_post post, int B, int R, int n, int k)
 {
     for (int b = 0; b < B; b++)
         a->row_bias[b] = image_bias(m, a, bias, b);
     gemm_bias init = {a->row_bias, R, add};
-    gemm_packed(a->team, B * R, n, k, x, (size_t)k, w_packed, y, (size_t)n, &init, post,
-                a->gemm_scratch, a->gemm_scratch_floats);
+    if (wb)
+        gemm_packed_bf16(a->team, B * R, n, k, x, (size_t)k, wb, y, (size_t)n, &init, post,
+                         a->gemm_scratch, a->gemm_scratch_floats);
+    else
+        gemm_packed(a->team, B * R, n, k, x, (size_t)k, wp, y, (size_t)n, &init, post,
+                    a->gemm_scratch, a->gemm_scratch_floats);
 }
 
 /* y (B*R, n) += each image's bias. */
@@ -238,11 +243,17 @@ static vit_status state_plan(const vit_model *m, int max_batch, int threads, vit
         return vit_error_set(err, VIT_ERR_INVALID, "unknown forward path %d", (int)path);
     /* the packed path needs the packed weights and a CPU (and environment)
      * that allows the AVX-512 kernels now, not only when the model was packed */
-    bool can_pack = m->w.blocks && m->w.blocks[0].qkv_wp && gemm_packed_available();
+    bool can_pack = m->w.blocks && (m->w.blocks[0].qkv_wp || m->w.blocks[0].qkv_wb) &&
+                    gemm_packed_available() &&
+                    (!m->w.blocks[0].qkv_wb || gemm_bf16_available() != GEMM_BF16_NONE);
     if (path == VIT_PATH_PACKED && !can_pack)
         return vit_error_set(err, VIT_ERR_UNSUPPORTED,
                              "the packed path needs a packed model and an AVX-512 CPU");
     *packed = path != VIT_PATH_PORTABLE && can_pack;
+    if (!*packed && m->unpacked_released)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "the portable path multiplies the unpacked weights, which this "
+                             "model released (one copy of the weights: the packed one)");
     const vit_config *c = &m->cfg;
     /* In 64 bits: the config bounds keep each per-image term below 2^31
      * floats (vit_config_validate), so B times it stays below 2^43. */
@@ -398,23 +409,23 @@ static void block_forward_packed(const vit_model *m, const vit_block_weights *w,
     layernorm_rows_team(m, a, k->ln1, NULL, NULL, a->x, w->norm1_w, w->norm1_b, B, N, C,
                         c->ln_eps);
     profile_mark(a, VIT_OP_LAYERNORM, 0);
-    packed_rows(m, a, k->qkv, k->ln1, w->qkv_wp, w->qkv_b, false, GEMM_POST_NONE, B, N, 3 * C,
-                C);                                                           /* (B,N,3C) */
+    packed_rows(m, a, k->qkv, k->ln1, w->qkv_wp, w->qkv_wb, w->qkv_b, false, GEMM_POST_NONE, B,
+                N, 3 * C, C);                                                 /* (B,N,3C) */
     profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
     attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads, a->attn_scratch);
     profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
-    packed_rows(m, a, a->x, k->attn, w->proj_wp, w->proj_b, true, GEMM_POST_NONE, B, N, C,
-                C);                                                           /* x += proj */
+    packed_rows(m, a, a->x, k->attn, w->proj_wp, w->proj_wb, w->proj_b, true, GEMM_POST_NONE, B,
+                N, C, C);                                                     /* x += proj */
     profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
     layernorm_rows_team(m, a, k->ln2, NULL, NULL, a->x, w->norm2_w, w->norm2_b, B, N, C,
                         c->ln_eps);
     profile_mark(a, VIT_OP_LAYERNORM, 0);
     gemm_post act = c->act == VIT_ACT_GELU ? GEMM_POST_GELU : GEMM_POST_QUICK_GELU;
-    packed_rows(m, a, k->h_act, k->ln2, w->fc1_wp, w->fc1_b, false, act, B, N, M,
+    packed_rows(m, a, k->h_act, k->ln2, w->fc1_wp, w->fc1_wb, w->fc1_b, false, act, B, N, M,
                 C);                                                           /* (B,N,M) */
     profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
-    packed_rows(m, a, a->x, k->h_act, w->fc2_wp, w->fc2_b, true, GEMM_POST_NONE, B, N, C,
-                M);                                                           /* x += mlp */
+    packed_rows(m, a, a->x, k->h_act, w->fc2_wp, w->fc2_wb, w->fc2_b, true, GEMM_POST_NONE, B,
+                N, C, M);                                                     /* x += mlp */
     profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
 }
 
@@ -424,14 +435,15 @@ static void block_forward_packed(const vit_model *m, const vit_block_weights *w,
  * model without packed weights (full fine-tuning changes them every step)
  * has each weight packed by the GEMM's own members per call. */
 
-/* packed_rows, or with w_packed NULL the same product on W (n, k) packed per
- * call; a->gemm_scratch is sized for that (vit_train.c). */
+/* packed_rows on the fp32 packing, or with w_packed NULL (no packing, or
+ * only a bf16 one) the same product on W (n, k) packed per call;
+ * a->gemm_scratch is sized for that (vit_train.c). */
 static void train_rows(const vit_model *m, const vit_acts *a, float *y, const float *x,
                        const float *w, const float *w_packed, const float *bias, bool add,
                        gemm_post post, int B, int R, int n, int k)
 {
-    if (w_packed) {
-        packed_rows(m, a, y, x, w_packed, bias, add, post, B, R, n, k);
+    if (w_packed) { /* fp32 only: training does not run on bf16 weights */
+        packed_rows(m, a, y, x, w_packed, NULL, bias, add, post, B, R, n, k);
         return;
     }
     for (int b = 0; b < B; b++)
@@ -580,9 +592,12 @@ static void embed_forward(const vit_model *m, vit_acts *a, const float *images, 
     patch_unfold_forward(a->patches, images, B, c->image_size, P);
     profile_mark(a, VIT_OP_PATCH_UNFOLD, 0);
     /* patch embedding as one GEMM: (B*G*G, 3PP) x (C, 3PP)^T */
-    if (a->team)
+    if (a->team && a->train)
         train_rows(m, a, a->patch_out, a->patches, w->patch_w, w->patch_wp, w->patch_b, false,
                    GEMM_POST_NONE, B, GG, C, 3 * P * P);
+    else if (a->team)
+        packed_rows(m, a, a->patch_out, a->patches, w->patch_wp, w->patch_wb, w->patch_b, false,
+                    GEMM_POST_NONE, B, GG, C, 3 * P * P);
     else
         linear_rows(m, a, a->patch_out, a->patches, w->patch_w, w->patch_b, B, GG, C, 3 * P * P);
     profile_mark(a, VIT_OP_PATCH_GEMM, (double)B * GG * C * 3 * P * P);

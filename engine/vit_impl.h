@@ -79,8 +79,8 @@ void vit_labels_free(char **labels, int n);
  * tensor shapes < config.json < preprocessor_config.json and is checked
  * against the tensors before the arenas are allocated; labels come from
  * config.json, else labels.txt, else "class_<k>".  Packs the weights. */
-vit_status vit_model_from_parts(const st_file *f, const vit_side_files *side, vit_model **out,
-                                vit_error *err);
+vit_status vit_model_from_parts(const st_file *f, const vit_side_files *side,
+                                const vit_load_options *opt, vit_model **out, vit_error *err);
 
 /* Checks that f holds, through layout d, a tensor of the right shape for
  * every canonical parameter of cfg, allocating nothing for the weights.

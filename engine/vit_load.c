@@ -142,6 +142,7 @@ static vit_status load_param(const vit_param *p, const vit_layout_desc *d, const
         st = copy_tensor(f, t, row, p->data + slice * (size_t)part, err);
         if (st != VIT_OK)
             return st;
+        st_evict(f, t); /* copied: the file's pages need not stay resident beside the copy */
     }
     return VIT_OK;
 }
@@ -344,7 +345,8 @@ static vit_status apply_side_json(const vit_side_files *side, vit_config *cfg, c
     return st;
 }
 
-vit_status vit_model_from_parts(const st_file *f, const vit_side_files *side, vit_model **out,
+vit_status vit_model_from_parts(const st_file *f, const vit_side_files *side,
+                                const vit_load_options *opt, vit_model **out,
                                 vit_error *err)
 {
     *out = NULL;
@@ -381,8 +383,10 @@ vit_status vit_model_from_parts(const st_file *f, const vit_side_files *side, vi
         st = vit_model_create(&cfg, &m, err);
     if (st == VIT_OK)
         st = vit_load_tensors(m, d, f, err);
-    if (st == VIT_OK)
-        st = vit_model_pack(m, err);
+    if (st == VIT_OK && opt && opt->one_copy)
+        st = vit_model_pack_release(m, opt->precision, err);
+    else if (st == VIT_OK)
+        st = vit_model_pack_precision(m, opt ? opt->precision : VIT_PRECISION_FP32, err);
     if (st != VIT_OK) {
         vit_labels_free(labels, num_labels);
         vit_model_free(m);
@@ -402,12 +406,18 @@ vit_status vit_model_load_memory(const void *weights, size_t len, const vit_side
     st_file *f = NULL;
     vit_status st = st_open_memory(weights, len, &f, err);
     if (st == VIT_OK)
-        st = vit_model_from_parts(f, side ? side : &none, out, err);
+        st = vit_model_from_parts(f, side ? side : &none, NULL, out, err);
     st_close(f);
     return st;
 }
 
 vit_status vit_model_load(const char *path, vit_model **out, vit_error *err)
+{
+    return vit_model_load_with(path, NULL, out, err);
+}
+
+vit_status vit_model_load_with(const char *path, const vit_load_options *opt, vit_model **out,
+                               vit_error *err)
 {
     *out = NULL;
     struct stat sb;
@@ -444,7 +454,7 @@ vit_status vit_model_load(const char *path, vit_model **out, vit_error *err)
     if (st == VIT_OK) /* st_open refuses FIFOs and devices like read_side_file */
         st = st_open(is_dir ? weights : path, &f, err);
     if (st == VIT_OK)
-        st = vit_model_from_parts(f, &side, out, err);
+        st = vit_model_from_parts(f, &side, opt, out, err);
     st_close(f);
     free(config_text);
     free(pre_text);

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "gemm.h"
 #include "randinit.h"
+#include "task.h"
 #include "vit_impl.h"
 
 void *vit_alloc_large(size_t bytes)
@@ -240,9 +242,16 @@ vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *e
 
 /* The frozen arena does not depend on the head (the head is trainable), so a
  * model with another class count can share it as is. */
+static void forget_unpacked(vit_model *m);
+
 static vit_status derive(const vit_model *base, int num_classes, bool copy_frozen,
                          const float *trainable, vit_model **out, vit_error *err)
 {
+    *out = NULL;
+    if (copy_frozen && base->unpacked_released)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "full fine-tuning needs the backbone's unpacked weights, which this "
+                             "process released to keep one copy of them");
     vit_config cfg = base->cfg;
     cfg.num_classes = num_classes;
     vit_model *m = NULL;
@@ -259,6 +268,7 @@ static vit_status derive(const vit_model *base, int num_classes, bool copy_froze
     if (!copy_frozen && base->packed) { /* same frozen arena, same packing */
         m->packed = base->packed;
         m->packed_len = base->packed_len;
+        m->precision = base->precision;
         for (int l = 0; l < cfg.depth; l++) {
             vit_block_weights *b = &m->w.blocks[l];
             const vit_block_weights *src = &base->w.blocks[l];
@@ -266,8 +276,18 @@ static vit_status derive(const vit_model *base, int num_classes, bool copy_froze
             b->proj_wp = src->proj_wp;
             b->fc1_wp = src->fc1_wp;
             b->fc2_wp = src->fc2_wp;
+            b->qkv_wb = src->qkv_wb;
+            b->proj_wb = src->proj_wb;
+            b->fc1_wb = src->fc1_wb;
+            b->fc2_wb = src->fc2_wb;
         }
         m->w.patch_wp = base->w.patch_wp;
+        m->w.patch_wb = base->w.patch_wb;
+        memcpy(m->fingerprint, base->fingerprint, sizeof m->fingerprint);
+        if (base->unpacked_released) {
+            forget_unpacked(m);
+            m->unpacked_released = true;
+        }
     }
     *out = m;
     return VIT_OK;
@@ -316,40 +336,221 @@ void vit_model_randomize(vit_model *m, uint64_t seed)
         randinit_tensor(m->params[i].data, m->params[i].numel, m->params[i].name, seed);
 }
 
-vit_status vit_model_pack(vit_model *m, vit_error *err)
+const char *vit_precision_name(vit_precision precision)
 {
-    if (m->packed || !gemm_packed_available())
-        return VIT_OK;
+    return precision == VIT_PRECISION_BF16 ? "bf16" : "fp32";
+}
+
+int vit_precision_parse(const char *name, vit_precision *out)
+{
+    if (strcmp(name, "fp32") == 0)
+        *out = VIT_PRECISION_FP32;
+    else if (strcmp(name, "bf16") == 0)
+        *out = VIT_PRECISION_BF16;
+    else
+        return 0;
+    return 1;
+}
+
+/* One frozen matrix the packed path multiplies: its unpacked source, shape,
+ * and the slots its packed copy goes to. */
+typedef struct pack_item {
+    const float *w;
+    int n, k;
+    const float **fp32;
+    const uint16_t **bf16;
+} pack_item;
+
+/* The model's packed matrices (patch embedding, then each block's four);
+ * returns how many were written to items (1 + 4 * depth). */
+static size_t pack_items(vit_model *m, pack_item *items)
+{
     const vit_config *c = &m->cfg;
     int C = c->width, M = c->mlp_dim, K = 3 * c->patch_size * c->patch_size;
-    size_t per_block = gemm_packed_weight_floats(3 * C, C) + gemm_packed_weight_floats(C, C) +
-                       gemm_packed_weight_floats(M, C) + gemm_packed_weight_floats(C, M);
-    size_t total, bytes;
-    if (!vit_mul_size(per_block, (size_t)c->depth, &total) ||
-        (total += gemm_packed_weight_floats(C, K)) < per_block ||
-        !vit_mul_size(total, sizeof(float), &bytes))
-        return vit_error_set(err, VIT_ERR_NOMEM, "packed weights overflow size_t");
-    float *p = vit_alloc_large(bytes);
-    if (!p)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing %zu weight floats", total);
+    size_t n = 0;
+    items[n++] = (pack_item){m->w.patch_w, C, K, &m->w.patch_wp, &m->w.patch_wb};
+    for (int l = 0; l < c->depth; l++) {
+        vit_block_weights *b = &m->w.blocks[l];
+        items[n++] = (pack_item){b->qkv_w, 3 * C, C, &b->qkv_wp, &b->qkv_wb};
+        items[n++] = (pack_item){b->proj_w, C, C, &b->proj_wp, &b->proj_wb};
+        items[n++] = (pack_item){b->fc1_w, M, C, &b->fc1_wp, &b->fc1_wb};
+        items[n++] = (pack_item){b->fc2_w, C, M, &b->fc2_wp, &b->fc2_wb};
+    }
+    return n;
+}
+
+/* Bytes of one matrix packed in precision, 64-byte aligned so each panel
+ * set starts on a cache line. */
+static size_t packed_bytes(const pack_item *it, vit_precision precision)
+{
+    size_t bytes = precision == VIT_PRECISION_BF16
+                       ? gemm_packed_weight_bf16_elems(it->n, it->k) * sizeof(uint16_t)
+                       : gemm_packed_weight_floats(it->n, it->k) * sizeof(float);
+    return (bytes + 63) & ~(size_t)63;
+}
+
+/* Gives back the whole pages inside an unpacked matrix: its neighbours
+ * (LayerNorm gains, embeddings) share the pages at its ends. */
+static void drop_pages(const float *w, size_t floats)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t mask = page > 0 ? (uintptr_t)page - 1 : 4095;
+    uintptr_t lo = ((uintptr_t)w + mask) & ~mask, hi = ((uintptr_t)(w + floats)) & ~mask;
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: on failure the pages stay */
+}
+
+/* vit_model_pack_precision, and with `release` vit_model_pack_release: each
+ * matrix's unpacked pages go back as soon as it is packed, so the model
+ * never holds both copies of more than one matrix. */
+static vit_status pack(vit_model *m, vit_precision precision, bool release, vit_error *err)
+{
+    if (!gemm_packed_available()) {
+        if (precision == VIT_PRECISION_FP32)
+            return VIT_OK; /* the portable path multiplies the unpacked weights */
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "bf16 needs a CPU with AVX-512 (this one has none, or "
+                             "VITFIT_NO_AVX512 is set)");
+    }
+    if (precision == VIT_PRECISION_BF16 && gemm_bf16_available() == GEMM_BF16_NONE)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "bf16 needs a CPU with avx512_bf16 (vdpbf16ps); this one has "
+                             "AVX-512 without it: use precision fp32 (VITFIT_BF16_EMULATE=1 "
+                             "emulates it, slower than fp32, for checks only)");
+    if (m->packed && m->precision == precision)
+        return release ? vit_model_release_unpacked(m, err) : VIT_OK;
+    if (m->unpacked_released)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "cannot repack in %s: the unpacked weights were released",
+                             vit_precision_name(precision));
+    if (release && !m->owns_frozen)
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "only a model that owns its weights can release them");
+    VIT_ASSERT(m->owns_packed || !m->packed); /* views share their base's packing */
+    vit_status st = release ? vit_model_fingerprint(m, m->fingerprint, err) : VIT_OK;
+    size_t count = 1 + 4 * (size_t)m->cfg.depth; /* depth is bounded by the config */
+    pack_item *items = st == VIT_OK ? malloc(count * sizeof *items) : NULL;
+    if (!items) {
+        m->fingerprint[0] = '\0';
+        return st != VIT_OK ? st : vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing weights");
+    }
+    pack_items(m, items);
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t bytes = packed_bytes(&items[i], precision);
+        if (total + bytes < total) {
+            free(items);
+            m->fingerprint[0] = '\0';
+            return vit_error_set(err, VIT_ERR_NOMEM, "packed weights overflow size_t");
+        }
+        total += bytes;
+    }
+    /* the old packing goes first (never three copies at once); until the new
+     * one is complete the model is unpacked */
+    for (size_t i = 0; i < count; i++) {
+        *items[i].fp32 = NULL;
+        *items[i].bf16 = NULL;
+    }
+    free(m->packed);
+    m->packed = NULL;
+    m->packed_len = 0;
+    char *p = vit_alloc_large(total);
+    if (!p) {
+        free(items);
+        m->fingerprint[0] = '\0';
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing %zu bytes of weights",
+                             total);
+    }
     m->packed = p;
     m->packed_len = total;
     m->owns_packed = true;
-    gemm_pack_weight(p, m->w.patch_w, C, K);
-    m->w.patch_wp = p;
-    p += gemm_packed_weight_floats(C, K);
-    for (int l = 0; l < c->depth; l++) {
-        vit_block_weights *b = &m->w.blocks[l];
-        struct { const float *w; const float **slot; int n, k; } mats[] = {
-            {b->qkv_w, &b->qkv_wp, 3 * C, C}, {b->proj_w, &b->proj_wp, C, C},
-            {b->fc1_w, &b->fc1_wp, M, C},     {b->fc2_w, &b->fc2_wp, C, M},
-        };
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-            gemm_pack_weight(p, mats[i].w, mats[i].n, mats[i].k);
-            *mats[i].slot = p;
-            p += gemm_packed_weight_floats(mats[i].n, mats[i].k);
+    m->precision = precision;
+    for (size_t i = 0; i < count; i++) {
+        pack_item *it = &items[i];
+        if (precision == VIT_PRECISION_BF16) {
+            gemm_pack_weight_bf16((uint16_t *)p, it->w, it->n, it->k);
+            *it->bf16 = (const uint16_t *)p;
+        } else {
+            gemm_pack_weight((float *)p, it->w, it->n, it->k);
+            *it->fp32 = (const float *)p;
         }
+        if (release)
+            drop_pages(it->w, (size_t)it->n * it->k);
+        p += packed_bytes(it, precision);
     }
+    free(items);
+    if (release) {
+        forget_unpacked(m);
+        m->unpacked_released = true;
+    }
+    return VIT_OK;
+}
+
+vit_status vit_model_pack_precision(vit_model *m, vit_precision precision, vit_error *err)
+{
+    return pack(m, precision, false, err);
+}
+
+vit_status vit_model_pack_release(vit_model *m, vit_precision precision, vit_error *err)
+{
+    return pack(m, precision, true, err);
+}
+
+vit_status vit_model_pack(vit_model *m, vit_error *err)
+{
+    if (m->packed)
+        return VIT_OK;
+    return vit_model_pack_precision(m, VIT_PRECISION_FP32, err);
+}
+
+/* NULLs the pointers to the unpacked copies of the packed matrices, in
+ * m->w and in m->params, so a use of one crashes instead of reading the
+ * zero pages vit_model_release_unpacked left. */
+static void forget_unpacked(vit_model *m)
+{
+    static const char *const suffixes[] = {".attn.qkv.weight", ".attn.proj.weight",
+                                           ".mlp.fc1.weight", ".mlp.fc2.weight"};
+    for (size_t i = 0; i < m->num_params; i++) {
+        vit_param *p = &m->params[i];
+        size_t len = strlen(p->name);
+        bool packed = strcmp(p->name, "patch_embed.proj.weight") == 0;
+        for (size_t s = 0; !packed && s < sizeof suffixes / sizeof suffixes[0]; s++) {
+            size_t sl = strlen(suffixes[s]);
+            packed = strncmp(p->name, "blocks.", 7) == 0 && len > sl &&
+                     strcmp(p->name + len - sl, suffixes[s]) == 0;
+        }
+        if (packed)
+            p->data = NULL;
+    }
+    m->w.patch_w = NULL;
+    for (int l = 0; l < m->cfg.depth; l++) {
+        vit_block_weights *b = &m->w.blocks[l];
+        b->qkv_w = b->proj_w = b->fc1_w = b->fc2_w = NULL;
+    }
+}
+
+vit_status vit_model_release_unpacked(vit_model *m, vit_error *err)
+{
+    if (m->unpacked_released)
+        return VIT_OK;
+    if (!m->packed || !m->owns_frozen)
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "only a packed model that owns its weights can release them");
+    vit_status st = vit_model_fingerprint(m, m->fingerprint, err);
+    if (st != VIT_OK)
+        return st;
+    size_t count = 1 + 4 * (size_t)m->cfg.depth;
+    pack_item *items = malloc(count * sizeof *items);
+    if (!items) {
+        m->fingerprint[0] = '\0';
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory releasing weights");
+    }
+    pack_items(m, items);
+    for (size_t i = 0; i < count; i++)
+        drop_pages(items[i].w, (size_t)items[i].n * items[i].k);
+    free(items);
+    forget_unpacked(m);
+    m->unpacked_released = true;
     return VIT_OK;
 }
 

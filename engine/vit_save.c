@@ -102,6 +102,9 @@ static vit_status write_weights(const vit_model *m, const char *path, vit_error 
 
 vit_status vit_model_save(const vit_model *m, const char *dir, vit_error *err)
 {
+    if (m->unpacked_released)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "this model released its unpacked weights; save from a loaded copy");
     struct stat sb;
     if (stat(dir, &sb) == 0)
         return vit_error_set(err, VIT_ERR_INVALID, "%s already exists; not overwriting it", dir);

@@ -173,6 +173,9 @@ vit_status vit_train_state_create_path(const vit_model *m, vit_method method, in
     *out = NULL;
     if (max_batch < 1 || max_batch > 4096)
         return vit_error_set(err, VIT_ERR_INVALID, "batch size %d is outside [1, 4096]", max_batch);
+    if (m->unpacked_released)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "training multiplies the unpacked weights, which this model released");
     if (threads < 1 || threads > 64)
         return vit_error_set(err, VIT_ERR_INVALID, "threads %d is outside [1, 64]", threads);
     if (path != VIT_PATH_AUTO && path != VIT_PATH_PACKED && path != VIT_PATH_PORTABLE)

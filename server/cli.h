@@ -60,6 +60,9 @@ double cli_now(void);
 /* Peak resident set size of this process in bytes. */
 size_t cli_peak_rss(void);
 
+/* Resident set size now (/proc/self/statm), bytes; 0 if unknown. */
+size_t cli_current_rss(void);
+
 /* Default compute threads: the CPUs this process may use (cpu_usable_count:
  * affinity mask and cgroup quota), within [1, 64]. */
 long cli_default_threads(void);

@@ -24,10 +24,13 @@ static void bench_usage(FILE *out)
 {
     fprintf(out, "usage: vitfit bench --model DIR|FILE | --preset vit-b16|vit-l14-clip|vit-tiny\n"
                  "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--profile] [--json]\n"
+                 "                    [--precision fp32|bf16]\n"
                  "                    [--train [--method bitfit|linear|full] [--classes K]\n"
                  "                     [--path auto|packed|portable]]\n"
                  "                    [--tasks N] [--workers W] [--mixed N] [--classes K]\n"
                  "  --profile  also report time per op kind (GEMMs by layer, attention, LayerNorm...)\n"
+                 "  --precision  fp32 (default) or bf16 matrix products (forward timing; bf16 needs\n"
+                 "             avx512_bf16)\n"
                  "  --workers  run W workers at once, each with its own state and --threads threads\n"
                  "             (default: the usable CPUs divided among the workers)\n"
                  "  --mixed    also time batches whose images spread over N tasks, against one task\n"
@@ -49,6 +52,7 @@ typedef struct bench_opts {
     long mixed;
     vit_method method;
     vit_path path;       /* --path, for --train */
+    vit_precision precision;
     long classes;
     int classes_given;   /* --classes on the command line */
     int threads_given;   /* --threads on the command line */
@@ -64,7 +68,8 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         {"profile", no_argument, NULL, 'P'},     {"train", no_argument, NULL, 'T'},
         {"method", required_argument, NULL, 'M'}, {"classes", required_argument, NULL, 'K'},
         {"tasks", required_argument, NULL, 'N'},  {"workers", required_argument, NULL, 'W'},
-        {"mixed", required_argument, NULL, 'X'},  {"path", required_argument, NULL, 'R'},
+        {"mixed", required_argument, NULL, 'X'},  {"precision", required_argument, NULL, 'R'},
+        {"path", required_argument, NULL, 'A'},
         {NULL, 0, NULL, 0},
     };
     *o = (bench_opts){.batch = 1, .threads = cli_default_threads(), .iters = 5, .warmup = 1, .classes = 10,
@@ -80,11 +85,15 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         case 'j': o->json = 1; continue;
         case 'P': o->profile = 1; continue;
         case 'T': o->train = 1; continue;
+        case 'R':
+            if (!vit_precision_parse(optarg, &o->precision))
+                return cli_usage_error("bench", "--precision is fp32 or bf16, got '%s'", optarg);
+            continue;
         case 'M':
             if (!vit_method_parse(optarg, &o->method))
                 return cli_usage_error("bench", "--method must be bitfit, linear or full");
             continue;
-        case 'R':
+        case 'A':
             if (strcmp(optarg, "auto") == 0)
                 o->path = VIT_PATH_AUTO;
             else if (strcmp(optarg, "packed") == 0)
@@ -114,6 +123,8 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         return cli_usage_error("bench", "give exactly one of --model or --preset");
     if (optind != argc)
         return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
+    if (o->precision != VIT_PRECISION_FP32 && (o->train || o->tasks))
+        return cli_usage_error("bench", "--precision times the forward pass (training is fp32)");
     if (o->profile && (o->workers > 1 || o->mixed))
         return cli_usage_error("bench", "--profile times one worker on one task");
     /* W workers x T threads beyond the usable CPUs spin against each other:
@@ -511,7 +522,11 @@ static int bench_forward(const bench_opts *o, const vit_model *m)
                                   (json_int_t)images, "wall_seconds", span, "images_per_second",
                                   ips, "gflop_per_second", gflops, "peak_rss_bytes",
                                   (json_int_t)rss);
-            int ok = j != NULL;
+            int ok = j != NULL &&
+                     json_object_set_new(j, "precision",
+                                         json_string(vit_precision_name(m->precision))) == 0 &&
+                     json_object_set_new(j, "rss_bytes",
+                                         json_integer((json_int_t)cli_current_rss())) == 0;
             if (ok && o->profile)
                 ok = json_object_set_new(j, "profile", profile_json(&profile, iters)) == 0 &&
                      json_object_set_new(j, "profile_fused", json_boolean(profile.fused)) == 0;
@@ -565,16 +580,19 @@ int cli_bench(int argc, char **argv)
     vit_error err = {0};
     vit_model *m = NULL;
     vit_config cfg;
+    /* one copy of the weights where nothing trains: the packed one */
+    vit_load_options lo = {.precision = o.precision, .one_copy = !o.train};
     if (o.preset) {
         if (vit_config_preset(o.preset, &cfg, &err) != VIT_OK ||
             vit_model_create(&cfg, &m, &err) != VIT_OK)
             return cli_fail(&err);
         vit_model_randomize(m, 0);
-        if (vit_model_pack(m, &err) != VIT_OK) {
+        if ((lo.one_copy ? vit_model_pack_release : vit_model_pack_precision)(m, lo.precision,
+                                                                             &err) != VIT_OK) {
             vit_model_free(m);
             return cli_fail(&err);
         }
-    } else if (vit_model_load(o.model, &m, &err) != VIT_OK) {
+    } else if (vit_model_load_with(o.model, &lo, &m, &err) != VIT_OK) {
         return cli_fail(&err);
     }
     if (o.train || o.tasks) {

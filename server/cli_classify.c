@@ -29,13 +29,14 @@ static void classify_usage(FILE *out)
 {
     fprintf(out,
             "usage: vitfit classify --model DIR|FILE [--task FILE] [--top-k K] [--json] [--logits]\n"
-            "                       [--threads N] [--max-pixels N] IMAGE...\n"
+            "                       [--threads N] [--precision P] [--max-pixels N] IMAGE...\n"
             "  --model       checkpoint directory (model.safetensors + config.json) or file\n"
             "  --task        a task bias-set file made for this model (vitfit train)\n"
             "  --top-k       how many labels to print, best first (default 5)\n"
             "  --json        print one JSON object on stdout\n"
             "  --logits      add the raw logits (all classes) to the JSON output\n"
             "  --threads     compute threads (default: the CPUs this process may use)\n"
+            "  --precision   fp32 or bf16 matrix products (default fp32; bf16 needs avx512_bf16)\n"
             "  --max-pixels  refuse larger images (default %ld)\n",
             DEFAULT_MAX_PIXELS);
 }
@@ -46,6 +47,7 @@ typedef struct classify_opts {
     long top_k;
     long threads;
     long max_pixels;
+    vit_precision precision;
     int json;
     int logits;
 } classify_opts;
@@ -92,6 +94,7 @@ static int parse_classify(int argc, char **argv, classify_opts *o)
         {"task", required_argument, NULL, 'T'},
         {"threads", required_argument, NULL, 't'}, {"max-pixels", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},          {"logits", no_argument, NULL, 'l'},
+        {"precision", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     *o = (classify_opts){.top_k = 5, .threads = cli_default_threads(),
@@ -105,6 +108,10 @@ static int parse_classify(int argc, char **argv, classify_opts *o)
         case 'j': o->json = 1; break;
         case 'l': o->logits = 1; break;
         case 'h': classify_usage(stdout); return -1;
+        case 'P':
+            if (!vit_precision_parse(optarg, &o->precision))
+                return cli_usage_error("classify", "--precision is fp32 or bf16, got '%s'", optarg);
+            break;
         case 'k':
             if (!cli_parse_int(optarg, 1, 1000000, &o->top_k))
                 return cli_usage_error("classify", "--top-k needs a positive integer, got '%s'", optarg);
@@ -157,7 +164,9 @@ int cli_classify(int argc, char **argv)
     vit_error err = {0};
     vit_model *backbone = NULL, *m = NULL;
     vit_task *task = NULL;
-    if (vit_model_load(o.model, &backbone, &err) != VIT_OK)
+    /* one copy of the weights, the packed one: classify never trains */
+    vit_load_options lo = {.precision = o.precision, .one_copy = true};
+    if (vit_model_load_with(o.model, &lo, &backbone, &err) != VIT_OK)
         return cli_fail(&err);
     if (o.task) { /* the task's biases and head over the shared backbone */
         if (task_load(backbone, o.task, &task, &err) != VIT_OK ||

@@ -142,6 +142,7 @@ static vit_status open_jobs(srv *s, vit_error *err)
     jobs_config jc = {
         .data_dir = s->cfg.data_dir,
         .model = s->model,
+        .model_path = s->cfg.model,
         .tasks = s->tasks,
         .max_running = s->cfg.max_running_jobs,
         .max_queued = s->cfg.max_queued_jobs,
@@ -174,7 +175,9 @@ static vit_status load(srv *s, vit_error *err)
     vit_status st = vit_model_load(s->cfg.model, &s->model, err);
     if (st != VIT_OK)
         return vit_error_prefix(err, "model %s", s->cfg.model);
-    if ((st = vit_model_pack(s->model, err)) != VIT_OK ||
+    vit_precision precision =
+        s->cfg.precision == CFG_PRECISION_BF16 ? VIT_PRECISION_BF16 : VIT_PRECISION_FP32;
+    if ((st = vit_model_pack_precision(s->model, precision, err)) != VIT_OK ||
         (st = vit_model_fingerprint(s->model, s->fingerprint, err)) != VIT_OK)
         return st;
     if (mkdir(s->cfg.data_dir, 0755) != 0 && errno != EEXIST)

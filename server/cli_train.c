@@ -77,10 +77,11 @@ static void eval_usage(FILE *out)
 {
     fprintf(out, "usage: vitfit eval --model DIR [--task FILE] --data DATASET [--batch-size N]\n"
                  "         [--threads N] [--loader-threads N] [--limit N] [--class-names A,B,...]\n"
-                 "         [--skip-bad] [--json] [--allow-outside-root]\n"
+                 "         [--skip-bad] [--json] [--allow-outside-root] [--precision fp32|bf16]\n"
                  "The data set's classes are matched to the task's (or model's) labels by name;\n"
                  "an IDX set without --class-names takes them by label number.  --skip-bad skips\n"
-                 "images that do not decode (each named on stderr, counted in \"skipped\").\n");
+                 "images that do not decode (each named on stderr, counted in \"skipped\").\n"
+                 "--precision: fp32 (default) or bf16 matrix products (bf16 needs avx512_bf16).\n");
 }
 
 /* Splits "a,b,c" into a NULL-terminated array (caller frees with free_names). */
@@ -629,7 +630,7 @@ int cli_train(int argc, char **argv)
 int cli_eval(int argc, char **argv)
 {
     enum { O_MODEL = 256, O_TASK, O_DATA, O_BATCH, O_THREADS, O_LOADER, O_LIMIT, O_CLASSES, O_JSON, O_HELP,
-           O_OUTSIDE, O_SKIP_BAD };
+           O_OUTSIDE, O_SKIP_BAD, O_PRECISION };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"task", required_argument, NULL, O_TASK},
         {"data", required_argument, NULL, O_DATA}, {"batch-size", required_argument, NULL, O_BATCH},
@@ -639,9 +640,11 @@ int cli_eval(int argc, char **argv)
         {"class-names", required_argument, NULL, O_CLASSES}, {"json", no_argument, NULL, O_JSON},
         {"help", no_argument, NULL, O_HELP},
         {"allow-outside-root", no_argument, NULL, O_OUTSIDE},
-        {"skip-bad", no_argument, NULL, O_SKIP_BAD}, {NULL, 0, NULL, 0},
+        {"skip-bad", no_argument, NULL, O_SKIP_BAD},
+        {"precision", required_argument, NULL, O_PRECISION}, {NULL, 0, NULL, 0},
     };
     const char *model = NULL, *task_path = NULL, *data = NULL, *class_list = NULL;
+    vit_precision precision = VIT_PRECISION_FP32;
     long batch = 32, threads = cli_default_threads(), loader_threads = 2, limit = 0;
     int as_json = 0, allow_outside = 0, skip_bad = 0, ch, which = 0, ok;
     opterr = 0;
@@ -660,6 +663,7 @@ int cli_eval(int argc, char **argv)
         case O_THREADS: ok = cli_parse_int(optarg, 1, 64, &threads); break;
         case O_LOADER: ok = cli_parse_int(optarg, 1, 64, &loader_threads); break;
         case O_LIMIT: ok = cli_parse_int(optarg, 1, 1L << 40, &limit); break;
+        case O_PRECISION: ok = vit_precision_parse(optarg, &precision); break;
         default:
             return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -678,7 +682,9 @@ int cli_eval(int argc, char **argv)
     ds_dataset *d = NULL;
     eval_result r = {0};
     char **names = class_list ? split_names(class_list) : NULL;
-    vit_status st = vit_model_load(model, &m, &err);
+    /* one copy of the weights, the packed one: evaluating never trains */
+    vit_load_options lo = {.precision = precision, .one_copy = true};
+    vit_status st = vit_model_load_with(model, &lo, &m, &err);
     if (st == VIT_OK && task_path) {
         st = task_load(m, task_path, &task, &err);
         if (st == VIT_OK)

@@ -328,6 +328,37 @@ static int store_result(jobs *j, job *jb, const trainer_result *res, char *code,
     return 0;
 }
 
+/* The backbone a job trains on.  Training runs in fp32 (bf16 training is
+ * not offered), so when the served model kept only a bf16 packing (one copy
+ * of the weights) the job loads an fp32 copy of the same checkpoint for its
+ * run -- the caller frees *copy -- and checks that it is the backbone the
+ * server serves: a checkpoint replaced on disk since the start is refused.
+ * Otherwise *copy stays NULL and the served model is shared. */
+static vit_status training_backbone(const jobs *j, vit_model **copy, vit_error *err)
+{
+    *copy = NULL;
+    const vit_model *served = j->cfg.model;
+    if (!served->unpacked_released || served->precision == VIT_PRECISION_FP32)
+        return VIT_OK;
+    vit_load_options lo = {.precision = VIT_PRECISION_FP32, .one_copy = true};
+    vit_status st = vit_model_load_with(j->cfg.model_path, &lo, copy, err);
+    if (st != VIT_OK) /* its message names the server's files: not for the client */
+        return vit_error_set(err, st,
+                             "cannot load an fp32 copy of the backbone for training (%s)",
+                             vit_status_name(st));
+    char fp[65];
+    if (st == VIT_OK && (st = vit_model_fingerprint(*copy, fp, err)) == VIT_OK &&
+        strcmp(fp, served->fingerprint) != 0)
+        st = vit_error_set(err, VIT_ERR_MISMATCH,
+                           "the model checkpoint changed on disk since the server started; "
+                           "restart the server to train on it");
+    if (st != VIT_OK) {
+        vit_model_free(*copy);
+        *copy = NULL;
+    }
+    return st;
+}
+
 static void run_job(jobs *j, job *jb, bool resumed)
 {
     char *ck = job_path(jb->dir, "checkpoint");
@@ -399,7 +430,11 @@ static void run_job(jobs *j, job *jb, bool resumed)
     vit_set_threads(j->cfg.train_threads);
     trainer_result res = {0};
     vit_error err = {0};
-    vit_status st = trainer_run(j->cfg.model, train, eval, &c, &res, &err);
+    vit_model *copy = NULL;
+    vit_status st = training_backbone(j, &copy, &err);
+    if (st == VIT_OK)
+        st = trainer_run(copy ? copy : j->cfg.model, train, eval, &c, &res, &err);
+    vit_model_free(copy);
     ds_close(eval);
     ds_close(train);
     job_fetch_close(fetcher);

@@ -49,6 +49,8 @@ typedef struct jobs jobs;
 typedef struct jobs_config {
     const char *data_dir;         /* jobs/ and datasets/ live here */
     const vit_model *model;       /* the backbone; outlives the jobs */
+    const char *model_path;       /* its checkpoint: a job trains on an fp32 copy loaded from
+                                     it when `model` kept only a bf16 packing */
     task_store *tasks;            /* where finished tasks go */
     int max_running;              /* runner threads */
     int max_queued;               /* queued jobs beyond this: 429 */

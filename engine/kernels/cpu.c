@@ -19,6 +19,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 bool cpu_has_avx512(void)
 {
     const char *off = getenv("VITFIT_NO_AVX512");
@@ -31,6 +35,28 @@ bool cpu_has_avx512(void)
 #else
     return false;
 #endif
+}
+
+bool cpu_has_avx512_bf16(void)
+{
+    if (!cpu_has_avx512())
+        return false;
+#if defined(__x86_64__) && defined(VIT_HAVE_AVX512_KERNELS)
+    /* CPUID leaf 7, sub-leaf 1, EAX bit 5; the OS's zmm state was checked
+     * by cpu_has_avx512 */
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx))
+        return false;
+    return (eax >> 5) & 1u;
+#else
+    return false;
+#endif
+}
+
+bool cpu_bf16_emulate_requested(void)
+{
+    const char *on = getenv("VITFIT_BF16_EMULATE");
+    return on && *on && *on != '0';
 }
 
 /* ---- the decision, on parsed inputs ---- */

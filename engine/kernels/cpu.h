@@ -12,6 +12,14 @@
  * tests can run both on one machine). */
 bool cpu_has_avx512(void);
 
+/* True when cpu_has_avx512() and the CPU has avx512_bf16 (vdpbf16ps). */
+bool cpu_has_avx512_bf16(void);
+
+/* True when VITFIT_BF16_EMULATE is set (and not "0"): run bf16 products on
+ * an emulation of vdpbf16ps where the CPU lacks it, for tests and accuracy
+ * checks; otherwise such a CPU refuses bf16. */
+bool cpu_bf16_emulate_requested(void);
+
 /* CPUs one cgroup v2 `cpu.max` text allows: "QUOTA PERIOD" (microseconds)
  * gives ceil(QUOTA / PERIOD), at least 1; "max" or "max PERIOD" gives 0 (no
  * limit); anything else -- empty, signs, zero or missing fields, trailing

@@ -102,6 +102,7 @@ int gemm_get_threads(void)
 
 #ifdef VIT_HAVE_AVX512_KERNELS
 #include "gemm_avx512.h"
+#include "gemm_bf16.h"
 #endif
 #include "cpu.h"
 #include "pool.h"
@@ -109,6 +110,17 @@ int gemm_get_threads(void)
 bool gemm_packed_available(void)
 {
     return cpu_has_avx512();
+}
+
+gemm_bf16_kind gemm_bf16_available(void)
+{
+#ifdef VIT_HAVE_AVX512_KERNELS
+    if (cpu_has_avx512_bf16())
+        return GEMM_BF16_NATIVE;
+    if (cpu_has_avx512() && cpu_bf16_emulate_requested())
+        return GEMM_BF16_EMULATED;
+#endif
+    return GEMM_BF16_NONE;
 }
 
 #ifdef VIT_HAVE_AVX512_KERNELS
@@ -166,17 +178,68 @@ size_t gemm_packed_scratch_floats(int m)
     return 2 * gemm_packed_a_floats(m < GEMM_MC ? m : GEMM_MC);
 }
 
+/* What the driver below needs of a kernel: its block depth, its A packing,
+ * its panel update and where a block's B panels start.  The fp32 and the bf16
+ * kernels share the driver; their packed A blocks of a pass have equal size
+ * (bf16: twice the depth at half the bytes), so one scratch serves both. */
+typedef struct packed_kernel {
+    int kc;
+    void (*pack_a)(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0, int kc);
+    void (*panels)(const void *ap, const void *bp_block, int m, int n, int kc, int j0, int j1,
+                   float *c, size_t ldc, int load_c, gemm_post post);
+    const void *(*b_block)(const void *bp, int n, int p0);
+} packed_kernel;
+
+_Static_assert(GEMM_BF16_KC * sizeof(uint16_t) == GEMM_KC * sizeof(float),
+               "a packed bf16 A block is the size of an fp32 one");
+
+static void fp32_pack_a(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
+                        int kc)
+{
+    gemm_pack_a_block(dst, a, lda, m, s0, s1, p0, kc);
+}
+
+static void fp32_panels(const void *ap, const void *bp_block, int m, int n, int kc, int j0,
+                        int j1, float *c, size_t ldc, int load_c, gemm_post post)
+{
+    gemm_block_panels(ap, bp_block, m, n, kc, j0, j1, c, ldc, load_c, post);
+}
+
+/* A stored transposed, (k, m): a weight gradient's dy^T, attention's P^T */
+static void fp32_pack_a_t(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
+                          int kc)
+{
+    gemm_pack_a_block_t(dst, a, lda, m, s0, s1, p0, kc);
+}
+
+static const void *fp32_b_block(const void *bp, int n, int p0)
+{
+    return (const float *)bp + gemm_packed_b_block(n, p0);
+}
+
+static const void *bf16_b_block(const void *bp, int n, int p0)
+{
+    return (const uint16_t *)bp + gemm_bf16_packed_b_block(n, p0);
+}
+
+static const packed_kernel fp32_kernel = {GEMM_KC, fp32_pack_a, fp32_panels, fp32_b_block};
+static const packed_kernel fp32_kernel_at = {GEMM_KC, fp32_pack_a_t, fp32_panels, fp32_b_block};
+static const packed_kernel bf16_native = {GEMM_BF16_KC, gemm_bf16_pack_a_block,
+                                          gemm_bf16_block_panels_native, bf16_b_block};
+static const packed_kernel bf16_emulated = {GEMM_BF16_KC, gemm_bf16_pack_a_block,
+                                            gemm_bf16_block_panels_emulated, bf16_b_block};
+
 typedef struct packed_job {
+    const packed_kernel *kernel;
     vit_team *team;
     int m, n, k;
     const float *a;
     size_t lda;
-    bool a_trans;         /* A stored (k, m) */
-    const float *b_raw;   /* B unpacked (gemm_packed_raw), packed into b_dst, or NULL */
+    const void *bp;
+    const float *b_raw;   /* fp32 B unpacked (gemm_packed_raw), packed into b_dst, or NULL */
     size_t ldb;
-    bool b_trans;
+    bool b_trans;         /* b_raw stored (n, k) */
     float *b_dst;
-    const float *bp;
     float *c;
     size_t ldc;
     const gemm_bias *init;
@@ -214,6 +277,7 @@ static void init_block(const packed_job *j, int r0, int r1, int c0, int c1)
 static void packed_region(void *p, int member, int threads)
 {
     const packed_job *j = p;
+    const packed_kernel *kern = j->kernel;
     int panels = (j->n + GEMM_NR - 1) / GEMM_NR;
     int q0, q1;
     vit_team_split(panels, member, threads, &q0, &q1);
@@ -231,38 +295,45 @@ static void packed_region(void *p, int member, int threads)
         int rows = j->m - i0 < pass ? j->m - i0 : pass;
         int s0, s1;
         vit_team_split((rows + GEMM_MR - 1) / GEMM_MR, member, threads, &s0, &s1);
-        const float *a = j->a_trans ? j->a + i0 : j->a + (size_t)i0 * j->lda;
+        /* rows i0.. of A: columns i0.. of its transposed storage */
+        const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
         float *c = j->c + (size_t)i0 * j->ldc;
         if (j->init && c0 < c1)
             init_block(j, i0, i0 + rows, c0, c1);
-        for (int p0 = 0; p0 < j->k; p0 += GEMM_KC, step++) {
-            int kc = j->k - p0 < GEMM_KC ? j->k - p0 : GEMM_KC;
+        for (int p0 = 0; p0 < j->k; p0 += kern->kc, step++) {
+            int kc = j->k - p0 < kern->kc ? j->k - p0 : kern->kc;
             float *ap = j->scratch + (size_t)(step & 1) * half;
-            if (j->a_trans)
-                gemm_pack_a_block_t(ap, a, j->lda, rows, s0, s1, p0, kc);
-            else
-                gemm_pack_a_block(ap, a, j->lda, rows, s0, s1, p0, kc);
+            kern->pack_a(ap, a, j->lda, rows, s0, s1, p0, kc);
             if (threads > 1)
                 vit_team_barrier(j->team);
             bool last = p0 + kc >= j->k;
-            gemm_block_panels(ap, j->bp + gemm_packed_b_block(j->n, p0), rows, j->n, kc, q0, q1,
-                              c, j->ldc, j->init || p0 > 0, last ? j->post : GEMM_POST_NONE);
+            kern->panels(ap, kern->b_block(j->bp, j->n, p0), rows, j->n, kc, q0, q1, c, j->ldc,
+                         j->init || p0 > 0, last ? j->post : GEMM_POST_NONE);
         }
     }
+}
+
+static void packed_run(const packed_kernel *kernel, vit_team *team, int m, int n, int k,
+                       const float *a, size_t lda, const void *bp, float *c, size_t ldc,
+                       const gemm_bias *init, gemm_post post, float *scratch,
+                       size_t scratch_floats)
+{
+    /* the caller's buffer must hold what gemm_packed_scratch_floats promised */
+    VIT_ASSERT(m >= 1 && scratch_need(m) <= scratch_floats);
+    packed_job j = {.kernel = kernel, .team = team, .m = m, .n = n, .k = k, .a = a, .lda = lda,
+                    .bp = bp, .c = c, .ldc = ldc, .init = init, .post = post, .scratch = scratch};
+    if (team)
+        vit_team_run(team, packed_region, &j);
+    else
+        packed_region(&j, 0, 1);
 }
 
 void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda,
                  const float *w_packed, float *c, size_t ldc, const gemm_bias *init,
                  gemm_post post, float *scratch, size_t scratch_floats)
 {
-    /* the caller's buffer must hold what gemm_packed_scratch_floats promised */
-    VIT_ASSERT(m >= 1 && scratch_need(m) <= scratch_floats);
-    packed_job j = {.team = team, .m = m, .n = n, .k = k, .a = a, .lda = lda, .bp = w_packed,
-                    .c = c, .ldc = ldc, .init = init, .post = post, .scratch = scratch};
-    if (team)
-        vit_team_run(team, packed_region, &j);
-    else
-        packed_region(&j, 0, 1);
+    packed_run(&fp32_kernel, team, m, n, k, a, lda, w_packed, c, ldc, init, post, scratch,
+               scratch_floats);
 }
 
 size_t gemm_packed_raw_scratch_floats(int m, int n, int k)
@@ -279,14 +350,47 @@ void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t
     VIT_ASSERT(m >= 1 && b_floats + scratch_need(m) <= scratch_floats);
     /* B first: its size is a multiple of GEMM_NR floats, so A's blocks stay
      * 64-byte aligned */
-    packed_job j = {.team = team, .m = m, .n = n, .k = k, .a = a, .lda = lda, .a_trans = a_trans,
-                    .b_raw = b, .ldb = ldb, .b_trans = b_trans, .b_dst = scratch,
-                    .bp = scratch, .c = c, .ldc = ldc, .init = init, .post = post,
-                    .scratch = scratch + b_floats};
+    packed_job j = {.kernel = a_trans ? &fp32_kernel_at : &fp32_kernel, .team = team, .m = m,
+                    .n = n, .k = k, .a = a, .lda = lda, .bp = scratch, .b_raw = b, .ldb = ldb,
+                    .b_trans = b_trans, .b_dst = scratch, .c = c, .ldc = ldc, .init = init,
+                    .post = post, .scratch = scratch + b_floats};
     if (team)
         vit_team_run(team, packed_region, &j);
     else
         packed_region(&j, 0, 1);
+}
+
+void gemm_packed_bf16(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                      const uint16_t *w_packed, float *c, size_t ldc, const gemm_bias *init,
+                      gemm_post post, float *scratch, size_t scratch_floats)
+{
+    gemm_bf16_kind kind = gemm_bf16_available();
+    VIT_ASSERT(kind != GEMM_BF16_NONE);
+    packed_run(kind == GEMM_BF16_NATIVE ? &bf16_native : &bf16_emulated, team, m, n, k, a, lda,
+               w_packed, c, ldc, init, post, scratch, scratch_floats);
+}
+
+size_t gemm_packed_weight_bf16_elems(int n, int k)
+{
+    return gemm_bf16_packed_b_elems(n, k);
+}
+
+void gemm_pack_weight_bf16(uint16_t *dst, const float *w, int n, int k)
+{
+    gemm_bf16_pack_b_nt(dst, w, (size_t)k, n, k);
+}
+
+size_t gemm_packed_b_bf16_elems(int n, int k)
+{
+    return gemm_bf16_packed_b_elems(n, k);
+}
+
+void gemm_pack_b_bf16(uint16_t *dst, const float *b, size_t ldb, bool b_trans, int n, int k)
+{
+    if (b_trans)
+        gemm_bf16_pack_b_nt(dst, b, ldb, n, k);
+    else
+        gemm_bf16_pack_b_nn(dst, b, ldb, k, n);
 }
 
 typedef struct rows_job {
@@ -367,6 +471,41 @@ void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t
     (void)team, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)a_trans, (void)b;
     (void)ldb, (void)b_trans, (void)c, (void)ldc, (void)init, (void)post, (void)scratch;
     (void)scratch_floats;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+size_t gemm_packed_weight_bf16_elems(int n, int k)
+{
+    (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+    return 0;
+}
+
+void gemm_pack_weight_bf16(uint16_t *dst, const float *w, int n, int k)
+{
+    (void)dst, (void)w, (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+size_t gemm_packed_b_bf16_elems(int n, int k)
+{
+    (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+    return 0;
+}
+
+void gemm_pack_b_bf16(uint16_t *dst, const float *b, size_t ldb, bool b_trans, int n, int k)
+{
+    (void)dst, (void)b, (void)ldb, (void)b_trans, (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+void gemm_packed_bf16(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                      const uint16_t *w_packed, float *c, size_t ldc, const gemm_bias *init,
+                      gemm_post post, float *scratch, size_t scratch_floats)
+{
+    (void)team, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)w_packed, (void)c;
+    (void)ldc, (void)init, (void)post, (void)scratch, (void)scratch_floats;
     VIT_ASSERT(!"packed GEMM not built");
 }
 

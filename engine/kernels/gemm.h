@@ -1,16 +1,18 @@
 /*
  * gemm.h - every matrix product of the engine goes through here.
  *
- * One seam so another backend (bf16 on avx512_bf16) can replace
- * OpenBLAS without touching the model code.  Matrices are row-major; `b_trans`
- * means B is stored (n, k) -- PyTorch's (out, in) weight layout -- so a linear
- * layer is gemm(x, W^T).
+ * One seam for every backend -- OpenBLAS, the packed fp32 kernel, the bf16
+ * kernel -- so the model code never sees which one runs.  Matrices are
+ * row-major; `b_trans` means B is stored (n, k) -- PyTorch's (out, in)
+ * weight layout -- so a linear layer is gemm(x, W^T).
  */
 #ifndef VIT_GEMM_H
 #define VIT_GEMM_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /* C (m, n) = alpha * A (m, k) . op(B) + beta * C, with leading dimensions. */
 void gemm(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
@@ -110,6 +112,62 @@ void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t
  * members of team splitting the n outputs: for a head's few rows. */
 void gemm_rows_team(vit_team *team, float *y, const float *x, const float *w, const float *bias,
                     int m, int n, int k);
+
+/* ---- bf16 products (gemm_bf16_pack.c, gemm_bf16_tile.c) ----
+ * The same products with both operands rounded to bf16 and fp32
+ * accumulation: weights packed to bf16 once (half the bytes), activations
+ * rounded as they are packed.  On CPUs with avx512_bf16 one vdpbf16ps does
+ * two multiply-adds per lane where an FMA does one. */
+
+/* Which kernel bf16 products run on. */
+typedef enum gemm_bf16_kind {
+    GEMM_BF16_NONE,     /* no AVX-512 (or VITFIT_NO_AVX512): bf16 is unavailable */
+    GEMM_BF16_NATIVE,   /* vdpbf16ps */
+    GEMM_BF16_EMULATED, /* AVX-512 without avx512_bf16, and VITFIT_BF16_EMULATE=1: same
+                           numbers, fp32 FMAs, slower than fp32 -- for tests and checks */
+} gemm_bf16_kind;
+
+/* The bf16 kernel this process may use (see cpu_bf16_kind). */
+gemm_bf16_kind gemm_bf16_available(void);
+
+/* x rounded to bf16 (to nearest, ties to even; NaN stays NaN), as its bits:
+ * the upper half of x's fp32 bits after rounding. */
+static inline uint16_t gemm_bf16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* x rounded to bf16 and back: what a bf16 product sees of x (references). */
+static inline float gemm_bf16_round(float x)
+{
+    uint32_t u = (uint32_t)gemm_bf16_bits(x) << 16;
+    float r;
+    memcpy(&r, &u, sizeof r);
+    return r;
+}
+
+/* bf16 elements of W (n, k) packed by gemm_pack_weight_bf16. */
+size_t gemm_packed_weight_bf16_elems(int n, int k);
+
+/* Packs W (n, k), PyTorch's (out, in) layout, for y = x W^T in bf16. */
+void gemm_pack_weight_bf16(uint16_t *dst, const float *w, int n, int k);
+
+/* bf16 elements of a packed B of an (m, n) = (m, k) . (k, n) product. */
+size_t gemm_packed_b_bf16_elems(int n, int k);
+
+/* gemm_pack_b into the bf16 layout. */
+void gemm_pack_b_bf16(uint16_t *dst, const float *b, size_t ldb, bool b_trans, int n, int k);
+
+/* gemm_packed with a bf16-packed B: A is rounded to bf16 as it is packed.
+ * Same scratch (gemm_packed_scratch_floats), init and post. */
+void gemm_packed_bf16(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                      const uint16_t *w_packed, float *c, size_t ldc, const gemm_bias *init,
+                      gemm_post post, float *scratch, size_t scratch_floats);
 
 /* Threads OpenBLAS may use (process-wide setting of the library). */
 void gemm_set_threads(int threads);

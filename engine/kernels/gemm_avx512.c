@@ -14,19 +14,13 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "simd_avx512.h"
+#include "gemm_tile.h"
+
+_Static_assert(GEMM_NR == 32, "gemm_tile.h stores 32-column panels");
 
 static int panels_of(int n)
 {
     return (n + GEMM_NR - 1) / GEMM_NR;
-}
-
-/* Lanes of panel j's two 16-float halves that hold one of the n columns. */
-static void panel_masks(int n, int j, __mmask16 *m0, __mmask16 *m1)
-{
-    int cols = n - j * GEMM_NR < GEMM_NR ? n - j * GEMM_NR : GEMM_NR;
-    *m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
-    *m1 = (__mmask16)(cols >= 32 ? 0xffff : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
 }
 
 size_t gemm_packed_b_floats(int n, int k)
@@ -79,7 +73,7 @@ void gemm_pack_b_nn_panels(float *dst, const float *b, size_t ldb, int k, int n,
         for (int j = j0; j < j1; j++) {
             float *panel = block + (size_t)j * kc * GEMM_NR;
             __mmask16 m0, m1;
-            panel_masks(n, j, &m0, &m1);
+            gemm_panel_masks(n, j, &m0, &m1);
             for (int p = 0; p < kc; p++) {
                 const float *src = b + (size_t)(p0 + p) * ldb + (size_t)j * GEMM_NR;
                 _mm512_storeu_ps(panel + (size_t)p * GEMM_NR, _mm512_maskz_loadu_ps(m0, src));
@@ -133,18 +127,6 @@ void gemm_pack_a_block_t(float *dst, const float *a, size_t lda, int m, int s0, 
     }
 }
 
-static inline __m512 apply_post(__m512 v, gemm_post post)
-{
-    switch (post) {
-    case GEMM_POST_GELU:
-        return simd_gelu_ps(v);
-    case GEMM_POST_QUICK_GELU:
-        return simd_quick_gelu_ps(v);
-    default:
-        return v;
-    }
-}
-
 /* The register tile: rows [0, MR) of C (MR a constant in every caller, so
  * the accumulators stay in registers) times one NR-column panel, masked to
  * the panel's valid columns. */
@@ -172,20 +154,8 @@ tile(const int MR, const float *ap, const float *bp, int kc, float *c, size_t ld
         bp += GEMM_NR;
     }
 #pragma GCC unroll 14
-    for (int i = 0; i < MR; i++) {
-        float *row = c + (size_t)i * ldc;
-        __m512 v0 = acc0[i], v1 = acc1[i];
-        if (load_c) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
-        }
-        if (post != GEMM_POST_NONE) {
-            v0 = apply_post(v0, post);
-            v1 = apply_post(v1, post);
-        }
-        _mm512_mask_storeu_ps(row, m0, v0);
-        _mm512_mask_storeu_ps(row + 16, m1, v1);
-    }
+    for (int i = 0; i < MR; i++)
+        gemm_tile_store_row(c + (size_t)i * ldc, acc0[i], acc1[i], m0, m1, load_c, post);
 }
 
 #define TILE_CASE(R)                                                                   \
@@ -197,13 +167,7 @@ tile(const int MR, const float *ap, const float *bp, int kc, float *c, size_t ld
 static void tile_rows(int rows, const float *ap, const float *bp, int kc, float *c, size_t ldc,
                       __mmask16 m0, __mmask16 m1, int load_c, gemm_post post)
 {
-    switch (rows) {
-        TILE_CASE(14) TILE_CASE(13) TILE_CASE(12) TILE_CASE(11) TILE_CASE(10)
-        TILE_CASE(9) TILE_CASE(8) TILE_CASE(7) TILE_CASE(6) TILE_CASE(5)
-        TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
-    default:
-        break;
-    }
+    GEMM_TILE_SWITCH(rows, TILE_CASE)
 }
 
 void gemm_block_panels(const float *ap, const float *bp_block, int m, int n, int kc, int j0,
@@ -212,7 +176,7 @@ void gemm_block_panels(const float *ap, const float *bp_block, int m, int n, int
     /* each 32 KB B micro-panel stays in L1 across the slivers of A */
     for (int j = j0; j < j1; j++) {
         __mmask16 m0, m1;
-        panel_masks(n, j, &m0, &m1);
+        gemm_panel_masks(n, j, &m0, &m1);
         const float *bp = bp_block + (size_t)j * kc * GEMM_NR;
         for (int r = 0; r < m; r += GEMM_MR) {
             int rows = m - r < GEMM_MR ? m - r : GEMM_MR;
@@ -240,6 +204,35 @@ void gemm_rows_dot(float *y, size_t ldy, const float *x, size_t ldx, const float
                                       _mm512_maskz_loadu_ps(tail, wr + p), acc);
             }
             y[(size_t)r * ldy + j] = _mm512_reduce_add_ps(acc) + (bias ? bias[j] : 0.0f);
+        }
+    }
+}
+
+void gemm_pack_b_nn_from_nt(float *dst, const float *wp, int n, int k, int j0, int j1)
+{
+    int out_panels = panels_of(k);
+    for (int p0 = 0; p0 < n; p0 += GEMM_KC) { /* blocks over W's rows: dx's depth */
+        int kc = n - p0 < GEMM_KC ? n - p0 : GEMM_KC;
+        float *block = dst + gemm_packed_b_block(k, p0);
+        for (int j = j0; j < j1 && j < out_panels; j++) {
+            float *panel = block + (size_t)j * kc * GEMM_NR;
+            for (int c = 0; c < GEMM_NR; c++) {
+                int col = j * GEMM_NR + c; /* a column of W: an output of dx */
+                if (col >= k) {
+                    for (int p = 0; p < kc; p++)
+                        panel[(size_t)p * GEMM_NR + c] = 0.0f;
+                    continue;
+                }
+                /* W[r][col] in the forward packing: its KC block over W's
+                 * columns, its 32-row panel, row r % 32 within it */
+                int q0 = col / GEMM_KC * GEMM_KC, qc = k - q0 < GEMM_KC ? k - q0 : GEMM_KC;
+                const float *src = wp + gemm_packed_b_block(n, q0) + (size_t)(col - q0) * GEMM_NR;
+                for (int p = 0; p < kc; p++) {
+                    int r = p0 + p;
+                    panel[(size_t)p * GEMM_NR + c] =
+                        src[(size_t)(r / GEMM_NR) * qc * GEMM_NR + r % GEMM_NR];
+                }
+            }
         }
     }
 }

@@ -41,6 +41,11 @@ void gemm_pack_b_nn(float *dst, const float *b, size_t ldb, int k, int n);
  * panels it multiplies. */
 void gemm_pack_b_nt_panels(float *dst, const float *w, size_t ldw, int n, int k, int j0, int j1);
 void gemm_pack_b_nn_panels(float *dst, const float *b, size_t ldb, int k, int n, int j0, int j1);
+/* Packs panels [j0, j1) of B = W (n, k) itself -- the operand of dx = dy W
+ * -- as gemm_pack_b_nn(dst, W, k, n, k) would, reading W from its forward
+ * packing wp (gemm_pack_b_nt's layout) instead of the unpacked matrix, so a
+ * model that kept only the packed copy can still run its backward pass. */
+void gemm_pack_b_nn_from_nt(float *dst, const float *wp, int n, int k, int j0, int j1);
 
 /* Floats of one packed KC block of A with m rows. */
 size_t gemm_packed_a_floats(int m);

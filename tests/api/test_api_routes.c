@@ -278,6 +278,8 @@ static void test_operations(void)
                "/v1/model: fingerprint %s, want %s",
                json_string_value(json_object_get(j, "fingerprint")), fp);
         CHECKF(json_is_boolean(json_object_get(j, "packed")), "/v1/model: packed");
+        CHECKF(strcmp(jstr(json_object_get(j, "precision")), "fp32") == 0,
+               "/v1/model: precision %s", jstr(json_object_get(j, "precision")));
         json_t *labels = json_object_get(j, "labels");
         CHECKF(json_array_size(labels) == 10, "/v1/model: labels");
         for (int i = 0; i < 10 && json_array_size(labels) == 10; i++)

@@ -16,6 +16,8 @@
 #include "check.h"
 #include "run_cli.h"
 #include "test_util.h"
+#include "cpu.h"
+#include "gemm.h"
 #include "vit.h"
 
 static char tmpdir[] = "/tmp/vitfit-test-cli-XXXXXX";
@@ -494,6 +496,90 @@ static void remove_tmpdir(void)
         fprintf(stderr, "could not remove %s\n", tmpdir);
 }
 
+/* Reads a JSON array of numbers into out (at most cap); returns its size. */
+static size_t json_floats(json_t *a, float *out, size_t cap)
+{
+    size_t n = json_array_size(a);
+    for (size_t k = 0; k < n && k < cap; k++)
+        out[k] = (float)json_number_value(json_array_get(a, k));
+    return n;
+}
+
+/* --precision on classify, eval and bench: bf16 runs (emulated where the CPU
+ * lacks avx512_bf16), gives the bundled samples' top-1 with logits near
+ * fp32's but not equal to them (the bf16 kernel ran), and is refused with a
+ * clear message where it cannot run. */
+static void test_precision(void)
+{
+    run_result *r = run_vitfit("classify", "--model", "@models/fashion-vit-tiny", "--precision",
+                               "fp16", "@models/fashion-vit-tiny/samples/2_trouser.png", NULL);
+    CHECKF(r->status == 2 && strstr(r->err, "fp32 or bf16"), "--precision fp16: %d %s",
+           r->status, r->err);
+    if (!gemm_packed_available()) { /* the portable stage */
+        r = run_vitfit("classify", "--model", "@models/fashion-vit-tiny", "--precision", "bf16",
+                       "@models/fashion-vit-tiny/samples/2_trouser.png", NULL);
+        CHECKF(r->status == 1 && strstr(r->err, "AVX-512"), "bf16 without AVX-512: %d %s",
+               r->status, r->err);
+        return;
+    }
+    if (!cpu_has_avx512_bf16()) {
+        unsetenv("VITFIT_BF16_EMULATE");
+        r = run_vitfit("classify", "--model", "@models/fashion-vit-tiny", "--precision", "bf16",
+                       "@models/fashion-vit-tiny/samples/2_trouser.png", NULL);
+        CHECKF(r->status == 1 && strstr(r->err, "avx512_bf16") && r->out[0] == '\0',
+               "bf16 without avx512_bf16: %d %s", r->status, r->err);
+        setenv("VITFIT_BF16_EMULATE", "1", 1);
+    }
+    static const char *samples[] = {"0_ankle_boot.png", "2_trouser.png", "13_dress.png"};
+    for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "@models/fashion-vit-tiny/samples/%s", samples[i]);
+        json_error_t jerr;
+        float logits[2][16];
+        const char *top[2] = {NULL, NULL};
+        json_t *got[2] = {NULL, NULL};
+        size_t n[2] = {0, 0};
+        for (int p = 0; p < 2; p++) {
+            r = run_vitfit("classify", "--model", "@models/fashion-vit-tiny", "--json", "--logits",
+                           "--precision", p ? "bf16" : "fp32", rel, NULL);
+            CHECKF(r->status == 0, "classify %s %s: %d %s", rel, p ? "bf16" : "fp32", r->status,
+                   r->err);
+            got[p] = json_loads(r->out, 0, &jerr);
+            n[p] = json_floats(json_object_get(got[p], "logits"), logits[p], 16);
+            top[p] = json_string_value(json_array_get(json_object_get(got[p], "labels"), 0));
+        }
+        CHECKF(top[0] && top[1] && strcmp(top[0], top[1]) == 0, "%s: bf16 top-1 %s, fp32 %s", rel,
+               top[1] ? top[1] : "?", top[0] ? top[0] : "?");
+        CHECKF(n[0] == 10 && n[1] == 10, "%s: logits %zu and %zu", rel, n[0], n[1]);
+        if (n[0] == 10 && n[1] == 10) {
+            float scale = 0;
+            for (int k = 0; k < 10; k++)
+                scale = fmaxf(scale, fabsf(logits[0][k]));
+            check_close("bf16 logits vs fp32", logits[1], logits[0], 10, 0.02 * scale, 0);
+            CHECKF(memcmp(logits[0], logits[1], sizeof logits[0]) != 0,
+                   "%s: bf16 logits equal fp32's: bf16 did not run", rel);
+        }
+        json_decref(got[0]);
+        json_decref(got[1]);
+    }
+    r = run_vitfit("bench", "--preset", "vit-tiny", "--precision", "bf16", "--iters", "2",
+                   "--json", NULL);
+    json_error_t jerr;
+    json_t *j = json_loads(r->out, 0, &jerr);
+    CHECKF(r->status == 0 && strcmp(json_string_value(json_object_get(j, "precision"))
+                                        ? json_string_value(json_object_get(j, "precision"))
+                                        : "", "bf16") == 0,
+           "bench --precision bf16: %d %s %s", r->status, r->out, r->err);
+    json_decref(j);
+    r = run_vitfit("eval", "--model", "@models/fashion-vit-tiny", "--data",
+                   "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", "--limit", "100",
+                   "--precision", "bf16", "--json", NULL);
+    j = json_loads(r->out, 0, &jerr);
+    CHECKF(r->status == 0 && json_number_value(json_object_get(j, "top1")) > 0.6,
+           "eval --precision bf16: %d %s %s", r->status, r->out, r->err);
+    json_decref(j);
+}
+
 int main(void)
 {
     VIT_ASSERT(mkdtemp(tmpdir));
@@ -504,6 +590,7 @@ int main(void)
     test_multi_image();
     test_non_finite_scores();
     test_non_utf8_paths();
+    test_precision();
     remove_tmpdir();
     return check_result();
 }

@@ -62,6 +62,7 @@ static const want_key want[] = {
     I("workers", 1, 1, 64),
     I("threads_per_worker", 0, 0, 256),
     O("oversubscribe", "false"),
+    O("precision", "\"fp32\""),
     I("max_batch", 8, 1, 256),
     I("max_batch_delay_ms", 50, 0, 1000),
     I("queue_capacity", 64, 1, 100000),
@@ -96,7 +97,7 @@ static const char *const allowed_env[] = {
     "VITFIT_NO_AVX512=1", "VITFIT_SOURCE_ROOT=/x", "VITFIT_BIN=/x/vitfit", "VITFIT_CI=1",
     "VITFIT_WITH_FUZZ=0", "VITFIT_WITH_REFERENCE=1", "VITFIT_SKIP_STAGES=fuzz",
     "VITFIT_TEST_CPUS=8", "VITFIT_TEST_FAIL_THREAD=2", "VITFIT_FUZZ_TASK_SEEDS=/x",
-    "VITFIT_CACHE=/x",
+    "VITFIT_CACHE=/x", "VITFIT_BF16_EMULATE=1",
 };
 #define NALLOWED (sizeof allowed_env / sizeof allowed_env[0])
 
@@ -317,6 +318,11 @@ static void test_flags(void)
         CHECK(c.log_format == CFG_LOG_TEXT);
     if (expect_ok("VITFIT_LOG_FORMAT=text", &c, L("VITFIT_LOG_FORMAT=text"), NONE))
         CHECK(c.log_format == CFG_LOG_TEXT);
+    if (expect_ok("--precision bf16", &c, NONE, L("--precision", "bf16")))
+        CHECK(c.precision == CFG_PRECISION_BF16);
+    if (expect_ok("VITFIT_PRECISION=bf16", &c, L("VITFIT_PRECISION=bf16"), NONE))
+        CHECK(c.precision == CFG_PRECISION_BF16);
+    expect_err("precision fp16", NONE, L("--precision=fp16"), "--precision", "not one of");
     if (expect_ok("--threads-per-worker 4", &c, NONE, L("--threads-per-worker", "4")))
         CHECK(c.threads_per_worker == 4);
     if (expect_ok("+80", &c, NONE, L("--port", "+80")))

@@ -16,6 +16,7 @@
 #include "attention.h"
 #include "check.h"
 #include "gemm.h"
+#include "gemm_avx512.h"
 #include "ops.h"
 #include "pool.h"
 #include "randinit.h"
@@ -334,6 +335,35 @@ static void check_attention_backward(vit_team *team, int B, int N, int C, int NH
     free(qkv), free(dout), free(got), free(want), free(probs), free(scratch);
 }
 
+/* dx's operand W packed from W's forward packing must equal it packed from
+ * W itself, panel range by panel range (a model that released its unpacked
+ * weights trains from the packed copy). */
+static void check_pack_from_nt(void)
+{
+#ifdef VIT_HAVE_AVX512_KERNELS
+    static const int shapes[][2] = {{1, 1}, {33, 257}, {300, 70}, {768, 2304}, {3072, 768}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s][0], k = shapes[s][1];
+        float *w = random_floats((size_t)n * k, "w", (uint64_t)s);
+        size_t fwd = gemm_packed_b_floats(n, k), bwd = gemm_packed_b_floats(k, n);
+        float *wp = packed_alloc(fwd), *want = packed_alloc(bwd), *got = packed_alloc(bwd);
+        if (!w || !wp || !want || !got) {
+            CHECK(!"out of memory");
+        } else {
+            gemm_pack_b_nt(wp, w, (size_t)k, n, k);
+            gemm_pack_b_nn(want, w, (size_t)k, n, k);
+            memset(got, 0xff, bwd * sizeof *got);
+            int panels = (k + GEMM_NR - 1) / GEMM_NR, mid = panels / 2;
+            gemm_pack_b_nn_from_nt(got, wp, n, k, 0, mid);
+            gemm_pack_b_nn_from_nt(got, wp, n, k, mid, panels);
+            CHECKF(memcmp(got, want, bwd * sizeof *got) == 0,
+                   "W (%d, %d) packed for dx from its forward packing differs", n, k);
+        }
+        free(w), free(wp), free(want), free(got);
+    }
+#endif
+}
+
 int main(void)
 {
     /* the references run on OpenBLAS, whose uninstrumented threads TSan would
@@ -363,6 +393,7 @@ int main(void)
     check_team_bits(team);
     check_team_bits(big);
     check_pack_nn();
+    check_pack_from_nt();
     check_scratch_every_m(team);
     check_rows(team);
     check_attention(team, 1, 197, 768, 12);

@@ -1,0 +1,63 @@
+/*
+ * gemm_bf16.h - the bf16 packed-panel GEMM kernels (engine-internal).
+ *
+ * The fp32 kernel's scheme (gemm_avx512.h) with bf16 operands: A and B are
+ * rounded to bf16 (round to nearest even) when packed, products accumulate
+ * in fp32.  vdpbf16ps multiplies a pair of bf16 values in each 32-bit lane
+ * and adds both products to the lane's fp32 accumulator, so the packed
+ * layouts hold k in pairs:
+ *   B: for each KC block: for each panel j of 32 columns: for each pair q of
+ *      the block's k: 32 columns x (B[2q][col], B[2q+1][col]), 128 bytes.
+ *   A: for each sliver of GEMM_MR rows: for each pair q: GEMM_MR 32-bit
+ *      pairs (A[row][2q], A[row][2q+1]), broadcast one at a time.
+ * An odd k is padded with a zero pair half on both sides.  With KC = 512 k
+ * values a B micro-panel is 32 KB and a pass's packed A block as large as
+ * the fp32 kernel's, so the driver (gemm.c) and its scratch serve both.
+ *
+ * Two builds of the same tile source (gemm_bf16_tile.c): `native` uses
+ * vdpbf16ps and runs only on CPUs with avx512_bf16; `emulated` computes the
+ * same pair products with two fp32 FMAs each (exact: a bf16 product fits in
+ * fp32), for CPUs without the instruction -- a test and measurement path,
+ * several times slower than fp32.
+ */
+#ifndef VIT_GEMM_BF16_H
+#define VIT_GEMM_BF16_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gemm.h"
+#include "gemm_avx512.h"
+
+enum {
+    GEMM_BF16_KC = 2 * GEMM_KC, /* k values per packed block (pairs: GEMM_KC) */
+};
+
+/* bf16 elements of a packed B for an (n, k) product. */
+size_t gemm_bf16_packed_b_elems(int n, int k);
+
+/* Offset, in bf16 elements, of KC block p0's panels in a packed B with n
+ * columns. */
+size_t gemm_bf16_packed_b_block(int n, int p0);
+
+/* Packs W (n, k), row stride ldw (B = W^T), into dst. */
+void gemm_bf16_pack_b_nt(uint16_t *dst, const float *w, size_t ldw, int n, int k);
+
+/* Packs B (k, n), row stride ldb, into dst. */
+void gemm_bf16_pack_b_nn(uint16_t *dst, const float *b, size_t ldb, int k, int n);
+
+/* Packs slivers [s0, s1) of A's KC block at column p0, kc deep, into dst (as
+ * gemm_pack_a_block; dst holds 32-bit pairs). */
+void gemm_bf16_pack_a_block(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
+                            int kc);
+
+/* gemm_block_panels for packed bf16 blocks: vdpbf16ps (native) or its
+ * emulation; same contract otherwise. */
+void gemm_bf16_block_panels_native(const void *ap, const void *bp_block, int m, int n, int kc,
+                                   int j0, int j1, float *c, size_t ldc, int load_c,
+                                   gemm_post post);
+void gemm_bf16_block_panels_emulated(const void *ap, const void *bp_block, int m, int n, int kc,
+                                     int j0, int j1, float *c, size_t ldc, int load_c,
+                                     gemm_post post);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * gemm_tile.h - the register tiles' shared epilogue: how a finished tile row
+ * of accumulators reaches C (engine-internal, header-only).
+ *
+ * The fp32 (gemm_avx512.c) and bf16 (gemm_bf16_tile.c) kernels accumulate in
+ * fp32 zmm registers alike, so they leave the tile the same way: add what C
+ * holds (a bias seeded by the driver, or an earlier KC block), apply the
+ * fused activation on the last block, store the panel's valid columns.
+ * Include only from files compiled with the AVX-512 flags.
+ */
+#ifndef VIT_GEMM_TILE_H
+#define VIT_GEMM_TILE_H
+
+#include <immintrin.h>
+#include <stddef.h>
+
+#include "gemm.h"
+#include "simd_avx512.h"
+
+static inline __m512 gemm_tile_post(__m512 v, gemm_post post)
+{
+    switch (post) {
+    case GEMM_POST_GELU:
+        return simd_gelu_ps(v);
+    case GEMM_POST_QUICK_GELU:
+        return simd_quick_gelu_ps(v);
+    default:
+        return v;
+    }
+}
+
+/* Stores one tile row of 32 columns (two halves, masked to the panel's valid
+ * columns m0, m1) at row: C += v when load_c, then post. */
+static inline __attribute__((always_inline)) void
+gemm_tile_store_row(float *row, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1, int load_c,
+                    gemm_post post)
+{
+    if (load_c) {
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
+    }
+    if (post != GEMM_POST_NONE) {
+        v0 = gemm_tile_post(v0, post);
+        v1 = gemm_tile_post(v1, post);
+    }
+    _mm512_mask_storeu_ps(row, m0, v0);
+    _mm512_mask_storeu_ps(row + 16, m1, v1);
+}
+
+/* Lanes of panel j's two 16-column halves that hold one of the n columns
+ * (both kernels' panels are 32 columns wide). */
+static inline void gemm_panel_masks(int n, int j, __mmask16 *m0, __mmask16 *m1)
+{
+    int cols = n - j * 32 < 32 ? n - j * 32 : 32;
+    *m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    *m1 = (__mmask16)(cols >= 32 ? 0xffff : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+}
+
+/* switch (rows) over the 14 register-tile heights, CASE(R) per height, so
+ * each case calls a tile whose row count is a compile-time constant. */
+#define GEMM_TILE_SWITCH(rows, CASE)                                                    \
+    switch (rows) {                                                                  \
+        CASE(14) CASE(13) CASE(12) CASE(11) CASE(10) CASE(9) CASE(8)                 \
+        CASE(7) CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) CASE(1)                      \
+    default:                                                                         \
+        break;                                                                       \
+    }
+
+#endif

@@ -1,0 +1,272 @@
+/*
+ * test_gemm_bf16.c - the bf16 packed GEMM against a reference on
+ * bf16-rounded inputs, over every edge of its layout.
+ *
+ * The reference rounds A and W to bf16 (gemm_bf16_round) and sums their
+ * products in double; the kernel sums the same products in fp32, so each
+ * output may differ by the fp32 summation bound, (k + 2) u sum|a w| with
+ * u = 2^-24, and by no more.  A packing slip (a wrong pair, a lost odd k,
+ * truncation instead of rounding to nearest) moves some output by at least
+ * one product's bf16 rounding, 2^-9 |a w|, far outside that bound.
+ *
+ * Shapes hit a partial 14-row tile, a partial 32-column panel, an odd k (a
+ * padded pair), k across the 512-deep block, and more rows than a 224-row
+ * pass.  Both tile builds run: the emulated one on every AVX-512 CPU, the
+ * vdpbf16ps one where the CPU has avx512_bf16, and the two must agree.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "cpu.h"
+#include "gemm.h"
+#include "gemm_bf16.h"
+#include "ops.h"
+#include "pool.h"
+#include "randinit.h"
+
+static float *random_floats(size_t n, const char *name, uint64_t seed)
+{
+    float *v = malloc((n ? n : 1) * sizeof *v);
+    if (v)
+        randinit_fill(v, n, name, seed, 1.0, 0.0);
+    return v;
+}
+
+static void *aligned(size_t bytes)
+{
+    return aligned_alloc(64, ((bytes ? bytes : 1) + 63) & ~(size_t)63);
+}
+
+/* ---- rounding ---- */
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static void test_rounding(void)
+{
+    static const struct { uint32_t in, out; } cases[] = {
+        {0x3f800000, 0x3f80},          /* 1.0 exact */
+        {0x3f808000, 0x3f80},          /* tie, even below: stays */
+        {0x3f818000, 0x3f82},          /* tie, odd below: rounds up to even */
+        {0x3f808001, 0x3f81},          /* just above the tie: up */
+        {0x3f807fff, 0x3f80},          /* just below the tie: down */
+        {0xbf818000, 0xbf82},          /* negative ties alike */
+        {0x7f7fffff, 0x7f80},          /* FLT_MAX rounds to infinity, as RNE must */
+        {0x7f800000, 0x7f80},          /* +inf */
+        {0xff800000, 0xff80},          /* -inf */
+        {0x00000001, 0x0000},          /* the smallest subnormal rounds to zero */
+        {0x80000000, 0x8000},          /* -0 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint16_t got = gemm_bf16_bits(from_bits(cases[i].in));
+        CHECKF(got == cases[i].out, "bf16 of 0x%08x: 0x%04x, want 0x%04x", cases[i].in, got,
+               cases[i].out);
+        CHECK(bits_of(gemm_bf16_round(from_bits(cases[i].in))) == (uint32_t)cases[i].out << 16);
+    }
+    /* NaN stays NaN, even one whose payload would round up into inf */
+    static const uint32_t nans[] = {0x7f800001, 0x7fffffff, 0xff800001, 0x7fc00000};
+    for (size_t i = 0; i < sizeof nans / sizeof nans[0]; i++)
+        CHECKF(isnan(gemm_bf16_round(from_bits(nans[i]))), "NaN 0x%08x became 0x%04x", nans[i],
+               gemm_bf16_bits(from_bits(nans[i])));
+}
+
+/* ---- the product ---- */
+
+typedef struct bound {
+    double worst;     /* largest |got - want| / allowed seen */
+    size_t where;
+    float got, want;
+} bound;
+
+/* C = init + A W^T (+ GELU) in bf16 vs the reference on rounded inputs. */
+static void check_product(vit_team *team, int m, int n, int k, int mode)
+{
+    size_t mk = (size_t)m * k, nk = (size_t)n * k, mn = (size_t)m * n;
+    float *a = random_floats(mk, "a", (uint64_t)(m * 131 + k));
+    float *w = random_floats(nk, "w", (uint64_t)(n * 7 + k));
+    float *bias = random_floats((size_t)n * 2, "bias", 3);
+    float *got = random_floats(mn, "c", 5); /* garbage unless adding */
+    float *start = malloc(mn * sizeof *start);
+    uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(n, k) * sizeof(uint16_t));
+    size_t scratch_floats = gemm_packed_scratch_floats(m);
+    float *scratch = aligned(scratch_floats * sizeof(float));
+    if (!a || !w || !bias || !got || !start || !wp || !scratch) {
+        CHECK(!"out of memory");
+        goto out;
+    }
+    memcpy(start, got, mn * sizeof *start);
+    gemm_pack_weight_bf16(wp, w, n, k);
+    const float *biases[256]; /* rows of image 0 take bias 0, image 1 none, image 2 bias 1 */
+    int per = 3;
+    for (int i = 0; i < 256; i++)
+        biases[i] = i % 3 == 1 ? NULL : bias + (size_t)(i % 2) * n;
+    gemm_bias init = {biases, per, mode == 2};
+    gemm_post post = mode == 3 ? GEMM_POST_GELU : GEMM_POST_NONE;
+    gemm_packed_bf16(team, m, n, k, a, (size_t)k, wp, got, (size_t)n, mode >= 1 ? &init : NULL,
+                     post, scratch, scratch_floats);
+    bound b = {0};
+    for (int r = 0; r < m; r++)
+        for (int j = 0; j < n; j++) {
+            double sum = 0, mag = 0;
+            for (int p = 0; p < k; p++) {
+                double prod = (double)gemm_bf16_round(a[(size_t)r * k + p]) *
+                              gemm_bf16_round(w[(size_t)j * k + p]);
+                sum += prod;
+                mag += fabs(prod);
+            }
+            const float *bi = mode >= 1 ? biases[r / per] : NULL;
+            double before = (mode == 2 ? start[(size_t)r * n + j] : 0) + (bi ? bi[j] : 0);
+            double want = sum + before;
+            /* fp32 sums of k products onto the start value, then GELU (few ulps) */
+            double allowed = (k + 2) * 0x1p-24 * (mag + fabs(before)) + 1e-30;
+            if (post == GEMM_POST_GELU) {
+                float g = (float)want;
+                gelu_forward(&g, &g, 1);
+                want = g;
+                allowed = 1.2 * allowed + 4e-7 * (fabs(want) + 1e-3);
+            }
+            double err = fabs((double)got[(size_t)r * n + j] - want) / allowed;
+            if (!(err <= b.worst)) {
+                b.worst = isnan(err) ? INFINITY : err;
+                b.where = (size_t)r * n + j;
+                b.got = got[b.where];
+                b.want = (float)want;
+            }
+        }
+    static const char *modes[] = {"C = AB", "C = bias + AB", "C += bias + AB", "gelu(bias+AB)"};
+    CHECKF(b.worst <= 1.0, "bf16 %dx%dx%d %s (team %d): element %zu is %.9g, want %.9g (%.2f x "
+           "the bound)", m, n, k, modes[mode], team ? vit_team_threads(team) : 1, b.where, b.got,
+           b.want, b.worst);
+out:
+    free(a), free(w), free(bias), free(got), free(start), free(wp), free(scratch);
+}
+
+/* A team's split must not change a bit: each column is one member's. */
+static void check_team_bits(vit_team *team)
+{
+    int m = 197, n = 2 * 768 + 17, k = 1100;
+    float *a = random_floats((size_t)m * k, "a", 1), *w = random_floats((size_t)n * k, "w", 2);
+    float *c1 = calloc((size_t)m * n, sizeof *c1), *c2 = calloc((size_t)m * n, sizeof *c2);
+    uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(n, k) * sizeof(uint16_t));
+    size_t sf = gemm_packed_scratch_floats(m);
+    float *scratch = aligned(sf * sizeof(float));
+    if (a && w && c1 && c2 && wp && scratch) {
+        gemm_pack_weight_bf16(wp, w, n, k);
+        gemm_packed_bf16(NULL, m, n, k, a, (size_t)k, wp, c1, (size_t)n, NULL, GEMM_POST_NONE,
+                         scratch, sf);
+        gemm_packed_bf16(team, m, n, k, a, (size_t)k, wp, c2, (size_t)n, NULL, GEMM_POST_NONE,
+                         scratch, sf);
+        CHECKF(memcmp(c1, c2, (size_t)m * n * sizeof *c1) == 0,
+               "a team of %d changed the bf16 result of one thread", vit_team_threads(team));
+    } else {
+        CHECK(!"out of memory");
+    }
+    free(a), free(w), free(c1), free(c2), free(wp), free(scratch);
+}
+
+/* B (k, n) packed as is must equal its transpose packed as a weight. */
+static void check_pack_nn(void)
+{
+    static const int shapes[][2] = {{1, 1}, {3, 33}, {511, 32}, {513, 65}, {1025, 7}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int k = shapes[s][0], n = shapes[s][1];
+        float *b = random_floats((size_t)k * n, "b", (uint64_t)s), *bt = malloc((size_t)k * n * 4);
+        size_t elems = gemm_packed_b_bf16_elems(n, k);
+        uint16_t *p1 = aligned(elems * 2), *p2 = aligned(elems * 2);
+        if (!b || !bt || !p1 || !p2) {
+            CHECK(!"out of memory");
+        } else {
+            for (int p = 0; p < k; p++)
+                for (int j = 0; j < n; j++)
+                    bt[(size_t)j * k + p] = b[(size_t)p * n + j];
+            memset(p1, 0xab, elems * 2);
+            memset(p2, 0xcd, elems * 2); /* padding must be written, not left */
+            gemm_pack_b_bf16(p1, b, (size_t)n, false, n, k);
+            gemm_pack_b_bf16(p2, bt, (size_t)k, true, n, k);
+            CHECKF(memcmp(p1, p2, elems * 2) == 0, "bf16 pack nn != nt for k %d n %d", k, n);
+        }
+        free(b), free(bt), free(p1), free(p2);
+    }
+}
+
+/* Where the CPU has vdpbf16ps: the native tile and its emulation on the same
+ * packed block.  The instruction rounds after each of a pair's two products
+ * as the emulation does; its denormal flushing does not show at these
+ * magnitudes, so the two must agree within a few fp32 roundings. */
+static void check_native_vs_emulated(void)
+{
+#ifdef VIT_HAVE_AVX512_KERNELS
+    int m = 29, n = 65, k = 1024;
+    float *a = random_floats((size_t)m * k, "a", 9), *w = random_floats((size_t)n * k, "w", 8);
+    uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(n, k) * 2);
+    void *ap = aligned(gemm_packed_scratch_floats(m) * sizeof(float));
+    float *c1 = calloc((size_t)m * n, sizeof *c1), *c2 = calloc((size_t)m * n, sizeof *c2);
+    if (!a || !w || !wp || !ap || !c1 || !c2) {
+        CHECK(!"out of memory");
+    } else {
+        gemm_pack_weight_bf16(wp, w, n, k);
+        int slivers = (m + GEMM_MR - 1) / GEMM_MR, panels = (n + GEMM_NR - 1) / GEMM_NR;
+        for (int p0 = 0; p0 < k; p0 += GEMM_BF16_KC) {
+            gemm_bf16_pack_a_block(ap, a, (size_t)k, m, 0, slivers, p0, GEMM_BF16_KC);
+            const uint16_t *bp = wp + gemm_bf16_packed_b_block(n, p0);
+            gemm_bf16_block_panels_native(ap, bp, m, n, GEMM_BF16_KC, 0, panels, c1, (size_t)n,
+                                          p0 > 0, GEMM_POST_NONE);
+            gemm_bf16_block_panels_emulated(ap, bp, m, n, GEMM_BF16_KC, 0, panels, c2,
+                                            (size_t)n, p0 > 0, GEMM_POST_NONE);
+        }
+        check_close("vdpbf16ps vs its emulation", c1, c2, (size_t)m * n, 1e-5, 1e-5);
+    }
+    free(a), free(w), free(wp), free(ap), free(c1), free(c2);
+#endif
+}
+
+int main(void)
+{
+    test_rounding();
+    gemm_set_threads(1);
+    if (!gemm_packed_available()) {
+        if (check_failures)
+            return check_result();
+        printf("bf16 GEMM: this CPU has no AVX-512 (or VITFIT_NO_AVX512 is set): SKIP\n");
+        return 77;
+    }
+    bool native = cpu_has_avx512_bf16();
+    if (!native) /* the emulated tile: same packing, same driver */
+        setenv("VITFIT_BF16_EMULATE", "1", 1);
+    CHECK(gemm_bf16_available() == (native ? GEMM_BF16_NATIVE : GEMM_BF16_EMULATED));
+    printf("bf16 kernel: %s\n", native ? "vdpbf16ps" : "emulated (no avx512_bf16 here)");
+    vit_error err = {0};
+    vit_team *team = NULL;
+    CHECKF(vit_team_create(2, &team, &err) == VIT_OK, "%s", err.message);
+    if (!team)
+        return check_result();
+    static const int ms[] = {1, 2, 13, 14, 15, 28, 29, 197, 239};
+    static const int ns[] = {1, 16, 17, 32, 33, 77};
+    static const int ks[] = {1, 2, 3, 17, 511, 512, 513, 1025};
+    int combo = 0;
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+        for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++, combo++)
+            check_product(combo % 2 ? team : NULL, ms[i], ns[j],
+                          ks[(i + j) % (sizeof ks / sizeof ks[0])], combo % 4);
+    check_product(team, 450, 96, 768, 3); /* two passes, 768 deep (ViT-B's C) */
+    check_product(team, 3, 1000, 1537, 2);
+    check_team_bits(team);
+    check_pack_nn();
+    if (native)
+        check_native_vs_emulated();
+    vit_team_free(team);
+    return check_result();
+}
