@@ -260,6 +260,13 @@ size_t ds_loader_position(ds_loader *l);
 /* Items per epoch (the data set's, or its limit). */
 size_t ds_loader_items(const ds_loader *l);
 
+/* The order of epoch `epoch` without loading anything: out[p] (ds_loader_items
+ * entries) is the index into the loader's item list (o->items, else 0..) of
+ * the item at epoch position p -- the order ds_loader_start_epoch fixes, a
+ * pure function of (seed, epoch).  For a caller that replays epochs from
+ * what it kept of the items (a linear probe's cached features). */
+void ds_loader_order(const ds_loader *l, int epoch, size_t *out);
+
 /* Fills the next batch of the epoch: images (count, 3, H, W), labels (count),
  * and the dataset indices of the rows (may be NULL).  *count is 0 when the
  * epoch is over.  A bad item fails here (DS_BAD_FAIL) or is skipped and

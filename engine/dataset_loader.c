@@ -397,6 +397,28 @@ vit_status ds_loader_start_epoch(ds_loader *l, int epoch, vit_error *err)
     return ds_loader_start_epoch_at(l, epoch, 0, err);
 }
 
+/* Shuffles v[0..n) as epoch `epoch` of a loader with o's seed orders its
+ * items: Fisher-Yates seeded by (seed, epoch); nothing without o->shuffle. */
+static void epoch_shuffle(const ds_loader_options *o, int epoch, size_t *v, size_t n)
+{
+    if (!o->shuffle || n < 2)
+        return;
+    ds_rng r = rng_for(o->seed, 0x5348554646ull /* "SHUFF" */, (uint64_t)epoch);
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)rng_below(&r, (uint64_t)i + 1);
+        size_t t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+    }
+}
+
+void ds_loader_order(const ds_loader *l, int epoch, size_t *out)
+{
+    for (size_t i = 0; i < l->count; i++)
+        out[i] = i;
+    epoch_shuffle(&l->o, epoch, out, l->count);
+}
+
 /* The order of an epoch depends only on (seed, epoch) and an item's
  * augmentation on (seed, epoch, index), so starting at `position` gives the
  * batches the epoch would have given from there (a resumed run). */
@@ -417,15 +439,7 @@ vit_status ds_loader_start_epoch_at(ds_loader *l, int epoch, size_t position, vi
     size_t n = l->count;
     for (size_t i = 0; i < n; i++)
         l->order[i] = l->items ? l->items[i] : i;
-    if (l->o.shuffle && n > 1) { /* Fisher-Yates, seeded by (seed, epoch) */
-        ds_rng r = rng_for(l->o.seed, 0x5348554646ull /* "SHUFF" */, (uint64_t)epoch);
-        for (size_t i = n - 1; i > 0; i--) {
-            size_t j = (size_t)rng_below(&r, (uint64_t)i + 1);
-            size_t t = l->order[i];
-            l->order[i] = l->order[j];
-            l->order[j] = t;
-        }
-    }
+    epoch_shuffle(&l->o, epoch, l->order, n);
     for (size_t i = 0; i < l->nslots; i++)
         l->slots[i].done = 0;
     l->epoch = epoch;

@@ -13,6 +13,8 @@
  */
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +72,7 @@ trainer_config trainer_defaults_for(vit_method m)
         .early_stopping_patience = 3,
         .head = TRAINER_HEAD_AUTO,
         .on_bad = DS_BAD_FAIL,
+        .feature_cache_bytes = TRAINER_FEATURE_CACHE_DEFAULT,
         .log_every = 50,
     };
     if (m == VIT_METHOD_LINEAR) {
@@ -307,14 +310,132 @@ static int rank_of(const float *logits, int K, int label)
     return rank;
 }
 
+/* An evaluation as it runs: the sums trainer_evaluate and a linear probe's
+ * cached validation (validate_cached) keep over their batches. */
+typedef struct eval_run {
+    int K;
+    float *scratch;           /* (batch, K) cross-entropy's gradient, unused */
+    double loss_sum;
+    long top1, top5;
+    cell_buffer cells;
+    eval_result *out;
+} eval_run;
+
+/* Starts an evaluation of K classes in batches of up to batch_size into out
+ * (zeroed first). */
+static vit_status eval_begin(eval_run *e, int K, int batch_size, eval_result *out,
+                             vit_error *err)
+{
+    memset(out, 0, sizeof *out);
+    *e = (eval_run){.K = K, .out = out};
+    e->scratch = malloc((size_t)K * batch_size * sizeof *e->scratch);
+    out->class_count = calloc((size_t)K, sizeof *out->class_count);
+    out->class_correct = calloc((size_t)K, sizeof *out->class_correct);
+    if (!e->scratch || !out->class_count || !out->class_correct)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
+    return VIT_OK;
+}
+
+/* Scores one batch: logits (count, K) of items of the model's classes
+ * labels (count). */
+static vit_status eval_batch(eval_run *e, const float *logits, const int *labels, int count,
+                             vit_error *err)
+{
+    int K = e->K;
+    eval_result *out = e->out;
+    /* a NaN logit ranks first (every comparison is false): refuse to
+     * report accuracies or a loss from non-finite scores */
+    for (size_t i = 0; i < (size_t)count * K; i++)
+        if (!isfinite(logits[i]))
+            return vit_error_set(err, VIT_ERR_FORMAT,
+                                 "the model gave a non-finite score (NaN or inf) for item %ld: "
+                                 "its weights or preprocessing settings are broken",
+                                 out->count + (long)(i / (size_t)K));
+    /* the batch's mean loss, weighted by its size: a short last batch
+     * counts for its items, not as much as a full one */
+    e->loss_sum += vit_cross_entropy(logits, labels, count, K, 0.0f, e->scratch) * count;
+    vit_status st = VIT_OK;
+    for (int b = 0; b < count && st == VIT_OK; b++) {
+        const float *row = logits + (size_t)b * K;
+        int rank = rank_of(row, K, labels[b]);
+        int pred = 0; /* the first of tied maxima, as torch.argmax */
+        for (int k = 1; k < K; k++)
+            if (row[k] > row[pred])
+                pred = k;
+        e->top1 += rank == 0;
+        e->top5 += rank < 5;
+        out->class_count[labels[b]]++;
+        out->class_correct[labels[b]] += pred == labels[b];
+        st = cells_add(&e->cells, labels[b], pred, err); /* row = true class */
+    }
+    out->count += count;
+    return st;
+}
+
+/* Ends the evaluation begun by eval_begin: st is how its batches went, of
+ * `planned` items (every one not scored was skipped).  On failure (st or
+ * none scored) the result is freed. */
+static vit_status eval_end(eval_run *e, vit_status st, size_t planned, vit_error *err)
+{
+    eval_result *out = e->out;
+    int K = e->K;
+    free(e->scratch);
+    e->scratch = NULL;
+    /* every item the loader did not deliver was skipped (DS_BAD_SKIP) */
+    out->skipped = (long)planned - out->count;
+    if (st == VIT_OK && out->count == 0)
+        st = vit_error_set(err, VIT_ERR_INVALID, "none of the %zu items of the eval set could be "
+                           "loaded", planned);
+    cells_compact(&e->cells);
+    out->confusion = e->cells.v; /* sorted, one entry per cell */
+    out->num_cells = e->cells.n;
+    if (st != VIT_OK) {
+        eval_result_free(out);
+        return st;
+    }
+    out->num_classes = K;
+    for (int k = 0; k < K; k++)
+        out->absent += out->class_count[k] == 0;
+    if (out->count > 0) {
+        out->top1 = (double)e->top1 / out->count;
+        out->top5 = (double)e->top5 / out->count;
+        out->loss = e->loss_sum / out->count;
+    }
+    return VIT_OK;
+}
+
+/* Items an evaluation of d with o plans to score. */
+static size_t eval_planned(const ds_dataset *d, const eval_options *o)
+{
+    return o->items ? o->num_items : o->limit && o->limit < ds_size(d) ? o->limit : ds_size(d);
+}
+
+/* The loader options of an evaluation of m with o. */
+static ds_loader_options eval_loader_options(const vit_model *m, const eval_options *o)
+{
+    ds_loader_options lo = {
+        .batch_size = o->batch_size, .shuffle = false, .augment = false, .seed = 0,
+        .threads = o->loader_threads > 0 ? o->loader_threads : 1, .prefetch = 2,
+        .preprocess = m->cfg.preprocess, .on_bad = o->on_bad, .on_bad_fn = o->on_bad_fn,
+        .on_bad_ctx = o->on_bad_ctx, .limit = o->limit, .items = o->items,
+        .num_items = o->num_items,
+    };
+    return lo;
+}
+
+/* Threads of an evaluation's forward state. */
+static int eval_threads(void)
+{
+    return gemm_get_threads() < 64 ? gemm_get_threads() : 64;
+}
+
 vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_in,
                             const ds_dataset *d, const eval_options *o, eval_result *out,
                             vit_error *err)
 {
     memset(out, 0, sizeof *out);
     int batch_size = o->batch_size;
-    size_t planned = o->items ? o->num_items
-                     : o->limit && o->limit < ds_size(d) ? o->limit : ds_size(d);
+    size_t planned = eval_planned(d, o);
     int K = m->cfg.num_classes, Kd = ds_num_classes(d);
     if (K < 1)
         return vit_error_set(err, VIT_ERR_INVALID, "evaluation needs a classification head");
@@ -329,34 +450,23 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
         free(map);
         return st;
     }
-    ds_loader_options lo = {
-        .batch_size = batch_size, .shuffle = false, .augment = false, .seed = 0,
-        .threads = o->loader_threads > 0 ? o->loader_threads : 1, .prefetch = 2,
-        .preprocess = m->cfg.preprocess, .on_bad = o->on_bad, .on_bad_fn = o->on_bad_fn,
-        .on_bad_ctx = o->on_bad_ctx, .limit = o->limit, .items = o->items,
-        .num_items = o->num_items,
-    };
+    ds_loader_options lo = eval_loader_options(m, o);
     size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
     float *images = malloc(per_image * (size_t)batch_size * sizeof *images);
     float *logits = malloc((size_t)K * batch_size * sizeof *logits);
-    float *scratch = malloc((size_t)K * batch_size * sizeof *scratch);
     int *labels = malloc((size_t)batch_size * sizeof *labels);
-    out->class_count = calloc((size_t)K, sizeof *out->class_count);
-    out->class_correct = calloc((size_t)K, sizeof *out->class_correct);
-    cell_buffer cells = {0};
+    eval_run e;
     ds_loader *loader = NULL;
     vit_state *s = NULL;
-    if (!images || !logits || !scratch || !labels || !out->class_count || !out->class_correct)
+    st = eval_begin(&e, K, batch_size, out, err);
+    if (st == VIT_OK && (!images || !logits || !labels))
         st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
     if (st == VIT_OK)
-        st = vit_state_create(m, batch_size, gemm_get_threads() < 64 ? gemm_get_threads() : 64,
-                              &s, err);
+        st = vit_state_create(m, batch_size, eval_threads(), &s, err);
     if (st == VIT_OK)
         st = ds_loader_create(d, &lo, &loader, err);
     if (st == VIT_OK)
         st = ds_loader_start_epoch(loader, 0, err);
-    double loss_sum = 0;
-    long top1 = 0, top5 = 0;
     while (st == VIT_OK) {
         int count = 0;
         st = ds_loader_next(loader, images, labels, NULL, &count, err);
@@ -365,64 +475,16 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
         for (int b = 0; b < count; b++) /* data set class -> the model's class of that name */
             labels[b] = map[labels[b]];
         st = vit_forward(m, s, images, count, logits, err);
-        if (st != VIT_OK)
-            break;
-        /* a NaN logit ranks first (every comparison is false): refuse to
-         * report accuracies or a loss from non-finite scores */
-        for (size_t i = 0; st == VIT_OK && i < (size_t)count * K; i++)
-            if (!isfinite(logits[i]))
-                st = vit_error_set(err, VIT_ERR_FORMAT,
-                                   "the model gave a non-finite score (NaN or inf) for item %ld: "
-                                   "its weights or preprocessing settings are broken",
-                                   out->count + (long)(i / (size_t)K));
-        if (st != VIT_OK)
-            break;
-        /* the batch's mean loss, weighted by its size: a short last batch
-         * counts for its items, not as much as a full one */
-        loss_sum += vit_cross_entropy(logits, labels, count, K, 0.0f, scratch) * count;
-        for (int b = 0; b < count && st == VIT_OK; b++) {
-            const float *row = logits + (size_t)b * K;
-            int rank = rank_of(row, K, labels[b]);
-            int pred = 0; /* the first of tied maxima, as torch.argmax */
-            for (int k = 1; k < K; k++)
-                if (row[k] > row[pred])
-                    pred = k;
-            top1 += rank == 0;
-            top5 += rank < 5;
-            out->class_count[labels[b]]++;
-            out->class_correct[labels[b]] += pred == labels[b];
-            st = cells_add(&cells, labels[b], pred, err); /* row = true class */
-        }
-        out->count += count;
+        if (st == VIT_OK)
+            st = eval_batch(&e, logits, labels, count, err);
     }
     ds_loader_free(loader);
     vit_state_free(s);
     free(images);
     free(logits);
-    free(scratch);
     free(labels);
     free(map);
-    /* every item the loader did not deliver was skipped (DS_BAD_SKIP) */
-    out->skipped = (long)planned - out->count;
-    if (st == VIT_OK && out->count == 0)
-        st = vit_error_set(err, VIT_ERR_INVALID, "none of the %zu items of the eval set could be "
-                           "loaded", planned);
-    cells_compact(&cells);
-    out->confusion = cells.v; /* sorted, one entry per cell */
-    out->num_cells = cells.n;
-    if (st != VIT_OK) {
-        eval_result_free(out);
-        return st;
-    }
-    out->num_classes = K;
-    for (int k = 0; k < K; k++)
-        out->absent += out->class_count[k] == 0;
-    if (out->count > 0) {
-        out->top1 = (double)top1 / out->count;
-        out->top5 = (double)top5 / out->count;
-        out->loss = loss_sum / out->count;
-    }
-    return VIT_OK;
+    return eval_end(&e, st, planned, err);
 }
 
 /* ---- the model being trained -------------------------------------------- */
@@ -514,6 +576,15 @@ typedef struct run_state {
     float *best_train, *best_frozen; /* the best epoch's arenas (best_frozen: full only) */
     eval_result best_eval;    /* its validation, when this run made it */
     bool has_best_eval;
+    /* a linear probe's cached features (cache_features; NULL: recomputed) */
+    trainer_features *feats;  /* of the training items */
+    trainer_features *val_feats; /* of the validation items, once the first validation
+                                    built them */
+    bool val_cache;           /* build val_feats at the next validation */
+    size_t val_budget;        /* bytes val_feats may take */
+    float *feat_batch;        /* (B, F) a batch's features */
+    vit_model *feat_view;     /* m without its head: vit_forward gives features */
+    vit_state *val_state;     /* forward state of val_feats and of the validations on them */
 } run_state;
 
 static void run_free(run_state *r)
@@ -535,6 +606,11 @@ static void run_free(run_state *r)
     free(r->best_train);
     free(r->best_frozen);
     eval_result_free(&r->best_eval);
+    trainer_features_free(r->feats);
+    trainer_features_free(r->val_feats);
+    free(r->feat_batch);
+    vit_state_free(r->val_state);
+    vit_model_free(r->feat_view);
     vit_model_free(r->m);
 }
 
@@ -872,10 +948,196 @@ static vit_status resume_run(const trainer_config *cfg, run_state *r, const trai
     return st;
 }
 
+/* ---- a linear probe's cached features ----------------------------------- */
+
+/* One line to cfg->log (when set). */
+static void run_log(const trainer_config *cfg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void run_log(const trainer_config *cfg, const char *fmt, ...)
+{
+    if (!cfg->log)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    cfg->log(cfg->ctx, line);
+}
+
+/* trainer_feature_fn of the training items: the training forward pass's
+ * features (what the head reads in a step). */
+static vit_status train_features_of(void *ctx, const float *images, int count, float *feat,
+                                    vit_error *err)
+{
+    run_state *r = ctx;
+    vit_status st = vit_train_forward(r->m, r->ts, images, count, r->logits, err);
+    if (st == VIT_OK)
+        memcpy(feat, vit_train_features(r->ts),
+               sizeof(float) * (size_t)count * (size_t)vit_config_feature_dim(&r->m->cfg));
+    return st;
+}
+
+/* trainer_feature_fn of the validation items: trainer_evaluate's forward
+ * pass, on the model without its head. */
+static vit_status val_features_of(void *ctx, const float *images, int count, float *feat,
+                                  vit_error *err)
+{
+    run_state *r = ctx;
+    return vit_forward(r->feat_view, r->val_state, images, count, feat, err);
+}
+
+/* Decides whether the run trains on kept features (trainer.h, trainer_run:
+ * a linear probe, no augmentation, more than one epoch's steps left, a
+ * cache limit they fit in) and computes those of the training items; the
+ * validation items' are computed at the first validation (validate), when
+ * they fit in what is left.  Not keeping them is never an error: the run
+ * then recomputes them, as without a cache (logged).  *cancelled: should_stop
+ * fired during the pass. */
+static void cache_features(const ds_dataset *train, const ds_dataset *eval,
+                           const trainer_config *cfg, run_state *r, bool validating,
+                           long steps_left, size_t per_epoch, bool *cancelled)
+{
+    if (cfg->method != VIT_METHOD_LINEAR || r->augment || cfg->feature_cache_bytes == 0 ||
+        steps_left <= (long)per_epoch)
+        return;
+    int F = vit_config_feature_dim(&r->m->cfg);
+    size_t items = ds_loader_items(r->loader), need = 0, cap = cfg->feature_cache_bytes;
+    if (!trainer_features_bytes(items, F, &need) || need > cap) {
+        run_log(cfg, "linear probe: the features of %zu training items (%d floats each) need "
+                "more than the feature cache limit of %zu bytes: they are recomputed every "
+                "epoch", items, F, cap);
+        return;
+    }
+    vit_error e = {0};
+    vit_status st = VIT_OK;
+    r->feat_batch = malloc((size_t)cfg->batch_size * (size_t)F * sizeof *r->feat_batch);
+    if (!r->feat_batch)
+        st = vit_error_set(&e, VIT_ERR_NOMEM, "out of memory");
+    ds_loader_options lo = train_loader_options(r, cfg);
+    if (st == VIT_OK)
+        st = trainer_features_build(train, &lo, F, train_features_of, r, cfg->should_stop,
+                                    cfg->ctx, cap, &r->feats, cancelled, &e);
+    if (st != VIT_OK) {
+        run_log(cfg, "linear probe: cannot keep the training items' features (%s): they are "
+                "recomputed every epoch", e.message);
+        return;
+    }
+    if (*cancelled)
+        return;
+    size_t used = trainer_features_memory(r->feats);
+    run_log(cfg, "linear probe: the features of %zu training items were computed once "
+            "(%.1f MiB); every epoch trains the head on them", items, (double)used / 1048576.0);
+    if (!validating)
+        return;
+    eval_options eo = {.limit = cfg->eval_limit};
+    size_t vitems = eval ? eval_planned(eval, &eo) : r->nval, vneed = 0;
+    if (trainer_features_bytes(vitems, F, &vneed) && vneed <= cap - used) {
+        r->val_cache = true;
+        r->val_budget = cap - used;
+    } else {
+        run_log(cfg, "linear probe: the features of %zu validation items need more than the "
+                "%zu bytes the feature cache limit leaves: they are recomputed at every "
+                "validation", vitems, cap - used);
+    }
+}
+
+/* Computes and keeps the features of the validation items (d, eo), as
+ * trainer_evaluate would compute them; on failure (logged) validations
+ * recompute them. */
+static void cache_validation(const trainer_config *cfg, const ds_dataset *d,
+                             const eval_options *eo, run_state *r)
+{
+    vit_error e = {0};
+    ds_loader_options lo = eval_loader_options(r->m, eo);
+    bool cancelled = false;
+    int F = vit_config_feature_dim(&r->m->cfg);
+    vit_status st = vit_model_view(r->m, 0, r->m->trainable, &r->feat_view, &e);
+    if (st == VIT_OK)
+        st = vit_state_create(r->feat_view, eo->batch_size, eval_threads(), &r->val_state, &e);
+    if (st == VIT_OK)
+        st = trainer_features_build(d, &lo, F, val_features_of, r, NULL, NULL, r->val_budget,
+                                    &r->val_feats, &cancelled, &e);
+    if (st == VIT_OK) {
+        run_log(cfg, "linear probe: the features of %zu validation items were computed once "
+                "(%.1f MiB); every validation runs the head on them",
+                trainer_features_items(r->val_feats),
+                (double)trainer_features_memory(r->val_feats) / 1048576.0);
+        return;
+    }
+    run_log(cfg, "linear probe: cannot keep the validation items' features (%s): they are "
+            "recomputed at every validation", e.message);
+    vit_state_free(r->val_state);
+    vit_model_free(r->feat_view);
+    r->val_state = NULL;
+    r->feat_view = NULL;
+}
+
+/* trainer_evaluate of the model as it stands on the validation items' kept
+ * features: the same batches through the same head (vit_forward_head), so
+ * the same numbers, and the same reports of items that do not load. */
+static vit_status validate_cached(const char *const *names, const ds_dataset *d,
+                                  const eval_options *eo, run_state *r, eval_result *out,
+                                  vit_error *err)
+{
+    memset(out, 0, sizeof *out);
+    const vit_model *m = r->m;
+    int K = m->cfg.num_classes, Kd = ds_num_classes(d);
+    int *map = malloc((size_t)(Kd > 0 ? Kd : 1) * sizeof *map);
+    if (!map)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
+    vit_status st = class_map(names, K, d, map, "the data set", "the model", err);
+    if (st != VIT_OK) {
+        free(map);
+        return st;
+    }
+    eval_run e;
+    st = eval_begin(&e, K, eo->batch_size, out, err);
+    if (st == VIT_OK)
+        st = trainer_features_start(r->val_feats, NULL, 0, 0, err);
+    while (st == VIT_OK) {
+        int count = 0;
+        trainer_features_next(r->val_feats, r->feat_batch, r->labels, &count);
+        if (count == 0)
+            break;
+        for (int b = 0; b < count; b++) /* data set class -> the model's class of that name */
+            r->labels[b] = map[r->labels[b]];
+        st = vit_forward_head(m, r->val_state, r->feat_batch, count, r->logits, err);
+        if (st == VIT_OK)
+            st = eval_batch(&e, r->logits, r->labels, count, err);
+    }
+    free(map);
+    return eval_end(&e, st, eval_planned(d, eo), err);
+}
+
+/* The next training batch: decoded and (training forward) run through the
+ * model, or, on kept features, their rows run through the head alone.
+ * Logits into r->logits, labels into r->labels; *count 0 at the epoch's end. */
+static vit_status train_batch(run_state *r, int *count, vit_error *err)
+{
+    if (r->feats) {
+        trainer_features_next(r->feats, r->feat_batch, r->labels, count);
+        return *count ? vit_train_forward_head(r->m, r->ts, r->feat_batch, *count, r->logits,
+                                               err)
+                      : VIT_OK;
+    }
+    vit_status st = ds_loader_next(r->loader, r->images, r->labels, NULL, count, err);
+    if (st == VIT_OK && *count)
+        st = vit_train_forward(r->m, r->ts, r->images, *count, r->logits, err);
+    return st;
+}
+
+/* Items consumed in the epoch so far, skipped ones included. */
+static size_t train_position(run_state *r)
+{
+    return r->feats ? trainer_features_position(r->feats) : ds_loader_position(r->loader);
+}
+
 /* Evaluates the model as it stands on the validation set: `eval` (its first
  * eval_limit items) or the training set's held-out items. */
 static vit_status validate(const trainer_config *cfg, const char *const *names,
-                           const ds_dataset *train, const ds_dataset *eval, const run_state *r,
+                           const ds_dataset *train, const ds_dataset *eval, run_state *r,
                            eval_result *out, vit_error *err)
 {
     eval_options eo = {.limit = eval ? cfg->eval_limit : 0,
@@ -883,6 +1145,12 @@ static vit_status validate(const trainer_config *cfg, const char *const *names,
                        .batch_size = cfg->batch_size, .loader_threads = cfg->loader_threads,
                        .on_bad = cfg->on_bad, .on_bad_fn = cfg->on_bad_fn,
                        .on_bad_ctx = cfg->on_bad_ctx};
+    if (r->val_cache) { /* a linear probe's first validation: keep the features */
+        r->val_cache = false;
+        cache_validation(cfg, eval ? eval : train, &eo, r);
+    }
+    if (r->val_feats)
+        return validate_cached(names, eval ? eval : train, &eo, r, out, err);
     return trainer_evaluate(r->m, names, eval ? eval : train, &eo, out, err);
 }
 
@@ -1088,6 +1356,9 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
     float lr = 0;
     progress_window win = {.t_start = now_seconds(), .step0 = step};
     win.t_last = win.t_start;
+    if (st == VIT_OK && !out->cancelled)
+        cache_features(train, eval, cfg, &r, validating, sched.total_steps - step, per_epoch,
+                       &out->cancelled);
     /* a kept head starts as a task already: the state before training
      * competes too, so training never makes the product worse on
      * validation (a run checkpointed after this has it in `best`) */
@@ -1112,7 +1383,8 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
         }
         long left = sched.total_steps - (step - epoch_steps); /* from the epoch's start */
         long planned = left < (long)per_epoch ? left : (long)per_epoch;
-        st = ds_loader_start_epoch_at(r.loader, epoch, start, err);
+        st = r.feats ? trainer_features_start(r.feats, r.loader, epoch, start, err)
+                     : ds_loader_start_epoch_at(r.loader, epoch, start, err);
         bool exhausted = false; /* the loader has no batch left this epoch */
         while (st == VIT_OK && step < sched.total_steps) {
             if (cfg->should_stop && cfg->should_stop(cfg->ctx)) {
@@ -1120,16 +1392,13 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
                 break;
             }
             int count = 0;
-            st = ds_loader_next(r.loader, r.images, r.labels, NULL, &count, err);
+            st = train_batch(&r, &count, err);
             exhausted = st == VIT_OK && count == 0;
             if (st != VIT_OK || count == 0)
                 break;
             memset(r.gtrain, 0, sizeof(float) * m->trainable_len);
             if (r.gfrozen)
                 memset(r.gfrozen, 0, sizeof(float) * m->frozen_len);
-            st = vit_train_forward(m, r.ts, r.images, count, r.logits, err);
-            if (st != VIT_OK)
-                break;
             double loss = vit_cross_entropy(r.logits, r.labels, count, K,
                                             (float)cfg->label_smoothing, r.dlogits);
             if (!isfinite(loss)) {
@@ -1180,7 +1449,7 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
                 step < sched.total_steps) {
                 trainer_ckpt c = ckpt_of(&r, &fp, &sched, per_epoch, step, out->skipped_steps,
                                          epoch_steps, epoch_loss, epoch,
-                                         ds_loader_position(r.loader), &best);
+                                         train_position(&r), &best);
                 st = write_checkpoint(cfg, &c, false, err);
             }
         }
@@ -1220,10 +1489,10 @@ vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const
             /* the next step is the next epoch's first, unless the run
              * stopped mid-epoch at its last */
             if (!exhausted && epoch_steps == planned && step == sched.total_steps)
-                exhausted = ds_loader_position(r.loader) == ds_loader_items(r.loader);
+                exhausted = train_position(&r) == ds_loader_items(r.loader);
             trainer_ckpt c = ckpt_of(&r, &fp, &sched, per_epoch, step, out->skipped_steps,
                                      epoch_steps, epoch_loss, exhausted ? epoch + 1 : epoch,
-                                     exhausted ? 0 : ds_loader_position(r.loader), &best);
+                                     exhausted ? 0 : train_position(&r), &best);
             st = write_checkpoint(cfg, &c, true, err);
         }
         if (st == VIT_OK && cfg->epoch_end)

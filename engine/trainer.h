@@ -130,7 +130,14 @@ typedef struct trainer_config {
     ds_bad_policy on_bad;     /* DS_BAD_SKIP: a counting pass sizes the schedule first */
     ds_bad_fn on_bad_fn;
     void *on_bad_ctx;
+    size_t feature_cache_bytes; /* linear, no augmentation: the frozen backbone's features
+                                   of the training (and validation) items are computed
+                                   once and kept, if they fit in this many bytes, else
+                                   recomputed every epoch (logged); 0: never kept.  The
+                                   run's numbers are the same either way (trainer_run) */
     long log_every;           /* steps between progress reports (0: none) */
+    void (*log)(void *ctx, const char *message); /* one line about how the run goes (may
+                                                    be NULL) */
     void (*progress)(void *ctx, const trainer_progress *p);
     void (*plan)(void *ctx, const trainer_plan *p); /* once, before step 0 (may be NULL) */
     int (*should_stop)(void *ctx); /* non-zero: cancel between steps */
@@ -169,6 +176,10 @@ typedef struct trainer_config {
  * yet (VIT_ERR_UNSUPPORTED): its state is the whole model and two moments of
  * it, 1 GB for ViT-B. */
 #define TRAINER_CHECKPOINT_FILE "checkpoint.safetensors"
+
+/* feature_cache_bytes of trainer_defaults_for: 1 GiB, Fashion-MNIST's 60,000
+ * training images under ViT-B/16 (768 floats each) take 186 MB. */
+#define TRAINER_FEATURE_CACHE_DEFAULT ((size_t)1 << 30)
 
 /* Is there a checkpoint file in dir?  (Says nothing about whether it loads.) */
 bool trainer_checkpoint_exists(const char *dir);
@@ -313,7 +324,33 @@ void trainer_result_free(trainer_result *r);
  * training; should an epoch still come out shorter (a file changed during
  * the run), the rest of the schedule is re-planned on what it delivered.
  * A step whose gradient norm is inf/NaN while the loss is finite changes no
- * parameter (counted in skipped_steps); a non-finite loss is an error. */
+ * parameter (counted in skipped_steps); a non-finite loss is an error.
+ *
+ * A linear probe (method linear) whose training items are not augmented
+ * (cfg->augment resolves to none) and that has more than one epoch's steps
+ * to run computes the features of its training items once, in a pass
+ * before its first step (a resumed run: before its first step too), and
+ * trains the head on them every epoch; its validation items' features are
+ * computed at the first validation and kept too.  The pass decodes and
+ * forwards every item once, as an epoch would; the epochs that follow read
+ * no image: each costs the head's products alone.  Everything else is as
+ * without it: the batches, their order, the steps, checkpoints and resume,
+ * validation, the reports of items that do not load (told again each epoch
+ * and each validation, as the loader tells them).  The features are the
+ * ones the training (and validation) forward pass gives.  Where a row's
+ * features do not depend on which images share its batch -- OpenBLAS's
+ * SkylakeX kernels (this project's AVX-512 hosts), the packed path -- the
+ * run's numbers are bit for bit those of recomputing them; OpenBLAS's
+ * Haswell/Zen kernels round a row by its place in the batch, so there a
+ * run without the cache already sees each image's features move by a
+ * rounding from epoch to epoch, and a cached run differs from it by as
+ * much (test_linear_probe: rtol 1e-4 on losses and the head).  The
+ * validation items' features are computed in the batches every validation
+ * forms: exact on any path.  Only when everything fits in
+ * cfg->feature_cache_bytes (cfg->log says when it does not, and the
+ * features are recomputed each epoch); a pass that fails (an image that
+ * does not load under DS_BAD_FAIL, out of memory) falls back to recomputing
+ * (logged), and the run then fails where it would have. */
 vit_status trainer_run(const vit_model *backbone, const ds_dataset *train, const ds_dataset *eval,
                        const trainer_config *cfg, trainer_result *out, vit_error *err);
 

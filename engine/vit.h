@@ -341,6 +341,15 @@ vit_path vit_state_path(const vit_state *s);
 vit_status vit_forward(const vit_model *m, vit_state *s, const float *images, int batch,
                        float *out, vit_error *err);
 
+/* The head of vit_forward alone: out (B, K) from features feat (B, F) that
+ * vit_forward gave earlier on a head-less view of m (vit_model_view with 0
+ * classes), on the same path and kernels as the last step of vit_forward on
+ * s, so bit-identical to the logits vit_forward(m, s, ...) gives for those
+ * images in the same batches.  m needs a head.  For callers that keep
+ * features across passes (a linear probe, trainer.c). */
+vit_status vit_forward_head(const vit_model *m, vit_state *s, const float *feat, int batch,
+                            float *out, vit_error *err);
+
 /* Where forward time goes, by op kind (vitfit bench --profile). */
 typedef enum vit_op {
     VIT_OP_PATCH_UNFOLD,

@@ -635,8 +635,8 @@ static int image_classes(const vit_model *m, const vit_acts *a, int b)
     return a->arenas && a->arenas[b] ? a->classes[b] : m->cfg.num_classes;
 }
 
-/* Pooling, final norm, projection and each image's head.  Consecutive images
- * with the same head and adjacent outputs share one GEMM. */
+/* Pooling, final norm, projection (into a->feat), then each image's head
+ * (vit_head_acts). */
 static void head_forward(const vit_model *m, vit_acts *a, int B, float *const *out)
 {
     const vit_config *c = &m->cfg;
@@ -671,6 +671,14 @@ static void head_forward(const vit_model *m, vit_acts *a, int B, float *const *o
     } else if (a->feat != a->pooled_ln) {
         memcpy(a->feat, a->pooled_ln, sizeof(float) * (size_t)B * C);
     }
+    vit_head_acts(m, a, feat, B, out);
+    profile_mark(a, VIT_OP_POOL_HEAD,
+                 (double)B * ((c->proj_dim > 0 ? (double)C * F : 0) + (double)c->num_classes * F));
+}
+
+void vit_head_acts(const vit_model *m, vit_acts *a, const float *feat, int B, float *const *out)
+{
+    int F = vit_config_feature_dim(&m->cfg);
     for (int b = 0; b < B;) {
         int K = image_classes(m, a, b), e = b + 1;
         const float *arena = a->arenas && a->arenas[b] ? a->arenas[b] : m->trainable;
@@ -690,8 +698,6 @@ static void head_forward(const vit_model *m, vit_acts *a, int B, float *const *o
         }
         b = e;
     }
-    profile_mark(a, VIT_OP_POOL_HEAD,
-                 (double)B * ((c->proj_dim > 0 ? (double)C * F : 0) + (double)c->num_classes * F));
 }
 
 void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B,
@@ -727,6 +733,23 @@ vit_status vit_forward(const vit_model *m, vit_state *s, const float *images, in
     s->acts.arenas = NULL;
     s->acts.classes = NULL;
     vit_forward_acts(m, &s->acts, images, batch, s->out_rows);
+    return VIT_OK;
+}
+
+vit_status vit_forward_head(const vit_model *m, vit_state *s, const float *feat, int batch,
+                            float *out, vit_error *err)
+{
+    if (batch < 1 || batch > s->max_batch)
+        return vit_error_set(err, VIT_ERR_INVALID, "batch %d is outside [1, %d]", batch,
+                             s->max_batch);
+    if (m->cfg.num_classes < 1)
+        return vit_error_set(err, VIT_ERR_INVALID, "vit_forward_head needs a classification head");
+    VIT_ASSERT(s->depth == m->cfg.depth);
+    for (int b = 0; b < batch; b++)
+        s->out_rows[b] = out + (size_t)b * m->cfg.num_classes;
+    s->acts.arenas = NULL;
+    s->acts.classes = NULL;
+    vit_head_acts(m, &s->acts, feat, batch, s->out_rows);
     return VIT_OK;
 }
 

@@ -147,6 +147,13 @@ typedef struct vit_acts {
 void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B,
                       float *const *out);
 
+/* The last step of vit_forward_acts alone: image b's logits (or, without a
+ * head, its features copied) to out[b] from its features feat (B, F), on a's
+ * path and per-image heads.  Consecutive images with the same head and
+ * adjacent outputs share one GEMM.  Callers that keep features (a linear
+ * probe's cache) get the logits the whole pass would give. */
+void vit_head_acts(const vit_model *m, vit_acts *a, const float *feat, int B, float *const *out);
+
 /* A 64-byte aligned buffer of `bytes` (free with free()), backed by 2 MiB
  * pages where the kernel allows: the forward pass sweeps tens of MB of
  * activations and weights per layer, and 4 KiB pages would miss the TLB on

@@ -367,6 +367,34 @@ vit_status vit_train_forward(const vit_model *m, vit_train_state *s, const float
     return VIT_OK;
 }
 
+vit_status vit_train_forward_head(const vit_model *m, vit_train_state *s, const float *feat,
+                                  int batch, float *logits, vit_error *err)
+{
+    if (s->method != VIT_METHOD_LINEAR)
+        return vit_error_set(err, VIT_ERR_INVALID,
+                             "a forward from features trains the head alone (linear), not %s",
+                             vit_method_name(s->method));
+    if (batch < 1 || batch > s->max_batch)
+        return vit_error_set(err, VIT_ERR_INVALID, "batch %d is outside [1, %d]", batch,
+                             s->max_batch);
+    if (m->cfg.num_classes < 1)
+        return vit_error_set(err, VIT_ERR_INVALID, "training needs a classification head");
+    size_t F = (size_t)vit_config_feature_dim(&m->cfg);
+    /* where vit_forward_acts leaves them, so that vit_backward reads them */
+    memcpy(s->acts.feat, feat, sizeof(float) * (size_t)batch * F);
+    for (int b = 0; b < batch; b++)
+        s->out_rows[b] = logits + (size_t)b * m->cfg.num_classes;
+    vit_head_acts(m, &s->acts, s->acts.feat, batch, s->out_rows);
+    s->batch = batch;
+    s->dpatch_batch = 0;
+    return VIT_OK;
+}
+
+const float *vit_train_features(const vit_train_state *s)
+{
+    return s->acts.feat;
+}
+
 /* ref: torch.nn.functional.cross_entropy(reduction="mean", label_smoothing=ls):
  * per row, loss = (1 - ls) * -log p[y] + ls * mean_k(-log p[k]);
  * dlogits = (softmax - ((1 - ls) onehot(y) + ls / K)) / B. */

@@ -60,6 +60,18 @@ size_t vit_train_state_bytes(const vit_train_state *s);
 vit_status vit_train_forward(const vit_model *m, vit_train_state *s, const float *images,
                              int batch, float *logits, vit_error *err);
 
+/* The features (B, F) of the last vit_train_forward on s: the pooled, normed
+ * (and projected) rows the head reads.  Valid until the next forward. */
+const float *vit_train_features(const vit_train_state *s);
+
+/* A linear probe's forward from features kept earlier: logits (B, K) from
+ * feat (B, F) as vit_train_forward's last step computes them (same kernels,
+ * same results for the same rows), and vit_backward then trains the head on
+ * them.  Only for a state of method linear (VIT_ERR_INVALID otherwise): the
+ * backbone's activations are not there for a deeper backward. */
+vit_status vit_train_forward_head(const vit_model *m, vit_train_state *s, const float *feat,
+                                  int batch, float *logits, vit_error *err);
+
 /* Mean cross-entropy over the batch with label smoothing (torch semantics);
  * writes dlogits (B, K) = dLoss/dlogits and returns the loss (double sums). */
 double vit_cross_entropy(const float *logits, const int *labels, int batch, int K,

@@ -43,7 +43,7 @@ static void train_usage(FILE *out)
             "         [--threads N] [--loader-threads N] [--limit-train N] [--limit-eval N]\n"
             "         [--class-names A,B,...] [--skip-bad] [--from-scratch] [--log-every N] [--json]\n"
             "         [--allow-outside-root] [--checkpoint-dir DIR [--checkpoint-every-steps N]]\n"
-            "         [--resume DIR]\n"
+            "         [--resume DIR] [--feature-cache-mb N]\n"
             "DATASET: an ImageFolder directory, a .jsonl or .csv manifest, or an IDX images file\n"
             "(*-images-idx3-ubyte[.gz]).  Its files must lie under the folder (or the manifest's\n"
             "directory) unless --allow-outside-root is given.  --out is a task file (.safetensors) for bitfit and\n"
@@ -70,7 +70,10 @@ static void train_usage(FILE *out)
             "--checkpoint-dir writes a checkpoint there after every epoch (and every\n"
             "--checkpoint-every-steps steps); --resume DIR continues that run with the same\n"
             "options, model and data (bitfit and linear; --resume alone keeps checkpointing\n"
-            "into DIR) and ends with the same task as the uninterrupted run.\n");
+            "into DIR) and ends with the same task as the uninterrupted run.\n"
+            "--method linear without augmentation computes each image's features once and\n"
+            "trains the head on them every epoch, when they fit in --feature-cache-mb\n"
+            "(default 1024; 0: recompute them every epoch; same results either way).\n");
 }
 
 static void eval_usage(FILE *out)
@@ -115,6 +118,12 @@ static void report_bad(void *ctx, const char *item, const char *message)
 {
     (void)ctx;
     fprintf(stderr, "vitfit: skipping %s: %s\n", item, message);
+}
+
+static void report_log(void *ctx, const char *message)
+{
+    (void)ctx;
+    fprintf(stderr, "vitfit: %s\n", message);
 }
 
 /* Does the data set at path name its classes itself (a folder, a manifest),
@@ -382,7 +391,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
         O_MIN_LR, O_WD, O_WARMUP, O_OPT, O_MOMENTUM, O_LS, O_CLIP, O_SEED, O_NO_AUG,
         O_NO_SHUFFLE, O_HEAD, O_THREADS, O_LOADER, O_LIMIT_TRAIN, O_LIMIT_EVAL, O_CLASSES,
         O_SKIP_BAD, O_LOG, O_JSON, O_HELP, O_SCRATCH, O_OUTSIDE, O_RESUME, O_CKPT_DIR,
-        O_CKPT_EVERY, O_AUGMENT, O_VAL_SPLIT, O_PATIENCE,
+        O_CKPT_EVERY, O_AUGMENT, O_VAL_SPLIT, O_PATIENCE, O_FEATURE_CACHE,
     };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"train", required_argument, NULL, O_TRAIN},
@@ -413,6 +422,7 @@ static int parse_train(int argc, char **argv, train_opts *o)
         {"json", no_argument, NULL, O_JSON}, {"help", no_argument, NULL, O_HELP},
         {"from-scratch", no_argument, NULL, O_SCRATCH},
         {"allow-outside-root", no_argument, NULL, O_OUTSIDE},
+        {"feature-cache-mb", required_argument, NULL, O_FEATURE_CACHE},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -462,6 +472,10 @@ static int parse_train(int argc, char **argv, train_opts *o)
         case O_LIMIT_TRAIN: ok = cli_parse_int(optarg, 1, 1L << 40, &v); c->train_limit = (size_t)v; break;
         case O_LIMIT_EVAL: ok = cli_parse_int(optarg, 1, 1L << 40, &v); c->eval_limit = (size_t)v; break;
         case O_LOG: ok = cli_parse_int(optarg, 0, 1L << 40, &c->log_every); break;
+        case O_FEATURE_CACHE:
+            ok = cli_parse_int(optarg, 0, 1L << 24, &v);
+            c->feature_cache_bytes = (size_t)v << 20;
+            break;
         case O_LR: ok = parse_double(optarg, 1e-12, 100, &c->lr); lr_given = 1; break;
         case O_MIN_LR: ok = parse_double(optarg, 0, 100, &c->min_lr); break;
         case O_WD: ok = parse_double(optarg, 0, 10, &c->weight_decay); wd_given = 1; break;
@@ -555,6 +569,7 @@ int cli_train(int argc, char **argv)
     o.cfg.epoch_end = print_epoch;
     o.cfg.ctx = &o;
     o.cfg.on_bad_fn = report_bad;
+    o.cfg.log = report_log;
 
     vit_error err = {0};
     vit_model *m = NULL;
