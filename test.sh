@@ -316,7 +316,7 @@ elif [ "$release_ok" = 0 ]; then
 else
   start_stage portable "VITFIT_NO_AVX512=1 (OpenBLAS GEMMs, scalar kernels)"
   VITFIT_NO_AVX512=1 run_meson_tests portable build testlog-portable --no-rebuild \
-    vit serving task cli vit_bf16
+    vit train train_paths serving task cli vit_bf16
   end_stage portable
 fi
 
@@ -345,8 +345,8 @@ else
 fi
 
 # ---- TSan: the tests that start threads
-tsan_tests=(serving dataset gemm task task_store threads fetch job_fetch api_routes api_load
-  api_finetune)
+tsan_tests=(serving dataset gemm train_paths task task_store threads fetch job_fetch api_routes
+  api_load api_finetune)
 # api_finetune's sections that run jobs beside requests, streams and cancels;
 # the rest (validation, listing, crash and restart) are single-threaded
 # checks that TSan would only slow down, 4x here

@@ -721,7 +721,8 @@ static vit_status run_setup(const vit_model *backbone, const ds_dataset *train,
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for training buffers");
     decay_masks(m, r->mask_train, r->mask_frozen);
     ds_loader_options lo = train_loader_options(r, cfg);
-    st = vit_train_state_create(m, cfg->method, B, &r->ts, err);
+    st = vit_train_state_create(m, cfg->method, B, gemm_get_threads() < 64 ? gemm_get_threads() : 64,
+                                &r->ts, err);
     if (st == VIT_OK)
         st = optim_create(&oc, m->trainable_len, &r->opt_train, err);
     if (st == VIT_OK && full)

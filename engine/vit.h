@@ -371,6 +371,15 @@ typedef enum vit_op {
     VIT_OP_FC2_GEMM,
     VIT_OP_BIAS_ADD,
     VIT_OP_POOL_HEAD,
+    /* the backward pass (vit_train_state_set_profile) */
+    VIT_OP_BWD_HEAD,       /* head, projection, final LayerNorm, pooling */
+    VIT_OP_BWD_DX_GEMM,    /* input gradients dx = dy W of the linear layers */
+    VIT_OP_BWD_DW_GEMM,    /* weight gradients (full) */
+    VIT_OP_BWD_BIAS_GRAD,  /* bias gradients: column sums */
+    VIT_OP_BWD_ATTENTION,
+    VIT_OP_BWD_LAYERNORM,
+    VIT_OP_BWD_ACTIVATION,
+    VIT_OP_BWD_EMBED,      /* ln_pre, embeddings, patch embedding's gradients */
     VIT_OP_COUNT,
 } vit_op;
 

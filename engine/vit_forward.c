@@ -16,9 +16,10 @@
  * vit_state runs inference on its thread team: packed GEMMs (fp32, or bf16
  * operands with fp32 accumulation by the model's precision) with the bias
  * adds and the GELU inside them, attention heads as packed GEMMs, LayerNorm
- * split by rows (block_forward_packed).  Everywhere else -- CPUs without
- * AVX-512, VITFIT_NO_AVX512, and training, whose backward pass mirrors it --
- * the OpenBLAS path (block_forward) runs.
+ * split by rows (block_forward_packed); a training state's forward takes the
+ * same kernels and keeps its activations (block_forward_train).  Everywhere
+ * else -- CPUs without AVX-512, VITFIT_NO_AVX512 -- the OpenBLAS path
+ * (block_forward) runs, for inference and training alike.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -197,6 +198,8 @@ const char *vit_op_name(vit_op op)
     static const char *names[VIT_OP_COUNT] = {
         "patch_unfold", "patch_gemm", "embed_add", "layernorm", "qkv_gemm", "attention",
         "proj_gemm", "fc1_gemm", "activation", "fc2_gemm", "bias_add", "pool_head",
+        "bwd_head", "bwd_dx_gemm", "bwd_dw_gemm", "bwd_bias_grad", "bwd_attention",
+        "bwd_layernorm", "bwd_activation", "bwd_embed",
     };
     return op >= 0 && op < VIT_OP_COUNT ? names[op] : "?";
 }
@@ -426,6 +429,116 @@ static void block_forward_packed(const vit_model *m, const vit_block_weights *w,
     profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
 }
 
+/* ---- the training forward on the packed path ----
+ * A vit_train_state's acts (a->train) run the packed kernels on its team
+ * like inference, but keep what the backward pass reads (vit_train.c).  A
+ * model without packed weights (full fine-tuning changes them every step)
+ * has each weight packed by the GEMM's own members per call. */
+
+/* packed_rows on the fp32 packing, or with w_packed NULL (no packing, or
+ * only a bf16 one) the same product on W (n, k) packed per call;
+ * a->gemm_scratch is sized for that (vit_train.c). */
+static void train_rows(const vit_model *m, const vit_acts *a, float *y, const float *x,
+                       const float *w, const float *w_packed, const float *bias, bool add,
+                       gemm_post post, int B, int R, int n, int k)
+{
+    if (w_packed) { /* fp32 only: training does not run on bf16 weights */
+        packed_rows(m, a, y, x, w_packed, NULL, bias, add, post, B, R, n, k);
+        return;
+    }
+    for (int b = 0; b < B; b++)
+        a->row_bias[b] = image_bias(m, a, bias, b);
+    gemm_bias init = {a->row_bias, R, add};
+    gemm_packed_raw(a->team, B * R, n, k, x, (size_t)k, false, w, (size_t)k, true, y, (size_t)n,
+                    &init, post, a->gemm_scratch, a->gemm_scratch_floats);
+}
+
+typedef struct elementwise_job {
+    float *out;
+    const float *x;
+    size_t n;
+    vit_act act; /* for activation_region */
+} elementwise_job;
+
+/* A member's share of n floats, cut at multiples of 16 (whole vectors). */
+static void elementwise_split(size_t n, int member, int threads, size_t *i0, size_t *i1)
+{
+    size_t vectors = (n + 15) / 16, per = vectors / (size_t)threads, extra = vectors % (size_t)threads;
+    size_t m = (size_t)member, v0 = m * per + (m < extra ? m : extra);
+    size_t v1 = v0 + per + (m < extra ? 1 : 0);
+    *i0 = v0 * 16 < n ? v0 * 16 : n;
+    *i1 = v1 * 16 < n ? v1 * 16 : n;
+}
+
+static void copy_region(void *p, int member, int threads)
+{
+    const elementwise_job *j = p;
+    size_t i0, i1;
+    elementwise_split(j->n, member, threads, &i0, &i1);
+    memcpy(j->out + i0, j->x + i0, sizeof(float) * (i1 - i0));
+}
+
+static void activation_region(void *p, int member, int threads)
+{
+    const elementwise_job *j = p;
+    size_t i0, i1;
+    elementwise_split(j->n, member, threads, &i0, &i1);
+    (j->act == VIT_ACT_GELU ? gelu_forward_avx512 : quick_gelu_forward_avx512)(
+        j->out + i0, j->x + i0, i1 - i0);
+}
+
+/* out (n) = x on the team. */
+static void copy_team(vit_team *team, float *out, const float *x, size_t n)
+{
+    elementwise_job j = {out, x, n, VIT_ACT_GELU};
+    vit_team_run(team, copy_region, &j);
+}
+
+/* block_forward_packed keeping what vit_train.c's backward reads: x_in,
+ * x_mid, both LayerNorms' statistics, qkv, the pre-activation h_pre (the
+ * activation runs apart, into h_act, unless h_act == h_pre: nothing kept)
+ * and, for full fine-tuning, the inputs of the linear layers (their slots
+ * are per block then). */
+static void block_forward_train(const vit_model *m, const vit_block_weights *w, vit_acts *a,
+                                vit_block_acts *k, int B)
+{
+    const vit_config *c = &m->cfg;
+    int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim;
+    size_t rows = (size_t)B * N;
+    double r = (double)rows;
+    if (k->x_in)
+        copy_team(a->team, k->x_in, a->x, rows * C);
+    layernorm_rows_team(m, a, k->ln1, k->ln1_mean, k->ln1_rstd, a->x, w->norm1_w, w->norm1_b, B,
+                        N, C, c->ln_eps);
+    profile_mark(a, VIT_OP_LAYERNORM, 0);
+    train_rows(m, a, k->qkv, k->ln1, w->qkv_w, w->qkv_wp, w->qkv_b, false, GEMM_POST_NONE, B, N,
+               3 * C, C);                                                     /* (B,N,3C) */
+    profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
+    attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads, a->attn_scratch);
+    profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
+    train_rows(m, a, a->x, k->attn, w->proj_w, w->proj_wp, w->proj_b, true, GEMM_POST_NONE, B, N,
+               C, C);                                                         /* x += proj */
+    profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
+    if (k->x_mid)
+        copy_team(a->team, k->x_mid, a->x, rows * C);
+    layernorm_rows_team(m, a, k->ln2, k->ln2_mean, k->ln2_rstd, a->x, w->norm2_w, w->norm2_b, B,
+                        N, C, c->ln_eps);
+    profile_mark(a, VIT_OP_LAYERNORM, 0);
+    gemm_post act = c->act == VIT_ACT_GELU ? GEMM_POST_GELU : GEMM_POST_QUICK_GELU;
+    bool fuse = k->h_act == k->h_pre; /* the pre-activation is not kept */
+    train_rows(m, a, k->h_pre, k->ln2, w->fc1_w, w->fc1_wp, w->fc1_b, false,
+               fuse ? act : GEMM_POST_NONE, B, N, M, C);                      /* (B,N,M) */
+    profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
+    if (!fuse) {
+        elementwise_job j = {k->h_act, k->h_pre, rows * (size_t)M, c->act};
+        vit_team_run(a->team, activation_region, &j);
+        profile_mark(a, VIT_OP_ACTIVATION, 0);
+    }
+    train_rows(m, a, a->x, k->h_act, w->fc2_w, w->fc2_wp, w->fc2_b, true, GEMM_POST_NONE, B, N, C,
+               M);                                                            /* x += mlp */
+    profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
+}
+
 /* ref: timm vision_transformer.py Block.forward (pre-LN) */
 static void block_forward(const vit_model *m, const vit_block_weights *w, vit_acts *a,
                           vit_block_acts *k, int B)
@@ -479,7 +592,10 @@ static void embed_forward(const vit_model *m, vit_acts *a, const float *images, 
     patch_unfold_forward(a->patches, images, B, c->image_size, P);
     profile_mark(a, VIT_OP_PATCH_UNFOLD, 0);
     /* patch embedding as one GEMM: (B*G*G, 3PP) x (C, 3PP)^T */
-    if (a->team)
+    if (a->team && a->train)
+        train_rows(m, a, a->patch_out, a->patches, w->patch_w, w->patch_wp, w->patch_b, false,
+                   GEMM_POST_NONE, B, GG, C, 3 * P * P);
+    else if (a->team)
         packed_rows(m, a, a->patch_out, a->patches, w->patch_wp, w->patch_wb, w->patch_b, false,
                     GEMM_POST_NONE, B, GG, C, 3 * P * P);
     else
@@ -499,8 +615,10 @@ static void embed_forward(const vit_model *m, vit_acts *a, const float *images, 
     }
     profile_mark(a, VIT_OP_EMBED_ADD, 0);
     if (c->ln_pre && a->team) {
-        layernorm_rows_team(m, a, a->x, NULL, NULL, a->x, w->norm_pre_w, w->norm_pre_b, B, N, C,
-                            c->ln_eps);
+        if (a->x_embed) /* training keeps LN_pre's input and statistics */
+            copy_team(a->team, a->x_embed, a->x, (size_t)B * N * C);
+        layernorm_rows_team(m, a, a->x, a->pre_mean, a->pre_rstd, a->x, w->norm_pre_w,
+                            w->norm_pre_b, B, N, C, c->ln_eps);
         profile_mark(a, VIT_OP_LAYERNORM, 0);
     } else if (c->ln_pre) {
         if (a->x_embed)
@@ -592,7 +710,9 @@ void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int 
     }
     embed_forward(m, a, images, B);
     for (int l = 0; l < m->cfg.depth; l++) {
-        if (a->team)
+        if (a->team && a->train)
+            block_forward_train(m, &m->w.blocks[l], a, &a->blocks[l], B);
+        else if (a->team)
             block_forward_packed(m, &m->w.blocks[l], a, &a->blocks[l], B);
         else
             block_forward(m, &m->w.blocks[l], a, &a->blocks[l], B);

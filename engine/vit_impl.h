@@ -129,10 +129,12 @@ typedef struct vit_acts {
      * NULL: m's own).  arenas == NULL: every image uses m's own. */
     const float *const *arenas;
     const int *classes;
-    /* Inference on packed weights (vit_state only; training leaves team NULL
-     * and takes the OpenBLAS path, whose backward it mirrors). */
+    /* The packed path: a vit_state's inference, or a vit_train_state's
+     * forward and backward (train; see block_forward_train). */
     vit_team *team;           /* the state's threads */
-    float *gemm_scratch;      /* gemm_packed_scratch_floats(B*N): any product of <= B*N rows */
+    bool train;               /* keep activations: block_forward_train */
+    float *gemm_scratch;      /* gemm_packed_scratch_floats(B*N): any product of <= B*N rows;
+                               * for training also gemm_packed_raw's per-call packing */
     size_t gemm_scratch_floats;
     float *attn_scratch;      /* attention_scratch_floats() per team member */
     const float **row_bias;   /* (B) per-image bias pointers of the current op */

@@ -9,18 +9,35 @@
  * decides which slots exist.  Backward walks the same graph in reverse; each
  * parameter's gradient is found by the parameter's offset in its arena, so a
  * frozen parameter has no gradient unless the caller passed gfrozen.
+ *
+ * Two paths, as for inference (vit_forward.c).  On AVX-512 CPUs the state
+ * owns a thread team and both passes run on the packed kernels: the input
+ * gradients dx = dy W as gemm_packed_raw with W (n, k) as the B operand in
+ * its stored orientation (packed per call by the members that multiply it:
+ * O(n k) against the product's O(B N n k)), weight gradients (full) as dy^T
+ * x with A packed from its transposed source, bias gradients as column sums
+ * split by columns, LayerNorm, the activation and attention split by rows or
+ * by (image, head).  No OpenBLAS call runs in a step there.  Elsewhere
+ * (VITFIT_NO_AVX512, CPUs without AVX-512, VIT_PATH_PORTABLE) the OpenBLAS
+ * path with OpenBLAS's own threads (vit_set_threads) runs.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "attention.h"
 #include "gemm.h"
 #include "ops.h"
+#include "ops_avx512.h"
 #include "vit_impl.h"
 #include "vit_train.h"
 
 struct vit_train_state {
     vit_method method;
+    vit_path path;        /* VIT_PATH_PACKED or VIT_PATH_PORTABLE */
+    vit_team *team;       /* the packed path's threads, else NULL */
+    const float **row_bias; /* (max_batch) */
     int max_batch;
     int batch;            /* rows of the last forward */
     int dpatch_batch;     /* rows whose patch-embedding output gradient dln holds (0: none) */
@@ -61,6 +78,29 @@ int vit_method_parse(const char *name, vit_method *out)
     return 0;
 }
 
+/* The state's buffers share one allocation, so ASan alone would not see one
+ * overflow into the next (as vit_forward.c's states): under ASan each buffer
+ * is followed by a poisoned gap. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TRAIN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TRAIN_ASAN 1
+#endif
+#endif
+#ifdef TRAIN_ASAN
+#include <sanitizer/asan_interface.h>
+enum { TRAIN_GAP = 16 }; /* floats */
+#else
+enum { TRAIN_GAP = 0 };
+#endif
+
+/* Floats a buffer takes in the block: 64-byte aligned, an ASan gap after. */
+static size_t slot_floats(size_t n)
+{
+    return ((n + 15) & ~(size_t)15) + TRAIN_GAP;
+}
+
 /* A planned buffer: where its pointer goes and how many floats it needs. */
 typedef struct plan_entry {
     float **slot;
@@ -91,7 +131,44 @@ static void plan_add(plan *p, float **slot, size_t n)
 }
 
 vit_status vit_train_state_create(const vit_model *m, vit_method method, int max_batch,
-                                  vit_train_state **out, vit_error *err)
+                                  int threads, vit_train_state **out, vit_error *err)
+{
+    return vit_train_state_create_path(m, method, max_batch, threads, VIT_PATH_AUTO, out, err);
+}
+
+static size_t max_size(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
+/* Floats of the packed path's GEMM scratch: every product of a step through
+ * gemm_packed_raw (the forward's per-call packing when m has no packed
+ * weights, the backward's dx, and full's dW) or gemm_packed. */
+static size_t train_gemm_floats(const vit_config *c, vit_method method, int B)
+{
+    int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim, F = vit_config_feature_dim(c);
+    int K = c->num_classes, PP = 3 * c->patch_size * c->patch_size, R = B * N;
+    int rows = R;
+    int dims[] = {3 * C, M, F, K, PP};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        rows = dims[i] > rows ? dims[i] : rows;
+    /* (n, k) of every packed B: the forward's W^T, dx's W, dW's x */
+    int shapes[][2] = {
+        {3 * C, C}, {C, C}, {M, C}, {C, M}, {C, PP}, /* forward, y = x W^T */
+        {C, 3 * C}, {C, M}, {M, C}, {F, K}, {C, F}, /* dx = dy W */
+        {F, B},                                     /* the head's dW, every method */
+        {C, R}, {M, R}, {PP, B * (N - 1)}, {C, B},  /* full: the backbone's dW = dy^T x */
+    };
+    int count = method == VIT_METHOD_FULL ? 15 : 11;
+    size_t b = 0;
+    for (int i = 0; i < count; i++)
+        b = max_size(b, gemm_packed_b_size(shapes[i][0], shapes[i][1]));
+    return b + gemm_packed_scratch_floats(rows);
+}
+
+vit_status vit_train_state_create_path(const vit_model *m, vit_method method, int max_batch,
+                                       int threads, vit_path path, vit_train_state **out,
+                                       vit_error *err)
 {
     *out = NULL;
     if (max_batch < 1 || max_batch > 4096)
@@ -99,6 +176,13 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
     if (m->unpacked_released)
         return vit_error_set(err, VIT_ERR_UNSUPPORTED,
                              "training multiplies the unpacked weights, which this model released");
+    if (threads < 1 || threads > 64)
+        return vit_error_set(err, VIT_ERR_INVALID, "threads %d is outside [1, 64]", threads);
+    if (path != VIT_PATH_AUTO && path != VIT_PATH_PACKED && path != VIT_PATH_PORTABLE)
+        return vit_error_set(err, VIT_ERR_INVALID, "unknown training path %d", (int)path);
+    if (path == VIT_PATH_PACKED && !gemm_packed_available())
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED, "the packed path needs an AVX-512 CPU");
+    bool packed = path != VIT_PATH_PORTABLE && gemm_packed_available();
     const vit_config *c = &m->cfg;
     size_t B = (size_t)max_batch, N = (size_t)vit_config_tokens(c), C = (size_t)c->width;
     size_t GG = N - 1, P = (size_t)c->patch_size, M = (size_t)c->mlp_dim;
@@ -113,6 +197,7 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for a training state");
     }
     s->method = method;
+    s->path = packed ? VIT_PATH_PACKED : VIT_PATH_PORTABLE;
     s->max_batch = max_batch;
     vit_acts *a = &s->acts;
     a->blocks = blocks;
@@ -133,6 +218,16 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
     plan_add(&p, &a->pooled_ln, B * C);
     plan_add(&p, &a->feat, B * F);
     plan_add(&p, &s->dfeat, B * F);
+    size_t gemm_floats = 0, attn_floats = 0;
+    if (packed) {
+        int n = (int)N;
+        gemm_floats = train_gemm_floats(c, method, max_batch);
+        attn_floats = (size_t)threads *
+                      max_size(attention_scratch_floats(n, (int)C, c->heads),
+                               keep ? attention_backward_scratch_floats(n, (int)C, c->heads) : 0);
+        plan_add(&p, &a->gemm_scratch, gemm_floats);
+        plan_add(&p, &a->attn_scratch, attn_floats);
+    }
     if (keep) {
         plan_add(&p, &a->norm_mean, B);
         plan_add(&p, &a->norm_rstd, B);
@@ -169,11 +264,13 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
     }
     size_t total = 0, bytes;
     for (size_t i = 0; i < p.count; i++)
-        total += (p.items[i].n + 15) & ~(size_t)15;
+        total += slot_floats(p.items[i].n);
     s->out_rows = calloc(B, sizeof *s->out_rows);
-    if (p.failed || !s->out_rows || !vit_mul_size(total, sizeof(float), &bytes) ||
-        !(s->block = aligned_alloc(64, bytes))) {
+    s->row_bias = calloc(B, sizeof *s->row_bias);
+    if (p.failed || !s->out_rows || !s->row_bias || !vit_mul_size(total, sizeof(float), &bytes) ||
+        !(s->block = vit_alloc_large(bytes))) {
         free(s->out_rows);
+        free(s->row_bias);
         free(p.items);
         free(blocks);
         free(s);
@@ -184,7 +281,11 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
     float *cursor = s->block;
     for (size_t i = 0; i < p.count; i++) {
         *p.items[i].slot = cursor;
-        cursor += (p.items[i].n + 15) & ~(size_t)15;
+        cursor += slot_floats(p.items[i].n);
+#ifdef TRAIN_ASAN
+        ASAN_POISON_MEMORY_REGION(*p.items[i].slot + p.items[i].n,
+                                  sizeof(float) * (size_t)(cursor - (*p.items[i].slot + p.items[i].n)));
+#endif
     }
     free(p.items);
     s->floats = total;
@@ -204,17 +305,44 @@ vit_status vit_train_state_create(const vit_model *m, vit_method method, int max
         k->probs = shared.probs; /* backward recomputes them from qkv */
         k->probs_stride = 0;
     }
+    if (packed) {
+        vit_status st = vit_team_create(threads, &s->team, err);
+        if (st != VIT_OK) {
+            vit_train_state_free(s);
+            return st;
+        }
+        a->team = s->team;
+        a->train = true;
+        a->row_bias = s->row_bias;
+        a->gemm_scratch_floats = gemm_floats;
+    }
     *out = s;
     return VIT_OK;
+}
+
+vit_path vit_train_state_path(const vit_train_state *s)
+{
+    return s->path;
+}
+
+void vit_train_state_set_profile(vit_train_state *s, vit_profile *p)
+{
+    s->acts.profile = p;
 }
 
 void vit_train_state_free(vit_train_state *s)
 {
     if (!s)
         return;
+    vit_team_free(s->team);
+#ifdef TRAIN_ASAN
+    if (s->block)
+        ASAN_UNPOISON_MEMORY_REGION(s->block, sizeof(float) * s->floats);
+#endif
     free(s->block);
     free(s->acts.blocks);
     free(s->out_rows);
+    free(s->row_bias);
     free(s);
 }
 
@@ -312,8 +440,171 @@ static float *grad_of(const vit_model *m, const float *param, float *gtrain, flo
     return NULL;
 }
 
-/* ref: the inverse of block_forward in vit_forward.c.  s->dx holds dLoss/dx_out
- * on entry and dLoss/dx_in on return. */
+/* ---- the backward's steps on either path ---- */
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Charges the time since the previous mark to op (no-op unless profiling). */
+static void profile_mark(vit_acts *a, vit_op op, double macs)
+{
+    if (!a->profile)
+        return;
+    double t = now_seconds();
+    a->profile->seconds[op] += t - a->mark;
+    a->profile->macs[op] += macs;
+    a->mark = t;
+}
+
+/* A member's share of n columns, cut at multiples of 16. */
+static void column_split(int n, int member, int threads, int *j0, int *j1)
+{
+    int v0, v1;
+    vit_team_split((n + 15) / 16, member, threads, &v0, &v1);
+    *j0 = v0 * 16 < n ? v0 * 16 : n;
+    *j1 = v1 * 16 < n ? v1 * 16 : n;
+}
+
+typedef struct colsum_job {
+    float *db;
+    const float *y;
+    int m, n;
+} colsum_job;
+
+static void colsum_region(void *p, int member, int threads)
+{
+    const colsum_job *j = p;
+    int j0, j1;
+    column_split(j->n, member, threads, &j0, &j1);
+    colsum_accumulate_avx512(j->db, j->y, (size_t)j->m, (size_t)j->n, j0, j1);
+}
+
+/* dx (m, k) = dy (m, n) . W (n, k) on the team.  The one place that says
+ * where the input gradients' weights come from: W's fp32 original in its
+ * stored (n, k) orientation, which is B itself, packed per call by the
+ * members that multiply its panels (measured: 0.3% of the product at 6304
+ * rows, so no second packed copy of the backbone is kept for it). */
+static void dx_gemm(vit_acts *a, float *dx, const float *dy, const float *w, int m, int n, int k)
+{
+    gemm_packed_raw(a->team, m, k, n, dy, (size_t)n, false, w, (size_t)k, false, dx, (size_t)k,
+                    NULL, GEMM_POST_NONE, a->gemm_scratch, a->gemm_scratch_floats);
+}
+
+/* ref: gemm.h linear_backward, on the team: dx (m, k) = dy (m, n) . W (n,
+ * k) (dx_gemm); dw (n, k) += dy^T x with A packed from dy's columns; db (n)
+ * += column sums of dy, split by columns.  Each part skipped when its output
+ * is NULL. */
+static void linear_backward_team(vit_acts *a, float *dx, float *dw, float *db, const float *dy,
+                                 const float *x, const float *w, int m, int n, int k)
+{
+    if (dx) {
+        dx_gemm(a, dx, dy, w, m, n, k);
+        profile_mark(a, VIT_OP_BWD_DX_GEMM, (double)m * n * k);
+    }
+    if (dw) {
+        static const float *const none[1] = {NULL};
+        gemm_bias accumulate = {none, n, true};
+        gemm_packed_raw(a->team, n, k, m, dy, (size_t)n, true, x, (size_t)k, false, dw,
+                        (size_t)k, &accumulate, GEMM_POST_NONE, a->gemm_scratch,
+                        a->gemm_scratch_floats);
+        profile_mark(a, VIT_OP_BWD_DW_GEMM, (double)m * n * k);
+    }
+    if (db) {
+        colsum_job j = {db, dy, m, n};
+        vit_team_run(a->team, colsum_region, &j);
+        profile_mark(a, VIT_OP_BWD_BIAS_GRAD, 0);
+    }
+}
+
+/* linear_backward on the state's path. */
+static void lin_bwd(vit_train_state *s, float *dx, float *dw, float *db, const float *dy,
+                    const float *x, const float *w, int m, int n, int k)
+{
+    if (s->team) {
+        linear_backward_team(&s->acts, dx, dw, db, dy, x, w, m, n, k);
+        return;
+    }
+    linear_backward(dx, dw, db, dy, x, w, m, n, k);
+    profile_mark(&s->acts, dw ? VIT_OP_BWD_DW_GEMM : VIT_OP_BWD_DX_GEMM,
+                 (double)m * n * k * (dw ? 2 : 1));
+}
+
+typedef struct ln_bwd_job {
+    float *dx, *dw, *db;
+    const float *dout, *x, *mean, *rstd, *w;
+    int rows, C;
+} ln_bwd_job;
+
+/* A member's rows of dx, and its columns of the parameter gradients. */
+static void ln_bwd_region(void *p, int member, int threads)
+{
+    const ln_bwd_job *j = p;
+    int r0, r1, j0, j1;
+    vit_team_split(j->rows, member, threads, &r0, &r1);
+    size_t off = (size_t)r0 * j->C;
+    layernorm_backward_rows_avx512(j->dx + off, j->dout + off, j->x + off, j->mean + r0,
+                                   j->rstd + r0, j->w, (size_t)(r1 - r0), j->C);
+    column_split(j->C, member, threads, &j0, &j1);
+    if (j->db)
+        colsum_accumulate_avx512(j->db, j->dout, (size_t)j->rows, (size_t)j->C, j0, j1);
+    if (j->dw)
+        layernorm_gain_grad_avx512(j->dw, j->dout, j->x, j->mean, j->rstd, (size_t)j->rows, j->C,
+                                   j0, j1);
+}
+
+/* ops.h layernorm_backward on the state's path. */
+static void ln_bwd(vit_train_state *s, float *dx, float *dw, float *db, const float *dout,
+                   const float *x, const float *mean, const float *rstd, const float *w,
+                   size_t rows, int C)
+{
+    if (s->team) {
+        ln_bwd_job j = {dx, dw, db, dout, x, mean, rstd, w, (int)rows, C};
+        vit_team_run(s->team, ln_bwd_region, &j);
+    } else {
+        layernorm_backward(dx, dw, db, dout, x, mean, rstd, w, rows, C);
+    }
+    profile_mark(&s->acts, VIT_OP_BWD_LAYERNORM, 0);
+}
+
+typedef struct act_bwd_job {
+    float *d;
+    const float *x;
+    size_t n;
+    vit_act act;
+} act_bwd_job;
+
+static void act_bwd_region(void *p, int member, int threads)
+{
+    const act_bwd_job *j = p;
+    size_t vectors = (j->n + 15) / 16, per = vectors / (size_t)threads;
+    size_t extra = vectors % (size_t)threads, mm = (size_t)member;
+    size_t v0 = mm * per + (mm < extra ? mm : extra), v1 = v0 + per + (mm < extra ? 1 : 0);
+    size_t i0 = v0 * 16 < j->n ? v0 * 16 : j->n, i1 = v1 * 16 < j->n ? v1 * 16 : j->n;
+    (j->act == VIT_ACT_GELU ? gelu_backward_avx512 : quick_gelu_backward_avx512)(
+        j->d + i0, j->d + i0, j->x + i0, i1 - i0);
+}
+
+/* d (n) *= act'(x) on the state's path. */
+static void act_bwd(vit_train_state *s, vit_act act, float *d, const float *x, size_t n)
+{
+    if (s->team) {
+        act_bwd_job j = {d, x, n, act};
+        vit_team_run(s->team, act_bwd_region, &j);
+    } else if (act == VIT_ACT_GELU) {
+        gelu_backward(d, d, x, n);
+    } else {
+        quick_gelu_backward(d, d, x, n);
+    }
+    profile_mark(&s->acts, VIT_OP_BWD_ACTIVATION, 0);
+}
+
+/* ref: the inverse of block_forward in vit_forward.c (block_forward_train on
+ * the packed path).  s->dx holds dLoss/dx_out on entry and dLoss/dx_in on
+ * return. */
 static void block_backward(const vit_model *m, const vit_block_weights *w,
                            const vit_block_acts *k, vit_train_state *s, int B, float *gtrain,
                            float *gfrozen)
@@ -321,22 +612,25 @@ static void block_backward(const vit_model *m, const vit_block_weights *w,
     const vit_config *c = &m->cfg;
     int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim, R = B * N;
     size_t rows = (size_t)R;
+    vit_acts *a = &s->acts;
 #define G(p) grad_of(m, (p), gtrain, gfrozen)
     /* x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) */
-    linear_backward(s->dh, G(w->fc2_w), G(w->fc2_b), s->dx, k->h_act, w->fc2_w, R, C, M);
-    if (c->act == VIT_ACT_GELU)
-        gelu_backward(s->dh, s->dh, k->h_pre, rows * (size_t)M);
-    else
-        quick_gelu_backward(s->dh, s->dh, k->h_pre, rows * (size_t)M);
-    linear_backward(s->dln, G(w->fc1_w), G(w->fc1_b), s->dh, k->ln2, w->fc1_w, R, M, C);
-    layernorm_backward(s->dx, G(w->norm2_w), G(w->norm2_b), s->dln, k->x_mid, k->ln2_mean,
-                       k->ln2_rstd, w->norm2_w, rows, C);                      /* dx = dx_mid */
+    lin_bwd(s, s->dh, G(w->fc2_w), G(w->fc2_b), s->dx, k->h_act, w->fc2_w, R, C, M);
+    act_bwd(s, c->act, s->dh, k->h_pre, rows * (size_t)M);
+    lin_bwd(s, s->dln, G(w->fc1_w), G(w->fc1_b), s->dh, k->ln2, w->fc1_w, R, M, C);
+    ln_bwd(s, s->dx, G(w->norm2_w), G(w->norm2_b), s->dln, k->x_mid, k->ln2_mean, k->ln2_rstd,
+           w->norm2_w, rows, C);                                               /* dx = dx_mid */
     /* x_mid = x_in + proj(attn(ln1(x_in))) */
-    linear_backward(s->dattn, G(w->proj_w), G(w->proj_b), s->dx, k->attn, w->proj_w, R, C, C);
-    attention_backward(s->dqkv, s->dprobs, s->dattn, k->qkv, B, N, C, c->heads);
-    linear_backward(s->dln, G(w->qkv_w), G(w->qkv_b), s->dqkv, k->ln1, w->qkv_w, R, 3 * C, C);
-    layernorm_backward(s->dx, G(w->norm1_w), G(w->norm1_b), s->dln, k->x_in, k->ln1_mean,
-                       k->ln1_rstd, w->norm1_w, rows, C);                      /* dx = dx_in */
+    lin_bwd(s, s->dattn, G(w->proj_w), G(w->proj_b), s->dx, k->attn, w->proj_w, R, C, C);
+    if (s->team)
+        attention_backward_team(s->team, s->dqkv, s->dattn, k->qkv, B, N, C, c->heads,
+                                a->attn_scratch);
+    else
+        attention_backward(s->dqkv, s->dprobs, s->dattn, k->qkv, B, N, C, c->heads);
+    profile_mark(a, VIT_OP_BWD_ATTENTION, 4.0 * B * N * N * C);
+    lin_bwd(s, s->dln, G(w->qkv_w), G(w->qkv_b), s->dqkv, k->ln1, w->qkv_w, R, 3 * C, C);
+    ln_bwd(s, s->dx, G(w->norm1_w), G(w->norm1_b), s->dln, k->x_in, k->ln1_mean, k->ln1_rstd,
+           w->norm1_w, rows, C);                                               /* dx = dx_in */
 #undef G
 }
 
@@ -356,14 +650,17 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
     int B = batch, N = vit_config_tokens(c), C = c->width, F = vit_config_feature_dim(c);
     int K = c->num_classes, GG = N - 1, P = c->patch_size;
 #define G(p) grad_of(m, (p), gtrain, gfrozen)
+    if (a->profile)
+        a->mark = now_seconds();
     /* head: logits = feat W^T + b */
-    linear_backward(s->dfeat, G(w->head_w), G(w->head_b), dlogits, a->feat, w->head_w, B, K, F);
+    lin_bwd(s, s->method == VIT_METHOD_LINEAR ? NULL : s->dfeat, G(w->head_w), G(w->head_b),
+            dlogits, a->feat, w->head_w, B, K, F);
+    profile_mark(a, VIT_OP_BWD_HEAD, 0);
     if (s->method == VIT_METHOD_LINEAR)
         return VIT_OK;
     /* projection (CLIP): feat = pooled_ln P^T */
     if (c->proj_dim > 0)
-        linear_backward(s->dpooled_ln, G(w->proj_w), NULL, s->dfeat, a->pooled_ln, w->proj_w, B,
-                        F, C);
+        lin_bwd(s, s->dpooled_ln, G(w->proj_w), NULL, s->dfeat, a->pooled_ln, w->proj_w, B, F, C);
     else
         memcpy(s->dpooled_ln, s->dfeat, sizeof(float) * (size_t)B * C);
     memset(s->dpooled, 0, sizeof(float) * (size_t)B * C);
@@ -382,13 +679,14 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
                     dxb[(size_t)t * C + i] = dp[i] / (float)(N - 1);
         }
     }
+    profile_mark(a, VIT_OP_BWD_HEAD, 0);
     for (int l = c->depth - 1; l >= 0; l--)
         block_backward(m, &w->blocks[l], &a->blocks[l], s, B, gtrain, gfrozen);
     /* ln_pre (CLIP): x = LN(x_embed) */
     if (c->ln_pre) {
         memset(s->dln, 0, sizeof(float) * (size_t)B * N * C);
-        layernorm_backward(s->dln, G(w->norm_pre_w), G(w->norm_pre_b), s->dx, a->x_embed,
-                           a->pre_mean, a->pre_rstd, w->norm_pre_w, (size_t)B * N, C);
+        ln_bwd(s, s->dln, G(w->norm_pre_w), G(w->norm_pre_b), s->dx, a->x_embed, a->pre_mean,
+               a->pre_rstd, w->norm_pre_w, (size_t)B * N, C);
         memcpy(s->dx, s->dln, sizeof(float) * (size_t)B * N * C);
     }
     /* embeddings: x[b,0] = cls + pos[0]; x[b,t] = patch_out[b,t-1] + pos[t] */
@@ -404,8 +702,10 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
         /* patch tokens become the patch embedding's output gradient, in place */
         memmove(s->dln + (size_t)b * GG * C, dxb + C, sizeof(float) * (size_t)GG * C);
     }
-    linear_backward(NULL, G(w->patch_w), G(w->patch_b), s->dln, a->patches, w->patch_w, B * GG, C,
-                    3 * P * P);
+    profile_mark(a, VIT_OP_BWD_EMBED, 0);
+    lin_bwd(s, NULL, G(w->patch_w), G(w->patch_b), s->dln, a->patches, w->patch_w, B * GG, C,
+            3 * P * P);
+    profile_mark(a, VIT_OP_BWD_EMBED, 0);
     s->dpatch_batch = B; /* dln keeps dL/dpatch_out for vit_input_grad */
 #undef G
     return VIT_OK;

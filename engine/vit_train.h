@@ -29,9 +29,29 @@ int vit_method_parse(const char *name, vit_method *out);
 
 typedef struct vit_train_state vit_train_state;
 
-/* Activation memory for batches up to max_batch under a method. */
+/* Activation memory for batches up to max_batch under a method, and on the
+ * packed path (AVX-512 CPUs) a team of `threads` (1..64) that runs the
+ * state's forward and backward passes; elsewhere OpenBLAS runs them with its
+ * own threads (vit_set_threads).  Same as vit_train_state_create_path with
+ * VIT_PATH_AUTO. */
 vit_status vit_train_state_create(const vit_model *m, vit_method method, int max_batch,
-                                  vit_train_state **out, vit_error *err);
+                                  int threads, vit_train_state **out, vit_error *err);
+
+/* vit_train_state_create on a chosen path: VIT_PATH_PACKED fails with
+ * VIT_ERR_UNSUPPORTED when gemm_packed_available() does not hold;
+ * VIT_PATH_PORTABLE takes the OpenBLAS path on any CPU (tests compare the
+ * two).  The packed path does not need m packed (vit_model_pack): weights
+ * without a packed copy are packed per GEMM call. */
+vit_status vit_train_state_create_path(const vit_model *m, vit_method method, int max_batch,
+                                       int threads, vit_path path, vit_train_state **out,
+                                       vit_error *err);
+
+/* The path s runs: VIT_PATH_PACKED or VIT_PATH_PORTABLE. */
+vit_path vit_train_state_path(const vit_train_state *s);
+
+/* Accumulates per-op times of s's forward and backward passes into p (the
+ * backward's ops are the VIT_OP_BWD_* kinds); NULL stops. */
+void vit_train_state_set_profile(vit_train_state *s, vit_profile *p);
 void vit_train_state_free(vit_train_state *s);
 /* Bytes of activations and scratch the state holds (for bench and reports). */
 size_t vit_train_state_bytes(const vit_train_state *s);

@@ -25,7 +25,8 @@ static void bench_usage(FILE *out)
     fprintf(out, "usage: vitfit bench --model DIR|FILE | --preset vit-b16|vit-l14-clip|vit-tiny\n"
                  "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--profile] [--json]\n"
                  "                    [--precision fp32|bf16]\n"
-                 "                    [--train [--method bitfit|linear|full] [--classes K]]\n"
+                 "                    [--train [--method bitfit|linear|full] [--classes K]\n"
+                 "                     [--path auto|packed|portable]]\n"
                  "                    [--tasks N] [--workers W] [--mixed N] [--classes K]\n"
                  "  --profile  also report time per op kind (GEMMs by layer, attention, LayerNorm...)\n"
                  "  --precision  fp32 (default) or bf16 matrix products (forward timing; bf16 needs\n"
@@ -36,6 +37,7 @@ static void bench_usage(FILE *out)
                  "  --classes  head size: of the tasks (--tasks, --mixed), the trained head (--train),\n"
                  "             or a fresh head replacing the model's (forward timing)\n"
                  "  --train    time training steps (forward, loss, backward, AdamW) instead\n"
+                 "  --path     the training path: packed kernels on the state's team, or OpenBLAS\n"
                  "  --tasks    load N task bias sets (K-class heads) and report bytes per task\n");
 }
 
@@ -49,6 +51,7 @@ typedef struct bench_opts {
     long workers;
     long mixed;
     vit_method method;
+    vit_path path;       /* --path, for --train */
     vit_precision precision;
     long classes;
     int classes_given;   /* --classes on the command line */
@@ -66,6 +69,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         {"method", required_argument, NULL, 'M'}, {"classes", required_argument, NULL, 'K'},
         {"tasks", required_argument, NULL, 'N'},  {"workers", required_argument, NULL, 'W'},
         {"mixed", required_argument, NULL, 'X'},  {"precision", required_argument, NULL, 'R'},
+        {"path", required_argument, NULL, 'A'},
         {NULL, 0, NULL, 0},
     };
     *o = (bench_opts){.batch = 1, .threads = cli_default_threads(), .iters = 5, .warmup = 1, .classes = 10,
@@ -88,6 +92,16 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         case 'M':
             if (!vit_method_parse(optarg, &o->method))
                 return cli_usage_error("bench", "--method must be bitfit, linear or full");
+            continue;
+        case 'A':
+            if (strcmp(optarg, "auto") == 0)
+                o->path = VIT_PATH_AUTO;
+            else if (strcmp(optarg, "packed") == 0)
+                o->path = VIT_PATH_PACKED;
+            else if (strcmp(optarg, "portable") == 0)
+                o->path = VIT_PATH_PORTABLE;
+            else
+                return cli_usage_error("bench", "--path must be auto, packed or portable");
             continue;
         case 'K': target = &o->classes; hi = 100000; o->classes_given = 1; break;
         case 'N': target = &o->tasks; hi = 100000; break;
@@ -147,6 +161,8 @@ static void print_profile(const vit_profile *p, long iters)
     printf("%-14s %12s %7s %10s\n", "op", "ms/batch", "share", "GFLOP/s");
     for (int op = 0; op < VIT_OP_COUNT; op++) {
         double sec = p->seconds[op];
+        if (op >= VIT_OP_BWD_HEAD && sec == 0)
+            continue; /* backward kinds: training only */
         printf("%-14s %12.2f %6.1f%% ", vit_op_name((vit_op)op), 1000.0 * sec / (double)iters,
                total > 0 ? 100.0 * sec / total : 0.0);
         if (p->macs[op] > 0 && sec > 0)
@@ -179,6 +195,7 @@ static int bench_train(const bench_opts *o, const vit_model *base)
     uint8_t *mask_train = calloc(m->trainable_len, 1), *mask_frozen = full ? calloc(m->frozen_len, 1) : NULL;
     double *times = malloc((size_t)o->iters * sizeof *times);
     vit_train_state *s = NULL;
+    vit_profile profile = {0};
     optim *opt_t = NULL, *opt_f = NULL;
     optim_config oc = {.kind = OPTIM_ADAMW, .weight_decay = 0.05f, .beta1 = 0.9f, .beta2 = 0.999f,
                        .eps = 1e-8f};
@@ -187,7 +204,8 @@ static int bench_train(const bench_opts *o, const vit_model *base)
         (full && (!gfrozen || !mask_frozen))) {
         vit_error_set(&err, VIT_ERR_NOMEM, "out of memory for batch %d", B);
         rc = cli_fail(&err);
-    } else if (vit_train_state_create(m, o->method, B, &s, &err) != VIT_OK ||
+    } else if (vit_train_state_create_path(m, o->method, B, (int)o->threads, o->path, &s,
+                                           &err) != VIT_OK ||
                optim_create(&oc, m->trainable_len, &opt_t, &err) != VIT_OK ||
                (full && optim_create(&oc, m->frozen_len, &opt_f, &err) != VIT_OK)) {
         rc = cli_fail(&err);
@@ -197,6 +215,8 @@ static int bench_train(const bench_opts *o, const vit_model *base)
         for (int b = 0; b < B; b++)
             labels[b] = b % K;
         for (long i = 0; i < o->warmup + o->iters && rc == CLI_OK; i++) {
+            if (i == o->warmup && o->profile) /* forward and backward, after warm-up */
+                vit_train_state_set_profile(s, &profile);
             double t0 = cli_now();
             memset(gtrain, 0, sizeof(float) * m->trainable_len);
             if (gfrozen)
@@ -227,13 +247,20 @@ static int bench_train(const bench_opts *o, const vit_model *base)
                                   (int)o->threads, "iters", (int)o->iters, "median_step_seconds",
                                   median, "images_per_second", B / median, "peak_rss_bytes",
                                   (json_int_t)rss, "activation_bytes", (json_int_t)acts);
+            if (j && o->profile)
+                json_object_set_new(j, "profile", profile_json(&profile, o->iters));
             rc = cli_print_json(j, 0);
         } else {
             printf("train %s, model %s, batch %d, threads %ld: median %.1f ms/step over %ld iters\n",
                    vit_method_name(o->method), o->preset ? o->preset : o->model, B, o->threads,
                    1000 * median, o->iters);
-            printf("%.2f images/s, activations %.0f MiB, peak RSS %.0f MiB\n", B / median,
-                   (double)acts / (1 << 20), (double)rss / (1 << 20));
+            printf("%.2f images/s, activations %.0f MiB, peak RSS %.0f MiB, %s path\n",
+                   B / median, (double)acts / (1 << 20), (double)rss / (1 << 20),
+                   vit_train_state_path(s) == VIT_PATH_PACKED ? "packed" : "OpenBLAS");
+            if (o->profile) { /* forward and backward; cross-entropy and AdamW not timed */
+                profile.fused = false;
+                print_profile(&profile, o->iters);
+            }
         }
     }
     vit_train_state_free(s);

@@ -2,8 +2,8 @@
  * attention.h - multi-head self-attention on the packed AVX-512 GEMM, one
  * (image, head) pair per task across a thread team.
  *
- * Same result as ops.h attention_forward (within float rounding), for
- * inference: no attention matrix is kept.  Call only when
+ * Same result as ops.h attention_forward (within float rounding): no
+ * attention matrix is kept; the backward pass recomputes them from qkv.  Call only when
  * gemm_packed_available().
  */
 #ifndef VIT_ATTENTION_H
@@ -21,5 +21,15 @@ size_t attention_scratch_floats(int N, int C, int NH);
  * member of team. */
 void attention_forward_team(vit_team *team, float *out, const float *qkv, int B, int N, int C,
                             int NH, float *scratch);
+
+/* Scratch floats one team member needs for attention_backward_team. */
+size_t attention_backward_scratch_floats(int N, int C, int NH);
+
+/* Backward of attention_forward_team, as ops.h attention_backward: dqkv (B,
+ * N, 3C) overwritten from dout (B, N, C) and the saved qkv, the attention
+ * matrices recomputed per (image, head); members take whole (image, head)
+ * pairs.  scratch holds attention_backward_scratch_floats() per member. */
+void attention_backward_team(vit_team *team, float *dqkv, const float *dout, const float *qkv,
+                             int B, int N, int C, int NH, float *scratch);
 
 #endif

@@ -205,6 +205,13 @@ static void fp32_panels(const void *ap, const void *bp_block, int m, int n, int 
     gemm_block_panels(ap, bp_block, m, n, kc, j0, j1, c, ldc, load_c, post);
 }
 
+/* A stored transposed, (k, m): a weight gradient's dy^T, attention's P^T */
+static void fp32_pack_a_t(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
+                          int kc)
+{
+    gemm_pack_a_block_t(dst, a, lda, m, s0, s1, p0, kc);
+}
+
 static const void *fp32_b_block(const void *bp, int n, int p0)
 {
     return (const float *)bp + gemm_packed_b_block(n, p0);
@@ -216,6 +223,7 @@ static const void *bf16_b_block(const void *bp, int n, int p0)
 }
 
 static const packed_kernel fp32_kernel = {GEMM_KC, fp32_pack_a, fp32_panels, fp32_b_block};
+static const packed_kernel fp32_kernel_at = {GEMM_KC, fp32_pack_a_t, fp32_panels, fp32_b_block};
 #ifdef VIT_HAVE_BF16_NATIVE
 static const packed_kernel bf16_native = {GEMM_BF16_KC, gemm_bf16_pack_a_block,
                                           gemm_bf16_block_panels_native, bf16_b_block};
@@ -232,6 +240,10 @@ typedef struct packed_job {
     const float *a;
     size_t lda;
     const void *bp;
+    const float *b_raw;   /* fp32 B unpacked (gemm_packed_raw), packed into b_dst, or NULL */
+    size_t ldb;
+    bool b_trans;         /* b_raw stored (n, k) */
+    float *b_dst;
     float *c;
     size_t ldc;
     const gemm_bias *init;
@@ -274,6 +286,12 @@ static void packed_region(void *p, int member, int threads)
     int q0, q1;
     vit_team_split(panels, member, threads, &q0, &q1);
     int c0 = q0 * GEMM_NR, c1 = q1 * GEMM_NR < j->n ? q1 * GEMM_NR : j->n;
+    /* an unpacked B: each member packs the panels only it multiplies, so no
+     * barrier is needed before they are read */
+    if (j->b_raw && j->b_trans)
+        gemm_pack_b_nt_panels(j->b_dst, j->b_raw, j->ldb, j->n, j->k, q0, q1);
+    else if (j->b_raw)
+        gemm_pack_b_nn_panels(j->b_dst, j->b_raw, j->ldb, j->k, j->n, q0, q1);
     int pass = pass_rows(j->m);
     size_t half = gemm_packed_a_floats(pass);
     int step = 0;
@@ -281,7 +299,8 @@ static void packed_region(void *p, int member, int threads)
         int rows = j->m - i0 < pass ? j->m - i0 : pass;
         int s0, s1;
         vit_team_split((rows + GEMM_MR - 1) / GEMM_MR, member, threads, &s0, &s1);
-        const float *a = j->a + (size_t)i0 * j->lda;
+        /* rows i0.. of A: columns i0.. of its transposed storage */
+        const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
         float *c = j->c + (size_t)i0 * j->ldc;
         if (j->init && c0 < c1)
             init_block(j, i0, i0 + rows, c0, c1);
@@ -305,7 +324,8 @@ static void packed_run(const packed_kernel *kernel, vit_team *team, int m, int n
 {
     /* the caller's buffer must hold what gemm_packed_scratch_floats promised */
     VIT_ASSERT(m >= 1 && scratch_need(m) <= scratch_floats);
-    packed_job j = {kernel, team, m, n, k, a, lda, bp, c, ldc, init, post, scratch};
+    packed_job j = {.kernel = kernel, .team = team, .m = m, .n = n, .k = k, .a = a, .lda = lda,
+                    .bp = bp, .c = c, .ldc = ldc, .init = init, .post = post, .scratch = scratch};
     if (team)
         vit_team_run(team, packed_region, &j);
     else
@@ -318,6 +338,30 @@ void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda
 {
     packed_run(&fp32_kernel, team, m, n, k, a, lda, w_packed, c, ldc, init, post, scratch,
                scratch_floats);
+}
+
+size_t gemm_packed_raw_scratch_floats(int m, int n, int k)
+{
+    return gemm_packed_b_floats(n, k) + gemm_packed_scratch_floats(m);
+}
+
+void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                     bool a_trans, const float *b, size_t ldb, bool b_trans, float *c,
+                     size_t ldc, const gemm_bias *init, gemm_post post, float *scratch,
+                     size_t scratch_floats)
+{
+    size_t b_floats = gemm_packed_b_floats(n, k);
+    VIT_ASSERT(m >= 1 && b_floats + scratch_need(m) <= scratch_floats);
+    /* B first: its size is a multiple of GEMM_NR floats, so A's blocks stay
+     * 64-byte aligned */
+    packed_job j = {.kernel = a_trans ? &fp32_kernel_at : &fp32_kernel, .team = team, .m = m,
+                    .n = n, .k = k, .a = a, .lda = lda, .bp = scratch, .b_raw = b, .ldb = ldb,
+                    .b_trans = b_trans, .b_dst = scratch, .c = c, .ldc = ldc, .init = init,
+                    .post = post, .scratch = scratch + b_floats};
+    if (team)
+        vit_team_run(team, packed_region, &j);
+    else
+        packed_region(&j, 0, 1);
 }
 
 void gemm_packed_bf16(vit_team *team, int m, int n, int k, const float *a, size_t lda,
@@ -413,6 +457,24 @@ void gemm_rows_team(vit_team *team, float *y, const float *x, const float *w, co
                     int m, int n, int k)
 {
     (void)team, (void)y, (void)x, (void)w, (void)bias, (void)m, (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+size_t gemm_packed_raw_scratch_floats(int m, int n, int k)
+{
+    (void)m, (void)n, (void)k;
+    VIT_ASSERT(!"packed GEMM not built");
+    return 0;
+}
+
+void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                     bool a_trans, const float *b, size_t ldb, bool b_trans, float *c,
+                     size_t ldc, const gemm_bias *init, gemm_post post, float *scratch,
+                     size_t scratch_floats)
+{
+    (void)team, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)a_trans, (void)b;
+    (void)ldb, (void)b_trans, (void)c, (void)ldc, (void)init, (void)post, (void)scratch;
+    (void)scratch_floats;
     VIT_ASSERT(!"packed GEMM not built");
 }
 

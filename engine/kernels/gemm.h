@@ -91,6 +91,23 @@ void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda
                  const float *w_packed, float *c, size_t ldc, const gemm_bias *init,
                  gemm_post post, float *scratch, size_t scratch_floats);
 
+/* Scratch floats gemm_packed_raw needs for an (m, n, k) product: B's
+ * packing plus gemm_packed_scratch_floats(m). */
+size_t gemm_packed_raw_scratch_floats(int m, int n, int k);
+
+/* gemm_packed with neither operand packed beforehand: C (m, n) = init +
+ * op(A) . op(B), post applied last.  op(A) is (m, k), stored (k, m) when
+ * a_trans; op(B) is (k, n), stored (n, k) when b_trans (a weight as y = x
+ * W^T) else (k, n) (a weight as dx = dy W).  Each member packs the column
+ * panels of B it multiplies, once per call, into the front of scratch; for
+ * products with m >> n, k (the backward pass's dx at B*N rows) that costs a
+ * small fraction of the product.  scratch holds scratch_floats floats, at
+ * least gemm_packed_raw_scratch_floats(m, n, k) (asserted). */
+void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                     bool a_trans, const float *b, size_t ldb, bool b_trans, float *c,
+                     size_t ldc, const gemm_bias *init, gemm_post post, float *scratch,
+                     size_t scratch_floats);
+
 /* y (m, n) = x (m, k) . W^T + bias (or NULL) with W (n, k) unpacked, the
  * members of team splitting the n outputs: for a head's few rows. */
 void gemm_rows_team(vit_team *team, float *y, const float *x, const float *w, const float *bias,

@@ -40,10 +40,15 @@ size_t gemm_packed_a_floats(int m)
 
 void gemm_pack_b_nt(float *dst, const float *w, size_t ldw, int n, int k)
 {
+    gemm_pack_b_nt_panels(dst, w, ldw, n, k, 0, panels_of(n));
+}
+
+void gemm_pack_b_nt_panels(float *dst, const float *w, size_t ldw, int n, int k, int j0, int j1)
+{
     for (int p0 = 0; p0 < k; p0 += GEMM_KC) {
         int kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
         float *block = dst + gemm_packed_b_block(n, p0);
-        for (int j = 0; j < panels_of(n); j++) {
+        for (int j = j0; j < j1; j++) {
             float *panel = block + (size_t)j * kc * GEMM_NR;
             for (int c = 0; c < GEMM_NR; c++) {
                 int col = j * GEMM_NR + c;
@@ -57,10 +62,15 @@ void gemm_pack_b_nt(float *dst, const float *w, size_t ldw, int n, int k)
 
 void gemm_pack_b_nn(float *dst, const float *b, size_t ldb, int k, int n)
 {
+    gemm_pack_b_nn_panels(dst, b, ldb, k, n, 0, panels_of(n));
+}
+
+void gemm_pack_b_nn_panels(float *dst, const float *b, size_t ldb, int k, int n, int j0, int j1)
+{
     for (int p0 = 0; p0 < k; p0 += GEMM_KC) {
         int kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
         float *block = dst + gemm_packed_b_block(n, p0);
-        for (int j = 0; j < panels_of(n); j++) {
+        for (int j = j0; j < j1; j++) {
             float *panel = block + (size_t)j * kc * GEMM_NR;
             __mmask16 m0, m1;
             gemm_panel_masks(n, j, &m0, &m1);
@@ -98,6 +108,22 @@ void gemm_pack_a_block(float *dst, const float *a, size_t lda, int m, int s0, in
             for (int i = 0; i < GEMM_MR; i++)
                 sliver[(size_t)p * GEMM_MR + i] =
                     i < rows ? a[(size_t)(r0 + i) * lda + p0 + p] : 0.0f;
+    }
+}
+
+void gemm_pack_a_block_t(float *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
+                         int kc)
+{
+    for (int s = s0; s < s1; s++) {
+        float *sliver = dst + (size_t)s * kc * GEMM_MR;
+        int r0 = s * GEMM_MR;
+        int rows = m - r0 < GEMM_MR ? m - r0 : GEMM_MR;
+        /* column p of the sliver is MR consecutive floats of source row p0 + p */
+        __mmask16 keep = (__mmask16)((1u << rows) - 1);
+        const float *src = a + (size_t)p0 * lda + r0;
+        for (int p = 0; p < kc; p++)
+            _mm512_mask_storeu_ps(sliver + (size_t)p * GEMM_MR, (__mmask16)((1u << GEMM_MR) - 1),
+                                  _mm512_maskz_loadu_ps(keep, src + (size_t)p * lda));
     }
 }
 

@@ -36,6 +36,11 @@ void gemm_pack_b_nt(float *dst, const float *w, size_t ldw, int n, int k);
 /* Packs B (k, n) with row stride ldb into dst. */
 void gemm_pack_b_nn(float *dst, const float *b, size_t ldb, int k, int n);
 
+/* The two above restricted to column panels [j0, j1) (of GEMM_NR columns),
+ * written where the whole packing puts them: a team member packs only the
+ * panels it multiplies. */
+void gemm_pack_b_nt_panels(float *dst, const float *w, size_t ldw, int n, int k, int j0, int j1);
+void gemm_pack_b_nn_panels(float *dst, const float *b, size_t ldb, int k, int n, int j0, int j1);
 /* Packs panels [j0, j1) of B = W (n, k) itself -- the operand of dx = dy W
  * -- as gemm_pack_b_nn(dst, W, k, n, k) would, reading W from its forward
  * packing wp (gemm_pack_b_nt's layout) instead of the unpacked matrix, so a
@@ -49,6 +54,11 @@ size_t gemm_packed_a_floats(int m);
  * deep, into dst (laid out for all of A's slivers); rows >= m are zero. */
 void gemm_pack_a_block(float *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
                        int kc);
+
+/* gemm_pack_a_block for A stored transposed, (k, m) with row stride lda:
+ * A[i][p] = a[p * lda + i] (a weight gradient's dy^T, attention's P^T). */
+void gemm_pack_a_block_t(float *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
+                         int kc);
 
 /* For packed block (p0, kc) of A and B, updates C's rows [0, m) and
  * columns of panels [j0, j1): C = A.B when `load_c` is 0, else C += A.B;

@@ -183,3 +183,149 @@ void layernorm_forward_avx512(float *out, float *mean, float *rstd, const float 
             rstd[r] = rs;
     }
 }
+
+/* ---- backward kernels ---- */
+
+/* dx (n) = dout * GELU'(x); dx may alias dout. */
+void gelu_backward_avx512(float *dx, const float *dout, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dx + i, _mm512_mul_ps(_mm512_loadu_ps(dout + i),
+                                               simd_gelu_grad_ps(_mm512_loadu_ps(x + i))));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(dx + i, m,
+                              _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dout + i),
+                                            simd_gelu_grad_ps(_mm512_maskz_loadu_ps(m, x + i))));
+    }
+}
+
+/* dx (n) = dout * QuickGELU'(x); dx may alias dout. */
+void quick_gelu_backward_avx512(float *dx, const float *dout, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dx + i,
+                         _mm512_mul_ps(_mm512_loadu_ps(dout + i),
+                                       simd_quick_gelu_grad_ps(_mm512_loadu_ps(x + i))));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(
+            dx + i, m,
+            _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dout + i),
+                          simd_quick_gelu_grad_ps(_mm512_maskz_loadu_ps(m, x + i))));
+    }
+}
+
+/* Adds the double lanes of lo and hi (16 floats' worth) into dst[0..cols). */
+static void add_pd_to(float *dst, __m512d lo, __m512d hi, int cols)
+{
+    _Alignas(64) double tmp[16];
+    _mm512_store_pd(tmp, lo);
+    _mm512_store_pd(tmp + 8, hi);
+    for (int i = 0; i < cols; i++)
+        dst[i] += (float)tmp[i];
+}
+
+/* The row part of ops.c layernorm_backward, its sums in double: with xhat =
+ * (x - mean) rstd and g = dout w, dx += rstd (g - mean(g) - xhat
+ * mean(g xhat)), the last expression in float. */
+void layernorm_backward_rows_avx512(float *dx, const float *dout, const float *x,
+                                    const float *mean, const float *rstd, const float *w,
+                                    size_t rows, int C)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * (size_t)C, *dy = dout + r * (size_t)C;
+        float *dxr = dx + r * (size_t)C;
+        const __m512 vmu = _mm512_set1_ps(mean[r]), vrs = _mm512_set1_ps(rstd[r]);
+        __m512d g_lo = _mm512_setzero_pd(), g_hi = _mm512_setzero_pd();
+        __m512d gx_lo = _mm512_setzero_pd(), gx_hi = _mm512_setzero_pd();
+        for (int i = 0; i < C; i += 16) {
+            __mmask16 m = tail_mask((size_t)(C - i));
+            __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + i), vmu), vrs);
+            __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i),
+                                     _mm512_maskz_loadu_ps(m, w + i));
+            acc_pd(&g_lo, &g_hi, g);
+            acc_pd(&gx_lo, &gx_hi, _mm512_mul_ps(g, xhat));
+        }
+        double sum_g = _mm512_reduce_add_pd(_mm512_add_pd(g_lo, g_hi));
+        double sum_gx = _mm512_reduce_add_pd(_mm512_add_pd(gx_lo, gx_hi));
+        const __m512 mg = _mm512_set1_ps((float)(sum_g / C));
+        const __m512 mgx = _mm512_set1_ps((float)(sum_gx / C));
+        for (int i = 0; i < C; i += 16) {
+            __mmask16 m = tail_mask((size_t)(C - i));
+            __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + i), vmu), vrs);
+            __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i),
+                                     _mm512_maskz_loadu_ps(m, w + i));
+            __m512 d = _mm512_sub_ps(_mm512_sub_ps(g, mg), _mm512_mul_ps(xhat, mgx));
+            _mm512_mask_storeu_ps(dxr + i, m,
+                                  _mm512_fmadd_ps(vrs, d, _mm512_maskz_loadu_ps(m, dxr + i)));
+        }
+    }
+}
+
+/* db[j] += sum_r y[r][j] for columns [j0, j1) of y (rows, ld), in double,
+ * 32 columns per sweep down the rows. */
+void colsum_accumulate_avx512(float *db, const float *y, size_t rows, size_t ld, int j0, int j1)
+{
+    for (int j = j0; j < j1; j += 32) {
+        int cols = j1 - j < 32 ? j1 - j : 32;
+        __mmask16 m0 = tail_mask((size_t)cols), m1 = cols > 16 ? tail_mask((size_t)(cols - 16)) : 0;
+        __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+        __m512d a2 = _mm512_setzero_pd(), a3 = _mm512_setzero_pd();
+        const float *col = y + j;
+        for (size_t r = 0; r < rows; r++, col += ld) {
+            acc_pd(&a0, &a1, _mm512_maskz_loadu_ps(m0, col));
+            acc_pd(&a2, &a3, _mm512_maskz_loadu_ps(m1, col + 16));
+        }
+        add_pd_to(db + j, a0, a1, cols < 16 ? cols : 16);
+        if (cols > 16)
+            add_pd_to(db + j + 16, a2, a3, cols - 16);
+    }
+}
+
+/* dw[j] += sum_r dout[r][j] (x[r][j] - mean[r]) rstd[r] for columns [j0, j1)
+ * of (rows, C), in double: LayerNorm's gain gradient. */
+void layernorm_gain_grad_avx512(float *dw, const float *dout, const float *x, const float *mean,
+                                const float *rstd, size_t rows, int C, int j0, int j1)
+{
+    for (int j = j0; j < j1; j += 16) {
+        int cols = j1 - j < 16 ? j1 - j : 16;
+        __mmask16 m = tail_mask((size_t)cols);
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+        for (size_t r = 0; r < rows; r++) {
+            const float *xr = x + r * (size_t)C + j, *dy = dout + r * (size_t)C + j;
+            __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr),
+                                                      _mm512_set1_ps(mean[r])),
+                                        _mm512_set1_ps(rstd[r]));
+            acc_pd(&lo, &hi, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy), xhat));
+        }
+        add_pd_to(dw + j, lo, hi, cols);
+    }
+}
+
+/* Softmax's backward in place on one attention head: dp (rows, n) with row
+ * stride ld becomes scale * p (dp - sum_j dp p), the row sums in double. */
+void softmax_backward_rows_avx512(float *dp, const float *p, size_t rows, int n, size_t ld,
+                                  float scale)
+{
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (size_t r = 0; r < rows; r++) {
+        float *d = dp + r * ld;
+        const float *pr = p + r * ld;
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+        for (int i = 0; i < n; i += 16) {
+            __mmask16 m = tail_mask((size_t)(n - i));
+            acc_pd(&lo, &hi, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, d + i),
+                                           _mm512_maskz_loadu_ps(m, pr + i)));
+        }
+        const __m512 dot = _mm512_set1_ps((float)_mm512_reduce_add_pd(_mm512_add_pd(lo, hi)));
+        for (int i = 0; i < n; i += 16) {
+            __mmask16 m = tail_mask((size_t)(n - i));
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, pr + i),
+                                     _mm512_sub_ps(_mm512_maskz_loadu_ps(m, d + i), dot));
+            _mm512_mask_storeu_ps(d + i, m, _mm512_mul_ps(v, vscale));
+        }
+    }
+}

@@ -20,4 +20,31 @@ void softmax_rows_forward_avx512(float *x, size_t rows, int n, size_t ld, float 
 void layernorm_forward_avx512(float *out, float *mean, float *rstd, const float *x,
                               const float *w, const float *b, size_t rows, int C, float eps);
 
+/* ---- backward (training on the packed path) ---- */
+
+/* dx (n) = dout * GELU'(x) / QuickGELU'(x); dx may alias dout. */
+void gelu_backward_avx512(float *dx, const float *dout, const float *x, size_t n);
+void quick_gelu_backward_avx512(float *dx, const float *dout, const float *x, size_t n);
+
+/* The input gradient of ops.h layernorm_backward alone: dx (rows, C) +=
+ * dLN/dx . dout (no parameter gradients; see the two below). */
+void layernorm_backward_rows_avx512(float *dx, const float *dout, const float *x,
+                                    const float *mean, const float *rstd, const float *w,
+                                    size_t rows, int C);
+
+/* db[j] += sum over the rows of y[r][j] (y (rows, ld)), columns [j0, j1),
+ * accumulated in double: a bias gradient, or a LayerNorm's bias gradient. */
+void colsum_accumulate_avx512(float *db, const float *y, size_t rows, size_t ld, int j0, int j1);
+
+/* dw[j] += sum_r dout[r][j] xhat[r][j], columns [j0, j1), in double: a
+ * LayerNorm's gain gradient from its saved input and statistics. */
+void layernorm_gain_grad_avx512(float *dw, const float *dout, const float *x, const float *mean,
+                                const float *rstd, size_t rows, int C, int j0, int j1);
+
+/* In place on one head: dp (rows, n) row stride ld becomes scale * p (dp -
+ * rowsum(dp p)), the gradient of the scores from that of the probabilities
+ * p = softmax(scores) (the row sums in double). */
+void softmax_backward_rows_avx512(float *dp, const float *p, size_t rows, int n, size_t ld,
+                                  float scale);
+
 #endif

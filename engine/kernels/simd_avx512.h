@@ -94,10 +94,10 @@ static inline __m512 simd_exp_ps(__m512 x)
     return simd_exp_reduced_ps(n, r);
 }
 
-/* GELU(x) = 0.5 x (1 + erf(x / sqrt 2)), exact-erf form (see the top of the
- * file for the method and the measured error).  Large negative x gives -0,
- * large positive x gives x, +-inf gives -0 / +inf, NaN gives NaN. */
-static inline __m512 simd_gelu_ps(__m512 x)
+/* For a = |x| in [0, 14.5]: returns R(a) and sets *g = exp(-a^2/2), so that
+ * Q(a) = 0.5 erfc(a / sqrt 2) = R(a) g (the method at the top of the file).
+ * Shared by GELU and its derivative. */
+static inline __m512 simd_gelu_rg_ps(__m512 a, __m512 *g_out)
 {
     /* R(a) = Q(a) exp(a^2/2) on [k, k+1), k = 0..15, as a degree-7
      * polynomial in u = a - (k + 0.5); row j holds the u^(7-j) coefficient
@@ -138,13 +138,6 @@ static inline __m512 simd_gelu_ps(__m512 x)
          4.631004308e-02f, 4.154328850e-02f, 3.765885872e-02f, 3.443405859e-02f,
          3.171492557e-02f, 2.939173163e-02f, 2.738422519e-02f, 2.563239137e-02f},
     };
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    /* Past a = 14.5 the result is x or -0 in float (x Q(a) < 2^-150), so
-     * clamping only keeps a^2 and the products finite for +-inf and FLT_MAX.
-     * NaN survives as vminps's second operand. */
-    __m512 a = _mm512_min_ps(_mm512_set1_ps(14.5f), _mm512_andnot_ps(sign, x));
-    __m512 xc = _mm512_or_ps(a, _mm512_and_ps(x, sign)); /* x clamped to [-14.5, 14.5] */
-
     __m512 k = _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     __m512i idx = _mm512_cvttps_epi32(k); /* NaN gives 0x80000000: vpermps reads 4 bits */
     __m512 u = _mm512_sub_ps(a, _mm512_add_ps(k, _mm512_set1_ps(0.5f)));
@@ -156,7 +149,25 @@ static inline __m512 simd_gelu_ps(__m512 x)
     __m512 s = _mm512_mul_ps(a, a);
     __m512 e = _mm512_fmsub_ps(a, a, s);
     const __m512 mhalf = _mm512_set1_ps(-0.5f);
-    __m512 g = simd_exp_hilo_ps(_mm512_mul_ps(s, mhalf), _mm512_mul_ps(e, mhalf));
+    *g_out = simd_exp_hilo_ps(_mm512_mul_ps(s, mhalf), _mm512_mul_ps(e, mhalf));
+
+    return r;
+}
+
+/* GELU(x) = 0.5 x (1 + erf(x / sqrt 2)), exact-erf form (see the top of the
+ * file for the method and the measured error).  Large negative x gives -0,
+ * large positive x gives x, +-inf gives -0 / +inf, NaN gives NaN. */
+static inline __m512 simd_gelu_ps(__m512 x)
+{
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    /* Past a = 14.5 the result is x or -0 in float (x Q(a) < 2^-150), so
+     * clamping only keeps a^2 and the products finite for +-inf and FLT_MAX.
+     * NaN survives as vminps's second operand. */
+    __m512 a = _mm512_min_ps(_mm512_set1_ps(14.5f), _mm512_andnot_ps(sign, x));
+    __m512 xc = _mm512_or_ps(a, _mm512_and_ps(x, sign)); /* x clamped to [-14.5, 14.5] */
+
+    __m512 g;
+    __m512 r = simd_gelu_rg_ps(a, &g);
 
     /* x R first, then times g: when g is subnormal this loses less than
      * forming Q = R g on its own. */
@@ -166,6 +177,24 @@ static inline __m512 simd_gelu_ps(__m512 x)
     /* the sign bit, not x < 0, picks the side, so GELU(-0) = -0 */
     __mmask16 is_neg = _mm512_movepi32_mask(_mm512_castps_si512(x));
     return _mm512_mask_blend_ps(is_neg, pos, neg);
+}
+
+/* GELU'(x) = Phi(x) + x phi(x) with Phi the normal CDF and phi its density:
+ * Phi = 1 - Q(|x|) for x >= 0 and Q(|x|) below, phi = exp(-x^2/2) /
+ * sqrt(2 pi), from the same R and g as simd_gelu_ps.  For GELU's backward
+ * pass; NaN gives NaN. */
+static inline __m512 simd_gelu_grad_ps(__m512 x)
+{
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    __m512 a = _mm512_min_ps(_mm512_set1_ps(14.5f), _mm512_andnot_ps(sign, x));
+    __m512 g;
+    __m512 r = simd_gelu_rg_ps(a, &g); /* before g is read */
+    __m512 q = _mm512_mul_ps(r, g);
+    __mmask16 is_neg = _mm512_movepi32_mask(_mm512_castps_si512(x));
+    __m512 cdf = _mm512_mask_blend_ps(is_neg, _mm512_sub_ps(_mm512_set1_ps(1.0f), q), q);
+    __m512 pdf = _mm512_mul_ps(g, _mm512_set1_ps(0.3989422804014327f));
+    __m512 xc = _mm512_or_ps(a, _mm512_and_ps(x, sign)); /* keeps inf * 0 out */
+    return _mm512_fmadd_ps(xc, pdf, cdf);
 }
 
 /* QuickGELU(x) = x sigmoid(1.702 x), 1.702 being the float 1.702f the scalar
@@ -187,6 +216,24 @@ static inline __m512 simd_quick_gelu_ps(__m512 x)
     __m512 xc = _mm512_or_ps(a, _mm512_and_ps(x, sign));
     __m512 num = _mm512_mask_mul_ps(x, is_neg, xc, e);
     return _mm512_div_ps(num, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+/* d/dx x sigmoid(1.702 x) = s + 1.702 x s (1 - s), with s (1 - s) = e / (1 +
+ * e)^2 for e = exp(-1.702 |x|) on both sides, so nothing overflows. */
+static inline __m512 simd_quick_gelu_grad_ps(__m512 x)
+{
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    const __m512 c = _mm512_set1_ps(-1.702f);
+    __m512 a = _mm512_min_ps(_mm512_set1_ps(65.0f), _mm512_andnot_ps(sign, x));
+    __m512 hi = _mm512_mul_ps(a, c);
+    __m512 lo = _mm512_fmsub_ps(a, c, hi);
+    __m512 e = simd_exp_hilo_ps(hi, lo);
+    __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    __mmask16 is_neg = _mm512_movepi32_mask(_mm512_castps_si512(x));
+    __m512 sig = _mm512_mask_mul_ps(inv, is_neg, e, inv);
+    __m512 ss = _mm512_mul_ps(_mm512_mul_ps(e, inv), inv);
+    __m512 xc = _mm512_or_ps(a, _mm512_and_ps(x, sign)); /* keeps inf * 0 out */
+    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(1.702f), xc), ss, sig);
 }
 
 #endif

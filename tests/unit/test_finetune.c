@@ -98,7 +98,7 @@ static void test_one_sgd_step(void)
     float *want = malloc(sizeof(float) * m->trainable_len);
     vit_train_state *s = NULL;
     if (task && first_batch(m, FASHION_TEST, B, images, labels) &&
-        vit_train_state_create(m, VIT_METHOD_BITFIT, B, &s, &err) == VIT_OK &&
+        vit_train_state_create(m, VIT_METHOD_BITFIT, B, 2, &s, &err) == VIT_OK &&
         vit_train_forward(m, s, images, B, logits, &err) == VIT_OK) {
         vit_cross_entropy(logits, labels, B, 10, 0.0f, dlogits);
         CHECK(vit_backward(m, s, dlogits, B, grad, NULL, &err) == VIT_OK);

@@ -272,6 +272,69 @@ static void check_attention(vit_team *team, int B, int N, int C, int NH)
     free(qkv), free(got), free(want), free(probs), free(scratch);
 }
 
+/* gemm_packed_raw: op(A) . op(B) with either operand transposed in memory
+ * and padded leading dimensions, C = AB or C += AB (a weight gradient's
+ * accumulation), against gemm_ref on the transposes spelled out. */
+static void check_raw(vit_team *team, int m, int n, int k, bool a_trans, bool b_trans, bool add)
+{
+    size_t lda = (size_t)(a_trans ? m : k) + 3, ldb = (size_t)(b_trans ? k : n) + 5;
+    size_t ldc = (size_t)n + 2;
+    float *a = random_floats((size_t)(a_trans ? k : m) * lda, "a", (uint64_t)(m + 3 * k));
+    float *b = random_floats((size_t)(b_trans ? n : k) * ldb, "b", (uint64_t)(n + 5 * k));
+    float *got = random_floats((size_t)m * ldc, "c", 9);
+    float *want = malloc((size_t)m * ldc * sizeof *want);
+    float *at = malloc((size_t)m * k * sizeof *at); /* op(A) as (m, k) */
+    size_t scratch_floats = gemm_packed_raw_scratch_floats(m, n, k);
+    float *scratch = packed_alloc(scratch_floats);
+    if (!a || !b || !got || !want || !at || !scratch) {
+        CHECK(!"out of memory");
+        goto out;
+    }
+    for (int i = 0; i < m; i++)
+        for (int p = 0; p < k; p++)
+            at[(size_t)i * k + p] = a_trans ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p];
+    memcpy(want, got, (size_t)m * ldc * sizeof *want);
+    gemm_ref(m, n, k, 1.0f, at, k, b, (int)ldb, b_trans, add ? 1.0f : 0.0f, want, (int)ldc);
+    static const float *const none[1] = {NULL};
+    gemm_bias acc = {none, m, true};
+    gemm_packed_raw(team, m, n, k, a, lda, a_trans, b, ldb, b_trans, got, ldc, add ? &acc : NULL,
+                    GEMM_POST_NONE, scratch, scratch_floats);
+    char what[128];
+    snprintf(what, sizeof what, "raw %dx%dx%d A%s B%s %s", m, n, k, a_trans ? "^T" : "",
+             b_trans ? "^T" : "", add ? "C +=" : "C =");
+    /* the padding columns of C must be untouched */
+    check_close(what, got, want, (size_t)m * ldc, 2e-6 * sqrt((double)k), 1e-5);
+out:
+    free(a), free(b), free(got), free(want), free(at), free(scratch);
+}
+
+/* The team's attention backward against ops.h attention_backward. */
+static void check_attention_backward(vit_team *team, int B, int N, int C, int NH)
+{
+    size_t n3 = (size_t)B * N * 3 * C, n1 = (size_t)B * N * C;
+    float *qkv = random_floats(n3, "qkv", (uint64_t)N + 1);
+    float *dout = random_floats(n1, "dout", (uint64_t)C);
+    float *got = random_floats(n3, "got", 1), *want = calloc(n3, sizeof *want);
+    float *probs = calloc(2 * (size_t)N * N, sizeof *probs);
+    float *scratch =
+        packed_alloc((size_t)vit_team_threads(team) * attention_backward_scratch_floats(N, C, NH));
+    if (qkv && dout && got && want && probs && scratch) {
+        for (size_t i = 0; i < n3; i++)
+            qkv[i] *= 2.0f;
+        attention_backward(want, probs, dout, qkv, B, N, C, NH);
+        attention_backward_team(team, got, dout, qkv, B, N, C, NH, scratch);
+        char what[96];
+        snprintf(what, sizeof what, "attention backward B=%d N=%d C=%d heads=%d", B, N, C, NH);
+        double max_ref = 0;
+        for (size_t i = 0; i < n3; i++)
+            max_ref = fmax(max_ref, fabs(want[i]));
+        check_close(what, got, want, n3, 1e-5 * max_ref, 1e-4);
+    } else {
+        CHECK(!"out of memory");
+    }
+    free(qkv), free(dout), free(got), free(want), free(probs), free(scratch);
+}
+
 /* dx's operand W packed from W's forward packing must equal it packed from
  * W itself, panel range by panel range (a model that released its unpacked
  * weights trains from the packed copy). */
@@ -336,6 +399,16 @@ int main(void)
     check_attention(team, 1, 197, 768, 12);
     check_attention(big, 2, 5, 16, 2);
     check_attention(team, 1, 300, 64, 4); /* more keys than one 256-deep block */
+    static const int raw_shapes[][3] = {
+        {1, 1, 1}, {15, 33, 257}, {13, 31, 255}, {229, 70, 300}, {40, 64, 513}, {197, 64, 197},
+    };
+    for (size_t i = 0; i < sizeof raw_shapes / sizeof raw_shapes[0]; i++)
+        for (int mode = 0; mode < 8; mode++)
+            check_raw(mode % 3 == 0 ? NULL : mode % 3 == 1 ? team : big, raw_shapes[i][0],
+                      raw_shapes[i][1], raw_shapes[i][2], mode & 1, mode & 2, mode & 4);
+    check_attention_backward(team, 1, 197, 192, 3);
+    check_attention_backward(big, 2, 5, 16, 2);
+    check_attention_backward(team, 1, 300, 64, 4);
     vit_team_free(team);
     vit_team_free(big);
     return check_result();

@@ -362,7 +362,7 @@ static void test_rows(const vit_model *m, const ds_dataset *d)
           VIT_OK && ds_loader_next(l, images, labels, NULL, &count, &err) == VIT_OK &&
           count == N);
     CHECK(vit_model_derive(m, 10, false, &t, &err) == VIT_OK);
-    CHECK(t && vit_train_state_create(t, VIT_METHOD_LINEAR, N, &s, &err) == VIT_OK);
+    CHECK(t && vit_train_state_create(t, VIT_METHOD_LINEAR, N, 2, &s, &err) == VIT_OK);
     if (s && count == N) {
         CHECK(vit_train_forward(t, s, images, N, logits, &err) == VIT_OK);
         memcpy(whole, vit_train_features(s), sizeof(float) * N * F);

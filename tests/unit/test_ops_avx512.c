@@ -15,6 +15,14 @@
  * 4. LayerNorm against the scalar layernorm_forward for C = 1, 8, 24, 768,
  *    1000: outputs, mean and rstd, NULL statistics, out == x.
  *
+ * 5. The backward kernels: GELU' and QuickGELU' against their derivatives
+ *    in double over [-12, 12] and the special values (dout = 1), then times
+ *    dout in place against the scalar kernels; LayerNorm's input gradient
+ *    against the scalar layernorm_backward (dx accumulated); the column sums
+ *    and LayerNorm's gain gradient against double sums over column ranges
+ *    that start and end inside a vector; softmax's backward against the
+ *    formula in double.
+ *
  * This file is compiled without AVX-512 flags, so it can only reach the
  * kernels through ops_avx512.h and runs them only when cpu_has_avx512() says
  * so; otherwise it exits 77, which meson reports as SKIP (not as a pass).
@@ -351,6 +359,128 @@ static void test_layernorm(void)
     }
 }
 
+/* ---------------------------------------------------------------- backward */
+
+static double gelu_grad_ref(double x)
+{
+    if (isinf(x))
+        return x > 0 ? 1.0 : 0.0;
+    return 0.5 * erfc(-x * M_SQRT1_2) + x * exp(-0.5 * x * x) / sqrt(2 * M_PI);
+}
+
+static double quick_gelu_grad_ref(double x)
+{
+    if (isinf(x))
+        return x > 0 ? 1.0 : 0.0;
+    double k = (double)1.702f, s = 1.0 / (1.0 + exp(-k * x));
+    return s + k * x * s * (1.0 - s);
+}
+
+static void test_activation_backward(void)
+{
+    size_t n = 200000 + N_SPECIAL;
+    float *x = alloc_floats(n), *ones = alloc_floats(n), *got = alloc_floats(n);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = i < N_SPECIAL ? special[i] : -12.0f + 24.0f * (float)(i - N_SPECIAL) / 200000.0f;
+        ones[i] = 1.0f;
+    }
+    /* Phi(x) + x phi(x) cancels where it crosses 0 (x near -0.75), so only
+     * the absolute bound holds there: relative error where |ref| > 0.05 */
+    gelu_backward_avx512(got, ones, x, n);
+    check_vs_ref("gelu_backward_avx512", x, got, n, gelu_grad_ref, 1e-6, 0.05, 1e-5);
+    quick_gelu_backward_avx512(got, ones, x, n);
+    check_vs_ref("quick_gelu_backward_avx512", x, got, n, quick_gelu_grad_ref, 1e-6, 0.05, 1e-5);
+    /* times dout, in place, every tail length, against the scalar kernels */
+    size_t m = 1000;
+    float *dout = alloc_floats(m), *want = alloc_floats(m), *inplace = alloc_floats(m);
+    for (size_t i = 0; i < m; i++) {
+        x[i] = lcg_uniform(-6.0f, 6.0f);
+        dout[i] = lcg_uniform(-2.0f, 2.0f);
+    }
+    for (int q = 0; q < 2; q++) {
+        for (size_t len = 1; len <= 40; len += 1 + (len > 20) * 6) {
+            (q ? quick_gelu_backward : gelu_backward)(want, dout, x, len);
+            memcpy(inplace, dout, len * sizeof(float));
+            memset(inplace + len, 0x7f, (m - len) * sizeof(float)); /* a canary past the end */
+            (q ? quick_gelu_backward_avx512 : gelu_backward_avx512)(inplace, inplace, x, len);
+            char what[64];
+            snprintf(what, sizeof what, "%s backward, %zu values in place", q ? "quick_gelu" : "gelu",
+                     len);
+            check_close(what, inplace, want, len, 2e-6, 2e-6);
+            CHECKF(((uint32_t *)inplace)[len] == 0x7f7f7f7fu, "%s: wrote past the end", what);
+        }
+    }
+    free(x), free(ones), free(got), free(dout), free(want), free(inplace);
+}
+
+static void test_layernorm_backward(void)
+{
+    static const int widths[] = {1, 8, 24, 40, 768, 1000};
+    for (size_t t = 0; t < sizeof widths / sizeof widths[0]; t++) {
+        int C = widths[t];
+        size_t rows = 7, n = rows * (size_t)C;
+        float *x = alloc_floats(n), *dout = alloc_floats(n), *w = alloc_floats((size_t)C);
+        float *mean = alloc_floats(rows), *rstd = alloc_floats(rows), *tmp = alloc_floats(n);
+        float *got = alloc_floats(n), *want = alloc_floats(n);
+        float *db_got = calloc((size_t)C, sizeof(float)), *db_want = calloc((size_t)C, sizeof(float));
+        float *dw_got = calloc((size_t)C, sizeof(float)), *dw_want = calloc((size_t)C, sizeof(float));
+        for (size_t i = 0; i < n; i++) {
+            x[i] = lcg_uniform(-3.0f, 5.0f);
+            dout[i] = lcg_uniform(-1.0f, 1.0f);
+            got[i] = want[i] = lcg_uniform(-1.0f, 1.0f); /* dx accumulates */
+        }
+        for (int i = 0; i < C; i++)
+            w[i] = lcg_uniform(0.5f, 1.5f);
+        layernorm_forward(tmp, mean, rstd, x, w, w, rows, C, 1e-6f);
+        layernorm_backward(want, dw_want, db_want, dout, x, mean, rstd, w, rows, C);
+        layernorm_backward_rows_avx512(got, dout, x, mean, rstd, w, rows, C);
+        /* the parameter gradients in two column ranges split inside a vector */
+        int cut = C / 2 + (C > 3);
+        colsum_accumulate_avx512(db_got, dout, rows, (size_t)C, 0, cut);
+        colsum_accumulate_avx512(db_got, dout, rows, (size_t)C, cut, C);
+        layernorm_gain_grad_avx512(dw_got, dout, x, mean, rstd, rows, C, 0, cut);
+        layernorm_gain_grad_avx512(dw_got, dout, x, mean, rstd, rows, C, cut, C);
+        char what[64];
+        snprintf(what, sizeof what, "layernorm backward dx, C=%d", C);
+        check_close(what, got, want, n, 2e-5, 2e-5);
+        snprintf(what, sizeof what, "layernorm backward db (column sums), C=%d", C);
+        check_close(what, db_got, db_want, (size_t)C, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "layernorm backward dw, C=%d", C);
+        check_close(what, dw_got, dw_want, (size_t)C, 1e-5, 1e-5);
+        free(x), free(dout), free(w), free(mean), free(rstd), free(tmp), free(got), free(want);
+        free(db_got), free(db_want), free(dw_got), free(dw_want);
+    }
+}
+
+static void test_softmax_backward(void)
+{
+    static const int lens[] = {1, 5, 16, 17, 197};
+    size_t ld = 224;
+    for (size_t t = 0; t < sizeof lens / sizeof lens[0]; t++) {
+        int n = lens[t], rows = 3;
+        float *p = alloc_floats((size_t)rows * ld), *dp = alloc_floats((size_t)rows * ld);
+        float *want = alloc_floats((size_t)rows * ld);
+        for (size_t i = 0; i < (size_t)rows * ld; i++) {
+            p[i] = lcg_uniform(-2.0f, 2.0f);
+            dp[i] = lcg_uniform(-1.0f, 1.0f);
+        }
+        softmax_rows_forward_avx512(p, (size_t)rows, n, ld, 1.0f);
+        memcpy(want, dp, (size_t)rows * ld * sizeof(float));
+        for (int r = 0; r < rows; r++) {
+            double dot = 0;
+            for (int j = 0; j < n; j++)
+                dot += (double)dp[r * ld + j] * p[r * ld + j];
+            for (int j = 0; j < n; j++)
+                want[r * ld + j] = (float)(0.125 * p[r * ld + j] * (dp[r * ld + j] - dot));
+        }
+        softmax_backward_rows_avx512(dp, p, (size_t)rows, n, ld, 0.125f);
+        char what[64];
+        snprintf(what, sizeof what, "softmax backward, %d columns (padding untouched)", n);
+        check_close(what, dp, want, (size_t)rows * ld, 1e-7, 1e-5);
+        free(p), free(dp), free(want);
+    }
+}
+
 int main(void)
 {
     if (!cpu_has_avx512()) {
@@ -362,5 +492,8 @@ int main(void)
     test_quick_gelu();
     test_softmax();
     test_layernorm();
+    test_activation_backward();
+    test_layernorm_backward();
+    test_softmax_backward();
     return check_result();
 }

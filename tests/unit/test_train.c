@@ -330,7 +330,7 @@ static void check_grad_golden(const char *rel, vit_method method, double rtol)
     randinit_fill(images, per_image * B, "input", (uint64_t)seed, 1.0, 0.0);
     vit_train_state *s = NULL;
     char what[256];
-    if (vit_train_state_create(m, method, B, &s, &err) == VIT_OK &&
+    if (vit_train_state_create(m, method, B, 2, &s, &err) == VIT_OK &&
         vit_train_forward(m, s, images, B, logits, &err) == VIT_OK) {
         float loss = (float)vit_cross_entropy(logits, labels, B, K, ls, dlogits);
         size_t n = 0;
