@@ -173,9 +173,6 @@ vit_status vit_train_state_create_path(const vit_model *m, vit_method method, in
     *out = NULL;
     if (max_batch < 1 || max_batch > 4096)
         return vit_error_set(err, VIT_ERR_INVALID, "batch size %d is outside [1, 4096]", max_batch);
-    if (m->unpacked_released)
-        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
-                             "training multiplies the unpacked weights, which this model released");
     if (threads < 1 || threads > 64)
         return vit_error_set(err, VIT_ERR_INVALID, "threads %d is outside [1, 64]", threads);
     if (path != VIT_PATH_AUTO && path != VIT_PATH_PACKED && path != VIT_PATH_PORTABLE)
@@ -183,6 +180,13 @@ vit_status vit_train_state_create_path(const vit_model *m, vit_method method, in
     if (path == VIT_PATH_PACKED && !gemm_packed_available())
         return vit_error_set(err, VIT_ERR_UNSUPPORTED, "the packed path needs an AVX-512 CPU");
     bool packed = path != VIT_PATH_PORTABLE && gemm_packed_available();
+    /* a model that kept only its packed weights trains from them: on the
+     * packed path, and only from an fp32 packing (training is fp32) */
+    if (m->unpacked_released && (!packed || m->precision != VIT_PRECISION_FP32))
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "this model kept only its %s packed weights (one copy); training "
+                             "needs them in fp32 on the packed path (an AVX-512 CPU)",
+                             vit_precision_name(m->precision));
     const vit_config *c = &m->cfg;
     size_t B = (size_t)max_batch, N = (size_t)vit_config_tokens(c), C = (size_t)c->width;
     size_t GG = N - 1, P = (size_t)c->patch_size, M = (size_t)c->mlp_dim;
@@ -487,11 +491,19 @@ static void colsum_region(void *p, int member, int threads)
  * where the input gradients' weights come from: W's fp32 original in its
  * stored (n, k) orientation, which is B itself, packed per call by the
  * members that multiply its panels (measured: 0.3% of the product at 6304
- * rows, so no second packed copy of the backbone is kept for it). */
-static void dx_gemm(vit_acts *a, float *dx, const float *dy, const float *w, int m, int n, int k)
+ * rows, so no second packed copy of the backbone is kept for it); or, when
+ * the model released its originals (one copy of the weights), the same
+ * panels gathered from W's forward packing wp. */
+static void dx_gemm(vit_acts *a, float *dx, const float *dy, const float *w, const float *wp,
+                    int m, int n, int k)
 {
-    gemm_packed_raw(a->team, m, k, n, dy, (size_t)n, false, w, (size_t)k, false, dx, (size_t)k,
-                    NULL, GEMM_POST_NONE, a->gemm_scratch, a->gemm_scratch_floats);
+    if (w)
+        gemm_packed_raw(a->team, m, k, n, dy, (size_t)n, false, w, (size_t)k, false, dx,
+                        (size_t)k, NULL, GEMM_POST_NONE, a->gemm_scratch,
+                        a->gemm_scratch_floats);
+    else
+        gemm_packed_dx(a->team, m, k, n, dy, (size_t)n, wp, dx, (size_t)k, a->gemm_scratch,
+                       a->gemm_scratch_floats);
 }
 
 /* ref: gemm.h linear_backward, on the team: dx (m, k) = dy (m, n) . W (n,
@@ -499,10 +511,11 @@ static void dx_gemm(vit_acts *a, float *dx, const float *dy, const float *w, int
  * += column sums of dy, split by columns.  Each part skipped when its output
  * is NULL. */
 static void linear_backward_team(vit_acts *a, float *dx, float *dw, float *db, const float *dy,
-                                 const float *x, const float *w, int m, int n, int k)
+                                 const float *x, const float *w, const float *wp, int m, int n,
+                                 int k)
 {
     if (dx) {
-        dx_gemm(a, dx, dy, w, m, n, k);
+        dx_gemm(a, dx, dy, w, wp, m, n, k);
         profile_mark(a, VIT_OP_BWD_DX_GEMM, (double)m * n * k);
     }
     if (dw) {
@@ -522,10 +535,10 @@ static void linear_backward_team(vit_acts *a, float *dx, float *dw, float *db, c
 
 /* linear_backward on the state's path. */
 static void lin_bwd(vit_train_state *s, float *dx, float *dw, float *db, const float *dy,
-                    const float *x, const float *w, int m, int n, int k)
+                    const float *x, const float *w, const float *wp, int m, int n, int k)
 {
     if (s->team) {
-        linear_backward_team(&s->acts, dx, dw, db, dy, x, w, m, n, k);
+        linear_backward_team(&s->acts, dx, dw, db, dy, x, w, wp, m, n, k);
         return;
     }
     linear_backward(dx, dw, db, dy, x, w, m, n, k);
@@ -615,20 +628,20 @@ static void block_backward(const vit_model *m, const vit_block_weights *w,
     vit_acts *a = &s->acts;
 #define G(p) grad_of(m, (p), gtrain, gfrozen)
     /* x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) */
-    lin_bwd(s, s->dh, G(w->fc2_w), G(w->fc2_b), s->dx, k->h_act, w->fc2_w, R, C, M);
+    lin_bwd(s, s->dh, G(w->fc2_w), G(w->fc2_b), s->dx, k->h_act, w->fc2_w, w->fc2_wp, R, C, M);
     act_bwd(s, c->act, s->dh, k->h_pre, rows * (size_t)M);
-    lin_bwd(s, s->dln, G(w->fc1_w), G(w->fc1_b), s->dh, k->ln2, w->fc1_w, R, M, C);
+    lin_bwd(s, s->dln, G(w->fc1_w), G(w->fc1_b), s->dh, k->ln2, w->fc1_w, w->fc1_wp, R, M, C);
     ln_bwd(s, s->dx, G(w->norm2_w), G(w->norm2_b), s->dln, k->x_mid, k->ln2_mean, k->ln2_rstd,
            w->norm2_w, rows, C);                                               /* dx = dx_mid */
     /* x_mid = x_in + proj(attn(ln1(x_in))) */
-    lin_bwd(s, s->dattn, G(w->proj_w), G(w->proj_b), s->dx, k->attn, w->proj_w, R, C, C);
+    lin_bwd(s, s->dattn, G(w->proj_w), G(w->proj_b), s->dx, k->attn, w->proj_w, w->proj_wp, R, C, C);
     if (s->team)
         attention_backward_team(s->team, s->dqkv, s->dattn, k->qkv, B, N, C, c->heads,
                                 a->attn_scratch);
     else
         attention_backward(s->dqkv, s->dprobs, s->dattn, k->qkv, B, N, C, c->heads);
     profile_mark(a, VIT_OP_BWD_ATTENTION, 4.0 * B * N * N * C);
-    lin_bwd(s, s->dln, G(w->qkv_w), G(w->qkv_b), s->dqkv, k->ln1, w->qkv_w, R, 3 * C, C);
+    lin_bwd(s, s->dln, G(w->qkv_w), G(w->qkv_b), s->dqkv, k->ln1, w->qkv_w, w->qkv_wp, R, 3 * C, C);
     ln_bwd(s, s->dx, G(w->norm1_w), G(w->norm1_b), s->dln, k->x_in, k->ln1_mean, k->ln1_rstd,
            w->norm1_w, rows, C);                                               /* dx = dx_in */
 #undef G
@@ -654,13 +667,13 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
         a->mark = now_seconds();
     /* head: logits = feat W^T + b */
     lin_bwd(s, s->method == VIT_METHOD_LINEAR ? NULL : s->dfeat, G(w->head_w), G(w->head_b),
-            dlogits, a->feat, w->head_w, B, K, F);
+            dlogits, a->feat, w->head_w, NULL, B, K, F);
     profile_mark(a, VIT_OP_BWD_HEAD, 0);
     if (s->method == VIT_METHOD_LINEAR)
         return VIT_OK;
     /* projection (CLIP): feat = pooled_ln P^T */
     if (c->proj_dim > 0)
-        lin_bwd(s, s->dpooled_ln, G(w->proj_w), NULL, s->dfeat, a->pooled_ln, w->proj_w, B, F, C);
+        lin_bwd(s, s->dpooled_ln, G(w->proj_w), NULL, s->dfeat, a->pooled_ln, w->proj_w, NULL, B, F, C);
     else
         memcpy(s->dpooled_ln, s->dfeat, sizeof(float) * (size_t)B * C);
     memset(s->dpooled, 0, sizeof(float) * (size_t)B * C);
@@ -703,8 +716,8 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
         memmove(s->dln + (size_t)b * GG * C, dxb + C, sizeof(float) * (size_t)GG * C);
     }
     profile_mark(a, VIT_OP_BWD_EMBED, 0);
-    lin_bwd(s, NULL, G(w->patch_w), G(w->patch_b), s->dln, a->patches, w->patch_w, B * GG, C,
-            3 * P * P);
+    lin_bwd(s, NULL, G(w->patch_w), G(w->patch_b), s->dln, a->patches, w->patch_w, w->patch_wp,
+            B * GG, C, 3 * P * P);
     profile_mark(a, VIT_OP_BWD_EMBED, 0);
     s->dpatch_batch = B; /* dln keeps dL/dpatch_out for vit_input_grad */
 #undef G
@@ -721,6 +734,10 @@ vit_status vit_input_grad(const vit_model *m, const vit_train_state *s, float *d
         return vit_error_set(err, VIT_ERR_INVALID,
                              "the input gradient needs a bitfit or full vit_backward after the "
                              "last forward");
+    if (!m->w.patch_w)
+        return vit_error_set(err, VIT_ERR_UNSUPPORTED,
+                             "the input gradient needs the unpacked patch embedding, which this "
+                             "model released");
     const vit_config *c = &m->cfg;
     int B = s->batch, P = c->patch_size, G = c->image_size / P, C = c->width;
     size_t GG = (size_t)G * G, cols = (size_t)3 * P * P;

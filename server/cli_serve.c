@@ -172,13 +172,16 @@ static bool host_is_loopback(const char *host)
 /* Model, task store, pipeline: everything `ready` waits for. */
 static vit_status load(srv *s, vit_error *err)
 {
-    vit_status st = vit_model_load(s->cfg.model, &s->model, err);
+    /* one copy of the weights, the packed one: fine-tune jobs train from it
+     * (fp32), or from an fp32 copy loaded for the job (bf16; job_run.c) */
+    vit_load_options lo = {.precision = s->cfg.precision == CFG_PRECISION_BF16
+                                            ? VIT_PRECISION_BF16
+                                            : VIT_PRECISION_FP32,
+                           .one_copy = true};
+    vit_status st = vit_model_load_with(s->cfg.model, &lo, &s->model, err);
     if (st != VIT_OK)
         return vit_error_prefix(err, "model %s", s->cfg.model);
-    vit_precision precision =
-        s->cfg.precision == CFG_PRECISION_BF16 ? VIT_PRECISION_BF16 : VIT_PRECISION_FP32;
-    if ((st = vit_model_pack_precision(s->model, precision, err)) != VIT_OK ||
-        (st = vit_model_fingerprint(s->model, s->fingerprint, err)) != VIT_OK)
+    if ((st = vit_model_fingerprint(s->model, s->fingerprint, err)) != VIT_OK)
         return st;
     if (mkdir(s->cfg.data_dir, 0755) != 0 && errno != EEXIST)
         return vit_error_set(err, VIT_ERR_IO, "data_dir %s: %s", s->cfg.data_dir, strerror(errno));

@@ -243,6 +243,7 @@ typedef struct packed_job {
     const float *b_raw;   /* fp32 B unpacked (gemm_packed_raw), packed into b_dst, or NULL */
     size_t ldb;
     bool b_trans;         /* b_raw stored (n, k) */
+    const float *b_fwd;   /* or: B = W (k, n) itself, read from W's forward packing */
     float *b_dst;
     float *c;
     size_t ldc;
@@ -292,6 +293,8 @@ static void packed_region(void *p, int member, int threads)
         gemm_pack_b_nt_panels(j->b_dst, j->b_raw, j->ldb, j->n, j->k, q0, q1);
     else if (j->b_raw)
         gemm_pack_b_nn_panels(j->b_dst, j->b_raw, j->ldb, j->k, j->n, q0, q1);
+    else if (j->b_fwd)
+        gemm_pack_b_nn_from_nt(j->b_dst, j->b_fwd, j->k, j->n, q0, q1);
     int pass = pass_rows(j->m);
     size_t half = gemm_packed_a_floats(pass);
     int step = 0;
@@ -358,6 +361,21 @@ void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t
                     .n = n, .k = k, .a = a, .lda = lda, .bp = scratch, .b_raw = b, .ldb = ldb,
                     .b_trans = b_trans, .b_dst = scratch, .c = c, .ldc = ldc, .init = init,
                     .post = post, .scratch = scratch + b_floats};
+    if (team)
+        vit_team_run(team, packed_region, &j);
+    else
+        packed_region(&j, 0, 1);
+}
+
+void gemm_packed_dx(vit_team *team, int m, int n, int k, const float *dy, size_t ldy,
+                    const float *w_packed, float *c, size_t ldc, float *scratch,
+                    size_t scratch_floats)
+{
+    size_t b_floats = gemm_packed_b_floats(n, k);
+    VIT_ASSERT(m >= 1 && b_floats + scratch_need(m) <= scratch_floats);
+    packed_job j = {.kernel = &fp32_kernel, .team = team, .m = m, .n = n, .k = k, .a = dy,
+                    .lda = ldy, .bp = scratch, .b_fwd = w_packed, .b_dst = scratch, .c = c,
+                    .ldc = ldc, .post = GEMM_POST_NONE, .scratch = scratch + b_floats};
     if (team)
         vit_team_run(team, packed_region, &j);
     else
@@ -475,6 +493,15 @@ void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t
     (void)team, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)a_trans, (void)b;
     (void)ldb, (void)b_trans, (void)c, (void)ldc, (void)init, (void)post, (void)scratch;
     (void)scratch_floats;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+void gemm_packed_dx(vit_team *team, int m, int n, int k, const float *dy, size_t ldy,
+                    const float *w_packed, float *c, size_t ldc, float *scratch,
+                    size_t scratch_floats)
+{
+    (void)team, (void)m, (void)n, (void)k, (void)dy, (void)ldy, (void)w_packed, (void)c;
+    (void)ldc, (void)scratch, (void)scratch_floats;
     VIT_ASSERT(!"packed GEMM not built");
 }
 

@@ -108,6 +108,15 @@ void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t
                      size_t ldc, const gemm_bias *init, gemm_post post, float *scratch,
                      size_t scratch_floats);
 
+/* dx (m, n) = dy (m, k) . W with W (k, n) given only by its forward packing
+ * w_packed (gemm_pack_weight(w_packed, W, k, n)): the input gradient of a
+ * linear layer whose unpacked weight was released.  Each member repacks the
+ * panels of W it multiplies, as gemm_packed_raw does; same scratch
+ * (gemm_packed_raw_scratch_floats(m, n, k)). */
+void gemm_packed_dx(vit_team *team, int m, int n, int k, const float *dy, size_t ldy,
+                    const float *w_packed, float *c, size_t ldc, float *scratch,
+                    size_t scratch_floats);
+
 /* y (m, n) = x (m, k) . W^T + bias (or NULL) with W (n, k) unpacked, the
  * members of team splitting the n outputs: for a head's few rows. */
 void gemm_rows_team(vit_team *team, float *y, const float *x, const float *w, const float *bias,

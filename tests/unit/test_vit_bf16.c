@@ -31,6 +31,7 @@
 #include "task.h"
 #include "test_util.h"
 #include "vit.h"
+#include "vit_train.h"
 
 /* max |got - want| / max |want| over n values; the worst index in *at */
 static double rel_error(const float *got, const float *want, size_t n, size_t *at)
@@ -153,6 +154,29 @@ static void check_vit_b16(void)
     vit_model_free(m);
 }
 
+/* A BitFit step's gradients (gtrain, trainable_len floats) on m, or 0 when
+ * the train state is refused (*st says why). */
+static int bitfit_grads(vit_model *m, const float *input, int B, float *gtrain, vit_status *st)
+{
+    vit_error err = {0};
+    vit_train_state *ts = NULL;
+    int K = m->cfg.num_classes;
+    float *logits = calloc((size_t)B * K, sizeof *logits);
+    float *dlogits = calloc((size_t)B * K, sizeof *dlogits);
+    int labels[8] = {1, 3, 0, 2, 5, 4, 7, 6};
+    memset(gtrain, 0, m->trainable_len * sizeof *gtrain);
+    *st = vit_train_state_create(m, VIT_METHOD_BITFIT, B, 2, &ts, &err);
+    int ok = *st == VIT_OK && logits && dlogits &&
+             vit_train_forward(m, ts, input, B, logits, &err) == VIT_OK;
+    if (ok) {
+        vit_cross_entropy(logits, labels, B, K, 0.0f, dlogits);
+        ok = vit_backward(m, ts, dlogits, B, gtrain, NULL, &err) == VIT_OK;
+    }
+    vit_train_state_free(ts);
+    free(logits), free(dlogits);
+    return ok;
+}
+
 /* One copy of the weights: vit_model_release_unpacked keeps the packed
  * copy's results bit for bit, caches the fingerprint, gives the matrices'
  * pages back (mincore sees none resident), and what needs the unpacked
@@ -183,6 +207,10 @@ static void check_release(vit_precision precision)
     }
     randinit_fill(input, per_image * B, "input", 7, 1.0, 0.0);
     CHECK(vit_model_fingerprint(m, fp_before, &err) == VIT_OK && forward(m, input, B, before));
+    float *g_before = calloc(m->trainable_len, sizeof *g_before);
+    float *g_after = calloc(m->trainable_len, sizeof *g_after);
+    vit_status tst;
+    CHECK(g_before && g_after && bitfit_grads(m, input, B, g_before, &tst));
     const float *fc1 = m->w.blocks[0].fc1_w;
     size_t fc1_bytes = sizeof(float) * (size_t)cfg.mlp_dim * cfg.width;
     /* a live view would read the released pages: releasing and repacking wait
@@ -216,6 +244,13 @@ static void check_release(vit_precision precision)
     CHECK(vit_model_fingerprint(m, fp_after, &err) == VIT_OK &&
           strcmp(fp_before, fp_after) == 0);
     CHECK(forward(m, input, B, after) && memcmp(before, after, out_n * sizeof *after) == 0);
+    /* BitFit trains from the fp32 packing: the same gradients, bit for bit
+     * (dx's weights gathered from the packed copy); a bf16-only model refuses */
+    if (g_before && g_after && precision == VIT_PRECISION_FP32)
+        CHECK(bitfit_grads(m, input, B, g_after, &tst) &&
+              memcmp(g_before, g_after, m->trainable_len * sizeof *g_after) == 0);
+    else if (g_after)
+        CHECK(!bitfit_grads(m, input, B, g_after, &tst) && tst == VIT_ERR_UNSUPPORTED);
     /* a view made afterwards shares the packing and the release */
     CHECKF(vit_model_derive(m, 5, false, &view, &err) == VIT_OK, "%s", err.message);
     CHECK(view && view->unpacked_released && !view->w.blocks[1].qkv_w &&
@@ -228,6 +263,7 @@ static void check_release(vit_precision precision)
     CHECK(vit_model_save(m, "/nonexistent-vitfit-dir/x", &err) == VIT_ERR_UNSUPPORTED);
     CHECK(vit_model_release_unpacked(view, &err) == VIT_OK); /* already released: no-op */
     CHECK(vit_model_pack_precision(m, other, &err) == VIT_ERR_INVALID); /* the view lives */
+    free(g_before), free(g_after);
 out:
     free(input), free(before), free(after);
     vit_model_free(view);
