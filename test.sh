@@ -350,7 +350,7 @@ tsan_tests=(serving dataset gemm train_paths task task_store threads fetch job_f
 # api_finetune's sections that run jobs beside requests, streams and cancels;
 # the rest (validation, listing, crash and restart) are single-threaded
 # checks that TSan would only slow down, 4x here
-tsan_finetune_skip=validation,list,crash,restart,failed,live,tamper
+tsan_finetune_skip=validation,list,crash,restart,failed,live,tamper,bf16
 if opted_out tsan; then
   stage_not_run tsan "VITFIT_SKIP_STAGES"
 else

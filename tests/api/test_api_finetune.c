@@ -8,6 +8,10 @@
  * a few hundred images takes about a second.  Sections (each can be skipped
  * with TEST_API_FINETUNE_SKIP=name,name,... e.g. for a TSan run):
  *
+ *  bf16        a --precision bf16 server (one copy of the weights, bf16 only)
+ *              trains the happy path's job on an fp32 copy of the backbone:
+ *              the same loss and score as the fp32 server, to the last digit;
+ *              the task classifies there
  *  tamper      a job directory damaged while the server was stopped (the
  *              attack review's repros): bad event types, a lost final event,
  *              a leftover checkpoint, a cancel asked before the stop, a FIFO
@@ -85,6 +89,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cpu.h"
+#include "gemm.h"
 #include "fmnist_fixture.h"
 #include "safetensors.h"
 #include "serve_harness.h"
@@ -2579,6 +2585,88 @@ static void test_tamper(void)
     CHECKF(st == 0, "the server after the tampered start: exit %d", st);
 }
 
+/* ---- bf16 ----------------------------------------------------------------- */
+
+/* A server with --precision bf16 keeps only its bf16 packing (one copy of the
+ * weights), yet fine-tune jobs train in fp32: each loads an fp32 copy of the
+ * backbone for its run.  The happy path's job run again there must train
+ * the very same task -- its loss and validation score equal to the last
+ * digit of job.json -- and the new task classifies on the bf16 server.  Runs
+ * where the CPU can run bf16 (emulated without avx512_bf16). */
+static void test_bf16(void)
+{
+    fprintf(stderr, "== bf16 server\n");
+    if (!gemm_packed_available()) {
+        fprintf(stderr, "  no AVX-512 here: bf16 is refused (test_cli checks that)\n");
+        return;
+    }
+    char d2[512], path[700];
+    VIT_ASSERT(serve_tmpdir("ftbf", d2, sizeof d2));
+    write_main_sets(d2);
+    const char *had = getenv("VITFIT_BF16_EMULATE");
+    if (!cpu_has_avx512_bf16())
+        setenv("VITFIT_BF16_EMULATE", "1", 1);
+    static const char *const flags[] = {"--precision", "bf16", "--max-running-jobs", "1", NULL};
+    serve_proc S2;
+    bool started = serve_start(&S2, d2, NULL, flags);
+    if (!had)
+        unsetenv("VITFIT_BF16_EMULATE");
+    CHECKF(started, "the bf16 server did not start");
+    if (!started)
+        return;
+    json_t *model = get_ok(&S2, "GET /v1/model (bf16)", "/v1/model");
+    CHECKF(strcmp(jstr(json_object_get(model, "precision")), "bf16") == 0,
+           "/v1/model on a bf16 server: %s", jdump(model));
+    json_decref(model);
+    char id[64];
+    json_t *job = ft_create("POST fm-h (bf16 server)", &S2,
+                            json_pack("{sssssisi}", "task", "fm-h", "train", "fm/train",
+                                      "epochs", 2, "batch_size", 16),
+                            id);
+    json_decref(job);
+    job = ft_wait(&S2, id, "final", 0, WAIT_S);
+    CHECKF(strcmp(jstr(json_object_get(job, "status")), "succeeded") == 0,
+           "fm-h on the bf16 server: %s", jdump(job));
+    /* job.json holds the 17 digits that the API's replies round */
+    snprintf(path, sizeof path, "%s/jobs/%s/job.json", d1, happy_id);
+    json_t *fp32 = json_load_file(path, 0, NULL);
+    snprintf(path, sizeof path, "%s/jobs/%s/job.json", d2, id);
+    json_t *bf16 = json_load_file(path, 0, NULL);
+    json_t *m1 = json_object_get(fp32, "metrics"), *m2 = json_object_get(bf16, "metrics");
+    CHECKF(fp32 && bf16 && json_is_number(json_object_get(m2, "train_loss")) &&
+               json_equal(json_object_get(m1, "train_loss"), json_object_get(m2, "train_loss")) &&
+               json_equal(json_object_get(m1, "eval_top1"), json_object_get(m2, "eval_top1")),
+           "the job trained on the bf16 server differs from the fp32 server's: %s vs %s",
+           jdump(m2), jdump(m1));
+    json_decref(fp32);
+    json_decref(bf16);
+    json_decref(job);
+    char img[600];
+    snprintf(img, sizeof img, "%s/datasets/fm/test/%s/40.png", d2, fm_names[0]);
+    size_t len;
+    uint8_t *bytes = serve_read_file(img, &len);
+    char *b64 = bytes ? serve_base64(bytes, len) : NULL;
+    VIT_ASSERT(b64);
+    json_t *req = json_pack("{sssssi}", "image", b64, "task", "fm-h", "top_k", 3);
+    char *body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    serve_resp r;
+    serve_request(&S2, h, &(serve_req){.path = "/v1/classify", .content_type = "application/json",
+                                       .body = body, .len = strlen(body)},
+                  &r);
+    json_t *res = serve_check_ok("classify with the task trained on the bf16 server", &r);
+    CHECKF(res && json_array_size(json_object_get(res, "labels")) == 3,
+           "classify on the bf16 server: %s", jdump(res));
+    json_decref(res);
+    serve_resp_free(&r);
+    free(body);
+    free(b64);
+    free(bytes);
+    int st = serve_stop(&S2, SIGTERM, 60000);
+    CHECKF(st == 0, "the bf16 server after SIGTERM: exit %d", st);
+    serve_rmtree(d2);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
@@ -2621,6 +2709,8 @@ int main(void)
         CHECKF(st == 0, "the server after SIGTERM: exit %d", st);
         if (!skipped("tamper") && !skipped("happy"))
             test_tamper();
+        if (!skipped("bf16") && !skipped("happy"))
+            test_bf16();
     } else {
         CHECKF(0, "the server did not start");
     }
