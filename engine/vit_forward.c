@@ -71,8 +71,13 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Charges the time since the previous mark to op (no-op unless profiling). */
-static void profile_mark(vit_acts *a, vit_op op, double macs)
+void vit_profile_start(vit_acts *a)
+{
+    if (a->profile)
+        a->mark = now_seconds();
+}
+
+void vit_profile_mark(vit_acts *a, vit_op op, double macs)
 {
     if (!a->profile)
         return;
@@ -408,25 +413,25 @@ static void block_forward_packed(const vit_model *m, const vit_block_weights *w,
     double r = (double)B * N;
     layernorm_rows_team(m, a, k->ln1, NULL, NULL, a->x, w->norm1_w, w->norm1_b, B, N, C,
                         c->ln_eps);
-    profile_mark(a, VIT_OP_LAYERNORM, 0);
+    vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     packed_rows(m, a, k->qkv, k->ln1, w->qkv_wp, w->qkv_wb, w->qkv_b, false, GEMM_POST_NONE, B,
                 N, 3 * C, C);                                                 /* (B,N,3C) */
-    profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
+    vit_profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
     attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads, a->attn_scratch);
-    profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
+    vit_profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
     packed_rows(m, a, a->x, k->attn, w->proj_wp, w->proj_wb, w->proj_b, true, GEMM_POST_NONE, B,
                 N, C, C);                                                     /* x += proj */
-    profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
+    vit_profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
     layernorm_rows_team(m, a, k->ln2, NULL, NULL, a->x, w->norm2_w, w->norm2_b, B, N, C,
                         c->ln_eps);
-    profile_mark(a, VIT_OP_LAYERNORM, 0);
+    vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     gemm_post act = c->act == VIT_ACT_GELU ? GEMM_POST_GELU : GEMM_POST_QUICK_GELU;
     packed_rows(m, a, k->h_act, k->ln2, w->fc1_wp, w->fc1_wb, w->fc1_b, false, act, B, N, M,
                 C);                                                           /* (B,N,M) */
-    profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
+    vit_profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
     packed_rows(m, a, a->x, k->h_act, w->fc2_wp, w->fc2_wb, w->fc2_b, true, GEMM_POST_NONE, B,
                 N, C, M);                                                     /* x += mlp */
-    profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
+    vit_profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
 }
 
 /* ---- the training forward on the packed path ----
@@ -510,33 +515,33 @@ static void block_forward_train(const vit_model *m, const vit_block_weights *w, 
         copy_team(a->team, k->x_in, a->x, rows * C);
     layernorm_rows_team(m, a, k->ln1, k->ln1_mean, k->ln1_rstd, a->x, w->norm1_w, w->norm1_b, B,
                         N, C, c->ln_eps);
-    profile_mark(a, VIT_OP_LAYERNORM, 0);
+    vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     train_rows(m, a, k->qkv, k->ln1, w->qkv_w, w->qkv_wp, w->qkv_b, false, GEMM_POST_NONE, B, N,
                3 * C, C);                                                     /* (B,N,3C) */
-    profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
+    vit_profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
     attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads, a->attn_scratch);
-    profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
+    vit_profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
     train_rows(m, a, a->x, k->attn, w->proj_w, w->proj_wp, w->proj_b, true, GEMM_POST_NONE, B, N,
                C, C);                                                         /* x += proj */
-    profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
+    vit_profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
     if (k->x_mid)
         copy_team(a->team, k->x_mid, a->x, rows * C);
     layernorm_rows_team(m, a, k->ln2, k->ln2_mean, k->ln2_rstd, a->x, w->norm2_w, w->norm2_b, B,
                         N, C, c->ln_eps);
-    profile_mark(a, VIT_OP_LAYERNORM, 0);
+    vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     gemm_post act = c->act == VIT_ACT_GELU ? GEMM_POST_GELU : GEMM_POST_QUICK_GELU;
     bool fuse = k->h_act == k->h_pre; /* the pre-activation is not kept */
     train_rows(m, a, k->h_pre, k->ln2, w->fc1_w, w->fc1_wp, w->fc1_b, false,
                fuse ? act : GEMM_POST_NONE, B, N, M, C);                      /* (B,N,M) */
-    profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
+    vit_profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
     if (!fuse) {
         elementwise_job j = {k->h_act, k->h_pre, rows * (size_t)M, c->act};
         vit_team_run(a->team, activation_region, &j);
-        profile_mark(a, VIT_OP_ACTIVATION, 0);
+        vit_profile_mark(a, VIT_OP_ACTIVATION, 0);
     }
     train_rows(m, a, a->x, k->h_act, w->fc2_w, w->fc2_wp, w->fc2_b, true, GEMM_POST_NONE, B, N, C,
                M);                                                            /* x += mlp */
-    profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
+    vit_profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
 }
 
 /* ref: timm vision_transformer.py Block.forward (pre-LN) */
@@ -551,23 +556,23 @@ static void block_forward(const vit_model *m, const vit_block_weights *w, vit_ac
         memcpy(k->x_in, a->x, sizeof(float) * rows * C);
     layernorm_rows(m, a, k->ln1, k->ln1_mean, k->ln1_rstd, a->x, w->norm1_w, w->norm1_b, B, N, C,
                    c->ln_eps);
-    profile_mark(a, VIT_OP_LAYERNORM, 0);
+    vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     linear_rows(m, a, k->qkv, k->ln1, w->qkv_w, w->qkv_b, B, N, 3 * C, C);    /* (B,N,3C) */
-    profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
+    vit_profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
     attention_forward(k->attn, k->probs, k->probs_stride, k->qkv, B, N, C, c->heads);
-    profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
+    vit_profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
     add_bias_rows(m, a, a->x, w->proj_b, B, N, C);                            /* x += proj */
-    profile_mark(a, VIT_OP_BIAS_ADD, 0);
+    vit_profile_mark(a, VIT_OP_BIAS_ADD, 0);
     gemm((int)rows, C, C, 1.0f, k->attn, C, w->proj_w, C, true, 1.0f, a->x, C);
-    profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
+    vit_profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
 
     if (k->x_mid)
         memcpy(k->x_mid, a->x, sizeof(float) * rows * C);
     layernorm_rows(m, a, k->ln2, k->ln2_mean, k->ln2_rstd, a->x, w->norm2_w, w->norm2_b, B, N, C,
                    c->ln_eps);
-    profile_mark(a, VIT_OP_LAYERNORM, 0);
+    vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     linear_rows(m, a, k->h_pre, k->ln2, w->fc1_w, w->fc1_b, B, N, M, C);      /* (B,N,M) */
-    profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
+    vit_profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
     /* training takes this path too: the vector GELU saves it seconds a step at batch 32 */
     bool vector = a->avx512;
     if (c->act == VIT_ACT_GELU)
@@ -575,11 +580,11 @@ static void block_forward(const vit_model *m, const vit_block_weights *w, vit_ac
     else
         (vector ? quick_gelu_forward_avx512 : quick_gelu_forward)(k->h_act, k->h_pre,
                                                                   rows * (size_t)M);
-    profile_mark(a, VIT_OP_ACTIVATION, 0);
+    vit_profile_mark(a, VIT_OP_ACTIVATION, 0);
     add_bias_rows(m, a, a->x, w->fc2_b, B, N, C);                             /* x += mlp */
-    profile_mark(a, VIT_OP_BIAS_ADD, 0);
+    vit_profile_mark(a, VIT_OP_BIAS_ADD, 0);
     gemm((int)rows, C, M, 1.0f, k->h_act, M, w->fc2_w, M, true, 1.0f, a->x, C);
-    profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
+    vit_profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
 }
 
 /* ref: timm vision_transformer.py VisionTransformer._pos_embed / forward_features */
@@ -590,7 +595,7 @@ static void embed_forward(const vit_model *m, vit_acts *a, const float *images, 
     int N = vit_config_tokens(c), C = c->width, P = c->patch_size;
     int GG = N - 1;
     patch_unfold_forward(a->patches, images, B, c->image_size, P);
-    profile_mark(a, VIT_OP_PATCH_UNFOLD, 0);
+    vit_profile_mark(a, VIT_OP_PATCH_UNFOLD, 0);
     /* patch embedding as one GEMM: (B*G*G, 3PP) x (C, 3PP)^T */
     if (a->team && a->train)
         train_rows(m, a, a->patch_out, a->patches, w->patch_w, w->patch_wp, w->patch_b, false,
@@ -600,7 +605,7 @@ static void embed_forward(const vit_model *m, vit_acts *a, const float *images, 
                     GEMM_POST_NONE, B, GG, C, 3 * P * P);
     else
         linear_rows(m, a, a->patch_out, a->patches, w->patch_w, w->patch_b, B, GG, C, 3 * P * P);
-    profile_mark(a, VIT_OP_PATCH_GEMM, (double)B * GG * C * 3 * P * P);
+    vit_profile_mark(a, VIT_OP_PATCH_GEMM, (double)B * GG * C * 3 * P * P);
     for (int b = 0; b < B; b++) {
         float *xb = a->x + (size_t)b * N * C;
         for (int i = 0; i < C; i++)
@@ -613,19 +618,19 @@ static void embed_forward(const vit_model *m, vit_acts *a, const float *images, 
                 dst[i] = pe[i] + pos[i];
         }
     }
-    profile_mark(a, VIT_OP_EMBED_ADD, 0);
+    vit_profile_mark(a, VIT_OP_EMBED_ADD, 0);
     if (c->ln_pre && a->team) {
         if (a->x_embed) /* training keeps LN_pre's input and statistics */
             copy_team(a->team, a->x_embed, a->x, (size_t)B * N * C);
         layernorm_rows_team(m, a, a->x, a->pre_mean, a->pre_rstd, a->x, w->norm_pre_w,
                             w->norm_pre_b, B, N, C, c->ln_eps);
-        profile_mark(a, VIT_OP_LAYERNORM, 0);
+        vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     } else if (c->ln_pre) {
         if (a->x_embed)
             memcpy(a->x_embed, a->x, sizeof(float) * (size_t)B * N * C);
         layernorm_rows(m, a, a->x, a->pre_mean, a->pre_rstd, a->x, w->norm_pre_w, w->norm_pre_b,
                        B, N, C, c->ln_eps);
-        profile_mark(a, VIT_OP_LAYERNORM, 0);
+        vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     }
 }
 
@@ -672,7 +677,7 @@ static void head_forward(const vit_model *m, vit_acts *a, int B, float *const *o
         memcpy(a->feat, a->pooled_ln, sizeof(float) * (size_t)B * C);
     }
     vit_head_acts(m, a, feat, B, out);
-    profile_mark(a, VIT_OP_POOL_HEAD,
+    vit_profile_mark(a, VIT_OP_POOL_HEAD,
                  (double)B * ((c->proj_dim > 0 ? (double)C * F : 0) + (double)c->num_classes * F));
 }
 

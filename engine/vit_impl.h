@@ -142,6 +142,13 @@ typedef struct vit_acts {
     bool portable;            /* forced onto the portable path: scalar element-wise kernels */
 } vit_acts;
 
+/* Charges the time since a's previous mark to op, with macs multiply-adds
+ * (no-op unless a->profile is set): the forward and backward passes' profile. */
+void vit_profile_mark(vit_acts *a, vit_op op, double macs);
+
+/* Starts a's profile clock (no-op unless a->profile is set). */
+void vit_profile_start(vit_acts *a);
+
 /* The forward pass over a; image b's logits (or features without a head) go
  * to out[b]. */
 void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int B,

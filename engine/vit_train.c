@@ -24,7 +24,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "attention.h"
 #include "gemm.h"
@@ -446,23 +445,6 @@ static float *grad_of(const vit_model *m, const float *param, float *gtrain, flo
 
 /* ---- the backward's steps on either path ---- */
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Charges the time since the previous mark to op (no-op unless profiling). */
-static void profile_mark(vit_acts *a, vit_op op, double macs)
-{
-    if (!a->profile)
-        return;
-    double t = now_seconds();
-    a->profile->seconds[op] += t - a->mark;
-    a->profile->macs[op] += macs;
-    a->mark = t;
-}
 
 /* A member's share of n columns, cut at multiples of 16. */
 static void column_split(int n, int member, int threads, int *j0, int *j1)
@@ -516,7 +498,7 @@ static void linear_backward_team(vit_acts *a, float *dx, float *dw, float *db, c
 {
     if (dx) {
         dx_gemm(a, dx, dy, w, wp, m, n, k);
-        profile_mark(a, VIT_OP_BWD_DX_GEMM, (double)m * n * k);
+        vit_profile_mark(a, VIT_OP_BWD_DX_GEMM, (double)m * n * k);
     }
     if (dw) {
         static const float *const none[1] = {NULL};
@@ -524,12 +506,12 @@ static void linear_backward_team(vit_acts *a, float *dx, float *dw, float *db, c
         gemm_packed_raw(a->team, n, k, m, dy, (size_t)n, true, x, (size_t)k, false, dw,
                         (size_t)k, &accumulate, GEMM_POST_NONE, a->gemm_scratch,
                         a->gemm_scratch_floats);
-        profile_mark(a, VIT_OP_BWD_DW_GEMM, (double)m * n * k);
+        vit_profile_mark(a, VIT_OP_BWD_DW_GEMM, (double)m * n * k);
     }
     if (db) {
         colsum_job j = {db, dy, m, n};
         vit_team_run(a->team, colsum_region, &j);
-        profile_mark(a, VIT_OP_BWD_BIAS_GRAD, 0);
+        vit_profile_mark(a, VIT_OP_BWD_BIAS_GRAD, 0);
     }
 }
 
@@ -542,7 +524,7 @@ static void lin_bwd(vit_train_state *s, float *dx, float *dw, float *db, const f
         return;
     }
     linear_backward(dx, dw, db, dy, x, w, m, n, k);
-    profile_mark(&s->acts, dw ? VIT_OP_BWD_DW_GEMM : VIT_OP_BWD_DX_GEMM,
+    vit_profile_mark(&s->acts, dw ? VIT_OP_BWD_DW_GEMM : VIT_OP_BWD_DX_GEMM,
                  (double)m * n * k * (dw ? 2 : 1));
 }
 
@@ -580,7 +562,7 @@ static void ln_bwd(vit_train_state *s, float *dx, float *dw, float *db, const fl
     } else {
         layernorm_backward(dx, dw, db, dout, x, mean, rstd, w, rows, C);
     }
-    profile_mark(&s->acts, VIT_OP_BWD_LAYERNORM, 0);
+    vit_profile_mark(&s->acts, VIT_OP_BWD_LAYERNORM, 0);
 }
 
 typedef struct act_bwd_job {
@@ -612,7 +594,7 @@ static void act_bwd(vit_train_state *s, vit_act act, float *d, const float *x, s
     } else {
         quick_gelu_backward(d, d, x, n);
     }
-    profile_mark(&s->acts, VIT_OP_BWD_ACTIVATION, 0);
+    vit_profile_mark(&s->acts, VIT_OP_BWD_ACTIVATION, 0);
 }
 
 /* ref: the inverse of block_forward in vit_forward.c (block_forward_train on
@@ -640,7 +622,7 @@ static void block_backward(const vit_model *m, const vit_block_weights *w,
                                 a->attn_scratch);
     else
         attention_backward(s->dqkv, s->dprobs, s->dattn, k->qkv, B, N, C, c->heads);
-    profile_mark(a, VIT_OP_BWD_ATTENTION, 4.0 * B * N * N * C);
+    vit_profile_mark(a, VIT_OP_BWD_ATTENTION, 4.0 * B * N * N * C);
     lin_bwd(s, s->dln, G(w->qkv_w), G(w->qkv_b), s->dqkv, k->ln1, w->qkv_w, w->qkv_wp, R, 3 * C, C);
     ln_bwd(s, s->dx, G(w->norm1_w), G(w->norm1_b), s->dln, k->x_in, k->ln1_mean, k->ln1_rstd,
            w->norm1_w, rows, C);                                               /* dx = dx_in */
@@ -663,12 +645,11 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
     int B = batch, N = vit_config_tokens(c), C = c->width, F = vit_config_feature_dim(c);
     int K = c->num_classes, GG = N - 1, P = c->patch_size;
 #define G(p) grad_of(m, (p), gtrain, gfrozen)
-    if (a->profile)
-        a->mark = now_seconds();
+    vit_profile_start(a);
     /* head: logits = feat W^T + b */
     lin_bwd(s, s->method == VIT_METHOD_LINEAR ? NULL : s->dfeat, G(w->head_w), G(w->head_b),
             dlogits, a->feat, w->head_w, NULL, B, K, F);
-    profile_mark(a, VIT_OP_BWD_HEAD, 0);
+    vit_profile_mark(a, VIT_OP_BWD_HEAD, 0);
     if (s->method == VIT_METHOD_LINEAR)
         return VIT_OK;
     /* projection (CLIP): feat = pooled_ln P^T */
@@ -692,7 +673,7 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
                     dxb[(size_t)t * C + i] = dp[i] / (float)(N - 1);
         }
     }
-    profile_mark(a, VIT_OP_BWD_HEAD, 0);
+    vit_profile_mark(a, VIT_OP_BWD_HEAD, 0);
     for (int l = c->depth - 1; l >= 0; l--)
         block_backward(m, &w->blocks[l], &a->blocks[l], s, B, gtrain, gfrozen);
     /* ln_pre (CLIP): x = LN(x_embed) */
@@ -715,10 +696,10 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
         /* patch tokens become the patch embedding's output gradient, in place */
         memmove(s->dln + (size_t)b * GG * C, dxb + C, sizeof(float) * (size_t)GG * C);
     }
-    profile_mark(a, VIT_OP_BWD_EMBED, 0);
+    vit_profile_mark(a, VIT_OP_BWD_EMBED, 0);
     lin_bwd(s, NULL, G(w->patch_w), G(w->patch_b), s->dln, a->patches, w->patch_w, w->patch_wp,
             B * GG, C, 3 * P * P);
-    profile_mark(a, VIT_OP_BWD_EMBED, 0);
+    vit_profile_mark(a, VIT_OP_BWD_EMBED, 0);
     s->dpatch_batch = B; /* dln keeps dL/dpatch_out for vit_input_grad */
 #undef G
     return VIT_OK;
