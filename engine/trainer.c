@@ -224,6 +224,23 @@ static vit_status class_map(const char *const *names, int K, const ds_dataset *d
     return st;
 }
 
+/* class_map of the data set onto the model's K classes named names, into a
+ * new array (*out, caller frees; NULL on failure). */
+static vit_status eval_class_map(const char *const *names, int K, const ds_dataset *d, int **out,
+                                 vit_error *err)
+{
+    int Kd = ds_num_classes(d);
+    *out = malloc((size_t)(Kd > 0 ? Kd : 1) * sizeof **out);
+    if (!*out)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
+    vit_status st = class_map(names, K, d, *out, "the data set", "the model", err);
+    if (st != VIT_OK) {
+        free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 /* Copies the data set's class names into a NULL-terminated array of
  * borrowed pointers (caller frees the array only); NULL when out of memory. */
 static const char **class_names(const ds_dataset *d)
@@ -436,20 +453,16 @@ vit_status trainer_evaluate(const vit_model *m, const char *const *class_names_i
     memset(out, 0, sizeof *out);
     int batch_size = o->batch_size;
     size_t planned = eval_planned(d, o);
-    int K = m->cfg.num_classes, Kd = ds_num_classes(d);
+    int K = m->cfg.num_classes;
     if (K < 1)
         return vit_error_set(err, VIT_ERR_INVALID, "evaluation needs a classification head");
     if (batch_size < 1)
         return vit_error_set(err, VIT_ERR_INVALID, "batch size must be positive");
     const char *const *names = class_names_in ? class_names_in : (const char *const *)m->labels;
-    int *map = malloc((size_t)(Kd > 0 ? Kd : 1) * sizeof *map);
-    if (!map)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
-    vit_status st = class_map(names, K, d, map, "the data set", "the model", err);
-    if (st != VIT_OK) {
-        free(map);
+    int *map;
+    vit_status st = eval_class_map(names, K, d, &map, err);
+    if (st != VIT_OK)
         return st;
-    }
     ds_loader_options lo = eval_loader_options(m, o);
     size_t per_image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
     float *images = malloc(per_image * (size_t)batch_size * sizeof *images);
@@ -1083,15 +1096,11 @@ static vit_status validate_cached(const char *const *names, const ds_dataset *d,
 {
     memset(out, 0, sizeof *out);
     const vit_model *m = r->m;
-    int K = m->cfg.num_classes, Kd = ds_num_classes(d);
-    int *map = malloc((size_t)(Kd > 0 ? Kd : 1) * sizeof *map);
-    if (!map)
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory for evaluation");
-    vit_status st = class_map(names, K, d, map, "the data set", "the model", err);
-    if (st != VIT_OK) {
-        free(map);
+    int K = m->cfg.num_classes;
+    int *map;
+    vit_status st = eval_class_map(names, K, d, &map, err);
+    if (st != VIT_OK)
         return st;
-    }
     eval_run e;
     st = eval_begin(&e, K, eo->batch_size, out, err);
     if (st == VIT_OK)
