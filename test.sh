@@ -3,11 +3,14 @@
 #   release   the whole suite, gcc release build (build/)
 #   portable  the engine tests again with VITFIT_NO_AVX512=1 (OpenBLAS, scalar kernels)
 #   asan      the whole suite under ASan+UBSan, gcc (build-asan/), but for the
-#             suite 'slow': the long numeric training runs (test_finetune's
-#             accuracy floors, test_trainer_resume's bit-identical resumes),
-#             minutes each here and the same code the faster tests run under
-#             the sanitizer (train, trainer, trainer_validation, cli_resume,
-#             and api_finetune's jobs, restarts and kill -9 resume)
+#             suite 'slow': the long numeric runs (test_finetune's accuracy
+#             floors, test_trainer_resume's bit-identical resumes,
+#             test_linear_probe's cached-vs-recomputed runs, test_bf16_accuracy's
+#             10,000 images), minutes each here and the same code the faster
+#             tests run under the sanitizer (train, train_paths, trainer,
+#             trainer_validation, cli_resume, vit_bf16, and api_finetune's
+#             jobs -- a cached linear probe among them --, restarts and kill -9
+#             resume)
 #   clang     the whole suite under ASan+UBSan, clang (build-clang/): clang's
 #             UBSan also checks float-to-int conversions, which gcc's does not;
 #             but for the suites 'slow' and 'long' (training runs of a minute

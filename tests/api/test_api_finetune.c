@@ -1620,13 +1620,15 @@ static void test_events(void)
 
 /* ---- live stream --------------------------------------------------------- */
 
+/* A linear probe of 3 epochs: its later epochs train on cached features
+ * (trainer_features.c), so the sanitizer stages run that code here too. */
 static void test_live(void)
 {
     fprintf(stderr, "== live stream\n");
     char id[64];
     json_t *job = ft_create("POST fm-csv", &S1,
                             json_pack("{sssssssssisi}", "task", "fm-csv", "train", "fm/train.csv",
-                                      "eval", "fm/test.jsonl", "method", "linear", "epochs", 1,
+                                      "eval", "fm/test.jsonl", "method", "linear", "epochs", 3,
                                       "batch_size", 16),
                             id);
     if (!job)
