@@ -149,6 +149,9 @@ int vit_config_output_dim(const vit_config *cfg);   /* K, or F without a head */
  * the forward activations of one image included (VIT_MAX_IMAGE_BYTES: a
  * larger one is VIT_ERR_TOO_LARGE). */
 vit_status vit_config_validate(const vit_config *cfg, vit_error *err);
+/* Field by field (padding never compared): the architecture, head size and
+ * preprocessing agree. */
+bool vit_config_equal(const vit_config *a, const vit_config *b);
 
 /* Bytes of activations one image adds to a forward state (vit_state): the
  * residual stream, LayerNorm output, q/k/v, attention output and MLP hidden

@@ -789,3 +789,18 @@ double vit_config_macs(const vit_config *cfg)
     double tail = (cfg->proj_dim > 0 ? C * F : 0) + (double)cfg->num_classes * F;
     return patch + cfg->depth * block + tail;
 }
+
+bool vit_config_equal(const vit_config *a, const vit_config *b)
+{
+    const img_preprocess *p = &a->preprocess, *q = &b->preprocess;
+    bool same = a->image_size == b->image_size && a->patch_size == b->patch_size &&
+                a->width == b->width && a->depth == b->depth && a->heads == b->heads &&
+                a->mlp_dim == b->mlp_dim && a->num_classes == b->num_classes &&
+                a->proj_dim == b->proj_dim && a->ln_eps == b->ln_eps && a->act == b->act &&
+                a->pool == b->pool && a->ln_pre == b->ln_pre && a->patch_bias == b->patch_bias &&
+                p->resize_shorter == q->resize_shorter && p->crop_h == q->crop_h &&
+                p->crop_w == q->crop_w && p->interp == q->interp;
+    for (int c = 0; same && c < 3; c++)
+        same = p->mean[c] == q->mean[c] && p->std[c] == q->std[c];
+    return same;
+}

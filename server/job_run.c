@@ -334,7 +334,8 @@ static int store_result(jobs *j, job *jb, const trainer_result *res, char *code,
  * run -- the caller frees *copy -- and checks that it is the backbone the
  * server serves: a checkpoint replaced on disk since the start is refused.
  * Otherwise *copy stays NULL and the served model is shared. */
-static vit_status training_backbone(const jobs *j, vit_model **copy, vit_error *err)
+static vit_status training_backbone(const jobs *j, const job *jb, vit_model **copy,
+                                    vit_error *err)
 {
     *copy = NULL;
     const vit_model *served = j->cfg.model;
@@ -342,13 +343,24 @@ static vit_status training_backbone(const jobs *j, vit_model **copy, vit_error *
         return VIT_OK;
     vit_load_options lo = {.precision = VIT_PRECISION_FP32, .one_copy = true};
     vit_status st = vit_model_load_with(j->cfg.model_path, &lo, copy, err);
-    if (st != VIT_OK) /* its message names the server's files: not for the client */
+    if (st != VIT_OK) { /* its message names the server's files: the log's, not the client's */
+        if (j->cfg.log)
+            j->cfg.log(j->cfg.ctx, jb->id, "warning", err->message);
         return vit_error_set(err, st,
-                             "cannot load an fp32 copy of the backbone for training (%s)",
+                             "cannot load an fp32 copy of the backbone for training (%s; the "
+                             "server log says why)",
                              vit_status_name(st));
+    }
+    /* the same model: its weights (the fingerprint) and what config.json and
+     * labels.txt decide -- architecture, preprocessing, the head's labels */
     char fp[65];
-    if (st == VIT_OK && (st = vit_model_fingerprint(*copy, fp, err)) == VIT_OK &&
-        strcmp(fp, served->fingerprint) != 0)
+    bool same = (st = vit_model_fingerprint(*copy, fp, err)) == VIT_OK &&
+                strcmp(fp, served->fingerprint) == 0 &&
+                vit_config_equal(&(*copy)->cfg, &served->cfg);
+    for (int k = 0; same && k < served->cfg.num_classes; k++)
+        same = served->labels && (*copy)->labels &&
+               strcmp(served->labels[k], (*copy)->labels[k]) == 0;
+    if (st == VIT_OK && !same)
         st = vit_error_set(err, VIT_ERR_MISMATCH,
                            "the model checkpoint changed on disk since the server started; "
                            "restart the server to train on it");
@@ -431,7 +443,8 @@ static void run_job(jobs *j, job *jb, bool resumed)
     trainer_result res = {0};
     vit_error err = {0};
     vit_model *copy = NULL;
-    vit_status st = training_backbone(j, &copy, &err);
+    vit_status st = training_backbone(j, jb, &copy, &err);
+    bool backbone_failed = st != VIT_OK; /* not a resume's failure, even with a checkpoint */
     if (st == VIT_OK)
         st = trainer_run(copy ? copy : j->cfg.model, train, eval, &c, &res, &err);
     vit_model_free(copy);
@@ -451,7 +464,8 @@ static void run_job(jobs *j, job *jb, bool resumed)
         /* the client is told paths below the data set and job directories */
         api_finetune_strip_prefix(err.message, j->datasets_real);
         api_finetune_strip_prefix(err.message, jb->dir);
-        bool resume = have_ck && (st == VIT_ERR_MISMATCH || st == VIT_ERR_FORMAT);
+        bool resume =
+            have_ck && !backbone_failed && (st == VIT_ERR_MISMATCH || st == VIT_ERR_FORMAT);
         job_end(j, jb, JOB_FAILED, resume ? "resume_failed" : "training_failed", err.message,
                 "failed", NULL);
     } else if (atomic_load(&jb->cancel)) { /* asked for while it ran: no task, even a

@@ -11,7 +11,8 @@
  *  bf16        a --precision bf16 server (one copy of the weights, bf16 only)
  *              trains the happy path's job on an fp32 copy of the backbone:
  *              the same loss and score as the fp32 server, to the last digit;
- *              the task classifies there
+ *              the task classifies there; after config.json changes on disk
+ *              a job fails (its copy would be another model)
  *  tamper      a job directory damaged while the server was stopped (the
  *              attack review's repros): bad event types, a lost final event,
  *              a leftover checkpoint, a cancel asked before the stop, a FIFO
@@ -2608,7 +2609,22 @@ static void test_bf16(void)
     const char *had = getenv("VITFIT_BF16_EMULATE");
     if (!cpu_has_avx512_bf16())
         setenv("VITFIT_BF16_EMULATE", "1", 1);
-    static const char *const flags[] = {"--precision", "bf16", "--max-running-jobs", "1", NULL};
+    /* its own copy of the model, so its config.json can change under it */
+    char model[600], src[600], file[700];
+    snprintf(model, sizeof model, "%s/model", d2);
+    VIT_ASSERT(mkdir(model, 0755) == 0);
+    static const char *const files[] = {"model.safetensors", "config.json"};
+    for (int i = 0; i < 2; i++) {
+        size_t len;
+        test_path(src, sizeof src, "models/fashion-vit-tiny");
+        snprintf(file, sizeof file, "%s/%s", src, files[i]);
+        uint8_t *bytes = serve_read_file(file, &len);
+        snprintf(file, sizeof file, "%s/%s", model, files[i]);
+        VIT_ASSERT(bytes && serve_write_file(file, bytes, len));
+        free(bytes);
+    }
+    const char *const flags[] = {"--precision", "bf16", "--max-running-jobs", "1", "--model",
+                                 model, NULL};
     serve_proc S2;
     bool started = serve_start(&S2, d2, NULL, flags);
     if (!had)
@@ -2616,10 +2632,10 @@ static void test_bf16(void)
     CHECKF(started, "the bf16 server did not start");
     if (!started)
         return;
-    json_t *model = get_ok(&S2, "GET /v1/model (bf16)", "/v1/model");
-    CHECKF(strcmp(jstr(json_object_get(model, "precision")), "bf16") == 0,
-           "/v1/model on a bf16 server: %s", jdump(model));
-    json_decref(model);
+    json_t *info = get_ok(&S2, "GET /v1/model (bf16)", "/v1/model");
+    CHECKF(strcmp(jstr(json_object_get(info, "precision")), "bf16") == 0,
+           "/v1/model on a bf16 server: %s", jdump(info));
+    json_decref(info);
     char id[64];
     json_t *job = ft_create("POST fm-h (bf16 server)", &S2,
                             json_pack("{sssssisi}", "task", "fm-h", "train", "fm/train",
@@ -2664,6 +2680,26 @@ static void test_bf16(void)
     free(body);
     free(b64);
     free(bytes);
+    /* the job's fp32 copy is read from disk: a config.json changed since the
+     * start (here the normalisation, the weights untouched) is another model */
+    snprintf(file, sizeof file, "%s/config.json", model);
+    json_t *cfg = json_load_file(file, 0, NULL);
+    json_t *mean = json_object_get(json_object_get(cfg, "pretrained_cfg"), "mean");
+    VIT_ASSERT(json_array_size(mean) == 3 && json_array_set_new(mean, 0, json_real(0.2)) == 0 &&
+               json_dump_file(cfg, file, 0) == 0);
+    json_decref(cfg);
+    job = ft_create("POST fm-h2 (config.json changed)", &S2,
+                    json_pack("{sssssisi}", "task", "fm-h2", "train", "fm/train", "epochs", 1,
+                              "batch_size", 16),
+                    id);
+    json_decref(job);
+    job = ft_wait(&S2, id, "final", 0, WAIT_S);
+    json_t *e = json_object_get(job, "error");
+    CHECKF(strcmp(jstr(json_object_get(job, "status")), "failed") == 0 &&
+               strcmp(jstr(json_object_get(e, "code")), "training_failed") == 0 &&
+               strstr(jstr(json_object_get(e, "message")), "changed on disk"),
+           "a job after config.json changed: %s", jdump(job));
+    json_decref(job);
     int st = serve_stop(&S2, SIGTERM, 60000);
     CHECKF(st == 0, "the bf16 server after SIGTERM: exit %d", st);
     serve_rmtree(d2);
