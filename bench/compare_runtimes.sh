@@ -25,7 +25,8 @@
 # them alike; the load average is printed before and after.  Per-run JSON lines go to stderr.
 #
 # First run does the one-time setup (idempotent, skipped when already done):
-#   meson setup BUILD_DIR (if BUILD_DIR has no build.ninja), ninja -C BUILD_DIR server/vitfit,
+#   meson setup BUILD_DIR (if BUILD_DIR has no build.ninja), ninja -C BUILD_DIR server/vitfit
+#   bench/vitfit-peak (the host's FMA ceilings, printed with the table),
 #   apt-get install libopenblas0-openmp (if missing; sudo when not root),
 #   npm ci/install --ignore-scripts in bench/onnx (the install script wants a network; the
 #   linux-x64 native binary ships inside the npm tarball), and the ONNX export (~330 MB,
@@ -63,9 +64,9 @@ if [[ ! -f $build/build.ninja ]]; then
   note "no $build/build.ninja: meson setup $build"
   meson setup "$build" >&2 || die "meson setup $build failed"
 fi
-if ! log=$(ninja -C "$build" server/vitfit 2>&1); then
+if ! log=$(ninja -C "$build" server/vitfit bench/vitfit-peak 2>&1); then
   echo "$log" >&2
-  die "ninja -C $build server/vitfit failed"
+  die "ninja -C $build server/vitfit bench/vitfit-peak failed"
 fi
 vitfit=$build/server/vitfit
 [[ -x $vitfit ]] || die "$vitfit missing after the build"
@@ -163,6 +164,7 @@ for b in $batches; do
   done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+peak=$("$build/bench/vitfit-peak" "$threads") || peak="peak: n/a"
 
 # --- table -----------------------------------------------------------------------------------
 echo "ViT-B/16 fp32, random weights, $threads threads; median images/s (ratio = vitfit / other)"
@@ -170,6 +172,7 @@ echo "machine: $cpu, $(nproc) cores; load average before $load_before, after $lo
 echo "onnxruntime-node $ort_version; torch $torch_version; BLAS: torch+omp $blas_omp, torch $blas_default"
 echo "timed iterations: $iters (b < 32), $iters_b32 (b >= 32), after 1 warm-up"
 echo "bf16: $bf16_note"
+echo "$peak"
 printf '%-5s %8s %12s %7s %10s %7s %10s %7s %8s %9s %8s\n' \
   batch vitfit onnxruntime ratio torch+omp ratio torch ratio bf16 bf16/fp32 bf16/ort
 for b in $batches; do
