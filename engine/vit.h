@@ -53,6 +53,7 @@ typedef enum vit_layout {
     VIT_LAYOUT_HF,          /* HF transformers ViTModel / ViTForImageClassification */
     VIT_LAYOUT_TORCHVISION, /* torchvision.models.vit_b_16 and friends */
     VIT_LAYOUT_CLIP,        /* OpenAI CLIP visual tower */
+    VIT_LAYOUT_HF_CLIP,     /* HF transformers CLIPModel / CLIPVisionModel: vision tower */
     VIT_LAYOUT_COUNT,
 } vit_layout;
 
