@@ -22,7 +22,7 @@
 
 static void bench_usage(FILE *out)
 {
-    fprintf(out, "usage: vitfit bench --model DIR|FILE | --preset vit-b16|vit-l14-clip|vit-tiny\n"
+    fprintf(out, "usage: vitfit bench --model DIR|FILE|hf:ORG/NAME[@REV] | --preset vit-b16|vit-l14-clip|vit-tiny\n"
                  "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--profile] [--json]\n"
                  "                    [--precision fp32|bf16]\n"
                  "                    [--train [--method bitfit|linear|full] [--classes K]\n"
@@ -592,8 +592,13 @@ int cli_bench(int argc, char **argv)
             vit_model_free(m);
             return cli_fail(&err);
         }
-    } else if (vit_model_load_with(o.model, &lo, &m, &err) != VIT_OK) {
-        return cli_fail(&err);
+    } else {
+        char model_path[CFG_PATH_SIZE];
+        int path_rc = cli_model_path(o.model, model_path, sizeof model_path);
+        if (path_rc != CLI_OK)
+            return path_rc;
+        if (vit_model_load_with(model_path, &lo, &m, &err) != VIT_OK)
+            return cli_fail(&err);
     }
     if (o.train || o.tasks) {
         rc = o.train ? bench_train(&o, m) : bench_tasks(&o, m);

@@ -34,7 +34,7 @@
 static void train_usage(FILE *out)
 {
     fprintf(out,
-            "usage: vitfit train --model DIR --train DATASET --out FILE [--eval DATASET]\n"
+            "usage: vitfit train --model DIR|hf:ORG/NAME[@REV] --train DATASET --out FILE [--eval DATASET]\n"
             "         [--method bitfit|linear|full] [--epochs N] [--max-steps N] [--batch-size N]\n"
             "         [--lr X] [--min-lr X] [--weight-decay X] [--warmup-epochs X]\n"
             "         [--optimizer adamw|sgd] [--momentum X] [--label-smoothing X] [--clip-grad X]\n"
@@ -78,7 +78,7 @@ static void train_usage(FILE *out)
 
 static void eval_usage(FILE *out)
 {
-    fprintf(out, "usage: vitfit eval --model DIR [--task FILE] --data DATASET [--batch-size N]\n"
+    fprintf(out, "usage: vitfit eval --model DIR|hf:ORG/NAME[@REV] [--task FILE] --data DATASET [--batch-size N]\n"
                  "         [--threads N] [--loader-threads N] [--limit N] [--class-names A,B,...]\n"
                  "         [--skip-bad] [--json] [--allow-outside-root] [--precision fp32|bf16]\n"
                  "The data set's classes are matched to the task's (or model's) labels by name;\n"
@@ -577,7 +577,13 @@ int cli_train(int argc, char **argv)
     char **names = o.class_names ? split_names(o.class_names) : NULL;
     const char **train_classes = NULL;
     trainer_result res = {0};
-    vit_status st = vit_model_load(o.model, &m, &err);
+    char model_path[CFG_PATH_SIZE];
+    int path_rc = cli_model_path(o.model, model_path, sizeof model_path);
+    if (path_rc != CLI_OK) {
+        free_names(names);
+        return path_rc;
+    }
+    vit_status st = vit_model_load(model_path, &m, &err);
     if (st == VIT_OK)
         st = open_dataset(o.train, names, NULL, o.allow_outside_root, &train, &err);
     if (st == VIT_OK) {
@@ -699,7 +705,13 @@ int cli_eval(int argc, char **argv)
     char **names = class_list ? split_names(class_list) : NULL;
     /* one copy of the weights, the packed one: evaluating never trains */
     vit_load_options lo = {.precision = precision, .one_copy = true};
-    vit_status st = vit_model_load_with(model, &lo, &m, &err);
+    char model_path[CFG_PATH_SIZE];
+    int path_rc = cli_model_path(model, model_path, sizeof model_path);
+    if (path_rc != CLI_OK) {
+        free_names(names);
+        return path_rc;
+    }
+    vit_status st = vit_model_load_with(model_path, &lo, &m, &err);
     if (st == VIT_OK && task_path) {
         st = task_load(m, task_path, &task, &err);
         if (st == VIT_OK)
