@@ -26,7 +26,9 @@
  * expected config, preprocessing and labels, and the CLI's top-5 must be
  * this process's forward pass of that snapshot.  The timm checkpoint is
  * downloaded by `vitfit serve --model hf:...` instead, which must answer
- * /v1/model and classify; HF-224's snapshot is served again offline.
+ * /v1/model and classify; then README.md's hub commands run on it, from the
+ * cache.  Two meson tests run this file: api_hub (argument "hf": the two HF
+ * ViT checkpoints) and api_hub_serve ("serve": timm's and CLIP's).
  */
 #include <errno.h>
 #include <math.h>
@@ -653,6 +655,62 @@ static void test_clip(void)
     vit_model_free(m);
 }
 
+/* The commands of README.md's block after "<!-- hub-example -->" (lines
+ * ending in '\\' joined), build/server/vitfit replaced by VITFIT_BIN, each run
+ * with /bin/sh in the source tree: each must succeed from the cache (no
+ * request to the hub) and print want. */
+static void run_readme(const char *want)
+{
+    char path[4096];
+    FILE *f = fopen(test_path(path, sizeof path, "README.md"), "r");
+    static char text[1 << 18];
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    const char *mark = strstr(text, "<!-- hub-example -->");
+    const char *body = mark ? strstr(mark, "```sh\n") : NULL;
+    const char *end = body ? strstr(body + 6, "```") : NULL;
+    CHECKF(body && end, "README.md has no hub-example block");
+    if (!body || !end)
+        return;
+    static char block[8192];
+    size_t len = (size_t)(end - body - 6) < sizeof block - 1 ? (size_t)(end - body - 6)
+                                                              : sizeof block - 1;
+    memcpy(block, body + 6, len);
+    block[len] = '\0';
+    int hub_before = count(&repo.hub_requests), commands = 0;
+    char root[4096];
+    test_path(root, sizeof root, ".");
+    for (char *line = strtok(block, "\n"); line; line = strtok(NULL, "\n")) {
+        static char cmd[8192], run[12288];
+        snprintf(cmd, sizeof cmd, "%s", line);
+        while (cmd[0] && cmd[strlen(cmd) - 1] == '\\') { /* a continuation */
+            char *next = strtok(NULL, "\n");
+            cmd[strlen(cmd) - 1] = ' ';
+            if (!next)
+                break;
+            strncat(cmd, next, sizeof cmd - strlen(cmd) - 1);
+        }
+        char *bin = strstr(cmd, "build/server/vitfit");
+        CHECKF(bin != NULL, "README hub command without vitfit: %s", cmd);
+        if (!bin)
+            continue;
+        *bin = '\0';
+        snprintf(run, sizeof run, "cd '%s' && %s'%s'%s", root, cmd, getenv("VITFIT_BIN"),
+                 bin + strlen("build/server/vitfit"));
+        static char out[1 << 16], err[1 << 14];
+        const char *argv[] = {"/bin/sh", "-c", run, NULL};
+        int rc = serve_run(argv, out, sizeof out, err, sizeof err, 300000);
+        CHECKF(rc == 0, "README: %s: exit %d: %s", run, rc, err);
+        if (strstr(run, " classify "))
+            CHECKF(strstr(out, want) != NULL, "README: %s printed %s, not %s", run, out, want);
+        commands++;
+    }
+    CHECK(commands == 2);
+    CHECK(count(&repo.hub_requests) == hub_before);
+}
+
 /* timm's checkpoint, downloaded by the server itself. */
 static void test_timm_serve(void)
 {
@@ -668,6 +726,7 @@ static void test_timm_serve(void)
     serve_proc p;
     const char *extra[] = {"--model", "hf:timm/vit_base_patch16_224.augreg2_in21k_ft_in1k", NULL};
     vit_model *got = NULL;
+    char top1[SERVE_MAX_LABEL] = "";
     bool up = serve_start(&p, data, "", extra);
     CHECK(up);
     if (up) {
@@ -699,8 +758,10 @@ static void test_timm_serve(void)
                                    .body = png, .len = n},
                       &r);
         serve_ref ref;
-        if (got && reference(got, NULL, &ref))
+        if (got && reference(got, NULL, &ref)) {
             check_same_top("timm via serve", r.body, &ref);
+            snprintf(top1, sizeof top1, "%s", ref.labels[0]);
+        }
         serve_resp_free(&r);
         curl_easy_cleanup(h);
         /* the download was logged as such */
@@ -715,6 +776,8 @@ static void test_timm_serve(void)
         CHECK(serve_stop(&p, SIGTERM, 60000) == 0);
     }
     vit_model_free(got);
+    if (top1[0]) /* the README's commands, on the model the server downloaded */
+        run_readme(top1);
     free_labels(labels);
     vit_model_free(m);
 }
