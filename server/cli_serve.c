@@ -306,9 +306,10 @@ int cli_serve(int argc, char **argv)
                   "listening beyond loopback without an api_key: anyone who can reach the port "
                   "can classify, upload and delete tasks");
     if (load(&s, &err) != VIT_OK) {
-        log_event(&s, "start failed", err.message);
+        bool stopped = stop_requested(&s); /* a download cut short by SIGTERM: not a failure */
+        log_event(&s, stopped ? "stopped" : "start failed", err.message);
         teardown(&s);
-        return cli_fail(&err);
+        return stopped ? CLI_OK : cli_fail(&err);
     }
     if (stop_signal_pending(stop_signals)) { /* stopped while loading: never announce ready */
         log_event(&s, "stopped", "a stop signal arrived during start-up");

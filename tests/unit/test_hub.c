@@ -17,10 +17,13 @@
  *     a file shorter than the hub states, a wrong sha256, a file over
  *     hub_max_bytes, a redirect to plain http elsewhere, a redirect loop;
  *   - HF_TOKEN goes to the hub and never to the CDN, and never into output;
+ *   - SIGTERM to `vitfit serve` mid-download: a clean exit, the .part kept;
  *   - malformed names and hub URLs are usage errors (exit 2) with no request.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +98,7 @@ typedef struct hub_state {
     bool lfs;              /* model.safetensors: 302 to the CDN with X-Linked-* */
     bool ignore_range;     /* answer 200 with everything, whatever Range says */
     bool cut_once;         /* the next full answer of the weights stops after CUT_AT bytes */
+    bool stall;            /* the weights: CUT_AT bytes, then nothing until the server stops */
     size_t short_by;       /* serve the weights this many bytes short (a matching length) */
     bool wrong_sha;        /* X-Linked-Etag names another file */
     const char *redirect;  /* model.safetensors: 302 to this instead (hub) */
@@ -128,7 +132,7 @@ static void serve_weights(loopback_http_conn *c, const loopback_http_request *re
         snprintf(state.last_range, sizeof state.last_range, "%s", r);
         state.ranges++;
     }
-    bool ignore = state.ignore_range, cut = state.cut_once;
+    bool ignore = state.ignore_range, cut = state.cut_once, stall = state.stall;
     size_t len = weights.len - state.short_by;
     pthread_mutex_unlock(&state_mu);
     unsigned long long from = 0;
@@ -140,6 +144,12 @@ static void serve_weights(loopback_http_conn *c, const loopback_http_request *re
         char extra[128];
         snprintf(extra, sizeof extra, "Content-Range: bytes %llu-%zu/%zu\r\n", from, len - 1, len);
         loopback_http_respond(c, 206, NULL, extra, weights.data + from, len - from);
+        return;
+    }
+    if (stall) { /* a transfer that hangs: only a stop ends it */
+        loopback_http_printf(c, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", len);
+        loopback_http_write(c, weights.data, CUT_AT);
+        loopback_http_sleep(c, 120000);
         return;
     }
     if (cut) { /* the whole length promised, CUT_AT bytes sent, then the connection closes */
@@ -467,6 +477,53 @@ static void test_token(void)
 
 static char long_name[128];
 
+/* SIGTERM while `vitfit serve` downloads: it stops at once (exit 0, "stopped"
+ * in its log), keeping the .part for the next start. */
+static void test_serve_stopped(void)
+{
+    fresh();
+    state.stall = true;
+    char data[600], log_path[600];
+    snprintf(data, sizeof data, "%s/data", tmpdir);
+    snprintf(log_path, sizeof log_path, "%s/serve.log", tmpdir);
+    const char *bin = getenv("VITFIT_BIN");
+    char *argv[] = {(char *)(bin ? bin : "vitfit"), "serve", "--model", "hf:org/tiny",
+                    "--data-dir", data, "--port", "0", "--log-format", "text", NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid;
+    CHECK(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    /* a hang check, not a timing assertion: the .part fills within seconds */
+    int waited = 0;
+    while (file_size("hub/org/tiny/incomplete/main/model.safetensors.part") < CUT_AT &&
+           waited++ < 600)
+        usleep(100000);
+    CHECKF(file_size("hub/org/tiny/incomplete/main/model.safetensors.part") == CUT_AT,
+           "the download never started");
+    kill(pid, SIGTERM);
+    int ws = 0, code = -1;
+    for (waited = 0; waited < 600; waited++) {
+        if (waitpid(pid, &ws, WNOHANG) == pid) {
+            code = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+            break;
+        }
+        usleep(100000);
+    }
+    if (code == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &ws, 0);
+    }
+    char log[4096] = "";
+    slurp(log_path, log, sizeof log);
+    CHECKF(code == 0 && strstr(log, "stopped") && strstr(log, "the download was stopped"),
+           "serve stopped mid-download: exit %d, log: %s", code, log);
+    CHECK(file_size("hub/org/tiny/incomplete/main/model.safetensors.part") == CUT_AT);
+    CHECK(!exists("hub/org/tiny/snapshots"));
+}
+
 static void test_bad_names(void)
 {
     static const char *const bad[] = {
@@ -528,6 +585,7 @@ int main(void)
         test_resume(false, true);
         test_refusals();
         test_token();
+        test_serve_stopped();
         test_bad_names();
     }
     loopback_http_stop(hub);
