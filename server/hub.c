@@ -250,8 +250,23 @@ static int lock_repo(const hub_paths *p, const hub_options *o, vit_error *err)
     return -1;
 }
 
-/* After a refused download: removes the staged files, the lock and every
- * directory of the model left empty (the root only if this call made it). */
+/* Removes the model's directories that are empty -- the stage first: when
+ * it goes, so does the lock file -- and the cache root if this call made
+ * it and nothing else is in it. */
+static void remove_empty(const hub_paths *p)
+{
+    if (rmdir(p->stage) != 0)
+        return; /* a download to resume */
+    rmdir(p->incomplete);
+    unlink(p->lock);
+    rmdir(p->repo);
+    rmdir(p->org);
+    rmdir(p->hub);
+    if (p->made_root)
+        rmdir(p->root);
+}
+
+/* After a refused download: removes its staged files, then what is empty. */
 static void drop_download(const hub_paths *p)
 {
     char path[PATH_SIZE + 64];
@@ -261,14 +276,7 @@ static void drop_download(const hub_paths *p)
         snprintf(path, sizeof path, "%s/%s.part", p->stage, hub_files[i].name);
         unlink(path);
     }
-    rmdir(p->stage);
-    rmdir(p->incomplete);
-    unlink(p->lock);
-    rmdir(p->repo);
-    rmdir(p->org);
-    rmdir(p->hub);
-    if (p->made_root)
-        rmdir(p->root);
+    remove_empty(p);
 }
 
 /* ---- resolving ---------------------------------------------------------------- */
@@ -421,6 +429,8 @@ found:
 out:
     if (refused)
         drop_download(p);
+    else if (lock >= 0 && st != VIT_OK)
+        remove_empty(p); /* e.g. the hub could not be reached: nothing to resume */
     if (lock >= 0)
         close(lock); /* releases the flock */
     free(p);

@@ -284,9 +284,12 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     xfer *x = ud;
     const hub_file_job *j = x->j;
     size_t len = size * n;
-    if (!x->to_file) { /* a redirect's or an error's body */
+    if (!x->to_file) { /* a redirect's or an error's body: dropped, within reason */
         x->discarded += (int64_t)len;
-        return x->discarded > MAX_DISCARD ? 0 : len;
+        if (x->discarded > MAX_DISCARD)
+            return refuse(x, HUB_FAILED, "%s: the hub's answer (HTTP %ld) is over %d bytes",
+                          j->file, x->status, MAX_DISCARD);
+        return len;
     }
     int64_t end = x->offset + x->got + (int64_t)len;
     if (end > j->max_bytes)
@@ -566,9 +569,14 @@ hub_outcome hub_fetch_file(const hub_file_job *j, vit_error *err)
             continue;
         }
         if (rc != CURLE_OK) {
-            vit_error_set(err, VIT_ERR_IO, "%s: the transfer stopped after %" PRId64 " bytes (%s); "
-                          "run the command again to resume", j->file, x.offset + x.got,
-                          errbuf[0] ? errbuf : curl_easy_strerror(rc));
+            const char *why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+            if (x.status == 0)
+                vit_error_set(err, VIT_ERR_IO, "%s: no answer from %s (%s)", j->file, at.host,
+                              why);
+            else
+                vit_error_set(err, VIT_ERR_IO, "%s: the transfer stopped after %" PRId64
+                              " bytes (%s); run the command again to resume", j->file,
+                              x.offset + x.got, why);
             out = HUB_RETRY;
             break;
         }
@@ -599,8 +607,9 @@ hub_outcome hub_fetch_file(const hub_file_job *j, vit_error *err)
         break;
     }
 done:
-    if (out == HUB_FAILED || out == HUB_ABSENT)
-        unlink(j->part_path);
+    if (out == HUB_FAILED || out == HUB_ABSENT ||
+        (out == HUB_RETRY && fstat(fd, &sb) == 0 && sb.st_size == 0))
+        unlink(j->part_path); /* nothing to resume */
     close(fd);
     free(url);
     curl_easy_cleanup(c);

@@ -13,7 +13,7 @@
  *   - a transfer cut mid-file: the run fails and keeps the .part, the next
  *     run asks for the rest (Range) and the result hashes right; a server
  *     that ignores the Range gets a clean restart;
- *   - refusals that leave nothing behind: a 404 (the cache as it was),
+ *   - refusals that leave nothing behind: a 404 (the cache as it was), no answer,
  *     a file shorter than the hub states, a wrong sha256, a file over
  *     hub_max_bytes, a redirect to plain http elsewhere, a redirect loop;
  *   - HF_TOKEN goes to the hub and never to the CDN, and never into output;
@@ -430,6 +430,18 @@ static void test_refusals(void)
     expect_refused("stated over hub_max_bytes", "hf:org/tiny", "limit");
     CHECK(hub_count(&state.cdn_requests) == 0); /* refused on X-Linked-Size alone */
     unsetenv("VITFIT_HUB_MAX_BYTES");
+
+    /* a hub that does not answer: nothing to resume, nothing kept (its port is one this
+     * test listened on and closed) */
+    fresh();
+    loopback_http_behaviour gone_b = {.kind = LOOPBACK_HTTP_BODY};
+    loopback_http *gone = loopback_http_start(&gone_b, AF_INET);
+    char gone_url[64] = "";
+    if (gone)
+        loopback_http_url(gone, "", gone_url, sizeof gone_url);
+    loopback_http_stop(gone);
+    setenv("VITFIT_HUB_URL", gone_url, 1);
+    expect_refused("no hub", "hf:org/tiny", "no answer");
 
     fresh();
     state.redirect = "http://192.0.2.1/model.safetensors"; /* TEST-NET: never contacted */
