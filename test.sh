@@ -3,8 +3,10 @@
 #   release   the whole suite, gcc release build (build/)
 #   portable  the engine tests again with VITFIT_NO_AVX512=1 (OpenBLAS, scalar kernels)
 #   asan      the whole suite under ASan+UBSan, gcc (build-asan/), but for the
-#             suite 'slow': the long numeric runs (test_finetune's accuracy
-#             floors, test_trainer_resume's bit-identical resumes,
+#             suite 'web' (the try-it page in Chromium tests the browser's
+#             side, which no sanitizer sees; the server's static routes are
+#             api_web, run here) and the suite 'slow': the long numeric runs
+#             (test_finetune's accuracy floors, test_trainer_resume's bit-identical resumes,
 #             test_linear_probe's cached-vs-recomputed runs, test_bf16_accuracy's
 #             10,000 images), minutes each here and the same code the faster
 #             tests run under the sanitizer (train, train_paths, trainer,
@@ -13,7 +15,7 @@
 #             resume)
 #   clang     the whole suite under ASan+UBSan, clang (build-clang/): clang's
 #             UBSan also checks float-to-int conversions, which gcc's does not;
-#             but for the suites 'slow' and 'long' (training runs of a minute
+#             but for the suites 'web', 'slow' and 'long' (training runs of a minute
 #             or more under a sanitizer; asan runs 'long')
 #   tsan      the threaded tests under ThreadSanitizer (build-tsan/)
 #   fuzz      every libFuzzer target tests/fuzz/fuzz_*.c for a bounded run (build-fuzz/)
@@ -328,7 +330,7 @@ if opted_out asan; then
   stage_not_run asan "VITFIT_SKIP_STAGES"
 else
   # sanitizers slow the tests down 2-4x: the per-test timeouts scale with them
-  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow)
+  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow --no-suite=web)
   suite_stage asan build-asan "ASan + UBSan build (gcc)" --buildtype=debugoptimized \
     -Db_sanitize=address,undefined -Db_lundef=false
   stage_test_opts=()
@@ -340,7 +342,7 @@ if opted_out clang; then
 elif [ "$have_clang" = 0 ]; then
   stage_not_run clang "clang is not installed"
 else
-  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow --no-suite=long)
+  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow --no-suite=long --no-suite=web)
   CC=clang suite_stage clang build-clang "ASan + UBSan build (clang), all but slow and long" \
     --buildtype=debugoptimized \
     -Db_sanitize=address,undefined -Db_lundef=false
@@ -367,7 +369,7 @@ else
       build_dir tsan build-tsan "${targets[@]}"; then
     TSAN_OPTIONS=halt_on_error=1 TEST_API_FINETUNE_SKIP=$tsan_finetune_skip \
       run_meson_tests tsan build-tsan testlog --no-rebuild \
-      --timeout-multiplier=3 "${tsan_tests[@]}"
+      --timeout-multiplier=3 --no-suite=web "${tsan_tests[@]}"
   fi
   end_stage tsan
 fi
