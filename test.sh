@@ -5,7 +5,9 @@
 #   asan      the whole suite under ASan+UBSan, gcc (build-asan/), with
 #             UBSan's float-to-int conversion check (-fsanitize=float-cast-
 #             overflow, which -fsanitize=undefined leaves out in gcc), but for
-#             the suite 'slow': the long numeric runs (test_finetune's accuracy
+#             the suite 'web' (the try-it page in Chromium tests the browser's
+#             side, which no sanitizer sees; the server's static routes are
+#             api_web, run here) and the suite 'slow': the long numeric runs (test_finetune's accuracy
 #             floors, test_trainer_resume's bit-identical resumes,
 #             test_linear_probe's cached-vs-recomputed runs, test_bf16_accuracy's
 #             10,000 images, test_trainer_validation's best-epoch runs), minutes
@@ -330,7 +332,7 @@ if opted_out asan; then
   stage_not_run asan "VITFIT_SKIP_STAGES"
 else
   # sanitizers slow the tests down 2-4x: the per-test timeouts scale with them
-  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow)
+  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow --no-suite=web)
   suite_stage asan build-asan "ASan + UBSan build (gcc)" --buildtype=debugoptimized \
     -Db_sanitize=address,undefined -Db_lundef=false \
     -Dc_args=-fsanitize=float-cast-overflow -Dc_link_args=-fsanitize=float-cast-overflow
@@ -370,7 +372,7 @@ else
       build_dir tsan build-tsan "${targets[@]}"; then
     TSAN_OPTIONS=halt_on_error=1 TEST_API_FINETUNE_SKIP=$tsan_finetune_skip \
       run_meson_tests tsan build-tsan testlog --no-rebuild \
-      --timeout-multiplier=3 "${tsan_tests[@]}"
+      --timeout-multiplier=3 --no-suite=web "${tsan_tests[@]}"
   fi
   end_stage tsan
 fi
