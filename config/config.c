@@ -179,6 +179,7 @@ static const char *const other_env[] = {
     "VITFIT_BIN",            /* tests: the vitfit binary */
     "VITFIT_CI",             /* test.sh: running in CI */
     "VITFIT_WITH_FUZZ",      /* test.sh */
+    "VITFIT_WITH_BROWSER",   /* tools/install-deps.sh: chromium, nodejs, npm */
     "VITFIT_WITH_REFERENCE", /* test.sh / tools: PyTorch reference */
     "VITFIT_SKIP_STAGES",    /* test.sh */
     "VITFIT_TEST_CPUS",      /* tests/unit/fake_cpus.c */

@@ -27,6 +27,7 @@ int cli_bench(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_init(int argc, char **argv);
+int cli_health(int argc, char **argv);
 
 /* Prints "vitfit: <message>" and returns CLI_FAIL. */
 int cli_fail(const vit_error *err);

@@ -40,6 +40,7 @@
 #include "pipeline.h"
 #include "sse.h"
 #include "tasks.h"
+#include "web.h"
 
 struct srv_http {
     srv *s;
@@ -123,7 +124,7 @@ void srv_request_finish(srv_request *r)
 
 typedef struct route_spec {
     srv_route route;
-    const char *path;   /* exact path, or a prefix ending in '/' for {name} */
+    const char *path;   /* exact path ("/" too), or a prefix ending in '/' for {name} */
     const char *suffix; /* after {name}: "" for none, else "/cancel" ... */
     const char *allow;  /* the Allow header of a 405 */
     const char *label;  /* in logs and /metrics */
@@ -142,6 +143,9 @@ static const route_spec routes[] = {
     {SRV_ROUTE_FINETUNE_CANCEL, "/v1/finetune/", "/cancel", "POST", "/v1/finetune/{id}/cancel"},
     {SRV_ROUTE_FINETUNE_EVENTS, "/v1/finetune/", "/events", "GET, HEAD",
      "/v1/finetune/{id}/events"},
+    {SRV_ROUTE_PAGE, "/", "", "GET, HEAD", "/"},
+    {SRV_ROUTE_WEB, "/web/", "", "GET, HEAD", "/web/{file}"},
+    {SRV_ROUTE_OPENAPI, "/openapi.yaml", "", "GET, HEAD", "/openapi.yaml"},
 };
 
 static const route_spec *find_route(const char *url, char name[TASK_NAME_MAX + 1], bool *bad_name)
@@ -150,7 +154,7 @@ static const route_spec *find_route(const char *url, char name[TASK_NAME_MAX + 1
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         const route_spec *rs = &routes[i];
         size_t n = strlen(rs->path);
-        if (rs->path[n - 1] != '/') {
+        if (n == 1 || rs->path[n - 1] != '/') {
             if (strcmp(url, rs->path) == 0)
                 return rs;
             continue;
@@ -249,10 +253,18 @@ static bool key_matches(const char *given, const char *key)
     return diff == 0;
 }
 
+/* The embedded files: public (the page asks for the key itself), and served
+ * while the model loads. */
+static bool is_static(srv_route route)
+{
+    return route == SRV_ROUTE_PAGE || route == SRV_ROUTE_WEB || route == SRV_ROUTE_OPENAPI;
+}
+
 static bool authorized(srv_request *r)
 {
     const char *key = r->server->cfg.api_key;
-    if (!key[0] || r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_READYZ)
+    if (!key[0] || r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_READYZ ||
+        is_static(r->route))
         return true;
     const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
@@ -326,6 +338,10 @@ static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
                   "missing or wrong API key: send 'Authorization: Bearer <key>'");
         return;
     }
+    if (bad_name && r->route == SRV_ROUTE_WEB) {
+        api_error(&r->reply, 404, "not_found", "no such file");
+        return;
+    }
     if (bad_name && r->route == SRV_ROUTE_TASK) {
         api_error(&r->reply, 422, "invalid_task_name",
                   "task names match ^[a-z0-9][a-z0-9._-]{0,63}$");
@@ -341,7 +357,7 @@ static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
                   s->cfg.max_body_bytes);
         return;
     }
-    if (r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_METRICS)
+    if (r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_METRICS || is_static(r->route))
         return;
     if (atomic_load(&s->draining)) {
         api_error(&r->reply, 503, "shutting_down", "the server is shutting down");
@@ -679,6 +695,17 @@ static bool dispatch(srv_http *h, srv_request *r)
     case SRV_ROUTE_CLASSIFY:
         job = srv_classify_job;
         break;
+    case SRV_ROUTE_PAGE:
+    case SRV_ROUTE_WEB:
+    case SRV_ROUTE_OPENAPI: {
+        char path[sizeof "/web/" + TASK_NAME_MAX];
+        snprintf(path, sizeof path, "/web/%s", r->task_name);
+        /* "/" and "/openapi.yaml": the label is the path */
+        r->asset = api_web_asset_find(r->route == SRV_ROUTE_WEB ? path : route_label(r->route));
+        if (!r->asset)
+            api_error(&r->reply, 404, "not_found", "no such file");
+        return false;
+    }
     default:
         api_error(&r->reply, 500, "internal", "unrouted request");
         return false;
@@ -797,6 +824,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     if (r->stream && !r->reply.status)
         return start_stream(h, r);
+    if (r->asset)
+        return srv_web_send(r->conn, r->asset, r->id, &r->reply.status);
     return send_reply(r);
 }
 

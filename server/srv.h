@@ -70,6 +70,9 @@ typedef enum srv_route {
     SRV_ROUTE_FINETUNE_JOB,     /* /v1/finetune/{id} */
     SRV_ROUTE_FINETUNE_CANCEL,  /* /v1/finetune/{id}/cancel */
     SRV_ROUTE_FINETUNE_EVENTS,  /* /v1/finetune/{id}/events */
+    SRV_ROUTE_PAGE,             /* /: the try-it page (embedded, server/web.c) */
+    SRV_ROUTE_WEB,              /* /web/{file}: its assets */
+    SRV_ROUTE_OPENAPI,          /* /openapi.yaml */
     SRV_ROUTE_COUNT,
 } srv_route;
 
@@ -127,6 +130,7 @@ typedef struct srv_request {
     bool suspended;
     bool done;                   /* reply ready to queue */
     bool stream;                 /* answered with a text/event-stream (sse.c) */
+    const struct api_web_asset *asset; /* answered with an embedded file (web.c) */
 } srv_request;
 
 /* Monotonic seconds. */

@@ -9,6 +9,15 @@ packages=(
   curl  # tests/api/test_api_readme runs the README's curl examples
   dataset-fashion-mnist
 )
+# tests/web (the try-it page in headless Chromium, driven by puppeteer-core,
+# which npm installs from tests/web/package-lock.json).  Installed by default;
+# VITFIT_WITH_BROWSER=0 (run.sh, which only serves) leaves them out.  A
+# Node.js from elsewhere (NodeSource's package provides npm and conflicts
+# with Debian's) has npm already.
+if [ "${VITFIT_WITH_BROWSER:-1}" = 1 ]; then
+  packages+=(chromium nodejs)
+  command -v npm >/dev/null || packages+=(npm)
+fi
 # test.sh's clang stage (ASan+UBSan under clang) and fuzz stage need clang and
 # its runtime: libclang_rt.{asan,ubsan_standalone,fuzzer}-x86_64.a come from
 # libclang-rt-14-dev (`dpkg -S`), which clang-14 only recommends (through

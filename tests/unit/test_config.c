@@ -101,7 +101,7 @@ static const char *const allowed_env[] = {
     "VITFIT_NO_AVX512=1", "VITFIT_SOURCE_ROOT=/x", "VITFIT_BIN=/x/vitfit", "VITFIT_CI=1",
     "VITFIT_WITH_FUZZ=0", "VITFIT_WITH_REFERENCE=1", "VITFIT_SKIP_STAGES=fuzz",
     "VITFIT_TEST_CPUS=8", "VITFIT_TEST_FAIL_THREAD=2", "VITFIT_FUZZ_TASK_SEEDS=/x",
-    "VITFIT_BF16_EMULATE=1",
+    "VITFIT_BF16_EMULATE=1", "VITFIT_WITH_BROWSER=0",
 };
 #define NALLOWED (sizeof allowed_env / sizeof allowed_env[0])
 
