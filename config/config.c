@@ -728,12 +728,12 @@ void cfg_print_help(FILE *out)
             "Each setting comes from, later winning: its default, the JSON config file\n"
             "(--config FILE, else $VITFIT_CONFIG), a VITFIT_* environment variable, a flag.\n"
             "One name in each: queue_capacity <-> --queue-capacity <-> VITFIT_QUEUE_CAPACITY.\n"
-            "Booleans: a bare --flag means true; values true/false, 1/0, yes/no.\n"
+            "Booleans: a flag without a value means true; values true/false, 1/0, yes/no.\n"
             "Unknown keys, flags and VITFIT_* variables are errors.\n"
             "\n"
             "  --config FILE  (VITFIT_CONFIG)\n"
             "      A JSON object of the keys below, at most %d bytes\n"
-            "      (config/vitfit.example.json lists them all).\n"
+            "      (config/vitfit.example.json lists them all); default: none.\n"
             "  -h, --help\n"
             "      Print this text and exit.\n",
             CFG_FILE_MAX);

@@ -19,7 +19,9 @@
 static void inspect_usage(FILE *out)
 {
     fprintf(out, "usage: vitfit inspect [--json] MODEL_DIR|FILE.safetensors|hf:ORG/NAME[@REVISION]\n"
-                 "       vitfit inspect [--json] --preset vit-b16|vit-l14-clip|vit-tiny\n");
+                 "       vitfit inspect [--json] --preset vit-b16|vit-l14-clip|vit-tiny\n"
+                 "  --preset NAME  describe a preset's architecture (default: the checkpoint given)\n"
+                 "  --json         print one JSON object (default: text)\n");
 }
 
 static json_t *config_json(const vit_config *c)
