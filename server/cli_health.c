@@ -6,9 +6,13 @@
  * HEALTHCHECK, a Kubernetes exec probe): the runtime image then needs no
  * curl or wget beside vitfit, which links libcurl already.  Any other answer,
  * a refused connection or the timeout is exit 1 with one line saying which.
+ * Without flags it asks the server this environment configures: port from
+ * VITFIT_PORT, host from VITFIT_HOST unless that is a wildcard (0.0.0.0, ::),
+ * so a container that moves its port keeps a working probe.
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
@@ -22,11 +26,13 @@ static void health_usage(FILE *out)
 {
     fprintf(out,
             "usage: vitfit health [--host HOST] [--port N] [--ready] [--timeout-ms N]\n"
-            "  --host        the server's address (default 127.0.0.1; [::1] for IPv6)\n"
-            "  --port        its port (default %d)\n"
+            "  --host HOST   the server's address (default $VITFIT_HOST, or 127.0.0.1 when\n"
+            "                that is unset or a wildcard such as 0.0.0.0 or ::)\n"
+            "  --port N      its port (default $VITFIT_PORT, else %d)\n"
             "  --ready       ask /readyz (model loaded, accepting work) instead of /healthz\n"
             "                (the process is alive)\n"
-            "  --timeout-ms  give up after this long (default %d)\n"
+            "  --timeout-ms N\n"
+            "                give up after this long (default %d)\n"
             "exit 0: the server answered 200; 1: anything else (printed)\n",
             HEALTH_DEFAULT_PORT, HEALTH_DEFAULT_TIMEOUT_MS);
 }
@@ -70,6 +76,14 @@ static long probe(const char *url, long timeout_ms, char *msg, size_t msglen)
     return status;
 }
 
+/* The host part of a URL: an IPv6 literal in brackets. */
+static int url_host(const char *host, char *buf, size_t len)
+{
+    int n = strchr(host, ':') && host[0] != '[' ? snprintf(buf, len, "[%s]", host)
+                                                : snprintf(buf, len, "%s", host);
+    return n >= 0 && (size_t)n < len;
+}
+
 int cli_health(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -77,8 +91,15 @@ int cli_health(int argc, char **argv)
         {"ready", no_argument, NULL, 'r'},            {"timeout-ms", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
     };
-    const char *host = "127.0.0.1";
+    const char *host = "127.0.0.1", *env_host = getenv("VITFIT_HOST");
+    const char *env_port = getenv("VITFIT_PORT");
     long port = HEALTH_DEFAULT_PORT, timeout_ms = HEALTH_DEFAULT_TIMEOUT_MS;
+    if (env_host && env_host[0] && strcmp(env_host, "0.0.0.0") != 0 && strcmp(env_host, "::") != 0 &&
+        strcmp(env_host, "[::]") != 0)
+        host = env_host;
+    if (env_port && env_port[0] && (!cli_parse_int(env_port, 1, 65535, &port)))
+        return cli_usage_error("health", "VITFIT_PORT needs an integer in [1, 65535], got '%s'",
+                               env_port);
     bool ready = false;
     opterr = 0;
     int c;
@@ -105,10 +126,16 @@ int cli_health(int argc, char **argv)
     }
     if (optind < argc)
         return cli_usage_error("health", "unexpected argument '%s'", argv[optind]);
-    if (!host[0] || strpbrk(host, "/?#@ \t\r\n"))
-        return cli_usage_error("health", "--host needs a host name or address, got '%s'", host);
+    char hostpart[300];
+    const char *colon = strchr(host, ':'); /* one colon: host:port; IPv6 has two or more */
+    if (!host[0] || strpbrk(host, "/?#@ \t\r\n") ||
+        (colon && host[0] != '[' && !strchr(colon + 1, ':')))
+        return cli_usage_error("health", "--host needs a host name or address (no port), got '%s'",
+                               host);
+    if (!url_host(host, hostpart, sizeof hostpart))
+        return cli_usage_error("health", "--host is too long");
     char url[320];
-    int len = snprintf(url, sizeof url, "http://%s:%ld/%s", host, port,
+    int len = snprintf(url, sizeof url, "http://%s:%ld/%s", hostpart, port,
                        ready ? "readyz" : "healthz");
     if (len < 0 || (size_t)len >= sizeof url)
         return cli_usage_error("health", "--host is too long");

@@ -1392,6 +1392,19 @@ static void test_health(const serve_proc *p)
     rc = serve_run_cli(ready, out, sizeof out, err, sizeof err, 20000);
     CHECKF(rc == 0 && strstr(out, "/readyz: ok"), "health --ready: exit %d, out '%s', err '%s'",
            rc, out, err);
+    /* a container's environment: the port from VITFIT_PORT, a wildcard host read as loopback */
+    const char *from_env[] = {"health", "--ready", NULL};
+    setenv("VITFIT_PORT", port, 1);
+    setenv("VITFIT_HOST", "0.0.0.0", 1);
+    rc = serve_run_cli(from_env, out, sizeof out, err, sizeof err, 20000);
+    unsetenv("VITFIT_PORT");
+    unsetenv("VITFIT_HOST");
+    CHECKF(rc == 0 && strstr(out, "http://127.0.0.1:") && strstr(out, "/readyz: ok"),
+           "health with VITFIT_PORT=%s VITFIT_HOST=0.0.0.0: exit %d, out '%s', err '%s'", port,
+           rc, out, err);
+    const char *with_port[] = {"health", "--host", "127.0.0.1:8080", NULL};
+    rc = serve_run_cli(with_port, out, sizeof out, err, sizeof err, 20000);
+    CHECKF(rc == 2, "health --host with a port: exit %d, want 2 (usage)", rc);
     loopback_http *down = loopback_http_start(
         &(loopback_http_behaviour){.kind = LOOPBACK_HTTP_BODY, .status = 503, .body = "no",
                                    .body_len = 2, .content_type = "text/plain"},

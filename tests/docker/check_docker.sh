@@ -4,7 +4,10 @@
 #   - every shared library vitfit needs (readelf NEEDED) comes from a Debian package the
 #     runtime stage installs, or from libc6 / libgcc-s1 (in every Debian image);
 #   - every VITFIT_* variable the image sets is a config key `vitfit serve` accepts;
-#   - the HEALTHCHECK command exists and takes the flags it is given;
+#   - the HEALTHCHECK command runs (its flags are accepted) and probes the port the server
+#     listens on, which EXPOSE names;
+#   - the runtime user is not root; the model the image serves is where COPY puts it; the
+#     data directory is the VOLUME; the binary COPY takes is the target ninja builds;
 #   - every path the Dockerfile and compose.yaml copy or build from exists.
 # Usage: check_docker.sh SOURCE_ROOT VITFIT_BIN
 set -uo pipefail
@@ -53,18 +56,57 @@ done
 
 help=$("$bin" serve --help 2>&1) || fail "vitfit serve --help failed"
 for var in $(grep -o 'VITFIT_[A-Z0-9_]*' "$dockerfile" "$compose" | cut -d: -f2 | sort -u); do
-  case $var in VITFIT_WITH_FUZZ) continue ;; esac # install-deps.sh's, in the build stage
+  case $var in VITFIT_WITH_FUZZ | VITFIT_WITH_BROWSER) continue ;; esac # install-deps.sh's
   grep -q "($var)" <<<"$help" || fail "$var is not a config key of vitfit serve"
 done
 
-health=$(sed -n 's/.*CMD \["vitfit", "health"\(.*\)\]/\1/p' "$dockerfile" | tr -d '",')
-[ -n "$(grep HEALTHCHECK "$dockerfile")" ] && [ -n "$health" ] || fail "no HEALTHCHECK through vitfit health"
-hhelp=$("$bin" health --help) || fail "vitfit health --help failed"
-for flag in $health; do
-  case $flag in --*) grep -q -- "$flag" <<<"$hhelp" || fail "vitfit health has no $flag" ;; esac
-done
+# ENV of the runtime stage, continuation lines joined: "NAME=value" per line
+envs=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' <<<"$runtime" | sed -n 's/^ENV //p' | tr -s ' ' '\n' |
+  grep '=')
+env_of() { sed -n "s/^$1=//p" <<<"$envs" | tail -n 1; }
+port=$(env_of VITFIT_PORT)
+port=${port:-8080}
 
-grep -q '^USER ' <<<"$runtime" || fail "the runtime stage runs as root (no USER)"
+# the probe: run as the image would (its ENV), against a port where nothing listens, so
+# a flag it does not take shows as a usage error (2) instead of "unhealthy" (1)
+health=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$dockerfile" | grep '^HEALTHCHECK' |
+  sed -n 's/.*CMD \["vitfit", "health"\(.*\)\]/\1/p' | tr -d '",')
+if [ -z "$health" ]; then
+  fail "no HEALTHCHECK through vitfit health"
+else
+  probe_port=$port
+  set -- $health
+  while [ $# -gt 0 ]; do
+    [ "$1" = --port ] && probe_port=${2:-}
+    shift
+  done
+  [ "$probe_port" = "$port" ] || fail "HEALTHCHECK probes port $probe_port, the server listens on $port"
+  closed=$(VITFIT_PORT=1 VITFIT_HOST=127.0.0.1 "$bin" health $health --timeout-ms 300 2>&1)
+  rc=$?
+  [ "$rc" = 1 ] || fail "HEALTHCHECK's 'vitfit health$health' exits $rc against a closed port, not 1: $closed"
+fi
+grep -Eq "^EXPOSE( .*)? $port(/tcp)?( |\$)" <<<"$runtime" || fail "EXPOSE does not name port $port"
+user=$(sed -n 's/^USER //p' <<<"$runtime" | tail -n 1)
+case ${user%%:*} in
+  "") fail "the runtime stage runs as root (no USER)" ;;
+  root | 0) fail "the runtime stage runs as root (USER $user)" ;;
+esac
+data_dir=$(env_of VITFIT_DATA_DIR)
+grep -Eq "^VOLUME \[?\"?${data_dir:-/nonexistent}\"?\]?\$" <<<"$runtime" ||
+  fail "VITFIT_DATA_DIR (${data_dir:-unset}) is not the VOLUME"
+model=$(env_of VITFIT_MODEL)
+if [ -n "$model" ]; then
+  found=""
+  while read -r from to; do
+    case $model in "$to"/*) [ -e "$root/${from#/src/}/${model#"$to"/}" ] && found=$from ;; esac
+  done < <(sed -n 's/^COPY --from=build \(\/src\/[^ ]*\) \([^ ]*\)$/\1 \2/p' <<<"$runtime")
+  [ -n "$found" ] || fail "VITFIT_MODEL=$model is not a checkpoint the runtime stage copies in"
+fi
+built=$(sed -n 's/.*ninja -C \([^ ]*\) \([^ &]*\).*/\1\/\2/p' "$dockerfile" | head -n 1)
+copied=$(sed -n 's/^COPY --from=build \([^ ]*\) .*bin.*/\1/p' <<<"$runtime" | head -n 1)
+[ -n "$built" ] && [ "$built" = "$copied" ] ||
+  fail "the build stage builds '${built:-nothing}' but the runtime stage copies '${copied:-nothing}'"
+
 grep -q '^EXPOSE ' <<<"$runtime" || fail "no EXPOSE"
 grep -q '^VOLUME ' <<<"$runtime" || fail "no VOLUME for data_dir"
 while read -r src; do
