@@ -10,9 +10,9 @@
 #             api_web, run here) and the suite 'slow': the long numeric runs (test_finetune's accuracy
 #             floors, test_trainer_resume's bit-identical resumes,
 #             test_linear_probe's cached-vs-recomputed runs, test_bf16_accuracy's
-#             10,000 images, test_trainer_validation's best-epoch runs), minutes
-#             each here and the same code the faster tests run under the
-#             sanitizer (train, train_paths, trainer, cli_resume, vit_bf16, and
+#             10,000 images), minutes each here and the same code the faster
+#             tests run under the sanitizer (train, train_paths, trainer,
+#             trainer_validation without its training runs, cli_resume, vit_bf16, and
 #             api_finetune's jobs -- a cached linear probe among them --,
 #             restarts and kill -9 resume)
 #   clang     the unit suite under ASan+UBSan, clang (build-clang/), after
