@@ -8,6 +8,7 @@ packages=(
   libmicrohttpd-dev libjansson-dev libopenblas-dev libstb-dev libcurl4-openssl-dev zlib1g-dev
   curl  # tests/api/test_api_readme runs the README's curl examples
   dataset-fashion-mnist
+  libyaml-dev  # tests only: tests/api/openapi_check.c reads api/openapi.yaml
 )
 # test.sh's clang stage (ASan+UBSan under clang) and fuzz stage need clang and
 # its runtime: libclang_rt.{asan,ubsan_standalone,fuzzer}-x86_64.a come from
