@@ -10,6 +10,12 @@ packages=(
   dataset-fashion-mnist
   libyaml-dev  # tests only: tests/api/openapi_check.c reads api/openapi.yaml
 )
+# tools/openapi/lint.sh (Redocly CLI, pinned in tools/openapi/package-lock.json)
+# runs on Node.js and npm; a Node.js that brings its own npm (NodeSource's
+# nodejs conflicts with Debian's npm) is kept as it is.
+if ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 # test.sh's clang stage (ASan+UBSan under clang) and fuzz stage need clang and
 # its runtime: libclang_rt.{asan,ubsan_standalone,fuzzer}-x86_64.a come from
 # libclang-rt-14-dev (`dpkg -S`), which clang-14 only recommends (through
