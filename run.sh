@@ -6,7 +6,7 @@
 #   ./run.sh classify IMAGE...    # or any other vitfit command
 set -euo pipefail
 cd "$(dirname "$0")"
-VITFIT_WITH_FUZZ=0 tools/install-deps.sh
+VITFIT_WITH_FUZZ=0 VITFIT_WITH_BROWSER=0 tools/install-deps.sh
 [ -f build/build.ninja ] || meson setup build --buildtype=release >/dev/null
 ninja -C build >/dev/null
 case "${1:-}" in

@@ -2,19 +2,23 @@
 # One command that runs every test, in stages:
 #   release   the whole suite, gcc release build (build/)
 #   portable  the engine tests again with VITFIT_NO_AVX512=1 (OpenBLAS, scalar kernels)
-#   asan      the whole suite under ASan+UBSan, gcc (build-asan/), but for the
-#             suite 'slow': the long numeric runs (test_finetune's accuracy
+#   asan      the whole suite under ASan+UBSan, gcc (build-asan/), with
+#             UBSan's float-to-int conversion check (-fsanitize=float-cast-
+#             overflow, which -fsanitize=undefined leaves out in gcc), but for
+#             the suite 'web' (the try-it page in Chromium tests the browser's
+#             side, which no sanitizer sees; the server's static routes are
+#             api_web, run here) and the suite 'slow': the long numeric runs (test_finetune's accuracy
 #             floors, test_trainer_resume's bit-identical resumes,
 #             test_linear_probe's cached-vs-recomputed runs, test_bf16_accuracy's
-#             10,000 images), minutes each here and the same code the faster
-#             tests run under the sanitizer (train, train_paths, trainer,
-#             trainer_validation, cli_resume, vit_bf16, and api_finetune's
-#             jobs -- a cached linear probe among them --, restarts and kill -9
-#             resume)
-#   clang     the whole suite under ASan+UBSan, clang (build-clang/): clang's
-#             UBSan also checks float-to-int conversions, which gcc's does not;
-#             but for the suites 'slow' and 'long' (training runs of a minute
-#             or more under a sanitizer; asan runs 'long')
+#             10,000 images, test_trainer_validation's best-epoch runs), minutes
+#             each here and the same code the faster tests run under the
+#             sanitizer (train, train_paths, trainer, cli_resume, vit_bf16, and
+#             api_finetune's jobs -- a cached linear probe among them --,
+#             restarts and kill -9 resume)
+#   clang     the unit suite under ASan+UBSan, clang (build-clang/), after
+#             building everything with clang (its warnings are errors too); but
+#             for the suites 'slow' and 'long', and the API tests, which run
+#             the same server code as under gcc's ASan and took the longest
 #   tsan      the threaded tests under ThreadSanitizer (build-tsan/)
 #   fuzz      every libFuzzer target tests/fuzz/fuzz_*.c for a bounded run (build-fuzz/)
 #
@@ -328,9 +332,10 @@ if opted_out asan; then
   stage_not_run asan "VITFIT_SKIP_STAGES"
 else
   # sanitizers slow the tests down 2-4x: the per-test timeouts scale with them
-  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow)
+  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow --no-suite=web)
   suite_stage asan build-asan "ASan + UBSan build (gcc)" --buildtype=debugoptimized \
-    -Db_sanitize=address,undefined -Db_lundef=false
+    -Db_sanitize=address,undefined -Db_lundef=false \
+    -Dc_args=-fsanitize=float-cast-overflow -Dc_link_args=-fsanitize=float-cast-overflow
   stage_test_opts=()
 fi
 
@@ -340,8 +345,8 @@ if opted_out clang; then
 elif [ "$have_clang" = 0 ]; then
   stage_not_run clang "clang is not installed"
 else
-  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow --no-suite=long)
-  CC=clang suite_stage clang build-clang "ASan + UBSan build (clang), all but slow and long" \
+  stage_test_opts=(--timeout-multiplier=3 --suite=unit --no-suite=slow --no-suite=long)
+  CC=clang suite_stage clang build-clang "ASan + UBSan build (clang), unit tests but slow and long" \
     --buildtype=debugoptimized \
     -Db_sanitize=address,undefined -Db_lundef=false
   stage_test_opts=()
@@ -367,7 +372,7 @@ else
       build_dir tsan build-tsan "${targets[@]}"; then
     TSAN_OPTIONS=halt_on_error=1 TEST_API_FINETUNE_SKIP=$tsan_finetune_skip \
       run_meson_tests tsan build-tsan testlog --no-rebuild \
-      --timeout-multiplier=3 "${tsan_tests[@]}"
+      --timeout-multiplier=3 --no-suite=web "${tsan_tests[@]}"
   fi
   end_stage tsan
 fi
@@ -412,7 +417,7 @@ else
       [ -d "tests/fuzz/corpus/$t" ] &&
         while IFS= read -r -d '' f; do big+=("$f"); done < <(find "tests/fuzz/corpus/$t" \
           -type f -size +"${fuzz_max_len}"c -print0)
-      if ! "build-fuzz/tests/fuzz/fuzz_$t" -seed=1 -runs=20000 -max_total_time=60 \
+      if ! "build-fuzz/tests/fuzz/fuzz_$t" -seed=1 -runs=20000 -max_total_time=30 \
           -max_len="$fuzz_max_len" "${fuzz_limits[@]}" "${dict[@]}" \
           -artifact_prefix="build-fuzz/artifacts/fuzz_$t-" "$corpus" \
           >"build-fuzz/fuzz_$t.log" 2>&1; then

@@ -64,6 +64,18 @@ static const char *check_task(const char *s)
     return NULL;
 }
 
+/* An http(s) URL without spaces, a query or a fragment (server/hub.c checks
+ * the rest -- https, or http to a loopback address -- when it is used). */
+static const char *check_hub_url(const char *s)
+{
+    if (strncmp(s, "https://", 8) != 0 && strncmp(s, "http://", 7) != 0)
+        return "is not an https:// URL";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p <= ' ' || *p >= 0x7f || *p == '?' || *p == '#')
+            return "is not a URL without spaces, a query or a fragment";
+    return NULL;
+}
+
 static const char *const log_format_names[] = {"json", "text", NULL};
 static const char *const precision_names[] = {"fp32", "bf16", NULL};
 
@@ -88,6 +100,17 @@ static const cfg_key cfg_table[] = {
            "Backbone checkpoint: a model directory or a .safetensors file."),
     STRING(data_dir, "data", CFG_REQUIRED, NULL,
            "Directory of tasks/, datasets/ and jobs/; nothing outside it is read or written."),
+    /* model download: --model hf:ORG/NAME[@REVISION] (server/hub.c) */
+    STRING(hub_url, "https://huggingface.co", CFG_REQUIRED, check_hub_url,
+           "Model hub of hf:ORG/NAME[@REVISION] models (files from URL/ORG/NAME/resolve/REVISION/"
+           "FILE): https, or http to a loopback address."),
+    STRING(cache, "", 0, NULL,
+           "Directory of downloaded models (hub/ORG/NAME/snapshots/REVISION); empty = "
+           "~/.cache/vitfit."),
+    BOOL(hub_offline, false,
+         "Take hf: models from the cache only, never from the network (HF_HUB_OFFLINE=1 too)."),
+    INT64(hub_max_bytes, 4294967296, 1024, 1099511627776,
+          "Largest file downloaded from the hub; a larger one is refused before it is fetched."),
     /* inference */
     INT(workers, 1, 1, 64, "Inference workers, each running one batch at a time."),
     INT(threads_per_worker, 0, 0, 256,
@@ -156,12 +179,12 @@ static const char *const other_env[] = {
     "VITFIT_BIN",            /* tests: the vitfit binary */
     "VITFIT_CI",             /* test.sh: running in CI */
     "VITFIT_WITH_FUZZ",      /* test.sh */
+    "VITFIT_WITH_BROWSER",   /* tools/install-deps.sh: chromium, nodejs, npm */
     "VITFIT_WITH_REFERENCE", /* test.sh / tools: PyTorch reference */
     "VITFIT_SKIP_STAGES",    /* test.sh */
     "VITFIT_TEST_CPUS",      /* tests/unit/fake_cpus.c */
     "VITFIT_TEST_FAIL_THREAD", /* tests/unit/fail_pthread_create.c */
     "VITFIT_FUZZ_TASK_SEEDS", /* tests/fuzz/fuzz_task.c */
-    "VITFIT_CACHE",          /* tools: download cache */
     NULL,
 };
 
@@ -705,12 +728,12 @@ void cfg_print_help(FILE *out)
             "Each setting comes from, later winning: its default, the JSON config file\n"
             "(--config FILE, else $VITFIT_CONFIG), a VITFIT_* environment variable, a flag.\n"
             "One name in each: queue_capacity <-> --queue-capacity <-> VITFIT_QUEUE_CAPACITY.\n"
-            "Booleans: a bare --flag means true; values true/false, 1/0, yes/no.\n"
+            "Booleans: a flag without a value means true; values true/false, 1/0, yes/no.\n"
             "Unknown keys, flags and VITFIT_* variables are errors.\n"
             "\n"
             "  --config FILE  (VITFIT_CONFIG)\n"
             "      A JSON object of the keys below, at most %d bytes\n"
-            "      (config/vitfit.example.json lists them all).\n"
+            "      (config/vitfit.example.json lists them all); default: none.\n"
             "  -h, --help\n"
             "      Print this text and exit.\n",
             CFG_FILE_MAX);

@@ -44,6 +44,7 @@ enum {
 #define CFG_HOST_SIZE 256
 #define CFG_SECRET_SIZE 256
 #define CFG_TASK_SIZE 65 /* a task name: ^[a-z0-9][a-z0-9._-]{0,63}$ */
+#define CFG_URL_SIZE 1024
 
 /* How the server writes its log lines. */
 typedef enum cfg_log_format { CFG_LOG_JSON, CFG_LOG_TEXT } cfg_log_format;
@@ -60,6 +61,10 @@ typedef struct vit_cfg {
     int port;                          /* 0 = any free port */
     char model[CFG_PATH_SIZE];         /* backbone checkpoint (dir or file) */
     char data_dir[CFG_PATH_SIZE];      /* tasks/, datasets/, jobs/ live here */
+    char hub_url[CFG_URL_SIZE];        /* where hf:ORG/NAME models come from */
+    char cache[CFG_PATH_SIZE];         /* downloaded models; "" = ~/.cache/vitfit */
+    bool hub_offline;                  /* hf: models from the cache only */
+    int64_t hub_max_bytes;             /* largest file downloaded from the hub */
     int workers;                       /* inference workers */
     int threads_per_worker;            /* 0 = usable CPUs / workers */
     bool oversubscribe;                /* allow workers x threads > CPUs */

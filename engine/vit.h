@@ -42,8 +42,9 @@
 typedef enum vit_act { VIT_ACT_GELU, VIT_ACT_QUICK_GELU } vit_act;
 
 /* What the packed matrix products multiply: fp32, or operands rounded to
- * bf16 with fp32 accumulation (LayerNorm, softmax, GELU, the residual
- * stream, attention and the head stay fp32). */
+ * bf16 with fp32 accumulation (the linear layers and attention's two
+ * products; LayerNorm, softmax, GELU, the residual stream and the head stay
+ * fp32). */
 typedef enum vit_precision { VIT_PRECISION_FP32, VIT_PRECISION_BF16 } vit_precision;
 typedef enum vit_pool { VIT_POOL_CLS, VIT_POOL_MEAN } vit_pool;
 
@@ -53,6 +54,7 @@ typedef enum vit_layout {
     VIT_LAYOUT_HF,          /* HF transformers ViTModel / ViTForImageClassification */
     VIT_LAYOUT_TORCHVISION, /* torchvision.models.vit_b_16 and friends */
     VIT_LAYOUT_CLIP,        /* OpenAI CLIP visual tower */
+    VIT_LAYOUT_HF_CLIP,     /* HF transformers CLIPModel / CLIPVisionModel: vision tower */
     VIT_LAYOUT_COUNT,
 } vit_layout;
 

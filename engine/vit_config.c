@@ -176,6 +176,7 @@ static img_preprocess default_preprocess(vit_layout layout, int size)
     case VIT_LAYOUT_HF:
         return img_preprocess_hf(size);
     case VIT_LAYOUT_CLIP:
+    case VIT_LAYOUT_HF_CLIP:
         return img_preprocess_clip(size);
     case VIT_LAYOUT_TORCHVISION: {
         /* torchvision's ViT weights: resize 256 bilinear, crop 224, ImageNet stats */
@@ -417,12 +418,14 @@ static vit_status labels_from_array(json_t *arr, char ***labels, int *n, vit_err
     return VIT_OK;
 }
 
-/* Copies HF id2label {"0": "name", ...}; ids must be exactly 0..n-1. */
-static vit_status labels_from_id2label(json_t *obj, char ***labels, int *n, vit_error *err)
+/* Copies HF id2label {"0": "name", ...} (or timm's label_names in that form:
+ * what names the key); ids must be exactly 0..n-1. */
+static vit_status labels_from_id2label(json_t *obj, const char *what, char ***labels, int *n,
+                                       vit_error *err)
 {
     size_t count = json_object_size(obj);
     if (count == 0 || count > 1000000)
-        return vit_error_set(err, VIT_ERR_FORMAT, "config.json: id2label has %zu entries", count);
+        return vit_error_set(err, VIT_ERR_FORMAT, "config.json: %s has %zu entries", what, count);
     char **out = calloc(count, sizeof *out);
     if (!out)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading labels");
@@ -440,14 +443,16 @@ static vit_status labels_from_id2label(json_t *obj, char ***labels, int *n, vit_
                 shown[i] = key[i] >= 0x20 && key[i] < 0x7f ? key[i] : '?';
             shown[i] = '\0';
             return vit_error_set(err, VIT_ERR_FORMAT,
-                                 "config.json: id2label must map ids 0..%zu to strings (bad entry '%s')",
-                                 count - 1, shown);
+                                 "config.json: %s must map ids 0..%zu to strings (bad entry '%s')",
+                                 what, count - 1, shown);
         }
         if (!(out[id] = strdup(json_string_value(value)))) {
             vit_labels_free(out, (int)count);
             return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading labels");
         }
-        vit_status st = check_label("id2label entry", (size_t)id, out[id], err);
+        char entry[32];
+        snprintf(entry, sizeof entry, "%s entry", what);
+        vit_status st = check_label(entry, (size_t)id, out[id], err);
         if (st != VIT_OK) {
             vit_labels_free(out, (int)count);
             return st;
@@ -480,7 +485,9 @@ static int timm_heads_for(const char *architecture)
             return key_error(err, "config.json", key, r_);  \
     } while (0)
 
-static vit_status apply_hf(json_t *root, vit_config *cfg, vit_error *err)
+/* Reads the HF form from obj: the root of a ViT config.json, or the
+ * vision_config of a CLIPModel's (file names it in messages). */
+static vit_status apply_hf(json_t *obj, const char *file, vit_config *cfg, vit_error *err)
 {
     static const struct { const char *key; size_t offset; } ints[] = {
         {"hidden_size", offsetof(vit_config, width)},
@@ -490,14 +497,16 @@ static vit_status apply_hf(json_t *root, vit_config *cfg, vit_error *err)
         {"image_size", offsetof(vit_config, image_size)},
         {"patch_size", offsetof(vit_config, patch_size)},
     };
-    int old_image = cfg->image_size;
+    int old_image = cfg->image_size, r;
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
-        READ(json_int(root, ints[i].key, (int *)((char *)cfg + ints[i].offset)), ints[i].key);
-    READ(json_float(root, "layer_norm_eps", &cfg->ln_eps), "layer_norm_eps");
-    json_t *act = json_object_get(root, "hidden_act");
+        if ((r = json_int(obj, ints[i].key, (int *)((char *)cfg + ints[i].offset))) != KEY_OK)
+            return key_error(err, file, ints[i].key, r);
+    if ((r = json_float(obj, "layer_norm_eps", &cfg->ln_eps)) != KEY_OK)
+        return key_error(err, file, "layer_norm_eps", r);
+    json_t *act = json_object_get(obj, "hidden_act");
     if (act) {
         if (!json_is_string(act))
-            return BAD_KEY("hidden_act");
+            return key_error(err, file, "hidden_act", KEY_BAD_TYPE);
         vit_status st = parse_act(json_string_value(act), &cfg->act, err);
         if (st != VIT_OK)
             return st;
@@ -622,6 +631,33 @@ static vit_status apply_timm(json_t *root, vit_config *cfg, vit_error *err)
     return VIT_OK;
 }
 
+/* timm's label_descriptions maps each label name to a readable one
+ * ("n01440764" -> "tench, Tinca tinca"): when it describes every label, the
+ * descriptions become the labels (what a reply shows a person, and what HF's
+ * id2label holds for the same classes); otherwise the names stay. */
+static vit_status apply_descriptions(json_t *desc, char **labels, int n, vit_error *err)
+{
+    if (!json_is_object(desc))
+        return VIT_OK;
+    for (int i = 0; i < n; i++)
+        if (!json_is_string(json_object_get(desc, labels[i])))
+            return VIT_OK;
+    for (int i = 0; i < n; i++) {
+        vit_status st = check_label("label description", (size_t)i,
+                                    json_string_value(json_object_get(desc, labels[i])), err);
+        if (st != VIT_OK)
+            return st;
+    }
+    for (int i = 0; i < n; i++) {
+        char *copy = strdup(json_string_value(json_object_get(desc, labels[i])));
+        if (!copy)
+            return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading labels");
+        free(labels[i]);
+        labels[i] = copy;
+    }
+    return VIT_OK;
+}
+
 vit_status vit_config_apply_json(json_t *root, vit_config *cfg, char ***labels, int *num_labels,
                                  vit_error *err)
 {
@@ -630,8 +666,11 @@ vit_status vit_config_apply_json(json_t *root, vit_config *cfg, char ***labels, 
     if (!json_is_object(root))
         return vit_error_set(err, VIT_ERR_FORMAT, "config.json is not a JSON object");
     vit_status st;
+    json_t *vision = json_object_get(root, "vision_config");
     if (json_object_get(root, "hidden_size"))
-        st = apply_hf(root, cfg, err);
+        st = apply_hf(root, "config.json", cfg, err);
+    else if (json_is_object(vision)) /* HF CLIPModel: the vision tower's own config */
+        st = apply_hf(vision, "config.json: vision_config", cfg, err);
     else
         st = apply_timm(root, cfg, err);
     if (st != VIT_OK)
@@ -639,10 +678,22 @@ vit_status vit_config_apply_json(json_t *root, vit_config *cfg, char ***labels, 
     json_t *names = json_object_get(root, "label_names");
     json_t *id2label = json_object_get(root, "id2label");
     if (json_is_array(names))
-        return labels_from_array(names, labels, num_labels, err);
-    if (json_is_object(id2label))
-        return labels_from_id2label(id2label, labels, num_labels, err);
-    return VIT_OK;
+        st = labels_from_array(names, labels, num_labels, err);
+    else if (json_is_object(names)) /* timm writes a dict when the ids have gaps */
+        st = labels_from_id2label(names, "label_names", labels, num_labels, err);
+    else if (json_is_object(id2label))
+        return labels_from_id2label(id2label, "id2label", labels, num_labels, err);
+    else
+        return VIT_OK;
+    if (st == VIT_OK)
+        st = apply_descriptions(json_object_get(root, "label_descriptions"), *labels,
+                                *num_labels, err);
+    if (st != VIT_OK) {
+        vit_labels_free(*labels, *num_labels);
+        *labels = NULL;
+        *num_labels = 0;
+    }
+    return st;
 }
 
 /* ---- preprocessor_config.json (HF image processors) ---- */

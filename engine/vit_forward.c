@@ -417,7 +417,8 @@ static void block_forward_packed(const vit_model *m, const vit_block_weights *w,
     packed_rows(m, a, k->qkv, k->ln1, w->qkv_wp, w->qkv_wb, w->qkv_b, false, GEMM_POST_NONE, B,
                 N, 3 * C, C);                                                 /* (B,N,3C) */
     vit_profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
-    attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads, a->attn_scratch);
+    attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads,
+                           m->precision == VIT_PRECISION_BF16, a->attn_scratch);
     vit_profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
     packed_rows(m, a, a->x, k->attn, w->proj_wp, w->proj_wb, w->proj_b, true, GEMM_POST_NONE, B,
                 N, C, C);                                                     /* x += proj */
@@ -519,7 +520,8 @@ static void block_forward_train(const vit_model *m, const vit_block_weights *w, 
     train_rows(m, a, k->qkv, k->ln1, w->qkv_w, w->qkv_wp, w->qkv_b, false, GEMM_POST_NONE, B, N,
                3 * C, C);                                                     /* (B,N,3C) */
     vit_profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
-    attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads, a->attn_scratch);
+    attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads, false,
+                           a->attn_scratch);
     vit_profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
     train_rows(m, a, a->x, k->attn, w->proj_w, w->proj_wp, w->proj_b, true, GEMM_POST_NONE, B, N,
                C, C);                                                         /* x += proj */

@@ -241,10 +241,43 @@ vit_status vit_model_create(const vit_config *cfg, vit_model **out, vit_error *e
     return model_assemble(cfg, NULL, NULL, out, err);
 }
 
-/* The frozen arena does not depend on the head (the head is trainable), so a
- * model with another class count can share it as is. */
+/* One frozen matrix the packed path multiplies: where its unpacked source
+ * and its packed copies are pointed to from m->w, and its shape (n, k). */
+typedef struct packed_matrix {
+    const float **w;
+    const float **fp32;
+    const uint16_t **bf16;
+    int n, k;
+} packed_matrix;
+
+/* How many matrices the packed path multiplies: the patch embedding, then
+ * each block's four (depth is bounded by the config). */
+static size_t packed_matrix_count(const vit_model *m)
+{
+    return 1 + 4 * (size_t)m->cfg.depth;
+}
+
+/* The i-th of them. */
+static packed_matrix packed_matrix_at(vit_model *m, size_t i)
+{
+    const vit_config *c = &m->cfg;
+    int C = c->width, M = c->mlp_dim;
+    if (i == 0)
+        return (packed_matrix){&m->w.patch_w, &m->w.patch_wp, &m->w.patch_wb, C,
+                               3 * c->patch_size * c->patch_size};
+    vit_block_weights *b = &m->w.blocks[(i - 1) / 4];
+    switch ((i - 1) % 4) {
+    case 0: return (packed_matrix){&b->qkv_w, &b->qkv_wp, &b->qkv_wb, 3 * C, C};
+    case 1: return (packed_matrix){&b->proj_w, &b->proj_wp, &b->proj_wb, C, C};
+    case 2: return (packed_matrix){&b->fc1_w, &b->fc1_wp, &b->fc1_wb, M, C};
+    default: return (packed_matrix){&b->fc2_w, &b->fc2_wp, &b->fc2_wb, C, M};
+    }
+}
+
 static void forget_unpacked(vit_model *m);
 
+/* The frozen arena does not depend on the head (the head is trainable), so a
+ * model with another class count can share it as is. */
 static vit_status derive(const vit_model *base, int num_classes, bool copy_frozen,
                          const float *trainable, vit_model **out, vit_error *err)
 {
@@ -275,20 +308,13 @@ static vit_status derive(const vit_model *base, int num_classes, bool copy_froze
         m->packed = base->packed;
         m->packed_len = base->packed_len;
         m->precision = base->precision;
-        for (int l = 0; l < cfg.depth; l++) {
-            vit_block_weights *b = &m->w.blocks[l];
-            const vit_block_weights *src = &base->w.blocks[l];
-            b->qkv_wp = src->qkv_wp;
-            b->proj_wp = src->proj_wp;
-            b->fc1_wp = src->fc1_wp;
-            b->fc2_wp = src->fc2_wp;
-            b->qkv_wb = src->qkv_wb;
-            b->proj_wb = src->proj_wb;
-            b->fc1_wb = src->fc1_wb;
-            b->fc2_wb = src->fc2_wb;
+        for (size_t i = 0; i < packed_matrix_count(m); i++) {
+            /* base's slots are only read */
+            packed_matrix to = packed_matrix_at(m, i);
+            packed_matrix from = packed_matrix_at((vit_model *)base, i);
+            *to.fp32 = *from.fp32;
+            *to.bf16 = *from.bf16;
         }
-        m->w.patch_wp = base->w.patch_wp;
-        m->w.patch_wb = base->w.patch_wb;
         memcpy(m->fingerprint, base->fingerprint, sizeof m->fingerprint);
         if (base->unpacked_released) {
             forget_unpacked(m);
@@ -360,36 +386,9 @@ int vit_precision_parse(const char *name, vit_precision *out)
     return 1;
 }
 
-/* One frozen matrix the packed path multiplies: its unpacked source, shape,
- * and the slots its packed copy goes to. */
-typedef struct pack_item {
-    const float *w;
-    int n, k;
-    const float **fp32;
-    const uint16_t **bf16;
-} pack_item;
-
-/* The model's packed matrices (patch embedding, then each block's four);
- * returns how many were written to items (1 + 4 * depth). */
-static size_t pack_items(vit_model *m, pack_item *items)
-{
-    const vit_config *c = &m->cfg;
-    int C = c->width, M = c->mlp_dim, K = 3 * c->patch_size * c->patch_size;
-    size_t n = 0;
-    items[n++] = (pack_item){m->w.patch_w, C, K, &m->w.patch_wp, &m->w.patch_wb};
-    for (int l = 0; l < c->depth; l++) {
-        vit_block_weights *b = &m->w.blocks[l];
-        items[n++] = (pack_item){b->qkv_w, 3 * C, C, &b->qkv_wp, &b->qkv_wb};
-        items[n++] = (pack_item){b->proj_w, C, C, &b->proj_wp, &b->proj_wb};
-        items[n++] = (pack_item){b->fc1_w, M, C, &b->fc1_wp, &b->fc1_wb};
-        items[n++] = (pack_item){b->fc2_w, C, M, &b->fc2_wp, &b->fc2_wb};
-    }
-    return n;
-}
-
 /* Bytes of one matrix packed in precision, 64-byte aligned so each panel
  * set starts on a cache line. */
-static size_t packed_bytes(const pack_item *it, vit_precision precision)
+static size_t packed_bytes(const packed_matrix *it, vit_precision precision)
 {
     size_t bytes = precision == VIT_PRECISION_BF16
                        ? gemm_packed_weight_bf16_elems(it->n, it->k) * sizeof(uint16_t)
@@ -439,19 +438,16 @@ static vit_status pack(vit_model *m, vit_precision precision, bool release, vit_
     if (release && !m->owns_frozen)
         return vit_error_set(err, VIT_ERR_INVALID,
                              "only a model that owns its weights can release them");
-    vit_status st = release ? vit_model_fingerprint(m, m->fingerprint, err) : VIT_OK;
-    size_t count = 1 + 4 * (size_t)m->cfg.depth; /* depth is bounded by the config */
-    pack_item *items = st == VIT_OK ? malloc(count * sizeof *items) : NULL;
-    if (!items) {
-        m->fingerprint[0] = '\0';
-        return st != VIT_OK ? st : vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing weights");
+    if (release) {
+        vit_status st = vit_model_fingerprint(m, m->fingerprint, err);
+        if (st != VIT_OK)
+            return st;
     }
-    pack_items(m, items);
-    size_t total = 0;
+    size_t count = packed_matrix_count(m), total = 0;
     for (size_t i = 0; i < count; i++) {
-        size_t bytes = packed_bytes(&items[i], precision);
+        packed_matrix it = packed_matrix_at(m, i);
+        size_t bytes = packed_bytes(&it, precision);
         if (total + bytes < total) {
-            free(items);
             m->fingerprint[0] = '\0';
             return vit_error_set(err, VIT_ERR_NOMEM, "packed weights overflow size_t");
         }
@@ -460,15 +456,15 @@ static vit_status pack(vit_model *m, vit_precision precision, bool release, vit_
     /* the old packing goes first (never three copies at once); until the new
      * one is complete the model is unpacked */
     for (size_t i = 0; i < count; i++) {
-        *items[i].fp32 = NULL;
-        *items[i].bf16 = NULL;
+        packed_matrix it = packed_matrix_at(m, i);
+        *it.fp32 = NULL;
+        *it.bf16 = NULL;
     }
     free(m->packed);
     m->packed = NULL;
     m->packed_len = 0;
     char *p = vit_alloc_large(total);
     if (!p) {
-        free(items);
         m->fingerprint[0] = '\0';
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory packing %zu bytes of weights",
                              total);
@@ -478,19 +474,18 @@ static vit_status pack(vit_model *m, vit_precision precision, bool release, vit_
     m->owns_packed = true;
     m->precision = precision;
     for (size_t i = 0; i < count; i++) {
-        pack_item *it = &items[i];
+        packed_matrix it = packed_matrix_at(m, i);
         if (precision == VIT_PRECISION_BF16) {
-            gemm_pack_weight_bf16((uint16_t *)p, it->w, it->n, it->k);
-            *it->bf16 = (const uint16_t *)p;
+            gemm_pack_weight_bf16((uint16_t *)p, *it.w, it.n, it.k);
+            *it.bf16 = (const uint16_t *)p;
         } else {
-            gemm_pack_weight((float *)p, it->w, it->n, it->k);
-            *it->fp32 = (const float *)p;
+            gemm_pack_weight((float *)p, *it.w, it.n, it.k);
+            *it.fp32 = (const float *)p;
         }
         if (release)
-            drop_pages(it->w, (size_t)it->n * it->k);
-        p += packed_bytes(it, precision);
+            drop_pages(*it.w, (size_t)it.n * it.k);
+        p += packed_bytes(&it, precision);
     }
-    free(items);
     if (release) {
         forget_unpacked(m);
         m->unpacked_released = true;
@@ -520,24 +515,12 @@ vit_status vit_model_pack(vit_model *m, vit_error *err)
  * zero pages vit_model_release_unpacked left. */
 static void forget_unpacked(vit_model *m)
 {
-    static const char *const suffixes[] = {".attn.qkv.weight", ".attn.proj.weight",
-                                           ".mlp.fc1.weight", ".mlp.fc2.weight"};
-    for (size_t i = 0; i < m->num_params; i++) {
-        vit_param *p = &m->params[i];
-        size_t len = strlen(p->name);
-        bool packed = strcmp(p->name, "patch_embed.proj.weight") == 0;
-        for (size_t s = 0; !packed && s < sizeof suffixes / sizeof suffixes[0]; s++) {
-            size_t sl = strlen(suffixes[s]);
-            packed = strncmp(p->name, "blocks.", 7) == 0 && len > sl &&
-                     strcmp(p->name + len - sl, suffixes[s]) == 0;
-        }
-        if (packed)
-            p->data = NULL;
-    }
-    m->w.patch_w = NULL;
-    for (int l = 0; l < m->cfg.depth; l++) {
-        vit_block_weights *b = &m->w.blocks[l];
-        b->qkv_w = b->proj_w = b->fc1_w = b->fc2_w = NULL;
+    for (size_t i = 0; i < packed_matrix_count(m); i++) {
+        packed_matrix it = packed_matrix_at(m, i);
+        for (size_t j = 0; j < m->num_params; j++)
+            if (m->params[j].data == *it.w)
+                m->params[j].data = NULL;
+        *it.w = NULL;
     }
 }
 
@@ -554,16 +537,10 @@ vit_status vit_model_release_unpacked(vit_model *m, vit_error *err)
     vit_status st = vit_model_fingerprint(m, m->fingerprint, err);
     if (st != VIT_OK)
         return st;
-    size_t count = 1 + 4 * (size_t)m->cfg.depth;
-    pack_item *items = malloc(count * sizeof *items);
-    if (!items) {
-        m->fingerprint[0] = '\0';
-        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory releasing weights");
+    for (size_t i = 0; i < packed_matrix_count(m); i++) {
+        packed_matrix it = packed_matrix_at(m, i);
+        drop_pages(*it.w, (size_t)it.n * it.k);
     }
-    pack_items(m, items);
-    for (size_t i = 0; i < count; i++)
-        drop_pages(items[i].w, (size_t)items[i].n * items[i].k);
-    free(items);
     forget_unpacked(m);
     m->unpacked_released = true;
     return VIT_OK;

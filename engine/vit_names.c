@@ -126,6 +126,36 @@ static const vit_name_row clip_rows[] = {
     COPY("head.bias", "head.bias"),
 };
 
+/* ref: HF transformers modeling_clip.py CLIPModel (vision_model.*, visual_projection) and
+ * convert_clip_original_pytorch_to_hf.py: one file holds both towers, text_model.* is
+ * never read; visual_projection is OpenAI's visual.proj transposed, i.e. (D, C) already. */
+static const vit_name_row hf_clip_rows[] = {
+    COPY("patch_embed.proj.weight", "vision_model.embeddings.patch_embedding.weight"),
+    COPY("cls_token", "vision_model.embeddings.class_embedding"),
+    COPY("pos_embed", "vision_model.embeddings.position_embedding.weight"),
+    COPY("norm_pre.weight", "vision_model.pre_layrnorm.weight"), /* sic: upstream's spelling */
+    COPY("norm_pre.bias", "vision_model.pre_layrnorm.bias"),
+    COPY("blocks.{i}.norm1.weight", "vision_model.encoder.layers.{i}.layer_norm1.weight"),
+    COPY("blocks.{i}.norm1.bias", "vision_model.encoder.layers.{i}.layer_norm1.bias"),
+    PART("blocks.{i}.attn.qkv.weight", "vision_model.encoder.layers.{i}.self_attn.q_proj.weight", 0, 3),
+    PART("blocks.{i}.attn.qkv.weight", "vision_model.encoder.layers.{i}.self_attn.k_proj.weight", 1, 3),
+    PART("blocks.{i}.attn.qkv.weight", "vision_model.encoder.layers.{i}.self_attn.v_proj.weight", 2, 3),
+    PART("blocks.{i}.attn.qkv.bias", "vision_model.encoder.layers.{i}.self_attn.q_proj.bias", 0, 3),
+    PART("blocks.{i}.attn.qkv.bias", "vision_model.encoder.layers.{i}.self_attn.k_proj.bias", 1, 3),
+    PART("blocks.{i}.attn.qkv.bias", "vision_model.encoder.layers.{i}.self_attn.v_proj.bias", 2, 3),
+    COPY("blocks.{i}.attn.proj.weight", "vision_model.encoder.layers.{i}.self_attn.out_proj.weight"),
+    COPY("blocks.{i}.attn.proj.bias", "vision_model.encoder.layers.{i}.self_attn.out_proj.bias"),
+    COPY("blocks.{i}.norm2.weight", "vision_model.encoder.layers.{i}.layer_norm2.weight"),
+    COPY("blocks.{i}.norm2.bias", "vision_model.encoder.layers.{i}.layer_norm2.bias"),
+    COPY("blocks.{i}.mlp.fc1.weight", "vision_model.encoder.layers.{i}.mlp.fc1.weight"),
+    COPY("blocks.{i}.mlp.fc1.bias", "vision_model.encoder.layers.{i}.mlp.fc1.bias"),
+    COPY("blocks.{i}.mlp.fc2.weight", "vision_model.encoder.layers.{i}.mlp.fc2.weight"),
+    COPY("blocks.{i}.mlp.fc2.bias", "vision_model.encoder.layers.{i}.mlp.fc2.bias"),
+    COPY("norm.weight", "vision_model.post_layernorm.weight"),
+    COPY("norm.bias", "vision_model.post_layernorm.bias"),
+    COPY("proj.weight", "visual_projection.weight"), /* CLIPVisionModel saves have none */
+};
+
 #define ROWS(t) t, sizeof t / sizeof t[0]
 
 static const vit_layout_desc layouts[VIT_LAYOUT_COUNT] = {
@@ -137,6 +167,8 @@ static const vit_layout_desc layouts[VIT_LAYOUT_COUNT] = {
      1e-6f, VIT_ACT_GELU},
     {VIT_LAYOUT_CLIP, "clip", "visual.conv1.weight", "visual.", ROWS(clip_rows), 1e-5f,
      VIT_ACT_QUICK_GELU},
+    {VIT_LAYOUT_HF_CLIP, "hf-clip", "vision_model.embeddings.patch_embedding.weight", NULL,
+     ROWS(hf_clip_rows), 1e-5f, VIT_ACT_QUICK_GELU},
 };
 
 const vit_layout_desc *vit_layout_get(vit_layout layout)
@@ -194,6 +226,6 @@ vit_status vit_layout_detect(const st_file *f, const vit_layout_desc **out, vit_
         }
     }
     return vit_error_set(err, VIT_ERR_UNSUPPORTED,
-                         "not a ViT checkpoint in a known layout (timm, HF transformers, "
-                         "torchvision or OpenAI CLIP): no patch embedding tensor found");
+                         "not a ViT checkpoint in a known layout (timm, HF transformers ViT or "
+                         "CLIP, torchvision or OpenAI CLIP): no patch embedding tensor found");
 }

@@ -14,6 +14,8 @@
 
 #include <jansson.h>
 
+#include "config.h"
+#include "hub.h"
 #include "status.h"
 
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
@@ -25,6 +27,7 @@ int cli_bench(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_init(int argc, char **argv);
+int cli_health(int argc, char **argv);
 
 /* Prints "vitfit: <message>" and returns CLI_FAIL. */
 int cli_fail(const vit_error *err);
@@ -49,6 +52,20 @@ char *cli_text(const char *s);
 /* json_string(cli_text(s)): a JSON string for any path or name; NULL only
  * when out of memory (or s is NULL). */
 json_t *cli_json_text(const char *s);
+
+/* The checkpoint (directory or file) that a --model value names: model
+ * itself, or for "hf:ORG/NAME[@REVISION]" its snapshot in the download cache
+ * (hub.h), fetched first when it is not there, with the hub settings of the
+ * config (file and VITFIT_* variables: hub_url, cache, hub_offline,
+ * hub_max_bytes) plus HF_TOKEN and HF_HUB_OFFLINE.  CLI_OK with path[len]
+ * filled, else the exit code after one line on stderr: CLI_USAGE for a
+ * malformed name or setting, CLI_FAIL for the rest. */
+int cli_model_path(const char *model, char *path, size_t len);
+
+/* hub_options from config c and the environment: HF_TOKEN, HF_HUB_OFFLINE
+ * (1/true/yes/on, any case) beside c->hub_offline, a progress bar when
+ * stderr is a terminal; no log or stop callbacks. */
+void cli_hub_options(const vit_cfg *c, hub_options *o);
 
 /* Parses a decimal integer in [lo, hi]; returns 0 if s is not one. */
 int cli_parse_int(const char *s, long lo, long hi, long *out);

@@ -22,23 +22,33 @@
 
 static void bench_usage(FILE *out)
 {
-    fprintf(out, "usage: vitfit bench --model DIR|FILE | --preset vit-b16|vit-l14-clip|vit-tiny\n"
-                 "                    [--batch N] [--threads N] [--iters N] [--warmup N] [--profile] [--json]\n"
-                 "                    [--precision fp32|bf16]\n"
-                 "                    [--train [--method bitfit|linear|full] [--classes K]\n"
-                 "                     [--path auto|packed|portable]]\n"
-                 "                    [--tasks N] [--workers W] [--mixed N] [--classes K]\n"
-                 "  --profile  also report time per op kind (GEMMs by layer, attention, LayerNorm...)\n"
-                 "  --precision  fp32 (default) or bf16 matrix products (forward timing; bf16 needs\n"
-                 "             avx512_bf16)\n"
-                 "  --workers  run W workers at once, each with its own state and --threads threads\n"
-                 "             (default: the usable CPUs divided among the workers)\n"
-                 "  --mixed    also time batches whose images spread over N tasks, against one task\n"
-                 "  --classes  head size: of the tasks (--tasks, --mixed), the trained head (--train),\n"
-                 "             or a fresh head replacing the model's (forward timing)\n"
-                 "  --train    time training steps (forward, loss, backward, AdamW) instead\n"
-                 "  --path     the training path: packed kernels on the state's team, or OpenBLAS\n"
-                 "  --tasks    load N task bias sets (K-class heads) and report bytes per task\n");
+    fprintf(out,
+            "usage: vitfit bench --model DIR|FILE|hf:ORG/NAME[@REV] | --preset NAME [OPTIONS]\n"
+            "  --model M        the checkpoint to time: a directory, file or hf:... (required\n"
+            "                   without --preset)\n"
+            "  --preset NAME    or seeded random weights of a preset's shapes: vit-b16,\n"
+            "                   vit-l14-clip or vit-tiny (required without --model)\n"
+            "  --batch N        images per forward pass or training step (default 1)\n"
+            "  --threads N      compute threads per worker (default: the usable CPUs divided\n"
+            "                   among the workers)\n"
+            "  --workers W      run W workers at once, each with its own state (default 1)\n"
+            "  --iters N        timed iterations; the median is reported (default 5)\n"
+            "  --warmup N       untimed iterations first (default 1)\n"
+            "  --precision P    fp32 or bf16 matrix products (forward timing; default fp32; bf16\n"
+            "                   needs avx512_bf16)\n"
+            "  --profile        also report time per op kind (GEMMs by layer, attention,\n"
+            "                   LayerNorm...)\n"
+            "  --json           print the result as one JSON object\n"
+            "  --classes K      head size: of the tasks (--tasks, --mixed) and of the trained head\n"
+            "                   (--train), default 10; for forward timing a fresh K-class head\n"
+            "                   replaces the model's (default: the model's own head)\n"
+            "  --train          time training steps (forward, loss, backward, AdamW) instead\n"
+            "  --method M       with --train: bitfit, linear or full (default bitfit)\n"
+            "  --path P         with --train: auto (packed kernels where the CPU has AVX-512),\n"
+            "                   packed or portable (OpenBLAS) (default auto)\n"
+            "  --tasks N        load N task bias sets and report bytes per task (default 0)\n"
+            "  --mixed N        also time batches whose images spread over N tasks, against one\n"
+            "                   task (default 0: not timed)\n");
 }
 
 typedef struct bench_opts {
@@ -592,8 +602,13 @@ int cli_bench(int argc, char **argv)
             vit_model_free(m);
             return cli_fail(&err);
         }
-    } else if (vit_model_load_with(o.model, &lo, &m, &err) != VIT_OK) {
-        return cli_fail(&err);
+    } else {
+        char model_path[CFG_PATH_SIZE];
+        int path_rc = cli_model_path(o.model, model_path, sizeof model_path);
+        if (path_rc != CLI_OK)
+            return path_rc;
+        if (vit_model_load_with(model_path, &lo, &m, &err) != VIT_OK)
+            return cli_fail(&err);
     }
     if (o.train || o.tasks) {
         rc = o.train ? bench_train(&o, m) : bench_tasks(&o, m);

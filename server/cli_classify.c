@@ -28,9 +28,11 @@
 static void classify_usage(FILE *out)
 {
     fprintf(out,
-            "usage: vitfit classify --model DIR|FILE [--task FILE] [--top-k K] [--json] [--logits]\n"
-            "                       [--threads N] [--precision P] [--max-pixels N] IMAGE...\n"
-            "  --model       checkpoint directory (model.safetensors + config.json) or file\n"
+            "usage: vitfit classify --model DIR|FILE|hf:ORG/NAME[@REV] [--task FILE] [--top-k K]\n"
+            "                       [--json] [--logits] [--threads N] [--precision P]\n"
+            "                       [--max-pixels N] IMAGE...\n"
+            "  --model       checkpoint directory (model.safetensors + config.json) or file, or\n"
+            "                hf:ORG/NAME[@REVISION] from the model hub (downloaded once, cached)\n"
             "  --task        a task bias-set file made for this model (vitfit train)\n"
             "  --top-k       how many labels to print, best first (default 5)\n"
             "  --json        print one JSON object on stdout\n"
@@ -166,7 +168,10 @@ int cli_classify(int argc, char **argv)
     vit_task *task = NULL;
     /* one copy of the weights, the packed one: classify never trains */
     vit_load_options lo = {.precision = o.precision, .one_copy = true};
-    if (vit_model_load_with(o.model, &lo, &backbone, &err) != VIT_OK)
+    char model_path[CFG_PATH_SIZE];
+    if ((rc = cli_model_path(o.model, model_path, sizeof model_path)) != CLI_OK)
+        return rc;
+    if (vit_model_load_with(model_path, &lo, &backbone, &err) != VIT_OK)
         return cli_fail(&err);
     if (o.task) { /* the task's biases and head over the shared backbone */
         if (task_load(backbone, o.task, &task, &err) != VIT_OK ||

@@ -4,13 +4,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <sys/resource.h>
 #include <time.h>
 
+#include <curl/curl.h>
+
 #include "cli.h"
 #include "cpu.h"
 #include "utf8.h"
+
+extern char **environ;
 
 int cli_fail(const vit_error *err)
 {
@@ -27,6 +32,73 @@ int cli_usage_error(const char *command, const char *fmt, ...)
     fprintf(stderr, " (see 'vitfit %s --help')\n", command);
     va_end(ap);
     return CLI_USAGE;
+}
+
+/* huggingface_hub's reading of a boolean variable. */
+static bool env_true(const char *name)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    const char *v = getenv(name);
+    for (size_t i = 0; v && i < sizeof yes / sizeof yes[0]; i++)
+        if (strcasecmp(v, yes[i]) == 0)
+            return true;
+    return false;
+}
+
+void cli_hub_options(const vit_cfg *c, hub_options *o)
+{
+    *o = (hub_options){
+        .url = c->hub_url,
+        .cache = c->cache,
+        .offline = c->hub_offline || env_true("HF_HUB_OFFLINE"),
+        .max_bytes = c->hub_max_bytes,
+        .token = getenv("HF_TOKEN"),
+        .progress = isatty(STDERR_FILENO) == 1,
+    };
+}
+
+static void hub_log(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "vitfit: %s\n", line);
+}
+
+int cli_model_path(const char *model, char *path, size_t len)
+{
+    if (!hub_is_ref(model)) {
+        if (strlen(model) >= len) {
+            fprintf(stderr, "vitfit: the model path is over %zu bytes\n", len - 1);
+            return CLI_USAGE;
+        }
+        memcpy(path, model, strlen(model) + 1);
+        return CLI_OK;
+    }
+    vit_cfg *c = malloc(sizeof *c); /* the hub settings are config keys, like serve's */
+    char msg[512];
+    if (!c) {
+        fprintf(stderr, "vitfit: out of memory\n");
+        return CLI_FAIL;
+    }
+    if (cfg_load(c, 0, NULL, environ, msg, sizeof msg) != CFG_OK) {
+        fprintf(stderr, "vitfit: %s\n", msg);
+        free(c);
+        return CLI_USAGE;
+    }
+    hub_options o;
+    cli_hub_options(c, &o);
+    o.log = hub_log;
+    vit_error err = {0};
+    bool curl_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    vit_status st = curl_ok ? hub_resolve(model, &o, path, len, &err)
+                            : vit_error_set(&err, VIT_ERR_IO, "cannot initialise libcurl");
+    if (curl_ok)
+        curl_global_cleanup();
+    free(c);
+    if (st != VIT_OK) {
+        fprintf(stderr, "vitfit: %s\n", err.message);
+        return st == VIT_ERR_INVALID ? CLI_USAGE : CLI_FAIL;
+    }
+    return CLI_OK;
 }
 
 int cli_parse_int(const char *s, long lo, long hi, long *out)

@@ -18,8 +18,10 @@
 
 static void inspect_usage(FILE *out)
 {
-    fprintf(out, "usage: vitfit inspect [--json] MODEL_DIR|FILE.safetensors\n"
-                 "       vitfit inspect [--json] --preset vit-b16|vit-l14-clip|vit-tiny\n");
+    fprintf(out, "usage: vitfit inspect [--json] MODEL_DIR|FILE.safetensors|hf:ORG/NAME[@REVISION]\n"
+                 "       vitfit inspect [--json] --preset vit-b16|vit-l14-clip|vit-tiny\n"
+                 "  --preset NAME  describe a preset's architecture (default: the checkpoint given)\n"
+                 "  --json         print one JSON object (default: text)\n");
 }
 
 static json_t *config_json(const vit_config *c)
@@ -174,8 +176,11 @@ int cli_inspect(int argc, char **argv)
         out = model_json(m, "preset");
         json_object_set_new(out, "preset", json_string(preset));
     } else {
-        const char *path = argv[optind];
-        char weights[4096];
+        char path[CFG_PATH_SIZE];
+        int path_rc = cli_model_path(argv[optind], path, sizeof path);
+        if (path_rc != CLI_OK)
+            return path_rc;
+        char weights[CFG_PATH_SIZE + 32];
         struct stat sb;
         int is_dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
         snprintf(weights, sizeof weights, is_dir ? "%s/model.safetensors" : "%s", path);

@@ -142,7 +142,7 @@ static vit_status open_jobs(srv *s, vit_error *err)
     jobs_config jc = {
         .data_dir = s->cfg.data_dir,
         .model = s->model,
-        .model_path = s->cfg.model,
+        .model_path = s->model_path,
         .tasks = s->tasks,
         .max_running = s->cfg.max_running_jobs,
         .max_queued = s->cfg.max_queued_jobs,
@@ -169,6 +169,37 @@ static bool host_is_loopback(const char *host)
            strcmp(host, "::1") == 0;
 }
 
+/* hub_options.log: download events as log lines. */
+static void log_download(void *ctx, const char *line)
+{
+    log_event(ctx, "model download", line);
+}
+
+/* hub_options.stop: a stop signal has arrived (left in the pipe for
+ * wait_stop_signal and stop_signal_pending). */
+static bool stop_requested(void *ctx)
+{
+    const srv *s = ctx;
+    struct pollfd pfd = {.fd = s->stop_signals, .events = POLLIN};
+    return poll(&pfd, 1, 0) > 0;
+}
+
+/* s->model_path: cfg.model, or for an hf: model its snapshot in the cache,
+ * downloaded first when need be (while /healthz answers and the rest 503). */
+static vit_status resolve_model(srv *s, vit_error *err)
+{
+    if (!hub_is_ref(s->cfg.model)) {
+        snprintf(s->model_path, sizeof s->model_path, "%s", s->cfg.model);
+        return VIT_OK;
+    }
+    hub_options o;
+    cli_hub_options(&s->cfg, &o);
+    o.log = log_download;
+    o.stop = stop_requested;
+    o.ctx = s;
+    return hub_resolve(s->cfg.model, &o, s->model_path, sizeof s->model_path, err);
+}
+
 /* Model, task store, pipeline: everything `ready` waits for. */
 static vit_status load(srv *s, vit_error *err)
 {
@@ -178,7 +209,10 @@ static vit_status load(srv *s, vit_error *err)
                                             ? VIT_PRECISION_BF16
                                             : VIT_PRECISION_FP32,
                            .one_copy = true};
-    vit_status st = vit_model_load_with(s->cfg.model, &lo, &s->model, err);
+    vit_status st = resolve_model(s, err);
+    if (st != VIT_OK)
+        return st;
+    st = vit_model_load_with(s->model_path, &lo, &s->model, err);
     if (st != VIT_OK)
         return vit_error_prefix(err, "model %s", s->cfg.model);
     if ((st = vit_model_fingerprint(s->model, s->fingerprint, err)) != VIT_OK)
@@ -230,6 +264,16 @@ int cli_serve(int argc, char **argv)
         fprintf(stderr, "vitfit serve: %s (see 'vitfit serve --help')\n", msg);
         return CLI_USAGE;
     }
+    s.stop_signals = stop_signals;
+    if (hub_is_ref(s.cfg.model)) { /* a bad name or hub setting is a usage error, found now */
+        hub_options o;
+        cli_hub_options(&s.cfg, &o);
+        vit_error herr = {0};
+        if (hub_check(s.cfg.model, &o, &herr) != VIT_OK) {
+            fprintf(stderr, "vitfit serve: %s (see 'vitfit serve --help')\n", herr.message);
+            return CLI_USAGE;
+        }
+    }
     int threads = srv_worker_threads(&s.cfg);
     long usable = cli_default_threads();
     if ((long)s.cfg.workers * threads > usable && !s.cfg.oversubscribe) {
@@ -262,9 +306,10 @@ int cli_serve(int argc, char **argv)
                   "listening beyond loopback without an api_key: anyone who can reach the port "
                   "can classify, upload and delete tasks");
     if (load(&s, &err) != VIT_OK) {
-        log_event(&s, "start failed", err.message);
+        bool stopped = stop_requested(&s); /* a download cut short by SIGTERM: not a failure */
+        log_event(&s, stopped ? "stopped" : "start failed", err.message);
         teardown(&s);
-        return cli_fail(&err);
+        return stopped ? CLI_OK : cli_fail(&err);
     }
     if (stop_signal_pending(stop_signals)) { /* stopped while loading: never announce ready */
         log_event(&s, "stopped", "a stop signal arrived during start-up");

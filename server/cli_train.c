@@ -34,57 +34,106 @@
 static void train_usage(FILE *out)
 {
     fprintf(out,
-            "usage: vitfit train --model DIR --train DATASET --out FILE [--eval DATASET]\n"
-            "         [--method bitfit|linear|full] [--epochs N] [--max-steps N] [--batch-size N]\n"
-            "         [--lr X] [--min-lr X] [--weight-decay X] [--warmup-epochs X]\n"
-            "         [--optimizer adamw|sgd] [--momentum X] [--label-smoothing X] [--clip-grad X]\n"
-            "         [--seed N] [--augment auto|none|light|strong] [--no-augment] [--no-shuffle]\n"
-            "         [--validation-split X] [--early-stopping-patience N] [--head auto|keep|new]\n"
-            "         [--threads N] [--loader-threads N] [--limit-train N] [--limit-eval N]\n"
-            "         [--class-names A,B,...] [--skip-bad] [--from-scratch] [--log-every N] [--json]\n"
-            "         [--allow-outside-root] [--checkpoint-dir DIR [--checkpoint-every-steps N]]\n"
-            "         [--resume DIR] [--feature-cache-mb N]\n"
+            "usage: vitfit train --model DIR|hf:ORG/NAME[@REV] --train DATASET --out FILE|DIR\n"
+            "         [--eval DATASET] [OPTIONS]\n"
             "DATASET: an ImageFolder directory, a .jsonl or .csv manifest, or an IDX images file\n"
-            "(*-images-idx3-ubyte[.gz]).  Its files must lie under the folder (or the manifest's\n"
-            "directory) unless --allow-outside-root is given.  --out is a task file (.safetensors) for bitfit and\n"
-            "linear, a new checkpoint directory for full.  --from-scratch (full only) re-initialises\n"
-            "every weight first, keeping only the architecture of --model.  --eval's classes are\n"
-            "matched to --train's by name; --skip-bad first counts the images that decode, so the\n"
-            "schedule ends (at --min-lr) on the last step that runs, and skips the eval images that\n"
-            "do not decode too (\"skipped\" in the summary's \"eval\").  An evaluation that fails\n"
-            "after training still writes --out (and the summary, with \"eval_error\"), then exits 1.\n"
-            "Schedule: a linear warm-up of --warmup-epochs up to --lr, then a cosine down to\n"
-            "--min-lr on the last step; a warm-up not shorter than the run (--epochs or\n"
-            "--max-steps) is cut to leave that last step.\n"
-            "Defaults: 10 epochs, batch 32, AdamW; --lr and --weight-decay by method (bitfit 1e-2\n"
-            "and 5e-5, linear 2e-2 and 0, full 1e-3 and 0.05; given flags win).  --augment auto\n"
-            "(the default) looks at the training images: none when they are smaller than the\n"
-            "model's input, else light (a crop keeping 75-90%% of each side, no flip); strong is\n"
-            "ImageNet's crop (8-100%% of the area) with flips; --no-augment is --augment none.\n"
-            "Without --eval, --validation-split (default 0.1) of --train is held out (seeded,\n"
-            "per class) to validate each epoch; 0 trains on all of it, without validation.  With a\n"
-            "validation set (--eval, else the split) --out is the best epoch's (top-1), and\n"
-            "--early-stopping-patience N (default 3; 0: off) epochs without a better one end the\n"
-            "run; the summary's \"eval\" is that epoch's, on --eval or on the split\n"
-            "(\"eval_on\": \"eval\" | \"validation\").\n"
-            "--checkpoint-dir writes a checkpoint there after every epoch (and every\n"
-            "--checkpoint-every-steps steps); --resume DIR continues that run with the same\n"
-            "options, model and data (bitfit and linear; --resume alone keeps checkpointing\n"
-            "into DIR) and ends with the same task as the uninterrupted run.\n"
-            "--method linear without augmentation computes each image's features once and\n"
-            "trains the head on them every epoch, when they fit in --feature-cache-mb\n"
-            "(default 1024; 0: recompute them every epoch; same results either way).\n");
+            "(*-images-idx3-ubyte[.gz]).\n"
+            "\n"
+            "What to train\n"
+            "  --model DIR            the backbone: a checkpoint directory or file, or hf:... (required)\n"
+            "  --train DATASET        the training images (required)\n"
+            "  --out FILE|DIR         a task file (.safetensors) for bitfit and linear, a new\n"
+            "                         checkpoint directory for full (required)\n"
+            "  --eval DATASET         measure each epoch on it and keep the best (default: none;\n"
+            "                         then --validation-split of --train is held out)\n"
+            "  --method M             bitfit (biases + head), linear (head only) or full\n"
+            "                         (default bitfit)\n"
+            "  --head H               auto, keep (the model's head: rows by class name where the\n"
+            "                         names match, else by number) or new (default auto: keep\n"
+            "                         when the classes match by name, else new)\n"
+            "  --from-scratch         re-initialise every weight first, keeping only the\n"
+            "                         architecture of --model (full only; default off)\n"
+            "  --class-names A,B,...  names of an IDX set's labels 0, 1, ... (default: by number)\n"
+            "  --limit-train N        use the first N training images (default: all)\n"
+            "  --limit-eval N         use the first N evaluation images (default: all)\n"
+            "  --skip-bad             skip images that do not decode, each named on stderr\n"
+            "                         (default: fail on the first)\n"
+            "  --allow-outside-root   let a data set's files lie outside its folder (default off)\n"
+            "\n"
+            "Schedule and optimiser\n"
+            "  --epochs N             passes over --train (default 10)\n"
+            "  --max-steps N          stop after N steps instead (default: epochs x batches)\n"
+            "  --batch-size N         images per step (default 32)\n"
+            "  --lr X                 peak learning rate (default by method: bitfit 1e-2,\n"
+            "                         linear 2e-2, full 1e-3)\n"
+            "  --min-lr X             learning rate at the last step (default 0)\n"
+            "  --warmup-epochs X      linear warm-up before the cosine decay (default 1)\n"
+            "  --weight-decay X       decoupled weight decay (default by method: bitfit 5e-5,\n"
+            "                         linear 0, full 0.05)\n"
+            "  --optimizer O          adamw or sgd (default adamw)\n"
+            "  --momentum X           sgd's momentum (default 0.9)\n"
+            "  --label-smoothing X    (default 0)\n"
+            "  --clip-grad X          clip the gradient's global norm to X (default 0: off)\n"
+            "  --seed N               shuffling, augmentation, split and new head (default 0)\n"
+            "  --no-shuffle           keep the data set's order (default: shuffled each epoch)\n"
+            "  --augment A            auto, none, light or strong (default auto: none when the\n"
+            "                         images are smaller than the model's input, else light, a crop\n"
+            "                         keeping 75-90%% of each side; strong is ImageNet's crop of\n"
+            "                         8-100%% of the area with flips)\n"
+            "  --no-augment           the same as --augment none\n"
+            "\n"
+            "Validation\n"
+            "  --validation-split X   without --eval, hold out this share of --train (seeded, per\n"
+            "                         class) to validate each epoch; 0: train on all, no validation\n"
+            "                         (default 0.1)\n"
+            "  --early-stopping-patience N\n"
+            "                         end the run after N epochs without a better top-1 (default 3;\n"
+            "                         0: off).  With a validation set --out is the best epoch's\n"
+            "\n"
+            "Running\n"
+            "  --threads N            compute threads (default: the CPUs this process may use)\n"
+            "  --loader-threads N     image decoding threads (default 2)\n"
+            "  --feature-cache-mb N   linear without augmentation computes each image's features\n"
+            "                         once when they fit in N MiB (default 1024; 0: recompute them\n"
+            "                         every epoch; same results either way)\n"
+            "  --checkpoint-dir DIR   write a checkpoint there after every epoch (default: none)\n"
+            "  --checkpoint-every-steps N\n"
+            "                         and every N steps (default 0: epochs only)\n"
+            "  --resume DIR           continue that run with the same options, model and data\n"
+            "                         (bitfit and linear), ending with the same task as the\n"
+            "                         uninterrupted run; keeps checkpointing into DIR (default:\n"
+            "                         a new run)\n"
+            "  --log-every N          a progress line every N steps (default 50; 0: none)\n"
+            "  --json                 print progress and the summary as JSON lines\n"
+            "\n"
+            "--eval's classes are matched to --train's by name.  With --skip-bad the images that\n"
+            "decode are counted first, so the schedule ends (at --min-lr) on the last step that\n"
+            "runs.  A warm-up not shorter than the run is cut to leave that last step.  An\n"
+            "evaluation that fails after training still writes --out (and the summary, with\n"
+            "\"eval_error\"), then exits 1.  The summary's \"eval\" is the best epoch's, on --eval\n"
+            "or on the split (\"eval_on\": \"eval\" | \"validation\").\n");
 }
 
 static void eval_usage(FILE *out)
 {
-    fprintf(out, "usage: vitfit eval --model DIR [--task FILE] --data DATASET [--batch-size N]\n"
-                 "         [--threads N] [--loader-threads N] [--limit N] [--class-names A,B,...]\n"
-                 "         [--skip-bad] [--json] [--allow-outside-root] [--precision fp32|bf16]\n"
-                 "The data set's classes are matched to the task's (or model's) labels by name;\n"
-                 "an IDX set without --class-names takes them by label number.  --skip-bad skips\n"
-                 "images that do not decode (each named on stderr, counted in \"skipped\").\n"
-                 "--precision: fp32 (default) or bf16 matrix products (bf16 needs avx512_bf16).\n");
+    fprintf(out,
+            "usage: vitfit eval --model DIR|hf:ORG/NAME[@REV] --data DATASET [OPTIONS]\n"
+            "  --model DIR            a checkpoint directory or file, or hf:... (required)\n"
+            "  --data DATASET         an ImageFolder directory, a .jsonl or .csv manifest, or an\n"
+            "                         IDX images file (required)\n"
+            "  --task FILE            measure this task (default: the model's own head)\n"
+            "  --class-names A,B,...  names of an IDX set's labels 0, 1, ... (default: by number)\n"
+            "  --limit N              use the first N images (default: all)\n"
+            "  --skip-bad             skip images that do not decode, each named on stderr and\n"
+            "                         counted in \"skipped\" (default: fail on the first)\n"
+            "  --allow-outside-root   let the data set's files lie outside its folder (default off)\n"
+            "  --batch-size N         images per forward pass (default 32)\n"
+            "  --threads N            compute threads (default: the CPUs this process may use)\n"
+            "  --loader-threads N     image decoding threads (default 2)\n"
+            "  --precision P          fp32 or bf16 matrix products (default fp32; bf16 needs\n"
+            "                         avx512_bf16)\n"
+            "  --json                 print the result as one JSON object\n"
+            "The data set's classes are matched to the task's (or model's) labels by name.\n");
 }
 
 /* Splits "a,b,c" into a NULL-terminated array (caller frees with free_names). */
@@ -577,7 +626,13 @@ int cli_train(int argc, char **argv)
     char **names = o.class_names ? split_names(o.class_names) : NULL;
     const char **train_classes = NULL;
     trainer_result res = {0};
-    vit_status st = vit_model_load(o.model, &m, &err);
+    char model_path[CFG_PATH_SIZE];
+    int path_rc = cli_model_path(o.model, model_path, sizeof model_path);
+    if (path_rc != CLI_OK) {
+        free_names(names);
+        return path_rc;
+    }
+    vit_status st = vit_model_load(model_path, &m, &err);
     if (st == VIT_OK)
         st = open_dataset(o.train, names, NULL, o.allow_outside_root, &train, &err);
     if (st == VIT_OK) {
@@ -699,7 +754,13 @@ int cli_eval(int argc, char **argv)
     char **names = class_list ? split_names(class_list) : NULL;
     /* one copy of the weights, the packed one: evaluating never trains */
     vit_load_options lo = {.precision = precision, .one_copy = true};
-    vit_status st = vit_model_load_with(model, &lo, &m, &err);
+    char model_path[CFG_PATH_SIZE];
+    int path_rc = cli_model_path(model, model_path, sizeof model_path);
+    if (path_rc != CLI_OK) {
+        free_names(names);
+        return path_rc;
+    }
+    vit_status st = vit_model_load_with(model_path, &lo, &m, &err);
     if (st == VIT_OK && task_path) {
         st = task_load(m, task_path, &task, &err);
         if (st == VIT_OK)

@@ -41,6 +41,7 @@
 #include "routes.h"
 #include "sse.h"
 #include "tasks.h"
+#include "web.h"
 
 struct srv_http {
     srv *s;
@@ -176,10 +177,18 @@ static bool key_matches(const char *given, const char *key)
     return diff == 0;
 }
 
+/* The embedded files: public (the page asks for the key itself), and served
+ * while the model loads. */
+static bool is_static(srv_route route)
+{
+    return route == SRV_ROUTE_PAGE || route == SRV_ROUTE_WEB || route == SRV_ROUTE_OPENAPI;
+}
+
 static bool authorized(srv_request *r)
 {
     const char *key = r->server->cfg.api_key;
-    if (!key[0] || r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_READYZ)
+    if (!key[0] || r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_READYZ ||
+        is_static(r->route))
         return true;
     const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
@@ -253,6 +262,10 @@ static void check_headers(srv_request *r, const srv_route_spec *rs, bool bad_nam
                   "missing or wrong API key: send 'Authorization: Bearer <key>'");
         return;
     }
+    if (bad_name && r->route == SRV_ROUTE_WEB) {
+        api_error(&r->reply, 404, "not_found", "no such file");
+        return;
+    }
     if (bad_name && r->route == SRV_ROUTE_TASK) {
         api_error(&r->reply, 422, "invalid_task_name",
                   "task names match ^[a-z0-9][a-z0-9._-]{0,63}$");
@@ -268,7 +281,7 @@ static void check_headers(srv_request *r, const srv_route_spec *rs, bool bad_nam
                   s->cfg.max_body_bytes);
         return;
     }
-    if (r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_METRICS)
+    if (r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_METRICS || is_static(r->route))
         return;
     if (atomic_load(&s->draining)) {
         api_error(&r->reply, 503, "shutting_down", "the server is shutting down");
@@ -606,6 +619,17 @@ static bool dispatch(srv_http *h, srv_request *r)
     case SRV_ROUTE_CLASSIFY:
         job = srv_classify_job;
         break;
+    case SRV_ROUTE_PAGE:
+    case SRV_ROUTE_WEB:
+    case SRV_ROUTE_OPENAPI: {
+        char path[sizeof "/web/" + TASK_NAME_MAX];
+        snprintf(path, sizeof path, "/web/%s", r->task_name);
+        /* "/" and "/openapi.yaml": the label is the path */
+        r->asset = api_web_asset_find(r->route == SRV_ROUTE_WEB ? path : srv_route_label(r->route));
+        if (!r->asset)
+            api_error(&r->reply, 404, "not_found", "no such file");
+        return false;
+    }
     default:
         api_error(&r->reply, 500, "internal", "unrouted request");
         return false;
@@ -724,6 +748,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     if (r->stream && !r->reply.status)
         return start_stream(h, r);
+    if (r->asset)
+        return srv_web_send(r->conn, r->asset, r->id, &r->reply.status);
     return send_reply(r);
 }
 

@@ -18,6 +18,7 @@ static const struct {
     {"eval", cli_eval, "measure a model or task on a data set"},
     {"bench", cli_bench, "time the forward pass"},
     {"init", cli_init, "write a preset-shaped checkpoint with seeded random weights"},
+    {"health", cli_health, "ask a running server whether it is alive or ready (for probes)"},
 };
 
 static void usage(FILE *out)

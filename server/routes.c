@@ -18,6 +18,9 @@ const srv_route_spec srv_routes[] = {
     {SRV_ROUTE_FINETUNE_CANCEL, "/v1/finetune/", "/cancel", "POST", "/v1/finetune/{id}/cancel"},
     {SRV_ROUTE_FINETUNE_EVENTS, "/v1/finetune/", "/events", "GET, HEAD",
      "/v1/finetune/{id}/events"},
+    {SRV_ROUTE_PAGE, "/", "", "GET, HEAD", "/"},
+    {SRV_ROUTE_WEB, "/web/", "", "GET, HEAD", "/web/{file}"},
+    {SRV_ROUTE_OPENAPI, "/openapi.yaml", "", "GET, HEAD", "/openapi.yaml"},
 };
 
 const size_t srv_route_count = sizeof srv_routes / sizeof srv_routes[0];
@@ -28,7 +31,7 @@ const srv_route_spec *srv_route_find(const char *url, char *name, size_t name_ma
     for (size_t i = 0; i < srv_route_count; i++) {
         const srv_route_spec *rs = &srv_routes[i];
         size_t n = strlen(rs->path);
-        if (rs->path[n - 1] != '/') {
+        if (n == 1 || rs->path[n - 1] != '/') {
             if (strcmp(url, rs->path) == 0)
                 return rs;
             continue;

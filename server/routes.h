@@ -28,13 +28,16 @@ typedef enum srv_route {
     SRV_ROUTE_FINETUNE_JOB,     /* /v1/finetune/{id} */
     SRV_ROUTE_FINETUNE_CANCEL,  /* /v1/finetune/{id}/cancel */
     SRV_ROUTE_FINETUNE_EVENTS,  /* /v1/finetune/{id}/events */
+    SRV_ROUTE_PAGE,             /* /: the try-it page (embedded, server/web.c) */
+    SRV_ROUTE_WEB,              /* /web/{file}: its assets */
+    SRV_ROUTE_OPENAPI,          /* /openapi.yaml */
     SRV_ROUTE_COUNT,
 } srv_route;
 
 /* One row of the table. */
 typedef struct srv_route_spec {
     srv_route route;
-    const char *path;   /* exact path, or a prefix ending in '/' for {name} */
+    const char *path;   /* exact path ("/" too), or a prefix ending in '/' for {name} */
     const char *suffix; /* after {name}: "" for none, else "/cancel" ... */
     const char *allow;  /* the Allow header of a 405: "GET, HEAD" */
     const char *label;  /* in logs and /metrics; the path template of api/openapi.yaml */

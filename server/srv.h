@@ -40,6 +40,8 @@ typedef struct sse_hub sse_hub;
 
 typedef struct srv {
     vit_cfg cfg;              /* read-only after start */
+    char model_path[CFG_PATH_SIZE]; /* cfg.model, or an hf: model's cached snapshot */
+    int stop_signals;         /* read end of the stop-signal pipe (cli_serve.c) */
     vit_model *model;         /* NULL until loaded; immutable once `ready` */
     char fingerprint[65];
     task_store *tasks;
@@ -109,6 +111,7 @@ typedef struct srv_request {
     bool suspended;
     bool done;                   /* reply ready to queue */
     bool stream;                 /* answered with a text/event-stream (sse.c) */
+    const struct api_web_asset *asset; /* answered with an embedded file (web.c) */
 } srv_request;
 
 /* Monotonic seconds. */

@@ -10,11 +10,15 @@ packages=(
   dataset-fashion-mnist
   libyaml-dev  # tests only: tests/api/openapi_check.c reads api/openapi.yaml
 )
-# tools/openapi/lint.sh (Redocly CLI, pinned in tools/openapi/package-lock.json)
-# runs on Node.js and npm; a Node.js that brings its own npm (NodeSource's
-# nodejs conflicts with Debian's npm) is kept as it is.
-if ! command -v npm >/dev/null 2>&1; then
-  packages+=(nodejs npm)
+# tests/web (the try-it page in headless Chromium, driven by puppeteer-core,
+# which npm installs from tests/web/package-lock.json), and tools/openapi/lint.sh
+# (Redocly CLI, from tools/openapi/package-lock.json).  Installed by default;
+# VITFIT_WITH_BROWSER=0 (run.sh, which only serves) leaves them out.  A
+# Node.js from elsewhere (NodeSource's package provides npm and conflicts
+# with Debian's) has npm already.
+if [ "${VITFIT_WITH_BROWSER:-1}" = 1 ]; then
+  packages+=(chromium nodejs)
+  command -v npm >/dev/null || packages+=(npm)
 fi
 # test.sh's clang stage (ASan+UBSan under clang) and fuzz stage need clang and
 # its runtime: libclang_rt.{asan,ubsan_standalone,fuzzer}-x86_64.a come from

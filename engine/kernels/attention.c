@@ -12,6 +12,7 @@
 #include <math.h>
 
 #include "gemm.h"
+#include "status.h"
 #include "ops_avx512.h"
 
 /* S rows padded to a 64-byte multiple so every row starts aligned. */
@@ -23,6 +24,9 @@ static size_t s_stride(int N)
 size_t attention_scratch_floats(int N, int C, int NH)
 {
     int hs = C / NH;
+    /* pack_head puts a bf16 packing where the fp32 one would go */
+    VIT_ASSERT(gemm_packed_b_bf16_elems(N, hs) <= 2 * gemm_packed_b_size(N, hs) &&
+               gemm_packed_b_bf16_elems(hs, N) <= 2 * gemm_packed_b_size(hs, N));
     return gemm_packed_b_size(N, hs) + gemm_packed_b_size(hs, N) + (size_t)N * s_stride(N) +
            gemm_packed_scratch_floats(N);
 }
@@ -31,8 +35,32 @@ typedef struct attention_job {
     float *out;
     const float *qkv;
     int B, N, C, NH;
+    bool bf16;
     float *scratch;
 } attention_job;
+
+/* C (m, n) = A (m, k) . B with B packed by pack_b (fp32 or bf16 layout into
+ * the same region: a bf16 packing takes at most half of the fp32 one's bytes). */
+static void head_product(const attention_job *j, int m, int n, int k, const float *a,
+                         size_t lda, float *b_packed, float *c, size_t ldc, float *scratch,
+                         size_t scratch_floats)
+{
+    if (j->bf16)
+        gemm_packed_bf16(NULL, m, n, k, a, lda, (const uint16_t *)b_packed, c, ldc, NULL,
+                         GEMM_POST_NONE, scratch, scratch_floats);
+    else
+        gemm_packed(NULL, m, n, k, a, lda, b_packed, c, ldc, NULL, GEMM_POST_NONE, scratch,
+                    scratch_floats);
+}
+
+static void pack_head(const attention_job *j, float *dst, const float *b, size_t ldb,
+                      bool b_trans, int n, int k)
+{
+    if (j->bf16)
+        gemm_pack_b_bf16((uint16_t *)dst, b, ldb, b_trans, n, k);
+    else
+        gemm_pack_b(dst, b, ldb, b_trans, n, k);
+}
 
 /* ref: timm vision_transformer.py Attention.forward (non-fused path) */
 static void attention_region(void *p, int member, int threads)
@@ -52,21 +80,20 @@ static void attention_region(void *p, int member, int threads)
         int b = t / j->NH, h = t % j->NH;
         const float *q = j->qkv + (size_t)b * N * ld + (size_t)h * hs;
         const float *k = q + C, *v = q + 2 * (size_t)C;
-        gemm_pack_b(kp, k, ld, true, N, hs);                                   /* k^T (hs, N) */
-        gemm_packed(NULL, N, N, hs, q, ld, kp, s, ls, NULL, GEMM_POST_NONE, gemm_scratch,
-                    gemm_floats);
+        pack_head(j, kp, k, ld, true, N, hs);                                  /* k^T (hs, N) */
+        head_product(j, N, N, hs, q, ld, kp, s, ls, gemm_scratch, gemm_floats);
         softmax_rows_forward_avx512(s, (size_t)N, N, ls, scale);               /* P (N, N) */
-        gemm_pack_b(vp, v, ld, false, hs, N);                                  /* v (N, hs) */
+        pack_head(j, vp, v, ld, false, hs, N);                                 /* v (N, hs) */
         float *o = j->out + (size_t)b * N * C + (size_t)h * hs;
-        gemm_packed(NULL, N, hs, N, s, ls, vp, o, (size_t)C, NULL, GEMM_POST_NONE,
-                    gemm_scratch, gemm_floats);                                /* (N, hs) */
+        head_product(j, N, hs, N, s, ls, vp, o, (size_t)C, gemm_scratch, gemm_floats);
+
     }
 }
 
 void attention_forward_team(vit_team *team, float *out, const float *qkv, int B, int N, int C,
-                            int NH, float *scratch)
+                            int NH, bool bf16, float *scratch)
 {
-    attention_job j = {out, qkv, B, N, C, NH, scratch};
+    attention_job j = {out, qkv, B, N, C, NH, bf16, scratch};
     vit_team_run(team, attention_region, &j);
 }
 

@@ -9,6 +9,7 @@
 #ifndef VIT_ATTENTION_H
 #define VIT_ATTENTION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "pool.h"
@@ -18,9 +19,11 @@ size_t attention_scratch_floats(int N, int C, int NH);
 
 /* out (B, N, C) = concat_h softmax(q_h k_h^T / sqrt(hs)) v_h from qkv (B, N,
  * 3C) as ops.h lays it out; scratch holds attention_scratch_floats() per
- * member of team. */
+ * member of team.  bf16: both products take bf16-rounded operands (q, k, the
+ * probabilities and v) with fp32 accumulation, as a bf16 model's linear
+ * layers do; the softmax stays fp32.  Only where gemm_bf16_available(). */
 void attention_forward_team(vit_team *team, float *out, const float *qkv, int B, int N, int C,
-                            int NH, float *scratch);
+                            int NH, bool bf16, float *scratch);
 
 /* Scratch floats one team member needs for attention_backward_team. */
 size_t attention_backward_scratch_floats(int N, int C, int NH);

@@ -1391,6 +1391,38 @@ static void test_config(void)
 
 /* ---- main ---------------------------------------------------------------- */
 
+/* `vitfit health`, the probe command of the Docker image: 0 for a server
+ * that answers 200 (alive, and ready once the model is loaded, without the
+ * API key), 1 for another status or no server. */
+static void test_health(const serve_proc *p)
+{
+    char port[16], out[512], err[512];
+    snprintf(port, sizeof port, "%d", p->port);
+    const char *alive[] = {"health", "--port", port, NULL};
+    const char *ready[] = {"health", "--port", port, "--ready", NULL};
+    int rc = serve_run_cli(alive, out, sizeof out, err, sizeof err, 20000);
+    CHECKF(rc == 0 && strstr(out, "/healthz: ok"), "health: exit %d, out '%s', err '%s'", rc,
+           out, err);
+    rc = serve_run_cli(ready, out, sizeof out, err, sizeof err, 20000);
+    CHECKF(rc == 0 && strstr(out, "/readyz: ok"), "health --ready: exit %d, out '%s', err '%s'",
+           rc, out, err);
+    loopback_http *down = loopback_http_start(
+        &(loopback_http_behaviour){.kind = LOOPBACK_HTTP_BODY, .status = 503, .body = "no",
+                                   .body_len = 2, .content_type = "text/plain"},
+        AF_INET);
+    VIT_ASSERT(down);
+    snprintf(port, sizeof port, "%d", loopback_http_port(down));
+    rc = serve_run_cli(ready, out, sizeof out, err, sizeof err, 20000);
+    CHECKF(rc == 1 && strstr(err, "HTTP 503"), "health of a 503: exit %d, err '%s'", rc, err);
+    loopback_http_stop(down); /* its port now refuses connections */
+    rc = serve_run_cli(alive, out, sizeof out, err, sizeof err, 20000);
+    CHECKF(rc == 1 && strstr(err, "vitfit health: http://127.0.0.1:"),
+           "health with no server: exit %d, err '%s'", rc, err);
+    const char *bad[] = {"health", "--port", "0", NULL};
+    rc = serve_run_cli(bad, out, sizeof out, err, sizeof err, 20000);
+    CHECKF(rc == 2, "health --port 0: exit %d, want 2 (usage)", rc);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
@@ -1444,6 +1476,7 @@ int main(void)
         test_errors();
         test_urls(image_data[0], image_len[0]);
         test_logs();
+        test_health(&A);
         loopback_http_stop(png_server);
         fprintf(stderr, "requests took %.1f s\n", (serve_now_ms() - t0) / 1e3);
         int st = serve_stop(&B, SIGINT, 60000);

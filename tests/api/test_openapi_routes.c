@@ -4,9 +4,7 @@
  *
  * The route table is the real one: server/routes.c is compiled in.  Checked:
  *  1. every (label, method) of the table is an operation of the document,
- *     and every operation of the document is a row of the table -- but for
- *     the few listed in expected_elsewhere below, which must then NOT be in
- *     the table (so the list cannot outlive its reason);
+ *     and every operation of the document is a row of the table;
  *  2. each label is the path its row matches: filled in ({name} -> a name),
  *     it routes back to that row (srv_route_find), so comparing labels
  *     compares what the router serves;
@@ -21,20 +19,6 @@
 #include "openapi_check.h"
 #include "routes.h"
 
-/* ---- expected from the web page branch: the lead deletes this at merge ----
- * Operations the document lists whose routes the web page branch adds to
- * server/routes.c (the page, its files and this document, served by
- * `vitfit serve`).  Once they are in the table this list must go: a route
- * both here and in the table fails the test. */
-static const struct {
-    const char *path, *method;
-} expected_elsewhere[] = {
-    {"/", "GET"},           {"/", "HEAD"},           {"/web/{file}", "GET"},
-    {"/web/{file}", "HEAD"}, {"/openapi.yaml", "GET"}, {"/openapi.yaml", "HEAD"},
-};
-/* ---- end of the list from the web page branch ---- */
-
-#define N_EXPECTED (sizeof expected_elsewhere / sizeof expected_elsewhere[0])
 
 static const char *const methods[] = {"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD",
                                       "PATCH", "TRACE"};
@@ -46,15 +30,6 @@ static void lower(const char *s, char *out, size_t len)
     for (; s[i] && i + 1 < len; i++)
         out[i] = (char)tolower((unsigned char)s[i]);
     out[i] = '\0';
-}
-
-static bool is_expected_elsewhere(const char *path, const char *method)
-{
-    for (size_t i = 0; i < N_EXPECTED; i++)
-        if (strcmp(expected_elsewhere[i].path, path) == 0 &&
-            strcmp(expected_elsewhere[i].method, method) == 0)
-            return true;
-    return false;
 }
 
 /* The row of the table whose label is path and whose Allow lists method. */
@@ -86,12 +61,6 @@ static int compare(const json_t *doc, bool verbose)
                     fprintf(stderr, "  the router serves %s %s; api/openapi.yaml does not list it\n",
                             methods[m], rs->label);
             }
-            if (is_expected_elsewhere(rs->label, methods[m])) {
-                diffs++;
-                if (verbose)
-                    fprintf(stderr, "  %s %s is in server/routes.c now: delete it from "
-                                    "expected_elsewhere\n", methods[m], rs->label);
-            }
         }
     }
     /* the document in the table */
@@ -101,8 +70,7 @@ static int compare(const json_t *doc, bool verbose)
         for (size_t m = 0; m < N_METHODS; m++) {
             char op[16];
             lower(methods[m], op, sizeof op);
-            if (!json_object_get(item, op) || table_row(path, methods[m]) ||
-                is_expected_elsewhere(path, methods[m]))
+            if (!json_object_get(item, op) || table_row(path, methods[m]))
                 continue;
             diffs++;
             if (verbose)
@@ -143,19 +111,10 @@ int main(void)
         return check_result();
 
     /* 1. the same set */
-    fprintf(stderr, "comparing %zu rows of server/routes.c with %zu paths of api/openapi.yaml "
-                    "(%zu operations expected from the web page branch)\n",
-            srv_route_count, json_object_size(json_object_get(doc, "paths")), N_EXPECTED);
+    fprintf(stderr, "comparing %zu rows of server/routes.c with %zu paths of api/openapi.yaml\n",
+            srv_route_count, json_object_size(json_object_get(doc, "paths")));
     int diffs = compare(doc, true);
     CHECKF(diffs == 0, "%d differences between the router and the document", diffs);
-    for (size_t i = 0; i < N_EXPECTED; i++) {
-        char op[16];
-        lower(expected_elsewhere[i].method, op, sizeof op);
-        CHECKF(json_object_get(json_object_get(json_object_get(doc, "paths"),
-                                               expected_elsewhere[i].path), op),
-               "expected_elsewhere lists %s %s, which the document does not",
-               expected_elsewhere[i].method, expected_elsewhere[i].path);
-    }
 
     /* 2. each label is the path its row routes */
     for (size_t i = 0; i < srv_route_count; i++) {

@@ -580,6 +580,140 @@ static void test_precision(void)
     json_decref(j);
 }
 
+/* ---- --help ---- */
+
+#define HELP_MAX (1 << 16)
+
+/* The name of the flag a help line describes ("  --batch N  ..." or "  --host TEXT
+ * (VITFIT_HOST)"), copied to name; *takes_value when a placeholder (N, DIR,
+ * A,B,...) follows it.  0 when the line describes no flag. */
+static int help_flag_line(const char *line, char *name, size_t len, int *takes_value)
+{
+    if (line[0] != ' ' || line[1] != ' ')
+        return 0;
+    const char *p = line + strspn(line, " ");
+    if (strncmp(p, "--", 2) != 0 || p[2] < 'a' || p[2] > 'z')
+        return 0;
+    size_t n = 2 + strspn(p + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
+    if (n >= len)
+        return 0;
+    memcpy(name, p, n);
+    name[n] = '\0';
+    const char *v = p + n;
+    *takes_value = (v[0] == ' ' || v[0] == '=') && v[1] >= 'A' && v[1] <= 'Z';
+    return 1;
+}
+
+/* Is --name (with its dashes) described on a line of its own in help? */
+static int help_describes(const char *help, const char *name)
+{
+    char flag[64];
+    int value;
+    for (const char *line = help; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+        if (help_flag_line(line, flag, sizeof flag, &value) && strcmp(flag, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Checks one command's help: every --flag it mentions has a line of its own,
+ * and each flag that takes a value says its default (or that it is
+ * required) before the next flag's line or a blank line. */
+static void check_help_text(const char *cmd, const char *help)
+{
+    for (const char *p = strstr(help, "--"); p; p = strstr(p + 2, "--")) {
+        if (p[2] < 'a' || p[2] > 'z' || (p > help && p[-1] != ' ' && p[-1] != '[' &&
+                                          p[-1] != '\n' && p[-1] != '(' && p[-1] != '|'))
+            continue;
+        char name[64];
+        size_t n = 2 + strspn(p + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
+        if (n >= sizeof name)
+            continue;
+        memcpy(name, p, n);
+        name[n] = '\0';
+        if (strcmp(name, "--help") != 0)
+            CHECKF(help_describes(help, name), "vitfit %s --help mentions %s but has no line "
+                   "describing it", cmd, name);
+    }
+    char flag[64];
+    int value;
+    for (const char *line = help; line && *line;) {
+        const char *next = strchr(line, '\n');
+        next = next ? next + 1 : NULL;
+        if (help_flag_line(line, flag, sizeof flag, &value) && value) {
+            /* the flag's block: up to the next flag line or a blank line */
+            const char *end = next;
+            char other[64];
+            int v2;
+            while (end && *end && *end != '\n' && !help_flag_line(end, other, sizeof other, &v2)) {
+                end = strchr(end, '\n');
+                end = end ? end + 1 : NULL;
+            }
+            size_t blen = end ? (size_t)(end - line) : strlen(line);
+            char *block = strndup(line, blen);
+            VIT_ASSERT(block);
+            CHECKF(strstr(block, "default") || strstr(block, "required"),
+                   "vitfit %s --help: %s takes a value but states no default:\n%s", cmd, flag,
+                   block);
+            free(block);
+        }
+        line = next;
+    }
+}
+
+/* Every subcommand's --help describes each of its flags on a line of its own,
+ * with its default; and every long option a subcommand's source accepts (its
+ * getopt table) is among them, so a new flag cannot go undocumented. */
+static void test_help(void)
+{
+    static const struct {
+        const char *cmd, *source; /* source: its getopt table (NULL: serve's are config keys) */
+    } cmds[] = {
+        {"serve", NULL},
+        {"classify", "server/cli_classify.c"},
+        {"train", "server/cli_train.c"},
+        {"eval", "server/cli_train.c"},
+        {"inspect", "server/cli_inspect.c"},
+        {"bench", "server/cli_bench.c"},
+        {"init", "server/cli_init.c"},
+        {"health", "server/cli_health.c"},
+    };
+    enum { NCMD = sizeof cmds / sizeof cmds[0] };
+    static char helps[NCMD][HELP_MAX];
+    for (size_t i = 0; i < NCMD; i++) {
+        run_result *r = run_vitfit(cmds[i].cmd, "--help", NULL);
+        CHECKF(r->status == 0 && r->out[0], "vitfit %s --help: exit %d", cmds[i].cmd, r->status);
+        snprintf(helps[i], HELP_MAX, "%s", r->out);
+        check_help_text(cmds[i].cmd, helps[i]);
+    }
+    for (size_t i = 0; i < NCMD; i++) {
+        if (!cmds[i].source)
+            continue;
+        char path[4096], src[1 << 17];
+        slurp(test_path(path, sizeof path, cmds[i].source), src, sizeof src);
+        CHECKF(src[0], "cannot read %s", path);
+        int options = 0;
+        for (const char *p = strstr(src, "{\""); p; p = strstr(p + 2, "{\"")) {
+            char name[64] = "--";
+            size_t n = strspn(p + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
+            const char *after = p + 2 + n;
+            if (n == 0 || n + 3 > sizeof name || strncmp(after, "\", ", 3) != 0 ||
+                !strstr(after, "_argument") || strstr(after, "_argument") - after > 20)
+                continue; /* not an option table entry */
+            memcpy(name + 2, p + 2, n);
+            name[n + 2] = '\0';
+            options++;
+            if (strcmp(name, "--help") == 0)
+                continue;
+            int described = 0; /* by any command of that source */
+            for (size_t j = 0; j < NCMD; j++)
+                if (cmds[j].source && strcmp(cmds[j].source, cmds[i].source) == 0)
+                    described |= help_describes(helps[j], name);
+            CHECKF(described, "%s accepts %s, which no --help describes", cmds[i].source, name);
+        }
+        CHECKF(options > 1, "%s: found no getopt table", cmds[i].source);
+    }
+}
+
 int main(void)
 {
     VIT_ASSERT(mkdtemp(tmpdir));
@@ -591,6 +725,7 @@ int main(void)
     test_non_finite_scores();
     test_non_utf8_paths();
     test_precision();
+    test_help();
     remove_tmpdir();
     return check_result();
 }

@@ -59,6 +59,10 @@ static const want_key want[] = {
     I("port", 8080, 0, 65535),
     O("model", "\"models/fashion-vit-tiny\""),
     O("data_dir", "\"data\""),
+    O("hub_url", "\"https://huggingface.co\""),
+    O("cache", "\"\""),
+    O("hub_offline", "false"),
+    I("hub_max_bytes", 4294967296, 1024, 1099511627776),
     I("workers", 1, 1, 64),
     I("threads_per_worker", 0, 0, 256),
     O("oversubscribe", "false"),
@@ -97,7 +101,7 @@ static const char *const allowed_env[] = {
     "VITFIT_NO_AVX512=1", "VITFIT_SOURCE_ROOT=/x", "VITFIT_BIN=/x/vitfit", "VITFIT_CI=1",
     "VITFIT_WITH_FUZZ=0", "VITFIT_WITH_REFERENCE=1", "VITFIT_SKIP_STAGES=fuzz",
     "VITFIT_TEST_CPUS=8", "VITFIT_TEST_FAIL_THREAD=2", "VITFIT_FUZZ_TASK_SEEDS=/x",
-    "VITFIT_CACHE=/x", "VITFIT_BF16_EMULATE=1",
+    "VITFIT_BF16_EMULATE=1", "VITFIT_WITH_BROWSER=0",
 };
 #define NALLOWED (sizeof allowed_env / sizeof allowed_env[0])
 
@@ -383,6 +387,7 @@ static long long int_field(const vit_cfg *c, const char *name)
     F(decode_threads); F(max_concurrent_fetches); F(url_connect_timeout_ms); F(url_timeout_ms);
     F(url_max_bytes); F(url_max_redirects); F(task_memory_mb); F(max_running_jobs); F(max_queued_jobs);
     F(serve_reserved_threads); F(job_checkpoint_every_steps); F(drain_timeout_ms);
+    F(hub_max_bytes);
 #undef F
     CHECKF(0, "int_field: no field %s", name);
     return -1;

@@ -262,7 +262,7 @@ static void check_attention(vit_team *team, int B, int N, int C, int NH)
         for (size_t i = 0; i < (size_t)B * N * 3 * C; i++)
             qkv[i] *= 3.0f; /* peaked softmax rows */
         attention_forward(want, probs, 0, qkv, B, N, C, NH);
-        attention_forward_team(team, got, qkv, B, N, C, NH, scratch);
+        attention_forward_team(team, got, qkv, B, N, C, NH, false, scratch);
         char what[96];
         snprintf(what, sizeof what, "attention B=%d N=%d C=%d heads=%d", B, N, C, NH);
         check_close(what, got, want, (size_t)B * N * C, 2e-6, 1e-5);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "check.h"
 #include "cpu.h"
 #include "gemm.h"
@@ -25,6 +26,9 @@
 #include "ops.h"
 #include "pool.h"
 #include "randinit.h"
+
+/* See check_attention_bf16. */
+#define ATTENTION_BF16_TOL 1e-3
 
 static float *random_floats(size_t n, const char *name, uint64_t seed)
 {
@@ -233,6 +237,89 @@ static void check_native_vs_emulated(void)
 #endif
 }
 
+/* bf16 attention against the same attention in double on bf16-rounded q, k,
+ * probabilities and v: the largest error over the largest |output| of its
+ * (image, head), and where it is. */
+static double attention_bf16_error(const float *got, const float *qkv, int B, int N, int C,
+                                   int NH)
+{
+    int hs = C / NH;
+    size_t ld = 3 * (size_t)C;
+    double scale = 1.0 / sqrt((double)hs), worst = 0;
+    double *p = malloc((size_t)N * sizeof *p), *o = malloc((size_t)N * hs * sizeof *o);
+    if (!p || !o) {
+        free(p), free(o);
+        return INFINITY;
+    }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)b * N * ld + (size_t)h * hs;
+            const float *k = q + C, *v = q + 2 * (size_t)C;
+            double omax = 0, emax = 0;
+            for (int i = 0; i < N; i++) {
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < N; j++) {
+                    double d = 0;
+                    for (int t = 0; t < hs; t++)
+                        d += (double)gemm_bf16_round(q[(size_t)i * ld + t]) *
+                             gemm_bf16_round(k[(size_t)j * ld + t]);
+                    p[j] = d * scale;
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                for (int j = 0; j < N; j++)
+                    sum += p[j] = exp(p[j] - mx);
+                for (int t = 0; t < hs; t++) {
+                    double acc = 0;
+                    for (int j = 0; j < N; j++)
+                        acc += (double)gemm_bf16_round((float)(p[j] / sum)) *
+                               gemm_bf16_round(v[(size_t)j * ld + t]);
+                    o[(size_t)i * hs + t] = acc;
+                    omax = fabs(acc) > omax ? fabs(acc) : omax;
+                }
+            }
+            for (int i = 0; i < N; i++)
+                for (int t = 0; t < hs; t++) {
+                    double e = fabs(got[((size_t)b * N + i) * C + (size_t)h * hs + t] -
+                                    o[(size_t)i * hs + t]);
+                    emax = e > emax ? e : emax;
+                }
+            double rel = emax / (omax > 0 ? omax : 1);
+            worst = rel > worst ? rel : worst;
+        }
+    free(p), free(o);
+    return worst;
+}
+
+/* Attention with bf16 products: within a few bf16 roundings of a probability
+ * of the bf16 reference (where the kernel's fp32 softmax rounds a value the
+ * other way), and measurably off the fp32 attention's result, so a bf16 flag
+ * that did nothing would fail. */
+static void check_attention_bf16(vit_team *team, int B, int N, int C, int NH)
+{
+    size_t n_qkv = (size_t)B * N * 3 * C, n_out = (size_t)B * N * C;
+    float *qkv = random_floats(n_qkv, "qkv", (uint64_t)N);
+    float *got = calloc(n_out, sizeof *got), *fp32 = calloc(n_out, sizeof *fp32);
+    float *scratch = aligned((size_t)vit_team_threads(team) * attention_scratch_floats(N, C, NH) *
+                             sizeof(float));
+    if (qkv && got && fp32 && scratch) {
+        for (size_t i = 0; i < n_qkv; i++)
+            qkv[i] *= 3.0f; /* peaked softmax rows */
+        attention_forward_team(team, got, qkv, B, N, C, NH, true, scratch);
+        attention_forward_team(team, fp32, qkv, B, N, C, NH, false, scratch);
+        double e_bf16 = attention_bf16_error(got, qkv, B, N, C, NH);
+        double e_fp32 = attention_bf16_error(fp32, qkv, B, N, C, NH);
+        printf("bf16 attention B=%d N=%d C=%d heads=%d: %.2e of the largest output off the bf16 "
+               "reference (fp32 attention: %.2e)\n", B, N, C, NH, e_bf16, e_fp32);
+        CHECKF(e_bf16 <= ATTENTION_BF16_TOL, "bf16 attention B=%d N=%d: error %.3g > %.3g", B,
+               N, e_bf16, ATTENTION_BF16_TOL);
+        CHECKF(e_fp32 > ATTENTION_BF16_TOL, "fp32 attention within the bf16 bound (%.3g): the "
+               "test cannot tell them apart", e_fp32);
+    } else {
+        CHECK(!"out of memory");
+    }
+    free(qkv), free(got), free(fp32), free(scratch);
+}
+
 int main(void)
 {
     test_rounding();
@@ -265,6 +352,8 @@ int main(void)
     check_product(team, 3, 1000, 1537, 2);
     check_team_bits(team);
     check_pack_nn();
+    check_attention_bf16(team, 1, 197, 768, 12); /* ViT-B/16's heads */
+    check_attention_bf16(team, 2, 17, 96, 3);    /* partial tiles and panels, an odd k */
     if (native)
         check_native_vs_emulated();
     vit_team_free(team);

@@ -1242,6 +1242,164 @@ static void *config_weights(const vit_config *c, size_t *len)
     return out;
 }
 
+/* ---- the hub's forms: HF CLIPModel and timm's label names (issue 11) ---- */
+
+/* A tiny CLIP-shaped model in HF CLIPModel's names (ref: transformers
+ * modeling_clip.py and convert_clip_original_pytorch_to_hf.py): q/k/v apart,
+ * "pre_layrnorm", visual_projection (D, C), and a text tower beside it that
+ * the loader must not read.  Serialized into *len bytes (caller frees). */
+static void *hf_clip_weights(const vit_model *m, size_t *len)
+{
+    static const char *const rename[][2] = {
+        {"patch_embed.proj.weight", "vision_model.embeddings.patch_embedding.weight"},
+        {"cls_token", "vision_model.embeddings.class_embedding"},
+        {"pos_embed", "vision_model.embeddings.position_embedding.weight"},
+        {"norm_pre.", "vision_model.pre_layrnorm."},
+        {"norm.", "vision_model.post_layernorm."},
+        {"proj.weight", "visual_projection.weight"},
+    };
+    static const char *const block[][2] = {
+        {"norm1", "layer_norm1"}, {"norm2", "layer_norm2"}, {"attn.proj", "self_attn.out_proj"},
+        {"mlp.fc1", "mlp.fc1"},   {"mlp.fc2", "mlp.fc2"},
+    };
+    vit_error err;
+    st_writer *w = st_writer_create();
+    VIT_ASSERT(w);
+    int64_t C = m->cfg.width;
+    for (size_t i = 0; i < m->num_params; i++) {
+        const vit_param *p = &m->params[i];
+        char name[160] = "";
+        int b, n = 0;
+        if (sscanf(p->name, "blocks.%d.%n", &b, &n) == 1 && n > 0) {
+            const char *rest = p->name + n;
+            if (strncmp(rest, "attn.qkv.", 9) == 0) { /* three tensors of C rows */
+                static const char *const qkv[] = {"q_proj", "k_proj", "v_proj"};
+                for (int t = 0; t < 3; t++) {
+                    snprintf(name, sizeof name, "vision_model.encoder.layers.%d.self_attn.%s.%s",
+                             b, qkv[t], rest + 9);
+                    int64_t shape[2] = {C, C};
+                    VIT_ASSERT(st_writer_add_f32(w, name, p->ndim, shape,
+                                                 p->data + (size_t)t * p->numel / 3,
+                                                 &err) == VIT_OK);
+                }
+                continue;
+            }
+            for (size_t k = 0; k < sizeof block / sizeof block[0]; k++)
+                if (strncmp(rest, block[k][0], strlen(block[k][0])) == 0 &&
+                    rest[strlen(block[k][0])] == '.')
+                    snprintf(name, sizeof name, "vision_model.encoder.layers.%d.%s%s", b,
+                             block[k][1], rest + strlen(block[k][0]));
+        } else {
+            for (size_t k = 0; k < sizeof rename / sizeof rename[0]; k++)
+                if (strncmp(p->name, rename[k][0], strlen(rename[k][0])) == 0)
+                    snprintf(name, sizeof name, "%s%s", rename[k][1],
+                             p->name + strlen(rename[k][0]));
+        }
+        VIT_ASSERT(name[0]);
+        VIT_ASSERT(st_writer_add_f32(w, name, p->ndim, p->shape, p->data, &err) == VIT_OK);
+    }
+    float text[16] = {0};
+    int64_t ts[2] = {4, 4};
+    VIT_ASSERT(st_writer_add_f32(w, "text_model.embeddings.token_embedding.weight", 2, ts, text,
+                                 &err) == VIT_OK);
+    VIT_ASSERT(st_writer_add_f32(w, "text_projection.weight", 2, ts, text, &err) == VIT_OK);
+    void *out;
+    VIT_ASSERT(st_writer_serialize(w, &out, len, &err) == VIT_OK);
+    st_writer_free(w);
+    return out;
+}
+
+static void test_hub_forms(void)
+{
+    fprintf(stderr, "HF CLIPModel checkpoints; timm's label_names and label_descriptions\n");
+    vit_config c;
+    vit_error err = {0};
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.num_classes = 0;
+    c.proj_dim = 16;
+    c.ln_pre = true;
+    c.patch_bias = false;
+    c.act = VIT_ACT_QUICK_GELU;
+    c.ln_eps = 1e-5f;
+    c.heads = 2; /* not 64-wide: only the config can say so */
+    c.preprocess = img_preprocess_clip(32);
+    vit_model *m = NULL, *got = NULL;
+    CHECK(vit_model_create(&c, &m, &err) == VIT_OK);
+    vit_model_randomize(m, 9);
+    size_t len;
+    void *weights = hf_clip_weights(m, &len);
+    static const char config[] =
+        "{\"architectures\": [\"CLIPModel\"], \"projection_dim\": 16,"
+        " \"text_config\": {\"hidden_size\": 4, \"num_attention_heads\": 1},"
+        " \"vision_config\": {\"hidden_size\": 64, \"intermediate_size\": 256,"
+        " \"num_attention_heads\": 2, \"num_hidden_layers\": 2, \"patch_size\": 8,"
+        " \"image_size\": 32, \"hidden_act\": \"quick_gelu\", \"layer_norm_eps\": 1e-05,"
+        " \"id2label\": {\"0\": \"LABEL_0\", \"1\": \"LABEL_1\"}}}";
+    static const char pre[] =
+        "{\"crop_size\": 32, \"do_center_crop\": true, \"do_normalize\": true,"
+        " \"do_resize\": true, \"feature_extractor_type\": \"CLIPFeatureExtractor\","
+        " \"image_mean\": [0.48145466, 0.4578275, 0.40821073],"
+        " \"image_std\": [0.26862954, 0.26130258, 0.27577711], \"resample\": 3, \"size\": 32}";
+    vit_side_files side = {.config = config, .config_len = strlen(config), .preprocessor = pre,
+                           .preprocessor_len = strlen(pre)};
+    CHECKF(vit_model_load_memory(weights, len, &side, &got, &err) == VIT_OK, "%s", err.message);
+    if (got) {
+        CHECKF(got->layout == VIT_LAYOUT_HF_CLIP && strcmp(vit_layout_name(got->layout),
+                                                           "hf-clip") == 0, "layout %s",
+               vit_layout_name(got->layout));
+        CHECKF(vit_config_equal(&got->cfg, &m->cfg), "heads %d eps %g act %d proj %d resize %d",
+               got->cfg.heads, (double)got->cfg.ln_eps, got->cfg.act, got->cfg.proj_dim,
+               got->cfg.preprocess.resize_shorter);
+        CHECK(got->labels == NULL); /* vision_config's id2label is not a head's */
+        CHECK(got->frozen_len == m->frozen_len && got->trainable_len == m->trainable_len &&
+              memcmp(got->frozen, m->frozen, m->frozen_len * sizeof(float)) == 0 &&
+              memcmp(got->trainable, m->trainable, m->trainable_len * sizeof(float)) == 0);
+    }
+    vit_model_free(got);
+    got = NULL;
+    /* a bad vision_config value is named with where it is */
+    static const char bad[] = "{\"vision_config\": {\"num_attention_heads\": \"two\"}}";
+    side.config = bad;
+    side.config_len = strlen(bad);
+    CHECKF(vit_model_load_memory(weights, len, &side, &got, &err) == VIT_ERR_FORMAT &&
+               strstr(err.message, "vision_config") && strstr(err.message, "num_attention_heads"),
+           "%s", err.message);
+    free(weights);
+    vit_model_free(m);
+
+    /* timm: label_names as a list or an id -> name dict; label_descriptions name them */
+    CHECK(vit_config_preset("vit-tiny", &c, &err) == VIT_OK);
+    c.num_classes = 3;
+    weights = config_weights(&c, &len);
+    static const struct { const char *config; vit_status want; const char *label1; } cases[] = {
+        {"{\"architecture\": \"vit_tiny\", \"label_names\": [\"n1\", \"n2\", \"n3\"],"
+         " \"label_descriptions\": {\"n1\": \"one\", \"n2\": \"two, 2\", \"n3\": \"three\"}}",
+         VIT_OK, "two, 2"},
+        {"{\"label_names\": {\"2\": \"n3\", \"0\": \"n1\", \"1\": \"n2\"}}", VIT_OK, "n2"},
+        {"{\"label_names\": [\"n1\", \"n2\", \"n3\"], \"label_descriptions\": {\"n1\": \"one\"}}",
+         VIT_OK, "n2"}, /* not every label described: the names stay */
+        {"{\"label_names\": {\"0\": \"n1\", \"1\": \"n2\", \"3\": \"n4\"}}", VIT_ERR_FORMAT,
+         "label_names must map ids 0..2"},
+        {"{\"label_names\": [\"n1\", \"n2\", \"n3\"], \"label_descriptions\": {\"n1\": \"a\","
+         " \"n2\": \"b\\u001b[2J\", \"n3\": \"c\"}}",
+         VIT_ERR_FORMAT, "label description 1 has a control character"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        side = (vit_side_files){.config = cases[i].config, .config_len = strlen(cases[i].config)};
+        vit_status st = vit_model_load_memory(weights, len, &side, &got, &err);
+        if (cases[i].want == VIT_OK)
+            CHECKF(st == VIT_OK && got->labels && strcmp(got->labels[1], cases[i].label1) == 0,
+                   "case %zu: %s: %s", i, vit_status_name(st),
+                   st == VIT_OK ? got->labels[1] : err.message);
+        else
+            CHECKF(st == cases[i].want && strstr(err.message, cases[i].label1), "case %zu: %s",
+                   i, st == VIT_OK ? "loaded" : err.message);
+        vit_model_free(got);
+        got = NULL;
+    }
+    free(weights);
+}
+
 /* floor(image_size / crop_pct) must be at least 1: with a 2-pixel model and
  * crop_pct 4 it is 0, which would read as "squash" (resize both sides). */
 static void test_crop_pct_zero(void)
@@ -1288,6 +1446,7 @@ int main(void)
     test_layernorm_and_softmax();
     test_config();
     test_crop_pct_zero();
+    test_hub_forms();
     test_state_budget();
     test_tiny_goldens();
     test_preprocess_goldens();
