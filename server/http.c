@@ -38,6 +38,7 @@
 #include "jobs.h"
 #include "model_info.h"
 #include "pipeline.h"
+#include "routes.h"
 #include "sse.h"
 #include "tasks.h"
 #include "web.h"
@@ -118,83 +119,6 @@ void srv_request_finish(srv_request *r)
     MHD_resume_connection(r->conn);
     atomic_fetch_sub(&h->active, 1);
     srv_request_unref(r); /* the pipeline's reference */
-}
-
-/* ---- routes ---- */
-
-typedef struct route_spec {
-    srv_route route;
-    const char *path;   /* exact path ("/" too), or a prefix ending in '/' for {name} */
-    const char *suffix; /* after {name}: "" for none, else "/cancel" ... */
-    const char *allow;  /* the Allow header of a 405 */
-    const char *label;  /* in logs and /metrics */
-} route_spec;
-
-static const route_spec routes[] = {
-    {SRV_ROUTE_HEALTHZ, "/healthz", "", "GET, HEAD", "/healthz"},
-    {SRV_ROUTE_READYZ, "/readyz", "", "GET, HEAD", "/readyz"},
-    {SRV_ROUTE_METRICS, "/metrics", "", "GET, HEAD", "/metrics"},
-    {SRV_ROUTE_MODEL, "/v1/model", "", "GET, HEAD", "/v1/model"},
-    {SRV_ROUTE_CLASSIFY, "/v1/classify", "", "POST", "/v1/classify"},
-    {SRV_ROUTE_TASKS, "/v1/tasks", "", "GET, HEAD", "/v1/tasks"},
-    {SRV_ROUTE_TASK, "/v1/tasks/", "", "GET, HEAD, PUT, DELETE", "/v1/tasks/{name}"},
-    {SRV_ROUTE_FINETUNE, "/v1/finetune", "", "GET, HEAD, POST", "/v1/finetune"},
-    {SRV_ROUTE_FINETUNE_JOB, "/v1/finetune/", "", "GET, HEAD", "/v1/finetune/{id}"},
-    {SRV_ROUTE_FINETUNE_CANCEL, "/v1/finetune/", "/cancel", "POST", "/v1/finetune/{id}/cancel"},
-    {SRV_ROUTE_FINETUNE_EVENTS, "/v1/finetune/", "/events", "GET, HEAD",
-     "/v1/finetune/{id}/events"},
-    {SRV_ROUTE_PAGE, "/", "", "GET, HEAD", "/"},
-    {SRV_ROUTE_WEB, "/web/", "", "GET, HEAD", "/web/{file}"},
-    {SRV_ROUTE_OPENAPI, "/openapi.yaml", "", "GET, HEAD", "/openapi.yaml"},
-};
-
-static const route_spec *find_route(const char *url, char name[TASK_NAME_MAX + 1], bool *bad_name)
-{
-    *bad_name = false;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        const route_spec *rs = &routes[i];
-        size_t n = strlen(rs->path);
-        if (n == 1 || rs->path[n - 1] != '/') {
-            if (strcmp(url, rs->path) == 0)
-                return rs;
-            continue;
-        }
-        if (strncmp(url, rs->path, n) != 0 || url[n] == '\0')
-            continue;
-        size_t len = strcspn(url + n, "/");
-        if (len == 0 || strcmp(url + n + len, rs->suffix) != 0)
-            continue;
-        /* the name is checked by the handler; here only its length */
-        if (len > TASK_NAME_MAX)
-            *bad_name = true;
-        else
-            memcpy(name, url + n, len), name[len] = '\0';
-        return rs;
-    }
-    return NULL;
-}
-
-static bool method_allowed(const route_spec *rs, const char *method)
-{
-    /* Allow lists are "A, B, C": compare whole tokens */
-    size_t n = strlen(method);
-    for (const char *p = rs->allow; *p;) {
-        size_t len = strcspn(p, ",");
-        if (len == n && strncmp(p, method, n) == 0)
-            return true;
-        p += len;
-        while (*p == ',' || *p == ' ')
-            p++;
-    }
-    return false;
-}
-
-static const char *route_label(srv_route route)
-{
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (routes[i].route == route)
-            return routes[i].label;
-    return "unknown";
 }
 
 /* ---- replies ---- */
@@ -320,14 +244,14 @@ static bool classify_body_kind(srv_request *r)
 }
 
 /* Checks that need only the headers; fills r->reply when one fails. */
-static void check_headers(srv_request *r, const route_spec *rs, bool bad_name)
+static void check_headers(srv_request *r, const srv_route_spec *rs, bool bad_name)
 {
     srv *s = r->server;
     if (!rs) {
         api_error(&r->reply, 404, "not_found", "no route for this path");
         return;
     }
-    if (!method_allowed(rs, r->method)) {
+    if (!srv_route_allows(rs, r->method)) {
         api_error(&r->reply, 405, "method_not_allowed", "%s is not allowed here (allowed: %s)",
                   r->method, rs->allow);
         snprintf(r->reply.allow, sizeof r->reply.allow, "%s", rs->allow);
@@ -439,7 +363,7 @@ static srv_request *request_new(srv_http *h, struct MHD_Connection *conn, const 
         snprintf(r->id, sizeof r->id, "%016" PRIx64,
                  h->id_base ^ ((uint64_t)atomic_fetch_add(&s->next_id, 1) * 0x9E3779B97F4A7C15u));
     bool bad_name;
-    const route_spec *rs = find_route(url, r->task_name, &bad_name);
+    const srv_route_spec *rs = srv_route_find(url, r->task_name, TASK_NAME_MAX, &bad_name);
     r->route = rs ? rs->route : SRV_ROUTE_NONE;
     check_headers(r, rs, bad_name);
     return r;
@@ -701,7 +625,7 @@ static bool dispatch(srv_http *h, srv_request *r)
         char path[sizeof "/web/" + TASK_NAME_MAX];
         snprintf(path, sizeof path, "/web/%s", r->task_name);
         /* "/" and "/openapi.yaml": the label is the path */
-        r->asset = api_web_asset_find(r->route == SRV_ROUTE_WEB ? path : route_label(r->route));
+        r->asset = api_web_asset_find(r->route == SRV_ROUTE_WEB ? path : srv_route_label(r->route));
         if (!r->asset)
             api_error(&r->reply, 404, "not_found", "no such file");
         return false;
@@ -839,11 +763,11 @@ static void log_request(srv_request *r, int status, double ms)
                                                                      : "";
     if (s->cfg.log_format == CFG_LOG_TEXT) {
         fprintf(stderr, "%s %s %s %d %.1fms task=%s batch=%d\n", r->id, r->method,
-                route_label(r->route), status, ms, task[0] ? task : "-", r->batch_size);
+                srv_route_label(r->route), status, ms, task[0] ? task : "-", r->batch_size);
         return;
     }
     json_t *j = json_pack("{s:s,s:s,s:o*,s:s,s:i,s:f,s:s,s:i}", "msg", "request", "id", r->id,
-                          "method", api_json_text(r->method), "route", route_label(r->route),
+                          "method", api_json_text(r->method), "route", srv_route_label(r->route),
                           "status", status,
                           "ms", ms, "task", task, "batch", r->batch_size);
     char *line = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
@@ -870,7 +794,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     int status = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK || r->reply.status ? r->reply.status
                                                                                 : 499;
     double seconds = srv_now() - r->started;
-    api_metrics_request(r->server->metrics, route_label(r->route), status, seconds);
+    api_metrics_request(r->server->metrics, srv_route_label(r->route), status, seconds);
     log_request(r, status, seconds * 1e3);
     srv_request_unref(r);
 }

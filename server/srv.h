@@ -28,6 +28,7 @@
 #include "classify.h"
 #include "config.h"
 #include "metrics.h"
+#include "routes.h"
 #include "task.h"
 #include "task_store.h"
 #include "vit.h"
@@ -55,26 +56,6 @@ typedef struct srv {
     atomic_bool validating;   /* a fine-tune request's data sets are being opened */
     atomic_uint_fast64_t next_id; /* request ids when the client sends none */
 } srv;
-
-/* The routes; SRV_ROUTE_NONE is an unknown path. */
-typedef enum srv_route {
-    SRV_ROUTE_NONE,
-    SRV_ROUTE_HEALTHZ,
-    SRV_ROUTE_READYZ,
-    SRV_ROUTE_METRICS,
-    SRV_ROUTE_MODEL,
-    SRV_ROUTE_CLASSIFY,
-    SRV_ROUTE_TASKS,
-    SRV_ROUTE_TASK,
-    SRV_ROUTE_FINETUNE,         /* /v1/finetune: list, create */
-    SRV_ROUTE_FINETUNE_JOB,     /* /v1/finetune/{id} */
-    SRV_ROUTE_FINETUNE_CANCEL,  /* /v1/finetune/{id}/cancel */
-    SRV_ROUTE_FINETUNE_EVENTS,  /* /v1/finetune/{id}/events */
-    SRV_ROUTE_PAGE,             /* /: the try-it page (embedded, server/web.c) */
-    SRV_ROUTE_WEB,              /* /web/{file}: its assets */
-    SRV_ROUTE_OPENAPI,          /* /openapi.yaml */
-    SRV_ROUTE_COUNT,
-} srv_route;
 
 /* How a classify body arrived. */
 typedef enum srv_body_kind { SRV_BODY_NONE, SRV_BODY_JSON, SRV_BODY_FORM, SRV_BODY_RAW } srv_body_kind;

@@ -8,9 +8,11 @@ packages=(
   libmicrohttpd-dev libjansson-dev libopenblas-dev libstb-dev libcurl4-openssl-dev zlib1g-dev
   curl  # tests/api/test_api_readme runs the README's curl examples
   dataset-fashion-mnist
+  libyaml-dev  # tests only: tests/api/openapi_check.c reads api/openapi.yaml
 )
 # tests/web (the try-it page in headless Chromium, driven by puppeteer-core,
-# which npm installs from tests/web/package-lock.json).  Installed by default;
+# which npm installs from tests/web/package-lock.json), and tools/openapi/lint.sh
+# (Redocly CLI, from tools/openapi/package-lock.json).  Installed by default;
 # VITFIT_WITH_BROWSER=0 (run.sh, which only serves) leaves them out.  A
 # Node.js from elsewhere (NodeSource's package provides npm and conflicts
 # with Debian's) has npm already.

@@ -14,8 +14,10 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "openapi_check.h"
 #include "task.h"
 #include "test_util.h"
 
@@ -51,10 +54,79 @@ static const char *vitfit_bin(void)
     return bin && *bin ? bin : "vitfit";
 }
 
+/* ---- replies against api/openapi.yaml ---------------------------------- */
+
+/* Every reply serve_request receives is checked against the document
+ * (openapi_check.h); a mismatch is printed at once and counted apart from
+ * check.h's counters, which are not safe to bump from the client threads
+ * some tests run.  serve_harness_failures adds them up. */
+static pthread_once_t doc_once = PTHREAD_ONCE_INIT;
+static json_t *the_doc;             /* read-only once loaded */
+static char doc_error[512];
+static atomic_int replies_checked, replies_failed, replies_cut; /* cut: not complete */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static json_t *replies_seen;        /* "METHOD template status" -> count */
+
+static void doc_load(void)
+{
+    char path[1024];
+    the_doc = openapi_yaml_load(test_path(path, sizeof path, "api/openapi.yaml"), doc_error,
+                                sizeof doc_error);
+}
+
+/* Checks the reply r to q; only complete exchanges (a reply curl cut short
+ * is the test's business, and its body may be partial). */
+static void reply_check(const serve_req *q, const serve_resp *r)
+{
+    if (r->status == 0)
+        return;
+    if (r->cc != CURLE_OK) {
+        atomic_fetch_add(&replies_cut, 1);
+        return;
+    }
+    pthread_once(&doc_once, doc_load);
+    atomic_fetch_add(&replies_checked, 1);
+    if (!the_doc) {
+        if (atomic_fetch_add(&replies_failed, 1) == 0)
+            fprintf(stderr, "openapi: cannot read the document: %s\n", doc_error);
+        return;
+    }
+    const char *method = q->method ? q->method : q->body || q->mime ? "POST" : "GET";
+    openapi_reply rep = {.method = method, .path = q->path, .status = (int)r->status,
+                         .head = r->head, .body = r->body, .body_len = r->body_len};
+    char key[320], why[2048];
+    if (!openapi_check_reply(the_doc, &rep, key, sizeof key, why, sizeof why)) {
+        atomic_fetch_add(&replies_failed, 1);
+        fprintf(stderr, "openapi: reply not as api/openapi.yaml documents it: %s\n", why);
+    }
+    pthread_mutex_lock(&seen_lock);
+    if (!replies_seen)
+        replies_seen = json_object();
+    json_t *n = json_object_get(replies_seen, key);
+    json_object_set_new(replies_seen, key, json_integer(n ? json_integer_value(n) + 1 : 1));
+    pthread_mutex_unlock(&seen_lock);
+}
+
 int serve_harness_failures(void)
 {
     fprintf(stderr, "harness: %d checks, %d failed\n", check_count, check_failures);
-    return check_failures;
+    int checked = atomic_load(&replies_checked), failed = atomic_load(&replies_failed);
+    fprintf(stderr, "openapi: %d replies checked against api/openapi.yaml, %d failed; %zu "
+                    "distinct (method, path, status); %d not checked (cut short)\n",
+            checked, failed, json_object_size(replies_seen), atomic_load(&replies_cut));
+    /* VIT_TEST_OPENAPI_SEEN=FILE: append what was seen (documentation coverage) */
+    const char *seen_file = getenv("VIT_TEST_OPENAPI_SEEN");
+    FILE *f = seen_file && *seen_file ? fopen(seen_file, "a") : NULL;
+    const char *key;
+    json_t *count;
+    json_object_foreach(replies_seen, key, count)
+        if (f)
+            fprintf(f, "%s\t%" JSON_INTEGER_FORMAT "\n", key, json_integer_value(count));
+    if (f)
+        fclose(f);
+    json_decref(replies_seen);
+    replies_seen = NULL;
+    return check_failures + failed;
 }
 
 /* ---- files -------------------------------------------------------------- */
@@ -507,6 +579,7 @@ bool serve_request(const serve_proc *p, CURL *h, const serve_req *q, serve_resp 
     r->head_len = head.n;
     if (r->cc != CURLE_OK && r->status == 0)
         return false;
+    reply_check(q, r);
     return r->status != 0;
 }
 

@@ -14,7 +14,8 @@
  *     scheme: 401 unauthorized with WWW-Authenticate; the right key passes.
  *  3. X-Request-Id: an acceptable one echoed, a bad or too long one
  *     replaced, a new one on every reply (errors too), distinct.
- *  4. Routing: unknown route 404 not_found; wrong method 405 with Allow.
+ *  4. Routing: unknown route 404 not_found; wrong method 405 with Allow;
+ *     HEAD of each GET route 200 without a body.
  *  5. Tasks: list (sorted, bytes = file size), get, PUT new (201) and
  *     replace (200) - each live for the next classify, equal to the CLI with
  *     that file -, PUT of garbage (400) and of a task made for another
@@ -415,6 +416,19 @@ static void test_routing(void)
                    (!cases[i].allow2 || allow_has(allow, cases[i].allow2)) &&
                    !allow_has(allow, cases[i].method),
                "%s: Allow \"%s\"", what, got ? allow : "(none)");
+        serve_resp_free(&r);
+    }
+    /* HEAD: every GET route's status and headers, no body (the harness
+     * checks each reply against api/openapi.yaml's HEAD operation) */
+    static const char *const heads[] = {"/healthz", "/readyz", "/metrics", "/v1/model",
+                                        "/v1/tasks", "/v1/tasks/alpha", "/v1/finetune"};
+    for (size_t i = 0; i < sizeof heads / sizeof *heads; i++) {
+        serve_resp r;
+        char ct[128];
+        serve_request(&A, h, &(serve_req){.method = "HEAD", .path = heads[i]}, &r);
+        CHECKF(r.status == 200 && r.body_len == 0 &&
+                   serve_header(&r, "Content-Type", ct, sizeof ct),
+               "HEAD %s: status %ld, %zu body bytes", heads[i], r.status, r.body_len);
         serve_resp_free(&r);
     }
 }
