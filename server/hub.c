@@ -26,6 +26,8 @@
 #define MAX_JSON_BYTES ((int64_t)16 << 20) /* the loader's cap on config files */
 #define MAX_TOKEN_BYTES 4000
 #define PATH_SIZE 4096
+#define COMMIT_FILE ".commit" /* in the stage: the commit its files are from */
+#define MAX_MOVES 2           /* a revision that moves more often mid-download fails */
 
 /* The files of a checkpoint, in the order they are fetched (the small ones
  * first: a missing model is found out before gigabytes move). */
@@ -255,6 +257,17 @@ static int lock_repo(const hub_paths *p, const hub_options *o, vit_error *err)
  * it and nothing else is in it. */
 static void remove_empty(const hub_paths *p)
 {
+    char path[PATH_SIZE + 64];
+    bool staged = false; /* a file to resume: then its commit stays recorded */
+    for (size_t i = 0; i < NFILES && !staged; i++) {
+        snprintf(path, sizeof path, "%s/%s", p->stage, hub_files[i].name);
+        staged = lstat(path, &(struct stat){0}) == 0;
+        snprintf(path, sizeof path, "%s/%s.part", p->stage, hub_files[i].name);
+        staged = staged || lstat(path, &(struct stat){0}) == 0;
+    }
+    snprintf(path, sizeof path, "%s/" COMMIT_FILE, p->stage);
+    if (!staged)
+        unlink(path);
     if (rmdir(p->stage) != 0)
         return; /* a download to resume */
     rmdir(p->incomplete);
@@ -266,8 +279,8 @@ static void remove_empty(const hub_paths *p)
         rmdir(p->root);
 }
 
-/* After a refused download: removes its staged files, then what is empty. */
-static void drop_download(const hub_paths *p)
+/* Removes the staged files (and the commit they were from). */
+static void drop_staged(const hub_paths *p)
 {
     char path[PATH_SIZE + 64];
     for (size_t i = 0; i < NFILES; i++) {
@@ -276,7 +289,44 @@ static void drop_download(const hub_paths *p)
         snprintf(path, sizeof path, "%s/%s.part", p->stage, hub_files[i].name);
         unlink(path);
     }
+    snprintf(path, sizeof path, "%s/" COMMIT_FILE, p->stage);
+    unlink(path);
+}
+
+/* After a refused download: removes its staged files, then what is empty. */
+static void drop_download(const hub_paths *p)
+{
+    drop_staged(p);
     remove_empty(p);
+}
+
+/* The commit recorded in the stage into commit (HUB_COMMIT_SIZE), or "". */
+static void read_commit(const hub_paths *p, char *commit)
+{
+    char path[PATH_SIZE + 64];
+    commit[0] = '\0';
+    snprintf(path, sizeof path, "%s/" COMMIT_FILE, p->stage);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, commit, HUB_COMMIT_SIZE - 1);
+    close(fd);
+    commit[n > 0 ? n : 0] = '\0';
+    if (n <= 0 || strspn(commit, "0123456789abcdef") != (size_t)n)
+        commit[0] = '\0';
+}
+
+/* Records commit as the one the stage's files are from. */
+static int write_commit(const hub_paths *p, const char *commit)
+{
+    char path[PATH_SIZE + 64];
+    snprintf(path, sizeof path, "%s/" COMMIT_FILE, p->stage);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
+    if (fd < 0)
+        return -1;
+    size_t n = strlen(commit);
+    int rc = write(fd, commit, n) == (ssize_t)n ? 0 : -1;
+    return close(fd) == 0 ? rc : -1;
 }
 
 /* ---- resolving ---------------------------------------------------------------- */
@@ -320,7 +370,10 @@ vit_status hub_check(const char *model, const hub_options *o, vit_error *err)
     return st != VIT_OK ? st : check_settings(o, &hub, err);
 }
 
-/* Fetches every file of ref into p->stage (the lock held). */
+/* Fetches every file of ref into p->stage (the lock held).  The stage holds
+ * files of one commit: when the hub names the commit (X-Repo-Commit) and it
+ * is not the one the stage began with -- a branch moved between files, or
+ * between an interrupted run and this one -- the stage starts over. */
 static vit_status fetch_all(const hub_ref *ref, const hub_options *o, const hub_origin *hub,
                             const hub_paths *p, bool *refused, vit_error *err)
 {
@@ -328,6 +381,9 @@ static vit_status fetch_all(const hub_ref *ref, const hub_options *o, const hub_
     while (base_len > 0 && o->url[base_len - 1] == '/')
         base_len--;
     *refused = false;
+    char commit[HUB_COMMIT_SIZE], seen[HUB_COMMIT_SIZE];
+    read_commit(p, commit);
+    int moves = 0;
     for (size_t i = 0; i < NFILES; i++) {
         const struct hub_file *f = &hub_files[i];
         char url[PATH_SIZE], part[PATH_SIZE + 64], final[PATH_SIZE + 64];
@@ -342,8 +398,29 @@ static vit_status fetch_all(const hub_ref *ref, const hub_options *o, const hub_
         int64_t cap = f->json && MAX_JSON_BYTES < o->max_bytes ? MAX_JSON_BYTES : o->max_bytes;
         hub_file_job j = {.url = url, .hub = hub, .file = f->name, .part_path = part,
                           .final_path = final, .max_bytes = cap, .optional = f->optional,
-                          .o = o};
-        switch (hub_fetch_file(&j, err)) {
+                          .commit = commit, .commit_seen = seen, .o = o};
+        seen[0] = '\0';
+        hub_outcome out = hub_fetch_file(&j, err);
+        if (out == HUB_MOVED && ++moves <= MAX_MOVES) {
+            if (o->log) {
+                char line[160];
+                snprintf(line, sizeof line, "the revision moved on the hub (now commit %.12s): "
+                         "downloading it again", seen);
+                o->log(o->ctx, line);
+            }
+            drop_staged(p);
+            commit[0] = '\0';
+            i = (size_t)-1; /* from the first file again */
+        }
+        if (!commit[0] && seen[0]) { /* the first the hub named: what the stage is from */
+            memcpy(commit, seen, sizeof commit);
+            if (write_commit(p, commit) != 0)
+                return vit_error_set(err, VIT_ERR_IO, "cannot write %s/" COMMIT_FILE ": %s",
+                                     p->stage, strerror(errno));
+        }
+        if (out == HUB_MOVED && moves <= MAX_MOVES)
+            continue;
+        switch (out) {
         case HUB_DONE:
             sync_dir(p->stage);
             break;
@@ -351,6 +428,7 @@ static vit_status fetch_all(const hub_ref *ref, const hub_options *o, const hub_
             break;
         case HUB_RETRY:
             return VIT_ERR_IO;
+        case HUB_MOVED: /* handled above, or moving too often */
         case HUB_FAILED:
             *refused = true;
             return err->code == VIT_OK ? VIT_ERR_IO : err->code;
@@ -413,6 +491,9 @@ vit_status hub_resolve(const char *model, const hub_options *o, char *dir, size_
         vit_error_prefix(err, "%s", spec);
         goto out;
     }
+    char commit_file[PATH_SIZE + 16];
+    snprintf(commit_file, sizeof commit_file, "%s/" COMMIT_FILE, p->stage);
+    unlink(commit_file); /* the snapshot holds the checkpoint's files only */
     if (make_dir(p->snapshots, NULL) != 0 || rename(p->stage, p->snapshot) != 0) {
         st = vit_error_set(err, VIT_ERR_IO, "%s: cannot move the download into %s: %s", spec,
                            p->snapshot, strerror(errno));

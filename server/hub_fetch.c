@@ -110,18 +110,24 @@ typedef struct xfer {
     int64_t offset;          /* bytes in the .part before this response's body */
     int64_t got;             /* body bytes of this response written */
     int64_t discarded;       /* body bytes of a redirect or error answer dropped */
-    bool from_hub;           /* this hop goes to the hub's origin */
+    bool from_hub;           /* this hop goes to the hub's origin, and no earlier one left it */
+    bool left_hub;           /* a hop went elsewhere: every later hop is foreign */
     /* the current response */
     long status;
     int64_t length;          /* Content-Length, or -1 */
     int64_t range_start;     /* Content-Range "bytes START-END/TOTAL", or -1 */
+    int64_t range_end;
     int64_t range_total;
+    bool chunked;            /* Transfer-Encoding: chunked (its end is marked) */
+    bool http2;              /* HTTP/2 or later (its end is marked too) */
+    bool encoded;            /* a Content-Encoding other than identity */
+    int64_t expect_total;    /* the file's size this answer announces, or -1 */
     bool to_file;            /* a 200/206 accepted: its body goes to the .part */
     bool restart;            /* a 206 at the wrong offset: truncate, ask from 0 */
     /* what the hub stated about the file */
     int64_t stated_size;     /* X-Linked-Size, or -1 */
     char stated_sha[SHA256_HEX_LEN + 1]; /* lower-case hex, or "" */
-    bool linked_etag;        /* stated_sha came from X-Linked-Etag (ETag yields to it) */
+    char commit[HUB_COMMIT_SIZE]; /* X-Repo-Commit of the hub's answers, or "" */
     /* a refusal decided in a callback (HUB_DONE: none) */
     hub_outcome fail;
     vit_error *err;
@@ -153,32 +159,28 @@ static int64_t parse_size(const char *s)
     return errno || *end ? -1 : (int64_t)v;
 }
 
-/* Keeps an entity tag that is a sha256 (64 hex digits, in quotes, maybe
- * weak): the hub's tag of an LFS file.  Other tags (git's sha1 of a small
- * file) say nothing checkable here. */
-static void take_sha(xfer *x, const char *tag, bool linked)
+/* The sha256 in an entity tag (64 hex digits, in quotes, maybe weak: the
+ * hub's tag of an LFS file) into hex, lower-cased; false for another tag
+ * (git's sha1 of a small file says nothing checkable here). */
+static bool tag_sha(const char *tag, char hex[SHA256_HEX_LEN + 1])
 {
-    if (x->linked_etag && !linked)
-        return;
     if (strncmp(tag, "W/", 2) == 0)
         tag += 2;
     if (*tag == '"')
         tag++;
-    char hex[SHA256_HEX_LEN + 1];
     size_t n = 0;
     for (; n < SHA256_HEX_LEN && tag[n]; n++) {
         char ch = tag[n];
         if (ch >= 'A' && ch <= 'F')
             ch = (char)(ch - 'A' + 'a');
         if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-            return;
+            return false;
         hex[n] = ch;
     }
     if (n != SHA256_HEX_LEN || !(tag[n] == '"' || tag[n] == '\0'))
-        return;
+        return false;
     hex[n] = '\0';
-    memcpy(x->stated_sha, hex, sizeof hex);
-    x->linked_etag = linked;
+    return true;
 }
 
 /* Refuses the transfer from a callback: kind and message kept for
@@ -196,11 +198,34 @@ static size_t refuse(xfer *x, hub_outcome kind, const char *fmt, ...)
     return 0;
 }
 
+/* X-Repo-Commit: the commit the hub serves the revision from.  A file of
+ * another commit than the one the download began with (a moving branch) is
+ * HUB_MOVED, before any of its bytes land; false then. A value that is not
+ * a commit id is ignored, as a hub that sends none. */
+static bool take_commit(xfer *x, const char *value)
+{
+    size_t n = strspn(value, "0123456789abcdef");
+    if (n == 0 || n >= HUB_COMMIT_SIZE || value[n])
+        return true;
+    const char *before = x->commit[0] ? x->commit : x->j->commit ? x->j->commit : "";
+    if (*before && strcmp(before, value) != 0) {
+        refuse(x, HUB_MOVED, "%s: the revision moved on the hub (commit %.12s, then %.12s)",
+               x->j->file, before, value);
+        snprintf(x->commit, sizeof x->commit, "%s", value);
+        return false;
+    }
+    snprintf(x->commit, sizeof x->commit, "%s", value);
+    return true;
+}
+
 /* All headers of a 200 or 206 are in: accept its body or refuse it. */
 static size_t headers_done(xfer *x)
 {
     const hub_file_job *j = x->j;
     int64_t total = -1;
+    if (x->encoded) /* stored as it came, it would not be the file */
+        return refuse(x, HUB_FAILED, "%s: the answer is compressed (Content-Encoding): refused",
+                      j->file);
     if (x->status == 200) {
         if (x->offset > 0) { /* the server ignored the Range: start over */
             if (ftruncate(x->fd, 0) != 0)
@@ -214,10 +239,18 @@ static size_t headers_done(xfer *x)
             x->restart = true;
             return 0;
         }
-        total = x->range_total >= 0 ? x->range_total
-                : x->length >= 0    ? x->offset + x->length
-                                    : -1;
+        /* the rest of the file and nothing less: a part that stops early
+         * would otherwise be taken for the whole */
+        total = x->range_total;
+        if (x->range_end != total - 1 || (x->length >= 0 && x->length != total - x->offset))
+            return refuse(x, HUB_FAILED, "%s: a partial answer (bytes %" PRId64 "-%" PRId64
+                          "/%" PRId64 ") that does not run to the file's end: refused", j->file,
+                          x->range_start, x->range_end, total);
     }
+    if (total < 0 && x->stated_size < 0 && !x->chunked && !x->http2)
+        return refuse(x, HUB_FAILED, "%s: the answer has no length (no Content-Length, not "
+                      "chunked): a cut could not be told from its end: refused", j->file);
+    x->expect_total = total;
     if (total > j->max_bytes)
         return refuse(x, HUB_FAILED, "%s is %" PRId64 " bytes, over the limit of %" PRId64
                       " (hub_max_bytes)", j->file, total, j->max_bytes);
@@ -239,10 +272,15 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     xfer *x = ud;
     size_t len = size * n;
     if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) { /* a status line: a new response */
-        const char *sp = memchr(buf, ' ', len);
+        char status[64]; /* libcurl's buffer is not promised to end in a NUL */
+        size_t sl = len < sizeof status ? len : sizeof status - 1;
+        memcpy(status, buf, sl);
+        status[sl] = '\0';
+        const char *sp = strchr(status, ' ');
         x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-        x->length = x->range_start = x->range_total = -1;
-        x->to_file = false;
+        x->http2 = status[5] >= '2' && status[5] <= '9';
+        x->length = x->range_start = x->range_end = x->range_total = x->expect_total = -1;
+        x->chunked = x->encoded = x->to_file = false;
         return len;
     }
     if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) /* the end of the headers */
@@ -253,6 +291,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     memcpy(line, buf, len);
     line[len] = '\0';
     line[strcspn(line, "\r\n")] = '\0';
+    for (size_t e = strlen(line); e > 0 && (line[e - 1] == ' ' || line[e - 1] == '\t');)
+        line[--e] = '\0';
     char *colon = strchr(line, ':');
     if (!colon)
         return len;
@@ -266,14 +306,35 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
         long long a, b, t;
         if (sscanf(value, "bytes %lld-%lld/%lld", &a, &b, &t) == 3 && a >= 0 && b >= a && t > b) {
             x->range_start = a;
+            x->range_end = b;
             x->range_total = t;
         }
-    } else if (x->from_hub && strcasecmp(line, "X-Linked-Size") == 0) {
-        x->stated_size = parse_size(value);
-    } else if (x->from_hub && strcasecmp(line, "X-Linked-Etag") == 0) {
-        take_sha(x, value, true);
-    } else if (x->from_hub && strcasecmp(line, "ETag") == 0) {
-        take_sha(x, value, false);
+    } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
+        size_t n = strlen(value); /* chunked is the last coding when present */
+        x->chunked = n >= 7 && strcasecmp(value + n - 7, "chunked") == 0;
+    } else if (strcasecmp(line, "Content-Encoding") == 0) {
+        x->encoded = *value && strcasecmp(value, "identity") != 0;
+    } else if (!x->from_hub) {
+        return len; /* what the file is, only the hub says: not the CDN, nor a hop after it */
+    } else if (strcasecmp(line, "X-Linked-Size") == 0) {
+        /* the first statement holds: a later hop may not swap in another file */
+        int64_t v = parse_size(value);
+        if (v < 0 || (x->stated_size >= 0 && v != x->stated_size))
+            return refuse(x, HUB_FAILED, "%s: the hub's X-Linked-Size '%.32s' is %s: refused",
+                          x->j->file, value, v < 0 ? "not a size" : "not the one it stated first");
+        x->stated_size = v;
+    } else if (strcasecmp(line, "X-Linked-Etag") == 0) {
+        char hex[SHA256_HEX_LEN + 1];
+        if (!tag_sha(value, hex) || (x->stated_sha[0] && strcmp(hex, x->stated_sha) != 0))
+            return refuse(x, HUB_FAILED, "%s: the hub's X-Linked-Etag is %s: refused", x->j->file,
+                          x->stated_sha[0] ? "not the sha256 it stated first" : "not a sha256");
+        memcpy(x->stated_sha, hex, sizeof hex);
+    } else if (strcasecmp(line, "ETag") == 0) {
+        char hex[SHA256_HEX_LEN + 1];
+        if (!x->stated_sha[0] && tag_sha(value, hex)) /* X-Linked-Etag's, or the first, holds */
+            memcpy(x->stated_sha, hex, sizeof hex);
+    } else if (strcasecmp(line, "X-Repo-Commit") == 0) {
+        return take_commit(x, value) ? len : 0;
     }
     return len;
 }
@@ -449,6 +510,11 @@ static hub_outcome finish(xfer *x, vit_error *err)
 {
     const hub_file_job *j = x->j;
     int64_t size = x->offset + x->got;
+    if (x->expect_total >= 0 && size != x->expect_total) {
+        vit_error_set(err, VIT_ERR_IO, "%s: %" PRId64 " bytes arrived but the answer announced %"
+                      PRId64 ": refused", j->file, size, x->expect_total);
+        return HUB_FAILED;
+    }
     if (x->stated_size >= 0 && size != x->stated_size) {
         vit_error_set(err, VIT_ERR_IO, "%s: %" PRId64 " bytes arrived but the hub states %" PRId64
                       ": refused", j->file, size, x->stated_size);
@@ -506,8 +572,8 @@ hub_outcome hub_fetch_file(const hub_file_job *j, vit_error *err)
             close(fd);
         return HUB_FAILED;
     }
-    xfer x = {.j = j, .fd = fd, .offset = sb.st_size, .stated_size = -1, .fail = HUB_DONE,
-              .err = err};
+    xfer x = {.j = j, .fd = fd, .offset = sb.st_size, .stated_size = -1, .expect_total = -1,
+              .fail = HUB_DONE, .err = err};
     if (x.offset > j->max_bytes && ftruncate(fd, 0) == 0)
         x.offset = 0;
     if (x.offset > 0 && o->log) {
@@ -538,7 +604,18 @@ hub_outcome hub_fetch_file(const hub_file_job *j, vit_error *err)
             out = HUB_FAILED;
             break;
         }
-        x.from_hub = same_origin(&at, j->hub);
+        /* a hop back to the hub after the CDN is the CDN's choice, not the hub's: no
+         * token for it, and nothing it says about the file counts */
+        x.left_hub = x.left_hub || !same_origin(&at, j->hub);
+        x.from_hub = !x.left_hub;
+        if (!x.from_hub && (x.stated_size < 0 || !x.stated_sha[0])) {
+            /* the hub vouches for what another server sends only by its size and hash */
+            vit_error_set(err, VIT_ERR_IO, "%s: a redirect to %s without the hub's size and "
+                          "sha256 of the file (X-Linked-Size, X-Linked-Etag): refused", j->file,
+                          at.host);
+            out = HUB_FAILED;
+            break;
+        }
         x.status = 0;
         x.got = x.discarded = 0;
         x.to_file = x.restart = false;
@@ -607,7 +684,9 @@ hub_outcome hub_fetch_file(const hub_file_job *j, vit_error *err)
         break;
     }
 done:
-    if (out == HUB_FAILED || out == HUB_ABSENT ||
+    if (j->commit_seen)
+        memcpy(j->commit_seen, x.commit, sizeof x.commit);
+    if (out == HUB_FAILED || out == HUB_MOVED || out == HUB_ABSENT ||
         (out == HUB_RETRY && fstat(fd, &sb) == 0 && sb.st_size == 0))
         unlink(j->part_path); /* nothing to resume */
     close(fd);
