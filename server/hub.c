@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hub_impl.h"
@@ -86,6 +87,24 @@ static const char *shown(const char *model, char *buf, size_t len)
         buf[o++] = '.', buf[o++] = '.', buf[o++] = '.';
     buf[o] = '\0';
     return buf;
+}
+
+/* A URL quoted for a message: shown(), with any user:password replaced. */
+static const char *shown_url(const char *url, char *buf, size_t len)
+{
+    char tmp[256];
+    const char *sep = strstr(url, "://");
+    const char *host = sep ? sep + 3 : url;
+    size_t authority = strcspn(host, "/?#");
+    const char *at = NULL;
+    for (size_t i = 0; i < authority; i++)
+        if (host[i] == '@')
+            at = host + i;
+    if (at)
+        snprintf(tmp, sizeof tmp, "%.*s***@%s", (int)(host - url), url, at + 1);
+    else
+        snprintf(tmp, sizeof tmp, "%s", url);
+    return shown(tmp, buf, len);
 }
 
 vit_status hub_parse(const char *model, hub_ref *ref, vit_error *err)
@@ -175,13 +194,26 @@ static vit_status make_paths(const hub_ref *ref, const hub_options *o, hub_paths
     return VIT_OK;
 }
 
-/* A complete snapshot: a directory holding a regular model.safetensors. */
+/* Whether path is itself (not through a symlink) a regular file. */
+static bool regular_file(const char *path)
+{
+    struct stat sb;
+    return lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* A complete snapshot: a directory (not a symlink) holding a regular
+ * config.json and model.safetensors -- never a file planted elsewhere. */
 static bool snapshot_ready(const hub_paths *p)
 {
-    char weights[PATH_SIZE + 32];
+    char path[PATH_SIZE + 32];
     struct stat sb;
-    snprintf(weights, sizeof weights, "%s/model.safetensors", p->snapshot);
-    return stat(weights, &sb) == 0 && S_ISREG(sb.st_mode);
+    if (lstat(p->snapshot, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return false;
+    snprintf(path, sizeof path, "%s/model.safetensors", p->snapshot);
+    if (!regular_file(path))
+        return false;
+    snprintf(path, sizeof path, "%s/config.json", p->snapshot);
+    return regular_file(path);
 }
 
 /* mkdir that accepts an existing directory; *made tells which it was. */
@@ -196,6 +228,16 @@ static int make_dir(const char *path, bool *made)
     }
     struct stat sb;
     return errno == EEXIST && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) ? 0 : -1;
+}
+
+/* make_dir for a directory of the cache's own layout: one that is there
+ * must be a directory itself, not a symlink to one elsewhere. */
+static int make_subdir(const char *path)
+{
+    if (mkdir(path, 0755) == 0)
+        return 0;
+    struct stat sb;
+    return errno == EEXIST && lstat(path, &sb) == 0 && S_ISDIR(sb.st_mode) ? 0 : -1;
 }
 
 /* mkdir -p of the cache root (p->made_root: its last component was new). */
@@ -226,19 +268,33 @@ static void sync_dir(const char *path)
 
 /* Takes the model's lock (waiting for another process that holds it); the
  * descriptor, or -1 with err set.  A lock file removed while this process
- * waited for it (a refused download cleans up) is opened again. */
+ * waited for it (a refused download cleans up, the repo directory with it)
+ * is made and opened again.  The wait polls, so that a stop request (a
+ * SIGTERM to serve) ends it; a blocking flock would sit through it. */
 static int lock_repo(const hub_paths *p, const hub_options *o, vit_error *err)
 {
     for (int attempt = 0; attempt < 100; attempt++) {
         int fd = open(p->lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
+        if (fd < 0 && errno == ENOENT && make_dir(p->root, NULL) == 0 &&
+            make_subdir(p->hub) == 0 && make_subdir(p->org) == 0 && make_subdir(p->repo) == 0)
+            continue; /* removed by the process this one waited for */
         if (fd < 0)
             break;
         int rc = flock(fd, LOCK_EX | LOCK_NB);
         if (rc != 0 && errno == EWOULDBLOCK) {
             if (o->log)
                 o->log(o->ctx, "waiting for another vitfit that is downloading this model");
-            while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
-                ;
+            while ((rc = flock(fd, LOCK_EX | LOCK_NB)) != 0 &&
+                   (errno == EWOULDBLOCK || errno == EINTR)) {
+                if (o->stop && o->stop(o->ctx)) {
+                    close(fd);
+                    vit_error_set(err, VIT_ERR_IO, "the download was stopped while waiting for "
+                                  "another vitfit downloading this model");
+                    return -1;
+                }
+                struct timespec ts = {0, 200 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
         }
         struct stat held, now;
         if (rc == 0 && fstat(fd, &held) == 0 && stat(p->lock, &now) == 0 &&
@@ -339,14 +395,14 @@ static vit_status check_settings(const hub_options *o, hub_origin *hub, vit_erro
     if (!o->url || !*o->url)
         return vit_error_set(err, VIT_ERR_INVALID, "hub_url is empty");
     if (hub_origin_parse(o->url, hub, err) != VIT_OK)
-        return vit_error_prefix(err, "hub_url '%s'", shown(o->url, q, sizeof q));
+        return vit_error_prefix(err, "hub_url '%s'", shown_url(o->url, q, sizeof q));
     if (strcmp(hub->scheme, "https") != 0 && !hub->loopback)
         return vit_error_set(err, VIT_ERR_INVALID,
                              "hub_url '%s' is not https (plain http only to a loopback "
-                             "address)", shown(o->url, q, sizeof q));
+                             "address)", shown_url(o->url, q, sizeof q));
     if (strchr(o->url, '?') || strchr(o->url, '#'))
         return vit_error_set(err, VIT_ERR_INVALID, "hub_url '%s' has a query or fragment",
-                             shown(o->url, q, sizeof q));
+                             shown_url(o->url, q, sizeof q));
     if (o->token && *o->token) {
         size_t n = strlen(o->token);
         bool ok = n <= MAX_TOKEN_BYTES;
@@ -393,8 +449,11 @@ static vit_status fetch_all(const hub_ref *ref, const hub_options *o, const hub_
             path_fmt(url, sizeof url, "%.*s/%s/%s/resolve/%s/%s", (int)base_len, o->url,
                      ref->org, ref->name, ref->revision, f->name))
             return vit_error_set(err, VIT_ERR_INVALID, "the hub URL or cache path is too long");
-        if (stat(final, &sb) == 0 && S_ISREG(sb.st_mode))
-            continue; /* verified by an earlier, interrupted run */
+        if (lstat(final, &sb) == 0) {
+            if (S_ISREG(sb.st_mode))
+                continue; /* verified by an earlier, interrupted run */
+            unlink(final); /* not put there by a download: fetched anew */
+        }
         int64_t cap = f->json && MAX_JSON_BYTES < o->max_bytes ? MAX_JSON_BYTES : o->max_bytes;
         hub_file_job j = {.url = url, .hub = hub, .file = f->name, .part_path = part,
                           .final_path = final, .max_bytes = cap, .optional = f->optional,
@@ -466,8 +525,8 @@ vit_status hub_resolve(const char *model, const hub_options *o, char *dir, size_
     }
     if ((st = check_settings(o, &hub, err)) != VIT_OK)
         goto out;
-    if (make_root(p) != 0 || make_dir(p->hub, NULL) != 0 || make_dir(p->org, NULL) != 0 ||
-        make_dir(p->repo, NULL) != 0) {
+    if (make_root(p) != 0 || make_subdir(p->hub) != 0 || make_subdir(p->org) != 0 ||
+        make_subdir(p->repo) != 0) {
         st = vit_error_set(err, VIT_ERR_IO, "cannot create the cache directory %s: %s", p->repo,
                            strerror(errno));
         goto out;
@@ -478,7 +537,7 @@ vit_status hub_resolve(const char *model, const hub_options *o, char *dir, size_
     }
     if (snapshot_ready(p)) /* another process finished it while this one waited */
         goto found;
-    if (make_dir(p->incomplete, NULL) != 0 || make_dir(p->stage, NULL) != 0) {
+    if (make_subdir(p->incomplete) != 0 || make_subdir(p->stage) != 0) {
         st = vit_error_set(err, VIT_ERR_IO, "cannot create %s: %s", p->stage, strerror(errno));
         goto out;
     }
@@ -494,7 +553,7 @@ vit_status hub_resolve(const char *model, const hub_options *o, char *dir, size_
     char commit_file[PATH_SIZE + 16];
     snprintf(commit_file, sizeof commit_file, "%s/" COMMIT_FILE, p->stage);
     unlink(commit_file); /* the snapshot holds the checkpoint's files only */
-    if (make_dir(p->snapshots, NULL) != 0 || rename(p->stage, p->snapshot) != 0) {
+    if (make_subdir(p->snapshots) != 0 || rename(p->stage, p->snapshot) != 0) {
         st = vit_error_set(err, VIT_ERR_IO, "%s: cannot move the download into %s: %s", spec,
                            p->snapshot, strerror(errno));
         goto out;

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -641,6 +642,120 @@ static void test_moving_branch(void)
     CHECK(cached_weights_match());
 }
 
+/* The model's lock, held by this test as another vitfit would; -1 if not. */
+static int hold_lock(void)
+{
+    char path[700];
+    snprintf(path, sizeof path, "mkdir -p '%s/hub/org/tiny'", cache);
+    CHECK(system(path) == 0);
+    snprintf(path, sizeof path, "%s/hub/org/tiny/.lock", cache);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    CHECK(fd >= 0 && flock(fd, LOCK_EX) == 0);
+    return fd;
+}
+
+/* vitfit with argv[1..], its stderr to log_path. */
+static pid_t spawn_vitfit(char **argv, const char *log_path)
+{
+    const char *bin = getenv("VITFIT_BIN");
+    argv[0] = (char *)(bin ? bin : "vitfit");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid = -1;
+    CHECK(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
+/* Until log_path holds what (a hang check: 60 s). */
+static bool wait_log(const char *log_path, const char *what)
+{
+    char log[4096] = "";
+    for (int waited = 0; waited < 600; waited++) {
+        slurp(log_path, log, sizeof log);
+        if (strstr(log, what))
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
+/* pid's exit code (128+signal), or -1 (then killed) if it runs past a hang check of 30 s. */
+static int wait_exit(pid_t pid)
+{
+    int ws = 0;
+    for (int waited = 0; waited < 300; waited++) {
+        if (waitpid(pid, &ws, WNOHANG) == pid)
+            return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+        usleep(100000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &ws, 0);
+    return -1;
+}
+
+/* SIGTERM to a serve that waits for another vitfit's download: it stops. */
+static void test_serve_stopped_waiting(void)
+{
+    fresh();
+    int lock = hold_lock();
+    char data[600], log_path[600], log[4096] = "";
+    snprintf(data, sizeof data, "%s/data", tmpdir);
+    snprintf(log_path, sizeof log_path, "%s/serve-wait.log", tmpdir);
+    char *argv[] = {NULL, "serve", "--model", "hf:org/tiny", "--data-dir", data, "--port", "0",
+                    "--log-format", "text", NULL};
+    pid_t pid = spawn_vitfit(argv, log_path);
+    CHECKF(wait_log(log_path, "waiting for another vitfit"), "serve never waited for the lock");
+    kill(pid, SIGTERM);
+    int code = wait_exit(pid);
+    slurp(log_path, log, sizeof log);
+    CHECKF(code == 0 && strstr(log, "stopped"), "serve stopped while waiting: exit %d, log: %s",
+           code, log);
+    CHECK(hub_count(&state.hub_requests) == 0);
+    close(lock);
+}
+
+/* A process waiting for the lock while the holder's refused download
+ * removes the model's directory (the lock file with it) goes on. */
+static void test_lock_dir_removed(void)
+{
+    fresh();
+    int lock = hold_lock();
+    char log_path[600], log[4096] = "", hub_dir[600];
+    snprintf(log_path, sizeof log_path, "%s/inspect-wait.log", tmpdir);
+    char *argv[] = {NULL, "inspect", "--json", "hf:org/tiny", NULL};
+    pid_t pid = spawn_vitfit(argv, log_path);
+    CHECKF(wait_log(log_path, "waiting for another vitfit"), "inspect never waited for the lock");
+    snprintf(hub_dir, sizeof hub_dir, "%s/hub", cache);
+    remove_tree(hub_dir); /* what a refused download leaves: nothing */
+    close(lock);
+    int code = wait_exit(pid);
+    slurp(log_path, log, sizeof log);
+    CHECKF(code == 0, "after the holder's cleanup: exit %d: %s", code, log);
+    CHECK(cached_weights_match());
+}
+
+/* A symlink planted in the stage is not committed into the snapshot. */
+static void test_planted_symlink(void)
+{
+    fresh();
+    char cmd[700], src[700], link[700];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/hub/org/tiny/incomplete/main'", cache);
+    CHECK(system(cmd) == 0);
+    snprintf(src, sizeof src, "%s/src/config.json", tmpdir);
+    snprintf(link, sizeof link, "%s/hub/org/tiny/incomplete/main/config.json", cache);
+    CHECK(symlink(src, link) == 0);
+    run_result *r = inspect("hf:org/tiny");
+    CHECKF(r->status == 0, "a planted symlink: exit %d: %s", r->status, r->err);
+    struct stat sb;
+    snprintf(link, sizeof link, "%s/hub/org/tiny/snapshots/main/config.json", cache);
+    CHECKF(lstat(link, &sb) == 0 && S_ISREG(sb.st_mode), "the snapshot's config.json is %s",
+           S_ISLNK(sb.st_mode) ? "a symlink" : "not a regular file");
+    CHECK(hub_count(&state.hub_configs) == 1);
+}
+
 static char long_name[128];
 
 /* SIGTERM while `vitfit serve` downloads: it stops at once (exit 0, "stopped"
@@ -728,6 +843,11 @@ static void test_bad_names(void)
     r = inspect("hf:org/tiny");
     CHECKF(r->status == 2 && strstr(r->err, "VITFIT_HUB_URL"), "ftp hub: exit %d: %s",
            r->status, r->err);
+    /* a password in the hub URL is not repeated */
+    setenv("VITFIT_HUB_URL", "https://u:hunter2@hub.example", 1);
+    r = inspect("hf:org/tiny");
+    CHECKF(r->status == 2 && !strstr(r->err, "hunter2") && strstr(r->err, "***@hub.example"),
+           "hub URL with a password: exit %d: %s", r->status, r->err);
     CHECK(hub_count(&state.hub_requests) == 1); /* only the 96-byte name was asked for */
     CHECK(cache_files() == 0);
 }
@@ -755,6 +875,9 @@ int main(void)
         test_truncated();
         test_cdn_unverified();
         test_moving_branch();
+        test_serve_stopped_waiting();
+        test_lock_dir_removed();
+        test_planted_symlink();
         test_serve_stopped();
         test_bad_names();
     }
