@@ -8,16 +8,23 @@
  * cross-host redirect, but only under FOLLOWLOCATION, and only by host until
  * 7.83; doing it here does not depend on either), and what the hub states
  * about the file -- X-Linked-Size, and a sha256 in X-Linked-Etag (or ETag)
- * -- is read from the hub's answers only, never from the CDN's.
+ * -- is read from the hub's answers only, never from the CDN's, nor from a
+ * hop back to the hub that the CDN chose (once a hop leaves the hub's
+ * origin, every later one is foreign).  The first statement holds: another
+ * one is refused, and so is a body from outside the hub without both.
  *
  * Bytes go to <file>.part with pwrite at their offset.  A .part left by an
  * earlier run is resumed with "Range: bytes=N-": a 206 that starts at N is
  * appended; a 200 (a server that ignores Range) starts the file over; a 416
  * or a 206 at another offset truncates it and asks again from byte 0, once.
- * The response is checked as soon as its headers arrive (a length over the
- * cap or different from the hub's statement is refused before any byte is
- * written) and again at the end (size, then sha256 over the whole file);
- * then the file is fsynced and renamed to its final name.
+ * A 206 must run to the file's end; an answer with no length (neither
+ * Content-Length, chunked, HTTP/2 nor a stated size) or with a
+ * Content-Encoding is refused: a cut or a compressed body would pass for
+ * the file.  The response is checked as soon as its headers arrive (a
+ * length over the cap or different from the hub's statement is refused
+ * before any byte is written) and again at the end (the size announced,
+ * the size stated, then sha256 over the whole file); then the file is
+ * fsynced and renamed to its final name.
  */
 #include <arpa/inet.h>
 #include <errno.h>
