@@ -23,8 +23,9 @@
  * the file.  The response is checked as soon as its headers arrive (a
  * length over the cap or different from the hub's statement is refused
  * before any byte is written) and again at the end (the size announced,
- * the size stated, then sha256 over the whole file); then the file is
- * fsynced and renamed to its final name.
+ * the size stated, then sha256 over the whole file -- or, for a file the
+ * hub serves itself with no sha256, the git blob id its ETag names); then
+ * the file is fsynced and renamed to its final name.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -51,6 +52,7 @@
 #define MAX_URL 8192          /* a redirect target (signed CDN URLs are long) */
 #define MAX_TOKEN 4096
 #define USER_AGENT "vitfit/0.1 (model download)"
+#define BLOB_HEX_LEN 40       /* git's blob id: a sha1 in hex */
 
 _Static_assert(sizeof(curl_off_t) == sizeof(int64_t), "curl_off_t is 64-bit");
 
@@ -135,6 +137,8 @@ typedef struct xfer {
     int64_t stated_size;     /* X-Linked-Size, or -1 */
     char stated_sha[SHA256_HEX_LEN + 1]; /* lower-case hex, or "" */
     char commit[HUB_COMMIT_SIZE]; /* X-Repo-Commit of the hub's answers, or "" */
+    char etag_blob[BLOB_HEX_LEN + 1];   /* this answer's ETag when a git blob id, or "" */
+    char stated_blob[BLOB_HEX_LEN + 1]; /* that of the hub's answer holding the body, or "" */
     /* a refusal decided in a callback (HUB_DONE: none) */
     hub_outcome fail;
     vit_error *err;
@@ -166,17 +170,17 @@ static int64_t parse_size(const char *s)
     return errno || *end ? -1 : (int64_t)v;
 }
 
-/* The sha256 in an entity tag (64 hex digits, in quotes, maybe weak: the
- * hub's tag of an LFS file) into hex, lower-cased; false for another tag
- * (git's sha1 of a small file says nothing checkable here). */
-static bool tag_sha(const char *tag, char hex[SHA256_HEX_LEN + 1])
+/* The hash in an entity tag -- want hex digits, in quotes, maybe weak: a
+ * sha256 (64) is the hub's tag of an LFS file, a sha1 (40) git's blob id of
+ * a small one -- into hex, lower-cased; false for another tag. */
+static bool tag_hex(const char *tag, size_t want, char *hex)
 {
     if (strncmp(tag, "W/", 2) == 0)
         tag += 2;
     if (*tag == '"')
         tag++;
     size_t n = 0;
-    for (; n < SHA256_HEX_LEN && tag[n]; n++) {
+    for (; n < want && tag[n]; n++) {
         char ch = tag[n];
         if (ch >= 'A' && ch <= 'F')
             ch = (char)(ch - 'A' + 'a');
@@ -184,7 +188,7 @@ static bool tag_sha(const char *tag, char hex[SHA256_HEX_LEN + 1])
             return false;
         hex[n] = ch;
     }
-    if (n != SHA256_HEX_LEN || !(tag[n] == '"' || tag[n] == '\0'))
+    if (n != want || !(tag[n] == '"' || tag[n] == '\0'))
         return false;
     hex[n] = '\0';
     return true;
@@ -267,6 +271,9 @@ static size_t headers_done(xfer *x)
     if (total >= 0 && x->stated_size >= 0 && total != x->stated_size)
         return refuse(x, HUB_FAILED, "%s: the download is %" PRId64 " bytes but the hub states %"
                       PRId64 ": refused", j->file, total, x->stated_size);
+    /* the hub's own answer with the body names it by its git blob id (not
+     * a CDN's, nor a redirect's: the tag must be of these bytes) */
+    memcpy(x->stated_blob, x->from_hub ? x->etag_blob : "", x->from_hub ? sizeof x->etag_blob : 1);
     x->to_file = true;
     x->started = x->drawn_at = now_s();
     x->started_bytes = x->offset;
@@ -288,6 +295,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
         x->http2 = status[5] >= '2' && status[5] <= '9';
         x->length = x->range_start = x->range_end = x->range_total = x->expect_total = -1;
         x->chunked = x->encoded = x->to_file = false;
+        x->etag_blob[0] = '\0';
         return len;
     }
     if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) /* the end of the headers */
@@ -332,14 +340,16 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
         x->stated_size = v;
     } else if (strcasecmp(line, "X-Linked-Etag") == 0) {
         char hex[SHA256_HEX_LEN + 1];
-        if (!tag_sha(value, hex) || (x->stated_sha[0] && strcmp(hex, x->stated_sha) != 0))
+        if (!tag_hex(value, SHA256_HEX_LEN, hex) || (x->stated_sha[0] && strcmp(hex, x->stated_sha) != 0))
             return refuse(x, HUB_FAILED, "%s: the hub's X-Linked-Etag is %s: refused", x->j->file,
                           x->stated_sha[0] ? "not the sha256 it stated first" : "not a sha256");
         memcpy(x->stated_sha, hex, sizeof hex);
     } else if (strcasecmp(line, "ETag") == 0) {
         char hex[SHA256_HEX_LEN + 1];
-        if (!x->stated_sha[0] && tag_sha(value, hex)) /* X-Linked-Etag's, or the first, holds */
+        if (!x->stated_sha[0] && tag_hex(value, SHA256_HEX_LEN, hex)) /* the first holds */
             memcpy(x->stated_sha, hex, sizeof hex);
+        else if (tag_hex(value, BLOB_HEX_LEN, hex))
+            memcpy(x->etag_blob, hex, BLOB_HEX_LEN + 1);
     } else if (strcasecmp(line, "X-Repo-Commit") == 0) {
         return take_commit(x, value) ? len : 0;
     }
@@ -483,15 +493,99 @@ static CURLcode setup(CURL *c, const char *url, const hub_origin *at, xfer *x,
     return rc;
 }
 
-/* Hashes the first size bytes of fd into hex. */
-static int hash_file(int fd, int64_t size, char hex[SHA256_HEX_LEN + 1])
+/* ---- git's blob id -------------------------------------------------------- */
+
+/* SHA-1 (FIPS 180-4), only for the hub's ETag of a small (non-LFS) file,
+ * which is git's blob id: sha1("blob <size>\0" + content).  It catches a
+ * wrong or damaged file; the LFS weights are checked by their sha256. */
+typedef struct blob_sha1 {
+    uint32_t h[5];
+    uint64_t len;    /* bytes hashed */
+    uint8_t buf[64]; /* a block being filled */
+    size_t n;
+} blob_sha1;
+
+static uint32_t rol32(uint32_t v, int k)
+{
+    return v << k | v >> (32 - k);
+}
+
+static void sha1_block(blob_sha1 *c, const uint8_t *p)
+{
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 80; i++)
+        w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = c->h[0], b = c->h[1], d = c->h[3], e = c->h[4], cc = c->h[2];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f = i < 20   ? (b & cc) | (~b & d)
+                     : i < 40 ? b ^ cc ^ d
+                     : i < 60 ? (b & cc) | (b & d) | (cc & d)
+                              : b ^ cc ^ d;
+        uint32_t k = i < 20 ? 0x5A827999u : i < 40 ? 0x6ED9EBA1u : i < 60 ? 0x8F1BBCDCu
+                                                                          : 0xCA62C1D6u;
+        uint32_t t = rol32(a, 5) + f + e + k + w[i];
+        e = d, d = cc, cc = rol32(b, 30), b = a, a = t;
+    }
+    c->h[0] += a, c->h[1] += b, c->h[2] += cc, c->h[3] += d, c->h[4] += e;
+}
+
+static void sha1_init(blob_sha1 *c)
+{
+    *c = (blob_sha1){.h = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u}};
+}
+
+static void sha1_update(blob_sha1 *c, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    c->len += len;
+    while (len > 0) {
+        size_t take = 64 - c->n < len ? 64 - c->n : len;
+        memcpy(c->buf + c->n, p, take);
+        c->n += take, p += take, len -= take;
+        if (c->n == 64) {
+            sha1_block(c, c->buf);
+            c->n = 0;
+        }
+    }
+}
+
+static void sha1_final_hex(blob_sha1 *c, char hex[BLOB_HEX_LEN + 1])
+{
+    uint64_t bits = c->len * 8;
+    static const uint8_t one = 0x80, zero = 0;
+    sha1_update(c, &one, 1);
+    while (c->n != 56)
+        sha1_update(c, &zero, 1);
+    uint8_t be[8];
+    for (int i = 0; i < 8; i++)
+        be[i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha1_update(c, be, 8);
+    for (int i = 0; i < 5; i++)
+        snprintf(hex + 8 * i, 9, "%08x", (unsigned)c->h[i]);
+}
+
+/* ---- the end of a transfer ------------------------------------------------- */
+
+/* Hashes the first size bytes of fd: their sha256 into hex, or with blob
+ * set git's blob id of them into hex. */
+static int hash_file(int fd, int64_t size, bool blob, char hex[SHA256_HEX_LEN + 1])
 {
     enum { CHUNK = 1 << 20 };
     unsigned char *buf = malloc(CHUNK);
     if (!buf)
         return -1;
     sha256_ctx c;
+    blob_sha1 g;
     sha256_init(&c);
+    sha1_init(&g);
+    if (blob) {
+        char head[32];
+        int n = snprintf(head, sizeof head, "blob %" PRId64, size);
+        sha1_update(&g, head, (size_t)n + 1); /* with its NUL */
+    }
     int64_t at = 0;
     while (at < size) {
         size_t want = size - at < CHUNK ? (size_t)(size - at) : CHUNK;
@@ -502,10 +596,17 @@ static int hash_file(int fd, int64_t size, char hex[SHA256_HEX_LEN + 1])
             free(buf);
             return -1;
         }
-        sha256_update(&c, buf, (size_t)r);
+        if (blob)
+            sha1_update(&g, buf, (size_t)r);
+        else
+            sha256_update(&c, buf, (size_t)r);
         at += r;
     }
     free(buf);
+    if (blob) {
+        sha1_final_hex(&g, hex);
+        return 0;
+    }
     uint8_t digest[SHA256_DIGEST_LEN];
     sha256_final(&c, digest);
     sha256_hex(digest, hex);
@@ -527,16 +628,19 @@ static hub_outcome finish(xfer *x, vit_error *err)
                       ": refused", j->file, size, x->stated_size);
         return HUB_FAILED;
     }
-    if (x->stated_sha[0]) {
+    bool blob = !x->stated_sha[0]; /* a sha256 when stated, else git's blob id if given */
+    const char *want = blob ? x->stated_blob : x->stated_sha;
+    if (want[0]) {
         char hex[SHA256_HEX_LEN + 1];
-        if (hash_file(x->fd, size, hex) != 0) {
+        if (hash_file(x->fd, size, blob, hex) != 0) {
             vit_error_set(err, VIT_ERR_IO, "%s: cannot read %s back to hash it", j->file,
                           j->part_path);
             return HUB_RETRY;
         }
-        if (strcmp(hex, x->stated_sha) != 0) {
-            vit_error_set(err, VIT_ERR_IO, "%s: its sha256 %.12s... differs from the hub's "
-                          "%.12s...: refused", j->file, hex, x->stated_sha);
+        if (strcmp(hex, want) != 0) {
+            vit_error_set(err, VIT_ERR_IO, "%s: its %s %.12s... differs from the hub's "
+                          "%.12s...: refused", j->file, blob ? "git blob id (sha1)" : "sha256",
+                          hex, want);
             return HUB_FAILED;
         }
     }

@@ -55,6 +55,28 @@ typedef struct blob {
 } blob;
 
 static blob config_json, weights, other; /* other: another model's weights, as long */
+static char config_blob_id[48]; /* git's blob id of config.json: the hub's ETag of it */
+
+/* git's blob id of b (sha1 of "blob <len>\0" + data), by coreutils' sha1sum. */
+static void blob_id(const blob *b, char *id, size_t len)
+{
+    char path[600], cmd[700], out[128] = "";
+    snprintf(path, sizeof path, "%s/blob", tmpdir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fprintf(f, "blob %zu%c", b->len, 0);
+    fwrite(b->data, 1, b->len, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "sha1sum '%s'", path);
+    FILE *p = popen(cmd, "r");
+    CHECK(p && fgets(out, sizeof out, p));
+    if (p)
+        pclose(p);
+    snprintf(id, len, "%.40s", out);
+    CHECKF(strlen(id) == 40, "sha1sum: '%s'", out);
+}
 
 static void read_blob(const char *path, blob *b)
 {
@@ -86,6 +108,7 @@ static void make_model(void)
     vit_model_free(m);
     snprintf(path, sizeof path, "%s/config.json", dir);
     read_blob(path, &config_json);
+    blob_id(&config_json, config_blob_id, sizeof config_blob_id);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     read_blob(path, &weights);
     CHECK(weights.len > 2 * CUT_AT);
@@ -119,6 +142,7 @@ typedef struct hub_state {
     const char *linked_etag; /* lfs: this X-Linked-Etag, and no ETag */
     const char *commit;    /* X-Repo-Commit on the hub's answers for the repo */
     const char *commit_next; /* the commit once config.json was served (a moving branch) */
+    bool config_damaged;   /* config.json: one byte changed, the ETag of the right one */
     /* records */
     int hub_requests, cdn_requests, hub_weights, cdn_weights;
     int hub_auth, cdn_auth;  /* requests that carried Authorization */
@@ -234,19 +258,25 @@ static void on_hub(loopback_http_conn *c, const loopback_http_request *req, void
     }
     const char *file = req->target + strlen(REPO);
     if (strcmp(file, "config.json") == 0) {
-        /* a small file's tag is git's sha1 of it: nothing to check it against */
+        /* a small file's tag is git's blob id of it */
         char extra[256];
-        snprintf(extra, sizeof extra,
-                 "%sETag: \"0123456789abcdef0123456789abcdef01234567\"\r\n", commit);
+        snprintf(extra, sizeof extra, "%sETag: \"%s\"\r\n", commit, config_blob_id);
         pthread_mutex_lock(&state_mu);
+        bool damaged = state.config_damaged;
         state.hub_configs++;
         if (state.commit_next) { /* the branch moves right after */
             state.commit = state.commit_next;
             state.commit_next = NULL;
         }
         pthread_mutex_unlock(&state_mu);
-        loopback_http_respond(c, 200, "application/json", extra, config_json.data,
-                              config_json.len);
+        uint8_t *body = malloc(config_json.len);
+        if (body) {
+            memcpy(body, config_json.data, config_json.len);
+            if (damaged)
+                body[config_json.len / 2] ^= 0x20;
+            loopback_http_respond(c, 200, "application/json", extra, body, config_json.len);
+        }
+        free(body);
         return;
     }
     if (strcmp(file, "model.safetensors") != 0) {
@@ -587,6 +617,9 @@ static void test_truncated(void)
     fresh();
     state.gzip = true;
     expect_refused("a gzip body", "hf:org/tiny", "Content-Encoding");
+    fresh();
+    state.config_damaged = true; /* as long as the right one: only its blob id tells */
+    expect_refused("config.json that is not the hub's blob", "hf:org/tiny", "git blob id");
 }
 
 /* A body from the CDN needs the hub's sha256 and size; a malformed
