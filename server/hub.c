@@ -517,6 +517,13 @@ vit_status hub_resolve(const char *model, const hub_options *o, char *dir, size_
     bool refused = false;
     if (snapshot_ready(p))
         goto found;
+    struct stat sb;
+    if (lstat(p->snapshot, &sb) == 0) { /* a download would not be renamed over it */
+        st = vit_error_set(err, VIT_ERR_IO, "%s: %s is not a complete snapshot (a directory with "
+                           "config.json and model.safetensors as regular files, no symlinks): "
+                           "remove it to download the model again", spec, p->snapshot);
+        goto out;
+    }
     if (o->offline) {
         st = vit_error_set(err, VIT_ERR_NOT_FOUND,
                            "%s is not in the cache (%s) and offline mode is on (hub_offline, "

@@ -787,6 +787,21 @@ static void test_planted_symlink(void)
     CHECKF(lstat(link, &sb) == 0 && S_ISREG(sb.st_mode), "the snapshot's config.json is %s",
            S_ISLNK(sb.st_mode) ? "a symlink" : "not a regular file");
     CHECK(hub_count(&state.hub_configs) == 1);
+
+    /* a snapshot of symlinks is not used, nor downloaded over: said so, no request */
+    fresh();
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/hub/org/tiny/snapshots/main'", cache);
+    CHECK(system(cmd) == 0);
+    static const char *const files[] = {"config.json", "model.safetensors"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "%s/src/%s", tmpdir, files[i]);
+        snprintf(link, sizeof link, "%s/hub/org/tiny/snapshots/main/%s", cache, files[i]);
+        CHECK(symlink(src, link) == 0);
+    }
+    r = inspect("hf:org/tiny");
+    CHECKF(r->status == 1 && strstr(r->err, "not a complete snapshot"),
+           "a snapshot of symlinks: exit %d: %s", r->status, r->err);
+    CHECK(hub_count(&state.hub_requests) == 0);
 }
 
 static char long_name[128];
