@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hub_impl.h"
@@ -26,6 +27,8 @@
 #define MAX_JSON_BYTES ((int64_t)16 << 20) /* the loader's cap on config files */
 #define MAX_TOKEN_BYTES 4000
 #define PATH_SIZE 4096
+#define COMMIT_FILE ".commit" /* in the stage: the commit its files are from */
+#define MAX_MOVES 2           /* a revision that moves more often mid-download fails */
 
 /* The files of a checkpoint, in the order they are fetched (the small ones
  * first: a missing model is found out before gigabytes move). */
@@ -84,6 +87,24 @@ static const char *shown(const char *model, char *buf, size_t len)
         buf[o++] = '.', buf[o++] = '.', buf[o++] = '.';
     buf[o] = '\0';
     return buf;
+}
+
+/* A URL quoted for a message: shown(), with any user:password replaced. */
+static const char *shown_url(const char *url, char *buf, size_t len)
+{
+    char tmp[256];
+    const char *sep = strstr(url, "://");
+    const char *host = sep ? sep + 3 : url;
+    size_t authority = strcspn(host, "/?#");
+    const char *at = NULL;
+    for (size_t i = 0; i < authority; i++)
+        if (host[i] == '@')
+            at = host + i;
+    if (at)
+        snprintf(tmp, sizeof tmp, "%.*s***@%s", (int)(host - url), url, at + 1);
+    else
+        snprintf(tmp, sizeof tmp, "%s", url);
+    return shown(tmp, buf, len);
 }
 
 vit_status hub_parse(const char *model, hub_ref *ref, vit_error *err)
@@ -173,13 +194,26 @@ static vit_status make_paths(const hub_ref *ref, const hub_options *o, hub_paths
     return VIT_OK;
 }
 
-/* A complete snapshot: a directory holding a regular model.safetensors. */
+/* Whether path is itself (not through a symlink) a regular file. */
+static bool regular_file(const char *path)
+{
+    struct stat sb;
+    return lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* A complete snapshot: a directory (not a symlink) holding a regular
+ * config.json and model.safetensors -- never a file planted elsewhere. */
 static bool snapshot_ready(const hub_paths *p)
 {
-    char weights[PATH_SIZE + 32];
+    char path[PATH_SIZE + 32];
     struct stat sb;
-    snprintf(weights, sizeof weights, "%s/model.safetensors", p->snapshot);
-    return stat(weights, &sb) == 0 && S_ISREG(sb.st_mode);
+    if (lstat(p->snapshot, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return false;
+    snprintf(path, sizeof path, "%s/model.safetensors", p->snapshot);
+    if (!regular_file(path))
+        return false;
+    snprintf(path, sizeof path, "%s/config.json", p->snapshot);
+    return regular_file(path);
 }
 
 /* mkdir that accepts an existing directory; *made tells which it was. */
@@ -194,6 +228,16 @@ static int make_dir(const char *path, bool *made)
     }
     struct stat sb;
     return errno == EEXIST && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) ? 0 : -1;
+}
+
+/* make_dir for a directory of the cache's own layout: one that is there
+ * must be a directory itself, not a symlink to one elsewhere. */
+static int make_subdir(const char *path)
+{
+    if (mkdir(path, 0755) == 0)
+        return 0;
+    struct stat sb;
+    return errno == EEXIST && lstat(path, &sb) == 0 && S_ISDIR(sb.st_mode) ? 0 : -1;
 }
 
 /* mkdir -p of the cache root (p->made_root: its last component was new). */
@@ -224,19 +268,33 @@ static void sync_dir(const char *path)
 
 /* Takes the model's lock (waiting for another process that holds it); the
  * descriptor, or -1 with err set.  A lock file removed while this process
- * waited for it (a refused download cleans up) is opened again. */
+ * waited for it (a refused download cleans up, the repo directory with it)
+ * is made and opened again.  The wait polls, so that a stop request (a
+ * SIGTERM to serve) ends it; a blocking flock would sit through it. */
 static int lock_repo(const hub_paths *p, const hub_options *o, vit_error *err)
 {
     for (int attempt = 0; attempt < 100; attempt++) {
         int fd = open(p->lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
+        if (fd < 0 && errno == ENOENT && make_dir(p->root, NULL) == 0 &&
+            make_subdir(p->hub) == 0 && make_subdir(p->org) == 0 && make_subdir(p->repo) == 0)
+            continue; /* removed by the process this one waited for */
         if (fd < 0)
             break;
         int rc = flock(fd, LOCK_EX | LOCK_NB);
         if (rc != 0 && errno == EWOULDBLOCK) {
             if (o->log)
                 o->log(o->ctx, "waiting for another vitfit that is downloading this model");
-            while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
-                ;
+            while ((rc = flock(fd, LOCK_EX | LOCK_NB)) != 0 &&
+                   (errno == EWOULDBLOCK || errno == EINTR)) {
+                if (o->stop && o->stop(o->ctx)) {
+                    close(fd);
+                    vit_error_set(err, VIT_ERR_IO, "the download was stopped while waiting for "
+                                  "another vitfit downloading this model");
+                    return -1;
+                }
+                struct timespec ts = {0, 200 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
         }
         struct stat held, now;
         if (rc == 0 && fstat(fd, &held) == 0 && stat(p->lock, &now) == 0 &&
@@ -255,6 +313,17 @@ static int lock_repo(const hub_paths *p, const hub_options *o, vit_error *err)
  * it and nothing else is in it. */
 static void remove_empty(const hub_paths *p)
 {
+    char path[PATH_SIZE + 64];
+    bool staged = false; /* a file to resume: then its commit stays recorded */
+    for (size_t i = 0; i < NFILES && !staged; i++) {
+        snprintf(path, sizeof path, "%s/%s", p->stage, hub_files[i].name);
+        staged = lstat(path, &(struct stat){0}) == 0;
+        snprintf(path, sizeof path, "%s/%s.part", p->stage, hub_files[i].name);
+        staged = staged || lstat(path, &(struct stat){0}) == 0;
+    }
+    snprintf(path, sizeof path, "%s/" COMMIT_FILE, p->stage);
+    if (!staged)
+        unlink(path);
     if (rmdir(p->stage) != 0)
         return; /* a download to resume */
     rmdir(p->incomplete);
@@ -266,8 +335,8 @@ static void remove_empty(const hub_paths *p)
         rmdir(p->root);
 }
 
-/* After a refused download: removes its staged files, then what is empty. */
-static void drop_download(const hub_paths *p)
+/* Removes the staged files (and the commit they were from). */
+static void drop_staged(const hub_paths *p)
 {
     char path[PATH_SIZE + 64];
     for (size_t i = 0; i < NFILES; i++) {
@@ -276,7 +345,44 @@ static void drop_download(const hub_paths *p)
         snprintf(path, sizeof path, "%s/%s.part", p->stage, hub_files[i].name);
         unlink(path);
     }
+    snprintf(path, sizeof path, "%s/" COMMIT_FILE, p->stage);
+    unlink(path);
+}
+
+/* After a refused download: removes its staged files, then what is empty. */
+static void drop_download(const hub_paths *p)
+{
+    drop_staged(p);
     remove_empty(p);
+}
+
+/* The commit recorded in the stage into commit (HUB_COMMIT_SIZE), or "". */
+static void read_commit(const hub_paths *p, char *commit)
+{
+    char path[PATH_SIZE + 64];
+    commit[0] = '\0';
+    snprintf(path, sizeof path, "%s/" COMMIT_FILE, p->stage);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, commit, HUB_COMMIT_SIZE - 1);
+    close(fd);
+    commit[n > 0 ? n : 0] = '\0';
+    if (n <= 0 || strspn(commit, "0123456789abcdef") != (size_t)n)
+        commit[0] = '\0';
+}
+
+/* Records commit as the one the stage's files are from. */
+static int write_commit(const hub_paths *p, const char *commit)
+{
+    char path[PATH_SIZE + 64];
+    snprintf(path, sizeof path, "%s/" COMMIT_FILE, p->stage);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
+    if (fd < 0)
+        return -1;
+    size_t n = strlen(commit);
+    int rc = write(fd, commit, n) == (ssize_t)n ? 0 : -1;
+    return close(fd) == 0 ? rc : -1;
 }
 
 /* ---- resolving ---------------------------------------------------------------- */
@@ -289,14 +395,14 @@ static vit_status check_settings(const hub_options *o, hub_origin *hub, vit_erro
     if (!o->url || !*o->url)
         return vit_error_set(err, VIT_ERR_INVALID, "hub_url is empty");
     if (hub_origin_parse(o->url, hub, err) != VIT_OK)
-        return vit_error_prefix(err, "hub_url '%s'", shown(o->url, q, sizeof q));
+        return vit_error_prefix(err, "hub_url '%s'", shown_url(o->url, q, sizeof q));
     if (strcmp(hub->scheme, "https") != 0 && !hub->loopback)
         return vit_error_set(err, VIT_ERR_INVALID,
                              "hub_url '%s' is not https (plain http only to a loopback "
-                             "address)", shown(o->url, q, sizeof q));
+                             "address)", shown_url(o->url, q, sizeof q));
     if (strchr(o->url, '?') || strchr(o->url, '#'))
         return vit_error_set(err, VIT_ERR_INVALID, "hub_url '%s' has a query or fragment",
-                             shown(o->url, q, sizeof q));
+                             shown_url(o->url, q, sizeof q));
     if (o->token && *o->token) {
         size_t n = strlen(o->token);
         bool ok = n <= MAX_TOKEN_BYTES;
@@ -320,7 +426,10 @@ vit_status hub_check(const char *model, const hub_options *o, vit_error *err)
     return st != VIT_OK ? st : check_settings(o, &hub, err);
 }
 
-/* Fetches every file of ref into p->stage (the lock held). */
+/* Fetches every file of ref into p->stage (the lock held).  The stage holds
+ * files of one commit: when the hub names the commit (X-Repo-Commit) and it
+ * is not the one the stage began with -- a branch moved between files, or
+ * between an interrupted run and this one -- the stage starts over. */
 static vit_status fetch_all(const hub_ref *ref, const hub_options *o, const hub_origin *hub,
                             const hub_paths *p, bool *refused, vit_error *err)
 {
@@ -328,6 +437,9 @@ static vit_status fetch_all(const hub_ref *ref, const hub_options *o, const hub_
     while (base_len > 0 && o->url[base_len - 1] == '/')
         base_len--;
     *refused = false;
+    char commit[HUB_COMMIT_SIZE], seen[HUB_COMMIT_SIZE];
+    read_commit(p, commit);
+    int moves = 0;
     for (size_t i = 0; i < NFILES; i++) {
         const struct hub_file *f = &hub_files[i];
         char url[PATH_SIZE], part[PATH_SIZE + 64], final[PATH_SIZE + 64];
@@ -337,13 +449,37 @@ static vit_status fetch_all(const hub_ref *ref, const hub_options *o, const hub_
             path_fmt(url, sizeof url, "%.*s/%s/%s/resolve/%s/%s", (int)base_len, o->url,
                      ref->org, ref->name, ref->revision, f->name))
             return vit_error_set(err, VIT_ERR_INVALID, "the hub URL or cache path is too long");
-        if (stat(final, &sb) == 0 && S_ISREG(sb.st_mode))
-            continue; /* verified by an earlier, interrupted run */
+        if (lstat(final, &sb) == 0) {
+            if (S_ISREG(sb.st_mode))
+                continue; /* verified by an earlier, interrupted run */
+            unlink(final); /* not put there by a download: fetched anew */
+        }
         int64_t cap = f->json && MAX_JSON_BYTES < o->max_bytes ? MAX_JSON_BYTES : o->max_bytes;
         hub_file_job j = {.url = url, .hub = hub, .file = f->name, .part_path = part,
                           .final_path = final, .max_bytes = cap, .optional = f->optional,
-                          .o = o};
-        switch (hub_fetch_file(&j, err)) {
+                          .commit = commit, .commit_seen = seen, .o = o};
+        seen[0] = '\0';
+        hub_outcome out = hub_fetch_file(&j, err);
+        if (out == HUB_MOVED && ++moves <= MAX_MOVES) {
+            if (o->log) {
+                char line[160];
+                snprintf(line, sizeof line, "the revision moved on the hub (now commit %.12s): "
+                         "downloading it again", seen);
+                o->log(o->ctx, line);
+            }
+            drop_staged(p);
+            commit[0] = '\0';
+            i = (size_t)-1; /* from the first file again */
+        }
+        if (!commit[0] && seen[0]) { /* the first the hub named: what the stage is from */
+            memcpy(commit, seen, sizeof commit);
+            if (write_commit(p, commit) != 0)
+                return vit_error_set(err, VIT_ERR_IO, "cannot write %s/" COMMIT_FILE ": %s",
+                                     p->stage, strerror(errno));
+        }
+        if (out == HUB_MOVED && moves <= MAX_MOVES)
+            continue;
+        switch (out) {
         case HUB_DONE:
             sync_dir(p->stage);
             break;
@@ -351,6 +487,7 @@ static vit_status fetch_all(const hub_ref *ref, const hub_options *o, const hub_
             break;
         case HUB_RETRY:
             return VIT_ERR_IO;
+        case HUB_MOVED: /* handled above, or moving too often */
         case HUB_FAILED:
             *refused = true;
             return err->code == VIT_OK ? VIT_ERR_IO : err->code;
@@ -380,6 +517,13 @@ vit_status hub_resolve(const char *model, const hub_options *o, char *dir, size_
     bool refused = false;
     if (snapshot_ready(p))
         goto found;
+    struct stat sb;
+    if (lstat(p->snapshot, &sb) == 0) { /* a download would not be renamed over it */
+        st = vit_error_set(err, VIT_ERR_IO, "%s: %s is not a complete snapshot (a directory with "
+                           "config.json and model.safetensors as regular files, no symlinks): "
+                           "remove it to download the model again", spec, p->snapshot);
+        goto out;
+    }
     if (o->offline) {
         st = vit_error_set(err, VIT_ERR_NOT_FOUND,
                            "%s is not in the cache (%s) and offline mode is on (hub_offline, "
@@ -388,8 +532,8 @@ vit_status hub_resolve(const char *model, const hub_options *o, char *dir, size_
     }
     if ((st = check_settings(o, &hub, err)) != VIT_OK)
         goto out;
-    if (make_root(p) != 0 || make_dir(p->hub, NULL) != 0 || make_dir(p->org, NULL) != 0 ||
-        make_dir(p->repo, NULL) != 0) {
+    if (make_root(p) != 0 || make_subdir(p->hub) != 0 || make_subdir(p->org) != 0 ||
+        make_subdir(p->repo) != 0) {
         st = vit_error_set(err, VIT_ERR_IO, "cannot create the cache directory %s: %s", p->repo,
                            strerror(errno));
         goto out;
@@ -400,7 +544,7 @@ vit_status hub_resolve(const char *model, const hub_options *o, char *dir, size_
     }
     if (snapshot_ready(p)) /* another process finished it while this one waited */
         goto found;
-    if (make_dir(p->incomplete, NULL) != 0 || make_dir(p->stage, NULL) != 0) {
+    if (make_subdir(p->incomplete) != 0 || make_subdir(p->stage) != 0) {
         st = vit_error_set(err, VIT_ERR_IO, "cannot create %s: %s", p->stage, strerror(errno));
         goto out;
     }
@@ -413,7 +557,10 @@ vit_status hub_resolve(const char *model, const hub_options *o, char *dir, size_
         vit_error_prefix(err, "%s", spec);
         goto out;
     }
-    if (make_dir(p->snapshots, NULL) != 0 || rename(p->stage, p->snapshot) != 0) {
+    char commit_file[PATH_SIZE + 16];
+    snprintf(commit_file, sizeof commit_file, "%s/" COMMIT_FILE, p->stage);
+    unlink(commit_file); /* the snapshot holds the checkpoint's files only */
+    if (make_subdir(p->snapshots) != 0 || rename(p->stage, p->snapshot) != 0) {
         st = vit_error_set(err, VIT_ERR_IO, "%s: cannot move the download into %s: %s", spec,
                            p->snapshot, strerror(errno));
         goto out;

@@ -27,9 +27,14 @@
  * so must every redirect; at most HUB_MAX_REDIRECTS are followed, by this
  * code rather than libcurl's, so that the token (HF_TOKEN, sent as
  * "Authorization: Bearer") goes only to the hub's own scheme, host and port
- * -- never to the CDN a weights file redirects to -- and the size and hash
- * are taken from the hub's answer only.  The token is never logged or put
- * in a message.  Every file is bounded (max_bytes; JSON files 16 MiB).
+ * -- never to the CDN a weights file redirects to, nor back to the hub
+ * after a hop elsewhere -- and the size and hash are taken from the hub's
+ * answers only (its first statement holds; a file from another server needs
+ * both).  A body must be as long as its answer announces, uncompressed.
+ * When the hub names the commit it serves (X-Repo-Commit), a download whose
+ * revision moves to another commit starts over: a snapshot holds files of
+ * one commit.  The token is never logged or put in a message.  Every file
+ * is bounded (max_bytes; JSON files 16 MiB).
  */
 #ifndef VIT_SERVER_HUB_H
 #define VIT_SERVER_HUB_H

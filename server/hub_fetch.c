@@ -8,16 +8,24 @@
  * cross-host redirect, but only under FOLLOWLOCATION, and only by host until
  * 7.83; doing it here does not depend on either), and what the hub states
  * about the file -- X-Linked-Size, and a sha256 in X-Linked-Etag (or ETag)
- * -- is read from the hub's answers only, never from the CDN's.
+ * -- is read from the hub's answers only, never from the CDN's, nor from a
+ * hop back to the hub that the CDN chose (once a hop leaves the hub's
+ * origin, every later one is foreign).  The first statement holds: another
+ * one is refused, and so is a body from outside the hub without both.
  *
  * Bytes go to <file>.part with pwrite at their offset.  A .part left by an
  * earlier run is resumed with "Range: bytes=N-": a 206 that starts at N is
  * appended; a 200 (a server that ignores Range) starts the file over; a 416
  * or a 206 at another offset truncates it and asks again from byte 0, once.
- * The response is checked as soon as its headers arrive (a length over the
- * cap or different from the hub's statement is refused before any byte is
- * written) and again at the end (size, then sha256 over the whole file);
- * then the file is fsynced and renamed to its final name.
+ * A 206 must run to the file's end; an answer with no length (neither
+ * Content-Length, chunked, HTTP/2 nor a stated size) or with a
+ * Content-Encoding is refused: a cut or a compressed body would pass for
+ * the file.  The response is checked as soon as its headers arrive (a
+ * length over the cap or different from the hub's statement is refused
+ * before any byte is written) and again at the end (the size announced,
+ * the size stated, then sha256 over the whole file -- or, for a file the
+ * hub serves itself with no sha256, the git blob id its ETag names); then
+ * the file is fsynced and renamed to its final name.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,6 +52,7 @@
 #define MAX_URL 8192          /* a redirect target (signed CDN URLs are long) */
 #define MAX_TOKEN 4096
 #define USER_AGENT "vitfit/0.1 (model download)"
+#define BLOB_HEX_LEN 40       /* git's blob id: a sha1 in hex */
 
 _Static_assert(sizeof(curl_off_t) == sizeof(int64_t), "curl_off_t is 64-bit");
 
@@ -110,18 +119,26 @@ typedef struct xfer {
     int64_t offset;          /* bytes in the .part before this response's body */
     int64_t got;             /* body bytes of this response written */
     int64_t discarded;       /* body bytes of a redirect or error answer dropped */
-    bool from_hub;           /* this hop goes to the hub's origin */
+    bool from_hub;           /* this hop goes to the hub's origin, and no earlier one left it */
+    bool left_hub;           /* a hop went elsewhere: every later hop is foreign */
     /* the current response */
     long status;
     int64_t length;          /* Content-Length, or -1 */
     int64_t range_start;     /* Content-Range "bytes START-END/TOTAL", or -1 */
+    int64_t range_end;
     int64_t range_total;
+    bool chunked;            /* Transfer-Encoding: chunked (its end is marked) */
+    bool http2;              /* HTTP/2 or later (its end is marked too) */
+    bool encoded;            /* a Content-Encoding other than identity */
+    int64_t expect_total;    /* the file's size this answer announces, or -1 */
     bool to_file;            /* a 200/206 accepted: its body goes to the .part */
     bool restart;            /* a 206 at the wrong offset: truncate, ask from 0 */
     /* what the hub stated about the file */
     int64_t stated_size;     /* X-Linked-Size, or -1 */
     char stated_sha[SHA256_HEX_LEN + 1]; /* lower-case hex, or "" */
-    bool linked_etag;        /* stated_sha came from X-Linked-Etag (ETag yields to it) */
+    char commit[HUB_COMMIT_SIZE]; /* X-Repo-Commit of the hub's answers, or "" */
+    char etag_blob[BLOB_HEX_LEN + 1];   /* this answer's ETag when a git blob id, or "" */
+    char stated_blob[BLOB_HEX_LEN + 1]; /* that of the hub's answer holding the body, or "" */
     /* a refusal decided in a callback (HUB_DONE: none) */
     hub_outcome fail;
     vit_error *err;
@@ -153,32 +170,28 @@ static int64_t parse_size(const char *s)
     return errno || *end ? -1 : (int64_t)v;
 }
 
-/* Keeps an entity tag that is a sha256 (64 hex digits, in quotes, maybe
- * weak): the hub's tag of an LFS file.  Other tags (git's sha1 of a small
- * file) say nothing checkable here. */
-static void take_sha(xfer *x, const char *tag, bool linked)
+/* The hash in an entity tag -- want hex digits, in quotes, maybe weak: a
+ * sha256 (64) is the hub's tag of an LFS file, a sha1 (40) git's blob id of
+ * a small one -- into hex, lower-cased; false for another tag. */
+static bool tag_hex(const char *tag, size_t want, char *hex)
 {
-    if (x->linked_etag && !linked)
-        return;
     if (strncmp(tag, "W/", 2) == 0)
         tag += 2;
     if (*tag == '"')
         tag++;
-    char hex[SHA256_HEX_LEN + 1];
     size_t n = 0;
-    for (; n < SHA256_HEX_LEN && tag[n]; n++) {
+    for (; n < want && tag[n]; n++) {
         char ch = tag[n];
         if (ch >= 'A' && ch <= 'F')
             ch = (char)(ch - 'A' + 'a');
         if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-            return;
+            return false;
         hex[n] = ch;
     }
-    if (n != SHA256_HEX_LEN || !(tag[n] == '"' || tag[n] == '\0'))
-        return;
+    if (n != want || !(tag[n] == '"' || tag[n] == '\0'))
+        return false;
     hex[n] = '\0';
-    memcpy(x->stated_sha, hex, sizeof hex);
-    x->linked_etag = linked;
+    return true;
 }
 
 /* Refuses the transfer from a callback: kind and message kept for
@@ -196,11 +209,34 @@ static size_t refuse(xfer *x, hub_outcome kind, const char *fmt, ...)
     return 0;
 }
 
+/* X-Repo-Commit: the commit the hub serves the revision from.  A file of
+ * another commit than the one the download began with (a moving branch) is
+ * HUB_MOVED, before any of its bytes land; false then. A value that is not
+ * a commit id is ignored, as a hub that sends none. */
+static bool take_commit(xfer *x, const char *value)
+{
+    size_t n = strspn(value, "0123456789abcdef");
+    if (n == 0 || n >= HUB_COMMIT_SIZE || value[n])
+        return true;
+    const char *before = x->commit[0] ? x->commit : x->j->commit ? x->j->commit : "";
+    if (*before && strcmp(before, value) != 0) {
+        refuse(x, HUB_MOVED, "%s: the revision moved on the hub (commit %.12s, then %.12s)",
+               x->j->file, before, value);
+        snprintf(x->commit, sizeof x->commit, "%s", value);
+        return false;
+    }
+    snprintf(x->commit, sizeof x->commit, "%s", value);
+    return true;
+}
+
 /* All headers of a 200 or 206 are in: accept its body or refuse it. */
 static size_t headers_done(xfer *x)
 {
     const hub_file_job *j = x->j;
     int64_t total = -1;
+    if (x->encoded) /* stored as it came, it would not be the file */
+        return refuse(x, HUB_FAILED, "%s: the answer is compressed (Content-Encoding): refused",
+                      j->file);
     if (x->status == 200) {
         if (x->offset > 0) { /* the server ignored the Range: start over */
             if (ftruncate(x->fd, 0) != 0)
@@ -214,10 +250,18 @@ static size_t headers_done(xfer *x)
             x->restart = true;
             return 0;
         }
-        total = x->range_total >= 0 ? x->range_total
-                : x->length >= 0    ? x->offset + x->length
-                                    : -1;
+        /* the rest of the file and nothing less: a part that stops early
+         * would otherwise be taken for the whole */
+        total = x->range_total;
+        if (x->range_end != total - 1 || (x->length >= 0 && x->length != total - x->offset))
+            return refuse(x, HUB_FAILED, "%s: a partial answer (bytes %" PRId64 "-%" PRId64
+                          "/%" PRId64 ") that does not run to the file's end: refused", j->file,
+                          x->range_start, x->range_end, total);
     }
+    if (total < 0 && x->stated_size < 0 && !x->chunked && !x->http2)
+        return refuse(x, HUB_FAILED, "%s: the answer has no length (no Content-Length, not "
+                      "chunked): a cut could not be told from its end: refused", j->file);
+    x->expect_total = total;
     if (total > j->max_bytes)
         return refuse(x, HUB_FAILED, "%s is %" PRId64 " bytes, over the limit of %" PRId64
                       " (hub_max_bytes)", j->file, total, j->max_bytes);
@@ -227,6 +271,9 @@ static size_t headers_done(xfer *x)
     if (total >= 0 && x->stated_size >= 0 && total != x->stated_size)
         return refuse(x, HUB_FAILED, "%s: the download is %" PRId64 " bytes but the hub states %"
                       PRId64 ": refused", j->file, total, x->stated_size);
+    /* the hub's own answer with the body names it by its git blob id (not
+     * a CDN's, nor a redirect's: the tag must be of these bytes) */
+    memcpy(x->stated_blob, x->from_hub ? x->etag_blob : "", x->from_hub ? sizeof x->etag_blob : 1);
     x->to_file = true;
     x->started = x->drawn_at = now_s();
     x->started_bytes = x->offset;
@@ -239,10 +286,16 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     xfer *x = ud;
     size_t len = size * n;
     if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) { /* a status line: a new response */
-        const char *sp = memchr(buf, ' ', len);
+        char status[64]; /* libcurl's buffer is not promised to end in a NUL */
+        size_t sl = len < sizeof status ? len : sizeof status - 1;
+        memcpy(status, buf, sl);
+        status[sl] = '\0';
+        const char *sp = strchr(status, ' ');
         x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-        x->length = x->range_start = x->range_total = -1;
-        x->to_file = false;
+        x->http2 = status[5] >= '2' && status[5] <= '9';
+        x->length = x->range_start = x->range_end = x->range_total = x->expect_total = -1;
+        x->chunked = x->encoded = x->to_file = false;
+        x->etag_blob[0] = '\0';
         return len;
     }
     if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) /* the end of the headers */
@@ -253,6 +306,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
     memcpy(line, buf, len);
     line[len] = '\0';
     line[strcspn(line, "\r\n")] = '\0';
+    for (size_t e = strlen(line); e > 0 && (line[e - 1] == ' ' || line[e - 1] == '\t');)
+        line[--e] = '\0';
     char *colon = strchr(line, ':');
     if (!colon)
         return len;
@@ -266,14 +321,37 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
         long long a, b, t;
         if (sscanf(value, "bytes %lld-%lld/%lld", &a, &b, &t) == 3 && a >= 0 && b >= a && t > b) {
             x->range_start = a;
+            x->range_end = b;
             x->range_total = t;
         }
-    } else if (x->from_hub && strcasecmp(line, "X-Linked-Size") == 0) {
-        x->stated_size = parse_size(value);
-    } else if (x->from_hub && strcasecmp(line, "X-Linked-Etag") == 0) {
-        take_sha(x, value, true);
-    } else if (x->from_hub && strcasecmp(line, "ETag") == 0) {
-        take_sha(x, value, false);
+    } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
+        size_t n = strlen(value); /* chunked is the last coding when present */
+        x->chunked = n >= 7 && strcasecmp(value + n - 7, "chunked") == 0;
+    } else if (strcasecmp(line, "Content-Encoding") == 0) {
+        x->encoded = *value && strcasecmp(value, "identity") != 0;
+    } else if (!x->from_hub) {
+        return len; /* what the file is, only the hub says: not the CDN, nor a hop after it */
+    } else if (strcasecmp(line, "X-Linked-Size") == 0) {
+        /* the first statement holds: a later hop may not swap in another file */
+        int64_t v = parse_size(value);
+        if (v < 0 || (x->stated_size >= 0 && v != x->stated_size))
+            return refuse(x, HUB_FAILED, "%s: the hub's X-Linked-Size '%.32s' is %s: refused",
+                          x->j->file, value, v < 0 ? "not a size" : "not the one it stated first");
+        x->stated_size = v;
+    } else if (strcasecmp(line, "X-Linked-Etag") == 0) {
+        char hex[SHA256_HEX_LEN + 1];
+        if (!tag_hex(value, SHA256_HEX_LEN, hex) || (x->stated_sha[0] && strcmp(hex, x->stated_sha) != 0))
+            return refuse(x, HUB_FAILED, "%s: the hub's X-Linked-Etag is %s: refused", x->j->file,
+                          x->stated_sha[0] ? "not the sha256 it stated first" : "not a sha256");
+        memcpy(x->stated_sha, hex, sizeof hex);
+    } else if (strcasecmp(line, "ETag") == 0) {
+        char hex[SHA256_HEX_LEN + 1];
+        if (!x->stated_sha[0] && tag_hex(value, SHA256_HEX_LEN, hex)) /* the first holds */
+            memcpy(x->stated_sha, hex, sizeof hex);
+        else if (tag_hex(value, BLOB_HEX_LEN, hex))
+            memcpy(x->etag_blob, hex, BLOB_HEX_LEN + 1);
+    } else if (strcasecmp(line, "X-Repo-Commit") == 0) {
+        return take_commit(x, value) ? len : 0;
     }
     return len;
 }
@@ -415,15 +493,99 @@ static CURLcode setup(CURL *c, const char *url, const hub_origin *at, xfer *x,
     return rc;
 }
 
-/* Hashes the first size bytes of fd into hex. */
-static int hash_file(int fd, int64_t size, char hex[SHA256_HEX_LEN + 1])
+/* ---- git's blob id -------------------------------------------------------- */
+
+/* SHA-1 (FIPS 180-4), only for the hub's ETag of a small (non-LFS) file,
+ * which is git's blob id: sha1("blob <size>\0" + content).  It catches a
+ * wrong or damaged file; the LFS weights are checked by their sha256. */
+typedef struct blob_sha1 {
+    uint32_t h[5];
+    uint64_t len;    /* bytes hashed */
+    uint8_t buf[64]; /* a block being filled */
+    size_t n;
+} blob_sha1;
+
+static uint32_t rol32(uint32_t v, int k)
+{
+    return v << k | v >> (32 - k);
+}
+
+static void sha1_block(blob_sha1 *c, const uint8_t *p)
+{
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 80; i++)
+        w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = c->h[0], b = c->h[1], d = c->h[3], e = c->h[4], cc = c->h[2];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f = i < 20   ? (b & cc) | (~b & d)
+                     : i < 40 ? b ^ cc ^ d
+                     : i < 60 ? (b & cc) | (b & d) | (cc & d)
+                              : b ^ cc ^ d;
+        uint32_t k = i < 20 ? 0x5A827999u : i < 40 ? 0x6ED9EBA1u : i < 60 ? 0x8F1BBCDCu
+                                                                          : 0xCA62C1D6u;
+        uint32_t t = rol32(a, 5) + f + e + k + w[i];
+        e = d, d = cc, cc = rol32(b, 30), b = a, a = t;
+    }
+    c->h[0] += a, c->h[1] += b, c->h[2] += cc, c->h[3] += d, c->h[4] += e;
+}
+
+static void sha1_init(blob_sha1 *c)
+{
+    *c = (blob_sha1){.h = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u}};
+}
+
+static void sha1_update(blob_sha1 *c, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    c->len += len;
+    while (len > 0) {
+        size_t take = 64 - c->n < len ? 64 - c->n : len;
+        memcpy(c->buf + c->n, p, take);
+        c->n += take, p += take, len -= take;
+        if (c->n == 64) {
+            sha1_block(c, c->buf);
+            c->n = 0;
+        }
+    }
+}
+
+static void sha1_final_hex(blob_sha1 *c, char hex[BLOB_HEX_LEN + 1])
+{
+    uint64_t bits = c->len * 8;
+    static const uint8_t one = 0x80, zero = 0;
+    sha1_update(c, &one, 1);
+    while (c->n != 56)
+        sha1_update(c, &zero, 1);
+    uint8_t be[8];
+    for (int i = 0; i < 8; i++)
+        be[i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha1_update(c, be, 8);
+    for (int i = 0; i < 5; i++)
+        snprintf(hex + 8 * i, 9, "%08x", (unsigned)c->h[i]);
+}
+
+/* ---- the end of a transfer ------------------------------------------------- */
+
+/* Hashes the first size bytes of fd: their sha256 into hex, or with blob
+ * set git's blob id of them into hex. */
+static int hash_file(int fd, int64_t size, bool blob, char hex[SHA256_HEX_LEN + 1])
 {
     enum { CHUNK = 1 << 20 };
     unsigned char *buf = malloc(CHUNK);
     if (!buf)
         return -1;
     sha256_ctx c;
+    blob_sha1 g;
     sha256_init(&c);
+    sha1_init(&g);
+    if (blob) {
+        char head[32];
+        int n = snprintf(head, sizeof head, "blob %" PRId64, size);
+        sha1_update(&g, head, (size_t)n + 1); /* with its NUL */
+    }
     int64_t at = 0;
     while (at < size) {
         size_t want = size - at < CHUNK ? (size_t)(size - at) : CHUNK;
@@ -434,10 +596,17 @@ static int hash_file(int fd, int64_t size, char hex[SHA256_HEX_LEN + 1])
             free(buf);
             return -1;
         }
-        sha256_update(&c, buf, (size_t)r);
+        if (blob)
+            sha1_update(&g, buf, (size_t)r);
+        else
+            sha256_update(&c, buf, (size_t)r);
         at += r;
     }
     free(buf);
+    if (blob) {
+        sha1_final_hex(&g, hex);
+        return 0;
+    }
     uint8_t digest[SHA256_DIGEST_LEN];
     sha256_final(&c, digest);
     sha256_hex(digest, hex);
@@ -449,21 +618,29 @@ static hub_outcome finish(xfer *x, vit_error *err)
 {
     const hub_file_job *j = x->j;
     int64_t size = x->offset + x->got;
+    if (x->expect_total >= 0 && size != x->expect_total) {
+        vit_error_set(err, VIT_ERR_IO, "%s: %" PRId64 " bytes arrived but the answer announced %"
+                      PRId64 ": refused", j->file, size, x->expect_total);
+        return HUB_FAILED;
+    }
     if (x->stated_size >= 0 && size != x->stated_size) {
         vit_error_set(err, VIT_ERR_IO, "%s: %" PRId64 " bytes arrived but the hub states %" PRId64
                       ": refused", j->file, size, x->stated_size);
         return HUB_FAILED;
     }
-    if (x->stated_sha[0]) {
+    bool blob = !x->stated_sha[0]; /* a sha256 when stated, else git's blob id if given */
+    const char *want = blob ? x->stated_blob : x->stated_sha;
+    if (want[0]) {
         char hex[SHA256_HEX_LEN + 1];
-        if (hash_file(x->fd, size, hex) != 0) {
+        if (hash_file(x->fd, size, blob, hex) != 0) {
             vit_error_set(err, VIT_ERR_IO, "%s: cannot read %s back to hash it", j->file,
                           j->part_path);
             return HUB_RETRY;
         }
-        if (strcmp(hex, x->stated_sha) != 0) {
-            vit_error_set(err, VIT_ERR_IO, "%s: its sha256 %.12s... differs from the hub's "
-                          "%.12s...: refused", j->file, hex, x->stated_sha);
+        if (strcmp(hex, want) != 0) {
+            vit_error_set(err, VIT_ERR_IO, "%s: its %s %.12s... differs from the hub's "
+                          "%.12s...: refused", j->file, blob ? "git blob id (sha1)" : "sha256",
+                          hex, want);
             return HUB_FAILED;
         }
     }
@@ -506,8 +683,8 @@ hub_outcome hub_fetch_file(const hub_file_job *j, vit_error *err)
             close(fd);
         return HUB_FAILED;
     }
-    xfer x = {.j = j, .fd = fd, .offset = sb.st_size, .stated_size = -1, .fail = HUB_DONE,
-              .err = err};
+    xfer x = {.j = j, .fd = fd, .offset = sb.st_size, .stated_size = -1, .expect_total = -1,
+              .fail = HUB_DONE, .err = err};
     if (x.offset > j->max_bytes && ftruncate(fd, 0) == 0)
         x.offset = 0;
     if (x.offset > 0 && o->log) {
@@ -538,7 +715,18 @@ hub_outcome hub_fetch_file(const hub_file_job *j, vit_error *err)
             out = HUB_FAILED;
             break;
         }
-        x.from_hub = same_origin(&at, j->hub);
+        /* a hop back to the hub after the CDN is the CDN's choice, not the hub's: no
+         * token for it, and nothing it says about the file counts */
+        x.left_hub = x.left_hub || !same_origin(&at, j->hub);
+        x.from_hub = !x.left_hub;
+        if (!x.from_hub && (x.stated_size < 0 || !x.stated_sha[0])) {
+            /* the hub vouches for what another server sends only by its size and hash */
+            vit_error_set(err, VIT_ERR_IO, "%s: a redirect to %s without the hub's size and "
+                          "sha256 of the file (X-Linked-Size, X-Linked-Etag): refused", j->file,
+                          at.host);
+            out = HUB_FAILED;
+            break;
+        }
         x.status = 0;
         x.got = x.discarded = 0;
         x.to_file = x.restart = false;
@@ -607,7 +795,9 @@ hub_outcome hub_fetch_file(const hub_file_job *j, vit_error *err)
         break;
     }
 done:
-    if (out == HUB_FAILED || out == HUB_ABSENT ||
+    if (j->commit_seen)
+        memcpy(j->commit_seen, x.commit, sizeof x.commit);
+    if (out == HUB_FAILED || out == HUB_MOVED || out == HUB_ABSENT ||
         (out == HUB_RETRY && fstat(fd, &sb) == 0 && sb.st_size == 0))
         unlink(j->part_path); /* nothing to resume */
     close(fd);

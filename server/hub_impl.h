@@ -20,12 +20,16 @@ typedef struct hub_origin {
  * cannot parse, one with user:password, or a scheme other than http(s). */
 vit_status hub_origin_parse(const char *url, hub_origin *o, vit_error *err);
 
+/* A commit id (git's sha1 or sha256 in hex) and its NUL. */
+#define HUB_COMMIT_SIZE 65
+
 /* How a file's transfer ended. */
 typedef enum hub_outcome {
     HUB_DONE,   /* verified and renamed to its final name */
     HUB_ABSENT, /* an optional file the hub does not have (404) */
     HUB_RETRY,  /* interrupted or refused for now (network, 5xx, stop): the .part stays */
     HUB_FAILED, /* refused for good (404, 401, size, sha256, limits): drop the download */
+    HUB_MOVED,  /* the hub serves the revision from another commit than job->commit */
 } hub_outcome;
 
 /* One file to fetch. */
@@ -37,12 +41,14 @@ typedef struct hub_file_job {
     const char *final_path; /* where the verified file is renamed */
     int64_t max_bytes;      /* the file's cap */
     bool optional;          /* a 404 is HUB_ABSENT, not an error */
+    const char *commit;     /* the commit the download began with (X-Repo-Commit), or "" */
+    char *commit_seen;      /* [HUB_COMMIT_SIZE]: the hub's X-Repo-Commit, or "" (may be NULL) */
     const hub_options *o;
 } hub_file_job;
 
 /* Fetches one file (see hub.h for the rules): on HUB_DONE it is at
  * final_path, fsynced; on HUB_RETRY the .part holds what arrived; on
- * HUB_FAILED the .part is deleted.  err says why for the last two. */
+ * HUB_FAILED or HUB_MOVED the .part is deleted.  err says why for the last two. */
 hub_outcome hub_fetch_file(const hub_file_job *j, vit_error *err);
 
 #endif

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -53,7 +54,29 @@ typedef struct blob {
     char sha[SHA256_HEX_LEN + 1];
 } blob;
 
-static blob config_json, weights;
+static blob config_json, weights, other; /* other: another model's weights, as long */
+static char config_blob_id[48]; /* git's blob id of config.json: the hub's ETag of it */
+
+/* git's blob id of b (sha1 of "blob <len>\0" + data), by coreutils' sha1sum. */
+static void blob_id(const blob *b, char *id, size_t len)
+{
+    char path[600], cmd[700], out[128] = "";
+    snprintf(path, sizeof path, "%s/blob", tmpdir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fprintf(f, "blob %zu%c", b->len, 0);
+    fwrite(b->data, 1, b->len, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "sha1sum '%s'", path);
+    FILE *p = popen(cmd, "r");
+    CHECK(p && fgets(out, sizeof out, p));
+    if (p)
+        pclose(p);
+    snprintf(id, len, "%.40s", out);
+    CHECKF(strlen(id) == 40, "sha1sum: '%s'", out);
+}
 
 static void read_blob(const char *path, blob *b)
 {
@@ -85,9 +108,18 @@ static void make_model(void)
     vit_model_free(m);
     snprintf(path, sizeof path, "%s/config.json", dir);
     read_blob(path, &config_json);
+    blob_id(&config_json, config_blob_id, sizeof config_blob_id);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     read_blob(path, &weights);
     CHECK(weights.len > 2 * CUT_AT);
+    other.len = weights.len;
+    other.data = malloc(other.len);
+    CHECK(other.data != NULL);
+    if (other.data) {
+        memcpy(other.data, weights.data, other.len);
+        other.data[other.len - 1] ^= 1;
+        sha256_hex_of(other.data, other.len, other.sha);
+    }
 }
 
 /* ---- the hub and its CDN ---------------------------------------------------- */
@@ -102,12 +134,23 @@ typedef struct hub_state {
     size_t short_by;       /* serve the weights this many bytes short (a matching length) */
     bool wrong_sha;        /* X-Linked-Etag names another file */
     const char *redirect;  /* model.safetensors: 302 to this instead (hub) */
+    bool cdn_bounce;       /* the CDN: 302 back into the hub, to /bounce (another model's file) */
+    bool partial206;       /* the weights: a 206 of bytes 0-99 to a request without Range */
+    bool close_cut;        /* the weights: no Content-Length, CUT_AT bytes, then the close */
+    bool gzip;             /* the weights: with "Content-Encoding: gzip" */
+    bool no_etag;          /* lfs: X-Linked-Size alone, no X-Linked-Etag nor ETag */
+    const char *linked_etag; /* lfs: this X-Linked-Etag, and no ETag */
+    const char *commit;    /* X-Repo-Commit on the hub's answers for the repo */
+    const char *commit_next; /* the commit once config.json was served (a moving branch) */
+    bool config_damaged;   /* config.json: one byte changed, the ETag of the right one */
     /* records */
     int hub_requests, cdn_requests, hub_weights, cdn_weights;
     int hub_auth, cdn_auth;  /* requests that carried Authorization */
     char hub_auth_value[128];
     char last_range[64];     /* the last Range header received for the weights */
     int ranges;
+    int hub_configs;         /* config.json requests */
+    int bounces, bounce_auth; /* requests to /bounce, and those with Authorization */
 } hub_state;
 
 static hub_state state;
@@ -122,32 +165,49 @@ static void reset_state(void)
     pthread_mutex_unlock(&state_mu);
 }
 
-/* The weights (or a prefix) with Range support, 200 or 206. */
-static void serve_weights(loopback_http_conn *c, const loopback_http_request *req)
+/* The weights (or a prefix) with Range support, 200 or 206; hdr: header
+ * lines to add ("" for none). */
+static void serve_weights(loopback_http_conn *c, const loopback_http_request *req,
+                          const char *hdr)
 {
     char range[64];
     const char *r = loopback_http_header(req, "Range", range, sizeof range);
     pthread_mutex_lock(&state_mu);
-    if (r) {
-        snprintf(state.last_range, sizeof state.last_range, "%s", r);
-        state.ranges++;
-    }
+    snprintf(state.last_range, sizeof state.last_range, "%s", r ? r : "");
+    state.ranges += r != NULL;
     bool ignore = state.ignore_range, cut = state.cut_once, stall = state.stall;
+    bool partial = state.partial206, close_cut = state.close_cut, gzip = state.gzip;
     size_t len = weights.len - state.short_by;
     pthread_mutex_unlock(&state_mu);
+    char extra[256];
+    if (partial && !r) { /* the first 100 bytes of the file, as if asked for */
+        snprintf(extra, sizeof extra, "%sContent-Range: bytes 0-99/%zu\r\n", hdr, len);
+        loopback_http_respond(c, 206, NULL, extra, weights.data, 100);
+        return;
+    }
+    if (close_cut) { /* no length: only the closed connection ends the body */
+        loopback_http_printf(c, "HTTP/1.1 200 OK\r\n%sConnection: close\r\n\r\n", hdr);
+        loopback_http_write(c, weights.data, CUT_AT);
+        return;
+    }
+    if (gzip) { /* stored as it came, it would not be the file */
+        snprintf(extra, sizeof extra, "%sContent-Encoding: gzip\r\n", hdr);
+        loopback_http_respond(c, 200, NULL, extra, weights.data, len);
+        return;
+    }
     unsigned long long from = 0;
     if (r && !ignore && sscanf(r, "bytes=%llu-", &from) == 1) {
         if (from >= len) {
             loopback_http_respond(c, 416, NULL, NULL, "", 0);
             return;
         }
-        char extra[128];
-        snprintf(extra, sizeof extra, "Content-Range: bytes %llu-%zu/%zu\r\n", from, len - 1, len);
+        snprintf(extra, sizeof extra, "%sContent-Range: bytes %llu-%zu/%zu\r\n", hdr, from,
+                 len - 1, len);
         loopback_http_respond(c, 206, NULL, extra, weights.data + from, len - from);
         return;
     }
     if (stall) { /* a transfer that hangs: only a stop ends it */
-        loopback_http_printf(c, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", len);
+        loopback_http_printf(c, "HTTP/1.1 200 OK\r\n%sContent-Length: %zu\r\n\r\n", hdr, len);
         loopback_http_write(c, weights.data, CUT_AT);
         loopback_http_sleep(c, 120000);
         return;
@@ -156,12 +216,12 @@ static void serve_weights(loopback_http_conn *c, const loopback_http_request *re
         pthread_mutex_lock(&state_mu);
         state.cut_once = false;
         pthread_mutex_unlock(&state_mu);
-        loopback_http_printf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                                "Content-Length: %zu\r\nConnection: close\r\n\r\n", len);
+        loopback_http_printf(c, "HTTP/1.1 200 OK\r\n%sContent-Type: application/octet-stream\r\n"
+                                "Content-Length: %zu\r\nConnection: close\r\n\r\n", hdr, len);
         loopback_http_write(c, weights.data, CUT_AT);
         return;
     }
-    loopback_http_respond(c, 200, NULL, NULL, weights.data, len);
+    loopback_http_respond(c, 200, NULL, hdr, weights.data, len);
 }
 
 static void on_hub(loopback_http_conn *c, const loopback_http_request *req, void *ctx)
@@ -175,19 +235,48 @@ static void on_hub(loopback_http_conn *c, const loopback_http_request *req, void
         state.hub_auth++;
         snprintf(state.hub_auth_value, sizeof state.hub_auth_value, "%s", a);
     }
-    bool lfs = state.lfs, wrong = state.wrong_sha;
-    const char *redirect = state.redirect;
+    bool lfs = state.lfs, wrong = state.wrong_sha, no_etag = state.no_etag;
+    const char *redirect = state.redirect, *linked_etag = state.linked_etag;
+    char commit[128] = "";
+    if (state.commit)
+        snprintf(commit, sizeof commit, "X-Repo-Commit: %s\r\n", state.commit);
     pthread_mutex_unlock(&state_mu);
+    if (strcmp(req->target, "/bounce") == 0) { /* another model's file, and its statement */
+        char extra[256];
+        pthread_mutex_lock(&state_mu);
+        state.bounces++;
+        state.bounce_auth += a != NULL;
+        pthread_mutex_unlock(&state_mu);
+        snprintf(extra, sizeof extra, "X-Linked-Size: %zu\r\nX-Linked-Etag: \"%s\"\r\n",
+                 other.len, other.sha);
+        loopback_http_respond(c, 200, NULL, extra, other.data, other.len);
+        return;
+    }
     if (strncmp(req->target, REPO, strlen(REPO)) != 0) {
         loopback_http_respond(c, 404, "application/json", NULL, "{\"error\":\"no repo\"}", 19);
         return;
     }
     const char *file = req->target + strlen(REPO);
     if (strcmp(file, "config.json") == 0) {
-        /* a small file's tag is git's sha1 of it: nothing to check it against */
-        loopback_http_respond(c, 200, "application/json",
-                              "ETag: \"0123456789abcdef0123456789abcdef01234567\"\r\n",
-                              config_json.data, config_json.len);
+        /* a small file's tag is git's blob id of it */
+        char extra[256];
+        snprintf(extra, sizeof extra, "%sETag: \"%s\"\r\n", commit, config_blob_id);
+        pthread_mutex_lock(&state_mu);
+        bool damaged = state.config_damaged;
+        state.hub_configs++;
+        if (state.commit_next) { /* the branch moves right after */
+            state.commit = state.commit_next;
+            state.commit_next = NULL;
+        }
+        pthread_mutex_unlock(&state_mu);
+        uint8_t *body = malloc(config_json.len);
+        if (body) {
+            memcpy(body, config_json.data, config_json.len);
+            if (damaged)
+                body[config_json.len / 2] ^= 0x20;
+            loopback_http_respond(c, 200, "application/json", extra, body, config_json.len);
+        }
+        free(body);
         return;
     }
     if (strcmp(file, "model.safetensors") != 0) {
@@ -198,22 +287,26 @@ static void on_hub(loopback_http_conn *c, const loopback_http_request *req, void
     state.hub_weights++;
     pthread_mutex_unlock(&state_mu);
     if (redirect) {
-        char extra[512];
-        snprintf(extra, sizeof extra, "Location: %s\r\n", redirect);
+        char extra[640];
+        snprintf(extra, sizeof extra, "%sLocation: %s\r\n", commit, redirect);
         loopback_http_respond(c, 302, "text/plain", extra, "", 0);
     } else if (lfs) {
-        char extra[512], loc[128];
+        char extra[640], loc[128], tags[256];
         snprintf(loc, sizeof loc, "%s/cdn/model.safetensors?sig=1", cdn_url);
-        snprintf(extra, sizeof extra,
-                 "Location: %s\r\nX-Linked-Size: %zu\r\nX-Linked-Etag: \"%s\"\r\n"
-                 "ETag: W/\"%s\"\r\n",
-                 loc, weights.len,
-                 wrong ? "0000000000000000000000000000000000000000000000000000000000000000"
-                       : weights.sha,
-                 weights.sha);
+        if (no_etag)
+            tags[0] = '\0';
+        else if (linked_etag)
+            snprintf(tags, sizeof tags, "X-Linked-Etag: %s\r\n", linked_etag);
+        else
+            snprintf(tags, sizeof tags, "X-Linked-Etag: \"%s\"\r\nETag: W/\"%s\"\r\n",
+                     wrong ? "0000000000000000000000000000000000000000000000000000000000000000"
+                           : weights.sha,
+                     weights.sha);
+        snprintf(extra, sizeof extra, "%sLocation: %s\r\nX-Linked-Size: %zu\r\n%s", commit, loc,
+                 weights.len, tags);
         loopback_http_respond(c, 302, "text/plain", extra, "", 0);
     } else {
-        serve_weights(c, req);
+        serve_weights(c, req, commit);
     }
 }
 
@@ -232,8 +325,15 @@ static void on_cdn(loopback_http_conn *c, const loopback_http_request *req, void
     }
     pthread_mutex_lock(&state_mu);
     state.cdn_weights++;
+    bool bounce = state.cdn_bounce;
     pthread_mutex_unlock(&state_mu);
-    serve_weights(c, req);
+    if (bounce) { /* a compromised CDN sends the client back into the hub, where it chooses */
+        char extra[160];
+        snprintf(extra, sizeof extra, "Location: %s/bounce\r\n", hub_url);
+        loopback_http_respond(c, 302, "text/plain", extra, "", 0);
+        return;
+    }
+    serve_weights(c, req, "");
 }
 
 static int hub_count(int *field)
@@ -487,6 +587,223 @@ static void test_token(void)
     unsetenv("HF_TOKEN");
 }
 
+/* The hub's statement of a file is its first one: a CDN that sends the
+ * client back into the hub, to a path it chooses, gets no token sent there,
+ * and the X-Linked-* of that hop (another model's file) do not count. */
+static void test_cdn_bounce(void)
+{
+    static const char secret[] = "hf_BoUnCe0123456789";
+    fresh();
+    state.lfs = true;
+    state.cdn_bounce = true;
+    setenv("HF_TOKEN", secret, 1);
+    expect_refused("a CDN that redirects back into the hub", "hf:org/tiny", "sha256");
+    CHECKF(hub_count(&state.bounces) == 1 && hub_count(&state.bounce_auth) == 0,
+           "the hop back into the hub: %d requests, %d with the token", state.bounces,
+           state.bounce_auth);
+    unsetenv("HF_TOKEN");
+}
+
+/* Bodies that are not the whole file, when the hub states no size: each
+ * refused, nothing cached. */
+static void test_truncated(void)
+{
+    fresh();
+    state.partial206 = true;
+    expect_refused("a 206 of 100 bytes to a plain request", "hf:org/tiny", "does not run to");
+    fresh();
+    state.close_cut = true;
+    expect_refused("a close-delimited body cut short", "hf:org/tiny", "no length");
+    fresh();
+    state.gzip = true;
+    expect_refused("a gzip body", "hf:org/tiny", "Content-Encoding");
+    fresh();
+    state.config_damaged = true; /* as long as the right one: only its blob id tells */
+    expect_refused("config.json that is not the hub's blob", "hf:org/tiny", "git blob id");
+}
+
+/* A body from the CDN needs the hub's sha256 and size; a malformed
+ * X-Linked-Etag is refused, not ignored. */
+static void test_cdn_unverified(void)
+{
+    fresh();
+    state.lfs = true;
+    state.no_etag = true;
+    expect_refused("the CDN's body without a stated sha256", "hf:org/tiny", "sha256");
+    CHECK(hub_count(&state.cdn_weights) == 0); /* refused on its headers */
+    fresh();
+    state.lfs = true;
+    state.linked_etag = "\"0123-not-a-sha256\"";
+    expect_refused("a malformed X-Linked-Etag", "hf:org/tiny", "not a sha256");
+}
+
+#define COMMIT_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define COMMIT_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+/* A branch that moves (X-Repo-Commit) never yields a snapshot of two
+ * commits: a stage of another commit is not resumed, and a move between
+ * two files of one run starts the download over. */
+static void test_moving_branch(void)
+{
+    fresh();
+    state.commit = COMMIT_A;
+    state.cut_once = true;
+    run_result *r = inspect("hf:org/tiny");
+    CHECKF(r->status == 1 && file_size("hub/org/tiny/incomplete/main/model.safetensors.part") ==
+                                 CUT_AT,
+           "the cut run: exit %d: %s", r->status, r->err);
+    pthread_mutex_lock(&state_mu);
+    state.commit = COMMIT_B;
+    pthread_mutex_unlock(&state_mu);
+    r = inspect("hf:org/tiny");
+    CHECKF(r->status == 0 && strstr(r->err, "moved"), "after the move: exit %d: %s", r->status,
+           r->err);
+    /* the Range asked is answered from commit B: dropped, and the file asked whole */
+    CHECKF(hub_count(&state.ranges) == 1 && state.last_range[0] == '\0',
+           "commit A's bytes were resumed (Range '%s')", state.last_range);
+    CHECKF(hub_count(&state.hub_configs) == 2, "config.json asked %d times", state.hub_configs);
+    CHECK(cached_weights_match());
+    CHECK(!exists("hub/org/tiny/incomplete") && !exists("hub/org/tiny/snapshots/main/.commit"));
+
+    fresh();
+    state.commit = COMMIT_A;
+    state.commit_next = COMMIT_B; /* config.json from A, the weights from B */
+    r = inspect("hf:org/tiny");
+    CHECKF(r->status == 0 && strstr(r->err, "moved"), "moved mid-run: exit %d: %s", r->status,
+           r->err);
+    CHECKF(hub_count(&state.hub_configs) == 2, "config.json asked %d times", state.hub_configs);
+    CHECK(cached_weights_match());
+}
+
+/* The model's lock, held by this test as another vitfit would; -1 if not. */
+static int hold_lock(void)
+{
+    char path[700];
+    snprintf(path, sizeof path, "mkdir -p '%s/hub/org/tiny'", cache);
+    CHECK(system(path) == 0);
+    snprintf(path, sizeof path, "%s/hub/org/tiny/.lock", cache);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    CHECK(fd >= 0 && flock(fd, LOCK_EX) == 0);
+    return fd;
+}
+
+/* vitfit with argv[1..], its stderr to log_path. */
+static pid_t spawn_vitfit(char **argv, const char *log_path)
+{
+    const char *bin = getenv("VITFIT_BIN");
+    argv[0] = (char *)(bin ? bin : "vitfit");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid = -1;
+    CHECK(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
+/* Until log_path holds what (a hang check: 60 s). */
+static bool wait_log(const char *log_path, const char *what)
+{
+    char log[4096] = "";
+    for (int waited = 0; waited < 600; waited++) {
+        slurp(log_path, log, sizeof log);
+        if (strstr(log, what))
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
+/* pid's exit code (128+signal), or -1 (then killed) if it runs past a hang check of 30 s. */
+static int wait_exit(pid_t pid)
+{
+    int ws = 0;
+    for (int waited = 0; waited < 300; waited++) {
+        if (waitpid(pid, &ws, WNOHANG) == pid)
+            return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+        usleep(100000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &ws, 0);
+    return -1;
+}
+
+/* SIGTERM to a serve that waits for another vitfit's download: it stops. */
+static void test_serve_stopped_waiting(void)
+{
+    fresh();
+    int lock = hold_lock();
+    char data[600], log_path[600], log[4096] = "";
+    snprintf(data, sizeof data, "%s/data", tmpdir);
+    snprintf(log_path, sizeof log_path, "%s/serve-wait.log", tmpdir);
+    char *argv[] = {NULL, "serve", "--model", "hf:org/tiny", "--data-dir", data, "--port", "0",
+                    "--log-format", "text", NULL};
+    pid_t pid = spawn_vitfit(argv, log_path);
+    CHECKF(wait_log(log_path, "waiting for another vitfit"), "serve never waited for the lock");
+    kill(pid, SIGTERM);
+    int code = wait_exit(pid);
+    slurp(log_path, log, sizeof log);
+    CHECKF(code == 0 && strstr(log, "stopped"), "serve stopped while waiting: exit %d, log: %s",
+           code, log);
+    CHECK(hub_count(&state.hub_requests) == 0);
+    close(lock);
+}
+
+/* A process waiting for the lock while the holder's refused download
+ * removes the model's directory (the lock file with it) goes on. */
+static void test_lock_dir_removed(void)
+{
+    fresh();
+    int lock = hold_lock();
+    char log_path[600], log[4096] = "", hub_dir[600];
+    snprintf(log_path, sizeof log_path, "%s/inspect-wait.log", tmpdir);
+    char *argv[] = {NULL, "inspect", "--json", "hf:org/tiny", NULL};
+    pid_t pid = spawn_vitfit(argv, log_path);
+    CHECKF(wait_log(log_path, "waiting for another vitfit"), "inspect never waited for the lock");
+    snprintf(hub_dir, sizeof hub_dir, "%s/hub", cache);
+    remove_tree(hub_dir); /* what a refused download leaves: nothing */
+    close(lock);
+    int code = wait_exit(pid);
+    slurp(log_path, log, sizeof log);
+    CHECKF(code == 0, "after the holder's cleanup: exit %d: %s", code, log);
+    CHECK(cached_weights_match());
+}
+
+/* A symlink planted in the stage is not committed into the snapshot. */
+static void test_planted_symlink(void)
+{
+    fresh();
+    char cmd[700], src[700], link[700];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/hub/org/tiny/incomplete/main'", cache);
+    CHECK(system(cmd) == 0);
+    snprintf(src, sizeof src, "%s/src/config.json", tmpdir);
+    snprintf(link, sizeof link, "%s/hub/org/tiny/incomplete/main/config.json", cache);
+    CHECK(symlink(src, link) == 0);
+    run_result *r = inspect("hf:org/tiny");
+    CHECKF(r->status == 0, "a planted symlink: exit %d: %s", r->status, r->err);
+    struct stat sb;
+    snprintf(link, sizeof link, "%s/hub/org/tiny/snapshots/main/config.json", cache);
+    CHECKF(lstat(link, &sb) == 0 && S_ISREG(sb.st_mode), "the snapshot's config.json is %s",
+           S_ISLNK(sb.st_mode) ? "a symlink" : "not a regular file");
+    CHECK(hub_count(&state.hub_configs) == 1);
+
+    /* a snapshot of symlinks is not used, nor downloaded over: said so, no request */
+    fresh();
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/hub/org/tiny/snapshots/main'", cache);
+    CHECK(system(cmd) == 0);
+    static const char *const files[] = {"config.json", "model.safetensors"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "%s/src/%s", tmpdir, files[i]);
+        snprintf(link, sizeof link, "%s/hub/org/tiny/snapshots/main/%s", cache, files[i]);
+        CHECK(symlink(src, link) == 0);
+    }
+    r = inspect("hf:org/tiny");
+    CHECKF(r->status == 1 && strstr(r->err, "not a complete snapshot"),
+           "a snapshot of symlinks: exit %d: %s", r->status, r->err);
+    CHECK(hub_count(&state.hub_requests) == 0);
+}
+
 static char long_name[128];
 
 /* SIGTERM while `vitfit serve` downloads: it stops at once (exit 0, "stopped"
@@ -574,6 +891,11 @@ static void test_bad_names(void)
     r = inspect("hf:org/tiny");
     CHECKF(r->status == 2 && strstr(r->err, "VITFIT_HUB_URL"), "ftp hub: exit %d: %s",
            r->status, r->err);
+    /* a password in the hub URL is not repeated */
+    setenv("VITFIT_HUB_URL", "https://u:hunter2@hub.example", 1);
+    r = inspect("hf:org/tiny");
+    CHECKF(r->status == 2 && !strstr(r->err, "hunter2") && strstr(r->err, "***@hub.example"),
+           "hub URL with a password: exit %d: %s", r->status, r->err);
     CHECK(hub_count(&state.hub_requests) == 1); /* only the 96-byte name was asked for */
     CHECK(cache_files() == 0);
 }
@@ -597,6 +919,13 @@ int main(void)
         test_resume(false, true);
         test_refusals();
         test_token();
+        test_cdn_bounce();
+        test_truncated();
+        test_cdn_unverified();
+        test_moving_branch();
+        test_serve_stopped_waiting();
+        test_lock_dir_removed();
+        test_planted_symlink();
         test_serve_stopped();
         test_bad_names();
     }
@@ -604,6 +933,7 @@ int main(void)
     loopback_http_stop(cdn);
     free(config_json.data);
     free(weights.data);
+    free(other.data);
     remove_tree(tmpdir);
     return check_result();
 }
