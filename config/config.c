@@ -233,12 +233,21 @@ static const char *quote(const char *s, size_t len, char *buf, size_t n)
     return buf;
 }
 
-/* A value of key k quoted for a message, or "the value" for a secret. */
+/* A value of key k quoted for a message, or "the value" for a secret; a URL's
+ * user:password (scheme://user:password@host) is shown as ***. */
 static const char *show(const cfg_key *k, const char *s, char *buf, size_t n)
 {
     if (k->flags & CFG_SECRET) {
         snprintf(buf, n, "the value");
         return buf;
+    }
+    const char *scheme = strstr(s, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
+    if (at && (!slash || at < slash)) {
+        char redacted[512];
+        snprintf(redacted, sizeof redacted, "%.*s***%s", (int)(scheme + 3 - s), s, at);
+        return quote(redacted, strlen(redacted), buf, n);
     }
     return quote(s, strlen(s), buf, n);
 }

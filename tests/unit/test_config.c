@@ -471,6 +471,11 @@ static void test_strings(void)
                "4096 bytes long; the limit is 4095");
     snprintf(arg, sizeof arg, "VITFIT_DATA_DIR=%s", big);
     expect_err("data_dir of 4096 bytes", L(arg), NONE, "VITFIT_DATA_DIR", "limit is 4095");
+    /* a refused URL is quoted without its user:password */
+    expect_err("hub_url with a password and a space", NONE,
+               L("--hub-url", "https://u:hunter2@hub.example/a b"), "'https://***@hub.example/a b'",
+               "without spaces");
+    CHECKF(!strstr(err, "hunter2"), "the message shows the password: %s", err);
 
     memset(big, 'h', 255);
     big[255] = '\0';
