@@ -695,8 +695,7 @@ const char *openapi_match_path(const json_t *doc, const char *raw)
     return best;
 }
 
-/* The value of header name in head, trimmed, into buf; NULL when absent. */
-static const char *header_value(const char *head, const char *name, char *buf, size_t len)
+const char *openapi_header_value(const char *head, const char *name, char *buf, size_t len)
 {
     size_t nl = strlen(name);
     for (const char *s = head; s && *s;) {
@@ -758,7 +757,7 @@ static bool check_response(const json_t *doc, const json_t *resp, const openapi_
             snprintf(why, why_len, "the header '%s' has a $ref that names nothing", name);
             return false;
         }
-        const char *value = header_value(head, name, buf, sizeof buf);
+        const char *value = openapi_header_value(head, name, buf, sizeof buf);
         if (!value) {
             if (json_is_true(json_object_get(hd, "required"))) {
                 snprintf(why, why_len, "the required header %s is missing", name);
@@ -803,7 +802,7 @@ static bool check_response(const json_t *doc, const json_t *resp, const openapi_
         }
         return true;
     }
-    const char *ct = header_value(head, "Content-Type", buf, sizeof buf);
+    const char *ct = openapi_header_value(head, "Content-Type", buf, sizeof buf);
     if (!ct) {
         snprintf(why, why_len, "no Content-Type header");
         return false;
@@ -862,7 +861,7 @@ static bool check_response(const json_t *doc, const json_t *resp, const openapi_
 static bool allow_matches(const json_t *item, const char *head, char *why, size_t why_len)
 {
     char allow[256];
-    if (!header_value(head, "Allow", allow, sizeof allow)) {
+    if (!openapi_header_value(head, "Allow", allow, sizeof allow)) {
         snprintf(why, why_len, "a 405 without an Allow header");
         return false;
     }

@@ -86,4 +86,8 @@ typedef struct openapi_reply {
 bool openapi_check_reply(const json_t *doc, const openapi_reply *r, char *key, size_t key_len,
                          char *why, size_t why_len);
 
+/* The value of header `name` (any case) in the raw header block head,
+ * trimmed, into buf (truncated to len - 1); NULL when absent. */
+const char *openapi_header_value(const char *head, const char *name, char *buf, size_t len);
+
 #endif

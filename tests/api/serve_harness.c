@@ -592,24 +592,7 @@ void serve_resp_free(serve_resp *r)
 
 const char *serve_header(const serve_resp *r, const char *name, char *buf, size_t len)
 {
-    size_t nl = strlen(name);
-    for (const char *s = r->head; s && *s;) {
-        const char *eol = strchr(s, '\n');
-        size_t ll = eol ? (size_t)(eol - s) : strlen(s);
-        if (ll > nl && strncasecmp(s, name, nl) == 0 && s[nl] == ':') {
-            const char *v = s + nl + 1, *e = s + ll;
-            while (v < e && (*v == ' ' || *v == '\t'))
-                v++;
-            while (e > v && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
-                e--;
-            size_t n = (size_t)(e - v) < len - 1 ? (size_t)(e - v) : len - 1;
-            memcpy(buf, v, n);
-            buf[n] = 0;
-            return buf;
-        }
-        s = eol ? eol + 1 : s + ll;
-    }
-    return NULL;
+    return openapi_header_value(r->head, name, buf, len);
 }
 
 json_t *serve_json(const serve_resp *r)
