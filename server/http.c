@@ -103,6 +103,8 @@ void srv_request_fail(srv_request *r, int status, const char *code, const char *
     if (!r->failed) {
         r->failed = true;
         api_error(&r->reply, status, code, "%s", message);
+        if ((status == 429 || status == 503) && r->reply.retry_after_s <= 0)
+            r->reply.retry_after_s = 1; /* every 429 and 503 says when to come back */
     }
     pthread_mutex_unlock(&r->lock);
 }
