@@ -184,6 +184,7 @@ size_t gemm_packed_scratch_floats(int m)
  * (bf16: twice the depth at half the bytes), so one scratch serves both. */
 typedef struct packed_kernel {
     int kc;
+    size_t (*sliver_bytes)(int kc); /* one packed sliver of A, kc deep */
     void (*pack_a)(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0, int kc);
     void (*panels)(const void *ap, const void *bp_block, int m, int n, int kc, int j0, int j1,
                    float *c, size_t ldc, int load_c, gemm_post post);
@@ -192,6 +193,17 @@ typedef struct packed_kernel {
 
 _Static_assert(GEMM_BF16_KC * sizeof(uint16_t) == GEMM_KC * sizeof(float),
                "a packed bf16 A block is the size of an fp32 one");
+
+static size_t fp32_sliver_bytes(int kc)
+{
+    return (size_t)kc * GEMM_MR * sizeof(float);
+}
+
+/* bf16 slivers hold k in 32-bit pairs, an odd kc padded */
+static size_t bf16_sliver_bytes(int kc)
+{
+    return (size_t)(kc + 1) / 2 * GEMM_MR * sizeof(uint32_t);
+}
 
 static void fp32_pack_a(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
                         int kc)
@@ -222,15 +234,18 @@ static const void *bf16_b_block(const void *bp, int n, int p0)
     return (const uint16_t *)bp + gemm_bf16_packed_b_block(n, p0);
 }
 
-static const packed_kernel fp32_kernel = {GEMM_KC, fp32_pack_a, fp32_panels, fp32_b_block};
-static const packed_kernel fp32_kernel_at = {GEMM_KC, fp32_pack_a_t, fp32_panels, fp32_b_block};
+static const packed_kernel fp32_kernel = {GEMM_KC, fp32_sliver_bytes, fp32_pack_a, fp32_panels,
+                                          fp32_b_block};
+static const packed_kernel fp32_kernel_at = {GEMM_KC, fp32_sliver_bytes, fp32_pack_a_t,
+                                             fp32_panels, fp32_b_block};
 #ifdef VIT_HAVE_BF16_NATIVE
-static const packed_kernel bf16_native = {GEMM_BF16_KC, gemm_bf16_pack_a_block,
+static const packed_kernel bf16_native = {GEMM_BF16_KC, bf16_sliver_bytes, gemm_bf16_pack_a_block,
                                           gemm_bf16_block_panels_native, bf16_b_block};
 #else
 static const packed_kernel bf16_native = {0}; /* never chosen: cpu_has_avx512_bf16() is false */
 #endif
-static const packed_kernel bf16_emulated = {GEMM_BF16_KC, gemm_bf16_pack_a_block,
+static const packed_kernel bf16_emulated = {GEMM_BF16_KC, bf16_sliver_bytes,
+                                            gemm_bf16_pack_a_block,
                                             gemm_bf16_block_panels_emulated, bf16_b_block};
 
 typedef struct packed_job {
@@ -271,13 +286,25 @@ static void init_block(const packed_job *j, int r0, int r1, int c0, int c1)
     }
 }
 
-/* One member's share.  Rows go in passes of GEMM_MC so the C rows a pass
- * updates stay in cache across all KC blocks (at batch 8 C is ~20 MB, and
- * sweeping it once per block went to DRAM).  Per (pass, block) the members
- * pack their slivers of A, meet at the barrier (the packed block is then
- * complete), and multiply it into their own column panels.  Two A buffers
- * alternate, so one barrier per block suffices: a member packing step s+2
- * has passed barrier s+1, which every member reaches only after finishing
+/* Packs panels [q0, q1) of an unpacked B (gemm_packed_raw, gemm_packed_dx);
+ * members pack disjoint shares. */
+static void pack_b_share(const packed_job *j, int q0, int q1)
+{
+    if (j->b_raw && j->b_trans)
+        gemm_pack_b_nt_panels(j->b_dst, j->b_raw, j->ldb, j->n, j->k, q0, q1);
+    else if (j->b_raw)
+        gemm_pack_b_nn_panels(j->b_dst, j->b_raw, j->ldb, j->k, j->n, q0, q1);
+    else if (j->b_fwd)
+        gemm_pack_b_nn_from_nt(j->b_dst, j->b_fwd, j->k, j->n, q0, q1);
+}
+
+/* One member's share, the columns split.  Rows go in passes of GEMM_MC so the
+ * C rows a pass updates stay in cache across all KC blocks (at batch 8 C is
+ * ~20 MB, and sweeping it once per block went to DRAM).  Per (pass, block)
+ * the members pack their slivers of A, meet at the barrier (the packed block
+ * is then complete), and multiply it into their own column panels.  Two A
+ * buffers alternate, so one barrier per block suffices: a member packing step
+ * s+2 has passed barrier s+1, which every member reaches only after finishing
  * step s. */
 static void packed_region(void *p, int member, int threads)
 {
@@ -287,14 +314,8 @@ static void packed_region(void *p, int member, int threads)
     int q0, q1;
     vit_team_split(panels, member, threads, &q0, &q1);
     int c0 = q0 * GEMM_NR, c1 = q1 * GEMM_NR < j->n ? q1 * GEMM_NR : j->n;
-    /* an unpacked B: each member packs the panels only it multiplies, so no
-     * barrier is needed before they are read */
-    if (j->b_raw && j->b_trans)
-        gemm_pack_b_nt_panels(j->b_dst, j->b_raw, j->ldb, j->n, j->k, q0, q1);
-    else if (j->b_raw)
-        gemm_pack_b_nn_panels(j->b_dst, j->b_raw, j->ldb, j->k, j->n, q0, q1);
-    else if (j->b_fwd)
-        gemm_pack_b_nn_from_nt(j->b_dst, j->b_fwd, j->k, j->n, q0, q1);
+    /* each member multiplies only the B panels it packed: no barrier first */
+    pack_b_share(j, q0, q1);
     int pass = pass_rows(j->m);
     size_t half = gemm_packed_a_floats(pass);
     int step = 0;
@@ -320,6 +341,71 @@ static void packed_region(void *p, int member, int threads)
     }
 }
 
+/* One member's share, the rows split: the member multiplies its own rows into
+ * every panel, a chunk at a time, packing each chunk's A into its own slice
+ * of the scratch, so after B is packed it never waits on the others.  A chunk
+ * is a pass's rows over the members, which keeps its C rows in cache and
+ * the slices inside the scratch a pass needs. */
+static void packed_region_by_rows(void *p, int member, int threads)
+{
+    const packed_job *j = p;
+    const packed_kernel *kern = j->kernel;
+    int panels = (j->n + GEMM_NR - 1) / GEMM_NR;
+    if (j->b_raw || j->b_fwd) {
+        int q0, q1;
+        vit_team_split(panels, member, threads, &q0, &q1);
+        pack_b_share(j, q0, q1);
+        if (threads > 1)
+            vit_team_barrier(j->team);
+    }
+    int chunk = pass_rows(j->m) / GEMM_MR / threads; /* >= 1: split_by_rows */
+    void *slice = (char *)j->scratch + (size_t)member * chunk * kern->sliver_bytes(kern->kc);
+    int s0, s1;
+    vit_team_split((j->m + GEMM_MR - 1) / GEMM_MR, member, threads, &s0, &s1);
+    for (int s = s0; s < s1; s += chunk) {
+        int i0 = s * GEMM_MR;
+        int i1 = (s + chunk < s1 ? s + chunk : s1) * GEMM_MR;
+        int rows = (i1 < j->m ? i1 : j->m) - i0;
+        const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
+        float *c = j->c + (size_t)i0 * j->ldc;
+        if (j->init)
+            init_block(j, i0, i0 + rows, 0, j->n);
+        for (int p0 = 0; p0 < j->k; p0 += kern->kc) {
+            int kc = j->k - p0 < kern->kc ? j->k - p0 : kern->kc;
+            kern->pack_a(slice, a, j->lda, rows, 0, (rows + GEMM_MR - 1) / GEMM_MR, p0, kc);
+            bool last = p0 + kc >= j->k;
+            kern->panels(slice, kern->b_block(j->bp, j->n, p0), rows, j->n, kc, 0, panels, c,
+                         j->ldc, j->init || p0 > 0, last ? j->post : GEMM_POST_NONE);
+        }
+    }
+}
+
+/* Whether members split a product's rows rather than its columns.  By rows,
+ * every member streams all of B instead of its share, which costs little
+ * while a KC block of packed B stays in a core's L2; in exchange no member
+ * waits at a barrier per block, nor idles on an uneven column split: a tiny
+ * ViT's products are 3 to 12 panels wide, and a weight gradient's (dW =
+ * dy^T x) 3 to 12 panels wide and dozens of blocks deep. */
+static bool split_by_rows(const packed_kernel *kern, int threads, int m, int n, int k)
+{
+    enum { B_BLOCK_BUDGET = 256 * 1024 };
+    int depth = k < kern->kc ? k : kern->kc;
+    size_t panels = (size_t)(n + GEMM_NR - 1) / GEMM_NR;
+    size_t b_block = kern->sliver_bytes(depth) / GEMM_MR * GEMM_NR * panels;
+    return threads > 1 && pass_rows(m) / GEMM_MR >= threads && b_block <= B_BLOCK_BUDGET;
+}
+
+static void run_job(packed_job *j)
+{
+    int threads = j->team ? vit_team_threads(j->team) : 1;
+    if (threads == 1)
+        packed_region(j, 0, 1);
+    else if (split_by_rows(j->kernel, threads, j->m, j->n, j->k))
+        vit_team_run(j->team, packed_region_by_rows, j);
+    else
+        vit_team_run(j->team, packed_region, j);
+}
+
 static void packed_run(const packed_kernel *kernel, vit_team *team, int m, int n, int k,
                        const float *a, size_t lda, const void *bp, float *c, size_t ldc,
                        const gemm_bias *init, gemm_post post, float *scratch,
@@ -329,10 +415,7 @@ static void packed_run(const packed_kernel *kernel, vit_team *team, int m, int n
     VIT_ASSERT(m >= 1 && scratch_need(m) <= scratch_floats);
     packed_job j = {.kernel = kernel, .team = team, .m = m, .n = n, .k = k, .a = a, .lda = lda,
                     .bp = bp, .c = c, .ldc = ldc, .init = init, .post = post, .scratch = scratch};
-    if (team)
-        vit_team_run(team, packed_region, &j);
-    else
-        packed_region(&j, 0, 1);
+    run_job(&j);
 }
 
 void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda,
@@ -361,10 +444,7 @@ void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t
                     .n = n, .k = k, .a = a, .lda = lda, .bp = scratch, .b_raw = b, .ldb = ldb,
                     .b_trans = b_trans, .b_dst = scratch, .c = c, .ldc = ldc, .init = init,
                     .post = post, .scratch = scratch + b_floats};
-    if (team)
-        vit_team_run(team, packed_region, &j);
-    else
-        packed_region(&j, 0, 1);
+    run_job(&j);
 }
 
 void gemm_packed_dx(vit_team *team, int m, int n, int k, const float *dy, size_t ldy,
@@ -376,10 +456,7 @@ void gemm_packed_dx(vit_team *team, int m, int n, int k, const float *dy, size_t
     packed_job j = {.kernel = &fp32_kernel, .team = team, .m = m, .n = n, .k = k, .a = dy,
                     .lda = ldy, .bp = scratch, .b_fwd = w_packed, .b_dst = scratch, .c = c,
                     .ldc = ldc, .post = GEMM_POST_NONE, .scratch = scratch + b_floats};
-    if (team)
-        vit_team_run(team, packed_region, &j);
-    else
-        packed_region(&j, 0, 1);
+    run_job(&j);
 }
 
 void gemm_packed_bf16(vit_team *team, int m, int n, int k, const float *a, size_t lda,
