@@ -362,7 +362,8 @@ static void check_binary_reply(const char *what, const serve_resp *r, const json
         return;
     json_t *j = json_loadb(r->body, hlen, 0, NULL);
     CHECKF(json_is_object(j), "%s: the JSON part does not parse", what);
-    const uint8_t *at = (const uint8_t *)r->body + hlen, *end = (const uint8_t *)r->body + r->body_len;
+    const uint8_t *at = (const uint8_t *)r->body + hlen;
+    const uint8_t *end = (const uint8_t *)r->body + r->body_len;
     int binaries = 0;
     size_t i;
     json_t *o;
@@ -391,8 +392,9 @@ static void check_binary_reply(const char *what, const serve_resp *r, const json
                     uint32_t bits = get_u32(p);
                     float f;
                     memcpy(&f, &bits, 4);
-                    CHECKF(f == (float)json_number_value(w), "%s: scores[%d][%zu] %.9g, native %.9g",
-                           what, a, b, (double)f, json_number_value(w));
+                    CHECKF(f == (float)json_number_value(w),
+                           "%s: scores[%d][%zu] %.9g, native %.9g", what, a, b, (double)f,
+                           json_number_value(w));
                     p += 4;
                 } else {
                     uint32_t sl = stop - p >= 4 ? get_u32(p) : 0;
@@ -1078,7 +1080,8 @@ int main(void)
     const char *extra_a[] = {"--allow-private-urls", "--max-images-per-request", "8",
                              "--max-body-bytes", "4194304", NULL};
     const char *extra_b[] = {"--default-task", "alpha", NULL};
-    bool up = serve_start(&A, data_dir, API_KEY, extra_a) && serve_start(&B, data_dir, NULL, extra_b);
+    bool up = serve_start(&A, data_dir, API_KEY, extra_a) &&
+              serve_start(&B, data_dir, NULL, extra_b);
     CHECKF(up, "the servers did not start");
     if (up) {
         test_server_metadata();
