@@ -54,8 +54,12 @@ def main():
     cfg = vit_ref.ViTConfig(image_size=args["img_size"], patch_size=args["patch_size"],
                             width=args["embed_dim"], depth=args["depth"],
                             heads=args["num_heads"],
-                            mlp_dim=int(args["embed_dim"] * args["mlp_ratio"]),
+                            mlp_dim=args.get("mlp_dim",
+                                             int(args["embed_dim"] * args["mlp_ratio"])),
+                            ln_eps=args.get("norm_eps", 1e-6),
                             num_classes=config["num_classes"])
+    if args.get("act_layer", "gelu") != "gelu" or config.get("global_pool", "token") != "token":
+        raise SystemExit("gen_sample_goldens.py knows exact-GELU, class-token models only")
     labels = config["label_names"]
     model = vit_ref.ViT(cfg).double().eval()
     model.load_state_dict(read_safetensors(os.path.join(model_dir, "model.safetensors")),
