@@ -100,9 +100,11 @@ int api_kserve_model_check(const vit_model *m, const char *name, api_reply *r);
 
 /* GET /v2/models/{name} and /v2/models/{name}/ready, for a name that passed
  * api_kserve_model_check: the task is loaded from the store (file I/O: not
- * on an HTTP thread), so "ready" means an infer would run.  Failures map as
- * the task routes' (404 model_not_found, 422 task_mismatch, 400
- * bad_task_file, 413 task_too_large, 500), in the native error shape. */
+ * on an HTTP thread), so "ready" means an infer would run.  Failures answer
+ * what an infer on that model would: 404 model_not_found, 422 task_unusable
+ * for a file that does not load as a task of this backbone (500 when memory
+ * or I/O failed), in the native error shape (send_reply makes it the
+ * protocol's). */
 int api_kserve_model_metadata(const vit_model *m, task_store *s, const char *name, api_reply *r);
 int api_kserve_model_ready(const vit_model *m, task_store *s, const char *name, api_reply *r);
 
