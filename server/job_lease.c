@@ -179,9 +179,11 @@ static vit_status newest_gen(int dfd, long *top, vit_error *err)
         return vit_error_set(err, VIT_ERR_IO, "cannot list a job directory: %s", strerror(errno));
     }
     struct dirent *e;
+    struct stat sb;
     while ((e = readdir(d))) {
-        long g = gen_of(e->d_name);
-        if (g > *top)
+        long g = gen_of(e->d_name); /* a regular file: a directory or link there is junk */
+        if (g > *top && fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(sb.st_mode))
             *top = g;
     }
     closedir(d);

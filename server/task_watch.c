@@ -54,13 +54,13 @@ static void on_change(void *ctx, const char *name, task_store_change change, vit
     const task_watch *w = ctx;
     char detail[sizeof err->message + 160];
     if (st != VIT_OK) {
-        snprintf(detail, sizeof detail, "task '%s': %s; requests for it fail until the file is "
-                 "replaced", name, err ? err->message : vit_status_name(st));
+        snprintf(detail, sizeof detail, "%s; requests for task '%s' fail until the file is "
+                 "replaced", err ? err->message : vit_status_name(st), name);
         say(w, "task file not usable", detail);
         return;
     }
     static const char *const what[] = {"task added", "task replaced", "task removed"};
-    snprintf(detail, sizeof detail, "'%s' (task directory changed by another process)", name);
+    snprintf(detail, sizeof detail, "'%s' (seen in the task directory)", name);
     say(w, what[change], detail);
 }
 
