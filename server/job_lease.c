@@ -448,3 +448,15 @@ int job_lease_remove_all(const char *dir)
     closedir(d);
     return removed;
 }
+
+bool job_lease_any(const char *dir)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return false;
+    long top = 0;
+    vit_error err;
+    bool any = newest_gen(dfd, &top, &err) == VIT_OK && top > 0;
+    close(dfd);
+    return any;
+}

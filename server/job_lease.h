@@ -123,4 +123,7 @@ void job_lease_drop(job_lease *l);
  * how many were removed. */
 int job_lease_remove_all(const char *dir);
 
+/* Whether the job in dir has any lease file (held, released or stale). */
+bool job_lease_any(const char *dir);
+
 #endif

@@ -404,9 +404,10 @@ static void run_job(jobs *j, job *jb, bool resumed)
         job_event(j, jb, "resumed",
                   have_ck ? "resumed from the last checkpoint"
                           : "no checkpoint was written: starting again from step 0",
-                  json_pack("{s:b}", "from_checkpoint", have_ck));
-    else
-        job_event(j, jb, "started", "training started", NULL);
+                  json_pack("{s:b,s:s}", "from_checkpoint", have_ck, "replica", j->self.owner));
+    else /* which replica trains it: its lease's owner id (host/pid/start/random) */
+        job_event(j, jb, "started", "training started",
+                  json_pack("{s:s}", "replica", j->self.owner));
     job_save(j, jb);
     job_log(j, jb, "running", resumed ? "resumed" : "started");
 

@@ -98,13 +98,17 @@ static bool skipped_before(jobs *j, const char *id, const job_stamp *record)
     return false;
 }
 
+static bool take_now(jobs *j, job *jb);
+
 /* Brings job `id` up to date with its directory: a job not known yet is
  * read and listed (created by another replica, or at the start); a known
  * one that this process does not hold and that has not ended is read again
  * when its job.json changed.  Returns the job (NULL when there is none or it
  * does not read: then logged once when log_skipped) and sets *changed when
- * anything a reader sees changed. */
-static job *sync_one(jobs *j, const char *id, bool log_skipped, bool *changed)
+ * anything a reader sees changed.  tidy (the sync thread): a job whose
+ * holder died after writing its end is claimed, once its lease is stale,
+ * to finish it. */
+static job *sync_one(jobs *j, const char *id, bool log_skipped, bool tidy, bool *changed)
 {
     if (!id || !id_syntax(id))
         return NULL;
@@ -165,6 +169,17 @@ static job *sync_one(jobs *j, const char *id, bool log_skipped, bool *changed)
     pthread_mutex_unlock(&j->lock);
     char why[512];
     job *fresh = reread ? job_load(j, id, false, why, sizeof why) : NULL;
+    bool ending = fresh && job_finished(fresh->status) && job_lease_any(jb->dir);
+    if (ending) {
+        /* its holder has written the end to job.json but has not let go
+         * yet: the final event, the clean-up and the lease files come after
+         * (job_run.c, job_end), so the end is shown once they are gone --
+         * whoever sees a job ended here finds all of it.  A holder that died
+         * in between is finished by whoever claims the lease (the sync
+         * thread, once it is stale) */
+        job_free(fresh);
+        fresh = NULL;
+    }
     pthread_mutex_lock(&j->lock);
     if (!jb->owned && !jb->claiming) { /* a claim since the look reads it itself */
         if (fresh) {
@@ -176,6 +191,10 @@ static job *sync_one(jobs *j, const char *id, bool log_skipped, bool *changed)
     }
     pthread_mutex_unlock(&j->lock);
     job_free(fresh);
+    if (ending && tidy && take_now(j, jb)) { /* ended: its let-go removes the leases */
+        job_let_go(j, jb);
+        *changed = true;
+    }
     return jb;
 }
 
@@ -190,7 +209,7 @@ static vit_status sync_all(jobs *j, bool log_skipped, vit_error *err)
     struct dirent *e;
     while ((e = readdir(d)))
         if (id_syntax(e->d_name))
-            sync_one(j, e->d_name, log_skipped, &changed);
+            sync_one(j, e->d_name, log_skipped, log_skipped, &changed);
     closedir(d);
     if (changed) {
         pthread_mutex_lock(&j->lock);
@@ -257,7 +276,8 @@ void job_let_go(jobs *j, job *jb)
     pthread_mutex_unlock(&j->lease_lock);
     if (atomic_load(&jb->lease_lost)) {
         job_lease_drop(l);
-    } else if (ended) { /* job.json says so: the leases can go */
+    } else if (ended) { /* job.json says so: what it needed, then the leases, can go */
+        job_cleanup(j, jb); /* done already, unless its last holder died ending it */
         job_lease_remove_all(jb->dir);
         job_lease_drop(l);
     } else {
@@ -597,7 +617,7 @@ int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r)
 int jobs_get(jobs *j, const char *id, api_reply *r)
 {
     bool changed = false;
-    job *jb = sync_one(j, id, false, &changed); /* the record on disk, unless it is ours */
+    job *jb = sync_one(j, id, false, false, &changed); /* the record on disk, unless it is ours */
     pthread_mutex_lock(&j->lock);
     json_t *o = jb ? job_json(jb) : NULL;
     pthread_mutex_unlock(&j->lock);
@@ -607,13 +627,13 @@ int jobs_get(jobs *j, const char *id, api_reply *r)
 bool jobs_exists(jobs *j, const char *id)
 {
     bool changed = false;
-    return sync_one(j, id, false, &changed) != NULL;
+    return sync_one(j, id, false, false, &changed) != NULL;
 }
 
 int jobs_cancel(jobs *j, const char *id, api_reply *r)
 {
     bool changed = false;
-    job *jb = sync_one(j, id, false, &changed);
+    job *jb = sync_one(j, id, false, false, &changed);
     if (!jb)
         return not_found(r, id);
     pthread_mutex_lock(&j->lock);
