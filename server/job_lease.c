@@ -255,7 +255,9 @@ static bool holder_gone(const job_lease_self *me, const lease_holder *h)
     uint64_t start;
     if (!proc_stat(h->pid, &state, &start)) /* hidden by hidepid, say: it may live */
         return false;
-    return state == 'Z' || state == 'X' || start != h->start;
+    /* a pid reused by a process that started at another time (start 0: its
+     * holder could not read its own, so only its absence tells) */
+    return state == 'Z' || state == 'X' || (h->start != 0 && start != h->start);
 }
 
 /* The text of a lease file for me: a holder's, or "released". */

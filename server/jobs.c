@@ -143,7 +143,6 @@ static job *sync_one(jobs *j, const char *id, bool log_skipped, bool tidy, bool 
             }
             return NULL;
         }
-        fresh->events_seen = job_stamp_of(NULL);
         pthread_mutex_lock(&j->lock);
         jb = find(j, id); /* another thread may have listed it meanwhile */
         if (!jb && insert(j, fresh)) {
@@ -229,7 +228,7 @@ bool job_take(jobs *j, job *jb)
     vit_error err = {0};
     double now = job_monotonic();
     vit_status st = job_lease_claim(jb->dir, &j->self, j->cfg.lease_ms, &jb->watch, now, &l, &err);
-    if (st != VIT_OK)
+    if (st != VIT_OK && st != VIT_ERR_NOT_FOUND) /* gone: nothing to say every few ticks */
         job_log(j, jb, "warning", err.message);
     job *fresh = NULL;
     if (l) { /* ours: the record as its last holder left it */
@@ -381,9 +380,9 @@ vit_status jobs_open(const jobs_config *c, jobs **out, vit_error *err)
     pthread_cond_init(&j->wake, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&j->stopping, false);
-    j->tick = (c->lease_ms > 0 ? (double)c->lease_ms : 15000.0) / 4000.0;
     if (j->cfg.lease_ms <= 0)
         j->cfg.lease_ms = 15000;
+    j->tick = (double)j->cfg.lease_ms / 4000.0; /* renew 4 times a lease: 3 may be late */
     j->jobs_dir = job_path(c->data_dir, "jobs");
     j->datasets_dir = job_path(c->data_dir, "datasets");
     vit_status st = job_lease_self_init(&j->self, err);
