@@ -855,6 +855,8 @@ int jobs_events(jobs *j, const char *id, const char *after, const char *limit, a
     if (limit && !query_long(limit, 1, EVENTS_LIST_MAX, &max))
         return api_error_field(r, 422, "invalid_field", "limit",
                                "'limit' must be an integer from 1 to %d", EVENTS_LIST_MAX);
+    bool changed = false;
+    sync_one(j, id, false, false, &changed); /* a job another replica created just now */
     vit_error err = {0};
     size_t len;
     uint64_t offset = 0;

@@ -279,6 +279,8 @@ typedef struct racer {
     double now;
     pthread_barrier_t *go;
     job_lease *got;
+    vit_status st;                 /* checked by the main thread (check.h counts are not atomic) */
+    char why[sizeof(vit_error){0}.message];
 } racer;
 
 static void *race_run(void *arg)
@@ -286,8 +288,8 @@ static void *race_run(void *arg)
     racer *r = arg;
     vit_error err = {0};
     pthread_barrier_wait(r->go);
-    vit_status st = job_lease_claim(r->dir, &r->me, LEASE_MS, &r->w, r->now, &r->got, &err);
-    CHECKF(st == VIT_OK, "a racing claim: %s", err.message);
+    r->st = job_lease_claim(r->dir, &r->me, LEASE_MS, &r->w, r->now, &r->got, &err);
+    snprintf(r->why, sizeof r->why, "%s", err.message);
     return NULL;
 }
 
@@ -312,6 +314,7 @@ static int race(const char *dir, racer *rs, double now, job_lease **winner)
     *winner = NULL;
     for (int i = 0; i < RACERS; i++) {
         pthread_join(th[i], NULL);
+        CHECKF(rs[i].st == VIT_OK, "a racing claim: %s", rs[i].why);
         if (rs[i].got) {
             won++;
             if (*winner)
