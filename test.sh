@@ -7,7 +7,8 @@
 #             overflow, which -fsanitize=undefined leaves out in gcc), but for
 #             the suite 'web' (the try-it page in Chromium tests the browser's
 #             side, which no sanitizer sees; the server's static routes are
-#             api_web, run here) and the suite 'slow': the long numeric runs (test_finetune's accuracy
+#             api_web, run here), the suite 'k8s' (Node.js checks of YAML files)
+#             and the suite 'slow': the long numeric runs (test_finetune's accuracy
 #             floors, test_trainer_resume's bit-identical resumes,
 #             test_linear_probe's cached-vs-recomputed runs, test_bf16_accuracy's
 #             10,000 images), minutes each here and the same code the faster
@@ -332,7 +333,7 @@ if opted_out asan; then
   stage_not_run asan "VITFIT_SKIP_STAGES"
 else
   # sanitizers slow the tests down 2-4x: the per-test timeouts scale with them
-  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow --no-suite=web)
+  stage_test_opts=(--timeout-multiplier=3 --no-suite=slow --no-suite=web --no-suite=k8s)
   suite_stage asan build-asan "ASan + UBSan build (gcc)" --buildtype=debugoptimized \
     -Db_sanitize=address,undefined -Db_lundef=false \
     -Dc_args=-fsanitize=float-cast-overflow -Dc_link_args=-fsanitize=float-cast-overflow

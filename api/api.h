@@ -27,6 +27,8 @@ typedef struct api_reply {
     int retry_after_s;        /* > 0: send Retry-After (429, 503) */
     char allow[64];           /* non-empty: send Allow (405) */
     char location[96];        /* non-empty: send Location (201) */
+    size_t infer_header_len;  /* > 0: send Inference-Header-Content-Length (KServe V2 binary
+                                 data: the body's JSON part) */
 } api_reply;
 
 #define API_JSON_TYPE "application/json; charset=utf-8"

@@ -673,6 +673,27 @@ int api_classify_from_raw(api_classify_req *q, const uint8_t *body, size_t len, 
 }
 
 /* ======================================================================== */
+/* for the other encodings (classify.h)                                     */
+/* ======================================================================== */
+
+int api_classify_image_text(const char *s, size_t n, const char *field,
+                            const api_classify_limits *lim, api_image_src *out, api_reply *r)
+{
+    return image_from_text(s, n, field, lim, out, r);
+}
+
+int api_classify_image_bytes(const uint8_t *data, size_t len, const char *field,
+                             const api_classify_limits *lim, api_image_src *out, api_reply *r)
+{
+    return image_from_bytes(data, len, field, lim, out, r);
+}
+
+bool api_json_shape_within(const char *s, size_t len, size_t max_values, int max_depth)
+{
+    return json_shape_within(s, len, max_values, max_depth);
+}
+
+/* ======================================================================== */
 /* the reply                                                                */
 /* ======================================================================== */
 

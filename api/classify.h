@@ -183,4 +183,23 @@ json_t *api_classify_result(const char *task, const char *const *labels, const f
  * Returns a new reference, or NULL when an entry is NULL or memory ran out. */
 json_t *api_classify_reply(const api_classify_req *q, json_t **results, int num_tasks_used);
 
+/* ---- for the other encodings of a classify request (api/kserve.c) ---- */
+
+/* One image string read as a JSON "image" is (a URL, a data URI or bare
+ * base64, by the rules above) into out; field names it in messages.  0, or
+ * -1 with r filled. */
+int api_classify_image_text(const char *s, size_t n, const char *field,
+                            const api_classify_limits *lim, api_image_src *out, api_reply *r);
+
+/* Raw image bytes data[0..len) copied into out: empty is 400
+ * invalid_request, over lim->max_image_bytes 413 image_too_large.  0, or -1
+ * with r filled. */
+int api_classify_image_bytes(const uint8_t *data, size_t len, const char *field,
+                             const api_classify_limits *lim, api_image_src *out, api_reply *r);
+
+/* Whether the JSON text s[0..len) holds at most max_values values and nests
+ * at most max_depth deep, counted without parsing it (a bound on what
+ * jansson would allocate; see classify.c). */
+bool api_json_shape_within(const char *s, size_t len, size_t max_values, int max_depth);
+
 #endif

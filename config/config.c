@@ -21,6 +21,7 @@
  * code that reads them (grep -r 'VITFIT_').
  */
 #include "config.h"
+#include "config_build.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -97,7 +98,7 @@ static const cfg_key cfg_table[] = {
            "Address to listen on (0.0.0.0 or :: for every interface)."),
     INT(port, 8080, 0, 65535, "TCP port to listen on; 0 picks any free port."),
     /* model and data */
-    STRING(model, "models/fashion-vit-tiny", CFG_REQUIRED, NULL,
+    STRING(model, VITFIT_DEFAULT_MODEL, CFG_REQUIRED, NULL,
            "Backbone checkpoint: a model directory or a .safetensors file."),
     STRING(data_dir, "data", CFG_REQUIRED, NULL,
            "Directory of tasks/, datasets/ and jobs/; nothing outside it is read or written."),
@@ -847,4 +848,9 @@ json_t *cfg_to_json(const vit_cfg *c)
         }
     }
     return obj;
+}
+
+const char *cfg_default_model(void)
+{
+    return VITFIT_DEFAULT_MODEL;
 }

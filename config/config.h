@@ -143,6 +143,10 @@ const cfg_key *cfg_keys(size_t *n);
 /* Fills c with every key's default. */
 void cfg_defaults(vit_cfg *c);
 
+/* The model every command uses when none is named: the bundled default
+ * model's absolute path, fixed at build time (meson option default_model). */
+const char *cfg_default_model(void);
+
 /* Builds c from defaults < JSON file < VITFIT_* environment < flags; later
  * wins.  The file comes from --config F (or $VITFIT_CONFIG; --config wins).
  * argv are the arguments after "serve" (argv[0] is the first flag; argc may

@@ -28,11 +28,12 @@
 static void classify_usage(FILE *out)
 {
     fprintf(out,
-            "usage: vitfit classify --model DIR|FILE|hf:ORG/NAME[@REV] [--task FILE] [--top-k K]\n"
+            "usage: vitfit classify [--model DIR|FILE|hf:ORG/NAME[@REV]] [--task FILE] [--top-k K]\n"
             "                       [--json] [--logits] [--threads N] [--precision P]\n"
             "                       [--max-pixels N] IMAGE...\n"
             "  --model       checkpoint directory (model.safetensors + config.json) or file, or\n"
             "                hf:ORG/NAME[@REVISION] from the model hub (downloaded once, cached)\n"
+            "                (default: %s)\n"
             "  --task        a task bias-set file made for this model (vitfit train)\n"
             "  --top-k       how many labels to print, best first (default 5)\n"
             "  --json        print one JSON object on stdout\n"
@@ -40,7 +41,7 @@ static void classify_usage(FILE *out)
             "  --threads     compute threads (default: the CPUs this process may use)\n"
             "  --precision   fp32 or bf16 matrix products (default fp32; bf16 needs avx512_bf16)\n"
             "  --max-pixels  refuse larger images (default %ld)\n",
-            DEFAULT_MAX_PIXELS);
+            cfg_default_model(), DEFAULT_MAX_PIXELS);
 }
 
 typedef struct classify_opts {
@@ -131,7 +132,7 @@ static int parse_classify(int argc, char **argv, classify_opts *o)
         }
     }
     if (!o->model)
-        return cli_usage_error("classify", "--model is required");
+        o->model = cfg_default_model();
     if (optind >= argc)
         return cli_usage_error("classify", "no IMAGE given");
     return 0;

@@ -34,13 +34,14 @@
 static void train_usage(FILE *out)
 {
     fprintf(out,
-            "usage: vitfit train --model DIR|hf:ORG/NAME[@REV] --train DATASET --out FILE|DIR\n"
+            "usage: vitfit train [--model DIR|hf:ORG/NAME[@REV]] --train DATASET --out FILE|DIR\n"
             "         [--eval DATASET] [OPTIONS]\n"
             "DATASET: an ImageFolder directory, a .jsonl or .csv manifest, or an IDX images file\n"
             "(*-images-idx3-ubyte[.gz]).\n"
             "\n"
             "What to train\n"
-            "  --model DIR            the backbone: a checkpoint directory or file, or hf:... (required)\n"
+            "  --model DIR            the backbone: a checkpoint directory or file, or hf:...\n"
+            "                         (default: %s)\n"
             "  --train DATASET        the training images (required)\n"
             "  --out FILE|DIR         a task file (.safetensors) for bitfit and linear, a new\n"
             "                         checkpoint directory for full (required)\n"
@@ -111,14 +112,16 @@ static void train_usage(FILE *out)
             "runs.  A warm-up not shorter than the run is cut to leave that last step.  An\n"
             "evaluation that fails after training still writes --out (and the summary, with\n"
             "\"eval_error\"), then exits 1.  The summary's \"eval\" is the best epoch's, on --eval\n"
-            "or on the split (\"eval_on\": \"eval\" | \"validation\").\n");
+            "or on the split (\"eval_on\": \"eval\" | \"validation\").\n",
+            cfg_default_model());
 }
 
 static void eval_usage(FILE *out)
 {
     fprintf(out,
-            "usage: vitfit eval --model DIR|hf:ORG/NAME[@REV] --data DATASET [OPTIONS]\n"
-            "  --model DIR            a checkpoint directory or file, or hf:... (required)\n"
+            "usage: vitfit eval [--model DIR|hf:ORG/NAME[@REV]] --data DATASET [OPTIONS]\n"
+            "  --model DIR            a checkpoint directory or file, or hf:...\n"
+            "                         (default: %s)\n"
             "  --data DATASET         an ImageFolder directory, a .jsonl or .csv manifest, or an\n"
             "                         IDX images file (required)\n"
             "  --task FILE            measure this task (default: the model's own head)\n"
@@ -133,7 +136,8 @@ static void eval_usage(FILE *out)
             "  --precision P          fp32 or bf16 matrix products (default fp32; bf16 needs\n"
             "                         avx512_bf16)\n"
             "  --json                 print the result as one JSON object\n"
-            "The data set's classes are matched to the task's (or model's) labels by name.\n");
+            "The data set's classes are matched to the task's (or model's) labels by name.\n",
+            cfg_default_model());
 }
 
 /* Splits "a,b,c" into a NULL-terminated array (caller frees with free_names). */
@@ -540,8 +544,10 @@ static int parse_train(int argc, char **argv, train_opts *o)
     }
     if (optind != argc)
         return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
-    if (!o->model || !o->train || !o->out)
-        return cli_usage_error("train", "--model, --train and --out are required");
+    if (!o->model)
+        o->model = cfg_default_model();
+    if (!o->train || !o->out)
+        return cli_usage_error("train", "--train and --out are required");
     /* the method's learning rate and weight decay, unless given */
     trainer_config method_defaults = trainer_defaults_for(c->method);
     if (!lr_given)
@@ -740,8 +746,10 @@ int cli_eval(int argc, char **argv)
         if (!ok)
             return cli_usage_error("eval", "bad value '%s' for --%s", optarg, longopts[which].name);
     }
-    if (!model || !data || optind != argc)
-        return cli_usage_error("eval", "--model and --data are required (and nothing else)");
+    if (!model)
+        model = cfg_default_model();
+    if (!data || optind != argc)
+        return cli_usage_error("eval", "--data is required (and nothing else)");
     if (class_list && names_own_classes(data))
         return cli_usage_error("eval", "--class-names names the label numbers of an IDX set; %s "
                                "names its classes itself", data);

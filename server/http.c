@@ -76,6 +76,7 @@ static void request_free(srv_request *r)
         free(r->logits[k]);
     free(r->logits);
     api_classify_req_free(&r->creq); /* after the rows: it zeroes num_images */
+    api_kserve_infer_free(&r->kreq);
     for (int j = 0; r->tasks && j < r->num_tasks; j++)
         if (r->tasks[j])
             task_free(r->tasks[j]);
@@ -128,6 +129,10 @@ void srv_request_finish(srv_request *r)
 static enum MHD_Result send_reply(srv_request *r)
 {
     api_reply *rep = &r->reply;
+    /* every error of a V2 route, wherever it was decided, in the
+     * protocol's shape */
+    if (srv_route_kserve(r->route))
+        api_kserve_error_body(rep);
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         rep->body_len, rep->body ? rep->body : (char *)"", MHD_RESPMEM_MUST_COPY);
     if (!resp)
@@ -146,6 +151,11 @@ static enum MHD_Result send_reply(srv_request *r)
         ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, rep->location) == MHD_YES;
     if (ok && rep->allow[0])
         ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) == MHD_YES;
+    if (ok && rep->infer_header_len > 0) {
+        char v[24];
+        snprintf(v, sizeof v, "%zu", rep->infer_header_len);
+        ok = MHD_add_response_header(resp, "Inference-Header-Content-Length", v) == MHD_YES;
+    }
     if (ok && rep->status == 401)
         ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer") == MHD_YES;
     enum MHD_Result res = ok ? MHD_queue_response(r->conn, (unsigned)rep->status, resp) : MHD_NO;
@@ -190,6 +200,7 @@ static bool authorized(srv_request *r)
 {
     const char *key = r->server->cfg.api_key;
     if (!key[0] || r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_READYZ ||
+        r->route == SRV_ROUTE_KSERVE_LIVE || r->route == SRV_ROUTE_KSERVE_READY ||
         is_static(r->route))
         return true;
     const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
@@ -245,6 +256,44 @@ static bool classify_body_kind(srv_request *r)
     return false;
 }
 
+/* How a V2 infer body is read: JSON, or with Inference-Header-Content-Length
+ * a JSON header and binary tensor data (api/kserve.h); false after a 4xx. */
+static bool kserve_body_kind(srv_request *r)
+{
+    const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
+    const char *hl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 "Inference-Header-Content-Length");
+    /* tritonclient sends no Content-Type, others JSON or octet-stream (with
+     * binary data); as for classify, what `curl -d` and some clients label
+     * JSON as is read as JSON too */
+    if (ct && strncasecmp(ct, "application/json", 16) != 0 &&
+        strncasecmp(ct, "application/octet-stream", 24) != 0 &&
+        strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0 &&
+        strncasecmp(ct, "text/plain", 10) != 0) {
+        api_error(&r->reply, 415, "unsupported_media_type",
+                  "Content-Type '%.64s': an inference request is application/json (or "
+                  "application/octet-stream with Inference-Header-Content-Length)",
+                  ct);
+        return false;
+    }
+    r->infer_header_len = -1;
+    if (hl) {
+        char *end;
+        errno = 0;
+        long long n = strtoll(hl, &end, 10);
+        if (*hl < '0' || *hl > '9' || errno || *end || n > r->server->cfg.max_body_bytes) {
+            api_error(&r->reply, 400, "invalid_request",
+                      "Inference-Header-Content-Length '%.32s' is not a length within the "
+                      "body",
+                      hl);
+            return false;
+        }
+        r->infer_header_len = n;
+    }
+    r->body_kind = SRV_BODY_KSERVE;
+    return true;
+}
+
 /* Checks that need only the headers; fills r->reply when one fails. */
 static void check_headers(srv_request *r, const srv_route_spec *rs, bool bad_name)
 {
@@ -268,6 +317,10 @@ static void check_headers(srv_request *r, const srv_route_spec *rs, bool bad_nam
         api_error(&r->reply, 404, "not_found", "no such file");
         return;
     }
+    if (bad_name && srv_route_kserve(r->route)) {
+        api_error(&r->reply, 404, "model_not_found", "no model of that name");
+        return;
+    }
     if (bad_name && r->route == SRV_ROUTE_TASK) {
         api_error(&r->reply, 422, "invalid_task_name",
                   "task names match ^[a-z0-9][a-z0-9._-]{0,63}$");
@@ -283,22 +336,25 @@ static void check_headers(srv_request *r, const srv_route_spec *rs, bool bad_nam
                   s->cfg.max_body_bytes);
         return;
     }
-    if (r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_METRICS || is_static(r->route))
+    if (r->route == SRV_ROUTE_HEALTHZ || r->route == SRV_ROUTE_KSERVE_LIVE ||
+        r->route == SRV_ROUTE_METRICS || is_static(r->route))
         return;
     if (atomic_load(&s->draining)) {
         api_error(&r->reply, 503, "shutting_down", "the server is shutting down");
         r->reply.retry_after_s = 1;
         return;
     }
-    if (r->route != SRV_ROUTE_READYZ && !atomic_load(&s->ready)) {
+    if (r->route != SRV_ROUTE_READYZ && r->route != SRV_ROUTE_KSERVE_READY &&
+        !atomic_load(&s->ready)) {
         api_error(&r->reply, 503, "not_ready", "the model is still loading");
         r->reply.retry_after_s = 1;
         return;
     }
-    if (r->route == SRV_ROUTE_CLASSIFY) {
-        /* role train: the route exists (one route table, one API document)
-         * but this replica does not serve it -- 503, which a client or load
-         * balancer retries elsewhere, not 404, which says the URL is wrong */
+    if (r->route == SRV_ROUTE_CLASSIFY || r->route == SRV_ROUTE_KSERVE_INFER) {
+        /* role train: the routes exist (one route table, one API document)
+         * but this replica does not serve them -- 503, which a client or
+         * load balancer retries elsewhere, not 404, which says the URL is
+         * wrong */
         if (s->cfg.role == CFG_ROLE_TRAIN) {
             api_error(&r->reply, 503, "not_serving",
                       "this replica has role 'train': it runs fine-tune jobs and does not "
@@ -312,7 +368,10 @@ static void check_headers(srv_request *r, const srv_route_spec *rs, bool bad_nam
             r->reply.retry_after_s = 1;
             return;
         }
-        classify_body_kind(r);
+        if (r->route == SRV_ROUTE_CLASSIFY)
+            classify_body_kind(r);
+        else
+            kserve_body_kind(r);
     }
     if (r->route == SRV_ROUTE_FINETUNE && strcmp(r->method, "POST") == 0) {
         /* application/json only: a web page may send a form or text/plain to
@@ -466,7 +525,7 @@ static bool answer_before_body(srv_request *r)
 
 static bool takes_body(const srv_request *r)
 {
-    return r->route == SRV_ROUTE_CLASSIFY ||
+    return r->route == SRV_ROUTE_CLASSIFY || r->route == SRV_ROUTE_KSERVE_INFER ||
            (r->route == SRV_ROUTE_TASK && strcmp(r->method, "PUT") == 0) ||
            (r->route == SRV_ROUTE_FINETUNE && strcmp(r->method, "POST") == 0);
 }
@@ -484,6 +543,24 @@ static void task_job(srv_request *r)
         api_task_delete(s->tasks, r->task_name, &tmp);
     else
         api_task_get(s->tasks, r->task_name, &tmp);
+    pthread_mutex_lock(&r->lock);
+    api_reply_free(&r->reply);
+    r->reply = tmp;
+    pthread_mutex_unlock(&r->lock);
+    srv_request_finish(r);
+}
+
+/* GET /v2/models/{model} and its /ready: the task is loaded (file I/O), so
+ * in the prepare pool. */
+static void kserve_model_job(srv_request *r)
+{
+    srv *s = r->server;
+    api_reply tmp;
+    api_reply_init(&tmp);
+    if (r->route == SRV_ROUTE_KSERVE_MODEL)
+        api_kserve_model_metadata(s->model, s->tasks, r->task_name, &tmp);
+    else
+        api_kserve_model_ready(s->model, s->tasks, r->task_name, &tmp);
     pthread_mutex_lock(&r->lock);
     api_reply_free(&r->reply);
     r->reply = tmp;
@@ -630,6 +707,28 @@ static bool dispatch(srv_http *h, srv_request *r)
         return false;
     case SRV_ROUTE_CLASSIFY:
         job = srv_classify_job;
+        break;
+    case SRV_ROUTE_KSERVE_SERVER:
+        api_kserve_server_metadata(&r->reply);
+        return false;
+    case SRV_ROUTE_KSERVE_LIVE:
+        api_json(&r->reply, 200, json_pack("{s:b}", "live", 1));
+        return false;
+    case SRV_ROUTE_KSERVE_READY:
+        if (!atomic_load(&s->ready)) {
+            api_error(&r->reply, 503, "not_ready", "the model is still loading");
+            r->reply.retry_after_s = 1;
+        } else {
+            api_json(&r->reply, 200, json_pack("{s:b}", "ready", 1));
+        }
+        return false;
+    case SRV_ROUTE_KSERVE_MODEL:
+    case SRV_ROUTE_KSERVE_MODEL_READY:
+    case SRV_ROUTE_KSERVE_INFER:
+        /* a name that cannot be a model is answered here, nothing queued */
+        if (api_kserve_model_check(s->model, r->task_name, &r->reply) != 0)
+            return false;
+        job = r->route == SRV_ROUTE_KSERVE_INFER ? srv_classify_job : kserve_model_job;
         break;
     case SRV_ROUTE_PAGE:
     case SRV_ROUTE_WEB:

@@ -222,7 +222,9 @@ static void fail_with(srv_request *r, api_reply *tmp)
 /* The prefix a per-image error carries when the request has several. */
 static void image_prefix(const srv_request *r, int i, char *buf, size_t n)
 {
-    if (r->creq.images_form)
+    if (r->route == SRV_ROUTE_KSERVE_INFER) /* the V2 request's name for it */
+        snprintf(buf, n, "inputs[0] element %d: ", i);
+    else if (r->creq.images_form)
         snprintf(buf, n, "images[%d]: ", i);
     else
         buf[0] = '\0';
@@ -361,6 +363,10 @@ static bool parse_classify(srv_request *r)
                                    r->body_len, r->query_task, r->query_tasks, r->query_top_k,
                                    &lim, &tmp);
         break;
+    case SRV_BODY_KSERVE: /* the model is the URL's (checked on the HTTP thread) */
+        rc = api_kserve_infer_parse(&r->creq, &r->kreq, r->body ? r->body : "", r->body_len,
+                                    r->infer_header_len, r->task_name, &lim, &tmp);
+        break;
     default:
         rc = api_error(&tmp, 415, "unsupported_media_type",
                        "send JSON, multipart/form-data or an image/* body");
@@ -422,7 +428,9 @@ static bool resolve_tasks(srv_request *r)
     const char *only = NULL;
     if (n == 0) {
         n = 1;
-        only = s->cfg.default_task[0] ? s->cfg.default_task : NULL;
+        /* a V2 request names its model: none is the backbone's head */
+        only = s->cfg.default_task[0] && r->route != SRV_ROUTE_KSERVE_INFER ? s->cfg.default_task
+                                                                             : NULL;
     }
     r->tasks = calloc((size_t)n, sizeof *r->tasks);
     if (!r->tasks) {
@@ -609,6 +617,23 @@ static void complete(srv_request *r)
             json_decref(results[k]);
         free(results);
         srv_request_fail(r, 500, "non_finite", "the model produced a non-finite score");
+        return;
+    }
+    if (r->route == SRV_ROUTE_KSERVE_INFER) { /* the same results, in V2 tensors */
+        api_reply tmp;
+        api_reply_init(&tmp);
+        api_kserve_infer_reply(&r->kreq, r->task_name, r->id, results, rows, &tmp);
+        for (int k = 0; k < rows; k++)
+            json_decref(results[k]);
+        free(results);
+        pthread_mutex_lock(&r->lock);
+        if (!r->failed) {
+            api_reply_free(&r->reply);
+            r->reply = tmp;
+            api_reply_init(&tmp);
+        }
+        pthread_mutex_unlock(&r->lock);
+        api_reply_free(&tmp);
         return;
     }
     json_t *reply = api_classify_reply(&r->creq, results, r->num_tasks);

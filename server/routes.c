@@ -21,6 +21,13 @@ const srv_route_spec srv_routes[] = {
     {SRV_ROUTE_PAGE, "/", "", "GET, HEAD", "/"},
     {SRV_ROUTE_WEB, "/web/", "", "GET, HEAD", "/web/{file}"},
     {SRV_ROUTE_OPENAPI, "/openapi.yaml", "", "GET, HEAD", "/openapi.yaml"},
+    {SRV_ROUTE_KSERVE_SERVER, "/v2", "", "GET, HEAD", "/v2"},
+    {SRV_ROUTE_KSERVE_LIVE, "/v2/health/live", "", "GET, HEAD", "/v2/health/live"},
+    {SRV_ROUTE_KSERVE_READY, "/v2/health/ready", "", "GET, HEAD", "/v2/health/ready"},
+    {SRV_ROUTE_KSERVE_MODEL, "/v2/models/", "", "GET, HEAD", "/v2/models/{model}"},
+    {SRV_ROUTE_KSERVE_MODEL_READY, "/v2/models/", "/ready", "GET, HEAD",
+     "/v2/models/{model}/ready"},
+    {SRV_ROUTE_KSERVE_INFER, "/v2/models/", "/infer", "POST", "/v2/models/{model}/infer"},
 };
 
 const size_t srv_route_count = sizeof srv_routes / sizeof srv_routes[0];
@@ -72,4 +79,19 @@ const char *srv_route_label(srv_route route)
         if (srv_routes[i].route == route)
             return srv_routes[i].label;
     return "unknown";
+}
+
+bool srv_route_kserve(srv_route route)
+{
+    switch (route) {
+    case SRV_ROUTE_KSERVE_SERVER:
+    case SRV_ROUTE_KSERVE_LIVE:
+    case SRV_ROUTE_KSERVE_READY:
+    case SRV_ROUTE_KSERVE_MODEL:
+    case SRV_ROUTE_KSERVE_MODEL_READY:
+    case SRV_ROUTE_KSERVE_INFER:
+        return true;
+    default:
+        return false;
+    }
 }

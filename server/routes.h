@@ -31,6 +31,12 @@ typedef enum srv_route {
     SRV_ROUTE_PAGE,             /* /: the try-it page (embedded, server/web.c) */
     SRV_ROUTE_WEB,              /* /web/{file}: its assets */
     SRV_ROUTE_OPENAPI,          /* /openapi.yaml */
+    SRV_ROUTE_KSERVE_SERVER,    /* /v2: Open Inference Protocol (KServe V2), api/kserve.h */
+    SRV_ROUTE_KSERVE_LIVE,      /* /v2/health/live */
+    SRV_ROUTE_KSERVE_READY,     /* /v2/health/ready */
+    SRV_ROUTE_KSERVE_MODEL,     /* /v2/models/{model}: a task, or _backbone */
+    SRV_ROUTE_KSERVE_MODEL_READY, /* /v2/models/{model}/ready */
+    SRV_ROUTE_KSERVE_INFER,     /* /v2/models/{model}/infer */
     SRV_ROUTE_COUNT,
 } srv_route;
 
@@ -56,5 +62,9 @@ bool srv_route_allows(const srv_route_spec *rs, const char *method);
 
 /* The label of route, "unknown" for none. */
 const char *srv_route_label(srv_route route);
+
+/* Whether route is one of the Open Inference Protocol's (/v2/...), whose
+ * errors take the protocol's shape. */
+bool srv_route_kserve(srv_route route);
 
 #endif

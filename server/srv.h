@@ -27,6 +27,7 @@
 #include "api.h"
 #include "classify.h"
 #include "config.h"
+#include "kserve.h"
 #include "metrics.h"
 #include "routes.h"
 #include "task.h"
@@ -60,7 +61,13 @@ typedef struct srv {
 } srv;
 
 /* How a classify body arrived. */
-typedef enum srv_body_kind { SRV_BODY_NONE, SRV_BODY_JSON, SRV_BODY_FORM, SRV_BODY_RAW } srv_body_kind;
+typedef enum srv_body_kind {
+    SRV_BODY_NONE,
+    SRV_BODY_JSON,
+    SRV_BODY_FORM,
+    SRV_BODY_RAW,
+    SRV_BODY_KSERVE, /* a V2 infer request: JSON, or JSON + binary tensor data */
+} srv_body_kind;
 
 /* One row of the model's batch: image `image` of req through task `task`. */
 typedef struct srv_row {
@@ -80,7 +87,8 @@ typedef struct srv_request {
     char id[72];                 /* X-Request-Id */
     srv_route route;
     char method[8];
-    char task_name[TASK_NAME_MAX + 1]; /* {name} of /v1/tasks/{name}, {id} of /v1/finetune/{id} */
+    char task_name[TASK_NAME_MAX + 1]; /* {name} of /v1/tasks/{name}, {id} of /v1/finetune/{id},
+                                          {model} of /v2/models/{model} */
     double started;              /* monotonic seconds */
     double deadline;             /* started + request_timeout */
 
@@ -95,9 +103,11 @@ typedef struct srv_request {
     int num_parts, cap_parts;
     char *query_task, *query_tasks, *query_top_k; /* raw classify's query */
     char *query_after, *query_limit; /* a job's events page */
+    long long infer_header_len;  /* V2 infer: Inference-Header-Content-Length, -1 when absent */
 
     /* classify work (prepare pool, then workers) */
     api_classify_req creq;
+    api_kserve_infer kreq;       /* a V2 infer's id and outputs (SRV_ROUTE_KSERVE_INFER) */
     vit_task **tasks;            /* creq's tasks resolved (NULL entry: the backbone head) */
     int num_tasks;               /* tasks used per image (>= 1) */
     float *tensor;               /* (num_images, 3, H, W) */

@@ -11,14 +11,16 @@ packages=(
   libyaml-dev  # tests only: tests/api/openapi_check.c reads api/openapi.yaml
 )
 # tests/web (the try-it page in headless Chromium, driven by puppeteer-core,
-# which npm installs from tests/web/package-lock.json), and tools/openapi/lint.sh
-# (Redocly CLI, from tools/openapi/package-lock.json).  Installed by default;
+# which npm installs from tests/web/package-lock.json), tools/openapi/lint.sh
+# (Redocly CLI, from tools/openapi/package-lock.json) and tests/k8s (kubectl and
+# the Kubernetes schemas, from tests/k8s/package-lock.json).  Installed by default;
 # VITFIT_WITH_BROWSER=0 (run.sh, which only serves) leaves them out.  A
 # Node.js from elsewhere (NodeSource's package provides npm and conflicts
 # with Debian's) has npm already.
 if [ "${VITFIT_WITH_BROWSER:-1}" = 1 ]; then
   packages+=(chromium nodejs)
   command -v npm >/dev/null || packages+=(npm)
+  packages+=(unzip) # tests/k8s/run.sh: kubectl comes zipped inside an npm package
 fi
 # test.sh's clang stage (ASan+UBSan under clang) and fuzz stage need clang and
 # its runtime: libclang_rt.{asan,ubsan_standalone,fuzzer}-x86_64.a come from

@@ -918,7 +918,11 @@ bool openapi_check_reply(const json_t *doc, const openapi_reply *r, char *key, s
             ok = false;
         }
     } else if (!op) {
-        what = "#/components/responses/MethodNotAllowed";
+        /* a path item may name its own (the V2 routes answer in their
+         * protocol's error shape) */
+        const json_t *own = json_object_get(item, "x-method-not-allowed");
+        what = json_is_string(own) ? json_string_value(own)
+                                   : "#/components/responses/MethodNotAllowed";
         resp = r->status == 405 ? deref(doc, openapi_ref(doc, what)) : NULL;
         if (!resp) {
             snprintf(detail, sizeof detail,

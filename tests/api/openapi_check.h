@@ -24,8 +24,9 @@
  * segments before {params}, as OpenAPI says); the method its operation and
  * the status its response - an undocumented one fails.  A path no template
  * matches must be answered as components/responses/NotFound, a method the
- * path does not document as components/responses/MethodNotAllowed with an
- * Allow header listing exactly the documented methods.  Then: every header
+ * path does not document as components/responses/MethodNotAllowed (or the
+ * response the path item's x-method-not-allowed names, a "#/..." reference)
+ * with an Allow header listing exactly the documented methods.  Then: every header
  * the response marks required is present (and matches its schema), the
  * Content-Type is one of the response's media types (a range such as image/{any}
  * allowed), and the body matches that media type's schema -- JSON parsed

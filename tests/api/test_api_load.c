@@ -671,11 +671,12 @@ static void *flight_client(void *arg)
     post_json(st->p, h, json_pack("{sssssi}", "image", st->url, "task", "t1", "top_k", 10), 60000,
               &r);
     json_t *j = r.status == 200 ? serve_json(&r) : NULL;
-    char why[256] = "", code[64];
+    char why[256] = "", code[64], retry[16];
     error_code(&r, code, sizeof code);
     if (j && serve_result_matches(j, "t1", &refs[1][0], 10, why, sizeof why)) {
         atomic_fetch_add(&st->ok, 1);
-    } else if (r.status == 503 && code[0]) {
+    } else if (r.status == 503 && code[0] && serve_header(&r, "Retry-After", retry, sizeof retry)) {
+        /* shutting_down once the drain ran out: the client may retry elsewhere */
         atomic_fetch_add(&st->unavailable, 1);
     } else {
         fprintf(stderr, "in flight: status %ld %s (curl: %s) %.200s\n", r.status, why,

@@ -11,7 +11,8 @@
  * --allow-private-urls).  Each curl command's output is checked: never an
  * error object; classify replies have the documented shape (labels and
  * scores of one length, best first, probabilities), name the task the
- * command asked for, and, for a file upload or a raw image body, equal
+ * command asked for (a V2 inference: both outputs of one shape), and, for a
+ * file upload or a raw image body, equal
  * `vitfit classify --json` on that file with that task and top_k.  The
  * examples must cover a task PUT, a multipart upload, a raw body, a URL and
  * the "tasks" form, and the `<!-- serve-start -->` block must start the
@@ -223,7 +224,20 @@ static void check_output(const example *e)
     }
     json_t *j = json_loads(out, 0, NULL);
     CHECKF(json_is_object(j), "%s: output is not a JSON object", cmd);
-    CHECKF(!json_is_object(json_object_get(j, "error")), "%s: an error", cmd); /* a job's is null */
+    json_t *error = json_object_get(j, "error"); /* a job's is null; a V2 error a string */
+    CHECKF(!error || json_is_null(error), "%s: an error", cmd);
+    json_t *outputs = json_object_get(j, "model_name") ? json_object_get(j, "outputs") : NULL;
+    if (outputs) { /* a V2 inference: labels and scores of one shape [batch, k] */
+        json_t *l = json_array_get(outputs, 0), *s = json_array_get(outputs, 1);
+        CHECKF(json_array_size(outputs) == 2 &&
+                   strcmp(jstr(json_object_get(l, "name")), "labels") == 0 &&
+                   strcmp(jstr(json_object_get(s, "name")), "scores") == 0 &&
+                   json_equal(json_object_get(l, "shape"), json_object_get(s, "shape")) &&
+                   json_array_size(json_object_get(l, "data")) ==
+                       json_array_size(json_object_get(s, "data")) &&
+                   json_array_size(json_object_get(l, "data")) > 0,
+               "%s: not a V2 reply with labels and scores", cmd);
+    }
     char task[64];
     const char *t = arg_value(cmd, "task=", task, sizeof task);
     if (!t && strstr(cmd, "\\\"task\\\": \\\""))

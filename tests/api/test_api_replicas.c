@@ -12,7 +12,8 @@
  * test_job_lease checks that).  Data: a Fashion-MNIST ImageFolder of 3 x 60
  * PNGs; the backbone models/fashion-vit-tiny, so a job takes a second or two.
  *
- *  roles     R2 (train) answers classify 503 not_serving with Retry-After;
+ *  roles     R2 (train) answers classify 503 not_serving with Retry-After
+ *            (and KServe V2 infer the same, in the protocol's error shape);
  *            R3 (serve) never trains (below: no job says it ran there).
  *  tasks     a task PUT on R2 is classified by R1 and R3 as `vitfit
  *            classify --task <file>` classifies it; then, 7 times, a new
@@ -396,6 +397,23 @@ static void test_roles(void)
     serve_check_error("classify on the train replica", &r, 503, "not_serving");
     char ra[32];
     CHECKF(serve_header(&r, "Retry-After", ra, sizeof ra), "not_serving without Retry-After");
+    serve_resp_free(&r);
+    /* the KServe V2 infer route: the same refusal, in the protocol's error shape */
+    json_t *v2 = json_pack("{s:[{s:s,s:[i],s:s,s:[s]}]}", "inputs", "name", "image", "shape", 1,
+                           "datatype", "BYTES", "data", image_b64);
+    char *body = json_dumps(v2, JSON_COMPACT);
+    json_decref(v2);
+    serve_request(&R[1], h, &(serve_req){.path = "/v2/models/_backbone/infer",
+                                         .content_type = "application/json", .body = body,
+                                         .len = strlen(body)},
+                  &r);
+    free(body);
+    json_t *e = serve_json(&r);
+    CHECKF(r.status == 503 && !strcmp(jstr(json_object_get(e, "code")), "not_serving") &&
+               json_is_string(json_object_get(e, "error")) &&
+               serve_header(&r, "Retry-After", ra, sizeof ra),
+           "V2 infer on the train replica: %ld %s", r.status, r.body);
+    json_decref(e);
     serve_resp_free(&r);
     for (int i = 0; i < NREP; i++) {
         serve_request(&R[i], h, &(serve_req){.path = "/readyz"}, &r);

@@ -281,6 +281,11 @@ static const char reply_doc[] =
     "          content:\n"
     "            text/plain: {schema: {type: string, pattern: '^ok'}}\n"
     "            image/*: {schema: {type: string, contentMediaType: 'image/*'}}\n"
+    "  /v2/gadget:\n"
+    "    x-method-not-allowed: '#/components/responses/OtherNotAllowed'\n"
+    "    get:\n"
+    "      responses:\n"
+    "        '200': {$ref: '#/components/responses/Thing'}\n"
     "components:\n"
     "  headers:\n"
     "    Id: {required: true, schema: {type: string, minLength: 1}}\n"
@@ -302,6 +307,13 @@ static const char reply_doc[] =
     "        Allow: {required: true, schema: {type: string}}\n"
     "      content:\n"
     "        application/json: {schema: {$ref: '#/components/schemas/Error'}}\n"
+    "    OtherNotAllowed:\n"
+    "      description: wrong method, another error shape\n"
+    "      headers:\n"
+    "        Allow: {required: true, schema: {type: string}}\n"
+    "      content:\n"
+    "        application/json:\n"
+    "          schema: {type: object, required: [error], properties: {error: {type: string}}}\n"
     "  schemas:\n"
     "    Error:\n"
     "      type: object\n"
@@ -409,6 +421,12 @@ static void test_replies(void)
           false, "Allow lists PUT");
     reply(d, "POST", "/v1/things/7", 405, JSON_HEAD, ERROR_BODY, false, "Allow");
     reply(d, "POST", "/v1/things/7", 400, JSON_HEAD, ERROR_BODY, false, "not 405");
+    /* a path item naming its own 405 (x-method-not-allowed): that one, not the default */
+    reply(d, "PUT", "/v2/gadget", 405, JSON_HEAD "Allow: GET\r\n", "{\"error\": \"no\"}", true,
+          NULL);
+    reply(d, "PUT", "/v2/gadget", 405, JSON_HEAD "Allow: GET\r\n", ERROR_BODY, false, "at $.error");
+    reply(d, "PUT", "/v1/things/7", 405, JSON_HEAD "Allow: GET, DELETE\r\n",
+          "{\"error\": \"no\"}", false, "at $.error");
     json_decref(d);
 }
 
@@ -485,6 +503,12 @@ static void test_document(void)
         const char *m;
         const json_t *op;
         json_object_foreach((json_t *)item, m, op) {
+            if (strcmp(m, "x-method-not-allowed") == 0) { /* a path's own 405 */
+                const json_t *r = openapi_ref(doc, json_string_value(op));
+                CHECKF(r && json_is_string(json_object_get(r, "description")),
+                       "%s: x-method-not-allowed names no response", p);
+                continue;
+            }
             if (strcmp(m, "parameters") == 0)
                 continue;
             operations++;

@@ -31,11 +31,27 @@ static void expect_one_line_error(const run_result *r, int code, const char *wha
     fprintf(stderr, "  %s -> %s", what, r->err);
 }
 
+/* Without --model, classify and eval use the bundled model, found from any
+ * working directory (tests run in the build directory, where the relative
+ * models/fashion-vit-tiny does not exist). */
+static void test_default_model(void)
+{
+    char best[64] = "";
+    run_result *r = run_vitfit("classify", "@models/fashion-vit-tiny/samples/2_trouser.png", NULL);
+    const char *first = strchr(r->out, '\n');
+    CHECKF(r->status == 0 && first && sscanf(first, " %*f %63[^\n]", best) == 1 &&
+               strcmp(best, "Trouser") == 0,
+           "classify without --model: exit %d, best '%s'\n%s%s", r->status, best, r->out, r->err);
+    r = run_vitfit("eval", "--data", "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz",
+                   "--limit", "20", "--json", NULL);
+    CHECKF(r->status == 0 && strstr(r->out, "\"count\":20"), "eval without --model: exit %d\n%s%s",
+           r->status, r->out, r->err);
+}
+
 static void test_usage_errors(void)
 {
     expect_one_line_error(run_vitfit("frobnicate", NULL), 2, "unknown command");
-    expect_one_line_error(run_vitfit("classify", "@tests/data/images/chelsea.png", NULL), 2,
-                          "classify without --model");
+    expect_one_line_error(run_vitfit("eval", "--limit", "5", NULL), 2, "eval without --data");
     expect_one_line_error(run_vitfit("classify", "--model", "@models/fashion-vit-tiny", NULL), 2,
                           "classify without images");
     expect_one_line_error(run_vitfit("classify", "--model", "@models/fashion-vit-tiny", "--top-k",
@@ -717,6 +733,7 @@ static void test_help(void)
 int main(void)
 {
     VIT_ASSERT(mkdtemp(tmpdir));
+    test_default_model();
     test_usage_errors();
     test_bad_files();
     test_bundled_model();

@@ -33,6 +33,7 @@
  */
 #include "config.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +58,7 @@ typedef struct want_key {
 static const want_key want[] = {
     O("host", "\"127.0.0.1\""),
     I("port", 8080, 0, 65535),
-    O("model", "\"models/fashion-vit-tiny\""),
+    O("model", "\"(the build's: cfg_default_model)\""),
     O("data_dir", "\"data\""),
     O("hub_url", "\"https://huggingface.co\""),
     O("cache", "\"\""),
@@ -204,7 +205,8 @@ static void test_defaults(void)
     cfg_defaults(&d);
     CHECK(strcmp(d.host, "127.0.0.1") == 0);
     CHECK(d.port == 8080);
-    CHECK(strcmp(d.model, "models/fashion-vit-tiny") == 0);
+    /* the bundled model by its absolute path, so it is found from any directory */
+    CHECK(strcmp(d.model, cfg_default_model()) == 0 && d.model[0] == '/');
     CHECK(strcmp(d.data_dir, "data") == 0);
     CHECK(d.workers == 1);
     CHECK(d.threads_per_worker == 0);
@@ -256,7 +258,9 @@ static void test_defaults(void)
     CHECKF(j && json_object_size(j) == NWANT, "cfg_to_json has %zu keys",
            j ? json_object_size(j) : 0);
     for (size_t i = 0; j && i < NWANT; i++) {
-        json_t *w = json_loads(want[i].def, JSON_DECODE_ANY, NULL);
+        json_t *w = strcmp(want[i].name, "model") == 0
+                        ? json_string(cfg_default_model()) /* fixed at build time */
+                        : json_loads(want[i].def, JSON_DECODE_ANY, NULL);
         json_t *got = json_object_get(j, want[i].name);
         CHECKF(w && got && json_equal(w, got), "default of %s differs from %s", want[i].name,
                want[i].def);
@@ -802,15 +806,26 @@ static void test_example(void)
            json_object_size(ex), n);
     for (size_t i = 0; i < n; i++)
         CHECKF(json_object_get(ex, keys[i].name) != NULL, "example lacks %s", keys[i].name);
-    /* its values are the defaults */
+    /* its values are the defaults, but for the model: the example names it
+     * relative to the source tree, the build holds its absolute path */
     vit_cfg d, c;
     cfg_defaults(&d);
     json_t *dj = cfg_to_json(&d);
+    const char *ex_model = json_string_value(json_object_get(ex, "model"));
+    char ex_path[4096], ex_real[PATH_MAX], def_real[PATH_MAX];
+    snprintf(ex_path, sizeof ex_path, "%s/%s", root ? root : ".", ex_model ? ex_model : "");
+    CHECKF(ex_model && realpath(ex_path, ex_real) && realpath(cfg_default_model(), def_real) &&
+               strcmp(ex_real, def_real) == 0,
+           "the example's model %s is not the default %s", ex_model ? ex_model : "(none)",
+           cfg_default_model());
+    json_object_set_new(ex, "model", json_string(d.model));
     CHECK(dj && json_equal(ex, dj));
     json_decref(dj);
     json_decref(ex);
-    if (expect_ok("example file", &c, NONE, L("--config", path)))
+    if (expect_ok("example file", &c, NONE, L("--config", path))) {
+        memcpy(c.model, d.model, sizeof c.model);
         CHECK(memcmp(&c, &d, sizeof c) == 0);
+    }
 }
 
 int main(void)
