@@ -355,7 +355,7 @@ fi
 
 # ---- TSan: the tests that start threads
 tsan_tests=(serving dataset gemm train_paths task task_store threads fetch job_fetch api_routes
-  api_load api_finetune)
+  api_load api_finetune job_lease task_watch api_replicas)
 # api_finetune's sections that run jobs beside requests, streams and cancels;
 # the rest (validation, listing, crash and restart) are single-threaded
 # checks that TSan would only slow down, 4x here
@@ -372,6 +372,7 @@ else
   if setup_dir tsan build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false &&
       build_dir tsan build-tsan "${targets[@]}"; then
     TSAN_OPTIONS=halt_on_error=1 TEST_API_FINETUNE_SKIP=$tsan_finetune_skip \
+      TEST_API_REPLICAS_SKIP=handover \
       run_meson_tests tsan build-tsan testlog --no-rebuild \
       --timeout-multiplier=3 --no-suite=web "${tsan_tests[@]}"
   fi

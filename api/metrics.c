@@ -334,16 +334,18 @@ int api_metrics_reply(api_metrics *m, const api_metrics_gauges *g, api_reply *r)
     put(&t, "vitfit_tasks_resident %zu\n", g->tasks.resident_count);
     static const char *const job_status[5] = {"queued", "running", "succeeded", "failed",
                                               "cancelled"};
-    header(&t, "vitfit_finetune_jobs", "gauge", "Fine-tune jobs, by status.");
+    header(&t, "vitfit_finetune_jobs", "gauge",
+           "Fine-tune jobs in data_dir/jobs (every replica sharing it counts them all), by "
+           "status.");
     for (int i = 0; i < 5; i++)
         put(&t, "vitfit_finetune_jobs{status=\"%s\"} %ld\n", job_status[i], g->jobs[i]);
     header(&t, "vitfit_finetune_jobs_finished_total", "counter",
-           "Fine-tune jobs that ended since start, by final status.");
+           "Fine-tune jobs this replica ended since its start, by final status.");
     for (int i = 2; i < 5; i++)
         put(&t, "vitfit_finetune_jobs_finished_total{status=\"%s\"} %ld\n", job_status[i],
             g->jobs_finished_total[i]);
     header(&t, "vitfit_finetune_images_per_second", "gauge",
-           "Training throughput of the running fine-tune jobs, summed.");
+           "Training throughput of the fine-tune jobs this replica runs, summed.");
     put(&t, "vitfit_finetune_images_per_second %.3f\n", g->train_images_per_second);
     header(&t, "vitfit_finetune_job_seconds_total", "counter",
            "Seconds fine-tune jobs have trained since start.");

@@ -79,6 +79,7 @@ static const char *check_hub_url(const char *s)
 
 static const char *const log_format_names[] = {"json", "text", NULL};
 static const char *const precision_names[] = {"fp32", "bf16", NULL};
+static const char *const role_names[] = {"all", "serve", "train", NULL};
 
 /* ---- the table ----------------------------------------------------------- */
 
@@ -152,6 +153,10 @@ static const cfg_key cfg_table[] = {
     STRING(default_task, "", 0, check_task,
            "Task used when a request names none; empty = the backbone's own head."),
     INT(task_memory_mb, 256, 1, 1048576, "Memory for loaded task bias sets, in MiB."),
+    INT(task_reload_ms, 2000, 50, 600000,
+        "Rescan tasks/ this often for files other replicas or an operator added, replaced or "
+        "removed (inotify sees this machine's changes at once; the rescan covers network file "
+        "systems)."),
     /* fine-tune jobs */
     INT(max_running_jobs, 1, 1, 16, "Fine-tune jobs that train at once."),
     INT(max_queued_jobs, 16, 1, 10000,
@@ -160,6 +165,13 @@ static const cfg_key cfg_table[] = {
         "CPUs kept for classify while a job trains: training uses the rest (at least 1)."),
     INT(job_checkpoint_every_steps, 0, 0, 100000000,
         "Checkpoint a job every this many steps as well as after every epoch (0: epochs only)."),
+    INT(job_lease_ms, 15000, 1000, 3600000,
+        "A replica running a job renews its lease in jobs/ every quarter of this; a lease not "
+        "renewed for this long is taken over by another replica, which resumes the job from "
+        "its last checkpoint."),
+    ENUM(role, "all", role_names,
+         "What this replica does: all (classify and train), serve (classify; jobs submitted "
+         "here are trained by another replica) or train (trains jobs; classify answers 503)."),
     /* operation */
     STRING(api_key, "", CFG_SECRET, NULL,
            "If set, requests must send Authorization: Bearer KEY (the key is never printed)."),
@@ -185,6 +197,7 @@ static const char *const other_env[] = {
     "VITFIT_SKIP_STAGES",    /* test.sh */
     "VITFIT_TEST_CPUS",      /* tests/unit/fake_cpus.c */
     "VITFIT_TEST_FAIL_THREAD", /* tests/unit/fail_pthread_create.c */
+    "VITFIT_TEST_LEASE_REMOTE", /* tests: judge job leases as if replicas were on other hosts */
     "VITFIT_FUZZ_TASK_SEEDS", /* tests/fuzz/fuzz_task.c */
     NULL,
 };

@@ -49,6 +49,13 @@ enum {
 /* How the server writes its log lines. */
 typedef enum cfg_log_format { CFG_LOG_JSON, CFG_LOG_TEXT } cfg_log_format;
 
+/* What this replica does (several may share one data_dir). */
+typedef enum cfg_role {
+    CFG_ROLE_ALL,   /* classify and train */
+    CFG_ROLE_SERVE, /* classify; fine-tune jobs submitted here are trained by another replica */
+    CFG_ROLE_TRAIN, /* train fine-tune jobs; classify answers 503 not_serving */
+} cfg_role;
+
 /* What classify's matrix products multiply (engine: vit_precision, same order). */
 typedef enum cfg_precision { CFG_PRECISION_FP32, CFG_PRECISION_BF16 } cfg_precision;
 
@@ -88,10 +95,13 @@ typedef struct vit_cfg {
     bool allow_private_urls;           /* fetch from private/loopback addresses */
     char default_task[CFG_TASK_SIZE];  /* "" = the backbone's own head */
     int task_memory_mb;                /* loaded task bias sets, in total */
+    int task_reload_ms;                /* rescan of tasks/ for other replicas' changes */
     int max_running_jobs;              /* fine-tune jobs training at once */
     int max_queued_jobs;               /* waiting jobs beyond this: 429 */
     int serve_reserved_threads;        /* CPUs training leaves to classify */
     int job_checkpoint_every_steps;    /* 0: after every epoch only */
+    int job_lease_ms;                  /* an unrenewed job lease is taken over after this */
+    cfg_role role;                     /* all, serve or train */
     char api_key[CFG_SECRET_SIZE];     /* "" = no auth; never printed */
     int drain_timeout_ms;              /* finish in-flight work on shutdown */
     cfg_log_format log_format;

@@ -32,6 +32,15 @@
  * Files are mapped read-only (as st_open maps model files): a file of the
  * directory truncated in place while it is read would raise SIGBUS; the
  * store itself only ever replaces files by rename.
+ *
+ * Sync: each resident entry keeps the identity of the file it was loaded
+ * from (file_id, taken with fstat on the descriptor it read), and the store
+ * keeps the identities the last task_store_sync listed (`seen`, under
+ * sync_lock).  A sync compares the directory with both: `seen` says what
+ * changed (for the reports, and to mark loads in progress of a changed name
+ * stale), the entries' own ids say which resident copies are out of date --
+ * so a copy loaded from the very file now there (this process's own put,
+ * then a get) is kept, whatever order the notifications come in.
  */
 #include "task_store.h"
 
@@ -55,11 +64,25 @@
 #define STORE_TMP_MAX (TASK_NAME_MAX + 16)                   /* ".tmp-<name>-XXXXXX" + NUL */
 #define STORE_BUCKETS_MIN 64
 
+/* Which version of a file: a rename puts another inode in place, a rewrite
+ * in place changes the size or the times. */
+typedef struct file_id {
+    uint64_t dev, ino, size;
+    int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
+} file_id;
+
+/* One task file as a sync listed it. */
+typedef struct store_seen {
+    char name[TASK_NAME_MAX + 1];
+    file_id fid;
+} store_seen;
+
 /* One task known by name: loading, or resident. */
 typedef struct store_entry {
     char name[TASK_NAME_MAX + 1];
     vit_task *task;              /* the store's reference once loaded (NULL while loading) */
     size_t bytes;                /* task_store_task_bytes(task), counted while in the table */
+    file_id fid;                 /* the file it was loaded from (once resident) */
     struct store_entry *hnext;   /* hash chain; the graveyard's link once out of the table */
     struct store_entry *newer;   /* LRU list (resident entries only) */
     struct store_entry *older;
@@ -86,7 +109,11 @@ struct task_store {
     size_t nbuckets, count;
     store_entry *newest, *oldest; /* LRU list of resident entries */
     size_t resident_bytes, resident_count;
-    uint64_t loads, evictions, load_failures;
+    uint64_t loads, evictions, load_failures, sync_drops;
+
+    pthread_mutex_t sync_lock;   /* serialises task_store_sync; guards seen */
+    store_seen *seen;            /* the task files the last sync listed, by name */
+    size_t nseen;
 
     atomic_uint tmp_seq;         /* makes temporary file names */
 };
@@ -113,6 +140,22 @@ static vit_status bad_name(const char *name, vit_error *err)
 static void file_name(char file[STORE_FILE_MAX], const char *name)
 {
     snprintf(file, STORE_FILE_MAX, "%s" STORE_SUFFIX, name);
+}
+
+static file_id file_id_of(const struct stat *sb)
+{
+    return (file_id){.dev = (uint64_t)sb->st_dev, .ino = (uint64_t)sb->st_ino,
+                     .size = (uint64_t)sb->st_size, .mtime_s = (int64_t)sb->st_mtim.tv_sec,
+                     .mtime_ns = (int64_t)sb->st_mtim.tv_nsec,
+                     .ctime_s = (int64_t)sb->st_ctim.tv_sec,
+                     .ctime_ns = (int64_t)sb->st_ctim.tv_nsec};
+}
+
+static bool file_id_equal(const file_id *a, const file_id *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_s == b->mtime_s && a->mtime_ns == b->mtime_ns && a->ctime_s == b->ctime_s &&
+           a->ctime_ns == b->ctime_ns;
 }
 
 /* fsyncs the directory so that a rename or unlink survives a crash;
@@ -392,8 +435,8 @@ static vit_status load_fd(const task_store *s, int fd, size_t len, const char *f
     return st;
 }
 
-/* Loads task `name` from the directory. */
-static vit_status load_task(const task_store *s, const char *name, vit_task **out,
+/* Loads task `name` from the directory; *fid: the file it read. */
+static vit_status load_task(const task_store *s, const char *name, vit_task **out, file_id *fid,
                             vit_error *err)
 {
     char file[STORE_FILE_MAX];
@@ -403,6 +446,7 @@ static vit_status load_task(const task_store *s, const char *name, vit_task **ou
     vit_status r = open_task_file(s, name, file, &fd, &st, err);
     if (r != VIT_OK)
         return r;
+    *fid = file_id_of(&st);
     r = load_fd(s, fd, (size_t)st.st_size, file, out, err);
     close(fd);
     return r;
@@ -462,10 +506,13 @@ vit_status task_store_open(const vit_model *m, const char *fingerprint, const ch
     int locks = 0;
     if (pthread_mutex_init(&s->lock, NULL) == 0 && ++locks &&
         pthread_mutex_init(&s->write_lock, NULL) == 0 && ++locks &&
-        pthread_cond_init(&s->loaded, NULL) == 0 && ++locks) {
+        pthread_cond_init(&s->loaded, NULL) == 0 && ++locks &&
+        pthread_mutex_init(&s->sync_lock, NULL) == 0 && ++locks) {
         *out = s;
         return VIT_OK;
     }
+    if (locks >= 3)
+        pthread_cond_destroy(&s->loaded);
     if (locks >= 2)
         pthread_mutex_destroy(&s->write_lock);
     if (locks >= 1)
@@ -490,6 +537,8 @@ void task_store_close(task_store *s)
         }
     }
     free(s->buckets);
+    free(s->seen);
+    pthread_mutex_destroy(&s->sync_lock);
     pthread_cond_destroy(&s->loaded);
     pthread_mutex_destroy(&s->write_lock);
     pthread_mutex_destroy(&s->lock);
@@ -553,7 +602,8 @@ vit_status task_store_get(task_store *s, const char *name, vit_task **out, vit_e
 
     vit_error lerr = {0};
     vit_task *t = NULL;
-    vit_status st = load_task(s, name, &t, &lerr);
+    file_id fid = {0};
+    vit_status st = load_task(s, name, &t, &fid, &lerr);
     size_t bytes = t ? task_store_task_bytes(t) : 0;
     if (st == VIT_OK && bytes > s->bound) {
         st = vit_error_set(&lerr, VIT_ERR_TOO_LARGE,
@@ -578,6 +628,7 @@ vit_status task_store_get(task_store *s, const char *name, vit_task **out, vit_e
             make_room(s, bytes, &grave);
             e->task = t;
             e->bytes = bytes;
+            e->fid = fid;
             lru_push_newest(s, e);
             s->resident_bytes += bytes;
             s->resident_count++;
@@ -758,14 +809,29 @@ vit_status task_store_delete(task_store *s, const char *name, vit_error *err)
 /* list / metadata / stats                                                  */
 /* ======================================================================== */
 
-static int entry_by_name(const void *a, const void *b)
+static int seen_by_name(const void *a, const void *b)
 {
-    return strcmp(((const task_store_entry *)a)->name, ((const task_store_entry *)b)->name);
+    return strcmp(((const store_seen *)a)->name, ((const store_seen *)b)->name);
 }
 
-vit_status task_store_list(task_store *s, task_store_entry **out, size_t *n, vit_error *err)
+/* Whether directory entry `file` is a task file: "<valid name>.safetensors";
+ * its name into name. */
+static bool task_file_name(const char *file, char name[TASK_NAME_MAX + 1])
 {
-    VIT_ASSERT(s && out && n);
+    size_t len = strlen(file);
+    if (len <= STORE_SUFFIX_LEN || len - STORE_SUFFIX_LEN > TASK_NAME_MAX ||
+        strcmp(file + len - STORE_SUFFIX_LEN, STORE_SUFFIX) != 0)
+        return false;
+    memcpy(name, file, len - STORE_SUFFIX_LEN);
+    name[len - STORE_SUFFIX_LEN] = '\0';
+    return task_name_valid(name);
+}
+
+/* The task files of the directory (regular files with a task file's name;
+ * see task_store_list), sorted by name: *out malloc'd (caller frees; NULL
+ * when *n is 0).  No lock held.  Errors: VIT_ERR_IO, VIT_ERR_NOMEM. */
+static vit_status scan_dir(const task_store *s, store_seen **out, size_t *n, vit_error *err)
+{
     *out = NULL;
     *n = 0;
     int dfd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -777,7 +843,7 @@ vit_status task_store_list(task_store *s, task_store_entry **out, size_t *n, vit
             close(dfd);
         return st;
     }
-    task_store_entry *list = NULL;
+    store_seen *list = NULL;
     size_t count = 0, cap = 0;
     vit_status st = VIT_OK;
     for (;;) {
@@ -789,20 +855,14 @@ vit_status task_store_list(task_store *s, task_store_entry **out, size_t *n, vit
                                    s->dir, strerror(errno));
             break;
         }
-        size_t len = strlen(de->d_name);
-        if (len <= STORE_SUFFIX_LEN || len - STORE_SUFFIX_LEN > TASK_NAME_MAX ||
-            strcmp(de->d_name + len - STORE_SUFFIX_LEN, STORE_SUFFIX) != 0)
-            continue;
         char name[TASK_NAME_MAX + 1];
-        memcpy(name, de->d_name, len - STORE_SUFFIX_LEN);
-        name[len - STORE_SUFFIX_LEN] = '\0';
         struct stat sb;
-        if (!task_name_valid(name) ||
+        if (!task_file_name(de->d_name, name) ||
             fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
             continue; /* a bad name, gone meanwhile, a link or not a file */
         if (count == cap) {
             size_t ncap = cap ? 2 * cap : 16;
-            task_store_entry *grown =
+            store_seen *grown =
                 ncap <= SIZE_MAX / sizeof *list ? realloc(list, ncap * sizeof *list) : NULL;
             if (!grown) {
                 st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory listing %s", s->dir);
@@ -811,10 +871,9 @@ vit_status task_store_list(task_store *s, task_store_entry **out, size_t *n, vit
             list = grown;
             cap = ncap;
         }
-        task_store_entry *te = &list[count++];
-        memset(te, 0, sizeof *te);
-        memcpy(te->name, name, sizeof name);
-        te->file_bytes = (uint64_t)sb.st_size;
+        store_seen *e = &list[count++];
+        memcpy(e->name, name, sizeof name);
+        e->fid = file_id_of(&sb);
     }
     closedir(d);
     if (st != VIT_OK) {
@@ -822,7 +881,40 @@ vit_status task_store_list(task_store *s, task_store_entry **out, size_t *n, vit
         return st;
     }
     if (count > 1)
-        qsort(list, count, sizeof *list, entry_by_name);
+        qsort(list, count, sizeof *list, seen_by_name);
+    *out = list;
+    *n = count;
+    return VIT_OK;
+}
+
+/* The entry of `name` in a sorted listing, or NULL. */
+static const store_seen *seen_find(const store_seen *list, size_t n, const char *name)
+{
+    store_seen key;
+    snprintf(key.name, sizeof key.name, "%s", name);
+    return n ? bsearch(&key, list, n, sizeof *list, seen_by_name) : NULL;
+}
+
+vit_status task_store_list(task_store *s, task_store_entry **out, size_t *n, vit_error *err)
+{
+    VIT_ASSERT(s && out && n);
+    *out = NULL;
+    *n = 0;
+    store_seen *files;
+    size_t count;
+    vit_status st = scan_dir(s, &files, &count, err);
+    if (st != VIT_OK)
+        return st;
+    task_store_entry *list = count ? calloc(count, sizeof *list) : NULL;
+    if (count && !list) {
+        free(files);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory listing %s", s->dir);
+    }
+    for (size_t i = 0; i < count; i++) {
+        memcpy(list[i].name, files[i].name, sizeof list[i].name);
+        list[i].file_bytes = files[i].fid.size;
+    }
+    free(files);
     store_lock(s);
     for (size_t i = 0; i < count; i++) {
         const store_entry *e = table_find(s, list[i].name);
@@ -835,6 +927,175 @@ vit_status task_store_list(task_store *s, task_store_entry **out, size_t *n, vit
     *out = list;
     *n = count;
     return VIT_OK;
+}
+
+/* ======================================================================== */
+/* sync: what other processes did to the directory                          */
+/* ======================================================================== */
+
+/* One change a sync found. */
+typedef struct sync_change {
+    char name[TASK_NAME_MAX + 1];
+    task_store_change change;
+} sync_change;
+
+/* The changes from the sorted listing `was` to the sorted listing `now`,
+ * appended to out (room for nwas + nnow). */
+static size_t diff_listings(const store_seen *was, size_t nwas, const store_seen *now,
+                            size_t nnow, sync_change *out)
+{
+    size_t i = 0, k = 0, n = 0;
+    while (i < nwas || k < nnow) {
+        int c = i == nwas ? 1 : k == nnow ? -1 : strcmp(was[i].name, now[k].name);
+        if (c < 0) {
+            out[n] = (sync_change){.change = TASK_STORE_REMOVED};
+            memcpy(out[n++].name, was[i++].name, sizeof out->name);
+        } else if (c > 0) {
+            out[n] = (sync_change){.change = TASK_STORE_ADDED};
+            memcpy(out[n++].name, now[k++].name, sizeof out->name);
+        } else {
+            if (!file_id_equal(&was[i].fid, &now[k].fid)) {
+                out[n] = (sync_change){.change = TASK_STORE_REPLACED};
+                memcpy(out[n++].name, now[k].name, sizeof out->name);
+            }
+            i++;
+            k++;
+        }
+    }
+    return n;
+}
+
+/* Drops the resident copies that `now` (the directory, or the one name
+ * `only` of it) says are out of date, and marks loads in progress of the
+ * changed names stale; under s->lock. */
+static void drop_changed(task_store *s, const char *only, const store_seen *now, size_t nnow,
+                         const sync_change *changes, size_t nchanges, store_entry **grave)
+{
+    for (store_entry *e = s->oldest, *newer; e; e = newer) {
+        newer = e->newer;
+        if (only && strcmp(e->name, only) != 0)
+            continue;
+        const store_seen *f = seen_find(now, nnow, e->name);
+        if (!f || !file_id_equal(&f->fid, &e->fid)) {
+            entry_remove(s, e, grave);
+            s->sync_drops++;
+        }
+    }
+    for (size_t i = 0; i < nchanges; i++) {
+        store_entry *e = table_find(s, changes[i].name);
+        if (e && e->loading) /* it may be reading the old file: its waiters look again */
+            invalidate(s, changes[i].name, grave);
+    }
+}
+
+/* `seen` with the one name's entry set to now[0..nnow) (nnow 0 or 1); under
+ * sync_lock.  False when out of memory (seen unchanged). */
+static bool seen_update_one(task_store *s, const char *name, const store_seen *now, size_t nnow)
+{
+    size_t at = 0;
+    while (at < s->nseen && strcmp(s->seen[at].name, name) < 0)
+        at++;
+    bool there = at < s->nseen && strcmp(s->seen[at].name, name) == 0;
+    if (there && nnow) {
+        s->seen[at] = now[0];
+    } else if (there) {
+        memmove(s->seen + at, s->seen + at + 1, (s->nseen - at - 1) * sizeof *s->seen);
+        s->nseen--;
+    } else if (nnow) {
+        store_seen *grown = s->nseen < SIZE_MAX / sizeof *grown - 1
+                                ? realloc(s->seen, (s->nseen + 1) * sizeof *grown)
+                                : NULL;
+        if (!grown)
+            return false;
+        s->seen = grown;
+        memmove(s->seen + at + 1, s->seen + at, (s->nseen - at) * sizeof *s->seen);
+        s->seen[at] = now[0];
+        s->nseen++;
+    }
+    return true;
+}
+
+vit_status task_store_sync(task_store *s, const char *name, task_store_sync_fn fn, void *ctx,
+                           vit_error *err)
+{
+    VIT_ASSERT(s);
+    if (name && !task_name_valid(name))
+        return bad_name(name, err);
+    store_seen *now = NULL, one;
+    size_t nnow = 0;
+    vit_status st = VIT_OK;
+    if (name) {
+        char file[STORE_FILE_MAX];
+        file_name(file, name);
+        struct stat sb;
+        int rc = fstatat(s->dirfd, file, &sb, AT_SYMLINK_NOFOLLOW);
+        if (rc == 0 && S_ISREG(sb.st_mode)) {
+            snprintf(one.name, sizeof one.name, "%s", name);
+            one.fid = file_id_of(&sb);
+            now = &one;
+            nnow = 1;
+        } else if (rc != 0 && errno != ENOENT) {
+            return vit_error_set(err, VIT_ERR_IO, "cannot stat task file '%s' in %s: %s", file,
+                                 s->dir, strerror(errno));
+        } /* else gone, or not a regular file: not a task file */
+    } else if ((st = scan_dir(s, &now, &nnow, err)) != VIT_OK) {
+        return st;
+    }
+
+    VIT_ASSERT(pthread_mutex_lock(&s->sync_lock) == 0);
+    const store_seen *was = s->seen;
+    size_t nwas = s->nseen;
+    if (name) { /* the one name's entry of the last listing */
+        was = seen_find(s->seen, s->nseen, name);
+        nwas = was != NULL;
+    }
+    sync_change *changes = malloc((nwas + nnow + 1) * sizeof *changes);
+    if (!changes) {
+        VIT_ASSERT(pthread_mutex_unlock(&s->sync_lock) == 0);
+        if (now != &one)
+            free(now);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory syncing %s", s->dir);
+    }
+    size_t nchanges = diff_listings(was, nwas, now, nnow, changes);
+
+    store_entry *grave = NULL;
+    store_lock(s);
+    drop_changed(s, name, now, nnow, changes, nchanges, &grave);
+    store_unlock(s);
+    graveyard_free(grave);
+
+    if (name) {
+        if (!seen_update_one(s, name, now, nnow))
+            st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory syncing %s", s->dir);
+    } else {
+        free(s->seen);
+        s->seen = now; /* the store keeps the listing */
+        s->nseen = nnow;
+        now = NULL;
+    }
+
+    /* each added or replaced file is checked as a get would load it */
+    for (size_t i = 0; i < nchanges && fn; i++) {
+        vit_error cerr = {0};
+        vit_status cst = VIT_OK;
+        if (changes[i].change != TASK_STORE_REMOVED) {
+            vit_task *t = NULL;
+            file_id fid;
+            cst = load_task(s, changes[i].name, &t, &fid, &cerr);
+            if (cst == VIT_OK && task_store_task_bytes(t) > s->bound)
+                cst = vit_error_set(&cerr, VIT_ERR_TOO_LARGE,
+                                    "task '%s' takes %zu bytes in memory, over the task store's "
+                                    "bound of %zu", changes[i].name, task_store_task_bytes(t),
+                                    s->bound);
+            task_free(t);
+        }
+        fn(ctx, changes[i].name, changes[i].change, cst, cst == VIT_OK ? NULL : &cerr);
+    }
+    VIT_ASSERT(pthread_mutex_unlock(&s->sync_lock) == 0);
+    free(changes);
+    if (now != &one)
+        free(now);
+    return st;
 }
 
 /* The metadata of an open header as one allocation (task_store.h). */
@@ -912,6 +1173,7 @@ void task_store_stats_get(task_store *s, task_store_stats *out)
     out->loads = s->loads;
     out->evictions = s->evictions;
     out->load_failures = s->load_failures;
+    out->sync_drops = s->sync_drops;
     out->resident_bytes = s->resident_bytes;
     out->resident_count = s->resident_count;
     store_unlock(s);

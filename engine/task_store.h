@@ -38,6 +38,14 @@
  * themselves (a second mutex, never held by get) only around the rename or
  * unlink, so *created and NOT_FOUND are exact.
  *
+ * Other writers: several processes (replicas) may share the directory, and
+ * an operator may copy files in.  A resident task is served without looking
+ * at the disk, so what another process did is seen at the next
+ * task_store_sync: it drops every resident task whose file is no longer the
+ * one it was loaded from (another device, inode, size, mtime or ctime) and
+ * checks each added or replaced file.  Tasks not resident are read from the
+ * directory as it is at their next get anyway.
+ *
  * No global state; no HTTP.  The store does not own the model: m must
  * outlive it (and every task taken from it).
  */
@@ -125,12 +133,45 @@ vit_status task_store_list(task_store *s, task_store_entry **out, size_t *n, vit
 vit_status task_store_metadata(task_store *s, const char *name, char ***kv,
                                uint64_t *file_bytes, vit_error *err);
 
+/* What task_store_sync saw happen to one task file since the last sync. */
+typedef enum task_store_change {
+    TASK_STORE_ADDED,     /* a file of that name appeared (at the first sync: every file) */
+    TASK_STORE_REPLACED,  /* another file is there now, or the same one changed */
+    TASK_STORE_REMOVED,   /* the file went (or is no longer a regular file) */
+} task_store_change;
+
+/* One report of task_store_sync.  For ADDED and REPLACED, st and err say
+ * whether the file loads as a task of this backbone (the checks of get:
+ * format, fingerprint, shapes, values, the memory bound); for REMOVED, st
+ * is VIT_OK.  err is NULL when st is VIT_OK. */
+typedef void (*task_store_sync_fn)(void *ctx, const char *name, task_store_change change,
+                                   vit_status st, const vit_error *err);
+
+/* Brings the store in step with the directory as others changed it (see
+ * the top): lists it (name NULL) or looks at <name>.safetensors only (a
+ * valid name, e.g. from a change notification), compares what it finds with
+ * what the previous sync found, and
+ *   - drops every resident task (of that name) whose file changed or went,
+ *     and marks loads in progress of a changed name stale -- references
+ *     already taken keep the old version, as after a put;
+ *   - checks each added or replaced file by loading it (then freeing it:
+ *     nothing new becomes resident) and calls fn (may be NULL) once per
+ *     change, with the outcome.
+ * Temporary files, bad names, symlinks and other kinds of file are not task
+ * files (as in task_store_list).  Syncs are serialised among themselves;
+ * gets, puts and deletes run alongside.  Errors: VIT_ERR_IO (the directory
+ * does not read; nothing changed), VIT_ERR_INVALID (a bad name),
+ * VIT_ERR_NOMEM. */
+vit_status task_store_sync(task_store *s, const char *name, task_store_sync_fn fn, void *ctx,
+                           vit_error *err);
+
 /* Counters since open. */
 typedef struct task_store_stats {
     uint64_t loads;         /* tasks loaded by get (puts' checks not counted) */
     uint64_t evictions;     /* idle tasks evicted to respect the bound */
     uint64_t load_failures; /* gets whose file existed but did not load (corrupt, other
                                backbone, too large, symlink, I/O); NOT_FOUND not counted */
+    uint64_t sync_drops;    /* resident tasks dropped by task_store_sync: their file changed */
     size_t resident_bytes;  /* task_store_task_bytes summed over the resident tasks */
     size_t resident_count;
 } task_store_stats;

@@ -3,7 +3,7 @@
  *
  * Start-up order: config (errors name the key, exit 2) -> HTTP listening
  * (/healthz answers, the rest 503 "not_ready") -> model loaded and packed,
- * fingerprinted -> task store opened -> workers started -> ready, and one
+ * fingerprinted -> task store opened and watched -> workers started -> ready, and one
  * line on stdout: "vitfit: listening on http://HOST:PORT".  Then the main
  * thread waits for SIGTERM or SIGINT.
  *
@@ -31,6 +31,7 @@
 #include "pipeline.h"
 #include "srv.h"
 #include "sse.h"
+#include "task_watch.h"
 
 extern char **environ;
 
@@ -138,7 +139,11 @@ static vit_status open_jobs(srv *s, vit_error *err)
 {
     snprintf(s->datasets_dir, sizeof s->datasets_dir, "%s/datasets", s->cfg.data_dir);
     long usable = cli_default_threads();
-    long train = usable - s->cfg.serve_reserved_threads;
+    /* a trainer serves no classify: it keeps no CPU for it */
+    long train = usable - (s->cfg.role == CFG_ROLE_TRAIN ? 0 : s->cfg.serve_reserved_threads);
+    /* tests only: every other process's lease judged by its renewals, as
+     * replicas on other hosts are (no shortcut for a dead local pid) */
+    const char *remote = getenv("VITFIT_TEST_LEASE_REMOTE");
     jobs_config jc = {
         .data_dir = s->cfg.data_dir,
         .model = s->model,
@@ -148,6 +153,9 @@ static vit_status open_jobs(srv *s, vit_error *err)
         .max_queued = s->cfg.max_queued_jobs,
         .train_threads = train < 1 ? 1 : (int)train,
         .checkpoint_every_steps = s->cfg.job_checkpoint_every_steps,
+        .run_jobs = s->cfg.role != CFG_ROLE_SERVE,
+        .lease_ms = s->cfg.job_lease_ms,
+        .lease_remote_only = remote && strcmp(remote, "1") == 0,
         .fetch = {.connect_timeout_ms = s->cfg.url_connect_timeout_ms,
                   .timeout_ms = s->cfg.url_timeout_ms,
                   .max_bytes = (size_t)s->cfg.url_max_bytes,
@@ -200,6 +208,12 @@ static vit_status resolve_model(srv *s, vit_error *err)
     return hub_resolve(s->cfg.model, &o, s->model_path, sizeof s->model_path, err);
 }
 
+/* task_watch_config.log: changes to tasks/ made by others. */
+static void log_task_watch(void *ctx, const char *msg, const char *detail)
+{
+    log_event(ctx, msg, detail);
+}
+
 /* Model, task store, pipeline: everything `ready` waits for. */
 static vit_status load(srv *s, vit_error *err)
 {
@@ -223,7 +237,13 @@ static vit_status load(srv *s, vit_error *err)
     snprintf(dir, sizeof dir, "%s/tasks", s->cfg.data_dir);
     st = task_store_open(s->model, s->fingerprint, dir, (size_t)s->cfg.task_memory_mb << 20,
                          &s->tasks, err);
-    if (st != VIT_OK || (st = open_jobs(s, err)) != VIT_OK)
+    if (st != VIT_OK)
+        return st;
+    /* other replicas (and operators) change tasks/ too: seen within task_reload_ms */
+    task_watch_config wc = {.store = s->tasks, .dir = dir, .rescan_ms = s->cfg.task_reload_ms,
+                            .log = log_task_watch, .ctx = s};
+    if ((st = task_watch_start(&wc, &s->task_watch, err)) != VIT_OK ||
+        (st = open_jobs(s, err)) != VIT_OK)
         return st;
     return srv_pipeline_start(s, &s->pipe, err);
 }
@@ -239,6 +259,7 @@ static void teardown(srv *s)
     sse_hub_free(s->sse);
     jobs_close(s->jobs);
     srv_pipeline_free(s->pipe);
+    task_watch_stop(s->task_watch);
     task_store_close(s->tasks);
     vit_model_free(s->model);
     api_metrics_free(s->metrics);

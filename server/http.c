@@ -351,6 +351,17 @@ static void check_headers(srv_request *r, const srv_route_spec *rs, bool bad_nam
         return;
     }
     if (r->route == SRV_ROUTE_CLASSIFY || r->route == SRV_ROUTE_KSERVE_INFER) {
+        /* role train: the routes exist (one route table, one API document)
+         * but this replica does not serve them -- 503, which a client or
+         * load balancer retries elsewhere, not 404, which says the URL is
+         * wrong */
+        if (s->cfg.role == CFG_ROLE_TRAIN) {
+            api_error(&r->reply, 503, "not_serving",
+                      "this replica has role 'train': it runs fine-tune jobs and does not "
+                      "classify; send classify requests to a replica of role 'serve' or 'all'");
+            r->reply.retry_after_s = 1;
+            return;
+        }
         if (srv_pipeline_full(s->pipe)) {
             api_metrics_rejected(s->metrics, "queue_full");
             api_error(&r->reply, 429, "overloaded", "the request queue is full; retry later");

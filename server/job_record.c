@@ -66,6 +66,7 @@ job *job_new(jobs *j, const char *id)
     pthread_mutex_init(&jb->file_lock, NULL);
     atomic_init(&jb->cancel, false);
     atomic_init(&jb->skipped, 0);
+    atomic_init(&jb->lease_lost, false);
     jb->total_steps = -1;
     jb->images_per_second = jb->eta_seconds = NAN;
     jb->train_loss = jb->eval_top1 = jb->eval_top5 = NAN;
@@ -180,6 +181,8 @@ int job_write(const job *jb, json_t *snapshot)
 /* job.json from the state as it is now. */
 void job_save(jobs *j, job *jb)
 {
+    if (atomic_load(&jb->lease_lost)) /* another replica writes it now */
+        return;
     pthread_mutex_lock(&jb->file_lock);
     pthread_mutex_lock(&j->lock);
     json_t *snap = job_json(jb);
@@ -190,13 +193,15 @@ void job_save(jobs *j, job *jb)
 }
 
 /* Counts the complete lines of events.jsonl and cuts a torn last line (a
- * crash mid-append); returns the count, or -1 when it cannot be read. */
-static long events_recover(const job *jb)
+ * crash mid-append); returns the count, or -1 when it cannot be read.
+ * Without recover only checks that it is a regular file (returns 0): its
+ * holder may be appending to it. */
+static long events_recover(const job *jb, bool recover)
 {
     char *path = job_path(jb->dir, "events.jsonl");
     if (!path)
         return -1;
-    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    int fd = open(path, (recover ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     free(path);
     if (fd < 0)
         return errno == ENOENT ? 0 : -1;
@@ -204,6 +209,10 @@ static long events_recover(const job *jb)
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) { /* a FIFO would block the start */
         close(fd);
         return -1;
+    }
+    if (!recover) {
+        close(fd);
+        return 0;
     }
     long lines = 0;
     off_t pos = 0, good = 0;
@@ -255,6 +264,10 @@ void job_event_append_locked(jobs *j, job *jb, const char *type, const char *mes
 
 void job_event(jobs *j, job *jb, const char *type, const char *message, json_t *data)
 {
+    if (atomic_load(&jb->lease_lost)) { /* another replica writes them now */
+        json_decref(data);
+        return;
+    }
     pthread_mutex_lock(&jb->file_lock);
     job_event_append_locked(j, jb, type, message, data);
     pthread_mutex_unlock(&jb->file_lock);
@@ -287,9 +300,72 @@ static double json_real_or_nan(const json_t *o, const char *key)
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
+job_stamp job_stamp_of(const char *path)
+{
+    struct stat sb;
+    if (!path || stat(path, &sb) != 0)
+        return (job_stamp){0};
+    return (job_stamp){.dev = (uint64_t)sb.st_dev, .ino = (uint64_t)sb.st_ino,
+                       .size = (uint64_t)sb.st_size, .mtime_s = (int64_t)sb.st_mtim.tv_sec,
+                       .mtime_ns = (int64_t)sb.st_mtim.tv_nsec};
+}
+
+bool job_stamp_equal(const job_stamp *a, const job_stamp *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_s == b->mtime_s && a->mtime_ns == b->mtime_ns;
+}
+
+void job_adopt(job *dst, const job *src)
+{
+    dst->status = src->status;
+    atomic_store(&dst->cancel, atomic_load(&src->cancel));
+    dst->created_at = src->created_at;
+    dst->started_at = src->started_at;
+    dst->finished_at = src->finished_at;
+    dst->epoch = src->epoch;
+    dst->epochs = src->epochs;
+    dst->step = src->step;
+    dst->total_steps = src->total_steps;
+    dst->images_per_second = src->images_per_second;
+    dst->eta_seconds = src->eta_seconds;
+    dst->train_loss = src->train_loss;
+    dst->eval_top1 = src->eval_top1;
+    dst->eval_top5 = src->eval_top5;
+    dst->best_epoch = src->best_epoch;
+    memcpy(dst->eval_on, src->eval_on, sizeof dst->eval_on);
+    memcpy(dst->error_code, src->error_code, sizeof dst->error_code);
+    memcpy(dst->error_message, src->error_message, sizeof dst->error_message);
+    memcpy(dst->result_file, src->result_file, sizeof dst->result_file);
+    dst->result_bytes = src->result_bytes;
+    dst->record = src->record;
+}
+
+bool job_cancel_marked(const job *jb)
+{
+    char *path = job_path(jb->dir, "cancel");
+    struct stat sb;
+    bool yes = path && lstat(path, &sb) == 0;
+    free(path);
+    return yes;
+}
+
+int job_cancel_mark(const job *jb)
+{
+    char *path = job_path(jb->dir, "cancel");
+    int fd = path ? open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644) : -1;
+    free(path);
+    if (fd < 0)
+        return -1;
+    /* fsynced: the holder may be another NFS client */
+    int rc = fsync(fd);
+    close(fd);
+    return rc == 0 ? 0 : -1;
+}
+
 /* Reads <jobs_dir>/<id>/job.json into a new job; NULL (and why) when it
  * does not read as one. */
-job *job_load(jobs *j, const char *id, char *why, size_t why_len)
+job *job_load(jobs *j, const char *id, bool recover, char *why, size_t why_len)
 {
     job *jb = job_new(j, id);
     if (!jb) {
@@ -300,6 +376,11 @@ job *job_load(jobs *j, const char *id, char *why, size_t why_len)
     int fd = path ? open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK) : -1;
     free(path);
     struct stat sb;
+    if (fd >= 0 && fstat(fd, &sb) == 0) /* the version read: a rewrite renames another in */
+        jb->record = (job_stamp){.dev = (uint64_t)sb.st_dev, .ino = (uint64_t)sb.st_ino,
+                                 .size = (uint64_t)sb.st_size,
+                                 .mtime_s = (int64_t)sb.st_mtim.tv_sec,
+                                 .mtime_ns = (int64_t)sb.st_mtim.tv_nsec};
     uint8_t *text = NULL;
     size_t len = 0;
     vit_error err = {0};
@@ -342,7 +423,7 @@ job *job_load(jobs *j, const char *id, char *why, size_t why_len)
         return NULL;
     }
     json_decref(req);
-    jb->status = st == JOB_RUNNING ? JOB_QUEUED : st; /* a run the crash cut: again, resumed */
+    jb->status = st; /* running: somewhere, or cut by a crash (its lease says which) */
     jb->created_at = json_time(o, "created_at");
     jb->started_at = json_time(o, "started_at");
     jb->finished_at = json_time(o, "finished_at");
@@ -370,9 +451,9 @@ job *job_load(jobs *j, const char *id, char *why, size_t why_len)
              str_or(json_string_value(json_object_get(r, "file"))));
     jb->result_bytes = (long long)json_integer_value(json_object_get(r, "bytes"));
     if (json_is_true(json_object_get(o, "cancel_requested")) && !job_finished(jb->status))
-        atomic_store(&jb->cancel, true); /* ended as cancelled by jobs_open */
+        atomic_store(&jb->cancel, true); /* ended as cancelled by whoever claims it */
     json_decref(o);
-    if ((jb->events = events_recover(jb)) < 0) {
+    if ((jb->events = events_recover(jb, recover)) < 0) {
         snprintf(why, why_len, "cannot read events.jsonl");
         job_free(jb);
         return NULL;

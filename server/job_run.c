@@ -43,6 +43,10 @@ static void remove_checkpoint(const job *jb)
 void job_cleanup(jobs *j, job *jb)
 {
     remove_checkpoint(jb);
+    char *mark = job_path(jb->dir, "cancel");
+    if (mark)
+        unlink(mark); /* a cancel asked of another replica: answered */
+    free(mark);
     vit_error ferr = {0};
     if (job_fetch_remove(jb->dir, &ferr) != VIT_OK)
         job_log(j, jb, "warning", ferr.message);
@@ -51,6 +55,12 @@ void job_cleanup(jobs *j, job *jb)
 void job_end(jobs *j, job *jb, int status, const char *code, const char *message,
              const char *event, json_t *data)
 {
+    if (atomic_load(&jb->lease_lost)) { /* another replica has the job and its record now */
+        json_decref(data);
+        job_log(j, jb, "warning", "another replica took the job over (its lease was not "
+                "renewed in time); this one stopped without writing its end");
+        return;
+    }
     if (status == JOB_FAILED && !data)
         data = json_pack("{s:{s:s,s:o}}", "error", "code", code, "message",
                          api_json_text(message));
@@ -105,7 +115,8 @@ typedef struct run_ctx {
 static int on_should_stop(void *ctx)
 {
     run_ctx *c = ctx;
-    return atomic_load(&c->jb->cancel) || atomic_load(&c->j->stopping);
+    return atomic_load(&c->jb->cancel) || atomic_load(&c->j->stopping) ||
+           atomic_load(&c->jb->lease_lost);
 }
 
 static void on_plan(void *ctx, const trainer_plan *p)
@@ -393,9 +404,10 @@ static void run_job(jobs *j, job *jb, bool resumed)
         job_event(j, jb, "resumed",
                   have_ck ? "resumed from the last checkpoint"
                           : "no checkpoint was written: starting again from step 0",
-                  json_pack("{s:b}", "from_checkpoint", have_ck));
-    else
-        job_event(j, jb, "started", "training started", NULL);
+                  json_pack("{s:b,s:s}", "from_checkpoint", have_ck, "replica", j->self.owner));
+    else /* which replica trains it: its lease's owner id (host/pid/start/random) */
+        job_event(j, jb, "started", "training started",
+                  json_pack("{s:s}", "replica", j->self.owner));
     job_save(j, jb);
     job_log(j, jb, "running", resumed ? "resumed" : "started");
 
@@ -472,6 +484,9 @@ static void run_job(jobs *j, job *jb, bool resumed)
                                                finished one (the answer said cancelled) */
         job_end(j, jb, JOB_CANCELLED, NULL, "cancelled", "cancelled",
                 json_pack("{s:I}", "step", (json_int_t)res.steps));
+    } else if (atomic_load(&jb->lease_lost)) { /* taken over: its new holder ends it */
+        job_log(j, jb, "warning", "another replica took the job over (its lease was not "
+                "renewed in time); this one stopped without writing its end");
     } else if (res.cancelled) { /* the server is stopping: resume at the next start */
         job_end(j, jb, JOB_QUEUED, NULL,
                 "the server stopped; the job resumes from its last checkpoint at the next start",
@@ -497,31 +512,63 @@ static void run_job(jobs *j, job *jb, bool resumed)
     free(ck);
 }
 
-/* The first queued job, in creation order; under jobs.lock. */
-static job *next_queued(jobs *j)
+/* The first job a runner may try to claim, in creation order: unfinished,
+ * not this process's, not being claimed here, not tried within the last
+ * tick; under jobs.lock. */
+static job *next_claimable(jobs *j, double now)
 {
-    for (size_t i = 0; i < j->n; i++)
-        if (j->all[i]->status == JOB_QUEUED && !atomic_load(&j->all[i]->cancel))
-            return j->all[i];
+    for (size_t i = 0; i < j->n; i++) {
+        job *jb = j->all[i];
+        if (!job_finished(jb->status) && !jb->owned && !jb->claiming && jb->next_claim <= now)
+            return jb;
+    }
     return NULL;
+}
+
+/* Waits on jobs.wake for up to a tick (a job submitted here wakes it at
+ * once; others' jobs and stale leases are found at the next look); under
+ * jobs.lock. */
+static void wait_tick(jobs *j)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    double t = (double)until.tv_sec + 1e-9 * (double)until.tv_nsec + j->tick;
+    until.tv_sec = (time_t)t;
+    until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+    pthread_cond_timedwait(&j->wake, &j->lock, &until);
 }
 
 void *jobs_runner(void *arg)
 {
     jobs *j = arg;
     pthread_mutex_lock(&j->lock);
-    for (;;) {
-        job *jb = NULL;
-        while (!atomic_load(&j->stopping) && !(jb = next_queued(j)))
-            pthread_cond_wait(&j->wake, &j->lock);
-        if (atomic_load(&j->stopping))
-            break;
-        bool resumed = jb->started_at > 0;
-        jb->status = JOB_RUNNING;
-        if (!resumed)
-            jb->started_at = (long long)job_wall();
+    while (!atomic_load(&j->stopping)) {
+        job *jb = next_claimable(j, job_monotonic());
+        if (!jb) {
+            wait_tick(j);
+            continue;
+        }
+        jb->claiming = true; /* job_take clears it */
         pthread_mutex_unlock(&j->lock);
-        run_job(j, jb, resumed);
+        if (job_take(j, jb)) {
+            pthread_mutex_lock(&j->lock);
+            bool ended = job_finished(jb->status), cancel = atomic_load(&jb->cancel);
+            bool resumed = jb->started_at > 0, stop = atomic_load(&j->stopping);
+            if (!ended && !cancel && !stop) {
+                jb->status = JOB_RUNNING;
+                if (!resumed)
+                    jb->started_at = (long long)job_wall();
+            }
+            pthread_mutex_unlock(&j->lock);
+            if (!ended && cancel)
+                job_end(j, jb, JOB_CANCELLED, NULL,
+                        resumed ? "cancelled while it waited to resume"
+                                : "cancelled before it started",
+                        "cancelled", NULL);
+            else if (!ended && !stop)
+                run_job(j, jb, resumed);
+            job_let_go(j, jb);
+        }
         pthread_mutex_lock(&j->lock);
     }
     pthread_mutex_unlock(&j->lock);

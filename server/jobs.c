@@ -73,42 +73,297 @@ static bool insert(jobs *j, job *jb)
     return true;
 }
 
-/* ---- reload ---- */
+/* ---- what other replicas did: new jobs, their records ---- */
 
-static vit_status reload(jobs *j, vit_error *err)
+/* Whether a directory that did not read was logged already (with that
+ * job.json); remembers it when not.  Under jobs.lock. */
+static bool skipped_before(jobs *j, const char *id, const job_stamp *record)
+{
+    for (size_t i = 0; i < j->nskipped; i++)
+        if (strcmp(j->skipped[i].id, id) == 0) {
+            bool same = job_stamp_equal(&j->skipped[i].record, record);
+            j->skipped[i].record = *record;
+            return same;
+        }
+    if (j->nskipped == j->capskipped) {
+        size_t want = j->capskipped ? 2 * j->capskipped : 8;
+        job_skipped *grown = realloc(j->skipped, want * sizeof *grown);
+        if (!grown)
+            return false; /* logged again next time: no harm */
+        j->skipped = grown;
+        j->capskipped = want;
+    }
+    snprintf(j->skipped[j->nskipped].id, sizeof j->skipped->id, "%s", id);
+    j->skipped[j->nskipped++].record = *record;
+    return false;
+}
+
+static bool take_now(jobs *j, job *jb);
+
+/* Brings job `id` up to date with its directory: a job not known yet is
+ * read and listed (created by another replica, or at the start); a known
+ * one that this process does not hold and that has not ended is read again
+ * when its job.json changed.  Returns the job (NULL when there is none or it
+ * does not read: then logged once when log_skipped) and sets *changed when
+ * anything a reader sees changed.  tidy (the sync thread): a job whose
+ * holder died after writing its end is claimed, once its lease is stale,
+ * to finish it. */
+static job *sync_one(jobs *j, const char *id, bool log_skipped, bool tidy, bool *changed)
+{
+    if (!id || !id_syntax(id))
+        return NULL;
+    pthread_mutex_lock(&j->lock);
+    job *jb = find(j, id);
+    bool look = !jb || (!job_finished(jb->status) && !jb->owned && !jb->claiming);
+    char *dir = jb ? NULL : job_path(j->jobs_dir, id);
+    pthread_mutex_unlock(&j->lock);
+    if (!look)
+        return jb;
+    if (!jb) {
+        /* a job is a directory of its own: a symlink there could point the
+         * runner (and its clean-up) anywhere */
+        struct stat sb;
+        bool is_dir = dir && lstat(dir, &sb) == 0 && S_ISDIR(sb.st_mode);
+        bool there = dir && (is_dir || errno != ENOENT);
+        char *file = is_dir ? job_path(dir, "job.json") : NULL;
+        job_stamp stamp = job_stamp_of(file);
+        free(file);
+        free(dir);
+        char why[512];
+        job *fresh = is_dir ? job_load(j, id, false, why, sizeof why) : NULL;
+        if (!is_dir)
+            snprintf(why, sizeof why, "not a directory (or a symlink)");
+        if (!fresh) {
+            if (there && log_skipped) {
+                pthread_mutex_lock(&j->lock);
+                bool before = skipped_before(j, id, &stamp);
+                pthread_mutex_unlock(&j->lock);
+                if (!before && j->cfg.log)
+                    j->cfg.log(j->cfg.ctx, id, "skipped", why);
+            }
+            return NULL;
+        }
+        pthread_mutex_lock(&j->lock);
+        jb = find(j, id); /* another thread may have listed it meanwhile */
+        if (!jb && insert(j, fresh)) {
+            jb = fresh;
+            fresh = NULL;
+            *changed = true;
+        }
+        pthread_mutex_unlock(&j->lock);
+        job_free(fresh);
+        return jb;
+    }
+    char *file = job_path(jb->dir, "job.json"), *events = job_path(jb->dir, "events.jsonl");
+    job_stamp now = job_stamp_of(file), ev = job_stamp_of(events);
+    free(file);
+    free(events);
+    bool marked = job_cancel_marked(jb);
+    pthread_mutex_lock(&j->lock);
+    bool reread = !job_stamp_equal(&now, &jb->record);
+    if (!job_stamp_equal(&ev, &jb->events_seen)) { /* its streams have news */
+        jb->events_seen = ev;
+        *changed = true;
+    }
+    pthread_mutex_unlock(&j->lock);
+    char why[512];
+    job *fresh = reread ? job_load(j, id, false, why, sizeof why) : NULL;
+    bool ending = fresh && job_finished(fresh->status) && job_lease_any(jb->dir);
+    if (ending) {
+        /* its holder has written the end to job.json but has not let go
+         * yet: the final event, the clean-up and the lease files come after
+         * (job_run.c, job_end), so the end is shown once they are gone --
+         * whoever sees a job ended here finds all of it.  A holder that died
+         * in between is finished by whoever claims the lease (the sync
+         * thread, once it is stale) */
+        job_free(fresh);
+        fresh = NULL;
+    }
+    pthread_mutex_lock(&j->lock);
+    if (!jb->owned && !jb->claiming) { /* a claim since the look reads it itself */
+        if (fresh) {
+            job_adopt(jb, fresh);
+            *changed = true;
+        }
+        if (marked && !job_finished(jb->status) && !atomic_exchange(&jb->cancel, true))
+            *changed = true;
+    }
+    pthread_mutex_unlock(&j->lock);
+    job_free(fresh);
+    if (ending && tidy && take_now(j, jb)) { /* ended: its let-go removes the leases */
+        job_let_go(j, jb);
+        *changed = true;
+    }
+    return jb;
+}
+
+/* sync_one for every job directory (and every job listed but not held
+ * here); notifies the streams and wakes the runners when anything changed. */
+static vit_status sync_all(jobs *j, bool log_skipped, vit_error *err)
 {
     DIR *d = opendir(j->jobs_dir);
     if (!d)
         return vit_error_set(err, VIT_ERR_IO, "cannot read %s: %s", j->jobs_dir, strerror(errno));
+    bool changed = false;
     struct dirent *e;
-    vit_status st = VIT_OK;
-    while (st == VIT_OK && (e = readdir(d))) {
-        struct stat sb;
-        if (!id_syntax(e->d_name))
-            continue;
-        /* a job is a directory of its own: a symlink there could point the
-         * runner (and its clean-up) anywhere */
-        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISDIR(sb.st_mode)) {
-            if (j->cfg.log)
-                j->cfg.log(j->cfg.ctx, e->d_name, "skipped", "not a directory (or a symlink)");
-            continue;
-        }
+    while ((e = readdir(d)))
+        if (id_syntax(e->d_name))
+            sync_one(j, e->d_name, log_skipped, log_skipped, &changed);
+    closedir(d);
+    if (changed) {
+        pthread_mutex_lock(&j->lock);
+        pthread_cond_broadcast(&j->wake);
+        pthread_mutex_unlock(&j->lock);
+        if (j->cfg.notify)
+            j->cfg.notify(j->cfg.ctx);
+    }
+    return VIT_OK;
+}
+
+/* ---- the lease: taking a job, letting it go ---- */
+
+bool job_take(jobs *j, job *jb)
+{
+    job_lease *l = NULL;
+    vit_error err = {0};
+    double now = job_monotonic();
+    vit_status st = job_lease_claim(jb->dir, &j->self, j->cfg.lease_ms, &jb->watch, now, &l, &err);
+    if (st != VIT_OK && st != VIT_ERR_NOT_FOUND) /* gone: nothing to say every few ticks */
+        job_log(j, jb, "warning", err.message);
+    job *fresh = NULL;
+    if (l) { /* ours: the record as its last holder left it */
         char why[512];
-        job *jb = job_load(j, e->d_name, why, sizeof why);
-        if (!jb) {
-            if (j->cfg.log)
-                j->cfg.log(j->cfg.ctx, e->d_name, "skipped", why);
-            continue;
-        }
-        if (!insert(j, jb)) {
-            job_free(jb);
-            st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory reloading jobs");
+        fresh = job_load(j, jb->id, true, why, sizeof why);
+        if (!fresh) {
+            job_log(j, jb, "warning", why);
+            job_lease_release(l);
+            l = NULL;
         }
     }
-    closedir(d);
-    return st;
+    bool marked = l && job_cancel_marked(jb);
+    pthread_mutex_lock(&j->lease_lock);
+    pthread_mutex_lock(&j->lock);
+    jb->claiming = false;
+    if (!l) {
+        jb->next_claim = now + (st == VIT_OK ? j->tick : 10 * j->tick);
+    } else {
+        job_adopt(jb, fresh);
+        jb->events = fresh->events; /* counted and cut: we append now */
+        if (marked && !job_finished(jb->status))
+            atomic_store(&jb->cancel, true);
+        jb->lease = l;
+        jb->owned = true;
+        atomic_store(&jb->lease_lost, false);
+    }
+    pthread_mutex_unlock(&j->lock);
+    pthread_mutex_unlock(&j->lease_lock);
+    job_free(fresh);
+    return l != NULL;
 }
+
+void job_let_go(jobs *j, job *jb)
+{
+    pthread_mutex_lock(&j->lease_lock);
+    pthread_mutex_lock(&j->lock);
+    job_lease *l = jb->lease;
+    jb->lease = NULL;
+    jb->owned = false;
+    bool ended = job_finished(jb->status);
+    jb->record = (job_stamp){0}; /* another's from now on: read it again */
+    jb->images_per_second = jb->eta_seconds = NAN;
+    pthread_mutex_unlock(&j->lock);
+    pthread_mutex_unlock(&j->lease_lock);
+    if (atomic_load(&jb->lease_lost)) {
+        job_lease_drop(l);
+    } else if (ended) { /* job.json says so: what it needed, then the leases, can go */
+        job_cleanup(j, jb); /* done already, unless its last holder died ending it */
+        job_lease_remove_all(jb->dir);
+        job_lease_drop(l);
+    } else {
+        job_lease_release(l);
+    }
+    pthread_mutex_lock(&j->lock);
+    pthread_cond_broadcast(&j->wake); /* released: a runner here may take it */
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* Claims jb now (not waiting for a runner) when no thread here is at it;
+ * true when this thread holds it. */
+static bool take_now(jobs *j, job *jb)
+{
+    pthread_mutex_lock(&j->lock);
+    bool can = !jb->owned && !jb->claiming && !job_finished(jb->status);
+    if (can)
+        jb->claiming = true;
+    pthread_mutex_unlock(&j->lock);
+    return can && job_take(j, jb);
+}
+
+/* ---- the sync thread ---- */
+
+/* Renews the leases this process holds (a lost one stops its job), and
+ * notices cancel files others left for them. */
+static void renew_all(jobs *j)
+{
+    pthread_mutex_lock(&j->lease_lock);
+    pthread_mutex_lock(&j->lock);
+    size_t n = 0;
+    for (size_t i = 0; i < j->n; i++)
+        n += j->all[i]->lease != NULL;
+    job **held = n ? malloc(n * sizeof *held) : NULL;
+    n = 0;
+    for (size_t i = 0; held && i < j->n; i++)
+        if (j->all[i]->lease)
+            held[n++] = j->all[i];
+    pthread_mutex_unlock(&j->lock);
+    size_t nmarked = 0;
+    for (size_t i = 0; i < n; i++) {
+        job *jb = held[i];
+        if (!job_lease_renew(jb->lease)) {
+            if (!atomic_exchange(&jb->lease_lost, true))
+                job_log(j, jb, "warning", "lost the job's lease: another replica took it over; "
+                        "stopping it here");
+            continue;
+        }
+        if (!atomic_load(&jb->cancel) && job_cancel_marked(jb))
+            held[nmarked++] = jb; /* seen after the lease is let go of */
+    }
+    pthread_mutex_unlock(&j->lease_lock);
+    for (size_t i = 0; i < nmarked; i++) {
+        job *jb = held[i];
+        if (!atomic_exchange(&jb->cancel, true)) {
+            job_log(j, jb, "cancel", "asked through another replica");
+            job_save(j, jb); /* recorded, as a cancel asked here is */
+        }
+    }
+    free(held);
+}
+
+static void *jobs_syncer(void *arg)
+{
+    jobs *j = arg;
+    pthread_mutex_lock(&j->lock);
+    while (!j->syncer_stop) {
+        pthread_mutex_unlock(&j->lock);
+        renew_all(j);
+        vit_error err = {0};
+        if (sync_all(j, true, &err) != VIT_OK && j->cfg.log)
+            j->cfg.log(j->cfg.ctx, "-", "warning", err.message);
+        pthread_mutex_lock(&j->lock);
+        if (j->syncer_stop)
+            break;
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        double t = (double)until.tv_sec + 1e-9 * (double)until.tv_nsec + j->tick;
+        until.tv_sec = (time_t)t;
+        until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+        pthread_cond_timedwait(&j->wake, &j->lock, &until);
+    }
+    pthread_mutex_unlock(&j->lock);
+    return NULL;
+}
+
+/* ---- open, start, stop ---- */
 
 vit_status jobs_open(const jobs_config *c, jobs **out, vit_error *err)
 {
@@ -118,12 +373,23 @@ vit_status jobs_open(const jobs_config *c, jobs **out, vit_error *err)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     j->cfg = *c;
     pthread_mutex_init(&j->lock, NULL);
-    pthread_cond_init(&j->wake, NULL);
+    pthread_mutex_init(&j->lease_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the timed waits' clock */
+    pthread_cond_init(&j->wake, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_init(&j->stopping, false);
+    if (j->cfg.lease_ms <= 0)
+        j->cfg.lease_ms = 15000;
+    j->tick = (double)j->cfg.lease_ms / 4000.0; /* renew 4 times a lease: 3 may be late */
     j->jobs_dir = job_path(c->data_dir, "jobs");
     j->datasets_dir = job_path(c->data_dir, "datasets");
-    vit_status st = VIT_OK;
-    if (!j->jobs_dir || !j->datasets_dir)
+    vit_status st = job_lease_self_init(&j->self, err);
+    j->self.local_check = !c->lease_remote_only;
+    if (st != VIT_OK)
+        ;
+    else if (!j->jobs_dir || !j->datasets_dir)
         st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     else if (mkdir(j->jobs_dir, 0755) != 0 && errno != EEXIST)
         st = vit_error_set(err, VIT_ERR_IO, "cannot create %s: %s", j->jobs_dir, strerror(errno));
@@ -134,14 +400,19 @@ vit_status jobs_open(const jobs_config *c, jobs **out, vit_error *err)
         !(j->datasets_real = strdup("")))
         st = vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     if (st == VIT_OK)
-        st = reload(j, err);
+        st = sync_all(j, true, err);
     for (size_t i = 0; st == VIT_OK && i < j->n; i++) {
         job *jb = j->all[i];
-        if (job_finished(jb->status)) /* a crash may have left them */
+        if (job_finished(jb->status)) { /* a crash may have left them */
             job_cleanup(j, jb);
-        else if (atomic_load(&jb->cancel)) /* cancelled, then the server stopped */
-            job_end(j, jb, JOB_CANCELLED, NULL, "cancelled (asked before the restart)",
-                    "cancelled", NULL);
+            job_lease_remove_all(jb->dir);
+        } else if (atomic_load(&jb->cancel) && take_now(j, jb)) {
+            /* cancelled, then its server stopped (or died): ended by whoever claims it */
+            if (!job_finished(jb->status))
+                job_end(j, jb, JOB_CANCELLED, NULL, "cancelled (asked before the restart)",
+                        "cancelled", NULL);
+            job_let_go(j, jb);
+        }
     }
     if (st != VIT_OK) {
         jobs_close(j);
@@ -153,11 +424,17 @@ vit_status jobs_open(const jobs_config *c, jobs **out, vit_error *err)
 
 vit_status jobs_start(jobs *j, vit_error *err)
 {
-    j->threads = calloc((size_t)j->cfg.max_running, sizeof *j->threads);
+    int runners = j->cfg.run_jobs ? j->cfg.max_running : 0;
+    j->threads = calloc((size_t)runners + 1, sizeof *j->threads);
     if (!j->threads)
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < j->cfg.max_running; i++) {
-        int rc = pthread_create(&j->threads[i], NULL, jobs_runner, j);
+    int rc = pthread_create(&j->syncer, NULL, jobs_syncer, j);
+    if (rc != 0)
+        return vit_error_set(err, VIT_ERR_IO, "cannot start the job sync thread: %s",
+                             strerror(rc));
+    j->syncer_started = true;
+    for (int i = 0; i < runners; i++) {
+        rc = pthread_create(&j->threads[i], NULL, jobs_runner, j);
         if (rc != 0) {
             jobs_stop(j);
             return vit_error_set(err, VIT_ERR_IO, "cannot start a job runner: %s",
@@ -179,6 +456,14 @@ void jobs_stop(jobs *j)
     for (int i = 0; i < j->nthreads; i++)
         pthread_join(j->threads[i], NULL);
     j->nthreads = 0;
+    /* the sync thread last: it renews the leases until the runners let go */
+    pthread_mutex_lock(&j->lock);
+    j->syncer_stop = true;
+    pthread_cond_broadcast(&j->wake);
+    pthread_mutex_unlock(&j->lock);
+    if (j->syncer_started)
+        pthread_join(j->syncer, NULL);
+    j->syncer_started = false;
 }
 
 void jobs_close(jobs *j)
@@ -186,14 +471,18 @@ void jobs_close(jobs *j)
     if (!j)
         return;
     jobs_stop(j);
-    for (size_t i = 0; i < j->n; i++)
+    for (size_t i = 0; i < j->n; i++) {
+        job_lease_release(j->all[i]->lease); /* none by now; released if there were */
         job_free(j->all[i]);
+    }
     free(j->all);
     free(j->threads);
+    free(j->skipped);
     free(j->jobs_dir);
     free(j->datasets_dir);
     free(j->datasets_real);
     pthread_cond_destroy(&j->wake);
+    pthread_mutex_destroy(&j->lease_lock);
     pthread_mutex_destroy(&j->lock);
     free(j);
 }
@@ -242,6 +531,8 @@ static int admissible(jobs *j, const api_finetune_spec *spec, api_reply *r)
 
 int jobs_admissible(jobs *j, const api_finetune_spec *spec, api_reply *r)
 {
+    vit_error err = {0};
+    sync_all(j, false, &err); /* the jobs other replicas took: the queue is shared */
     pthread_mutex_lock(&j->lock);
     int rc = admissible(j, spec, r);
     pthread_mutex_unlock(&j->lock);
@@ -265,33 +556,53 @@ int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r)
     jb->spec = *spec;
     jb->status = JOB_QUEUED;
     jb->created_at = (long long)job_wall();
-    /* its files (and first event) before anyone can see it: a listed job
-     * always has them, and a runner can take it the moment it is listed */
+    /* its files (and first event) before anyone can see it: they are
+     * written in .new-<id> and that directory is renamed to <id> whole, so
+     * a listed job always has them -- here and on every replica sharing
+     * jobs/ -- and a runner can take it the moment it is listed */
+    char tmp_name[JOB_ID_LEN + 8];
+    snprintf(tmp_name, sizeof tmp_name, ".new-%s", id);
+    char *final_dir = jb->dir, *tmp_dir = job_path(j->jobs_dir, tmp_name);
+    jb->dir = tmp_dir; /* job_write and the event write there */
     int rc = -1;
-    if (mkdir(jb->dir, 0755) != 0)
+    bool renamed = false;
+    if (!tmp_dir)
+        api_error(r, 500, "out_of_memory", "out of memory");
+    else if (mkdir(tmp_dir, 0755) != 0)
         api_error(r, 500, "io_error", "cannot create the job's directory: %s", strerror(errno));
     else if (job_write(jb, job_json(jb)) != 0)
         api_error(r, 500, "io_error", "cannot write the job's job.json");
     else if (job_event_append_locked(j, jb, "created", "job created", NULL), jb->events != 1)
         api_error(r, 500, "io_error", "cannot write the job's events.jsonl");
-    else if (!insert(j, jb))
+    else if (!(renamed = rename(tmp_dir, final_dir) == 0))
+        api_error(r, 500, "io_error", "cannot move the job's directory into place: %s",
+                  strerror(errno));
+    else if ((jb->dir = final_dir), !insert(j, jb))
         api_error(r, 500, "out_of_memory", "out of memory");
     else { /* listed: from here on it runs, whatever the reply */
+        char *file = job_path(final_dir, "job.json");
+        jb->record = job_stamp_of(file);
+        free(file);
+        free(tmp_dir);
+        tmp_dir = NULL;
         rc = 0;
         if (api_json(r, 201, job_json(jb)) == 0)
             snprintf(r->location, sizeof r->location, "/v1/finetune/%s", jb->id);
     }
     if (rc != 0) {
-        if (jb->dir) {
+        char *dir = renamed ? final_dir : tmp_dir;
+        if (dir) {
             static const char *const files[] = {"job.json", "events.jsonl"};
             for (size_t i = 0; i < 2; i++) {
-                char *f = job_path(jb->dir, files[i]);
+                char *f = job_path(dir, files[i]);
                 if (f)
                     unlink(f);
                 free(f);
             }
-            rmdir(jb->dir);
+            rmdir(dir);
         }
+        jb->dir = final_dir;
+        free(tmp_dir);
         pthread_mutex_unlock(&j->lock);
         job_free(jb);
         return -1;
@@ -304,8 +615,9 @@ int jobs_submit(jobs *j, const api_finetune_spec *spec, api_reply *r)
 
 int jobs_get(jobs *j, const char *id, api_reply *r)
 {
+    bool changed = false;
+    job *jb = sync_one(j, id, false, false, &changed); /* the record on disk, unless it is ours */
     pthread_mutex_lock(&j->lock);
-    job *jb = find(j, id);
     json_t *o = jb ? job_json(jb) : NULL;
     pthread_mutex_unlock(&j->lock);
     return jb ? api_json(r, 200, o) : not_found(r, id);
@@ -313,40 +625,57 @@ int jobs_get(jobs *j, const char *id, api_reply *r)
 
 bool jobs_exists(jobs *j, const char *id)
 {
-    pthread_mutex_lock(&j->lock);
-    bool yes = find(j, id) != NULL;
-    pthread_mutex_unlock(&j->lock);
-    return yes;
+    bool changed = false;
+    return sync_one(j, id, false, false, &changed) != NULL;
 }
 
 int jobs_cancel(jobs *j, const char *id, api_reply *r)
 {
-    pthread_mutex_lock(&j->lock);
-    job *jb = find(j, id);
-    if (!jb) {
-        pthread_mutex_unlock(&j->lock);
+    bool changed = false;
+    job *jb = sync_one(j, id, false, false, &changed);
+    if (!jb)
         return not_found(r, id);
-    }
+    pthread_mutex_lock(&j->lock);
     if (job_finished(jb->status)) {
         const char *status = jobs_status_names[jb->status];
         pthread_mutex_unlock(&j->lock);
         return api_error(r, 409, "job_finished", "job %s has %s already", id, status);
     }
-    /* a runner stops a running job between two steps, and takes no queued
-     * job with the flag set: this call ends it (a second cancel finds the
-     * flag set and leaves the end to the first) */
-    bool first = !atomic_exchange(&jb->cancel, true);
-    bool queued = jb->status == JOB_QUEUED;
-    json_t *reply = !first && queued ? job_json_as(jb, JOB_CANCELLED, (long long)job_wall())
-                                     : NULL; /* another call is ending it */
+    if (jb->owned) {
+        /* running here: the runner stops it between two steps and ends it
+         * (a second cancel finds the flag set and leaves it to the first) */
+        bool first = !atomic_exchange(&jb->cancel, true);
+        pthread_mutex_unlock(&j->lock);
+        if (first) /* recorded, so a restart before the runner stops does not revive it */
+            job_save(j, jb);
+        return jobs_get(j, id, r);
+    }
     pthread_mutex_unlock(&j->lock);
-    if (reply)
-        return api_json(r, 200, reply);
-    if (queued && first)
-        job_end(j, jb, JOB_CANCELLED, NULL, "cancelled before it started", "cancelled", NULL);
-    else if (first) /* recorded, so a restart before the runner stops does not revive it */
-        job_save(j, jb);
-    return jobs_get(j, id, r);
+    if (take_now(j, jb)) { /* no one runs it: this call ends it */
+        pthread_mutex_lock(&j->lock);
+        int status = jb->status;
+        bool started = jb->started_at > 0;
+        pthread_mutex_unlock(&j->lock);
+        if (job_finished(status)) { /* it ended meanwhile */
+            job_let_go(j, jb);
+            return api_error(r, 409, "job_finished", "job %s has %s already", id,
+                             jobs_status_names[status]);
+        }
+        job_end(j, jb, JOB_CANCELLED, NULL,
+                started ? "cancelled while it waited to resume" : "cancelled before it started",
+                "cancelled", NULL);
+        job_let_go(j, jb);
+        return jobs_get(j, id, r);
+    }
+    /* another replica runs it (or a thread here is taking it): its holder
+     * sees the cancel file at its next renew, or when it takes the job */
+    if (job_cancel_mark(jb) != 0)
+        return api_error(r, 500, "io_error", "cannot write the job's cancel request");
+    pthread_mutex_lock(&j->lock);
+    atomic_store(&jb->cancel, true);
+    json_t *o = job_json(jb);
+    pthread_mutex_unlock(&j->lock);
+    return api_json(r, 200, o);
 }
 
 /* A query's integer in [lo, hi]: false when it is not one. */
@@ -379,6 +708,8 @@ int jobs_list(jobs *j, const char *status, const char *limit, const char *after,
     if (limit && !query_long(limit, 1, 100, &max))
         return api_error_field(r, 422, "invalid_field", "limit",
                                "'limit' must be an integer from 1 to 100");
+    vit_error err = {0};
+    sync_all(j, false, &err); /* every replica lists every job */
     json_t *data = json_array();
     pthread_mutex_lock(&j->lock);
     size_t start = j->n; /* newest first: walk down from here */
@@ -524,6 +855,8 @@ int jobs_events(jobs *j, const char *id, const char *after, const char *limit, a
     if (limit && !query_long(limit, 1, EVENTS_LIST_MAX, &max))
         return api_error_field(r, 422, "invalid_field", "limit",
                                "'limit' must be an integer from 1 to %d", EVENTS_LIST_MAX);
+    bool changed = false;
+    sync_one(j, id, false, false, &changed); /* a job another replica created just now */
     vit_error err = {0};
     size_t len;
     uint64_t offset = 0;
@@ -646,7 +979,7 @@ void jobs_stats_get(jobs *j, jobs_stats *out)
     for (size_t i = 0; i < j->n; i++) {
         const job *jb = j->all[i];
         out->by_status[jb->status]++;
-        if (jb->status == JOB_RUNNING && isfinite(jb->images_per_second))
+        if (jb->owned && jb->status == JOB_RUNNING && isfinite(jb->images_per_second))
             out->images_per_second += jb->images_per_second;
     }
     memcpy(out->finished_total, j->finished_total, sizeof out->finished_total);

@@ -25,10 +25,27 @@
  * without cancelling them (an "interrupted" event; they resume at the next
  * start).
  *
- * Threads: jobs_start starts max_running_jobs runners.  Everything a
- * request can read (status, progress, metrics) is under one lock and
- * published there by the runner; file writes happen outside it.  The
- * handlers (jobs_submit, jobs_get, ...) may run on any thread.
+ * Replicas: several servers may share one data_dir (one volume).  Any of
+ * them accepts a job; each job is run by one replica at a time, the holder
+ * of its lease (job_lease.h: <job>/lease.<G>, claimed with O_EXCL, renewed
+ * every lease_ms / 4), and only the holder writes job.json and events.jsonl
+ * (a job's creator writes them first, in a directory renamed into jobs/
+ * whole).  A replica that dies stops renewing; after lease_ms another one
+ * claims the job and resumes it from its checkpoint, as after a restart.
+ * Every replica lists every job: a sync thread picks up the directories
+ * others create and rereads the job.json of jobs others run (at every tick
+ * of lease_ms / 4), and GET, list and cancel reread them first, so every
+ * replica answers with the record on disk -- the holder's own answer may be
+ * newer by the progress of the last PROGRESS_SAVE_S seconds.  A cancel that
+ * reaches a replica not running the job claims it when it can (a queued
+ * job: ended at once) and otherwise leaves a <job>/cancel file that the
+ * holder sees at its next renew.  A replica of role serve (run_jobs false)
+ * runs no job; it still accepts, lists and cancels them.
+ *
+ * Threads: jobs_start starts max_running_jobs runners and the sync thread.
+ * Everything a request can read (status, progress, metrics) is under one
+ * lock and published there by the runner; file writes happen outside it.
+ * The handlers (jobs_submit, jobs_get, ...) may run on any thread.
  */
 #ifndef VIT_SERVER_JOBS_H
 #define VIT_SERVER_JOBS_H
@@ -56,6 +73,10 @@ typedef struct jobs_config {
     int max_queued;               /* queued jobs beyond this: 429 */
     int train_threads;            /* the trainer's BLAS threads */
     long checkpoint_every_steps;  /* 0: after every epoch only */
+    bool run_jobs;                /* false (role serve): no runner; other replicas train */
+    long lease_ms;                /* job_lease_ms: an unrenewed lease is taken over after it */
+    bool lease_remote_only;       /* judge other processes' leases by their renewals only, as
+                                     if every replica ran on another host (tests) */
     api_fetch_limits fetch;       /* a manifest's URLs (url_* keys, allow_private_urls);
                                      .cancel is set by the runner (the server stopping) */
     /* one line per state change (may be NULL); detail may be NULL */
@@ -68,10 +89,11 @@ typedef struct jobs_config {
 /* Creates <data_dir>/jobs and reloads the jobs in it (see the top). */
 vit_status jobs_open(const jobs_config *c, jobs **out, vit_error *err);
 
-/* Starts the runner threads. */
+/* Starts the runner threads (none when run_jobs is false) and the sync thread. */
 vit_status jobs_start(jobs *j, vit_error *err);
 
-/* Interrupts running jobs (they stay resumable) and joins the runners. */
+/* Interrupts running jobs (they stay resumable; their leases are released
+ * for another replica) and joins the threads. */
 void jobs_stop(jobs *j);
 
 /* jobs_stop, then frees everything; NULL is a no-op. */

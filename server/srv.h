@@ -38,6 +38,7 @@ typedef struct srv_pipeline srv_pipeline;
 typedef struct srv_http srv_http;
 typedef struct jobs jobs;
 typedef struct sse_hub sse_hub;
+typedef struct task_watch task_watch;
 
 typedef struct srv {
     vit_cfg cfg;              /* read-only after start */
@@ -46,6 +47,7 @@ typedef struct srv {
     vit_model *model;         /* NULL until loaded; immutable once `ready` */
     char fingerprint[65];
     task_store *tasks;
+    task_watch *task_watch;   /* keeps tasks in step with tasks/ (server/task_watch.c) */
     api_metrics *metrics;
     srv_pipeline *pipe;
     srv_http *http;

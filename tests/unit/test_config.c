@@ -87,10 +87,13 @@ static const want_key want[] = {
     O("allow_private_urls", "false"),
     O("default_task", "\"\""),
     I("task_memory_mb", 256, 1, 1048576),
+    I("task_reload_ms", 2000, 50, 600000),
     I("max_running_jobs", 1, 1, 16),
     I("max_queued_jobs", 16, 1, 10000),
     I("serve_reserved_threads", 1, 0, 256),
     I("job_checkpoint_every_steps", 0, 0, 100000000),
+    I("job_lease_ms", 15000, 1000, 3600000),
+    O("role", "\"all\""),
     O("api_key", "\"\""),
     I("drain_timeout_ms", 10000, 0, 600000),
     O("log_format", "\"json\""),
@@ -102,7 +105,7 @@ static const char *const allowed_env[] = {
     "VITFIT_NO_AVX512=1", "VITFIT_SOURCE_ROOT=/x", "VITFIT_BIN=/x/vitfit", "VITFIT_CI=1",
     "VITFIT_WITH_FUZZ=0", "VITFIT_WITH_REFERENCE=1", "VITFIT_SKIP_STAGES=fuzz",
     "VITFIT_TEST_CPUS=8", "VITFIT_TEST_FAIL_THREAD=2", "VITFIT_FUZZ_TASK_SEEDS=/x",
-    "VITFIT_BF16_EMULATE=1", "VITFIT_WITH_BROWSER=0",
+    "VITFIT_BF16_EMULATE=1", "VITFIT_WITH_BROWSER=0", "VITFIT_TEST_LEASE_REMOTE=1",
 };
 #define NALLOWED (sizeof allowed_env / sizeof allowed_env[0])
 
@@ -230,6 +233,9 @@ static void test_defaults(void)
     CHECK(strcmp(d.api_key, "") == 0);
     CHECK(d.drain_timeout_ms == 10000);
     CHECK(d.log_format == CFG_LOG_JSON);
+    CHECK(d.task_reload_ms == 2000);
+    CHECK(d.job_lease_ms == 15000);
+    CHECK(d.role == CFG_ROLE_ALL);
 
     /* no flags, no environment (NULL and empty): the defaults, byte for byte */
     if (expect_ok("no arguments", &c, NONE, NONE))
@@ -331,6 +337,11 @@ static void test_flags(void)
     if (expect_ok("VITFIT_PRECISION=bf16", &c, L("VITFIT_PRECISION=bf16"), NONE))
         CHECK(c.precision == CFG_PRECISION_BF16);
     expect_err("precision fp16", NONE, L("--precision=fp16"), "--precision", "not one of");
+    if (expect_ok("--role serve", &c, NONE, L("--role", "serve")))
+        CHECK(c.role == CFG_ROLE_SERVE);
+    if (expect_ok("VITFIT_ROLE=train", &c, L("VITFIT_ROLE=train"), NONE))
+        CHECK(c.role == CFG_ROLE_TRAIN);
+    expect_err("role both", NONE, L("--role=both"), "--role", "not one of");
     if (expect_ok("--threads-per-worker 4", &c, NONE, L("--threads-per-worker", "4")))
         CHECK(c.threads_per_worker == 4);
     if (expect_ok("+80", &c, NONE, L("--port", "+80")))
@@ -391,6 +402,7 @@ static long long int_field(const vit_cfg *c, const char *name)
     F(decode_threads); F(max_concurrent_fetches); F(url_connect_timeout_ms); F(url_timeout_ms);
     F(url_max_bytes); F(url_max_redirects); F(task_memory_mb); F(max_running_jobs); F(max_queued_jobs);
     F(serve_reserved_threads); F(job_checkpoint_every_steps); F(drain_timeout_ms);
+    F(task_reload_ms); F(job_lease_ms);
     F(hub_max_bytes);
 #undef F
     CHECKF(0, "int_field: no field %s", name);

@@ -38,6 +38,15 @@
  *  9. threads (test.sh runs this test under TSan): many gets of one unloaded
  *     task load it once; threads getting, putting and deleting random names
  *     of a small set check every task they get against itself.
+ * 10. sync, two stores on one directory as two replicas: a put by one is
+ *     read by the other at its first get, but a resident copy stays until
+ *     task_store_sync (a reference taken before keeps the old version);
+ *     each change is reported once (added, replaced, removed; nothing when
+ *     nothing changed) and checked: another backbone's file and a truncated
+ *     one are reported with their error, tmp files and bad names not at all;
+ *     a file rewritten in place is a replacement; a copy loaded from the
+ *     file now there (the store's own put, then a get) is kept; a sync of
+ *     one name touches only that name.
  */
 #include "task_store.h"
 
@@ -1161,6 +1170,151 @@ static void test_mix(void)
 
 /* ---- main --------------------------------------------------------------- */
 
+/* ---- 10. sync ------------------------------------------------------------ */
+
+/* What task_store_sync reported. */
+typedef struct sync_log {
+    int n;
+    char name[16][TASK_NAME_MAX + 1];
+    task_store_change change[16];
+    vit_status st[16];
+} sync_log;
+
+static void on_sync(void *ctx, const char *name, task_store_change change, vit_status st,
+                    const vit_error *err)
+{
+    sync_log *l = ctx;
+    fprintf(stderr, "    sync: %s %s %s%s%s\n", name,
+            change == TASK_STORE_ADDED      ? "added"
+            : change == TASK_STORE_REPLACED ? "replaced"
+                                            : "removed",
+            vit_status_name(st), err ? ": " : "", err ? err->message : "");
+    CHECKF((st == VIT_OK) == (err == NULL), "sync report of %s: status %s with err %p", name,
+           vit_status_name(st), (const void *)err);
+    if (l->n < 16) {
+        snprintf(l->name[l->n], sizeof l->name[0], "%s", name);
+        l->change[l->n] = change;
+        l->st[l->n] = st;
+    }
+    l->n++;
+}
+
+/* Syncs s (name NULL: the directory) and checks that it reported exactly
+ * want_n changes, the first of them (name0, change0, st0) when want_n > 0. */
+static void sync_expect(const char *what, task_store *s, const char *name, int want_n,
+                        const char *name0, task_store_change change0, vit_status st0)
+{
+    sync_log l = {0};
+    vit_error err;
+    vit_status st = task_store_sync(s, name, on_sync, &l, &err);
+    CHECKF(st == VIT_OK, "%s: sync: %s", what, err.message);
+    CHECKF(l.n == want_n, "%s: %d changes reported, want %d", what, l.n, want_n);
+    if (want_n > 0 && l.n > 0)
+        CHECKF(strcmp(l.name[0], name0) == 0 && l.change[0] == change0 && l.st[0] == st0,
+               "%s: reported %s change %d %s, want %s change %d %s", what, l.name[0],
+               (int)l.change[0], vit_status_name(l.st[0]), name0, (int)change0,
+               vit_status_name(st0));
+}
+
+static void test_sync(void)
+{
+    fprintf(stderr, "sync: two stores on one directory\n");
+    char dir[4200], path[4400];
+    store_dir(dir, sizeof dir, "sync");
+    task_store *a = open_store(dir, 1 << 20), *b = open_store(dir, 1 << 20);
+    sync_expect("the baseline of an empty directory", b, NULL, 0, NULL, 0, 0);
+
+    put_version(a, "t1", 3, 1);
+    CHECK(get_version(b, "t1") == 1); /* not resident in b: read from the directory */
+    put_version(a, "t1", 3, 2);
+    CHECKF(get_version(b, "t1") == 1, "b serves its resident copy until it syncs");
+    vit_task *old;
+    vit_error err;
+    VIT_ASSERT(task_store_get(b, "t1", &old, &err) == VIT_OK);
+    sync_expect("t1 put twice by a", b, NULL, 1, "t1", TASK_STORE_ADDED, VIT_OK);
+    CHECKF(get_version(b, "t1") == 2, "after the sync b reads a's second version");
+    CHECKF(task_version(old, "t1") == 1, "a reference taken before the sync keeps version 1");
+    task_free(old);
+    CHECKF(stats(b).sync_drops == 1, "b dropped %llu copies, want 1",
+           (unsigned long long)stats(b).sync_drops);
+    sync_expect("nothing changed", b, NULL, 0, NULL, 0, 0);
+    CHECK(stats(b).sync_drops == 1 && listed_resident(b, "t1") == 1);
+
+    /* the store's own put, then its get: that copy is the file's and stays */
+    sync_expect("a's baseline", a, NULL, 1, "t1", TASK_STORE_ADDED, VIT_OK);
+    put_version(a, "t1", 3, 3);
+    CHECK(get_version(a, "t1") == 3);
+    sync_expect("a's own put", a, NULL, 1, "t1", TASK_STORE_REPLACED, VIT_OK);
+    CHECKF(stats(a).sync_drops == 0 && listed_resident(a, "t1") == 1,
+           "a dropped its copy of its own put (%llu drops)",
+           (unsigned long long)stats(a).sync_drops);
+
+    /* removed by a: b serves its copy until it syncs, then NOT_FOUND */
+    CHECK(get_version(b, "t1") == 2);
+    VIT_ASSERT(task_store_delete(a, "t1", &err) == VIT_OK);
+    CHECK(get_version(b, "t1") == 2);
+    sync_expect("t1 deleted by a", b, NULL, 1, "t1", TASK_STORE_REMOVED, VIT_OK);
+    vit_task *t = NULL;
+    CHECK(task_store_get(b, "t1", &t, &err) == VIT_ERR_NOT_FOUND && !t);
+    sync_expect("t1 gone", b, NULL, 0, NULL, 0, 0);
+
+    /* one name: only that name is looked at */
+    put_version(a, "t2", 2, 1);
+    put_version(a, "t3", 2, 1);
+    CHECK(get_version(b, "t2") == 1 && get_version(b, "t3") == 1);
+    put_version(a, "t2", 2, 2);
+    put_version(a, "t3", 2, 2);
+    sync_expect("one name, t2", b, "t2", 1, "t2", TASK_STORE_ADDED, VIT_OK);
+    CHECK(get_version(b, "t2") == 2);
+    CHECKF(get_version(b, "t3") == 1, "a sync of t2 dropped t3");
+    sync_expect("one name again, t2", b, "t2", 0, NULL, 0, 0);
+    sync_expect("then the directory", b, NULL, 1, "t3", TASK_STORE_ADDED, VIT_OK);
+    CHECK(get_version(b, "t3") == 2);
+
+    /* rewritten in place (same inode, other bytes): a replacement */
+    VIT_ASSERT(get_version(b, "t2") == 2);
+    size_t len;
+    uint8_t *bytes = task_file_bytes(model, "t2", 3, 7, &len);
+    snprintf(path, sizeof path, "%s/t2.safetensors", dir);
+    struct stat before, after;
+    VIT_ASSERT(stat(path, &before) == 0);
+    write_file(path, bytes, len);
+    VIT_ASSERT(stat(path, &after) == 0 && after.st_ino == before.st_ino);
+    free(bytes);
+    sync_expect("t2 rewritten in place", b, NULL, 1, "t2", TASK_STORE_REPLACED, VIT_OK);
+    CHECK(get_version(b, "t2") == 7);
+
+    /* files that do not load are reported with why; others not at all */
+    snprintf(path, sizeof path, "%s/alien.safetensors", scratch);
+    save_task(other, "alien", 2, 1, path);
+    char dest[4400];
+    snprintf(dest, sizeof dest, "%s/alien.safetensors", dir);
+    VIT_ASSERT(rename(path, dest) == 0);
+    sync_expect("another backbone's task", b, NULL, 1, "alien", TASK_STORE_ADDED,
+                VIT_ERR_MISMATCH);
+    bytes = task_file_bytes(model, "cut", 2, 1, &len);
+    snprintf(path, sizeof path, "%s/cut.safetensors", dir);
+    write_file(path, bytes, len / 2);
+    free(bytes);
+    sync_log l = {0};
+    VIT_ASSERT(task_store_sync(b, NULL, on_sync, &l, &err) == VIT_OK);
+    CHECKF(l.n == 1 && strcmp(l.name[0], "cut") == 0 && l.st[0] != VIT_OK,
+           "a truncated task: %d reports, the first %s %s", l.n, l.n ? l.name[0] : "-",
+           l.n ? vit_status_name(l.st[0]) : "-");
+    snprintf(path, sizeof path, "%s/.tmp-t9-abc123", dir);
+    write_file(path, "x", 1);
+    snprintf(path, sizeof path, "%s/Bad.safetensors", dir);
+    write_file(path, "x", 1);
+    snprintf(path, sizeof path, "%s/t9.safetensors.tmp", dir);
+    write_file(path, "x", 1);
+    sync_expect("tmp files and bad names", b, NULL, 0, NULL, 0, 0);
+    CHECK(task_store_sync(b, "../t2", NULL, NULL, &err) == VIT_ERR_INVALID);
+
+    task_store_close(a);
+    task_store_close(b);
+    remove_dir(dir);
+}
+
 int main(void)
 {
     VIT_ASSERT(mkdtemp(tmpdir));
@@ -1192,6 +1346,7 @@ int main(void)
     test_held_load();
     test_load_once();
     test_mix();
+    test_sync();
 
     vit_model_free(m);
     vit_model_free(o);

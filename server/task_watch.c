@@ -1,0 +1,229 @@
+/*
+ * task_watch.c - the task directory watcher (task_watch.h).
+ *
+ * One thread polls two descriptors: the inotify descriptor (when there is
+ * one) and the read end of a pipe that task_watch_stop writes to; the poll's
+ * timeout is the time to the next rescan.  Every sync runs on this thread,
+ * so the store's syncs never contend.
+ */
+#define _GNU_SOURCE /* inotify_init1's flags */
+#include "task_watch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SUFFIX ".safetensors"
+#define SUFFIX_LEN (sizeof SUFFIX - 1)
+
+struct task_watch {
+    task_watch_config cfg;
+    char *dir;
+    int ifd;                  /* inotify; -1: rescans only */
+    int wake[2];              /* task_watch_stop writes to wake[1] */
+    pthread_t thread;
+    atomic_long rescans, events;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void say(const task_watch *w, const char *msg, const char *detail)
+{
+    if (w->cfg.log)
+        w->cfg.log(w->cfg.ctx, msg, detail);
+}
+
+/* task_store_sync's reports, as log lines. */
+static void on_change(void *ctx, const char *name, task_store_change change, vit_status st,
+                      const vit_error *err)
+{
+    const task_watch *w = ctx;
+    char detail[sizeof err->message + 160];
+    if (st != VIT_OK) {
+        snprintf(detail, sizeof detail, "%s; requests for task '%s' fail until the file is "
+                 "replaced", err ? err->message : vit_status_name(st), name);
+        say(w, "task file not usable", detail);
+        return;
+    }
+    static const char *const what[] = {"task added", "task replaced", "task removed"};
+    snprintf(detail, sizeof detail, "'%s' (seen in the task directory)", name);
+    say(w, what[change], detail);
+}
+
+static void sync_all(task_watch *w)
+{
+    vit_error err = {0};
+    if (task_store_sync(w->cfg.store, NULL, on_change, w, &err) != VIT_OK)
+        say(w, "warning", err.message);
+    atomic_fetch_add(&w->rescans, 1);
+}
+
+/* A change notification for directory entry `file`: the name it is about,
+ * synced when it is a task file's. */
+static void sync_file(task_watch *w, const char *file)
+{
+    size_t n = strlen(file);
+    char name[TASK_NAME_MAX + 1];
+    if (n <= SUFFIX_LEN || n - SUFFIX_LEN > TASK_NAME_MAX ||
+        strcmp(file + n - SUFFIX_LEN, SUFFIX) != 0)
+        return; /* temporary files and everything else */
+    memcpy(name, file, n - SUFFIX_LEN);
+    name[n - SUFFIX_LEN] = '\0';
+    if (!task_name_valid(name))
+        return;
+    vit_error err = {0};
+    if (task_store_sync(w->cfg.store, name, on_change, w, &err) != VIT_OK)
+        say(w, "warning", err.message);
+    atomic_fetch_add(&w->events, 1);
+}
+
+/* Reads every pending inotify event; returns whether a full sync is due (the
+ * queue overflowed, or the watch ended). */
+static bool drain_events(task_watch *w)
+{
+    bool full = false;
+    /* aligned as the events in it must be */
+    char buf[16 * (sizeof(struct inotify_event) + NAME_MAX + 1)]
+        __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(w->ifd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *e = (const struct inotify_event *)p;
+            p += sizeof *e + e->len;
+            if (e->mask & IN_Q_OVERFLOW) {
+                full = true;
+            } else if (e->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) {
+                if (w->ifd >= 0) {
+                    say(w, "warning", "the task directory was moved or removed; its changes are "
+                        "found by rescans only");
+                    close(w->ifd);
+                    w->ifd = -1;
+                }
+                return true;
+            } else if (e->len > 0) {
+                sync_file(w, e->name);
+            }
+        }
+    }
+    return full;
+}
+
+static void *watch_thread(void *arg)
+{
+    task_watch *w = arg;
+    double period = w->cfg.rescan_ms * 1e-3, next = now_s() + period;
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = w->wake[0], .events = POLLIN},
+                                {.fd = w->ifd, .events = POLLIN}};
+        double left = next - now_s();
+        int timeout = left <= 0 ? 0 : (int)(left * 1e3) + 1;
+        int rc = poll(fds, w->ifd >= 0 ? 2 : 1, timeout);
+        if (rc < 0 && errno != EINTR)
+            break;
+        if (rc > 0 && fds[0].revents)
+            break; /* task_watch_stop */
+        bool full = rc > 0 && w->ifd >= 0 && fds[1].revents && drain_events(w);
+        if (full || now_s() >= next) {
+            sync_all(w);
+            next = now_s() + period;
+        }
+    }
+    return NULL;
+}
+
+vit_status task_watch_start(const task_watch_config *c, task_watch **out, vit_error *err)
+{
+    *out = NULL;
+    VIT_ASSERT(c->store && c->dir && c->rescan_ms >= 1);
+    task_watch *w = calloc(1, sizeof *w);
+    if (!w || !(w->dir = strdup(c->dir))) {
+        free(w);
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
+    }
+    w->cfg = *c;
+    w->cfg.dir = w->dir;
+    w->ifd = -1;
+    w->wake[0] = w->wake[1] = -1;
+    atomic_init(&w->rescans, 0);
+    atomic_init(&w->events, 0);
+    if (pipe2(w->wake, O_CLOEXEC) != 0) {
+        vit_error_set(err, VIT_ERR_IO, "cannot make the task watcher's pipe: %s",
+                      strerror(errno));
+        free(w->dir);
+        free(w);
+        return VIT_ERR_IO;
+    }
+    /* inotify first, then the baseline: a change in between is seen twice,
+     * never missed */
+    if (!c->no_inotify) {
+        w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (w->ifd >= 0 &&
+            inotify_add_watch(w->ifd, c->dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+                                                  IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF |
+                                                  IN_ONLYDIR) < 0) {
+            close(w->ifd);
+            w->ifd = -1;
+        }
+        if (w->ifd < 0) {
+            char why[300];
+            snprintf(why, sizeof why, "no inotify watch on %s (%s): task changes are found by "
+                     "rescans only, every task_reload_ms", c->dir, strerror(errno));
+            say(w, "warning", why);
+        }
+    }
+    vit_status st = task_store_sync(c->store, NULL, NULL, NULL, err);
+    int rc = st == VIT_OK ? pthread_create(&w->thread, NULL, watch_thread, w) : 0;
+    if (st == VIT_OK && rc != 0)
+        st = vit_error_set(err, VIT_ERR_IO, "cannot start the task watcher: %s", strerror(rc));
+    if (st != VIT_OK) {
+        if (w->ifd >= 0)
+            close(w->ifd);
+        close(w->wake[0]);
+        close(w->wake[1]);
+        free(w->dir);
+        free(w);
+        return st;
+    }
+    *out = w;
+    return VIT_OK;
+}
+
+void task_watch_stop(task_watch *w)
+{
+    if (!w)
+        return;
+    char b = 1;
+    while (write(w->wake[1], &b, 1) < 0 && errno == EINTR)
+        ;
+    pthread_join(w->thread, NULL);
+    if (w->ifd >= 0)
+        close(w->ifd);
+    close(w->wake[0]);
+    close(w->wake[1]);
+    free(w->dir);
+    free(w);
+}
+
+void task_watch_counts(task_watch *w, long *rescans, long *events)
+{
+    *rescans = atomic_load(&w->rescans);
+    *events = atomic_load(&w->events);
+}
