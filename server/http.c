@@ -131,7 +131,7 @@ static enum MHD_Result send_reply(srv_request *r)
     api_reply *rep = &r->reply;
     /* every error of a V2 route, wherever it was decided, in the
      * protocol's shape */
-    if (srv_route_kserve(r->route))
+    if (r->kserve_errors)
         api_kserve_error_body(rep);
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         rep->body_len, rep->body ? rep->body : (char *)"", MHD_RESPMEM_MUST_COPY);
@@ -436,6 +436,10 @@ static srv_request *request_new(srv_http *h, struct MHD_Connection *conn, const 
     bool bad_name;
     const srv_route_spec *rs = srv_route_find(url, r->task_name, TASK_NAME_MAX, &bad_name);
     r->route = rs ? rs->route : SRV_ROUTE_NONE;
+    /* a V2 client reads "error" as a string, on paths vitfit does not route
+     * too (a model version, the repository extension) */
+    r->kserve_errors = srv_route_kserve(r->route) || strcmp(url, "/v2") == 0 ||
+                       strncmp(url, "/v2/", 4) == 0;
     check_headers(r, rs, bad_name);
     return r;
 }

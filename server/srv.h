@@ -86,6 +86,8 @@ typedef struct srv_request {
     int fd;                      /* the client's socket, to notice it has gone */
     char id[72];                 /* X-Request-Id */
     srv_route route;
+    bool kserve_errors;          /* errors in the V2 protocol's shape: a V2 route, or an
+                                  * unrouted path under /v2 */
     char method[8];
     char task_name[TASK_NAME_MAX + 1]; /* {name} of /v1/tasks/{name}, {id} of /v1/finetune/{id},
                                           {model} of /v2/models/{model} */

@@ -891,6 +891,21 @@ static bool allow_matches(const json_t *item, const char *head, char *why, size_
     return true;
 }
 
+/* The response for a path no template matches: the one x-unrouted names for
+ * a prefix the path is or lies under, else NotFound. */
+static const char *unrouted_response(const json_t *doc, const char *path)
+{
+    const char *prefix;
+    const json_t *ref;
+    json_object_foreach((json_t *)json_object_get(doc, "x-unrouted"), prefix, ref) {
+        size_t n = strlen(prefix);
+        if (json_is_string(ref) && strncmp(path, prefix, n) == 0 &&
+            (path[n] == '\0' || path[n] == '/' || path[n] == '?'))
+            return json_string_value(ref);
+    }
+    return "#/components/responses/NotFound";
+}
+
 bool openapi_check_reply(const json_t *doc, const openapi_reply *r, char *key, size_t key_len,
                          char *why, size_t why_len)
 {
@@ -910,7 +925,7 @@ bool openapi_check_reply(const json_t *doc, const openapi_reply *r, char *key, s
     bool ok = true;
     detail[0] = '\0';
     if (!tmpl) {
-        what = "#/components/responses/NotFound";
+        what = unrouted_response(doc, r->path);
         resp = r->status == 404 ? deref(doc, openapi_ref(doc, what)) : NULL;
         if (!resp) {
             snprintf(detail, sizeof detail, "no path template matches and the status is not "

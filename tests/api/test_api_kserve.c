@@ -29,7 +29,7 @@
  *     and equals the native answer; an origin's 404 is 422 fetch_failed.
  *  8. Every refusal of the request, of its images and of the binary data,
  *     400/404/405/413/415/422, in the shape {"error": "...", "code"} with
- *     the native code; unrouted /v2 paths stay native 404s.
+ *     the native code; unrouted /v2 paths answer 404 in the same shape.
  *  9. /metrics counts the V2 route; SIGTERM answers a held V2 infer 503
  *     shutting_down with Retry-After (the drain, as for /v1/classify).
  */
@@ -968,12 +968,13 @@ static void test_errors(void)
                "%s: Allow %s, want %s", what, allow, methods[i].allow);
         serve_resp_free(&r);
     }
-    /* paths the protocol has and vitfit does not route: native 404s */
+    /* paths the protocol has and vitfit does not route: 404 in its shape, as a
+     * V2 client reads "error" as a string */
     static const char *const unrouted[] = {"/v2/", "/v2/models/alpha/versions/1/infer",
                                            "/v2/models/", "/v2/repository/index"};
     for (size_t i = 0; i < sizeof unrouted / sizeof *unrouted; i++) {
         serve_request(&A, h, &(serve_req){.path = unrouted[i]}, &r);
-        serve_check_error(unrouted[i], &r, 404, "not_found");
+        check_v2_error(unrouted[i], &r, 404, "not_found");
         serve_resp_free(&r);
     }
 }

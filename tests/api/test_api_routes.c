@@ -391,7 +391,7 @@ static void test_routing(void)
     expect_error("GET /v1", &A, &(serve_req){.path = "/v1"}, 404, "not_found");
     expect_error("GET /v1/tasks/alpha/more", &A, &(serve_req){.path = "/v1/tasks/alpha/more"}, 404,
                  "not_found");
-    expect_error("GET /v2/classify", &A, &(serve_req){.path = "/v2/classify"}, 404, "not_found");
+    expect_error("GET /v3/classify", &A, &(serve_req){.path = "/v3/classify"}, 404, "not_found");
     struct {
         const char *method, *path, *allow1, *allow2;
     } cases[] = {
