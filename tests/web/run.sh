@@ -3,10 +3,8 @@
 # sets VITFIT_BIN, VITFIT_SOURCE_ROOT, WEB_FIXTURE and WEB_NPM_DIR).
 #
 # Installs puppeteer-core from the committed package-lock.json into
-# $WEB_NPM_DIR with `npm ci` -- once: a copy of package.json and the lockfile
-# kept beside node_modules says which were installed, so a changed lockfile
-# installs again and an unchanged one never touches the network.
-# PUPPETEER_SKIP_DOWNLOAD: no browser is downloaded; Debian's chromium runs.
+# $WEB_NPM_DIR once (tools/npm-ci-once.sh); its install script, which would
+# download a browser, does not run: Debian's chromium does.
 # Fails (never skips) when node, npm or chromium is missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,15 +19,6 @@ export WEB_CHROMIUM=${WEB_CHROMIUM:-/usr/bin/chromium}
 [ -x "$WEB_CHROMIUM" ] || fail "$WEB_CHROMIUM is missing: bash tools/install-deps.sh installs chromium"
 npm_dir=${WEB_NPM_DIR:?WEB_NPM_DIR is not set: run this through meson test web_page}
 
-stamp=$npm_dir/installed-from
-if ! cat "$here/package.json" "$here/package-lock.json" | cmp -s - "$stamp" ||
-    [ ! -d "$npm_dir/node_modules/puppeteer-core" ]; then
-  rm -rf "$npm_dir"
-  mkdir -p "$npm_dir"
-  cp "$here/package.json" "$here/package-lock.json" "$npm_dir/"
-  echo "web_page: npm ci (puppeteer-core from tests/web/package-lock.json) into $npm_dir" >&2
-  (cd "$npm_dir" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) ||
-    fail "npm ci failed: the npm registry must be reachable for the first run"
-  cat "$here/package.json" "$here/package-lock.json" >"$stamp"
-fi
+. "$here/../../tools/npm-ci-once.sh"
+npm_ci_once web_page "$here" "$npm_dir" node_modules/puppeteer-core || exit 1
 exec node "$here/web_page.mjs"

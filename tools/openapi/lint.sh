@@ -3,11 +3,9 @@
 # tools/openapi/package.json and package-lock.json (meson test openapi_lint,
 # or by hand: bash tools/openapi/lint.sh).
 #
-# Installs it with `npm ci` into $OPENAPI_NPM_DIR (meson sets a directory in
-# the build tree; by hand: tools/openapi/npm) -- once: a copy of package.json
-# and the lockfile kept beside node_modules says which were installed, so a
-# changed lockfile installs again and an unchanged one never touches the
-# network.  Telemetry and the update check are off: offline after that.
+# Installs it into $OPENAPI_NPM_DIR (meson sets a directory in the build
+# tree; by hand: tools/openapi/npm) once (tools/npm-ci-once.sh).  Telemetry
+# and the update check are off: offline after that.
 # Rules: redocly.yaml (recommended) and the findings accepted on purpose in
 # .redocly.lint-ignore.yaml.  Fails on any error or warning; fails (never
 # skips) when node or npm is missing.
@@ -22,17 +20,8 @@ command -v node >/dev/null || fail "node is missing: bash tools/install-deps.sh 
 command -v npm >/dev/null || fail "npm is missing: bash tools/install-deps.sh installs it"
 npm_dir=${OPENAPI_NPM_DIR:-$here/npm}
 
-stamp=$npm_dir/installed-from
-if ! cat "$here/package.json" "$here/package-lock.json" | cmp -s - "$stamp" ||
-    [ ! -x "$npm_dir/node_modules/.bin/redocly" ]; then
-  rm -rf "$npm_dir"
-  mkdir -p "$npm_dir"
-  cp "$here/package.json" "$here/package-lock.json" "$npm_dir/"
-  echo "openapi_lint: npm ci (@redocly/cli from tools/openapi/package-lock.json) into $npm_dir" >&2
-  (cd "$npm_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
-    fail "npm ci failed: the npm registry must be reachable for the first run"
-  cat "$here/package.json" "$here/package-lock.json" >"$stamp"
-fi
+. "$here/../npm-ci-once.sh"
+npm_ci_once openapi_lint "$here" "$npm_dir" node_modules/.bin/redocly || exit 1
 
 cd "$here" # redocly.yaml and the ignore file are read from here
 export REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true
