@@ -90,7 +90,8 @@ if [ "${VIT_TEST_SANITIZE:-none}" != none ]; then
 fi
 
 # ---- the CLI example ---------------------------------------------------------
-example=$(block cli-example | sed "s#build/server/vitfit#$bin#g; s#/tmp/#$tmp/#g")
+# /tmp first: the binary may itself live under /tmp (a clean clone there)
+example=$(block cli-example | sed "s#/tmp/#$tmp/#g; s#build/server/vitfit#$bin#g")
 if out=$(cd "$root" && sh -ec "$example" 2>"$tmp/cli.err"); then
   top=$(awk '/^  [0-9.]+  / { print $2; exit }' <<<"$out")
   [ "$top" = trouser ] || fail "cli-example: the trouser sample came out as '$top': $out"
