@@ -51,7 +51,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -397,26 +396,47 @@ static vit_status open_task_file(const task_store *s, const char *name, const ch
     }
     if ((uintmax_t)st->st_size > SIZE_MAX) {
         close(f);
-        return vit_error_set(err, VIT_ERR_TOO_LARGE, "task file '%s' in %s is too large to map",
+        return vit_error_set(err, VIT_ERR_TOO_LARGE, "task file '%s' in %s is too large",
                              file, s->dir);
     }
     *fd = f;
     return VIT_OK;
 }
 
-/* Maps len bytes of fd read-only (NULL for an empty file: the parser then
- * says it is empty).  VIT_ERR_IO naming file on failure. */
-static vit_status map_file(const task_store *s, int fd, size_t len, const char *file,
-                           void **map, vit_error *err)
+/* Reads the len bytes of fd into a new buffer (NULL for an empty file: the
+ * parser then says it is empty).  Read, not mapped: another process may
+ * truncate the file while it is parsed (an operator's cp over a task, a
+ * replica's write), and a mapped page that vanished kills the reader with
+ * SIGBUS.  A file past the store's bound, plus room for a header, cannot be
+ * a task the store would keep, so it is refused before anything is read. */
+static vit_status read_task_file(const task_store *s, int fd, size_t len, const char *file,
+                                 void **buf, vit_error *err)
 {
-    *map = NULL;
+    enum { HEADER_ROOM = 16u << 20 };
+    *buf = NULL;
     if (len == 0)
         return VIT_OK;
-    void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED)
-        return vit_error_set(err, VIT_ERR_IO, "cannot map task file '%s' in %s: %s", file,
-                             s->dir, strerror(errno));
-    *map = p;
+    if (len > s->bound && len - s->bound > HEADER_ROOM)
+        return vit_error_set(err, VIT_ERR_TOO_LARGE,
+                             "task file '%s' in %s has %zu bytes, over the task store's bound "
+                             "of %zu",
+                             file, s->dir, len, s->bound);
+    char *p = malloc(len);
+    if (!p)
+        return vit_error_set(err, VIT_ERR_NOMEM, "out of memory reading task file '%s'", file);
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(fd, p + got, len - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            free(p);
+            return vit_error_set(err, VIT_ERR_IO, "cannot read task file '%s' in %s: %s", file,
+                                 s->dir, n < 0 ? strerror(errno) : "it shrank while read");
+        }
+        got += (size_t)n;
+    }
+    *buf = p;
     return VIT_OK;
 }
 
@@ -425,13 +445,12 @@ static vit_status map_file(const task_store *s, int fd, size_t len, const char *
 static vit_status load_fd(const task_store *s, int fd, size_t len, const char *file,
                           vit_task **out, vit_error *err)
 {
-    void *map;
-    vit_status st = map_file(s, fd, len, file, &map, err);
+    void *buf;
+    vit_status st = read_task_file(s, fd, len, file, &buf, err);
     if (st != VIT_OK)
         return st;
-    st = task_load_memory(s->m, s->fingerprint, map, len, file, out, err);
-    if (map)
-        munmap(map, len);
+    st = task_load_memory(s->m, s->fingerprint, buf, len, file, out, err);
+    free(buf);
     return st;
 }
 
@@ -1144,7 +1163,7 @@ vit_status task_store_metadata(task_store *s, const char *name, char ***kv,
         return st;
     size_t len = (size_t)sb.st_size;
     void *map;
-    st = map_file(s, fd, len, file, &map, err);
+    st = read_task_file(s, fd, len, file, &map, err);
     close(fd);
     if (st != VIT_OK)
         return st;
@@ -1159,8 +1178,7 @@ vit_status task_store_metadata(task_store *s, const char *name, char ***kv,
         st = copy_metadata(f, name, kv, err);
         st_close(f);
     }
-    if (map)
-        munmap(map, len);
+    free(map);
     if (st == VIT_OK && file_bytes)
         *file_bytes = (uint64_t)len;
     return st;

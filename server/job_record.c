@@ -246,13 +246,18 @@ void job_event_append_locked(jobs *j, job *jb, const char *type, const char *mes
     char *path = job_path(jb->dir, "events.jsonl");
     bool ok = false;
     if (line && path) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd >= 0) {
+        /* non-blocking and a regular file only: a FIFO planted in the shared
+         * directory would otherwise hold the trainer, and its lease, forever */
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+                      0644);
+        struct stat sb;
+        if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)) {
             size_t n = strlen(line);
             line[n] = '\n'; /* the NUL is not written */
             ok = write_all(fd, line, n + 1) == 0 && fdatasync(fd) == 0;
-            close(fd);
         }
+        if (fd >= 0)
+            close(fd);
     }
     if (ok)
         (*count)++;
