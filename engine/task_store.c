@@ -97,7 +97,9 @@ struct task_store {
     const vit_model *m;          /* not owned */
     char fingerprint[65];
     char *dir;                   /* as given, for messages */
-    int dirfd;                   /* the directory, held open */
+    int dirfd;                   /* the directory, held open; task_store_reopen swaps what
+                                    it refers to (dup2), never its number */
+    atomic_bool dir_lost;        /* the last reopen found dir no longer names it */
     size_t bound;                /* memory_bytes */
 
     pthread_mutex_t lock;        /* everything below but tmp_seq */
@@ -515,6 +517,7 @@ vit_status task_store_open(const vit_model *m, const char *fingerprint, const ch
     s->dir = strdup(dir);
     s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
     atomic_init(&s->tmp_seq, 0);
+    atomic_init(&s->dir_lost, false);
     if (!s->dir || !s->buckets) {
         free(s->dir);
         free(s->buckets);
@@ -951,6 +954,59 @@ vit_status task_store_list(task_store *s, task_store_entry **out, size_t *n, vit
 /* ======================================================================== */
 /* sync: what other processes did to the directory                          */
 /* ======================================================================== */
+
+vit_status task_store_reopen(task_store *s, bool create, bool *reopened, vit_error *err)
+{
+    VIT_ASSERT(s);
+    if (reopened)
+        *reopened = false;
+    int fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && create) {
+        if (mkdir(s->dir, 0755) != 0 && errno != EEXIST)
+            goto lost;
+        fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    if (fd < 0)
+        goto lost;
+    struct stat held, named;
+    if (fstat(s->dirfd, &held) != 0 || fstat(fd, &named) != 0) {
+        close(fd);
+        goto lost;
+    }
+    /* a removed directory keeps its inode while it is held open, with no
+     * links: the path may name it again only if it was not removed */
+    bool same = held.st_dev == named.st_dev && held.st_ino == named.st_ino && held.st_nlink > 0;
+    if (!same) {
+        /* dup2 replaces what the number refers to in one step: a call on
+         * another thread uses the old directory or the new one, never a
+         * closed or reused descriptor.  Serialised with puts' renames so
+         * that none renames across the swap. */
+        VIT_ASSERT(pthread_mutex_lock(&s->write_lock) == 0);
+        int rc = dup2(fd, s->dirfd);
+        VIT_ASSERT(pthread_mutex_unlock(&s->write_lock) == 0);
+        if (rc < 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            goto lost;
+        }
+        if (reopened)
+            *reopened = true;
+    }
+    close(fd);
+    atomic_store(&s->dir_lost, false);
+    return VIT_OK;
+lost:
+    atomic_store(&s->dir_lost, true);
+    return vit_error_set(err, errno == ENOTDIR ? VIT_ERR_INVALID : VIT_ERR_IO,
+                         "the task directory %s cannot be opened (%s): tasks are neither read "
+                         "nor stored until it can", s->dir, strerror(errno));
+}
+
+bool task_store_dir_current(task_store *s)
+{
+    return !atomic_load(&s->dir_lost);
+}
 
 /* One change a sync found. */
 typedef struct sync_change {

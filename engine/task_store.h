@@ -26,7 +26,7 @@
  * refused by get and metadata (VIT_ERR_INVALID), left out of list, and
  * removed (the link, never its target) by delete or replaced by put.  The
  * directory itself is the operator's configuration: a symlink there is
- * followed once, at open.
+ * followed at open and at each task_store_reopen.
  *
  * Concurrency: one mutex guards the table of resident and loading tasks; no
  * file is read or written while it is held.  A get that finds its task being
@@ -164,6 +164,23 @@ typedef void (*task_store_sync_fn)(void *ctx, const char *name, task_store_chang
  * VIT_ERR_NOMEM. */
 vit_status task_store_sync(task_store *s, const char *name, task_store_sync_fn fn, void *ctx,
                            vit_error *err);
+
+/* Makes the store's directory the one its path names now.  An operator may
+ * remove <data_dir>/tasks and make it again (or restore it from a backup):
+ * the store would otherwise go on reading and writing the removed directory
+ * it holds open, for good.  When the path names another directory than the
+ * one held (or the held one was removed), the store switches to it
+ * (*reopened true, may be NULL); the caller then syncs, which drops every
+ * resident task whose file is not in the new directory.  A missing path is
+ * made again when `create` (as task_store_open would); otherwise, or when it
+ * cannot be opened, the store stays on the old directory and
+ * task_store_dir_current answers false until a reopen succeeds.  Errors:
+ * VIT_ERR_IO, VIT_ERR_INVALID (the path is not a directory). */
+vit_status task_store_reopen(task_store *s, bool create, bool *reopened, vit_error *err);
+
+/* False after a task_store_reopen that found the path gone or unusable
+ * (until one succeeds): tasks the store holds are stale and puts fail. */
+bool task_store_dir_current(task_store *s);
 
 /* Counters since open. */
 typedef struct task_store_stats {

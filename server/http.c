@@ -350,18 +350,20 @@ static void check_headers(srv_request *r, const srv_route_spec *rs, bool bad_nam
         r->reply.retry_after_s = 1;
         return;
     }
-    if (r->route == SRV_ROUTE_CLASSIFY || r->route == SRV_ROUTE_KSERVE_INFER) {
-        /* role train: the routes exist (one route table, one API document)
-         * but this replica does not serve them -- 503, which a client or
-         * load balancer retries elsewhere, not 404, which says the URL is
-         * wrong */
-        if (s->cfg.role == CFG_ROLE_TRAIN) {
-            api_error(&r->reply, 503, "not_serving",
-                      "this replica has role 'train': it runs fine-tune jobs and does not "
-                      "classify; send classify requests to a replica of role 'serve' or 'all'");
-            r->reply.retry_after_s = 1;
-            return;
-        }
+    bool inference = r->route == SRV_ROUTE_CLASSIFY || r->route == SRV_ROUTE_KSERVE_INFER;
+    if ((inference || r->route == SRV_ROUTE_KSERVE_MODEL_READY) &&
+        s->cfg.role == CFG_ROLE_TRAIN) {
+        /* the routes exist (one route table, one API document) but this
+         * replica does not serve them -- 503, which a client or load
+         * balancer retries elsewhere, not 404, which says the URL is wrong;
+         * a model is not "ready" where its infer would answer this */
+        api_error(&r->reply, 503, "not_serving",
+                  "this replica has role 'train': it runs fine-tune jobs and does not "
+                  "classify; send classify requests to a replica of role 'serve' or 'all'");
+        r->reply.retry_after_s = 1;
+        return;
+    }
+    if (inference) {
         if (srv_pipeline_full(s->pipe)) {
             api_metrics_rejected(s->metrics, "queue_full");
             api_error(&r->reply, 429, "overloaded", "the request queue is full; retry later");
@@ -654,6 +656,25 @@ static void metrics_reply(srv_request *r)
     api_metrics_reply(s->metrics, &g, &r->reply);
 }
 
+/* The 503 of a readiness probe when this replica should get no traffic:
+ * still loading (the model, tasks, jobs), or its task directory is gone (a
+ * replica left on a removed tasks/ would answer from stale tasks and fail
+ * every store).  Returns whether it answered. */
+static bool answer_not_ready(srv *s, api_reply *reply)
+{
+    const char *why = NULL;
+    if (!atomic_load(&s->ready))
+        why = "the model is still loading";
+    else if (s->tasks && !task_store_dir_current(s->tasks))
+        why = "the task directory cannot be opened (removed?); it is made again within "
+              "task_reload_ms";
+    if (!why)
+        return false;
+    api_error(reply, 503, "not_ready", why);
+    reply->retry_after_s = 1;
+    return true;
+}
+
 /* Answers a request whose body is complete: inline, or suspended while the
  * prepare pool works on it.  Returns whether the connection was suspended. */
 static bool dispatch(srv_http *h, srv_request *r)
@@ -665,12 +686,8 @@ static bool dispatch(srv_http *h, srv_request *r)
         api_json(&r->reply, 200, json_pack("{s:s}", "status", "ok"));
         return false;
     case SRV_ROUTE_READYZ:
-        if (!atomic_load(&s->ready)) { /* still loading: the model, tasks, jobs */
-            api_error(&r->reply, 503, "not_ready", "the model is still loading");
-            r->reply.retry_after_s = 1;
-        } else {
+        if (!answer_not_ready(s, &r->reply))
             api_json(&r->reply, 200, json_pack("{s:s}", "status", "ready"));
-        }
         return false;
     case SRV_ROUTE_METRICS:
         metrics_reply(r);
@@ -719,12 +736,8 @@ static bool dispatch(srv_http *h, srv_request *r)
         api_json(&r->reply, 200, json_pack("{s:b}", "live", 1));
         return false;
     case SRV_ROUTE_KSERVE_READY:
-        if (!atomic_load(&s->ready)) {
-            api_error(&r->reply, 503, "not_ready", "the model is still loading");
-            r->reply.retry_after_s = 1;
-        } else {
+        if (!answer_not_ready(s, &r->reply))
             api_json(&r->reply, 200, json_pack("{s:b}", "ready", 1));
-        }
         return false;
     case SRV_ROUTE_KSERVE_MODEL:
     case SRV_ROUTE_KSERVE_MODEL_READY:

@@ -29,6 +29,8 @@ struct task_watch {
     task_watch_config cfg;
     char *dir;
     int ifd;                  /* inotify; -1: rescans only */
+    int wd;                   /* the watch on dir; -1: none now (the directory went) */
+    bool dir_lost_said;       /* the directory's loss is logged; its return will be */
     int wake[2];              /* task_watch_stop writes to wake[1] */
     pthread_t thread;
     atomic_long rescans, events;
@@ -64,9 +66,42 @@ static void on_change(void *ctx, const char *name, task_store_change change, vit
     say(w, what[change], detail);
 }
 
-static void sync_all(task_watch *w)
+#define WATCH_MASK                                                                          \
+    (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | \
+     IN_ONLYDIR)
+
+/* Watches the directory the path names now; false (errno set) when it cannot. */
+static bool add_watch(task_watch *w)
+{
+    w->wd = w->ifd >= 0 ? inotify_add_watch(w->ifd, w->dir, WATCH_MASK) : -1;
+    return w->wd >= 0;
+}
+
+/* A full sync, after making sure the store reads the directory its path
+ * names: an operator may have removed tasks/ and made it again, and both
+ * the store's descriptor and the inotify watch would stay on the removed
+ * one.  A missing directory is made again only on the periodic rescan
+ * (`periodic`), not at once on the removal's event: an operator's
+ * "rm -rf tasks; mkdir tasks" must not find it there already. */
+static void sync_all(task_watch *w, bool periodic)
 {
     vit_error err = {0};
+    bool reopened = false;
+    if (task_store_reopen(w->cfg.store, periodic, &reopened, &err) != VIT_OK) {
+        if (!w->dir_lost_said) /* said once: /readyz says it for as long as it lasts */
+            say(w, "warning", err.message);
+        w->dir_lost_said = true;
+        return;
+    }
+    if (reopened || w->dir_lost_said)
+        say(w, "task directory reopened", w->dir);
+    w->dir_lost_said = false;
+    if (reopened && w->wd >= 0) { /* still on a directory moved away: leave it */
+        inotify_rm_watch(w->ifd, w->wd);
+        w->wd = -1;
+    }
+    if (w->ifd >= 0 && w->wd < 0)
+        add_watch(w); /* else its changes are found by the rescans, as before */
     if (task_store_sync(w->cfg.store, NULL, on_change, w, &err) != VIT_OK)
         say(w, "warning", err.message);
     atomic_fetch_add(&w->rescans, 1);
@@ -110,14 +145,15 @@ static bool drain_events(task_watch *w)
             p += sizeof *e + e->len;
             if (e->mask & IN_Q_OVERFLOW) {
                 full = true;
+            } else if (e->wd != w->wd || w->wd < 0) {
+                continue; /* a directory left behind: its last events */
             } else if (e->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) {
-                if (w->ifd >= 0) {
-                    say(w, "warning", "the task directory was moved or removed; its changes are "
-                        "found by rescans only");
-                    close(w->ifd);
-                    w->ifd = -1;
-                }
-                return true;
+                say(w, "warning", "the task directory was moved or removed; reopening it by "
+                    "its path");
+                if (e->mask & IN_MOVE_SELF) /* still exists elsewhere: stop watching it */
+                    inotify_rm_watch(w->ifd, w->wd);
+                w->wd = -1;
+                full = true;
             } else if (e->len > 0) {
                 sync_file(w, e->name);
             }
@@ -141,8 +177,9 @@ static void *watch_thread(void *arg)
         if (rc > 0 && fds[0].revents)
             break; /* task_watch_stop */
         bool full = rc > 0 && w->ifd >= 0 && fds[1].revents && drain_events(w);
-        if (full || now_s() >= next) {
-            sync_all(w);
+        bool due = now_s() >= next;
+        if (full || due) {
+            sync_all(w, due);
             next = now_s() + period;
         }
     }
@@ -160,7 +197,7 @@ vit_status task_watch_start(const task_watch_config *c, task_watch **out, vit_er
     }
     w->cfg = *c;
     w->cfg.dir = w->dir;
-    w->ifd = -1;
+    w->ifd = w->wd = -1;
     w->wake[0] = w->wake[1] = -1;
     atomic_init(&w->rescans, 0);
     atomic_init(&w->events, 0);
@@ -175,18 +212,15 @@ vit_status task_watch_start(const task_watch_config *c, task_watch **out, vit_er
      * never missed */
     if (!c->no_inotify) {
         w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-        if (w->ifd >= 0 &&
-            inotify_add_watch(w->ifd, c->dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
-                                                  IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF |
-                                                  IN_ONLYDIR) < 0) {
-            close(w->ifd);
-            w->ifd = -1;
-        }
-        if (w->ifd < 0) {
+        if (!add_watch(w)) {
             char why[300];
             snprintf(why, sizeof why, "no inotify watch on %s (%s): task changes are found by "
                      "rescans only, every task_reload_ms", c->dir, strerror(errno));
             say(w, "warning", why);
+            if (w->ifd >= 0 && errno != ENOSPC) { /* out of watches may pass: retried */
+                close(w->ifd);
+                w->ifd = -1;
+            }
         }
     }
     vit_status st = task_store_sync(c->store, NULL, NULL, NULL, err);

@@ -14,6 +14,13 @@
  * with the reason until it is replaced; it never takes down the server or
  * serves part of a task.
  *
+ * The directory itself may be removed and made again (an operator's
+ * "rm -rf tasks; mkdir tasks", a restore): every full sync first has the
+ * store reopen it by its path (task_store_reopen) and watches the new one;
+ * while the path names no directory the store reports it
+ * (task_store_dir_current, which /readyz answers from), and the periodic
+ * rescan makes it again, as a restart would.
+ *
  * The directory as it is at task_watch_start is the baseline: files that
  * were there are not reported (nor checked: a get says what is wrong with
  * one).

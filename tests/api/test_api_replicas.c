@@ -13,7 +13,8 @@
  * PNGs; the backbone models/fashion-vit-tiny, so a job takes a second or two.
  *
  *  roles     R2 (train) answers classify 503 not_serving with Retry-After
- *            (and KServe V2 infer the same, in the protocol's error shape);
+ *            (and KServe V2 infer and model-ready the same, in the
+ *            protocol's error shape);
  *            R3 (serve) never trains (below: no job says it ran there).
  *  tasks     a task PUT on R2 is classified by R1 and R3 as `vitfit
  *            classify --task <file>` classifies it; then, 7 times, a new
@@ -25,6 +26,12 @@
  *            moved into tasks/ by hand is logged by every replica as not
  *            usable; classify with it answers 422 task_unusable and all stay
  *            healthy.
+ *  taskdir   tasks/ removed and a plain file put in its place (so that no
+ *            replica can make it again): every replica's /readyz answers
+ *            503 not_ready; the file removed, every replica makes or
+ *            reopens the directory, answers /readyz 200 again, classifies
+ *            with a task copied into the new directory, and a PUT lands
+ *            there.  The times are printed.
  *  once      three jobs submitted to R1, R2 and R3, each known at once to
  *            the other two (GET, events); each succeeds once --
  *            one started event, no resumed one, one succeeded -- on R1 or
@@ -415,6 +422,16 @@ static void test_roles(void)
            "V2 infer on the train replica: %ld %s", r.status, r.body);
     json_decref(e);
     serve_resp_free(&r);
+    /* a model is not "ready" where its infer answers not_serving */
+    serve_request(&R[1], h, &(serve_req){.path = "/v2/models/_backbone/ready"}, &r);
+    e = serve_json(&r);
+    CHECKF(r.status == 503 && !strcmp(jstr(json_object_get(e, "code")), "not_serving"),
+           "V2 model ready on the train replica: %ld %s", r.status, r.body);
+    json_decref(e);
+    serve_resp_free(&r);
+    serve_request(&R[2], h, &(serve_req){.path = "/v2/models/_backbone/ready"}, &r);
+    CHECKF(r.status == 200, "V2 model ready on the serve replica: %ld %s", r.status, r.body);
+    serve_resp_free(&r);
     for (int i = 0; i < NREP; i++) {
         serve_request(&R[i], h, &(serve_req){.path = "/readyz"}, &r);
         CHECKF(r.status == 200, "R%d /readyz: %ld", i + 1, r.status);
@@ -531,6 +548,93 @@ static void test_tasks(void)
     VIT_ASSERT(unlink(dest) == 0);
     free(bytes[0]);
     free(bytes[1]);
+}
+
+/* ---- the task directory removed and made again ------------------------- */
+
+/* Waits until every replica's /readyz answers `want`; the time it took, or
+ * -1 (reported) when one did not within 20 s. */
+static double wait_all_ready(long want, const char *what)
+{
+    double t0 = serve_now_ms();
+    long got[NREP] = {0};
+    bool shown = false; /* one 503's body checked: the rest are the same */
+    for (;;) {
+        int at = 0;
+        for (int i = 0; i < NREP; i++) {
+            serve_resp r;
+            serve_request(&R[i], h, &(serve_req){.path = "/readyz"}, &r);
+            got[i] = r.status;
+            if (r.status == 503 && !shown) {
+                serve_check_error(what, &r, 503, "not_ready");
+                shown = true;
+            }
+            serve_resp_free(&r);
+            at += got[i] == want;
+        }
+        if (at == NREP)
+            return serve_now_ms() - t0;
+        if (serve_now_ms() - t0 > 20000) {
+            CHECKF(0, "%s: /readyz answers %ld %ld %ld, want %ld", what, got[0], got[1], got[2],
+                   want);
+            return -1;
+        }
+        sleep_ms(10);
+    }
+}
+
+static void test_taskdir(void)
+{
+    fprintf(stderr, "== taskdir\n");
+    char tasks[300], file[600], copy[640];
+    snprintf(tasks, sizeof tasks, "%s/tasks", dir);
+    snprintf(file, sizeof file, "%s/dir-v0.safetensors", scratch);
+    VIT_ASSERT(serve_make_task(serve_model(), file, 5, "dir", 300));
+    serve_ref ref;
+    const char *imgs[] = {image_file};
+    VIT_ASSERT(serve_reference(file, imgs, 1, &ref));
+    size_t len;
+    uint8_t *bytes = serve_read_file(file, &len);
+    VIT_ASSERT(bytes);
+
+    bool placed = false; /* a replica's rescan may make tasks/ again in between: retried */
+    for (int k = 0; k < 100 && !placed; k++) {
+        serve_rmtree(tasks);
+        placed = serve_write_file(tasks, "not a directory", 15);
+    }
+    VIT_ASSERT(placed);
+    double lost = wait_all_ready(503, "/readyz with tasks/ a plain file");
+    VIT_ASSERT(unlink(tasks) == 0);
+    double back = wait_all_ready(200, "/readyz once tasks/ can be made again");
+    struct stat sb;
+    CHECKF(stat(tasks, &sb) == 0 && S_ISDIR(sb.st_mode), "no replica made tasks/ again");
+    fprintf(stderr, "  tasks/ replaced by a file -> every /readyz 503 after %.0f ms; the file "
+            "removed -> 200 after %.0f ms (task_reload_ms %d)\n", lost, back, RELOAD_MS);
+
+    /* copied in by hand (tmp + rename): the replicas read the new directory */
+    snprintf(copy, sizeof copy, "%s/.tmp-dir-abc123", tasks);
+    VIT_ASSERT(serve_write_file(copy, bytes, len));
+    char dest[640];
+    snprintf(dest, sizeof dest, "%s/dir.safetensors", tasks);
+    VIT_ASSERT(rename(copy, dest) == 0);
+    for (int i = 0; i < NREP; i += 2) { /* R1 and R3 serve */
+        double t0 = serve_now_ms();
+        bool ok;
+        while (!(ok = classifies_as(i, "dir", &ref)) && serve_now_ms() - t0 < 20000)
+            sleep_ms(5);
+        CHECKF(ok, "R%d does not classify with a task in the new tasks/", i + 1);
+    }
+    /* and a PUT lands there, not in the removed directory */
+    CHECKF(put_task(2, "dir-put", bytes, len) == 201, "PUT on R3 into the new tasks/");
+    char put_file[640];
+    snprintf(put_file, sizeof put_file, "%s/dir-put.safetensors", tasks);
+    CHECKF(exists(put_file), "the PUT's file is not in the new tasks/");
+    for (int i = 0; i < NREP; i++)
+        CHECKF(log_lines(i, "task directory reopened", NULL) >= 1,
+               "R%d did not log that it reopened tasks/", i + 1);
+    unlink(dest);
+    unlink(put_file);
+    free(bytes);
 }
 
 /* ---- jobs run once ------------------------------------------------------- */
@@ -808,6 +912,8 @@ int main(void)
             test_roles();
         if (!skipped("tasks"))
             test_tasks();
+        if (!skipped("taskdir"))
+            test_taskdir();
         if (!skipped("once"))
             test_once();
         if (!skipped("cancel"))

@@ -14,6 +14,13 @@
  *     counted).
  *  3. the baseline: files there before the watcher started are not
  *     reported.
+ *  4. the directory replaced: task_store_reopen on its own (no watcher:
+ *     each step checked as it happens) -- the path renamed away and made
+ *     again, then removed: the store follows the path, reports a missing
+ *     one (task_store_dir_current), makes it again only when asked, and
+ *     puts land in the new one; then the watcher (inotify, rescans every
+ *     300 ms): tasks/ renamed away and made again with a new version of a
+ *     task B holds resident, and B serves the new version.
  */
 #define _GNU_SOURCE /* mkdtemp */
 #include "task_watch.h"
@@ -239,6 +246,93 @@ static void test_baseline(const char *dir)
     task_store_close(b);
 }
 
+/* ---- 4. the directory replaced ---- */
+
+static bool is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static void test_reopen(const char *dir)
+{
+    fprintf(stderr, "the directory replaced (task_store_reopen)\n");
+    char away[512], path[600], cmd[1200];
+    snprintf(away, sizeof away, "%s-away", dir);
+    task_store *b = open_store(dir);
+    put_version(b, "d", 1);
+    CHECK(served(b, "d") == 1); /* resident now */
+    bool reopened = true;
+    vit_error err;
+    CHECK(task_store_reopen(b, false, &reopened, &err) == VIT_OK && !reopened);
+
+    VIT_ASSERT(rename(dir, away) == 0 && mkdir(dir, 0755) == 0);
+    snprintf(path, sizeof path, "%s/d.safetensors", dir);
+    save_version(model, 2, path);
+    CHECKF(task_store_reopen(b, false, &reopened, &err) == VIT_OK && reopened,
+           "a directory made again under the path: not reopened");
+    CHECK(task_store_dir_current(b));
+    VIT_ASSERT(task_store_sync(b, NULL, NULL, NULL, &err) == VIT_OK);
+    CHECKF(served(b, "d") == 2, "after the reopen B serves %d, want 2", served(b, "d"));
+    put_version(b, "e", 3);
+    snprintf(path, sizeof path, "%s/e.safetensors", dir);
+    CHECKF(is_file(path), "a put after the reopen did not land in the new directory");
+
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, away);
+    VIT_ASSERT(system(cmd) == 0);
+    CHECKF(task_store_reopen(b, false, &reopened, &err) == VIT_ERR_IO &&
+               strstr(err.message, "cannot be opened"),
+           "a missing directory: %s", err.message);
+    CHECK(!task_store_dir_current(b));
+    struct stat sb;
+    CHECKF(stat(dir, &sb) != 0, "made again though create was false");
+    CHECKF(task_store_reopen(b, true, &reopened, &err) == VIT_OK && reopened &&
+               stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode),
+           "create: the directory was not made again (%s)", err.message);
+    CHECK(task_store_dir_current(b));
+    VIT_ASSERT(task_store_sync(b, NULL, NULL, NULL, &err) == VIT_OK);
+    CHECK(served(b, "d") == -1);
+
+    /* the path a plain file: not a directory, whatever create says */
+    VIT_ASSERT(rmdir(dir) == 0);
+    FILE *f = fopen(dir, "w");
+    VIT_ASSERT(f && fclose(f) == 0);
+    CHECK(task_store_reopen(b, true, &reopened, &err) == VIT_ERR_INVALID);
+    CHECK(!task_store_dir_current(b));
+    VIT_ASSERT(unlink(dir) == 0 && mkdir(dir, 0755) == 0);
+    CHECK(task_store_reopen(b, false, &reopened, &err) == VIT_OK && task_store_dir_current(b));
+    task_store_close(b);
+}
+
+static void test_dir_replaced(const char *dir)
+{
+    fprintf(stderr, "the directory replaced (the watcher, inotify, rescans every 300 ms)\n");
+    char away[512], path[600], cmd[1200];
+    snprintf(away, sizeof away, "%s-away", dir);
+    task_store *b = open_store(dir);
+    put_version(b, "w", 1);
+    CHECK(served(b, "w") == 1);
+    log_clear();
+    task_watch *w = watch(b, dir, 300, false);
+    VIT_ASSERT(rename(dir, away) == 0 && mkdir(dir, 0755) == 0);
+    snprintf(path, sizeof path, "%s/w.safetensors", dir);
+    save_version(model, 2, path);
+    wait_served("tasks/ made again with a new version", b, "w", 2);
+    wait_log("the reopen", "task directory reopened");
+    /* and the new directory is watched: a change is seen by inotify */
+    long rescans0, events0, rescans, events;
+    task_watch_counts(w, &rescans0, &events0);
+    snprintf(path, sizeof path, "%s/w.safetensors", dir);
+    save_version(model, 3, path);
+    wait_served("then replaced in the new directory", b, "w", 3);
+    task_watch_counts(w, &rescans, &events);
+    CHECKF(events > events0, "the new directory is not watched (no event after the reopen)");
+    task_watch_stop(w);
+    task_store_close(b);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", away);
+    VIT_ASSERT(system(cmd) == 0);
+}
+
 int main(void)
 {
     VIT_ASSERT(mkdtemp(root));
@@ -258,6 +352,8 @@ int main(void)
     test_inotify(dir);
     test_rescans(dir);
     test_baseline(dir);
+    test_reopen(dir);
+    test_dir_replaced(dir);
 
     vit_model_free(model);
     vit_model_free(other);
