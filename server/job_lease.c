@@ -37,6 +37,7 @@ struct job_lease {
     int dirfd;                       /* the job's directory */
     int fd;                          /* our lease file, for the renews */
     long gen;
+    long skipped;                    /* a non-regular generation claimed past, or 0 */
     char owner[JOB_LEASE_OWNER_MAX]; /* for the "released" generation */
     bool lost;                       /* another replica took it over */
 };
@@ -167,10 +168,14 @@ static void gen_name(char buf[32], long gen)
     snprintf(buf, 32, LEASE_PREFIX "%ld", gen);
 }
 
-/* The newest generation in the directory (0: none) into *top. */
-static vit_status newest_gen(int dfd, long *top, vit_error *err)
+/* The newest generation in the directory (0: none) into *top, and the
+ * newest that is a regular file into *top_file.  Any entry with a
+ * generation's name uses the name up (it cannot be created again), but
+ * only a regular file can be a lease: a directory, FIFO or link there is
+ * junk, which names no one. */
+static vit_status newest_gen(int dfd, long *top, long *top_file, vit_error *err)
 {
-    *top = 0;
+    *top = *top_file = 0;
     int d2 = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = d2 >= 0 ? fdopendir(d2) : NULL;
     if (!d) {
@@ -181,10 +186,12 @@ static vit_status newest_gen(int dfd, long *top, vit_error *err)
     struct dirent *e;
     struct stat sb;
     while ((e = readdir(d))) {
-        long g = gen_of(e->d_name); /* a regular file: a directory or link there is junk */
-        if (g > *top && fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
-            S_ISREG(sb.st_mode))
+        long g = gen_of(e->d_name);
+        if (g > *top)
             *top = g;
+        if (g > *top_file && fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(sb.st_mode))
+            *top_file = g;
     }
     closedir(d);
     return VIT_OK;
@@ -312,17 +319,24 @@ vit_status job_lease_claim(const char *dir, const job_lease_self *me, long lease
     if (dfd < 0)
         return vit_error_set(err, errno == ENOENT ? VIT_ERR_NOT_FOUND : VIT_ERR_IO,
                              "cannot open the job directory %s: %s", dir, strerror(errno));
-    long top;
-    vit_status st = newest_gen(dfd, &top, err);
+    long top, top_file;
+    vit_status st = newest_gen(dfd, &top, &top_file, err);
     if (st != VIT_OK) {
         close(dfd);
         return st;
     }
     if (top >= LEASE_GEN_MAX) {
         close(dfd);
-        return vit_error_set(err, VIT_ERR_IO, "%s: lease generation %ld is the last", dir, top);
+        if (w->gen == top) /* said at the first look: the job waits, and says so once */
+            return VIT_OK;
+        *w = (job_lease_watch){.gen = top};
+        return vit_error_set(err, VIT_ERR_IO, "%s: lease.%ld is the last generation a lease may "
+                             "have (no job claims that many times: it was put there by hand); "
+                             "the job cannot be claimed until its lease.* files are removed",
+                             dir, top);
     }
-    if (top > 0) {
+    long skipped = top != top_file ? top : 0; /* junk at the top: no one holds the job */
+    if (top > 0 && !skipped) {
         lease_holder h;
         struct stat sb;
         if (read_holder(dfd, top, &h, &sb) != 0) { /* gone meanwhile: changing, look again */
@@ -375,6 +389,7 @@ vit_status job_lease_claim(const char *dir, const job_lease_self *me, long lease
     l->dirfd = dfd;
     l->fd = fd;
     l->gen = top + 1;
+    l->skipped = skipped;
     snprintf(l->owner, sizeof l->owner, "%s", me->owner);
     memset(w, 0, sizeof *w);
     *out = l;
@@ -384,6 +399,11 @@ vit_status job_lease_claim(const char *dir, const job_lease_self *me, long lease
 long job_lease_gen(const job_lease *l)
 {
     return l->gen;
+}
+
+long job_lease_skipped(const job_lease *l)
+{
+    return l->skipped;
 }
 
 bool job_lease_held(job_lease *l)
@@ -433,6 +453,37 @@ void job_lease_release(job_lease *l)
     job_lease_drop(l);
 }
 
+int job_lease_end(job_lease *l)
+{
+    if (!l)
+        return -1;
+    int removed = -1;
+    if (job_lease_held(l)) {
+        /* the older generations first and ours last, so that the newest
+         * lease stays ours until the end; never a newer one: a successor
+         * that claimed since the look above reads job.json, finds the job
+         * ended and removes its own */
+        removed = 0;
+        int d2 = openat(l->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = d2 >= 0 ? fdopendir(d2) : NULL;
+        if (!d && d2 >= 0)
+            close(d2);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            long g = gen_of(e->d_name);
+            if (g > 0 && g < l->gen && unlinkat(dirfd(d), e->d_name, 0) == 0)
+                removed++;
+        }
+        if (d)
+            closedir(d);
+        char own[32];
+        gen_name(own, l->gen);
+        removed += unlinkat(l->dirfd, own, 0) == 0;
+    }
+    job_lease_drop(l);
+    return removed;
+}
+
 int job_lease_remove_all(const char *dir)
 {
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -456,9 +507,9 @@ bool job_lease_any(const char *dir)
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0)
         return false;
-    long top = 0;
+    long top = 0, top_file = 0;
     vit_error err;
-    bool any = newest_gen(dfd, &top, &err) == VIT_OK && top > 0;
+    bool any = newest_gen(dfd, &top, &top_file, &err) == VIT_OK && top_file > 0;
     close(dfd);
     return any;
 }

@@ -40,13 +40,20 @@
  *
  * Release: a holder that stops with the job unfinished (the server drains)
  * creates lease.<G+1> saying "released", so another replica may claim it
- * (as G+2) at once.  When the job has ended, job_lease_remove_all removes
- * every lease file -- after job.json says so: a replica that claims a
- * finished job reads job.json, finds it finished and lets go.
+ * (as G+2) at once.  When the job has ended, job_lease_end removes the
+ * lease files -- after job.json says so: a replica that claims a finished
+ * job reads job.json, finds it finished and lets go.
+ *
+ * Junk: an entry named like a generation that is not a regular file (a
+ * directory, FIFO, symlink) uses its name up but names no one, so a claim
+ * goes past it (job_lease_skipped says so).
  *
  * Limits (every lease without a fencing store has them): a holder that
  * stalls for longer than lease_ms (a stopped process, a partitioned node)
- * may still write until its next renew tells it that it lost the lease.  On
+ * may still write until it next looks -- its holder looks (job_lease_held)
+ * right before each step another holder's work must not be overwritten by
+ * (publishing the task, the end record, removing files), which leaves the
+ * window between that look and the step itself.  On
  * NFS, a client's cache of negative lookups can delay that; mount the data
  * volume with lookupcache=positive (or none).
  *
@@ -102,6 +109,11 @@ vit_status job_lease_claim(const char *dir, const job_lease_self *me, long lease
 /* The lease's generation. */
 long job_lease_gen(const job_lease *l);
 
+/* The generation this claim went past because the entry there was not a
+ * regular file (a directory, FIFO or symlink named lease.<G> cannot be a
+ * lease: it names no one), or 0.  For the caller's log. */
+long job_lease_skipped(const job_lease *l);
+
 /* Renews l (its mtime) and says whether it is still held: false once another
  * replica has taken the job over or the file was removed (and from then on).
  * A failed renew that cannot tell (an I/O error) keeps it held: the next
@@ -119,8 +131,15 @@ void job_lease_release(job_lease *l);
  * lost lease).  NULL is a no-op. */
 void job_lease_drop(job_lease *l);
 
-/* Removes every lease file of the job in dir (the job has ended).  Returns
- * how many were removed. */
+/* The job has ended (job.json says so) and l's holder lets go: when l is
+ * still held, removes its lease files -- every generation up to l's own,
+ * never a newer one -- and returns how many; -1 when it was lost (a holder
+ * that stalled past its lease must not remove its successor's).  Frees l. */
+int job_lease_end(job_lease *l);
+
+/* Removes every lease file of the job in dir, held or not: for a job whose
+ * record says it ended when this process starts (a crash between the end
+ * and the let-go).  Returns how many were removed. */
 int job_lease_remove_all(const char *dir);
 
 /* Whether the job in dir has any lease file (held, released or stale). */

@@ -55,7 +55,7 @@ void job_cleanup(jobs *j, job *jb)
 void job_end(jobs *j, job *jb, int status, const char *code, const char *message,
              const char *event, json_t *data)
 {
-    if (atomic_load(&jb->lease_lost)) { /* another replica has the job and its record now */
+    if (!job_still_held(j, jb)) { /* another replica has the job and its record now */
         json_decref(data);
         job_log(j, jb, "warning", "another replica took the job over (its lease was not "
                 "renewed in time); this one stopped without writing its end");
@@ -312,6 +312,8 @@ static int store_result(jobs *j, job *jb, const trainer_result *res, char *code,
         if (fd >= 0)
             close(fd);
     }
+    if (st == VIT_OK && !job_still_held(j, jb)) /* the job's successor publishes its own */
+        st = vit_error_set(&err, VIT_ERR_IO, "the job's lease was lost before its task was stored");
     if (st == VIT_OK)
         st = task_store_put(j->cfg.tasks, s->task, bytes, len, NULL, &err);
     free(bytes);

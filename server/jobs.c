@@ -230,6 +230,12 @@ bool job_take(jobs *j, job *jb)
     vit_status st = job_lease_claim(jb->dir, &j->self, j->cfg.lease_ms, &jb->watch, now, &l, &err);
     if (st != VIT_OK && st != VIT_ERR_NOT_FOUND) /* gone: nothing to say every few ticks */
         job_log(j, jb, "warning", err.message);
+    if (l && job_lease_skipped(l)) {
+        char note[128];
+        snprintf(note, sizeof note, "lease.%ld in the job's directory is not a regular file "
+                 "(put there by hand?); claimed past it", job_lease_skipped(l));
+        job_log(j, jb, "warning", note);
+    }
     job *fresh = NULL;
     if (l) { /* ours: the record as its last holder left it */
         char why[512];
@@ -276,15 +282,28 @@ void job_let_go(jobs *j, job *jb)
     if (atomic_load(&jb->lease_lost)) {
         job_lease_drop(l);
     } else if (ended) { /* job.json says so: what it needed, then the leases, can go */
-        job_cleanup(j, jb); /* done already, unless its last holder died ending it */
-        job_lease_remove_all(jb->dir);
-        job_lease_drop(l);
+        /* looked at now, not at the last renew: a holder that stalled past
+         * its lease must not remove what its successor works with */
+        if (job_lease_held(l))
+            job_cleanup(j, jb); /* done already, unless its last holder died ending it */
+        job_lease_end(l);
     } else {
         job_lease_release(l);
     }
     pthread_mutex_lock(&j->lock);
     pthread_cond_broadcast(&j->wake); /* released: a runner here may take it */
     pthread_mutex_unlock(&j->lock);
+}
+
+bool job_still_held(jobs *j, job *jb)
+{
+    pthread_mutex_lock(&j->lease_lock);
+    bool held = jb->lease && job_lease_held(jb->lease);
+    pthread_mutex_unlock(&j->lease_lock);
+    if (!held && !atomic_exchange(&jb->lease_lost, true))
+        job_log(j, jb, "warning", "lost the job's lease: another replica took it over; "
+                "stopping it here");
+    return held;
 }
 
 /* Claims jb now (not waiting for a runner) when no thread here is at it;

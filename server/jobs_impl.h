@@ -171,6 +171,12 @@ bool job_take(jobs *j, job *jb);
  * it has ended, left alone when it was lost.  jb becomes another's job:
  * reread from disk from then on. */
 void job_let_go(jobs *j, job *jb);
+/* Whether this process still holds jb's lease, looked at now rather than
+ * at the last renew (sets lease_lost when not).  Called right before each
+ * step that must not follow a takeover: publishing the task, writing the
+ * end, removing the job's files -- a holder that stalled past its lease
+ * (stopped, swapped out) may run on before its sync thread's next renew. */
+bool job_still_held(jobs *j, job *jb);
 
 /* ---- job_run.c ---- */
 

@@ -8,9 +8,13 @@
  *
  *  1. claim: a fresh directory gives generation 1, naming its holder; a
  *     second replica is refused while the lease is fresh, and so is the
- *     holder's own second claim; junk names (lease.0, lease.01, lease.x,
- *     a directory lease.7, a symlink lease.9) are not generations; no
- *     directory: NOT_FOUND.
+ *     holder's own second claim; names that are not generations (lease.0,
+ *     lease.01, lease.x, ...) are ignored; a directory lease.7 and a
+ *     symlink lease.9 use their names up but name no one: the claim goes
+ *     past them (generation 10, job_lease_skipped 9), also when such junk
+ *     sits just above a stale holder's lease; a regular lease.999999999999
+ *     (the last generation) is an error at the first look and quiet at the
+ *     next ones; no directory: NOT_FOUND.
  *  2. renew and staleness: a lease renewed (its mtime moves) is never stale
  *     however long the watcher watches; one left alone for lease_ms of the
  *     watcher's clock is taken over as generation 2, and its old holder's
@@ -18,7 +22,9 @@
  *  3. release: the holder hands the job back ("released", generation 2);
  *     another claims it at once (generation 3); remove_all removes every
  *     lease file and nothing else, and a holder whose file was removed has
- *     lost it.
+ *     lost it.  job_lease_end: a holder that lost its lease to a successor
+ *     removes nothing (-1); the successor's end removes its generation and
+ *     the older ones, but never a newer one.
  *  4. a lease file that names no one (its creator died before writing it):
  *     no shortcut, stale after lease_ms like any other.
  *  5. races: 8 threads claim a free job at once, and 8 claim a stale one
@@ -169,11 +175,46 @@ static void test_claim(void)
     VIT_ASSERT(symlink("lease.x", path) == 0); /* and a symlink */
     job_lease_watch w = {0};
     job_lease *l = claim_at(junk, &a, &w, 0);
-    CHECKF(l && job_lease_gen(l) == 1, "junk names only: generation %ld",
-           l ? job_lease_gen(l) : -1);
+    CHECKF(l && job_lease_gen(l) == 10 && job_lease_skipped(l) == 9,
+           "past junk at the top: generation %ld, skipped %ld", l ? job_lease_gen(l) : -1,
+           l ? job_lease_skipped(l) : -1);
     job_lease_drop(l);
     vit_status st;
     vit_error err = {0};
+
+    /* junk just above a holder's lease: the holder has lost it, the job is
+     * claimable at once (as the review's repro: a directory lease.2) */
+    char above[300];
+    job_dir(above, sizeof above, "junk-above");
+    job_lease_watch wa3 = {0}, wb3 = {0};
+    job_lease *held = claim_at(above, &a, &wa3, 0);
+    VIT_ASSERT(held && job_lease_gen(held) == 1);
+    snprintf(path, sizeof path, "%s/lease.2", above);
+    VIT_ASSERT(mkdir(path, 0755) == 0);
+    CHECK(!job_lease_held(held));
+    l = claim_at(above, &b, &wb3, 0);
+    CHECKF(l && job_lease_gen(l) == 3 && job_lease_skipped(l) == 2,
+           "junk above a lease: generation %ld, skipped %ld", l ? job_lease_gen(l) : -1,
+           l ? job_lease_skipped(l) : -1);
+    job_lease_drop(l);
+    job_lease_drop(held);
+
+    /* the last generation: said once, then the job waits quietly */
+    char last[300];
+    job_dir(last, sizeof last, "last-gen");
+    snprintf(path, sizeof path, "%s/lease.999999999999", last);
+    FILE *f = fopen(path, "w");
+    VIT_ASSERT(f && fclose(f) == 0);
+    job_lease_watch wl = {0};
+    st = job_lease_claim(last, &a, LEASE_MS, &wl, 0, &l, &err);
+    CHECKF(st == VIT_ERR_IO && !l && strstr(err.message, "last generation"),
+           "the last generation, first look: %s %s", vit_status_name(st), err.message);
+    err.message[0] = '\0';
+    for (int k = 1; k <= 3; k++) {
+        st = job_lease_claim(last, &a, LEASE_MS, &wl, k * 100.0, &l, &err);
+        CHECKF(st == VIT_OK && !l && !err.message[0], "the last generation, look %d: %s %s", k,
+               vit_status_name(st), err.message);
+    }
 
     snprintf(path, sizeof path, "%s/none", root);
     st = job_lease_claim(path, &a, LEASE_MS, &w, 0, &l, &err);
@@ -245,7 +286,39 @@ static void test_release(void)
     job_lease_watch w = {0};
     job_lease *l = claim_at(dir, &a, &w, 0);
     CHECK(l && job_lease_gen(l) == 1);
-    job_lease_drop(l);
+
+    /* the end: a holder that stalled past its lease (a took it over as 2)
+     * removes nothing; a's end removes 1 and 2 but not a successor's 3 */
+    job_lease_watch wt = {0};
+    CHECK(!claim_at(dir, &b, &wt, 0));
+    job_lease *taken = claim_at(dir, &b, &wt, 2 * LEASE_MS / 1000.0 + 1);
+    VIT_ASSERT(taken && job_lease_gen(taken) == 2);
+    CHECKF(job_lease_end(l) == -1 && exists(dir, "lease.1") && exists(dir, "lease.2"),
+           "the stale holder's end removed files");
+    FILE *g = fopen(strcat(strcpy(text, dir), "/lease.3"), "w"); /* a successor, made by hand */
+    VIT_ASSERT(g && fclose(g) == 0);
+    CHECK(!job_lease_held(taken)); /* lease.3 says so: the end removes nothing */
+    CHECK(job_lease_end(taken) == -1 && entries(dir) == 4);
+    unlink(text);
+    job_lease_watch wc = {0};
+    job_lease *c = claim_at(dir, &a, &wc, 0.001); /* 2 is b's, never renewed: stale later */
+    CHECK(!c);
+    c = claim_at(dir, &a, &wc, 2 * LEASE_MS / 1000.0 + 1);
+    VIT_ASSERT(c && job_lease_gen(c) == 3);
+    char next[400];
+    snprintf(next, sizeof next, "%s/lease.4", dir);
+    g = fopen(next, "w"); /* a successor since the last renew */
+    VIT_ASSERT(g && fclose(g) == 0);
+    CHECK(job_lease_end(c) == -1); /* seen at the look: lost */
+    unlink(next);
+    job_lease_watch wd = {0};
+    c = claim_at(dir, &b, &wd, 0.001);
+    CHECK(!c); /* lease.3 is a's, never renewed */
+    c = claim_at(dir, &b, &wd, 2 * LEASE_MS / 1000.0 + 1);
+    VIT_ASSERT(c && job_lease_gen(c) == 4);
+    int ended = job_lease_end(c);
+    CHECKF(ended == 4 && entries(dir) == 1, "the end removed %d, %d entries left", ended,
+           entries(dir));
 }
 
 /* ---- 4. a lease that names no one -------------------------------------- */
