@@ -254,14 +254,21 @@ static bool is_file(const char *path)
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+/* A store on dir serving version v of name, resident. */
+static task_store *store_serving(const char *dir, const char *name, int v)
+{
+    task_store *s = open_store(dir);
+    put_version(s, name, v);
+    CHECK(served(s, name) == v);
+    return s;
+}
+
 static void test_reopen(const char *dir)
 {
     fprintf(stderr, "the directory replaced (task_store_reopen)\n");
     char away[512], path[600], cmd[1200];
     snprintf(away, sizeof away, "%s-away", dir);
-    task_store *b = open_store(dir);
-    put_version(b, "d", 1);
-    CHECK(served(b, "d") == 1); /* resident now */
+    task_store *b = store_serving(dir, "d", 1);
     bool reopened = true;
     vit_error err;
     CHECK(task_store_reopen(b, false, &reopened, &err) == VIT_OK && !reopened);
@@ -309,9 +316,7 @@ static void test_dir_replaced(const char *dir)
     fprintf(stderr, "the directory replaced (the watcher, inotify, rescans every 300 ms)\n");
     char away[512], path[600], cmd[1200];
     snprintf(away, sizeof away, "%s-away", dir);
-    task_store *b = open_store(dir);
-    put_version(b, "w", 1);
-    CHECK(served(b, "w") == 1);
+    task_store *b = store_serving(dir, "w", 1);
     log_clear();
     task_watch *w = watch(b, dir, 300, false);
     VIT_ASSERT(rename(dir, away) == 0 && mkdir(dir, 0755) == 0);
