@@ -1218,15 +1218,15 @@ vit_status task_store_metadata(task_store *s, const char *name, char ***kv,
     if (st != VIT_OK)
         return st;
     size_t len = (size_t)sb.st_size;
-    void *map;
-    st = read_task_file(s, fd, len, file, &map, err);
+    void *bytes;
+    st = read_task_file(s, fd, len, file, &bytes, err);
     close(fd);
     if (st != VIT_OK)
         return st;
     st_limits limits;
     task_file_limits(s->m, &limits);
     st_file *f;
-    st = st_open_memory_limited(map, len, &limits, &f, err);
+    st = st_open_memory_limited(bytes, len, &limits, &f, err);
     if (st != VIT_OK) {
         if (err)
             vit_error_prefix(err, "task '%s'", file);
@@ -1234,7 +1234,7 @@ vit_status task_store_metadata(task_store *s, const char *name, char ***kv,
         st = copy_metadata(f, name, kv, err);
         st_close(f);
     }
-    free(map);
+    free(bytes);
     if (st == VIT_OK && file_bytes)
         *file_bytes = (uint64_t)len;
     return st;
