@@ -558,6 +558,14 @@ unsigned loopback_http_requests(loopback_http *s) { return counter(s, &s->reques
 unsigned loopback_http_cuts(loopback_http *s) { return counter(s, &s->cuts); }
 unsigned loopback_http_closed(loopback_http *s) { return counter(s, &s->closed); }
 
+bool loopback_http_wait_requests(loopback_http *s, unsigned n, long timeout_ms)
+{
+    struct timespec step = {0, 10000000L}; /* the counter has no condition of its own */
+    for (long waited = 0; loopback_http_requests(s) < n && waited < timeout_ms; waited += 10)
+        nanosleep(&step, NULL);
+    return loopback_http_requests(s) >= n;
+}
+
 bool loopback_http_wait_closed(loopback_http *s, unsigned n, long timeout_ms)
 {
     struct timespec until;

@@ -118,6 +118,11 @@ unsigned loopback_http_closed(loopback_http *s);
  * notices.  (The timeout is a bound on a hang, not a timing assertion.) */
 bool loopback_http_wait_closed(loopback_http *s, unsigned n, long timeout_ms);
 
+/* Waits until at least n requests have been read whole, or timeout_ms
+ * passed; true when they have.  For "the server's fetch is in flight" (the
+ * origin holds its reply).  A bound on a hang, as above. */
+bool loopback_http_wait_requests(loopback_http *s, unsigned n, long timeout_ms);
+
 /* ---- for handlers ---- */
 
 /* Sends n bytes.  0, or -1 when the client has gone (counted as a cut) or

@@ -508,6 +508,54 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
     return grow_append(b, data, n) ? n : 0;
 }
 
+void serve_images_load(serve_images *im)
+{
+    static const char *const rel[SERVE_NIMG] = {
+        "models/fashion-vit-tiny/samples/0_ankle_boot.png",
+        "models/fashion-vit-tiny/samples/1_pullover.png",
+        "models/fashion-vit-tiny/samples/2_trouser.png",
+        "tests/data/images/chelsea.png",
+        "tests/data/images/coffee.jpg",
+        "tests/data/images/rocket.bmp",
+    };
+    for (int i = 0; i < SERVE_NIMG; i++) {
+        test_path(im->path[i], sizeof im->path[i], rel[i]);
+        im->data[i] = serve_read_file(im->path[i], &im->len[i]);
+        VIT_ASSERT(im->data[i]);
+        im->b64[i] = serve_base64(im->data[i], im->len[i]);
+        VIT_ASSERT(im->b64[i]);
+    }
+}
+
+void serve_images_free(serve_images *im)
+{
+    for (int i = 0; i < SERVE_NIMG; i++) {
+        free(im->data[i]);
+        free(im->b64[i]);
+    }
+}
+
+static void *pending_run(void *arg)
+{
+    serve_pending *pe = arg;
+    CURL *h = curl_easy_init();
+    VIT_ASSERT(h);
+    serve_request(pe->p, h, &pe->q, &pe->r);
+    curl_easy_cleanup(h);
+    return NULL;
+}
+
+void serve_request_start(serve_pending *pe, const serve_proc *p, const serve_req *q)
+{
+    *pe = (serve_pending){.p = p, .q = *q};
+    VIT_ASSERT(pthread_create(&pe->thread, NULL, pending_run, pe) == 0);
+}
+
+void serve_request_join(serve_pending *pe)
+{
+    VIT_ASSERT(pthread_join(pe->thread, NULL) == 0);
+}
+
 bool serve_request(const serve_proc *p, CURL *h, const serve_req *q, serve_resp *r)
 {
     memset(r, 0, sizeof *r);

@@ -26,6 +26,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -74,6 +75,21 @@ int serve_run(const char *const *argv, char *out, size_t out_len, char *err, siz
 int serve_run_cli(const char *const *args, char *out, size_t out_len, char *err, size_t err_len,
                   long timeout_ms);
 
+/* ---- the images the API tests classify ---------------------------------- */
+
+/* Three Fashion-MNIST samples (PNG) and three photos (PNG, JPEG, BMP), read
+ * from the source tree: as files, bytes and base64. */
+enum { SERVE_NIMG = 6 };
+typedef struct serve_images {
+    char path[SERVE_NIMG][1024];
+    uint8_t *data[SERVE_NIMG];
+    size_t len[SERVE_NIMG];
+    char *b64[SERVE_NIMG];
+} serve_images;
+
+void serve_images_load(serve_images *im);
+void serve_images_free(serve_images *im);
+
 /* ---- HTTP --------------------------------------------------------------- */
 
 /* One request to the server. */
@@ -109,6 +125,19 @@ typedef struct serve_resp {
  * reused) and fills r.  True when an HTTP response arrived. */
 bool serve_request(const serve_proc *p, CURL *h, const serve_req *q, serve_resp *r);
 void serve_resp_free(serve_resp *r);
+
+/* A request sent from a thread of its own (with its own handle), for a
+ * test that acts while it is in flight: a drain, /metrics during a held
+ * fetch.  q's strings must outlive serve_request_join. */
+typedef struct serve_pending {
+    const serve_proc *p;
+    serve_req q;
+    serve_resp r;       /* after serve_request_join (serve_resp_free it) */
+    pthread_t thread;
+} serve_pending;
+
+void serve_request_start(serve_pending *pe, const serve_proc *p, const serve_req *q);
+void serve_request_join(serve_pending *pe);
 
 /* The value of response header name (case-insensitive, trimmed) copied into
  * buf; NULL when absent. */

@@ -46,7 +46,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -442,23 +441,13 @@ static void test_url_budget(void)
 
 /* ---- 7. drain cancels URL fetches ------------------------------------------ */
 
-typedef struct drain_client {
-    const serve_proc *p;
-    const char *body;
-    serve_resp r;
-} drain_client;
-
-static void *drain_client_run(void *arg)
+/* POST /v1/classify with a JSON body from a thread of its own: for acting
+ * while its URL fetch is held. */
+static void classify_in_flight(serve_pending *c, const serve_proc *p, const char *body)
 {
-    drain_client *c = arg;
-    CURL *ch = curl_easy_init();
-    VIT_ASSERT(ch);
-    serve_request(c->p, ch,
-                  &(serve_req){.path = "/v1/classify", .content_type = "application/json",
-                               .body = c->body, .len = strlen(c->body), .timeout_ms = 30000},
-                  &c->r);
-    curl_easy_cleanup(ch);
-    return NULL;
+    serve_request_start(c, p, &(serve_req){.path = "/v1/classify",
+                                           .content_type = "application/json", .body = body,
+                                           .len = strlen(body), .timeout_ms = 30000});
 }
 
 static void test_drain_cancels_fetch(void)
@@ -476,20 +465,16 @@ static void test_drain_cancels_fetch(void)
         char url[128], body[256];
         loopback_http_url(o, "/slow.png", url, sizeof url);
         snprintf(body, sizeof body, "{\"image\":\"%s\"}", url);
-        drain_client c = {.p = &p, .body = body};
-        pthread_t t;
-        VIT_ASSERT(pthread_create(&t, NULL, drain_client_run, &c) == 0);
+        serve_pending c;
+        classify_in_flight(&c, &p, body);
         /* in flight: the origin has the fetch's request and holds its reply */
-        double end = serve_now_ms() + 20000;
-        while (loopback_http_requests(o) < 1 && serve_now_ms() < end)
-            usleep(10000);
-        CHECKF(loopback_http_requests(o) == 1, "the fetch never reached the origin");
+        CHECKF(loopback_http_wait_requests(o, 1, 20000), "the fetch never reached the origin");
         double t0 = serve_now_ms();
         int st = serve_stop(&p, SIGTERM, 6000);
         fprintf(stderr, "   exit %d %.0f ms after SIGTERM\n", st, serve_now_ms() - t0);
         CHECKF(st == 0, "SIGTERM during a held URL fetch, drain 300 ms: exit %d within 6 s "
                         "(-2: still running, the drain waited for the fetch)", st);
-        pthread_join(t, NULL);
+        serve_request_join(&c);
         serve_check_error("classify of a URL cut by the drain", &c.r, 503, "shutting_down");
         serve_resp_free(&c.r);
     }
@@ -530,19 +515,15 @@ static void test_fetch_not_preparing(void)
                (int)loopback_http_accepts(o));
         /* a held fetch: active, but not preparing */
         snprintf(body, sizeof body, "{\"image\":\"%s\",\"task\":\"ta\"}", url);
-        drain_client c = {.p = &p, .body = body};
-        pthread_t t;
-        VIT_ASSERT(pthread_create(&t, NULL, drain_client_run, &c) == 0);
-        double end = serve_now_ms() + 20000;
-        while (loopback_http_requests(o) < 1 && serve_now_ms() < end)
-            usleep(10000);
-        CHECKF(loopback_http_requests(o) == 1, "the fetch never reached the origin");
+        serve_pending c;
+        classify_in_flight(&c, &p, body);
+        CHECKF(loopback_http_wait_requests(o, 1, 20000), "the fetch never reached the origin");
         serve_request(&p, h, &(serve_req){.path = "/metrics", .timeout_ms = 10000}, &r);
         CHECKF(r.body && strstr(r.body, "\nvitfit_requests_preparing 0\n") &&
                    strstr(r.body, "\nvitfit_active_requests 1\n"),
                "during a held fetch /metrics should show 1 active and 0 preparing requests");
         serve_resp_free(&r);
-        pthread_join(t, NULL);
+        serve_request_join(&c);
         CHECKF(c.r.status == 200, "the held URL request: status %ld", c.r.status);
         serve_resp_free(&c.r);
         stop(&p, "fetch not preparing");

@@ -33,7 +33,6 @@
  *  9. /metrics counts the V2 route; SIGTERM answers a held V2 infer 503
  *     shutting_down with Retry-After (the drain, as for /v1/classify).
  */
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,21 +46,10 @@
 
 #define API_KEY "kserve-Key_0123456789"
 
-static const char *const image_rel[] = {
-    "models/fashion-vit-tiny/samples/0_ankle_boot.png",
-    "models/fashion-vit-tiny/samples/1_pullover.png",
-    "models/fashion-vit-tiny/samples/2_trouser.png",
-    "tests/data/images/chelsea.png",
-    "tests/data/images/coffee.jpg",
-    "tests/data/images/rocket.bmp",
-};
-#define NIMG 6
-static const int all_images[NIMG] = {0, 1, 2, 3, 4, 5};
+static const int all_images[SERVE_NIMG] = {0, 1, 2, 3, 4, 5};
 
 static char data_dir[256];
-static uint8_t *image_data[NIMG];
-static size_t image_len[NIMG];
-static char *image_b64[NIMG];
+static serve_images img;
 static uint8_t *png;
 static size_t png_len;
 
@@ -105,7 +93,7 @@ static json_t *v2_request(const int *imgs, int n, int top_k)
 {
     json_t *data = json_array();
     for (int i = 0; i < n; i++)
-        json_array_append_new(data, json_string(image_b64[imgs[i]]));
+        json_array_append_new(data, json_string(img.b64[imgs[i]]));
     json_t *j = json_pack("{s:[{s:s,s:[i],s:s,s:o}]}", "inputs", "name", "image", "shape", n,
                           "datatype", "BYTES", "data", data);
     if (top_k > 0)
@@ -120,7 +108,7 @@ static json_t *native(const serve_proc *p, const char *task, const int *imgs, in
 {
     json_t *images = json_array();
     for (int i = 0; i < n; i++)
-        json_array_append_new(images, json_string(image_b64[imgs[i]]));
+        json_array_append_new(images, json_string(img.b64[imgs[i]]));
     json_t *j = json_pack("{s:o,s:i}", "images", images, "top_k", top_k);
     if (task)
         json_object_set_new(j, "task", json_string(task));
@@ -316,8 +304,8 @@ static buf binary_images(const int *imgs, int n)
 {
     buf b = {0};
     for (int i = 0; i < n; i++) {
-        buf_u32(&b, (uint32_t)image_len[imgs[i]]);
-        buf_put(&b, image_data[imgs[i]], image_len[imgs[i]]);
+        buf_u32(&b, (uint32_t)img.len[imgs[i]]);
+        buf_put(&b, img.data[imgs[i]], img.len[imgs[i]]);
     }
     return b;
 }
@@ -547,12 +535,12 @@ static void test_equals_native(void)
         for (int t = 0; t < 3; t++) {
             int k = top_ks[t] ? top_ks[t] : 5;
             size_t want_k = (size_t)(k < classes[m] ? k : classes[m]);
-            json_t *results = native(&A, tasks[m], all_images, NIMG, k);
+            json_t *results = native(&A, tasks[m], all_images, SERVE_NIMG, k);
             serve_resp r;
-            infer_json(&A, models[m], v2_request(all_images, NIMG, top_ks[t]), &r);
+            infer_json(&A, models[m], v2_request(all_images, SERVE_NIMG, top_ks[t]), &r);
             char what[96];
             snprintf(what, sizeof what, "infer %s, 6 images, top_k %d", models[m], top_ks[t]);
-            check_equal_native(what, &r, models[m], results, NIMG, want_k);
+            check_equal_native(what, &r, models[m], results, SERVE_NIMG, want_k);
             fprintf(stderr, "  %-48s -> equal to /v1/classify ([6, %zu])\n", what, want_k);
             serve_resp_free(&r);
             json_decref(results);
@@ -637,16 +625,16 @@ static void test_protocol_examples(void)
     serve_resp_free(&r);
     req = json_pack("{s:{s:i},s:[{s:s,s:[i,i],s:s,s:[[s],[s]]}],s:[]}", "parameters",
                     "my_custom_parameter", 42, "inputs", "name", "image", "shape", 2, 1,
-                    "datatype", "BYTES", "data", image_b64[0], image_b64[1], "outputs");
+                    "datatype", "BYTES", "data", img.b64[0], img.b64[1], "outputs");
     infer_json(&A, "alpha", req, &r);
     check_equal_native("nested data, shape [2, 1], outputs []", &r, "alpha", results, 2, 5);
     serve_resp_free(&r);
     /* data URIs and URL-safe base64 without padding: read as /v1/classify reads them */
-    char *uri = malloc(strlen(image_b64[1]) + 32);
+    char *uri = malloc(strlen(img.b64[1]) + 32);
     VIT_ASSERT(uri);
-    sprintf(uri, "data:image/png;base64,%s", image_b64[1]);
+    sprintf(uri, "data:image/png;base64,%s", img.b64[1]);
     req = json_pack("{s:[{s:s,s:[i],s:s,s:[s,s]}]}", "inputs", "name", "image", "shape", 2,
-                    "datatype", "BYTES", "data", image_b64[0], uri);
+                    "datatype", "BYTES", "data", img.b64[0], uri);
     infer_json(&A, "alpha", req, &r);
     check_equal_native("a data: URI element", &r, "alpha", results, 2, 5);
     serve_resp_free(&r);
@@ -750,7 +738,7 @@ static void test_binary(void)
     send_binary("alpha", header, &bin, NULL, &r);
     check_v2_error("binary_data_size and data", &r, 400, "invalid_request");
     serve_resp_free(&r);
-    json_t *claimless = with_input("data", json_pack("[s]", image_b64[0]));
+    json_t *claimless = with_input("data", json_pack("[s]", img.b64[0]));
     char *text = json_dumps(claimless, JSON_COMPACT);
     json_decref(claimless);
     send_binary("alpha", text, &bin, NULL, &r);
@@ -780,8 +768,8 @@ static void test_urls(void)
 {
     fprintf(stderr, "== 7. an image URL as a BYTES element\n");
     loopback_http *o = loopback_http_start(
-        &(loopback_http_behaviour){.kind = LOOPBACK_HTTP_BODY, .body = image_data[0],
-                                   .body_len = image_len[0], .content_type = "image/png"},
+        &(loopback_http_behaviour){.kind = LOOPBACK_HTTP_BODY, .body = img.data[0],
+                                   .body_len = img.len[0], .content_type = "image/png"},
         AF_INET);
     loopback_http *gone = loopback_http_start(
         &(loopback_http_behaviour){.kind = LOOPBACK_HTTP_BODY, .status = 404, .body = "no",
@@ -795,7 +783,7 @@ static void test_urls(void)
     serve_resp r;
     infer_json(&A, "alpha",
                json_pack("{s:[{s:s,s:[i],s:s,s:[s,s]}]}", "inputs", "name", "image", "shape", 2,
-                         "datatype", "BYTES", "data", url, image_b64[1]),
+                         "datatype", "BYTES", "data", url, img.b64[1]),
                &r);
     check_equal_native("a URL element", &r, "alpha", results, 2, 5);
     CHECKF(loopback_http_requests(o) == 1, "the origin saw %u requests, want 1",
@@ -849,9 +837,9 @@ static void test_errors(void)
     bad_request("an element that is a number", with_input("data", json_pack("[i]", 7)), 400,
                 "invalid_request");
     bad_request("nested deeper than shape [1]",
-                with_input("data", json_pack("[[s]]", image_b64[0])), 400, "invalid_request");
+                with_input("data", json_pack("[[s]]", img.b64[0])), 400, "invalid_request");
     bad_request("more elements than shape [1]",
-                with_input("data", json_pack("[s,s]", image_b64[0], image_b64[0])), 400,
+                with_input("data", json_pack("[s,s]", img.b64[0], img.b64[0])), 400,
                 "invalid_request");
     bad_request("9 images, over max_images_per_request 8", with_input("shape", json_pack("[i]", 9)),
                 413, "too_many_images");
@@ -939,7 +927,7 @@ static void test_errors(void)
     free(huge);
     serve_request(&A, h,
                   &(serve_req){.path = "/v2/models/alpha/infer", .content_type = "image/png",
-                               .body = image_data[0], .len = image_len[0]},
+                               .body = img.data[0], .len = img.len[0]},
                   &r);
     check_v2_error("Content-Type image/png", &r, 415, "unsupported_media_type");
     serve_resp_free(&r);
@@ -996,26 +984,6 @@ static void test_metrics(void)
     serve_resp_free(&r);
 }
 
-typedef struct drain_client {
-    const serve_proc *p;
-    const char *body;
-    serve_resp r;
-} drain_client;
-
-static void *drain_client_run(void *arg)
-{
-    drain_client *c = arg;
-    CURL *ch = curl_easy_init();
-    VIT_ASSERT(ch);
-    serve_request(c->p, ch,
-                  &(serve_req){.path = "/v2/models/_backbone/infer",
-                               .content_type = "application/json", .body = c->body,
-                               .len = strlen(c->body), .timeout_ms = 30000},
-                  &c->r);
-    curl_easy_cleanup(ch);
-    return NULL;
-}
-
 static void test_drain(void)
 {
     fprintf(stderr, "== 9. SIGTERM during a V2 infer\n");
@@ -1034,16 +1002,15 @@ static void test_drain(void)
                  "{\"inputs\":[{\"name\":\"image\",\"shape\":[1],\"datatype\":\"BYTES\","
                  "\"data\":[\"%s\"]}]}",
                  url);
-        drain_client c = {.p = &p, .body = body};
-        pthread_t t;
-        VIT_ASSERT(pthread_create(&t, NULL, drain_client_run, &c) == 0);
-        double end = serve_now_ms() + 20000;
-        while (loopback_http_requests(o) < 1 && serve_now_ms() < end)
-            usleep(10000);
-        CHECKF(loopback_http_requests(o) == 1, "the fetch never reached the origin");
+        serve_pending c;
+        serve_request_start(&c, &p, &(serve_req){.path = "/v2/models/_backbone/infer",
+                                                 .content_type = "application/json",
+                                                 .body = body, .len = strlen(body),
+                                                 .timeout_ms = 30000});
+        CHECKF(loopback_http_wait_requests(o, 1, 20000), "the fetch never reached the origin");
         int st = serve_stop(&p, SIGTERM, 10000);
         CHECKF(st == 0, "SIGTERM: exit %d", st);
-        pthread_join(t, NULL);
+        serve_request_join(&c);
         check_v2_error("a V2 infer cut by the drain", &c.r, 503, "shutting_down");
         char ra[16];
         CHECKF(serve_header(&c.r, "Retry-After", ra, sizeof ra) && atoi(ra) >= 1,
@@ -1061,15 +1028,9 @@ int main(void)
     h = curl_easy_init();
     VIT_ASSERT(h);
     VIT_ASSERT(serve_tmpdir("kserve", data_dir, sizeof data_dir));
-    for (int i = 0; i < NIMG; i++) {
-        char path[1024];
-        image_data[i] = serve_read_file(test_path(path, sizeof path, image_rel[i]), &image_len[i]);
-        VIT_ASSERT(image_data[i]);
-        image_b64[i] = serve_base64(image_data[i], image_len[i]);
-        VIT_ASSERT(image_b64[i]);
-    }
-    png = image_data[0];
-    png_len = image_len[0];
+    serve_images_load(&img);
+    png = img.data[0];
+    png_len = img.len[0];
     char f[512];
     snprintf(f, sizeof f, "%s/tasks/alpha.safetensors", data_dir);
     VIT_ASSERT(serve_make_task(serve_model(), f, 10, "alpha", 21));
@@ -1101,10 +1062,7 @@ int main(void)
         CHECKF(serve_stop(&B, SIGTERM, 30000) == 0, "server B did not exit 0");
     if (up)
         test_drain();
-    for (int i = 0; i < NIMG; i++) {
-        free(image_data[i]);
-        free(image_b64[i]);
-    }
+    serve_images_free(&img);
     serve_model_free();
     curl_easy_cleanup(h);
     curl_global_cleanup();

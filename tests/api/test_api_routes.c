@@ -56,26 +56,14 @@
 
 /* The images every classify check uses; refs[t][i] is the CLI's answer for
  * task t (0: the backbone's head, 1..3: alpha, beta, gamma) and image i. */
-static const char *const image_rel[] = {
-    "models/fashion-vit-tiny/samples/0_ankle_boot.png",
-    "models/fashion-vit-tiny/samples/1_pullover.png",
-    "models/fashion-vit-tiny/samples/2_trouser.png",
-    "tests/data/images/chelsea.png",
-    "tests/data/images/coffee.jpg",
-    "tests/data/images/rocket.bmp",
-};
-#define NIMG 6
 #define NTASK 4
 static const char *const task_names[NTASK] = {NULL, "alpha", "beta", "gamma"};
 static const int task_classes[NTASK] = {10, 10, 4, 10};
 
 static char data_dir[256], scratch[256];
-static char image_path[NIMG][1024];
-static uint8_t *image_data[NIMG];
-static size_t image_len[NIMG];
-static char *image_b64[NIMG];
+static serve_images img;
 static char task_file[NTASK][512]; /* [0] unused */
-static serve_ref refs[NTASK][NIMG];
+static serve_ref refs[NTASK][SERVE_NIMG];
 
 static serve_proc A, B;
 static CURL *h;
@@ -121,7 +109,7 @@ static void check_reply(const char *what, const json_t *got, int t, int i, int t
 static void check_classify(const char *what, const serve_proc *p, int t, int i, int top_k,
                            const serve_ref *ref)
 {
-    json_t *req = json_pack("{ss}", "image", image_b64[i]);
+    json_t *req = json_pack("{ss}", "image", img.b64[i]);
     if (task_names[t])
         json_object_set_new(req, "task", json_string(task_names[t]));
     if (top_k)
@@ -144,7 +132,7 @@ static void check_classify(const char *what, const serve_proc *p, int t, int i, 
 static void check_classify_named(const char *what, const char *name, int i, const serve_ref *ref)
 {
     serve_resp r;
-    post_json(&A, json_pack("{sssssi}", "image", image_b64[i], "task", name, "top_k", 10), &r);
+    post_json(&A, json_pack("{sssssi}", "image", img.b64[i], "task", name, "top_k", 10), &r);
     json_t *j = serve_check_ok(what, &r);
     if (j) {
         char why[256];
@@ -530,7 +518,7 @@ static void test_tasks(void)
     VIT_ASSERT(serve_make_task(serve_model(), v1, 10, "delta", 41));
     VIT_ASSERT(serve_make_task(serve_model(), v2, 7, "delta2", 42));
     serve_ref ref1, ref2;
-    const char *img0[] = {image_path[0]};
+    const char *img0[] = {img.path[0]};
     VIT_ASSERT(serve_reference(v1, img0, 1, &ref1) && serve_reference(v2, img0, 1, &ref2));
     size_t n1, n2;
     uint8_t *b1 = serve_read_file(v1, &n1), *b2 = serve_read_file(v2, &n2);
@@ -632,7 +620,7 @@ static void test_tasks(void)
     expect_error("DELETE it again", &A,
                  &(serve_req){.method = "DELETE", .path = "/v1/tasks/delta"}, 404,
                  "task_not_found");
-    post_json(&A, json_pack("{ssss}", "image", image_b64[0], "task", "delta"), &r);
+    post_json(&A, json_pack("{ssss}", "image", img.b64[0], "task", "delta"), &r);
     serve_check_error("classify with a deleted task", &r, 404, "task_not_found");
     serve_resp_free(&r);
     serve_request(&A, h, &(serve_req){.path = "/v1/tasks"}, &r);
@@ -653,7 +641,7 @@ static void test_forms(loopback_http *png_server)
     json_t *j;
     /* bare base64, every image and task, top_k 3 and 10 */
     for (int t = 0; t < NTASK; t++)
-        for (int i = 0; i < NIMG; i++) {
+        for (int i = 0; i < SERVE_NIMG; i++) {
             char what[96];
             snprintf(what, sizeof what, "JSON base64, task %s, image %d",
                      task_names[t] ? task_names[t] : "(none)", i);
@@ -662,14 +650,14 @@ static void test_forms(loopback_http *png_server)
     /* default top_k 5, clamped to beta's 4 classes */
     check_classify("JSON base64, default top_k", &A, 1, 1, 0, NULL);
     check_classify("JSON base64, default top_k on K = 4", &A, 2, 1, 0, NULL);
-    post_json(&A, json_pack("{sssssi}", "image", image_b64[2], "task", "beta", "top_k", 1000), &r);
+    post_json(&A, json_pack("{sssssi}", "image", img.b64[2], "task", "beta", "top_k", 1000), &r);
     j = serve_check_ok("top_k 1000 on K = 4", &r);
     if (j)
         check_reply("top_k 1000 on K = 4", j, 2, 2, 1000);
     json_decref(j);
     serve_resp_free(&r);
     /* "task": null counts as absent */
-    post_json(&A, json_pack("{sssn}", "image", image_b64[1], "task"), &r);
+    post_json(&A, json_pack("{sssn}", "image", img.b64[1], "task"), &r);
     j = serve_check_ok("\"task\": null", &r);
     if (j)
         check_reply("\"task\": null", j, 0, 1, 5);
@@ -677,10 +665,10 @@ static void test_forms(loopback_http *png_server)
     serve_resp_free(&r);
 
     /* data URI */
-    size_t dn = strlen(image_b64[3]) + 64;
+    size_t dn = strlen(img.b64[3]) + 64;
     char *data_uri = malloc(dn);
     VIT_ASSERT(data_uri);
-    snprintf(data_uri, dn, "data:image/png;base64,%s", image_b64[3]);
+    snprintf(data_uri, dn, "data:image/png;base64,%s", img.b64[3]);
     post_json(&A, json_pack("{sssssi}", "image", data_uri, "task", "gamma", "top_k", 10), &r);
     j = serve_check_ok("JSON data URI", &r);
     if (j)
@@ -691,16 +679,16 @@ static void test_forms(loopback_http *png_server)
 
     /* "images": results in order */
     json_t *imgs = json_array();
-    for (int i = 0; i < NIMG; i++)
-        json_array_append_new(imgs, json_string(image_b64[(i + 2) % NIMG]));
+    for (int i = 0; i < SERVE_NIMG; i++)
+        json_array_append_new(imgs, json_string(img.b64[(i + 2) % SERVE_NIMG]));
     post_json(&A, json_pack("{soss}", "images", imgs, "task", "alpha"), &r);
     j = serve_check_ok("JSON images", &r);
     json_t *results = json_object_get(j, "results");
-    CHECKF(json_array_size(results) == NIMG, "images: %zu results", json_array_size(results));
-    for (int i = 0; i < NIMG && json_array_size(results) == NIMG; i++) {
+    CHECKF(json_array_size(results) == SERVE_NIMG, "images: %zu results", json_array_size(results));
+    for (int i = 0; i < SERVE_NIMG && json_array_size(results) == SERVE_NIMG; i++) {
         char what[64];
         snprintf(what, sizeof what, "images: results[%d]", i);
-        check_reply(what, json_array_get(results, (size_t)i), 1, (i + 2) % NIMG, 5);
+        check_reply(what, json_array_get(results, (size_t)i), 1, (i + 2) % SERVE_NIMG, 5);
     }
     json_decref(j);
     serve_resp_free(&r);
@@ -709,7 +697,7 @@ static void test_forms(loopback_http *png_server)
     for (int i = 0; i < 2; i++) {
         json_t *names = json_pack("[sss]", "gamma", "alpha", "beta");
         const int order[] = {3, 1, 2};
-        post_json(&A, json_pack("{sssosi}", "image", image_b64[i * 3], "tasks", names, "top_k", 10),
+        post_json(&A, json_pack("{sssosi}", "image", img.b64[i * 3], "tasks", names, "top_k", 10),
                   &r);
         j = serve_check_ok("JSON tasks", &r);
         results = json_object_get(j, "results");
@@ -721,7 +709,7 @@ static void test_forms(loopback_http *png_server)
             check_reply(what, got, order[k], i * 3, 10);
             /* the same task alone: equal labels and scores, bit for bit */
             serve_resp one;
-            post_json(&A, json_pack("{sssssi}", "image", image_b64[i * 3], "task",
+            post_json(&A, json_pack("{sssssi}", "image", img.b64[i * 3], "task",
                                     task_names[order[k]], "top_k", 10),
                       &one);
             json_t *alone = serve_check_ok("the same task alone", &one);
@@ -738,11 +726,11 @@ static void test_forms(loopback_http *png_server)
     }
 
     /* multipart: file field image, fields task, top_k */
-    for (int i = 0; i < NIMG; i += 2) {
+    for (int i = 0; i < SERVE_NIMG; i += 2) {
         curl_mime *mime = curl_mime_init(h);
         curl_mimepart *part = curl_mime_addpart(mime);
         curl_mime_name(part, "image");
-        curl_mime_data(part, (const char *)image_data[i], image_len[i]);
+        curl_mime_data(part, (const char *)img.data[i], img.len[i]);
         curl_mime_filename(part, "upload.bin");
         curl_mime_type(part, "application/octet-stream");
         part = curl_mime_addpart(mime);
@@ -765,7 +753,7 @@ static void test_forms(loopback_http *png_server)
     curl_mime *mime = curl_mime_init(h);
     curl_mimepart *part = curl_mime_addpart(mime);
     curl_mime_name(part, "image");
-    curl_mime_data(part, (const char *)image_data[1], image_len[1]);
+    curl_mime_data(part, (const char *)img.data[1], img.len[1]);
     curl_mime_filename(part, "pullover.png");
     curl_mime_type(part, "image/png");
     serve_request(&A, h, &(serve_req){.path = "/v1/classify", .mime = mime}, &r);
@@ -777,14 +765,14 @@ static void test_forms(loopback_http *png_server)
     serve_resp_free(&r);
 
     /* raw image body (image/png, ...) with ?task=&top_k= */
-    static const char *const types[NIMG] = {"image/png", "image/png", "image/png",
+    static const char *const types[SERVE_NIMG] = {"image/png", "image/png", "image/png",
                                             "image/png", "image/jpeg", "image/bmp"};
-    for (int i = 0; i < NIMG; i++) {
+    for (int i = 0; i < SERVE_NIMG; i++) {
         char what[64];
         snprintf(what, sizeof what, "raw %s, image %d", types[i], i);
         serve_request(&A, h, &(serve_req){.path = "/v1/classify?task=gamma&top_k=7",
-                                          .content_type = types[i], .body = image_data[i],
-                                          .len = image_len[i]},
+                                          .content_type = types[i], .body = img.data[i],
+                                          .len = img.len[i]},
                       &r);
         j = serve_check_ok(what, &r);
         if (j)
@@ -793,7 +781,7 @@ static void test_forms(loopback_http *png_server)
         serve_resp_free(&r);
     }
     serve_request(&A, h, &(serve_req){.path = "/v1/classify", .content_type = "image/png",
-                                      .body = image_data[0], .len = image_len[0]},
+                                      .body = img.data[0], .len = img.len[0]},
                   &r);
     j = serve_check_ok("raw, no query", &r);
     if (j)
@@ -812,13 +800,13 @@ static void test_forms(loopback_http *png_server)
     serve_resp_free(&r);
 
     /* server B: default_task alpha; a URL there is refused (below) */
-    post_json(&B, json_pack("{ss}", "image", image_b64[0]), &r);
+    post_json(&B, json_pack("{ss}", "image", img.b64[0]), &r);
     j = serve_check_ok("default_task", &r);
     if (j)
         check_reply("default_task", j, 1, 0, 5);
     json_decref(j);
     serve_resp_free(&r);
-    post_json(&B, json_pack("{ssss}", "image", image_b64[0], "task", "beta"), &r);
+    post_json(&B, json_pack("{ssss}", "image", img.b64[0], "task", "beta"), &r);
     j = serve_check_ok("default_task overridden", &r);
     if (j)
         check_reply("default_task overridden", j, 2, 0, 5);
@@ -940,10 +928,10 @@ static void test_errors(void)
         VIT_ASSERT(b); /* gcc 12's -fsanitize build cannot tell, and warns of a NULL format */
         char *full = NULL;
         if (strstr(b, "%s")) {
-            size_t n = strlen(b) + 2 * strlen(image_b64[0]) + 1;
+            size_t n = strlen(b) + 2 * strlen(img.b64[0]) + 1;
             full = malloc(n);
             VIT_ASSERT(full);
-            snprintf(full, n, b, image_b64[0], image_b64[0]);
+            snprintf(full, n, b, img.b64[0], img.b64[0]);
             b = full;
         }
         char what[96];
@@ -1000,7 +988,7 @@ static void test_errors(void)
         }
         /* one bad image among good ones fails the whole request */
         if (i == 3) {
-            json_t *imgs = json_pack("[sss]", image_b64[0], b64, image_b64[1]);
+            json_t *imgs = json_pack("[sss]", img.b64[0], b64, img.b64[1]);
             post_json(&A, json_pack("{so}", "images", imgs), &r);
             serve_check_error("images with one truncated JPEG", &r, 400, "bad_image");
             serve_resp_free(&r);
@@ -1009,11 +997,11 @@ static void test_errors(void)
         free(data);
     }
     /* a configured pixel limit (server B: 1000 pixels): chelsea (26,600) over, 28x28 under */
-    post_json(&B, json_pack("{ss}", "image", image_b64[3]), &r);
+    post_json(&B, json_pack("{ss}", "image", img.b64[3]), &r);
     serve_check_error("image over --max-image-pixels", &r, 413, "image_too_large");
     serve_resp_free(&r);
     serve_request(&B, h, &(serve_req){.path = "/v1/classify", .content_type = "image/png",
-                                      .body = image_data[3], .len = image_len[3]},
+                                      .body = img.data[3], .len = img.len[3]},
                   &r);
     serve_check_error("raw image over --max-image-pixels", &r, 413, "image_too_large");
     serve_resp_free(&r);
@@ -1028,9 +1016,9 @@ static void test_errors(void)
                  &(serve_req){.path = "/v1/classify", .content_type = "text/plain", .body = "hello",
                               .len = 5},
                  400, "bad_json");
-    char *curl_d = malloc(strlen(image_b64[0]) + 32);
+    char *curl_d = malloc(strlen(img.b64[0]) + 32);
     VIT_ASSERT(curl_d);
-    sprintf(curl_d, "{\"image\": \"%s\"}", image_b64[0]);
+    sprintf(curl_d, "{\"image\": \"%s\"}", img.b64[0]);
     serve_request(&A, h, &(serve_req){.path = "/v1/classify",
                                       .content_type = "application/x-www-form-urlencoded",
                                       .body = curl_d, .len = strlen(curl_d)},
@@ -1042,8 +1030,8 @@ static void test_errors(void)
     json_decref(jd);
     serve_resp_free(&r);
     /* no Content-Type: taken as JSON (curl -d without -H) or refused */
-    serve_request(&A, h, &(serve_req){.path = "/v1/classify", .body = image_data[0],
-                                      .len = image_len[0]},
+    serve_request(&A, h, &(serve_req){.path = "/v1/classify", .body = img.data[0],
+                                      .len = img.len[0]},
                   &r);
     serve_check_error("no Content-Type", &r, r.status == 415 ? 415 : 400,
                       "unsupported_media_type|bad_json");
@@ -1075,7 +1063,7 @@ static void test_errors(void)
     mime = curl_mime_init(h);
     part = curl_mime_addpart(mime);
     curl_mime_name(part, "image");
-    curl_mime_data(part, (const char *)image_data[0], image_len[0]);
+    curl_mime_data(part, (const char *)img.data[0], img.len[0]);
     curl_mime_filename(part, "a.png");
     part = curl_mime_addpart(mime);
     curl_mime_name(part, "top_k");
@@ -1087,7 +1075,7 @@ static void test_errors(void)
     mime = curl_mime_init(h);
     part = curl_mime_addpart(mime);
     curl_mime_name(part, "image");
-    curl_mime_data(part, (const char *)image_data[0], image_len[0]);
+    curl_mime_data(part, (const char *)img.data[0], img.len[0]);
     curl_mime_filename(part, "a.png");
     part = curl_mime_addpart(mime);
     curl_mime_name(part, "task");
@@ -1098,11 +1086,11 @@ static void test_errors(void)
     serve_resp_free(&r);
     expect_error("raw, unknown task", &A,
                  &(serve_req){.path = "/v1/classify?task=nope", .content_type = "image/png",
-                              .body = image_data[0], .len = image_len[0]},
+                              .body = img.data[0], .len = img.len[0]},
                  404, "task_not_found");
     expect_error("raw, top_k=abc", &A,
                  &(serve_req){.path = "/v1/classify?top_k=abc", .content_type = "image/png",
-                              .body = image_data[0], .len = image_len[0]},
+                              .body = img.data[0], .len = img.len[0]},
                  400, "invalid_request");
     expect_error("raw, empty body", &A,
                  &(serve_req){.path = "/v1/classify", .content_type = "image/png", .body = "",
@@ -1201,7 +1189,7 @@ static void test_urls(const uint8_t *png, size_t png_len)
     CHECKF(loopback_http_requests(ok) == 1, "the URL was fetched %u times, want 1",
            loopback_http_requests(ok));
     /* the same URL twice in "images" */
-    post_json(&A, json_pack("{s[ss]}", "images", url, image_b64[1]), &r);
+    post_json(&A, json_pack("{s[ss]}", "images", url, img.b64[1]), &r);
     j = serve_check_ok("images: a URL and base64", &r);
     if (j) {
         check_reply("images[0] (URL)", json_array_get(json_object_get(j, "results"), 0), 0, 0, 5);
@@ -1291,7 +1279,7 @@ static void test_logs(void)
     const char *id = "log-check-7f3a";
     serve_resp r;
     char *body = NULL;
-    json_t *req = json_pack("{ssss}", "image", image_b64[0], "task", "gamma");
+    json_t *req = json_pack("{ssss}", "image", img.b64[0], "task", "gamma");
     body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     serve_request(&A, h, &(serve_req){.path = "/v1/classify", .content_type = "application/json",
@@ -1446,16 +1434,10 @@ int main(void)
     const vit_model *m = serve_model();
     VIT_ASSERT(m);
 
-    for (int i = 0; i < NIMG; i++) {
-        test_path(image_path[i], sizeof image_path[i], image_rel[i]);
-        image_data[i] = serve_read_file(image_path[i], &image_len[i]);
-        VIT_ASSERT(image_data[i]);
-        image_b64[i] = serve_base64(image_data[i], image_len[i]);
-        VIT_ASSERT(image_b64[i]);
-    }
-    const char *paths[NIMG];
-    for (int i = 0; i < NIMG; i++)
-        paths[i] = image_path[i];
+    serve_images_load(&img);
+    const char *paths[SERVE_NIMG];
+    for (int i = 0; i < SERVE_NIMG; i++)
+        paths[i] = img.path[i];
     for (int t = 0; t < NTASK; t++) {
         if (task_names[t]) {
             snprintf(task_file[t], sizeof task_file[t], "%s/tasks/%s.safetensors", data_dir,
@@ -1463,7 +1445,7 @@ int main(void)
             VIT_ASSERT(serve_make_task(m, task_file[t], task_classes[t], task_names[t],
                                        (uint64_t)t));
         }
-        VIT_ASSERT(serve_reference(task_names[t] ? task_file[t] : NULL, paths, NIMG, refs[t]));
+        VIT_ASSERT(serve_reference(task_names[t] ? task_file[t] : NULL, paths, SERVE_NIMG, refs[t]));
     }
 
     const char *extra_a[] = {"--max-body-bytes", "4194304", "--allow-private-urls",
@@ -1475,8 +1457,8 @@ int main(void)
     CHECKF(up_a && up_b, "the servers did not start");
     if (up_a && up_b) {
         loopback_http *png_server = loopback_http_start(
-            &(loopback_http_behaviour){.kind = LOOPBACK_HTTP_BODY, .body = image_data[3],
-                                       .body_len = image_len[3], .content_type = "image/png"},
+            &(loopback_http_behaviour){.kind = LOOPBACK_HTTP_BODY, .body = img.data[3],
+                                       .body_len = img.len[3], .content_type = "image/png"},
             AF_INET);
         VIT_ASSERT(png_server);
         double t0 = serve_now_ms();
@@ -1487,7 +1469,7 @@ int main(void)
         test_forms(png_server);
         test_tasks();
         test_errors();
-        test_urls(image_data[0], image_len[0]);
+        test_urls(img.data[0], img.len[0]);
         test_logs();
         test_health(&A);
         loopback_http_stop(png_server);
@@ -1501,10 +1483,7 @@ int main(void)
     }
     test_config();
 
-    for (int i = 0; i < NIMG; i++) {
-        free(image_data[i]);
-        free(image_b64[i]);
-    }
+    serve_images_free(&img);
     serve_model_free();
     curl_easy_cleanup(h);
     curl_global_cleanup();
