@@ -335,11 +335,14 @@ vit_status job_lease_claim(const char *dir, const job_lease_self *me, long lease
                              "the job cannot be claimed until its lease.* files are removed",
                              dir, top);
     }
-    long skipped = top != top_file ? top : 0; /* junk at the top: no one holds the job */
-    if (top > 0 && !skipped) {
+    /* the lease is the newest regular file; junk above it (a directory,
+     * FIFO, link named like a generation) names no one, but uses its name
+     * up: a claim goes past it, once the lease below is free or stale */
+    long skipped = top != top_file ? top : 0;
+    if (top_file > 0) {
         lease_holder h;
         struct stat sb;
-        if (read_holder(dfd, top, &h, &sb) != 0) { /* gone meanwhile: changing, look again */
+        if (read_holder(dfd, top_file, &h, &sb) != 0) { /* gone meanwhile: changing, look again */
             memset(w, 0, sizeof *w);
             close(dfd);
             return VIT_OK;
@@ -347,12 +350,12 @@ vit_status job_lease_claim(const char *dir, const job_lease_self *me, long lease
         bool ours = h.known && !h.released && strcmp(h.owner, me->owner) == 0;
         bool free_now = h.released || holder_gone(me, &h);
         if (ours || !free_now) {
-            bool same = w->gen == top && w->dev == (uint64_t)sb.st_dev &&
+            bool same = w->gen == top_file && w->dev == (uint64_t)sb.st_dev &&
                         w->ino == (uint64_t)sb.st_ino && w->size == (uint64_t)sb.st_size &&
                         w->mtime_s == (int64_t)sb.st_mtim.tv_sec &&
                         w->mtime_ns == (int64_t)sb.st_mtim.tv_nsec;
             if (!same) { /* renewed, or new: watch it from now */
-                *w = (job_lease_watch){.gen = top, .dev = (uint64_t)sb.st_dev,
+                *w = (job_lease_watch){.gen = top_file, .dev = (uint64_t)sb.st_dev,
                                        .ino = (uint64_t)sb.st_ino, .size = (uint64_t)sb.st_size,
                                        .mtime_s = (int64_t)sb.st_mtim.tv_sec,
                                        .mtime_ns = (int64_t)sb.st_mtim.tv_nsec, .since = now};
@@ -415,9 +418,13 @@ bool job_lease_held(job_lease *l)
         l->lost = true;
         return false;
     }
-    char next[32];
-    gen_name(next, l->gen + 1);
-    if (fstatat(l->dirfd, next, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+    /* any newer lease, not only the next: a claimer past junk names a
+     * generation beyond ours + 1.  Junk itself (not a regular file) is no
+     * one's lease and takes nothing over.  A listing that fails cannot tell:
+     * still held, as a failed renew */
+    long top, top_file;
+    vit_error err;
+    if (newest_gen(l->dirfd, &top, &top_file, &err) == VIT_OK && top_file > l->gen)
         l->lost = true; /* taken over */
     return !l->lost;
 }
@@ -443,10 +450,13 @@ void job_lease_release(job_lease *l)
 {
     if (!l)
         return;
-    if (job_lease_held(l)) {
+    long top, top_file;
+    vit_error err;
+    if (job_lease_held(l) && newest_gen(l->dirfd, &top, &top_file, &err) == VIT_OK) {
         char text[256];
         snprintf(text, sizeof text, LEASE_HEAD "released %s\n", l->owner);
-        int fd = create_gen(l->dirfd, l->gen + 1, text);
+        /* past junk above ours, if any: that name is used up */
+        int fd = create_gen(l->dirfd, top + 1, text);
         if (fd >= 0)
             close(fd);
     }

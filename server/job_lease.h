@@ -19,9 +19,9 @@
  * working from an old listing tries a generation that exists and fails.
  *
  * Renew: futimens on the holder's own descriptor (the file's mtime moves),
- * then a look for lease.<G+1>: when it exists (or the holder's file was
- * removed) another replica has taken the job over and the holder must stop
- * writing.  Why mtime through the descriptor rather than rewriting the file
+ * then a look at the directory: when a newer lease (a regular file of a
+ * generation above G) exists, or the holder's file was removed, another
+ * replica has taken the job over and the holder must stop writing.  Why mtime through the descriptor rather than rewriting the file
  * (tmp + rename): a renew can only ever touch the holder's own file, so a
  * holder that stalled past the lease can never put its lease back over its
  * successor's, and there is no moment when the lease is missing or half
@@ -45,8 +45,10 @@
  * job reads job.json, finds it finished and lets go.
  *
  * Junk: an entry named like a generation that is not a regular file (a
- * directory, FIFO, symlink) uses its name up but names no one, so a claim
- * goes past it (job_lease_skipped says so).
+ * directory, FIFO, symlink) uses its name up but names no one: the lease is
+ * the newest regular file, judged as above, and a claim of a free or stale
+ * one goes past the junk (job_lease_skipped says so); a holder is not
+ * displaced by junk, only by a newer regular lease.
  *
  * Limits (every lease without a fencing store has them): a holder that
  * stalls for longer than lease_ms (a stopped process, a partitioned node)
@@ -120,7 +122,8 @@ long job_lease_skipped(const job_lease *l);
  * renew tries again. */
 bool job_lease_renew(job_lease *l);
 
-/* Whether l is still held, without renewing it (one lookup). */
+/* Whether l is still held, without renewing it (a listing of the job's
+ * directory). */
 bool job_lease_held(job_lease *l);
 
 /* Hands the job back unfinished: creates the "released" generation (unless

@@ -11,8 +11,10 @@
  *     holder's own second claim; names that are not generations (lease.0,
  *     lease.01, lease.x, ...) are ignored; a directory lease.7 and a
  *     symlink lease.9 use their names up but name no one: the claim goes
- *     past them (generation 10, job_lease_skipped 9), also when such junk
- *     sits just above a stale holder's lease; a regular lease.999999999999
+ *     past them (generation 10, job_lease_skipped 9); junk just above a
+ *     live holder's lease, or above it with a gap, neither displaces the
+ *     holder nor lets a claim through until the lease is stale, and the
+ *     claim past it then takes the job over; a regular lease.999999999999
  *     (the last generation) is an error at the first look and quiet at the
  *     next ones; no directory: NOT_FOUND.
  *  2. renew and staleness: a lease renewed (its mtime moves) is never stale
@@ -182,22 +184,31 @@ static void test_claim(void)
     vit_status st;
     vit_error err = {0};
 
-    /* junk just above a holder's lease: the holder has lost it, the job is
-     * claimable at once (as the review's repro: a directory lease.2) */
-    char above[300];
-    job_dir(above, sizeof above, "junk-above");
-    job_lease_watch wa3 = {0}, wb3 = {0};
-    job_lease *held = claim_at(above, &a, &wa3, 0);
-    VIT_ASSERT(held && job_lease_gen(held) == 1);
-    snprintf(path, sizeof path, "%s/lease.2", above);
-    VIT_ASSERT(mkdir(path, 0755) == 0);
-    CHECK(!job_lease_held(held));
-    l = claim_at(above, &b, &wb3, 0);
-    CHECKF(l && job_lease_gen(l) == 3 && job_lease_skipped(l) == 2,
-           "junk above a lease: generation %ld, skipped %ld", l ? job_lease_gen(l) : -1,
-           l ? job_lease_skipped(l) : -1);
-    job_lease_drop(l);
-    job_lease_drop(held);
+    /* junk above a live holder's lease, next to it or with a gap (the
+     * reviews' repros: a directory lease.2, a FIFO lease.3): the holder
+     * keeps the job and no claim goes past the junk until the lease is
+     * stale; then the claim takes the generation past the junk, and the
+     * holder sees it has lost the job */
+    for (int gap = 0; gap <= 1; gap++) {
+        char above[300];
+        job_dir(above, sizeof above, gap ? "junk-gap" : "junk-above");
+        job_lease_watch wa3 = {0}, wb3 = {0};
+        job_lease *held = claim_at(above, &a, &wa3, 0);
+        VIT_ASSERT(held && job_lease_gen(held) == 1);
+        snprintf(path, sizeof path, "%s/lease.%d", above, 2 + gap);
+        VIT_ASSERT(gap ? mkfifo(path, 0644) == 0 : mkdir(path, 0755) == 0);
+        CHECKF(job_lease_held(held), "junk at lease.%d displaced the holder", 2 + gap);
+        CHECKF(!claim_at(above, &b, &wb3, 0), "a claim went past junk over a live lease");
+        CHECK(job_lease_renew(held));
+        CHECKF(!claim_at(above, &b, &wb3, 0.5), "a claim went past junk over a live lease");
+        l = claim_at(above, &b, &wb3, 0.5 + 2 * LEASE_MS / 1000.0);
+        CHECKF(l && job_lease_gen(l) == 3 + gap && job_lease_skipped(l) == 2 + gap,
+               "junk above a stale lease: generation %ld, skipped %ld",
+               l ? job_lease_gen(l) : -1, l ? job_lease_skipped(l) : -1);
+        CHECKF(!job_lease_held(held), "the holder did not see the claim past the junk");
+        job_lease_drop(l);
+        job_lease_drop(held);
+    }
 
     /* the last generation: said once, then the job waits quietly */
     char last[300];
