@@ -93,13 +93,16 @@ typedef struct store_entry {
     vit_error error;             /* its message when status != VIT_OK */
 } store_entry;
 
+/* What the store's path named at its last look (follow_dir). */
+enum { DIR_OK, DIR_MISSING, DIR_BROKEN };
+
 struct task_store {
     const vit_model *m;          /* not owned */
     char fingerprint[65];
     char *dir;                   /* as given, for messages */
-    int dirfd;                   /* the directory, held open; task_store_reopen swaps what
-                                    it refers to (dup2), never its number */
-    atomic_bool dir_lost;        /* the last reopen found dir no longer names it */
+    int dirfd;                   /* the directory, held open; follow_dir swaps what it
+                                    refers to (dup2, under write_lock), never its number */
+    atomic_int dir_state;        /* what dir named at the last look: DIR_* */
     size_t bound;                /* memory_bytes */
 
     pthread_mutex_t lock;        /* everything below but tmp_seq */
@@ -161,9 +164,75 @@ static bool file_id_equal(const file_id *a, const file_id *b)
 
 /* fsyncs the directory so that a rename or unlink survives a crash;
  * file systems that cannot sync directories (EINVAL) are accepted. */
-static int sync_dir(const task_store *s)
+static int sync_dir(int dfd)
 {
-    return fsync(s->dirfd) == 0 || errno == EINVAL ? 0 : -1;
+    return fsync(dfd) == 0 || errno == EINVAL ? 0 : -1;
+}
+
+/* Makes s->dirfd the directory s->dir names now (task_store.h, "The
+ * directory"): the same one is left alone; another (the path removed and
+ * made again, restored, or an NFS handle gone stale) is switched to with
+ * dup2, under write_lock so that no put renames across the switch.  A
+ * missing path is made when `create` (a put), else it is VIT_ERR_NOT_FOUND:
+ * no tasks.  Something there that is not a usable directory is VIT_ERR_IO,
+ * and the store reports it (task_store_dir_usable).  *switched (may be NULL): it switched. */
+static vit_status follow_dir(task_store *s, bool create, bool *switched, vit_error *err)
+{
+    if (switched)
+        *switched = false;
+    int fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && create && (mkdir(s->dir, 0755) == 0 || errno == EEXIST))
+        fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        atomic_store(&s->dir_state, DIR_MISSING);
+        return vit_error_set(err, VIT_ERR_NOT_FOUND, "the task directory %s does not exist",
+                             s->dir);
+    }
+    if (fd < 0) {
+        int e = errno;
+        atomic_store(&s->dir_state, DIR_BROKEN);
+        /* the server's state, not a request's fault: I/O, whatever the cause */
+        return vit_error_set(err, VIT_ERR_IO, "the task directory %s cannot be opened: %s",
+                             s->dir, strerror(e));
+    }
+    struct stat held, named;
+    if (fstat(fd, &named) != 0) {
+        int e = errno;
+        close(fd);
+        atomic_store(&s->dir_state, DIR_BROKEN);
+        return vit_error_set(err, VIT_ERR_IO, "the task directory %s cannot be read: %s", s->dir,
+                             strerror(e));
+    }
+    /* a removed directory keeps its inode while it is held open, with no
+     * links; a held handle an NFS server no longer knows fails to stat */
+    bool same = fstat(s->dirfd, &held) == 0 && held.st_dev == named.st_dev &&
+                held.st_ino == named.st_ino && held.st_nlink > 0;
+    int rc = 0;
+    if (!same) {
+        VIT_ASSERT(pthread_mutex_lock(&s->write_lock) == 0);
+        rc = dup2(fd, s->dirfd);
+        VIT_ASSERT(pthread_mutex_unlock(&s->write_lock) == 0);
+    }
+    int e = errno;
+    close(fd);
+    if (rc < 0) {
+        atomic_store(&s->dir_state, DIR_BROKEN);
+        return vit_error_set(err, VIT_ERR_IO, "cannot switch to the task directory %s: %s",
+                             s->dir, strerror(e));
+    }
+    if (switched)
+        *switched = !same;
+    atomic_store(&s->dir_state, DIR_OK);
+    return VIT_OK;
+}
+
+/* Whether the directory held in dfd is still the one the store's path
+ * names: for a put about to rename into it. */
+static bool still_named(const task_store *s, int dfd)
+{
+    struct stat held, named;
+    return fstat(dfd, &held) == 0 && stat(s->dir, &named) == 0 && held.st_dev == named.st_dev &&
+           held.st_ino == named.st_ino && held.st_nlink > 0;
 }
 
 size_t task_store_task_bytes(const vit_task *t)
@@ -355,10 +424,19 @@ static void store_unlock(task_store *s)
 /* Opens task file `file` of the directory for reading: a regular file, never
  * through a symlink, never blocking on a FIFO (task_store.h).  On success *fd
  * (caller closes) and *st, its fstat. */
-static vit_status open_task_file(const task_store *s, const char *name, const char *file,
+static vit_status open_task_file(task_store *s, const char *name, const char *file,
                                  int *fd, struct stat *st, vit_error *err)
 {
     *fd = -1;
+    vit_error derr;
+    vit_status dst = follow_dir(s, false, NULL, &derr);
+    if (dst == VIT_ERR_NOT_FOUND) /* no directory: no tasks */
+        return vit_error_set(err, VIT_ERR_NOT_FOUND, "no task '%s' (%s)", name, derr.message);
+    if (dst != VIT_OK) {
+        if (err)
+            *err = derr;
+        return dst;
+    }
     struct stat pre;
     if (fstatat(s->dirfd, file, &pre, AT_SYMLINK_NOFOLLOW) != 0)
         return errno == ENOENT
@@ -457,7 +535,7 @@ static vit_status load_fd(const task_store *s, int fd, size_t len, const char *f
 }
 
 /* Loads task `name` from the directory; *fid: the file it read. */
-static vit_status load_task(const task_store *s, const char *name, vit_task **out, file_id *fid,
+static vit_status load_task(task_store *s, const char *name, vit_task **out, file_id *fid,
                             vit_error *err)
 {
     char file[STORE_FILE_MAX];
@@ -517,7 +595,7 @@ vit_status task_store_open(const vit_model *m, const char *fingerprint, const ch
     s->dir = strdup(dir);
     s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
     atomic_init(&s->tmp_seq, 0);
-    atomic_init(&s->dir_lost, false);
+    atomic_init(&s->dir_state, DIR_OK);
     if (!s->dir || !s->buckets) {
         free(s->dir);
         free(s->buckets);
@@ -676,7 +754,7 @@ vit_status task_store_get(task_store *s, const char *name, vit_task **out, vit_e
 
 /* Creates ".tmp-<name>-XXXXXX" in the directory (0644, exclusive, never
  * through a link); its name into tmp.  Returns the descriptor or -1. */
-static int make_tmp(task_store *s, const char *name, char tmp[STORE_TMP_MAX])
+static int make_tmp(task_store *s, int dfd, const char *name, char tmp[STORE_TMP_MAX])
 {
     static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
     for (int attempt = 0; attempt < 100; attempt++) {
@@ -689,7 +767,7 @@ static int make_tmp(task_store *s, const char *name, char tmp[STORE_TMP_MAX])
             suffix[i] = digits[x % 36];
         suffix[6] = '\0';
         snprintf(tmp, STORE_TMP_MAX, ".tmp-%s-%s", name, suffix);
-        int fd = openat(s->dirfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        int fd = openat(dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd >= 0 || errno != EEXIST)
             return fd;
     }
@@ -722,12 +800,25 @@ vit_status task_store_put(task_store *s, const char *name, const void *bytes, si
     char file[STORE_FILE_MAX], tmp[STORE_TMP_MAX];
     file_name(file, name);
 
+    /* 0. the directory the path names now (made when missing: storing a
+     * task needs it, as at open), held by a descriptor of this put's own,
+     * so that a switch meanwhile cannot move its files between directories */
+    vit_status st = follow_dir(s, true, NULL, err);
+    if (st != VIT_OK)
+        return st;
+    int dfd = fcntl(s->dirfd, F_DUPFD_CLOEXEC, 0);
+    if (dfd < 0)
+        return vit_error_set(err, VIT_ERR_IO, "cannot hold the task directory %s: %s", s->dir,
+                             strerror(errno));
+
     /* 1. the bytes into a temporary file, durably (0644: not a secret) */
-    int fd = make_tmp(s, name, tmp);
-    if (fd < 0)
-        return vit_error_set(err, VIT_ERR_IO, "cannot create a temporary file for task '%s' in "
-                             "%s: %s", name, s->dir, strerror(errno));
-    vit_status st = VIT_OK;
+    int fd = make_tmp(s, dfd, name, tmp);
+    if (fd < 0) {
+        st = vit_error_set(err, VIT_ERR_IO, "cannot create a temporary file for task '%s' in "
+                           "%s: %s", name, s->dir, strerror(errno));
+        close(dfd);
+        return st;
+    }
     if (fchmod(fd, 0644) != 0 || write_all(fd, bytes, len) != 0 || fsync(fd) != 0)
         st = vit_error_set(err, VIT_ERR_IO, "cannot write task '%s' to %s: %s", name, s->dir,
                            strerror(errno));
@@ -745,22 +836,30 @@ vit_status task_store_put(task_store *s, const char *name, const void *bytes, si
         st = vit_error_set(err, VIT_ERR_IO, "cannot write task '%s' to %s: %s", name, s->dir,
                            strerror(errno));
     if (st != VIT_OK) {
-        unlinkat(s->dirfd, tmp, 0);
+        unlinkat(dfd, tmp, 0);
+        close(dfd);
         return st;
     }
 
-    /* 3. in place, then live */
+    /* 3. in place, then live -- in the directory the path names: one moved
+     * away or removed meanwhile would take the task with it, after a reply
+     * that it was stored */
     VIT_ASSERT(pthread_mutex_lock(&s->write_lock) == 0);
     struct stat old;
-    bool existed = fstatat(s->dirfd, file, &old, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(old.st_mode);
-    if (renameat(s->dirfd, tmp, s->dirfd, file) != 0) {
+    bool existed = fstatat(dfd, file, &old, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(old.st_mode);
+    if (!still_named(s, dfd))
+        st = vit_error_set(err, VIT_ERR_IO, "the task directory %s was moved or removed while "
+                           "task '%s' was written; it was not stored", s->dir, name);
+    else if (renameat(dfd, tmp, dfd, file) != 0)
         st = vit_error_set(err, VIT_ERR_IO, "cannot rename %s/%s to %s: %s", s->dir, tmp, file,
                            strerror(errno));
-        unlinkat(s->dirfd, tmp, 0);
+    if (st != VIT_OK) {
+        unlinkat(dfd, tmp, 0);
         VIT_ASSERT(pthread_mutex_unlock(&s->write_lock) == 0);
+        close(dfd);
         return st;
     }
-    if (sync_dir(s) != 0) /* in place all the same: still made live below */
+    if (sync_dir(dfd) != 0) /* in place all the same: still made live below */
         st = vit_error_set(err, VIT_ERR_IO, "stored task '%s' but cannot sync %s: %s", name,
                            s->dir, strerror(errno));
     store_entry *grave = NULL;
@@ -768,6 +867,7 @@ vit_status task_store_put(task_store *s, const char *name, const void *bytes, si
     invalidate(s, name, &grave);
     store_unlock(s);
     VIT_ASSERT(pthread_mutex_unlock(&s->write_lock) == 0);
+    close(dfd);
     graveyard_free(grave);
     if (created)
         *created = !existed;
@@ -782,7 +882,8 @@ bool task_store_exists(task_store *s, const char *name)
     char file[STORE_FILE_MAX];
     file_name(file, name);
     struct stat sb;
-    return fstatat(s->dirfd, file, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+    return follow_dir(s, false, NULL, NULL) == VIT_OK &&
+           fstatat(s->dirfd, file, &sb, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 vit_status task_store_delete(task_store *s, const char *name, vit_error *err)
@@ -792,10 +893,18 @@ vit_status task_store_delete(task_store *s, const char *name, vit_error *err)
         return bad_name(name, err);
     char file[STORE_FILE_MAX];
     file_name(file, name);
+    vit_error derr;
+    vit_status st = follow_dir(s, false, NULL, &derr);
+    if (st == VIT_ERR_NOT_FOUND) /* no directory: no tasks */
+        return vit_error_set(err, VIT_ERR_NOT_FOUND, "no task '%s' (%s)", name, derr.message);
+    if (st != VIT_OK) {
+        if (err)
+            *err = derr;
+        return st;
+    }
 
     VIT_ASSERT(pthread_mutex_lock(&s->write_lock) == 0);
     struct stat sb;
-    vit_status st = VIT_OK;
     bool removed = false;
     if (fstatat(s->dirfd, file, &sb, AT_SYMLINK_NOFOLLOW) != 0)
         st = errno == ENOENT
@@ -812,7 +921,7 @@ vit_status task_store_delete(task_store *s, const char *name, vit_error *err)
                                  file, s->dir, strerror(errno));
     else {
         removed = true;
-        if (sync_dir(s) != 0) /* removed all the same: dropped below */
+        if (sync_dir(s->dirfd) != 0) /* removed all the same: dropped below */
             st = vit_error_set(err, VIT_ERR_IO, "removed task '%s' but cannot sync %s: %s",
                                name, s->dir, strerror(errno));
     }
@@ -852,10 +961,15 @@ static bool task_file_name(const char *file, char name[TASK_NAME_MAX + 1])
 /* The task files of the directory (regular files with a task file's name;
  * see task_store_list), sorted by name: *out malloc'd (caller frees; NULL
  * when *n is 0).  No lock held.  Errors: VIT_ERR_IO, VIT_ERR_NOMEM. */
-static vit_status scan_dir(const task_store *s, store_seen **out, size_t *n, vit_error *err)
+static vit_status scan_dir(task_store *s, store_seen **out, size_t *n, vit_error *err)
 {
     *out = NULL;
     *n = 0;
+    vit_status fst = follow_dir(s, false, NULL, err);
+    if (fst == VIT_ERR_NOT_FOUND)
+        return VIT_OK; /* no directory: no tasks */
+    if (fst != VIT_OK)
+        return fst;
     int dfd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (!d) {
@@ -958,55 +1072,14 @@ vit_status task_store_list(task_store *s, task_store_entry **out, size_t *n, vit
 vit_status task_store_reopen(task_store *s, bool create, bool *reopened, vit_error *err)
 {
     VIT_ASSERT(s);
-    if (reopened)
-        *reopened = false;
-    int fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT && create) {
-        if (mkdir(s->dir, 0755) != 0 && errno != EEXIST)
-            goto lost;
-        fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    }
-    if (fd < 0)
-        goto lost;
-    struct stat held, named;
-    if (fstat(s->dirfd, &held) != 0 || fstat(fd, &named) != 0) {
-        close(fd);
-        goto lost;
-    }
-    /* a removed directory keeps its inode while it is held open, with no
-     * links: the path may name it again only if it was not removed */
-    bool same = held.st_dev == named.st_dev && held.st_ino == named.st_ino && held.st_nlink > 0;
-    if (!same) {
-        /* dup2 replaces what the number refers to in one step: a call on
-         * another thread uses the old directory or the new one, never a
-         * closed or reused descriptor.  Serialised with puts' renames so
-         * that none renames across the swap. */
-        VIT_ASSERT(pthread_mutex_lock(&s->write_lock) == 0);
-        int rc = dup2(fd, s->dirfd);
-        VIT_ASSERT(pthread_mutex_unlock(&s->write_lock) == 0);
-        if (rc < 0) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            goto lost;
-        }
-        if (reopened)
-            *reopened = true;
-    }
-    close(fd);
-    atomic_store(&s->dir_lost, false);
-    return VIT_OK;
-lost:
-    atomic_store(&s->dir_lost, true);
-    return vit_error_set(err, errno == ENOTDIR ? VIT_ERR_INVALID : VIT_ERR_IO,
-                         "the task directory %s cannot be opened (%s): tasks are neither read "
-                         "nor stored until it can", s->dir, strerror(errno));
+    return follow_dir(s, create, reopened, err);
 }
 
-bool task_store_dir_current(task_store *s)
+bool task_store_dir_usable(task_store *s)
 {
-    return !atomic_load(&s->dir_lost);
+    return atomic_load(&s->dir_state) != DIR_BROKEN;
 }
+
 
 /* One change a sync found. */
 typedef struct sync_change {

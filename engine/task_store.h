@@ -24,9 +24,19 @@
  * and again on the descriptor), then go through task_load_memory's checks.
  * Symbolic links are never followed: a symlinked <name>.safetensors is
  * refused by get and metadata (VIT_ERR_INVALID), left out of list, and
- * removed (the link, never its target) by delete or replaced by put.  The
- * directory itself is the operator's configuration: a symlink there is
- * followed at open and at each task_store_reopen.
+ * removed (the link, never its target) by delete or replaced by put.
+ *
+ * The directory: the store follows its path, not the directory it first
+ * opened.  An operator may remove tasks/, move it away, make it again or
+ * restore it from a backup, and several replicas share it, so every call
+ * that reads or writes the directory (a get that loads, put, delete, list,
+ * sync) first makes sure it uses the directory the path names now, and
+ * switches when it is another (a symlink at the path is followed there, as
+ * at open).  No path means no tasks: gets and deletes answer NOT_FOUND, the
+ * list is empty, a sync drops every resident task, and a put makes the
+ * directory again.  A put renames into its directory only while the path
+ * still names it, so a task it reports stored is in the directory the path
+ * names.
  *
  * Concurrency: one mutex guards the table of resident and loading tasks; no
  * file is read or written while it is held.  A get that finds its task being
@@ -165,22 +175,19 @@ typedef void (*task_store_sync_fn)(void *ctx, const char *name, task_store_chang
 vit_status task_store_sync(task_store *s, const char *name, task_store_sync_fn fn, void *ctx,
                            vit_error *err);
 
-/* Makes the store's directory the one its path names now.  An operator may
- * remove <data_dir>/tasks and make it again (or restore it from a backup):
- * the store would otherwise go on reading and writing the removed directory
- * it holds open, for good.  When the path names another directory than the
- * one held (or the held one was removed), the store switches to it
- * (*reopened true, may be NULL); the caller then syncs, which drops every
- * resident task whose file is not in the new directory.  A missing path is
- * made again when `create` (as task_store_open would); otherwise, or when it
- * cannot be opened, the store stays on the old directory and
- * task_store_dir_current answers false until a reopen succeeds.  Errors:
- * VIT_ERR_IO, VIT_ERR_INVALID (the path is not a directory). */
+/* Makes the store's directory the one its path names now, as every get
+ * that reads a file, put, delete, list and sync does first (see "The
+ * directory" above): for a watcher that wants to know (*reopened, may be
+ * NULL: it switched) or make a missing one (`create`).  Errors:
+ * VIT_ERR_NOT_FOUND (no such path: no tasks), VIT_ERR_IO (not a directory
+ * it can open). */
 vit_status task_store_reopen(task_store *s, bool create, bool *reopened, vit_error *err);
 
-/* False after a task_store_reopen that found the path gone or unusable
- * (until one succeeds): tasks the store holds are stale and puts fail. */
-bool task_store_dir_current(task_store *s);
+/* False while the path names something that is not a usable directory (a
+ * file, a directory that cannot be opened) at the store's last look: tasks
+ * can then be neither read nor stored.  A missing path is usable: no tasks,
+ * and a put makes it. */
+bool task_store_dir_usable(task_store *s);
 
 /* Counters since open. */
 typedef struct task_store_stats {

@@ -657,20 +657,21 @@ static void metrics_reply(srv_request *r)
 }
 
 /* The 503 of a readiness probe when this replica should get no traffic:
- * still loading (the model, tasks, jobs), or its task directory is gone (a
- * replica left on a removed tasks/ would answer from stale tasks and fail
- * every store).  Returns whether it answered. */
+ * still loading (the model, tasks, jobs), or its task directory's path names
+ * something it cannot use (a file, a directory it may not open: every task
+ * request would fail).  A missing tasks/ is not that: it holds no tasks, and
+ * a PUT makes it.  Returns whether it answered. */
 static bool answer_not_ready(srv *s, api_reply *reply)
 {
     const char *why = NULL;
     if (!atomic_load(&s->ready))
         why = "the model is still loading";
-    else if (s->tasks && !task_store_dir_current(s->tasks))
-        why = "the task directory cannot be opened (removed?); it is made again within "
-              "task_reload_ms";
+    else if (s->tasks && !task_store_dir_usable(s->tasks))
+        why = "the task directory is not a directory that can be opened: tasks can be neither "
+              "read nor stored (see the log)";
     if (!why)
         return false;
-    api_error(reply, 503, "not_ready", why);
+    api_error(reply, 503, "not_ready", "%s", why);
     reply->retry_after_s = 1;
     return true;
 }

@@ -30,7 +30,10 @@ struct task_watch {
     char *dir;
     int ifd;                  /* inotify; -1: rescans only */
     int wd;                   /* the watch on dir; -1: none now (the directory went) */
-    bool dir_lost_said;       /* the directory's loss is logged; its return will be */
+    int parent_wd;            /* the watch on dir's parent, for dir's own name; -1: none */
+    char *parent, *base;      /* dir's parent and last component */
+    int said;                 /* the directory's state last logged: 0 usable, 1 missing,
+                                 2 not usable */
     int wake[2];              /* task_watch_stop writes to wake[1] */
     pthread_t thread;
     atomic_long rescans, events;
@@ -78,31 +81,34 @@ static bool add_watch(task_watch *w)
 }
 
 /* A full sync, after making sure the store reads the directory its path
- * names: an operator may have removed tasks/ and made it again, and both
- * the store's descriptor and the inotify watch would stay on the removed
- * one.  A missing directory is made again only on the periodic rescan
- * (`periodic`), not at once on the removal's event: an operator's
- * "rm -rf tasks; mkdir tasks" must not find it there already. */
-static void sync_all(task_watch *w, bool periodic)
+ * names (task_store_reopen): an operator may have removed tasks/, moved it,
+ * made it again or restored it, and both the store's descriptor and the
+ * inotify watch would stay on the old one.  No directory is no tasks (the
+ * sync drops them); nothing here makes it again -- a put does, and an
+ * operator restoring tasks/ must not find one made in its way. */
+static void sync_all(task_watch *w)
 {
     vit_error err = {0};
     bool reopened = false;
-    if (task_store_reopen(w->cfg.store, periodic, &reopened, &err) != VIT_OK) {
-        if (!w->dir_lost_said) /* said once: /readyz says it for as long as it lasts */
+    vit_status st = task_store_reopen(w->cfg.store, false, &reopened, &err);
+    int state = st == VIT_OK ? 0 : st == VIT_ERR_NOT_FOUND ? 1 : 2;
+    if (state != w->said || reopened) { /* once per change: /readyz says it while it lasts */
+        if (state == 0)
+            say(w, "task directory reopened", w->dir);
+        else if (state == 1)
+            say(w, "task directory missing", "no tasks until it is there again (a PUT or a job "
+                "makes it)");
+        else
             say(w, "warning", err.message);
-        w->dir_lost_said = true;
-        return;
+        w->said = state;
     }
-    if (reopened || w->dir_lost_said)
-        say(w, "task directory reopened", w->dir);
-    w->dir_lost_said = false;
-    if (reopened && w->wd >= 0) { /* still on a directory moved away: leave it */
+    if ((reopened || state != 0) && w->wd >= 0) { /* on a directory gone or moved away */
         inotify_rm_watch(w->ifd, w->wd);
         w->wd = -1;
     }
-    if (w->ifd >= 0 && w->wd < 0)
+    if (state == 0 && w->ifd >= 0 && w->wd < 0)
         add_watch(w); /* else its changes are found by the rescans, as before */
-    if (task_store_sync(w->cfg.store, NULL, on_change, w, &err) != VIT_OK)
+    if (state != 2 && task_store_sync(w->cfg.store, NULL, on_change, w, &err) != VIT_OK)
         say(w, "warning", err.message);
     atomic_fetch_add(&w->rescans, 1);
 }
@@ -145,11 +151,14 @@ static bool drain_events(task_watch *w)
             p += sizeof *e + e->len;
             if (e->mask & IN_Q_OVERFLOW) {
                 full = true;
+            } else if (e->wd == w->parent_wd && w->parent_wd >= 0) {
+                if (e->mask & IN_IGNORED)
+                    w->parent_wd = -1;
+                else if (e->len > 0 && strcmp(e->name, w->base) == 0)
+                    full = true; /* the directory itself made, removed or renamed */
             } else if (e->wd != w->wd || w->wd < 0) {
                 continue; /* a directory left behind: its last events */
             } else if (e->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) {
-                say(w, "warning", "the task directory was moved or removed; reopening it by "
-                    "its path");
                 if (e->mask & IN_MOVE_SELF) /* still exists elsewhere: stop watching it */
                     inotify_rm_watch(w->ifd, w->wd);
                 w->wd = -1;
@@ -177,13 +186,33 @@ static void *watch_thread(void *arg)
         if (rc > 0 && fds[0].revents)
             break; /* task_watch_stop */
         bool full = rc > 0 && w->ifd >= 0 && fds[1].revents && drain_events(w);
-        bool due = now_s() >= next;
-        if (full || due) {
-            sync_all(w, due);
+        if (full || now_s() >= next) {
+            sync_all(w);
             next = now_s() + period;
         }
     }
     return NULL;
+}
+
+/* w->parent and w->base from w->dir ("data/tasks/" -> "data", "tasks"). */
+static int split_path(task_watch *w)
+{
+    size_t n = strlen(w->dir);
+    while (n > 1 && w->dir[n - 1] == '/')
+        n--;
+    size_t slash = n;
+    while (slash > 0 && w->dir[slash - 1] != '/')
+        slash--;
+    w->base = strndup(w->dir + slash, n - slash);
+    w->parent = slash == 0 ? strdup(".") : slash == 1 ? strdup("/") : strndup(w->dir, slash - 1);
+    return w->base && w->parent ? 0 : -1;
+}
+
+static void free_paths(task_watch *w)
+{
+    free(w->dir);
+    free(w->parent);
+    free(w->base);
 }
 
 vit_status task_watch_start(const task_watch_config *c, task_watch **out, vit_error *err)
@@ -191,20 +220,22 @@ vit_status task_watch_start(const task_watch_config *c, task_watch **out, vit_er
     *out = NULL;
     VIT_ASSERT(c->store && c->dir && c->rescan_ms >= 1);
     task_watch *w = calloc(1, sizeof *w);
-    if (!w || !(w->dir = strdup(c->dir))) {
+    if (!w || !(w->dir = strdup(c->dir)) || split_path(w) != 0) {
+        if (w)
+            free_paths(w);
         free(w);
         return vit_error_set(err, VIT_ERR_NOMEM, "out of memory");
     }
     w->cfg = *c;
     w->cfg.dir = w->dir;
-    w->ifd = w->wd = -1;
+    w->ifd = w->wd = w->parent_wd = -1;
     w->wake[0] = w->wake[1] = -1;
     atomic_init(&w->rescans, 0);
     atomic_init(&w->events, 0);
     if (pipe2(w->wake, O_CLOEXEC) != 0) {
         vit_error_set(err, VIT_ERR_IO, "cannot make the task watcher's pipe: %s",
                       strerror(errno));
-        free(w->dir);
+        free_paths(w);
         free(w);
         return VIT_ERR_IO;
     }
@@ -222,6 +253,12 @@ vit_status task_watch_start(const task_watch_config *c, task_watch **out, vit_er
                 w->ifd = -1;
             }
         }
+        /* the directory's own removal, renaming or making again is an event
+         * of its parent (its IN_DELETE_SELF waits for the store's
+         * descriptor to close); without it the rescans find them */
+        if (w->ifd >= 0)
+            w->parent_wd = inotify_add_watch(w->ifd, w->parent, IN_CREATE | IN_DELETE |
+                                             IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR);
     }
     vit_status st = task_store_sync(c->store, NULL, NULL, NULL, err);
     int rc = st == VIT_OK ? pthread_create(&w->thread, NULL, watch_thread, w) : 0;
@@ -232,7 +269,7 @@ vit_status task_watch_start(const task_watch_config *c, task_watch **out, vit_er
             close(w->ifd);
         close(w->wake[0]);
         close(w->wake[1]);
-        free(w->dir);
+        free_paths(w);
         free(w);
         return st;
     }
@@ -252,7 +289,7 @@ void task_watch_stop(task_watch *w)
         close(w->ifd);
     close(w->wake[0]);
     close(w->wake[1]);
-    free(w->dir);
+    free_paths(w);
     free(w);
 }
 

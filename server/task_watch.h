@@ -14,12 +14,12 @@
  * with the reason until it is replaced; it never takes down the server or
  * serves part of a task.
  *
- * The directory itself may be removed and made again (an operator's
- * "rm -rf tasks; mkdir tasks", a restore): every full sync first has the
- * store reopen it by its path (task_store_reopen) and watches the new one;
- * while the path names no directory the store reports it
- * (task_store_dir_current, which /readyz answers from), and the periodic
- * rescan makes it again, as a restart would.
+ * The directory itself may be removed, moved away, made again or restored
+ * (an operator's "rm -rf tasks", a backup put back): the store follows its
+ * path (task_store.h, "The directory"), and the watcher watches the parent
+ * for the directory's own name, so such a change is seen at once, not at
+ * the next rescan -- a missing directory drops every task; nothing here
+ * makes it again (a put does).
  *
  * The directory as it is at task_watch_start is the baseline: files that
  * were there are not reported (nor checked: a get says what is wrong with

@@ -26,12 +26,13 @@
  *            moved into tasks/ by hand is logged by every replica as not
  *            usable; classify with it answers 422 task_unusable and all stay
  *            healthy.
- *  taskdir   tasks/ removed and a plain file put in its place (so that no
- *            replica can make it again): every replica's /readyz answers
- *            503 not_ready; the file removed, every replica makes or
- *            reopens the directory, answers /readyz 200 again, classifies
- *            with a task copied into the new directory, and a PUT lands
- *            there.  The times are printed.
+ *  taskdir   a plain file in place of tasks/: every replica's /readyz
+ *            answers 503 not_ready; the file removed (no tasks/ at all):
+ *            200 again, and no replica makes tasks/ by itself; a PUT on R3
+ *            makes it, and R1 classifies with its task; tasks/ removed
+ *            while R1 holds the task resident: R1 and R3 answer 404; made
+ *            again by hand with the task copied in: both classify with it.
+ *            The times are printed.
  *  once      three jobs submitted to R1, R2 and R3, each known at once to
  *            the other two (GET, events); each succeeds once --
  *            one started event, no resumed one, one succeeded -- on R1 or
@@ -583,12 +584,38 @@ static double wait_all_ready(long want, const char *what)
     }
 }
 
+/* Waits until replica i answers classify with task `name` as ref says
+ * (ref NULL: 404 task_not_found); the time it took, or -1 (reported). */
+static double wait_classify(int i, const char *name, const serve_ref *ref, const char *what)
+{
+    double t0 = serve_now_ms();
+    for (;;) {
+        bool ok;
+        if (ref) {
+            ok = classifies_as(i, name, ref);
+        } else {
+            serve_resp r;
+            classify(i, name, &r);
+            ok = r.status == 404;
+            serve_resp_free(&r);
+        }
+        if (ok)
+            return serve_now_ms() - t0;
+        if (serve_now_ms() - t0 > 20000) {
+            CHECKF(0, "R%d: %s", i + 1, what);
+            return -1;
+        }
+        sleep_ms(5);
+    }
+}
+
 static void test_taskdir(void)
 {
     fprintf(stderr, "== taskdir\n");
-    char tasks[300], file[600], copy[640];
+    char tasks[300], file[600], copy[640], dest[640];
     snprintf(tasks, sizeof tasks, "%s/tasks", dir);
     snprintf(file, sizeof file, "%s/dir-v0.safetensors", scratch);
+    snprintf(dest, sizeof dest, "%s/dir.safetensors", tasks);
     VIT_ASSERT(serve_make_task(serve_model(), file, 5, "dir", 300));
     serve_ref ref;
     const char *imgs[] = {image_file};
@@ -597,43 +624,40 @@ static void test_taskdir(void)
     uint8_t *bytes = serve_read_file(file, &len);
     VIT_ASSERT(bytes);
 
-    bool placed = false; /* a replica's rescan may make tasks/ again in between: retried */
-    for (int k = 0; k < 100 && !placed; k++) {
-        serve_rmtree(tasks);
-        placed = serve_write_file(tasks, "not a directory", 15);
-    }
-    VIT_ASSERT(placed);
-    double lost = wait_all_ready(503, "/readyz with tasks/ a plain file");
+    /* a plain file in its place: no replica can use it, none is ready */
+    serve_rmtree(tasks);
+    VIT_ASSERT(serve_write_file(tasks, "not a directory", 15));
+    double broken = wait_all_ready(503, "/readyz with tasks/ a plain file");
     VIT_ASSERT(unlink(tasks) == 0);
-    double back = wait_all_ready(200, "/readyz once tasks/ can be made again");
+    /* no tasks/ at all: no tasks, and ready (a PUT makes it) */
+    double missing = wait_all_ready(200, "/readyz with no tasks/");
     struct stat sb;
-    CHECKF(stat(tasks, &sb) == 0 && S_ISDIR(sb.st_mode), "no replica made tasks/ again");
-    fprintf(stderr, "  tasks/ replaced by a file -> every /readyz 503 after %.0f ms; the file "
-            "removed -> 200 after %.0f ms (task_reload_ms %d)\n", lost, back, RELOAD_MS);
+    CHECKF(stat(tasks, &sb) != 0, "a replica made tasks/ again by itself");
+    CHECKF(put_task(2, "dir", bytes, len) == 201 && exists(dest), "PUT on R3 with no tasks/");
+    double after_put = wait_classify(0, "dir", &ref, "the task PUT on R3 is not classified");
 
-    /* copied in by hand (tmp + rename): the replicas read the new directory */
+    /* removed with the task R1 holds resident: gone from every replica */
+    CHECK(classifies_as(2, "dir", &ref));
+    serve_rmtree(tasks);
+    double t_rm = serve_now_ms();
+    for (int i = 0; i < NREP; i += 2)
+        wait_classify(i, "dir", NULL, "still classifies with a task of a removed tasks/");
+    double gone = serve_now_ms() - t_rm;
+    /* made again by hand and a task copied in (tmp + rename) */
+    VIT_ASSERT(mkdir(tasks, 0755) == 0);
     snprintf(copy, sizeof copy, "%s/.tmp-dir-abc123", tasks);
     VIT_ASSERT(serve_write_file(copy, bytes, len));
-    char dest[640];
-    snprintf(dest, sizeof dest, "%s/dir.safetensors", tasks);
     VIT_ASSERT(rename(copy, dest) == 0);
-    for (int i = 0; i < NREP; i += 2) { /* R1 and R3 serve */
-        double t0 = serve_now_ms();
-        bool ok;
-        while (!(ok = classifies_as(i, "dir", &ref)) && serve_now_ms() - t0 < 20000)
-            sleep_ms(5);
-        CHECKF(ok, "R%d does not classify with a task in the new tasks/", i + 1);
-    }
-    /* and a PUT lands there, not in the removed directory */
-    CHECKF(put_task(2, "dir-put", bytes, len) == 201, "PUT on R3 into the new tasks/");
-    char put_file[640];
-    snprintf(put_file, sizeof put_file, "%s/dir-put.safetensors", tasks);
-    CHECKF(exists(put_file), "the PUT's file is not in the new tasks/");
+    for (int i = 0; i < NREP; i += 2)
+        wait_classify(i, "dir", &ref, "does not classify with a task copied into a new tasks/");
+    fprintf(stderr, "  tasks/ a plain file -> every /readyz 503 after %.0f ms; removed -> 200 "
+            "after %.0f ms; PUT on R3 -> R1 classifies after %.0f ms; tasks/ removed -> its "
+            "task 404 on R1 and R3 after %.0f ms (task_reload_ms %d)\n", broken, missing,
+            after_put, gone, RELOAD_MS);
     for (int i = 0; i < NREP; i++)
-        CHECKF(log_lines(i, "task directory reopened", NULL) >= 1,
-               "R%d did not log that it reopened tasks/", i + 1);
+        CHECKF(log_lines(i, "task directory missing", NULL) >= 1,
+               "R%d did not log that tasks/ went", i + 1);
     unlink(dest);
-    unlink(put_file);
     free(bytes);
 }
 

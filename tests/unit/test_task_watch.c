@@ -14,13 +14,16 @@
  *     counted).
  *  3. the baseline: files there before the watcher started are not
  *     reported.
- *  4. the directory replaced: task_store_reopen on its own (no watcher:
- *     each step checked as it happens) -- the path renamed away and made
- *     again, then removed: the store follows the path, reports a missing
- *     one (task_store_dir_current), makes it again only when asked, and
- *     puts land in the new one; then the watcher (inotify, rescans every
- *     300 ms): tasks/ renamed away and made again with a new version of a
- *     task B holds resident, and B serves the new version.
+ *  4. the directory replaced: the store on its own (no watcher: each step
+ *     checked as it happens) -- the path renamed away and made again: the
+ *     store follows it, and a put lands in the directory the path names;
+ *     removed: no tasks, no directory made by gets, lists, deletes or
+ *     syncs, until a put makes it; a plain file there: not usable, puts
+ *     fail.  Then the watcher (inotify, rescans every 300 ms): tasks/
+ *     renamed away and made again with a new version of a task B holds
+ *     resident, and B serves the new version; removed, and its task goes
+ *     at once (the parent's event) and nothing makes it again; moved back,
+ *     and the task is served again.
  */
 #define _GNU_SOURCE /* mkdtemp */
 #include "task_watch.h"
@@ -265,77 +268,106 @@ static task_store *store_serving(const char *dir, const char *name, int v)
 
 static void test_reopen(const char *dir)
 {
-    fprintf(stderr, "the directory replaced (task_store_reopen)\n");
-    char away[512], path[600], cmd[1200];
+    fprintf(stderr, "the directory replaced (the store on its own)\n");
+    char away[512], path[600], cmd[1800];
     snprintf(away, sizeof away, "%s-away", dir);
     task_store *b = store_serving(dir, "d", 1);
     bool reopened = true;
     vit_error err;
     CHECK(task_store_reopen(b, false, &reopened, &err) == VIT_OK && !reopened);
 
+    /* moved away, made again with another version: the store follows the path */
     VIT_ASSERT(rename(dir, away) == 0 && mkdir(dir, 0755) == 0);
     snprintf(path, sizeof path, "%s/d.safetensors", dir);
     save_version(model, 2, path);
     CHECKF(task_store_reopen(b, false, &reopened, &err) == VIT_OK && reopened,
            "a directory made again under the path: not reopened");
-    CHECK(task_store_dir_current(b));
+    CHECK(task_store_dir_usable(b));
     VIT_ASSERT(task_store_sync(b, NULL, NULL, NULL, &err) == VIT_OK);
     CHECKF(served(b, "d") == 2, "after the reopen B serves %d, want 2", served(b, "d"));
+
+    /* a put follows the path by itself (no reopen asked first) */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mv '%s' '%s'", away, dir, away);
+    VIT_ASSERT(system(cmd) == 0 && mkdir(dir, 0755) == 0);
     put_version(b, "e", 3);
     snprintf(path, sizeof path, "%s/e.safetensors", dir);
-    CHECKF(is_file(path), "a put after the reopen did not land in the new directory");
+    CHECKF(is_file(path), "a put after the directory was replaced did not land in the new one");
 
+    /* removed: no tasks (once a sync drops the resident ones), and nothing
+     * makes the directory again but a put */
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, away);
     VIT_ASSERT(system(cmd) == 0);
-    CHECKF(task_store_reopen(b, false, &reopened, &err) == VIT_ERR_IO &&
-               strstr(err.message, "cannot be opened"),
-           "a missing directory: %s", err.message);
-    CHECK(!task_store_dir_current(b));
-    struct stat sb;
-    CHECKF(stat(dir, &sb) != 0, "made again though create was false");
-    CHECKF(task_store_reopen(b, true, &reopened, &err) == VIT_OK && reopened &&
-               stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode),
-           "create: the directory was not made again (%s)", err.message);
-    CHECK(task_store_dir_current(b));
+    CHECK(task_store_reopen(b, false, &reopened, &err) == VIT_ERR_NOT_FOUND);
+    CHECKF(task_store_dir_usable(b), "a missing directory is not a broken one");
     VIT_ASSERT(task_store_sync(b, NULL, NULL, NULL, &err) == VIT_OK);
-    CHECK(served(b, "d") == -1);
+    CHECKF(served(b, "d") == -1 && served(b, "e") == -1, "tasks of a removed directory served");
+    task_store_entry *list = NULL;
+    size_t n = 9;
+    CHECK(task_store_list(b, &list, &n, &err) == VIT_OK && n == 0);
+    free(list);
+    CHECK(task_store_delete(b, "d", &err) == VIT_ERR_NOT_FOUND);
+    struct stat sb;
+    CHECKF(stat(dir, &sb) != 0, "made again by a get, list, delete or sync");
+    put_version(b, "f", 4);
+    CHECKF(stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode) && served(b, "f") == 4,
+           "a put did not make the directory again");
 
-    /* the path a plain file: not a directory, whatever create says */
-    VIT_ASSERT(rmdir(dir) == 0);
+    /* the path a plain file: not usable, whatever create says; puts fail */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    VIT_ASSERT(system(cmd) == 0);
     FILE *f = fopen(dir, "w");
     VIT_ASSERT(f && fclose(f) == 0);
-    CHECK(task_store_reopen(b, true, &reopened, &err) == VIT_ERR_INVALID);
-    CHECK(!task_store_dir_current(b));
+    CHECK(task_store_reopen(b, true, &reopened, &err) == VIT_ERR_IO);
+    CHECK(!task_store_dir_usable(b));
+    CHECK(task_store_put(b, "g", "x", 1, NULL, &err) == VIT_ERR_IO);
+    CHECK(served(b, "d") == -2); /* an error, not "no such task" */
     VIT_ASSERT(unlink(dir) == 0 && mkdir(dir, 0755) == 0);
-    CHECK(task_store_reopen(b, false, &reopened, &err) == VIT_OK && task_store_dir_current(b));
+    CHECK(task_store_reopen(b, false, &reopened, &err) == VIT_OK && task_store_dir_usable(b));
     task_store_close(b);
 }
 
 static void test_dir_replaced(const char *dir)
 {
     fprintf(stderr, "the directory replaced (the watcher, inotify, rescans every 300 ms)\n");
-    char away[512], path[600], cmd[1200];
+    char away[512], path[600], cmd[1800];
     snprintf(away, sizeof away, "%s-away", dir);
+    snprintf(path, sizeof path, "%s/w.safetensors", dir);
     task_store *b = store_serving(dir, "w", 1);
     log_clear();
     task_watch *w = watch(b, dir, 300, false);
     VIT_ASSERT(rename(dir, away) == 0 && mkdir(dir, 0755) == 0);
-    snprintf(path, sizeof path, "%s/w.safetensors", dir);
     save_version(model, 2, path);
     wait_served("tasks/ made again with a new version", b, "w", 2);
     wait_log("the reopen", "task directory reopened");
     /* and the new directory is watched: a change is seen by inotify */
     long rescans0, events0, rescans, events;
     task_watch_counts(w, &rescans0, &events0);
-    snprintf(path, sizeof path, "%s/w.safetensors", dir);
     save_version(model, 3, path);
     wait_served("then replaced in the new directory", b, "w", 3);
-    task_watch_counts(w, &rescans, &events);
+    /* counted after its sync returns, which may be after B serves v3 */
+    for (double t0 = now_ms();; sleep_ms(2)) {
+        task_watch_counts(w, &rescans, &events);
+        if (events > events0 || now_ms() - t0 > WAIT_MS)
+            break;
+    }
     CHECKF(events > events0, "the new directory is not watched (no event after the reopen)");
+
+    /* removed (held open by the store, so only its parent tells): its task
+     * goes at once, and the watcher does not make the directory again */
+    log_clear();
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    VIT_ASSERT(system(cmd) == 0);
+    wait_served("tasks/ removed", b, "w", -1);
+    wait_log("the removal", "task directory missing");
+    sleep_ms(700); /* two rescans */
+    struct stat sb;
+    CHECKF(stat(dir, &sb) != 0, "the watcher made tasks/ again");
+    /* restored (moved back): seen at once, through the parent */
+    VIT_ASSERT(rename(away, dir) == 0);
+    wait_served("tasks/ moved back", b, "w", 1);
+    wait_log("the return", "task directory reopened");
     task_watch_stop(w);
     task_store_close(b);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", away);
-    VIT_ASSERT(system(cmd) == 0);
 }
 
 int main(void)
