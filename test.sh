@@ -23,6 +23,10 @@
 #   tsan      the threaded tests under ThreadSanitizer (build-tsan/)
 #   fuzz      every libFuzzer target tests/fuzz/fuzz_*.c for a bounded run (build-fuzz/)
 #
+# In release, asan and tsan the tests run in two lanes side by side
+# (run_meson_lanes): the server tests one at a time in one, the rest one at
+# a time in the other.
+#
 # The environment cannot turn a check off: VITFIT_NO_AVX512 is unset for
 # every stage but portable (which sets it), so a user's setting never moves
 # the other stages onto the portable path.
@@ -223,14 +227,10 @@ count_meson_log() { # stage, log, out, rc, expected
   fi
 }
 
-# Runs `meson test` in dir on the named tests (all if none) and counts them.
-run_meson_tests() { # stage, dir, logbase, [meson test options and test names...]
-  local stage=$1 dir=$2 logbase=$3 expected rc out
-  shift 3
-  local log="$dir/meson-logs/$logbase.json"
-  out="$dir/$logbase.stdout"
-  rm -f "$log" "$out" # a stale log must never be counted
-  local names=() select=()
+# How many tests `meson test` would run in dir with these options and names.
+meson_expected() { # dir, [meson test options and test names...]
+  local dir=$1 a names=() select=()
+  shift
   for a in "$@"; do
     case "$a" in
       --suite=* | --no-suite=*) select+=("$a") ;; # they choose tests too
@@ -238,12 +238,76 @@ run_meson_tests() { # stage, dir, logbase, [meson test options and test names...
       *) names+=("$a") ;;
     esac
   done
-  expected=$(meson test -C "$dir" --list --no-rebuild "${select[@]}" "${names[@]}" 2>/dev/null |
-    grep -c ' / ')
-  meson test -C "$dir" --print-errorlogs --num-processes 2 --logbase "$logbase" "$@" 2>&1 |
-    tee "$out"
+  meson test -C "$dir" --list --no-rebuild "${select[@]}" "${names[@]}" 2>/dev/null |
+    grep -c ' / '
+}
+
+# Runs `meson test` in dir on the named tests (all if none) and counts them;
+# meson_procs tests at a time.
+meson_procs=2
+run_meson_tests() { # stage, dir, logbase, [meson test options and test names...]
+  local stage=$1 dir=$2 logbase=$3 expected rc out
+  shift 3
+  local log="$dir/meson-logs/$logbase.json"
+  out="$dir/$logbase.stdout"
+  rm -f "$log" "$out" # a stale log must never be counted
+  expected=$(meson_expected "$dir" "$@")
+  meson test -C "$dir" --print-errorlogs --num-processes "$meson_procs" --logbase "$logbase" \
+    "$@" 2>&1 | tee "$out"
   rc=${PIPESTATUS[0]}
   count_meson_log "$stage" "$log" "$out" "$rc" "$expected"
+}
+
+# The tests in two lanes of one process each, side by side: the server
+# tests (suites api and web, `is_parallel: false` in meson: never two at
+# once, whose loopback servers and clients would crowd 2 cores) in one, every
+# other test in the other.  Same two processes as --num-processes 2, but a
+# server test no longer runs alone, which left a core idle for half a
+# stage.  Test names after "--" (TSan's list) go to the server lane when
+# they start with api_; without names the suites choose.  The server lane's output follows the
+# other's.  dir must be built (both lanes run --no-rebuild).
+run_meson_lanes() { # stage, dir, logbase, [meson test options...] -- [test names...]
+  local stage=$1 dir=$2 logbase=$3 a opts=() api=() rest=() seen_sep=0
+  shift 3
+  for a in "$@"; do
+    if [ "$a" = -- ]; then seen_sep=1
+    elif [ "$seen_sep" = 0 ]; then opts+=("$a")
+    elif [[ "$a" == api_* ]]; then api+=("$a")
+    else rest+=("$a")
+    fi
+  done
+  if [[ " ${opts[*]} " == *" --suite="* ]]; then # the caller chose the suites: one lane
+    run_meson_tests "$stage" "$dir" "$logbase" "${opts[@]}" "${api[@]}" "${rest[@]}"
+    return
+  fi
+  local lane_a=(--no-rebuild "${opts[@]}") lane_b=(--no-rebuild "${opts[@]}")
+  if [ "$seen_sep" = 1 ]; then
+    lane_a+=("${api[@]}")
+    lane_b+=("${rest[@]}")
+  else
+    lane_a+=(--suite=api --suite=web)
+    lane_b+=(--no-suite=api --no-suite=web)
+  fi
+  local log_a="$dir/meson-logs/$logbase-servers.json" out_a="$dir/$logbase-servers.stdout"
+  local expected_a pid_a="" rc_a
+  rm -f "$log_a" "$out_a"
+  expected_a=0
+  { [ "$seen_sep" = 0 ] || [ ${#api[@]} -gt 0 ]; } && expected_a=$(meson_expected "$dir" "${lane_a[@]}")
+  if [ "$expected_a" -gt 0 ]; then
+    meson test -C "$dir" --print-errorlogs --num-processes 1 --logbase "$logbase-servers" \
+      "${lane_a[@]}" >"$out_a" 2>&1 &
+    pid_a=$!
+  fi
+  if [ "$seen_sep" = 0 ] || [ ${#rest[@]} -gt 0 ]; then
+    meson_procs=1 run_meson_tests "$stage" "$dir" "$logbase" "${lane_b[@]}"
+  fi
+  if [ -n "$pid_a" ]; then
+    wait "$pid_a"
+    rc_a=$?
+    echo "-- the server tests' lane:"
+    cat "$out_a"
+    count_meson_log "$stage" "$log_a" "$out_a" "$rc_a" "$expected_a"
+  fi
 }
 
 # Every tests/{unit,api}/test_NAME.c must be the test NAME in meson's list of
@@ -292,7 +356,7 @@ suite_stage() { # stage, dir, what, setup args...
   if setup_dir "$stage" "$dir" "$@" &&
       { [ "$registration_checked" = 1 ] || check_registered "$stage" "$dir"; } &&
       build_dir "$stage" "$dir"; then
-    run_meson_tests "$stage" "$dir" testlog "${stage_test_opts[@]}"
+    run_meson_lanes "$stage" "$dir" testlog "${stage_test_opts[@]}"
     suite_ran=1
   fi
   end_stage "$stage"
@@ -373,8 +437,8 @@ else
       build_dir tsan build-tsan "${targets[@]}"; then
     TSAN_OPTIONS=halt_on_error=1 TEST_API_FINETUNE_SKIP=$tsan_finetune_skip \
       TEST_API_REPLICAS_SKIP=handover \
-      run_meson_tests tsan build-tsan testlog --no-rebuild \
-      --timeout-multiplier=3 --no-suite=web "${tsan_tests[@]}"
+      run_meson_lanes tsan build-tsan testlog --timeout-multiplier=3 --no-suite=web \
+      -- "${tsan_tests[@]}"
   fi
   end_stage tsan
 fi
