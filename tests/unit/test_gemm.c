@@ -4,8 +4,8 @@
  *
  * Shapes are chosen to hit every edge of the kernel: rows that leave a
  * partial 14-row tile, columns that leave a partial 32-column panel, depths
- * beyond one 256-deep block with a remainder, and more rows than one
- * 224-row pass.  A team of 2 must give the bits a single thread gives (each
+ * beyond one 256-deep block with a remainder (and two blocks, whose A the
+ * driver packs whole), and more rows than one 224-row pass.  A team of 2 must give the bits a single thread gives (each
  * output column is computed by one member in the same order), and a team of
  * 4 on this 2-core machine exercises the futex sleep paths.
  */
@@ -386,6 +386,7 @@ int main(void)
     static const int shapes[][3] = {
         {1, 1, 1},    {1, 32, 16},   {14, 32, 256}, {15, 33, 257}, {13, 31, 255},
         {197, 96, 64}, {229, 70, 513}, {450, 64, 40}, {3, 1000, 768}, {30, 7, 5},
+        {450, 70, 300}, /* two passes of both blocks at once (k in (KC, 2 KC]) */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int mode = 0; mode < 4; mode++)
