@@ -226,6 +226,18 @@ static vit_status follow_dir(task_store *s, bool create, bool *switched, vit_err
     return VIT_OK;
 }
 
+/* follow_dir for a call about task `name`: no directory is no such task. */
+static vit_status follow_dir_for(task_store *s, const char *name, vit_error *err)
+{
+    vit_error derr;
+    vit_status st = follow_dir(s, false, NULL, &derr);
+    if (st == VIT_ERR_NOT_FOUND)
+        return vit_error_set(err, VIT_ERR_NOT_FOUND, "no task '%s' (%s)", name, derr.message);
+    if (st != VIT_OK && err)
+        *err = derr;
+    return st;
+}
+
 /* Whether the directory held in dfd is still the one the store's path
  * names: for a put about to rename into it. */
 static bool still_named(const task_store *s, int dfd)
@@ -428,15 +440,9 @@ static vit_status open_task_file(task_store *s, const char *name, const char *fi
                                  int *fd, struct stat *st, vit_error *err)
 {
     *fd = -1;
-    vit_error derr;
-    vit_status dst = follow_dir(s, false, NULL, &derr);
-    if (dst == VIT_ERR_NOT_FOUND) /* no directory: no tasks */
-        return vit_error_set(err, VIT_ERR_NOT_FOUND, "no task '%s' (%s)", name, derr.message);
-    if (dst != VIT_OK) {
-        if (err)
-            *err = derr;
+    vit_status dst = follow_dir_for(s, name, err);
+    if (dst != VIT_OK)
         return dst;
-    }
     struct stat pre;
     if (fstatat(s->dirfd, file, &pre, AT_SYMLINK_NOFOLLOW) != 0)
         return errno == ENOENT
@@ -893,15 +899,9 @@ vit_status task_store_delete(task_store *s, const char *name, vit_error *err)
         return bad_name(name, err);
     char file[STORE_FILE_MAX];
     file_name(file, name);
-    vit_error derr;
-    vit_status st = follow_dir(s, false, NULL, &derr);
-    if (st == VIT_ERR_NOT_FOUND) /* no directory: no tasks */
-        return vit_error_set(err, VIT_ERR_NOT_FOUND, "no task '%s' (%s)", name, derr.message);
-    if (st != VIT_OK) {
-        if (err)
-            *err = derr;
+    vit_status st = follow_dir_for(s, name, err);
+    if (st != VIT_OK)
         return st;
-    }
 
     VIT_ASSERT(pthread_mutex_lock(&s->write_lock) == 0);
     struct stat sb;
