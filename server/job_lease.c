@@ -34,7 +34,8 @@
 #define LEASE_HEAD "vitfit-job-lease 1\n"
 
 struct job_lease {
-    int dirfd;                       /* the job's directory */
+    char *dir;                       /* the job's directory, by path */
+    int dirfd;                       /* and as claimed */
     int fd;                          /* our lease file, for the renews */
     long gen;
     long skipped;                    /* a non-regular generation claimed past, or 0 */
@@ -379,6 +380,10 @@ vit_status job_lease_claim(const char *dir, const job_lease_self *me, long lease
                              strerror(e));
     }
     job_lease *l = calloc(1, sizeof *l);
+    if (l && !(l->dir = strdup(dir))) {
+        free(l);
+        l = NULL;
+    }
     if (!l) { /* hand it back at once */
         char rel[256];
         lease_text(rel, sizeof rel, me, true);
@@ -413,19 +418,39 @@ bool job_lease_held(job_lease *l)
 {
     if (l->lost)
         return false;
-    struct stat sb;
-    if (fstat(l->fd, &sb) == 0 && sb.st_nlink == 0) { /* removed: the job ended elsewhere */
+    struct stat own, named;
+    if (fstat(l->fd, &own) != 0) /* cannot tell: held, as after a failed renew */
+        return true;
+    if (own.st_nlink == 0) { /* removed: the job ended elsewhere */
         l->lost = true;
         return false;
     }
-    /* any newer lease, not only the next: a claimer past junk names a
-     * generation beyond ours + 1.  Junk itself (not a regular file) is no
-     * one's lease and takes nothing over.  A listing that fails cannot tell:
-     * still held, as a failed renew */
-    long top, top_file;
-    vit_error err;
-    if (newest_gen(l->dirfd, &top, &top_file, &err) == VIT_OK && top_file > l->gen)
-        l->lost = true; /* taken over */
+    /* the job's directory as its path names it now: one moved away and put
+     * back as a copy (a restore) holds a lease file that is not ours, and a
+     * successor's lease beside it */
+    int dfd = open(l->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        if (errno == ENOENT) /* the job's directory is gone */
+            l->lost = true;
+        return !l->lost;
+    }
+    char name[32];
+    gen_name(name, l->gen);
+    if (fstatat(dfd, name, &named, AT_SYMLINK_NOFOLLOW) != 0
+            ? errno == ENOENT
+            : named.st_dev != own.st_dev || named.st_ino != own.st_ino) {
+        l->lost = true;
+    } else {
+        /* any newer lease, not only the next: a claimer past junk names a
+         * generation beyond ours + 1.  Junk itself (not a regular file) is
+         * no one's lease and takes nothing over.  A listing that fails
+         * cannot tell: still held */
+        long top, top_file;
+        vit_error err;
+        if (newest_gen(dfd, &top, &top_file, &err) == VIT_OK && top_file > l->gen)
+            l->lost = true; /* taken over */
+    }
+    close(dfd);
     return !l->lost;
 }
 
@@ -443,6 +468,7 @@ void job_lease_drop(job_lease *l)
         return;
     close(l->fd);
     close(l->dirfd);
+    free(l->dir);
     free(l);
 }
 

@@ -16,7 +16,8 @@
  *     holder nor lets a claim through until the lease is stale, and the
  *     claim past it then takes the job over; a regular lease.999999999999
  *     (the last generation) is an error at the first look and quiet at the
- *     next ones; no directory: NOT_FOUND.
+ *     next ones; a holder whose job directory is moved away and put back
+ *     as a copy has lost its lease; no directory: NOT_FOUND.
  *  2. renew and staleness: a lease renewed (its mtime moves) is never stale
  *     however long the watcher watches; one left alone for lease_ms of the
  *     watcher's clock is taken over as generation 2, and its old holder's
@@ -209,6 +210,22 @@ static void test_claim(void)
         job_lease_drop(l);
         job_lease_drop(held);
     }
+
+    /* the job's directory moved away and put back as a copy (a restore)
+     * while held: the lease file there is not the holder's, which has lost
+     * it (else a replica watching the copy's unchanged lease.1 would claim
+     * it and both would run the job) */
+    char moved[300], away[320], cmd[1400];
+    job_dir(moved, sizeof moved, "moved");
+    job_lease_watch wm = {0};
+    job_lease *hm = claim_at(moved, &a, &wm, 0);
+    VIT_ASSERT(hm);
+    CHECK(job_lease_held(hm));
+    snprintf(away, sizeof away, "%s.away", moved);
+    snprintf(cmd, sizeof cmd, "mv '%s' '%s' && cp -a '%s' '%s'", moved, away, away, moved);
+    VIT_ASSERT(system(cmd) == 0);
+    CHECKF(!job_lease_held(hm), "a holder whose job directory was replaced by a copy holds it");
+    job_lease_drop(hm);
 
     /* the last generation: said once, then the job waits quietly */
     char last[300];
