@@ -47,6 +47,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -169,6 +170,30 @@ static int sync_dir(int dfd)
     return fsync(dfd) == 0 || errno == EINVAL ? 0 : -1;
 }
 
+/* Whether a missing path could be made by mkdir: nothing at the path (not
+ * even a dangling symlink), and its parent a directory. */
+static bool mendable(const char *path)
+{
+    struct stat sb;
+    if (lstat(path, &sb) == 0)
+        return false;
+    char parent[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof parent)
+        return false;
+    memcpy(parent, path, n + 1);
+    while (n > 1 && parent[n - 1] == '/')
+        parent[--n] = '\0';
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        return true; /* relative to the working directory, which exists */
+    if (slash == parent)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    return stat(parent, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
 /* Makes s->dirfd the directory s->dir names now (task_store.h, "The
  * directory"): the same one is left alone; another (the path removed and
  * made again, restored, or an NFS handle gone stale) is switched to with
@@ -183,7 +208,9 @@ static vit_status follow_dir(task_store *s, bool create, bool *switched, vit_err
     int fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT && create && (mkdir(s->dir, 0755) == 0 || errno == EEXIST))
         fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
+    /* missing, and a put can make it: not a dangling symlink, not in a
+     * data dir that is gone itself -- those no put can mend */
+    if (fd < 0 && errno == ENOENT && !create && mendable(s->dir)) {
         atomic_store(&s->dir_state, DIR_MISSING);
         return vit_error_set(err, VIT_ERR_NOT_FOUND, "the task directory %s does not exist",
                              s->dir);

@@ -185,8 +185,9 @@ vit_status task_store_reopen(task_store *s, bool create, bool *reopened, vit_err
 
 /* False while the path names something that is not a usable directory (a
  * file, a directory that cannot be opened) at the store's last look: tasks
- * can then be neither read nor stored.  A missing path is usable: no tasks,
- * and a put makes it. */
+ * can then be neither read nor stored (a dangling symlink or a data dir
+ * that is gone counts: no put can make them).  A missing path is usable: no
+ * tasks, and a put makes it. */
 bool task_store_dir_usable(task_store *s);
 
 /* Counters since open. */

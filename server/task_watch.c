@@ -69,6 +69,7 @@ static void on_change(void *ctx, const char *name, task_store_change change, vit
     say(w, what[change], detail);
 }
 
+#define PARENT_MASK (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR)
 #define WATCH_MASK                                                                          \
     (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | \
      IN_ONLYDIR)
@@ -78,6 +79,35 @@ static bool add_watch(task_watch *w)
 {
     w->wd = w->ifd >= 0 ? inotify_add_watch(w->ifd, w->dir, WATCH_MASK) : -1;
     return w->wd >= 0;
+}
+
+/* Moves a watch to what path names now: inotify_add_watch gives the same
+ * descriptor for the inode already watched, another for a new one (the
+ * old is then dropped); -1 when it cannot watch (the path is gone). */
+static int rewatch(task_watch *w, int wd, const char *path, uint32_t mask)
+{
+    int now = inotify_add_watch(w->ifd, path, mask);
+    if (wd >= 0 && wd != now)
+        inotify_rm_watch(w->ifd, wd);
+    return now;
+}
+
+/* Watches the task directory (when it is there) and its parent as their
+ * paths name them now.  A request's get or put may have switched the store
+ * to a new directory before this thread heard of it, and the data dir
+ * itself may have been made again: at every full sync, the watches are put
+ * where the paths point. */
+static void follow_watches(task_watch *w, bool dir_there)
+{
+    if (w->ifd < 0)
+        return;
+    w->parent_wd = rewatch(w, w->parent_wd, w->parent, PARENT_MASK);
+    if (dir_there) {
+        w->wd = rewatch(w, w->wd, w->dir, WATCH_MASK);
+    } else if (w->wd >= 0) {
+        inotify_rm_watch(w->ifd, w->wd);
+        w->wd = -1;
+    }
 }
 
 /* A full sync, after making sure the store reads the directory its path
@@ -102,12 +132,7 @@ static void sync_all(task_watch *w)
             say(w, "warning", err.message);
         w->said = state;
     }
-    if ((reopened || state != 0) && w->wd >= 0) { /* on a directory gone or moved away */
-        inotify_rm_watch(w->ifd, w->wd);
-        w->wd = -1;
-    }
-    if (state == 0 && w->ifd >= 0 && w->wd < 0)
-        add_watch(w); /* else its changes are found by the rescans, as before */
+    follow_watches(w, state == 0);
     if (state != 2 && task_store_sync(w->cfg.store, NULL, on_change, w, &err) != VIT_OK)
         say(w, "warning", err.message);
     atomic_fetch_add(&w->rescans, 1);
@@ -257,8 +282,7 @@ vit_status task_watch_start(const task_watch_config *c, task_watch **out, vit_er
          * of its parent (its IN_DELETE_SELF waits for the store's
          * descriptor to close); without it the rescans find them */
         if (w->ifd >= 0)
-            w->parent_wd = inotify_add_watch(w->ifd, w->parent, IN_CREATE | IN_DELETE |
-                                             IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR);
+            w->parent_wd = inotify_add_watch(w->ifd, w->parent, PARENT_MASK);
     }
     vit_status st = task_store_sync(c->store, NULL, NULL, NULL, err);
     int rc = st == VIT_OK ? pthread_create(&w->thread, NULL, watch_thread, w) : 0;

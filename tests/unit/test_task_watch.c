@@ -18,8 +18,8 @@
  *     checked as it happens) -- the path renamed away and made again: the
  *     store follows it, and a put lands in the directory the path names;
  *     removed: no tasks, no directory made by gets, lists, deletes or
- *     syncs, until a put makes it; a plain file there: not usable, puts
- *     fail.  Then the watcher (inotify, rescans every 300 ms): tasks/
+ *     syncs, until a put makes it; a plain file there, a dangling symlink,
+ *     or the data dir itself gone: not usable, puts fail.  Then the watcher (inotify, rescans every 300 ms): tasks/
  *     renamed away and made again with a new version of a task B holds
  *     resident, and B serves the new version; removed, and its task goes
  *     at once (the parent's event) and nothing makes it again; moved back,
@@ -321,9 +321,27 @@ static void test_reopen(const char *dir)
     CHECK(!task_store_dir_usable(b));
     CHECK(task_store_put(b, "g", "x", 1, NULL, &err) == VIT_ERR_IO);
     CHECK(served(b, "d") == -2); /* an error, not "no such task" */
+    VIT_ASSERT(unlink(dir) == 0);
+    /* missing in a way no put can mend: a dangling symlink, a parent gone */
+    VIT_ASSERT(symlink("nowhere", dir) == 0);
+    CHECK(task_store_reopen(b, false, &reopened, &err) == VIT_ERR_IO);
+    CHECK(!task_store_dir_usable(b));
+    CHECK(task_store_put(b, "g", "x", 1, NULL, &err) == VIT_ERR_IO);
     VIT_ASSERT(unlink(dir) == 0 && mkdir(dir, 0755) == 0);
     CHECK(task_store_reopen(b, false, &reopened, &err) == VIT_OK && task_store_dir_usable(b));
     task_store_close(b);
+
+    char data[700], sub[760];
+    snprintf(data, sizeof data, "%s-data", dir);
+    snprintf(sub, sizeof sub, "%s/tasks", data);
+    VIT_ASSERT(mkdir(data, 0755) == 0);
+    task_store *c = open_store(sub);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", data);
+    VIT_ASSERT(system(cmd) == 0);
+    CHECK(task_store_reopen(c, false, &reopened, &err) == VIT_ERR_IO);
+    CHECKF(!task_store_dir_usable(c), "the data dir gone: usable");
+    CHECK(task_store_put(c, "g", "x", 1, NULL, &err) == VIT_ERR_IO);
+    task_store_close(c);
 }
 
 static void test_dir_replaced(const char *dir)
