@@ -285,6 +285,10 @@ static int lease_text(char *buf, size_t len, const job_lease_self *me, bool rele
  * replica created it first). */
 static int create_gen(int dfd, long gen, const char *text)
 {
+    if (gen > LEASE_GEN_MAX) { /* a name no one would read as a generation */
+        errno = EOVERFLOW;
+        return -1;
+    }
     char name[32];
     gen_name(name, gen);
     int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
@@ -326,7 +330,7 @@ vit_status job_lease_claim(const char *dir, const job_lease_self *me, long lease
         close(dfd);
         return st;
     }
-    if (top >= LEASE_GEN_MAX) {
+    if (top >= LEASE_GEN_MAX - 1) { /* a claim needs room for its release too */
         close(dfd);
         if (w->gen == top) /* said at the first look: the job waits, and says so once */
             return VIT_OK;
