@@ -34,7 +34,9 @@
  * switches when it is another (a symlink at the path is followed there, as
  * at open).  No path means no tasks: gets and deletes answer NOT_FOUND, the
  * list is empty, a sync drops every resident task, and a put makes the
- * directory again.  A put renames into its directory only while the path
+ * directory again -- unless no put could (a dangling symlink at the path,
+ * the parent gone): that, like a path naming a file, is an unusable
+ * directory, and every call that needs it fails with VIT_ERR_IO.  A put renames into its directory only while the path
  * still names it, so a task it reports stored is in the directory the path
  * names.
  *
@@ -179,8 +181,8 @@ vit_status task_store_sync(task_store *s, const char *name, task_store_sync_fn f
  * that reads a file, put, delete, list and sync does first (see "The
  * directory" above): for a watcher that wants to know (*reopened, may be
  * NULL: it switched) or make a missing one (`create`).  Errors:
- * VIT_ERR_NOT_FOUND (no such path: no tasks), VIT_ERR_IO (not a directory
- * it can open). */
+ * VIT_ERR_NOT_FOUND (no such path, and a put could make it: no tasks),
+ * VIT_ERR_IO (not a directory it can open, or one no put can make). */
 vit_status task_store_reopen(task_store *s, bool create, bool *reopened, vit_error *err);
 
 /* False while the path names something that is not a usable directory (a

@@ -352,9 +352,13 @@ vit_status job_lease_claim(const char *dir, const job_lease_self *me, long lease
             close(dfd);
             return VIT_OK;
         }
+        /* a lease naming this process is one it has let go of -- a caller
+         * never claims a job it holds -- as when a restore of the job's
+         * directory put its old lease file back: free at once, or the job
+         * would wait for ever on a single replica */
         bool ours = h.known && !h.released && strcmp(h.owner, me->owner) == 0;
-        bool free_now = h.released || holder_gone(me, &h);
-        if (ours || !free_now) {
+        bool free_now = h.released || ours || holder_gone(me, &h);
+        if (!free_now) {
             bool same = w->gen == top_file && w->dev == (uint64_t)sb.st_dev &&
                         w->ino == (uint64_t)sb.st_ino && w->size == (uint64_t)sb.st_size &&
                         w->mtime_s == (int64_t)sb.st_mtim.tv_sec &&
@@ -365,7 +369,7 @@ vit_status job_lease_claim(const char *dir, const job_lease_self *me, long lease
                                        .mtime_s = (int64_t)sb.st_mtim.tv_sec,
                                        .mtime_ns = (int64_t)sb.st_mtim.tv_nsec, .since = now};
             }
-            if (ours || !same || (now - w->since) * 1000.0 < (double)lease_ms) {
+            if (!same || (now - w->since) * 1000.0 < (double)lease_ms) {
                 close(dfd);
                 return VIT_OK; /* held */
             }

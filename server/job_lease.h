@@ -19,9 +19,12 @@
  * working from an old listing tries a generation that exists and fails.
  *
  * Renew: futimens on the holder's own descriptor (the file's mtime moves),
- * then a look at the directory: when a newer lease (a regular file of a
- * generation above G) exists, or the holder's file was removed, another
- * replica has taken the job over and the holder must stop writing.  Why mtime through the descriptor rather than rewriting the file
+ * then a look at the job's directory as its path names it now: when a
+ * newer lease (a regular file of a generation above G) exists, the
+ * holder's file was removed, or the path names no directory or another
+ * file at lease.G (the directory moved away, restored from a copy), the
+ * holder has lost the job and must stop writing; whoever claims it next
+ * (this process too) resumes it.  Why mtime through the descriptor rather than rewriting the file
  * (tmp + rename): a renew can only ever touch the holder's own file, so a
  * holder that stalled past the lease can never put its lease back over its
  * successor's, and there is no moment when the lease is missing or half
@@ -36,7 +39,9 @@
  * holder on this very kernel and pid namespace (same boot id and pid
  * namespace) whose process has gone (no such pid, a zombie, or the pid now
  * belongs to a process that started at another time) is stale at once --
- * that is a server restarting on its own data_dir after a crash.
+ * that is a server restarting on its own data_dir after a crash -- and so
+ * is a lease naming the claiming process itself, which it has let go of
+ * (callers never claim a job they hold).
  *
  * Release: a holder that stops with the job unfinished (the server drains)
  * creates lease.<G+1> saying "released", so another replica may claim it
@@ -122,8 +127,8 @@ long job_lease_skipped(const job_lease *l);
  * renew tries again. */
 bool job_lease_renew(job_lease *l);
 
-/* Whether l is still held, without renewing it (a listing of the job's
- * directory). */
+/* Whether l is still held, without renewing it (the job's directory opened
+ * by its path and listed; see Renew above). */
 bool job_lease_held(job_lease *l);
 
 /* Hands the job back unfinished: creates the "released" generation (unless

@@ -57,8 +57,8 @@ void job_end(jobs *j, job *jb, int status, const char *code, const char *message
 {
     if (!job_still_held(j, jb)) { /* another replica has the job and its record now */
         json_decref(data);
-        job_log(j, jb, "warning", "another replica took the job over (its lease was not "
-                "renewed in time); this one stopped without writing its end");
+        job_log(j, jb, "warning", "the job's lease was lost: stopped here without writing its "
+                "end (whoever holds it now writes it)");
         return;
     }
     if (status == JOB_FAILED && !data)
@@ -487,8 +487,8 @@ static void run_job(jobs *j, job *jb, bool resumed)
         job_end(j, jb, JOB_CANCELLED, NULL, "cancelled", "cancelled",
                 json_pack("{s:I}", "step", (json_int_t)res.steps));
     } else if (atomic_load(&jb->lease_lost)) { /* taken over: its new holder ends it */
-        job_log(j, jb, "warning", "another replica took the job over (its lease was not "
-                "renewed in time); this one stopped without writing its end");
+        job_log(j, jb, "warning", "the job's lease was lost: stopped here without writing its "
+                "end (whoever holds it now writes it)");
     } else if (res.cancelled) { /* the server is stopping: resume at the next start */
         job_end(j, jb, JOB_QUEUED, NULL,
                 "the server stopped; the job resumes from its last checkpoint at the next start",

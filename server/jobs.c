@@ -19,6 +19,10 @@
 #include "beneath.h"
 #include "jobs_impl.h"
 
+#define LEASE_LOST                                                                          \
+    "lost the job's lease (another replica took it over, or its directory was moved or "  \
+    "restored): stopping it here; whoever claims it next resumes it"
+
 const char *const jobs_status_names[5] = {"queued", "running", "succeeded", "failed",
                                           "cancelled"};
 
@@ -301,8 +305,7 @@ bool job_still_held(jobs *j, job *jb)
     bool held = jb->lease && job_lease_held(jb->lease);
     pthread_mutex_unlock(&j->lease_lock);
     if (!held && !atomic_exchange(&jb->lease_lost, true))
-        job_log(j, jb, "warning", "lost the job's lease: another replica took it over; "
-                "stopping it here");
+        job_log(j, jb, "warning", LEASE_LOST);
     return held;
 }
 
@@ -340,8 +343,7 @@ static void renew_all(jobs *j)
         job *jb = held[i];
         if (!job_lease_renew(jb->lease)) {
             if (!atomic_exchange(&jb->lease_lost, true))
-                job_log(j, jb, "warning", "lost the job's lease: another replica took it over; "
-                        "stopping it here");
+                job_log(j, jb, "warning", LEASE_LOST);
             continue;
         }
         if (!atomic_load(&jb->cancel) && job_cancel_marked(jb))

@@ -114,7 +114,8 @@ static void follow_watches(task_watch *w, bool dir_there)
  * names (task_store_reopen): an operator may have removed tasks/, moved it,
  * made it again or restored it, and both the store's descriptor and the
  * inotify watch would stay on the old one.  No directory is no tasks (the
- * sync drops them); nothing here makes it again -- a put does, and an
+ * sync drops them; an unusable one is not synced, and every request for a
+ * task fails until it is mended); nothing here makes it again -- a put does, and an
  * operator restoring tasks/ must not find one made in its way. */
 static void sync_all(task_watch *w)
 {

@@ -7,8 +7,9 @@
  * made-up times, never by sleeping through a lease.
  *
  *  1. claim: a fresh directory gives generation 1, naming its holder; a
- *     second replica is refused while the lease is fresh, and so is the
- *     holder's own second claim; names that are not generations (lease.0,
+ *     second replica is refused while the lease is fresh; the holder's
+ *     lease once dropped (orphaned, as by a restore) is claimed again by
+ *     its own process at once; names that are not generations (lease.0,
  *     lease.01, lease.x, ...) are ignored; a directory lease.7 and a
  *     symlink lease.9 use their names up but name no one: the claim goes
  *     past them (generation 10, job_lease_skipped 9); junk just above a
@@ -159,8 +160,14 @@ static void test_claim(void)
            "lease.1 names its holder: %s", text);
     CHECKF(!claim_at(dir, &b, &wb, 0), "b took a fresh lease");
     CHECKF(!claim_at(dir, &b, &wb, 0.5), "b took a lease seen for half of lease_ms");
-    CHECKF(!claim_at(dir, &a, &wa2, 100), "the holder claimed its own lease again");
     CHECK(job_lease_held(la));
+    /* a lease naming this process that it no longer holds (lost to a
+     * restore of the job's directory, say) is claimed again at once */
+    job_lease_drop(la);
+    la = claim_at(dir, &a, &wa2, 0.001);
+    CHECKF(la && job_lease_gen(la) == 2, "its own orphaned lease: generation %ld",
+           la ? job_lease_gen(la) : -1);
+    CHECKF(!claim_at(dir, &b, &wb, 0.002), "b took the lease a claimed again");
     job_lease_drop(la);
 
     /* names that are not generations */
