@@ -438,7 +438,10 @@ bool job_lease_held(job_lease *l)
      * successor's lease beside it */
     int dfd = open(l->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0) {
-        if (errno == ENOENT) /* the job's directory is gone */
+        /* the path names no directory (gone, a file, a link): lost; an
+         * error that cannot tell (EMFILE, EACCES) keeps it, as a failed
+         * renew does */
+        if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
             l->lost = true;
         return !l->lost;
     }

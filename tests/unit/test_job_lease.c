@@ -234,6 +234,14 @@ static void test_claim(void)
     VIT_ASSERT(system(cmd) == 0);
     CHECKF(!job_lease_held(hm), "a holder whose job directory was replaced by a copy holds it");
     job_lease_drop(hm);
+    /* a plain file in the directory's place: lost too */
+    job_lease_watch wf = {0};
+    hm = claim_at(moved, &a, &wf, 0.001); /* its own orphan: free at once */
+    VIT_ASSERT(hm);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && touch '%s'", moved, moved);
+    VIT_ASSERT(system(cmd) == 0);
+    CHECKF(!job_lease_held(hm), "a holder whose job directory became a file holds it");
+    job_lease_drop(hm);
 
     /* the last generation but one (junk there, as the review planted): no
      * claim, since its release would need a 13-digit name no one reads --
