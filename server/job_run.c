@@ -527,18 +527,6 @@ static job *next_claimable(jobs *j, double now)
     return NULL;
 }
 
-/* Waits on jobs.wake for up to a tick (a job submitted here wakes it at
- * once; others' jobs and stale leases are found at the next look); under
- * jobs.lock. */
-static void wait_tick(jobs *j)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    double t = (double)until.tv_sec + 1e-9 * (double)until.tv_nsec + j->tick;
-    until.tv_sec = (time_t)t;
-    until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
-    pthread_cond_timedwait(&j->wake, &j->lock, &until);
-}
 
 void *jobs_runner(void *arg)
 {
@@ -547,7 +535,7 @@ void *jobs_runner(void *arg)
     while (!atomic_load(&j->stopping)) {
         job *jb = next_claimable(j, job_monotonic());
         if (!jb) {
-            wait_tick(j);
+            job_wait_tick(j);
             continue;
         }
         jb->claiming = true; /* job_take clears it */

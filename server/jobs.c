@@ -321,6 +321,19 @@ static bool take_now(jobs *j, job *jb)
     return can && job_take(j, jb);
 }
 
+/* Waits on jobs.wake for up to a tick (a job submitted here wakes it at
+ * once; others' jobs and stale leases are found at the next look); under
+ * jobs.lock. */
+void job_wait_tick(jobs *j)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    double t = (double)until.tv_sec + 1e-9 * (double)until.tv_nsec + j->tick;
+    until.tv_sec = (time_t)t;
+    until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+    pthread_cond_timedwait(&j->wake, &j->lock, &until);
+}
+
 /* ---- the sync thread ---- */
 
 /* Renews the leases this process holds (a lost one stops its job), and
@@ -373,12 +386,7 @@ static void *jobs_syncer(void *arg)
         pthread_mutex_lock(&j->lock);
         if (j->syncer_stop)
             break;
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        double t = (double)until.tv_sec + 1e-9 * (double)until.tv_nsec + j->tick;
-        until.tv_sec = (time_t)t;
-        until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
-        pthread_cond_timedwait(&j->wake, &j->lock, &until);
+        job_wait_tick(j);
     }
     pthread_mutex_unlock(&j->lock);
     return NULL;

@@ -166,6 +166,8 @@ int job_cancel_mark(const job *jb);
  * set, and a cancel file sets jb->cancel; returns true.  False when another
  * replica holds it (or it does not read): next_claim is pushed a tick on. */
 bool job_take(jobs *j, job *jb);
+/* Waits on jobs.wake for up to a tick; under jobs.lock. */
+void job_wait_tick(jobs *j);
 /* Gives up jb's lease after the thread that took it is done: released for
  * another replica when the job is unfinished, its lease files removed when
  * it has ended, left alone when it was lost.  jb becomes another's job:

@@ -241,6 +241,17 @@ static void free_paths(task_watch *w)
     free(w->base);
 }
 
+/* Closes what w holds (no thread running) and frees it. */
+static void watch_free(task_watch *w)
+{
+    if (w->ifd >= 0)
+        close(w->ifd);
+    close(w->wake[0]);
+    close(w->wake[1]);
+    free_paths(w);
+    free(w);
+}
+
 vit_status task_watch_start(const task_watch_config *c, task_watch **out, vit_error *err)
 {
     *out = NULL;
@@ -290,12 +301,7 @@ vit_status task_watch_start(const task_watch_config *c, task_watch **out, vit_er
     if (st == VIT_OK && rc != 0)
         st = vit_error_set(err, VIT_ERR_IO, "cannot start the task watcher: %s", strerror(rc));
     if (st != VIT_OK) {
-        if (w->ifd >= 0)
-            close(w->ifd);
-        close(w->wake[0]);
-        close(w->wake[1]);
-        free_paths(w);
-        free(w);
+        watch_free(w);
         return st;
     }
     *out = w;
@@ -310,12 +316,7 @@ void task_watch_stop(task_watch *w)
     while (write(w->wake[1], &b, 1) < 0 && errno == EINTR)
         ;
     pthread_join(w->thread, NULL);
-    if (w->ifd >= 0)
-        close(w->ifd);
-    close(w->wake[0]);
-    close(w->wake[1]);
-    free_paths(w);
-    free(w);
+    watch_free(w);
 }
 
 void task_watch_counts(task_watch *w, long *rescans, long *events)
