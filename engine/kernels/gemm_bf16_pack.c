@@ -12,16 +12,41 @@
 
 #include <immintrin.h>
 
-/* 16 floats rounded to bf16, as 16 uint16. */
-static inline __m256i bf16_round16(__m512 x)
+#include "gemm_tile.h"
+
+/* 16 floats rounded to bf16, each in the high half of its 32-bit lane (the
+ * low half is left over from the rounding). */
+static inline __m512i bf16_round_high(__m512 x)
 {
     __m512i u = _mm512_castps_si512(x);
     __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
     __m512i quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x400000));
     __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    rounded = _mm512_mask_mov_epi32(rounded, nan, quiet);
-    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16));
+    return _mm512_mask_mov_epi32(rounded, nan, quiet);
+}
+
+/* 16 floats rounded to bf16, as 16 uint16. */
+static inline __m256i bf16_round16(__m512 x)
+{
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(bf16_round_high(x), 16));
+}
+
+/* 32 consecutive floats rounded to bf16, as 16 pairs (even k in the low half). */
+static inline void bf16_round_pairs(uint32_t pairs[16], const float *src)
+{
+    _mm256_storeu_si256((__m256i *)pairs, bf16_round16(_mm512_loadu_ps(src)));
+    _mm256_storeu_si256((__m256i *)pairs + 1, bf16_round16(_mm512_loadu_ps(src + 16)));
+}
+
+/* Pairs of 16 columns from two rows, masked: (even[c], odd[c]) per lane. */
+static inline __m512i bf16_pair_rows(const float *even, const float *odd, __mmask16 cols)
+{
+    __m512i lo = _mm512_srli_epi32(bf16_round_high(_mm512_maskz_loadu_ps(cols, even)), 16);
+    if (!odd)
+        return lo; /* an odd block's padding half */
+    __m512i hi = bf16_round_high(_mm512_maskz_loadu_ps(cols, odd));
+    return _mm512_or_si512(lo, _mm512_and_si512(hi, _mm512_set1_epi32((int)0xffff0000u)));
 }
 
 static int panels_of(int n)
@@ -45,41 +70,56 @@ size_t gemm_bf16_packed_b_block(int n, int p0)
     return (size_t)p0 * panels_of(n) * GEMM_NR; /* p0 is a multiple of KC: even */
 }
 
+/* B = W^T: each column's k run is contiguous in W, so a column is rounded 32
+ * k at a time and its 16 pairs stored down the panel (stride 32 pairs). */
 void gemm_bf16_pack_b_nt(uint16_t *dst, const float *w, size_t ldw, int n, int k)
 {
     for (int p0 = 0; p0 < k; p0 += GEMM_BF16_KC) {
         int kc = k - p0 < GEMM_BF16_KC ? k - p0 : GEMM_BF16_KC, pairs = pairs_of(kc);
         uint16_t *block = dst + gemm_bf16_packed_b_block(n, p0);
         for (int j = 0; j < panels_of(n); j++) {
-            uint16_t *panel = block + (size_t)j * pairs * 2 * GEMM_NR;
+            uint32_t *panel = (uint32_t *)(block + (size_t)j * pairs * 2 * GEMM_NR);
             for (int c = 0; c < GEMM_NR; c++) {
                 int col = j * GEMM_NR + c;
                 const float *src = w + (size_t)col * ldw + p0;
-                for (int p = 0; p < 2 * pairs; p++)
-                    panel[(size_t)(p / 2) * 2 * GEMM_NR + 2 * c + p % 2] =
-                        col < n && p < kc ? gemm_bf16_bits(src[p]) : 0;
+                int q = 0;
+                if (col < n)
+                    for (; 2 * q + 32 <= kc; q += 16) {
+                        uint32_t tmp[16];
+                        bf16_round_pairs(tmp, src + 2 * q);
+                        for (int t = 0; t < 16; t++)
+                            panel[(size_t)(q + t) * GEMM_NR + c] = tmp[t];
+                    }
+                for (; q < pairs; q++) {
+                    uint32_t pair = 0;
+                    if (col < n) {
+                        pair = gemm_bf16_bits(src[2 * q]);
+                        if (2 * q + 1 < kc)
+                            pair |= (uint32_t)gemm_bf16_bits(src[2 * q + 1]) << 16;
+                    }
+                    panel[(size_t)q * GEMM_NR + c] = pair;
+                }
             }
         }
     }
 }
 
+/* B as it is: a pair row of the panel is two rows of B, interleaved. */
 void gemm_bf16_pack_b_nn(uint16_t *dst, const float *b, size_t ldb, int k, int n)
 {
     for (int p0 = 0; p0 < k; p0 += GEMM_BF16_KC) {
         int kc = k - p0 < GEMM_BF16_KC ? k - p0 : GEMM_BF16_KC, pairs = pairs_of(kc);
         uint16_t *block = dst + gemm_bf16_packed_b_block(n, p0);
         for (int j = 0; j < panels_of(n); j++) {
-            uint16_t *panel = block + (size_t)j * pairs * 2 * GEMM_NR;
-            int cols = n - j * GEMM_NR < GEMM_NR ? n - j * GEMM_NR : GEMM_NR;
-            for (int p = 0; p < 2 * pairs; p++) {
-                uint16_t *out = panel + (size_t)(p / 2) * 2 * GEMM_NR + p % 2;
-                for (int c = 0; c < GEMM_NR; c++)
-                    out[2 * c] = 0;
-                if (p >= kc)
-                    continue; /* an odd block's padding half */
-                const float *src = b + (size_t)(p0 + p) * ldb + (size_t)j * GEMM_NR;
-                for (int c = 0; c < cols; c++)
-                    out[2 * c] = gemm_bf16_bits(src[c]);
+            uint32_t *panel = (uint32_t *)(block + (size_t)j * pairs * 2 * GEMM_NR);
+            __mmask16 m0, m1;
+            gemm_panel_masks(n, j, &m0, &m1);
+            for (int q = 0; q < pairs; q++) {
+                const float *even = b + (size_t)(p0 + 2 * q) * ldb + (size_t)j * GEMM_NR;
+                const float *odd = 2 * q + 1 < kc ? even + ldb : NULL;
+                _mm512_storeu_si512(panel + (size_t)q * GEMM_NR, bf16_pair_rows(even, odd, m0));
+                _mm512_storeu_si512(panel + (size_t)q * GEMM_NR + 16,
+                                   bf16_pair_rows(even + 16, odd ? odd + 16 : NULL, m1));
             }
         }
     }
@@ -101,8 +141,7 @@ void gemm_bf16_pack_a_block(void *dst, const float *a, size_t lda, int m, int s0
             for (int i = 0; i < rows; i++) {
                 const float *src = a + (size_t)(r0 + i) * lda + p0 + 2 * q;
                 uint32_t tmp[16];
-                _mm256_storeu_si256((__m256i *)tmp, bf16_round16(_mm512_loadu_ps(src)));
-                _mm256_storeu_si256((__m256i *)tmp + 1, bf16_round16(_mm512_loadu_ps(src + 16)));
+                bf16_round_pairs(tmp, src);
                 for (int t = 0; t < 16; t++)
                     sliver[(size_t)(q + t) * GEMM_MR + i] = tmp[t];
             }

@@ -181,26 +181,47 @@ static void check_team_bits(vit_team *team)
     free(a), free(w), free(c1), free(c2), free(wp), free(scratch);
 }
 
-/* B (k, n) packed as is must equal its transpose packed as a weight. */
+/* B (k, n) packed as is must equal its transpose packed as a weight, both
+ * read with row strides wider than a row (attention packs heads out of the
+ * fused qkv rows) and with NaN among the values. */
 static void check_pack_nn(void)
 {
-    static const int shapes[][2] = {{1, 1}, {3, 33}, {511, 32}, {513, 65}, {1025, 7}};
+    static const int shapes[][3] = {{1, 1, 0},   {3, 33, 5},   {511, 32, 0},
+                                    {513, 65, 3}, {1025, 7, 1}, {197, 64, 128}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int k = shapes[s][0], n = shapes[s][1];
-        float *b = random_floats((size_t)k * n, "b", (uint64_t)s), *bt = malloc((size_t)k * n * 4);
+        int k = shapes[s][0], n = shapes[s][1], pad = shapes[s][2];
+        size_t ldb = (size_t)n + pad, ldt = (size_t)k + pad;
+        float *b = random_floats((size_t)k * ldb, "b", (uint64_t)s);
+        float *bt = random_floats((size_t)n * ldt, "bt", (uint64_t)s);
         size_t elems = gemm_packed_b_bf16_elems(n, k);
         uint16_t *p1 = aligned(elems * 2), *p2 = aligned(elems * 2);
         if (!b || !bt || !p1 || !p2) {
             CHECK(!"out of memory");
         } else {
+            b[(size_t)(k - 1) * ldb] = NAN;
             for (int p = 0; p < k; p++)
                 for (int j = 0; j < n; j++)
-                    bt[(size_t)j * k + p] = b[(size_t)p * n + j];
+                    bt[(size_t)j * ldt + p] = b[(size_t)p * ldb + j];
             memset(p1, 0xab, elems * 2);
             memset(p2, 0xcd, elems * 2); /* padding must be written, not left */
-            gemm_pack_b_bf16(p1, b, (size_t)n, false, n, k);
-            gemm_pack_b_bf16(p2, bt, (size_t)k, true, n, k);
-            CHECKF(memcmp(p1, p2, elems * 2) == 0, "bf16 pack nn != nt for k %d n %d", k, n);
+            gemm_pack_b_bf16(p1, b, ldb, false, n, k);
+            gemm_pack_b_bf16(p2, bt, ldt, true, n, k);
+            CHECKF(memcmp(p1, p2, elems * 2) == 0, "bf16 pack nn != nt for k %d n %d ld +%d", k,
+                   n, pad);
+            /* and each element is the scalar rounding of its value */
+            size_t bad = 0;
+            for (int p = 0; p < k; p++)
+                for (int j = 0; j < n; j++) {
+                    int p0 = p / GEMM_BF16_KC * GEMM_BF16_KC;
+                    int kc = k - p0 < GEMM_BF16_KC ? k - p0 : GEMM_BF16_KC;
+                    size_t panel = (size_t)(kc + 1) / 2 * 2 * GEMM_NR;
+                    size_t at = gemm_bf16_packed_b_block(n, p0) + (size_t)(j / GEMM_NR) * panel +
+                                (size_t)(p % GEMM_BF16_KC / 2) * 2 * GEMM_NR +
+                                2 * (size_t)(j % GEMM_NR) + (size_t)(p % 2);
+                    bad += p1[at] != gemm_bf16_bits(b[(size_t)p * ldb + j]);
+                }
+            CHECKF(bad == 0, "%zu packed bf16 values are not their value rounded (k %d n %d)",
+                   bad, k, n);
         }
         free(b), free(bt), free(p1), free(p2);
     }
