@@ -187,7 +187,7 @@ typedef struct packed_kernel {
     size_t (*sliver_bytes)(int kc); /* one packed sliver of A, kc deep */
     void (*pack_a)(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0, int kc);
     void (*panels)(const void *ap, const void *bp_block, int m, int n, int kc, int j0, int j1,
-                   float *c, size_t ldc, int load_c, gemm_post post);
+                   float *c, size_t ldc, const gemm_seed *seed, gemm_post post);
     const void *(*b_block)(const void *bp, int n, int p0);
 } packed_kernel;
 
@@ -212,9 +212,9 @@ static void fp32_pack_a(void *dst, const float *a, size_t lda, int m, int s0, in
 }
 
 static void fp32_panels(const void *ap, const void *bp_block, int m, int n, int kc, int j0,
-                        int j1, float *c, size_t ldc, int load_c, gemm_post post)
+                        int j1, float *c, size_t ldc, const gemm_seed *seed, gemm_post post)
 {
-    gemm_block_panels(ap, bp_block, m, n, kc, j0, j1, c, ldc, load_c, post);
+    gemm_block_panels(ap, bp_block, m, n, kc, j0, j1, c, ldc, seed, post);
 }
 
 /* A stored transposed, (k, m): a weight gradient's dy^T, attention's P^T */
@@ -267,24 +267,16 @@ typedef struct packed_job {
     float *scratch;
 } packed_job;
 
-/* Starts rows [r0, r1) x columns [c0, c1) of C as init says. */
-static void init_block(const packed_job *j, int r0, int r1, int c0, int c1)
+/* How the first KC block of rows from i0 on starts C: as init says (see
+ * gemm_bias), added by the tiles as they store; NULL init: C = A.B. */
+static gemm_seed first_seed(const packed_job *j, int i0)
 {
-    const gemm_bias *in = j->init;
-    for (int r = r0; r < r1; r++) {
-        const float *bias = in->bias[r / in->rows_per_bias];
-        float *row = j->c + (size_t)r * j->ldc;
-        if (in->add) {
-            if (bias)
-                for (int i = c0; i < c1; i++)
-                    row[i] += bias[i];
-        } else if (bias) {
-            memcpy(row + c0, bias + c0, sizeof(float) * (size_t)(c1 - c0));
-        } else {
-            memset(row + c0, 0, sizeof(float) * (size_t)(c1 - c0));
-        }
-    }
+    gemm_seed seed = {.load_c = j->init && j->init->add, .bias = j->init, .row0 = i0};
+    return seed;
 }
+
+/* Every later block adds to what the earlier ones stored. */
+static const gemm_seed later_seed = {.load_c = true};
 
 /* Packs panels [q0, q1) of an unpacked B (gemm_packed_raw, gemm_packed_dx);
  * members pack disjoint shares. */
@@ -313,7 +305,6 @@ static void packed_region(void *p, int member, int threads)
     int panels = (j->n + GEMM_NR - 1) / GEMM_NR;
     int q0, q1;
     vit_team_split(panels, member, threads, &q0, &q1);
-    int c0 = q0 * GEMM_NR, c1 = q1 * GEMM_NR < j->n ? q1 * GEMM_NR : j->n;
     /* each member multiplies only the B panels it packed: no barrier first */
     pack_b_share(j, q0, q1);
     int pass = pass_rows(j->m);
@@ -333,8 +324,7 @@ static void packed_region(void *p, int member, int threads)
         /* rows i0.. of A: columns i0.. of its transposed storage */
         const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
         float *c = j->c + (size_t)i0 * j->ldc;
-        if (j->init && c0 < c1)
-            init_block(j, i0, i0 + rows, c0, c1);
+        gemm_seed first = first_seed(j, i0);
         if (whole_k) {
             /* the buffers are the last pass's until every member is done
              * with it */
@@ -350,8 +340,8 @@ static void packed_region(void *p, int member, int threads)
                 for (int b = 0; b < 2; b++) {
                     int p0 = b * kern->kc, kc = j->k - p0 < kern->kc ? j->k - p0 : kern->kc;
                     kern->panels(j->scratch + (size_t)b * half, kern->b_block(j->bp, j->n, p0),
-                                 rows, j->n, kc, q, q + 1, c, j->ldc, j->init || b > 0,
-                                 b == 1 ? j->post : GEMM_POST_NONE);
+                                 rows, j->n, kc, q, q + 1, c, j->ldc,
+                                 b > 0 ? &later_seed : &first, b == 1 ? j->post : GEMM_POST_NONE);
                 }
             continue;
         }
@@ -363,7 +353,7 @@ static void packed_region(void *p, int member, int threads)
                 vit_team_barrier(j->team);
             bool last = p0 + kc >= j->k;
             kern->panels(ap, kern->b_block(j->bp, j->n, p0), rows, j->n, kc, q0, q1, c, j->ldc,
-                         j->init || p0 > 0, last ? j->post : GEMM_POST_NONE);
+                         p0 > 0 ? &later_seed : &first, last ? j->post : GEMM_POST_NONE);
         }
     }
 }
@@ -395,14 +385,13 @@ static void packed_region_by_rows(void *p, int member, int threads)
         int rows = (i1 < j->m ? i1 : j->m) - i0;
         const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
         float *c = j->c + (size_t)i0 * j->ldc;
-        if (j->init)
-            init_block(j, i0, i0 + rows, 0, j->n);
+        gemm_seed first = first_seed(j, i0);
         for (int p0 = 0; p0 < j->k; p0 += kern->kc) {
             int kc = j->k - p0 < kern->kc ? j->k - p0 : kern->kc;
             kern->pack_a(slice, a, j->lda, rows, 0, (rows + GEMM_MR - 1) / GEMM_MR, p0, kc);
             bool last = p0 + kc >= j->k;
             kern->panels(slice, kern->b_block(j->bp, j->n, p0), rows, j->n, kc, 0, panels, c,
-                         j->ldc, j->init || p0 > 0, last ? j->post : GEMM_POST_NONE);
+                         j->ldc, p0 > 0 ? &later_seed : &first, last ? j->post : GEMM_POST_NONE);
         }
     }
 }

@@ -15,6 +15,7 @@
 #ifndef VIT_GEMM_AVX512_H
 #define VIT_GEMM_AVX512_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "gemm.h"
@@ -60,11 +61,22 @@ void gemm_pack_a_block(float *dst, const float *a, size_t lda, int m, int s0, in
 void gemm_pack_a_block_t(float *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
                          int kc);
 
+/* What a block's products are added to as they are stored: what C holds
+ * (an earlier KC block, or a residual the caller left there) when load_c,
+ * then row r's bias (bias->bias[(row0 + r) / rows_per_bias], NULL entries
+ * none) when bias is set.  The first block's tiles add the bias from the
+ * cache themselves, so C is not swept once more just to start it. */
+typedef struct gemm_seed {
+    bool load_c;
+    const gemm_bias *bias;
+    int row0;
+} gemm_seed;
+
 /* For packed block (p0, kc) of A and B, updates C's rows [0, m) and
- * columns of panels [j0, j1): C = A.B when `load_c` is 0, else C += A.B;
- * `post` is applied on the final block only (pass GEMM_POST_NONE before). */
+ * columns of panels [j0, j1): C = seed + A.B (see gemm_seed); `post` is
+ * applied on the final block only (pass GEMM_POST_NONE before). */
 void gemm_block_panels(const float *ap, const float *bp_block, int m, int n, int kc, int j0,
-                       int j1, float *c, size_t ldc, int load_c, gemm_post post);
+                       int j1, float *c, size_t ldc, const gemm_seed *seed, gemm_post post);
 
 /* Offset of KC block p0's panels in a packed B with n columns. */
 size_t gemm_packed_b_block(int n, int p0);

@@ -54,10 +54,10 @@ void gemm_bf16_pack_a_block(void *dst, const float *a, size_t lda, int m, int s0
 /* gemm_block_panels for packed bf16 blocks: vdpbf16ps (native) or its
  * emulation; same contract otherwise. */
 void gemm_bf16_block_panels_native(const void *ap, const void *bp_block, int m, int n, int kc,
-                                   int j0, int j1, float *c, size_t ldc, int load_c,
-                                   gemm_post post);
+                                   int j0, int j1, float *c, size_t ldc,
+                                   const gemm_seed *seed, gemm_post post);
 void gemm_bf16_block_panels_emulated(const void *ap, const void *bp_block, int m, int n, int kc,
-                                     int j0, int j1, float *c, size_t ldc, int load_c,
-                                     gemm_post post);
+                                     int j0, int j1, float *c, size_t ldc,
+                                     const gemm_seed *seed, gemm_post post);
 
 #endif

@@ -15,6 +15,7 @@
 #include <stddef.h>
 
 #include "gemm.h"
+#include "gemm_avx512.h"
 #include "simd_avx512.h"
 
 static inline __m512 gemm_tile_post(__m512 v, gemm_post post)
@@ -30,14 +31,28 @@ static inline __m512 gemm_tile_post(__m512 v, gemm_post post)
 }
 
 /* Stores one tile row of 32 columns (two halves, masked to the panel's valid
- * columns m0, m1) at row: C += v when load_c, then post. */
+ * columns m0, m1) at row: v plus what C holds when load_c, plus the panel's
+ * bias when bias is not NULL (C + bias first, as a residual plus its bias),
+ * then post. */
 static inline __attribute__((always_inline)) void
-gemm_tile_store_row(float *row, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1, int load_c,
-                    gemm_post post)
+gemm_tile_store_row(float *row, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1, bool load_c,
+                    const float *bias, gemm_post post)
 {
-    if (load_c) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
+    if (load_c || bias) {
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+        if (load_c) {
+            s0 = _mm512_maskz_loadu_ps(m0, row);
+            s1 = _mm512_maskz_loadu_ps(m1, row + 16);
+        }
+        if (bias && load_c) {
+            s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(m0, bias));
+            s1 = _mm512_add_ps(s1, _mm512_maskz_loadu_ps(m1, bias + 16));
+        } else if (bias) {
+            s0 = _mm512_maskz_loadu_ps(m0, bias);
+            s1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+        }
+        v0 = _mm512_add_ps(v0, s0);
+        v1 = _mm512_add_ps(v1, s1);
     }
     if (post != GEMM_POST_NONE) {
         v0 = gemm_tile_post(v0, post);
@@ -54,6 +69,24 @@ static inline void gemm_panel_masks(int n, int j, __mmask16 *m0, __mmask16 *m1)
     int cols = n - j * 32 < 32 ? n - j * 32 : 32;
     *m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
     *m1 = (__mmask16)(cols >= 32 ? 0xffff : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+}
+
+/* The bias rows of a tile's `rows` rows starting at row r of the call, offset
+ * to panel j: NULL where a row has none. */
+static inline void gemm_seed_bias_rows(const gemm_seed *seed, int r, int rows, int j,
+                                       const float *out[])
+{
+    const gemm_bias *b = seed->bias;
+    int at = seed->row0 + r, idx = at / b->rows_per_bias;
+    int left = b->rows_per_bias - at % b->rows_per_bias;
+    for (int i = 0; i < rows; i++) {
+        const float *row = b->bias[idx];
+        out[i] = row ? row + (size_t)j * 32 : NULL;
+        if (--left == 0) {
+            idx++;
+            left = b->rows_per_bias;
+        }
+    }
 }
 
 /* switch (rows) over the 14 register-tile heights, CASE(R) per height, so

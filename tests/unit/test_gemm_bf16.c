@@ -247,10 +247,11 @@ static void check_native_vs_emulated(void)
         for (int p0 = 0; p0 < k; p0 += GEMM_BF16_KC) {
             gemm_bf16_pack_a_block(ap, a, (size_t)k, m, 0, slivers, p0, GEMM_BF16_KC);
             const uint16_t *bp = wp + gemm_bf16_packed_b_block(n, p0);
+            gemm_seed seed = {.load_c = p0 > 0};
             gemm_bf16_block_panels_native(ap, bp, m, n, GEMM_BF16_KC, 0, panels, c1, (size_t)n,
-                                          p0 > 0, GEMM_POST_NONE);
+                                          &seed, GEMM_POST_NONE);
             gemm_bf16_block_panels_emulated(ap, bp, m, n, GEMM_BF16_KC, 0, panels, c2,
-                                            (size_t)n, p0 > 0, GEMM_POST_NONE);
+                                            (size_t)n, &seed, GEMM_POST_NONE);
         }
         check_close("vdpbf16ps vs its emulation", c1, c2, (size_t)m * n, 1e-5, 1e-5);
     }
