@@ -267,12 +267,18 @@ typedef struct packed_job {
     float *scratch;
 } packed_job;
 
-/* How the first KC block of rows from i0 on starts C: as init says (see
- * gemm_bias), added by the tiles as they store; NULL init: C = A.B. */
-static gemm_seed first_seed(const packed_job *j, int i0)
+/* How the first KC block of rows [i0, i0 + rows) starts C: as init says (see
+ * gemm_bias), added by the tiles as they store; NULL init: C = A.B.  Each
+ * row's bias is looked up here once per pass, into bias_rows (GEMM_MC). */
+static gemm_seed first_seed(const packed_job *j, int i0, int rows, const float **bias_rows)
 {
-    gemm_seed seed = {.load_c = j->init && j->init->add, .bias = j->init, .row0 = i0};
-    return seed;
+    const gemm_bias *in = j->init;
+    if (!in)
+        return (gemm_seed){.load_c = false};
+    VIT_ASSERT(rows <= GEMM_MC);
+    for (int r = 0; r < rows; r++)
+        bias_rows[r] = in->bias[(i0 + r) / in->rows_per_bias];
+    return (gemm_seed){.load_c = in->add, .bias_rows = bias_rows};
 }
 
 /* Every later block adds to what the earlier ones stored. */
@@ -324,7 +330,8 @@ static void packed_region(void *p, int member, int threads)
         /* rows i0.. of A: columns i0.. of its transposed storage */
         const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
         float *c = j->c + (size_t)i0 * j->ldc;
-        gemm_seed first = first_seed(j, i0);
+        const float *bias_rows[GEMM_MC];
+        gemm_seed first = first_seed(j, i0, rows, bias_rows);
         if (whole_k) {
             /* the buffers are the last pass's until every member is done
              * with it */
@@ -385,7 +392,8 @@ static void packed_region_by_rows(void *p, int member, int threads)
         int rows = (i1 < j->m ? i1 : j->m) - i0;
         const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
         float *c = j->c + (size_t)i0 * j->ldc;
-        gemm_seed first = first_seed(j, i0);
+        const float *bias_rows[GEMM_MC];
+        gemm_seed first = first_seed(j, i0, rows, bias_rows);
         for (int p0 = 0; p0 < j->k; p0 += kern->kc) {
             int kc = j->k - p0 < kern->kc ? j->k - p0 : kern->kc;
             kern->pack_a(slice, a, j->lda, rows, 0, (rows + GEMM_MR - 1) / GEMM_MR, p0, kc);

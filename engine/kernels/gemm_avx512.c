@@ -132,7 +132,7 @@ void gemm_pack_a_block_t(float *dst, const float *a, size_t lda, int m, int s0, 
  * the panel's valid columns. */
 static inline __attribute__((always_inline)) void
 tile(const int MR, const float *ap, const float *bp, int kc, float *c, size_t ldc,
-     __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, gemm_post post)
+     __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col, gemm_post post)
 {
     __m512 acc0[GEMM_MR], acc1[GEMM_MR];
     /* fully unrolled over the tile's rows so the accumulators live in zmm registers */
@@ -156,17 +156,18 @@ tile(const int MR, const float *ap, const float *bp, int kc, float *c, size_t ld
 #pragma GCC unroll 14
     for (int i = 0; i < MR; i++)
         gemm_tile_store_row(c + (size_t)i * ldc, acc0[i], acc1[i], m0, m1, load_c,
-                            bias_rows ? bias_rows[i] : NULL, post);
+                            bias_rows && bias_rows[i] ? bias_rows[i] + bias_col : NULL,
+                            post);
 }
 
 #define TILE_CASE(R)                                                                   \
     case R:                                                                            \
-        tile(R, ap, bp, kc, c, ldc, m0, m1, load_c, bias_rows, post);                             \
+        tile(R, ap, bp, kc, c, ldc, m0, m1, load_c, bias_rows, bias_col, post);                             \
         break;
 
 /* One tile of `rows` (1..MR) rows: a constant-row kernel per case. */
 static void tile_rows(int rows, const float *ap, const float *bp, int kc, float *c, size_t ldc,
-                      __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, gemm_post post)
+                      __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col, gemm_post post)
 {
     GEMM_TILE_SWITCH(rows, TILE_CASE)
 }
@@ -182,11 +183,8 @@ void gemm_block_panels(const float *ap, const float *bp_block, int m, int n, int
         for (int r = 0; r < m; r += GEMM_MR) {
             int rows = m - r < GEMM_MR ? m - r : GEMM_MR;
             const float *ap_s = ap + (size_t)(r / GEMM_MR) * kc * GEMM_MR;
-            const float *bias_rows[GEMM_MR];
-            if (seed->bias)
-                gemm_seed_bias_rows(seed, r, rows, j, bias_rows);
             tile_rows(rows, ap_s, bp, kc, c + (size_t)r * ldc + (size_t)j * GEMM_NR, ldc, m0, m1,
-                      seed->load_c, seed->bias ? bias_rows : NULL, post);
+                      seed->load_c, seed->bias_rows ? seed->bias_rows + r : NULL, (size_t)j * GEMM_NR, post);
         }
     }
 }

@@ -63,13 +63,12 @@ void gemm_pack_a_block_t(float *dst, const float *a, size_t lda, int m, int s0, 
 
 /* What a block's products are added to as they are stored: what C holds
  * (an earlier KC block, or a residual the caller left there) when load_c,
- * then row r's bias (bias->bias[(row0 + r) / rows_per_bias], NULL entries
- * none) when bias is set.  The first block's tiles add the bias from the
- * cache themselves, so C is not swept once more just to start it. */
+ * then bias_rows[r], row r's bias (a NULL entry: none), when bias_rows is
+ * set.  The first block's tiles add the bias from the cache themselves, so
+ * C is not swept once more just to start it. */
 typedef struct gemm_seed {
     bool load_c;
-    const gemm_bias *bias;
-    int row0;
+    const float *const *bias_rows;
 } gemm_seed;
 
 /* For packed block (p0, kc) of A and B, updates C's rows [0, m) and

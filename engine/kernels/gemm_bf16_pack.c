@@ -125,29 +125,63 @@ void gemm_bf16_pack_b_nn(uint16_t *dst, const float *b, size_t ldb, int k, int n
     }
 }
 
+/* 32 consecutive floats rounded to bf16, as 16 pairs in one vector. */
+static inline __m512i bf16_pair_vector(const float *src)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(bf16_round16(_mm512_loadu_ps(src))),
+                              bf16_round16(_mm512_loadu_ps(src + 16)), 1);
+}
+
+/* x[i][t] -> x[t][i] for 16 vectors of 16 32-bit lanes: pairs within each
+ * 128-bit lane, then quads, then the lanes themselves. */
+static inline void transpose16(__m512i x[16])
+{
+    __m512i a[16], b[16];
+    for (int i = 0; i < 16; i += 2) {
+        a[i] = _mm512_unpacklo_epi32(x[i], x[i + 1]);
+        a[i + 1] = _mm512_unpackhi_epi32(x[i], x[i + 1]);
+    }
+    /* b[4m + e], 128-bit lane L: rows 4m..4m+3 at t = 4L + e */
+    for (int m = 0; m < 16; m += 4) {
+        b[m] = _mm512_unpacklo_epi64(a[m], a[m + 2]);
+        b[m + 1] = _mm512_unpackhi_epi64(a[m], a[m + 2]);
+        b[m + 2] = _mm512_unpacklo_epi64(a[m + 1], a[m + 3]);
+        b[m + 3] = _mm512_unpackhi_epi64(a[m + 1], a[m + 3]);
+    }
+    for (int e = 0; e < 4; e++) {
+        __m512i c0 = _mm512_shuffle_i32x4(b[e], b[4 + e], 0x88); /* lanes 0, 2 */
+        __m512i c1 = _mm512_shuffle_i32x4(b[e], b[4 + e], 0xdd); /* lanes 1, 3 */
+        __m512i d0 = _mm512_shuffle_i32x4(b[8 + e], b[12 + e], 0x88);
+        __m512i d1 = _mm512_shuffle_i32x4(b[8 + e], b[12 + e], 0xdd);
+        x[e] = _mm512_shuffle_i32x4(c0, d0, 0x88);
+        x[4 + e] = _mm512_shuffle_i32x4(c1, d1, 0x88);
+        x[8 + e] = _mm512_shuffle_i32x4(c0, d0, 0xdd);
+        x[12 + e] = _mm512_shuffle_i32x4(c1, d1, 0xdd);
+    }
+}
+
 void gemm_bf16_pack_a_block(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
                             int kc)
 {
+    _Static_assert(GEMM_MR <= 16, "a sliver's rows fit one vector");
+    const __mmask16 sliver_rows = (__mmask16)((1u << GEMM_MR) - 1);
     int pairs = pairs_of(kc);
     uint32_t *out = dst;
     for (int s = s0; s < s1; s++) {
         uint32_t *sliver = out + (size_t)s * pairs * GEMM_MR;
         int r0 = s * GEMM_MR;
         int rows = m - r0 < GEMM_MR ? m - r0 : GEMM_MR;
-        /* 32 columns (16 pairs) of every row at a time: contiguous loads,
-         * stride-MR stores */
+        /* 16 pairs of every row at a time, turned in registers into the
+         * sliver's 16 runs of MR pairs (rows past m are zero) */
         int q = 0;
         for (; 2 * q + 32 <= kc; q += 16) {
-            for (int i = 0; i < rows; i++) {
-                const float *src = a + (size_t)(r0 + i) * lda + p0 + 2 * q;
-                uint32_t tmp[16];
-                bf16_round_pairs(tmp, src);
-                for (int t = 0; t < 16; t++)
-                    sliver[(size_t)(q + t) * GEMM_MR + i] = tmp[t];
-            }
-            for (int i = rows; i < GEMM_MR; i++)
-                for (int t = 0; t < 16; t++)
-                    sliver[(size_t)(q + t) * GEMM_MR + i] = 0;
+            __m512i v[16];
+            for (int i = 0; i < 16; i++)
+                v[i] = i < rows ? bf16_pair_vector(a + (size_t)(r0 + i) * lda + p0 + 2 * q)
+                                : _mm512_setzero_si512();
+            transpose16(v);
+            for (int t = 0; t < 16; t++)
+                _mm512_mask_storeu_epi32(sliver + (size_t)(q + t) * GEMM_MR, sliver_rows, v[t]);
         }
         for (; q < pairs; q++)
             for (int i = 0; i < GEMM_MR; i++) {

@@ -45,7 +45,7 @@ static inline __m512 pair_dot(__m512 acc, __m512i a, __m512i b)
  * 32-column panel, pairs of k at a time. */
 static inline __attribute__((always_inline)) void
 tile(const int MR, const uint32_t *ap, const uint16_t *bp, int pairs, float *c, size_t ldc,
-     __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, gemm_post post)
+     __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col, gemm_post post)
 {
     __m512 acc0[GEMM_MR], acc1[GEMM_MR];
 #pragma GCC unroll 14
@@ -68,16 +68,17 @@ tile(const int MR, const uint32_t *ap, const uint16_t *bp, int pairs, float *c, 
 #pragma GCC unroll 14
     for (int i = 0; i < MR; i++)
         gemm_tile_store_row(c + (size_t)i * ldc, acc0[i], acc1[i], m0, m1, load_c,
-                            bias_rows ? bias_rows[i] : NULL, post);
+                            bias_rows && bias_rows[i] ? bias_rows[i] + bias_col : NULL,
+                            post);
 }
 
 #define TILE_CASE(R)                                                                   \
     case R:                                                                            \
-        tile(R, ap, bp, pairs, c, ldc, m0, m1, load_c, bias_rows, post);                          \
+        tile(R, ap, bp, pairs, c, ldc, m0, m1, load_c, bias_rows, bias_col, post);                          \
         break;
 
 static void tile_rows(int rows, const uint32_t *ap, const uint16_t *bp, int pairs, float *c,
-                      size_t ldc, __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, gemm_post post)
+                      size_t ldc, __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col, gemm_post post)
 {
     GEMM_TILE_SWITCH(rows, TILE_CASE)
 }
@@ -94,12 +95,9 @@ void BLOCK_PANELS(const void *ap_block, const void *bp_block, int m, int n, int 
         const uint16_t *bp = bp_all + (size_t)j * pairs * 2 * GEMM_NR;
         for (int r = 0; r < m; r += GEMM_MR) {
             int rows = m - r < GEMM_MR ? m - r : GEMM_MR;
-            const float *bias_rows[GEMM_MR];
-            if (seed->bias)
-                gemm_seed_bias_rows(seed, r, rows, j, bias_rows);
             tile_rows(rows, ap + (size_t)(r / GEMM_MR) * pairs * GEMM_MR, bp, pairs,
                       c + (size_t)r * ldc + (size_t)j * GEMM_NR, ldc, m0, m1, seed->load_c,
-                      seed->bias ? bias_rows : NULL, post);
+                      seed->bias_rows ? seed->bias_rows + r : NULL, (size_t)j * GEMM_NR, post);
         }
     }
 }

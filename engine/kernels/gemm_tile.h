@@ -15,7 +15,6 @@
 #include <stddef.h>
 
 #include "gemm.h"
-#include "gemm_avx512.h"
 #include "simd_avx512.h"
 
 static inline __m512 gemm_tile_post(__m512 v, gemm_post post)
@@ -69,24 +68,6 @@ static inline void gemm_panel_masks(int n, int j, __mmask16 *m0, __mmask16 *m1)
     int cols = n - j * 32 < 32 ? n - j * 32 : 32;
     *m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
     *m1 = (__mmask16)(cols >= 32 ? 0xffff : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
-}
-
-/* The bias rows of a tile's `rows` rows starting at row r of the call, offset
- * to panel j: NULL where a row has none. */
-static inline void gemm_seed_bias_rows(const gemm_seed *seed, int r, int rows, int j,
-                                       const float *out[])
-{
-    const gemm_bias *b = seed->bias;
-    int at = seed->row0 + r, idx = at / b->rows_per_bias;
-    int left = b->rows_per_bias - at % b->rows_per_bias;
-    for (int i = 0; i < rows; i++) {
-        const float *row = b->bias[idx];
-        out[i] = row ? row + (size_t)j * 32 : NULL;
-        if (--left == 0) {
-            idx++;
-            left = b->rows_per_bias;
-        }
-    }
 }
 
 /* switch (rows) over the 14 register-tile heights, CASE(R) per height, so

@@ -227,6 +227,46 @@ static void check_pack_nn(void)
     }
 }
 
+/* Every packed pair of A is its two values rounded, where the tile reads it:
+ * slivers of MR rows, pair q of row i at q * MR + i; rows past m and the odd
+ * half past kc zero.  Row strides wider than kc, a block not at column 0 and
+ * NaN included. */
+static void check_pack_a(void)
+{
+    static const int shapes[][4] = {/* m, kc, p0, lda */ {1, 1, 0, 1},      {14, 32, 0, 40},
+                                    {29, 77, 5, 90},    {15, 64, 64, 200},
+                                    {197, 512, 256, 768}, {3, 33, 0, 33}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int m = shapes[s][0], kc = shapes[s][1], p0 = shapes[s][2], lda = shapes[s][3];
+        int slivers = (m + GEMM_MR - 1) / GEMM_MR, pairs = (kc + 1) / 2;
+        float *a = random_floats((size_t)m * lda, "a", (uint64_t)s + 40);
+        uint32_t *packed = aligned((size_t)slivers * pairs * GEMM_MR * 4);
+        if (!a || !packed) {
+            CHECK(!"out of memory");
+            free(a), free(packed);
+            continue;
+        }
+        a[(size_t)(m - 1) * lda + p0 + kc - 1] = NAN;
+        memset(packed, 0xab, (size_t)slivers * pairs * GEMM_MR * 4);
+        gemm_bf16_pack_a_block(packed, a, (size_t)lda, m, 0, slivers, p0, kc);
+        size_t bad = 0;
+        for (int r = 0; r < slivers * GEMM_MR; r++)
+            for (int q = 0; q < pairs; q++) {
+                uint32_t want = 0;
+                if (r < m) {
+                    const float *src = a + (size_t)r * lda + p0 + 2 * q;
+                    want = gemm_bf16_bits(src[0]);
+                    if (2 * q + 1 < kc)
+                        want |= (uint32_t)gemm_bf16_bits(src[1]) << 16;
+                }
+                bad += packed[((size_t)(r / GEMM_MR) * pairs + q) * GEMM_MR + r % GEMM_MR] != want;
+            }
+        CHECKF(bad == 0, "%zu packed A pairs wrong (m %d kc %d p0 %d lda %d)", bad, m, kc, p0,
+               lda);
+        free(a), free(packed);
+    }
+}
+
 /* Where the CPU has vdpbf16ps: the native tile and its emulation on the same
  * packed block.  The instruction rounds after each of a pair's two products
  * as the emulation does; its denormal flushing does not show at these
@@ -374,6 +414,7 @@ int main(void)
     check_product(team, 3, 1000, 1537, 2);
     check_team_bits(team);
     check_pack_nn();
+    check_pack_a();
     check_attention_bf16(team, 1, 197, 768, 12); /* ViT-B/16's heads */
     check_attention_bf16(team, 2, 17, 96, 3);    /* partial tiles and panels, an odd k */
     if (native)
