@@ -436,7 +436,7 @@ static void packed_run(const packed_kernel *kernel, vit_team *team, int m, int n
                        size_t scratch_floats)
 {
     /* the caller's buffer must hold what gemm_packed_scratch_floats promised */
-    VIT_ASSERT(m >= 1 && scratch_need(m) <= scratch_floats);
+    VIT_ASSERT(m >= 1 && k >= 1 && scratch_need(m) <= scratch_floats);
     packed_job j = {.kernel = kernel, .team = team, .m = m, .n = n, .k = k, .a = a, .lda = lda,
                     .bp = bp, .c = c, .ldc = ldc, .init = init, .post = post, .scratch = scratch};
     run_job(&j);
@@ -461,7 +461,7 @@ void gemm_packed_raw(vit_team *team, int m, int n, int k, const float *a, size_t
                      size_t scratch_floats)
 {
     size_t b_floats = gemm_packed_b_floats(n, k);
-    VIT_ASSERT(m >= 1 && b_floats + scratch_need(m) <= scratch_floats);
+    VIT_ASSERT(m >= 1 && k >= 1 && b_floats + scratch_need(m) <= scratch_floats);
     /* B first: its size is a multiple of GEMM_NR floats, so A's blocks stay
      * 64-byte aligned */
     packed_job j = {.kernel = a_trans ? &fp32_kernel_at : &fp32_kernel, .team = team, .m = m,
@@ -476,7 +476,7 @@ void gemm_packed_dx(vit_team *team, int m, int n, int k, const float *dy, size_t
                     size_t scratch_floats)
 {
     size_t b_floats = gemm_packed_b_floats(n, k);
-    VIT_ASSERT(m >= 1 && b_floats + scratch_need(m) <= scratch_floats);
+    VIT_ASSERT(m >= 1 && k >= 1 && b_floats + scratch_need(m) <= scratch_floats);
     packed_job j = {.kernel = &fp32_kernel, .team = team, .m = m, .n = n, .k = k, .a = dy,
                     .lda = ldy, .bp = scratch, .b_fwd = w_packed, .b_dst = scratch, .c = c,
                     .ldc = ldc, .post = GEMM_POST_NONE, .scratch = scratch + b_floats};

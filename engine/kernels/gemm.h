@@ -85,7 +85,8 @@ size_t gemm_packed_scratch_floats(int m);
 
 /* C (m, n) = init + A (m, k) . B with B packed (W^T for a weight); post
  * applied last.  Runs on every member of team (NULL: the calling thread
- * alone).  scratch holds scratch_floats floats, at least
+ * alone).  m and k are at least 1 (asserted: the bias reaches C with the
+ * first block of products).  scratch holds scratch_floats floats, at least
  * gemm_packed_scratch_floats(m) (asserted). */
 void gemm_packed(vit_team *team, int m, int n, int k, const float *a, size_t lda,
                  const float *w_packed, float *c, size_t ldc, const gemm_bias *init,

@@ -63,7 +63,7 @@ void gemm_pack_a_block_t(float *dst, const float *a, size_t lda, int m, int s0, 
 
 /* What a block's products are added to as they are stored: what C holds
  * (an earlier KC block, or a residual the caller left there) when load_c,
- * then bias_rows[r], row r's bias (a NULL entry: none), when bias_rows is
+ * then bias_rows[r], row r's bias (a NULL entry: zero), when bias_rows is
  * set.  The first block's tiles add the bias from the cache themselves, so
  * C is not swept once more just to start it. */
 typedef struct gemm_seed {

@@ -30,14 +30,15 @@ static inline __m512 gemm_tile_post(__m512 v, gemm_post post)
 }
 
 /* Stores one tile row of 32 columns (two halves, masked to the panel's valid
- * columns m0, m1) at row: v plus what C holds when load_c, plus the panel's
- * bias when bias is not NULL (C + bias first, as a residual plus its bias),
- * then post. */
+ * columns m0, m1) at row: v plus a seed, then post.  The seed is what C
+ * holds when load_c, plus the panel's bias when bias is not NULL (C + bias
+ * first, as a residual plus its bias); a row that is `seeded` with neither
+ * adds zero, as C set to zero and then added to did (-0 becomes +0). */
 static inline __attribute__((always_inline)) void
 gemm_tile_store_row(float *row, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1, bool load_c,
-                    const float *bias, gemm_post post)
+                    bool seeded, const float *bias, gemm_post post)
 {
-    if (load_c || bias) {
+    if (load_c || seeded) {
         __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
         if (load_c) {
             s0 = _mm512_maskz_loadu_ps(m0, row);

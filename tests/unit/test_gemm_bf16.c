@@ -267,6 +267,42 @@ static void check_pack_a(void)
     }
 }
 
+/* A row whose bias entry is NULL in copy mode starts at zero: the tile adds
+ * +0 to its products, so an output of -0 (vdpbf16ps flushes a denormal
+ * product to zero keeping its sign) comes out +0, as from a C zeroed and
+ * then added to.  Rows 0 and 1 take a NULL and a real bias.  Native only:
+ * the emulation keeps the denormal. */
+static void check_null_bias_adds_zero(void)
+{
+    enum { M = 2, N = 3, K = 2 };
+    /* row 0, columns 0 and 1: products of 2^-70 and -2^-70, below bf16's
+     * normal range */
+    const float a[M * K] = {0x1p-70f, 0x1p-70f, 1.0f, 2.0f};
+    const float w[N * K] = {-0x1p-70f, 0.0f, -0x1p-70f, -0x1p-70f, 0.5f, 0.25f};
+    const float bias[N] = {1.0f, 2.0f, 3.0f};
+    const float *rows[M] = {NULL, bias};
+    gemm_bias init = {rows, 1, false};
+    size_t sf = gemm_packed_scratch_floats(M);
+    float *scratch = aligned(sf * sizeof(float));
+    uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(N, K) * 2);
+    float c[M * N];
+    if (!scratch || !wp) {
+        CHECK(!"out of memory");
+    } else {
+        gemm_pack_weight_bf16(wp, w, N, K);
+        memset(c, 0x7f, sizeof c);
+        gemm_packed_bf16(NULL, M, N, K, a, K, wp, c, N, &init, GEMM_POST_NONE, scratch, sf);
+        for (int j = 0; j < 2; j++)
+            CHECKF(c[j] == 0.0f && !signbit(c[j]), "NULL bias row, column %d: %a, not +0", j,
+                   (double)c[j]);
+        CHECKF(c[2] == 0x1.8p-71f, "NULL bias row, column 2: %a", (double)c[2]);
+        /* the real bias row: products of 2^-70 vanish next to it */
+        CHECKF(c[N] == 1.0f && c[N + 1] == 2.0f && c[N + 2] == 4.0f, "bias row: %g %g %g",
+               (double)c[N], (double)c[N + 1], (double)c[N + 2]);
+    }
+    free(scratch), free(wp);
+}
+
 /* Where the CPU has vdpbf16ps: the native tile and its emulation on the same
  * packed block.  The instruction rounds after each of a pair's two products
  * as the emulation does; its denormal flushing does not show at these
@@ -417,8 +453,10 @@ int main(void)
     check_pack_a();
     check_attention_bf16(team, 1, 197, 768, 12); /* ViT-B/16's heads */
     check_attention_bf16(team, 2, 17, 96, 3);    /* partial tiles and panels, an odd k */
-    if (native)
+    if (native) {
         check_native_vs_emulated();
+        check_null_bias_adds_zero();
+    }
     vit_team_free(team);
     return check_result();
 }
