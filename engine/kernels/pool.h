@@ -7,7 +7,8 @@
  * member 0, and members can meet at a barrier inside a region.  Every wait
  * (for a region, at the barrier, for the helpers to finish) spins briefly and
  * then sleeps on a futex, so a team with more members than free CPUs slows
- * down gracefully instead of spinning against itself.  A team of 1 has no
+ * down gracefully instead of spinning against itself; a team whose members
+ * each have a CPU adapts how long it spins to how long its waits last.  A team of 1 has no
  * helper threads and runs every region inline.
  *
  * One team per vit_state: a worker's GEMM and element-wise threads are the
@@ -36,10 +37,17 @@ int vit_team_threads(const vit_team *t);
 typedef struct vit_team_stats {
     unsigned long regions; /* vit_team_run calls */
     unsigned long sleeps;  /* waits that went to sleep (futex) after spinning */
+    int spin_min, spin_max; /* the range of a wait's spin budget, in pauses */
 } vit_team_stats;
 
 /* Reads t's counters; call between regions, from the thread that runs them. */
 void vit_team_stats_get(const vit_team *t, vit_team_stats *out);
+
+/* A wait's next spin budget (pause iterations, spin_max at most) after one
+ * spun `budget` in vain and then slept slept_ns: double it after a short
+ * sleep, which a longer spin would have caught, back to the least after a
+ * long one (pool.c).  Pure, for tests. */
+int vit_team_next_spin(int budget, long long slept_ns, int spin_max);
 
 /* Runs fn(ctx, member, threads) on every member, the caller as member 0, and
  * returns when all have finished.  Not reentrant: one region at a time. */

@@ -13,11 +13,13 @@
  *    with the same wrap (argv[1]) runs `bench --workers 3` with each of its
  *    thread starts failing in turn and must exit 1 with one line (it used
  *    to hang on a barrier waiting for the missing worker).
- * 3. Pinned to one CPU (sched_setaffinity, which is what `taskset -c` does):
+ * 3. The spin budget: its adaptation rule, and the range a team gets from
+ *    the CPUs it may use.
+ * 4. Pinned to one CPU (sched_setaffinity, which is what `taskset -c` does):
  *    cpu_usable_count() is 1, the real `vitfit bench` defaults to 1 thread,
  *    and a 2-thread team completes every one of many regions with its waits
- *    going to sleep (counted, not timed).  Runs last: every thread started
- *    after the pin inherits it.
+ *    going to sleep (counted, not timed) and its spin never adapting.  Runs
+ *    last: every thread started after the pin inherits it.
  */
 #define _GNU_SOURCE /* sched_setaffinity */
 #include <ftw.h>
@@ -257,7 +259,38 @@ static void test_bench_start_failure(const char *failstart_bin)
         unsetenv("VITFIT_BIN");
 }
 
-/* ---- 3. one CPU, two threads ---- */
+/* ---- 3. the spin budget ---- */
+
+/* The adaptation rule on its own, and the range a team gets: adaptive when
+ * each member has a CPU of the process's own. */
+static void test_spin_budget(void)
+{
+    vit_error err = {0};
+    vit_team *team = NULL;
+    CHECK(vit_team_create(2, &team, &err) == VIT_OK);
+    if (!team)
+        return;
+    vit_team_stats st;
+    vit_team_stats_get(team, &st);
+    vit_team_free(team);
+    int lo = st.spin_min, hi = 16 * lo;
+    CHECKF(lo >= 64, "spin_min %d", lo);
+    if (cpu_usable_count() >= 2)
+        CHECKF(st.spin_max > st.spin_min, "2 members on %d CPUs spin at most %d pauses, the least",
+               cpu_usable_count(), st.spin_max);
+    else
+        CHECKF(st.spin_max == st.spin_min, "2 members on 1 CPU adapt their spin (%d..%d)",
+               st.spin_min, st.spin_max);
+    /* a short sleep doubles the budget up to the most, a long one resets it */
+    CHECK(vit_team_next_spin(lo, 20 * 1000, hi) == 2 * lo);
+    CHECK(vit_team_next_spin(hi / 2, 20 * 1000, hi) == hi);
+    CHECK(vit_team_next_spin(hi, 20 * 1000, hi) == hi);
+    CHECK(vit_team_next_spin(3 * lo, 20 * 1000, hi) == 6 * lo);
+    CHECK(vit_team_next_spin(hi, 5 * 1000 * 1000, hi) == lo);
+    CHECK(vit_team_next_spin(4 * lo, 1000 * 1000, hi) == lo);
+}
+
+/* ---- 4. one CPU, two threads ---- */
 
 typedef struct probe {
     vit_team *team;
@@ -333,6 +366,9 @@ static void test_one_cpu(void)
     CHECKF(pr.visits[0] == REGIONS && pr.visits[1] == REGIONS, "visits %d, %d of %d",
            pr.visits[0], pr.visits[1], REGIONS);
     CHECKF(st.regions == REGIONS, "%lu regions counted", st.regions);
+    /* a spinning member would hold the CPU the other needs */
+    CHECKF(st.spin_max == st.spin_min, "pinned, the team adapts its spin (%d..%d)", st.spin_min,
+           st.spin_max);
     /* Sharing one CPU, a waiting member can only get its answer once it
      * sleeps, so the waits must have slept -- and each at most about once:
      * a futex wait that returned at once (wrong value) would spin in the
@@ -354,6 +390,7 @@ int main(int argc, char **argv)
     test_cgroup_tree();
     test_team_start_failure();
     test_bench_start_failure(argv[1]);
+    test_spin_budget();
     test_one_cpu();
     return check_result();
 }
