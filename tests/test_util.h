@@ -1,11 +1,14 @@
 /*
- * test_util.h - helpers shared by the tests: fixture paths and tensor reads.
+ * test_util.h - helpers shared by the tests: fixture paths, tensor reads and
+ * directory listings.
  */
 #ifndef VIT_TESTS_UTIL_H
 #define VIT_TESTS_UTIL_H
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "safetensors.h"
 
@@ -36,6 +39,20 @@ static inline float *test_read_tensor(const st_file *f, const char *name, size_t
     if (numel)
         *numel = t->numel;
     return data;
+}
+
+/* Entries of a directory besides "." and ".."; -1 when it cannot be read. */
+static inline int test_dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
 }
 
 #endif

@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "test_util.h"
 
 #define LEASE_MS 1000
 
@@ -115,18 +116,6 @@ static bool exists(const char *dir, const char *name)
     snprintf(path, sizeof path, "%s/%s", dir, name);
     struct stat sb;
     return lstat(path, &sb) == 0;
-}
-
-static int entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    VIT_ASSERT(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
 }
 
 static void sleep_ms(long ms)
@@ -321,10 +310,10 @@ static void test_release(void)
     job_lease *lb = claim_at(dir, &b, &wb, 0.001); /* at once: no lease_ms to wait */
     CHECKF(lb && job_lease_gen(lb) == 3, "after a release: generation %ld",
            lb ? job_lease_gen(lb) : -1);
-    CHECK(entries(dir) == 4); /* job.json, lease.1..3: generations stay */
+    CHECK(test_dir_entries(dir) == 4); /* job.json, lease.1..3: generations stay */
     int removed = job_lease_remove_all(dir);
-    CHECKF(removed == 3 && entries(dir) == 1 && exists(dir, "job.json"),
-           "remove_all removed %d, %d entries left", removed, entries(dir));
+    CHECKF(removed == 3 && test_dir_entries(dir) == 1 && exists(dir, "job.json"),
+           "remove_all removed %d, %d entries left", removed, test_dir_entries(dir));
     CHECKF(!job_lease_held(lb), "a holder whose file was removed still holds it");
     job_lease_drop(lb);
     /* claimed again after the removal: generation 1 */
@@ -343,7 +332,7 @@ static void test_release(void)
     FILE *g = fopen(strcat(strcpy(text, dir), "/lease.3"), "w"); /* a successor, made by hand */
     VIT_ASSERT(g && fclose(g) == 0);
     CHECK(!job_lease_held(taken)); /* lease.3 says so: the end removes nothing */
-    CHECK(job_lease_end(taken) == -1 && entries(dir) == 4);
+    CHECK(job_lease_end(taken) == -1 && test_dir_entries(dir) == 4);
     unlink(text);
     job_lease_watch wc = {0};
     job_lease *c = claim_at(dir, &a, &wc, 0.001); /* 2 is b's, never renewed: stale later */
@@ -362,8 +351,8 @@ static void test_release(void)
     c = claim_at(dir, &b, &wd, 2 * LEASE_MS / 1000.0 + 1);
     VIT_ASSERT(c && job_lease_gen(c) == 4);
     int ended = job_lease_end(c);
-    CHECKF(ended == 4 && entries(dir) == 1, "the end removed %d, %d entries left", ended,
-           entries(dir));
+    CHECKF(ended == 4 && test_dir_entries(dir) == 1, "the end removed %d, %d entries left", ended,
+           test_dir_entries(dir));
 }
 
 /* ---- 4. a lease that names no one -------------------------------------- */

@@ -137,19 +137,6 @@ static void write_bytes(const char *path, const void *data, size_t len)
     VIT_ASSERT(fp && fwrite(data, 1, len, fp) == len && fclose(fp) == 0);
 }
 
-/* Number of entries in tmpdir other than . and .. */
-static int tmp_entries(void)
-{
-    DIR *d = opendir(tmpdir);
-    VIT_ASSERT(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
-}
-
 /* Removes every file in tmpdir (flat). */
 static void tmp_clear(void)
 {
@@ -311,7 +298,7 @@ static void test_round_trip(const char *what, vit_model *m)
     task_meta extra = {keys, values};
     tmp_path(path, sizeof path, "my-task.v1.safetensors");
     CHECKF(task_save(m, t, &extra, path, &err) == VIT_OK, "%s", err.message);
-    CHECK(tmp_entries() == 1); /* no temporary left behind */
+    CHECK(test_dir_entries(tmpdir) == 1); /* no temporary left behind */
     vit_task *back;
     vit_status s = task_load(m, path, &back, &err);
     CHECKF(s == VIT_OK, "%s", err.message);
@@ -706,12 +693,12 @@ static void test_arguments(const vit_model *m, const vit_model *other)
     check_error("reserved key", task_save(m, t, &extra, tmp_path(path, sizeof path, "r.safetensors"),
                                           &err),
                 &err, VIT_ERR_INVALID, "r.safetensors", "'labels' is reserved");
-    CHECK(tmp_entries() == 0);
+    CHECK(test_dir_entries(tmpdir) == 0);
 
     /* a task of one model saved against another */
     check_error("wrong model", task_save(other, t, NULL, path, &err), &err, VIT_ERR_MISMATCH,
                 "r.safetensors", "this model needs");
-    CHECK(tmp_entries() == 0);
+    CHECK(test_dir_entries(tmpdir) == 0);
 
     /* a missing directory: fails, creates nothing */
     char missing[4096];
@@ -720,7 +707,7 @@ static void test_arguments(const vit_model *m, const vit_model *other)
                 "no-such-dir", NULL);
     struct stat sb;
     CHECK(stat(tmp_path(path, sizeof path, "no-such-dir"), &sb) != 0);
-    CHECK(tmp_entries() == 0);
+    CHECK(test_dir_entries(tmpdir) == 0);
 
     /* a save over an existing file replaces it */
     tmp_path(path, sizeof path, "t.safetensors");
@@ -730,7 +717,7 @@ static void test_arguments(const vit_model *m, const vit_model *other)
     CHECK(task_load(m, path, &back, &err) == VIT_OK && back->num_classes == 1);
     CHECK(strcmp(back->labels[0], "x") == 0 && strcmp(back->name, "t") == 0);
     task_free(back);
-    CHECK(tmp_entries() == 1);
+    CHECK(test_dir_entries(tmpdir) == 1);
     task_free(t);
     task_free(NULL);
     tmp_clear();

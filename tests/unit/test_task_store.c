@@ -219,19 +219,6 @@ static void check_fail(const char *what, vit_status got, const vit_error *err, v
         CHECKF(strstr(err->message, needle) != NULL, "%s: message lacks \"%s\"", what, needle);
 }
 
-/* Entries of a directory other than . and .. */
-static int dir_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    VIT_ASSERT(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
-}
-
 /* Removes a flat directory and what it holds. */
 static void remove_dir(const char *dir)
 {
@@ -413,7 +400,7 @@ static void test_basics(void)
                "cats");
     CHECK(task_store_list(s, &list, &n, &err) == VIT_OK && n == 1);
     free(list);
-    CHECKF(dir_entries(dir) == 1, "%d files left in %s", dir_entries(dir), dir);
+    CHECKF(test_dir_entries(dir) == 1, "%d files left in %s", test_dir_entries(dir), dir);
     free(v1);
     free(v2);
     task_store_close(s);
@@ -458,7 +445,7 @@ static void test_errors(void)
         check_fail(what, task_store_metadata(s, bad[i], &kv, NULL, &err), &err, VIT_ERR_INVALID,
                    "not a task name");
     }
-    CHECKF(dir_entries(dir) == 1, "%d files in %s after bad names", dir_entries(dir), dir);
+    CHECKF(test_dir_entries(dir) == 1, "%d files in %s after bad names", test_dir_entries(dir), dir);
     CHECKF(access(store_dir(path, sizeof path, "x.safetensors"), F_OK) != 0,
            "'../x' reached %s", path);
 
@@ -469,7 +456,7 @@ static void test_errors(void)
                &err, VIT_ERR_MISMATCH, "backbone");
     check_fail("put new: other backbone", task_store_put(s, "y", foreign, olen, &created, &err),
                &err, VIT_ERR_MISMATCH, "backbone");
-    CHECKF(dir_entries(dir) == 1, "%d files in %s after a refused put", dir_entries(dir), dir);
+    CHECKF(test_dir_entries(dir) == 1, "%d files in %s after a refused put", test_dir_entries(dir), dir);
     CHECK(get_version(s, "x") == 3);
     /* ... and dropped in the directory */
     snprintf(path, sizeof path, "%s/foreign.safetensors", dir);
@@ -498,7 +485,7 @@ static void test_errors(void)
     memcpy(junk + len - 4, "\x00\x00\xc0\x7f", 4); /* a NaN in the last tensor */
     check_fail("put: NaN value", task_store_put(s, "x", junk, len, &created, &err), &err,
                VIT_ERR_FORMAT, "non-finite");
-    CHECKF(dir_entries(dir) == 1, "%d files in %s after corrupt puts", dir_entries(dir), dir);
+    CHECKF(test_dir_entries(dir) == 1, "%d files in %s after corrupt puts", test_dir_entries(dir), dir);
     CHECK(get_version(s, "x") == 3);
     task_store *fresh = open_store(dir, 1 << 24);
     CHECK(get_version(fresh, "x") == 3);
@@ -672,8 +659,8 @@ static void test_eviction(void)
     bool created;
     check_fail("put: larger than the bound", task_store_put(s, "big", big, len, &created, &err),
                &err, VIT_ERR_TOO_LARGE, "bound");
-    CHECKF(access(path, F_OK) != 0 && dir_entries(dir) == 10, "put TOO_LARGE left files (%d)",
-           dir_entries(dir));
+    CHECKF(access(path, F_OK) != 0 && test_dir_entries(dir) == 10, "put TOO_LARGE left files (%d)",
+           test_dir_entries(dir));
     free(big);
     task_store_close(s);
     remove_dir(dir);
@@ -1153,7 +1140,7 @@ static void test_mix(void)
     }
     CHECKF(stats(ms.s).resident_bytes <= bound, "resident %zu bytes over the bound %zu when idle",
            stats(ms.s).resident_bytes, bound);
-    int files = dir_entries(dir), tasks = 0;
+    int files = test_dir_entries(dir), tasks = 0;
     for (int n = 0; n < MIX_NAMES; n++) {
         char path[4400];
         snprintf(path, sizeof path, "%s/%s.safetensors", dir, mix_name(n));
