@@ -38,6 +38,8 @@ typedef struct vit_team_stats {
     unsigned long regions; /* vit_team_run calls */
     unsigned long sleeps;  /* waits that went to sleep (futex) after spinning */
     int spin_min, spin_max; /* the range of a wait's spin budget, in pauses */
+    unsigned long vain_streaks; /* times the longest spin failed often enough in a row
+                                   to keep the spin short for a while (pool.c) */
 } vit_team_stats;
 
 /* Reads t's counters; call between regions, from the thread that runs them. */

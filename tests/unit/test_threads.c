@@ -22,9 +22,11 @@
  *    last: every thread started after the pin inherits it.
  */
 #define _GNU_SOURCE /* sched_setaffinity */
+#include <dirent.h>
 #include <ftw.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -323,6 +325,59 @@ static int pin_to_one_cpu(void)
     return -1;
 }
 
+/* Sets the affinity of every thread of this process, as `taskset -a -p`
+ * does to a running server; false if one could not be set. */
+static bool set_all_threads(const cpu_set_t *set)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return false;
+    bool ok = true;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] >= '0' && e->d_name[0] <= '9')
+            ok &= sched_setaffinity((pid_t)atoi(e->d_name), sizeof *set, set) == 0;
+    closedir(d);
+    return ok;
+}
+
+/* A team made while each member had a CPU, then pinned with them all to
+ * one: the longest spin now fails every time (the member awaited cannot run
+ * until the waiter sleeps) while the sleeps stay short, and a streak of such
+ * waits must stop the spin from growing (counted, not timed). */
+static void test_pinned_after_start(void)
+{
+    cpu_set_t before, one;
+    if (cpu_usable_count() < 2 || sched_getaffinity(0, sizeof before, &before) != 0)
+        return; /* nothing adapts on one CPU */
+    vit_error err = {0};
+    vit_team *team = NULL;
+    CHECK(vit_team_create(2, &team, &err) == VIT_OK);
+    if (!team)
+        return;
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &before)) {
+            CPU_SET(c, &one);
+            break;
+        }
+    CHECK(set_all_threads(&one));
+    probe pr = {.team = team};
+    vit_team_stats st = {0};
+    int regions = 0;
+    for (; regions < 20000 && st.vain_streaks == 0; regions++) {
+        vit_team_run(team, probe_region, &pr);
+        vit_team_stats_get(team, &st);
+    }
+    CHECK(set_all_threads(&before));
+    vit_team_free(team);
+    CHECKF(st.vain_streaks > 0, "pinned after the start, %d regions (%lu sleeps) never stopped "
+           "the longest spin", regions, st.sleeps);
+    if (st.vain_streaks > 0)
+        fprintf(stderr, "2 threads pinned after the start: a vain streak after %d regions\n",
+                regions);
+}
+
 /* The `threads` bench reports when not told, with `workers` workers. */
 static int bench_default_threads(int workers)
 {
@@ -391,6 +446,7 @@ int main(int argc, char **argv)
     test_team_start_failure();
     test_bench_start_failure(argv[1]);
     test_spin_budget();
+    test_pinned_after_start();
     test_one_cpu();
     return check_result();
 }
