@@ -132,7 +132,8 @@ void gemm_pack_a_block_t(float *dst, const float *a, size_t lda, int m, int s0, 
  * the panel's valid columns. */
 static inline __attribute__((always_inline)) void
 tile(const int MR, const float *ap, const float *bp, int kc, float *c, size_t ldc,
-     __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col, gemm_post post)
+     __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col,
+     gemm_post post)
 {
     __m512 acc0[GEMM_MR], acc1[GEMM_MR];
     /* fully unrolled over the tile's rows so the accumulators live in zmm registers */
@@ -162,12 +163,13 @@ tile(const int MR, const float *ap, const float *bp, int kc, float *c, size_t ld
 
 #define TILE_CASE(R)                                                                   \
     case R:                                                                            \
-        tile(R, ap, bp, kc, c, ldc, m0, m1, load_c, bias_rows, bias_col, post);                             \
+        tile(R, ap, bp, kc, c, ldc, m0, m1, load_c, bias_rows, bias_col, post);        \
         break;
 
 /* One tile of `rows` (1..MR) rows: a constant-row kernel per case. */
 static void tile_rows(int rows, const float *ap, const float *bp, int kc, float *c, size_t ldc,
-                      __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col, gemm_post post)
+                      __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows,
+                      size_t bias_col, gemm_post post)
 {
     GEMM_TILE_SWITCH(rows, TILE_CASE)
 }
@@ -184,7 +186,8 @@ void gemm_block_panels(const float *ap, const float *bp_block, int m, int n, int
             int rows = m - r < GEMM_MR ? m - r : GEMM_MR;
             const float *ap_s = ap + (size_t)(r / GEMM_MR) * kc * GEMM_MR;
             tile_rows(rows, ap_s, bp, kc, c + (size_t)r * ldc + (size_t)j * GEMM_NR, ldc, m0, m1,
-                      seed->load_c, seed->bias_rows ? seed->bias_rows + r : NULL, (size_t)j * GEMM_NR, post);
+                      seed->load_c, seed->bias_rows ? seed->bias_rows + r : NULL,
+                      (size_t)j * GEMM_NR, post);
         }
     }
 }

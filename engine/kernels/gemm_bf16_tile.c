@@ -45,7 +45,8 @@ static inline __m512 pair_dot(__m512 acc, __m512i a, __m512i b)
  * 32-column panel, pairs of k at a time. */
 static inline __attribute__((always_inline)) void
 tile(const int MR, const uint32_t *ap, const uint16_t *bp, int pairs, float *c, size_t ldc,
-     __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col, gemm_post post)
+     __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col,
+     gemm_post post)
 {
     __m512 acc0[GEMM_MR], acc1[GEMM_MR];
 #pragma GCC unroll 14
@@ -74,11 +75,12 @@ tile(const int MR, const uint32_t *ap, const uint16_t *bp, int pairs, float *c, 
 
 #define TILE_CASE(R)                                                                   \
     case R:                                                                            \
-        tile(R, ap, bp, pairs, c, ldc, m0, m1, load_c, bias_rows, bias_col, post);                          \
+        tile(R, ap, bp, pairs, c, ldc, m0, m1, load_c, bias_rows, bias_col, post);     \
         break;
 
 static void tile_rows(int rows, const uint32_t *ap, const uint16_t *bp, int pairs, float *c,
-                      size_t ldc, __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col, gemm_post post)
+                      size_t ldc, __mmask16 m0, __mmask16 m1, bool load_c,
+                      const float *const *bias_rows, size_t bias_col, gemm_post post)
 {
     GEMM_TILE_SWITCH(rows, TILE_CASE)
 }
