@@ -22,16 +22,17 @@
  * microseconds (the sleeper's vCPU halts and must be scheduled again), and a
  * ViT-B forward pass has some 180 waits, most of them 10-100 us imbalances
  * at a barrier: a short fixed spin slept through nearly all of them.  So
- * when each member has a CPU of its own (the team no larger than the usable
- * CPUs when it was made), a sleep that ended soon doubles the spin budget,
- * up to SPIN_MAX, and a long one halves it, down to SPIN_MIN: waits a longer
- * spin would have caught are spun through, while the other member being
- * descheduled (another process on its CPU) shrinks the spin back.  A team
- * with more members than CPUs keeps SPIN_MIN.  And where even the longest
- * spin keeps failing while the sleeps stay short -- the members were pinned
- * to one CPU after the team was made, so the member awaited cannot run
- * until the waiter sleeps -- VAIN_STREAK such waits in a row keep the spin
- * at SPIN_MIN for STILL_NS before it may grow again.
+ * when each member may have a CPU of its own (the team no larger than the
+ * usable CPUs when it was made), a sleep that ended soon doubles the spin
+ * budget, up to SPIN_MAX -- but only if, since the budget last grew, some
+ * wait saw its answer arrive during its spin: proof that members run at the
+ * same time.  Members that share one CPU (pinned there after the team was
+ * made, placed together by the scheduler, or several teams on too few CPUs)
+ * never see that, since the member awaited cannot run while the waiter
+ * spins; without the proof their short sleeps kept each other spinning at
+ * SPIN_MAX.  Any other sleep, and any long one (the member awaited was not
+ * running), puts the budget back to SPIN_MIN.  A team with more members
+ * than CPUs keeps SPIN_MIN.
  */
 #include "pool.h"
 
@@ -64,9 +65,7 @@ enum {
     /* a sleep shorter than this would mostly have been caught by spinning
      * up to SPIN_MAX; a longer one means the awaited member was not running */
     SHORT_SLEEP_NS = 200 * 1000,
-    VAIN_STREAK = 8,
 };
-#define STILL_NS 1000000000LL
 
 /* A word members wait on, with the count of those asleep on it; on a cache
  * line of its own, so a member polling one word does not steal the line of
@@ -86,9 +85,8 @@ struct vit_team {
     atomic_ulong sleeps;         /* futex waits entered, by any member */
     int spin_max;                /* SPIN_MAX, or SPIN_MIN when members share CPUs */
     atomic_int spin;             /* the current spin budget */
-    atomic_int vain;             /* waits in a row that spun spin_max in vain */
-    atomic_llong still_until;    /* no growing before this time (ns) */
-    atomic_ulong vain_streaks;   /* times VAIN_STREAK was reached */
+    atomic_bool overlapped;      /* a wait's answer came while it spun */
+    atomic_ulong waits, spun;    /* waits, and pauses spun in them, by any member */
     wait_word generation;        /* bumped once per region */
     wait_word running;           /* helpers still inside the current region */
     wait_word barrier_phase;     /* bumped when the last member arrives */
@@ -128,10 +126,10 @@ static void wake_all(wait_word *w)
 #endif
 }
 
-int vit_team_next_spin(int budget, long long slept_ns, int spin_max)
+int vit_team_next_spin(int budget, long long slept_ns, bool overlapped, int spin_max)
 {
-    if (slept_ns >= SHORT_SLEEP_NS)
-        return SPIN_MIN; /* the awaited member was not running: spinning is waste */
+    if (slept_ns >= SHORT_SLEEP_NS || !overlapped)
+        return SPIN_MIN; /* the member awaited was not running, or shares this CPU */
     return budget >= spin_max / 2 ? spin_max : 2 * budget;
 }
 
@@ -148,15 +146,18 @@ static unsigned wait_change(vit_team *t, wait_word *w, unsigned seen)
 {
     unsigned v;
     bool adapt = t->spin_max > SPIN_MIN;
-    int budget = atomic_load_explicit(&t->spin, memory_order_relaxed);
-    for (int i = 0; i < budget; i++) {
+    int budget = atomic_load_explicit(&t->spin, memory_order_relaxed), i = 0;
+    atomic_fetch_add_explicit(&t->waits, 1, memory_order_relaxed);
+    for (; i < budget; i++) {
         if ((v = atomic_load_explicit(&w->value, memory_order_acquire)) != seen) {
-            if (adapt && atomic_load_explicit(&t->vain, memory_order_relaxed))
-                atomic_store_explicit(&t->vain, 0, memory_order_relaxed);
+            if (adapt && i > 0 && !atomic_load_explicit(&t->overlapped, memory_order_relaxed))
+                atomic_store_explicit(&t->overlapped, true, memory_order_relaxed);
+            atomic_fetch_add_explicit(&t->spun, (unsigned long)i, memory_order_relaxed);
             return v;
         }
         cpu_relax();
     }
+    atomic_fetch_add_explicit(&t->spun, (unsigned long)i, memory_order_relaxed);
     long long start = adapt ? now_ns() : 0;
     atomic_fetch_add(&w->sleepers, 1);
     while ((v = atomic_load(&w->value)) == seen) {
@@ -166,17 +167,10 @@ static unsigned wait_change(vit_team *t, wait_word *w, unsigned seen)
     atomic_fetch_sub(&w->sleepers, 1);
     if (adapt) {
         /* members race on these read-modify-writes; any budget in range will do */
-        long long end = now_ns();
-        int next = vit_team_next_spin(budget, end - start, t->spin_max);
-        if (budget == t->spin_max &&
-            atomic_fetch_add_explicit(&t->vain, 1, memory_order_relaxed) + 1 >= VAIN_STREAK) {
-            atomic_store_explicit(&t->vain, 0, memory_order_relaxed);
-            atomic_store_explicit(&t->still_until, end + STILL_NS, memory_order_relaxed);
-            atomic_fetch_add_explicit(&t->vain_streaks, 1, memory_order_relaxed);
-        }
-        if (end < atomic_load_explicit(&t->still_until, memory_order_relaxed))
-            next = SPIN_MIN;
-        atomic_store_explicit(&t->spin, next, memory_order_relaxed);
+        bool overlapped = atomic_exchange_explicit(&t->overlapped, false, memory_order_relaxed);
+        atomic_store_explicit(&t->spin,
+                              vit_team_next_spin(budget, now_ns() - start, overlapped, t->spin_max),
+                              memory_order_relaxed);
     }
     return v;
 }
@@ -220,9 +214,9 @@ vit_status vit_team_create(int threads, vit_team **out, vit_error *err)
     t->threads = 1; /* counts started members, so a failed start can unwind */
     t->spin_max = threads <= cpu_usable_count() ? SPIN_MAX : SPIN_MIN;
     atomic_init(&t->spin, SPIN_MIN);
-    atomic_init(&t->vain, 0);
-    atomic_init(&t->still_until, 0);
-    atomic_init(&t->vain_streaks, 0);
+    atomic_init(&t->overlapped, false);
+    atomic_init(&t->waits, 0);
+    atomic_init(&t->spun, 0);
     for (int i = 1; i < threads; i++) {
         helper_arg *arg = malloc(sizeof *arg);
         if (arg) {
@@ -265,7 +259,8 @@ void vit_team_stats_get(const vit_team *t, vit_team_stats *out)
     out->sleeps = atomic_load_explicit(&t->sleeps, memory_order_relaxed);
     out->spin_min = SPIN_MIN;
     out->spin_max = t->spin_max;
-    out->vain_streaks = atomic_load_explicit(&t->vain_streaks, memory_order_relaxed);
+    out->waits = atomic_load_explicit(&t->waits, memory_order_relaxed);
+    out->spun = atomic_load_explicit(&t->spun, memory_order_relaxed);
 }
 
 void vit_team_run(vit_team *t, vit_team_fn fn, void *ctx)

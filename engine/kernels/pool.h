@@ -17,6 +17,8 @@
 #ifndef VIT_POOL_H
 #define VIT_POOL_H
 
+#include <stdbool.h>
+
 #include "status.h"
 
 typedef struct vit_team vit_team;
@@ -38,18 +40,18 @@ typedef struct vit_team_stats {
     unsigned long regions; /* vit_team_run calls */
     unsigned long sleeps;  /* waits that went to sleep (futex) after spinning */
     int spin_min, spin_max; /* the range of a wait's spin budget, in pauses */
-    unsigned long vain_streaks; /* times the longest spin failed often enough in a row
-                                   to keep the spin short for a while (pool.c) */
+    unsigned long waits;    /* waits of any member: for a region, at a barrier, for the end */
+    unsigned long spun;     /* pause iterations spun in them before the answer or a sleep */
 } vit_team_stats;
 
 /* Reads t's counters; call between regions, from the thread that runs them. */
 void vit_team_stats_get(const vit_team *t, vit_team_stats *out);
 
 /* A wait's next spin budget (pause iterations, spin_max at most) after one
- * spun `budget` in vain and then slept slept_ns: double it after a short
- * sleep, which a longer spin would have caught, back to the least after a
- * long one (pool.c).  Pure, for tests. */
-int vit_team_next_spin(int budget, long long slept_ns, int spin_max);
+ * spun `budget` in vain and then slept slept_ns: doubled after a short sleep
+ * if members were seen to run at once (`overlapped`: some wait's answer came
+ * while it spun), else back to the least (pool.c).  Pure, for tests. */
+int vit_team_next_spin(int budget, long long slept_ns, bool overlapped, int spin_max);
 
 /* Runs fn(ctx, member, threads) on every member, the caller as member 0, and
  * returns when all have finished.  Not reentrant: one region at a time. */
