@@ -25,15 +25,16 @@
  * when each member may have a CPU of its own (the team no larger than the
  * usable CPUs when it was made), a sleep that ended soon doubles the spin
  * budget, up to SPIN_MAX -- but only if, since the budget last grew, some
- * wait saw its answer arrive during its spin: proof that members run at the
- * same time.  Members that share one CPU (pinned there after the team was
- * made, placed together by the scheduler, or several teams on too few CPUs)
- * never see that, since the member awaited cannot run while the waiter
- * spins; without the proof their short sleeps kept each other spinning at
- * SPIN_MAX.  Any other sleep, and any long one (the member awaited was not
- * running), puts the budget back to SPIN_MIN.  A team with more members
+ * wait's answer was posted from a CPU other than the waiter's: members that
+ * share one CPU (pinned there after the team was made, placed together by
+ * the scheduler, or several teams on too few CPUs) cannot overlap, since the
+ * member awaited cannot run while the waiter spins, and without that check
+ * their short sleeps kept each other spinning at SPIN_MAX (3-11x slower,
+ * review 13b).  Any other sleep, and any long one (the member awaited was
+ * not running), puts the budget back to SPIN_MIN.  A team with more members
  * than CPUs keeps SPIN_MIN.
  */
+#define _GNU_SOURCE /* sched_getcpu */
 #include "pool.h"
 
 #include "cpu.h"
@@ -41,6 +42,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -73,6 +75,7 @@ enum {
 typedef struct wait_word {
     _Alignas(64) atomic_uint value;
     atomic_uint sleepers;
+    atomic_int poster_cpu; /* the CPU of the member that last changed value */
 } wait_word;
 
 struct vit_team {
@@ -85,7 +88,7 @@ struct vit_team {
     atomic_ulong sleeps;         /* futex waits entered, by any member */
     int spin_max;                /* SPIN_MAX, or SPIN_MIN when members share CPUs */
     atomic_int spin;             /* the current spin budget */
-    atomic_bool overlapped;      /* a wait's answer came while it spun */
+    atomic_bool overlapped;      /* a wait's answer came from another CPU */
     atomic_ulong waits, spun;    /* waits, and pauses spun in them, by any member */
     wait_word generation;        /* bumped once per region */
     wait_word running;           /* helpers still inside the current region */
@@ -140,6 +143,24 @@ static long long now_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Notes, in an adapting team, that w's value is about to be changed from
+ * this CPU. */
+static void post_from_here(const vit_team *t, wait_word *w)
+{
+    if (t->spin_max > SPIN_MIN)
+        atomic_store_explicit(&w->poster_cpu, sched_getcpu(), memory_order_relaxed);
+}
+
+/* After a wait on w saw its answer: the members overlap if it was posted
+ * from another CPU (sched_getcpu reads the kernel's rseq area: a load). */
+static void note_overlap(vit_team *t, wait_word *w)
+{
+    int from = atomic_load_explicit(&w->poster_cpu, memory_order_relaxed);
+    if (from >= 0 && from != sched_getcpu() &&
+        !atomic_load_explicit(&t->overlapped, memory_order_relaxed))
+        atomic_store_explicit(&t->overlapped, true, memory_order_relaxed);
+}
+
 /* Returns the first value of w that differs from `seen`, spinning up to the
  * team's budget and then sleeping; a sleep adapts the budget (see above). */
 static unsigned wait_change(vit_team *t, wait_word *w, unsigned seen)
@@ -150,8 +171,8 @@ static unsigned wait_change(vit_team *t, wait_word *w, unsigned seen)
     atomic_fetch_add_explicit(&t->waits, 1, memory_order_relaxed);
     for (; i < budget; i++) {
         if ((v = atomic_load_explicit(&w->value, memory_order_acquire)) != seen) {
-            if (adapt && i > 0 && !atomic_load_explicit(&t->overlapped, memory_order_relaxed))
-                atomic_store_explicit(&t->overlapped, true, memory_order_relaxed);
+            if (adapt)
+                note_overlap(t, w);
             atomic_fetch_add_explicit(&t->spun, (unsigned long)i, memory_order_relaxed);
             return v;
         }
@@ -166,6 +187,7 @@ static unsigned wait_change(vit_team *t, wait_word *w, unsigned seen)
     }
     atomic_fetch_sub(&w->sleepers, 1);
     if (adapt) {
+        note_overlap(t, w);
         /* members race on these read-modify-writes; any budget in range will do */
         bool overlapped = atomic_exchange_explicit(&t->overlapped, false, memory_order_relaxed);
         atomic_store_explicit(&t->spin,
@@ -187,6 +209,8 @@ static void *helper_main(void *p)
         if (atomic_load_explicit(&t->stop, memory_order_acquire))
             return NULL;
         t->fn(t->ctx, member, t->threads);
+        /* with several helpers the CPU kept may be another helper's: a hint */
+        post_from_here(t, &t->running);
         if (atomic_fetch_sub(&t->running.value, 1) == 1) /* the last one out */
             wake_all(&t->running);
     }
@@ -195,6 +219,7 @@ static void *helper_main(void *p)
 /* Publishes a region (or the stop request) to the helpers. */
 static void publish(vit_team *t)
 {
+    post_from_here(t, &t->generation);
     atomic_fetch_add(&t->generation.value, 1);
     wake_all(&t->generation);
 }
@@ -261,6 +286,7 @@ void vit_team_stats_get(const vit_team *t, vit_team_stats *out)
     out->spin_max = t->spin_max;
     out->waits = atomic_load_explicit(&t->waits, memory_order_relaxed);
     out->spun = atomic_load_explicit(&t->spun, memory_order_relaxed);
+    out->spin = atomic_load_explicit(&t->spin, memory_order_relaxed);
 }
 
 void vit_team_run(vit_team *t, vit_team_fn fn, void *ctx)
@@ -287,6 +313,7 @@ void vit_team_barrier(vit_team *t)
     if (atomic_fetch_add_explicit(&t->barrier_waiting, 1, memory_order_acq_rel) ==
         t->threads - 1) {
         atomic_store_explicit(&t->barrier_waiting, 0, memory_order_relaxed);
+        post_from_here(t, &t->barrier_phase);
         atomic_fetch_add(&t->barrier_phase.value, 1);
         wake_all(&t->barrier_phase);
         return;

@@ -40,6 +40,7 @@ typedef struct vit_team_stats {
     unsigned long regions; /* vit_team_run calls */
     unsigned long sleeps;  /* waits that went to sleep (futex) after spinning */
     int spin_min, spin_max; /* the range of a wait's spin budget, in pauses */
+    int spin;               /* the budget now */
     unsigned long waits;    /* waits of any member: for a region, at a barrier, for the end */
     unsigned long spun;     /* pause iterations spun in them before the answer or a sleep */
 } vit_team_stats;
@@ -49,8 +50,9 @@ void vit_team_stats_get(const vit_team *t, vit_team_stats *out);
 
 /* A wait's next spin budget (pause iterations, spin_max at most) after one
  * spun `budget` in vain and then slept slept_ns: doubled after a short sleep
- * if members were seen to run at once (`overlapped`: some wait's answer came
- * while it spun), else back to the least (pool.c).  Pure, for tests. */
+ * if members were seen to run at once (`overlapped`: some wait's answer was
+ * posted from another CPU), else back to the least (pool.c).  Pure, for
+ * tests. */
 int vit_team_next_spin(int budget, long long slept_ns, bool overlapped, int spin_max);
 
 /* Runs fn(ctx, member, threads) on every member, the caller as member 0, and

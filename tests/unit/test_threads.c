@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -377,11 +378,68 @@ static void test_pinned_after_start(void)
     CHECK(set_all_threads(&before));
     vit_team_free(team);
     unsigned long waits = st.waits - st0.waits, spun = st.spun - st0.spun;
-    CHECKF(waits >= 2ul * REGIONS && spun <= 2ul * (unsigned long)st.spin_min * waits,
+    unsigned long sleeps = st.sleeps - st0.sleeps;
+    CHECKF(waits >= 2ul * REGIONS && spun <= 2ul * (unsigned long)st.spin_min * waits &&
+               spun >= (unsigned long)st.spin_min * (sleeps / 2),
            "pinned after the start: %lu waits spun %lu pauses (%.0f each, the least is %d)", waits,
            spun, (double)spun / (double)(waits ? waits : 1), st.spin_min);
     fprintf(stderr, "2 threads pinned after the start: %lu waits, %.0f pauses each\n", waits,
             (double)spun / (double)(waits ? waits : 1));
+}
+
+/* Region where member 1 arrives ~20 us after member 0 (busy, wall time). */
+static void late_region(void *p, int member, int threads)
+{
+    probe *pr = p;
+    (void)threads;
+    pr->visits[member]++;
+    if (member == 1) {
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 20000);
+    }
+    vit_team_barrier(pr->team);
+}
+
+/* Members on two CPUs of their own, the helper ~20 us late at each barrier
+ * (3x the least spin): their sleeps are short and answered from the other
+ * CPU, so the spin must grow past its least (it never did when growth waited
+ * for an answer arriving mid-spin, review 13c). */
+static void test_free_team_grows(void)
+{
+    cpu_set_t before, mine, other;
+    if (cpu_usable_count() < 2 || sched_getaffinity(0, sizeof before, &before) != 0)
+        return;
+    int cpus[2], n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+        if (CPU_ISSET(c, &before))
+            cpus[n++] = c;
+    vit_error err = {0};
+    vit_team *team = NULL;
+    CHECK(vit_team_create(2, &team, &err) == VIT_OK);
+    if (!team || n < 2) {
+        vit_team_free(team);
+        return;
+    }
+    CPU_ZERO(&mine);
+    CPU_SET(cpus[0], &mine);
+    CPU_ZERO(&other);
+    CPU_SET(cpus[1], &other);
+    CHECK(set_all_threads(&other) && sched_setaffinity(0, sizeof mine, &mine) == 0);
+    probe pr = {.team = team};
+    vit_team_stats st = {0};
+    int most = 0, regions = 0;
+    for (; regions < 20000 && most < 4 * st.spin_min + 1; regions++) {
+        vit_team_run(team, late_region, &pr);
+        vit_team_stats_get(team, &st);
+        most = st.spin > most ? st.spin : most;
+    }
+    CHECK(set_all_threads(&before));
+    vit_team_free(team);
+    CHECKF(most > 2 * st.spin_min, "two free members, %d regions: the spin reached %d pauses "
+           "at most (least %d)", regions, most, st.spin_min);
 }
 
 /* The `threads` bench reports when not told, with `workers` workers. */
@@ -430,8 +488,9 @@ static void test_one_cpu(void)
     /* a spinning member would hold the CPU the other needs */
     CHECKF(st.spin_max == st.spin_min, "pinned, the team adapts its spin (%d..%d)", st.spin_min,
            st.spin_max);
-    CHECKF(st.spun <= (unsigned long)st.spin_min * st.waits, "pinned, %lu waits spun %lu pauses",
-           st.waits, st.spun);
+    CHECKF(st.spun <= (unsigned long)st.spin_min * st.waits &&
+               st.spun >= (unsigned long)st.spin_min * (st.sleeps / 2),
+           "pinned, %lu waits (%lu sleeps) spun %lu pauses", st.waits, st.sleeps, st.spun);
     /* Sharing one CPU, a waiting member can only get its answer once it
      * sleeps, so the waits must have slept -- and each at most about once:
      * a futex wait that returned at once (wrong value) would spin in the
@@ -455,6 +514,7 @@ int main(int argc, char **argv)
     test_bench_start_failure(argv[1]);
     test_spin_budget();
     test_pinned_after_start();
+    test_free_team_grows();
     test_one_cpu();
     return check_result();
 }
