@@ -80,6 +80,13 @@ typedef struct wait_word {
     atomic_int poster_cpu; /* the CPU of the member that last changed value */
 } wait_word;
 
+/* A member's part of a shared range: next item in the low half, end in the
+ * high half, so the owner (taking next) and a thief (taking end - 1) agree
+ * through one compare-and-swap. */
+typedef struct share_part {
+    _Alignas(64) _Atomic unsigned long long bounds;
+} share_part;
+
 struct vit_team {
     int threads;
     pthread_t *helpers;          /* threads - 1 */
@@ -96,6 +103,7 @@ struct vit_team {
     wait_word running;           /* helpers still inside the current region */
     wait_word barrier_phase;     /* bumped when the last member arrives */
     _Alignas(64) atomic_int barrier_waiting; /* members at the barrier */
+    share_part parts[VIT_TEAM_SLOTS][64];        /* vit_team_share, per member */
 };
 
 typedef struct helper_arg {
@@ -327,4 +335,57 @@ void vit_team_split(int n, int member, int threads, int *begin, int *end)
 {
     *begin = (int)((long long)n * member / threads);
     *end = (int)((long long)n * (member + 1) / threads);
+}
+
+static unsigned long long part_bounds(unsigned next, unsigned end)
+{
+    return (unsigned long long)end << 32 | next;
+}
+
+vit_share vit_team_share(vit_team *t, int slot, int member, int threads, int n)
+{
+    VIT_ASSERT(slot >= 0 && slot < VIT_TEAM_SLOTS && n >= 0);
+    vit_share s = {t, slot, member, threads, 0, n};
+    if (!t || threads == 1)
+        return s;
+    VIT_ASSERT(threads == t->threads);
+    int begin, end;
+    vit_team_split(n, member, threads, &begin, &end);
+    atomic_store_explicit(&t->parts[slot][member].bounds,
+                          part_bounds((unsigned)begin, (unsigned)end), memory_order_release);
+    return s;
+}
+
+/* Takes the front (owner) or the back (thief) of part p into *item. */
+static bool take_from(share_part *p, bool front, int *item)
+{
+    unsigned long long b = atomic_load_explicit(&p->bounds, memory_order_acquire);
+    for (;;) {
+        unsigned next = (unsigned)b, end = (unsigned)(b >> 32);
+        if (next >= end)
+            return false;
+        unsigned long long want = front ? part_bounds(next + 1, end) : part_bounds(next, end - 1);
+        if (atomic_compare_exchange_weak_explicit(&p->bounds, &b, want, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+            *item = (int)(front ? next : end - 1);
+            return true;
+        }
+    }
+}
+
+bool vit_team_take(vit_share *s, int *item)
+{
+    if (!s->team || s->threads == 1) {
+        if (s->next >= s->end)
+            return false;
+        *item = s->next++;
+        return true;
+    }
+    vit_team *t = s->team;
+    if (take_from(&t->parts[s->slot][s->member], true, item))
+        return true;
+    for (int i = 1; i < s->threads; i++)
+        if (take_from(&t->parts[s->slot][(s->member + i) % s->threads], false, item))
+            return true;
+    return false;
 }

@@ -66,4 +66,40 @@ void vit_team_barrier(vit_team *t);
  * [*begin, *end). */
 void vit_team_split(int n, int member, int threads, int *begin, int *end);
 
+/* ---- sharing a region's items: each member owns a part, and a member done
+ * with its own takes from the others' ends ----
+ * Items [0, n) are split as vit_team_split splits them; a member takes its
+ * own from the front, in order, so the parts a member owns stay with it from
+ * one use to the next (the C columns a GEMM member updates block after block
+ * stay in its cache), and only the last few of a slower member's items move.
+ * A member that starts late (a helper waking from a futex sleep), or runs on
+ * a CPU the host is also giving to someone else, then costs the region a
+ * fraction of one item instead of the rest of its part.
+ *
+ * Slots: two independent sets of parts, so that a region can share items
+ * again while a slower member is still taking from its last share.  A member
+ * publishes its part of a slot (vit_team_share) before it takes from it; the
+ * others take from that part once they see it, so a region meets at a
+ * barrier between sharing and taking when every member must see every part
+ * (a part not yet shared looks empty: every use leaves its parts empty).
+ * Before a member shares a slot again, every member must be done taking from
+ * its last use: a barrier between them, or the region's end.  gemm.c's
+ * passes alternate the slots with a barrier per step. */
+enum { VIT_TEAM_SLOTS = 2 };
+
+/* A member's view of one use of a slot. */
+typedef struct vit_share {
+    vit_team *team;
+    int slot, member, threads;
+    int next, end; /* the whole range, walked here, when the team has one member */
+} vit_share;
+
+/* Publishes member's part of [0, n) in slot and returns member's view of it
+ * (a NULL team, or one member: [0, n) walked in order, nothing shared). */
+vit_share vit_team_share(vit_team *t, int slot, int member, int threads, int n);
+
+/* The next item for s's member: its own part's next, else one from the end
+ * of another member's.  False when every part is empty. */
+bool vit_team_take(vit_share *s, int *item);
+
 #endif
