@@ -169,21 +169,30 @@ typedef struct layernorm_job {
     const float *const *bias; /* per image */
     int B, R, C;
     float eps;
+    vit_team *team;
 } layernorm_job;
 
-/* A member's share of the rows, cut at image boundaries for the biases. */
+enum { LAYERNORM_CHUNK_ROWS = 16 };
+
+/* Chunks of rows, taken as the members come (see vit_team_take), each cut at
+ * image boundaries for the biases. */
 static void layernorm_region(void *p, int member, int threads)
 {
     const layernorm_job *j = p;
-    int r0, r1;
-    vit_team_split(j->B * j->R, member, threads, &r0, &r1);
-    while (r0 < r1) {
-        int b = r0 / j->R, end = (b + 1) * j->R < r1 ? (b + 1) * j->R : r1;
-        size_t off = (size_t)r0 * j->C;
-        layernorm_forward_avx512(j->out + off, j->mean ? j->mean + r0 : NULL,
-                                 j->rstd ? j->rstd + r0 : NULL, j->x + off, j->w, j->bias[b],
-                                 (size_t)(end - r0), j->C, j->eps);
-        r0 = end;
+    int rows = j->B * j->R;
+    vit_share share = vit_team_share(j->team, 0, member, threads,
+                                     (rows + LAYERNORM_CHUNK_ROWS - 1) / LAYERNORM_CHUNK_ROWS);
+    for (int chunk; vit_team_take(&share, &chunk);) {
+        int r0 = chunk * LAYERNORM_CHUNK_ROWS;
+        int r1 = rows - r0 < LAYERNORM_CHUNK_ROWS ? rows : r0 + LAYERNORM_CHUNK_ROWS;
+        while (r0 < r1) {
+            int b = r0 / j->R, end = (b + 1) * j->R < r1 ? (b + 1) * j->R : r1;
+            size_t off = (size_t)r0 * j->C;
+            layernorm_forward_avx512(j->out + off, j->mean ? j->mean + r0 : NULL,
+                                     j->rstd ? j->rstd + r0 : NULL, j->x + off, j->w,
+                                     j->bias[b], (size_t)(end - r0), j->C, j->eps);
+            r0 = end;
+        }
     }
 }
 
@@ -194,7 +203,7 @@ static void layernorm_rows_team(const vit_model *m, const vit_acts *a, float *ou
 {
     for (int b = 0; b < B; b++)
         a->row_bias[b] = image_bias(m, a, bias, b);
-    layernorm_job j = {out, mean, rstd, x, w, a->row_bias, B, R, C, eps};
+    layernorm_job j = {out, mean, rstd, x, w, a->row_bias, B, R, C, eps, a->team};
     vit_team_run(a->team, layernorm_region, &j);
 }
 

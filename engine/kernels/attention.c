@@ -5,7 +5,8 @@
  * products run on the register-tile kernel: k_h is packed as a transposed
  * operand straight from the fused qkv rows, v_h as a plain one, so no head is
  * copied out first.  Members take whole (image, head) pairs, which at batch 1
- * still gives 12 tasks for 2 threads, and each keeps its S in its own cache.
+ * still gives 12 tasks for 2 threads, a part each and then what is left of a
+ * slower member's (vit_team_take), and each keeps its S in its own cache.
  */
 #include "attention.h"
 
@@ -37,6 +38,7 @@ typedef struct attention_job {
     int B, N, C, NH;
     bool bf16;
     float *scratch;
+    vit_team *team;
 } attention_job;
 
 /* C (m, n) = A (m, k) . B with B packed by pack_b (fp32 or bf16 layout into
@@ -74,9 +76,8 @@ static void attention_region(void *p, int member, int threads)
     float *gemm_scratch = s + (size_t)N * ls;
     size_t gemm_floats = gemm_packed_scratch_floats(N);
     float scale = 1.0f / sqrtf((float)hs);
-    int t0, t1;
-    vit_team_split(j->B * j->NH, member, threads, &t0, &t1);
-    for (int t = t0; t < t1; t++) {
+    vit_share share = vit_team_share(j->team, 0, member, threads, j->B * j->NH);
+    for (int t; vit_team_take(&share, &t);) {
         int b = t / j->NH, h = t % j->NH;
         const float *q = j->qkv + (size_t)b * N * ld + (size_t)h * hs;
         const float *k = q + C, *v = q + 2 * (size_t)C;
@@ -93,7 +94,7 @@ static void attention_region(void *p, int member, int threads)
 void attention_forward_team(vit_team *team, float *out, const float *qkv, int B, int N, int C,
                             int NH, bool bf16, float *scratch)
 {
-    attention_job j = {out, qkv, B, N, C, NH, bf16, scratch};
+    attention_job j = {out, qkv, B, N, C, NH, bf16, scratch, team};
     vit_team_run(team, attention_region, &j);
 }
 
