@@ -10,6 +10,10 @@
 #   ITERS=5          timed iterations at batch 1 and 8 (after 1 warm-up)
 #   ITERS_B32=3      timed iterations at batch 32
 #   BATCHES="1 8 32"
+#   ROUNDS=1         rounds per batch size: every implementation runs once per round, and the
+#                    table gives the median over rounds of its images/s and of each ratio taken
+#                    within a round (a host whose speed drifts by 10% between minutes moves one
+#                    round's ratios, not the median of three)
 #
 # Implementations:
 #   vitfit       BUILD_DIR/server/vitfit bench --preset vit-b16 --classes 1000 (torchvision's
@@ -39,6 +43,7 @@ threads=${THREADS:-2}
 iters=${ITERS:-5}
 iters_b32=${ITERS_B32:-3}
 batches=${BATCHES:-"1 8 32"}
+rounds=${ROUNDS:-1}
 py=/usr/bin/python3 # Debian's python3-torch / python3-torchvision, not a pyenv/venv python
 onnx_dir=bench/onnx
 onnx_model=$onnx_dir/vit_b_16.onnx
@@ -46,8 +51,9 @@ onnx_model=$onnx_dir/vit_b_16.onnx
 die() { echo "compare_runtimes.sh: $*" >&2; exit 1; }
 note() { echo "compare_runtimes.sh: $*" >&2; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found; $2"; }
-for n in "$threads" "$iters" "$iters_b32" $batches; do
-  [[ $n =~ ^[1-9][0-9]*$ ]] || die "THREADS, ITERS, ITERS_B32 and BATCHES want positive integers (got '$n')"
+for n in "$threads" "$iters" "$iters_b32" "$rounds" $batches; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] ||
+    die "THREADS, ITERS, ITERS_B32, ROUNDS and BATCHES want positive integers (got '$n')"
 done
 
 # --- prerequisites ---------------------------------------------------------------------------
@@ -156,11 +162,14 @@ fi
 for b in $batches; do
   n=$iters
   ((b < 32)) || n=$iters_b32
-  for impl in $impls; do
-    note "batch $b: $impl ($n timed iterations)"
-    out=$("run_$impl" "$b" "$n") || die "$impl failed at batch $b"
-    echo "$out" >&2
-    result[$impl,$b]=$(ips "$b" <<<"$out") || die "no median_batch_seconds from $impl at batch $b"
+  for ((r = 1; r <= rounds; r++)); do
+    for impl in $impls; do
+      note "batch $b, round $r of $rounds: $impl ($n timed iterations)"
+      out=$("run_$impl" "$b" "$n") || die "$impl failed at batch $b"
+      echo "$out" >&2
+      v=$(ips "$b" <<<"$out") || die "no median_batch_seconds from $impl at batch $b"
+      result[$impl,$b]+="${result[$impl,$b]:+,}$v" # one images/s per round
+    done
   done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -170,13 +179,27 @@ peak=$("$build/bench/vitfit-peak" "$threads") || peak="peak: n/a"
 echo "ViT-B/16 fp32, random weights, $threads threads; median images/s (ratio = vitfit / other)"
 echo "machine: $cpu, $(nproc) cores; load average before $load_before, after $load_after; $((SECONDS - t_start)) s"
 echo "onnxruntime-node $ort_version; torch $torch_version; BLAS: torch+omp $blas_omp, torch $blas_default"
-echo "timed iterations: $iters (b < 32), $iters_b32 (b >= 32), after 1 warm-up"
+echo "timed iterations: $iters (b < 32), $iters_b32 (b >= 32), after 1 warm-up; $rounds round(s)"
 echo "bf16: $bf16_note"
 echo "$peak"
 printf '%-5s %8s %12s %7s %10s %7s %10s %7s %8s %9s %8s\n' \
   batch vitfit onnxruntime ratio torch+omp ratio torch ratio bf16 bf16/fp32 bf16/ort
 for b in $batches; do
-  v=${result[vitfit,$b]} o=${result[ort,$b]} p=${result[torch_omp,$b]} d=${result[torch,$b]}
-  h=${result[vitfit_bf16,$b]:-0}
-  "$py" -c "h=$h; print(f'{$b:<5} {$v:8.2f} {$o:12.2f} {$v/$o:7.2f} {$p:10.2f} {$v/$p:7.2f} {$d:10.2f} {$v/$d:7.2f}' + (f' {h:8.2f} {h/$v:9.2f} {h/$o:8.2f}' if h else f' {\"n/a\":>8} {\"\":>9} {\"\":>8}'))"
+  # each argument: one implementation's images/s, one per round, comma-separated
+  "$py" - "$b" "${result[vitfit,$b]}" "${result[ort,$b]}" "${result[torch_omp,$b]}" \
+    "${result[torch,$b]}" "${result[vitfit_bf16,$b]:-}" <<'PY'
+import statistics, sys
+b = sys.argv[1]
+v, o, p, d, h = ([float(x) for x in a.split(",")] if a else [] for a in sys.argv[2:])
+med = statistics.median
+# a ratio is taken within each round, then the median over rounds
+ratio = lambda x, y: med(a / c for a, c in zip(x, y))
+row = f"{b:<5} {med(v):8.2f} {med(o):12.2f} {ratio(v, o):7.2f} {med(p):10.2f} {ratio(v, p):7.2f}"
+row += f" {med(d):10.2f} {ratio(v, d):7.2f}"
+row += f" {med(h):8.2f} {ratio(h, v):9.2f} {ratio(h, o):8.2f}" if h else f" {'n/a':>8} {'':>9} {'':>8}"
+print(row)
+if len(v) > 1:
+    per = lambda x, y: " ".join(f"{a / c:.2f}" for a, c in zip(x, y))
+    print(f"      rounds: vitfit/ort {per(v, o)}" + (f"; bf16/ort {per(h, o)}" if h else ""))
+PY
 done
