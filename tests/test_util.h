@@ -1,11 +1,12 @@
 /*
- * test_util.h - helpers shared by the tests: fixture paths, tensor reads and
- * directory listings.
+ * test_util.h - helpers shared by the tests: fixture paths, tensor reads,
+ * directory listings and removing a scratch tree.
  */
 #ifndef VIT_TESTS_UTIL_H
 #define VIT_TESTS_UTIL_H
 
 #include <dirent.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,5 +55,27 @@ static inline int test_dir_entries(const char *dir)
     closedir(d);
     return n;
 }
+
+/* nftw and its flags are X/Open, beyond this build's -D_DEFAULT_SOURCE: only a
+ * test that defines _XOPEN_SOURCE >= 500 or _GNU_SOURCE gets test_rm_tree, so
+ * including this header asks nothing of the others. */
+#if defined(_GNU_SOURCE) || (defined(_XOPEN_SOURCE) && _XOPEN_SOURCE >= 500)
+static inline int test_rm_entry(const char *path, const struct stat *st, int flag,
+                                struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Removes the tree at path, best effort.  Children go before their directory
+ * (FTW_DEPTH), and symlinks are removed, never followed (FTW_PHYS): a test's
+ * links may point out of its scratch directory. */
+static inline void test_rm_tree(const char *path)
+{
+    nftw(path, test_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+#endif
 
 #endif

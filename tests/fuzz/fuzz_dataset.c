@@ -40,8 +40,7 @@
  *       tests/fuzz/corpus/dataset
  * FUZZ_DATASET_VERBOSE=1 prints what ds_open made of each input (seeds).
  */
-#define _XOPEN_SOURCE 700 /* nftw, mkdtemp */
-#include <ftw.h>
+#define _XOPEN_SOURCE 700 /* nftw (test_rm_tree), mkdtemp */
 #include <stddef.h>
 #include <stdint.h>
 #include <strings.h>
@@ -53,6 +52,7 @@
 #include <zlib.h>
 
 #include "dataset.h"
+#include "test_util.h"
 
 #define FUZZ_MAX_BYTES ((size_t)1 << 20)
 #define FUZZ_MAX_ITEMS 10000 /* ~30 ms of walks under ASan */
@@ -115,14 +115,6 @@ static int write_gz(const char *dir, const char *name, const uint8_t *d, size_t 
         return 0;
     int ok = n == 0 || gzwrite(g, d, (unsigned)n) == (int)n;
     return gzclose(g) == Z_OK && ok;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 /* Makes the links of modes 3 and 4 from "name\ttarget" lines in data[0..n);
@@ -297,6 +289,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     free(real);
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rm_tree(dir);
     return 0;
 }

@@ -16,10 +16,9 @@
  * per-walk and shared bounds.  The data set tests (test_dataset.c) cover the
  * same walk through ds_open / ds_load_image.
  */
-#define _XOPEN_SOURCE 700 /* nftw */
+#define _XOPEN_SOURCE 700 /* nftw (test_rm_tree) */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdint.h>
@@ -32,34 +31,10 @@
 
 #include "beneath.h"
 #include "check.h"
-
-static char tmp_root[256]; /* the scratch directory */
+#include "test_scratch.h"
+#include "test_util.h"
 
 /* ------------------------------------------------------------ file helpers */
-
-static void tpath(char *buf, size_t n, const char *rel)
-{
-    snprintf(buf, n, "%s/%s", tmp_root, rel);
-}
-
-static void mkdir_rel(const char *rel)
-{
-    char p[1024];
-    tpath(p, sizeof p, rel);
-    CHECKF(mkdir(p, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", p, strerror(errno));
-}
-
-static void write_rel(const char *rel, const char *text)
-{
-    char p[1024];
-    tpath(p, sizeof p, rel);
-    FILE *f = fopen(p, "wb");
-    CHECKF(f != NULL, "cannot write %s", p);
-    if (!f)
-        return;
-    CHECK(fwrite(text, 1, strlen(text), f) == strlen(text));
-    fclose(f);
-}
 
 /* Makes <tmp>/<rel> a symlink to target (taken as is). */
 static void symlink_rel(const char *target, const char *rel)
@@ -75,16 +50,6 @@ static void unlink_rel(const char *rel)
     tpath(p, sizeof p, rel);
     CHECKF(unlink(p) == 0, "unlink %s: %s", p, strerror(errno));
 }
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 static const char *result_name(beneath_result r)
 {
@@ -778,7 +743,7 @@ static void test_read_capped(const beneath_root *r)
     for (int i = 0; i < 100; i++)
         text[i] = (char)('a' + i % 26);
     text[100] = '\0';
-    write_rel("root/hundred.txt", text);
+    write_text("root/hundred.txt", text);
     struct {
         size_t hint, cap;
         vit_status code;
@@ -817,21 +782,18 @@ static void test_read_capped(const beneath_root *r)
 int main(void)
 {
     alarm(60); /* a walk that blocks (on a FIFO) fails the test instead of hanging it */
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/vitfit_test_beneath_XXXXXX");
-    if (!mkdtemp(tmp_root)) {
-        perror("mkdtemp");
+    if (!test_scratch_create("beneath"))
         return 1;
-    }
     mkdir_rel("root");
     mkdir_rel("root/sub");
     mkdir_rel("root/sub/deep");
     mkdir_rel("out");
     mkdir_rel("out/sub");
-    write_rel("root/a.txt", "alpha");
-    write_rel("root/sub/b.txt", "bravo");
-    write_rel("root/sub/deep/c.txt", "charlie");
-    write_rel("out/secret.txt", "secret");
-    write_rel("out/sub/b.txt", "outside");
+    write_text("root/a.txt", "alpha");
+    write_text("root/sub/b.txt", "bravo");
+    write_text("root/sub/deep/c.txt", "charlie");
+    write_text("out/secret.txt", "secret");
+    write_text("out/sub/b.txt", "outside");
 
     test_root_open();
     char dir[1024];
@@ -853,6 +815,6 @@ int main(void)
         beneath_root_close(r);
     }
     test_slash_root();
-    rm_tree(tmp_root);
+    test_rm_tree(tmp_root);
     return check_result();
 }

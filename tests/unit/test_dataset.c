@@ -13,9 +13,8 @@
  * The loader is checked for coverage, determinism across seeds, epochs and
  * thread counts, augmentation, drop_last and the bad-item policies.
  */
-#define _XOPEN_SOURCE 700 /* nftw */
+#define _XOPEN_SOURCE 700 /* nftw (test_rm_tree) */
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -31,39 +30,12 @@
 #include "check.h"
 #include "dataset.h"
 #include "run_cli.h"
+#include "test_scratch.h"
 #include "test_util.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 
-static char tmp_root[256];
-
 /* ------------------------------------------------------------ file helpers */
-
-static void tpath(char *buf, size_t n, const char *rel)
-{
-    snprintf(buf, n, "%s/%s", tmp_root, rel);
-}
-
-static void mkdir_rel(const char *rel)
-{
-    char p[1024];
-    tpath(p, sizeof p, rel);
-    CHECKF(mkdir(p, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", p, strerror(errno));
-}
-
-static void write_rel(const char *rel, const void *data, size_t len)
-{
-    char p[1024];
-    tpath(p, sizeof p, rel);
-    FILE *f = fopen(p, "wb");
-    CHECKF(f != NULL, "cannot write %s", p);
-    if (!f)
-        return;
-    CHECK(fwrite(data, 1, len, f) == len);
-    fclose(f);
-}
-
-static void write_text(const char *rel, const char *text) { write_rel(rel, text, strlen(text)); }
 
 /* Copies tests/data/images/<name> to <tmp>/<rel>. */
 static void copy_image(const char *name, const char *rel)
@@ -80,16 +52,6 @@ static void copy_image(const char *name, const char *rel)
     fclose(f);
     write_rel(rel, buf, n);
 }
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* Opens <tmp>/<rel> and expects failure with `code` and a message containing
  * every non-NULL needle. */
@@ -2184,11 +2146,8 @@ static void test_cli_outside_root(void)
 
 int main(void)
 {
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/vitfit_test_dataset_XXXXXX");
-    if (!mkdtemp(tmp_root)) {
-        perror("mkdtemp");
+    if (!test_scratch_create("dataset"))
         return 1;
-    }
     test_folder();
     test_jsonl();
     test_csv();
@@ -2209,6 +2168,6 @@ int main(void)
     test_manifest_lines();
     test_label_flood();
     test_max_items();
-    rm_tree(tmp_root);
+    test_rm_tree(tmp_root);
     return check_result();
 }

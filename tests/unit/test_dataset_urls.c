@@ -17,9 +17,8 @@
  *     and reported by its URL (DS_BAD_SKIP); a fetch the hook abandons as
  *     stopped fails the batch under both policies.
  */
-#define _XOPEN_SOURCE 700 /* nftw, mkdtemp */
+#define _XOPEN_SOURCE 700 /* nftw (test_rm_tree), mkdtemp */
 #include <errno.h>
-#include <ftw.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,8 +29,8 @@
 
 #include "check.h"
 #include "dataset.h"
-
-static char tmp_root[256];
+#include "test_scratch.h"
+#include "test_util.h"
 
 /* A 2x2 24-bit BMP: blue, green / red, white (rows bottom-up). */
 static const uint8_t bmp_a[70] = {
@@ -112,35 +111,6 @@ static vit_status mem_check(void *ctx, const char *url, vit_error *err)
     if (strstr(url, "refused"))
         return vit_error_set(err, VIT_ERR_INVALID, "not an acceptable URL (test)");
     return VIT_OK;
-}
-
-/* ------------------------------------------------------------ files */
-
-static void tpath(char *buf, size_t n, const char *rel)
-{
-    snprintf(buf, n, "%s/%s", tmp_root, rel);
-}
-
-static void write_rel(const char *rel, const void *data, size_t len)
-{
-    char p[1024];
-    tpath(p, sizeof p, rel);
-    FILE *f = fopen(p, "wb");
-    CHECKF(f != NULL, "cannot write %s: %s", p, strerror(errno));
-    if (!f)
-        return;
-    CHECK(fwrite(data, 1, len, f) == len);
-    fclose(f);
-}
-
-static void write_text(const char *rel, const char *text) { write_rel(rel, text, strlen(text)); }
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 static ds_options url_options(hook_log *h)
@@ -470,11 +440,8 @@ static void test_loader_policies(void)
 
 int main(void)
 {
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/vitfit_test_dsurls_XXXXXX");
-    if (!mkdtemp(tmp_root)) {
-        perror("mkdtemp");
+    if (!test_scratch_create("dsurls"))
         return 1;
-    }
     write_rel("a.bmp", bmp_a, sizeof bmp_a);
     write_text("mixed.jsonl", mixed_jsonl);
     write_text("mixed.csv", "image,label\n"
@@ -489,6 +456,6 @@ int main(void)
     test_open_refusals();
     test_load_image();
     test_loader_policies();
-    nftw(tmp_root, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rm_tree(tmp_root);
     return check_result();
 }

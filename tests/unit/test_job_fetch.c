@@ -22,10 +22,9 @@
  *     fetcher loads the image (decoded) once per job; without it URLs are
  *     refused.
  */
-#define _XOPEN_SOURCE 700 /* nftw, mkdtemp */
+#define _XOPEN_SOURCE 700 /* nftw (test_rm_tree), mkdtemp */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -43,8 +42,8 @@
 #include "job_fetch.h"
 #include "loopback_http.h"
 #include "sha256.h"
-
-static char tmp_root[256];
+#include "test_scratch.h"
+#include "test_util.h"
 
 /* A 2x2 24-bit BMP. */
 static const uint8_t bmp[70] = {
@@ -56,30 +55,6 @@ static const uint8_t bmp[70] = {
 };
 
 /* ------------------------------------------------------------ helpers */
-
-static void tpath(char *buf, size_t n, const char *rel)
-{
-    snprintf(buf, n, "%s/%s", tmp_root, rel);
-}
-
-static void mkdir_rel(const char *rel)
-{
-    char p[512];
-    tpath(p, sizeof p, rel);
-    CHECKF(mkdir(p, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", p, strerror(errno));
-}
-
-static void write_rel(const char *rel, const void *data, size_t len)
-{
-    char p[512];
-    tpath(p, sizeof p, rel);
-    FILE *f = fopen(p, "wb");
-    CHECKF(f != NULL, "cannot write %s", p);
-    if (f) {
-        CHECK(fwrite(data, 1, len, f) == len);
-        fclose(f);
-    }
-}
 
 /* The bytes of <tmp>/rel (malloc'd, *len), or NULL when it cannot be read. */
 static uint8_t *read_rel(const char *rel, size_t *len)
@@ -111,14 +86,6 @@ static void key_of(const char *url, char key[65])
     sha256_update(&c, url, strlen(url));
     sha256_final(&c, d);
     sha256_hex(d, key);
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 static api_fetch_limits limits(size_t max_bytes)
@@ -648,11 +615,8 @@ int main(void)
         fprintf(stderr, "curl_global_init failed\n");
         return 1;
     }
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/vitfit_test_job_fetch_XXXXXX");
-    if (!mkdtemp(tmp_root)) {
-        perror("mkdtemp");
+    if (!test_scratch_create("job_fetch"))
         return 1;
-    }
     test_cached_once();
     test_threads_once();
     test_failures();
@@ -660,7 +624,7 @@ int main(void)
     test_confined();
     test_cancel();
     test_finetune_open();
-    nftw(tmp_root, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rm_tree(tmp_root);
     curl_global_cleanup();
     return check_result();
 }

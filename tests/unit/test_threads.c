@@ -21,9 +21,8 @@
  *    going to sleep (counted, not timed) and its spin never adapting.  Runs
  *    last: every thread started after the pin inherits it.
  */
-#define _GNU_SOURCE /* sched_setaffinity */
+#define _GNU_SOURCE /* sched_setaffinity; nftw (test_rm_tree) */
 #include <dirent.h>
-#include <ftw.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -39,6 +38,7 @@
 #include "gemm.h"
 #include "pool.h"
 #include "run_cli.h"
+#include "test_util.h"
 
 /* ---- 1. the decision on synthetic inputs ---- */
 
@@ -99,12 +99,6 @@ static void put_file(const char *root, const char *rel, const char *text)
         fputs(text, f);
         fclose(f);
     }
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
 }
 
 /* cpu_usable_in over fake cgroup trees (an affinity mask of 8 CPUs).  The
@@ -178,7 +172,7 @@ static void test_cgroup_tree(void)
     CHECK(cpu_usable_in(8, v2, NULL) == 8);
     CHECK(cpu_usable_in(1, v2, "0::/wide\n") == 1); /* the mask still counts */
     CHECK(cpu_usable_in(8, root, "0::/v2/slice\n") == 8); /* root is not v2's mount */
-    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    test_rm_tree(root);
 }
 
 /* ---- 2. failed starts ---- */
