@@ -76,7 +76,7 @@ static void attention_region(void *p, int member, int threads)
     float *gemm_scratch = s + (size_t)N * ls;
     size_t gemm_floats = gemm_packed_scratch_floats(N);
     float scale = 1.0f / sqrtf((float)hs);
-    vit_share share = vit_team_share(j->team, 0, member, threads, j->B * j->NH);
+    vit_share share = vit_team_shared(j->team, 0, member, threads, j->B * j->NH);
     for (int t; vit_team_take(&share, &t);) {
         int b = t / j->NH, h = t % j->NH;
         const float *q = j->qkv + (size_t)b * N * ld + (size_t)h * hs;
@@ -95,6 +95,7 @@ void attention_forward_team(vit_team *team, float *out, const float *qkv, int B,
                             int NH, bool bf16, float *scratch)
 {
     attention_job j = {out, qkv, B, N, C, NH, bf16, scratch, team};
+    vit_team_share_ahead(team, 0, B * NH);
     vit_team_run(team, attention_region, &j);
 }
 

@@ -342,18 +342,36 @@ static unsigned long long part_bounds(unsigned next, unsigned end)
     return (unsigned long long)end << 32 | next;
 }
 
-vit_share vit_team_share(vit_team *t, int slot, int member, int threads, int n)
+static void publish_part(vit_team *t, int slot, int member, int n)
 {
-    VIT_ASSERT(slot >= 0 && slot < VIT_TEAM_SLOTS && n >= 0);
-    vit_share s = {t, slot, member, threads, 0, n};
-    if (!t || threads == 1)
-        return s;
-    VIT_ASSERT(threads == t->threads);
     int begin, end;
-    vit_team_split(n, member, threads, &begin, &end);
+    vit_team_split(n, member, t->threads, &begin, &end);
     atomic_store_explicit(&t->parts[slot][member].bounds,
                           part_bounds((unsigned)begin, (unsigned)end), memory_order_release);
+}
+
+vit_share vit_team_shared(vit_team *t, int slot, int member, int threads, int n)
+{
+    VIT_ASSERT(slot >= 0 && slot < VIT_TEAM_SLOTS && n >= 0);
+    VIT_ASSERT(!t || threads == t->threads);
+    return (vit_share){t, slot, member, threads, 0, n};
+}
+
+vit_share vit_team_share(vit_team *t, int slot, int member, int threads, int n)
+{
+    vit_share s = vit_team_shared(t, slot, member, threads, n);
+    if (t && threads > 1)
+        publish_part(t, slot, member, n);
     return s;
+}
+
+void vit_team_share_ahead(vit_team *t, int slot, int n)
+{
+    VIT_ASSERT(slot >= 0 && slot < VIT_TEAM_SLOTS && n >= 0);
+    if (!t || t->threads == 1)
+        return;
+    for (int m = 0; m < t->threads; m++)
+        publish_part(t, slot, m, n); /* vit_team_run's publish orders these */
 }
 
 /* Takes the front (owner) or the back (thief) of part p into *item. */

@@ -98,6 +98,16 @@ typedef struct vit_share {
  * (a NULL team, or one member: [0, n) walked in order, nothing shared). */
 vit_share vit_team_share(vit_team *t, int slot, int member, int threads, int n);
 
+/* For a region without a barrier between sharing and taking: the caller,
+ * between regions, publishes every member's part of [0, n) in slot, so a
+ * member that starts late has its part taken by the others too (a part a
+ * member publishes itself stays invisible until it starts).  Inside the next
+ * region each member then calls vit_team_shared instead of vit_team_share. */
+void vit_team_share_ahead(vit_team *t, int slot, int n);
+
+/* Member's view of the parts vit_team_share_ahead published. */
+vit_share vit_team_shared(vit_team *t, int slot, int member, int threads, int n);
+
 /* The next item for s's member: its own part's next, else one from the end
  * of another member's.  False when every part is empty. */
 bool vit_team_take(vit_share *s, int *item);

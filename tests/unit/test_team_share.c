@@ -14,6 +14,10 @@
  *    and a barrier between steps (as gemm.c's passes use them): each step's
  *    items exactly once, none taken in another step.
  * 5. Many short regions on more members than CPUs, for ThreadSanitizer.
+ * 6. Parts published ahead of a region with no barrier (vit_team_share_ahead,
+ *    as attention and LayerNorm use them): one or two late members of 2 or
+ *    3 have all their items taken by member 0.
+ * 7. 64 members, and ranges past 16 bits.
  */
 #define _GNU_SOURCE /* nanosleep */
 #include <stdatomic.h>
@@ -57,7 +61,9 @@ static void test_single_member(void)
 typedef struct once_job {
     vit_team *team;
     int n, slot;
-    int late_ms;                    /* member 1 sleeps this long after sharing */
+    int late_ms;                    /* members 1..late_members sleep this long after sharing */
+    int late_members;
+    bool ahead;                     /* parts published by vit_team_share_ahead, no barrier */
     atomic_int taken[MAX_ITEMS];    /* times each item was taken */
     int order[MAX_MEMBERS][MAX_ITEMS]; /* items in the order each member took them */
     int count[MAX_MEMBERS];
@@ -66,13 +72,20 @@ typedef struct once_job {
 static void once_region(void *p, int member, int threads)
 {
     once_job *j = p;
-    vit_share s = vit_team_share(j->team, j->slot, member, threads, j->n);
-    if (j->late_ms > 0) {
-        /* every part shared before anyone takes, as gemm.c's passes do; a
-         * part not yet shared would look empty to the others */
-        vit_team_barrier(j->team);
-        if (member == 1)
+    vit_share s;
+    if (j->ahead) {
+        s = vit_team_shared(j->team, j->slot, member, threads, j->n);
+        if (member >= 1 && member <= j->late_members)
             sleep_ms(j->late_ms);
+    } else {
+        s = vit_team_share(j->team, j->slot, member, threads, j->n);
+        if (j->late_ms > 0) {
+            /* every part shared before anyone takes, as gemm.c's passes do;
+             * a part not yet shared would look empty to the others */
+            vit_team_barrier(j->team);
+            if (member >= 1 && member <= j->late_members)
+                sleep_ms(j->late_ms);
+        }
     }
     for (int item; vit_team_take(&s, &item);) {
         if (item < 0 || item >= j->n) {
@@ -84,6 +97,22 @@ static void once_region(void *p, int member, int threads)
     }
 }
 
+typedef struct wide_job {
+    vit_team *team;
+    int n;
+    atomic_int *taken;
+} wide_job;
+
+static void wide_region(void *p, int member, int threads)
+{
+    wide_job *w = p;
+    vit_share s = vit_team_share(w->team, 1, member, threads, w->n);
+    vit_team_barrier(w->team);
+    for (int item; vit_team_take(&s, &item);)
+        if (item >= 0 && item < w->n)
+            atomic_fetch_add(&w->taken[item], 1);
+}
+
 static void run_once(vit_team *team, once_job *j, int n, int slot, int late_ms)
 {
     memset(j, 0, sizeof *j);
@@ -91,7 +120,64 @@ static void run_once(vit_team *team, once_job *j, int n, int slot, int late_ms)
     j->n = n;
     j->slot = slot;
     j->late_ms = late_ms;
+    j->late_members = 1;
     vit_team_run(team, once_region, j);
+}
+
+/* Parts published ahead (no barrier in the region): members 1..late sleep at
+ * the start, so member 0 must take all of theirs too. */
+static void test_share_ahead(void)
+{
+    static once_job job;
+    for (int threads = 2; threads <= 3; threads++)
+        for (int late = 1; late < threads; late++) {
+            vit_team *team = NULL;
+            vit_error err;
+            CHECK(vit_team_create(threads, &team, &err) == VIT_OK);
+            memset(&job, 0, sizeof job);
+            job.team = team;
+            job.n = 64;
+            job.late_ms = 200;
+            job.late_members = late;
+            job.ahead = true;
+            vit_team_share_ahead(team, 0, job.n);
+            vit_team_run(team, once_region, &job);
+            int others = 0;
+            for (int m = 1; m <= late; m++)
+                others += job.count[m];
+            CHECKF(others == 0, "%d members, %d late, shared ahead: the late took %d items",
+                   threads, late, others);
+            for (int item = 0; item < job.n; item++)
+                CHECKF(atomic_load(&job.taken[item]) == 1, "ahead: item %d taken %d times",
+                       item, atomic_load(&job.taken[item]));
+            vit_team_free(team);
+        }
+}
+
+/* 64 members (the most a team has) on however few CPUs, and a range past
+ * 16 bits: exactly once each. */
+static void test_wide(void)
+{
+    enum { BIG = 70000 };
+    static atomic_int taken[BIG];
+    const int sizes[][2] = {{64, 1000}, {2, BIG}, {5, BIG}};
+    for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++) {
+        int threads = sizes[c][0], n = sizes[c][1];
+        vit_team *team = NULL;
+        vit_error err;
+        CHECK(vit_team_create(threads, &team, &err) == VIT_OK);
+        if (!team)
+            continue;
+        for (int i = 0; i < n; i++)
+            atomic_store(&taken[i], 0);
+        wide_job w = {team, n, taken};
+        vit_team_run(team, wide_region, &w);
+        int bad = 0;
+        for (int i = 0; i < n; i++)
+            bad += atomic_load(&taken[i]) != 1;
+        CHECKF(bad == 0, "%d members, n %d: %d items not taken exactly once", threads, n, bad);
+        vit_team_free(team);
+    }
 }
 
 static void test_exactly_once(void)
@@ -232,6 +318,8 @@ int main(void)
     test_single_member();
     test_exactly_once();
     test_late_member();
+    test_share_ahead();
+    test_wide();
     test_slot_reuse();
     test_many_regions();
     return check_result();
