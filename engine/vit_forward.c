@@ -170,6 +170,7 @@ typedef struct layernorm_job {
     int B, R, C;
     float eps;
     vit_team *team;
+    int chunks; /* of LAYERNORM_CHUNK_ROWS rows, shared ahead */
 } layernorm_job;
 
 enum { LAYERNORM_CHUNK_ROWS = 16 };
@@ -180,8 +181,7 @@ static void layernorm_region(void *p, int member, int threads)
 {
     const layernorm_job *j = p;
     int rows = j->B * j->R;
-    vit_share share = vit_team_shared(j->team, 0, member, threads,
-                                     (rows + LAYERNORM_CHUNK_ROWS - 1) / LAYERNORM_CHUNK_ROWS);
+    vit_share share = vit_team_shared(j->team, 0, member, threads, j->chunks);
     for (int chunk; vit_team_take(&share, &chunk);) {
         int r0 = chunk * LAYERNORM_CHUNK_ROWS;
         int r1 = rows - r0 < LAYERNORM_CHUNK_ROWS ? rows : r0 + LAYERNORM_CHUNK_ROWS;
@@ -203,8 +203,9 @@ static void layernorm_rows_team(const vit_model *m, const vit_acts *a, float *ou
 {
     for (int b = 0; b < B; b++)
         a->row_bias[b] = image_bias(m, a, bias, b);
-    layernorm_job j = {out, mean, rstd, x, w, a->row_bias, B, R, C, eps, a->team};
-    vit_team_share_ahead(a->team, 0, (B * R + LAYERNORM_CHUNK_ROWS - 1) / LAYERNORM_CHUNK_ROWS);
+    int chunks = (B * R + LAYERNORM_CHUNK_ROWS - 1) / LAYERNORM_CHUNK_ROWS;
+    layernorm_job j = {out, mean, rstd, x, w, a->row_bias, B, R, C, eps, a->team, chunks};
+    vit_team_share_ahead(a->team, 0, chunks);
     vit_team_run(a->team, layernorm_region, &j);
 }
 

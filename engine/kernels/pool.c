@@ -64,6 +64,7 @@
 #define VIT_TEAM_SPIN 256
 #endif
 enum {
+    TEAM_MAX = 64, /* members of a team (pool.h) */
     SPIN_MIN = VIT_TEAM_SPIN,
     SPIN_MAX = 16 * VIT_TEAM_SPIN,
     /* a sleep shorter than this would mostly have been caught by spinning
@@ -103,7 +104,7 @@ struct vit_team {
     wait_word running;           /* helpers still inside the current region */
     wait_word barrier_phase;     /* bumped when the last member arrives */
     _Alignas(64) atomic_int barrier_waiting; /* members at the barrier */
-    share_part parts[VIT_TEAM_SLOTS][64];        /* vit_team_share, per member */
+    share_part parts[VIT_TEAM_SLOTS][TEAM_MAX]; /* vit_team_share, per member */
 };
 
 typedef struct helper_arg {
@@ -237,8 +238,9 @@ static void publish(vit_team *t)
 vit_status vit_team_create(int threads, vit_team **out, vit_error *err)
 {
     *out = NULL;
-    if (threads < 1 || threads > 64)
-        return vit_error_set(err, VIT_ERR_INVALID, "threads %d is outside [1, 64]", threads);
+    if (threads < 1 || threads > TEAM_MAX)
+        return vit_error_set(err, VIT_ERR_INVALID, "threads %d is outside [1, %d]", threads,
+                             TEAM_MAX);
     vit_team *t = aligned_alloc(64, (sizeof *t + 63) & ~(size_t)63);
     if (t)
         memset(t, 0, sizeof *t);
