@@ -418,8 +418,8 @@ else
 fi
 
 # ---- TSan: the tests that start threads
-tsan_tests=(serving dataset gemm team_share train_paths task task_store threads fetch job_fetch api_routes
-  api_load api_finetune job_lease task_watch api_replicas)
+tsan_tests=(serving dataset gemm gemm_bf16 team_share train_paths task task_store threads fetch
+  job_fetch api_routes api_load api_finetune job_lease task_watch api_replicas)
 # api_finetune's sections that run jobs beside requests, streams and cancels;
 # the rest (validation, listing, crash and restart) are single-threaded
 # checks that TSan would only slow down, 4x here

@@ -16,7 +16,8 @@
  * vit_state runs inference on its thread team: packed GEMMs (fp32, or bf16
  * operands with fp32 accumulation by the model's precision) with the bias
  * adds and the GELU inside them, attention heads as packed GEMMs, LayerNorm
- * split by rows (block_forward_packed); a training state's forward takes the
+ * split by rows, and in bf16 MLP-in's output written as MLP-out's packed
+ * input (block_forward_packed); a training state's forward takes the
  * same kernels and keeps its activations (block_forward_train).  Everywhere
  * else -- CPUs without AVX-512, VITFIT_NO_AVX512 -- the OpenBLAS path
  * (block_forward) runs, for inference and training alike.
@@ -283,8 +284,13 @@ static vit_status state_plan(const vit_model *m, int max_batch, int threads, vit
     };
     /* The GEMM scratch serves every product of up to B*N rows: the patch
      * GEMM's B*(N-1) and any batch below max_batch. */
+    uint64_t hidden_words = *packed && gemm_bf16_to_a_fits((int)C)
+                                ? gemm_bf16_a_words((int)(B * N), (int)M) : 0;
     uint64_t fixed[SB_COUNT] = {
         [SB_PROBS] = N * N, /* one attention matrix, reused for every (b, h) */
+        /* bf16 keeps MLP-in's output as MLP-out's packed A (mlp_chained):
+         * whole slivers of rows, so a little more than B*N*M */
+        [SB_HIDDEN] = hidden_words > B * N * M ? hidden_words - B * N * M : 0,
         [SB_GEMM_SCRATCH] = *packed ? gemm_packed_scratch_floats((int)(B * N)) : 0,
         [SB_ATTN_SCRATCH] = *packed ? (uint64_t)threads *
                                           attention_scratch_floats((int)N, (int)C, c->heads)
@@ -412,6 +418,34 @@ void vit_state_set_profile(vit_state *s, vit_profile *p)
     s->acts.profile = p;
 }
 
+/* Whether bf16 MLP-in writes its activations straight into MLP-out's packed
+ * A (gemm_packed_bf16_to_a): the hidden buffer then holds bf16 pairs. */
+static bool mlp_chained(const vit_model *m, const vit_block_weights *w)
+{
+    return w->fc1_wb && w->fc2_wb && gemm_bf16_to_a_fits(m->cfg.width);
+}
+
+/* x += fc2(act(fc1(ln2))) in bf16, the hidden activations kept packed. */
+static void mlp_bf16_chained(const vit_model *m, const vit_block_weights *w, vit_acts *a,
+                             vit_block_acts *k, gemm_post act, int B)
+{
+    int N = vit_config_tokens(&m->cfg), C = m->cfg.width, M = m->cfg.mlp_dim;
+    double r = (double)B * N;
+    uint32_t *hidden = (uint32_t *)k->h_act; /* gemm_bf16_a_words(B N, M): state_plan */
+    for (int b = 0; b < B; b++)
+        a->row_bias[b] = image_bias(m, a, w->fc1_b, b);
+    gemm_bias init = {a->row_bias, N, false};
+    gemm_packed_bf16_to_a(a->team, B * N, M, C, k->ln2, (size_t)C, w->fc1_wb, hidden, &init, act,
+                          a->gemm_scratch, a->gemm_scratch_floats);
+    vit_profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
+    for (int b = 0; b < B; b++)
+        a->row_bias[b] = image_bias(m, a, w->fc2_b, b);
+    init.add = true;
+    gemm_packed_bf16_a(a->team, B * N, C, M, hidden, w->fc2_wb, a->x, (size_t)C, &init,
+                       GEMM_POST_NONE);
+    vit_profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
+}
+
 /* block_forward on packed weights and the state's team: the bias adds ride
  * on the GEMMs, the activation is fused into fc1's tile stores, and the
  * element-wise work is split across the team.  Inference only (nothing kept
@@ -438,6 +472,10 @@ static void block_forward_packed(const vit_model *m, const vit_block_weights *w,
                         c->ln_eps);
     vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     gemm_post act = c->act == VIT_ACT_GELU ? GEMM_POST_GELU : GEMM_POST_QUICK_GELU;
+    if (mlp_chained(m, w)) {
+        mlp_bf16_chained(m, w, a, k, act, B);
+        return;
+    }
     packed_rows(m, a, k->h_act, k->ln2, w->fc1_wp, w->fc1_wb, w->fc1_b, false, act, B, N, M,
                 C);                                                           /* (B,N,M) */
     vit_profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);

@@ -189,6 +189,11 @@ typedef struct packed_kernel {
     void (*panels)(const void *ap, const void *bp_block, int m, int n, int kc, int j0, int j1,
                    float *c, size_t ldc, const gemm_seed *seed, gemm_post post);
     const void *(*b_block)(const void *bp, int n, int p0);
+    /* bf16 only (else NULL): the tile over several KC blocks at once, from
+     * A packed over all of them (gemm_bf16.h) */
+    void (*panels_k)(const uint32_t *ap, size_t a_sliver_words, const uint16_t *bp, int n,
+                     int kk, int m, int j0, int j1, const gemm_bf16_dst *dst,
+                     const gemm_seed *seed, gemm_post post);
 } packed_kernel;
 
 _Static_assert(GEMM_BF16_KC * sizeof(uint16_t) == GEMM_KC * sizeof(float),
@@ -234,19 +239,47 @@ static const void *bf16_b_block(const void *bp, int n, int p0)
     return (const uint16_t *)bp + gemm_bf16_packed_b_block(n, p0);
 }
 
+/* One KC block of a bf16 product into fp32 C. */
+#define BF16_BLOCK_PANELS(name, tile)                                                          \
+    static void name(const void *ap, const void *bp_block, int m, int n, int kc, int j0,     \
+                     int j1, float *c, size_t ldc, const gemm_seed *seed, gemm_post post)    \
+    {                                                                                          \
+        gemm_bf16_dst dst = {.c = c, .ldc = ldc};                                              \
+        tile(ap, bf16_sliver_bytes(kc) / sizeof(uint32_t), bp_block, n, kc, m, j0, j1, &dst,  \
+             seed, post);                                                                      \
+    }
+
 static const packed_kernel fp32_kernel = {GEMM_KC, fp32_sliver_bytes, fp32_pack_a, fp32_panels,
-                                          fp32_b_block};
+                                          fp32_b_block, NULL};
 static const packed_kernel fp32_kernel_at = {GEMM_KC, fp32_sliver_bytes, fp32_pack_a_t,
-                                             fp32_panels, fp32_b_block};
+                                             fp32_panels, fp32_b_block, NULL};
 #ifdef VIT_HAVE_BF16_NATIVE
+BF16_BLOCK_PANELS(bf16_native_block, gemm_bf16_panels_native)
 static const packed_kernel bf16_native = {GEMM_BF16_KC, bf16_sliver_bytes, gemm_bf16_pack_a_block,
-                                          gemm_bf16_block_panels_native, bf16_b_block};
+                                          bf16_native_block, bf16_b_block,
+                                          gemm_bf16_panels_native};
 #else
 static const packed_kernel bf16_native = {0}; /* never chosen: cpu_has_avx512_bf16() is false */
 #endif
+BF16_BLOCK_PANELS(bf16_emulated_block, gemm_bf16_panels_emulated)
 static const packed_kernel bf16_emulated = {GEMM_BF16_KC, bf16_sliver_bytes,
-                                            gemm_bf16_pack_a_block,
-                                            gemm_bf16_block_panels_emulated, bf16_b_block};
+                                            gemm_bf16_pack_a_block, bf16_emulated_block,
+                                            bf16_b_block, gemm_bf16_panels_emulated};
+
+/* Whether a product runs with its A packed over all of k at once and each
+ * tile summing every block before it stores: bf16 products whose packed A
+ * fits the two block buffers.  Their C (or next A) is then written once,
+ * and the sums do not depend on where a block boundary falls. */
+static bool full_k(const packed_kernel *kern, int k)
+{
+    return kern->panels_k && k <= 2 * kern->kc;
+}
+
+/* Words of one sliver of a bf16 A packed over all of k. */
+static size_t bf16_sliver_words(int k)
+{
+    return bf16_sliver_bytes(k) / sizeof(uint32_t);
+}
 
 typedef struct packed_job {
     const packed_kernel *kernel;
@@ -262,10 +295,32 @@ typedef struct packed_job {
     float *b_dst;
     float *c;
     size_t ldc;
+    uint32_t *next;       /* bf16: the result into a next product's packed A instead of c */
+    const uint32_t *a_packed; /* bf16: A packed over all of k beforehand (a unused) */
     const gemm_bias *init;
     gemm_post post;
     float *scratch;
 } packed_job;
+
+/* Where rows i0.. of a full-k bf16 product go. */
+static gemm_bf16_dst bf16_dst(const packed_job *j, int i0)
+{
+    if (j->next)
+        return (gemm_bf16_dst){.next = j->next + (size_t)i0 / GEMM_MR * bf16_sliver_words(j->n),
+                               .next_sliver_words = bf16_sliver_words(j->n)};
+    return (gemm_bf16_dst){.c = j->c + (size_t)i0 * j->ldc, .ldc = j->ldc};
+}
+
+/* Packs the slivers [s0, s1) of rows i0.. of A, all of k, into ap. */
+static void bf16_pack_full(const packed_job *j, uint32_t *ap, const float *a, int rows, int s0,
+                           int s1)
+{
+    for (int p0 = 0; p0 < j->k; p0 += j->kernel->kc) {
+        int kc = j->k - p0 < j->kernel->kc ? j->k - p0 : j->kernel->kc;
+        gemm_bf16_pack_a_slivers(ap + (size_t)p0 / 2 * GEMM_MR, bf16_sliver_words(j->k), a,
+                                 j->lda, rows, s0, s1, p0, kc);
+    }
+}
 
 /* How the first KC block of rows [i0, i0 + rows) starts C: as init says (see
  * gemm_bias), added by the tiles as they store; NULL init: C = A.B.  Each
@@ -320,13 +375,14 @@ static void packed_region(void *p, int member, int threads)
     pack_b_share(j, q0, q1);
     int pass = pass_rows(j->m);
     size_t half = gemm_packed_a_floats(pass);
-    /* A product two blocks deep (a bf16 K of 768: ViT-B's QKV, projection
-     * and MLP-in) has all of a pass's A in the two buffers at once, so a
-     * member finishes each of its panels over both blocks before the next:
-     * its C columns (at batch 1, 1.2 MB of MLP-in output per member) are
-     * then written once, from cache, instead of swept once per block
-     * through L3. */
+    /* A product two blocks deep (ViT-B's QKV, projection and MLP-in, k =
+     * 768) has all of a pass's A in the two buffers at once, so a member
+     * finishes each of its panels over both blocks before the next: its C
+     * columns (at batch 1, 1.2 MB of MLP-in output per member) are then
+     * written once, from cache, instead of swept once per block through
+     * L3.  bf16 sums both blocks in the tile's registers (full_k). */
     bool whole_k = j->k > kern->kc && j->k <= 2 * kern->kc;
+    bool all_k = full_k(kern, j->k);
     int step = 0;
     for (int i0 = 0; i0 < j->m; i0 += pass) {
         int rows = j->m - i0 < pass ? j->m - i0 : pass;
@@ -334,28 +390,38 @@ static void packed_region(void *p, int member, int threads)
         vit_team_split((rows + GEMM_MR - 1) / GEMM_MR, member, threads, &s0, &s1);
         /* rows i0.. of A: columns i0.. of its transposed storage */
         const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
-        float *c = j->c + (size_t)i0 * j->ldc;
+        float *c = j->c ? j->c + (size_t)i0 * j->ldc : NULL; /* NULL: into j->next */
         const float *bias_rows[GEMM_MC];
         gemm_seed first = first_seed(j, i0, rows, bias_rows);
-        if (whole_k) {
+        if (all_k || whole_k) {
             /* the buffers are the last pass's until every member is done
              * with it */
             if (i0 > 0 && threads > 1)
                 vit_team_barrier(j->team);
             vit_share share = vit_team_share(j->team, step & 1, member, threads, panels);
-            for (int b = 0; b < 2; b++) {
-                int p0 = b * kern->kc, kc = j->k - p0 < kern->kc ? j->k - p0 : kern->kc;
-                kern->pack_a(j->scratch + (size_t)b * half, a, j->lda, rows, s0, s1, p0, kc);
-            }
+            if (all_k)
+                bf16_pack_full(j, (uint32_t *)j->scratch, a, rows, s0, s1);
+            else
+                for (int b = 0; b < 2; b++) {
+                    int p0 = b * kern->kc, kc = j->k - p0 < kern->kc ? j->k - p0 : kern->kc;
+                    kern->pack_a(j->scratch + (size_t)b * half, a, j->lda, rows, s0, s1, p0, kc);
+                }
             if (threads > 1)
                 vit_team_barrier(j->team);
-            for (int q; vit_team_take(&share, &q);)
+            gemm_bf16_dst dst = all_k ? bf16_dst(j, i0) : (gemm_bf16_dst){0};
+            for (int q; vit_team_take(&share, &q);) {
+                if (all_k) {
+                    kern->panels_k((const uint32_t *)j->scratch, bf16_sliver_words(j->k), j->bp,
+                                   j->n, j->k, rows, q, q + 1, &dst, &first, j->post);
+                    continue;
+                }
                 for (int b = 0; b < 2; b++) {
                     int p0 = b * kern->kc, kc = j->k - p0 < kern->kc ? j->k - p0 : kern->kc;
                     kern->panels(j->scratch + (size_t)b * half, kern->b_block(j->bp, j->n, p0),
                                  rows, j->n, kc, q, q + 1, c, j->ldc,
                                  b > 0 ? &later_seed : &first, b == 1 ? j->post : GEMM_POST_NONE);
                 }
+            }
             step++;
             continue;
         }
@@ -393,7 +459,10 @@ static void packed_region_by_rows(void *p, int member, int threads)
             vit_team_barrier(j->team);
     }
     int chunk = pass_rows(j->m) / GEMM_MR / threads; /* >= 1: split_by_rows */
-    void *slice = (char *)j->scratch + (size_t)member * chunk * kern->sliver_bytes(kern->kc);
+    /* a full-k slice holds up to two blocks: the scratch has room for both */
+    bool all_k = full_k(kern, j->k);
+    size_t slice_bytes = (size_t)chunk * kern->sliver_bytes(kern->kc) * (all_k ? 2 : 1);
+    void *slice = (char *)j->scratch + (size_t)member * slice_bytes;
     int s0, s1;
     vit_team_split((j->m + GEMM_MR - 1) / GEMM_MR, member, threads, &s0, &s1);
     for (int s = s0; s < s1; s += chunk) {
@@ -401,12 +470,20 @@ static void packed_region_by_rows(void *p, int member, int threads)
         int i1 = (s + chunk < s1 ? s + chunk : s1) * GEMM_MR;
         int rows = (i1 < j->m ? i1 : j->m) - i0;
         const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
-        float *c = j->c + (size_t)i0 * j->ldc;
+        float *c = j->c ? j->c + (size_t)i0 * j->ldc : NULL; /* NULL: into j->next */
         const float *bias_rows[GEMM_MC];
         gemm_seed first = first_seed(j, i0, rows, bias_rows);
+        int slivers = (rows + GEMM_MR - 1) / GEMM_MR;
+        if (all_k) {
+            gemm_bf16_dst dst = bf16_dst(j, i0);
+            bf16_pack_full(j, slice, a, rows, 0, slivers);
+            kern->panels_k(slice, bf16_sliver_words(j->k), j->bp, j->n, j->k, rows, 0, panels,
+                           &dst, &first, j->post);
+            continue;
+        }
         for (int p0 = 0; p0 < j->k; p0 += kern->kc) {
             int kc = j->k - p0 < kern->kc ? j->k - p0 : kern->kc;
-            kern->pack_a(slice, a, j->lda, rows, 0, (rows + GEMM_MR - 1) / GEMM_MR, p0, kc);
+            kern->pack_a(slice, a, j->lda, rows, 0, slivers, p0, kc);
             bool last = p0 + kc >= j->k;
             kern->panels(slice, kern->b_block(j->bp, j->n, p0), rows, j->n, kc, 0, panels, c,
                          j->ldc, p0 > 0 ? &later_seed : &first, last ? j->post : GEMM_POST_NONE);
@@ -493,14 +570,83 @@ void gemm_packed_dx(vit_team *team, int m, int n, int k, const float *dy, size_t
     run_job(&j);
 }
 
+static const packed_kernel *bf16_kernel(void)
+{
+    gemm_bf16_kind kind = gemm_bf16_available();
+    VIT_ASSERT(kind != GEMM_BF16_NONE);
+    return kind == GEMM_BF16_NATIVE ? &bf16_native : &bf16_emulated;
+}
+
 void gemm_packed_bf16(vit_team *team, int m, int n, int k, const float *a, size_t lda,
                       const uint16_t *w_packed, float *c, size_t ldc, const gemm_bias *init,
                       gemm_post post, float *scratch, size_t scratch_floats)
 {
-    gemm_bf16_kind kind = gemm_bf16_available();
-    VIT_ASSERT(kind != GEMM_BF16_NONE);
-    packed_run(kind == GEMM_BF16_NATIVE ? &bf16_native : &bf16_emulated, team, m, n, k, a, lda,
-               w_packed, c, ldc, init, post, scratch, scratch_floats);
+    packed_run(bf16_kernel(), team, m, n, k, a, lda, w_packed, c, ldc, init, post, scratch,
+               scratch_floats);
+}
+
+size_t gemm_bf16_a_words(int m, int k)
+{
+    return (size_t)((m + GEMM_MR - 1) / GEMM_MR) * bf16_sliver_words(k);
+}
+
+bool gemm_bf16_to_a_fits(int k)
+{
+    return k >= 1 && k <= 2 * GEMM_BF16_KC;
+}
+
+void gemm_packed_bf16_to_a(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                           const uint16_t *w_packed, uint32_t *next, const gemm_bias *init,
+                           gemm_post post, float *scratch, size_t scratch_floats)
+{
+    /* nothing to add to, and A packed whole (full_k) so no partial sums */
+    VIT_ASSERT(m >= 1 && gemm_bf16_to_a_fits(k) && (!init || !init->add));
+    VIT_ASSERT(scratch_need(m) <= scratch_floats);
+    packed_job j = {.kernel = bf16_kernel(), .team = team, .m = m, .n = n, .k = k, .a = a,
+                    .lda = lda, .bp = w_packed, .next = next, .init = init, .post = post,
+                    .scratch = scratch};
+    VIT_ASSERT(full_k(j.kernel, k));
+    run_job(&j);
+}
+
+/* gemm_packed_bf16_a's items: the rows in chunks of a pass, each chunk's
+ * panels in turn, so a member's run of items keeps one chunk of A (at most
+ * GEMM_MC rows: 1.4 MB at k = 3072) in cache while the weights stream. */
+static void prepacked_region(void *p, int member, int threads)
+{
+    const packed_job *j = p;
+    int panels = (j->n + GEMM_NR - 1) / GEMM_NR, pass = pass_rows(j->m);
+    int chunks = (j->m + pass - 1) / pass;
+    size_t sliver_words = bf16_sliver_words(j->k);
+    vit_share share = vit_team_shared(j->team, 0, member, threads, chunks * panels);
+    for (int t; vit_team_take(&share, &t);) {
+        int i0 = t / panels * pass, q = t % panels;
+        int rows = j->m - i0 < pass ? j->m - i0 : pass;
+        const float *bias_rows[GEMM_MC];
+        gemm_seed first = first_seed(j, i0, rows, bias_rows);
+        gemm_bf16_dst dst = bf16_dst(j, i0);
+        j->kernel->panels_k(j->a_packed + (size_t)i0 / GEMM_MR * sliver_words, sliver_words,
+                            j->bp, j->n, j->k, rows, q, q + 1, &dst, &first, j->post);
+    }
+}
+
+void gemm_packed_bf16_a(vit_team *team, int m, int n, int k, const uint32_t *a_packed,
+                        const uint16_t *w_packed, float *c, size_t ldc, const gemm_bias *init,
+                        gemm_post post)
+{
+    VIT_ASSERT(m >= 1 && k >= 1);
+    packed_job j = {.kernel = bf16_kernel(), .team = team, .m = m, .n = n, .k = k,
+                    .a_packed = a_packed, .bp = w_packed, .c = c, .ldc = ldc, .init = init,
+                    .post = post};
+    int panels = (n + GEMM_NR - 1) / GEMM_NR, pass = pass_rows(m);
+    int items = (m + pass - 1) / pass * panels;
+    /* published before the region, so a member that starts late has its
+     * items taken too; no barrier: no member packs anything */
+    vit_team_share_ahead(team, 0, items);
+    if (!team || vit_team_threads(team) == 1)
+        prepacked_region(&j, 0, 1);
+    else
+        vit_team_run(team, prepacked_region, &j);
 }
 
 size_t gemm_packed_weight_bf16_elems(int n, int k)
@@ -648,6 +794,36 @@ void gemm_packed_bf16(vit_team *team, int m, int n, int k, const float *a, size_
 {
     (void)team, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)w_packed, (void)c;
     (void)ldc, (void)init, (void)post, (void)scratch, (void)scratch_floats;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+size_t gemm_bf16_a_words(int m, int k)
+{
+    (void)m, (void)k;
+    return 0;
+}
+
+bool gemm_bf16_to_a_fits(int k)
+{
+    (void)k;
+    return false;
+}
+
+void gemm_packed_bf16_to_a(vit_team *team, int m, int n, int k, const float *a, size_t lda,
+                           const uint16_t *w_packed, uint32_t *next, const gemm_bias *init,
+                           gemm_post post, float *scratch, size_t scratch_floats)
+{
+    (void)team, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)w_packed, (void)next;
+    (void)init, (void)post, (void)scratch, (void)scratch_floats;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+void gemm_packed_bf16_a(vit_team *team, int m, int n, int k, const uint32_t *a_packed,
+                        const uint16_t *w_packed, float *c, size_t ldc, const gemm_bias *init,
+                        gemm_post post)
+{
+    (void)team, (void)m, (void)n, (void)k, (void)a_packed, (void)w_packed, (void)c, (void)ldc;
+    (void)init, (void)post;
     VIT_ASSERT(!"packed GEMM not built");
 }
 

@@ -1,36 +1,15 @@
 /*
  * gemm_bf16_pack.c - rounding fp32 operands to bf16 into the packed layouts
  * of gemm_bf16.h.  Compiled with the AVX-512 flags; runs only when
- * cpu_has_avx512().
- *
- * Rounding is to nearest, ties to even, as vcvtne2ps2bf16 does; a NaN stays
- * a (quiet) NaN instead of rounding up into an infinity.  It is done with
- * integer arithmetic (gemm_bf16_bits, and its 16-lane form below), so CPUs
- * without avx512_bf16 round identically.
+ * cpu_has_avx512().  Rounding as gemm_bf16_bits (and its 16-lane form in
+ * gemm_bf16_simd.h), so CPUs without avx512_bf16 round identically.
  */
 #include "gemm_bf16.h"
 
 #include <immintrin.h>
 
+#include "gemm_bf16_simd.h"
 #include "gemm_tile.h"
-
-/* 16 floats rounded to bf16, each in the high half of its 32-bit lane (the
- * low half is left over from the rounding). */
-static inline __m512i bf16_round_high(__m512 x)
-{
-    __m512i u = _mm512_castps_si512(x);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-    __m512i quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x400000));
-    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    return _mm512_mask_mov_epi32(rounded, nan, quiet);
-}
-
-/* 16 floats rounded to bf16, as 16 uint16. */
-static inline __m256i bf16_round16(__m512 x)
-{
-    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(bf16_round_high(x), 16));
-}
 
 /* 32 consecutive floats rounded to bf16, as 16 pairs (even k in the low half). */
 static inline void bf16_round_pairs(uint32_t pairs[16], const float *src)
@@ -128,47 +107,17 @@ void gemm_bf16_pack_b_nn(uint16_t *dst, const float *b, size_t ldb, int k, int n
 /* 32 consecutive floats rounded to bf16, as 16 pairs in one vector. */
 static inline __m512i bf16_pair_vector(const float *src)
 {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(bf16_round16(_mm512_loadu_ps(src))),
-                              bf16_round16(_mm512_loadu_ps(src + 16)), 1);
+    return bf16_pairs(_mm512_loadu_ps(src), _mm512_loadu_ps(src + 16));
 }
 
-/* x[i][t] -> x[t][i] for 16 vectors of 16 32-bit lanes: pairs within each
- * 128-bit lane, then quads, then the lanes themselves. */
-static inline void transpose16(__m512i x[16])
-{
-    __m512i a[16], b[16];
-    for (int i = 0; i < 16; i += 2) {
-        a[i] = _mm512_unpacklo_epi32(x[i], x[i + 1]);
-        a[i + 1] = _mm512_unpackhi_epi32(x[i], x[i + 1]);
-    }
-    /* b[4m + e], 128-bit lane L: rows 4m..4m+3 at t = 4L + e */
-    for (int m = 0; m < 16; m += 4) {
-        b[m] = _mm512_unpacklo_epi64(a[m], a[m + 2]);
-        b[m + 1] = _mm512_unpackhi_epi64(a[m], a[m + 2]);
-        b[m + 2] = _mm512_unpacklo_epi64(a[m + 1], a[m + 3]);
-        b[m + 3] = _mm512_unpackhi_epi64(a[m + 1], a[m + 3]);
-    }
-    for (int e = 0; e < 4; e++) {
-        __m512i c0 = _mm512_shuffle_i32x4(b[e], b[4 + e], 0x88); /* lanes 0, 2 */
-        __m512i c1 = _mm512_shuffle_i32x4(b[e], b[4 + e], 0xdd); /* lanes 1, 3 */
-        __m512i d0 = _mm512_shuffle_i32x4(b[8 + e], b[12 + e], 0x88);
-        __m512i d1 = _mm512_shuffle_i32x4(b[8 + e], b[12 + e], 0xdd);
-        x[e] = _mm512_shuffle_i32x4(c0, d0, 0x88);
-        x[4 + e] = _mm512_shuffle_i32x4(c1, d1, 0x88);
-        x[8 + e] = _mm512_shuffle_i32x4(c0, d0, 0xdd);
-        x[12 + e] = _mm512_shuffle_i32x4(c1, d1, 0xdd);
-    }
-}
-
-void gemm_bf16_pack_a_block(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
-                            int kc)
+void gemm_bf16_pack_a_slivers(uint32_t *dst, size_t sliver_words, const float *a, size_t lda,
+                              int m, int s0, int s1, int p0, int kc)
 {
     _Static_assert(GEMM_MR <= 16, "a sliver's rows fit one vector");
     const __mmask16 sliver_rows = (__mmask16)((1u << GEMM_MR) - 1);
     int pairs = pairs_of(kc);
-    uint32_t *out = dst;
     for (int s = s0; s < s1; s++) {
-        uint32_t *sliver = out + (size_t)s * pairs * GEMM_MR;
+        uint32_t *sliver = dst + (size_t)s * sliver_words;
         int r0 = s * GEMM_MR;
         int rows = m - r0 < GEMM_MR ? m - r0 : GEMM_MR;
         /* 16 pairs of every row at a time, turned in registers into the
@@ -179,7 +128,7 @@ void gemm_bf16_pack_a_block(void *dst, const float *a, size_t lda, int m, int s0
             for (int i = 0; i < 16; i++)
                 v[i] = i < rows ? bf16_pair_vector(a + (size_t)(r0 + i) * lda + p0 + 2 * q)
                                 : _mm512_setzero_si512();
-            transpose16(v);
+            bf16_transpose16(v);
             for (int t = 0; t < 16; t++)
                 _mm512_mask_storeu_epi32(sliver + (size_t)(q + t) * GEMM_MR, sliver_rows, v[t]);
         }
@@ -195,4 +144,10 @@ void gemm_bf16_pack_a_block(void *dst, const float *a, size_t lda, int m, int s0
                 sliver[(size_t)q * GEMM_MR + i] = pair;
             }
     }
+}
+
+void gemm_bf16_pack_a_block(void *dst, const float *a, size_t lda, int m, int s0, int s1, int p0,
+                            int kc)
+{
+    gemm_bf16_pack_a_slivers(dst, (size_t)pairs_of(kc) * GEMM_MR, a, lda, m, s0, s1, p0, kc);
 }

@@ -16,10 +16,12 @@
 
 #include <immintrin.h>
 
+#include "gemm_bf16_simd.h"
 #include "gemm_tile.h"
+#include "status.h"
 
 #ifdef VIT_BF16_TILE_NATIVE
-#define BLOCK_PANELS gemm_bf16_block_panels_native
+#define PANELS gemm_bf16_panels_native
 
 /* acc += the pair products of a and b, lane by lane. */
 static inline __m512 pair_dot(__m512 acc, __m512i a, __m512i b)
@@ -27,7 +29,7 @@ static inline __m512 pair_dot(__m512 acc, __m512i a, __m512i b)
     return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
 }
 #else
-#define BLOCK_PANELS gemm_bf16_block_panels_emulated
+#define PANELS gemm_bf16_panels_emulated
 
 static inline __m512 pair_dot(__m512 acc, __m512i a, __m512i b)
 {
@@ -41,12 +43,33 @@ static inline __m512 pair_dot(__m512 acc, __m512i a, __m512i b)
 }
 #endif
 
+/* The next product's A from a finished tile's rows (rows past `rows` and
+ * columns past n hold zero): each row's 32 values rounded to 16 pairs,
+ * turned so that each pair's MR rows lie together, and stored as pairs
+ * [16 j, 16 j + 16) of the sliver, those inside n's pairs.  Not inlined:
+ * its 16 vectors would otherwise push the tile's accumulators out of
+ * registers in the pair loop. */
+static __attribute__((noinline)) void store_next(const float vals[GEMM_MR][GEMM_NR], int rows,
+                                                 uint32_t *sliver, int n, int j)
+{
+    __m512i v[16];
+    for (int i = 0; i < 16; i++)
+        v[i] = i < rows ? bf16_pairs(_mm512_load_ps(vals[i]), _mm512_load_ps(vals[i] + 16))
+                        : _mm512_setzero_si512();
+    bf16_transpose16(v);
+    const __mmask16 sliver_rows = (__mmask16)((1u << GEMM_MR) - 1);
+    int pairs = (n + 1) / 2 - 16 * j;
+    for (int t = 0; t < 16 && t < pairs; t++)
+        _mm512_mask_storeu_epi32(sliver + (size_t)(16 * j + t) * GEMM_MR, sliver_rows, v[t]);
+}
+
 /* The register tile: MR rows (a constant in every caller) times one
- * 32-column panel, pairs of k at a time. */
+ * 32-column panel, pairs of k at a time, every KC block of the kk values in
+ * the same accumulators. */
 static inline __attribute__((always_inline)) void
-tile(const int MR, const uint32_t *ap, const uint16_t *bp, int pairs, float *c, size_t ldc,
-     __mmask16 m0, __mmask16 m1, bool load_c, const float *const *bias_rows, size_t bias_col,
-     gemm_post post)
+tile(const int MR, const bool NEXT, const uint32_t *ap, const uint16_t *bp, int n, int kk, int j,
+     const gemm_bf16_dst *dst, size_t row, __mmask16 m0, __mmask16 m1, bool load_c,
+     const float *const *bias_rows, gemm_post post)
 {
     __m512 acc0[GEMM_MR], acc1[GEMM_MR];
 #pragma GCC unroll 14
@@ -54,52 +77,88 @@ tile(const int MR, const uint32_t *ap, const uint16_t *bp, int pairs, float *c, 
         acc0[i] = _mm512_setzero_ps();
         acc1[i] = _mm512_setzero_ps();
     }
-    for (int q = 0; q < pairs; q++) {
-        __m512i b0 = _mm512_load_si512(bp);
-        __m512i b1 = _mm512_load_si512(bp + 32);
+    size_t panels = (size_t)(n + GEMM_NR - 1) / GEMM_NR;
+    for (int p = 0; p < kk; p += GEMM_BF16_KC) {
+        int pairs = ((kk - p < GEMM_BF16_KC ? kk - p : GEMM_BF16_KC) + 1) / 2;
+        const uint16_t *b = bp + (size_t)p * panels * GEMM_NR + (size_t)j * pairs * 2 * GEMM_NR;
+        const uint32_t *a = ap + (size_t)p / 2 * GEMM_MR;
+        for (int q = 0; q < pairs; q++) {
+            __m512i b0 = _mm512_load_si512(b);
+            __m512i b1 = _mm512_load_si512(b + 32);
+#pragma GCC unroll 14
+            for (int i = 0; i < MR; i++) {
+                __m512i av = _mm512_set1_epi32((int)a[i]);
+                acc0[i] = pair_dot(acc0[i], av, b0);
+                acc1[i] = pair_dot(acc1[i], av, b1);
+            }
+            a += GEMM_MR;
+            b += 2 * GEMM_NR;
+        }
+    }
+    size_t col = (size_t)j * GEMM_NR;
+    if (NEXT) {
+        _Alignas(64) float vals[GEMM_MR][GEMM_NR];
 #pragma GCC unroll 14
         for (int i = 0; i < MR; i++) {
-            __m512i av = _mm512_set1_epi32((int)ap[i]);
-            acc0[i] = pair_dot(acc0[i], av, b0);
-            acc1[i] = pair_dot(acc1[i], av, b1);
+            gemm_tile_row(NULL, &acc0[i], &acc1[i], m0, m1, false, bias_rows != NULL,
+                          bias_rows && bias_rows[i] ? bias_rows[i] + col : NULL, post);
+            _mm512_store_ps(vals[i], _mm512_maskz_mov_ps(m0, acc0[i]));
+            _mm512_store_ps(vals[i] + 16, _mm512_maskz_mov_ps(m1, acc1[i]));
         }
-        ap += GEMM_MR;
-        bp += 2 * GEMM_NR;
+        store_next(vals, MR, dst->next + row / GEMM_MR * dst->next_sliver_words, n, j);
+        return;
     }
+    float *c = dst->c + row * dst->ldc + col;
 #pragma GCC unroll 14
     for (int i = 0; i < MR; i++)
-        gemm_tile_store_row(c + (size_t)i * ldc, acc0[i], acc1[i], m0, m1, load_c,
+        gemm_tile_store_row(c + (size_t)i * dst->ldc, acc0[i], acc1[i], m0, m1, load_c,
                             bias_rows != NULL,
-                            bias_rows && bias_rows[i] ? bias_rows[i] + bias_col : NULL, post);
+                            bias_rows && bias_rows[i] ? bias_rows[i] + col : NULL, post);
 }
 
 #define TILE_CASE(R)                                                                   \
     case R:                                                                            \
-        tile(R, ap, bp, pairs, c, ldc, m0, m1, load_c, bias_rows, bias_col, post);     \
+        tile(R, false, ap, bp, n, kk, j, dst, row, m0, m1, load_c, bias_rows, post);   \
+        break;
+#define TILE_NEXT_CASE(R)                                                              \
+    case R:                                                                            \
+        tile(R, true, ap, bp, n, kk, j, dst, row, m0, m1, load_c, bias_rows, post);    \
         break;
 
-static void tile_rows(int rows, const uint32_t *ap, const uint16_t *bp, int pairs, float *c,
-                      size_t ldc, __mmask16 m0, __mmask16 m1, bool load_c,
-                      const float *const *bias_rows, size_t bias_col, gemm_post post)
+/* One function per store, so each inlined tile has one epilogue: with both,
+ * gcc spilled accumulators in the pair loop. */
+typedef void tile_rows_fn(int rows, const uint32_t *ap, const uint16_t *bp, int n, int kk, int j,
+                          const gemm_bf16_dst *dst, size_t row, __mmask16 m0, __mmask16 m1,
+                          bool load_c, const float *const *bias_rows, gemm_post post);
+
+static void tile_rows(int rows, const uint32_t *ap, const uint16_t *bp, int n, int kk, int j,
+                      const gemm_bf16_dst *dst, size_t row, __mmask16 m0, __mmask16 m1,
+                      bool load_c, const float *const *bias_rows, gemm_post post)
 {
     GEMM_TILE_SWITCH(rows, TILE_CASE)
 }
 
-void BLOCK_PANELS(const void *ap_block, const void *bp_block, int m, int n, int kc, int j0,
-                  int j1, float *c, size_t ldc, const gemm_seed *seed, gemm_post post)
+static void tile_rows_next(int rows, const uint32_t *ap, const uint16_t *bp, int n, int kk,
+                           int j, const gemm_bf16_dst *dst, size_t row, __mmask16 m0,
+                           __mmask16 m1, bool load_c, const float *const *bias_rows,
+                           gemm_post post)
 {
-    const uint32_t *ap = ap_block;
-    const uint16_t *bp_all = bp_block;
-    int pairs = (kc + 1) / 2;
+    GEMM_TILE_SWITCH(rows, TILE_NEXT_CASE)
+}
+
+void PANELS(const uint32_t *ap, size_t a_sliver_words, const uint16_t *bp, int n, int kk, int m,
+            int j0, int j1, const gemm_bf16_dst *dst, const gemm_seed *seed, gemm_post post)
+{
+    VIT_ASSERT(dst->c || !seed->load_c);
+    tile_rows_fn *tiles = dst->c ? tile_rows : tile_rows_next;
     for (int j = j0; j < j1; j++) {
         __mmask16 m0, m1;
         gemm_panel_masks(n, j, &m0, &m1);
-        const uint16_t *bp = bp_all + (size_t)j * pairs * 2 * GEMM_NR;
         for (int r = 0; r < m; r += GEMM_MR) {
             int rows = m - r < GEMM_MR ? m - r : GEMM_MR;
-            tile_rows(rows, ap + (size_t)(r / GEMM_MR) * pairs * GEMM_MR, bp, pairs,
-                      c + (size_t)r * ldc + (size_t)j * GEMM_NR, ldc, m0, m1, seed->load_c,
-                      seed->bias_rows ? seed->bias_rows + r : NULL, (size_t)j * GEMM_NR, post);
+            tiles(rows, ap + (size_t)(r / GEMM_MR) * a_sliver_words, bp, n, kk, j, dst,
+                  (size_t)r, m0, m1, seed->load_c, seed->bias_rows ? seed->bias_rows + r : NULL,
+                  post);
         }
     }
 }

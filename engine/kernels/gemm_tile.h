@@ -29,14 +29,15 @@ static inline __m512 gemm_tile_post(__m512 v, gemm_post post)
     }
 }
 
-/* Stores one tile row of 32 columns (two halves, masked to the panel's valid
- * columns m0, m1) at row: v plus a seed, then post.  The seed is what C
- * holds when load_c, plus the panel's bias when bias is not NULL (C + bias
- * first, as a residual plus its bias); a row that is `seeded` with neither
- * adds zero, as C set to zero and then added to did (-0 becomes +0). */
+/* One tile row of 32 columns (two halves, masked to the panel's valid
+ * columns m0, m1) as it leaves the tile: v plus a seed, then post.  The
+ * seed is what C holds at row when load_c, plus the panel's bias when bias
+ * is not NULL (C + bias first, as a residual plus its bias); a row that is
+ * `seeded` with neither adds zero, as C set to zero and then added to did
+ * (-0 becomes +0). */
 static inline __attribute__((always_inline)) void
-gemm_tile_store_row(float *row, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1, bool load_c,
-                    bool seeded, const float *bias, gemm_post post)
+gemm_tile_row(const float *row, __m512 *v0, __m512 *v1, __mmask16 m0, __mmask16 m1, bool load_c,
+              bool seeded, const float *bias, gemm_post post)
 {
     if (load_c || seeded) {
         __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
@@ -51,13 +52,21 @@ gemm_tile_store_row(float *row, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1
             s0 = _mm512_maskz_loadu_ps(m0, bias);
             s1 = _mm512_maskz_loadu_ps(m1, bias + 16);
         }
-        v0 = _mm512_add_ps(v0, s0);
-        v1 = _mm512_add_ps(v1, s1);
+        *v0 = _mm512_add_ps(*v0, s0);
+        *v1 = _mm512_add_ps(*v1, s1);
     }
     if (post != GEMM_POST_NONE) {
-        v0 = gemm_tile_post(v0, post);
-        v1 = gemm_tile_post(v1, post);
+        *v0 = gemm_tile_post(*v0, post);
+        *v1 = gemm_tile_post(*v1, post);
     }
+}
+
+/* Stores one tile row at row: gemm_tile_row's value, valid columns only. */
+static inline __attribute__((always_inline)) void
+gemm_tile_store_row(float *row, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1, bool load_c,
+                    bool seeded, const float *bias, gemm_post post)
+{
+    gemm_tile_row(row, &v0, &v1, m0, m1, load_c, seeded, bias, post);
     _mm512_mask_storeu_ps(row, m0, v0);
     _mm512_mask_storeu_ps(row + 16, m1, v1);
 }

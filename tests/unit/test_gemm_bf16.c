@@ -303,32 +303,152 @@ static void check_null_bias_adds_zero(void)
     free(scratch), free(wp);
 }
 
+/* ---- a result kept packed for the next product ---- */
+
+/* A (m, k) packed whole, as gemm_packed_bf16_a reads it. */
+static uint32_t *pack_whole(const float *a, int m, int k)
+{
+    size_t words = gemm_bf16_a_words(m, k);
+    uint32_t *ap = aligned(words * sizeof *ap);
+    if (!ap)
+        return NULL;
+    int slivers = (m + GEMM_MR - 1) / GEMM_MR;
+    for (int p0 = 0; p0 < k; p0 += GEMM_BF16_KC)
+        gemm_bf16_pack_a_slivers(ap + (size_t)p0 / 2 * GEMM_MR, (size_t)(k + 1) / 2 * GEMM_MR, a,
+                                 (size_t)k, m, 0, slivers,
+                                 p0, k - p0 < GEMM_BF16_KC ? k - p0 : GEMM_BF16_KC);
+    return ap;
+}
+
+/* gemm_packed_bf16_to_a must write exactly what packing gemm_packed_bf16's
+ * fp32 result would give (both sum all of k in one tile when k <= 1024):
+ * every word of the buffer, rows past m and an odd n's padded half zero.
+ * And gemm_packed_bf16_a on that A must equal gemm_packed_bf16 on the fp32
+ * values it holds, bit for bit, with a team or without. */
+static void check_chain(vit_team *team, int m, int n, int k, int n2)
+{
+    float *a = random_floats((size_t)m * k, "a", (uint64_t)m), *w = random_floats((size_t)n * k,
+                                                                                 "w", 4);
+    float *w2 = random_floats((size_t)n2 * n, "w2", 6), *bias = random_floats((size_t)n, "b", 7);
+    float *h = malloc((size_t)m * n * sizeof *h), *want = random_floats((size_t)m * n2, "c", 8);
+    float *got = malloc((size_t)m * n2 * sizeof *got);
+    uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(n, k) * 2);
+    uint16_t *wp2 = aligned(gemm_packed_weight_bf16_elems(n2, n) * 2);
+    size_t words = gemm_bf16_a_words(m, n), sf = gemm_packed_scratch_floats(m);
+    uint32_t *next = aligned(words * sizeof *next);
+    float *scratch = aligned(sf * sizeof(float));
+    uint32_t *want_next = NULL;
+    if (!a || !w || !w2 || !bias || !h || !want || !got || !wp || !wp2 || !next || !scratch) {
+        CHECK(!"out of memory");
+        goto out;
+    }
+    memcpy(got, want, (size_t)m * n2 * sizeof *got); /* the same start to add to */
+    gemm_pack_weight_bf16(wp, w, n, k);
+    gemm_pack_weight_bf16(wp2, w2, n2, n);
+    const float *rows[1] = {bias};
+    gemm_bias init = {rows, m, false};
+    gemm_packed_bf16(team, m, n, k, a, (size_t)k, wp, h, (size_t)n, &init, GEMM_POST_GELU,
+                     scratch, sf);
+    memset(next, 0xab, words * sizeof *next);
+    gemm_packed_bf16_to_a(team, m, n, k, a, (size_t)k, wp, next, &init, GEMM_POST_GELU, scratch,
+                          sf);
+    want_next = pack_whole(h, m, n);
+    CHECKF(want_next && memcmp(next, want_next, words * sizeof *next) == 0,
+           "bf16 %dx%dx%d into the next A (team %d) differs from packing its fp32 result", m, n,
+           k, team ? vit_team_threads(team) : 1);
+    /* the next product: C += bias-free A W2^T, 1 + ceil(n / 512) blocks deep */
+    gemm_bias add = {(const float *const[]){NULL}, m, true};
+    gemm_packed_bf16(team, m, n2, n, h, (size_t)n, wp2, want, (size_t)n2, &add, GEMM_POST_NONE,
+                     scratch, sf);
+    gemm_packed_bf16_a(team, m, n2, n, next, wp2, got, (size_t)n2, &add, GEMM_POST_NONE);
+    if (gemm_bf16_to_a_fits(n))
+        CHECKF(memcmp(got, want, (size_t)m * n2 * sizeof *got) == 0,
+               "bf16 %dx%dx%d on a packed A (team %d) differs from packing it per call", m, n2,
+               n, team ? vit_team_threads(team) : 1);
+    else /* deeper than two blocks the per-call product adds block by block:
+          * each is within (n + 2) u sum|products| of the exact sum */
+        for (int r = 0; r < m; r++)
+            for (int j = 0; j < n2; j++) {
+                double size = 0;
+                for (int p = 0; p < n; p++)
+                    size += fabs((double)gemm_bf16_round(h[(size_t)r * n + p]) *
+                                 gemm_bf16_round(w2[(size_t)j * n + p]));
+                size_t at = (size_t)r * n2 + j;
+                double bound = 2 * (n + 2) * 0x1p-24 * (size + fabs(want[at])) + 1e-30;
+                if (!(fabs((double)got[at] - want[at]) <= bound)) {
+                    CHECKF(0, "bf16 on a packed A %dx%dx%d: [%d][%d] %.9g vs %.9g", m, n2, n,
+                           r, j, got[at], want[at]);
+                    goto out;
+                }
+            }
+out:
+    free(a), free(w), free(w2), free(bias), free(h), free(want), free(got), free(wp), free(wp2);
+    free(next), free(scratch), free(want_next);
+}
+
+/* gemm_packed_bf16_a many blocks deep against the reference on rounded
+ * inputs, its team's split not changing a bit. */
+static void check_packed_a_deep(vit_team *team, int m, int n, int k)
+{
+    float *a = random_floats((size_t)m * k, "a", 21), *w = random_floats((size_t)n * k, "w", 22);
+    float *c1 = calloc((size_t)m * n, sizeof *c1), *c2 = calloc((size_t)m * n, sizeof *c2);
+    uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(n, k) * 2);
+    uint32_t *ap = a ? pack_whole(a, m, k) : NULL;
+    if (!a || !w || !c1 || !c2 || !wp || !ap) {
+        CHECK(!"out of memory");
+    } else {
+        gemm_pack_weight_bf16(wp, w, n, k);
+        gemm_packed_bf16_a(NULL, m, n, k, ap, wp, c1, (size_t)n, NULL, GEMM_POST_NONE);
+        gemm_packed_bf16_a(team, m, n, k, ap, wp, c2, (size_t)n, NULL, GEMM_POST_NONE);
+        CHECKF(memcmp(c1, c2, (size_t)m * n * sizeof *c1) == 0,
+               "bf16 on a packed A: a team of %d changed the result", vit_team_threads(team));
+        double worst = 0;
+        for (int r = 0; r < m; r++)
+            for (int j = 0; j < n; j++) {
+                double sum = 0, size = 0;
+                for (int p = 0; p < k; p++) {
+                    double prod = (double)gemm_bf16_round(a[(size_t)r * k + p]) *
+                                  gemm_bf16_round(w[(size_t)j * k + p]);
+                    sum += prod;
+                    size += fabs(prod);
+                }
+                double err = fabs(c1[(size_t)r * n + j] - sum) / ((k + 2) * 0x1p-24 * size + 1e-30);
+                worst = err > worst ? err : worst;
+            }
+        CHECKF(worst <= 1.0, "bf16 %dx%dx%d on a packed A: %.2f x the fp32 summation bound", m,
+               n, k, worst);
+    }
+    free(a), free(w), free(c1), free(c2), free(wp), free(ap);
+}
+
 /* Where the CPU has vdpbf16ps: the native tile and its emulation on the same
- * packed block.  The instruction rounds after each of a pair's two products
- * as the emulation does; its denormal flushing does not show at these
- * magnitudes, so the two must agree within a few fp32 roundings. */
+ * A, packed over all of k (two blocks summed in the tile's registers).  The
+ * instruction rounds after each of a pair's two products as the emulation
+ * does; its denormal flushing does not show at these magnitudes, so the two
+ * must agree within a few fp32 roundings. */
 static void check_native_vs_emulated(void)
 {
 #ifdef VIT_HAVE_BF16_NATIVE
     int m = 29, n = 65, k = 1024;
     float *a = random_floats((size_t)m * k, "a", 9), *w = random_floats((size_t)n * k, "w", 8);
     uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(n, k) * 2);
-    void *ap = aligned(gemm_packed_scratch_floats(m) * sizeof(float));
+    uint32_t *ap = aligned(gemm_bf16_a_words(m, k) * sizeof(uint32_t));
     float *c1 = calloc((size_t)m * n, sizeof *c1), *c2 = calloc((size_t)m * n, sizeof *c2);
     if (!a || !w || !wp || !ap || !c1 || !c2) {
         CHECK(!"out of memory");
     } else {
         gemm_pack_weight_bf16(wp, w, n, k);
         int slivers = (m + GEMM_MR - 1) / GEMM_MR, panels = (n + GEMM_NR - 1) / GEMM_NR;
-        for (int p0 = 0; p0 < k; p0 += GEMM_BF16_KC) {
-            gemm_bf16_pack_a_block(ap, a, (size_t)k, m, 0, slivers, p0, GEMM_BF16_KC);
-            const uint16_t *bp = wp + gemm_bf16_packed_b_block(n, p0);
-            gemm_seed seed = {.load_c = p0 > 0};
-            gemm_bf16_block_panels_native(ap, bp, m, n, GEMM_BF16_KC, 0, panels, c1, (size_t)n,
-                                          &seed, GEMM_POST_NONE);
-            gemm_bf16_block_panels_emulated(ap, bp, m, n, GEMM_BF16_KC, 0, panels, c2,
-                                            (size_t)n, &seed, GEMM_POST_NONE);
-        }
+        size_t sliver_words = (size_t)k / 2 * GEMM_MR;
+        for (int p0 = 0; p0 < k; p0 += GEMM_BF16_KC)
+            gemm_bf16_pack_a_slivers(ap + (size_t)p0 / 2 * GEMM_MR, sliver_words, a, (size_t)k,
+                                     m, 0, slivers, p0, GEMM_BF16_KC);
+        gemm_seed seed = {.load_c = false};
+        gemm_bf16_dst d1 = {.c = c1, .ldc = (size_t)n}, d2 = {.c = c2, .ldc = (size_t)n};
+        gemm_bf16_panels_native(ap, sliver_words, wp, n, k, m, 0, panels, &d1, &seed,
+                                GEMM_POST_NONE);
+        gemm_bf16_panels_emulated(ap, sliver_words, wp, n, k, m, 0, panels, &d2, &seed,
+                                  GEMM_POST_NONE);
         check_close("vdpbf16ps vs its emulation", c1, c2, (size_t)m * n, 1e-5, 1e-5);
     }
     free(a), free(w), free(wp), free(ap), free(c1), free(c2);
@@ -449,6 +569,17 @@ int main(void)
     check_product(team, 450, 96, 768, 3); /* two passes, 768 deep (ViT-B's C) */
     check_product(team, 3, 1000, 1537, 2);
     check_team_bits(team);
+    /* m: one row, a partial sliver, two passes; n: odd (a padded pair), a
+     * partial panel, ViT-B's MLP; k: one block, two */
+    static const int chain[][4] = {{1, 1, 1, 3},       {15, 33, 17, 5},   {197, 77, 513, 40},
+                                   {239, 1024, 768, 65}, {450, 96, 64, 33}, {29, 1025, 100, 17},
+                                   {197, 3072, 768, 96}};
+    for (size_t i = 0; i < sizeof chain / sizeof chain[0]; i++) {
+        check_chain(NULL, chain[i][0], chain[i][1], chain[i][2], chain[i][3]);
+        check_chain(team, chain[i][0], chain[i][1], chain[i][2], chain[i][3]);
+    }
+    check_packed_a_deep(team, 43, 70, 3072 + 5);
+    check_packed_a_deep(team, 1, 3, 1);
     check_pack_nn();
     check_pack_a();
     check_attention_bf16(team, 1, 197, 768, 12); /* ViT-B/16's heads */
