@@ -16,8 +16,9 @@
  * vit_state runs inference on its thread team: packed GEMMs (fp32, or bf16
  * operands with fp32 accumulation by the model's precision) with the bias
  * adds and the GELU inside them, attention heads as packed GEMMs, LayerNorm
- * split by rows, and in bf16 MLP-in's output written as MLP-out's packed
- * input (block_forward_packed); a training state's forward takes the
+ * split by rows, and in bf16 LayerNorm's and MLP-in's outputs written as
+ * their readers' packed inputs (block_forward_packed, block_forward_bf16);
+ * a training state's forward takes the
  * same kernels and keeps its activations (block_forward_train).  Everywhere
  * else -- CPUs without AVX-512, VITFIT_NO_AVX512 -- the OpenBLAS path
  * (block_forward) runs, for inference and training alike.
@@ -284,12 +285,14 @@ static vit_status state_plan(const vit_model *m, int max_batch, int threads, vit
     };
     /* The GEMM scratch serves every product of up to B*N rows: the patch
      * GEMM's B*(N-1) and any batch below max_batch. */
-    uint64_t hidden_words = *packed && gemm_bf16_to_a_fits((int)C)
-                                ? gemm_bf16_a_words((int)(B * N), (int)M) : 0;
+    /* bf16 keeps LayerNorm's and MLP-in's outputs packed for the products
+     * that read them (block_forward_bf16): whole slivers of rows, so a
+     * little more than B*N*C and B*N*M */
+    uint64_t ln_words = *packed ? gemm_bf16_a_words((int)(B * N), (int)C) : 0;
+    uint64_t hidden_words = *packed ? gemm_bf16_a_words((int)(B * N), (int)M) : 0;
     uint64_t fixed[SB_COUNT] = {
         [SB_PROBS] = N * N, /* one attention matrix, reused for every (b, h) */
-        /* bf16 keeps MLP-in's output as MLP-out's packed A (mlp_chained):
-         * whole slivers of rows, so a little more than B*N*M */
+        [SB_LN] = ln_words > B * N * C ? ln_words - B * N * C : 0,
         [SB_HIDDEN] = hidden_words > B * N * M ? hidden_words - B * N * M : 0,
         [SB_GEMM_SCRATCH] = *packed ? gemm_packed_scratch_floats((int)(B * N)) : 0,
         [SB_ATTN_SCRATCH] = *packed ? (uint64_t)threads *
@@ -418,41 +421,96 @@ void vit_state_set_profile(vit_state *s, vit_profile *p)
     s->acts.profile = p;
 }
 
-/* Whether bf16 MLP-in writes its activations straight into MLP-out's packed
- * A (gemm_packed_bf16_to_a): the hidden buffer then holds bf16 pairs. */
-static bool mlp_chained(const vit_model *m, const vit_block_weights *w)
+typedef struct layernorm_bf16_job {
+    uint32_t *out;
+    const float *x, *w;
+    const float *const *bias;
+    int m, R, C;
+    float eps;
+    vit_team *team;
+} layernorm_bf16_job;
+
+static void layernorm_bf16_region(void *p, int member, int threads)
 {
-    return w->fc1_wb && w->fc2_wb && gemm_bf16_to_a_fits(m->cfg.width);
+    const layernorm_bf16_job *j = p;
+    vit_share share = vit_team_shared(j->team, 0, member, threads, gemm_bf16_a_slivers(j->m));
+    for (int s; vit_team_take(&share, &s);)
+        layernorm_bf16_slivers_avx512(j->out, j->x, j->m, j->C, j->w, j->bias, j->R, j->eps, s,
+                                      s + 1);
 }
 
-/* x += fc2(act(fc1(ln2))) in bf16, the hidden activations kept packed. */
-static void mlp_bf16_chained(const vit_model *m, const vit_block_weights *w, vit_acts *a,
-                             vit_block_acts *k, gemm_post act, int B)
+/* LayerNorm of B*R rows into the packed A of the bf16 product that reads
+ * them (gemm_bf16_a_words(B R, C) words), slivers shared on the team. */
+static void layernorm_bf16_team(const vit_model *m, const vit_acts *a, uint32_t *out,
+                                const float *x, const float *w, const float *bias, int B, int R,
+                                int C, float eps)
 {
-    int N = vit_config_tokens(&m->cfg), C = m->cfg.width, M = m->cfg.mlp_dim;
+    for (int b = 0; b < B; b++)
+        a->row_bias[b] = image_bias(m, a, bias, b);
+    layernorm_bf16_job j = {out, x, w, a->row_bias, B * R, R, C, eps, a->team};
+    vit_team_share_ahead(a->team, 0, gemm_bf16_a_slivers(B * R));
+    vit_team_run(a->team, layernorm_bf16_region, &j);
+}
+
+/* y = x_packed W^T + each image's bias (or y += that when add), or with y
+ * NULL the same into next_packed, post applied: a bf16 product whose input
+ * a LayerNorm or an earlier product left packed. */
+static void packed_rows_bf16(const vit_model *m, const vit_acts *a, float *y,
+                             uint32_t *next_packed, const uint32_t *x_packed, const uint16_t *wb,
+                             const float *bias, bool add, gemm_post post, int B, int R, int n,
+                             int k)
+{
+    for (int b = 0; b < B; b++)
+        a->row_bias[b] = image_bias(m, a, bias, b);
+    gemm_bias init = {a->row_bias, R, add};
+    if (y)
+        gemm_packed_bf16_a(a->team, B * R, n, k, x_packed, wb, y, (size_t)n, &init, post);
+    else
+        gemm_packed_bf16_a_to_a(a->team, B * R, n, k, x_packed, wb, next_packed, &init, post);
+}
+
+/* block_forward_packed in bf16: LayerNorm's outputs go straight into the
+ * packed A of QKV and MLP-in, MLP-in's into MLP-out's (gemm.h), so those
+ * three products neither pack nor meet at a barrier.  The buffers ln and
+ * h_act hold bf16 pairs here (sized by state_plan). */
+static void block_forward_bf16(const vit_model *m, const vit_block_weights *w, vit_acts *a,
+                               vit_block_acts *k, int B)
+{
+    const vit_config *c = &m->cfg;
+    int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim;
     double r = (double)B * N;
-    uint32_t *hidden = (uint32_t *)k->h_act; /* gemm_bf16_a_words(B N, M): state_plan */
-    for (int b = 0; b < B; b++)
-        a->row_bias[b] = image_bias(m, a, w->fc1_b, b);
-    gemm_bias init = {a->row_bias, N, false};
-    gemm_packed_bf16_to_a(a->team, B * N, M, C, k->ln2, (size_t)C, w->fc1_wb, hidden, &init, act,
-                          a->gemm_scratch, a->gemm_scratch_floats);
+    uint32_t *ln = (uint32_t *)k->ln1, *hidden = (uint32_t *)k->h_act;
+    layernorm_bf16_team(m, a, ln, a->x, w->norm1_w, w->norm1_b, B, N, C, c->ln_eps);
+    vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
+    packed_rows_bf16(m, a, k->qkv, NULL, ln, w->qkv_wb, w->qkv_b, false, GEMM_POST_NONE, B, N,
+                     3 * C, C);                                               /* (B,N,3C) */
+    vit_profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
+    attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads, true, a->attn_scratch);
+    vit_profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
+    packed_rows(m, a, a->x, k->attn, NULL, w->proj_wb, w->proj_b, true, GEMM_POST_NONE, B, N, C,
+                C);                                                           /* x += proj */
+    vit_profile_mark(a, VIT_OP_PROJ_GEMM, r * C * C);
+    layernorm_bf16_team(m, a, ln, a->x, w->norm2_w, w->norm2_b, B, N, C, c->ln_eps);
+    vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
+    gemm_post act = c->act == VIT_ACT_GELU ? GEMM_POST_GELU : GEMM_POST_QUICK_GELU;
+    packed_rows_bf16(m, a, NULL, hidden, ln, w->fc1_wb, w->fc1_b, false, act, B, N, M, C);
     vit_profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
-    for (int b = 0; b < B; b++)
-        a->row_bias[b] = image_bias(m, a, w->fc2_b, b);
-    init.add = true;
-    gemm_packed_bf16_a(a->team, B * N, C, M, hidden, w->fc2_wb, a->x, (size_t)C, &init,
-                       GEMM_POST_NONE);
+    packed_rows_bf16(m, a, a->x, NULL, hidden, w->fc2_wb, w->fc2_b, true, GEMM_POST_NONE, B, N, C,
+                     M);                                                      /* x += mlp */
     vit_profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
 }
 
 /* block_forward on packed weights and the state's team: the bias adds ride
  * on the GEMMs, the activation is fused into fc1's tile stores, and the
  * element-wise work is split across the team.  Inference only (nothing kept
- * for a backward pass). */
+ * for a backward pass).  fp32 here; bf16 weights go to block_forward_bf16. */
 static void block_forward_packed(const vit_model *m, const vit_block_weights *w, vit_acts *a,
                                  vit_block_acts *k, int B)
 {
+    if (w->qkv_wb) {
+        block_forward_bf16(m, w, a, k, B);
+        return;
+    }
     const vit_config *c = &m->cfg;
     int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim;
     double r = (double)B * N;
@@ -463,7 +521,7 @@ static void block_forward_packed(const vit_model *m, const vit_block_weights *w,
                 N, 3 * C, C);                                                 /* (B,N,3C) */
     vit_profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
     attention_forward_team(a->team, k->attn, k->qkv, B, N, C, c->heads,
-                           m->precision == VIT_PRECISION_BF16, a->attn_scratch);
+                           false, a->attn_scratch);
     vit_profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * N * C);
     packed_rows(m, a, a->x, k->attn, w->proj_wp, w->proj_wb, w->proj_b, true, GEMM_POST_NONE, B,
                 N, C, C);                                                     /* x += proj */
@@ -472,10 +530,6 @@ static void block_forward_packed(const vit_model *m, const vit_block_weights *w,
                         c->ln_eps);
     vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     gemm_post act = c->act == VIT_ACT_GELU ? GEMM_POST_GELU : GEMM_POST_QUICK_GELU;
-    if (mlp_chained(m, w)) {
-        mlp_bf16_chained(m, w, a, k, act, B);
-        return;
-    }
     packed_rows(m, a, k->h_act, k->ln2, w->fc1_wp, w->fc1_wb, w->fc1_b, false, act, B, N, M,
                 C);                                                           /* (B,N,M) */
     vit_profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);

@@ -266,13 +266,15 @@ static const packed_kernel bf16_emulated = {GEMM_BF16_KC, bf16_sliver_bytes,
                                             gemm_bf16_pack_a_block, bf16_emulated_block,
                                             bf16_b_block, gemm_bf16_panels_emulated};
 
-/* Whether a product runs with its A packed over all of k at once and each
- * tile summing every block before it stores: bf16 products whose packed A
- * fits the two block buffers.  Their C (or next A) is then written once,
- * and the sums do not depend on where a block boundary falls. */
-static bool full_k(const packed_kernel *kern, int k)
+/* Whether a product runs with its A packed over both of its blocks at once
+ * and each tile summing them before it stores: bf16 products two blocks
+ * deep (their packed A fills both block buffers; ViT-B's k = 768).  Their C
+ * is then written once, and the sums are the same in either driver.  One
+ * block deep, the blocked loops already sum it in one tile and keep their
+ * two alternating buffers. */
+static bool two_blocks_summed(const packed_kernel *kern, int k)
 {
-    return kern->panels_k && k <= 2 * kern->kc;
+    return kern->panels_k && k > kern->kc && k <= 2 * kern->kc;
 }
 
 /* Words of one sliver of a bf16 A packed over all of k. */
@@ -295,8 +297,8 @@ typedef struct packed_job {
     float *b_dst;
     float *c;
     size_t ldc;
-    uint32_t *next;       /* bf16: the result into a next product's packed A instead of c */
-    const uint32_t *a_packed; /* bf16: A packed over all of k beforehand (a unused) */
+    const uint32_t *a_packed; /* bf16: A packed whole beforehand (a unused) */
+    uint32_t *next;       /* bf16 with a_packed: the result into a next product's packed A */
     const gemm_bias *init;
     gemm_post post;
     float *scratch;
@@ -380,9 +382,9 @@ static void packed_region(void *p, int member, int threads)
      * finishes each of its panels over both blocks before the next: its C
      * columns (at batch 1, 1.2 MB of MLP-in output per member) are then
      * written once, from cache, instead of swept once per block through
-     * L3.  bf16 sums both blocks in the tile's registers (full_k). */
+     * L3.  bf16 sums both blocks in the tile's registers. */
     bool whole_k = j->k > kern->kc && j->k <= 2 * kern->kc;
-    bool all_k = full_k(kern, j->k);
+    bool summed = two_blocks_summed(kern, j->k);
     int step = 0;
     for (int i0 = 0; i0 < j->m; i0 += pass) {
         int rows = j->m - i0 < pass ? j->m - i0 : pass;
@@ -390,16 +392,16 @@ static void packed_region(void *p, int member, int threads)
         vit_team_split((rows + GEMM_MR - 1) / GEMM_MR, member, threads, &s0, &s1);
         /* rows i0.. of A: columns i0.. of its transposed storage */
         const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
-        float *c = j->c ? j->c + (size_t)i0 * j->ldc : NULL; /* NULL: into j->next */
+        float *c = j->c + (size_t)i0 * j->ldc;
         const float *bias_rows[GEMM_MC];
         gemm_seed first = first_seed(j, i0, rows, bias_rows);
-        if (all_k || whole_k) {
+        if (whole_k) {
             /* the buffers are the last pass's until every member is done
              * with it */
             if (i0 > 0 && threads > 1)
                 vit_team_barrier(j->team);
             vit_share share = vit_team_share(j->team, step & 1, member, threads, panels);
-            if (all_k)
+            if (summed)
                 bf16_pack_full(j, (uint32_t *)j->scratch, a, rows, s0, s1);
             else
                 for (int b = 0; b < 2; b++) {
@@ -408,9 +410,9 @@ static void packed_region(void *p, int member, int threads)
                 }
             if (threads > 1)
                 vit_team_barrier(j->team);
-            gemm_bf16_dst dst = all_k ? bf16_dst(j, i0) : (gemm_bf16_dst){0};
+            gemm_bf16_dst dst = summed ? bf16_dst(j, i0) : (gemm_bf16_dst){0};
             for (int q; vit_team_take(&share, &q);) {
-                if (all_k) {
+                if (summed) {
                     kern->panels_k((const uint32_t *)j->scratch, bf16_sliver_words(j->k), j->bp,
                                    j->n, j->k, rows, q, q + 1, &dst, &first, j->post);
                     continue;
@@ -459,9 +461,9 @@ static void packed_region_by_rows(void *p, int member, int threads)
             vit_team_barrier(j->team);
     }
     int chunk = pass_rows(j->m) / GEMM_MR / threads; /* >= 1: split_by_rows */
-    /* a full-k slice holds up to two blocks: the scratch has room for both */
-    bool all_k = full_k(kern, j->k);
-    size_t slice_bytes = (size_t)chunk * kern->sliver_bytes(kern->kc) * (all_k ? 2 : 1);
+    /* a summed product's slice holds both blocks: the scratch has room */
+    bool summed = two_blocks_summed(kern, j->k);
+    size_t slice_bytes = (size_t)chunk * kern->sliver_bytes(kern->kc) * (summed ? 2 : 1);
     void *slice = (char *)j->scratch + (size_t)member * slice_bytes;
     int s0, s1;
     vit_team_split((j->m + GEMM_MR - 1) / GEMM_MR, member, threads, &s0, &s1);
@@ -470,11 +472,11 @@ static void packed_region_by_rows(void *p, int member, int threads)
         int i1 = (s + chunk < s1 ? s + chunk : s1) * GEMM_MR;
         int rows = (i1 < j->m ? i1 : j->m) - i0;
         const float *a = kern == &fp32_kernel_at ? j->a + i0 : j->a + (size_t)i0 * j->lda;
-        float *c = j->c ? j->c + (size_t)i0 * j->ldc : NULL; /* NULL: into j->next */
+        float *c = j->c + (size_t)i0 * j->ldc;
         const float *bias_rows[GEMM_MC];
         gemm_seed first = first_seed(j, i0, rows, bias_rows);
         int slivers = (rows + GEMM_MR - 1) / GEMM_MR;
-        if (all_k) {
+        if (summed) {
             gemm_bf16_dst dst = bf16_dst(j, i0);
             bf16_pack_full(j, slice, a, rows, 0, slivers);
             kern->panels_k(slice, bf16_sliver_words(j->k), j->bp, j->n, j->k, rows, 0, panels,
@@ -590,23 +592,9 @@ size_t gemm_bf16_a_words(int m, int k)
     return (size_t)((m + GEMM_MR - 1) / GEMM_MR) * bf16_sliver_words(k);
 }
 
-bool gemm_bf16_to_a_fits(int k)
+int gemm_bf16_a_slivers(int m)
 {
-    return k >= 1 && k <= 2 * GEMM_BF16_KC;
-}
-
-void gemm_packed_bf16_to_a(vit_team *team, int m, int n, int k, const float *a, size_t lda,
-                           const uint16_t *w_packed, uint32_t *next, const gemm_bias *init,
-                           gemm_post post, float *scratch, size_t scratch_floats)
-{
-    /* nothing to add to, and A packed whole (full_k) so no partial sums */
-    VIT_ASSERT(m >= 1 && gemm_bf16_to_a_fits(k) && (!init || !init->add));
-    VIT_ASSERT(scratch_need(m) <= scratch_floats);
-    packed_job j = {.kernel = bf16_kernel(), .team = team, .m = m, .n = n, .k = k, .a = a,
-                    .lda = lda, .bp = w_packed, .next = next, .init = init, .post = post,
-                    .scratch = scratch};
-    VIT_ASSERT(full_k(j.kernel, k));
-    run_job(&j);
+    return (m + GEMM_MR - 1) / GEMM_MR;
 }
 
 /* gemm_packed_bf16_a's items: the rows in chunks of a pass, each chunk's
@@ -630,14 +618,14 @@ static void prepacked_region(void *p, int member, int threads)
     }
 }
 
-void gemm_packed_bf16_a(vit_team *team, int m, int n, int k, const uint32_t *a_packed,
-                        const uint16_t *w_packed, float *c, size_t ldc, const gemm_bias *init,
-                        gemm_post post)
+static void prepacked_run(vit_team *team, int m, int n, int k, const uint32_t *a_packed,
+                          const uint16_t *w_packed, float *c, size_t ldc, uint32_t *next,
+                          const gemm_bias *init, gemm_post post)
 {
     VIT_ASSERT(m >= 1 && k >= 1);
     packed_job j = {.kernel = bf16_kernel(), .team = team, .m = m, .n = n, .k = k,
-                    .a_packed = a_packed, .bp = w_packed, .c = c, .ldc = ldc, .init = init,
-                    .post = post};
+                    .a_packed = a_packed, .bp = w_packed, .c = c, .ldc = ldc, .next = next,
+                    .init = init, .post = post};
     int panels = (n + GEMM_NR - 1) / GEMM_NR, pass = pass_rows(m);
     int items = (m + pass - 1) / pass * panels;
     /* published before the region, so a member that starts late has its
@@ -647,6 +635,21 @@ void gemm_packed_bf16_a(vit_team *team, int m, int n, int k, const uint32_t *a_p
         prepacked_region(&j, 0, 1);
     else
         vit_team_run(team, prepacked_region, &j);
+}
+
+void gemm_packed_bf16_a(vit_team *team, int m, int n, int k, const uint32_t *a_packed,
+                        const uint16_t *w_packed, float *c, size_t ldc, const gemm_bias *init,
+                        gemm_post post)
+{
+    prepacked_run(team, m, n, k, a_packed, w_packed, c, ldc, NULL, init, post);
+}
+
+void gemm_packed_bf16_a_to_a(vit_team *team, int m, int n, int k, const uint32_t *a_packed,
+                             const uint16_t *w_packed, uint32_t *next, const gemm_bias *init,
+                             gemm_post post)
+{
+    VIT_ASSERT(!init || !init->add); /* there is no C to add to */
+    prepacked_run(team, m, n, k, a_packed, w_packed, NULL, 0, next, init, post);
 }
 
 size_t gemm_packed_weight_bf16_elems(int n, int k)
@@ -803,19 +806,10 @@ size_t gemm_bf16_a_words(int m, int k)
     return 0;
 }
 
-bool gemm_bf16_to_a_fits(int k)
+int gemm_bf16_a_slivers(int m)
 {
-    (void)k;
-    return false;
-}
-
-void gemm_packed_bf16_to_a(vit_team *team, int m, int n, int k, const float *a, size_t lda,
-                           const uint16_t *w_packed, uint32_t *next, const gemm_bias *init,
-                           gemm_post post, float *scratch, size_t scratch_floats)
-{
-    (void)team, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)w_packed, (void)next;
-    (void)init, (void)post, (void)scratch, (void)scratch_floats;
-    VIT_ASSERT(!"packed GEMM not built");
+    (void)m;
+    return 0;
 }
 
 void gemm_packed_bf16_a(vit_team *team, int m, int n, int k, const uint32_t *a_packed,
@@ -823,6 +817,15 @@ void gemm_packed_bf16_a(vit_team *team, int m, int n, int k, const uint32_t *a_p
                         gemm_post post)
 {
     (void)team, (void)m, (void)n, (void)k, (void)a_packed, (void)w_packed, (void)c, (void)ldc;
+    (void)init, (void)post;
+    VIT_ASSERT(!"packed GEMM not built");
+}
+
+void gemm_packed_bf16_a_to_a(vit_team *team, int m, int n, int k, const uint32_t *a_packed,
+                             const uint16_t *w_packed, uint32_t *next, const gemm_bias *init,
+                             gemm_post post)
+{
+    (void)team, (void)m, (void)n, (void)k, (void)a_packed, (void)w_packed, (void)next;
     (void)init, (void)post;
     VIT_ASSERT(!"packed GEMM not built");
 }

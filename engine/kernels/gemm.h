@@ -180,32 +180,31 @@ void gemm_packed_bf16(vit_team *team, int m, int n, int k, const float *a, size_
                       const uint16_t *w_packed, float *c, size_t ldc, const gemm_bias *init,
                       gemm_post post, float *scratch, size_t scratch_floats);
 
-/* ---- a bf16 result kept packed for the product that reads it ----
- * MLP-in's output is MLP-out's only input.  Written by MLP-in's tiles
- * straight into MLP-out's packed A (rounded to bf16 as packing would round
- * it), it is never stored in fp32 nor packed again, and MLP-out runs with
- * no packing and no barrier. */
+/* ---- bf16 activations kept packed for the product that reads them ----
+ * LayerNorm's output is only QKV's or MLP-in's input, and MLP-in's only
+ * MLP-out's.  Written straight into the reader's packed A (rounded to bf16
+ * as packing would round them), they are never stored in fp32 nor packed
+ * again, and the reading product runs with no packing and no barrier. */
 
 /* 32-bit words of an (m, k) A packed whole for a bf16 product. */
 size_t gemm_bf16_a_words(int m, int k);
 
-/* Whether gemm_packed_bf16_to_a takes a product this deep (its A packed
- * whole into the scratch: k <= 1024). */
-bool gemm_bf16_to_a_fits(int k);
+/* Slivers of such an A: groups of rows its producers write one at a time. */
+int gemm_bf16_a_slivers(int m);
 
-/* gemm_packed_bf16 whose result, init + A.B with post applied, goes to
- * next (gemm_bf16_a_words(m, n) words), the packed A of a product whose k
- * is n, instead of to fp32 rows.  init may not add (there is no C); k as
- * gemm_bf16_to_a_fits says (asserted). */
-void gemm_packed_bf16_to_a(vit_team *team, int m, int n, int k, const float *a, size_t lda,
-                           const uint16_t *w_packed, uint32_t *next, const gemm_bias *init,
-                           gemm_post post, float *scratch, size_t scratch_floats);
-
-/* gemm_packed_bf16 on an A that gemm_packed_bf16_to_a packed (m, k): no
- * scratch; each output tile sums all of k before its one store. */
+/* gemm_packed_bf16 on an A packed whole beforehand (m, k; by a LayerNorm,
+ * ops_avx512.h, or gemm_packed_bf16_a_to_a): no scratch; each output tile
+ * sums all of k before its one store. */
 void gemm_packed_bf16_a(vit_team *team, int m, int n, int k, const uint32_t *a_packed,
                         const uint16_t *w_packed, float *c, size_t ldc, const gemm_bias *init,
                         gemm_post post);
+
+/* gemm_packed_bf16_a with its result, init + A.B with post applied,
+ * rounded to bf16 into next (gemm_bf16_a_words(m, n) words), the packed A of
+ * a product whose k is n, instead of fp32 rows; init may not add. */
+void gemm_packed_bf16_a_to_a(vit_team *team, int m, int n, int k, const uint32_t *a_packed,
+                             const uint16_t *w_packed, uint32_t *next, const gemm_bias *init,
+                             gemm_post post);
 
 /* Threads OpenBLAS may use (process-wide setting of the library). */
 void gemm_set_threads(int threads);

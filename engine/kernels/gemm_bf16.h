@@ -62,6 +62,16 @@ void gemm_bf16_pack_a_block(void *dst, const float *a, size_t lda, int m, int s0
 void gemm_bf16_pack_a_slivers(uint32_t *dst, size_t sliver_words, const float *a, size_t lda,
                               int m, int s0, int s1, int p0, int kc);
 
+/* Columns [32 j, 32 j + 32) of up to GEMM_MR rows of an (m, n) matrix into
+ * its sliver of a bf16 A packed whole (k = n): vals holds them in fp32
+ * (64-byte aligned, columns past n zero), each row's 32 values are rounded
+ * to 16 pairs and turned so that each pair's rows lie together, and pairs
+ * [16 j, 16 j + 16) inside n's are stored; rows past `rows` are written as
+ * zeros.  What a tile's store to a next product and a LayerNorm into one
+ * do. */
+void gemm_bf16_pack_rows32(const float vals[GEMM_MR][GEMM_NR], int rows, uint32_t *sliver, int n,
+                           int j);
+
 /* Where a tile's results go: fp32 rows of C (c, ldc), or, with c NULL,
  * rounded to bf16 into the packed A of the product that reads them next
  * (its k is this product's n): `next` is the sliver holding the first row,

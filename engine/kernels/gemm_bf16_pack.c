@@ -151,3 +151,17 @@ void gemm_bf16_pack_a_block(void *dst, const float *a, size_t lda, int m, int s0
 {
     gemm_bf16_pack_a_slivers(dst, (size_t)pairs_of(kc) * GEMM_MR, a, lda, m, s0, s1, p0, kc);
 }
+
+void gemm_bf16_pack_rows32(const float vals[GEMM_MR][GEMM_NR], int rows, uint32_t *sliver, int n,
+                           int j)
+{
+    __m512i v[16];
+    for (int i = 0; i < 16; i++)
+        v[i] = i < rows ? bf16_pairs(_mm512_load_ps(vals[i]), _mm512_load_ps(vals[i] + 16))
+                        : _mm512_setzero_si512();
+    bf16_transpose16(v);
+    const __mmask16 sliver_rows = (__mmask16)((1u << GEMM_MR) - 1);
+    int pairs = pairs_of(n) - 16 * j;
+    for (int t = 0; t < 16 && t < pairs; t++)
+        _mm512_mask_storeu_epi32(sliver + (size_t)(16 * j + t) * GEMM_MR, sliver_rows, v[t]);
+}

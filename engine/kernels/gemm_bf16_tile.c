@@ -16,7 +16,6 @@
 
 #include <immintrin.h>
 
-#include "gemm_bf16_simd.h"
 #include "gemm_tile.h"
 #include "status.h"
 
@@ -42,26 +41,6 @@ static inline __m512 pair_dot(__m512 acc, __m512i a, __m512i b)
     return _mm512_fmadd_ps(a_even, b_even, acc);
 }
 #endif
-
-/* The next product's A from a finished tile's rows (rows past `rows` and
- * columns past n hold zero): each row's 32 values rounded to 16 pairs,
- * turned so that each pair's MR rows lie together, and stored as pairs
- * [16 j, 16 j + 16) of the sliver, those inside n's pairs.  Not inlined:
- * its 16 vectors would otherwise push the tile's accumulators out of
- * registers in the pair loop. */
-static __attribute__((noinline)) void store_next(const float vals[GEMM_MR][GEMM_NR], int rows,
-                                                 uint32_t *sliver, int n, int j)
-{
-    __m512i v[16];
-    for (int i = 0; i < 16; i++)
-        v[i] = i < rows ? bf16_pairs(_mm512_load_ps(vals[i]), _mm512_load_ps(vals[i] + 16))
-                        : _mm512_setzero_si512();
-    bf16_transpose16(v);
-    const __mmask16 sliver_rows = (__mmask16)((1u << GEMM_MR) - 1);
-    int pairs = (n + 1) / 2 - 16 * j;
-    for (int t = 0; t < 16 && t < pairs; t++)
-        _mm512_mask_storeu_epi32(sliver + (size_t)(16 * j + t) * GEMM_MR, sliver_rows, v[t]);
-}
 
 /* The register tile: MR rows (a constant in every caller) times one
  * 32-column panel, pairs of k at a time, every KC block of the kk values in
@@ -105,7 +84,7 @@ tile(const int MR, const bool NEXT, const uint32_t *ap, const uint16_t *bp, int 
             _mm512_store_ps(vals[i], _mm512_maskz_mov_ps(m0, acc0[i]));
             _mm512_store_ps(vals[i] + 16, _mm512_maskz_mov_ps(m1, acc1[i]));
         }
-        store_next(vals, MR, dst->next + row / GEMM_MR * dst->next_sliver_words, n, j);
+        gemm_bf16_pack_rows32(vals, MR, dst->next + row / GEMM_MR * dst->next_sliver_words, n, j);
         return;
     }
     float *c = dst->c + row * dst->ldc + col;

@@ -15,7 +15,9 @@
 
 #include <math.h>
 
+#include "gemm_bf16.h"
 #include "simd_avx512.h"
+#include "status.h"
 
 /* Lanes 0..k-1 of a vector for the last k (1..16) elements of a row. */
 static inline __mmask16 tail_mask(size_t k)
@@ -181,6 +183,53 @@ void layernorm_forward_avx512(float *out, float *mean, float *rstd, const float 
             mean[r] = fmean;
         if (rstd)
             rstd[r] = rs;
+    }
+}
+
+/* One sliver: rows (1..GEMM_MR) rows of x, row r with bias b[r]. */
+static void layernorm_bf16_sliver(uint32_t *sliver, const float *x, const float *w,
+                                  const float *const *b, int rows, int C, float eps)
+{
+    float mean[GEMM_MR], rs[GEMM_MR];
+    for (int r = 0; r < rows; r++) { /* as layernorm_forward_avx512, so the same values */
+        const float *xr = x + (size_t)r * C;
+        double mu = row_sum(xr, C) / C;
+        double var = row_sq_dev(xr, C, mu) / C;
+        rs[r] = (float)(1.0 / sqrt(var + eps));
+        mean[r] = (float)mu;
+    }
+    for (int j = 0; j < (C + GEMM_NR - 1) / GEMM_NR; j++) {
+        _Alignas(64) float vals[GEMM_MR][GEMM_NR];
+        for (int r = 0; r < rows; r++)
+            for (int h = 0; h < GEMM_NR; h += 16) {
+                int c0 = j * GEMM_NR + h;
+                __mmask16 m = c0 + 16 <= C ? (__mmask16)0xffff
+                                           : c0 < C ? tail_mask((size_t)(C - c0)) : 0;
+                const float *xr = x + (size_t)r * C + c0;
+                __m512 y = _mm512_mul_ps(
+                    _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr), _mm512_set1_ps(mean[r])),
+                    _mm512_set1_ps(rs[r]));
+                y = _mm512_add_ps(_mm512_mul_ps(y, _mm512_maskz_loadu_ps(m, w + c0)),
+                                  _mm512_maskz_loadu_ps(m, b[r] + c0));
+                _mm512_store_ps(vals[r] + h, _mm512_maskz_mov_ps(m, y));
+            }
+        gemm_bf16_pack_rows32(vals, rows, sliver, C, j);
+    }
+}
+
+void layernorm_bf16_slivers_avx512(uint32_t *a_packed, const float *x, int m, int C,
+                                   const float *w, const float *const *bias, int rows_per_bias,
+                                   float eps, int s0, int s1)
+{
+    size_t sliver_words = gemm_bf16_a_words(GEMM_MR, C);
+    for (int s = s0; s < s1; s++) {
+        int r0 = s * GEMM_MR, rows = m - r0 < GEMM_MR ? m - r0 : GEMM_MR;
+        VIT_ASSERT(rows >= 1);
+        const float *b[GEMM_MR];
+        for (int r = 0; r < rows; r++)
+            b[r] = bias[(r0 + r) / rows_per_bias];
+        layernorm_bf16_sliver(a_packed + (size_t)s * sliver_words, x + (size_t)r0 * C, w, b, rows,
+                              C, eps);
     }
 }
 

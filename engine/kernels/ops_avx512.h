@@ -9,6 +9,7 @@
 #define VIT_OPS_AVX512_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 void gelu_forward_avx512(float *out, const float *x, size_t n);
 void quick_gelu_forward_avx512(float *out, const float *x, size_t n);
@@ -19,6 +20,15 @@ void softmax_rows_forward_avx512(float *x, size_t rows, int n, size_t ld, float 
 
 void layernorm_forward_avx512(float *out, float *mean, float *rstd, const float *x,
                               const float *w, const float *b, size_t rows, int C, float eps);
+
+/* The same LayerNorm of x (m, C), row r with bias[r / rows_per_bias], for
+ * slivers [s0, s1) of a bf16 packed A with k = C (gemm.h:
+ * gemm_bf16_a_slivers, gemm_bf16_a_words): the values
+ * layernorm_forward_avx512 gives, rounded as packing them would, for a bf16
+ * product to read without packing. */
+void layernorm_bf16_slivers_avx512(uint32_t *a_packed, const float *x, int m, int C,
+                                   const float *w, const float *const *bias, int rows_per_bias,
+                                   float eps, int s0, int s1);
 
 /* ---- backward (training on the packed path) ---- */
 

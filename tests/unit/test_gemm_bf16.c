@@ -24,6 +24,7 @@
 #include "gemm.h"
 #include "gemm_bf16.h"
 #include "ops.h"
+#include "ops_avx512.h"
 #include "pool.h"
 #include "randinit.h"
 
@@ -320,70 +321,168 @@ static uint32_t *pack_whole(const float *a, int m, int k)
     return ap;
 }
 
-/* gemm_packed_bf16_to_a must write exactly what packing gemm_packed_bf16's
- * fp32 result would give (both sum all of k in one tile when k <= 1024):
- * every word of the buffer, rows past m and an odd n's padded half zero.
- * And gemm_packed_bf16_a on that A must equal gemm_packed_bf16 on the fp32
- * values it holds, bit for bit, with a team or without. */
+/* A bf16 product from a packed A into a next one: gemm_packed_bf16_a_to_a
+ * must write exactly what packing gemm_packed_bf16_a's fp32 result gives
+ * (the same tile sums), every word of the buffer, rows past m and an odd
+ * n's padded half zero; up to two blocks deep that result equals
+ * gemm_packed_bf16's on fp32 A bit for bit (both sum all of k in the tile),
+ * and so does the next product's.  With a team or without. */
 static void check_chain(vit_team *team, int m, int n, int k, int n2)
 {
     float *a = random_floats((size_t)m * k, "a", (uint64_t)m), *w = random_floats((size_t)n * k,
                                                                                  "w", 4);
     float *w2 = random_floats((size_t)n2 * n, "w2", 6), *bias = random_floats((size_t)n, "b", 7);
-    float *h = malloc((size_t)m * n * sizeof *h), *want = random_floats((size_t)m * n2, "c", 8);
+    float *h = malloc((size_t)m * n * sizeof *h), *h_ref = malloc((size_t)m * n * sizeof *h_ref);
+    float *want = random_floats((size_t)m * n2, "c", 8);
     float *got = malloc((size_t)m * n2 * sizeof *got);
     uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(n, k) * 2);
     uint16_t *wp2 = aligned(gemm_packed_weight_bf16_elems(n2, n) * 2);
     size_t words = gemm_bf16_a_words(m, n), sf = gemm_packed_scratch_floats(m);
-    uint32_t *next = aligned(words * sizeof *next);
+    uint32_t *next = aligned(words * sizeof *next), *ap = a ? pack_whole(a, m, k) : NULL;
     float *scratch = aligned(sf * sizeof(float));
     uint32_t *want_next = NULL;
-    if (!a || !w || !w2 || !bias || !h || !want || !got || !wp || !wp2 || !next || !scratch) {
+    int threads = team ? vit_team_threads(team) : 1;
+    if (!a || !w || !w2 || !bias || !h || !h_ref || !want || !got || !wp || !wp2 || !next ||
+        !ap || !scratch) {
         CHECK(!"out of memory");
         goto out;
     }
     memcpy(got, want, (size_t)m * n2 * sizeof *got); /* the same start to add to */
+    if (m > 1) { /* row 1 infinite: padded columns still hold zeros, not inf x 0 */
+        a[k] = INFINITY;
+        ap[GEMM_MR > 1 ? 1 : 0] = (uint32_t)gemm_bf16_bits(INFINITY) |
+                                  (ap[GEMM_MR > 1 ? 1 : 0] & 0xffff0000u);
+    }
     gemm_pack_weight_bf16(wp, w, n, k);
     gemm_pack_weight_bf16(wp2, w2, n2, n);
     const float *rows[1] = {bias};
     gemm_bias init = {rows, m, false};
-    gemm_packed_bf16(team, m, n, k, a, (size_t)k, wp, h, (size_t)n, &init, GEMM_POST_GELU,
-                     scratch, sf);
+    gemm_packed_bf16_a(team, m, n, k, ap, wp, h, (size_t)n, &init, GEMM_POST_GELU);
     memset(next, 0xab, words * sizeof *next);
-    gemm_packed_bf16_to_a(team, m, n, k, a, (size_t)k, wp, next, &init, GEMM_POST_GELU, scratch,
-                          sf);
+    gemm_packed_bf16_a_to_a(team, m, n, k, ap, wp, next, &init, GEMM_POST_GELU);
     want_next = pack_whole(h, m, n);
     CHECKF(want_next && memcmp(next, want_next, words * sizeof *next) == 0,
            "bf16 %dx%dx%d into the next A (team %d) differs from packing its fp32 result", m, n,
-           k, team ? vit_team_threads(team) : 1);
-    /* the next product: C += bias-free A W2^T, 1 + ceil(n / 512) blocks deep */
+           k, threads);
+    if (k <= 2 * GEMM_BF16_KC) {
+        gemm_packed_bf16(team, m, n, k, a, (size_t)k, wp, h_ref, (size_t)n, &init,
+                         GEMM_POST_GELU, scratch, sf);
+        CHECKF(memcmp(h, h_ref, (size_t)m * n * sizeof *h) == 0,
+               "bf16 %dx%dx%d on a packed A (team %d) differs from packing it per call", m, n, k,
+               threads);
+    }
+    /* the next product: C += A W2^T with no bias */
     gemm_bias add = {(const float *const[]){NULL}, m, true};
     gemm_packed_bf16(team, m, n2, n, h, (size_t)n, wp2, want, (size_t)n2, &add, GEMM_POST_NONE,
                      scratch, sf);
     gemm_packed_bf16_a(team, m, n2, n, next, wp2, got, (size_t)n2, &add, GEMM_POST_NONE);
-    if (gemm_bf16_to_a_fits(n))
+    if (n <= 2 * GEMM_BF16_KC) {
         CHECKF(memcmp(got, want, (size_t)m * n2 * sizeof *got) == 0,
-               "bf16 %dx%dx%d on a packed A (team %d) differs from packing it per call", m, n2,
-               n, team ? vit_team_threads(team) : 1);
-    else /* deeper than two blocks the per-call product adds block by block:
-          * each is within (n + 2) u sum|products| of the exact sum */
-        for (int r = 0; r < m; r++)
-            for (int j = 0; j < n2; j++) {
-                double size = 0;
-                for (int p = 0; p < n; p++)
-                    size += fabs((double)gemm_bf16_round(h[(size_t)r * n + p]) *
-                                 gemm_bf16_round(w2[(size_t)j * n + p]));
-                size_t at = (size_t)r * n2 + j;
-                double bound = 2 * (n + 2) * 0x1p-24 * (size + fabs(want[at])) + 1e-30;
-                if (!(fabs((double)got[at] - want[at]) <= bound)) {
-                    CHECKF(0, "bf16 on a packed A %dx%dx%d: [%d][%d] %.9g vs %.9g", m, n2, n,
-                           r, j, got[at], want[at]);
-                    goto out;
-                }
+               "bf16 %dx%dx%d on the packed A (team %d) differs from packing it per call", m, n2,
+               n, threads);
+        goto out;
+    }
+    /* deeper than two blocks the per-call product adds block by block: each
+     * result is within (n + 2) u sum|products| of the exact sum */
+    for (int r = 0; r < m; r++)
+        for (int j = 0; j < n2; j++) {
+            double size = 0;
+            for (int p = 0; p < n; p++)
+                size += fabs((double)gemm_bf16_round(h[(size_t)r * n + p]) *
+                             gemm_bf16_round(w2[(size_t)j * n + p]));
+            size_t at = (size_t)r * n2 + j;
+            double bound = 2 * (n + 2) * 0x1p-24 * (size + fabs(want[at])) + 1e-30;
+            bool both_nan = isnan(got[at]) && isnan(want[at]); /* row 1 */
+            if (!(fabs((double)got[at] - want[at]) <= bound) && !both_nan) {
+                CHECKF(0, "bf16 on a packed A %dx%dx%d: [%d][%d] %.9g vs %.9g", m, n2, n, r, j,
+                       got[at], want[at]);
+                goto out;
             }
+        }
 out:
-    free(a), free(w), free(w2), free(bias), free(h), free(want), free(got), free(wp), free(wp2);
-    free(next), free(scratch), free(want_next);
+    free(a), free(w), free(w2), free(bias), free(h), free(h_ref), free(want), free(got);
+    free(wp), free(wp2), free(next), free(ap), free(scratch), free(want_next);
+}
+
+/* Teams of 2..4 repeating products must give one thread's bits every time:
+ * a member packing the next pass over a buffer another still reads, or two
+ * members' slices of the scratch overlapping, shows as a bit that differs
+ * in some run.  Column and row splits, one and two blocks deep, fp32 and
+ * packed A, fp32 and packed results. */
+static void check_team_repeats(void)
+{
+    static const int shapes[][3] = {{239, 77, 1024}, {450, 1024, 768}, {239, 96, 300}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        float *a = random_floats((size_t)m * k, "a", 31);
+        float *w = random_floats((size_t)n * k, "w", 32);
+        uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(n, k) * 2);
+        uint32_t *ap = a ? pack_whole(a, m, k) : NULL;
+        size_t words = gemm_bf16_a_words(m, n), sf = gemm_packed_scratch_floats(m);
+        float *c1 = malloc((size_t)m * n * sizeof *c1), *c2 = malloc((size_t)m * n * sizeof *c2);
+        uint32_t *n1 = aligned(words * 4), *n2 = aligned(words * 4);
+        float *scratch = aligned(sf * sizeof(float));
+        if (!a || !w || !wp || !ap || !c1 || !c2 || !n1 || !n2 || !scratch) {
+            CHECK(!"out of memory");
+            goto next;
+        }
+        gemm_pack_weight_bf16(wp, w, n, k);
+        gemm_packed_bf16(NULL, m, n, k, a, (size_t)k, wp, c1, (size_t)n, NULL, GEMM_POST_GELU,
+                         scratch, sf);
+        gemm_packed_bf16_a_to_a(NULL, m, n, k, ap, wp, n1, NULL, GEMM_POST_GELU);
+        for (int threads = 2; threads <= 4; threads++) {
+            vit_error err = {0};
+            vit_team *t = NULL;
+            CHECKF(vit_team_create(threads, &t, &err) == VIT_OK, "%s", err.message);
+            int differ = 0;
+            for (int run = 0; t && run < 10; run++) {
+                gemm_packed_bf16(t, m, n, k, a, (size_t)k, wp, c2, (size_t)n, NULL,
+                                 GEMM_POST_GELU, scratch, sf);
+                gemm_packed_bf16_a_to_a(t, m, n, k, ap, wp, n2, NULL, GEMM_POST_GELU);
+                differ += memcmp(c1, c2, (size_t)m * n * sizeof *c1) != 0;
+                differ += memcmp(n1, n2, words * 4) != 0;
+            }
+            CHECKF(differ == 0, "bf16 %dx%dx%d on a team of %d: %d of 20 results differ from "
+                   "one thread's", m, n, k, threads, differ);
+            vit_team_free(t);
+        }
+    next:
+        free(a), free(w), free(wp), free(ap), free(c1), free(c2), free(n1), free(n2);
+        free(scratch);
+    }
+}
+
+/* A LayerNorm into a packed A: exactly layernorm_forward_avx512's values
+ * rounded as packing rounds them, each image's rows with its own bias,
+ * every word written, a range of slivers at a time. */
+static void check_layernorm_packed(int m, int C, int R)
+{
+    int images = (m + R - 1) / R, slivers = gemm_bf16_a_slivers(m);
+    float *x = random_floats((size_t)m * C, "x", (uint64_t)C);
+    float *g = random_floats((size_t)C, "g", 1);
+    float *b = random_floats((size_t)C * images, "b", 2), *y = malloc((size_t)m * C * sizeof *y);
+    const float **bias = malloc((size_t)images * sizeof *bias);
+    size_t words = gemm_bf16_a_words(m, C);
+    uint32_t *got = aligned(words * sizeof *got), *want = NULL;
+    if (!x || !g || !b || !y || !bias || !got) {
+        CHECK(!"out of memory");
+        goto out;
+    }
+    for (int i = 0; i < images; i++) {
+        bias[i] = b + (size_t)i * C;
+        int r0 = i * R, rows = m - r0 < R ? m - r0 : R;
+        layernorm_forward_avx512(y + (size_t)r0 * C, NULL, NULL, x + (size_t)r0 * C, g, bias[i],
+                                 (size_t)rows, C, 1e-6f);
+    }
+    want = pack_whole(y, m, C);
+    memset(got, 0xab, words * sizeof *got);
+    layernorm_bf16_slivers_avx512(got, x, m, C, g, bias, R, 1e-6f, 0, slivers / 2);
+    layernorm_bf16_slivers_avx512(got, x, m, C, g, bias, R, 1e-6f, slivers / 2, slivers);
+    CHECKF(want && memcmp(got, want, words * sizeof *got) == 0,
+           "LayerNorm of %d x %d (%d rows an image) into a packed A differs from packing it", m,
+           C, R);
+out:
+    free(x), free(g), free(b), free(y), free(bias), free(got), free(want);
 }
 
 /* gemm_packed_bf16_a many blocks deep against the reference on rounded
@@ -569,15 +668,21 @@ int main(void)
     check_product(team, 450, 96, 768, 3); /* two passes, 768 deep (ViT-B's C) */
     check_product(team, 3, 1000, 1537, 2);
     check_team_bits(team);
-    /* m: one row, a partial sliver, two passes; n: odd (a padded pair), a
-     * partial panel, ViT-B's MLP; k: one block, two */
-    static const int chain[][4] = {{1, 1, 1, 3},       {15, 33, 17, 5},   {197, 77, 513, 40},
+    /* m: one row, a partial sliver, two passes; n: odd (a padded pair, its
+     * last column in either half of a panel), a partial panel, ViT-B's MLP,
+     * deeper than two blocks; k: one block, two, ViT-B's MLP-out */
+    static const int chain[][4] = {{1, 1, 1, 3},         {15, 33, 17, 5},   {197, 77, 513, 40},
                                    {239, 1024, 768, 65}, {450, 96, 64, 33}, {29, 1025, 100, 17},
-                                   {197, 3072, 768, 96}};
+                                   {197, 3072, 768, 96}, {30, 50, 3072, 20}, {16, 49, 40, 9}};
     for (size_t i = 0; i < sizeof chain / sizeof chain[0]; i++) {
         check_chain(NULL, chain[i][0], chain[i][1], chain[i][2], chain[i][3]);
         check_chain(team, chain[i][0], chain[i][1], chain[i][2], chain[i][3]);
     }
+    check_team_repeats();
+    check_layernorm_packed(1, 1, 1);
+    check_layernorm_packed(15, 33, 5);    /* a partial sliver, images inside slivers */
+    check_layernorm_packed(394, 768, 197); /* ViT-B/16 at batch 2 */
+    check_layernorm_packed(29, 100, 10);   /* C not a multiple of 32 */
     check_packed_a_deep(team, 43, 70, 3072 + 5);
     check_packed_a_deep(team, 1, 3, 1);
     check_pack_nn();
