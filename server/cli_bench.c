@@ -165,7 +165,7 @@ static json_t *profile_json(const vit_profile *p, long iters)
 }
 
 /* Time per op kind, per batch, with its share and achieved GFLOP/s. */
-static void print_profile(const vit_profile *p, long iters)
+static void print_profile(const vit_profile *p, long iters, vit_precision precision)
 {
     double total = profile_total(p);
     printf("%-14s %12s %7s %10s\n", "op", "ms/batch", "share", "GFLOP/s");
@@ -183,6 +183,9 @@ static void print_profile(const vit_profile *p, long iters)
     if (p->fused)
         printf("(AVX-512 path: fc1_gemm includes the GELU, the *_gemm rows their bias and residual\n"
                " adds, attention its softmax)\n");
+    if (p->fused && precision == VIT_PRECISION_BF16)
+        printf("(bf16: layernorm includes rounding its output into QKV's and fc1's packed input,\n"
+               " fc1_gemm writing fc2's)\n");
 }
 
 /* Times training steps: forward, cross-entropy, backward and AdamW over what
@@ -269,7 +272,7 @@ static int bench_train(const bench_opts *o, const vit_model *base)
                    vit_train_state_path(s) == VIT_PATH_PACKED ? "packed" : "OpenBLAS");
             if (o->profile) { /* forward and backward; cross-entropy and AdamW not timed */
                 profile.fused = false;
-                print_profile(&profile, o->iters);
+                print_profile(&profile, o->iters, VIT_PRECISION_FP32);
             }
         }
     }
@@ -565,7 +568,7 @@ static int bench_forward(const bench_opts *o, const vit_model *m)
                        "(x%.3f)\n", o->mixed, 1000 * mixed_median, 1000 * median,
                        mixed_median / median);
             if (o->profile)
-                print_profile(&profile, iters);
+                print_profile(&profile, iters, m->precision);
         }
     }
     for (long t = 0; tasks && t < o->mixed; t++)

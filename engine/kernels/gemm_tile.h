@@ -17,13 +17,23 @@
 #include "gemm.h"
 #include "simd_avx512.h"
 
+/* One quiet NaN for every NaN an activation gives: the GELU's operations
+ * combine two NaNs, whose result's sign the compiler's operand order picks,
+ * and each tile height is compiled apart, so an image's NaN output would
+ * change sign with the row count of the batch it rides in. */
+static inline __m512 gemm_tile_canonical_nan(__m512 v)
+{
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_mask_mov_ps(v, nan, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
+}
+
 static inline __m512 gemm_tile_post(__m512 v, gemm_post post)
 {
     switch (post) {
     case GEMM_POST_GELU:
-        return simd_gelu_ps(v);
+        return gemm_tile_canonical_nan(simd_gelu_ps(v));
     case GEMM_POST_QUICK_GELU:
-        return simd_quick_gelu_ps(v);
+        return gemm_tile_canonical_nan(simd_quick_gelu_ps(v));
     default:
         return v;
     }

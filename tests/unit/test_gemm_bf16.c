@@ -452,6 +452,54 @@ static void check_team_repeats(void)
     }
 }
 
+/* A NaN row's outputs through the GELU must not depend on how many rows the
+ * product has (each tile height is compiled apart, and the GELU combines
+ * NaNs): row 0 all -NaN, m from 1 to 16, into fp32 rows and into a next
+ * packed A, QuickGELU too. */
+static void check_nan_rows(void)
+{
+    enum { K = 40, N = 33, M_MAX = 16 };
+    float *a = random_floats((size_t)M_MAX * K, "a", 41);
+    float *w = random_floats((size_t)N * K, "w", 42);
+    uint16_t *wp = aligned(gemm_packed_weight_bf16_elems(N, K) * 2);
+    float *c = malloc((size_t)M_MAX * N * sizeof *c), first[N];
+    uint32_t *next = aligned(gemm_bf16_a_words(M_MAX, N) * 4), first_next[(N + 1) / 2];
+    float *scratch = aligned(gemm_packed_scratch_floats(M_MAX) * sizeof(float));
+    if (!a || !w || !wp || !c || !next || !scratch) {
+        CHECK(!"out of memory");
+        goto out;
+    }
+    for (int p = 0; p < K; p++)
+        a[p] = -NAN;
+    gemm_pack_weight_bf16(wp, w, N, K);
+    for (int post = GEMM_POST_GELU; post <= GEMM_POST_QUICK_GELU; post++)
+        for (int m = 1; m <= M_MAX; m++) {
+            uint32_t *ap = pack_whole(a, m, K);
+            if (!ap) {
+                CHECK(!"out of memory");
+                break;
+            }
+            gemm_packed_bf16(NULL, m, N, K, a, K, wp, c, N, NULL, (gemm_post)post, scratch,
+                             gemm_packed_scratch_floats(M_MAX));
+            gemm_packed_bf16_a_to_a(NULL, m, N, K, ap, wp, next, NULL, (gemm_post)post);
+            /* row 0's pairs: word i of every pair run of the first sliver */
+            uint32_t row0[(N + 1) / 2];
+            for (int q = 0; q < (N + 1) / 2; q++)
+                row0[q] = next[(size_t)q * GEMM_MR];
+            if (m == 1) {
+                memcpy(first, c, sizeof first);
+                memcpy(first_next, row0, sizeof row0);
+            }
+            CHECKF(memcmp(first, c, sizeof first) == 0 &&
+                       memcmp(first_next, row0, sizeof row0) == 0,
+                   "a NaN row through %s: its bits change with %d rows",
+                   post == GEMM_POST_GELU ? "GELU" : "QuickGELU", m);
+            free(ap);
+        }
+out:
+    free(a), free(w), free(wp), free(c), free(next), free(scratch);
+}
+
 /* A LayerNorm into a packed A: exactly layernorm_forward_avx512's values
  * rounded as packing rounds them, each image's rows with its own bias,
  * every word written, a range of slivers at a time. */
@@ -679,6 +727,7 @@ int main(void)
         check_chain(team, chain[i][0], chain[i][1], chain[i][2], chain[i][3]);
     }
     check_team_repeats();
+    check_nan_rows();
     check_layernorm_packed(1, 1, 1);
     check_layernorm_packed(15, 33, 5);    /* a partial sliver, images inside slivers */
     check_layernorm_packed(394, 768, 197); /* ViT-B/16 at batch 2 */

@@ -321,6 +321,82 @@ out:
     vit_model_free(m);
 }
 
+/* One image's logits alone on m, or on a view of m over arena (a task's
+ * biases and head) when arena is not NULL. */
+static int forward_one(const vit_model *m, const float *arena, const float *image, float *out)
+{
+    vit_error err = {0};
+    vit_model *view = NULL;
+    vit_state *s = NULL;
+    const vit_model *use = m;
+    if (arena && vit_model_view(m, m->cfg.num_classes, arena, &view, &err) == VIT_OK)
+        use = view;
+    int ok = (!arena || view) && vit_state_create(use, 1, 1, &s, &err) == VIT_OK &&
+             vit_forward(use, s, image, 1, out, &err) == VIT_OK;
+    CHECKF(ok, "forward of one image: %s", err.message);
+    vit_state_free(s);
+    vit_model_free(view);
+    return ok;
+}
+
+/* Mixed tasks in one bf16 batch (vit_forward_rows): every bias, LayerNorm's
+ * and the products' alike, is the image's own task's, so each image's logits
+ * equal, to the bit, those of a view of the model over its task alone.
+ * Images take no task or one of three; batches of 7, teams of 1 and 2. */
+static void check_task_bits(void)
+{
+    vit_config cfg;
+    vit_error err = {0};
+    CHECK(vit_config_preset("vit-tiny", &cfg, &err) == VIT_OK);
+    cfg.image_size = 16, cfg.patch_size = 8, cfg.width = 64, cfg.heads = 2, cfg.mlp_dim = 135;
+    cfg.depth = 2, cfg.num_classes = 7;
+    cfg.preprocess.crop_h = cfg.preprocess.crop_w = cfg.image_size;
+    enum { B = 7, TASKS = 3, K = 7 };
+    vit_model *m = NULL;
+    CHECKF(vit_model_create(&cfg, &m, &err) == VIT_OK, "%s", err.message);
+    size_t per_image = (size_t)3 * cfg.image_size * cfg.image_size;
+    float *input = malloc(per_image * B * sizeof *input), *tasks[TASKS] = {NULL};
+    float alone[B][K], got[B][K];
+    const float *arenas[B];
+    int classes[B];
+    float *outs[B];
+    if (!m || !input)
+        goto out;
+    vit_model_randomize(m, 12);
+    randinit_fill(input, per_image * B, "input", 12, 1.0, 0.0);
+    CHECKF(vit_model_pack_precision(m, VIT_PRECISION_BF16, &err) == VIT_OK, "%s", err.message);
+    for (int t = 0; t < TASKS; t++) {
+        tasks[t] = malloc(m->trainable_len * sizeof *tasks[t]);
+        if (!tasks[t])
+            goto out;
+        memcpy(tasks[t], m->trainable, m->trainable_len * sizeof *tasks[t]);
+        randinit_fill(tasks[t], m->bias_len, "task", (uint64_t)t, 0.5, 0.0); /* its biases */
+    }
+    for (int b = 0; b < B; b++) {
+        arenas[b] = b % (TASKS + 1) ? tasks[b % (TASKS + 1) - 1] : NULL;
+        classes[b] = K;
+        outs[b] = got[b];
+        if (!forward_one(m, arenas[b], input + per_image * b, alone[b]))
+            goto out;
+    }
+    for (int threads = 1; threads <= 2; threads++) {
+        vit_state *s = NULL;
+        memset(got, 0, sizeof got);
+        CHECK(vit_state_create(m, B, threads, &s, &err) == VIT_OK &&
+              vit_forward_rows(m, s, input, B, arenas, classes, outs, &err) == VIT_OK);
+        for (int b = 0; b < B; b++)
+            CHECKF(memcmp(got[b], alone[b], sizeof got[b]) == 0,
+                   "bf16 image %d (task %d) in a mixed batch on %d threads differs from its "
+                   "task alone", b, b % (TASKS + 1), threads);
+        vit_state_free(s);
+    }
+out:
+    for (int t = 0; t < TASKS; t++)
+        free(tasks[t]);
+    free(input);
+    vit_model_free(m);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc, (void)argv;
@@ -348,6 +424,7 @@ int main(int argc, char **argv)
     check_release(VIT_PRECISION_FP32);
     check_release(VIT_PRECISION_BF16);
     check_batch_bits();
+    check_task_bits();
     check_golden("tests/data/golden/tiny_timm", "tests/data/golden/tiny_timm/expected.safetensors",
                  0.015);
     check_golden("tests/data/golden/tiny_hf", "tests/data/golden/tiny_hf/expected.safetensors",
