@@ -206,8 +206,9 @@ count_meson_log() { # stage, log, out, rc, expected
     return
   fi
   passed=$((passed + ok))
-  # failed tests were counted one by one above
-  stage_counts="$ok passed, $bad failed, $skip skipped"
+  # failed tests were counted one by one above; a stage's lanes add up
+  stage_ok=$((stage_ok + ok)) stage_bad=$((stage_bad + bad)) stage_skip=$((stage_skip + skip))
+  stage_counts="$stage_ok passed, $stage_bad failed, $stage_skip skipped"
   [ "$malformed" -eq 0 ] || fail "$stage: counting error: $malformed unreadable lines in $log"
   if [ $((ok + bad + skip)) -ne "$expected" ] || [ "$expected" -eq 0 ]; then
     fail "$stage: counting error: $((ok + bad + skip)) results in $log, $expected tests asked for"
@@ -336,7 +337,7 @@ check_registered() { # stage, dir
 start_stage() {
   stage_t0=$SECONDS
   stage_failed0=$failed
-  stage_counts=""
+  stage_counts="" stage_ok=0 stage_bad=0 stage_skip=0
   echo
   echo "== $1: $2 =="
 }
