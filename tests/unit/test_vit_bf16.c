@@ -270,55 +270,23 @@ out:
     vit_model_free(m);
 }
 
-/* In bf16 each image's logits must not depend on the batch it rides in nor
- * on the team's size, to the bit: rows of the packed activations (14-row
- * slivers that several images share, LayerNorm's with each image's bias)
- * never mix, and every tile sums its k in one order.  Batches 1..7 of a
- * small model (5 tokens: images straddle slivers), teams of 1..3, on one
- * state sized for the largest batch, against states for one image: a
- * sliver of 5 rows takes more than 5 rows' room, which the state must
- * hold (under ASan a poisoned gap follows each buffer). */
-static void check_batch_bits(void)
+/* The small model both bit checks below use, seeded and packed in bf16:
+ * 5 tokens, so a 14-row sliver holds parts of three images; NULL on failure. */
+static vit_model *small_bf16_model(uint64_t seed)
 {
     vit_config cfg;
     vit_error err = {0};
+    vit_model *m = NULL;
     CHECK(vit_config_preset("vit-tiny", &cfg, &err) == VIT_OK);
     cfg.image_size = 16, cfg.patch_size = 8, cfg.width = 64, cfg.heads = 2, cfg.mlp_dim = 135;
     cfg.depth = 2, cfg.num_classes = 7;
     cfg.preprocess.crop_h = cfg.preprocess.crop_w = cfg.image_size;
-    vit_model *m = NULL;
     CHECKF(vit_model_create(&cfg, &m, &err) == VIT_OK, "%s", err.message);
-    enum { MAX_B = 7 };
-    size_t per_image = (size_t)3 * cfg.image_size * cfg.image_size;
-    float *input = malloc(per_image * MAX_B * sizeof *input);
-    float alone[MAX_B][7], got[MAX_B][7];
-    if (!m || !input) {
-        CHECK(!"setup failed");
-        goto out;
-    }
-    vit_model_randomize(m, 11);
-    randinit_fill(input, per_image * MAX_B, "input", 11, 1.0, 0.0);
+    if (!m)
+        return NULL;
+    vit_model_randomize(m, seed);
     CHECKF(vit_model_pack_precision(m, VIT_PRECISION_BF16, &err) == VIT_OK, "%s", err.message);
-    for (int threads = 1; threads <= 3; threads++) {
-        vit_state *s = NULL;
-        CHECKF(vit_state_create(m, MAX_B, threads, &s, &err) == VIT_OK, "%s", err.message);
-        for (int b = 0; b < MAX_B && threads == 1; b++) {
-            vit_state *one = NULL;
-            CHECK(vit_state_create(m, 1, 1, &one, &err) == VIT_OK &&
-                  vit_forward(m, one, input + per_image * b, 1, alone[b], &err) == VIT_OK);
-            vit_state_free(one);
-        }
-        for (int B = 1; s && B <= MAX_B; B++) {
-            CHECK(vit_forward(m, s, input, B, &got[0][0], &err) == VIT_OK);
-            CHECKF(memcmp(got, alone, sizeof got[0] * B) == 0,
-                   "bf16 logits of a batch of %d on %d threads differ from batch 1's", B,
-                   threads);
-        }
-        vit_state_free(s);
-    }
-out:
-    free(input);
-    vit_model_free(m);
+    return m;
 }
 
 /* One image's logits alone on m, or on a view of m over arena (a task's
@@ -339,32 +307,64 @@ static int forward_one(const vit_model *m, const float *arena, const float *imag
     return ok;
 }
 
+/* In bf16 each image's logits must not depend on the batch it rides in nor
+ * on the team's size, to the bit: rows of the packed activations (14-row
+ * slivers that several images share, LayerNorm's with each image's bias)
+ * never mix, and every tile sums its k in one order.  Batches 1..7 of a
+ * small model (5 tokens: images straddle slivers), teams of 1..3, on one
+ * state sized for the largest batch, against states for one image: a
+ * sliver of 5 rows takes more than 5 rows' room, which the state must
+ * hold (under ASan a poisoned gap follows each buffer). */
+static void check_batch_bits(void)
+{
+    vit_error err = {0};
+    vit_model *m = small_bf16_model(11);
+    enum { MAX_B = 7 };
+    size_t per_image = m ? (size_t)3 * m->cfg.image_size * m->cfg.image_size : 0;
+    float *input = malloc(per_image * MAX_B * sizeof *input + 1);
+    float alone[MAX_B][7], got[MAX_B][7];
+    if (!m || !input) {
+        CHECK(!"setup failed");
+        goto out;
+    }
+    randinit_fill(input, per_image * MAX_B, "input", 11, 1.0, 0.0);
+    for (int b = 0; b < MAX_B; b++)
+        if (!forward_one(m, NULL, input + per_image * b, alone[b]))
+            goto out;
+    for (int threads = 1; threads <= 3; threads++) {
+        vit_state *s = NULL;
+        CHECKF(vit_state_create(m, MAX_B, threads, &s, &err) == VIT_OK, "%s", err.message);
+        for (int B = 1; s && B <= MAX_B; B++) {
+            CHECK(vit_forward(m, s, input, B, &got[0][0], &err) == VIT_OK);
+            CHECKF(memcmp(got, alone, sizeof got[0] * B) == 0,
+                   "bf16 logits of a batch of %d on %d threads differ from batch 1's", B,
+                   threads);
+        }
+        vit_state_free(s);
+    }
+out:
+    free(input);
+    vit_model_free(m);
+}
+
 /* Mixed tasks in one bf16 batch (vit_forward_rows): every bias, LayerNorm's
  * and the products' alike, is the image's own task's, so each image's logits
  * equal, to the bit, those of a view of the model over its task alone.
  * Images take no task or one of three; batches of 7, teams of 1 and 2. */
 static void check_task_bits(void)
 {
-    vit_config cfg;
     vit_error err = {0};
-    CHECK(vit_config_preset("vit-tiny", &cfg, &err) == VIT_OK);
-    cfg.image_size = 16, cfg.patch_size = 8, cfg.width = 64, cfg.heads = 2, cfg.mlp_dim = 135;
-    cfg.depth = 2, cfg.num_classes = 7;
-    cfg.preprocess.crop_h = cfg.preprocess.crop_w = cfg.image_size;
     enum { B = 7, TASKS = 3, K = 7 };
-    vit_model *m = NULL;
-    CHECKF(vit_model_create(&cfg, &m, &err) == VIT_OK, "%s", err.message);
-    size_t per_image = (size_t)3 * cfg.image_size * cfg.image_size;
-    float *input = malloc(per_image * B * sizeof *input), *tasks[TASKS] = {NULL};
+    vit_model *m = small_bf16_model(12);
+    size_t per_image = m ? (size_t)3 * m->cfg.image_size * m->cfg.image_size : 0;
+    float *input = malloc(per_image * B * sizeof *input + 1), *tasks[TASKS] = {NULL};
     float alone[B][K], got[B][K];
     const float *arenas[B];
     int classes[B];
     float *outs[B];
     if (!m || !input)
         goto out;
-    vit_model_randomize(m, 12);
     randinit_fill(input, per_image * B, "input", 12, 1.0, 0.0);
-    CHECKF(vit_model_pack_precision(m, VIT_PRECISION_BF16, &err) == VIT_OK, "%s", err.message);
     for (int t = 0; t < TASKS; t++) {
         tasks[t] = malloc(m->trainable_len * sizeof *tasks[t]);
         if (!tasks[t])
