@@ -389,7 +389,7 @@ elif [ "$release_ok" = 0 ]; then
 else
   start_stage portable "VITFIT_NO_AVX512=1 (OpenBLAS GEMMs, scalar kernels)"
   VITFIT_NO_AVX512=1 run_meson_tests portable build testlog-portable --no-rebuild \
-    vit train train_paths serving task cli vit_bf16
+    vit train train_paths serving task cli vit_bf16 last_block
   end_stage portable
 fi
 

@@ -169,6 +169,36 @@ void attention_forward(float *out, float *probs, size_t probs_stride, const floa
     }
 }
 
+void attention_first_query(float *out, float *p, const float *qkv, int B, int N, int C, int NH)
+{
+    int hs = C / NH;
+    size_t ld = 3 * (size_t)C;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int b = 0; b < B; b++) {
+        const float *base = qkv + (size_t)b * N * ld;
+        for (int h = 0; h < NH; h++) {
+            const float *q = base + (size_t)h * hs;
+            const float *k = base + C + (size_t)h * hs;
+            const float *v = base + 2 * (size_t)C + (size_t)h * hs;
+            for (int j = 0; j < N; j++) {
+                const float *kj = k + (size_t)j * ld;
+                float s = 0;
+                for (int i = 0; i < hs; i++)
+                    s += q[i] * kj[i];
+                p[j] = scale * s;
+            }
+            softmax_rows_forward(p, 1, N);
+            float *o = out + (size_t)b * C + (size_t)h * hs;
+            memset(o, 0, sizeof(float) * (size_t)hs);
+            for (int j = 0; j < N; j++) {
+                const float *vj = v + (size_t)j * ld;
+                for (int i = 0; i < hs; i++)
+                    o[i] += p[j] * vj[i];
+            }
+        }
+    }
+}
+
 /* Per head, with S = q k^T * scale, P = softmax(S), O = P v:
  *   dP = dO v^T,  dv = P^T dO,  dS = P * (dP - rowsum(dP * P)),
  *   dq = dS k * scale,  dk = dS^T q * scale.

@@ -48,6 +48,11 @@ void patch_unfold_forward(float *patches, const float *images, int B, int image_
 void attention_forward(float *out, float *probs, size_t probs_stride, const float *qkv, int B,
                        int N, int C, int NH);
 
+/* The first token's row of attention_forward for every image: out (B, C)
+ * from qkv (B, N, 3C), p scratch for N floats.  What a class-token model's
+ * last block needs, since no other row of it reaches the head. */
+void attention_first_query(float *out, float *p, const float *qkv, int B, int N, int C, int NH);
+
 /* Backward of attention_forward: dqkv (B, N, 3C) overwritten from dout (B, N,
  * C) and the saved qkv.  The attention matrices are recomputed per head, so
  * nothing but qkv has to be kept; scratch holds 2 * N * N floats. */

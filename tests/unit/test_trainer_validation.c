@@ -387,8 +387,13 @@ static void test_best_epoch(const vit_model *m, const ds_dataset *shifted,
            r.epochs_run, r.stopped_early);
     CHECKF(r.eval.top1 == base.top1, "kept head: result eval %.4f, the bundled model %.4f",
            r.eval.top1, base.top1);
+    /* The task lists the classes in the data set's order, not the model's:
+     * the same head with its rows permuted, so each image's softmax sums
+     * its classes in another order and the loss may differ in the last bits. */
     if (r.task)
-        CHECK(task_top1(m, r.task, truth, 200, &loss) == base.top1 && loss == base.loss);
+        CHECKF(task_top1(m, r.task, truth, 200, &loss) == base.top1 &&
+                   fabs(loss - base.loss) <= 1e-12 * base.loss,
+               "the kept task: loss %.17g, the bundled model's %.17g", loss, base.loss);
     eval_result_free(&base);
     trainer_result_free(&r);
     c.head = TRAINER_HEAD_NEW;
