@@ -23,9 +23,9 @@
  * else -- CPUs without AVX-512, VITFIT_NO_AVX512 -- the OpenBLAS path
  * (block_forward) runs, for inference and training alike.
  *
- * Inference on a class-token model runs the last block past its keys and
- * values for the class tokens' rows only (block_forward_last_class), on
- * either path: nothing else reaches the head.
+ * A class-token model runs its last block past the keys and values for the
+ * class tokens' rows only (block_forward_last_class), on either path and in
+ * training too: nothing else reaches the head.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -390,7 +390,6 @@ vit_status vit_state_create_path(const vit_model *m, int max_batch, int threads,
     a->team = packed ? s->team : NULL;
     a->gemm_scratch_floats = n[SB_GEMM_SCRATCH];
     a->portable = path == VIT_PATH_PORTABLE;
-    a->class_only_last = true;
     if (!packed) {
         a->gemm_scratch = NULL;
         a->gemm_scratch_floats = 0;
@@ -697,72 +696,93 @@ static void block_forward(const vit_model *m, const vit_block_weights *w, vit_ac
     vit_profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
 }
 
-/* The last block of a class-token model, for the class token's rows only:
- * the pooling reads nothing else, and every other product and LayerNorm is
- * row by row, so past attention's keys and values (which need all N tokens)
- * it runs on B rows instead of B*N -- about 85% of the block's work.  The
- * class rows' residual stream is a->pooled, which head_forward then reads. */
+/* One linear layer of block_forward_last_class on the acts' path: y = x W^T
+ * + each image's bias (y += that when add), post applied.  The OpenBLAS
+ * path applies no post: its caller runs the activation apart. */
+static void class_rows_linear(const vit_model *m, const vit_acts *a, float *y, const float *x,
+                              const float *w, const float *wp, const uint16_t *wb,
+                              const float *bias, bool add, gemm_post post, int B, int R, int n,
+                              int k)
+{
+    if (a->team && a->train) {
+        train_rows(m, a, y, x, w, wp, bias, add, post, B, R, n, k);
+    } else if (a->team) {
+        packed_rows(m, a, y, x, wp, wb, bias, add, post, B, R, n, k);
+    } else if (add) {
+        VIT_ASSERT(post == GEMM_POST_NONE);
+        add_bias_rows(m, a, y, bias, B, R, n);
+        gemm(B * R, n, k, 1.0f, x, k, w, k, true, 1.0f, y, n);
+    } else {
+        VIT_ASSERT(post == GEMM_POST_NONE);
+        linear_rows(m, a, y, x, w, bias, B, R, n, k);
+    }
+}
+
+/* The last block of a class-token model, for the class tokens' rows only:
+ * the pooling reads nothing else, and every product and LayerNorm past
+ * attention's keys and values (which need all N tokens) is row by row, so
+ * those run on B rows instead of B*N -- about 85% of the block's work.  The
+ * class rows' residual stream is a->pooled, which head_forward then reads.
+ * Training keeps what vit_train.c's block_backward_last_class reads: x_in,
+ * LayerNorm 1's statistics and qkv for every row; the class rows' attention
+ * output, x_mid, LayerNorm 2's output and statistics and h_pre / h_act. */
 static void block_forward_last_class(const vit_model *m, const vit_block_weights *w, vit_acts *a,
                                      vit_block_acts *k, int B)
 {
     const vit_config *c = &m->cfg;
     int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim;
-    double r = (double)B * N;
-    if (a->team && w->qkv_wb) {
+    size_t rows = (size_t)B * N;
+    if (k->x_in && a->team)
+        copy_team(a->team, k->x_in, a->x, rows * C);
+    else if (k->x_in)
+        memcpy(k->x_in, a->x, sizeof(float) * rows * C);
+    if (a->team && w->qkv_wb && !a->train) {
         layernorm_bf16_team(m, a, (uint32_t *)k->ln1, a->x, w->norm1_w, w->norm1_b, B, N, C,
                             c->ln_eps);
         vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
         packed_rows_bf16(m, a, k->qkv, NULL, (uint32_t *)k->ln1, w->qkv_wb, w->qkv_b, false,
                          GEMM_POST_NONE, B, N, 3 * C, C);
-    } else if (a->team) {
-        layernorm_rows_team(m, a, k->ln1, NULL, NULL, a->x, w->norm1_w, w->norm1_b, B, N, C,
-                            c->ln_eps);
-        vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
-        packed_rows(m, a, k->qkv, k->ln1, w->qkv_wp, NULL, w->qkv_b, false, GEMM_POST_NONE, B, N,
-                    3 * C, C);
     } else {
-        layernorm_rows(m, a, k->ln1, NULL, NULL, a->x, w->norm1_w, w->norm1_b, B, N, C,
-                       c->ln_eps);
+        (a->team ? layernorm_rows_team : layernorm_rows)(m, a, k->ln1, k->ln1_mean, k->ln1_rstd,
+                                                         a->x, w->norm1_w, w->norm1_b, B, N, C,
+                                                         c->ln_eps);
         vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
-        linear_rows(m, a, k->qkv, k->ln1, w->qkv_w, w->qkv_b, B, N, 3 * C, C);
+        class_rows_linear(m, a, k->qkv, k->ln1, w->qkv_w, w->qkv_wp, w->qkv_wb, w->qkv_b, false,
+                          GEMM_POST_NONE, B, N, 3 * C, C);
     }
-    vit_profile_mark(a, VIT_OP_QKV_GEMM, r * 3 * C * C);
+    vit_profile_mark(a, VIT_OP_QKV_GEMM, (double)rows * 3 * C * C);
     attention_first_query(k->attn, k->probs, k->qkv, B, N, C, c->heads);     /* (B,C) */
     vit_profile_mark(a, VIT_OP_ATTENTION, 2.0 * B * N * C);
     float *x = a->pooled; /* (B,C): the class rows from here on */
     for (int b = 0; b < B; b++)
         memcpy(x + (size_t)b * C, a->x + (size_t)b * N * C, sizeof(float) * (size_t)C);
-    gemm_post act = c->act == VIT_ACT_GELU ? GEMM_POST_GELU : GEMM_POST_QUICK_GELU;
-    if (a->team) {
-        packed_rows(m, a, x, k->attn, w->proj_wp, w->proj_wb, w->proj_b, true, GEMM_POST_NONE, B,
-                    1, C, C);
-        vit_profile_mark(a, VIT_OP_PROJ_GEMM, (double)B * C * C);
-        layernorm_rows_team(m, a, k->ln2, NULL, NULL, x, w->norm2_w, w->norm2_b, B, 1, C,
-                            c->ln_eps);
-        vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
-        packed_rows(m, a, k->h_act, k->ln2, w->fc1_wp, w->fc1_wb, w->fc1_b, false, act, B, 1, M,
-                    C);
-        vit_profile_mark(a, VIT_OP_FC1_GEMM, (double)B * C * M);
-        packed_rows(m, a, x, k->h_act, w->fc2_wp, w->fc2_wb, w->fc2_b, true, GEMM_POST_NONE, B, 1,
-                    C, M);
-        vit_profile_mark(a, VIT_OP_FC2_GEMM, (double)B * C * M);
-        return;
-    }
-    add_bias_rows(m, a, x, w->proj_b, B, 1, C);
-    gemm(B, C, C, 1.0f, k->attn, C, w->proj_w, C, true, 1.0f, x, C);
+    class_rows_linear(m, a, x, k->attn, w->proj_w, w->proj_wp, w->proj_wb, w->proj_b, true,
+                      GEMM_POST_NONE, B, 1, C, C);                            /* x += proj */
     vit_profile_mark(a, VIT_OP_PROJ_GEMM, (double)B * C * C);
-    layernorm_rows(m, a, k->ln2, NULL, NULL, x, w->norm2_w, w->norm2_b, B, 1, C, c->ln_eps);
+    if (k->x_mid)
+        memcpy(k->x_mid, x, sizeof(float) * (size_t)B * C);
+    (a->team ? layernorm_rows_team : layernorm_rows)(m, a, k->ln2, k->ln2_mean, k->ln2_rstd, x,
+                                                     w->norm2_w, w->norm2_b, B, 1, C, c->ln_eps);
     vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
-    linear_rows(m, a, k->h_pre, k->ln2, w->fc1_w, w->fc1_b, B, 1, M, C);
+    /* the activation rides on fc1's tiles unless its input is kept or the
+     * path has no such tiles */
+    bool fuse = a->team && k->h_act == k->h_pre;
+    gemm_post act = c->act == VIT_ACT_GELU ? GEMM_POST_GELU : GEMM_POST_QUICK_GELU;
+    class_rows_linear(m, a, k->h_pre, k->ln2, w->fc1_w, w->fc1_wp, w->fc1_wb, w->fc1_b, false,
+                      fuse ? act : GEMM_POST_NONE, B, 1, M, C);               /* (B,M) */
     vit_profile_mark(a, VIT_OP_FC1_GEMM, (double)B * C * M);
-    size_t hidden = (size_t)B * M;
-    if (c->act == VIT_ACT_GELU)
-        (a->avx512 ? gelu_forward_avx512 : gelu_forward)(k->h_act, k->h_pre, hidden);
-    else
-        (a->avx512 ? quick_gelu_forward_avx512 : quick_gelu_forward)(k->h_act, k->h_pre, hidden);
-    vit_profile_mark(a, VIT_OP_ACTIVATION, 0);
-    add_bias_rows(m, a, x, w->fc2_b, B, 1, C);
-    gemm(B, C, M, 1.0f, k->h_act, M, w->fc2_w, M, true, 1.0f, x, C);
+    if (!fuse) {
+        size_t hidden = (size_t)B * M;
+        bool vector = a->avx512;
+        if (c->act == VIT_ACT_GELU)
+            (vector ? gelu_forward_avx512 : gelu_forward)(k->h_act, k->h_pre, hidden);
+        else
+            (vector ? quick_gelu_forward_avx512 : quick_gelu_forward)(k->h_act, k->h_pre,
+                                                                      hidden);
+        vit_profile_mark(a, VIT_OP_ACTIVATION, 0);
+    }
+    class_rows_linear(m, a, x, k->h_act, w->fc2_w, w->fc2_wp, w->fc2_wb, w->fc2_b, true,
+                      GEMM_POST_NONE, B, 1, C, M);                            /* x += mlp */
     vit_profile_mark(a, VIT_OP_FC2_GEMM, (double)B * C * M);
 }
 
@@ -895,7 +915,7 @@ void vit_forward_acts(const vit_model *m, vit_acts *a, const float *images, int 
     }
     embed_forward(m, a, images, B);
     int depth = m->cfg.depth;
-    bool class_last = a->class_only_last && m->cfg.pool == VIT_POOL_CLS;
+    bool class_last = m->cfg.pool == VIT_POOL_CLS; /* block_forward_last_class */
     for (int l = 0; l < depth; l++) {
         if (class_last && l == depth - 1)
             block_forward_last_class(m, &m->w.blocks[l], a, &a->blocks[l], B);

@@ -133,10 +133,6 @@ typedef struct vit_acts {
      * forward and backward (train; see block_forward_train). */
     vit_team *team;           /* the state's threads */
     bool train;               /* keep activations: block_forward_train */
-    /* Inference (a vit_state; no backward pass reads the blocks): a
-     * class-token model's last block runs for the class token's rows only
-     * past attention's keys and values (block_forward_last_class). */
-    bool class_only_last;
     float *gemm_scratch;      /* gemm_packed_scratch_floats(B*N): any product of <= B*N rows;
                                * for training also gemm_packed_raw's per-call packing */
     size_t gemm_scratch_floats;

@@ -8,7 +8,9 @@
  * The forward pass is vit_forward_acts with per-block slots; this file only
  * decides which slots exist.  Backward walks the same graph in reverse; each
  * parameter's gradient is found by the parameter's offset in its arena, so a
- * frozen parameter has no gradient unless the caller passed gfrozen.
+ * frozen parameter has no gradient unless the caller passed gfrozen.  A
+ * class-token model's last block ran on the class rows only past its keys
+ * and values, and its backward does the same (block_backward_last_class).
  *
  * Two paths, as for inference (vit_forward.c).  On AVX-512 CPUs the state
  * owns a thread team and both passes run on the packed kernels: the input
@@ -629,6 +631,39 @@ static void block_backward(const vit_model *m, const vit_block_weights *w,
 #undef G
 }
 
+/* block_backward for block_forward_last_class: s->dpooled holds dLoss/dx_out
+ * of the class rows (no other row reaches the head), and s->dx receives
+ * dLoss/dx_in of every row. */
+static void block_backward_last_class(const vit_model *m, const vit_block_weights *w,
+                                      const vit_block_acts *k, vit_train_state *s, int B,
+                                      float *gtrain, float *gfrozen)
+{
+    const vit_config *c = &m->cfg;
+    int N = vit_config_tokens(c), C = c->width, M = c->mlp_dim, R = B * N;
+    vit_acts *a = &s->acts;
+    float *dcls = s->dpooled; /* (B,C) */
+#define G(p) grad_of(m, (p), gtrain, gfrozen)
+    /* x_out = x_mid + fc2(act(fc1(ln2(x_mid)))), class rows */
+    lin_bwd(s, s->dh, G(w->fc2_w), G(w->fc2_b), dcls, k->h_act, w->fc2_w, w->fc2_wp, B, C, M);
+    act_bwd(s, c->act, s->dh, k->h_pre, (size_t)B * M);
+    lin_bwd(s, s->dln, G(w->fc1_w), G(w->fc1_b), s->dh, k->ln2, w->fc1_w, w->fc1_wp, B, M, C);
+    ln_bwd(s, dcls, G(w->norm2_w), G(w->norm2_b), s->dln, k->x_mid, k->ln2_mean, k->ln2_rstd,
+           w->norm2_w, (size_t)B, C);                                     /* dcls = dx_mid */
+    /* x_mid = x_in + proj(attn(ln1(x_in))), the class rows' attention */
+    lin_bwd(s, s->dattn, G(w->proj_w), G(w->proj_b), dcls, k->attn, w->proj_w, w->proj_wp, B, C,
+            C);
+    attention_first_query_backward(s->dqkv, s->dprobs, s->dattn, k->qkv, B, N, C, c->heads);
+    vit_profile_mark(a, VIT_OP_BWD_ATTENTION, 4.0 * B * N * C);
+    lin_bwd(s, s->dln, G(w->qkv_w), G(w->qkv_b), s->dqkv, k->ln1, w->qkv_w, w->qkv_wp, R, 3 * C,
+            C);
+    memset(s->dx, 0, sizeof(float) * (size_t)R * C); /* dx_mid: the class rows' alone */
+    for (int b = 0; b < B; b++)
+        memcpy(s->dx + (size_t)b * N * C, dcls + (size_t)b * C, sizeof(float) * (size_t)C);
+    ln_bwd(s, s->dx, G(w->norm1_w), G(w->norm1_b), s->dln, k->x_in, k->ln1_mean, k->ln1_rstd,
+           w->norm1_w, (size_t)R, C);                                     /* dx = dx_in */
+#undef G
+}
+
 vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlogits, int batch,
                         float *gtrain, float *gfrozen, vit_error *err)
 {
@@ -660,9 +695,12 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
     memset(s->dpooled, 0, sizeof(float) * (size_t)B * C);
     layernorm_backward(s->dpooled, G(w->norm_w), G(w->norm_b), s->dpooled_ln, a->pooled,
                        a->norm_mean, a->norm_rstd, w->norm_w, (size_t)B, C);
-    /* pooling: the class token, or the mean of the patch tokens */
-    memset(s->dx, 0, sizeof(float) * (size_t)B * N * C);
-    for (int b = 0; b < B; b++) {
+    /* pooling: the class token, or the mean of the patch tokens; the last
+     * block of a class-token model reads dpooled itself */
+    bool class_last = c->pool == VIT_POOL_CLS;
+    if (!class_last)
+        memset(s->dx, 0, sizeof(float) * (size_t)B * N * C);
+    for (int b = 0; b < B && !class_last; b++) {
         const float *dp = s->dpooled + (size_t)b * C;
         float *dxb = s->dx + (size_t)b * N * C;
         if (c->pool == VIT_POOL_CLS) {
@@ -674,8 +712,12 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
         }
     }
     vit_profile_mark(a, VIT_OP_BWD_HEAD, 0);
-    for (int l = c->depth - 1; l >= 0; l--)
-        block_backward(m, &w->blocks[l], &a->blocks[l], s, B, gtrain, gfrozen);
+    for (int l = c->depth - 1; l >= 0; l--) {
+        if (class_last && l == c->depth - 1)
+            block_backward_last_class(m, &w->blocks[l], &a->blocks[l], s, B, gtrain, gfrozen);
+        else
+            block_backward(m, &w->blocks[l], &a->blocks[l], s, B, gtrain, gfrozen);
+    }
     /* ln_pre (CLIP): x = LN(x_embed) */
     if (c->ln_pre) {
         memset(s->dln, 0, sizeof(float) * (size_t)B * N * C);

@@ -169,31 +169,82 @@ void attention_forward(float *out, float *probs, size_t probs_stride, const floa
     }
 }
 
+/* p (N) = softmax(q k_j^T * scale) for the one query row q of a head whose
+ * keys are k's rows (leading dimension ld). */
+static void first_query_probs(float *p, const float *q, const float *k, int N, int hs, size_t ld)
+{
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int j = 0; j < N; j++) {
+        const float *kj = k + (size_t)j * ld;
+        float s = 0;
+        for (int i = 0; i < hs; i++)
+            s += q[i] * kj[i];
+        p[j] = scale * s;
+    }
+    softmax_rows_forward(p, 1, N);
+}
+
 void attention_first_query(float *out, float *p, const float *qkv, int B, int N, int C, int NH)
 {
     int hs = C / NH;
     size_t ld = 3 * (size_t)C;
-    float scale = 1.0f / sqrtf((float)hs);
     for (int b = 0; b < B; b++) {
         const float *base = qkv + (size_t)b * N * ld;
         for (int h = 0; h < NH; h++) {
-            const float *q = base + (size_t)h * hs;
-            const float *k = base + C + (size_t)h * hs;
             const float *v = base + 2 * (size_t)C + (size_t)h * hs;
-            for (int j = 0; j < N; j++) {
-                const float *kj = k + (size_t)j * ld;
-                float s = 0;
-                for (int i = 0; i < hs; i++)
-                    s += q[i] * kj[i];
-                p[j] = scale * s;
-            }
-            softmax_rows_forward(p, 1, N);
+            first_query_probs(p, base + (size_t)h * hs, base + C + (size_t)h * hs, N, hs, ld);
             float *o = out + (size_t)b * C + (size_t)h * hs;
             memset(o, 0, sizeof(float) * (size_t)hs);
             for (int j = 0; j < N; j++) {
                 const float *vj = v + (size_t)j * ld;
                 for (int i = 0; i < hs; i++)
                     o[i] += p[j] * vj[i];
+            }
+        }
+    }
+}
+
+/* attention_backward's formulas for one query row: dP and dS are rows,
+ * dv_j = p_j dO and dk_j = dS_j q * scale are rank one, and only the first
+ * token's dq is not zero. */
+void attention_first_query_backward(float *dqkv, float *scratch, const float *dout,
+                                    const float *qkv, int B, int N, int C, int NH)
+{
+    int hs = C / NH;
+    size_t ld = 3 * (size_t)C;
+    float scale = 1.0f / sqrtf((float)hs), *p = scratch, *ds = scratch + N;
+    memset(dqkv, 0, sizeof(float) * (size_t)B * N * ld);
+    for (int b = 0; b < B; b++) {
+        const float *base = qkv + (size_t)b * N * ld;
+        float *dbase = dqkv + (size_t)b * N * ld;
+        for (int h = 0; h < NH; h++) {
+            const float *q = base + (size_t)h * hs;
+            const float *k = base + C + (size_t)h * hs;
+            const float *v = base + 2 * (size_t)C + (size_t)h * hs;
+            const float *dO = dout + (size_t)b * C + (size_t)h * hs;
+            float *dq = dbase + (size_t)h * hs;
+            float *dk = dbase + C + (size_t)h * hs;
+            float *dv = dbase + 2 * (size_t)C + (size_t)h * hs;
+            first_query_probs(p, q, k, N, hs, ld);
+            double dot = 0;
+            for (int j = 0; j < N; j++) { /* dP, then P . dP */
+                const float *vj = v + (size_t)j * ld;
+                float s = 0;
+                for (int i = 0; i < hs; i++)
+                    s += dO[i] * vj[i];
+                ds[j] = s;
+                dot += (double)s * p[j];
+            }
+            float fdot = (float)dot;
+            for (int j = 0; j < N; j++) {
+                ds[j] = p[j] * (ds[j] - fdot);
+                const float *kj = k + (size_t)j * ld;
+                float *dkj = dk + (size_t)j * ld, *dvj = dv + (size_t)j * ld;
+                for (int i = 0; i < hs; i++) {
+                    dq[i] += scale * ds[j] * kj[i];
+                    dkj[i] = scale * ds[j] * q[i];
+                    dvj[i] = p[j] * dO[i];
+                }
             }
         }
     }

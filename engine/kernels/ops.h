@@ -53,6 +53,12 @@ void attention_forward(float *out, float *probs, size_t probs_stride, const floa
  * last block needs, since no other row of it reaches the head. */
 void attention_first_query(float *out, float *p, const float *qkv, int B, int N, int C, int NH);
 
+/* Backward of attention_first_query: dqkv (B, N, 3C) overwritten from dout
+ * (B, C) and qkv; scratch holds 2 * N floats.  Only the first token's rows
+ * of dq are not zero. */
+void attention_first_query_backward(float *dqkv, float *scratch, const float *dout,
+                                    const float *qkv, int B, int N, int C, int NH);
+
 /* Backward of attention_forward: dqkv (B, N, 3C) overwritten from dout (B, N,
  * C) and the saved qkv.  The attention matrices are recomputed per head, so
  * nothing but qkv has to be kept; scratch holds 2 * N * N floats. */

@@ -1,11 +1,18 @@
 /*
- * test_last_block.c - inference runs a class-token model's last block on the
- * class tokens' rows only (block_forward_last_class in vit_forward.c); the
- * training forward runs every row of it.  Their logits must agree to float
- * rounding -- the class query's attention sums in another order -- image by
- * image, with each image's task biases in one mixed batch:
- *   - on the OpenBLAS path, and on the packed path with teams of 1 to 3;
- *   - at every batch from 1 to 17 (partial and whole 14-row tiles);
+ * test_last_block.c - a class-token model's last block runs past its keys
+ * and values on the class tokens' rows only (block_forward_last_class in
+ * vit_forward.c, block_backward_last_class in vit_train.c).
+ *
+ * The reference is the same model one block deeper, that block all zeros:
+ * it adds exactly 0 to the residual stream and passes the gradient through
+ * unchanged, and since it is now the last, the model's own last block runs
+ * on every row there.  Against it, to float rounding (the class query's
+ * attention sums in another order):
+ *   - inference logits, image by image with each image's task biases in one
+ *     mixed batch, at every batch from 1 to 17, on the OpenBLAS path and the
+ *     packed path with teams of 1 to 3;
+ *   - a training step's logits, loss and every gradient of bitfit, linear
+ *     and full, on both paths;
  *   - on odd shapes: 5 heads of 8 with 10 tokens; ln_pre, a projection and
  *     QuickGELU; a mean-pooled model, which must run every row.
  * The profile's multiply-adds pin the cut itself: the last block's MLP ran
@@ -45,22 +52,41 @@ static vit_config base_config(void)
     return c;
 }
 
-/* Image b's logits from the training forward, which runs every row of every
- * block: its task's view of m alone, on the OpenBLAS path. */
-static int reference(const vit_model *m, const float *arena, const float *image, float *out)
+/* m with one more block, all zeros, after its own (see the top). */
+static vit_model *deeper_copy(vit_model *m)
 {
+    vit_config c = m->cfg;
+    c.depth++;
+    vit_model *d = NULL;
     vit_error err = {0};
-    vit_model *view = NULL;
-    vit_train_state *ts = NULL;
-    int ok = vit_model_view(m, m->cfg.num_classes, arena ? arena : m->trainable, &view, &err) ==
-                 VIT_OK &&
-             vit_train_state_create_path(view, VIT_METHOD_LINEAR, 1, 1, VIT_PATH_PORTABLE, &ts,
-                                         &err) == VIT_OK &&
-             vit_train_forward(view, ts, image, 1, out, &err) == VIT_OK;
-    CHECKF(ok, "reference forward: %s", err.message);
-    vit_train_state_free(ts);
-    vit_model_free(view);
-    return ok;
+    if (vit_model_create(&c, &d, &err) != VIT_OK) {
+        CHECKF(0, "the deeper model: %s", err.message);
+        return NULL;
+    }
+    memset(d->frozen, 0, sizeof(float) * d->frozen_len);
+    memset(d->trainable, 0, sizeof(float) * d->trainable_len);
+    for (size_t i = 0; i < m->num_params; i++) {
+        const vit_param *p = &m->params[i];
+        vit_param *q = vit_model_find(d, p->name);
+        CHECKF(q && q->numel == p->numel, "the deeper model has no %s", p->name);
+        if (q && q->numel == p->numel)
+            memcpy(q->data, p->data, sizeof(float) * p->numel);
+    }
+    return d;
+}
+
+/* m's task arena laid out for d, the extra block's biases 0. */
+static float *deeper_arena(vit_model *m, vit_model *d, const float *arena)
+{
+    float *out = calloc(d->trainable_len, sizeof *out);
+    for (size_t i = 0; out && i < m->num_params; i++) {
+        const vit_param *p = &m->params[i];
+        const vit_param *q = vit_model_find(d, p->name);
+        if (p->trainable && q)
+            memcpy(out + (q->data - d->trainable), arena + (p->data - m->trainable),
+                   sizeof(float) * p->numel);
+    }
+    return out;
 }
 
 /* fc2's multiply-adds in one forward of B images: every row in each block
@@ -72,28 +98,39 @@ static double fc2_macs(const vit_config *c, int B)
     return ((c->depth - 1) * rows + last) * per_row;
 }
 
-static void check_path(const shape_case *sc, const vit_model *m, vit_path path, int threads,
-                       const float *images, const float *const *arenas, const float *want)
+/* Logits of B images, image b with arenas[b]'s task, on a fresh state. */
+static int infer(const vit_model *m, vit_path path, int threads, const float *images, int B,
+                 const float *const *arenas, float *logits, vit_profile *prof)
 {
-    int K = sc->cfg.num_classes, classes[MAX_B];
-    float got[MAX_B * MAX_K], *outs[MAX_B];
-    for (int b = 0; b < MAX_B; b++)
-        classes[b] = K, outs[b] = got + b * K;
+    int K = m->cfg.num_classes, classes[MAX_B];
+    float *outs[MAX_B];
+    for (int b = 0; b < B; b++)
+        classes[b] = K, outs[b] = logits + b * K;
+    vit_error err = {0};
+    vit_state *s = NULL;
+    int ok = vit_state_create_path(m, B, threads, path, &s, &err) == VIT_OK;
+    if (ok) {
+        vit_state_set_profile(s, prof);
+        ok = vit_forward_rows(m, s, images, B, arenas, classes, outs, &err) == VIT_OK;
+    }
+    CHECKF(ok, "inference: %s", err.message);
+    vit_state_free(s);
+    return ok;
+}
+
+static void check_inference(const shape_case *sc, vit_model *m, vit_model *d, vit_path path,
+                            int threads, const float *images, const float *const *arenas,
+                            const float *const *deep_arenas)
+{
+    int K = sc->cfg.num_classes;
+    float got[MAX_B * MAX_K], want[MAX_B * MAX_K];
     for (int B = 1; B <= MAX_B; B++) {
-        vit_error err = {0};
-        vit_state *s = NULL;
-        vit_profile prof = {0};
-        int ok = vit_state_create_path(m, B, threads, path, &s, &err) == VIT_OK;
-        if (ok) {
-            vit_state_set_profile(s, &prof);
-            ok = vit_forward_rows(m, s, images, B, arenas, classes, outs, &err) == VIT_OK;
-        }
-        CHECKF(ok, "%s: %s", sc->name, err.message);
-        vit_state_free(s);
-        if (!ok)
+        vit_profile prof = {0}, unused = {0};
+        if (!infer(m, path, threads, images, B, arenas, got, &prof) ||
+            !infer(d, path, threads, images, B, deep_arenas, want, &unused))
             continue;
         char what[200];
-        snprintf(what, sizeof what, "%s, %s path, %d threads, batch %d", sc->name,
+        snprintf(what, sizeof what, "%s, inference, %s path, %d threads, batch %d", sc->name,
                  path == VIT_PATH_PACKED ? "packed" : "OpenBLAS", threads, B);
         check_close(what, got, want, (size_t)B * K, 1e-5, 1e-5);
         CHECKF(prof.macs[VIT_OP_FC2_GEMM] == fc2_macs(&sc->cfg, B),
@@ -102,45 +139,144 @@ static void check_path(const shape_case *sc, const vit_model *m, vit_path path, 
     }
 }
 
+typedef struct step_out {
+    float logits[MAX_B * MAX_K], *gtrain, *gfrozen;
+    double loss;
+    int ok;
+} step_out;
+
+/* One step on m: forward, cross-entropy, backward into fresh gradients. */
+static step_out run_step(const vit_model *m, vit_method method, vit_path path,
+                         const float *images, const int *labels, int B)
+{
+    step_out o = {.ok = 0};
+    vit_error err = {0};
+    float dlogits[MAX_B * MAX_K];
+    bool full = method == VIT_METHOD_FULL;
+    o.gtrain = calloc(m->trainable_len, sizeof(float));
+    o.gfrozen = full ? calloc(m->frozen_len, sizeof(float)) : NULL;
+    vit_train_state *s = NULL;
+    if (!o.gtrain || (full && !o.gfrozen)) {
+        CHECKF(0, "out of memory");
+    } else if (vit_train_state_create_path(m, method, B, 2, path, &s, &err) == VIT_OK &&
+               vit_train_forward(m, s, images, B, o.logits, &err) == VIT_OK) {
+        o.loss = vit_cross_entropy(o.logits, labels, B, m->cfg.num_classes, 0.1f, dlogits);
+        o.ok = vit_backward(m, s, dlogits, B, o.gtrain, o.gfrozen, &err) == VIT_OK;
+    }
+    CHECKF(o.ok, "step: %s", err.message);
+    vit_train_state_free(s);
+    return o;
+}
+
+/* m's gradients against d's for the same parameters:
+ * |diff| <= 1e-4 max|want| + 1e-3 |want|, test_train's golden bounds. */
+static void compare_grads(const char *what, vit_model *m, vit_model *d, const step_out *got,
+                          const step_out *want)
+{
+    char name[300];
+    for (size_t i = 0; i < m->num_params; i++) {
+        const vit_param *p = &m->params[i];
+        const vit_param *q = vit_model_find(d, p->name);
+        const float *g = NULL, *w = NULL;
+        if (!q)
+            continue;
+        if (p->trainable) {
+            g = got->gtrain + (p->data - m->trainable);
+            w = want->gtrain + (q->data - d->trainable);
+        } else if (got->gfrozen) {
+            g = got->gfrozen + (p->data - m->frozen);
+            w = want->gfrozen + (q->data - d->frozen);
+        } else {
+            continue;
+        }
+        double max_ref = 0;
+        for (size_t j = 0; j < p->numel; j++)
+            max_ref = fmax(max_ref, fabs(w[j]));
+        snprintf(name, sizeof name, "%s %s", what, p->name);
+        check_close(name, g, w, p->numel, 1e-4 * max_ref + 1e-9, 1e-3);
+    }
+}
+
+static void check_training(const shape_case *sc, vit_model *m, vit_model *d, vit_path path,
+                           const float *images)
+{
+    static const vit_method methods[] = {VIT_METHOD_BITFIT, VIT_METHOD_LINEAR, VIT_METHOD_FULL};
+    static const int batches[] = {1, 3, 14, 17};
+    int labels[MAX_B];
+    for (int b = 0; b < MAX_B; b++)
+        labels[b] = (b * 5 + 2) % sc->cfg.num_classes;
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        for (size_t j = 0; j < sizeof batches / sizeof batches[0]; j++) {
+            int B = batches[j];
+            step_out got = run_step(m, methods[i], path, images, labels, B);
+            step_out want = run_step(d, methods[i], path, images, labels, B);
+            if (got.ok && want.ok) {
+                char what[200], w2[240];
+                snprintf(what, sizeof what, "%s, %s step, %s path, batch %d", sc->name,
+                         vit_method_name(methods[i]),
+                         path == VIT_PATH_PACKED ? "packed" : "OpenBLAS", B);
+                snprintf(w2, sizeof w2, "%s: logits", what);
+                check_close(w2, got.logits, want.logits, (size_t)B * sc->cfg.num_classes, 1e-5,
+                            1e-5);
+                CHECKF(fabs(got.loss - want.loss) <= 1e-5 * fabs(want.loss), "%s: loss %g, %g",
+                       what, got.loss, want.loss);
+                compare_grads(what, m, d, &got, &want);
+            }
+            free(got.gtrain);
+            free(got.gfrozen);
+            free(want.gtrain);
+            free(want.gfrozen);
+        }
+}
+
 static void test_shape(const shape_case *sc)
 {
     vit_error err = {0};
-    vit_model *m = NULL;
+    vit_model *m = NULL, *d = NULL;
     size_t per_image = (size_t)3 * sc->cfg.image_size * sc->cfg.image_size;
-    float *images = malloc(sizeof(float) * per_image * MAX_B), *tasks[TASKS] = {NULL};
-    const float *arenas[MAX_B];
-    float want[MAX_B * MAX_K];
+    float *images = malloc(sizeof(float) * per_image * MAX_B);
+    float *tasks[TASKS] = {NULL}, *deep_tasks[TASKS] = {NULL};
+    const float *arenas[MAX_B], *deep_arenas[MAX_B];
     if (!images || sc->cfg.num_classes > MAX_K || vit_model_create(&sc->cfg, &m, &err) != VIT_OK) {
         CHECKF(0, "%s: %s", sc->name, err.message);
         goto out;
     }
     vit_model_randomize(m, 7);
+    if (!(d = deeper_copy(m)))
+        goto out;
     randinit_fill(images, per_image * MAX_B, "input", 3, 1.0, 0.0);
     for (int t = 0; t < TASKS; t++) {
         tasks[t] = malloc(m->trainable_len * sizeof *tasks[t]);
         if (!tasks[t])
             goto out;
-        memcpy(tasks[t], m->trainable, m->trainable_len * sizeof *tasks[t]);
         /* every bias and the head: a task's own */
         randinit_fill(tasks[t], m->trainable_len, "task", (uint64_t)t, 0.5, 0.0);
-    }
-    for (int b = 0; b < MAX_B; b++) {
-        arenas[b] = b % (TASKS + 1) ? tasks[b % (TASKS + 1) - 1] : NULL;
-        if (!reference(m, arenas[b], images + per_image * b, want + b * sc->cfg.num_classes))
+        if (!(deep_tasks[t] = deeper_arena(m, d, tasks[t])))
             goto out;
     }
-    check_path(sc, m, VIT_PATH_PORTABLE, 1, images, arenas, want);
-    if (gemm_packed_available()) {
-        CHECKF(vit_model_pack(m, &err) == VIT_OK, "%s: pack: %s", sc->name, err.message);
-        for (int threads = 1; threads <= 3; threads++)
-            check_path(sc, m, VIT_PATH_PACKED, threads, images, arenas, want);
+    for (int b = 0; b < MAX_B; b++) {
+        int t = b % (TASKS + 1);
+        arenas[b] = t ? tasks[t - 1] : NULL;
+        deep_arenas[b] = t ? deep_tasks[t - 1] : NULL;
     }
-    fprintf(stderr, "%s: inference equals the training forward, batches 1-%d\n", sc->name,
-            MAX_B);
+    check_training(sc, m, d, VIT_PATH_PORTABLE, images);
+    check_inference(sc, m, d, VIT_PATH_PORTABLE, 1, images, arenas, deep_arenas);
+    if (gemm_packed_available()) {
+        check_training(sc, m, d, VIT_PATH_PACKED, images); /* every weight packed per call */
+        CHECKF(vit_model_pack(m, &err) == VIT_OK && vit_model_pack(d, &err) == VIT_OK,
+               "%s: pack: %s", sc->name, err.message);
+        for (int threads = 1; threads <= 3; threads++)
+            check_inference(sc, m, d, VIT_PATH_PACKED, threads, images, arenas, deep_arenas);
+        check_training(sc, m, d, VIT_PATH_PACKED, images);
+    }
+    fprintf(stderr, "%s: the last block on the class rows equals it on every row\n", sc->name);
 out:
-    for (int t = 0; t < TASKS; t++)
+    for (int t = 0; t < TASKS; t++) {
         free(tasks[t]);
+        free(deep_tasks[t]);
+    }
     free(images);
+    vit_model_free(d);
     vit_model_free(m);
 }
 
