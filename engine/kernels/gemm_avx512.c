@@ -158,7 +158,7 @@ tile(const int MR, const float *ap, const float *bp, int kc, float *c, size_t ld
     for (int i = 0; i < MR; i++)
         gemm_tile_store_row(c + (size_t)i * ldc, acc0[i], acc1[i], m0, m1, load_c,
                             bias_rows != NULL,
-                            bias_rows && bias_rows[i] ? bias_rows[i] + bias_col : NULL, post);
+                            gemm_tile_bias(bias_rows, i, bias_col), post);
 }
 
 #define TILE_CASE(R)                                                                   \

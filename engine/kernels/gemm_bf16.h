@@ -43,8 +43,13 @@ enum {
 size_t gemm_bf16_packed_b_elems(int n, int k);
 
 /* Offset, in bf16 elements, of KC block p0's panels in a packed B with n
- * columns. */
-size_t gemm_bf16_packed_b_block(int n, int p0);
+ * columns.  Inline: the register tile steps through the blocks with it, and
+ * a call there would make gcc spill every accumulator (all caller-saved). */
+static inline size_t gemm_bf16_packed_b_block(int n, int p0)
+{
+    /* p0 is a multiple of KC: even, so every block before it is whole pairs */
+    return (size_t)p0 * (size_t)((n + GEMM_NR - 1) / GEMM_NR) * GEMM_NR;
+}
 
 /* Packs W (n, k), row stride ldw (B = W^T), into dst. */
 void gemm_bf16_pack_b_nt(uint16_t *dst, const float *w, size_t ldw, int n, int k);

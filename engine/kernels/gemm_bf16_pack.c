@@ -44,11 +44,6 @@ size_t gemm_bf16_packed_b_elems(int n, int k)
     return (size_t)panels_of(n) * GEMM_NR * 2 * (size_t)pairs_of(k);
 }
 
-size_t gemm_bf16_packed_b_block(int n, int p0)
-{
-    return (size_t)p0 * panels_of(n) * GEMM_NR; /* p0 is a multiple of KC: even */
-}
-
 /* B = W^T: each column's k run is contiguous in W, so a column is rounded 32
  * k at a time and its 16 pairs stored down the panel (stride 32 pairs). */
 void gemm_bf16_pack_b_nt(uint16_t *dst, const float *w, size_t ldw, int n, int k)

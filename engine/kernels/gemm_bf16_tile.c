@@ -56,10 +56,9 @@ tile(const int MR, const bool NEXT, const uint32_t *ap, const uint16_t *bp, int 
         acc0[i] = _mm512_setzero_ps();
         acc1[i] = _mm512_setzero_ps();
     }
-    size_t panels = (size_t)(n + GEMM_NR - 1) / GEMM_NR;
     for (int p = 0; p < kk; p += GEMM_BF16_KC) {
         int pairs = ((kk - p < GEMM_BF16_KC ? kk - p : GEMM_BF16_KC) + 1) / 2;
-        const uint16_t *b = bp + (size_t)p * panels * GEMM_NR + (size_t)j * pairs * 2 * GEMM_NR;
+        const uint16_t *b = bp + gemm_bf16_packed_b_block(n, p) + (size_t)j * pairs * 2 * GEMM_NR;
         const uint32_t *a = ap + (size_t)p / 2 * GEMM_MR;
         for (int q = 0; q < pairs; q++) {
             __m512i b0 = _mm512_load_si512(b);
@@ -80,7 +79,7 @@ tile(const int MR, const bool NEXT, const uint32_t *ap, const uint16_t *bp, int 
 #pragma GCC unroll 14
         for (int i = 0; i < MR; i++) {
             gemm_tile_row(NULL, &acc0[i], &acc1[i], m0, m1, false, bias_rows != NULL,
-                          bias_rows && bias_rows[i] ? bias_rows[i] + col : NULL, post);
+                          gemm_tile_bias(bias_rows, i, col), post);
             _mm512_store_ps(vals[i], _mm512_maskz_mov_ps(m0, acc0[i]));
             _mm512_store_ps(vals[i] + 16, _mm512_maskz_mov_ps(m1, acc1[i]));
         }
@@ -92,7 +91,7 @@ tile(const int MR, const bool NEXT, const uint32_t *ap, const uint16_t *bp, int 
     for (int i = 0; i < MR; i++)
         gemm_tile_store_row(c + (size_t)i * dst->ldc, acc0[i], acc1[i], m0, m1, load_c,
                             bias_rows != NULL,
-                            bias_rows && bias_rows[i] ? bias_rows[i] + col : NULL, post);
+                            gemm_tile_bias(bias_rows, i, col), post);
 }
 
 #define TILE_CASE(R)                                                                   \

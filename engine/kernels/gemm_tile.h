@@ -71,6 +71,13 @@ gemm_tile_row(const float *row, __m512 *v0, __m512 *v1, __mmask16 m0, __mmask16 
     }
 }
 
+/* Tile row i's bias from column col on, or NULL: bias_rows (per row, NULL
+ * entries allowed) may itself be NULL. */
+static inline const float *gemm_tile_bias(const float *const *bias_rows, int i, size_t col)
+{
+    return bias_rows && bias_rows[i] ? bias_rows[i] + col : NULL;
+}
+
 /* Stores one tile row at row: gemm_tile_row's value, valid columns only. */
 static inline __attribute__((always_inline)) void
 gemm_tile_store_row(float *row, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1, bool load_c,

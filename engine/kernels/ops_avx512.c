@@ -149,6 +149,17 @@ static double row_sq_dev(const float *x, int C, double mu)
     return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3)));
 }
 
+/* A row's LayerNorm statistics: its mean and 1 / sqrt(var + eps), summed in
+ * double and rounded once to float.  Both forward kernels take them from
+ * here, so their outputs are the same bits. */
+static void row_stats(const float *x, int C, float eps, float *mean, float *rstd)
+{
+    double mu = row_sum(x, C) / C;
+    double var = row_sq_dev(x, C, mu) / C;
+    *rstd = (float)(1.0 / sqrt(var + eps));
+    *mean = (float)mu;
+}
+
 /* ref: torch.nn.functional.layer_norm, as layernorm_forward in ops.c.  The
  * output is ((x - mean) * rstd) * w + b with a rounding after each operation
  * and no FMA, exactly the scalar kernel's expression, so with the same float
@@ -160,10 +171,8 @@ void layernorm_forward_avx512(float *out, float *mean, float *rstd, const float 
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * (size_t)C;
         float *orow = out + r * (size_t)C;
-        double mu = row_sum(xr, C) / C;
-        double var = row_sq_dev(xr, C, mu) / C;
-        float rs = (float)(1.0 / sqrt(var + eps));
-        float fmean = (float)mu;
+        float fmean, rs;
+        row_stats(xr, C, eps, &fmean, &rs);
 
         const __m512 vmean = _mm512_set1_ps(fmean), vrs = _mm512_set1_ps(rs);
         int i = 0;
@@ -191,13 +200,8 @@ static void layernorm_bf16_sliver(uint32_t *sliver, const float *x, const float 
                                   const float *const *b, int rows, int C, float eps)
 {
     float mean[GEMM_MR], rs[GEMM_MR];
-    for (int r = 0; r < rows; r++) { /* as layernorm_forward_avx512, so the same values */
-        const float *xr = x + (size_t)r * C;
-        double mu = row_sum(xr, C) / C;
-        double var = row_sq_dev(xr, C, mu) / C;
-        rs[r] = (float)(1.0 / sqrt(var + eps));
-        mean[r] = (float)mu;
-    }
+    for (int r = 0; r < rows; r++)
+        row_stats(x + (size_t)r * C, C, eps, &mean[r], &rs[r]);
     for (int j = 0; j < (C + GEMM_NR - 1) / GEMM_NR; j++) {
         _Alignas(64) float vals[GEMM_MR][GEMM_NR];
         for (int r = 0; r < rows; r++)
