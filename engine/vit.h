@@ -175,8 +175,13 @@ size_t vit_config_image_bytes(const vit_config *cfg);
 #define VIT_MAX_IMAGE_BYTES ((size_t)256 << 20)
 const char *vit_layout_name(vit_layout layout);
 /* Multiply-accumulates of one forward pass for one image (all GEMMs,
- * attention included): 17.56e9 for ViT-B/16 at 224. */
+ * attention included), every block on every token as the model defines it:
+ * 17.56e9 for ViT-B/16 at 224. */
 double vit_config_macs(const vit_config *cfg);
+
+/* Those vit_forward does: a class-token model's last block runs past its keys
+ * and values on the class token alone (16.48e9 for ViT-B/16 at 224). */
+double vit_config_forward_macs(const vit_config *cfg);
 
 /* ---- model ---- */
 

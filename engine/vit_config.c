@@ -841,6 +841,15 @@ double vit_config_macs(const vit_config *cfg)
     return patch + cfg->depth * block + tail;
 }
 
+double vit_config_forward_macs(const vit_config *cfg)
+{
+    double N = vit_config_tokens(cfg), C = cfg->width, M = cfg->mlp_dim;
+    if (cfg->pool != VIT_POOL_CLS)
+        return vit_config_macs(cfg);
+    /* the other N-1 rows' attention, projection and MLP */
+    return vit_config_macs(cfg) - (N - 1) * (2 * N * C + C * C + 2 * C * M);
+}
+
 bool vit_config_equal(const vit_config *a, const vit_config *b)
 {
     const img_preprocess *p = &a->preprocess, *q = &b->preprocess;

@@ -695,21 +695,17 @@ vit_status vit_backward(const vit_model *m, vit_train_state *s, const float *dlo
     memset(s->dpooled, 0, sizeof(float) * (size_t)B * C);
     layernorm_backward(s->dpooled, G(w->norm_w), G(w->norm_b), s->dpooled_ln, a->pooled,
                        a->norm_mean, a->norm_rstd, w->norm_w, (size_t)B, C);
-    /* pooling: the class token, or the mean of the patch tokens; the last
-     * block of a class-token model reads dpooled itself */
+    /* pooling: a class-token model's last block reads dpooled itself
+     * (block_backward_last_class); the mean spreads it over the patch tokens */
     bool class_last = c->pool == VIT_POOL_CLS;
     if (!class_last)
         memset(s->dx, 0, sizeof(float) * (size_t)B * N * C);
     for (int b = 0; b < B && !class_last; b++) {
         const float *dp = s->dpooled + (size_t)b * C;
         float *dxb = s->dx + (size_t)b * N * C;
-        if (c->pool == VIT_POOL_CLS) {
-            memcpy(dxb, dp, sizeof(float) * (size_t)C);
-        } else {
-            for (int t = 1; t < N; t++)
-                for (int i = 0; i < C; i++)
-                    dxb[(size_t)t * C + i] = dp[i] / (float)(N - 1);
-        }
+        for (int t = 1; t < N; t++)
+            for (int i = 0; i < C; i++)
+                dxb[(size_t)t * C + i] = dp[i] / (float)(N - 1);
     }
     vit_profile_mark(a, VIT_OP_BWD_HEAD, 0);
     for (int l = c->depth - 1; l >= 0; l--) {

@@ -185,7 +185,7 @@ static void print_profile(const vit_profile *p, long iters, vit_precision precis
                " adds, attention its softmax)\n");
     if (p->fused && precision == VIT_PRECISION_BF16)
         printf("(bf16: layernorm includes rounding its output into QKV's and fc1's packed input,\n"
-               " fc1_gemm writing fc2's)\n");
+               " fc1_gemm writing fc2's, in every block but a class-token model's last)\n");
 }
 
 /* Times training steps: forward, cross-entropy, backward and AdamW over what
@@ -524,7 +524,7 @@ static int bench_forward(const bench_opts *o, const vit_model *m)
         double passes = o->mixed ? 2.0 : 1.0;
         double images = (double)W * B * (double)iters * passes;
         double ips = images / span;
-        double gflops = 2.0 * vit_config_macs(&m->cfg) * ips / 1e9;
+        double gflops = 2.0 * vit_config_forward_macs(&m->cfg) * ips / 1e9;
         size_t rss = cli_peak_rss();
         const char *name = o->preset ? o->preset : o->model;
         if (o->json) {

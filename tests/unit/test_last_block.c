@@ -10,13 +10,15 @@
  * attention sums in another order):
  *   - inference logits, image by image with each image's task biases in one
  *     mixed batch, at every batch from 1 to 17, on the OpenBLAS path and the
- *     packed path with teams of 1 to 3;
+ *     packed path with teams of 1 to 3, in fp32 and in bf16 (whose full
+ *     block rounds attention's operands: within 1% of the largest logit);
+ *   - a head-less model's features;
  *   - a training step's logits, loss and every gradient of bitfit, linear
  *     and full, on both paths;
  *   - on odd shapes: 5 heads of 8 with 10 tokens; ln_pre, a projection and
  *     QuickGELU; a mean-pooled model, which must run every row.
  * The profile's multiply-adds pin the cut itself: the last block's MLP ran
- * on B rows, not B*N.
+ * on B rows, not B*N, and the pass did vit_config_forward_macs per image.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -28,7 +30,7 @@
 #include "vit.h"
 #include "vit_train.h"
 
-enum { MAX_B = 17, MAX_K = 16, TASKS = 2 };
+enum { MAX_B = 17, MAX_OUT = 64, TASKS = 2 };
 
 typedef struct shape_case {
     const char *name;
@@ -98,14 +100,14 @@ static double fc2_macs(const vit_config *c, int B)
     return ((c->depth - 1) * rows + last) * per_row;
 }
 
-/* Logits of B images, image b with arenas[b]'s task, on a fresh state. */
+/* Outputs of B images, image b with arenas[b]'s task, on a fresh state. */
 static int infer(const vit_model *m, vit_path path, int threads, const float *images, int B,
                  const float *const *arenas, float *logits, vit_profile *prof)
 {
-    int K = m->cfg.num_classes, classes[MAX_B];
+    int dim = vit_config_output_dim(&m->cfg), classes[MAX_B];
     float *outs[MAX_B];
     for (int b = 0; b < B; b++)
-        classes[b] = K, outs[b] = logits + b * K;
+        classes[b] = dim, outs[b] = logits + b * dim;
     vit_error err = {0};
     vit_state *s = NULL;
     int ok = vit_state_create_path(m, B, threads, path, &s, &err) == VIT_OK;
@@ -118,29 +120,43 @@ static int infer(const vit_model *m, vit_path path, int threads, const float *im
     return ok;
 }
 
+/* tolerance: of the largest output (bf16), else 1e-5 absolute and relative */
 static void check_inference(const shape_case *sc, vit_model *m, vit_model *d, vit_path path,
                             int threads, const float *images, const float *const *arenas,
-                            const float *const *deep_arenas)
+                            const float *const *deep_arenas, double tolerance)
 {
-    int K = sc->cfg.num_classes;
-    float got[MAX_B * MAX_K], want[MAX_B * MAX_K];
+    int dim = vit_config_output_dim(&sc->cfg);
+    float got[MAX_B * MAX_OUT], want[MAX_B * MAX_OUT];
     for (int B = 1; B <= MAX_B; B++) {
         vit_profile prof = {0}, unused = {0};
         if (!infer(m, path, threads, images, B, arenas, got, &prof) ||
             !infer(d, path, threads, images, B, deep_arenas, want, &unused))
             continue;
         char what[200];
-        snprintf(what, sizeof what, "%s, inference, %s path, %d threads, batch %d", sc->name,
-                 path == VIT_PATH_PACKED ? "packed" : "OpenBLAS", threads, B);
-        check_close(what, got, want, (size_t)B * K, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "%s, inference, %s path%s, %d threads, batch %d", sc->name,
+                 path == VIT_PATH_PACKED ? "packed" : "OpenBLAS", tolerance ? " (bf16)" : "",
+                 threads, B);
+        double largest = 0;
+        for (int i = 0; i < B * dim; i++)
+            largest = fmax(largest, fabs(want[i]));
+        if (tolerance)
+            check_close(what, got, want, (size_t)B * dim, tolerance * largest, 0);
+        else
+            check_close(what, got, want, (size_t)B * dim, 1e-5, 1e-5);
         CHECKF(prof.macs[VIT_OP_FC2_GEMM] == fc2_macs(&sc->cfg, B),
                "%s, batch %d: fc2 did %.0f multiply-adds, expected %.0f", sc->name, B,
                prof.macs[VIT_OP_FC2_GEMM], fc2_macs(&sc->cfg, B));
+        double total = 0; /* what bench's GFLOP/s counts */
+        for (int op = 0; op < VIT_OP_COUNT; op++)
+            total += prof.macs[op];
+        CHECKF(total == B * vit_config_forward_macs(&sc->cfg),
+               "%s, batch %d: the pass did %.0f multiply-adds, vit_config_forward_macs says %.0f",
+               sc->name, B, total, B * vit_config_forward_macs(&sc->cfg));
     }
 }
 
 typedef struct step_out {
-    float logits[MAX_B * MAX_K], *gtrain, *gfrozen;
+    float logits[MAX_B * MAX_OUT], *gtrain, *gfrozen;
     double loss;
     int ok;
 } step_out;
@@ -151,7 +167,7 @@ static step_out run_step(const vit_model *m, vit_method method, vit_path path,
 {
     step_out o = {.ok = 0};
     vit_error err = {0};
-    float dlogits[MAX_B * MAX_K];
+    float dlogits[MAX_B * MAX_OUT];
     bool full = method == VIT_METHOD_FULL;
     o.gtrain = calloc(m->trainable_len, sizeof(float));
     o.gfrozen = full ? calloc(m->frozen_len, sizeof(float)) : NULL;
@@ -237,7 +253,9 @@ static void test_shape(const shape_case *sc)
     float *images = malloc(sizeof(float) * per_image * MAX_B);
     float *tasks[TASKS] = {NULL}, *deep_tasks[TASKS] = {NULL};
     const float *arenas[MAX_B], *deep_arenas[MAX_B];
-    if (!images || sc->cfg.num_classes > MAX_K || vit_model_create(&sc->cfg, &m, &err) != VIT_OK) {
+    bool head = sc->cfg.num_classes > 0; /* else features: no task, no training */
+    if (!images || vit_config_output_dim(&sc->cfg) > MAX_OUT ||
+        vit_model_create(&sc->cfg, &m, &err) != VIT_OK) {
         CHECKF(0, "%s: %s", sc->name, err.message);
         goto out;
     }
@@ -255,19 +273,30 @@ static void test_shape(const shape_case *sc)
             goto out;
     }
     for (int b = 0; b < MAX_B; b++) {
-        int t = b % (TASKS + 1);
+        int t = head ? b % (TASKS + 1) : 0;
         arenas[b] = t ? tasks[t - 1] : NULL;
         deep_arenas[b] = t ? deep_tasks[t - 1] : NULL;
     }
-    check_training(sc, m, d, VIT_PATH_PORTABLE, images);
-    check_inference(sc, m, d, VIT_PATH_PORTABLE, 1, images, arenas, deep_arenas);
+    if (head)
+        check_training(sc, m, d, VIT_PATH_PORTABLE, images);
+    check_inference(sc, m, d, VIT_PATH_PORTABLE, 1, images, arenas, deep_arenas, 0);
     if (gemm_packed_available()) {
-        check_training(sc, m, d, VIT_PATH_PACKED, images); /* every weight packed per call */
+        if (head) /* every weight packed per call */
+            check_training(sc, m, d, VIT_PATH_PACKED, images);
         CHECKF(vit_model_pack(m, &err) == VIT_OK && vit_model_pack(d, &err) == VIT_OK,
                "%s: pack: %s", sc->name, err.message);
         for (int threads = 1; threads <= 3; threads++)
-            check_inference(sc, m, d, VIT_PATH_PACKED, threads, images, arenas, deep_arenas);
-        check_training(sc, m, d, VIT_PATH_PACKED, images);
+            check_inference(sc, m, d, VIT_PATH_PACKED, threads, images, arenas, deep_arenas, 0);
+        if (head)
+            check_training(sc, m, d, VIT_PATH_PACKED, images);
+    }
+    if (gemm_bf16_available() != GEMM_BF16_NONE) {
+        CHECKF(vit_model_pack_precision(m, VIT_PRECISION_BF16, &err) == VIT_OK &&
+                   vit_model_pack_precision(d, VIT_PRECISION_BF16, &err) == VIT_OK,
+               "%s: bf16: %s", sc->name, err.message);
+        for (int threads = 1; threads <= 3; threads += 2)
+            check_inference(sc, m, d, VIT_PATH_PACKED, threads, images, arenas, deep_arenas,
+                            1e-2);
     }
     fprintf(stderr, "%s: the last block on the class rows equals it on every row\n", sc->name);
 out:
@@ -291,8 +320,11 @@ int main(void)
     clip.cfg.preprocess.crop_h = clip.cfg.preprocess.crop_w = 20;
     shape_case mean = {"mean-pooled (every row)", base_config()};
     mean.cfg.pool = VIT_POOL_MEAN;
+    shape_case features = {"head-less (features)", base_config()};
+    features.cfg.num_classes = 0;
     test_shape(&odd);
     test_shape(&clip);
     test_shape(&mean);
+    test_shape(&features);
     return check_result();
 }

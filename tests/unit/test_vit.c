@@ -1175,6 +1175,8 @@ static void test_config(void)
     vit_error err = {0};
     CHECK(vit_config_preset("vit-b16", &c, &err) == VIT_OK);
     CHECKF(fabs(vit_config_macs(&c) - 17.58e9) < 0.05e9, "ViT-B/16 MACs %.4g", vit_config_macs(&c));
+    CHECKF(fabs(vit_config_forward_macs(&c) - 16.48e9) < 0.01e9, "ViT-B/16 forward MACs %.4g",
+           vit_config_forward_macs(&c)); /* the last block's class row past its keys and values */
     CHECK(vit_config_tokens(&c) == 197);
     CHECK(vit_config_preset("vit-l14-clip", &c, &err) == VIT_OK);
     CHECK(vit_config_tokens(&c) == 257 && c.act == VIT_ACT_QUICK_GELU && c.ln_pre && !c.patch_bias);
