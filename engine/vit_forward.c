@@ -724,9 +724,11 @@ static void class_rows_linear(const vit_model *m, const vit_acts *a, float *y, c
  * those run on B rows instead of B*N: 76% of the block's multiply-adds for
  * ViT-B/16, 6% of its forward pass (vit_config_forward_macs).  The
  * class rows' residual stream is a->pooled, which head_forward then reads.
- * Training keeps what vit_train.c's block_backward_last_class reads: x_in,
- * LayerNorm 1's statistics and qkv for every row; the class rows' attention
- * output, x_mid, LayerNorm 2's output and statistics and h_pre / h_act. */
+ * Training keeps what vit_train.c's block_backward_last_class reads, in
+ * the slots the method gives the block (vit_train_state_create_path): x_in,
+ * LayerNorm 1's statistics and qkv for every row; x_mid, LayerNorm 2's
+ * statistics and h_pre for the class rows, and for full fine-tuning the
+ * inputs of proj, fc1 and fc2 too. */
 static void block_forward_last_class(const vit_model *m, const vit_block_weights *w, vit_acts *a,
                                      vit_block_acts *k, int B)
 {

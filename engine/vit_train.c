@@ -251,19 +251,22 @@ vit_status vit_train_state_create_path(const vit_model *m, vit_method method, in
         }
         for (int l = 0; l < c->depth; l++) {
             vit_block_acts *k = &blocks[l];
+            /* rows past attention's keys and values: a class-token model's
+             * last block has only the class rows (block_forward_last_class) */
+            size_t past = l == c->depth - 1 && c->pool == VIT_POOL_CLS ? B : rows;
             plan_add(&p, &k->x_in, rows * C);
-            plan_add(&p, &k->x_mid, rows * C);
+            plan_add(&p, &k->x_mid, past * C);
             plan_add(&p, &k->ln1_mean, rows);
             plan_add(&p, &k->ln1_rstd, rows);
-            plan_add(&p, &k->ln2_mean, rows);
-            plan_add(&p, &k->ln2_rstd, rows);
+            plan_add(&p, &k->ln2_mean, past);
+            plan_add(&p, &k->ln2_rstd, past);
             plan_add(&p, &k->qkv, rows * 3 * C);
-            plan_add(&p, &k->h_pre, rows * M);
+            plan_add(&p, &k->h_pre, past * M);
             if (full) { /* inputs of the linear layers, for weight gradients */
                 plan_add(&p, &k->ln1, rows * C);
-                plan_add(&p, &k->attn, rows * C);
-                plan_add(&p, &k->ln2, rows * C);
-                plan_add(&p, &k->h_act, rows * M);
+                plan_add(&p, &k->attn, past * C);
+                plan_add(&p, &k->ln2, past * C);
+                plan_add(&p, &k->h_act, past * M);
             }
         }
     }

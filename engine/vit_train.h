@@ -7,7 +7,9 @@
  *   bitfit  every bias of the backbone + the head.  No weight gradient is
  *           computed, so the inputs of linear layers are not kept; per block
  *           only the residual inputs of the two LayerNorms (and their
- *           statistics), qkv, the attention matrices and the fc1 output stay.
+ *           statistics), qkv and the fc1 output stay (the attention matrices
+ *           are recomputed from qkv; a class-token model's last block keeps
+ *           its class rows alone past qkv).
  *   linear  the head only (a linear probe): nothing before the features is kept.
  *   full    every parameter; also keeps the inputs of every linear layer.
  * Gradients live in arrays laid out exactly like the model's two arenas:

@@ -13,8 +13,9 @@
  *     packed path with teams of 1 to 3, in fp32 and in bf16 (whose full
  *     block rounds attention's operands: within 1% of the largest logit);
  *   - a head-less model's features;
- *   - a training step's logits, loss and every gradient of bitfit, linear
- *     and full, on both paths;
+ *   - a training step's logits, loss, every gradient and the images'
+ *     gradient, for bitfit, linear and full on both paths, on one state
+ *     reused across batches;
  *   - on odd shapes: 5 heads of 8 with 10 tokens; ln_pre, a projection and
  *     QuickGELU; a mean-pooled model, which must run every row.
  * The profile's multiply-adds pin the cut itself: the last block's MLP ran
@@ -156,32 +157,52 @@ static void check_inference(const shape_case *sc, vit_model *m, vit_model *d, vi
 }
 
 typedef struct step_out {
-    float logits[MAX_B * MAX_OUT], *gtrain, *gfrozen;
+    float logits[MAX_B * MAX_OUT], *gtrain, *gfrozen, *dimages;
     double loss;
+    vit_profile prof;
     int ok;
 } step_out;
 
-/* One step on m: forward, cross-entropy, backward into fresh gradients. */
-static step_out run_step(const vit_model *m, vit_method method, vit_path path,
-                         const float *images, const int *labels, int B)
+/* One step on m: forward, cross-entropy, backward into fresh gradients, the
+ * images' gradient; on s when it is not NULL (a state reused across
+ * batches), else on a fresh state sized for B. */
+static step_out run_step(const vit_model *m, vit_train_state *s, vit_method method,
+                         vit_path path, const float *images, const int *labels, int B)
 {
     step_out o = {.ok = 0};
     vit_error err = {0};
     float dlogits[MAX_B * MAX_OUT];
-    bool full = method == VIT_METHOD_FULL;
+    bool full = method == VIT_METHOD_FULL, into_blocks = method != VIT_METHOD_LINEAR;
+    size_t image = (size_t)3 * m->cfg.image_size * m->cfg.image_size;
+    vit_train_state *fresh = NULL;
     o.gtrain = calloc(m->trainable_len, sizeof(float));
     o.gfrozen = full ? calloc(m->frozen_len, sizeof(float)) : NULL;
-    vit_train_state *s = NULL;
-    if (!o.gtrain || (full && !o.gfrozen)) {
+    o.dimages = into_blocks ? malloc(sizeof(float) * image * (size_t)B) : NULL;
+    if (!o.gtrain || (full && !o.gfrozen) || (into_blocks && !o.dimages)) {
         CHECKF(0, "out of memory");
-    } else if (vit_train_state_create_path(m, method, B, 2, path, &s, &err) == VIT_OK &&
-               vit_train_forward(m, s, images, B, o.logits, &err) == VIT_OK) {
-        o.loss = vit_cross_entropy(o.logits, labels, B, m->cfg.num_classes, 0.1f, dlogits);
-        o.ok = vit_backward(m, s, dlogits, B, o.gtrain, o.gfrozen, &err) == VIT_OK;
+        return o;
+    }
+    if (!s && vit_train_state_create_path(m, method, B, 2, path, &fresh, &err) == VIT_OK)
+        s = fresh;
+    if (s) {
+        vit_train_state_set_profile(s, &o.prof);
+        if (vit_train_forward(m, s, images, B, o.logits, &err) == VIT_OK) {
+            o.loss = vit_cross_entropy(o.logits, labels, B, m->cfg.num_classes, 0.1f, dlogits);
+            o.ok = vit_backward(m, s, dlogits, B, o.gtrain, o.gfrozen, &err) == VIT_OK &&
+                   (!into_blocks || vit_input_grad(m, s, o.dimages, &err) == VIT_OK);
+        }
+        vit_train_state_set_profile(s, NULL);
     }
     CHECKF(o.ok, "step: %s", err.message);
-    vit_train_state_free(s);
+    vit_train_state_free(fresh);
     return o;
+}
+
+static void step_free(step_out *o)
+{
+    free(o->gtrain);
+    free(o->gfrozen);
+    free(o->dimages);
 }
 
 /* m's gradients against d's for the same parameters:
@@ -213,19 +234,36 @@ static void compare_grads(const char *what, vit_model *m, vit_model *d, const st
     }
 }
 
+/* Attention's backward multiply-adds in a step of B images: every block's
+ * N x N, but a class-token model's last, whose one query row is N. */
+static double bwd_attention_macs(const vit_config *c, int B)
+{
+    double N = vit_config_tokens(c), per_block = 4.0 * B * N * N * c->width;
+    return (c->depth - 1) * per_block + (c->pool == VIT_POOL_CLS ? per_block / N : per_block);
+}
+
+/* Steps of every method on m, one state reused over the batches, against
+ * d's on fresh states. */
 static void check_training(const shape_case *sc, vit_model *m, vit_model *d, vit_path path,
                            const float *images)
 {
     static const vit_method methods[] = {VIT_METHOD_BITFIT, VIT_METHOD_LINEAR, VIT_METHOD_FULL};
-    static const int batches[] = {1, 3, 14, 17};
+    static const int batches[] = {MAX_B, 1, 14, 3};
+    size_t image = (size_t)3 * sc->cfg.image_size * sc->cfg.image_size;
     int labels[MAX_B];
     for (int b = 0; b < MAX_B; b++)
         labels[b] = (b * 5 + 2) % sc->cfg.num_classes;
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        vit_error err = {0};
+        vit_train_state *s = NULL;
+        if (vit_train_state_create_path(m, methods[i], MAX_B, 2, path, &s, &err) != VIT_OK) {
+            CHECKF(0, "%s: %s", sc->name, err.message);
+            continue;
+        }
         for (size_t j = 0; j < sizeof batches / sizeof batches[0]; j++) {
             int B = batches[j];
-            step_out got = run_step(m, methods[i], path, images, labels, B);
-            step_out want = run_step(d, methods[i], path, images, labels, B);
+            step_out got = run_step(m, s, methods[i], path, images, labels, B);
+            step_out want = run_step(d, NULL, methods[i], path, images, labels, B);
             if (got.ok && want.ok) {
                 char what[200], w2[240];
                 snprintf(what, sizeof what, "%s, %s step, %s path, batch %d", sc->name,
@@ -237,12 +275,28 @@ static void check_training(const shape_case *sc, vit_model *m, vit_model *d, vit
                 CHECKF(fabs(got.loss - want.loss) <= 1e-5 * fabs(want.loss), "%s: loss %g, %g",
                        what, got.loss, want.loss);
                 compare_grads(what, m, d, &got, &want);
+                if (got.dimages) {
+                    double max_ref = 0;
+                    for (size_t k = 0; k < image * (size_t)B; k++)
+                        max_ref = fmax(max_ref, fabs(want.dimages[k]));
+                    snprintf(w2, sizeof w2, "%s: the images' gradient", what);
+                    check_close(w2, got.dimages, want.dimages, image * (size_t)B,
+                                1e-4 * max_ref + 1e-9, 1e-3);
+                    CHECKF(got.prof.macs[VIT_OP_BWD_ATTENTION] ==
+                               bwd_attention_macs(&sc->cfg, B),
+                           "%s: attention's backward did %.0f multiply-adds, expected %.0f",
+                           what, got.prof.macs[VIT_OP_BWD_ATTENTION],
+                           bwd_attention_macs(&sc->cfg, B));
+                }
+                CHECKF(got.prof.macs[VIT_OP_FC2_GEMM] == fc2_macs(&sc->cfg, B),
+                       "%s: the forward's fc2 did %.0f multiply-adds, expected %.0f", what,
+                       got.prof.macs[VIT_OP_FC2_GEMM], fc2_macs(&sc->cfg, B));
             }
-            free(got.gtrain);
-            free(got.gfrozen);
-            free(want.gtrain);
-            free(want.gfrozen);
+            step_free(&got);
+            step_free(&want);
         }
+        vit_train_state_free(s);
+    }
 }
 
 static void test_shape(const shape_case *sc)
