@@ -140,6 +140,16 @@ void patch_unfold_forward(float *patches, const float *images, int B, int image_
     }
 }
 
+/* Where head h of image b starts in fused qkv rows (B, N, 3C): off[0] its q
+ * columns, off[1] its k, off[2] its v; a dqkv laid out alike the same. */
+static void head_offsets(size_t off[3], int b, int h, int N, int C, int hs)
+{
+    size_t row0 = (size_t)b * N * 3 * C, col = (size_t)h * hs;
+    off[0] = row0 + col;
+    off[1] = row0 + (size_t)C + col;
+    off[2] = row0 + 2 * (size_t)C + col;
+}
+
 /* softmax(q k^T * scale) of one head into p (N, N); q and k are read in place
  * from the fused qkv rows through the leading dimension 3C. */
 static void attention_probs(float *p, const float *q, const float *k, int N, int hs, int ld)
@@ -156,15 +166,13 @@ void attention_forward(float *out, float *probs, size_t probs_stride, const floa
     int hs = C / NH;
     int ld = 3 * C;
     for (int b = 0; b < B; b++) {
-        const float *base = qkv + (size_t)b * N * ld;
         for (int h = 0; h < NH; h++) {
-            const float *q = base + (size_t)h * hs;
-            const float *k = base + C + (size_t)h * hs;
-            const float *v = base + 2 * (size_t)C + (size_t)h * hs;
+            size_t at[3];
+            head_offsets(at, b, h, N, C, hs);
             float *p = probs + ((size_t)b * NH + h) * probs_stride;
-            attention_probs(p, q, k, N, hs, ld);                               /* (N, N) */
+            attention_probs(p, qkv + at[0], qkv + at[1], N, hs, ld);           /* (N, N) */
             float *o = out + (size_t)b * N * C + (size_t)h * hs;
-            gemm(N, hs, N, 1.0f, p, N, v, ld, false, 0.0f, o, C);               /* (N, hs) */
+            gemm(N, hs, N, 1.0f, p, N, qkv + at[2], ld, false, 0.0f, o, C);    /* (N, hs) */
         }
     }
 }
@@ -189,10 +197,11 @@ void attention_first_query(float *out, float *p, const float *qkv, int B, int N,
     int hs = C / NH;
     size_t ld = 3 * (size_t)C;
     for (int b = 0; b < B; b++) {
-        const float *base = qkv + (size_t)b * N * ld;
         for (int h = 0; h < NH; h++) {
-            const float *v = base + 2 * (size_t)C + (size_t)h * hs;
-            first_query_probs(p, base + (size_t)h * hs, base + C + (size_t)h * hs, N, hs, ld);
+            size_t at[3];
+            head_offsets(at, b, h, N, C, hs);
+            const float *v = qkv + at[2];
+            first_query_probs(p, qkv + at[0], qkv + at[1], N, hs, ld);
             float *o = out + (size_t)b * C + (size_t)h * hs;
             memset(o, 0, sizeof(float) * (size_t)hs);
             for (int j = 0; j < N; j++) {
@@ -215,16 +224,12 @@ void attention_first_query_backward(float *dqkv, float *scratch, const float *do
     float scale = 1.0f / sqrtf((float)hs), *p = scratch, *ds = scratch + N;
     memset(dqkv, 0, sizeof(float) * (size_t)B * N * ld);
     for (int b = 0; b < B; b++) {
-        const float *base = qkv + (size_t)b * N * ld;
-        float *dbase = dqkv + (size_t)b * N * ld;
         for (int h = 0; h < NH; h++) {
-            const float *q = base + (size_t)h * hs;
-            const float *k = base + C + (size_t)h * hs;
-            const float *v = base + 2 * (size_t)C + (size_t)h * hs;
+            size_t at[3];
+            head_offsets(at, b, h, N, C, hs);
+            const float *q = qkv + at[0], *k = qkv + at[1], *v = qkv + at[2];
+            float *dq = dqkv + at[0], *dk = dqkv + at[1], *dv = dqkv + at[2];
             const float *dO = dout + (size_t)b * C + (size_t)h * hs;
-            float *dq = dbase + (size_t)h * hs;
-            float *dk = dbase + C + (size_t)h * hs;
-            float *dv = dbase + 2 * (size_t)C + (size_t)h * hs;
             first_query_probs(p, q, k, N, hs, ld);
             double dot = 0;
             for (int j = 0; j < N; j++) { /* dP, then P . dP */
@@ -263,15 +268,11 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
     float scale = 1.0f / sqrtf((float)hs);
     float *p = scratch, *dprobs = scratch + (size_t)N * N;
     for (int b = 0; b < B; b++) {
-        const float *base = qkv + (size_t)b * N * ld;
-        float *dbase = dqkv + (size_t)b * N * ld;
         for (int h = 0; h < NH; h++) {
-            const float *q = base + (size_t)h * hs;
-            const float *k = base + C + (size_t)h * hs;
-            const float *v = base + 2 * (size_t)C + (size_t)h * hs;
-            float *dq = dbase + (size_t)h * hs;
-            float *dk = dbase + C + (size_t)h * hs;
-            float *dv = dbase + 2 * (size_t)C + (size_t)h * hs;
+            size_t at[3];
+            head_offsets(at, b, h, N, C, hs);
+            const float *q = qkv + at[0], *k = qkv + at[1], *v = qkv + at[2];
+            float *dq = dqkv + at[0], *dk = dqkv + at[1], *dv = dqkv + at[2];
             const float *dO = dout + (size_t)b * N * C + (size_t)h * hs;
             attention_probs(p, q, k, N, hs, ld);                                   /* P */
             gemm(N, N, hs, 1.0f, dO, C, v, ld, true, 0.0f, dprobs, N);             /* dP */
