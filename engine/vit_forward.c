@@ -653,6 +653,18 @@ static void block_forward_train(const vit_model *m, const vit_block_weights *w, 
     vit_profile_mark(a, VIT_OP_FC2_GEMM, r * C * M);
 }
 
+/* out (n) = act(x) on the calling thread, where the activation does not
+ * ride on fc1's tiles.  Training takes this too: the vector GELU saves it
+ * seconds a step at batch 32. */
+static void activation_rows(vit_acts *a, vit_act act, float *out, const float *x, size_t n)
+{
+    if (act == VIT_ACT_GELU)
+        (a->avx512 ? gelu_forward_avx512 : gelu_forward)(out, x, n);
+    else
+        (a->avx512 ? quick_gelu_forward_avx512 : quick_gelu_forward)(out, x, n);
+    vit_profile_mark(a, VIT_OP_ACTIVATION, 0);
+}
+
 /* ref: timm vision_transformer.py Block.forward (pre-LN) */
 static void block_forward(const vit_model *m, const vit_block_weights *w, vit_acts *a,
                           vit_block_acts *k, int B)
@@ -682,14 +694,7 @@ static void block_forward(const vit_model *m, const vit_block_weights *w, vit_ac
     vit_profile_mark(a, VIT_OP_LAYERNORM, 0);
     linear_rows(m, a, k->h_pre, k->ln2, w->fc1_w, w->fc1_b, B, N, M, C);      /* (B,N,M) */
     vit_profile_mark(a, VIT_OP_FC1_GEMM, r * C * M);
-    /* training takes this path too: the vector GELU saves it seconds a step at batch 32 */
-    bool vector = a->avx512;
-    if (c->act == VIT_ACT_GELU)
-        (vector ? gelu_forward_avx512 : gelu_forward)(k->h_act, k->h_pre, rows * (size_t)M);
-    else
-        (vector ? quick_gelu_forward_avx512 : quick_gelu_forward)(k->h_act, k->h_pre,
-                                                                  rows * (size_t)M);
-    vit_profile_mark(a, VIT_OP_ACTIVATION, 0);
+    activation_rows(a, c->act, k->h_act, k->h_pre, rows * (size_t)M);
     add_bias_rows(m, a, a->x, w->fc2_b, B, N, C);                             /* x += mlp */
     vit_profile_mark(a, VIT_OP_BIAS_ADD, 0);
     gemm((int)rows, C, M, 1.0f, k->h_act, M, w->fc2_w, M, true, 1.0f, a->x, C);
@@ -774,16 +779,8 @@ static void block_forward_last_class(const vit_model *m, const vit_block_weights
     class_rows_linear(m, a, k->h_pre, k->ln2, w->fc1_w, w->fc1_wp, w->fc1_wb, w->fc1_b, false,
                       fuse ? act : GEMM_POST_NONE, B, 1, M, C);               /* (B,M) */
     vit_profile_mark(a, VIT_OP_FC1_GEMM, (double)B * C * M);
-    if (!fuse) {
-        size_t hidden = (size_t)B * M;
-        bool vector = a->avx512;
-        if (c->act == VIT_ACT_GELU)
-            (vector ? gelu_forward_avx512 : gelu_forward)(k->h_act, k->h_pre, hidden);
-        else
-            (vector ? quick_gelu_forward_avx512 : quick_gelu_forward)(k->h_act, k->h_pre,
-                                                                      hidden);
-        vit_profile_mark(a, VIT_OP_ACTIVATION, 0);
-    }
+    if (!fuse)
+        activation_rows(a, c->act, k->h_act, k->h_pre, (size_t)B * M);
     class_rows_linear(m, a, x, k->h_act, w->fc2_w, w->fc2_wp, w->fc2_wb, w->fc2_b, true,
                       GEMM_POST_NONE, B, 1, C, M);                            /* x += mlp */
     vit_profile_mark(a, VIT_OP_FC2_GEMM, (double)B * C * M);
@@ -850,17 +847,15 @@ static void head_forward(const vit_model *m, vit_acts *a, int B, float *const *o
     const vit_config *c = &m->cfg;
     const vit_weights *w = &m->w;
     int N = vit_config_tokens(c), C = c->width, F = vit_config_feature_dim(c);
-    for (int b = 0; b < B && c->pool == VIT_POOL_MEAN; b++) {
-        const float *xb = a->x + (size_t)b * N * C;
-        float *dst = a->pooled + (size_t)b * C;
-        /* ref: timm VisionTransformer.forward_head, global_pool='avg' over patch tokens */
+    /* ref: timm VisionTransformer.forward_head, global_pool='avg' over patch tokens */
+    for (int b = 0; b < B && c->pool == VIT_POOL_MEAN; b++)
         for (int i = 0; i < C; i++) {
+            const float *xb = a->x + (size_t)b * N * C;
             double sum = 0;
             for (int t = 1; t < N; t++)
                 sum += xb[(size_t)t * C + i];
-            dst[i] = (float)(sum / (N - 1));
+            a->pooled[(size_t)b * C + i] = (float)(sum / (N - 1));
         }
-    }
     /* LayerNorm is per token, so normalising only the pooled row equals
      * normalising all tokens and then taking the class token. */
     layernorm_rows(m, a, a->pooled_ln, a->norm_mean, a->norm_rstd, a->pooled, w->norm_w, w->norm_b,

@@ -222,7 +222,8 @@ void attention_first_query_backward(float *dqkv, float *scratch, const float *do
     int hs = C / NH;
     size_t ld = 3 * (size_t)C;
     float scale = 1.0f / sqrtf((float)hs), *p = scratch, *ds = scratch + N;
-    memset(dqkv, 0, sizeof(float) * (size_t)B * N * ld);
+    for (size_t r = 0; r < (size_t)B * N; r++) /* dq: the loop below writes every dk, dv */
+        memset(dqkv + r * ld, 0, sizeof(float) * (size_t)C);
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
             size_t at[3];
