@@ -28,30 +28,19 @@
 #include "check.h"
 #include "gemm.h"
 #include "randinit.h"
+#include "train_check.h"
 #include "vit.h"
 #include "vit_train.h"
 
 enum { MAX_B = 17, MAX_OUT = 64, TASKS = 2 };
 
-typedef struct shape_case {
-    const char *name;
-    vit_config cfg;
-} shape_case;
-
+/* 5 heads of 8, 10 tokens, an MLP of 72 */
 static vit_config base_config(void)
 {
-    vit_config c;
-    vit_error err;
-    vit_config_preset("vit-tiny", &c, &err);
+    vit_config c = train_check_config();
     c.image_size = 12, c.patch_size = 4, c.width = 40, c.depth = 2;
     c.heads = 5, c.mlp_dim = 72, c.num_classes = 7;
     c.preprocess.crop_h = c.preprocess.crop_w = 12;
-    c.ln_eps = 1e-6f;
-    c.act = VIT_ACT_GELU;
-    c.pool = VIT_POOL_CLS;
-    c.ln_pre = false;
-    c.patch_bias = true;
-    c.proj_dim = 0;
     return c;
 }
 
@@ -205,35 +194,6 @@ static void step_free(step_out *o)
     free(o->dimages);
 }
 
-/* m's gradients against d's for the same parameters:
- * |diff| <= 1e-4 max|want| + 1e-3 |want|, test_train's golden bounds. */
-static void compare_grads(const char *what, vit_model *m, vit_model *d, const step_out *got,
-                          const step_out *want)
-{
-    char name[300];
-    for (size_t i = 0; i < m->num_params; i++) {
-        const vit_param *p = &m->params[i];
-        const vit_param *q = vit_model_find(d, p->name);
-        const float *g = NULL, *w = NULL;
-        if (!q)
-            continue;
-        if (p->trainable) {
-            g = got->gtrain + (p->data - m->trainable);
-            w = want->gtrain + (q->data - d->trainable);
-        } else if (got->gfrozen) {
-            g = got->gfrozen + (p->data - m->frozen);
-            w = want->gfrozen + (q->data - d->frozen);
-        } else {
-            continue;
-        }
-        double max_ref = 0;
-        for (size_t j = 0; j < p->numel; j++)
-            max_ref = fmax(max_ref, fabs(w[j]));
-        snprintf(name, sizeof name, "%s %s", what, p->name);
-        check_close(name, g, w, p->numel, 1e-4 * max_ref + 1e-9, 1e-3);
-    }
-}
-
 /* Attention's backward multiply-adds in a step of B images: every block's
  * N x N, but a class-token model's last, whose one query row is N. */
 static double bwd_attention_macs(const vit_config *c, int B)
@@ -274,7 +234,8 @@ static void check_training(const shape_case *sc, vit_model *m, vit_model *d, vit
                             1e-5);
                 CHECKF(fabs(got.loss - want.loss) <= 1e-5 * fabs(want.loss), "%s: loss %g, %g",
                        what, got.loss, want.loss);
-                compare_grads(what, m, d, &got, &want);
+                train_check_grads(what, m, got.gtrain, got.gfrozen, d, want.gtrain,
+                                  want.gfrozen);
                 if (got.dimages) {
                     double max_ref = 0;
                     for (size_t k = 0; k < image * (size_t)B; k++)

@@ -21,27 +21,9 @@
 #include "check.h"
 #include "gemm.h"
 #include "randinit.h"
+#include "train_check.h"
 #include "vit.h"
 #include "vit_train.h"
-
-typedef struct shape_case {
-    const char *name;
-    vit_config cfg;
-} shape_case;
-
-static vit_config base_config(void)
-{
-    vit_config c;
-    vit_error err;
-    vit_config_preset("vit-tiny", &c, &err);
-    c.ln_eps = 1e-6f;
-    c.act = VIT_ACT_GELU;
-    c.pool = VIT_POOL_CLS;
-    c.ln_pre = false;
-    c.patch_bias = true;
-    c.proj_dim = 0;
-    return c;
-}
 
 /* One step on s: forward, cross-entropy, backward into fresh gradients. */
 typedef struct step_out {
@@ -87,39 +69,6 @@ static void step_free(step_out *o)
     free(o->gfrozen);
 }
 
-/* Compares got against want per parameter, scaled like test_train's golden
- * comparison: |diff| <= 1e-4 max|want| + 1e-3 |want|.  Returns the worst
- * |diff| / max|want| seen. */
-static double compare_grads(const char *what, const vit_model *m, const step_out *got,
-                            const step_out *want, vit_method method)
-{
-    double worst = 0;
-    char name[256];
-    for (size_t i = 0; i < m->num_params; i++) {
-        const vit_param *p = &m->params[i];
-        const float *g, *w;
-        if (p->trainable) {
-            g = got->gtrain + (p->data - m->trainable);
-            w = want->gtrain + (p->data - m->trainable);
-        } else if (method == VIT_METHOD_FULL) {
-            g = got->gfrozen + (p->data - m->frozen);
-            w = want->gfrozen + (p->data - m->frozen);
-        } else {
-            continue;
-        }
-        double max_ref = 0, diff = 0;
-        for (size_t j = 0; j < p->numel; j++) {
-            max_ref = fmax(max_ref, fabs(w[j]));
-            diff = fmax(diff, fabs((double)g[j] - w[j]));
-        }
-        snprintf(name, sizeof name, "%s %s", what, p->name);
-        check_close(name, g, w, p->numel, 1e-4 * max_ref + 1e-9, 1e-3);
-        if (max_ref > 0)
-            worst = fmax(worst, diff / max_ref);
-    }
-    return worst;
-}
-
 static const vit_method methods[] = {VIT_METHOD_BITFIT, VIT_METHOD_LINEAR, VIT_METHOD_FULL};
 
 /* Packed (threads members, m packed or not) against OpenBLAS for every
@@ -152,7 +101,8 @@ static double compare_at(const shape_case *sc, vit_model *m, int B, int threads)
             check_close(w2, got.logits, want.logits, (size_t)B * sc->cfg.num_classes, 1e-4, 1e-4);
             snprintf(w2, sizeof w2, "%s loss", what);
             check_close(w2, &got.loss, &want.loss, 1, 1e-5, 1e-5);
-            worst = fmax(worst, compare_grads(what, m, &got, &want, methods[i]));
+            worst = fmax(worst, train_check_grads(what, m, got.gtrain, got.gfrozen, m,
+                                                  want.gtrain, want.gfrozen));
         }
         step_free(&want);
         step_free(&got);
@@ -186,7 +136,7 @@ static void test_shape(const shape_case *sc, const int *batches, size_t nb, bool
 /* Without AVX-512 the packed path is refused and AUTO is the OpenBLAS path. */
 static void test_no_packed(void)
 {
-    vit_config cfg = base_config();
+    vit_config cfg = train_check_config();
     vit_model *m = NULL;
     vit_error err = {0};
     if (vit_model_create(&cfg, &m, &err) != VIT_OK) {
@@ -206,7 +156,7 @@ static void test_no_packed(void)
 
 static void test_bad_arguments(void)
 {
-    vit_config cfg = base_config();
+    vit_config cfg = train_check_config();
     vit_model *m = NULL;
     vit_error err = {0};
     if (vit_model_create(&cfg, &m, &err) != VIT_OK) {
@@ -230,16 +180,16 @@ int main(void)
         test_no_packed();
         return check_result();
     }
-    shape_case odd = {"odd (C 40, hs 8, N 10)", base_config()};
+    shape_case odd = {"odd (C 40, hs 8, N 10)", train_check_config()};
     odd.cfg.image_size = 12, odd.cfg.patch_size = 4, odd.cfg.width = 40, odd.cfg.depth = 2;
     odd.cfg.heads = 5, odd.cfg.mlp_dim = 72, odd.cfg.num_classes = 7;
     odd.cfg.preprocess.crop_h = odd.cfg.preprocess.crop_w = 12;
-    shape_case clip = {"clip-like (ln_pre, proj, QuickGELU, N 17)", base_config()};
+    shape_case clip = {"clip-like (ln_pre, proj, QuickGELU, N 17)", train_check_config()};
     clip.cfg.image_size = 20, clip.cfg.patch_size = 5, clip.cfg.width = 48, clip.cfg.depth = 1;
     clip.cfg.heads = 4, clip.cfg.mlp_dim = 100, clip.cfg.num_classes = 3, clip.cfg.proj_dim = 20;
     clip.cfg.ln_pre = true, clip.cfg.patch_bias = false, clip.cfg.act = VIT_ACT_QUICK_GELU;
     clip.cfg.preprocess.crop_h = clip.cfg.preprocess.crop_w = 20;
-    shape_case mean = {"meanpool (M 300, N 17)", base_config()};
+    shape_case mean = {"meanpool (M 300, N 17)", train_check_config()};
     mean.cfg.image_size = 16, mean.cfg.patch_size = 4, mean.cfg.width = 64, mean.cfg.depth = 1;
     mean.cfg.heads = 2, mean.cfg.mlp_dim = 300, mean.cfg.num_classes = 10;
     mean.cfg.pool = VIT_POOL_MEAN;
