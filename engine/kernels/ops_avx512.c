@@ -160,6 +160,13 @@ static void row_stats(const float *x, int C, float eps, float *mean, float *rstd
     *mean = (float)mu;
 }
 
+/* ((x - mean) * rstd) * w + b, rounded after each operation: the one
+ * expression both forward kernels normalise with. */
+static inline __m512 layernorm_vec(__m512 x, __m512 mean, __m512 rstd, __m512 w, __m512 b)
+{
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(x, mean), rstd), w), b);
+}
+
 /* ref: torch.nn.functional.layer_norm, as layernorm_forward in ops.c.  The
  * output is ((x - mean) * rstd) * w + b with a rounding after each operation
  * and no FMA, exactly the scalar kernel's expression, so with the same float
@@ -176,17 +183,16 @@ void layernorm_forward_avx512(float *out, float *mean, float *rstd, const float 
 
         const __m512 vmean = _mm512_set1_ps(fmean), vrs = _mm512_set1_ps(rs);
         int i = 0;
-        for (; i + 16 <= C; i += 16) {
-            __m512 y = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xr + i), vmean), vrs);
-            y = _mm512_add_ps(_mm512_mul_ps(y, _mm512_loadu_ps(w + i)), _mm512_loadu_ps(b + i));
-            _mm512_storeu_ps(orow + i, y);
-        }
+        for (; i + 16 <= C; i += 16)
+            _mm512_storeu_ps(orow + i, layernorm_vec(_mm512_loadu_ps(xr + i), vmean, vrs,
+                                                     _mm512_loadu_ps(w + i),
+                                                     _mm512_loadu_ps(b + i)));
         if (i < C) {
             __mmask16 m = tail_mask((size_t)(C - i));
-            __m512 y = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + i), vmean), vrs);
-            y = _mm512_add_ps(_mm512_mul_ps(y, _mm512_maskz_loadu_ps(m, w + i)),
-                              _mm512_maskz_loadu_ps(m, b + i));
-            _mm512_mask_storeu_ps(orow + i, m, y);
+            _mm512_mask_storeu_ps(orow + i, m,
+                                  layernorm_vec(_mm512_maskz_loadu_ps(m, xr + i), vmean, vrs,
+                                                _mm512_maskz_loadu_ps(m, w + i),
+                                                _mm512_maskz_loadu_ps(m, b + i)));
         }
         if (mean)
             mean[r] = fmean;
@@ -209,12 +215,10 @@ static void layernorm_bf16_sliver(uint32_t *sliver, const float *x, const float 
                 int c0 = j * GEMM_NR + h;
                 __mmask16 m = c0 + 16 <= C ? (__mmask16)0xffff
                                            : c0 < C ? tail_mask((size_t)(C - c0)) : 0;
-                const float *xr = x + (size_t)r * C + c0;
-                __m512 y = _mm512_mul_ps(
-                    _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr), _mm512_set1_ps(mean[r])),
-                    _mm512_set1_ps(rs[r]));
-                y = _mm512_add_ps(_mm512_mul_ps(y, _mm512_maskz_loadu_ps(m, w + c0)),
-                                  _mm512_maskz_loadu_ps(m, b[r] + c0));
+                __m512 y = layernorm_vec(_mm512_maskz_loadu_ps(m, x + (size_t)r * C + c0),
+                                         _mm512_set1_ps(mean[r]), _mm512_set1_ps(rs[r]),
+                                         _mm512_maskz_loadu_ps(m, w + c0),
+                                         _mm512_maskz_loadu_ps(m, b[r] + c0));
                 _mm512_store_ps(vals[r] + h, _mm512_maskz_mov_ps(m, y));
             }
         gemm_bf16_pack_rows32(vals, rows, sliver, C, j);
